@@ -1,0 +1,269 @@
+// Command certflow is the certificate-enrollment workflow engine: one
+// binary for the API, the workers, the CA and the tools around them.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/certflow/certflow/internal/app"
+	"github.com/certflow/certflow/internal/ca"
+	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/steps"
+	"github.com/certflow/certflow/workflow"
+)
+
+const usage = `certflow — certificate enrollment workflows behind a Keyfactor-compatible API
+
+Usage:
+  certflow serve    [flags]   run the API and the workers in one process
+  certflow api      [flags]   run the API only
+  certflow worker   [flags]   run the workers only
+  certflow ca init  [flags]   create the built-in CA hierarchies
+  certflow lint     [flags] [file or folder ...]
+                              check workflow definitions; exit 1 on any error
+
+Flags (each also an environment variable):
+  --config FILE          CERTFLOW_CONFIG        configuration file (optional)
+  --redis-url URL        CERTFLOW_REDIS_URL     redis://host:port/db; empty: embedded in-memory Redis
+  --data-dir DIR         CERTFLOW_DATA_DIR      CA files, KEK, generated secrets (default .certflow)
+  --definitions DIR      CERTFLOW_DEFINITIONS   workflow definitions (default definitions/)
+  --listen ADDR          CERTFLOW_LISTEN        API address (default 127.0.0.1:8080)
+                         CERTFLOW_KEK_FILE      key-encryption key (default <data-dir>/kek)
+                         CERTFLOW_ADMIN_TOKEN   an admin bearer token
+                         CERTFLOW_LOG_LEVEL     debug, info (default), warn, error
+`
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		var ec exitCode
+		if errors.As(err, &ec) {
+			os.Exit(int(ec))
+		}
+		fmt.Fprintln(os.Stderr, "certflow:", err)
+		os.Exit(1)
+	}
+}
+
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit %d", int(e)) }
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	cmd, args := args[0], args[1:]
+	if cmd == "ca" {
+		if len(args) == 0 || args[0] != "init" {
+			return errors.New("usage: certflow ca init [flags]")
+		}
+		cmd, args = "ca init", args[1:]
+	}
+	fset := flag.NewFlagSet("certflow "+cmd, flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	var s app.Settings
+	fset.StringVar(&s.ConfigPath, "config", "", "configuration file")
+	fset.StringVar(&s.RedisURL, "redis-url", "", "Redis URL")
+	fset.StringVar(&s.DataDir, "data-dir", "", "data directory")
+	fset.StringVar(&s.Definitions, "definitions", "", "workflow definitions folder")
+	fset.StringVar(&s.Listen, "listen", "", "API listen address")
+	if err := fset.Parse(args); err != nil {
+		return exitCode(2)
+	}
+	s = s.FromEnv()
+	log := newLogger(stderr)
+	switch cmd {
+	case "serve":
+		return serve(s, app.RoleBoth, log, stdout)
+	case "api":
+		return serve(s, app.RoleAPI, log, stdout)
+	case "worker":
+		return serve(s, app.RoleWorker, log, stdout)
+	case "ca init":
+		return caInit(s, stdout)
+	case "lint":
+		return lint(s, fset.Args(), stdout)
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+}
+
+func newLogger(w io.Writer) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(os.Getenv("CERTFLOW_LOG_LEVEL"))); err != nil {
+		level = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+func serve(s app.Settings, role app.Role, log *slog.Logger, out io.Writer) error {
+	cfg, err := app.LoadConfig(s)
+	if err != nil {
+		return err
+	}
+	if cfg.RedisURL == "" && role != app.RoleBoth {
+		return errors.New("`certflow api` and `certflow worker` share work through Redis: set CERTFLOW_REDIS_URL or --redis-url (or use `certflow serve`)")
+	}
+	a, err := app.Open(cfg, role, s.AdminToken, log, out)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go reloadOnHUP(ctx, a)
+	errc := make(chan error, 2)
+	if role&app.RoleWorker != 0 {
+		go func() { errc <- a.RunWorker(ctx) }()
+	}
+	if role&app.RoleAPI != 0 {
+		go func() {
+			errc <- a.ServeAPI(ctx, func(addr net.Addr) { printWelcome(out, a, addr) })
+		}()
+	}
+	n := 0
+	if role&app.RoleWorker != 0 {
+		n++
+	}
+	if role&app.RoleAPI != 0 {
+		n++
+	}
+	var first error
+	for i := 0; i < n; i++ {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			stop() // one half failed: stop the other
+		}
+	}
+	log.Info("certflow stopped")
+	return first
+}
+
+func reloadOnHUP(ctx context.Context, a *app.App) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := a.LoadDefinitions(); err != nil {
+				a.Log.Error("SIGHUP: reload refused; keeping the loaded definitions", "err", err)
+			}
+		}
+	}
+}
+
+func printWelcome(out io.Writer, a *app.App, addr net.Addr) {
+	base := "http://" + addr.String()
+	auth := `-H "Authorization: Bearer $CERTFLOW_ADMIN_TOKEN"`
+	if token := filepath.Join(a.Config.DataDir, "admin-token"); fileExists(token) && os.Getenv("CERTFLOW_ADMIN_TOKEN") == "" {
+		auth = fmt.Sprintf(`-H "Authorization: Bearer $(cat %s)"`, token)
+	}
+	fmt.Fprintf(out, `
+certflow is listening on %[1]s
+
+Try it (a P-256 key and CSR with openssl, then a synchronous enrollment):
+
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout demo.key \
+      -subj "/CN=demo.example.com" -outform DER -out demo.csr
+  curl -s %[1]s/Enrollment/CSR %[2]s \
+      -H "Content-Type: application/json" -H "x-certificateformat: PEM" \
+      -d "{\"CSR\": \"$(base64 -w0 demo.csr)\", \"Template\": \"WebServer\", \"IncludeChain\": true, \"Timestamp\": \"$(date -u +%%Y-%%m-%%dT%%H:%%M:%%SZ)\"}"
+
+Add -H "Prefer: respond-async" to get 202 and a Location to poll.
+`, base, auth)
+	if a.Embedded() {
+		fmt.Fprintln(out, "\nRunning on an embedded in-memory Redis: requests and certificates are lost when certflow stops.")
+	}
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+func caInit(s app.Settings, out io.Writer) error {
+	cfg, err := app.LoadConfig(s)
+	if err != nil {
+		return err
+	}
+	kek, created, err := pki.LoadOrCreateKEKFile(cfg.KEKFile)
+	if err != nil {
+		return err
+	}
+	if created {
+		fmt.Fprintf(out, "generated key-encryption key %s — back it up\n", cfg.KEKFile)
+	}
+	_, made, err := ca.OpenAll(cfg, kek, true)
+	if err != nil {
+		return err
+	}
+	for _, c := range cfg.CAs {
+		state := "already exists"
+		for _, m := range made {
+			if m == c.Name {
+				state = "created"
+			}
+		}
+		fmt.Fprintf(out, "%s: %s (%s)\n", c.QualifiedName(), state, filepath.Join(cfg.DataDir, "ca", c.Name))
+	}
+	return nil
+}
+
+// lint checks definition files and folders (default: the configured
+// folder) and prints every problem; it exits 1 if there is any.
+func lint(s app.Settings, paths []string, out io.Writer) error {
+	cfg, err := app.LoadConfig(s)
+	if err != nil {
+		return err
+	}
+	catalog := steps.Catalog(&steps.Deps{Config: cfg})
+	if len(paths) == 0 {
+		paths = []string{cfg.Definitions}
+	}
+	failed := false
+	for _, p := range paths {
+		var set *workflow.Set
+		st, err := os.Stat(p)
+		switch {
+		case err != nil && p == cfg.Definitions:
+			var fsys fs.FS
+			if fsys, _, err = app.DefinitionsFS(p); err == nil {
+				set, err = workflow.Load(fsys, catalog)
+			}
+		case err != nil:
+		case st.IsDir():
+			set, err = workflow.Load(os.DirFS(p), catalog)
+		default:
+			set, err = workflow.LoadFiles(os.DirFS(filepath.Dir(p)), []string{filepath.Base(p)}, catalog)
+		}
+		if err != nil {
+			failed = true
+			fmt.Fprintln(out, strings.TrimSpace(err.Error()))
+			continue
+		}
+		for _, d := range set.All() {
+			fmt.Fprintf(out, "ok  %s  %s (trigger %s, priority %d, %d steps, version %s)\n", filepath.Join(p, d.File), d.Name, d.Trigger, d.Priority, len(d.Steps), d.Version)
+		}
+	}
+	if failed {
+		return exitCode(1)
+	}
+	return nil
+}

@@ -1,0 +1,562 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/certflow/certflow/internal/callback"
+	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/store"
+	"github.com/certflow/certflow/workflow"
+)
+
+// EnrollmentCSRRequest is the body of POST /Enrollment/CSR, with
+// Keyfactor's field names. Unknown fields are ignored, as Keyfactor does, so
+// that newer clients keep working.
+type EnrollmentCSRRequest struct {
+	CSR                        string              `json:"CSR"`
+	PrivateKey                 string              `json:"PrivateKey"`
+	CertificateAuthority       string              `json:"CertificateAuthority"`
+	IncludeChain               *bool               `json:"IncludeChain"`
+	IncludeSubjectHeader       *bool               `json:"IncludeSubjectHeader"`
+	Timestamp                  string              `json:"Timestamp"`
+	OwnerRoleId                *int64              `json:"OwnerRoleId"`
+	OwnerRoleName              string              `json:"OwnerRoleName"`
+	Template                   string              `json:"Template"`
+	Metadata                   map[string]any      `json:"Metadata"`
+	SANs                       map[string][]string `json:"SANs"`
+	AdditionalEnrollmentFields map[string]any      `json:"AdditionalEnrollmentFields"`
+	CallbackUrl                string              `json:"CallbackUrl"`
+}
+
+// Bounds on client input that has no natural limit.
+const (
+	maxIdempotencyKey = 255
+	maxNameLen        = 256
+	maxMapEntries     = 100
+	maxSANs           = 100
+)
+
+// timestampLayouts are the ISO 8601 forms Keyfactor clients send.
+var timestampLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02T15:04:05"}
+
+// enrollment is a decoded, checked submit, ready to store.
+type enrollment struct {
+	req        store.Request
+	privateKey []byte // PKCS#8 DER, sealed once the request id is known
+}
+
+// decodeEnrollment reads and checks everything about a submit that needs no
+// Redis: the body, the query, the headers, the catalogue. Every problem is
+// an *apiError naming the field.
+func (s *Server) decodeEnrollment(r *http.Request, caller *Identity) (*enrollment, error) {
+	format, err := pki.ParseFormat(r.Header.Get("x-certificateformat"))
+	if err != nil {
+		return nil, badField("x-certificateformat header", "%v", err)
+	}
+	force := false
+	if v := r.URL.Query().Get("forceEnroll"); v != "" {
+		if force, err = strconv.ParseBool(v); err != nil {
+			return nil, badField("forceEnroll", "want true or false, got %q", v)
+		}
+	}
+	var body EnrollmentCSRRequest
+	if err := decodeJSON(r, &body); err != nil {
+		return nil, err
+	}
+	if strings.TrimSpace(body.CSR) == "" {
+		return nil, badField("CSR", "required: a PEM or base64 DER certificate signing request")
+	}
+	der, csr, err := pki.DecodeCSR(body.CSR)
+	if err == nil {
+		err = pki.VerifyCSR(csr)
+	}
+	if err != nil {
+		return nil, &apiError{status: http.StatusBadRequest, code: CodeInvalidCSR, msg: "CSR: " + err.Error()}
+	}
+	ts, err := parseTimestamp(body.Timestamp)
+	if err != nil {
+		return nil, err
+	}
+	tmpl, err := s.checkTemplateAndCA(body.Template, body.CertificateAuthority)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkOwner(body.OwnerRoleId, body.OwnerRoleName, tmpl); err != nil {
+		return nil, err
+	}
+	sans, err := checkSANs(body.SANs)
+	if err != nil {
+		return nil, err
+	}
+	md, err := s.checkMetadata(body.Metadata)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkAdditionalFields(body.AdditionalEnrollmentFields); err != nil {
+		return nil, err
+	}
+	if body.CallbackUrl != "" {
+		if err := callback.CheckURL(body.CallbackUrl, s.cfg.Callbacks.AllowPrivate); err != nil {
+			return nil, badField("CallbackUrl", "%v", err)
+		}
+	}
+	e := &enrollment{}
+	if body.PrivateKey != "" {
+		if tmpl == nil || !tmpl.KeyRetention {
+			return nil, badField("PrivateKey", "the template does not retain private keys; leave PrivateKey out")
+		}
+		key, keyDER, err := pki.ParsePKCS8(body.PrivateKey)
+		if err != nil {
+			return nil, badField("PrivateKey", "%v", err)
+		}
+		if !pki.SamePublicKey(pki.PublicKeyOf(key), csr.PublicKey) {
+			return nil, badField("PrivateKey", "does not match the CSR's public key")
+		}
+		e.privateKey = keyDER
+	}
+	idemKey := r.Header.Get("Idempotency-Key")
+	if len(idemKey) > maxIdempotencyKey {
+		return nil, badField("Idempotency-Key header", "longer than %d characters", maxIdempotencyKey)
+	}
+	now := time.Now().UTC()
+	e.req = store.Request{
+		Disposition: store.Queued,
+		Submitted:   now,
+		Updated:     now,
+		Trigger:     "enrollment",
+		Requester:   workflow.Requester{Name: caller.Name, Roles: caller.Roles},
+		CSR:         der,
+		Input: workflow.Request{
+			Template:                   templateName(tmpl),
+			CertificateAuthority:       body.CertificateAuthority,
+			IncludeChain:               body.IncludeChain != nil && *body.IncludeChain,
+			IncludeSubjectHeader:       format == pki.FormatPEM && (body.IncludeSubjectHeader == nil || *body.IncludeSubjectHeader),
+			Format:                     string(format),
+			Metadata:                   md,
+			SANs:                       sans,
+			AdditionalEnrollmentFields: body.AdditionalEnrollmentFields,
+			OwnerRoleName:              body.OwnerRoleName,
+			ForceEnroll:                force,
+			HasPrivateKey:              e.privateKey != nil,
+			CallbackUrl:                body.CallbackUrl,
+			Timestamp:                  ts,
+		},
+		IdempotencyKey: idemKey,
+		Instance:       workflow.Instance{ID: uuid.NewString()},
+	}
+	if body.OwnerRoleId != nil {
+		e.req.Input.OwnerRoleId = *body.OwnerRoleId
+	}
+	return e, nil
+}
+
+// decodeJSON decodes one JSON object from the (size-limited) body and names
+// the field of a type mismatch.
+func decodeJSON(r *http.Request, v any) error {
+	data, err := io.ReadAll(r.Body)
+	if err != nil {
+		return err // *http.MaxBytesError → 413
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return badField("request body", "empty; want a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		var se *json.SyntaxError
+		switch {
+		case errors.As(err, &te) && te.Field != "":
+			return badField(te.Field, "want %s, got a JSON %s", jsonKind(te.Type.String()), te.Value)
+		case errors.As(err, &se):
+			return badField("request body", "invalid JSON at byte %d: %v", se.Offset, se)
+		default:
+			return badField("request body", "invalid JSON: %v", err)
+		}
+	}
+	if dec.More() {
+		return badField("request body", "trailing data after the JSON object")
+	}
+	return nil
+}
+
+func jsonKind(goType string) string {
+	switch {
+	case goType == "string" || goType == "*string":
+		return "a string"
+	case goType == "bool" || goType == "*bool":
+		return "a boolean (true or false)"
+	case strings.Contains(goType, "int"):
+		return "an integer"
+	case strings.HasPrefix(goType, "map["):
+		return "an object"
+	case strings.HasPrefix(goType, "[]"):
+		return "an array"
+	}
+	return goType
+}
+
+func parseTimestamp(s string) (time.Time, error) {
+	if strings.TrimSpace(s) == "" {
+		return time.Time{}, badField("Timestamp", "required: the current time in ISO 8601 UTC, e.g. 2023-11-19T16:23:01Z")
+	}
+	for _, layout := range timestampLayouts {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, badField("Timestamp", "%q is not an ISO 8601 time (e.g. 2023-11-19T16:23:01Z)", s)
+}
+
+// checkTemplateAndCA resolves the template and checks the named CA, as
+// Keyfactor does: a template is required unless the CA is standalone; a
+// named CA must exist and serve the template.
+func (s *Server) checkTemplateAndCA(templateName, caName string) (*config.Template, error) {
+	var ca *config.CA
+	if caName != "" {
+		var ok bool
+		if ca, ok = s.cfg.CA(caName); !ok {
+			return nil, &apiError{status: http.StatusBadRequest, code: CodeUnknownName, msg: fmt.Sprintf("CertificateAuthority: unknown certificate authority %q", caName)}
+		}
+	}
+	if templateName == "" {
+		if ca != nil && ca.Standalone {
+			return nil, nil
+		}
+		return nil, badField("Template", "required unless CertificateAuthority names a standalone CA")
+	}
+	tmpl, ok := s.cfg.Template(templateName)
+	if !ok {
+		return nil, &apiError{status: http.StatusBadRequest, code: CodeUnknownName, msg: fmt.Sprintf("Template: unknown template %q", templateName)}
+	}
+	if ca != nil {
+		served := false
+		for _, n := range tmpl.CAs {
+			served = served || strings.EqualFold(n, ca.Name)
+		}
+		if !served {
+			return nil, badField("CertificateAuthority", "%s does not serve template %s", ca.Name, tmpl.Name)
+		}
+	}
+	return tmpl, nil
+}
+
+func templateName(t *config.Template) string {
+	if t == nil {
+		return ""
+	}
+	return t.Name
+}
+
+func checkOwner(id *int64, name string, tmpl *config.Template) error {
+	switch {
+	case id != nil && name != "":
+		return badField("OwnerRoleId", "give OwnerRoleId or OwnerRoleName, not both")
+	case id != nil && *id <= 0:
+		return badField("OwnerRoleId", "must be a positive integer")
+	case len(name) > maxNameLen:
+		return badField("OwnerRoleName", "longer than %d characters", maxNameLen)
+	case id == nil && strings.TrimSpace(name) == "" && name != "":
+		return badField("OwnerRoleName", "must not be blank")
+	case id == nil && name == "" && tmpl != nil && tmpl.RequireOwnerRole:
+		return badField("OwnerRoleId", "template %s requires a certificate owner: give OwnerRoleId or OwnerRoleName", tmpl.Name)
+	}
+	return nil
+}
+
+// checkSANs validates the SANs object: known kinds, well-formed values.
+func checkSANs(in map[string][]string) (map[string][]string, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	out := make(map[string][]string, len(in))
+	total := 0
+	for kind, values := range in {
+		k := strings.ToLower(kind)
+		field := "SANs." + kind
+		if !workflow.SANKind(k) {
+			return nil, badField(field, "unknown SAN type (want dns, ip4, ip6, uri or rfc822)")
+		}
+		total += len(values)
+		if total > maxSANs {
+			return nil, badField("SANs", "more than %d names", maxSANs)
+		}
+		for i, v := range values {
+			f := fmt.Sprintf("%s[%d]", field, i)
+			switch k {
+			case "dns":
+				if !workflow.IsDNSName(v) {
+					return nil, badField(f, "%q is not a DNS name", v)
+				}
+			case "ip4":
+				if ip := net.ParseIP(v); ip == nil || ip.To4() == nil {
+					return nil, badField(f, "%q is not an IPv4 address", v)
+				}
+			case "ip6":
+				if ip := net.ParseIP(v); ip == nil || ip.To4() != nil {
+					return nil, badField(f, "%q is not an IPv6 address", v)
+				}
+			case "uri":
+				if u, err := url.Parse(v); err != nil || u.Scheme == "" {
+					return nil, badField(f, "%q is not an absolute URI", v)
+				}
+			case "rfc822":
+				if at := strings.LastIndex(v, "@"); at < 1 || !workflow.IsDNSName(v[at+1:]) {
+					return nil, badField(f, "%q is not an email address", v)
+				}
+			}
+		}
+		out[k] = append(out[k], values...)
+	}
+	return out, nil
+}
+
+// checkMetadata validates the Metadata object's shape, and its names and
+// requirements against the configured fields when there are any. Typed
+// validation (Integer, Date, regex …) comes with the metadata fields work.
+func (s *Server) checkMetadata(in map[string]any) (map[string]string, error) {
+	if len(in) > maxMapEntries {
+		return nil, badField("Metadata", "more than %d fields", maxMapEntries)
+	}
+	out := make(map[string]string, len(in))
+	for name, v := range in {
+		field := "Metadata." + name
+		if name == "" || len(name) > maxNameLen {
+			return nil, badField("Metadata", "field names must be 1–%d characters", maxNameLen)
+		}
+		var text string
+		switch v := v.(type) {
+		case string:
+			text = v
+		case float64, bool:
+			text = fmt.Sprint(v)
+		case nil:
+			continue
+		default:
+			return nil, badField(field, "want a string, number or boolean")
+		}
+		if len(s.cfg.Metadata) > 0 {
+			f := s.metaField(name)
+			if f == nil {
+				return nil, &apiError{status: http.StatusBadRequest, code: CodeUnknownName, msg: field + ": no such metadata field"}
+			}
+			name = f.Name
+		}
+		out[name] = text
+	}
+	for _, f := range s.cfg.Metadata {
+		if _, ok := out[f.Name]; ok {
+			continue
+		}
+		switch {
+		case f.DefaultValue != "":
+			out[f.Name] = f.DefaultValue
+		case strings.EqualFold(f.Enrollment, "Required"):
+			return nil, badField("Metadata."+f.Name, "required")
+		}
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out, nil
+}
+
+func (s *Server) metaField(name string) *config.MetaField {
+	for i := range s.cfg.Metadata {
+		if strings.EqualFold(s.cfg.Metadata[i].Name, name) {
+			return &s.cfg.Metadata[i]
+		}
+	}
+	return nil
+}
+
+func checkAdditionalFields(in map[string]any) error {
+	if len(in) > maxMapEntries {
+		return badField("AdditionalEnrollmentFields", "more than %d fields", maxMapEntries)
+	}
+	for name, v := range in {
+		switch v.(type) {
+		case string, float64, bool, nil:
+		default:
+			return badField("AdditionalEnrollmentFields."+name, "want a string, number or boolean")
+		}
+	}
+	return nil
+}
+
+// handleEnrollCSR is POST /Enrollment/CSR.
+func (s *Server) handleEnrollCSR(w http.ResponseWriter, r *http.Request) {
+	caller := identity(r)
+	e, err := s.decodeEnrollment(r, caller)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	wait, async, err := parsePrefer(r.Header.Values("Prefer"), s.cfg.API.SyncWait, s.cfg.API.MaxSyncWait)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	req, err := s.submit(r.Context(), e)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	if !async && !req.Disposition.Settled() && wait > 0 {
+		ctx, cancel := context.WithTimeout(r.Context(), wait)
+		settled, werr := s.waiters.Wait(ctx, req.ID)
+		cancel()
+		switch {
+		case settled != nil:
+			req = settled
+		case werr != nil && !errors.Is(werr, context.DeadlineExceeded) && !errors.Is(werr, context.Canceled):
+			writeError(w, r, s.log, werr)
+			return
+		}
+	}
+	s.writeEnrollment(w, r, req, "")
+}
+
+// submit stores and enqueues a new request (or returns the one an
+// Idempotency-Key already names). A request whose enqueue fails is deleted:
+// a rejected submit leaves nothing behind.
+func (s *Server) submit(ctx context.Context, e *enrollment) (*store.Request, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.API.RedisTimeout)
+	defer cancel()
+	req := &e.req
+	id, err := s.store.NewID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req.ID = id
+	if e.privateKey != nil {
+		req.PrivateKey = s.kek.Seal(e.privateKey, []byte("certflow-request/"+strconv.FormatInt(id, 10)))
+	}
+	prevID, existing, err := s.store.Create(ctx, req, s.cfg.API.IdempotencyTTL)
+	if err != nil {
+		return nil, err
+	}
+	if existing {
+		prev, err := s.store.Get(ctx, prevID)
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(prev.CSR, req.CSR) {
+			return nil, newError(http.StatusConflict, CodeConflict, "Idempotency-Key header: already used for a different request (%d)", prevID)
+		}
+		return prev, nil
+	}
+	if err := s.queue.EnqueueRun(ctx, id); err != nil {
+		if derr := s.store.Delete(context.WithoutCancel(ctx), req); derr != nil {
+			s.log.Error("could not remove a request whose enqueue failed; the reconciler will run it", "request", id, "err", derr)
+		}
+		return nil, err
+	}
+	s.log.Info("request accepted", "request", id, "instance", req.Instance.ID, "requester", req.Requester.Name, "template", req.Input.Template)
+	return req, nil
+}
+
+// parsePrefer reads RFC 7240 Prefer: respond-async, wait=N.
+func parsePrefer(values []string, def, max time.Duration) (wait time.Duration, async bool, err error) {
+	wait = def
+	for _, v := range values {
+		for _, pref := range strings.Split(v, ",") {
+			name, val, _ := strings.Cut(strings.TrimSpace(pref), "=")
+			switch strings.ToLower(strings.TrimSpace(name)) {
+			case "respond-async":
+				async = true
+			case "wait":
+				n, err := strconv.Atoi(strings.Trim(strings.TrimSpace(val), `"`))
+				if err != nil || n < 0 {
+					return 0, false, badField("Prefer header", "wait=%s: want a whole number of seconds", val)
+				}
+				wait = min(time.Duration(n)*time.Second, max)
+			}
+		}
+	}
+	return wait, async, nil
+}
+
+// writeEnrollment answers with the request: 200 once it settled, 202 with
+// Location while it runs.
+func (s *Server) writeEnrollment(w http.ResponseWriter, r *http.Request, req *store.Request, format pki.Format) {
+	var cert *store.Certificate
+	if req.Disposition == store.Issued {
+		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
+		defer cancel()
+		c, err := s.store.CertificateOf(ctx, req.ID)
+		if err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+		cert = c
+	}
+	resp, err := NewEnrollmentResponse(req, cert, format)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	status := http.StatusOK
+	if !req.Disposition.Settled() {
+		status = http.StatusAccepted
+		w.Header().Set("Location", basePath(r)+"/Enrollment/Requests/"+strconv.FormatInt(req.ID, 10))
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, status, resp)
+}
+
+// handleGetRequest is GET /Enrollment/Requests/{id}.
+func (s *Server) handleGetRequest(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		writeError(w, r, s.log, badField("id", "want a positive integer request id"))
+		return
+	}
+	var format pki.Format
+	if h := r.Header.Get("x-certificateformat"); h != "" {
+		if format, err = pki.ParseFormat(h); err != nil {
+			writeError(w, r, s.log, badField("x-certificateformat header", "%v", err))
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
+	defer cancel()
+	req, err := s.store.Get(ctx, id)
+	caller := identity(r)
+	// Someone else's request answers 404, not 403: ids are sequential and
+	// must not reveal what others requested.
+	if errors.Is(err, store.ErrNotFound) || (err == nil && req.Requester.Name != caller.Name && !caller.Has(config.RoleApprover)) {
+		writeError(w, r, s.log, newError(http.StatusNotFound, CodeNotFound, "request %d: not found", id))
+		return
+	}
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	var cert *store.Certificate
+	if req.Disposition == store.Issued {
+		if cert, err = s.store.CertificateOf(ctx, id); err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+	}
+	st, err := newRequestStatus(req, cert, format)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}

@@ -1,0 +1,119 @@
+package api
+
+import (
+	"maps"
+	"time"
+
+	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/store"
+	"github.com/certflow/certflow/workflow"
+)
+
+// EnrollmentResponse is Keyfactor's answer to POST /Enrollment/CSR.
+type EnrollmentResponse struct {
+	CertificateInformation CertificateInformation `json:"CertificateInformation"`
+	Metadata               map[string]string      `json:"Metadata"`
+}
+
+// CertificateInformation is Keyfactor's, field for field; the ids are
+// integers because Keyfactor's clients parse them as such.
+type CertificateInformation struct {
+	SerialNumber        string         `json:"SerialNumber"`
+	IssuerDN            string         `json:"IssuerDN"`
+	Thumbprint          string         `json:"Thumbprint"`
+	KeyfactorID         int64          `json:"KeyfactorID"`
+	KeyfactorRequestId  int64          `json:"KeyfactorRequestId"`
+	Certificates        []string       `json:"Certificates"`
+	RequestDisposition  string         `json:"RequestDisposition"`
+	DispositionMessage  string         `json:"DispositionMessage"`
+	EnrollmentContext   map[string]any `json:"EnrollmentContext"`
+	WorkflowInstanceId  string         `json:"WorkflowInstanceId"`
+	WorkflowReferenceId int64          `json:"WorkflowReferenceId"`
+}
+
+// RequestStatus is certflow's answer to GET /Enrollment/Requests/{id}: the
+// enrollment response plus the request's history.
+type RequestStatus struct {
+	EnrollmentResponse
+	Request   RequestSummary          `json:"Request"`
+	Timeline  []workflow.StepRecord   `json:"Timeline"`
+	Callbacks []store.CallbackAttempt `json:"Callbacks"`
+}
+
+// RequestSummary describes the request itself.
+type RequestSummary struct {
+	Id                   int64     `json:"Id"`
+	Submitted            time.Time `json:"Submitted"`
+	Updated              time.Time `json:"Updated"`
+	Requester            string    `json:"Requester"`
+	Template             string    `json:"Template,omitempty"`
+	CertificateAuthority string    `json:"CertificateAuthority,omitempty"`
+	Format               string    `json:"Format"`
+	Definition           string    `json:"Definition,omitempty"`
+	DefinitionVersion    string    `json:"DefinitionVersion,omitempty"`
+	InstanceStatus       string    `json:"InstanceStatus,omitempty"`
+	CurrentStep          string    `json:"CurrentStep,omitempty"`
+	CallbackUrl          string    `json:"CallbackUrl,omitempty"`
+}
+
+// NewEnrollmentResponse renders a request (and its certificate, when
+// issued) in Keyfactor's shape. format overrides the request's own
+// certificate format when not empty.
+func NewEnrollmentResponse(r *store.Request, cert *store.Certificate, format pki.Format) (*EnrollmentResponse, error) {
+	if format == "" {
+		format = pki.Format(r.Input.Format)
+	}
+	info := CertificateInformation{
+		KeyfactorRequestId:  r.ID,
+		RequestDisposition:  string(r.Disposition),
+		DispositionMessage:  r.Message,
+		EnrollmentContext:   map[string]any{},
+		WorkflowInstanceId:  r.Instance.ID,
+		WorkflowReferenceId: r.ID,
+		Certificates:        []string{},
+	}
+	md := maps.Clone(r.Input.Metadata)
+	if md == nil {
+		md = map[string]string{}
+	}
+	maps.Copy(md, r.Instance.Metadata)
+	if cert != nil {
+		chain := cert.Chain[:1]
+		if r.Input.IncludeChain {
+			chain = cert.Chain
+		}
+		certs, err := pki.EncodeChain(chain, format, r.Input.IncludeSubjectHeader)
+		if err != nil {
+			return nil, err
+		}
+		info.Certificates = certs
+		info.SerialNumber, info.IssuerDN, info.Thumbprint = cert.SerialNumber, cert.IssuerDN, cert.Thumbprint
+		info.KeyfactorID = cert.ID
+	}
+	return &EnrollmentResponse{CertificateInformation: info, Metadata: md}, nil
+}
+
+func newRequestStatus(r *store.Request, cert *store.Certificate, format pki.Format) (*RequestStatus, error) {
+	er, err := NewEnrollmentResponse(r, cert, format)
+	if err != nil {
+		return nil, err
+	}
+	st := &RequestStatus{
+		EnrollmentResponse: *er,
+		Request: RequestSummary{
+			Id: r.ID, Submitted: r.Submitted, Updated: r.Updated, Requester: r.Requester.Name,
+			Template: r.Input.Template, CertificateAuthority: r.Input.CertificateAuthority,
+			Format: r.Input.Format, Definition: r.Instance.Definition, DefinitionVersion: r.Instance.Version,
+			InstanceStatus: string(r.Instance.Status), CallbackUrl: r.Input.CallbackUrl,
+		},
+		Timeline:  r.Instance.History,
+		Callbacks: r.Callbacks,
+	}
+	if st.Timeline == nil {
+		st.Timeline = []workflow.StepRecord{}
+	}
+	if st.Callbacks == nil {
+		st.Callbacks = []store.CallbackAttempt{}
+	}
+	return st, nil
+}

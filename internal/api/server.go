@@ -1,0 +1,196 @@
+// Package api is certflow's HTTP front door in Keyfactor Command's REST
+// dialect: routing (case-insensitive, also under /KeyfactorAPI),
+// authentication and roles, request decoding and validation,
+// Keyfactor-shaped responses and errors.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/store"
+)
+
+// Enqueuer is what the API needs of the queue.
+type Enqueuer interface {
+	EnqueueRun(ctx context.Context, requestID int64) error
+}
+
+// Options wire a Server.
+type Options struct {
+	Config *config.Config
+	Store  *store.Store
+	Queue  Enqueuer
+	KEK    *pki.KEK
+	Auth   *Authenticator
+	Log    *slog.Logger
+}
+
+// Server serves the API.
+type Server struct {
+	cfg     *config.Config
+	store   *store.Store
+	queue   Enqueuer
+	waiters *store.Waiters
+	kek     *pki.KEK
+	auth    *Authenticator
+	log     *slog.Logger
+	// mux routes lower-cased paths; paths (the same patterns without
+	// methods) tells 405 from 404.
+	mux       *http.ServeMux
+	paths     *http.ServeMux
+	endpoints []string
+}
+
+// keyfactorBase is Keyfactor's base path; every route is served under it too.
+const keyfactorBase = "/keyfactorapi"
+
+// ProductVersion is the Keyfactor Command API level certflow answers as,
+// in x-keyfactor-product-version; Keyfactor's clients read it at login.
+const ProductVersion = "10.5.0"
+
+// New builds the server. Start Listen(ctx) for synchronous submits to be
+// woken promptly (without it they poll once a second).
+func New(o Options) *Server {
+	s := &Server{
+		cfg: o.Config, store: o.Store, queue: o.Queue, kek: o.KEK, auth: o.Auth, log: o.Log,
+		waiters: o.Store.NewWaiters(), mux: http.NewServeMux(), paths: http.NewServeMux(),
+	}
+	s.public("GET /healthz", s.handleHealthz)
+	s.route("GET /readyz", s.handleReadyz)
+	s.route("GET /Status/Endpoints", s.handleEndpoints)
+	s.route("POST /Enrollment/CSR", s.handleEnrollCSR, config.RoleRequester)
+	s.route("GET /Enrollment/Requests/{id}", s.handleGetRequest)
+	s.mux.HandleFunc("/", s.handleUnmatched)
+	return s
+}
+
+// Listen relays "request settled" announcements to waiting submits until
+// ctx ends.
+func (s *Server) Listen(ctx context.Context) { s.waiters.Listen(ctx, s.log) }
+
+// route registers an authenticated endpoint; with roles, the caller must
+// hold one of them (admin holds all).
+func (s *Server) route(pattern string, h http.HandlerFunc, roles ...string) {
+	s.endpoints = append(s.endpoints, pattern)
+	s.register(pattern, func(w http.ResponseWriter, r *http.Request) {
+		id := s.auth.Authenticate(r)
+		if id == nil {
+			w.Header().Set("WWW-Authenticate", `Basic realm="certflow", charset="UTF-8"`)
+			writeError(w, r, s.log, newError(http.StatusUnauthorized, CodeUnauthorized, "authentication required: HTTP Basic or Bearer token"))
+			return
+		}
+		if len(roles) > 0 && !id.Has(roles...) {
+			writeError(w, r, s.log, newError(http.StatusForbidden, CodeForbidden, "%s may not %s: needs role %s", id.Name, pattern, strings.Join(roles, " or ")))
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))
+	})
+}
+
+// public registers an endpoint that needs no credentials.
+func (s *Server) public(pattern string, h http.HandlerFunc) {
+	s.endpoints = append(s.endpoints, pattern)
+	s.register(pattern, h)
+}
+
+func (s *Server) register(pattern string, h http.HandlerFunc) {
+	method, path, _ := strings.Cut(pattern, " ")
+	lower := strings.ToLower(path)
+	s.mux.HandleFunc(method+" "+lower, h)
+	if !slices.ContainsFunc(s.endpoints[:len(s.endpoints)-1], func(e string) bool {
+		_, p, _ := strings.Cut(e, " ")
+		return strings.EqualFold(p, path)
+	}) {
+		s.paths.HandleFunc(lower, func(http.ResponseWriter, *http.Request) {})
+	}
+}
+
+type identityKey struct{}
+
+// identity returns the authenticated caller of an authenticated route.
+func identity(r *http.Request) *Identity {
+	id, _ := r.Context().Value(identityKey{}).(*Identity)
+	return id
+}
+
+// Handler returns the server's http.Handler with its middleware.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("panic in handler", "method", r.Method, "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+				writeError(rec, r, s.log, newError(http.StatusInternalServerError, CodeInternal, "internal error"))
+			}
+			s.log.Debug("http", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start))
+		}()
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(rec, r.Body, s.cfg.API.MaxBodyBytes)
+		}
+		// Keyfactor matches paths without regard to case, and serves them
+		// under /KeyfactorAPI as well as at the root.
+		path := strings.ToLower(r.URL.Path)
+		if rest, ok := strings.CutPrefix(path, keyfactorBase); ok && (rest == "" || rest[0] == '/') {
+			path = rest
+			r = r.WithContext(context.WithValue(r.Context(), baseKey{}, r.URL.Path[:len(keyfactorBase)]))
+		}
+		r.URL.Path, r.URL.RawPath = path, ""
+		s.mux.ServeHTTP(rec, r)
+	})
+}
+
+type baseKey struct{}
+
+// basePath is the prefix the client used ("" or "/KeyfactorAPI"), for
+// Location headers it can follow.
+func basePath(r *http.Request) string {
+	b, _ := r.Context().Value(baseKey{}).(string)
+	return b
+}
+
+func (s *Server) handleUnmatched(w http.ResponseWriter, r *http.Request) {
+	if _, p := s.paths.Handler(r); p != "" {
+		writeError(w, r, s.log, newError(http.StatusMethodNotAllowed, CodeMethodNotAllow, "%s is not allowed on %s", r.Method, r.URL.Path))
+		return
+	}
+	writeError(w, r, s.log, newError(http.StatusNotFound, CodeNotFound, "no endpoint %s %s", r.Method, r.URL.Path))
+}
+
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		s.log.Warn("not ready: Redis does not answer", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "redis": "unreachable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "redis": "ok"})
+}
+
+func (s *Server) handleEndpoints(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("x-keyfactor-product-version", ProductVersion)
+	writeJSON(w, http.StatusOK, slices.Sorted(slices.Values(s.endpoints)))
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}

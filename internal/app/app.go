@@ -1,0 +1,359 @@
+// Package app wires certflow together the same way for the binary and for
+// end-to-end tests: configuration, Redis (real or embedded), store, queue,
+// CAs, definitions, the API server and the worker.
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certflow/certflow/definitions"
+	"github.com/certflow/certflow/internal/api"
+	"github.com/certflow/certflow/internal/ca"
+	"github.com/certflow/certflow/internal/callback"
+	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/store"
+	"github.com/certflow/certflow/internal/worker"
+	"github.com/certflow/certflow/queue"
+	"github.com/certflow/certflow/steps"
+	"github.com/certflow/certflow/workflow"
+)
+
+// Settings are the command line and environment's say over the config
+// file; empty fields leave the file's (or the default) value.
+type Settings struct {
+	ConfigPath  string
+	RedisURL    string
+	DataDir     string
+	Definitions string
+	Listen      string
+	KEKFile     string
+	AdminToken  string
+}
+
+// FromEnv fills empty fields from CERTFLOW_* environment variables.
+func (s Settings) FromEnv() Settings {
+	env := func(v *string, name string) {
+		if *v == "" {
+			*v = os.Getenv(name)
+		}
+	}
+	env(&s.ConfigPath, "CERTFLOW_CONFIG")
+	env(&s.RedisURL, "CERTFLOW_REDIS_URL")
+	env(&s.DataDir, "CERTFLOW_DATA_DIR")
+	env(&s.Definitions, "CERTFLOW_DEFINITIONS")
+	env(&s.Listen, "CERTFLOW_LISTEN")
+	env(&s.KEKFile, "CERTFLOW_KEK_FILE")
+	env(&s.AdminToken, "CERTFLOW_ADMIN_TOKEN")
+	return s
+}
+
+// LoadConfig reads the config file and applies the settings over it.
+func LoadConfig(s Settings) (*config.Config, error) {
+	cfg, err := config.Load(s.ConfigPath)
+	if err != nil {
+		return nil, err
+	}
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(&cfg.RedisURL, s.RedisURL)
+	set(&cfg.DataDir, s.DataDir)
+	set(&cfg.Definitions, s.Definitions)
+	set(&cfg.Listen, s.Listen)
+	set(&cfg.KEKFile, s.KEKFile)
+	if cfg.KEKFile == "" {
+		cfg.KEKFile = filepath.Join(cfg.DataDir, "kek")
+	}
+	return &cfg, cfg.Validate()
+}
+
+// App is a running certflow's parts.
+type App struct {
+	Config   *config.Config
+	Log      *slog.Logger
+	Redis    redis.UniversalClient
+	Store    *store.Store
+	Queue    *queue.Client
+	KEK      *pki.KEK
+	Sender   *callback.Sender
+	Defs     atomic.Pointer[workflow.Set]
+	CAs      *ca.Registry
+	Auth     *api.Authenticator
+	embedded *miniredis.Miniredis
+	// Out receives the human-facing start-up text (not the log).
+	Out io.Writer
+}
+
+// Role says which halves of certflow a process runs.
+type Role int
+
+const (
+	RoleAPI Role = 1 << iota
+	RoleWorker
+	RoleBoth = RoleAPI | RoleWorker
+)
+
+// Open connects and loads everything role needs.
+func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, out io.Writer) (*App, error) {
+	a := &App{Config: cfg, Log: log, Out: out}
+	ok := false
+	defer func() {
+		if !ok {
+			a.Close()
+		}
+	}()
+	if err := a.connectRedis(); err != nil {
+		return nil, err
+	}
+	kek, created, err := pki.LoadOrCreateKEKFile(cfg.KEKFile)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		log.Warn("generated a key-encryption key; back it up: without it the CA keys cannot be opened", "path", cfg.KEKFile)
+	}
+	a.KEK = kek
+	secret, err := a.webhookSecret()
+	if err != nil {
+		return nil, err
+	}
+	a.Sender = callback.NewSender(secret, cfg.Callbacks.AllowPrivate, cfg.Callbacks.Timeout)
+	a.Store = store.New(a.Redis, cfg.KeyPrefix)
+	a.Queue = queue.NewClient(a.Redis, cfg.Queue, cfg.Worker.MaxRetry, cfg.Worker.TaskTimeout, len(cfg.Callbacks.Schedule))
+	if role&RoleWorker != 0 {
+		reg, made, err := ca.OpenAll(cfg, kek, true)
+		if err != nil {
+			return nil, err
+		}
+		for _, name := range made {
+			log.Info("created built-in CA hierarchy", "ca", name, "dir", filepath.Join(cfg.DataDir, "ca", name))
+		}
+		a.CAs = reg
+	}
+	if err := a.LoadDefinitions(); err != nil {
+		return nil, err
+	}
+	if role&RoleAPI != 0 {
+		token, err := a.adminToken(adminToken)
+		if err != nil {
+			return nil, err
+		}
+		a.Auth = api.NewAuthenticator(cfg.Auth.Users, token)
+	}
+	ok = true
+	return a, nil
+}
+
+func (a *App) connectRedis() error {
+	url := a.Config.RedisURL
+	if url == "" {
+		m := miniredis.NewMiniRedis()
+		// Without ClockTTL, TTLs never run out in miniredis and asynq's
+		// leases and locks would be held for ever.
+		m.ClockTTL(true)
+		if err := m.StartAddr("127.0.0.1:0"); err != nil {
+			return fmt.Errorf("start embedded Redis: %w", err)
+		}
+		a.embedded = m
+		url = "redis://" + m.Addr() + "/0"
+		a.Log.Warn("no Redis configured (CERTFLOW_REDIS_URL / --redis-url): using an embedded in-memory Redis; NOTHING SURVIVES A RESTART", "addr", m.Addr())
+	}
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return fmt.Errorf("redis url: %w", err)
+	}
+	opts.DialTimeout = 2 * time.Second
+	opts.ReadTimeout = 3 * time.Second
+	opts.WriteTimeout = 3 * time.Second
+	opts.PoolTimeout = 4 * time.Second
+	opts.MaxRetries = 1
+	a.Redis = redis.NewClient(opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.Redis.Ping(ctx).Err(); err != nil {
+		// Start anyway: /readyz reports it and requests answer 503 until
+		// Redis is back.
+		a.Log.Error("Redis does not answer yet; requests will get 503 until it does", "addr", opts.Addr, "err", err)
+	}
+	return nil
+}
+
+// Embedded reports whether the process runs its own in-memory Redis.
+func (a *App) Embedded() bool { return a.embedded != nil }
+
+func (a *App) webhookSecret() (callback.Secret, error) {
+	if s := a.Config.Callbacks.SigningSecret; s != "" {
+		return callback.ParseSecret(s)
+	}
+	path := filepath.Join(a.Config.DataDir, "webhook-secret")
+	secret, created, err := callback.LoadOrCreateSecret(path)
+	if created {
+		a.Log.Info("generated the callback signing secret; give it to receivers that verify signatures", "path", path)
+	}
+	return secret, err
+}
+
+// adminTokenFile is where a first run's generated admin token is kept.
+func (a *App) adminTokenFile() string { return filepath.Join(a.Config.DataDir, "admin-token") }
+
+// adminToken returns the admin bearer token: CERTFLOW_ADMIN_TOKEN, else,
+// when no users are configured, one generated into the data dir (printed
+// once, when generated).
+func (a *App) adminToken(fromEnv string) (string, error) {
+	if fromEnv != "" {
+		return fromEnv, nil
+	}
+	path := a.adminTokenFile()
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if len(a.Config.Auth.Users) > 0 {
+		return "", nil
+	}
+	raw := make([]byte, 24)
+	rand.Read(raw)
+	token := "cf_" + hex.EncodeToString(raw)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return a.adminToken("")
+	}
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if _, err := f.WriteString(token + "\n"); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(a.Out, "\nNo users are configured and CERTFLOW_ADMIN_TOKEN is not set: generated an admin API token.\n"+
+		"It is shown this once and kept in %s (mode 0600):\n\n    %s\n\n", path, token)
+	return token, nil
+}
+
+// Catalog returns the step catalogue wired to this app's services.
+func (a *App) Catalog() workflow.Catalog {
+	return steps.Catalog(&steps.Deps{Config: a.Config, CAs: a.CAs, Store: a.Store, Webhooks: a.Sender, Log: a.Log})
+}
+
+// DefinitionsFS returns where definitions come from: the configured folder,
+// or the shipped set when the default folder does not exist.
+func DefinitionsFS(dir string) (fs.FS, string, error) {
+	if st, err := os.Stat(dir); err == nil && st.IsDir() {
+		return os.DirFS(dir), dir, nil
+	}
+	if dir == config.DefaultDefinitions {
+		return definitions.FS, "(shipped definitions)", nil
+	}
+	return nil, "", fmt.Errorf("definitions folder %s does not exist", dir)
+}
+
+// LoadDefinitions (re)loads the workflow definitions; on error the loaded
+// set is unchanged.
+func (a *App) LoadDefinitions() error {
+	fsys, where, err := DefinitionsFS(a.Config.Definitions)
+	if err != nil {
+		return err
+	}
+	set, err := workflow.Load(fsys, a.Catalog())
+	if err != nil {
+		return fmt.Errorf("definitions in %s do not lint:\n%w", where, err)
+	}
+	a.Defs.Store(set)
+	for _, d := range set.All() {
+		a.Log.Info("loaded workflow definition", "name", d.Name, "trigger", d.Trigger, "priority", d.Priority, "version", d.Version, "from", where)
+	}
+	return nil
+}
+
+// APIServer builds the HTTP server.
+func (a *App) APIServer() *api.Server {
+	return api.New(api.Options{Config: a.Config, Store: a.Store, Queue: a.Queue, KEK: a.KEK, Auth: a.Auth, Log: a.Log})
+}
+
+// ServeAPI listens on the configured address until ctx ends, then shuts
+// down gracefully. ready, if not nil, receives the bound address.
+func (a *App) ServeAPI(ctx context.Context, ready func(addr net.Addr)) error {
+	srv := a.APIServer()
+	ln, err := net.Listen("tcp", a.Config.Listen)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      a.Config.API.MaxSyncWait + 30*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(a.Log.Handler(), slog.LevelWarn),
+	}
+	lctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go srv.Listen(lctx)
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return hs.Shutdown(sctx)
+}
+
+// RunWorker processes tasks until ctx ends, then lets in-flight tasks
+// finish (or hands them back) within the shutdown timeout.
+func (a *App) RunWorker(ctx context.Context) error {
+	w := &worker.Worker{
+		Config: a.Config, Store: a.Store, Queue: a.Queue, Defs: &a.Defs,
+		Engine: &workflow.Engine{Log: a.Log}, Callbacks: a.Sender, Log: a.Log,
+	}
+	srv, mux := queue.NewServer(a.Redis, queue.ServerConfig{
+		Queue: a.Config.Queue, Concurrency: a.Config.Worker.Concurrency,
+		ShutdownTimeout: a.Config.Worker.ShutdownTimeout, CallbackSchedule: a.Config.Callbacks.Schedule,
+		Log: a.Log,
+	}, w)
+	if err := srv.Start(mux); err != nil {
+		return fmt.Errorf("start worker: %w", err)
+	}
+	go w.Reconcile(ctx)
+	<-ctx.Done()
+	srv.Shutdown()
+	return nil
+}
+
+// Close releases connections and stops the embedded Redis.
+func (a *App) Close() {
+	if a.Redis != nil {
+		a.Redis.Close()
+	}
+	if a.embedded != nil {
+		a.embedded.Close()
+	}
+}

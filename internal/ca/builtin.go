@@ -1,0 +1,288 @@
+package ca
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/certflow/certflow/internal/pki"
+)
+
+// Builtin is a two-tier CA (self-signed root, issuing CA below it) whose
+// keys live in the data directory, sealed under the KEK.
+type Builtin struct {
+	name    string
+	issuer  *x509.Certificate
+	signer  crypto.Signer
+	chain   [][]byte // issuing, root
+	rootCrt *x509.Certificate
+}
+
+var _ Authority = (*Builtin)(nil)
+
+// Files of one built-in CA, under <dataDir>/ca/<name>/.
+const (
+	rootCertFile    = "root.crt"
+	rootKeyFile     = "root.key.sealed"
+	issuingCertFile = "issuing.crt"
+	issuingKeyFile  = "issuing.key.sealed"
+)
+
+// Lifetimes of the built-in hierarchy.
+const (
+	rootValidity    = 20 * 365 * 24 * time.Hour
+	issuingValidity = 10 * 365 * 24 * time.Hour
+	// backdate absorbs clock skew between certflow and relying parties.
+	backdate = time.Minute
+)
+
+// Name implements Authority.
+func (b *Builtin) Name() string { return b.name }
+
+// Root returns the self-signed root certificate.
+func (b *Builtin) Root() *x509.Certificate { return b.rootCrt }
+
+// Issuing returns the issuing CA certificate.
+func (b *Builtin) Issuing() *x509.Certificate { return b.issuer }
+
+// Issue implements Authority.
+func (b *Builtin) Issue(ctx context.Context, req *Request) (*Issued, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	notAfter := now.Add(req.Validity)
+	if notAfter.After(b.issuer.NotAfter) {
+		notAfter = b.issuer.NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               req.Subject,
+		RawSubject:            req.RawSubject,
+		NotBefore:             now.Add(-backdate),
+		NotAfter:              notAfter,
+		KeyUsage:              req.KeyUsage,
+		ExtKeyUsage:           req.ExtKeyUsage,
+		BasicConstraintsValid: true,
+		DNSNames:              req.DNSNames,
+		IPAddresses:           req.IPAddresses,
+		EmailAddresses:        req.Emails,
+		URIs:                  req.URIs,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, b.issuer, req.PublicKey, b.signer)
+	if err != nil {
+		return nil, fmt.Errorf("built-in CA %s: sign: %w", b.name, err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("built-in CA %s: parse issued certificate: %w", b.name, err)
+	}
+	chain := make([][]byte, 0, 1+len(b.chain))
+	chain = append(append(chain, der), b.chain...)
+	return &Issued{Leaf: leaf, Chain: chain}, nil
+}
+
+// randomSerial returns a positive 128-bit serial (RFC 5280: at most 20 octets;
+// CA/B Forum: at least 64 bits of entropy).
+func randomSerial() (*big.Int, error) {
+	limit := new(big.Int).Lsh(big.NewInt(1), 128)
+	n, err := rand.Int(rand.Reader, limit)
+	if err != nil {
+		return nil, err
+	}
+	return n.Add(n, big.NewInt(1)), nil
+}
+
+// OpenBuiltin loads the built-in CA called name from dir, creating its
+// hierarchy first when create is true and none exists. Two processes that
+// create at once agree on one hierarchy: it is written to a temporary
+// folder and renamed into place, and the loser loads the winner's.
+func OpenBuiltin(dir, name, keyType string, kek *pki.KEK, create bool) (b *Builtin, created bool, err error) {
+	caDir := filepath.Join(dir, "ca", name)
+	if _, err := os.Stat(filepath.Join(caDir, issuingCertFile)); err == nil {
+		b, err := loadBuiltin(caDir, name, kek)
+		return b, false, err
+	}
+	if !create {
+		return nil, false, fmt.Errorf("built-in CA %s: not initialised in %s (run `certflow ca init`)", name, caDir)
+	}
+	if err := os.MkdirAll(filepath.Dir(caDir), 0o700); err != nil {
+		return nil, false, fmt.Errorf("built-in CA %s: %w", name, err)
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(caDir), "."+name+".tmp-")
+	if err != nil {
+		return nil, false, fmt.Errorf("built-in CA %s: %w", name, err)
+	}
+	defer os.RemoveAll(tmp)
+	if err := createBuiltin(tmp, name, keyType, kek); err != nil {
+		return nil, false, err
+	}
+	if err := os.Rename(tmp, caDir); err != nil {
+		// Another process won the race; use its hierarchy.
+		if _, statErr := os.Stat(filepath.Join(caDir, issuingCertFile)); statErr != nil {
+			return nil, false, fmt.Errorf("built-in CA %s: install: %w", name, err)
+		}
+		b, err := loadBuiltin(caDir, name, kek)
+		return b, false, err
+	}
+	b, err = loadBuiltin(caDir, name, kek)
+	return b, err == nil, err
+}
+
+func createBuiltin(dir, name, keyType string, kek *pki.KEK) error {
+	rootKey, err := newKey(keyType)
+	if err != nil {
+		return err
+	}
+	issKey, err := newKey(keyType)
+	if err != nil {
+		return err
+	}
+	now := time.Now().Add(-backdate)
+	rootSerial, err := randomSerial()
+	if err != nil {
+		return err
+	}
+	rootTmpl := &x509.Certificate{
+		SerialNumber:          rootSerial,
+		Subject:               pkix.Name{CommonName: name + " Root", Organization: []string{"certflow"}},
+		NotBefore:             now,
+		NotAfter:              now.Add(rootValidity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLen:            1,
+	}
+	rootDER, err := x509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, rootKey.Public(), rootKey)
+	if err != nil {
+		return fmt.Errorf("built-in CA %s: create root: %w", name, err)
+	}
+	root, _ := x509.ParseCertificate(rootDER)
+	issSerial, err := randomSerial()
+	if err != nil {
+		return err
+	}
+	issTmpl := &x509.Certificate{
+		SerialNumber:          issSerial,
+		Subject:               pkix.Name{CommonName: name, Organization: []string{"certflow"}},
+		NotBefore:             now,
+		NotAfter:              now.Add(issuingValidity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLen:            0,
+		MaxPathLenZero:        true,
+	}
+	issDER, err := x509.CreateCertificate(rand.Reader, issTmpl, root, issKey.Public(), rootKey)
+	if err != nil {
+		return fmt.Errorf("built-in CA %s: create issuing CA: %w", name, err)
+	}
+	for _, f := range []struct {
+		path string
+		data []byte
+	}{
+		{rootCertFile, pemCert(rootDER)},
+		{issuingCertFile, pemCert(issDER)},
+	} {
+		if err := os.WriteFile(filepath.Join(dir, f.path), f.data, 0o644); err != nil {
+			return fmt.Errorf("built-in CA %s: %w", name, err)
+		}
+	}
+	for _, k := range []struct {
+		path string
+		key  crypto.Signer
+	}{{rootKeyFile, rootKey}, {issuingKeyFile, issKey}} {
+		der, err := x509.MarshalPKCS8PrivateKey(k.key)
+		if err != nil {
+			return err
+		}
+		sealed := kek.Seal(der, keyAAD(name, k.path))
+		if err := os.WriteFile(filepath.Join(dir, k.path), sealed, 0o600); err != nil {
+			return fmt.Errorf("built-in CA %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// keyAAD binds a sealed CA key to its CA and role, so keys cannot be swapped.
+func keyAAD(name, file string) []byte { return []byte("certflow-ca/" + name + "/" + file) }
+
+func loadBuiltin(dir, name string, kek *pki.KEK) (*Builtin, error) {
+	root, err := readCert(filepath.Join(dir, rootCertFile))
+	if err != nil {
+		return nil, fmt.Errorf("built-in CA %s: %w", name, err)
+	}
+	iss, err := readCert(filepath.Join(dir, issuingCertFile))
+	if err != nil {
+		return nil, fmt.Errorf("built-in CA %s: %w", name, err)
+	}
+	sealed, err := os.ReadFile(filepath.Join(dir, issuingKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("built-in CA %s: %w", name, err)
+	}
+	der, err := kek.Open(sealed, keyAAD(name, issuingKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("built-in CA %s: issuing key: %w", name, err)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return nil, fmt.Errorf("built-in CA %s: issuing key: %w", name, err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok || !pki.SamePublicKey(signer.Public(), iss.PublicKey) {
+		return nil, fmt.Errorf("built-in CA %s: issuing key does not match the issuing certificate", name)
+	}
+	if err := iss.CheckSignatureFrom(root); err != nil {
+		return nil, fmt.Errorf("built-in CA %s: issuing certificate is not signed by the root: %w", name, err)
+	}
+	return &Builtin{name: name, issuer: iss, signer: signer, chain: [][]byte{iss.Raw, root.Raw}, rootCrt: root}, nil
+}
+
+func newKey(keyType string) (crypto.Signer, error) {
+	switch keyType {
+	case "", "ecdsa-p256":
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case "ecdsa-p384":
+		return ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	case "rsa-2048":
+		return rsa.GenerateKey(rand.Reader, 2048)
+	case "rsa-3072":
+		return rsa.GenerateKey(rand.Reader, 3072)
+	case "rsa-4096":
+		return rsa.GenerateKey(rand.Reader, 4096)
+	default:
+		return nil, fmt.Errorf("unknown CA key type %q", keyType)
+	}
+}
+
+func pemCert(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+func readCert(path string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, errors.New(path + ": not a PEM certificate")
+	}
+	return x509.ParseCertificate(block.Bytes)
+}

@@ -1,0 +1,42 @@
+package ca
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/pki"
+)
+
+// Registry holds the configured authorities by logical name.
+type Registry struct {
+	byName map[string]Authority
+}
+
+// Get returns the authority with the given logical name (case-insensitive).
+func (r *Registry) Get(name string) (Authority, bool) {
+	a, ok := r.byName[strings.ToLower(name)]
+	return a, ok
+}
+
+// OpenAll opens every configured CA, creating built-in hierarchies that do
+// not exist yet when create is set. created lists the names it made.
+func OpenAll(cfg *config.Config, kek *pki.KEK, create bool) (reg *Registry, created []string, err error) {
+	reg = &Registry{byName: make(map[string]Authority, len(cfg.CAs))}
+	for _, c := range cfg.CAs {
+		switch c.Type {
+		case "builtin":
+			b, made, err := OpenBuiltin(cfg.DataDir, c.Name, c.KeyType, kek, create)
+			if err != nil {
+				return nil, nil, err
+			}
+			if made {
+				created = append(created, c.Name)
+			}
+			reg.byName[strings.ToLower(c.Name)] = b
+		default:
+			return nil, nil, fmt.Errorf("certificate authority %s: unsupported type %q", c.Name, c.Type)
+		}
+	}
+	return reg, created, nil
+}

@@ -1,0 +1,394 @@
+// Package config is certflow's configuration file: its shape, its defaults
+// and its validation. A file only needs the settings it changes; everything it
+// leaves out keeps the default, so a file holding only `auth:` still has the
+// WebServer template and the built-in CA.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// Listen is the API's address. Defaults to 127.0.0.1:8080.
+	Listen string `yaml:"listen"`
+	// RedisURL is redis://[user:pass@]host:port/db. Empty means: start an
+	// embedded in-memory Redis (first run only; nothing survives a restart).
+	RedisURL string `yaml:"redis_url"`
+	// DataDir holds the built-in CAs, the generated KEK, admin token and
+	// webhook secret. Defaults to ./.certflow.
+	DataDir string `yaml:"data_dir"`
+	// KEKFile is the key-encryption key file. Defaults to <DataDir>/kek,
+	// generated on first start.
+	KEKFile string `yaml:"kek_file"`
+	// Definitions is the folder of workflow definitions. Defaults to
+	// ./definitions, or the shipped set when that folder does not exist.
+	Definitions string `yaml:"definitions"`
+	// KeyPrefix prefixes every certflow key in Redis. Defaults to "certflow".
+	KeyPrefix string `yaml:"key_prefix"`
+	// Queue is the asynq queue certflow's tasks go to. Defaults to "certflow".
+	Queue string `yaml:"queue"`
+
+	API       API         `yaml:"api"`
+	Worker    Worker      `yaml:"worker"`
+	Callbacks Callbacks   `yaml:"callbacks"`
+	Auth      Auth        `yaml:"auth"`
+	CAs       []CA        `yaml:"certificate_authorities"`
+	Templates []Template  `yaml:"templates"`
+	Metadata  []MetaField `yaml:"metadata_fields"`
+}
+
+// API tunes the HTTP side.
+type API struct {
+	// MaxBodyBytes bounds every request body. Defaults to 1 MiB.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// SyncWait is how long a submit without `Prefer: respond-async` waits for
+	// the workflow to settle before answering 202. Defaults to 30s.
+	SyncWait time.Duration `yaml:"sync_wait"`
+	// MaxSyncWait caps `Prefer: wait=N`. Defaults to 120s.
+	MaxSyncWait time.Duration `yaml:"max_sync_wait"`
+	// IdempotencyTTL is how long an Idempotency-Key is remembered. Defaults to 24h.
+	IdempotencyTTL time.Duration `yaml:"idempotency_ttl"`
+	// RedisTimeout bounds each store call made while answering a request, so
+	// an unreachable Redis yields 503 rather than a hang. Defaults to 3s.
+	RedisTimeout time.Duration `yaml:"redis_timeout"`
+}
+
+// Worker tunes the asynq side.
+type Worker struct {
+	// Concurrency is the number of tasks one worker process runs at once.
+	// Defaults to 32.
+	Concurrency int `yaml:"concurrency"`
+	// MaxRetry is asynq's retry budget for a workflow task. Crashed workers
+	// count against it (hibiken/asynq#1015), so it is generous. Defaults to 25.
+	MaxRetry int `yaml:"max_retry"`
+	// TaskTimeout bounds one run of a workflow task. Defaults to 5m.
+	TaskTimeout time.Duration `yaml:"task_timeout"`
+	// ShutdownTimeout is how long in-flight tasks get to finish on SIGTERM
+	// before they are handed back to the queue. Defaults to 20s.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// ReconcileAfter: a request QUEUED or RUNNING for longer than this with
+	// no progress is enqueued again (the task id makes that safe). Defaults to 10m.
+	ReconcileAfter time.Duration `yaml:"reconcile_after"`
+}
+
+// Callbacks governs the result delivery to CallbackUrl.
+type Callbacks struct {
+	// SigningSecret is the Standard-Webhooks secret ("whsec_" + base64).
+	// Defaults to one generated into <DataDir>/webhook-secret.
+	SigningSecret string `yaml:"signing_secret"`
+	// AllowPrivate permits callback and webhook targets in loopback,
+	// private, link-local and other non-public ranges. Defaults to false.
+	AllowPrivate bool `yaml:"allow_private"`
+	// Timeout bounds one delivery attempt. Defaults to 10s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Schedule is the delay before each retry. Defaults to 5s, 5m, 30m, 2h, 5h, 10h.
+	Schedule []time.Duration `yaml:"schedule"`
+}
+
+// Auth lists who may call the API.
+type Auth struct {
+	Users []User `yaml:"users"`
+}
+
+// User is one API identity. Exactly one of Token and PasswordHash is set:
+// Token is a bearer token (plain, or "sha256:<hex>" of it); PasswordHash is
+// a bcrypt hash for HTTP Basic.
+type User struct {
+	Name         string   `yaml:"name"`
+	Token        string   `yaml:"token"`
+	PasswordHash string   `yaml:"password_hash"`
+	Roles        []string `yaml:"roles"`
+}
+
+// Roles certflow knows.
+const (
+	RoleRequester = "requester"
+	RoleApprover  = "approver"
+	RoleAdmin     = "admin"
+)
+
+// CA is a certificate authority certflow can issue from.
+type CA struct {
+	// Name is the logical name ("CertflowIssuingCA").
+	Name string `yaml:"name"`
+	// Host is the host part of Keyfactor's "host\\logical" form.
+	Host string `yaml:"host"`
+	// Type is "builtin" (the only kind so far).
+	Type string `yaml:"type"`
+	// KeyType of the CA's own keys: "ecdsa-p256" (default), "ecdsa-p384",
+	// "rsa-2048", "rsa-3072", "rsa-4096".
+	KeyType string `yaml:"key_type"`
+	// Standalone CAs need no template; requests must name them.
+	Standalone bool `yaml:"standalone"`
+	// MaxValidity caps what a template asks for. Defaults to 825 days.
+	MaxValidity time.Duration `yaml:"max_validity"`
+}
+
+// Template is Keyfactor's certificate template: the policy a request is
+// checked against and the profile its certificate gets.
+type Template struct {
+	Name           string        `yaml:"name"`
+	DisplayName    string        `yaml:"display_name"`
+	CAs            []string      `yaml:"certificate_authorities"`
+	RSAKeySizes    []int         `yaml:"rsa_key_sizes"`
+	ECCCurves      []string      `yaml:"ecc_curves"`
+	AllowEd25519   bool          `yaml:"allow_ed25519"`
+	AllowWildcards bool          `yaml:"allow_wildcards"`
+	RFCEnforcement bool          `yaml:"rfc_enforcement"`
+	Validity       time.Duration `yaml:"validity"`
+	KeyUsages      []string      `yaml:"key_usages"`
+	ExtKeyUsages   []string      `yaml:"extended_key_usages"`
+	KeyRetention   bool          `yaml:"key_retention"`
+	// RequireOwnerRole makes OwnerRoleId/OwnerRoleName mandatory.
+	RequireOwnerRole bool `yaml:"require_owner_role"`
+}
+
+// MetaField is a Keyfactor metadata field definition. Only its name and
+// requirement are enforced so far; types come with the metadata work.
+type MetaField struct {
+	Name         string `yaml:"name"`
+	Type         string `yaml:"type"`
+	Enrollment   string `yaml:"enrollment"` // Optional, Required, Hidden
+	DefaultValue string `yaml:"default_value"`
+}
+
+// Defaults, exported so docs and tests can name them.
+const (
+	DefaultListen          = "127.0.0.1:8080"
+	DefaultDataDir         = ".certflow"
+	DefaultDefinitions     = "definitions"
+	DefaultKeyPrefix       = "certflow"
+	DefaultQueue           = "certflow"
+	DefaultMaxBodyBytes    = 1 << 20
+	DefaultSyncWait        = 30 * time.Second
+	DefaultMaxSyncWait     = 120 * time.Second
+	DefaultIdempotencyTTL  = 24 * time.Hour
+	DefaultRedisTimeout    = 3 * time.Second
+	DefaultConcurrency     = 32
+	DefaultMaxRetry        = 25
+	DefaultTaskTimeout     = 5 * time.Minute
+	DefaultShutdownTimeout = 20 * time.Second
+	DefaultReconcileAfter  = 10 * time.Minute
+	DefaultCallbackTimeout = 10 * time.Second
+	DefaultCAName          = "CertflowIssuingCA"
+	DefaultCAHost          = "certflow"
+	DefaultTemplate        = "WebServer"
+)
+
+// DefaultCallbackSchedule follows the Standard Webhooks recommendation.
+var DefaultCallbackSchedule = []time.Duration{
+	5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour,
+}
+
+// Default returns the configuration certflow runs with when no file is given.
+func Default() Config {
+	return Config{
+		Listen:      DefaultListen,
+		DataDir:     DefaultDataDir,
+		Definitions: DefaultDefinitions,
+		KeyPrefix:   DefaultKeyPrefix,
+		Queue:       DefaultQueue,
+		API: API{
+			MaxBodyBytes:   DefaultMaxBodyBytes,
+			SyncWait:       DefaultSyncWait,
+			MaxSyncWait:    DefaultMaxSyncWait,
+			IdempotencyTTL: DefaultIdempotencyTTL,
+			RedisTimeout:   DefaultRedisTimeout,
+		},
+		Worker: Worker{
+			Concurrency:     DefaultConcurrency,
+			MaxRetry:        DefaultMaxRetry,
+			TaskTimeout:     DefaultTaskTimeout,
+			ShutdownTimeout: DefaultShutdownTimeout,
+			ReconcileAfter:  DefaultReconcileAfter,
+		},
+		Callbacks: Callbacks{Timeout: DefaultCallbackTimeout, Schedule: DefaultCallbackSchedule},
+		CAs: []CA{{
+			Name: DefaultCAName, Host: DefaultCAHost, Type: "builtin", KeyType: "ecdsa-p256",
+			MaxValidity: 825 * 24 * time.Hour,
+		}},
+		Templates: []Template{{
+			Name:           DefaultTemplate,
+			DisplayName:    "Web Server",
+			CAs:            []string{DefaultCAName},
+			RSAKeySizes:    []int{2048, 3072, 4096},
+			ECCCurves:      []string{"P-256", "P-384"},
+			RFCEnforcement: true,
+			Validity:       397 * 24 * time.Hour,
+			KeyUsages:      []string{"DigitalSignature", "KeyEncipherment"},
+			ExtKeyUsages:   []string{"ServerAuth", "ClientAuth"},
+		}},
+	}
+}
+
+// Load reads the file at path over the defaults. Unknown keys are errors.
+// An empty path returns the defaults.
+func Load(path string) (Config, error) {
+	cfg := Default()
+	if path == "" {
+		return cfg, cfg.Validate()
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("read config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// Validate checks the whole configuration; its errors name the setting.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.RedisURL != "" {
+		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+			bad("redis_url: want redis://host:port/db or rediss://…")
+		}
+	}
+	if !nameRE.MatchString(c.KeyPrefix) {
+		bad("key_prefix: %q is not a valid name", c.KeyPrefix)
+	}
+	if !nameRE.MatchString(c.Queue) {
+		bad("queue: %q is not a valid name", c.Queue)
+	}
+	if c.API.MaxBodyBytes < 1024 {
+		bad("api.max_body_bytes: must be at least 1024")
+	}
+	if c.API.SyncWait < 0 || c.API.MaxSyncWait < c.API.SyncWait {
+		bad("api.sync_wait: must be between 0 and api.max_sync_wait")
+	}
+	if c.Worker.Concurrency < 1 {
+		bad("worker.concurrency: must be at least 1")
+	}
+	if c.Worker.MaxRetry < 1 {
+		bad("worker.max_retry: must be at least 1 (a crashed worker counts as a retry)")
+	}
+	if len(c.Callbacks.Schedule) == 0 {
+		bad("callbacks.schedule: must list at least one retry delay")
+	}
+	seenUser := map[string]bool{}
+	for i, u := range c.Auth.Users {
+		field := fmt.Sprintf("auth.users[%d]", i)
+		switch {
+		case u.Name == "":
+			bad("%s.name: required", field)
+		case seenUser[u.Name]:
+			bad("%s.name: %q appears twice", field, u.Name)
+		}
+		seenUser[u.Name] = true
+		if (u.Token == "") == (u.PasswordHash == "") {
+			bad("%s: set exactly one of token and password_hash", field)
+		}
+		if strings.HasPrefix(u.Token, "sha256:") && len(u.Token) != len("sha256:")+64 {
+			bad("%s.token: sha256: must be followed by 64 hex characters", field)
+		}
+		for _, r := range u.Roles {
+			if !slices.Contains([]string{RoleRequester, RoleApprover, RoleAdmin}, r) {
+				bad("%s.roles: unknown role %q (want requester, approver or admin)", field, r)
+			}
+		}
+	}
+	caNames := map[string]bool{}
+	for i, ca := range c.CAs {
+		field := fmt.Sprintf("certificate_authorities[%d]", i)
+		if !nameRE.MatchString(ca.Name) {
+			bad("%s.name: %q is not a valid name", field, ca.Name)
+		}
+		if caNames[strings.ToLower(ca.Name)] {
+			bad("%s.name: %q appears twice", field, ca.Name)
+		}
+		caNames[strings.ToLower(ca.Name)] = true
+		if ca.Type != "builtin" {
+			bad("%s.type: %q is not supported (want builtin)", field, ca.Type)
+		}
+		if !slices.Contains([]string{"ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072", "rsa-4096"}, ca.KeyType) {
+			bad("%s.key_type: %q (want ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096)", field, ca.KeyType)
+		}
+		if ca.MaxValidity <= 0 {
+			bad("%s.max_validity: must be positive", field)
+		}
+	}
+	tmplNames := map[string]bool{}
+	for i, t := range c.Templates {
+		field := fmt.Sprintf("templates[%d]", i)
+		if !nameRE.MatchString(t.Name) {
+			bad("%s.name: %q is not a valid name", field, t.Name)
+		}
+		if tmplNames[strings.ToLower(t.Name)] {
+			bad("%s.name: %q appears twice", field, t.Name)
+		}
+		tmplNames[strings.ToLower(t.Name)] = true
+		if len(t.CAs) == 0 {
+			bad("%s.certificate_authorities: at least one is required", field)
+		}
+		for _, n := range t.CAs {
+			if !caNames[strings.ToLower(n)] {
+				bad("%s.certificate_authorities: unknown authority %q", field, n)
+			}
+		}
+		for _, bits := range t.RSAKeySizes {
+			if bits < 2048 || bits > 8192 {
+				bad("%s.rsa_key_sizes: %d is outside 2048–8192", field, bits)
+			}
+		}
+		for _, curve := range t.ECCCurves {
+			if !slices.Contains([]string{"P-256", "P-384", "P-521"}, curve) {
+				bad("%s.ecc_curves: unknown curve %q (want P-256, P-384 or P-521)", field, curve)
+			}
+		}
+		if t.Validity <= 0 {
+			bad("%s.validity: must be positive", field)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Template finds a template by its short name, ignoring case as Keyfactor does.
+func (c *Config) Template(name string) (*Template, bool) {
+	for i := range c.Templates {
+		if strings.EqualFold(c.Templates[i].Name, name) {
+			return &c.Templates[i], true
+		}
+	}
+	return nil, false
+}
+
+// CA finds an authority by Keyfactor's "host\\logical" or bare "logical"
+// name, ignoring case. A host part, when given, must match.
+func (c *Config) CA(name string) (*CA, bool) {
+	host, logical, hasHost := strings.Cut(strings.ReplaceAll(name, `\\`, `\`), `\`)
+	if !hasHost {
+		logical, host = host, ""
+	}
+	for i := range c.CAs {
+		ca := &c.CAs[i]
+		if strings.EqualFold(ca.Name, logical) && (!hasHost || strings.EqualFold(ca.Host, host)) {
+			return ca, true
+		}
+	}
+	return nil, false
+}
+
+// QualifiedName is Keyfactor's "host\\logical" form of a CA's name.
+func (ca *CA) QualifiedName() string { return ca.Host + `\` + ca.Name }

@@ -1,0 +1,111 @@
+package pki
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// KEK is a 256-bit key-encryption key. Private keys at rest are sealed under
+// it with AES-256-GCM; its String form never reveals it.
+type KEK struct{ aead cipher.AEAD }
+
+// String keeps the key out of logs and %v output.
+func (KEK) String() string { return "KEK(redacted)" }
+
+// NewKEK wraps 32 raw key bytes.
+func NewKEK(key []byte) (*KEK, error) {
+	if len(key) != 32 {
+		return nil, fmt.Errorf("key-encryption key must be 32 bytes, got %d", len(key))
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	return &KEK{aead: aead}, nil
+}
+
+// LoadKEKFile reads a KEK file: 64 hex characters (surrounding whitespace
+// ignored) or exactly 32 raw bytes.
+func LoadKEKFile(path string) (*KEK, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read key-encryption key: %w", err)
+	}
+	if len(b) == 32 {
+		return NewKEK(b)
+	}
+	raw, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("key-encryption key %s: want 64 hex characters or 32 raw bytes", path)
+	}
+	return NewKEK(raw)
+}
+
+// LoadOrCreateKEKFile loads the KEK at path, or creates one there (mode
+// 0600, created exclusively so two processes starting together agree on one
+// key). created reports whether this call made it.
+func LoadOrCreateKEKFile(path string) (kek *KEK, created bool, err error) {
+	if _, err := os.Stat(path); err == nil {
+		kek, err := LoadKEKFile(path)
+		return kek, false, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, false, fmt.Errorf("create key-encryption key: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, false, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		kek, err := LoadKEKFile(path)
+		return kek, false, err
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("create key-encryption key: %w", err)
+	}
+	_, werr := f.WriteString(hex.EncodeToString(raw) + "\n")
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return nil, false, fmt.Errorf("write key-encryption key: %w", werr)
+	}
+	kek, err = NewKEK(raw)
+	return kek, true, err
+}
+
+// Seal encrypts plaintext; aad binds the ciphertext to its context (a CA
+// name, a request id) so a sealed blob cannot be swapped for another.
+// The nonce is prepended.
+func (k *KEK) Seal(plaintext, aad []byte) []byte {
+	nonce := make([]byte, k.aead.NonceSize(), k.aead.NonceSize()+len(plaintext)+k.aead.Overhead())
+	if _, err := rand.Read(nonce); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+	return k.aead.Seal(nonce, nonce, plaintext, aad)
+}
+
+// Open reverses Seal.
+func (k *KEK) Open(sealed, aad []byte) ([]byte, error) {
+	n := k.aead.NonceSize()
+	if len(sealed) < n+k.aead.Overhead() {
+		return nil, errors.New("sealed data too short")
+	}
+	pt, err := k.aead.Open(nil, sealed[:n], sealed[n:], aad)
+	if err != nil {
+		return nil, errors.New("sealed data does not decrypt under this key-encryption key")
+	}
+	return pt, nil
+}

@@ -1,0 +1,46 @@
+package store
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+)
+
+// keys builds every Redis key certflow uses; the layout lives here and
+// nowhere else. Keys of one request share the {<id>} hash tag, so what must
+// change together stays in one Redis Cluster slot.
+type keys struct{ prefix string }
+
+func (k keys) requestSeq() string     { return k.prefix + ":seq:request" }
+func (k keys) certificateSeq() string { return k.prefix + ":seq:certificate" }
+
+// request holds the request record: a hash of v (version) and d (JSON).
+func (k keys) request(id int64) string { return k.prefix + ":request:{" + strconv.FormatInt(id, 10) + "}" }
+
+// requestCert holds the certificate issued for a request (JSON); set once.
+func (k keys) requestCert(id int64) string { return k.request(id) + ":certificate" }
+
+// issueLock serialises the issue step of one request.
+func (k keys) issueLock(id int64) string { return k.request(id) + ":issue-lock" }
+
+// certificate maps a certificate id to its request id.
+func (k keys) certificate(id int64) string {
+	return k.prefix + ":certificate:" + strconv.FormatInt(id, 10)
+}
+
+// instance maps a workflow instance id to its request id.
+func (k keys) instance(id string) string { return k.prefix + ":instance:" + id }
+
+// idempotency maps (caller, Idempotency-Key) to a request id. The key is
+// hashed: it is client input of any length.
+func (k keys) idempotency(caller, key string) string {
+	sum := sha256.Sum256([]byte(caller + "\x00" + key))
+	return k.prefix + ":idempotency:" + hex.EncodeToString(sum[:16])
+}
+
+// open is a sorted set of unsettled request ids scored by their last
+// progress (unix ms); the reconciler reads it.
+func (k keys) open() string { return k.prefix + ":open" }
+
+// events is the pub/sub channel on which settled requests are announced.
+func (k keys) events() string { return k.prefix + ":events" }

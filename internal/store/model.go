@@ -1,0 +1,87 @@
+package store
+
+import (
+	"time"
+
+	"github.com/certflow/certflow/workflow"
+)
+
+// Disposition is Keyfactor's RequestDisposition.
+type Disposition string
+
+const (
+	Queued    Disposition = "QUEUED"
+	Running   Disposition = "RUNNING"
+	Pending   Disposition = "PENDING" // waiting for approval
+	Issued    Disposition = "ISSUED"
+	Denied    Disposition = "DENIED"
+	Failed    Disposition = "FAILED"
+	Cancelled Disposition = "CANCELLED"
+)
+
+// Settled reports whether the workflow has come to rest: a waiting client
+// can be answered.
+func (d Disposition) Settled() bool { return d != Queued && d != Running }
+
+// Final reports whether nothing more will happen to the request.
+func (d Disposition) Final() bool { return d.Settled() && d != Pending }
+
+// Request is the stored record of one enrollment request.
+type Request struct {
+	ID int64 `json:"ID"`
+	// version is the record's compare-and-set version.
+	version     int64
+	Disposition Disposition        `json:"Disposition"`
+	Message     string             `json:"Message,omitempty"`
+	Submitted   time.Time          `json:"Submitted"`
+	Updated     time.Time          `json:"Updated"`
+	Trigger     string             `json:"Trigger"`
+	Input       workflow.Request   `json:"Input"`
+	Requester   workflow.Requester `json:"Requester"`
+	// CSR is the DER of the request's CSR.
+	CSR []byte `json:"CSR"`
+	// PrivateKey is a retained PKCS#8 key sealed under the KEK with the
+	// request id as associated data; never logged, never returned.
+	PrivateKey     []byte            `json:"PrivateKey,omitempty"`
+	IdempotencyKey string            `json:"IdempotencyKey,omitempty"`
+	Instance       workflow.Instance `json:"Instance"`
+	Callbacks      []CallbackAttempt `json:"Callbacks,omitempty"`
+}
+
+// CallbackAttempt records one delivery of the result to CallbackUrl.
+type CallbackAttempt struct {
+	Attempt   int       `json:"Attempt"`
+	At        time.Time `json:"At"`
+	MessageID string    `json:"MessageId"`
+	Status    int       `json:"Status,omitempty"`
+	Error     string    `json:"Error,omitempty"`
+	Delivered bool      `json:"Delivered"`
+}
+
+// Certificate is the stored record of an issued certificate.
+type Certificate struct {
+	ID        int64 `json:"ID"`
+	RequestID int64 `json:"RequestID"`
+	// Chain is DER, leaf first, up to and including the root.
+	Chain        [][]byte          `json:"Chain"`
+	SerialNumber string            `json:"SerialNumber"`
+	Thumbprint   string            `json:"Thumbprint"`
+	IssuerDN     string            `json:"IssuerDN"`
+	SubjectDN    string            `json:"SubjectDN"`
+	NotBefore    time.Time         `json:"NotBefore"`
+	NotAfter     time.Time         `json:"NotAfter"`
+	Authority    string            `json:"Authority"`
+	Template     string            `json:"Template"`
+	Requester    string            `json:"Requester"`
+	Metadata     map[string]string `json:"Metadata,omitempty"`
+	Issued       time.Time         `json:"Issued"`
+}
+
+// Ref is what the workflow environment sees of the certificate.
+func (c *Certificate) Ref() *workflow.Certificate {
+	return &workflow.Certificate{
+		ID: c.ID, SerialNumber: c.SerialNumber, Thumbprint: c.Thumbprint,
+		IssuerDN: c.IssuerDN, SubjectDN: c.SubjectDN, NotBefore: c.NotBefore, NotAfter: c.NotAfter,
+		Authority: c.Authority,
+	}
+}

@@ -1,0 +1,360 @@
+// Package store keeps certflow's records in Redis: requests with their
+// workflow instance, issued certificates, idempotency keys, and the
+// announcements that wake clients waiting for a result. The store is the
+// source of truth; the queue only delivers work.
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Sentinel errors callers branch on.
+var (
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the record changed since it was read (compare-and-set lost).
+	ErrConflict = errors.New("record changed concurrently")
+	// ErrBusy: another worker holds the request's issue lock.
+	ErrBusy = errors.New("another worker is issuing for this request")
+)
+
+// Store is certflow's Redis persistence.
+type Store struct {
+	rdb  redis.UniversalClient
+	keys keys
+}
+
+// New returns a store whose keys start with prefix.
+func New(rdb redis.UniversalClient, prefix string) *Store {
+	return &Store{rdb: rdb, keys: keys{prefix: prefix}}
+}
+
+// Redis returns the client the store uses (shared with asynq).
+func (s *Store) Redis() redis.UniversalClient { return s.rdb }
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }
+
+// Unavailable reports whether err means Redis could not be reached (as
+// opposed to a bad request or a bug): the API answers 503 for it.
+func Unavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, redis.ErrClosed), errors.Is(err, redis.ErrPoolTimeout):
+		return true
+	}
+	msg := err.Error()
+	return strings.HasPrefix(msg, "LOADING") || strings.HasPrefix(msg, "MASTERDOWN") ||
+		strings.Contains(msg, "connection refused") || strings.HasPrefix(msg, "CLUSTERDOWN")
+}
+
+// createScript stores a new request unless its idempotency key already
+// names one, in which case that request's id is returned instead.
+// KEYS: request, open, instance, [idempotency]; ARGV: id, json, now-ms, idempotency-ttl-ms.
+var createScript = redis.NewScript(`
+if #KEYS == 4 then
+  local prev = redis.call('GET', KEYS[4])
+  if prev then return tonumber(prev) end
+  redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[4])
+end
+redis.call('HSET', KEYS[1], 'v', 1, 'd', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[1])
+return 0
+`)
+
+// NewID allocates a request id.
+func (s *Store) NewID(ctx context.Context) (int64, error) {
+	id, err := s.rdb.Incr(ctx, s.keys.requestSeq()).Result()
+	if err != nil {
+		return 0, fmt.Errorf("allocate request id: %w", err)
+	}
+	return id, nil
+}
+
+// Create stores r as a new request under r.ID (from NewID). With an
+// idempotency key it first looks for a request made with the same caller
+// and key: if one exists, nothing is written and its id is returned with
+// existing = true.
+func (s *Store) Create(ctx context.Context, r *Request, idemTTL time.Duration) (id int64, existing bool, err error) {
+	id = r.ID
+	if id <= 0 {
+		return 0, false, errors.New("create request: no id (call NewID)")
+	}
+	r.Input.ID, r.version = id, 1
+	data, err := json.Marshal(r)
+	if err != nil {
+		return 0, false, err
+	}
+	ks := []string{s.keys.request(id), s.keys.open(), s.keys.instance(r.Instance.ID)}
+	if r.IdempotencyKey != "" {
+		ks = append(ks, s.keys.idempotency(r.Requester.Name, r.IdempotencyKey))
+	}
+	prev, err := createScript.Run(ctx, s.rdb, ks, id, data, r.Updated.UnixMilli(), idemTTL.Milliseconds()).Int64()
+	if err != nil {
+		return 0, false, fmt.Errorf("store request: %w", err)
+	}
+	if prev != 0 {
+		return prev, true, nil
+	}
+	return id, false, nil
+}
+
+// Delete removes a request that was never accepted (its enqueue failed),
+// with its idempotency key, so a rejected submit leaves nothing behind.
+func (s *Store) Delete(ctx context.Context, r *Request) error {
+	ks := []string{s.keys.request(r.ID), s.keys.instance(r.Instance.ID)}
+	if r.IdempotencyKey != "" {
+		ks = append(ks, s.keys.idempotency(r.Requester.Name, r.IdempotencyKey))
+	}
+	pipe := s.rdb.TxPipeline()
+	pipe.Del(ctx, ks...)
+	pipe.ZRem(ctx, s.keys.open(), r.ID)
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// Get loads a request.
+func (s *Store) Get(ctx context.Context, id int64) (*Request, error) {
+	vals, err := s.rdb.HMGet(ctx, s.keys.request(id), "v", "d").Result()
+	if err != nil {
+		return nil, fmt.Errorf("load request %d: %w", id, err)
+	}
+	v, _ := vals[0].(string)
+	d, _ := vals[1].(string)
+	if v == "" || d == "" {
+		return nil, fmt.Errorf("request %d: %w", id, ErrNotFound)
+	}
+	r := &Request{}
+	if err := json.Unmarshal([]byte(d), r); err != nil {
+		return nil, fmt.Errorf("decode request %d: %w", id, err)
+	}
+	r.version, _ = strconv.ParseInt(v, 10, 64)
+	return r, nil
+}
+
+// RequestIDOfInstance resolves a workflow instance id.
+func (s *Store) RequestIDOfInstance(ctx context.Context, instanceID string) (int64, error) {
+	id, err := s.rdb.Get(ctx, s.keys.instance(instanceID)).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, fmt.Errorf("instance %s: %w", instanceID, ErrNotFound)
+	}
+	return id, err
+}
+
+// saveScript is the compare-and-set update of a request record. A settled
+// request leaves the open set and is announced; an unsettled one has its
+// progress time refreshed.
+// KEYS: request, open; ARGV: expected version, json, id, settled(0/1), now-ms, channel, message.
+var saveScript = redis.NewScript(`
+local v = redis.call('HGET', KEYS[1], 'v')
+if not v then return -1 end
+if v ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'v', tonumber(v) + 1, 'd', ARGV[2])
+if ARGV[4] == '1' then
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  redis.call('PUBLISH', ARGV[6], ARGV[7])
+else
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[3])
+end
+return 1
+`)
+
+// Save writes r if nobody else has since it was read; otherwise it returns
+// ErrConflict and r is stale. On success r's version advances.
+func (s *Store) Save(ctx context.Context, r *Request) error {
+	r.Updated = time.Now().UTC()
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	settled := "0"
+	if r.Disposition.Settled() {
+		settled = "1"
+	}
+	res, err := saveScript.Run(ctx, s.rdb, []string{s.keys.request(r.ID), s.keys.open()},
+		r.version, data, r.ID, settled, r.Updated.UnixMilli(), s.keys.events(),
+		strconv.FormatInt(r.ID, 10)+" "+string(r.Disposition)).Int64()
+	switch {
+	case err != nil:
+		return fmt.Errorf("save request %d: %w", r.ID, err)
+	case res == -1:
+		return fmt.Errorf("save request %d: %w", r.ID, ErrNotFound)
+	case res == 0:
+		return fmt.Errorf("save request %d: %w", r.ID, ErrConflict)
+	}
+	r.version++
+	return nil
+}
+
+// Update loads request id, applies change and saves it, retrying when
+// another writer got there first. change must be safe to run again on
+// the fresh record.
+func (s *Store) Update(ctx context.Context, id int64, change func(*Request) error) (*Request, error) {
+	for attempt := 0; ; attempt++ {
+		r, err := s.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := change(r); err != nil {
+			return r, err
+		}
+		err = s.Save(ctx, r)
+		if !errors.Is(err, ErrConflict) || attempt == 9 {
+			return r, err
+		}
+	}
+}
+
+// Stale returns ids of unsettled requests that made no progress since
+// before cutoff: candidates for the reconciler to enqueue again.
+func (s *Store) Stale(ctx context.Context, cutoff time.Time, limit int64) ([]int64, error) {
+	members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
+		Key: s.keys.open(), Start: "-inf", Stop: strconv.FormatInt(cutoff.UnixMilli(), 10),
+		ByScore: true, Count: limit,
+	}).Result()
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]int64, 0, len(members))
+	for _, m := range members {
+		if id, err := strconv.ParseInt(m, 10, 64); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
+
+// CertificateOf returns the certificate issued for a request.
+func (s *Store) CertificateOf(ctx context.Context, requestID int64) (*Certificate, error) {
+	data, err := s.rdb.Get(ctx, s.keys.requestCert(requestID)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("certificate of request %d: %w", requestID, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load certificate of request %d: %w", requestID, err)
+	}
+	c := &Certificate{}
+	if err := json.Unmarshal(data, c); err != nil {
+		return nil, fmt.Errorf("decode certificate of request %d: %w", requestID, err)
+	}
+	return c, nil
+}
+
+// Certificate loads a certificate by its id.
+func (s *Store) Certificate(ctx context.Context, id int64) (*Certificate, error) {
+	reqID, err := s.rdb.Get(ctx, s.keys.certificate(id)).Int64()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("certificate %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.CertificateOf(ctx, reqID)
+}
+
+// releaseScript deletes a lock only if we still hold it.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+// issueLockTTL bounds how long a crashed worker's issue lock blocks others.
+const issueLockTTL = time.Minute
+
+// IssueOnce returns the certificate of a request, calling sign to make one
+// only if none exists: check, lock, check again, sign, then store with
+// set-if-absent, so that even two workers running the same task at once
+// (a lease lost during a Redis stall) end with one certificate. sign gets
+// the certificate id to use.
+func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx context.Context, certID int64) (*Certificate, error)) (cert *Certificate, fresh bool, err error) {
+	if c, err := s.CertificateOf(ctx, requestID); err == nil {
+		return c, false, s.indexCertificate(ctx, c)
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, false, err
+	}
+	token := randomToken()
+	lockKey := s.keys.issueLock(requestID)
+	ok, err := s.rdb.SetNX(ctx, lockKey, token, issueLockTTL).Result()
+	if err != nil {
+		return nil, false, fmt.Errorf("issue lock: %w", err)
+	}
+	if !ok {
+		return nil, false, ErrBusy
+	}
+	defer releaseScript.Run(context.WithoutCancel(ctx), s.rdb, []string{lockKey}, token)
+	if c, err := s.CertificateOf(ctx, requestID); err == nil {
+		return c, false, s.indexCertificate(ctx, c)
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, false, err
+	}
+	certID, err := s.rdb.Incr(ctx, s.keys.certificateSeq()).Result()
+	if err != nil {
+		return nil, false, fmt.Errorf("allocate certificate id: %w", err)
+	}
+	c, err := sign(ctx, certID)
+	if err != nil {
+		return nil, false, err
+	}
+	c.ID, c.RequestID = certID, requestID
+	data, err := json.Marshal(c)
+	if err != nil {
+		return nil, false, err
+	}
+	won, err := s.rdb.SetNX(ctx, s.keys.requestCert(requestID), data, 0).Result()
+	if err != nil {
+		return nil, false, fmt.Errorf("store certificate: %w", err)
+	}
+	if !won {
+		// Lost a race despite the lock (it expired under us): ours was
+		// never stored or returned, so it never existed outside this process.
+		c, err := s.CertificateOf(ctx, requestID)
+		if err != nil {
+			return nil, false, err
+		}
+		return c, false, s.indexCertificate(ctx, c)
+	}
+	return c, true, s.indexCertificate(ctx, c)
+}
+
+// SetCertificateMetadata replaces a certificate's metadata (set by the
+// workflow after issuance).
+func (s *Store) SetCertificateMetadata(ctx context.Context, requestID int64, metadata map[string]string) error {
+	c, err := s.CertificateOf(ctx, requestID)
+	if err != nil {
+		return err
+	}
+	c.Metadata = metadata
+	data, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	return s.rdb.Set(ctx, s.keys.requestCert(requestID), data, 0).Err()
+}
+
+func (s *Store) indexCertificate(ctx context.Context, c *Certificate) error {
+	return s.rdb.Set(ctx, s.keys.certificate(c.ID), c.RequestID, 0).Err()
+}
+
+func randomToken() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,100 @@
+package store
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Waiters lets API handlers wait for requests to settle. One Redis
+// subscription per process serves every waiter; a periodic re-read covers
+// announcements lost while the subscription reconnects.
+type Waiters struct {
+	s       *Store
+	mu      sync.Mutex
+	waiting map[int64]map[chan struct{}]struct{}
+}
+
+// NewWaiters returns a hub; call Listen to connect it.
+func (s *Store) NewWaiters() *Waiters {
+	return &Waiters{s: s, waiting: map[int64]map[chan struct{}]struct{}{}}
+}
+
+// Listen relays settle announcements to waiters until ctx ends.
+func (w *Waiters) Listen(ctx context.Context, log *slog.Logger) {
+	ps := w.s.rdb.Subscribe(ctx, w.s.keys.events())
+	defer ps.Close()
+	ch := ps.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m, ok := <-ch:
+			if !ok {
+				return
+			}
+			idText, _, _ := strings.Cut(m.Payload, " ")
+			id, err := strconv.ParseInt(idText, 10, 64)
+			if err != nil {
+				log.Warn("malformed settle announcement", "payload", m.Payload)
+				continue
+			}
+			w.wake(id)
+		}
+	}
+}
+
+func (w *Waiters) wake(id int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for c := range w.waiting[id] {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// waitPoll is the fallback re-read interval.
+const waitPoll = time.Second
+
+// Wait returns request id once it has settled, or as it stands when ctx
+// ends (with ctx's error).
+func (w *Waiters) Wait(ctx context.Context, id int64) (*Request, error) {
+	c := make(chan struct{}, 1)
+	w.mu.Lock()
+	if w.waiting[id] == nil {
+		w.waiting[id] = map[chan struct{}]struct{}{}
+	}
+	w.waiting[id][c] = struct{}{}
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		delete(w.waiting[id], c)
+		if len(w.waiting[id]) == 0 {
+			delete(w.waiting, id)
+		}
+		w.mu.Unlock()
+	}()
+	tick := time.NewTicker(waitPoll)
+	defer tick.Stop()
+	for {
+		// Reads use a context of their own so that a deadline reached while
+		// waiting still lets us report the request as it stands.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+		r, err := w.s.Get(rctx, id)
+		cancel()
+		if err != nil || r.Disposition.Settled() {
+			return r, err
+		}
+		select {
+		case <-ctx.Done():
+			return r, ctx.Err()
+		case <-c:
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,252 @@
+// Package worker is what asynq runs: it loads a request from the store,
+// runs or resumes its workflow with checkpoints, settles it, and delivers
+// the result to its callback URL. Every handler tolerates being run twice.
+package worker
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/certflow/certflow/internal/api"
+	"github.com/certflow/certflow/internal/callback"
+	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/store"
+	"github.com/certflow/certflow/queue"
+	"github.com/certflow/certflow/workflow"
+)
+
+// Worker implements queue.Handlers.
+type Worker struct {
+	Config    *config.Config
+	Store     *store.Store
+	Queue     *queue.Client
+	Defs      *atomic.Pointer[workflow.Set]
+	Engine    *workflow.Engine
+	Callbacks *callback.Sender
+	Log       *slog.Logger
+}
+
+var _ queue.Handlers = (*Worker)(nil)
+
+// errNotSettled makes asynq retry a callback whose request is still running.
+var errNotSettled = errors.New("request has not settled yet")
+
+// Run runs (or resumes) the workflow of request id.
+func (w *Worker) Run(ctx context.Context, id int64) error {
+	log := w.Log.With("request", id)
+	r, err := w.Store.Get(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		log.Warn("task for a request that does not exist; dropping it")
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	if err != nil {
+		return err
+	}
+	log = log.With("instance", r.Instance.ID)
+	if r.Disposition.Settled() {
+		// A re-delivery after the request settled (we crashed before the
+		// task was acknowledged): make sure the callback went out.
+		return w.afterSettle(ctx, r)
+	}
+	csr, err := x509.ParseCertificateRequest(r.CSR)
+	if err != nil {
+		return w.failRequest(ctx, r, nil, fmt.Errorf("stored CSR does not parse: %w", err))
+	}
+	addCN := false
+	if t, ok := w.Config.Template(r.Input.Template); ok {
+		addCN = t.RFCEnforcement
+	}
+	in := workflow.NewInput(r.Trigger, r.Input, csr, r.Requester, addCN)
+	defs := w.Defs.Load()
+	var def *workflow.Definition
+	if r.Instance.Definition == "" {
+		def, err = defs.Select(r.Trigger, in.Env(&r.Instance, time.Now()))
+		if err != nil {
+			return w.failRequest(ctx, r, nil, err)
+		}
+		if err := w.Engine.Start(&r.Instance, def); err != nil {
+			return w.failRequest(ctx, r, nil, err)
+		}
+		r.Disposition = store.Running
+		if err := w.Store.Save(ctx, r); err != nil {
+			return err
+		}
+		log.Info("workflow started", "definition", def.Name, "version", def.Version)
+	} else {
+		var ok bool
+		def, ok = defs.Get(r.Instance.Definition, r.Instance.Version)
+		if !ok {
+			return w.failRequest(ctx, r, nil, fmt.Errorf("definition %s version %s is no longer loaded", r.Instance.Definition, r.Instance.Version))
+		}
+		log.Info("workflow resumed", "definition", def.Name, "step", r.Instance.Next)
+	}
+	save := func(ctx context.Context, inst *workflow.Instance) error {
+		settle(r)
+		if r.Disposition == store.Issued {
+			if err := w.finishCertificate(ctx, r); err != nil {
+				return err
+			}
+		}
+		return w.Store.Save(ctx, r)
+	}
+	engine := *w.Engine
+	engine.Log = log
+	if err := engine.Run(ctx, def, in, &r.Instance, save); err != nil {
+		if _, last := queue.RetryInfo(ctx); last || errors.Is(err, workflow.ErrTransition) {
+			return w.failRequest(ctx, r, def, fmt.Errorf("retries exhausted: %w", err))
+		}
+		return err
+	}
+	return w.afterSettle(ctx, r)
+}
+
+// settle derives the request's disposition from its instance.
+func settle(r *store.Request) {
+	inst := &r.Instance
+	switch inst.Status {
+	case workflow.StatusRunning:
+		r.Disposition = store.Running
+	case workflow.StatusSuspended:
+		r.Disposition = store.Pending
+	case workflow.StatusComplete:
+		if inst.Certificate != nil {
+			r.Disposition, r.Message = store.Issued, "Issued by "+inst.Certificate.Authority
+		} else {
+			r.Disposition, r.Message = store.Failed, "the workflow completed without issuing a certificate"
+		}
+	case workflow.StatusRejected:
+		r.Disposition, r.Message = store.Denied, inst.Message
+	case workflow.StatusFailed:
+		r.Disposition, r.Message = store.Failed, inst.Message
+	}
+}
+
+// finishCertificate writes metadata set by the workflow onto the issued
+// certificate, over the request's own.
+func (w *Worker) finishCertificate(ctx context.Context, r *store.Request) error {
+	if len(r.Instance.Metadata) == 0 {
+		return nil
+	}
+	md := maps.Clone(r.Input.Metadata)
+	if md == nil {
+		md = map[string]string{}
+	}
+	maps.Copy(md, r.Instance.Metadata)
+	return w.Store.SetCertificateMetadata(ctx, r.ID, md)
+}
+
+func (w *Worker) failRequest(ctx context.Context, r *store.Request, def *workflow.Definition, cause error) error {
+	if r.Instance.Status == "" {
+		r.Instance.Status = workflow.StatusRunning // never started: fail from Running
+	}
+	err := w.Engine.Fail(ctx, &r.Instance, def, cause, func(ctx context.Context, _ *workflow.Instance) error {
+		settle(r)
+		return w.Store.Save(ctx, r)
+	})
+	if err != nil {
+		return err
+	}
+	return w.afterSettle(ctx, r)
+}
+
+// afterSettle enqueues the callback of a settled request (deduplicated by
+// task id, so a re-delivery does not deliver twice).
+func (w *Worker) afterSettle(ctx context.Context, r *store.Request) error {
+	if r.Input.CallbackUrl == "" || !r.Disposition.Settled() {
+		return nil
+	}
+	return w.Queue.EnqueueCallback(ctx, r.ID, string(r.Disposition))
+}
+
+// DeliverCallback POSTs the settled request to its CallbackUrl and records
+// the attempt. A non-2xx answer is retried on the configured schedule; 410
+// Gone stops delivery.
+func (w *Worker) DeliverCallback(ctx context.Context, id int64) error {
+	r, err := w.Store.Get(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	if err != nil {
+		return err
+	}
+	if r.Input.CallbackUrl == "" {
+		return nil
+	}
+	if !r.Disposition.Settled() {
+		return errNotSettled
+	}
+	var cert *store.Certificate
+	if r.Disposition == store.Issued {
+		if cert, err = w.Store.CertificateOf(ctx, id); err != nil {
+			return err
+		}
+	}
+	resp, err := api.NewEnrollmentResponse(r, cert, "")
+	if err != nil {
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	body, _ := json.Marshal(resp)
+	msgID := "certflow-" + strconv.FormatInt(id, 10) + "-" + string(r.Disposition)
+	attempt, _ := queue.RetryInfo(ctx)
+	res := w.Callbacks.Post(ctx, r.Input.CallbackUrl, msgID, body)
+	rec := store.CallbackAttempt{Attempt: attempt + 1, At: time.Now().UTC(), MessageID: msgID, Status: res.Status, Delivered: res.OK()}
+	if res.Err != nil {
+		rec.Error = res.Err.Error()
+	}
+	if _, err := w.Store.Update(ctx, id, func(r *store.Request) error {
+		r.Callbacks = append(r.Callbacks, rec)
+		return nil
+	}); err != nil {
+		w.Log.Warn("record callback attempt", "request", id, "err", err)
+	}
+	switch {
+	case res.OK():
+		w.Log.Info("callback delivered", "request", id, "status", res.Status)
+		return nil
+	case res.Gone():
+		w.Log.Warn("callback endpoint answered 410 Gone; not retrying", "request", id)
+		return nil
+	default:
+		w.Log.Warn("callback failed; will retry", "request", id, "attempt", attempt+1, "err", res.Err)
+		return fmt.Errorf("callback to request %d's URL: %w", id, res.Err)
+	}
+}
+
+// Reconcile enqueues again every unsettled request that made no progress
+// for longer than the configured bound: asynq can lose track of a task
+// (hibiken/asynq#1144), the store cannot. It runs until ctx ends.
+func (w *Worker) Reconcile(ctx context.Context) {
+	every := min(w.Config.Worker.ReconcileAfter/2, time.Minute)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		ids, err := w.Store.Stale(ctx, time.Now().Add(-w.Config.Worker.ReconcileAfter), 500)
+		if err != nil {
+			w.Log.Warn("reconcile: list stale requests", "err", err)
+			continue
+		}
+		for _, id := range ids {
+			if err := w.Queue.EnqueueRun(ctx, id); err != nil {
+				w.Log.Warn("reconcile: enqueue", "request", id, "err", err)
+			}
+		}
+		if len(ids) > 0 {
+			w.Log.Info("reconcile: re-enqueued stale requests", "count", len(ids))
+		}
+	}
+}

@@ -1,0 +1,160 @@
+// Package queue is certflow's asynq wiring: task types and payloads, enqueue
+// helpers that give every task a deterministic id (so duplicates collapse),
+// and the worker server with its retry policy.
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+)
+
+// Task type names are a contract with tasks already in Redis: never rename.
+const (
+	// TypeRun runs (or resumes) the workflow of a request.
+	TypeRun = "enrollment:run"
+	// TypeCallback delivers a settled request to its CallbackUrl.
+	TypeCallback = "callback:deliver"
+)
+
+// Payload is every certflow task's payload.
+type Payload struct {
+	RequestID int64 `json:"request_id"`
+}
+
+// Client enqueues certflow's tasks.
+type Client struct {
+	c       *asynq.Client
+	queue   string
+	retry   int
+	timeout time.Duration
+	cbRetry int
+}
+
+// NewClient shares rdb with the store.
+func NewClient(rdb redis.UniversalClient, queue string, maxRetry int, timeout time.Duration, callbackRetries int) *Client {
+	return &Client{c: asynq.NewClientFromRedisClient(rdb), queue: queue, retry: maxRetry, timeout: timeout, cbRetry: callbackRetries}
+}
+
+// EnqueueRun queues the workflow run of a request. The task id is derived
+// from the request id, so enqueueing twice (a retried submit, the
+// reconciler) yields one task.
+func (c *Client) EnqueueRun(ctx context.Context, requestID int64) error {
+	return c.enqueue(ctx, TypeRun, "run:"+strconv.FormatInt(requestID, 10), requestID,
+		asynq.MaxRetry(c.retry), asynq.Timeout(c.timeout))
+}
+
+// EnqueueCallback queues the delivery of a request's result; one delivery
+// task per request and disposition.
+func (c *Client) EnqueueCallback(ctx context.Context, requestID int64, disposition string) error {
+	return c.enqueue(ctx, TypeCallback, "callback:"+strconv.FormatInt(requestID, 10)+":"+disposition, requestID,
+		asynq.MaxRetry(c.cbRetry), asynq.Timeout(time.Minute),
+		// Kept after success so that a re-delivered run task cannot
+		// enqueue (and deliver) the same callback again.
+		asynq.Retention(24*time.Hour))
+}
+
+func (c *Client) enqueue(ctx context.Context, typ, id string, requestID int64, opts ...asynq.Option) error {
+	payload, _ := json.Marshal(Payload{RequestID: requestID})
+	opts = append(opts, asynq.Queue(c.queue), asynq.TaskID(id))
+	_, err := c.c.EnqueueContext(ctx, asynq.NewTask(typ, payload), opts...)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil // already queued or running
+	}
+	if err != nil {
+		return fmt.Errorf("enqueue %s: %w", id, err)
+	}
+	return nil
+}
+
+// Handlers are what the worker runs for each task type.
+type Handlers interface {
+	Run(ctx context.Context, requestID int64) error
+	DeliverCallback(ctx context.Context, requestID int64) error
+}
+
+// ServerConfig tunes the worker server.
+type ServerConfig struct {
+	Queue           string
+	Concurrency     int
+	ShutdownTimeout time.Duration
+	// CallbackSchedule is the delay before each callback retry.
+	CallbackSchedule []time.Duration
+	Log              *slog.Logger
+}
+
+// NewServer returns an asynq server and the mux that routes certflow's
+// tasks to h.
+func NewServer(rdb redis.UniversalClient, cfg ServerConfig, h Handlers) (*asynq.Server, *asynq.ServeMux) {
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:     cfg.Concurrency,
+		Queues:          map[string]int{cfg.Queue: 1},
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		// Idle servers poll for new tasks this often; the default (1 s)
+		// would add up to a second to every quiet-time enrollment.
+		TaskCheckInterval: 50 * time.Millisecond,
+		RetryDelayFunc: func(n int, err error, t *asynq.Task) time.Duration {
+			if t.Type() == TypeCallback {
+				// n counts earlier retries: 0 on the first failure.
+				return cfg.CallbackSchedule[min(n, len(cfg.CallbackSchedule)-1)]
+			}
+			return runRetryDelay(n)
+		},
+		Logger:   slogAdapter{cfg.Log},
+		LogLevel: asynq.WarnLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(TypeRun, func(ctx context.Context, t *asynq.Task) error {
+		p, err := decode(t)
+		if err != nil {
+			return err
+		}
+		return h.Run(ctx, p.RequestID)
+	})
+	mux.HandleFunc(TypeCallback, func(ctx context.Context, t *asynq.Task) error {
+		p, err := decode(t)
+		if err != nil {
+			return err
+		}
+		return h.DeliverCallback(ctx, p.RequestID)
+	})
+	return srv, mux
+}
+
+// runRetryDelay backs off 1 s, 2 s, 4 s … up to a minute.
+func runRetryDelay(n int) time.Duration {
+	d := time.Second << min(n, 6)
+	return min(d, time.Minute)
+}
+
+func decode(t *asynq.Task) (Payload, error) {
+	var p Payload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.RequestID <= 0 {
+		return p, fmt.Errorf("task %s: bad payload: %w", t.Type(), errors.Join(err, asynq.SkipRetry))
+	}
+	return p, nil
+}
+
+// RetryInfo reports the current attempt of the task in ctx and whether it
+// is the last one asynq will make.
+func RetryInfo(ctx context.Context) (attempt int, last bool) {
+	n, _ := asynq.GetRetryCount(ctx)
+	max, ok := asynq.GetMaxRetry(ctx)
+	return n, ok && n >= max
+}
+
+// slogAdapter routes asynq's logs through slog.
+type slogAdapter struct{ l *slog.Logger }
+
+func (a slogAdapter) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...), "component", "asynq") }
+func (a slogAdapter) Info(args ...any)  { a.l.Info(fmt.Sprint(args...), "component", "asynq") }
+func (a slogAdapter) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...), "component", "asynq") }
+func (a slogAdapter) Error(args ...any) { a.l.Error(fmt.Sprint(args...), "component", "asynq") }
+func (a slogAdapter) Fatal(args ...any) { a.l.Error(fmt.Sprint(args...), "component", "asynq") }

@@ -1,0 +1,236 @@
+package steps
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/certflow/certflow/internal/ca"
+	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/store"
+	"github.com/certflow/certflow/workflow"
+	"gopkg.in/yaml.v3"
+)
+
+// issue submits the request to a CA. It is idempotent per request: a re-run
+// (a re-delivered task, two workers racing) returns the certificate already
+// issued and never signs twice.
+//
+//	uses: issue
+//	with:
+//	  authority: "${{ request.CertificateAuthority }}"  # default: the request's, else one of the template's
+//	  validity: 2160h                                  # default: the template's; capped by the CA
+type issueWith struct {
+	Authority yaml.Node `yaml:"authority"`
+	Validity  string    `yaml:"validity"`
+}
+
+func (d *Deps) buildIssue(spec *workflow.Spec) (workflow.Step, error) {
+	var w issueWith
+	if err := spec.DecodeWith(&w); err != nil {
+		return nil, err
+	}
+	var authority *workflow.Template
+	if w.Authority.Kind != 0 {
+		t, err := spec.Template(w.Authority.Value, &w.Authority)
+		if err != nil {
+			return nil, err
+		}
+		if t.IsLiteral() {
+			if _, ok := d.Config.CA(t.Source); !ok {
+				return nil, spec.Errorf(&w.Authority, "authority: unknown certificate authority %q", t.Source)
+			}
+		}
+		authority = t
+	}
+	var validity time.Duration
+	if w.Validity != "" {
+		v, err := time.ParseDuration(w.Validity)
+		if err != nil || v <= 0 {
+			return nil, spec.Errorf(spec.With, "validity: %q is not a positive duration (e.g. 2160h)", w.Validity)
+		}
+		validity = v
+	}
+	return stepFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
+		return d.issue(ctx, run, authority, validity)
+	}), nil
+}
+
+func (d *Deps) issue(ctx context.Context, run *workflow.Run, authority *workflow.Template, validity time.Duration) (workflow.Result, error) {
+	req := run.Env.Request
+	tmpl, caCfg, err := d.pickAuthority(run, authority)
+	if err != nil {
+		return workflow.Result{}, err
+	}
+	auth, ok := d.CAs.Get(caCfg.Name)
+	if !ok {
+		return workflow.Result{}, workflow.Permanent(fmt.Errorf("certificate authority %s is configured but not loaded", caCfg.Name))
+	}
+	if validity == 0 && tmpl != nil {
+		validity = tmpl.Validity
+	}
+	if validity == 0 || validity > caCfg.MaxValidity {
+		validity = caCfg.MaxValidity
+	}
+	caReq, err := caRequest(run, tmpl, validity)
+	if err != nil {
+		return workflow.Result{}, workflow.Permanent(err)
+	}
+	cert, fresh, err := d.Store.IssueOnce(ctx, run.RequestID, func(ctx context.Context, certID int64) (*store.Certificate, error) {
+		issued, err := auth.Issue(ctx, caReq)
+		if err != nil {
+			return nil, err
+		}
+		leaf := issued.Leaf
+		return &store.Certificate{
+			Chain:        issued.Chain,
+			SerialNumber: pki.SerialHex(leaf),
+			Thumbprint:   pki.Thumbprint(leaf.Raw),
+			IssuerDN:     leaf.Issuer.String(),
+			SubjectDN:    leaf.Subject.String(),
+			NotBefore:    leaf.NotBefore,
+			NotAfter:     leaf.NotAfter,
+			Authority:    caCfg.QualifiedName(),
+			Template:     req.Template,
+			Requester:    run.Env.Requester.Name,
+			Metadata:     req.Metadata,
+			Issued:       time.Now().UTC(),
+		}, nil
+	})
+	if errors.Is(err, store.ErrBusy) {
+		return workflow.Result{}, err // retried: the other holder finishes or its lock expires
+	}
+	if err != nil {
+		return workflow.Result{}, fmt.Errorf("issue: %w", err)
+	}
+	if fresh {
+		run.Log.Info("certificate issued", "certificate", cert.ID, "serial", cert.SerialNumber, "authority", cert.Authority)
+	} else {
+		run.Log.Info("certificate already issued; reusing it", "certificate", cert.ID)
+	}
+	return workflow.Result{
+		Certificate: cert.Ref(),
+		Outputs: map[string]any{
+			"id": cert.ID, "serial": cert.SerialNumber, "thumbprint": cert.Thumbprint,
+			"authority": cert.Authority, "not_after": cert.NotAfter,
+		},
+	}, nil
+}
+
+// pickAuthority chooses the CA: the step's `authority`, else the request's
+// CertificateAuthority, else one of the template's at random.
+func (d *Deps) pickAuthority(run *workflow.Run, authority *workflow.Template) (*config.Template, *config.CA, error) {
+	req := run.Env.Request
+	var tmpl *config.Template
+	if req.Template != "" {
+		t, ok := d.Config.Template(req.Template)
+		if !ok {
+			return nil, nil, workflow.Deny("template %q no longer exists", req.Template)
+		}
+		tmpl = t
+	}
+	name := req.CertificateAuthority
+	if authority != nil {
+		s, err := authority.String(run.Env)
+		if err != nil {
+			return nil, nil, workflow.Permanent(fmt.Errorf("authority: %w", err))
+		}
+		if s != "" {
+			name = s
+		}
+	}
+	if name == "" {
+		if tmpl == nil || len(tmpl.CAs) == 0 {
+			return nil, nil, workflow.Deny("no certificate authority named and no template to choose one")
+		}
+		name = tmpl.CAs[rand.IntN(len(tmpl.CAs))]
+	}
+	c, ok := d.Config.CA(name)
+	if !ok {
+		return nil, nil, workflow.Deny("unknown certificate authority %q", name)
+	}
+	if tmpl != nil && !servesTemplate(tmpl, c) {
+		return nil, nil, workflow.Deny("certificate authority %s does not serve template %s", c.Name, tmpl.Name)
+	}
+	return tmpl, c, nil
+}
+
+func servesTemplate(t *config.Template, c *config.CA) bool {
+	for _, n := range t.CAs {
+		if n == c.Name {
+			return true
+		}
+	}
+	return false
+}
+
+// caRequest turns the verified CSR and the merged SANs into what the CA signs.
+func caRequest(run *workflow.Run, tmpl *config.Template, validity time.Duration) (*ca.Request, error) {
+	csr := run.CSR
+	r := &ca.Request{
+		Subject: csr.Subject, RawSubject: csr.RawSubject, PublicKey: csr.PublicKey,
+		DNSNames: run.Env.SANs.DNS, Emails: run.Env.SANs.Email, Validity: validity,
+	}
+	for _, s := range run.Env.SANs.IP {
+		ip := net.ParseIP(s)
+		if ip == nil {
+			return nil, fmt.Errorf("SAN %q is not an IP address", s)
+		}
+		r.IPAddresses = append(r.IPAddresses, ip)
+	}
+	for _, s := range run.Env.SANs.URI {
+		u, err := url.Parse(s)
+		if err != nil {
+			return nil, fmt.Errorf("SAN %q is not a URI", s)
+		}
+		r.URIs = append(r.URIs, u)
+	}
+	keyType, _, _ := pki.DescribeKey(csr.PublicKey)
+	r.KeyUsage = x509.KeyUsageDigitalSignature
+	if tmpl == nil {
+		r.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+		return r, nil
+	}
+	for _, u := range tmpl.KeyUsages {
+		ku, ok := keyUsages[u]
+		if !ok {
+			return nil, fmt.Errorf("template %s: unknown key usage %q", tmpl.Name, u)
+		}
+		// Key encipherment means RSA key transport; it is wrong for EC keys.
+		if ku == x509.KeyUsageKeyEncipherment && keyType != "RSA" {
+			continue
+		}
+		r.KeyUsage |= ku
+	}
+	for _, u := range tmpl.ExtKeyUsages {
+		eku, ok := extKeyUsages[u]
+		if !ok {
+			return nil, fmt.Errorf("template %s: unknown extended key usage %q", tmpl.Name, u)
+		}
+		r.ExtKeyUsage = append(r.ExtKeyUsage, eku)
+	}
+	return r, nil
+}
+
+var keyUsages = map[string]x509.KeyUsage{
+	"DigitalSignature":  x509.KeyUsageDigitalSignature,
+	"ContentCommitment": x509.KeyUsageContentCommitment,
+	"KeyEncipherment":   x509.KeyUsageKeyEncipherment,
+	"DataEncipherment":  x509.KeyUsageDataEncipherment,
+	"KeyAgreement":      x509.KeyUsageKeyAgreement,
+}
+
+var extKeyUsages = map[string]x509.ExtKeyUsage{
+	"ServerAuth":      x509.ExtKeyUsageServerAuth,
+	"ClientAuth":      x509.ExtKeyUsageClientAuth,
+	"CodeSigning":     x509.ExtKeyUsageCodeSigning,
+	"EmailProtection": x509.ExtKeyUsageEmailProtection,
+	"TimeStamping":    x509.ExtKeyUsageTimeStamping,
+	"OCSPSigning":     x509.ExtKeyUsageOCSPSigning,
+}

@@ -1,0 +1,41 @@
+// Package steps holds certflow's step types, one file each, each a
+// workflow.Step. Catalog wires them to the services they need.
+package steps
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/certflow/certflow/internal/ca"
+	"github.com/certflow/certflow/internal/callback"
+	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/store"
+	"github.com/certflow/certflow/workflow"
+)
+
+// Deps are the services steps use at run time. For linting only Config is
+// needed: builders never touch the others.
+type Deps struct {
+	Config   *config.Config
+	CAs      *ca.Registry
+	Store    *store.Store
+	Webhooks *callback.Sender
+	Log      *slog.Logger
+}
+
+// Catalog returns the step types by their `uses:` names.
+func Catalog(d *Deps) workflow.Catalog {
+	return workflow.Catalog{
+		"validate": d.buildValidate,
+		"issue":    d.buildIssue,
+		"metadata": d.buildMetadata,
+		"notify":   d.buildNotify,
+	}
+}
+
+// stepFunc adapts a function to workflow.Step.
+type stepFunc func(ctx context.Context, run *workflow.Run) (workflow.Result, error)
+
+func (f stepFunc) Run(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
+	return f(ctx, run)
+}

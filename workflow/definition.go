@@ -1,0 +1,395 @@
+package workflow
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Definition is a loaded, compiled workflow definition.
+type Definition struct {
+	Name        string
+	Description string
+	Trigger     string
+	Match       *Program // nil: matches everything
+	Priority    int
+	Steps       []*StepDef
+	// Version is the content hash of the file the definition came from; a
+	// running instance is pinned to it.
+	Version string
+	File    string
+}
+
+// StepDef is one compiled step of a definition.
+type StepDef struct {
+	ID   string
+	Uses string
+	If   *Program // nil: always runs
+	Step Step
+	Pos  Pos
+}
+
+// Triggers a definition may name, besides "event:<name>".
+var triggers = []string{"enrollment", "renewal", "revocation"}
+
+// LoadError is a problem in a definition, placed at file:line:column.
+type LoadError struct {
+	Pos  Pos
+	Step string
+	Msg  string
+}
+
+func (e *LoadError) Error() string {
+	if e.Step != "" {
+		return fmt.Sprintf("%s: step %q: %s", e.Pos, e.Step, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", e.Pos, e.Msg)
+}
+
+// raw shapes of the YAML, decoded strictly.
+type rawDefinition struct {
+	Name        string    `yaml:"name"`
+	Description string    `yaml:"description"`
+	Trigger     string    `yaml:"trigger"`
+	Match       yaml.Node `yaml:"match"`
+	Priority    int       `yaml:"priority"`
+	Steps       []rawStep `yaml:"steps"`
+}
+
+type rawStep struct {
+	ID   string    `yaml:"id"`
+	Uses string    `yaml:"uses"`
+	If   yaml.Node `yaml:"if"`
+	With yaml.Node `yaml:"with"`
+}
+
+var stepIDRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
+
+// IssueStep is the `uses:` name of the CA step. An enrollment definition
+// has exactly one, unconditioned; one that leaves it out gets it appended
+// (Keyfactor's workflow builder has the same rule).
+const IssueStep = "issue"
+
+// Parse compiles one definition file. All problems found are returned
+// together, each a *LoadError.
+func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil {
+		return nil, &LoadError{Pos: Pos{File: file, Line: yamlErrLine(err)}, Msg: err.Error()}
+	}
+	var raw rawDefinition
+	if err := decodeStrict(file, &root, &raw); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(data)
+	def := &Definition{
+		Name: raw.Name, Description: raw.Description, Trigger: raw.Trigger,
+		Priority: raw.Priority, Version: hex.EncodeToString(sum[:6]), File: file,
+	}
+	doc := root.Content[0]
+	at := func(key string) Pos {
+		if n := mapValue(doc, key); n != nil {
+			return PosOf(file, n)
+		}
+		return PosOf(file, doc)
+	}
+	var errs []error
+	if raw.Name == "" {
+		errs = append(errs, &LoadError{Pos: at("name"), Msg: "name is required"})
+	}
+	if !slices.Contains(triggers, raw.Trigger) && !strings.HasPrefix(raw.Trigger, "event:") {
+		errs = append(errs, &LoadError{Pos: at("trigger"), Msg: fmt.Sprintf("trigger %q: want enrollment, renewal, revocation or event:<name>", raw.Trigger)})
+	}
+	if raw.Match.Kind != 0 {
+		if p, err := CompileBool(raw.Match.Value, PosOf(file, &raw.Match)); err != nil {
+			errs = append(errs, err)
+		} else {
+			def.Match = p
+		}
+	}
+	if len(raw.Steps) == 0 {
+		errs = append(errs, &LoadError{Pos: at("steps"), Msg: "steps: at least one step is required"})
+	}
+	seen := map[string]bool{}
+	issues := 0
+	stepNodes := mapValue(doc, "steps")
+	for i, rs := range raw.Steps {
+		node := doc
+		if stepNodes != nil && i < len(stepNodes.Content) {
+			node = stepNodes.Content[i]
+		}
+		spec := &Spec{ID: rs.ID, Uses: rs.Uses, Trigger: raw.Trigger, File: file, Pos: PosOf(file, node)}
+		if rs.With.Kind != 0 {
+			spec.With = &rs.With
+		}
+		switch {
+		case !stepIDRE.MatchString(rs.ID):
+			errs = append(errs, spec.Errorf(mapValue(node, "id"), "id %q: want lower-case letters, digits, - and _, starting with a letter", rs.ID))
+		case seen[rs.ID]:
+			errs = append(errs, spec.Errorf(mapValue(node, "id"), "duplicate step id"))
+		}
+		seen[rs.ID] = true
+		build, ok := catalog[rs.Uses]
+		if !ok {
+			errs = append(errs, spec.Errorf(mapValue(node, "uses"), "unknown step type %q (known: %s)", rs.Uses, strings.Join(catalogNames(catalog), ", ")))
+			continue
+		}
+		sd := &StepDef{ID: rs.ID, Uses: rs.Uses, Pos: spec.Pos}
+		if rs.Uses == IssueStep {
+			issues++
+			if rs.If.Kind != 0 {
+				errs = append(errs, spec.Errorf(&rs.If, "the issue step takes no condition"))
+			}
+		}
+		if rs.If.Kind != 0 {
+			p, err := spec.Bool(rs.If.Value, &rs.If)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			sd.If = p
+		}
+		step, err := build(spec)
+		if err != nil {
+			errs = append(errs, spec.wrap(err))
+			continue
+		}
+		sd.Step = step
+		def.Steps = append(def.Steps, sd)
+	}
+	if raw.Trigger == "enrollment" || raw.Trigger == "renewal" {
+		switch {
+		case issues > 1:
+			errs = append(errs, &LoadError{Pos: at("steps"), Msg: "an enrollment workflow has exactly one issue step"})
+		case issues == 0 && len(errs) == 0:
+			build, ok := catalog[IssueStep]
+			if !ok {
+				errs = append(errs, &LoadError{Pos: at("steps"), Msg: "no issue step type is registered"})
+				break
+			}
+			spec := &Spec{ID: IssueStep, Uses: IssueStep, Trigger: raw.Trigger, File: file, Pos: at("steps")}
+			if seen[IssueStep] {
+				errs = append(errs, spec.Errorf(nil, "step id %q is taken; the appended CA step needs it", IssueStep))
+				break
+			}
+			step, err := build(spec)
+			if err != nil {
+				errs = append(errs, err)
+				break
+			}
+			def.Steps = append(def.Steps, &StepDef{ID: IssueStep, Uses: IssueStep, Step: step, Pos: spec.Pos})
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return def, nil
+}
+
+// Set is a consistent set of loaded definitions.
+type Set struct {
+	defs      []*Definition // by trigger, then priority descending
+	byVersion map[string]*Definition
+}
+
+// Load parses every *.yaml / *.yml file in fsys's root. Two definitions
+// that tie on trigger and priority are an error: selection must never
+// depend on file order.
+func Load(fsys fs.FS, catalog Catalog) (*Set, error) {
+	entries, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return nil, fmt.Errorf("read definitions: %w", err)
+	}
+	var files []string
+	for _, e := range entries {
+		if !e.IsDir() && (strings.HasSuffix(e.Name(), ".yaml") || strings.HasSuffix(e.Name(), ".yml")) {
+			files = append(files, e.Name())
+		}
+	}
+	return LoadFiles(fsys, files, catalog)
+}
+
+// LoadFiles parses the named files of fsys as one set.
+func LoadFiles(fsys fs.FS, files []string, catalog Catalog) (*Set, error) {
+	var errs []error
+	set := &Set{byVersion: map[string]*Definition{}}
+	for _, name := range files {
+		data, err := fs.ReadFile(fsys, name)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("read definition %s: %w", name, err))
+			continue
+		}
+		def, err := Parse(path.Clean(name), data, catalog)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		set.defs = append(set.defs, def)
+	}
+	slices.SortStableFunc(set.defs, func(a, b *Definition) int {
+		if a.Trigger != b.Trigger {
+			return strings.Compare(a.Trigger, b.Trigger)
+		}
+		return b.Priority - a.Priority
+	})
+	names := map[string]*Definition{}
+	for i, d := range set.defs {
+		if prev, ok := names[d.Name]; ok {
+			errs = append(errs, &LoadError{Pos: Pos{File: d.File, Line: 1, Column: 1}, Msg: fmt.Sprintf("definition name %q is also used by %s", d.Name, prev.File)})
+		}
+		names[d.Name] = d
+		if i > 0 && set.defs[i-1].Trigger == d.Trigger && set.defs[i-1].Priority == d.Priority {
+			errs = append(errs, &LoadError{Pos: Pos{File: d.File, Line: 1, Column: 1}, Msg: fmt.Sprintf("definitions %q (%s) and %q tie on trigger %s and priority %d", d.Name, set.defs[i-1].File, set.defs[i-1].Name, d.Trigger, d.Priority)})
+		}
+		set.byVersion[d.Name+"@"+d.Version] = d
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return set, nil
+}
+
+// ErrNoDefinition is returned by Select when no definition matches.
+var ErrNoDefinition = errors.New("no workflow definition matches")
+
+// Select returns the highest-priority definition for trigger whose match
+// holds in env.
+func (s *Set) Select(trigger string, env *Env) (*Definition, error) {
+	for _, d := range s.defs {
+		if d.Trigger != trigger {
+			continue
+		}
+		if d.Match == nil {
+			return d, nil
+		}
+		ok, err := d.Match.Bool(env)
+		if err != nil {
+			return nil, fmt.Errorf("definition %s: match: %w", d.Name, err)
+		}
+		if ok {
+			return d, nil
+		}
+	}
+	return nil, fmt.Errorf("%w trigger %s", ErrNoDefinition, trigger)
+}
+
+// Get returns the definition with the given name and version.
+func (s *Set) Get(name, version string) (*Definition, bool) {
+	d, ok := s.byVersion[name+"@"+version]
+	return d, ok
+}
+
+// All returns the definitions, by trigger then priority.
+func (s *Set) All() []*Definition { return slices.Clone(s.defs) }
+
+func catalogNames(c Catalog) []string {
+	names := make([]string, 0, len(c))
+	for n := range c {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// mapValue returns the value node of key in a mapping node, or nil.
+func mapValue(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
+}
+
+var yamlLineRE = regexp.MustCompile(`line (\d+)`)
+
+func yamlErrLine(err error) int {
+	if m := yamlLineRE.FindStringSubmatch(err.Error()); m != nil {
+		var n int
+		fmt.Sscan(m[1], &n)
+		return n
+	}
+	return 1
+}
+
+// decodeStrict decodes node into v like yaml.v3 does, then reports every
+// mapping key v's struct types do not declare, at its position. (yaml.v3's
+// KnownFields applies to a Decoder only, not to Node.Decode.)
+func decodeStrict(file string, node *yaml.Node, v any) error {
+	if node.Kind == yaml.DocumentNode && len(node.Content) == 1 {
+		node = node.Content[0]
+	}
+	var errs []error
+	checkKeys(file, node, reflect.TypeOf(v), &errs)
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if err := node.Decode(v); err != nil {
+		return &LoadError{Pos: PosOf(file, node), Msg: strings.TrimPrefix(err.Error(), "yaml: unmarshal errors:\n  ")}
+	}
+	return nil
+}
+
+var nodeType = reflect.TypeOf(yaml.Node{})
+
+func checkKeys(file string, n *yaml.Node, t reflect.Type, errs *[]error) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nodeType {
+		return
+	}
+	switch {
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		fields := map[string]reflect.Type{}
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name == "" {
+				name = strings.ToLower(f.Name)
+			}
+			if name != "-" {
+				fields[name] = f.Type
+			}
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			ft, ok := fields[k.Value]
+			if !ok {
+				*errs = append(*errs, &LoadError{Pos: PosOf(file, k), Msg: fmt.Sprintf("unknown key %q (known: %s)", k.Value, strings.Join(sortedKeys(fields), ", "))})
+				continue
+			}
+			checkKeys(file, n.Content[i+1], ft, errs)
+		}
+	case (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) && n.Kind == yaml.SequenceNode:
+		for _, c := range n.Content {
+			checkKeys(file, c, t.Elem(), errs)
+		}
+	case t.Kind() == reflect.Map && n.Kind == yaml.MappingNode:
+		for i := 1; i < len(n.Content); i += 2 {
+			checkKeys(file, n.Content[i], t.Elem(), errs)
+		}
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,186 @@
+package workflow
+
+import (
+	"crypto/x509"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/certflow/certflow/internal/pki"
+)
+
+// Env is the typed environment every expression is compiled against and
+// evaluated in. Its field names (the expr tags) are the names definitions
+// use; renaming one breaks definitions in the field.
+type Env struct {
+	Request     Request                   `expr:"request"`
+	CSR         CSR                       `expr:"csr"`
+	SANs        SANs                      `expr:"sans"`
+	Requester   Requester                 `expr:"requester"`
+	Steps       map[string]map[string]any `expr:"steps"`
+	Vars        map[string]any            `expr:"vars"`
+	Certificate Certificate               `expr:"certificate"`
+	Now         time.Time                 `expr:"now"`
+}
+
+// Request is an enrollment request as the workflow sees it: the client's
+// fields after the API decoded and checked them. It is also what the store
+// keeps of the request body.
+type Request struct {
+	ID                         int64               `json:"ID"`
+	Template                   string              `json:"Template,omitempty"`
+	CertificateAuthority       string              `json:"CertificateAuthority,omitempty"`
+	IncludeChain               bool                `json:"IncludeChain"`
+	IncludeSubjectHeader       bool                `json:"IncludeSubjectHeader"`
+	Format                     string              `json:"Format"`
+	Metadata                   map[string]string   `json:"Metadata,omitempty"`
+	SANs                       map[string][]string `json:"SANs,omitempty"`
+	AdditionalEnrollmentFields map[string]any      `json:"AdditionalEnrollmentFields,omitempty"`
+	OwnerRoleId                int64               `json:"OwnerRoleId,omitempty"`
+	OwnerRoleName              string              `json:"OwnerRoleName,omitempty"`
+	ForceEnroll                bool                `json:"ForceEnroll,omitempty"`
+	HasPrivateKey              bool                `json:"HasPrivateKey,omitempty"`
+	CallbackUrl                string              `json:"CallbackUrl,omitempty"`
+	Timestamp                  time.Time           `json:"Timestamp"`
+}
+
+// CSR is what expressions see of the certificate signing request.
+type CSR struct {
+	Subject            string
+	CommonName         string
+	Organization       []string
+	OrganizationalUnit []string
+	Country            []string
+	Province           []string
+	Locality           []string
+	DNSNames           []string
+	IPAddresses        []string
+	EmailAddresses     []string
+	URIs               []string
+	KeyType            string // RSA, ECC, Ed25519
+	KeyBits            int
+	Curve              string // P-256, … ("" unless ECC)
+	SignatureAlgorithm string
+}
+
+// SANs are the request's subject alternative names merged with the CSR's.
+type SANs struct {
+	DNS   []string
+	IP    []string
+	Email []string
+	URI   []string
+}
+
+// Requester is the authenticated caller who submitted the request.
+type Requester struct {
+	Name  string   `json:"Name"`
+	Roles []string `json:"Roles"`
+}
+
+// Certificate is the issued certificate, once the issue step has run.
+type Certificate struct {
+	ID           int64     `json:"ID"`
+	SerialNumber string    `json:"SerialNumber"`
+	Thumbprint   string    `json:"Thumbprint"`
+	IssuerDN     string    `json:"IssuerDN"`
+	SubjectDN    string    `json:"SubjectDN"`
+	NotBefore    time.Time `json:"NotBefore"`
+	NotAfter     time.Time `json:"NotAfter"`
+	Authority    string    `json:"Authority"`
+}
+
+// NewCSR describes a parsed CSR for expressions.
+func NewCSR(c *x509.CertificateRequest) CSR {
+	keyType, bits, _ := pki.DescribeKey(c.PublicKey)
+	out := CSR{
+		Subject:            c.Subject.String(),
+		CommonName:         c.Subject.CommonName,
+		Organization:       c.Subject.Organization,
+		OrganizationalUnit: c.Subject.OrganizationalUnit,
+		Country:            c.Subject.Country,
+		Province:           c.Subject.Province,
+		Locality:           c.Subject.Locality,
+		DNSNames:           c.DNSNames,
+		EmailAddresses:     c.EmailAddresses,
+		KeyType:            keyType,
+		KeyBits:            bits,
+		Curve:              pki.CurveName(c.PublicKey),
+		SignatureAlgorithm: c.SignatureAlgorithm.String(),
+	}
+	for _, ip := range c.IPAddresses {
+		out.IPAddresses = append(out.IPAddresses, ip.String())
+	}
+	for _, u := range c.URIs {
+		out.URIs = append(out.URIs, u.String())
+	}
+	return out
+}
+
+// SAN kinds in Keyfactor's SANs object, and which merged list each feeds.
+var sanKinds = map[string]func(*SANs) *[]string{
+	"dns":    func(s *SANs) *[]string { return &s.DNS },
+	"ip4":    func(s *SANs) *[]string { return &s.IP },
+	"ip6":    func(s *SANs) *[]string { return &s.IP },
+	"uri":    func(s *SANs) *[]string { return &s.URI },
+	"rfc822": func(s *SANs) *[]string { return &s.Email },
+}
+
+// SANKind reports whether kind is a SANs key certflow understands
+// (case-insensitive: dns, ip4, ip6, uri, rfc822).
+func SANKind(kind string) bool {
+	_, ok := sanKinds[strings.ToLower(kind)]
+	return ok
+}
+
+// MergeSANs joins the CSR's SANs with the request's, without duplicates,
+// CSR's first. With addCN (RFC 2818 enforcement) a CommonName that is a
+// DNS name or an IP address and is not among the SANs is added to them.
+func MergeSANs(c CSR, requested map[string][]string, addCN bool) SANs {
+	s := SANs{
+		DNS:   slices.Clone(c.DNSNames),
+		IP:    slices.Clone(c.IPAddresses),
+		Email: slices.Clone(c.EmailAddresses),
+		URI:   slices.Clone(c.URIs),
+	}
+	add := func(list *[]string, v string) {
+		if !slices.ContainsFunc(*list, func(x string) bool { return strings.EqualFold(x, v) }) {
+			*list = append(*list, v)
+		}
+	}
+	for kind, values := range requested {
+		if f, ok := sanKinds[strings.ToLower(kind)]; ok {
+			for _, v := range values {
+				add(f(&s), v)
+			}
+		}
+	}
+	if addCN && c.CommonName != "" {
+		if ip := net.ParseIP(c.CommonName); ip != nil {
+			add(&s.IP, ip.String())
+		} else if IsDNSName(c.CommonName) {
+			add(&s.DNS, c.CommonName)
+		}
+	}
+	return s
+}
+
+// IsDNSName reports whether s is a syntactically valid DNS name, allowing a
+// leading "*." wildcard label.
+func IsDNSName(s string) bool {
+	s = strings.TrimPrefix(s, "*.")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,0 +1,189 @@
+package workflow
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync"
+
+	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/vm"
+	"gopkg.in/yaml.v3"
+)
+
+// Pos is a place in a definition file.
+type Pos struct {
+	File   string
+	Line   int
+	Column int
+}
+
+func (p Pos) String() string { return fmt.Sprintf("%s:%d:%d", p.File, p.Line, p.Column) }
+
+// PosOf returns the position of a YAML node in file.
+func PosOf(file string, n *yaml.Node) Pos { return Pos{File: file, Line: n.Line, Column: n.Column} }
+
+// Program is an expression compiled once, at load, against Env.
+type Program struct {
+	Source string
+	prog   *vm.Program
+}
+
+// vms pools expression VMs: a compiled *vm.Program is shared, a VM's stack
+// is not.
+var vms = sync.Pool{New: func() any { return new(vm.VM) }}
+
+// Eval runs the program in env.
+func (p *Program) Eval(env *Env) (any, error) {
+	m := vms.Get().(*vm.VM)
+	defer vms.Put(m)
+	out, err := m.Run(p.prog, env)
+	if err != nil {
+		return nil, fmt.Errorf("evaluate %q: %w", p.Source, err)
+	}
+	return out, nil
+}
+
+// Bool runs a program compiled with CompileBool.
+func (p *Program) Bool(env *Env) (bool, error) {
+	out, err := p.Eval(env)
+	if err != nil {
+		return false, err
+	}
+	b, ok := out.(bool)
+	if !ok {
+		return false, fmt.Errorf("evaluate %q: got %T, want bool", p.Source, out)
+	}
+	return b, nil
+}
+
+// envType is what expressions are type-checked against.
+var envType = Env{}
+
+// CompileBool compiles a bare boolean expression (match, if, check).
+func CompileBool(src string, pos Pos) (*Program, error) {
+	return compile(src, pos, expr.AsBool())
+}
+
+// CompileValue compiles a bare expression of any type.
+func CompileValue(src string, pos Pos) (*Program, error) {
+	return compile(src, pos)
+}
+
+func compile(src string, pos Pos, opts ...expr.Option) (*Program, error) {
+	if strings.TrimSpace(src) == "" {
+		return nil, &LoadError{Pos: pos, Msg: "empty expression"}
+	}
+	opts = append([]expr.Option{expr.Env(envType)}, opts...)
+	prog, err := expr.Compile(src, opts...)
+	if err != nil {
+		return nil, &LoadError{Pos: exprPos(pos, err), Msg: "expression " + quoteShort(src) + ": " + exprMessage(err)}
+	}
+	return &Program{Source: src, prog: prog}, nil
+}
+
+// exprPos moves pos to the expression's error position when it can: the
+// error's column counts from the start of the expression source.
+func exprPos(pos Pos, err error) Pos {
+	var fe *file.Error
+	if errors.As(err, &fe) && fe.Line <= 1 && fe.Column >= 0 {
+		pos.Column += fe.Column
+	}
+	return pos
+}
+
+func exprMessage(err error) string {
+	var fe *file.Error
+	if errors.As(err, &fe) {
+		return fe.Message
+	}
+	return err.Error()
+}
+
+func quoteShort(s string) string {
+	if len(s) > 60 {
+		s = s[:57] + "..."
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// Template is a string that may embed ${{ expr }}. A template that is one
+// expression and nothing else evaluates to the expression's own value;
+// otherwise the parts are joined as text.
+type Template struct {
+	Source string
+	parts  []templatePart
+}
+
+type templatePart struct {
+	text string
+	prog *Program
+}
+
+// CompileTemplate compiles every ${{ }} in s.
+func CompileTemplate(s string, pos Pos) (*Template, error) {
+	t := &Template{Source: s}
+	rest := s
+	for {
+		i := strings.Index(rest, "${{")
+		if i < 0 {
+			if rest != "" {
+				t.parts = append(t.parts, templatePart{text: rest})
+			}
+			return t, nil
+		}
+		if i > 0 {
+			t.parts = append(t.parts, templatePart{text: rest[:i]})
+		}
+		j := strings.Index(rest[i:], "}}")
+		if j < 0 {
+			return nil, &LoadError{Pos: pos, Msg: fmt.Sprintf("unterminated ${{ in %s", quoteShort(s))}
+		}
+		src := strings.TrimSpace(rest[i+3 : i+j])
+		prog, err := CompileValue(src, pos)
+		if err != nil {
+			return nil, err
+		}
+		t.parts = append(t.parts, templatePart{prog: prog})
+		rest = rest[i+j+2:]
+	}
+}
+
+// IsLiteral reports whether the template holds no expression.
+func (t *Template) IsLiteral() bool {
+	for _, p := range t.parts {
+		if p.prog != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// Value evaluates the template; see Template.
+func (t *Template) Value(env *Env) (any, error) {
+	if len(t.parts) == 1 && t.parts[0].prog != nil {
+		return t.parts[0].prog.Eval(env)
+	}
+	return t.String(env)
+}
+
+// String evaluates the template to text. A nil result renders as "".
+func (t *Template) String(env *Env) (string, error) {
+	var b strings.Builder
+	for _, p := range t.parts {
+		if p.prog == nil {
+			b.WriteString(p.text)
+			continue
+		}
+		v, err := p.prog.Eval(env)
+		if err != nil {
+			return "", err
+		}
+		if v != nil && !(reflect.ValueOf(v).Kind() == reflect.Pointer && reflect.ValueOf(v).IsNil()) {
+			fmt.Fprint(&b, v)
+		}
+	}
+	return b.String(), nil
+}

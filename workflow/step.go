@@ -1,0 +1,135 @@
+package workflow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"crypto/x509"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Step is one step type's behaviour. Implementations live in package steps,
+// one file each; they know nothing of HTTP or asynq. Run must honour ctx and
+// may be called more than once for the same request (delivery is at least
+// once), so side effects must be idempotent or harmless to repeat.
+//
+// Run's error decides what happens next: nil continues with the next step;
+// an error made by Deny ends the request DENIED with its message; an error
+// made by Permanent fails the request at once; any other error is retried.
+type Step interface {
+	Run(ctx context.Context, run *Run) (Result, error)
+}
+
+// Builder makes a Step from its definition entry, compiling every
+// expression in `with` so that mistakes surface at load.
+type Builder func(spec *Spec) (Step, error)
+
+// Catalog maps `uses:` names to builders. The names are a contract with
+// definitions in the field: never rename one.
+type Catalog map[string]Builder
+
+// Spec is a step's entry in a definition, as its Builder sees it.
+type Spec struct {
+	ID      string
+	Uses    string
+	Trigger string
+	File    string
+	// With is the raw `with:` mapping (nil when absent); decode it with
+	// DecodeWith for unknown-key checking and positions.
+	With *yaml.Node
+	Pos  Pos
+}
+
+// DecodeWith decodes the step's `with:` into v, rejecting keys v does not
+// declare. A missing `with:` leaves v untouched.
+func (s *Spec) DecodeWith(v any) error {
+	if s.With == nil {
+		return nil
+	}
+	if err := decodeStrict(s.File, s.With, v); err != nil {
+		return s.wrap(err)
+	}
+	return nil
+}
+
+// Errorf reports a problem with the step at the position of node (or the
+// step itself when node is nil).
+func (s *Spec) Errorf(node *yaml.Node, format string, args ...any) error {
+	pos := s.Pos
+	if node != nil {
+		pos = PosOf(s.File, node)
+	}
+	return &LoadError{Pos: pos, Step: s.ID, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Bool compiles a bare boolean expression found at node.
+func (s *Spec) Bool(src string, node *yaml.Node) (*Program, error) {
+	p, err := CompileBool(src, s.posOf(node))
+	return p, s.wrap(err)
+}
+
+// Template compiles a string that may embed ${{ }} found at node.
+func (s *Spec) Template(src string, node *yaml.Node) (*Template, error) {
+	t, err := CompileTemplate(src, s.posOf(node))
+	return t, s.wrap(err)
+}
+
+func (s *Spec) posOf(node *yaml.Node) Pos {
+	if node == nil {
+		return s.Pos
+	}
+	return PosOf(s.File, node)
+}
+
+func (s *Spec) wrap(err error) error {
+	var le *LoadError
+	if errors.As(err, &le) && le.Step == "" {
+		le.Step = s.ID
+	}
+	return err
+}
+
+// Run is what a step gets to work with for one request.
+type Run struct {
+	RequestID  int64
+	InstanceID string
+	StepID     string
+	// Env is the expression environment as of this step. Steps read it;
+	// they change state only through the Result they return.
+	Env *Env
+	// CSR is the parsed (and, at submit, verified) request.
+	CSR *x509.CertificateRequest
+	Log *slog.Logger
+}
+
+// Result is what a step hands back on success.
+type Result struct {
+	// Outputs become steps.<id>.<name> for later steps.
+	Outputs map[string]any
+	// Metadata is merged into the certificate's metadata.
+	Metadata map[string]string
+	// Certificate is set by the step that issued one.
+	Certificate *Certificate
+}
+
+// DenyError ends a request DENIED; its message is the DispositionMessage.
+type DenyError struct{ Message string }
+
+func (e *DenyError) Error() string { return "denied: " + e.Message }
+
+// Deny makes the error a step returns to deny the request.
+func Deny(format string, args ...any) error {
+	return &DenyError{Message: fmt.Sprintf(format, args...)}
+}
+
+// PermanentError fails the request without further retries.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent marks err as not worth retrying.
+func Permanent(err error) error { return &PermanentError{Err: err} }
