@@ -390,5 +390,6 @@ func (c *Config) CA(name string) (*CA, bool) {
 	return nil, false
 }
 
-// QualifiedName is Keyfactor's "host\\logical" form of a CA's name.
+// QualifiedName is Keyfactor's host\logical form of a CA's name: one
+// backslash (JSON shows it escaped as two).
 func (ca *CA) QualifiedName() string { return ca.Host + `\` + ca.Name }

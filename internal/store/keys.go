@@ -15,7 +15,9 @@ func (k keys) requestSeq() string     { return k.prefix + ":seq:request" }
 func (k keys) certificateSeq() string { return k.prefix + ":seq:certificate" }
 
 // request holds the request record: a hash of v (version) and d (JSON).
-func (k keys) request(id int64) string { return k.prefix + ":request:{" + strconv.FormatInt(id, 10) + "}" }
+func (k keys) request(id int64) string {
+	return k.prefix + ":request:{" + strconv.FormatInt(id, 10) + "}"
+}
 
 // requestCert holds the certificate issued for a request (JSON); set once.
 func (k keys) requestCert(id int64) string { return k.request(id) + ":certificate" }
