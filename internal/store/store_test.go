@@ -1,0 +1,328 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certflow/certflow/internal/store"
+	"github.com/certflow/certflow/internal/testutil"
+	"github.com/certflow/certflow/workflow"
+)
+
+func setup(t *testing.T) (*store.Store, redis.UniversalClient, string) {
+	t.Helper()
+	rdb, prefix := testutil.Redis(t)
+	return store.New(rdb, prefix), rdb, prefix
+}
+
+func newRequest(t *testing.T, s *store.Store, caller, idemKey string) *store.Request {
+	t.Helper()
+	id, err := s.NewID(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	return &store.Request{
+		ID: id, Disposition: store.Queued, Submitted: now, Updated: now, Trigger: "enrollment",
+		Requester: workflow.Requester{Name: caller}, CSR: []byte{1, 2, 3, byte(id)},
+		IdempotencyKey: idemKey, Instance: workflow.Instance{ID: "inst-" + time.Now().Format("150405.000000000")},
+	}
+}
+
+func TestCreateGetSave(t *testing.T) {
+	t.Parallel()
+	s, _, _ := setup(t)
+	ctx := context.Background()
+	r := newRequest(t, s, "alice", "")
+	id, existing, err := s.Create(ctx, r, time.Hour)
+	if err != nil || existing || id != r.ID {
+		t.Fatalf("Create = %d, %v, %v; want %d, false, nil", id, existing, err, r.ID)
+	}
+	got, err := s.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Requester.Name != "alice" || got.Disposition != store.Queued || string(got.CSR) != string(r.CSR) || got.Input.ID != id {
+		t.Fatalf("Get returned %+v", got)
+	}
+	if rid, err := s.RequestIDOfInstance(ctx, r.Instance.ID); err != nil || rid != id {
+		t.Fatalf("RequestIDOfInstance = %d, %v; want %d", rid, err, id)
+	}
+
+	t.Run("a save from a stale copy is refused", func(t *testing.T) {
+		a, _ := s.Get(ctx, id)
+		b, _ := s.Get(ctx, id)
+		a.Disposition = store.Running
+		if err := s.Save(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		b.Disposition = store.Failed
+		if err := s.Save(ctx, b); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("stale save: err = %v, want ErrConflict", err)
+		}
+		now, _ := s.Get(ctx, id)
+		if now.Disposition != store.Running {
+			t.Fatalf("disposition = %s after a refused save, want RUNNING", now.Disposition)
+		}
+		// The winner's copy keeps working: its version advanced with it.
+		a.Message = "second save"
+		if err := s.Save(ctx, a); err != nil {
+			t.Fatalf("second save from the current copy: %v", err)
+		}
+	})
+
+	t.Run("Update retries over a concurrent writer", func(t *testing.T) {
+		var wg sync.WaitGroup
+		for i := 0; i < 10; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := s.Update(ctx, id, func(r *store.Request) error {
+					r.Callbacks = append(r.Callbacks, store.CallbackAttempt{Attempt: len(r.Callbacks) + 1})
+					return nil
+				}); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		r, _ := s.Get(ctx, id)
+		if len(r.Callbacks) != 10 {
+			t.Fatalf("%d attempts recorded by 10 concurrent updates, want 10 (a lost update)", len(r.Callbacks))
+		}
+	})
+}
+
+func TestGetAndSaveOfAMissingRequest(t *testing.T) {
+	t.Parallel()
+	s, _, _ := setup(t)
+	ctx := context.Background()
+	if _, err := s.Get(ctx, 999999); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Get: err = %v, want ErrNotFound", err)
+	}
+	r := newRequest(t, s, "alice", "")
+	if err := s.Save(ctx, r); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Save of a request never created: err = %v, want ErrNotFound", err)
+	}
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	first := newRequest(t, s, "alice", "key-1")
+	id1, existing, err := s.Create(ctx, first, time.Hour)
+	if err != nil || existing {
+		t.Fatal(err, existing)
+	}
+	second := newRequest(t, s, "alice", "key-1")
+	id2, existing, err := s.Create(ctx, second, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !existing || id2 != id1 {
+		t.Fatalf("same caller and key: got id %d existing=%v, want %d existing=true", id2, existing, id1)
+	}
+	if _, err := s.Get(ctx, second.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the repeated submit wrote a record of its own (err = %v)", err)
+	}
+	other := newRequest(t, s, "bob", "key-1")
+	id3, existing, err := s.Create(ctx, other, time.Hour)
+	if err != nil || existing || id3 == id1 {
+		t.Fatalf("another caller's same key must not collide: id %d existing=%v err=%v", id3, existing, err)
+	}
+	ttl := rdb.PTTL(ctx, idemKeyOf(t, rdb, prefix)).Val()
+	if ttl <= 0 || ttl > time.Hour {
+		t.Fatalf("idempotency key TTL = %v, want (0, 1h]", ttl)
+	}
+}
+
+func idemKeyOf(t *testing.T, rdb redis.UniversalClient, prefix string) string {
+	keys, err := rdb.Keys(context.Background(), prefix+":idempotency:*").Result()
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("no idempotency key stored: %v", err)
+	}
+	return keys[0]
+}
+
+func TestDeleteLeavesNothingBehind(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	r := newRequest(t, s, "alice", "retry-key")
+	if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	keys := testutil.Keys(t, rdb, prefix)
+	for _, k := range keys {
+		if k != prefix+":seq:request" {
+			t.Errorf("key %s survived Delete", k)
+		}
+	}
+	// The key is free again: a retry creates a request.
+	again := newRequest(t, s, "alice", "retry-key")
+	if _, existing, err := s.Create(ctx, again, time.Hour); err != nil || existing {
+		t.Fatalf("after Delete the idempotency key still answered: existing=%v err=%v", existing, err)
+	}
+}
+
+func TestSettledRequestsLeaveTheOpenSetAndWakeWaiters(t *testing.T) {
+	t.Parallel()
+	s, _, _ := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	waiters := s.NewWaiters()
+	go waiters.Listen(ctx, testLogger(t))
+	r := newRequest(t, s, "alice", "")
+	r.Updated = time.Now().Add(-time.Hour)
+	if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := s.Stale(ctx, time.Now().Add(-time.Minute), 10)
+	if err != nil || len(stale) != 1 || stale[0] != r.ID {
+		t.Fatalf("Stale = %v, %v; want [%d]", stale, err, r.ID)
+	}
+	got := make(chan *store.Request, 1)
+	go func() {
+		wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+		defer wcancel()
+		res, err := waiters.Wait(wctx, r.ID)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- res
+	}()
+	// An unsettled save refreshes progress: no longer stale.
+	r.Disposition = store.Running
+	if err := s.Save(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if stale, _ := s.Stale(ctx, time.Now().Add(-time.Minute), 10); len(stale) != 0 {
+		t.Fatalf("a request that just made progress is listed stale: %v", stale)
+	}
+	r.Disposition = store.Issued
+	if err := s.Save(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	res := <-got
+	if res == nil || res.Disposition != store.Issued {
+		t.Fatalf("waiter returned %+v, want the ISSUED request", res)
+	}
+	if stale, _ := s.Stale(ctx, time.Now().Add(time.Hour), 10); len(stale) != 0 {
+		t.Fatalf("a settled request is still open: %v", stale)
+	}
+}
+
+func TestWaitReturnsTheRequestAsItStandsWhenTimeIsUp(t *testing.T) {
+	t.Parallel()
+	s, _, _ := setup(t)
+	r := newRequest(t, s, "alice", "")
+	if _, _, err := s.Create(context.Background(), r, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	got, err := s.NewWaiters().Wait(ctx, r.ID)
+	if !errors.Is(err, context.DeadlineExceeded) || got == nil || got.Disposition != store.Queued {
+		t.Fatalf("Wait = %+v, %v; want the QUEUED request and DeadlineExceeded", got, err)
+	}
+}
+
+func TestIssueOnceSignsOnceUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	s, _, _ := setup(t)
+	ctx := context.Background()
+	const requestID = 42
+	var signed atomic.Int32
+	sign := func(ctx context.Context, certID int64) (*store.Certificate, error) {
+		signed.Add(1)
+		time.Sleep(20 * time.Millisecond) // widen the race window
+		return &store.Certificate{SerialNumber: "01", Chain: [][]byte{{0x30}}}, nil
+	}
+	var wg sync.WaitGroup
+	ids := make(chan int64, 20)
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				c, _, err := s.IssueOnce(ctx, requestID, sign)
+				if errors.Is(err, store.ErrBusy) {
+					time.Sleep(5 * time.Millisecond) // as the worker's retry would
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				ids <- c.ID
+				return
+			}
+		}()
+	}
+	wg.Wait()
+	close(ids)
+	if n := signed.Load(); n != 1 {
+		t.Fatalf("signed %d times, want once", n)
+	}
+	var first int64
+	for id := range ids {
+		if first == 0 {
+			first = id
+		}
+		if id != first {
+			t.Fatalf("callers got different certificates: %d and %d", first, id)
+		}
+	}
+	c, fresh, err := s.IssueOnce(ctx, requestID, sign)
+	if err != nil || fresh || c.ID != first {
+		t.Fatalf("a later call: id %d fresh=%v err=%v; want %d, false", c.ID, fresh, err, first)
+	}
+	byID, err := s.Certificate(ctx, first)
+	if err != nil || byID.RequestID != requestID {
+		t.Fatalf("Certificate(%d) = %+v, %v", first, byID, err)
+	}
+}
+
+func TestIssueOnceAfterAFailedSignTriesAgain(t *testing.T) {
+	t.Parallel()
+	s, _, _ := setup(t)
+	ctx := context.Background()
+	boom := errors.New("CA offline")
+	if _, _, err := s.IssueOnce(ctx, 7, func(context.Context, int64) (*store.Certificate, error) { return nil, boom }); !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want the sign error", err)
+	}
+	if _, err := s.CertificateOf(ctx, 7); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a failed sign stored a certificate: %v", err)
+	}
+	c, fresh, err := s.IssueOnce(ctx, 7, func(context.Context, int64) (*store.Certificate, error) {
+		return &store.Certificate{SerialNumber: "02"}, nil
+	})
+	if err != nil || !fresh || c.SerialNumber != "02" {
+		t.Fatalf("retry after a failed sign: %+v fresh=%v err=%v (lock not released?)", c, fresh, err)
+	}
+}
+
+func TestUnavailable(t *testing.T) {
+	t.Parallel()
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: time.Second, MaxRetries: -1})
+	defer rdb.Close()
+	err := rdb.Ping(context.Background()).Err()
+	if !store.Unavailable(err) {
+		t.Fatalf("Unavailable(%v) = false for a refused connection", err)
+	}
+	for _, err := range []error{nil, store.ErrConflict, store.ErrNotFound, errors.New("WRONGTYPE")} {
+		if store.Unavailable(err) {
+			t.Errorf("Unavailable(%v) = true", err)
+		}
+	}
+}

@@ -1,0 +1,94 @@
+package testutil
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisServer is a redis-server process of a test's own, for tests that
+// stop, kill or restart Redis.
+type RedisServer struct {
+	t    testing.TB
+	Port int
+	Dir  string
+	args []string
+	cmd  *exec.Cmd
+}
+
+// StartRedisServer starts redis-server on a free port with extra config
+// arguments (e.g. "--appendonly", "yes"). It is killed when the test ends.
+func StartRedisServer(t testing.TB, args ...string) *RedisServer {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatalf("redis-server is not installed: %v", err)
+	}
+	s := &RedisServer{t: t, Port: FreePort(t), Dir: t.TempDir(), args: args}
+	s.Start()
+	t.Cleanup(func() { s.Kill() })
+	return s
+}
+
+// URL is the server's redis:// URL.
+func (s *RedisServer) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", s.Port) }
+
+// Start (re)starts the server with the same port, folder and arguments,
+// and waits until it answers.
+func (s *RedisServer) Start() {
+	s.t.Helper()
+	args := append([]string{
+		"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--dir", s.Dir,
+		"--save", "", "--daemonize", "no", "--maxmemory-policy", "noeviction",
+		"--logfile", filepath.Join(s.Dir, "redis.log"),
+	}, s.args...)
+	s.cmd = exec.Command("redis-server", args...)
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatalf("start redis-server: %v", err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", s.Port)})
+	defer rdb.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err := rdb.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(s.Dir, "redis.log"))
+			s.t.Fatalf("redis-server on port %d did not answer: %v\n%s", s.Port, err, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Kill stops the server with SIGKILL (no chance to save) and waits for it.
+func (s *RedisServer) Kill() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGKILL)
+	s.cmd.Wait()
+	s.cmd = nil
+}
+
+// FreePort returns a TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
