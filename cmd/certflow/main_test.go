@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/certflow/certflow/internal/testutil"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "certflow-bin-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "certflow")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build certflow: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// cleanEnv is the environment without any CERTFLOW_ setting, as on a
+// newcomer's machine.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "CERTFLOW_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+type process struct {
+	cmd    *exec.Cmd
+	stdout *bufio.Scanner
+	stderr *testutil.SyncBuffer
+	seen   bytes.Buffer
+}
+
+// startServe runs `certflow serve` in dir and reads its output up to the
+// curl example's last line.
+func startServe(t *testing.T, dir string, port int) *process {
+	t.Helper()
+	cmd := exec.Command(binary, "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port))
+	cmd.Dir, cmd.Env = dir, cleanEnv()
+	p := &process{cmd: cmd, stderr: &testutil.SyncBuffer{}}
+	cmd.Stderr = p.stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	p.stdout = bufio.NewScanner(out)
+	deadline := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
+	defer deadline.Stop()
+	for p.stdout.Scan() {
+		p.seen.WriteString(p.stdout.Text() + "\n")
+		if strings.HasPrefix(p.stdout.Text(), "Add -H") {
+			go io.Copy(io.Discard, out)
+			return p
+		}
+	}
+	t.Fatalf("serve did not print its welcome:\nstdout:\n%s\nstderr:\n%s", p.seen.String(), p.stderr.String())
+	return nil
+}
+
+func (p *process) stop(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve exited with %v after SIGTERM\n%s", err, p.stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not stop within 30 s of SIGTERM")
+	}
+}
+
+func TestFirstRunServesWithZeroSetupAndItsCurlExampleWorks(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Fatal("curl is required for this test")
+	}
+	dir := t.TempDir()
+	port := testutil.FreePort(t)
+	p := startServe(t, dir, port)
+	if !strings.Contains(p.stderr.String(), "NOTHING SURVIVES A RESTART") {
+		t.Fatalf("no warning about the embedded Redis:\n%s", p.stderr.String())
+	}
+	if !strings.Contains(p.seen.String(), "generated an admin API token") {
+		t.Fatalf("the first run did not say it generated an admin token:\n%s", p.seen.String())
+	}
+	// Run the printed example exactly as a newcomer would paste it.
+	text := p.seen.String()
+	start := strings.Index(text, "  openssl req")
+	end := strings.Index(text, "\nAdd -H")
+	if start < 0 || end < 0 {
+		t.Fatalf("no example in:\n%s", text)
+	}
+	cmd := exec.Command("bash", "-c", "set -e\n"+text[start:end])
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr // openssl draws progress there
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("the printed example failed: %v\n%s%s", err, out, stderr.String())
+	}
+	var resp struct {
+		CertificateInformation struct {
+			RequestDisposition string
+			Certificates       []string
+		}
+	}
+	if err := json.Unmarshal(out, &resp); err != nil || resp.CertificateInformation.RequestDisposition != "ISSUED" || len(resp.CertificateInformation.Certificates) != 3 {
+		t.Fatalf("the printed example answered: %s (%v)", out, err)
+	}
+	rootFile := filepath.Join(dir, ".certflow", "ca", "CertflowIssuingCA", "root.crt")
+	root1, err := os.ReadFile(rootFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.stop(t)
+
+	// A second start reuses the CA and the token, and prints no new token.
+	p2 := startServe(t, dir, port)
+	defer p2.stop(t)
+	root2, _ := os.ReadFile(rootFile)
+	if !bytes.Equal(root1, root2) || strings.Contains(p2.stderr.String(), "created built-in CA") {
+		t.Fatal("the second start made a new CA hierarchy")
+	}
+	if strings.Contains(p2.seen.String(), "generated an admin API token") {
+		t.Fatal("the second start generated another admin token")
+	}
+	token, _ := os.ReadFile(filepath.Join(dir, ".certflow", "admin-token"))
+	if strings.Contains(p2.stderr.String(), strings.TrimSpace(string(token))) {
+		t.Fatal("the admin token appears in the log")
+	}
+}
+
+func run2(t *testing.T, dir string, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Dir, cmd.Env = dir, cleanEnv()
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return string(out), code
+}
+
+func TestLintReportsPositionsAndExitCodes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	repoDefs, _ := filepath.Abs("../../definitions")
+	if out, code := run2(t, dir, "lint", repoDefs); code != 0 || !strings.Contains(out, "ok ") {
+		t.Fatalf("lint of the shipped definitions: exit %d\n%s", code, out)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("name: bad\ntrigger: enrollment\nsteps:\n  - id: check\n    uses: validate\n    if: csr.CommonNam == \"x\"\n  - id: check\n    uses: nosuchstep\n"), 0o644)
+	out, code := run2(t, dir, "lint", bad)
+	if code != 1 {
+		t.Fatalf("lint of a broken definition: exit %d, want 1\n%s", code, out)
+	}
+	for _, want := range []string{"bad.yaml:6:", `step "check"`, "CommonNam", "bad.yaml:7:", "duplicate step id", "nosuchstep"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("lint output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestCAInitAndSplitRoles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	out, code := run2(t, dir, "ca", "init", "--data-dir", "d")
+	if code != 0 || !strings.Contains(out, "created") {
+		t.Fatalf("ca init: exit %d\n%s", code, out)
+	}
+	out, code = run2(t, dir, "ca", "init", "--data-dir", "d")
+	if code != 0 || !strings.Contains(out, "already exists") {
+		t.Fatalf("second ca init: exit %d\n%s", code, out)
+	}
+	for _, role := range []string{"api", "worker"} {
+		out, code = run2(t, dir, role)
+		if code == 0 || !strings.Contains(out, "CERTFLOW_REDIS_URL") {
+			t.Fatalf("%s without Redis: exit %d, want an error naming CERTFLOW_REDIS_URL\n%s", role, code, out)
+		}
+	}
+	if _, code := run2(t, dir, "frobnicate"); code == 0 {
+		t.Fatal("an unknown command exited 0")
+	}
+}
