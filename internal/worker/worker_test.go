@@ -1,0 +1,148 @@
+package worker_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/store"
+	"github.com/certflow/certflow/internal/testutil"
+	"github.com/certflow/certflow/internal/worker"
+	"github.com/certflow/certflow/workflow"
+)
+
+type answer struct {
+	CertificateInformation struct {
+		KeyfactorID        int64
+		KeyfactorRequestId int64
+		RequestDisposition string
+		SerialNumber       string
+	}
+}
+
+func newWorker(cf *testutil.Certflow) *worker.Worker {
+	a := cf.App
+	return &worker.Worker{
+		Config: a.Config, Store: a.Store, Queue: a.Queue, Defs: &a.Defs,
+		Engine: &workflow.Engine{Log: a.Log}, Callbacks: a.Sender, Log: a.Log,
+	}
+}
+
+func TestARedeliveredTaskResumesWithoutSigningAgain(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	csr, _ := testutil.CSR(t, "redeliver.example.com")
+	resp := cf.Do(t, "POST", "/Enrollment/CSR", testutil.EnrollBody(csr, nil), "x-certificateformat", "PEM")
+	var first answer
+	resp.JSON(t, &first)
+	if resp.Status != http.StatusOK || first.CertificateInformation.RequestDisposition != "ISSUED" {
+		t.Fatalf("%d %s", resp.Status, resp.Body)
+	}
+	id := first.CertificateInformation.KeyfactorRequestId
+	ctx := context.Background()
+
+	// Rewind the checkpoint to "about to run the issue step", as if the
+	// worker had died after signing but before its checkpoint landed.
+	if _, err := cf.App.Store.Update(ctx, id, func(r *store.Request) error {
+		r.Disposition = store.Running
+		r.Instance.Status = workflow.StatusRunning
+		r.Instance.Next = 1
+		r.Instance.History = r.Instance.History[:1]
+		r.Instance.Certificate = nil
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	w := newWorker(cf)
+	if err := w.Run(ctx, id); err != nil {
+		t.Fatalf("re-run: %v", err)
+	}
+	r, err := cf.App.Store.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Disposition != store.Issued || r.Instance.Certificate == nil || r.Instance.Certificate.ID != first.CertificateInformation.KeyfactorID {
+		t.Fatalf("after re-delivery: %s, certificate %+v; want ISSUED with certificate %d", r.Disposition, r.Instance.Certificate, first.CertificateInformation.KeyfactorID)
+	}
+	if seq, _ := cf.Redis.Get(ctx, cf.Prefix+":seq:certificate").Int64(); seq != 1 {
+		t.Fatalf("certificate ids allocated: %d, want 1 (the re-run signed again)", seq)
+	}
+	// Steps before the checkpoint did not run again: one policy entry.
+	n := 0
+	for _, h := range r.Instance.History {
+		if h.ID == "policy" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("the policy step ran %d times", n)
+	}
+	// A task for a request that already settled changes nothing.
+	before := r.Updated
+	if err := w.Run(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := cf.App.Store.Get(ctx, id); !again.Updated.Equal(before) {
+		t.Fatal("a re-delivered task rewrote a settled request")
+	}
+}
+
+func TestTheReconcilerRunsARequestWhoseTaskWasLost(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Worker.ReconcileAfter = 300 * time.Millisecond })
+	csr, _ := testutil.CSR(t, "lost.example.com")
+	ctx := context.Background()
+	id, err := cf.App.Store.NewID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	r := &store.Request{
+		ID: id, Disposition: store.Queued, Submitted: now, Updated: now, Trigger: "enrollment",
+		Requester: workflow.Requester{Name: "alice", Roles: []string{config.RoleRequester}}, CSR: csr,
+		Input:    workflow.Request{Template: config.DefaultTemplate, Format: "PEM"},
+		Instance: workflow.Instance{ID: "lost-task-instance"},
+	}
+	// Stored, never enqueued: the state a lost asynq task leaves behind.
+	if _, _, err := cf.App.Store.Create(ctx, r, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got, err := cf.App.Store.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Disposition == store.Issued {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the reconciler did not pick the request up: %s", got.Disposition)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestARequestNoDefinitionMatchesFailsWithTheReason(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	ctx := context.Background()
+	csr, _ := testutil.CSR(t, "nomatch.example.com")
+	id, _ := cf.App.Store.NewID(ctx)
+	r := &store.Request{
+		ID: id, Disposition: store.Queued, Trigger: "renewal", CSR: csr,
+		Input: workflow.Request{Template: config.DefaultTemplate, Format: "PEM"}, Instance: workflow.Instance{ID: "nomatch"},
+	}
+	if _, _, err := cf.App.Store.Create(ctx, r, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := newWorker(cf).Run(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := cf.App.Store.Get(ctx, id)
+	if got.Disposition != store.Failed || got.Instance.Status != workflow.StatusFailed || got.Message == "" {
+		t.Fatalf("got %s / %s %q; want FAILED with a reason", got.Disposition, got.Instance.Status, got.Message)
+	}
+}
