@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -29,6 +28,7 @@ import (
 	"github.com/certflow/certflow/internal/callback"
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/secretfile"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/internal/worker"
 	"github.com/certflow/certflow/queue"
@@ -224,31 +224,24 @@ func (a *App) adminToken(fromEnv string) (string, error) {
 		return fromEnv, nil
 	}
 	path := a.adminTokenFile()
-	if b, err := os.ReadFile(path); err == nil {
-		return strings.TrimSpace(string(b)), nil
+	if _, err := os.Stat(path); err != nil && len(a.Config.Auth.Users) > 0 {
+		return "", nil // users are configured: no generated token
 	}
-	if len(a.Config.Auth.Users) > 0 {
-		return "", nil
-	}
-	raw := make([]byte, 24)
-	rand.Read(raw)
-	token := "cf_" + hex.EncodeToString(raw)
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return "", err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return a.adminToken("")
-	}
+	text, created, err := secretfile.LoadOrCreate(path, func() ([]byte, error) {
+		raw := make([]byte, 24)
+		if _, err := rand.Read(raw); err != nil {
+			return nil, err
+		}
+		return []byte("cf_" + hex.EncodeToString(raw) + "\n"), nil
+	})
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("admin token: %w", err)
 	}
-	defer f.Close()
-	if _, err := f.WriteString(token + "\n"); err != nil {
-		return "", err
+	token := strings.TrimSpace(string(text))
+	if created {
+		fmt.Fprintf(a.Out, "\nNo users are configured and CERTFLOW_ADMIN_TOKEN is not set: generated an admin API token.\n"+
+			"It is shown this once and kept in %s (mode 0600):\n\n    %s\n\n", path, token)
 	}
-	fmt.Fprintf(a.Out, "\nNo users are configured and CERTFLOW_ADMIN_TOKEN is not set: generated an admin API token.\n"+
-		"It is shown this once and kept in %s (mode 0600):\n\n    %s\n\n", path, token)
 	return token, nil
 }
 

@@ -18,19 +18,24 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/certflow/certflow/internal/secretfile"
 )
 
-// Secret is a Standard Webhooks signing secret.
-type Secret struct{ key []byte }
+// Secret is a Standard Webhooks signing secret. The key sits behind a
+// pointer so that no fmt verb (%v, %+v, %#v, nor a Secret inside another
+// struct) prints it.
+type Secret struct{ key *[]byte }
 
 // String keeps the secret out of logs.
 func (Secret) String() string { return "webhook-secret(redacted)" }
+
+// GoString keeps the secret out of %#v.
+func (Secret) GoString() string { return "callback.Secret(redacted)" }
 
 // ParseSecret accepts "whsec_<base64>" or bare base64.
 func ParseSecret(s string) (Secret, error) {
@@ -38,42 +43,30 @@ func ParseSecret(s string) (Secret, error) {
 	if err != nil || len(key) < 16 {
 		return Secret{}, errors.New("webhook signing secret: want whsec_ followed by base64 of at least 16 bytes")
 	}
-	return Secret{key: key}, nil
+	return Secret{key: &key}, nil
 }
 
 // LoadOrCreateSecret reads the secret file at path, creating it (mode
 // 0600) with 32 random bytes when it does not exist.
 func LoadOrCreateSecret(path string) (Secret, bool, error) {
-	if b, err := os.ReadFile(path); err == nil {
-		s, err := ParseSecret(string(b))
-		return s, false, err
-	}
-	raw := make([]byte, 32)
-	if _, err := rand.Read(raw); err != nil {
-		return Secret{}, false, err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return Secret{}, false, err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return LoadOrCreateSecret(path)
-	}
+	text, created, err := secretfile.LoadOrCreate(path, func() ([]byte, error) {
+		raw := make([]byte, 32)
+		if _, err := rand.Read(raw); err != nil {
+			return nil, err
+		}
+		return []byte("whsec_" + base64.StdEncoding.EncodeToString(raw) + "\n"), nil
+	})
 	if err != nil {
-		return Secret{}, false, err
+		return Secret{}, false, fmt.Errorf("webhook signing secret: %w", err)
 	}
-	defer f.Close()
-	text := "whsec_" + base64.StdEncoding.EncodeToString(raw)
-	if _, err := f.WriteString(text + "\n"); err != nil {
-		return Secret{}, false, err
-	}
-	return Secret{key: raw}, true, nil
+	s, err := ParseSecret(string(text))
+	return s, created, err
 }
 
 // Sign returns the webhook-signature header value for one delivery:
 // "v1," + base64(HMAC-SHA256(key, id + "." + timestamp + "." + body)).
 func (s Secret) Sign(id string, timestamp int64, body []byte) string {
-	mac := hmac.New(sha256.New, s.key)
+	mac := hmac.New(sha256.New, *s.key)
 	mac.Write([]byte(id))
 	mac.Write([]byte{'.'})
 	mac.Write([]byte(strconv.FormatInt(timestamp, 10)))
@@ -105,7 +98,8 @@ func CheckURL(raw string, allowPrivate bool) error {
 	if len(raw) > 2048 {
 		return fmt.Errorf("longer than 2048 characters")
 	}
-	host := u.Hostname()
+	// "localhost." resolves like "localhost": compare without the root dot.
+	host := strings.TrimSuffix(u.Hostname(), ".")
 	if allowPrivate {
 		return nil
 	}

@@ -6,6 +6,8 @@ package config
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -214,7 +216,7 @@ func Default() Config {
 			ShutdownTimeout: DefaultShutdownTimeout,
 			ReconcileAfter:  DefaultReconcileAfter,
 		},
-		Callbacks: Callbacks{Timeout: DefaultCallbackTimeout, Schedule: DefaultCallbackSchedule},
+		Callbacks: Callbacks{Timeout: DefaultCallbackTimeout, Schedule: slices.Clone(DefaultCallbackSchedule)},
 		CAs: []CA{{
 			Name: DefaultCAName, Host: DefaultCAHost, Type: "builtin", KeyType: "ecdsa-p256",
 			MaxValidity: 825 * 24 * time.Hour,
@@ -287,6 +289,26 @@ func (c *Config) Validate() error {
 	if len(c.Callbacks.Schedule) == 0 {
 		bad("callbacks.schedule: must list at least one retry delay")
 	}
+	for i, d := range c.Callbacks.Schedule {
+		if d <= 0 {
+			bad("callbacks.schedule[%d]: must be positive", i)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"api.idempotency_ttl", c.API.IdempotencyTTL},
+		{"api.redis_timeout", c.API.RedisTimeout},
+		{"worker.task_timeout", c.Worker.TaskTimeout},
+		{"worker.shutdown_timeout", c.Worker.ShutdownTimeout},
+		{"worker.reconcile_after", c.Worker.ReconcileAfter},
+		{"callbacks.timeout", c.Callbacks.Timeout},
+	} {
+		if d.v <= 0 {
+			bad("%s: must be positive", d.name)
+		}
+	}
 	seenUser := map[string]bool{}
 	for i, u := range c.Auth.Users {
 		field := fmt.Sprintf("auth.users[%d]", i)
@@ -300,8 +322,10 @@ func (c *Config) Validate() error {
 		if (u.Token == "") == (u.PasswordHash == "") {
 			bad("%s: set exactly one of token and password_hash", field)
 		}
-		if strings.HasPrefix(u.Token, "sha256:") && len(u.Token) != len("sha256:")+64 {
-			bad("%s.token: sha256: must be followed by 64 hex characters", field)
+		if sum, ok := strings.CutPrefix(u.Token, "sha256:"); ok {
+			if b, err := hex.DecodeString(sum); err != nil || len(b) != sha256.Size {
+				bad("%s.token: sha256: must be followed by 64 hex characters", field)
+			}
 		}
 		for _, r := range u.Roles {
 			if !slices.Contains([]string{RoleRequester, RoleApprover, RoleAdmin}, r) {
@@ -319,6 +343,9 @@ func (c *Config) Validate() error {
 			bad("%s.name: %q appears twice", field, ca.Name)
 		}
 		caNames[strings.ToLower(ca.Name)] = true
+		if !nameRE.MatchString(ca.Host) {
+			bad("%s.host: %q is not a valid host name", field, ca.Host)
+		}
 		if ca.Type != "builtin" {
 			bad("%s.type: %q is not supported (want builtin)", field, ca.Type)
 		}

@@ -61,7 +61,9 @@ func Thumbprint(der []byte) string {
 	return strings.ToUpper(hex.EncodeToString(sum[:]))
 }
 
-// SerialHex renders a serial number the way Keyfactor does: upper-case hex.
+// SerialHex renders a serial number the way Keyfactor and openssl do:
+// upper-case hex of its bytes, so always an even number of digits
+// (0x0ABC is "0ABC", never "ABC").
 func SerialHex(cert *x509.Certificate) string {
-	return strings.ToUpper(cert.SerialNumber.Text(16))
+	return fmt.Sprintf("%X", cert.SerialNumber.Bytes())
 }

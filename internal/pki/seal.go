@@ -8,8 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
+
+	"github.com/certflow/certflow/internal/secretfile"
 )
 
 // KEK is a 256-bit key-encryption key. Private keys at rest are sealed under
@@ -53,37 +54,21 @@ func LoadKEKFile(path string) (*KEK, error) {
 }
 
 // LoadOrCreateKEKFile loads the KEK at path, or creates one there (mode
-// 0600, created exclusively so two processes starting together agree on one
-// key). created reports whether this call made it.
+// 0600; processes starting together agree on one key). created reports
+// whether this call made it.
 func LoadOrCreateKEKFile(path string) (kek *KEK, created bool, err error) {
-	if _, err := os.Stat(path); err == nil {
-		kek, err := LoadKEKFile(path)
-		return kek, false, err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, false, fmt.Errorf("create key-encryption key: %w", err)
-	}
-	raw := make([]byte, 32)
-	if _, err := rand.Read(raw); err != nil {
-		return nil, false, err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		kek, err := LoadKEKFile(path)
-		return kek, false, err
-	}
+	_, created, err = secretfile.LoadOrCreate(path, func() ([]byte, error) {
+		raw := make([]byte, 32)
+		if _, err := rand.Read(raw); err != nil {
+			return nil, err
+		}
+		return []byte(hex.EncodeToString(raw) + "\n"), nil
+	})
 	if err != nil {
-		return nil, false, fmt.Errorf("create key-encryption key: %w", err)
+		return nil, false, fmt.Errorf("key-encryption key: %w", err)
 	}
-	_, werr := f.WriteString(hex.EncodeToString(raw) + "\n")
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		return nil, false, fmt.Errorf("write key-encryption key: %w", werr)
-	}
-	kek, err = NewKEK(raw)
-	return kek, true, err
+	kek, err = LoadKEKFile(path)
+	return kek, created, err
 }
 
 // Seal encrypts plaintext; aad binds the ciphertext to its context (a CA
