@@ -32,8 +32,12 @@ func (d *Deps) buildMetadata(spec *workflow.Spec) (workflow.Step, error) {
 	fields := make(map[string]*workflow.Template, len(w.Set))
 	for _, name := range sortedNames(w.Set) {
 		node := w.Set[name]
-		if len(d.Config.Metadata) > 0 && !slices.ContainsFunc(d.Config.Metadata, func(f config.MetaField) bool { return strings.EqualFold(f.Name, name) }) {
-			return nil, spec.Errorf(&node, "set: %q is not a configured metadata field", name)
+		if len(d.Config.Metadata) > 0 {
+			i := slices.IndexFunc(d.Config.Metadata, func(f config.MetaField) bool { return strings.EqualFold(f.Name, name) })
+			if i < 0 {
+				return nil, spec.Errorf(&node, "set: %q is not a configured metadata field", name)
+			}
+			name = d.Config.Metadata[i].Name // the configured spelling, so it overrides the request's value
 		}
 		if node.Kind != yaml.ScalarNode {
 			return nil, spec.Errorf(&node, "set.%s: want a string (may embed ${{ }})", name)

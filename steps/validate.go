@@ -104,7 +104,7 @@ func TemplatePolicy(t *config.Template, csr workflow.CSR, sans workflow.SANs) st
 			return fmt.Sprintf("template %s does not allow Ed25519 keys", t.Name)
 		}
 	}
-	for _, name := range append(sans.DNS, csr.CommonName) {
+	for _, name := range slices.Concat(sans.DNS, []string{csr.CommonName}) {
 		if strings.HasPrefix(name, "*.") && !t.AllowWildcards {
 			return fmt.Sprintf("template %s does not allow wildcard names (%s)", t.Name, name)
 		}

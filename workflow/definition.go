@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"path"
 	"reflect"
@@ -56,6 +57,32 @@ func (e *LoadError) Error() string {
 	return fmt.Sprintf("%s: %s", e.Pos, e.Msg)
 }
 
+// tagStep names step id in every *LoadError inside err (joined or
+// wrapped) that names no step yet.
+func tagStep(err error, id string) error {
+	if id == "" {
+		return err
+	}
+	var walk func(error)
+	walk = func(e error) {
+		if le, ok := e.(*LoadError); ok && le.Step == "" {
+			le.Step = id
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() []error }:
+			for _, x := range u.Unwrap() {
+				walk(x)
+			}
+		case interface{ Unwrap() error }:
+			if x := u.Unwrap(); x != nil {
+				walk(x)
+			}
+		}
+	}
+	walk(err)
+	return err
+}
+
 // raw shapes of the YAML, decoded strictly.
 type rawDefinition struct {
 	Name        string    `yaml:"name"`
@@ -63,7 +90,8 @@ type rawDefinition struct {
 	Trigger     string    `yaml:"trigger"`
 	Match       yaml.Node `yaml:"match"`
 	Priority    int       `yaml:"priority"`
-	Steps       []rawStep `yaml:"steps"`
+	// Steps are decoded one by one so that their errors name the step.
+	Steps []yaml.Node `yaml:"steps"`
 }
 
 type rawStep struct {
@@ -85,12 +113,18 @@ const IssueStep = "issue"
 func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&root); err != nil {
-		return nil, &LoadError{Pos: Pos{File: file, Line: yamlErrLine(err)}, Msg: err.Error()}
+	if err := dec.Decode(&root); errors.Is(err, io.EOF) {
+		return nil, &LoadError{Pos: Pos{File: file, Line: 1, Column: 1}, Msg: "empty definition"}
+	} else if err != nil {
+		return nil, &LoadError{Pos: Pos{File: file, Line: yamlErrLine(err), Column: 1}, Msg: err.Error()}
 	}
 	var raw rawDefinition
-	if err := decodeStrict(file, &root, &raw); err != nil {
-		return nil, err
+	var errs []error
+	// Unknown top-level keys are reported together with everything else
+	// that is wrong, not alone.
+	checkKeys(file, root.Content[0], reflect.TypeOf(raw), &errs)
+	if err := decodeStrict(file, root.Content[0], &raw, false); err != nil {
+		return nil, errors.Join(append(errs, err)...)
 	}
 	sum := sha256.Sum256(data)
 	def := &Definition{
@@ -104,7 +138,6 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 		}
 		return PosOf(file, doc)
 	}
-	var errs []error
 	if raw.Name == "" {
 		errs = append(errs, &LoadError{Pos: at("name"), Msg: "name is required"})
 	}
@@ -123,11 +156,16 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 	}
 	seen := map[string]bool{}
 	issues := 0
-	stepNodes := mapValue(doc, "steps")
-	for i, rs := range raw.Steps {
-		node := doc
-		if stepNodes != nil && i < len(stepNodes.Content) {
-			node = stepNodes.Content[i]
+	for i := range raw.Steps {
+		node := &raw.Steps[i]
+		var rs rawStep
+		if err := decodeStrict(file, node, &rs, true); err != nil {
+			id := ""
+			if n := mapValue(node, "id"); n != nil {
+				id = n.Value
+			}
+			errs = append(errs, tagStep(err, id))
+			continue
 		}
 		spec := &Spec{ID: rs.ID, Uses: rs.Uses, Trigger: raw.Trigger, File: file, Pos: PosOf(file, node)}
 		if rs.With.Kind != 0 {
@@ -328,17 +366,20 @@ func yamlErrLine(err error) int {
 // decodeStrict decodes node into v like yaml.v3 does, then reports every
 // mapping key v's struct types do not declare, at its position. (yaml.v3's
 // KnownFields applies to a Decoder only, not to Node.Decode.)
-func decodeStrict(file string, node *yaml.Node, v any) error {
-	if node.Kind == yaml.DocumentNode && len(node.Content) == 1 {
-		node = node.Content[0]
-	}
-	var errs []error
-	checkKeys(file, node, reflect.TypeOf(v), &errs)
-	if len(errs) > 0 {
-		return errors.Join(errs...)
+func decodeStrict(file string, node *yaml.Node, v any, checkUnknown bool) error {
+	if checkUnknown {
+		var errs []error
+		checkKeys(file, node, reflect.TypeOf(v), &errs)
+		if len(errs) > 0 {
+			return errors.Join(errs...)
+		}
 	}
 	if err := node.Decode(v); err != nil {
-		return &LoadError{Pos: PosOf(file, node), Msg: strings.TrimPrefix(err.Error(), "yaml: unmarshal errors:\n  ")}
+		pos := PosOf(file, node)
+		if strings.Contains(err.Error(), "line ") {
+			pos.Line, pos.Column = yamlErrLine(err), 1
+		}
+		return &LoadError{Pos: pos, Msg: strings.TrimPrefix(err.Error(), "yaml: unmarshal errors:\n  ")}
 	}
 	return nil
 }

@@ -138,6 +138,9 @@ type Engine struct {
 
 // Start pins a new instance to def.
 func (e *Engine) Start(inst *Instance, def *Definition) error {
+	if inst.Status != "" {
+		return fmt.Errorf("%w: start an instance that is already %q", ErrTransition, inst.Status)
+	}
 	if err := inst.To(StatusRunning); err != nil {
 		return err
 	}

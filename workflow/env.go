@@ -133,24 +133,41 @@ func SANKind(kind string) bool {
 	return ok
 }
 
-// MergeSANs joins the CSR's SANs with the request's, without duplicates,
-// CSR's first. With addCN (RFC 2818 enforcement) a CommonName that is a
-// DNS name or an IP address and is not among the SANs is added to them.
+// MergeSANs joins the CSR's SANs with the request's, without duplicates
+// (DNS names compared without case, IP addresses by value), CSR's first,
+// then the request's by kind in a fixed order. With addCN (RFC 2818
+// enforcement) a CommonName that is an IP address, or a DNS name with at
+// least one dot, and is not among the SANs is added to them.
 func MergeSANs(c CSR, requested map[string][]string, addCN bool) SANs {
-	s := SANs{
-		DNS:   slices.Clone(c.DNSNames),
-		IP:    slices.Clone(c.IPAddresses),
-		Email: slices.Clone(c.EmailAddresses),
-		URI:   slices.Clone(c.URIs),
-	}
+	var s SANs
 	add := func(list *[]string, v string) {
+		if ip := net.ParseIP(v); ip != nil && list == &s.IP {
+			v = ip.String() // one spelling per address
+		}
 		if !slices.ContainsFunc(*list, func(x string) bool { return strings.EqualFold(x, v) }) {
 			*list = append(*list, v)
 		}
 	}
-	for kind, values := range requested {
+	for _, v := range c.DNSNames {
+		add(&s.DNS, v)
+	}
+	for _, v := range c.IPAddresses {
+		add(&s.IP, v)
+	}
+	for _, v := range c.EmailAddresses {
+		add(&s.Email, v)
+	}
+	for _, v := range c.URIs {
+		add(&s.URI, v)
+	}
+	kinds := make([]string, 0, len(requested))
+	for kind := range requested {
+		kinds = append(kinds, kind)
+	}
+	slices.Sort(kinds)
+	for _, kind := range kinds {
 		if f, ok := sanKinds[strings.ToLower(kind)]; ok {
-			for _, v := range values {
+			for _, v := range requested[kind] {
 				add(f(&s), v)
 			}
 		}
@@ -158,7 +175,7 @@ func MergeSANs(c CSR, requested map[string][]string, addCN bool) SANs {
 	if addCN && c.CommonName != "" {
 		if ip := net.ParseIP(c.CommonName); ip != nil {
 			add(&s.IP, ip.String())
-		} else if IsDNSName(c.CommonName) {
+		} else if IsDNSName(c.CommonName) && strings.Contains(c.CommonName, ".") {
 			add(&s.DNS, c.CommonName)
 		}
 	}

@@ -2,7 +2,6 @@ package workflow
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 
@@ -49,7 +48,7 @@ func (s *Spec) DecodeWith(v any) error {
 	if s.With == nil {
 		return nil
 	}
-	if err := decodeStrict(s.File, s.With, v); err != nil {
+	if err := decodeStrict(s.File, s.With, v, true); err != nil {
 		return s.wrap(err)
 	}
 	return nil
@@ -85,11 +84,10 @@ func (s *Spec) posOf(node *yaml.Node) Pos {
 }
 
 func (s *Spec) wrap(err error) error {
-	var le *LoadError
-	if errors.As(err, &le) && le.Step == "" {
-		le.Step = s.ID
+	if err == nil {
+		return nil
 	}
-	return err
+	return tagStep(err, s.ID)
 }
 
 // Run is what a step gets to work with for one request.
