@@ -213,3 +213,63 @@ func TestCAInitAndSplitRoles(t *testing.T) {
 		t.Fatal("an unknown command exited 0")
 	}
 }
+
+// startProcess runs the binary with args and env in dir; it is killed when
+// the test ends.
+func startProcess(t *testing.T, dir string, env []string, args ...string) (*exec.Cmd, *testutil.SyncBuffer) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Dir, cmd.Env = dir, append(cleanEnv(), env...)
+	logs := &testutil.SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("%v:\n%s", args, logs.String())
+		}
+	})
+	return cmd, logs
+}
+
+func TestAPIAndWorkersAsSeparateProcesses(t *testing.T) {
+	t.Parallel()
+	_, prefix := testutil.Redis(t) // cleans the prefix's keys afterwards
+	dir := t.TempDir()
+	cfg := fmt.Sprintf("key_prefix: %s\nqueue: %s\nauth:\n  users:\n    - {name: alice, token: alice-token, roles: [requester]}\n", prefix, prefix)
+	os.WriteFile(filepath.Join(dir, "certflow.yaml"), []byte(cfg), 0o600)
+	defs, _ := filepath.Abs("../../definitions")
+	port := testutil.FreePort(t)
+	env := []string{
+		"CERTFLOW_REDIS_URL=" + testutil.RedisURL(), "CERTFLOW_CONFIG=certflow.yaml",
+		"CERTFLOW_DEFINITIONS=" + defs, fmt.Sprintf("CERTFLOW_LISTEN=127.0.0.1:%d", port),
+	}
+	// The CA is made once, explicitly; workers share the data dir.
+	if out, code := run2(t, dir, "ca", "init", "--config", "certflow.yaml"); code != 0 {
+		t.Fatalf("ca init: %s", out)
+	}
+	startProcess(t, dir, env, "worker")
+	startProcess(t, dir, env, "worker")
+	_, apiLogs := startProcess(t, dir, env, "api")
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(apiLogs.String(), "listening on") {
+		if time.Now().After(deadline) {
+			t.Fatalf("api did not start:\n%s", apiLogs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i := 0; i < 5; i++ {
+		csr, _ := testutil.CSR(t, fmt.Sprintf("split%d.example.com", i))
+		r := testutil.Do(t, base, "POST", "/Enrollment/CSR", testutil.EnrollBody(csr, nil),
+			"x-certificateformat", "PEM", "Authorization", "Bearer alice-token")
+		var resp struct{ CertificateInformation struct{ RequestDisposition string } }
+		r.JSON(t, &resp)
+		if r.Status != 200 || resp.CertificateInformation.RequestDisposition != "ISSUED" {
+			t.Fatalf("enrollment %d through separate processes: %d %s", i, r.Status, r.Body)
+		}
+	}
+}
