@@ -266,7 +266,9 @@ func TestAPIAndWorkersAsSeparateProcesses(t *testing.T) {
 		csr, _ := testutil.CSR(t, fmt.Sprintf("split%d.example.com", i))
 		r := testutil.Do(t, base, "POST", "/Enrollment/CSR", testutil.EnrollBody(csr, nil),
 			"x-certificateformat", "PEM", "Authorization", "Bearer alice-token")
-		var resp struct{ CertificateInformation struct{ RequestDisposition string } }
+		var resp struct {
+			CertificateInformation struct{ RequestDisposition string }
+		}
 		r.JSON(t, &resp)
 		if r.Status != 200 || resp.CertificateInformation.RequestDisposition != "ISSUED" {
 			t.Fatalf("enrollment %d through separate processes: %d %s", i, r.Status, r.Body)
