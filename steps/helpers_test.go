@@ -97,6 +97,12 @@ func oneStep(lines ...string) []string {
 	return append([]string{"name: t", "trigger: event:test", "steps:"}, lines...)
 }
 
+// afterLookup is oneStep with a `lookup` step first, so that the steps
+// under test may read steps.lookup (tests then inject its outputs).
+func afterLookup(lines ...string) []string {
+	return oneStep(append([]string{`  - id: lookup`, `    uses: set`, `    with: {source: "x"}`}, lines...)...)
+}
+
 func mustParse(t *testing.T, cfg *config.Config, lines ...string) *workflow.Definition {
 	t.Helper()
 	def, err := parse(cfg, lines...)

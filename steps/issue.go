@@ -82,9 +82,11 @@ func (d *Deps) issue(ctx context.Context, run *workflow.Run, authority *workflow
 	if err != nil {
 		return workflow.Result{}, workflow.Permanent(err)
 	}
+	var signErr error
 	cert, fresh, err := d.Store.IssueOnce(ctx, run.RequestID, func(ctx context.Context, certID int64) (*store.Certificate, error) {
 		issued, err := auth.Issue(ctx, caReq)
 		if err != nil {
+			signErr = err
 			return nil, err
 		}
 		leaf := issued.Leaf
@@ -103,11 +105,14 @@ func (d *Deps) issue(ctx context.Context, run *workflow.Run, authority *workflow
 			Issued:       time.Now().UTC(),
 		}, nil
 	})
-	if errors.Is(err, store.ErrBusy) {
-		return workflow.Result{}, err // retried: the other holder finishes or its lock expires
-	}
-	if err != nil {
-		return workflow.Result{}, fmt.Errorf("issue: %w", err)
+	switch {
+	case signErr != nil:
+		// The CA's own failure: the step's retry policy and on_error decide.
+		return workflow.Result{}, fmt.Errorf("certificate authority %s: %w", caCfg.Name, signErr)
+	case errors.Is(err, store.ErrBusy), err != nil:
+		// Another worker holds the issue lock, or Redis failed: not the
+		// step's fault; the queue runs it again later.
+		return workflow.Result{}, workflow.RetryLater(fmt.Errorf("issue: %w", err))
 	}
 	if fresh {
 		run.Log.Info("certificate issued", "certificate", cert.ID, "serial", cert.SerialNumber, "authority", cert.Authority)

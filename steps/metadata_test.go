@@ -12,7 +12,7 @@ import (
 func TestMetadataStepSetsFieldsFromTemplates(t *testing.T) {
 	t.Parallel()
 	cfg := defaultConfig()
-	def := mustParse(t, cfg, oneStep(
+	def := mustParse(t, cfg, afterLookup(
 		`  - id: tag`,
 		`    uses: metadata`,
 		`    with:`,
@@ -54,7 +54,7 @@ func TestMetadataStepSetsFieldsFromTemplates(t *testing.T) {
 func TestMetadataStepEvaluationErrorIsPermanent(t *testing.T) {
 	t.Parallel()
 	cfg := defaultConfig()
-	def := mustParse(t, cfg, oneStep(
+	def := mustParse(t, cfg, afterLookup(
 		`  - id: tag`,
 		`    uses: metadata`,
 		`    with:`,

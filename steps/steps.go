@@ -5,6 +5,8 @@ package steps
 import (
 	"context"
 	"log/slog"
+	"net/http"
+	"regexp"
 
 	"github.com/certflow/certflow/internal/ca"
 	"github.com/certflow/certflow/internal/callback"
@@ -20,7 +22,9 @@ type Deps struct {
 	CAs      *ca.Registry
 	Store    *store.Store
 	Webhooks *callback.Sender
-	Log      *slog.Logger
+	// HTTP is the client of the http step (callback.NewClient).
+	HTTP *http.Client
+	Log  *slog.Logger
 }
 
 // Catalog returns the step types by their `uses:` names.
@@ -30,8 +34,13 @@ func Catalog(d *Deps) workflow.Catalog {
 		"issue":    d.buildIssue,
 		"metadata": d.buildMetadata,
 		"notify":   d.buildNotify,
+		"set":      d.buildSet,
+		"http":     d.buildHTTP,
 	}
 }
+
+// stepVarRE is the shape of names steps create (variables, outputs).
+var stepVarRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,63}$`)
 
 // stepFunc adapts a function to workflow.Step.
 type stepFunc func(ctx context.Context, run *workflow.Run) (workflow.Result, error)

@@ -127,7 +127,7 @@ func TestValidateStepRun(t *testing.T) {
 			if tt.with != nil {
 				lines = append(append(lines, `    with:`), tt.with...)
 			}
-			def := mustParse(t, cfg, oneStep(lines...)...)
+			def := mustParse(t, cfg, afterLookup(lines...)...)
 			env := envFor(t, cfg, workflow.Request{ID: 7, Template: tt.tmpl}, newCSR(t, tt.key, tt.cn, tt.dns...), tt.outputs)
 			res, err := runStep(t, def, "check", env, nil)
 			var deny *workflow.DenyError

@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -38,7 +39,39 @@ type StepDef struct {
 	If   *Program // nil: always runs
 	Step Step
 	Pos  Pos
+	// Retry is how often a failing step is tried before OnError decides.
+	Retry Retry
+	// Timeout bounds one attempt; 0 leaves only the task's own timeout.
+	Timeout time.Duration
+	OnError OnError
 }
+
+// Retry is a step's retry policy: Attempts tries in all, waiting Backoff,
+// then twice that, and so on, between them.
+type Retry struct {
+	Attempts int
+	Backoff  time.Duration
+}
+
+// OnError says what a step's failure does to the request once its
+// attempts are spent.
+type OnError string
+
+const (
+	// OnErrorFail ends the request FAILED (the default).
+	OnErrorFail OnError = "fail"
+	// OnErrorDeny ends the request DENIED with the error as the message.
+	OnErrorDeny OnError = "deny"
+	// OnErrorContinue records the failure and goes on with the next step.
+	OnErrorContinue OnError = "continue"
+)
+
+// Step policy defaults and bounds.
+const (
+	DefaultAttempts = 1
+	DefaultBackoff  = time.Second
+	maxAttempts     = 20
+)
 
 // Triggers a definition may name, besides "event:<name>".
 var triggers = []string{"enrollment", "renewal", "revocation"}
@@ -95,10 +128,54 @@ type rawDefinition struct {
 }
 
 type rawStep struct {
-	ID   string    `yaml:"id"`
-	Uses string    `yaml:"uses"`
-	If   yaml.Node `yaml:"if"`
-	With yaml.Node `yaml:"with"`
+	ID      string    `yaml:"id"`
+	Uses    string    `yaml:"uses"`
+	If      yaml.Node `yaml:"if"`
+	With    yaml.Node `yaml:"with"`
+	Retry   *rawRetry `yaml:"retry"`
+	Timeout string    `yaml:"timeout"`
+	OnError string    `yaml:"on_error"`
+}
+
+type rawRetry struct {
+	Attempts int    `yaml:"attempts"`
+	Backoff  string `yaml:"backoff"`
+}
+
+// policy reads a step's retry, timeout and on_error.
+func (rs *rawStep) policy(spec *Spec, node *yaml.Node, sd *StepDef) []error {
+	var errs []error
+	sd.Retry = Retry{Attempts: DefaultAttempts, Backoff: DefaultBackoff}
+	sd.OnError = OnErrorFail
+	if r := rs.Retry; r != nil {
+		at := mapValue(node, "retry")
+		if r.Attempts < 1 || r.Attempts > maxAttempts {
+			errs = append(errs, spec.Errorf(at, "retry.attempts: %d is outside 1–%d", r.Attempts, maxAttempts))
+		}
+		sd.Retry.Attempts = r.Attempts
+		if r.Backoff != "" {
+			d, err := time.ParseDuration(r.Backoff)
+			if err != nil || d < 0 {
+				errs = append(errs, spec.Errorf(at, "retry.backoff: %q is not a duration (e.g. 2s)", r.Backoff))
+			}
+			sd.Retry.Backoff = d
+		}
+	}
+	if rs.Timeout != "" {
+		d, err := time.ParseDuration(rs.Timeout)
+		if err != nil || d <= 0 {
+			errs = append(errs, spec.Errorf(mapValue(node, "timeout"), "timeout: %q is not a positive duration (e.g. 30s)", rs.Timeout))
+		}
+		sd.Timeout = d
+	}
+	switch OnError(rs.OnError) {
+	case "":
+	case OnErrorFail, OnErrorDeny, OnErrorContinue:
+		sd.OnError = OnError(rs.OnError)
+	default:
+		errs = append(errs, spec.Errorf(mapValue(node, "on_error"), "on_error: %q (want fail, deny or continue)", rs.OnError))
+	}
+	return errs
 }
 
 var stepIDRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
@@ -147,6 +224,8 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 	if raw.Match.Kind != 0 {
 		if p, err := CompileBool(raw.Match.Value, PosOf(file, &raw.Match)); err != nil {
 			errs = append(errs, err)
+		} else if len(p.StepRefs()) > 0 {
+			errs = append(errs, &LoadError{Pos: PosOf(file, &raw.Match), Msg: "match: runs before any step, so it cannot read steps." + p.StepRefs()[0]})
 		} else {
 			def.Match = p
 		}
@@ -184,6 +263,7 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 			continue
 		}
 		sd := &StepDef{ID: rs.ID, Uses: rs.Uses, Pos: spec.Pos}
+		errs = append(errs, rs.policy(spec, node, sd)...)
 		if rs.Uses == IssueStep {
 			issues++
 			if rs.If.Kind != 0 {
@@ -201,6 +281,18 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 		if err != nil {
 			errs = append(errs, spec.wrap(err))
 			continue
+		}
+		for _, ref := range spec.refs {
+			switch {
+			case ref.id == rs.ID:
+				errs = append(errs, &LoadError{Pos: ref.pos, Step: rs.ID, Msg: fmt.Sprintf("steps.%s: a step cannot read its own outputs", ref.id)})
+			case !slices.ContainsFunc(def.Steps, func(d *StepDef) bool { return d.ID == ref.id }):
+				what := "no step has that id"
+				if slices.ContainsFunc(raw.Steps[i+1:], func(n yaml.Node) bool { v := mapValue(&n, "id"); return v != nil && v.Value == ref.id }) {
+					what = "that step runs later"
+				}
+				errs = append(errs, &LoadError{Pos: ref.pos, Step: rs.ID, Msg: fmt.Sprintf("steps.%s: %s; only earlier steps' outputs can be read", ref.id, what)})
+			}
 		}
 		sd.Step = step
 		def.Steps = append(def.Steps, sd)
@@ -225,7 +317,8 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 				errs = append(errs, err)
 				break
 			}
-			def.Steps = append(def.Steps, &StepDef{ID: IssueStep, Uses: IssueStep, Step: step, Pos: spec.Pos})
+			def.Steps = append(def.Steps, &StepDef{ID: IssueStep, Uses: IssueStep, Step: step, Pos: spec.Pos,
+				Retry: Retry{Attempts: DefaultAttempts, Backoff: DefaultBackoff}, OnError: OnErrorFail})
 		}
 	}
 	if len(errs) > 0 {

@@ -91,7 +91,7 @@ func TestParseReportsEachLoadErrorAtItsPosition(t *testing.T) {
 				`    iff: "true"`,
 			),
 			at:   "bad.yaml:6:5:",
-			want: []string{`unknown key "iff"`, "known: id, if, uses, with"},
+			want: []string{`unknown key "iff"`, "known: id, if, on_error, retry, timeout, uses, with"},
 		},
 		{
 			name: "unknown key inside a step's with",

@@ -61,6 +61,7 @@ type StepRecord struct {
 	Uses     string    `json:"Uses"`
 	Outcome  Outcome   `json:"Outcome"`
 	Message  string    `json:"Message,omitempty"`
+	Attempts int       `json:"Attempts,omitempty"`
 	Started  time.Time `json:"Started"`
 	Finished time.Time `json:"Finished"`
 }
@@ -73,7 +74,7 @@ const (
 	OutcomeSkipped Outcome = "Skipped"
 	OutcomeDenied  Outcome = "Denied"
 	OutcomeFailed  Outcome = "Failed"
-	OutcomeError   Outcome = "Error" // failed this attempt; will be retried
+	OutcomeError   Outcome = "Error" // postponed: the queue will run the step again
 )
 
 // To moves the instance to status next, or reports ErrTransition.
@@ -149,11 +150,13 @@ func (e *Engine) Start(inst *Instance, def *Definition) error {
 	return nil
 }
 
-// Run executes def's steps from inst.Next on, checkpointing after each. It
-// returns nil when the instance reached a resting status (Complete,
-// Rejected, Failed, Suspended; see inst.Status). An error means the current
-// step failed this time and may be retried; the instance was checkpointed
-// with the attempt recorded. A *PermanentError is recorded as Failed.
+// Run executes def's steps from inst.Next on, checkpointing after each. A
+// step that fails is tried again per its retry policy; when its attempts
+// are spent its on_error decides (fail, deny, continue). Run returns nil
+// when the instance reached a resting status (see inst.Status). An error
+// means the request goes back to the queue to resume at the current step:
+// a step asked for that (RetryLater), the context ended, or a checkpoint
+// could not be written.
 func (e *Engine) Run(ctx context.Context, def *Definition, in *Input, inst *Instance, save Checkpoint) error {
 	if inst.Status != StatusRunning {
 		return fmt.Errorf("%w: run an instance that is %q", ErrTransition, inst.Status)
@@ -164,47 +167,46 @@ func (e *Engine) Run(ctx context.Context, def *Definition, in *Input, inst *Inst
 		started := e.now()
 		env := in.Env(inst, started)
 		rec := StepRecord{ID: sd.ID, Uses: sd.Uses, Started: started}
-		run := true
+		run, err := true, error(nil)
 		if sd.If != nil {
-			ok, err := sd.If.Bool(env)
-			if err != nil {
-				return e.fail(ctx, inst, rec, fmt.Errorf("step %s: if: %w", sd.ID, err), save)
+			if run, err = sd.If.Bool(env); err != nil {
+				err = Permanent(fmt.Errorf("if: %w", err))
 			}
-			run = ok
 		}
 		var res Result
-		if run {
-			var err error
-			res, err = sd.Step.Run(ctx, &Run{
+		if run && err == nil {
+			res, rec.Attempts, err = e.attempt(ctx, sd, &Run{
 				RequestID: in.Request.ID, InstanceID: inst.ID, StepID: sd.ID,
 				Env: env, CSR: in.CSR, Log: log,
 			})
-			var deny *DenyError
-			var perm *PermanentError
-			switch {
-			case errors.As(err, &deny):
-				rec.Outcome, rec.Message, rec.Finished = OutcomeDenied, deny.Message, e.now()
-				inst.History = append(inst.History, rec)
-				inst.Message = deny.Message
-				if err := inst.To(StatusRejected); err != nil {
-					return err
-				}
-				log.Info("request denied", "reason", deny.Message)
-				return save(ctx, inst)
-			case errors.As(err, &perm):
-				return e.fail(ctx, inst, rec, fmt.Errorf("step %s: %w", sd.ID, err), save)
-			case err != nil:
-				rec.Outcome, rec.Message, rec.Finished = OutcomeError, err.Error(), e.now()
-				inst.History = append(inst.History, rec)
-				log.Warn("step failed; will retry", "err", err)
-				if serr := save(ctx, inst); serr != nil {
-					return errors.Join(err, serr)
-				}
-				return fmt.Errorf("step %s: %w", sd.ID, err)
-			}
-			rec.Outcome = OutcomeDone
-		} else {
+		}
+		var deny *DenyError
+		var later *RetryLaterError
+		switch {
+		case err == nil && !run:
 			rec.Outcome = OutcomeSkipped
+		case err == nil:
+			rec.Outcome = OutcomeDone
+		case errors.As(err, &deny):
+			return e.reject(ctx, inst, rec, deny.Message, save)
+		case errors.As(err, &later), ctx.Err() != nil:
+			// Not the step's failure: hand the request back to the queue,
+			// to resume at this step.
+			rec.Outcome, rec.Message, rec.Finished = OutcomeError, err.Error(), e.now()
+			inst.History = append(inst.History, rec)
+			log.Warn("step postponed; the queue will retry", "err", err)
+			if serr := save(context.WithoutCancel(ctx), inst); serr != nil {
+				return errors.Join(err, serr)
+			}
+			return fmt.Errorf("step %s: %w", sd.ID, err)
+		case sd.OnError == OnErrorContinue:
+			rec.Outcome, rec.Message = OutcomeFailed, err.Error()
+			res = Result{Outputs: map[string]any{"error": err.Error()}}
+			log.Warn("step failed; continuing (on_error: continue)", "err", err)
+		case sd.OnError == OnErrorDeny:
+			return e.reject(ctx, inst, rec, fmt.Sprintf("step %s failed: %v", sd.ID, err), save)
+		default:
+			return e.fail(ctx, inst, rec, fmt.Errorf("step %s: %w", sd.ID, err), save)
 		}
 		rec.Finished = e.now()
 		inst.apply(sd.ID, res)
@@ -220,6 +222,54 @@ func (e *Engine) Run(ctx context.Context, def *Definition, in *Input, inst *Inst
 		}
 	}
 	return nil
+}
+
+// attempt runs a step under its timeout, retrying a failure per its retry
+// policy. Denials, permanent errors, retry-later errors and cancellation
+// are returned at once.
+func (e *Engine) attempt(ctx context.Context, sd *StepDef, run *Run) (Result, int, error) {
+	attempts, backoff := max(sd.Retry.Attempts, 1), sd.Retry.Backoff
+	for n := 1; ; n++ {
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if sd.Timeout > 0 {
+			actx, cancel = context.WithTimeout(ctx, sd.Timeout)
+		}
+		res, err := sd.Step.Run(actx, run)
+		timedOut := actx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if err == nil {
+			return res, n, nil
+		}
+		if timedOut {
+			err = fmt.Errorf("attempt timed out after %s: %w", sd.Timeout, err)
+		}
+		var deny *DenyError
+		var perm *PermanentError
+		var later *RetryLaterError
+		if errors.As(err, &deny) || errors.As(err, &perm) || errors.As(err, &later) || ctx.Err() != nil || n >= attempts {
+			return res, n, err
+		}
+		run.Log.Warn("step attempt failed; retrying", "attempt", n, "attempts", attempts, "backoff", backoff, "err", err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return res, n, ctx.Err()
+		case <-t.C:
+		}
+		backoff *= 2
+	}
+}
+
+func (e *Engine) reject(ctx context.Context, inst *Instance, rec StepRecord, msg string, save Checkpoint) error {
+	rec.Outcome, rec.Message, rec.Finished = OutcomeDenied, msg, e.now()
+	inst.History = append(inst.History, rec)
+	inst.Message = msg
+	if err := inst.To(StatusRejected); err != nil {
+		return err
+	}
+	e.log().Info("request denied", "step", rec.ID, "reason", msg)
+	return save(ctx, inst)
 }
 
 // Fail records a failure that no retry will mend (retries exhausted, a
@@ -244,6 +294,12 @@ func (e *Engine) fail(ctx context.Context, inst *Instance, rec StepRecord, cause
 }
 
 func (in *Instance) apply(stepID string, res Result) {
+	if len(res.Vars) > 0 {
+		if in.Vars == nil {
+			in.Vars = map[string]any{}
+		}
+		maps.Copy(in.Vars, res.Vars)
+	}
 	if len(res.Outputs) > 0 {
 		if in.Outputs == nil {
 			in.Outputs = map[string]map[string]any{}

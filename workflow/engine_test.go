@@ -152,34 +152,16 @@ func TestEngineRun(t *testing.T) {
 				`  - id: red`,
 				`    uses: record`,
 				`    if: steps.probe.color == "red"`,
-				`  - id: unknown`,
+				`  - id: after-skip`,
 				`    uses: record`,
-				`    if: steps.nothing?.color == "blue"`,
+				`    if: steps.red?.x == nil`,
 			},
 			wantStatus:  workflow.StatusComplete,
 			wantNext:    4,
-			wantRan:     []string{"probe", "blue"},
-			wantHistory: "probe=Completed blue=Completed red=Skipped unknown=Skipped",
+			wantRan:     []string{"probe", "blue", "after-skip"},
+			wantHistory: "probe=Completed blue=Completed red=Skipped after-skip=Completed",
 			wantSaves:   4,
 			wantOutputs: map[string]map[string]any{"probe": {"color": "blue", "score": 7}},
-		},
-		{
-			name: "a later step's output does not leak into an earlier if",
-			steps: []string{
-				`  - id: first`,
-				`    uses: record`,
-				`    if: steps.later?.x == 1`,
-				`  - id: later`,
-				`    uses: record`,
-				`    with:`,
-				`      outputs: {x: 1}`,
-			},
-			wantStatus:  workflow.StatusComplete,
-			wantNext:    2,
-			wantRan:     []string{"later"},
-			wantHistory: "first=Skipped later=Completed",
-			wantSaves:   2,
-			wantOutputs: map[string]map[string]any{"later": {"x": 1}},
 		},
 		{
 			name: "a deny rejects the request and stops",
@@ -218,12 +200,13 @@ func TestEngineRun(t *testing.T) {
 			wantSaves:   1,
 		},
 		{
-			name: "a plain error is retried later: Running, Next at the failing step",
+			name: "a RetryLater error goes back to the queue: Running, Next at the failing step",
 			steps: []string{
 				`  - id: a`,
 				`    uses: record`,
 				`  - id: flaky`,
 				`    uses: boom`,
+				`    with: {later: true}`,
 				`  - id: c`,
 				`    uses: record`,
 			},
@@ -355,7 +338,7 @@ func TestEngineRunResumesAtTheFailedStepWithoutRerunningEarlierOnes(t *testing.T
 		`    uses: record`,
 		`  - id: flaky`,
 		`    uses: boom`,
-		`    with: {times: 2}`,
+		`    with: {times: 2, later: true}`,
 		`  - id: d`,
 		`    uses: record`,
 	))
@@ -550,7 +533,7 @@ func TestEngineFailRecordsFailedAtTheCurrentStep(t *testing.T) {
 	def := mustParse(t, f, yamlLines(
 		`name: a`, `trigger: event:x`, `steps:`,
 		`  - id: a`, `    uses: record`,
-		`  - id: flaky`, `    uses: boom`,
+		`  - id: flaky`, `    uses: boom`, `    with: {later: true}`,
 	))
 	e := newEngine()
 	inst := started(t, e, def)

@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 
 	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 	"gopkg.in/yaml.v3"
@@ -29,6 +31,33 @@ func PosOf(file string, n *yaml.Node) Pos { return Pos{File: file, Line: n.Line,
 type Program struct {
 	Source string
 	prog   *vm.Program
+	// refs are the step ids the expression reads as steps.<id>.
+	refs []string
+}
+
+// StepRefs returns the ids of the steps whose outputs the program reads.
+func (p *Program) StepRefs() []string { return p.refs }
+
+// stepRefs collects <id> of every steps.<id> and steps["<id>"] in node.
+func stepRefs(node ast.Node) []string {
+	v := &refVisitor{}
+	ast.Walk(&node, v)
+	return v.ids
+}
+
+type refVisitor struct{ ids []string }
+
+func (v *refVisitor) Visit(n *ast.Node) {
+	m, ok := (*n).(*ast.MemberNode)
+	if !ok {
+		return
+	}
+	if id, ok := m.Node.(*ast.IdentifierNode); !ok || id.Value != "steps" {
+		return
+	}
+	if prop, ok := m.Property.(*ast.StringNode); ok && !slices.Contains(v.ids, prop.Value) {
+		v.ids = append(v.ids, prop.Value)
+	}
 }
 
 // vms pools expression VMs: a compiled *vm.Program is shared, a VM's stack
@@ -81,7 +110,7 @@ func compile(src string, pos Pos, opts ...expr.Option) (*Program, error) {
 	if err != nil {
 		return nil, &LoadError{Pos: exprPos(pos, err), Msg: "expression " + quoteShort(src) + ": " + exprMessage(err)}
 	}
-	return &Program{Source: src, prog: prog}, nil
+	return &Program{Source: src, prog: prog, refs: stepRefs(prog.Node())}, nil
 }
 
 // exprPos moves pos to the expression's error position when it can: the
@@ -149,6 +178,21 @@ func CompileTemplate(s string, pos Pos) (*Template, error) {
 		t.parts = append(t.parts, templatePart{prog: prog})
 		rest = rest[i+j+2:]
 	}
+}
+
+// StepRefs returns the ids of the steps whose outputs the template reads.
+func (t *Template) StepRefs() []string {
+	var ids []string
+	for _, p := range t.parts {
+		if p.prog != nil {
+			for _, id := range p.prog.refs {
+				if !slices.Contains(ids, id) {
+					ids = append(ids, id)
+				}
+			}
+		}
+	}
+	return ids
 }
 
 // IsLiteral reports whether the template holds no expression.

@@ -22,7 +22,8 @@ import (
 //
 //	record  appends its id; returns `with.outputs` as outputs and `with.metadata` as metadata
 //	deny    denies with `with.message`
-//	boom    appends its id; fails with a plain error for the first `with.times` runs (always when 0)
+//	boom    appends its id; fails with a plain error for the first `with.times` runs (always when 0);
+//	        with `later: true` the error is a RetryLater
 //	perm    appends its id; fails with workflow.Permanent
 //	issue   appends its id; returns a Certificate
 //	check   denies with `with.message` unless the `with.rule` expression holds
@@ -82,6 +83,7 @@ func (f *fakes) Catalog() workflow.Catalog {
 		"boom": func(spec *workflow.Spec) (workflow.Step, error) {
 			var w struct {
 				Times int64 `yaml:"times"`
+				Later bool  `yaml:"later"` // fail with RetryLater instead
 			}
 			if err := spec.DecodeWith(&w); err != nil {
 				return nil, err
@@ -90,9 +92,21 @@ func (f *fakes) Catalog() workflow.Catalog {
 			return stepFunc(func(_ context.Context, run *workflow.Run) (workflow.Result, error) {
 				f.record(run.StepID)
 				if n := runs.Add(1); w.Times == 0 || n <= w.Times {
-					return workflow.Result{}, errors.New("boom: upstream unavailable")
+					err := errors.New("boom: upstream unavailable")
+					if w.Later {
+						err = workflow.RetryLater(err)
+					}
+					return workflow.Result{}, err
 				}
 				return workflow.Result{Outputs: map[string]any{"recovered": true}}, nil
+			}), nil
+		},
+		"slow": func(spec *workflow.Spec) (workflow.Step, error) {
+			// waits until its context ends
+			return stepFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
+				f.record(run.StepID)
+				<-ctx.Done()
+				return workflow.Result{}, ctx.Err()
 			}), nil
 		},
 		"perm": func(spec *workflow.Spec) (workflow.Step, error) {

@@ -40,6 +40,13 @@ type Spec struct {
 	// DecodeWith for unknown-key checking and positions.
 	With *yaml.Node
 	Pos  Pos
+	// refs are the steps.<id> the step's expressions read, with where.
+	refs []stepRef
+}
+
+type stepRef struct {
+	id  string
+	pos Pos
 }
 
 // DecodeWith decodes the step's `with:` into v, rejecting keys v does not
@@ -67,13 +74,37 @@ func (s *Spec) Errorf(node *yaml.Node, format string, args ...any) error {
 // Bool compiles a bare boolean expression found at node.
 func (s *Spec) Bool(src string, node *yaml.Node) (*Program, error) {
 	p, err := CompileBool(src, s.posOf(node))
-	return p, s.wrap(err)
+	if err != nil {
+		return nil, s.wrap(err)
+	}
+	s.noteRefs(p.StepRefs(), node)
+	return p, nil
+}
+
+// Value compiles a bare expression of any type found at node.
+func (s *Spec) Value(src string, node *yaml.Node) (*Program, error) {
+	p, err := CompileValue(src, s.posOf(node))
+	if err != nil {
+		return nil, s.wrap(err)
+	}
+	s.noteRefs(p.StepRefs(), node)
+	return p, nil
 }
 
 // Template compiles a string that may embed ${{ }} found at node.
 func (s *Spec) Template(src string, node *yaml.Node) (*Template, error) {
 	t, err := CompileTemplate(src, s.posOf(node))
-	return t, s.wrap(err)
+	if err != nil {
+		return nil, s.wrap(err)
+	}
+	s.noteRefs(t.StepRefs(), node)
+	return t, nil
+}
+
+func (s *Spec) noteRefs(ids []string, node *yaml.Node) {
+	for _, id := range ids {
+		s.refs = append(s.refs, stepRef{id: id, pos: s.posOf(node)})
+	}
 }
 
 func (s *Spec) posOf(node *yaml.Node) Pos {
@@ -105,6 +136,8 @@ type Run struct {
 
 // Result is what a step hands back on success.
 type Result struct {
+	// Vars are merged into vars for later steps.
+	Vars map[string]any
 	// Outputs become steps.<id>.<name> for later steps.
 	Outputs map[string]any
 	// Metadata is merged into the certificate's metadata.
@@ -123,7 +156,19 @@ func Deny(format string, args ...any) error {
 	return &DenyError{Message: fmt.Sprintf(format, args...)}
 }
 
-// PermanentError fails the request without further retries.
+// RetryLaterError hands the request back to the queue: the step could not
+// run now for a reason outside it (a lock held by another worker, Redis
+// unreachable). It does not count against the step's retry attempts; the
+// queue's retry budget bounds it.
+type RetryLaterError struct{ Err error }
+
+func (e *RetryLaterError) Error() string { return e.Err.Error() }
+func (e *RetryLaterError) Unwrap() error { return e.Err }
+
+// RetryLater marks err as "try this step again later".
+func RetryLater(err error) error { return &RetryLaterError{Err: err} }
+
+// PermanentError fails the step without further attempts.
 type PermanentError struct{ Err error }
 
 func (e *PermanentError) Error() string { return e.Err.Error() }

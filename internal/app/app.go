@@ -247,7 +247,10 @@ func (a *App) adminToken(fromEnv string) (string, error) {
 
 // Catalog returns the step catalogue wired to this app's services.
 func (a *App) Catalog() workflow.Catalog {
-	return steps.Catalog(&steps.Deps{Config: a.Config, CAs: a.CAs, Store: a.Store, Webhooks: a.Sender, Log: a.Log})
+	return steps.Catalog(&steps.Deps{
+		Config: a.Config, CAs: a.CAs, Store: a.Store, Webhooks: a.Sender, Log: a.Log,
+		HTTP: callback.NewClient(a.Config.Callbacks.AllowPrivate, a.Config.Callbacks.Timeout),
+	})
 }
 
 // DefinitionsFS returns where definitions come from: the configured folder,

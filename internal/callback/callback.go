@@ -145,6 +145,13 @@ type Sender struct {
 // NewSender returns a sender whose connections are checked at dial time,
 // after name resolution, so a DNS answer cannot smuggle in a private address.
 func NewSender(secret Secret, allowPrivate bool, timeout time.Duration) *Sender {
+	return &Sender{secret: secret, client: NewClient(allowPrivate, timeout)}
+}
+
+// NewClient returns an HTTP client for calls to addresses that come from
+// configuration or requests: it refuses non-public addresses at dial time
+// (unless allowPrivate), uses no proxy, and does not follow redirects.
+func NewClient(allowPrivate bool, timeout time.Duration) *http.Client {
 	dialer := &net.Dialer{Timeout: timeout}
 	if !allowPrivate {
 		dialer.Control = func(network, address string, _ syscall.RawConn) error {
@@ -166,12 +173,13 @@ func NewSender(secret Secret, allowPrivate bool, timeout time.Duration) *Sender 
 		ResponseHeaderTimeout: timeout,
 		MaxIdleConnsPerHost:   4,
 	}
-	return &Sender{secret: secret, client: &http.Client{
+	return &http.Client{
 		Transport: transport,
 		Timeout:   timeout,
-		// 3xx counts as failure (Standard Webhooks); never follow.
+		// 3xx counts as failure (Standard Webhooks); a redirect could also
+		// lead to an address the dialer would refuse. Never follow.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}}
+	}
 }
 
 // Delivery is the outcome of one POST.

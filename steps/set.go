@@ -1,0 +1,53 @@
+package steps
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/certflow/certflow/workflow"
+	"gopkg.in/yaml.v3"
+)
+
+// set computes variables for later steps, readable as vars.<name>. Each
+// value is a string that may embed ${{ }}; a value that is one expression
+// keeps the expression's type.
+//
+//	uses: set
+//	with:
+//	  tier: "${{ csr.KeyBits >= 3072 ? 'high' : 'standard' }}"
+//	  owner_email: "${{ steps.owner.body.email }}"
+func (d *Deps) buildSet(spec *workflow.Spec) (workflow.Step, error) {
+	var w map[string]yaml.Node
+	if err := spec.DecodeWith(&w); err != nil {
+		return nil, err
+	}
+	if len(w) == 0 {
+		return nil, spec.Errorf(spec.With, "set needs at least one variable under with:")
+	}
+	vars := make(map[string]*workflow.Template, len(w))
+	for _, name := range sortedNames(w) {
+		node := w[name]
+		if !stepVarRE.MatchString(name) {
+			return nil, spec.Errorf(&node, "variable name %q: want letters, digits and _, starting with a letter", name)
+		}
+		if node.Kind != yaml.ScalarNode {
+			return nil, spec.Errorf(&node, "%s: want a value (may embed ${{ }})", name)
+		}
+		t, err := spec.Template(node.Value, &node)
+		if err != nil {
+			return nil, err
+		}
+		vars[name] = t
+	}
+	return stepFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
+		out := make(map[string]any, len(vars))
+		for name, t := range vars {
+			v, err := t.Value(run.Env)
+			if err != nil {
+				return workflow.Result{}, workflow.Permanent(fmt.Errorf("%s: %w", name, err))
+			}
+			out[name] = v
+		}
+		return workflow.Result{Vars: out, Outputs: out}, nil
+	}), nil
+}
