@@ -30,6 +30,9 @@ type Definition struct {
 	// running instance is pinned to it.
 	Version string
 	File    string
+	// Source is the file's content, kept so that the exact version an
+	// instance is pinned to can be stored and parsed again later.
+	Source []byte
 }
 
 // StepDef is one compiled step of a definition.
@@ -206,7 +209,7 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 	sum := sha256.Sum256(data)
 	def := &Definition{
 		Name: raw.Name, Description: raw.Description, Trigger: raw.Trigger,
-		Priority: raw.Priority, Version: hex.EncodeToString(sum[:6]), File: file,
+		Priority: raw.Priority, Version: hex.EncodeToString(sum[:6]), File: file, Source: data,
 	}
 	doc := root.Content[0]
 	at := func(key string) Pos {

@@ -126,6 +126,7 @@ func serve(s app.Settings, role app.Role, log *slog.Logger, out io.Writer) error
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go reloadOnHUP(ctx, a)
+	go a.FollowReloads(ctx)
 	errc := make(chan error, 2)
 	if role&app.RoleWorker != 0 {
 		go func() { errc <- a.RunWorker(ctx) }()
@@ -162,7 +163,7 @@ func reloadOnHUP(ctx context.Context, a *app.App) {
 		case <-ctx.Done():
 			return
 		case <-hup:
-			if err := a.LoadDefinitions(); err != nil {
+			if err := a.Reload(ctx); err != nil {
 				a.Log.Error("SIGHUP: reload refused; keeping the loaded definitions", "err", err)
 			}
 		}

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,7 +57,8 @@ var timestampLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999
 // enrollment is a decoded, checked submit, ready to store.
 type enrollment struct {
 	req        store.Request
-	privateKey []byte // PKCS#8 DER, sealed once the request id is known
+	csr        *x509.CertificateRequest // parsed and verified once, here
+	privateKey []byte                   // PKCS#8 DER, sealed once the request id is known
 }
 
 // decodeEnrollment reads and checks everything about a submit that needs no
@@ -114,7 +116,7 @@ func (s *Server) decodeEnrollment(r *http.Request, caller *Identity) (*enrollmen
 			return nil, badField("CallbackUrl", "%v", err)
 		}
 	}
-	e := &enrollment{}
+	e := &enrollment{csr: csr}
 	if body.PrivateKey != "" {
 		if tmpl == nil || !tmpl.KeyRetention {
 			return nil, badField("PrivateKey", "the template does not retain private keys; leave PrivateKey out")
@@ -401,6 +403,9 @@ func checkAdditionalFields(in map[string]any) error {
 func (s *Server) handleEnrollCSR(w http.ResponseWriter, r *http.Request) {
 	caller := identity(r)
 	e, err := s.decodeEnrollment(r, caller)
+	if err == nil {
+		err = s.selectDefinition(e)
+	}
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return

@@ -18,18 +18,20 @@ type Error struct {
 
 // Error codes: stable, documented in API.md; clients may branch on them.
 const (
-	CodeInvalidField   = "0xA0010001" // a field is missing or malformed
-	CodeInvalidCSR     = "0xA0010002" // the CSR does not decode or verify
-	CodeUnknownName    = "0xA0010003" // unknown template, CA, metadata field …
-	CodeUnauthorized   = "0xA0020001"
-	CodeForbidden      = "0xA0020002"
-	CodeNotFound       = "0xA0030001"
-	CodeConflict       = "0xA0040001"
-	CodeTooLarge       = "0xA0050001"
-	CodeRateLimited    = "0xA0060001"
-	CodeUnavailable    = "0xA0070001"
-	CodeInternal       = "0xA0080001"
-	CodeMethodNotAllow = "0xA0090001"
+	CodeInvalidField      = "0xA0010001" // a field is missing or malformed
+	CodeInvalidCSR        = "0xA0010002" // the CSR does not decode or verify
+	CodeUnknownName       = "0xA0010003" // unknown template, CA, metadata field …
+	CodeNoWorkflow        = "0xA0010004" // no workflow definition takes the request
+	CodeInvalidDefinition = "0xA0010005" // definitions that do not lint
+	CodeUnauthorized      = "0xA0020001"
+	CodeForbidden         = "0xA0020002"
+	CodeNotFound          = "0xA0030001"
+	CodeConflict          = "0xA0040001"
+	CodeTooLarge          = "0xA0050001"
+	CodeRateLimited       = "0xA0060001"
+	CodeUnavailable       = "0xA0070001"
+	CodeInternal          = "0xA0080001"
+	CodeMethodNotAllow    = "0xA0090001"
 )
 
 // apiError is an error with its HTTP answer.

@@ -11,11 +11,13 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
+	"github.com/certflow/certflow/workflow"
 )
 
 // Enqueuer is what the API needs of the queue.
@@ -31,6 +33,10 @@ type Options struct {
 	KEK    *pki.KEK
 	Auth   *Authenticator
 	Log    *slog.Logger
+	// Definitions are the loaded workflow definitions (swapped on reload).
+	Definitions *atomic.Pointer[workflow.Set]
+	// Reload reloads the definitions in every process.
+	Reload func(ctx context.Context) error
 }
 
 // Server serves the API.
@@ -42,6 +48,8 @@ type Server struct {
 	kek     *pki.KEK
 	auth    *Authenticator
 	log     *slog.Logger
+	defs    *atomic.Pointer[workflow.Set]
+	reload  func(ctx context.Context) error
 	// mux routes lower-cased paths; paths (the same patterns without
 	// methods) tells 405 from 404.
 	mux       *http.ServeMux
@@ -61,6 +69,7 @@ const ProductVersion = "10.5.0"
 func New(o Options) *Server {
 	s := &Server{
 		cfg: o.Config, store: o.Store, queue: o.Queue, kek: o.KEK, auth: o.Auth, log: o.Log,
+		defs: o.Definitions, reload: o.Reload,
 		waiters: o.Store.NewWaiters(), mux: http.NewServeMux(), paths: http.NewServeMux(),
 	}
 	s.public("GET /healthz", s.handleHealthz)
@@ -68,6 +77,8 @@ func New(o Options) *Server {
 	s.route("GET /Status/Endpoints", s.handleEndpoints)
 	s.route("POST /Enrollment/CSR", s.handleEnrollCSR, config.RoleRequester)
 	s.route("GET /Enrollment/Requests/{id}", s.handleGetRequest)
+	s.route("GET /Workflow/Definitions", s.handleListDefinitions)
+	s.route("POST /Workflow/Definitions/Reload", s.handleReloadDefinitions, config.RoleAdmin)
 	s.mux.HandleFunc("/", s.handleUnmatched)
 	return s
 }

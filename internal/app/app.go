@@ -102,6 +102,8 @@ type App struct {
 	embedded *miniredis.Miniredis
 	// Out receives the human-facing start-up text (not the log).
 	Out io.Writer
+	// id tells this process's reload announcements from others'.
+	id string
 }
 
 // Role says which halves of certflow a process runs.
@@ -115,7 +117,7 @@ const (
 
 // Open connects and loads everything role needs.
 func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, out io.Writer) (*App, error) {
-	a := &App{Config: cfg, Log: log, Out: out}
+	a := &App{Config: cfg, Log: log, Out: out, id: randomID()}
 	ok := false
 	defer func() {
 		if !ok {
@@ -266,7 +268,8 @@ func DefinitionsFS(dir string) (fs.FS, string, error) {
 }
 
 // LoadDefinitions (re)loads the workflow definitions; on error the loaded
-// set is unchanged.
+// set is unchanged. Each version's source is kept in Redis, so that an
+// instance pinned to it can resume in any process after the files change.
 func (a *App) LoadDefinitions() error {
 	fsys, where, err := DefinitionsFS(a.Config.Definitions)
 	if err != nil {
@@ -276,6 +279,15 @@ func (a *App) LoadDefinitions() error {
 	if err != nil {
 		return fmt.Errorf("definitions in %s do not lint:\n%w", where, err)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, d := range set.All() {
+		if err := a.Store.SaveDefinition(ctx, d.Name, d.Version, d.Source); err != nil {
+			// Instances pinned to this version can still run here; other
+			// processes store it when they load it.
+			a.Log.Warn("could not keep the definition's source in Redis", "name", d.Name, "version", d.Version, "err", err)
+		}
+	}
 	a.Defs.Store(set)
 	for _, d := range set.All() {
 		a.Log.Info("loaded workflow definition", "name", d.Name, "trigger", d.Trigger, "priority", d.Priority, "version", d.Version, "from", where)
@@ -283,9 +295,42 @@ func (a *App) LoadDefinitions() error {
 	return nil
 }
 
+// Reload reloads the definitions here and asks every other process to.
+func (a *App) Reload(ctx context.Context) error {
+	if err := a.LoadDefinitions(); err != nil {
+		return err
+	}
+	if err := a.Store.AnnounceReload(ctx, a.id); err != nil {
+		return fmt.Errorf("reloaded here, but could not tell the other processes: %w", err)
+	}
+	return nil
+}
+
+// FollowReloads reloads the definitions whenever another process announces
+// a reload, until ctx ends.
+func (a *App) FollowReloads(ctx context.Context) {
+	a.Store.OnReload(ctx, func(from string) {
+		if from == a.id {
+			return
+		}
+		if err := a.LoadDefinitions(); err != nil {
+			a.Log.Error("reload announced by another process refused here; keeping the loaded definitions", "err", err)
+		}
+	})
+}
+
+func randomID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
 // APIServer builds the HTTP server.
 func (a *App) APIServer() *api.Server {
-	return api.New(api.Options{Config: a.Config, Store: a.Store, Queue: a.Queue, KEK: a.KEK, Auth: a.Auth, Log: a.Log})
+	return api.New(api.Options{
+		Config: a.Config, Store: a.Store, Queue: a.Queue, KEK: a.KEK, Auth: a.Auth, Log: a.Log,
+		Definitions: &a.Defs, Reload: a.Reload,
+	})
 }
 
 // ServeAPI listens on the configured address until ctx ends, then shuts
@@ -327,7 +372,7 @@ func (a *App) ServeAPI(ctx context.Context, ready func(addr net.Addr)) error {
 // finish (or hands them back) within the shutdown timeout.
 func (a *App) RunWorker(ctx context.Context) error {
 	w := &worker.Worker{
-		Config: a.Config, Store: a.Store, Queue: a.Queue, Defs: &a.Defs,
+		Config: a.Config, Store: a.Store, Queue: a.Queue, Defs: &a.Defs, Catalog: a.Catalog(),
 		Engine: &workflow.Engine{Log: a.Log}, Callbacks: a.Sender, Log: a.Log,
 	}
 	srv, mux := queue.NewServer(a.Redis, queue.ServerConfig{

@@ -44,5 +44,15 @@ func (k keys) idempotency(caller, key string) string {
 // progress (unix ms); the reconciler reads it.
 func (k keys) open() string { return k.prefix + ":open" }
 
+// definition holds the source of one definition version, so an instance
+// pinned to it can resume after the files changed.
+func (k keys) definition(name, version string) string {
+	return k.prefix + ":definition:" + name + "@" + version
+}
+
+// reload is the pub/sub channel that asks every process to reload its
+// workflow definitions.
+func (k keys) reload() string { return k.prefix + ":reload" }
+
 // events is the pub/sub channel on which settled requests are announced.
 func (k keys) events() string { return k.prefix + ":events" }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"maps"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,16 +28,46 @@ import (
 
 // Worker implements queue.Handlers.
 type Worker struct {
-	Config    *config.Config
-	Store     *store.Store
-	Queue     *queue.Client
-	Defs      *atomic.Pointer[workflow.Set]
+	Config *config.Config
+	Store  *store.Store
+	Queue  *queue.Client
+	Defs   *atomic.Pointer[workflow.Set]
+	// Catalog parses pinned definition versions no longer loaded.
+	Catalog   workflow.Catalog
 	Engine    *workflow.Engine
 	Callbacks *callback.Sender
 	Log       *slog.Logger
+	// pinned caches definition versions fetched from the store.
+	pinned sync.Map // name@version → *workflow.Definition
 }
 
 var _ queue.Handlers = (*Worker)(nil)
+
+// definition returns the pinned version of a definition: the loaded one if
+// it is still current, else the source stored when it was loaded (by any
+// process), parsed once.
+func (w *Worker) definition(ctx context.Context, name, version string) (*workflow.Definition, error) {
+	if d, ok := w.Defs.Load().Get(name, version); ok {
+		return d, nil
+	}
+	key := name + "@" + version
+	if d, ok := w.pinned.Load(key); ok {
+		return d.(*workflow.Definition), nil
+	}
+	src, err := w.Store.Definition(ctx, name, version)
+	if err != nil {
+		return nil, err
+	}
+	d, err := workflow.Parse(key+".yaml", src, w.Catalog)
+	if err != nil {
+		return nil, fmt.Errorf("stored definition %s no longer loads: %w", key, err)
+	}
+	if d.Version != version {
+		return nil, fmt.Errorf("stored definition %s hashes to version %s", key, d.Version)
+	}
+	w.pinned.Store(key, d)
+	return d, nil
+}
 
 // errNotSettled makes asynq retry a callback whose request is still running.
 var errNotSettled = errors.New("request has not settled yet")
@@ -83,12 +114,14 @@ func (w *Worker) Run(ctx context.Context, id int64) error {
 		}
 		log.Info("workflow started", "definition", def.Name, "version", def.Version)
 	} else {
-		var ok bool
-		def, ok = defs.Get(r.Instance.Definition, r.Instance.Version)
-		if !ok {
-			return w.failRequest(ctx, r, nil, fmt.Errorf("definition %s version %s is no longer loaded", r.Instance.Definition, r.Instance.Version))
+		def, err = w.definition(ctx, r.Instance.Definition, r.Instance.Version)
+		if errors.Is(err, store.ErrNotFound) || (err != nil && !store.Unavailable(err)) {
+			return w.failRequest(ctx, r, nil, fmt.Errorf("definition %s version %s: %w", r.Instance.Definition, r.Instance.Version, err))
 		}
-		log.Info("workflow resumed", "definition", def.Name, "step", r.Instance.Next)
+		if err != nil {
+			return err
+		}
+		log.Info("workflow resumed", "definition", def.Name, "version", def.Version, "step", r.Instance.Next)
 	}
 	save := func(ctx context.Context, inst *workflow.Instance) error {
 		settle(r)

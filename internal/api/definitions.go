@@ -1,0 +1,104 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/certflow/certflow/workflow"
+)
+
+// Definition is GET /Workflow/Definitions' description of one loaded
+// definition: Keyfactor's field names where it has them (Id, DisplayName,
+// WorkflowType, Steps[].UniqueName/ExtensionName), certflow's beside them.
+type Definition struct {
+	Id           string           `json:"Id"`
+	DisplayName  string           `json:"DisplayName"`
+	Description  string           `json:"Description"`
+	WorkflowType string           `json:"WorkflowType"`
+	Version      string           `json:"Version"`
+	Priority     int              `json:"Priority"`
+	Match        string           `json:"Match,omitempty"`
+	File         string           `json:"File"`
+	Steps        []DefinitionStep `json:"Steps"`
+}
+
+// DefinitionStep is one step of a Definition.
+type DefinitionStep struct {
+	UniqueName    string `json:"UniqueName"`
+	ExtensionName string `json:"ExtensionName"`
+	Condition     string `json:"Condition,omitempty"`
+	Attempts      int    `json:"Attempts"`
+	Backoff       string `json:"Backoff"`
+	Timeout       string `json:"Timeout,omitempty"`
+	OnError       string `json:"OnError"`
+}
+
+func describeDefinitions(set *workflow.Set) []Definition {
+	defs := set.All()
+	out := make([]Definition, 0, len(defs))
+	for _, d := range defs {
+		def := Definition{
+			Id: d.Name, DisplayName: d.Name, Description: strings.TrimSpace(d.Description), WorkflowType: d.Trigger,
+			Version: d.Version, Priority: d.Priority, File: d.File, Steps: make([]DefinitionStep, 0, len(d.Steps)),
+		}
+		if d.Match != nil {
+			def.Match = d.Match.Source
+		}
+		for _, s := range d.Steps {
+			st := DefinitionStep{UniqueName: s.ID, ExtensionName: s.Uses, Attempts: s.Retry.Attempts,
+				Backoff: s.Retry.Backoff.String(), OnError: string(s.OnError)}
+			if s.If != nil {
+				st.Condition = s.If.Source
+			}
+			if s.Timeout > 0 {
+				st.Timeout = s.Timeout.String()
+			}
+			def.Steps = append(def.Steps, st)
+		}
+		out = append(out, def)
+	}
+	return out
+}
+
+// handleListDefinitions is GET /Workflow/Definitions.
+func (s *Server) handleListDefinitions(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, describeDefinitions(s.defs.Load()))
+}
+
+// handleReloadDefinitions is POST /Workflow/Definitions/Reload: reload
+// here and in every other process; a set that does not lint changes
+// nothing and is answered 400 with every problem.
+func (s *Server) handleReloadDefinitions(w http.ResponseWriter, r *http.Request) {
+	if err := s.reload(r.Context()); err != nil {
+		var le *workflow.LoadError
+		if errors.As(err, &le) || strings.Contains(err.Error(), "do not lint") {
+			writeError(w, r, s.log, newError(http.StatusBadRequest, CodeInvalidDefinition, "%v", err))
+			return
+		}
+		writeError(w, r, s.log, err)
+		return
+	}
+	s.log.Info("workflow definitions reloaded", "by", identity(r).Name)
+	writeJSON(w, http.StatusOK, describeDefinitions(s.defs.Load()))
+}
+
+// selectDefinition checks, before anything is stored, that a workflow will
+// take the request. The worker selects again when it runs (definitions may
+// be reloaded in between) and fails the request then if none matches.
+func (s *Server) selectDefinition(e *enrollment) error {
+	addCN := false
+	if t, ok := s.cfg.Template(e.req.Input.Template); ok {
+		addCN = t.RFCEnforcement
+	}
+	in := workflow.NewInput(e.req.Trigger, e.req.Input, e.csr, e.req.Requester, addCN)
+	_, err := s.defs.Load().Select(e.req.Trigger, in.Env(&workflow.Instance{}, time.Now()))
+	switch {
+	case errors.Is(err, workflow.ErrNoDefinition):
+		return newError(http.StatusBadRequest, CodeNoWorkflow, "no %s workflow definition matches this request (template %q)", e.req.Trigger, e.req.Input.Template)
+	case err != nil:
+		return newError(http.StatusBadRequest, CodeNoWorkflow, "selecting the workflow: %v", err)
+	}
+	return nil
+}
