@@ -27,6 +27,9 @@ const (
 // Payload is every certflow task's payload.
 type Payload struct {
 	RequestID int64 `json:"request_id"`
+	// Generation is the request's run generation the task was made for;
+	// a task of an older generation is stale and does nothing.
+	Generation int64 `json:"generation,omitempty"`
 }
 
 // Client enqueues certflow's tasks.
@@ -43,26 +46,28 @@ func NewClient(rdb redis.UniversalClient, queue string, maxRetry int, timeout ti
 	return &Client{c: asynq.NewClientFromRedisClient(rdb), queue: queue, retry: maxRetry, timeout: timeout, cbRetry: callbackRetries}
 }
 
-// EnqueueRun queues the workflow run of a request. The task id is derived
-// from the request id, so enqueueing twice (a retried submit, the
-// reconciler) yields one task.
-func (c *Client) EnqueueRun(ctx context.Context, requestID int64) error {
-	return c.enqueue(ctx, TypeRun, "run:"+strconv.FormatInt(requestID, 10), requestID,
+// EnqueueRun queues the workflow run of a request at a generation. The
+// task id is derived from both, so enqueueing twice yields one task; the
+// reconciler moves a stuck request to a new generation, whose task is new
+// whatever asynq still holds of the old one (archived, orphaned active).
+func (c *Client) EnqueueRun(ctx context.Context, requestID, generation int64) error {
+	id := "run:" + strconv.FormatInt(requestID, 10) + ":" + strconv.FormatInt(generation, 10)
+	return c.enqueue(ctx, TypeRun, id, Payload{RequestID: requestID, Generation: generation},
 		asynq.MaxRetry(c.retry), asynq.Timeout(c.timeout))
 }
 
 // EnqueueCallback queues the delivery of a request's result; one delivery
 // task per request and disposition.
 func (c *Client) EnqueueCallback(ctx context.Context, requestID int64, disposition string) error {
-	return c.enqueue(ctx, TypeCallback, "callback:"+strconv.FormatInt(requestID, 10)+":"+disposition, requestID,
+	return c.enqueue(ctx, TypeCallback, "callback:"+strconv.FormatInt(requestID, 10)+":"+disposition, Payload{RequestID: requestID},
 		asynq.MaxRetry(c.cbRetry), asynq.Timeout(time.Minute),
 		// Kept after success so that a re-delivered run task cannot
 		// enqueue (and deliver) the same callback again.
 		asynq.Retention(24*time.Hour))
 }
 
-func (c *Client) enqueue(ctx context.Context, typ, id string, requestID int64, opts ...asynq.Option) error {
-	payload, _ := json.Marshal(Payload{RequestID: requestID})
+func (c *Client) enqueue(ctx context.Context, typ, id string, p Payload, opts ...asynq.Option) error {
+	payload, _ := json.Marshal(p)
 	opts = append(opts, asynq.Queue(c.queue), asynq.TaskID(id))
 	_, err := c.c.EnqueueContext(ctx, asynq.NewTask(typ, payload), opts...)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
@@ -76,7 +81,7 @@ func (c *Client) enqueue(ctx context.Context, typ, id string, requestID int64, o
 
 // Handlers are what the worker runs for each task type.
 type Handlers interface {
-	Run(ctx context.Context, requestID int64) error
+	Run(ctx context.Context, requestID, generation int64) error
 	DeliverCallback(ctx context.Context, requestID int64) error
 }
 
@@ -116,7 +121,7 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, h Handlers) (*asynq.
 		if err != nil {
 			return err
 		}
-		return h.Run(ctx, p.RequestID)
+		return h.Run(ctx, p.RequestID, p.Generation)
 	})
 	mux.HandleFunc(TypeCallback, func(ctx context.Context, t *asynq.Task) error {
 		p, err := decode(t)

@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/certflow/certflow/internal/ca"
@@ -67,6 +69,13 @@ func (d *Deps) issue(ctx context.Context, run *workflow.Run, authority *workflow
 	tmpl, caCfg, err := d.pickAuthority(run, authority)
 	if err != nil {
 		return workflow.Result{}, err
+	}
+	// The template's policy binds every certificate, whatever steps the
+	// definition has before this one.
+	if tmpl != nil {
+		if msg := TemplatePolicy(tmpl, run.Env.CSR, run.Env.SANs); msg != "" {
+			return workflow.Result{}, workflow.Deny("%s", msg)
+		}
 	}
 	auth, ok := d.CAs.Get(caCfg.Name)
 	if !ok {
@@ -167,12 +176,7 @@ func (d *Deps) pickAuthority(run *workflow.Run, authority *workflow.Template) (*
 }
 
 func servesTemplate(t *config.Template, c *config.CA) bool {
-	for _, n := range t.CAs {
-		if n == c.Name {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(t.CAs, func(n string) bool { return strings.EqualFold(n, c.Name) })
 }
 
 // caRequest turns the verified CSR and the merged SANs into what the CA signs.

@@ -52,6 +52,10 @@ type basicHit struct {
 
 const basicCacheTTL = 5 * time.Minute
 
+// dummyHash is compared against for unknown users (cost 10, as typical
+// configured hashes are).
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("certflow-no-such-user"), bcrypt.DefaultCost)
+
 // NewAuthenticator builds the credential tables. adminToken, when set, is
 // a bearer token with the admin role (CERTFLOW_ADMIN_TOKEN).
 func NewAuthenticator(users []config.User, adminToken string) *Authenticator {
@@ -94,6 +98,9 @@ func (a *Authenticator) Authenticate(r *http.Request) *Identity {
 	}
 	u, ok := a.users[user]
 	if !ok {
+		// Spend bcrypt's time anyway: the answer's timing must not tell
+		// which user names exist.
+		bcrypt.CompareHashAndPassword(dummyHash, []byte(pass))
 		return nil
 	}
 	if u.Token != "" {

@@ -146,7 +146,7 @@ func (s *Server) decodeEnrollment(r *http.Request, caller *Identity) (*enrollmen
 			Template:                   templateName(tmpl),
 			CertificateAuthority:       body.CertificateAuthority,
 			IncludeChain:               body.IncludeChain != nil && *body.IncludeChain,
-			IncludeSubjectHeader:       format == pki.FormatPEM && (body.IncludeSubjectHeader == nil || *body.IncludeSubjectHeader),
+			IncludeSubjectHeader:       body.IncludeSubjectHeader == nil || *body.IncludeSubjectHeader, // PEM only; applied when rendering
 			Format:                     string(format),
 			Metadata:                   md,
 			SANs:                       sans,
@@ -410,26 +410,24 @@ func (s *Server) handleEnrollCSR(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	wait, async, err := parsePrefer(r.Header.Values("Prefer"), s.cfg.API.SyncWait, s.cfg.API.MaxSyncWait)
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
+	wait, async := parsePrefer(r.Header.Values("Prefer"), s.cfg.API.SyncWait, s.cfg.API.MaxSyncWait)
 	req, err := s.submit(r.Context(), e)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
+	// From here on the request is accepted: whatever fails, the answer is
+	// never an error (a client would retry and get a second certificate),
+	// but at worst 202 with the Location to poll.
 	if !async && !req.Disposition.Settled() && wait > 0 {
 		ctx, cancel := context.WithTimeout(r.Context(), wait)
-		settled, werr := s.waiters.Wait(ctx, req.ID)
+		latest, werr := s.waiters.Wait(ctx, req.ID)
 		cancel()
-		switch {
-		case settled != nil:
-			req = settled
-		case werr != nil && !errors.Is(werr, context.DeadlineExceeded) && !errors.Is(werr, context.Canceled):
-			writeError(w, r, s.log, werr)
-			return
+		if latest != nil {
+			req = latest
+		}
+		if werr != nil && !errors.Is(werr, context.DeadlineExceeded) && !errors.Is(werr, context.Canceled) {
+			s.log.Warn("waiting for an accepted request failed; answering 202", "request", req.ID, "err", werr)
 		}
 	}
 	s.writeEnrollment(w, r, req, "")
@@ -459,12 +457,12 @@ func (s *Server) submit(ctx context.Context, e *enrollment) (*store.Request, err
 		if err != nil {
 			return nil, err
 		}
-		if !bytes.Equal(prev.CSR, req.CSR) {
+		if !sameSubmit(prev, req) {
 			return nil, newError(http.StatusConflict, CodeConflict, "Idempotency-Key header: already used for a different request (%d)", prevID)
 		}
 		return prev, nil
 	}
-	if err := s.queue.EnqueueRun(ctx, id); err != nil {
+	if err := s.queue.EnqueueRun(ctx, id, req.Generation); err != nil {
 		if derr := s.store.Delete(context.WithoutCancel(ctx), req); derr != nil {
 			s.log.Error("could not remove a request whose enqueue failed; the reconciler will run it", "request", id, "err", derr)
 		}
@@ -474,8 +472,17 @@ func (s *Server) submit(ctx context.Context, e *enrollment) (*store.Request, err
 	return req, nil
 }
 
-// parsePrefer reads RFC 7240 Prefer: respond-async, wait=N.
-func parsePrefer(values []string, def, max time.Duration) (wait time.Duration, async bool, err error) {
+// sameSubmit reports whether a repeated submit asks for what the first did.
+func sameSubmit(a, b *store.Request) bool {
+	x, y := a.Input, b.Input
+	return bytes.Equal(a.CSR, b.CSR) && x.Template == y.Template && x.CertificateAuthority == y.CertificateAuthority &&
+		x.Format == y.Format && x.IncludeChain == y.IncludeChain && x.CallbackUrl == y.CallbackUrl &&
+		x.OwnerRoleId == y.OwnerRoleId && x.OwnerRoleName == y.OwnerRoleName
+}
+
+// parsePrefer reads RFC 7240 Prefer: respond-async, wait=N. As the RFC
+// asks, a preference it cannot understand is ignored, not an error.
+func parsePrefer(values []string, def, max time.Duration) (wait time.Duration, async bool) {
 	wait = def
 	for _, v := range values {
 		for _, pref := range strings.Split(v, ",") {
@@ -484,38 +491,38 @@ func parsePrefer(values []string, def, max time.Duration) (wait time.Duration, a
 			case "respond-async":
 				async = true
 			case "wait":
-				n, err := strconv.Atoi(strings.Trim(strings.TrimSpace(val), `"`))
-				if err != nil || n < 0 {
-					return 0, false, badField("Prefer header", "wait=%s: want a whole number of seconds", val)
+				if n, err := strconv.ParseInt(strings.Trim(strings.TrimSpace(val), `"`), 10, 64); err == nil && n >= 0 {
+					wait = min(time.Duration(min(n, int64(max/time.Second)))*time.Second, max)
 				}
-				wait = min(time.Duration(n)*time.Second, max)
 			}
 		}
 	}
-	return wait, async, nil
+	return wait, async
 }
 
 // writeEnrollment answers with the request: 200 once it settled, 202 with
 // Location while it runs.
 func (s *Server) writeEnrollment(w http.ResponseWriter, r *http.Request, req *store.Request, format pki.Format) {
 	var cert *store.Certificate
+	status := http.StatusOK
 	if req.Disposition == store.Issued {
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
 		defer cancel()
 		c, err := s.store.CertificateOf(ctx, req.ID)
 		if err != nil {
-			writeError(w, r, s.log, err)
-			return
+			// Accepted and issued, but not readable now: send the client
+			// to poll rather than to retry.
+			s.log.Warn("could not load an issued certificate; answering 202", "request", req.ID, "err", err)
+			status = http.StatusAccepted
 		}
 		cert = c
 	}
-	resp, err := NewEnrollmentResponse(req, cert, format)
+	resp, err := NewEnrollmentResponse(req, cert, format, identity(r))
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
-	status := http.StatusOK
-	if !req.Disposition.Settled() {
+	if status == http.StatusAccepted || !req.Disposition.Settled() {
 		status = http.StatusAccepted
 		w.Header().Set("Location", basePath(r)+"/Enrollment/Requests/"+strconv.FormatInt(req.ID, 10))
 		w.Header().Set("Retry-After", "1")
@@ -558,7 +565,7 @@ func (s *Server) handleGetRequest(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	st, err := newRequestStatus(req, cert, format)
+	st, err := newRequestStatus(req, cert, format, caller)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return

@@ -1,9 +1,12 @@
 package api
 
 import (
+	"fmt"
 	"maps"
+	"slices"
 	"time"
 
+	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
@@ -57,16 +60,17 @@ type RequestSummary struct {
 }
 
 // NewEnrollmentResponse renders a request (and its certificate, when
-// issued) in Keyfactor's shape. format overrides the request's own
-// certificate format when not empty.
-func NewEnrollmentResponse(r *store.Request, cert *store.Certificate, format pki.Format) (*EnrollmentResponse, error) {
+// issued) in Keyfactor's shape, for viewer (nil: an outside receiver, such
+// as a callback). format overrides the request's own certificate format
+// when not empty.
+func NewEnrollmentResponse(r *store.Request, cert *store.Certificate, format pki.Format, viewer *Identity) (*EnrollmentResponse, error) {
 	if format == "" {
 		format = pki.Format(r.Input.Format)
 	}
 	info := CertificateInformation{
 		KeyfactorRequestId:  r.ID,
 		RequestDisposition:  string(r.Disposition),
-		DispositionMessage:  r.Message,
+		DispositionMessage:  dispositionMessage(r, viewer),
 		EnrollmentContext:   map[string]any{},
 		WorkflowInstanceId:  r.Instance.ID,
 		WorkflowReferenceId: r.ID,
@@ -93,8 +97,23 @@ func NewEnrollmentResponse(r *store.Request, cert *store.Certificate, format pki
 	return &EnrollmentResponse{CertificateInformation: info, Metadata: md}, nil
 }
 
-func newRequestStatus(r *store.Request, cert *store.Certificate, format pki.Format) (*RequestStatus, error) {
-	er, err := NewEnrollmentResponse(r, cert, format)
+// seesDetails reports whether viewer may read internal failure details
+// (step errors can carry internal host names and addresses).
+func seesDetails(viewer *Identity) bool {
+	return viewer != nil && viewer.Has(config.RoleApprover)
+}
+
+// dispositionMessage is the request's message, except that the reason of a
+// failure is kept from requesters and callback receivers: it is internal.
+func dispositionMessage(r *store.Request, viewer *Identity) string {
+	if r.Disposition != store.Failed || seesDetails(viewer) {
+		return r.Message
+	}
+	return fmt.Sprintf("request %d failed; an administrator can see why in certflow's log and the request's timeline", r.ID)
+}
+
+func newRequestStatus(r *store.Request, cert *store.Certificate, format pki.Format, viewer *Identity) (*RequestStatus, error) {
+	er, err := NewEnrollmentResponse(r, cert, format, viewer)
 	if err != nil {
 		return nil, err
 	}
@@ -111,6 +130,16 @@ func newRequestStatus(r *store.Request, cert *store.Certificate, format pki.Form
 	}
 	if st.Timeline == nil {
 		st.Timeline = []workflow.StepRecord{}
+	}
+	if !seesDetails(viewer) {
+		// Requesters see each step's outcome, and a denial's reason, but
+		// not the text of errors.
+		st.Timeline = slices.Clone(st.Timeline)
+		for i := range st.Timeline {
+			if st.Timeline[i].Outcome != workflow.OutcomeDenied {
+				st.Timeline[i].Message = ""
+			}
+		}
 	}
 	if st.Callbacks == nil {
 		st.Callbacks = []store.CallbackAttempt{}

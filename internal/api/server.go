@@ -22,7 +22,7 @@ import (
 
 // Enqueuer is what the API needs of the queue.
 type Enqueuer interface {
-	EnqueueRun(ctx context.Context, requestID int64) error
+	EnqueueRun(ctx context.Context, requestID, generation int64) error
 }
 
 // Options wire a Server.

@@ -64,6 +64,17 @@ func TestARequestNoDefinitionTakesIsRefusedAtSubmit(t *testing.T) {
 	}
 }
 
+func TestTemplatePolicyBindsEvenADefinitionWithoutValidate(t *testing.T) {
+	t.Parallel()
+	dir := defsDir(t, map[string]string{"tagged.yaml": strings.Replace(taggedDef, "%s", "one", 1)})
+	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Definitions = dir })
+	csr, _ := testutil.CSR(t, "wild.example.com", "*.example.com")
+	resp, er := enroll(t, cf, testutil.EnrollBody(csr, nil))
+	if resp.Status != 200 || er.CertificateInformation.RequestDisposition != "DENIED" || !strings.Contains(er.CertificateInformation.DispositionMessage, "wildcard") {
+		t.Fatalf("a wildcard under WebServer through a definition without validate: %d %s", resp.Status, resp.Body)
+	}
+}
+
 func TestDefinitionsAreListedAndReloadedEverywhere(t *testing.T) {
 	t.Parallel()
 	dir := defsDir(t, map[string]string{"tagged.yaml": strings.Replace(taggedDef, "%s", "one", 1)})
@@ -191,7 +202,7 @@ func TestAWorkerResumesAVersionItNeverLoadedFromTheStoredSource(t *testing.T) {
 	}
 	w := &worker.Worker{Config: cf.Config, Store: cf.App.Store, Queue: cf.App.Queue, Defs: &cf.App.Defs,
 		Catalog: cf.App.Catalog(), Engine: &workflow.Engine{Log: cf.App.Log}, Callbacks: cf.App.Sender, Log: cf.App.Log}
-	if err := w.Run(ctx, id); err != nil {
+	if err := w.Run(ctx, id, 0); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := cf.App.Store.Get(ctx, id)

@@ -301,6 +301,18 @@ func pollSettled(t *testing.T, cf *testutil.Certflow, loc string, auth string) r
 	}
 }
 
+func TestAPreferenceThatCannotBeUnderstoodIsIgnored(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	csr, _ := testutil.CSR(t, "prefer.example.com")
+	for _, p := range []string{"wait=soon", "wait=99999999999999999999", "handling=lenient"} {
+		resp, er := enroll(t, cf, testutil.EnrollBody(csr, nil), "Prefer", p)
+		if resp.Status != http.StatusOK || er.CertificateInformation.RequestDisposition != "ISSUED" {
+			t.Fatalf("Prefer: %s answered %d %s; want the default wait and 200", p, resp.Status, resp.Body)
+		}
+	}
+}
+
 func TestWaitZeroAnswers202(t *testing.T) {
 	t.Parallel()
 	cf := testutil.StartCertflow(t, nil)
@@ -329,6 +341,8 @@ func TestIdempotencyKeyReturnsTheFirstRequest(t *testing.T) {
 	other, _ := testutil.CSR(t, "other.example.com")
 	r3, _ := enroll(t, cf, testutil.EnrollBody(other, nil), "Idempotency-Key", "k-123")
 	assertError(t, r3, http.StatusConflict, api.CodeConflict, "Idempotency-Key")
+	r4, _ := enroll(t, cf, testutil.EnrollBody(csr, map[string]any{"IncludeChain": true}), "Idempotency-Key", "k-123")
+	assertError(t, r4, http.StatusConflict, api.CodeConflict, "Idempotency-Key")
 }
 
 func TestPolicyDenialIsASettledAnswer(t *testing.T) {
@@ -405,7 +419,6 @@ func TestBadInputIsRefusedAndLeavesNothingBehind(t *testing.T) {
 		{"forceEnroll not a boolean", good(nil), []string{"query", "forceEnroll=maybe"}, 400, E, "forceEnroll"},
 		{"CallbackUrl with a scheme other than http(s)", good(map[string]any{"CallbackUrl": "ftp://example.com/x"}), nil, 400, E, "CallbackUrl"},
 		{"CallbackUrl that is not absolute", good(map[string]any{"CallbackUrl": "/relative"}), nil, 400, E, "CallbackUrl"},
-		{"Prefer wait not a number", good(nil), []string{"Prefer", "wait=soon"}, 400, E, "Prefer"},
 		{"body over the size limit", `{"CSR": "` + strings.Repeat("A", 2<<20) + `"}`, nil, 413, api.CodeTooLarge, "request body"},
 	}
 	for _, tc := range cases {

@@ -42,10 +42,13 @@ type Request struct {
 	CSR []byte `json:"CSR"`
 	// PrivateKey is a retained PKCS#8 key sealed under the KEK with the
 	// request id as associated data; never logged, never returned.
-	PrivateKey     []byte            `json:"PrivateKey,omitempty"`
-	IdempotencyKey string            `json:"IdempotencyKey,omitempty"`
-	Instance       workflow.Instance `json:"Instance"`
-	Callbacks      []CallbackAttempt `json:"Callbacks,omitempty"`
+	PrivateKey     []byte `json:"PrivateKey,omitempty"`
+	IdempotencyKey string `json:"IdempotencyKey,omitempty"`
+	// Generation counts the reconciler's re-enqueues; only the task of the
+	// current generation may run the request.
+	Generation int64             `json:"Generation,omitempty"`
+	Instance   workflow.Instance `json:"Instance"`
+	Callbacks  []CallbackAttempt `json:"Callbacks,omitempty"`
 }
 
 // CallbackAttempt records one delivery of the result to CallbackUrl.

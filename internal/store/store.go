@@ -60,9 +60,15 @@ func Unavailable(err error) bool {
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, redis.ErrClosed), errors.Is(err, redis.ErrPoolTimeout):
 		return true
 	}
+	// asynq flattens its errors to text ("redis eval error: …"), so the
+	// network causes are also recognised by their words.
 	msg := err.Error()
-	return strings.HasPrefix(msg, "LOADING") || strings.HasPrefix(msg, "MASTERDOWN") ||
-		strings.Contains(msg, "connection refused") || strings.HasPrefix(msg, "CLUSTERDOWN")
+	for _, s := range []string{"connection refused", "i/o timeout", "deadline exceeded", "connection reset", "broken pipe", "EOF", "use of closed network connection", "LOADING", "MASTERDOWN", "CLUSTERDOWN"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // createScript stores a new request unless its idempotency key already
@@ -240,6 +246,11 @@ func (s *Store) Stale(ctx context.Context, cutoff time.Time, limit int64) ([]int
 		}
 	}
 	return ids, nil
+}
+
+// Forget removes a request from the open set (the reconciler's view).
+func (s *Store) Forget(ctx context.Context, id int64) error {
+	return s.rdb.ZRem(ctx, s.keys.open(), id).Err()
 }
 
 // CertificateOf returns the certificate issued for a request.

@@ -72,8 +72,9 @@ func (w *Worker) definition(ctx context.Context, name, version string) (*workflo
 // errNotSettled makes asynq retry a callback whose request is still running.
 var errNotSettled = errors.New("request has not settled yet")
 
-// Run runs (or resumes) the workflow of request id.
-func (w *Worker) Run(ctx context.Context, id int64) error {
+// Run runs (or resumes) the workflow of request id, if generation is still
+// the request's (the reconciler may have moved it on).
+func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 	log := w.Log.With("request", id)
 	r, err := w.Store.Get(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
@@ -81,7 +82,11 @@ func (w *Worker) Run(ctx context.Context, id int64) error {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
 	if err != nil {
-		return err
+		return err // Redis trouble: asynq retries; if it gives up, the reconciler will not
+	}
+	if r.Generation != generation {
+		log.Info("stale task of an earlier generation; the current one runs the request", "task", generation, "current", r.Generation)
+		return nil
 	}
 	log = log.With("instance", r.Instance.ID)
 	if r.Disposition.Settled() {
@@ -182,6 +187,9 @@ func (w *Worker) failRequest(ctx context.Context, r *store.Request, def *workflo
 	if r.Instance.Status == "" {
 		r.Instance.Status = workflow.StatusRunning // never started: fail from Running
 	}
+	// The task's own deadline may be what ended it: settle regardless.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
 	err := w.Engine.Fail(ctx, &r.Instance, def, cause, func(ctx context.Context, _ *workflow.Instance) error {
 		settle(r)
 		return w.Store.Save(ctx, r)
@@ -192,10 +200,10 @@ func (w *Worker) failRequest(ctx context.Context, r *store.Request, def *workflo
 	return w.afterSettle(ctx, r)
 }
 
-// afterSettle enqueues the callback of a settled request (deduplicated by
-// task id, so a re-delivery does not deliver twice).
+// afterSettle enqueues the callback of a request with a final result
+// (deduplicated by task id, so a re-delivery does not deliver twice).
 func (w *Worker) afterSettle(ctx context.Context, r *store.Request) error {
-	if r.Input.CallbackUrl == "" || !r.Disposition.Settled() {
+	if r.Input.CallbackUrl == "" || !r.Disposition.Final() {
 		return nil
 	}
 	return w.Queue.EnqueueCallback(ctx, r.ID, string(r.Disposition))
@@ -215,7 +223,7 @@ func (w *Worker) DeliverCallback(ctx context.Context, id int64) error {
 	if r.Input.CallbackUrl == "" {
 		return nil
 	}
-	if !r.Disposition.Settled() {
+	if !r.Disposition.Final() {
 		return errNotSettled
 	}
 	var cert *store.Certificate
@@ -224,7 +232,7 @@ func (w *Worker) DeliverCallback(ctx context.Context, id int64) error {
 			return err
 		}
 	}
-	resp, err := api.NewEnrollmentResponse(r, cert, "")
+	resp, err := api.NewEnrollmentResponse(r, cert, "", nil)
 	if err != nil {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
@@ -255,9 +263,11 @@ func (w *Worker) DeliverCallback(ctx context.Context, id int64) error {
 	}
 }
 
-// Reconcile enqueues again every unsettled request that made no progress
-// for longer than the configured bound: asynq can lose track of a task
-// (hibiken/asynq#1144), the store cannot. It runs until ctx ends.
+// Reconcile moves every unsettled request that made no progress for longer
+// than the configured bound to a new generation and enqueues its task:
+// asynq can lose a task (orphaned active, hibiken/asynq#1144) or archive it
+// after a crash on its last attempt (#1015); the store cannot. It runs
+// until ctx ends.
 func (w *Worker) Reconcile(ctx context.Context) {
 	every := min(w.Config.Worker.ReconcileAfter/2, time.Minute)
 	tick := time.NewTicker(every)
@@ -268,18 +278,44 @@ func (w *Worker) Reconcile(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		ids, err := w.Store.Stale(ctx, time.Now().Add(-w.Config.Worker.ReconcileAfter), 500)
-		if err != nil {
-			w.Log.Warn("reconcile: list stale requests", "err", err)
-			continue
-		}
-		for _, id := range ids {
-			if err := w.Queue.EnqueueRun(ctx, id); err != nil {
-				w.Log.Warn("reconcile: enqueue", "request", id, "err", err)
-			}
-		}
-		if len(ids) > 0 {
-			w.Log.Info("reconcile: re-enqueued stale requests", "count", len(ids))
+		if n, err := w.ReconcileOnce(ctx); err != nil {
+			w.Log.Warn("reconcile", "err", err)
+		} else if n > 0 {
+			w.Log.Info("reconcile: re-enqueued requests that made no progress", "count", n, "after", w.Config.Worker.ReconcileAfter)
 		}
 	}
 }
+
+// ReconcileOnce does one reconciler pass and returns how many requests it
+// enqueued again.
+func (w *Worker) ReconcileOnce(ctx context.Context) (int, error) {
+	ids, err := w.Store.Stale(ctx, time.Now().Add(-w.Config.Worker.ReconcileAfter), 500)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, id := range ids {
+		r, err := w.Store.Update(ctx, id, func(r *store.Request) error {
+			if r.Disposition.Settled() {
+				return errSettled
+			}
+			r.Generation++
+			return nil
+		})
+		switch {
+		case errors.Is(err, errSettled), errors.Is(err, store.ErrNotFound):
+			w.Store.Forget(ctx, id) // not open any more: drop it from the open set
+			continue
+		case err != nil:
+			return n, err
+		}
+		if err := w.Queue.EnqueueRun(ctx, id, r.Generation); err != nil {
+			return n, err
+		}
+		w.Log.Warn("reconcile: request made no progress; enqueued again", "request", id, "generation", r.Generation)
+		n++
+	}
+	return n, nil
+}
+
+var errSettled = errors.New("settled")

@@ -2,14 +2,20 @@ package worker_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/hibiken/asynq"
 
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/internal/testutil"
 	"github.com/certflow/certflow/internal/worker"
+	"github.com/certflow/certflow/queue"
 	"github.com/certflow/certflow/workflow"
 )
 
@@ -56,7 +62,7 @@ func TestARedeliveredTaskResumesWithoutSigningAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := newWorker(cf)
-	if err := w.Run(ctx, id); err != nil {
+	if err := w.Run(ctx, id, 0); err != nil {
 		t.Fatalf("re-run: %v", err)
 	}
 	r, err := cf.App.Store.Get(ctx, id)
@@ -81,7 +87,7 @@ func TestARedeliveredTaskResumesWithoutSigningAgain(t *testing.T) {
 	}
 	// A task for a request that already settled changes nothing.
 	before := r.Updated
-	if err := w.Run(ctx, id); err != nil {
+	if err := w.Run(ctx, id, 0); err != nil {
 		t.Fatal(err)
 	}
 	if again, _ := cf.App.Store.Get(ctx, id); !again.Updated.Equal(before) {
@@ -132,17 +138,82 @@ func TestARequestNoDefinitionMatchesFailsWithTheReason(t *testing.T) {
 	csr, _ := testutil.CSR(t, "nomatch.example.com")
 	id, _ := cf.App.Store.NewID(ctx)
 	r := &store.Request{
-		ID: id, Disposition: store.Queued, Trigger: "renewal", CSR: csr,
+		ID: id, Disposition: store.Queued, Trigger: "renewal", CSR: csr, Requester: workflow.Requester{Name: "alice"},
 		Input: workflow.Request{Template: config.DefaultTemplate, Format: "PEM"}, Instance: workflow.Instance{ID: "nomatch"},
 	}
 	if _, _, err := cf.App.Store.Create(ctx, r, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if err := newWorker(cf).Run(ctx, id); err != nil {
+	if err := newWorker(cf).Run(ctx, id, 0); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := cf.App.Store.Get(ctx, id)
 	if got.Disposition != store.Failed || got.Instance.Status != workflow.StatusFailed || got.Message == "" {
 		t.Fatalf("got %s / %s %q; want FAILED with a reason", got.Disposition, got.Instance.Status, got.Message)
+	}
+	// The reason is internal: the requester is told it failed, an
+	// administrator is told why.
+	path := fmt.Sprintf("/Enrollment/Requests/%d", id)
+	var asAlice, asAdmin struct {
+		CertificateInformation struct{ DispositionMessage string }
+		Timeline               []struct{ Message string }
+	}
+	cf.Do(t, "GET", path, nil, "Authorization", "Bearer "+testutil.AliceToken).JSON(t, &asAlice)
+	cf.Do(t, "GET", path, nil).JSON(t, &asAdmin)
+	if strings.Contains(asAlice.CertificateInformation.DispositionMessage, "definition") || asAlice.Timeline[len(asAlice.Timeline)-1].Message != "" {
+		t.Fatalf("the requester sees the internal reason: %+v", asAlice)
+	}
+	if !strings.Contains(asAdmin.CertificateInformation.DispositionMessage, "no workflow definition") {
+		t.Fatalf("the administrator does not see the reason: %+v", asAdmin)
+	}
+}
+
+func TestTheReconcilerRecoversARequestWhoseTaskWasArchived(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Worker.ReconcileAfter = 300 * time.Millisecond })
+	ctx := context.Background()
+	csr, _ := testutil.CSR(t, "archived.example.com")
+	id, _ := cf.App.Store.NewID(ctx)
+	r := &store.Request{
+		ID: id, Disposition: store.Running, Trigger: "enrollment", CSR: csr, Updated: time.Now(),
+		Requester: workflow.Requester{Name: "alice"},
+		Input:     workflow.Request{Template: config.DefaultTemplate, Format: "PEM"}, Instance: workflow.Instance{ID: "archived-1"},
+	}
+	if _, _, err := cf.App.Store.Create(ctx, r, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	// The state asynq leaves after a crash on the last attempt: the task
+	// of generation 0 sits in the archive.
+	insp := asynq.NewInspectorFromRedisClient(cf.Redis)
+	payload, _ := json.Marshal(queue.Payload{RequestID: id})
+	if _, err := asynq.NewClientFromRedisClient(cf.Redis).Enqueue(asynq.NewTask(queue.TypeRun, payload),
+		asynq.Queue(cf.Prefix), asynq.TaskID(fmt.Sprintf("run:%d:0", id)), asynq.ProcessIn(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := insp.ArchiveTask(cf.Prefix, fmt.Sprintf("run:%d:0", id)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got, _ := cf.App.Store.Get(ctx, id)
+		if got.Disposition == store.Issued {
+			if got.Generation < 1 {
+				t.Fatalf("issued at generation %d: not by the reconciler", got.Generation)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still %s: the archived task blocked recovery", got.Disposition)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The old generation's task, run late, does nothing.
+	before, _ := cf.App.Store.Get(ctx, id)
+	if err := newWorker(cf).Run(ctx, id, 0); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := cf.App.Store.Get(ctx, id)
+	if !after.Updated.Equal(before.Updated) {
+		t.Fatal("a stale generation's task touched the request")
 	}
 }
