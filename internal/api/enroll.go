@@ -453,7 +453,7 @@ func (s *Server) submit(ctx context.Context, e *enrollment) (*store.Request, err
 		return nil, err
 	}
 	if existing {
-		prev, err := s.store.Get(ctx, prevID)
+		prev, err := s.firstRequest(ctx, prevID)
 		if err != nil {
 			return nil, err
 		}
@@ -470,6 +470,26 @@ func (s *Server) submit(ctx context.Context, e *enrollment) (*store.Request, err
 	}
 	s.log.Info("request accepted", "request", id, "instance", req.Instance.ID, "requester", req.Requester.Name, "template", req.Input.Template)
 	return req, nil
+}
+
+// firstRequest loads the request an Idempotency-Key names. The first
+// submit may still be writing it (the key is claimed first), so a missing
+// record is read again for a moment before giving up.
+func (s *Server) firstRequest(ctx context.Context, id int64) (*store.Request, error) {
+	for i := 0; ; i++ {
+		r, err := s.store.Get(ctx, id)
+		if !errors.Is(err, store.ErrNotFound) {
+			return r, err
+		}
+		if i == 20 {
+			return nil, newError(http.StatusConflict, CodeConflict, "Idempotency-Key header: the first request with this key is still being created or was refused; retry")
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
 }
 
 // sameSubmit reports whether a repeated submit asks for what the first did.

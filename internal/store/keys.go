@@ -8,7 +8,8 @@ import (
 
 // keys builds every Redis key certflow uses; the layout lives here and
 // nowhere else. Keys of one request share the {<id>} hash tag, so what must
-// change together stays in one Redis Cluster slot.
+// change together (the record, its certificate, its issue lock) stays in
+// one Redis Cluster slot; no script or transaction spans two slots.
 type keys struct{ prefix string }
 
 func (k keys) requestSeq() string     { return k.prefix + ":seq:request" }

@@ -71,21 +71,6 @@ func Unavailable(err error) bool {
 	return false
 }
 
-// createScript stores a new request unless its idempotency key already
-// names one, in which case that request's id is returned instead.
-// KEYS: request, open, instance, [idempotency]; ARGV: id, json, now-ms, idempotency-ttl-ms.
-var createScript = redis.NewScript(`
-if #KEYS == 4 then
-  local prev = redis.call('GET', KEYS[4])
-  if prev then return tonumber(prev) end
-  redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[4])
-end
-redis.call('HSET', KEYS[1], 'v', 1, 'd', ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-redis.call('SET', KEYS[3], ARGV[1])
-return 0
-`)
-
 // NewID allocates a request id.
 func (s *Store) NewID(ctx context.Context) (int64, error) {
 	id, err := s.rdb.Incr(ctx, s.keys.requestSeq()).Result()
@@ -96,9 +81,11 @@ func (s *Store) NewID(ctx context.Context) (int64, error) {
 }
 
 // Create stores r as a new request under r.ID (from NewID). With an
-// idempotency key it first looks for a request made with the same caller
-// and key: if one exists, nothing is written and its id is returned with
-// existing = true.
+// idempotency key it first claims the key for r.ID: if another request
+// holds it, nothing is written and that request's id is returned with
+// existing = true. Every command touches one key (or one request's hash
+// tag), so the same code runs on Redis Cluster; the open set and the
+// instance index are derived and written after the record.
 func (s *Store) Create(ctx context.Context, r *Request, idemTTL time.Duration) (id int64, existing bool, err error) {
 	id = r.ID
 	if id <= 0 {
@@ -109,16 +96,31 @@ func (s *Store) Create(ctx context.Context, r *Request, idemTTL time.Duration) (
 	if err != nil {
 		return 0, false, err
 	}
-	ks := []string{s.keys.request(id), s.keys.open(), s.keys.instance(r.Instance.ID)}
 	if r.IdempotencyKey != "" {
-		ks = append(ks, s.keys.idempotency(r.Requester.Name, r.IdempotencyKey))
+		key := s.keys.idempotency(r.Requester.Name, r.IdempotencyKey)
+		claimed, err := s.rdb.SetNX(ctx, key, id, idemTTL).Result()
+		if err != nil {
+			return 0, false, fmt.Errorf("claim idempotency key: %w", err)
+		}
+		if !claimed {
+			prev, err := s.rdb.Get(ctx, key).Int64()
+			if err == nil {
+				return prev, true, nil
+			}
+			if !errors.Is(err, redis.Nil) {
+				return 0, false, fmt.Errorf("read idempotency key: %w", err)
+			}
+			// Expired between the two calls: claim it again.
+			return s.Create(ctx, r, idemTTL)
+		}
 	}
-	prev, err := createScript.Run(ctx, s.rdb, ks, id, data, r.Updated.UnixMilli(), idemTTL.Milliseconds()).Int64()
-	if err != nil {
+	pipe := s.rdb.Pipeline()
+	pipe.HSet(ctx, s.keys.request(id), "v", 1, "d", data)
+	pipe.ZAdd(ctx, s.keys.open(), redis.Z{Score: float64(r.Updated.UnixMilli()), Member: id})
+	pipe.Set(ctx, s.keys.instance(r.Instance.ID), id, 0)
+	if _, err := pipe.Exec(ctx); err != nil {
+		s.Delete(context.WithoutCancel(ctx), r)
 		return 0, false, fmt.Errorf("store request: %w", err)
-	}
-	if prev != 0 {
-		return prev, true, nil
 	}
 	return id, false, nil
 }
@@ -130,8 +132,10 @@ func (s *Store) Delete(ctx context.Context, r *Request) error {
 	if r.IdempotencyKey != "" {
 		ks = append(ks, s.keys.idempotency(r.Requester.Name, r.IdempotencyKey))
 	}
-	pipe := s.rdb.TxPipeline()
-	pipe.Del(ctx, ks...)
+	pipe := s.rdb.Pipeline() // one key per command: Cluster-safe
+	for _, k := range ks {
+		pipe.Del(ctx, k)
+	}
 	pipe.ZRem(ctx, s.keys.open(), r.ID)
 	_, err := pipe.Exec(ctx)
 	return err
@@ -165,39 +169,29 @@ func (s *Store) RequestIDOfInstance(ctx context.Context, instanceID string) (int
 	return id, err
 }
 
-// saveScript is the compare-and-set update of a request record. A settled
-// request leaves the open set and is announced; an unsettled one has its
-// progress time refreshed.
-// KEYS: request, open; ARGV: expected version, json, id, settled(0/1), now-ms, channel, message.
+// saveScript is the compare-and-set update of a request record.
+// KEYS: request; ARGV: expected version, json.
 var saveScript = redis.NewScript(`
 local v = redis.call('HGET', KEYS[1], 'v')
 if not v then return -1 end
 if v ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', tonumber(v) + 1, 'd', ARGV[2])
-if ARGV[4] == '1' then
-  redis.call('ZREM', KEYS[2], ARGV[3])
-  redis.call('PUBLISH', ARGV[6], ARGV[7])
-else
-  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[3])
-end
 return 1
 `)
 
 // Save writes r if nobody else has since it was read; otherwise it returns
-// ErrConflict and r is stale. On success r's version advances.
+// ErrConflict and r is stale. On success r's version advances, and then a
+// settled request leaves the open set and is announced to waiting
+// clients, while an unsettled one has its progress time refreshed. Those
+// follow-ups are derived state: if they are lost, the reconciler drops
+// settled requests from the open set and waiters re-read once a second.
 func (s *Store) Save(ctx context.Context, r *Request) error {
 	r.Updated = time.Now().UTC()
 	data, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	settled := "0"
-	if r.Disposition.Settled() {
-		settled = "1"
-	}
-	res, err := saveScript.Run(ctx, s.rdb, []string{s.keys.request(r.ID), s.keys.open()},
-		r.version, data, r.ID, settled, r.Updated.UnixMilli(), s.keys.events(),
-		strconv.FormatInt(r.ID, 10)+" "+string(r.Disposition)).Int64()
+	res, err := saveScript.Run(ctx, s.rdb, []string{s.keys.request(r.ID)}, r.version, data).Int64()
 	switch {
 	case err != nil:
 		return fmt.Errorf("save request %d: %w", r.ID, err)
@@ -207,6 +201,14 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 		return fmt.Errorf("save request %d: %w", r.ID, ErrConflict)
 	}
 	r.version++
+	pipe := s.rdb.Pipeline()
+	if r.Disposition.Settled() {
+		pipe.ZRem(ctx, s.keys.open(), r.ID)
+		pipe.Publish(ctx, s.keys.events(), strconv.FormatInt(r.ID, 10)+" "+string(r.Disposition))
+	} else {
+		pipe.ZAdd(ctx, s.keys.open(), redis.Z{Score: float64(r.Updated.UnixMilli()), Member: r.ID})
+	}
+	pipe.Exec(ctx) // best effort, see above
 	return nil
 }
 

@@ -326,3 +326,40 @@ func TestUnavailable(t *testing.T) {
 		}
 	}
 }
+
+func TestConcurrentSubmitsWithOneIdempotencyKeyMakeOneRequest(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var created atomic.Int32
+	ids := make([]int64, 10)
+	for i := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := newRequest(t, s, "alice", "same-key")
+			id, existing, err := s.Create(ctx, r, time.Hour)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if !existing {
+				created.Add(1)
+			}
+			ids[i] = id
+		}()
+	}
+	wg.Wait()
+	if created.Load() != 1 {
+		t.Fatalf("%d requests created for one key, want 1", created.Load())
+	}
+	for _, id := range ids {
+		if id != ids[0] {
+			t.Fatalf("callers were given different requests: %v", ids)
+		}
+	}
+	if n := len(rdb.Keys(ctx, prefix+":request:*").Val()); n != 1 {
+		t.Fatalf("%d request records stored, want 1", n)
+	}
+}
