@@ -176,12 +176,13 @@ func TestLintReportsPositionsAndExitCodes(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	repoDefs, _ := filepath.Abs("../../definitions")
-	if out, code := run2(t, dir, "lint", repoDefs); code != 0 || !strings.Contains(out, "ok ") {
-		t.Fatalf("lint of the shipped definitions: exit %d\n%s", code, out)
+	out, code := run2(t, dir, "lint", repoDefs, filepath.Join(repoDefs, "examples"))
+	if code != 0 || !strings.Contains(out, "enrollment-default") || !strings.Contains(out, "web-server") {
+		t.Fatalf("lint of the shipped definitions and examples: exit %d\n%s", code, out)
 	}
 	bad := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(bad, []byte("name: bad\ntrigger: enrollment\nsteps:\n  - id: check\n    uses: validate\n    if: csr.CommonNam == \"x\"\n  - id: check\n    uses: nosuchstep\n"), 0o644)
-	out, code := run2(t, dir, "lint", bad)
+	out, code = run2(t, dir, "lint", bad)
 	if code != 1 {
 		t.Fatalf("lint of a broken definition: exit %d, want 1\n%s", code, out)
 	}
