@@ -154,3 +154,12 @@ func TestIssueCapsValidityAtTheIssuingCA(t *testing.T) {
 		t.Fatal("Issue ignored a cancelled context")
 	}
 }
+
+func mustKEK(tb testing.TB, raw []byte) *pki.KEK {
+	tb.Helper()
+	k, err := pki.NewKEK(raw)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return k
+}

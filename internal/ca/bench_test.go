@@ -1,0 +1,38 @@
+package ca_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"testing"
+	"time"
+
+	"github.com/certflow/certflow/internal/ca"
+)
+
+// BenchmarkBuiltinIssue is the signing cost the workflow engine's overhead
+// (workflow.BenchmarkEngineRun) is compared against.
+func BenchmarkBuiltinIssue(b *testing.B) {
+	for _, keyType := range []string{"ecdsa-p256", "rsa-2048"} {
+		b.Run(keyType, func(b *testing.B) {
+			raw := make([]byte, 32)
+			rand.Read(raw)
+			c, _, err := ca.OpenBuiltin(b.TempDir(), "Bench", keyType, mustKEK(b, raw), true)
+			if err != nil {
+				b.Fatal(err)
+			}
+			key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			req := &ca.Request{Subject: pkix.Name{CommonName: "bench.example.com"}, PublicKey: key.Public(),
+				DNSNames: []string{"bench.example.com"}, Validity: 24 * time.Hour, KeyUsage: x509.KeyUsageDigitalSignature}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Issue(context.Background(), req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
