@@ -7,11 +7,16 @@ import (
 	"strings"
 
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/metadata"
 	"github.com/certflow/certflow/workflow"
 	"gopkg.in/yaml.v3"
 )
 
-// metadata sets certificate metadata fields from expressions.
+// metadata sets certificate metadata fields from expressions. When metadata
+// fields are configured, each name must be one of them and each value must
+// pass its field's type: a literal when the definition loads, an evaluated
+// template when the step runs (a failure is permanent). Values are stored
+// normalized (Boolean "TRUE" as "true", …). Hidden fields may be set here.
 //
 //	uses: metadata
 //	with:
@@ -29,15 +34,27 @@ func (d *Deps) buildMetadata(spec *workflow.Spec) (workflow.Step, error) {
 	if len(w.Set) == 0 {
 		return nil, spec.Errorf(spec.With, "set: at least one field is required")
 	}
-	fields := make(map[string]*workflow.Template, len(w.Set))
+	// A value's rule is nil when no metadata fields are configured: then
+	// any name and any text is taken.
+	type setting struct {
+		tmpl *workflow.Template
+		rule *metadata.Field
+	}
+	fields := make(map[string]setting, len(w.Set))
 	for _, name := range sortedNames(w.Set) {
 		node := w.Set[name]
+		var rule *metadata.Field
 		if len(d.Config.Metadata) > 0 {
 			i := slices.IndexFunc(d.Config.Metadata, func(f config.MetaField) bool { return strings.EqualFold(f.Name, name) })
 			if i < 0 {
 				return nil, spec.Errorf(&node, "set: %q is not a configured metadata field", name)
 			}
-			name = d.Config.Metadata[i].Name // the configured spelling, so it overrides the request's value
+			f := &d.Config.Metadata[i]
+			name = f.Name // the configured spelling, so it overrides the request's value
+			rule = &metadata.Field{Type: f.Type, Validation: f.Validation, Message: f.Message, Options: f.Options}
+		}
+		if _, twice := fields[name]; twice {
+			return nil, spec.Errorf(&node, "set.%s: given twice (field names ignore case)", name)
 		}
 		if node.Kind != yaml.ScalarNode {
 			return nil, spec.Errorf(&node, "set.%s: want a string (may embed ${{ }})", name)
@@ -46,12 +63,21 @@ func (d *Deps) buildMetadata(spec *workflow.Spec) (workflow.Step, error) {
 		if err != nil {
 			return nil, err
 		}
-		fields[name] = t
+		if rule != nil && t.IsLiteral() {
+			v, _ := t.String(nil) // no expressions: nothing to evaluate
+			if _, err := metadata.Check(*rule, v); err != nil {
+				return nil, spec.Errorf(&node, "set.%s: %v", name, err)
+			}
+		}
+		fields[name] = setting{tmpl: t, rule: rule}
 	}
 	return stepFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
 		md := make(map[string]string, len(fields))
-		for name, t := range fields {
-			v, err := t.String(run.Env)
+		for name, f := range fields {
+			v, err := f.tmpl.String(run.Env)
+			if err == nil && f.rule != nil {
+				v, err = metadata.Check(*f.rule, v)
+			}
 			if err != nil {
 				return workflow.Result{}, workflow.Permanent(fmt.Errorf("set.%s: %w", name, err))
 			}

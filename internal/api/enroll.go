@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/certflow/certflow/internal/callback"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/metadata"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
@@ -326,12 +328,17 @@ func checkSANs(in map[string][]string) (map[string][]string, error) {
 	return out, nil
 }
 
-// checkMetadata validates the Metadata object's shape, and its names and
-// requirements against the configured fields when there are any. Typed
-// validation (Integer, Date, regex …) comes with the metadata fields work.
+// checkMetadata validates the Metadata object's shape and, when metadata
+// fields are configured, each value against its field (internal/metadata),
+// returning the values normalized under the configured spelling of their
+// names, with defaults filled in. A null or empty value counts as not given:
+// the default applies and a Required field is missing.
 func (s *Server) checkMetadata(in map[string]any) (map[string]string, error) {
 	if len(in) > maxMapEntries {
 		return nil, badField("Metadata", "more than %d fields", maxMapEntries)
+	}
+	rule := func(f *config.MetaField) metadata.Field {
+		return metadata.Field{Type: f.Type, Validation: f.Validation, Message: f.Message, Options: f.Options}
 	}
 	out := make(map[string]string, len(in))
 	for name, v := range in {
@@ -343,30 +350,56 @@ func (s *Server) checkMetadata(in map[string]any) (map[string]string, error) {
 		switch v := v.(type) {
 		case string:
 			text = v
-		case float64, bool:
-			text = fmt.Sprint(v)
+		case float64:
+			// JSON numbers arrive as float64: exact only up to 2^53.
+			if v == math.Trunc(v) && math.Abs(v) > 1<<53 {
+				return nil, badField(field, "a number this large loses precision; send it as a string")
+			}
+			text = strconv.FormatFloat(v, 'f', -1, 64) // 12345678, not 1.2345678e+07
+		case bool:
+			text = strconv.FormatBool(v)
 		case nil:
 			continue
 		default:
 			return nil, badField(field, "want a string, number or boolean")
 		}
-		if len(s.cfg.Metadata) > 0 {
-			f := s.metaField(name)
-			if f == nil {
-				return nil, &apiError{status: http.StatusBadRequest, code: CodeUnknownName, msg: field + ": no such metadata field"}
-			}
-			name = f.Name
+		if len(s.cfg.Metadata) == 0 {
+			out[name] = text
+			continue
 		}
-		out[name] = text
+		f := s.metaField(name)
+		if f == nil {
+			return nil, &apiError{status: http.StatusBadRequest, code: CodeUnknownName, msg: field + ": no such metadata field"}
+		}
+		field = "Metadata." + f.Name
+		if text == "" {
+			continue
+		}
+		if strings.EqualFold(f.Enrollment, metadata.Hidden) {
+			return nil, badField(field, "hidden fields cannot be set at enrollment")
+		}
+		if _, twice := out[f.Name]; twice {
+			return nil, badField(field, "given twice (field names ignore case)")
+		}
+		norm, err := metadata.Check(rule(f), text)
+		if err != nil {
+			return nil, badField(field, "%v", err)
+		}
+		out[f.Name] = norm
 	}
-	for _, f := range s.cfg.Metadata {
+	for i := range s.cfg.Metadata {
+		f := &s.cfg.Metadata[i]
 		if _, ok := out[f.Name]; ok {
 			continue
 		}
 		switch {
 		case f.DefaultValue != "":
-			out[f.Name] = f.DefaultValue
-		case strings.EqualFold(f.Enrollment, "Required"):
+			norm, err := metadata.Check(rule(f), f.DefaultValue)
+			if err != nil { // config.Validate refuses such a default
+				return nil, fmt.Errorf("metadata field %s: default value: %w", f.Name, err)
+			}
+			out[f.Name] = norm
+		case strings.EqualFold(f.Enrollment, metadata.Required):
 			return nil, badField("Metadata."+f.Name, "required")
 		}
 	}
@@ -376,6 +409,8 @@ func (s *Server) checkMetadata(in map[string]any) (map[string]string, error) {
 	return out, nil
 }
 
+// metaField finds a configured metadata field by name, ignoring case as
+// Keyfactor does.
 func (s *Server) metaField(name string) *config.MetaField {
 	for i := range s.cfg.Metadata {
 		if strings.EqualFold(s.cfg.Metadata[i].Name, name) {
