@@ -3,28 +3,52 @@ package steps
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 
 	"github.com/certflow/certflow/internal/callback"
+	"github.com/certflow/certflow/internal/notify"
 	"github.com/certflow/certflow/workflow"
 	"gopkg.in/yaml.v3"
 )
 
 // notify tells people and systems. `log` writes a line to certflow's log;
-// `webhook` POSTs a signed (Standard Webhooks) JSON event. A failed webhook
-// does not fail the request: the outcome is recorded in the step's outputs
-// (steps.<id>.delivered, steps.<id>.error).
+// `webhook` POSTs a signed (Standard Webhooks) JSON event; `email` sends a
+// plain-text mail through the configured SMTP server. A failed webhook or
+// email does not fail the request: the outcome is recorded in the step's
+// outputs (steps.<id>.delivered, steps.<id>.error; steps.<id>.email_sent,
+// steps.<id>.email_error).
 //
 //	uses: notify
 //	with:
 //	  log: "issued ${{ certificate.SerialNumber }} for ${{ csr.CommonName }}"
 //	  webhook: https://hooks.example.com/pki
 //	  event: certificate.issued
+//	  email:
+//	    to: [pki-team@example.com, "${{ steps.owner.body.email }}"]
+//	    subject: "certificate for ${{ csr.CommonName }}"
+//	    body: "serial ${{ certificate.SerialNumber }}, valid until ${{ certificate.NotAfter }}"
 type notifyWith struct {
-	Log     yaml.Node `yaml:"log"`
-	Webhook yaml.Node `yaml:"webhook"`
-	Event   string    `yaml:"event"`
+	Log     yaml.Node  `yaml:"log"`
+	Webhook yaml.Node  `yaml:"webhook"`
+	Event   string     `yaml:"event"`
+	Email   *emailWith `yaml:"email"`
+}
+
+// emailWith is notify's `email:`. to is one address or a list; each may
+// embed ${{ }}, and one that is a single expression may also yield a list
+// of addresses.
+type emailWith struct {
+	To      yaml.Node `yaml:"to"`
+	Subject yaml.Node `yaml:"subject"`
+	Body    yaml.Node `yaml:"body"`
+}
+
+// email is a compiled emailWith.
+type email struct {
+	to            []*workflow.Template
+	subject, body *workflow.Template
 }
 
 // Event is the body of a notify webhook.
@@ -60,8 +84,14 @@ func (d *Deps) buildNotify(spec *workflow.Spec) (workflow.Step, error) {
 			}
 		}
 	}
-	if logT == nil && hookT == nil {
-		return nil, spec.Errorf(spec.With, "notify needs at least one of log and webhook")
+	var mail *email
+	if w.Email != nil {
+		if mail, err = d.buildEmail(spec, w.Email); err != nil {
+			return nil, err
+		}
+	}
+	if logT == nil && hookT == nil && mail == nil {
+		return nil, spec.Errorf(spec.With, "notify needs at least one of log and webhook, or email")
 	}
 	event := w.Event
 	if event == "" {
@@ -84,8 +114,109 @@ func (d *Deps) buildNotify(spec *workflow.Spec) (workflow.Step, error) {
 			}
 			out["delivered"], out["status"], out["error"] = d.postEvent(ctx, run, target, event)
 		}
+		if mail != nil {
+			to, subject, body, err := mail.render(run.Env)
+			if err != nil {
+				return workflow.Result{}, workflow.Permanent(fmt.Errorf("email: %w", err))
+			}
+			out["email_sent"], out["email_error"] = d.sendEmail(ctx, run, to, subject, body)
+		}
 		return workflow.Result{Outputs: out}, nil
 	}), nil
+}
+
+func (d *Deps) buildEmail(spec *workflow.Spec, w *emailWith) (*email, error) {
+	node := withValue(spec.With, "email")
+	if d.Config.SMTP.Addr == "" {
+		return nil, spec.Errorf(node, "email: no SMTP server is configured (smtp.addr)")
+	}
+	var m email
+	var toNodes []*yaml.Node
+	switch w.To.Kind {
+	case yaml.ScalarNode:
+		toNodes = []*yaml.Node{&w.To}
+	case yaml.SequenceNode:
+		toNodes = w.To.Content
+	}
+	if len(toNodes) == 0 {
+		return nil, spec.Errorf(node, "email.to: required (an address or a list of them)")
+	}
+	for _, n := range toNodes {
+		if n.Kind != yaml.ScalarNode || n.Value == "" {
+			return nil, spec.Errorf(n, "email.to: want an address (may embed ${{ }})")
+		}
+		t, err := spec.Template(n.Value, n)
+		if err != nil {
+			return nil, err
+		}
+		if t.IsLiteral() {
+			if err := notify.CheckAddress(t.Source); err != nil {
+				return nil, spec.Errorf(n, "email.to: %v", err)
+			}
+		}
+		m.to = append(m.to, t)
+	}
+	for _, f := range []struct {
+		name string
+		node *yaml.Node
+		dst  **workflow.Template
+	}{{"subject", &w.Subject, &m.subject}, {"body", &w.Body, &m.body}} {
+		if f.node.Kind != yaml.ScalarNode || f.node.Value == "" {
+			return nil, spec.Errorf(node, "email.%s: required (a string, may embed ${{ }})", f.name)
+		}
+		t, err := spec.Template(f.node.Value, f.node)
+		if err != nil {
+			return nil, err
+		}
+		*f.dst = t
+	}
+	return &m, nil
+}
+
+// withValue returns the value of key in the mapping n, or nil.
+func withValue(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// render evaluates the templates. Recipients are checked when sent.
+func (m *email) render(env *workflow.Env) (to []string, subject, body string, err error) {
+	for _, t := range m.to {
+		v, err := t.Value(env)
+		if err != nil {
+			return nil, "", "", fmt.Errorf("to: %w", err)
+		}
+		switch v := v.(type) {
+		case string:
+			to = append(to, v)
+		case []string:
+			to = append(to, v...)
+		case []any:
+			for _, e := range v {
+				s, ok := e.(string)
+				if !ok {
+					return nil, "", "", fmt.Errorf("to: %q gave a list holding %T, want strings", t.Source, e)
+				}
+				to = append(to, s)
+			}
+		default:
+			return nil, "", "", fmt.Errorf("to: %q gave %T, want an address or a list of them", t.Source, v)
+		}
+	}
+	if subject, err = m.subject.String(env); err != nil {
+		return nil, "", "", fmt.Errorf("subject: %w", err)
+	}
+	if body, err = m.body.String(env); err != nil {
+		return nil, "", "", fmt.Errorf("body: %w", err)
+	}
+	return to, subject, body, nil
 }
 
 func (d *Deps) postEvent(ctx context.Context, run *workflow.Run, target, event string) (bool, int, string) {
@@ -112,4 +243,23 @@ func (d *Deps) postEvent(ctx context.Context, run *workflow.Run, target, event s
 		return false, res.Status, res.Err.Error()
 	}
 	return true, res.Status, ""
+}
+
+// sendEmail sends and reports the outcome as outputs; a failure is logged,
+// never returned. Send checks the evaluated recipients and subject (a line
+// break is refused: header injection), and its errors hold no password.
+func (d *Deps) sendEmail(ctx context.Context, run *workflow.Run, to []string, subject, body string) (bool, string) {
+	err := errors.New("email: no SMTP server is configured (smtp.addr)")
+	if d.Mailer != nil {
+		// Stable per request and step, as the webhook's id: a re-send after
+		// a crash carries the same Message-ID.
+		id := "certflow-" + strconv.FormatInt(run.RequestID, 10) + "-" + run.StepID + "@certflow"
+		err = d.Mailer.Send(ctx, to, subject, body, id)
+	}
+	if err != nil {
+		run.Log.Warn("notify email failed", "recipients", len(to), "err", err)
+		return false, err.Error()
+	}
+	run.Log.Info("notify email sent", "recipients", len(to))
+	return true, ""
 }

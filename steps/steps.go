@@ -11,6 +11,7 @@ import (
 	"github.com/certflow/certflow/internal/ca"
 	"github.com/certflow/certflow/internal/callback"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/notify"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
 )
@@ -25,6 +26,8 @@ type Deps struct {
 	// HTTP is the client of the http step (callback.NewClient).
 	HTTP *http.Client
 	Log  *slog.Logger
+	// Mailer sends the notify step's email; nil when smtp.addr is not set.
+	Mailer *notify.Mailer
 }
 
 // Catalog returns the step types by their `uses:` names.

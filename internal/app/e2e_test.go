@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/certflow/certflow/internal/api"
+	"github.com/certflow/certflow/internal/app"
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/testutil"
@@ -549,4 +552,28 @@ func TestRedisOutageAnswers503(t *testing.T) {
 func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+func TestANamedKEKFileMustExist(t *testing.T) {
+	t.Parallel()
+	_, prefix := testutil.Redis(t)
+	cfg := testutil.TestConfig(t, prefix)
+	cfg.KEKFile = filepath.Join(t.TempDir(), "mounted", "kek")
+	_, err := app.Open(cfg, app.RoleBoth, testutil.AdminToken, slog.New(slog.DiscardHandler), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "kek") {
+		t.Fatalf("Open with a missing named KEK file: %v; want an error", err)
+	}
+	if _, statErr := os.Stat(cfg.KEKFile); statErr == nil {
+		t.Fatal("a key was generated at the named path")
+	}
+}
+
+func TestAGeneratedAdminTokenStopsWorkingOnceUsersAreConfigured(t *testing.T) {
+	t.Parallel()
+	dataDir := t.TempDir()
+	os.WriteFile(filepath.Join(dataDir, "admin-token"), []byte("cf_old_generated_token\n"), 0o600)
+	cf := testutil.StartCertflow(t, func(c *config.Config) { c.DataDir = dataDir; c.KEKFile = filepath.Join(dataDir, "kek") })
+	if r := cf.Do(t, "GET", "/Status/Endpoints", nil, "Authorization", "Bearer cf_old_generated_token"); r.Status != 401 {
+		t.Fatalf("the old generated token still answers %d", r.Status)
+	}
 }

@@ -11,13 +11,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/mail"
 	"net/url"
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/certflow/certflow/internal/metadata"
 	"gopkg.in/yaml.v3"
 )
 
@@ -49,6 +53,7 @@ type Config struct {
 	CAs       []CA        `yaml:"certificate_authorities"`
 	Templates []Template  `yaml:"templates"`
 	Metadata  []MetaField `yaml:"metadata_fields"`
+	SMTP      SMTP        `yaml:"smtp"`
 }
 
 // API tunes the HTTP side.
@@ -97,6 +102,31 @@ type Callbacks struct {
 	Timeout time.Duration `yaml:"timeout"`
 	// Schedule is the delay before each retry. Defaults to 5s, 5m, 30m, 2h, 5h, 10h.
 	Schedule []time.Duration `yaml:"schedule"`
+}
+
+// SMTP is the mail server the notify step's email goes through.
+type SMTP struct {
+	// Addr is the server's host:port. Defaults to empty: a definition that
+	// sends email then fails to load.
+	Addr string `yaml:"addr"`
+	// From is the envelope sender and the From header ("certflow
+	// <pki@example.com>" or a bare address). Required with Addr. Defaults to empty.
+	From string `yaml:"from"`
+	// Username and Password authenticate with AUTH PLAIN, only ever over
+	// TLS (or to a loopback server). The password may come from
+	// CERTFLOW_SMTP_PASSWORD instead; it is never logged. Defaults to
+	// empty: no AUTH.
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	// TLS is "starttls" (required: a server that does not offer it is an
+	// error), "implicit" (SMTPS, TLS from the first byte) or "none" (only
+	// for a loopback Addr). Defaults to "starttls".
+	TLS string `yaml:"tls"`
+	// Timeout bounds one whole delivery, connect to QUIT. Defaults to 30s.
+	Timeout time.Duration `yaml:"timeout"`
+	// CAFile is a PEM file of roots trusted, besides the system's, to
+	// verify the server. Defaults to empty: the system roots only.
+	CAFile string `yaml:"ca_file"`
 }
 
 // Auth lists who may call the API.
@@ -157,13 +187,24 @@ type Template struct {
 	RequireOwnerRole bool `yaml:"require_owner_role"`
 }
 
-// MetaField is a Keyfactor metadata field definition. Only its name and
-// requirement are enforced so far; types come with the metadata work.
+// MetaField is a Keyfactor metadata field definition. Values are checked
+// against it (internal/metadata) wherever they are set: the request's
+// Metadata, the workflow's metadata step, DefaultValue itself.
 type MetaField struct {
-	Name         string `yaml:"name"`
-	Type         string `yaml:"type"`
-	Enrollment   string `yaml:"enrollment"` // Optional, Required, Hidden
+	Name string `yaml:"name"`
+	// Type is String, Integer, Date, Boolean, MultipleChoice, BigText or
+	// Email. Defaults to String.
+	Type string `yaml:"type"`
+	// Enrollment is Optional, Required or Hidden (only workflows set it).
+	// Defaults to Optional.
+	Enrollment   string `yaml:"enrollment"`
 	DefaultValue string `yaml:"default_value"`
+	// Validation (String only) is a regular expression the whole value
+	// must match; Message is the error shown when it does not.
+	Validation string `yaml:"validation"`
+	Message    string `yaml:"message"`
+	// Options (MultipleChoice only) are the allowed values, exact case.
+	Options []string `yaml:"options"`
 }
 
 // Defaults, exported so docs and tests can name them.
@@ -217,6 +258,7 @@ func Default() Config {
 			ReconcileAfter:  DefaultReconcileAfter,
 		},
 		Callbacks: Callbacks{Timeout: DefaultCallbackTimeout, Schedule: slices.Clone(DefaultCallbackSchedule)},
+		SMTP:      SMTP{TLS: "starttls", Timeout: 30 * time.Second},
 		CAs: []CA{{
 			Name: DefaultCAName, Host: DefaultCAHost, Type: "builtin", KeyType: "ecdsa-p256",
 			MaxValidity: 825 * 24 * time.Hour,
@@ -304,9 +346,24 @@ func (c *Config) Validate() error {
 		{"worker.shutdown_timeout", c.Worker.ShutdownTimeout},
 		{"worker.reconcile_after", c.Worker.ReconcileAfter},
 		{"callbacks.timeout", c.Callbacks.Timeout},
+		{"smtp.timeout", c.SMTP.Timeout},
 	} {
 		if d.v <= 0 {
 			bad("%s: must be positive", d.name)
+		}
+	}
+	if !slices.Contains([]string{"starttls", "implicit", "none"}, c.SMTP.TLS) {
+		bad("smtp.tls: %q (want starttls, implicit or none)", c.SMTP.TLS)
+	}
+	if c.SMTP.Addr != "" {
+		host, port, err := net.SplitHostPort(c.SMTP.Addr)
+		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+			bad("smtp.addr: %q is not host:port", c.SMTP.Addr)
+		} else if ip := net.ParseIP(host); c.SMTP.TLS == "none" && host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			bad("smtp.tls: none is only allowed for a loopback smtp.addr, not %q", host)
+		}
+		if _, err := mail.ParseAddress(c.SMTP.From); err != nil {
+			bad("smtp.from: %q is not a mail address", c.SMTP.From)
 		}
 	}
 	seenUser := map[string]bool{}
@@ -388,7 +445,65 @@ func (c *Config) Validate() error {
 			bad("%s.validity: must be positive", field)
 		}
 	}
+	c.validateMetadataFields(bad)
 	return errors.Join(errs...)
+}
+
+// validateMetadataFields checks metadata_fields, filling in the default type
+// and enrollment and Keyfactor's spelling of both, and normalizing default
+// values as a request's values are.
+func (c *Config) validateMetadataFields(bad func(format string, args ...any)) {
+	seen := map[string]bool{}
+	for i := range c.Metadata {
+		f := &c.Metadata[i]
+		field := fmt.Sprintf("metadata_fields[%d]", i)
+		if !nameRE.MatchString(f.Name) {
+			bad("%s.name: %q is not a valid name", field, f.Name)
+		}
+		if seen[strings.ToLower(f.Name)] {
+			bad("%s.name: %q appears twice", field, f.Name)
+		}
+		seen[strings.ToLower(f.Name)] = true
+		typ, typeOK := metadata.TypeName(f.Type)
+		if typeOK {
+			f.Type = typ
+		} else {
+			bad("%s.type: %q is not a metadata field type (want %s)", field, f.Type, strings.Join(metadata.Types, ", "))
+		}
+		if f.Enrollment == "" {
+			f.Enrollment = metadata.Optional
+		}
+		if j := slices.IndexFunc(metadata.Enrollments, func(e string) bool { return strings.EqualFold(e, f.Enrollment) }); j >= 0 {
+			f.Enrollment = metadata.Enrollments[j]
+		} else {
+			bad("%s.enrollment: %q (want %s)", field, f.Enrollment, strings.Join(metadata.Enrollments, ", "))
+		}
+		checkable := typeOK // whether default_value can be checked
+		if f.Validation != "" {
+			if _, err := regexp.Compile(f.Validation); err != nil {
+				bad("%s.validation: %v", field, err)
+				checkable = false
+			}
+			if typeOK && f.Type != metadata.String {
+				bad("%s.validation: only String fields have a validation pattern", field)
+			}
+		}
+		if typeOK && f.Type == metadata.MultipleChoice && len(f.Options) == 0 {
+			bad("%s.options: a MultipleChoice field needs at least one option", field)
+			checkable = false
+		}
+		if typeOK && f.Type != metadata.MultipleChoice && len(f.Options) > 0 {
+			bad("%s.options: only MultipleChoice fields have options", field)
+		}
+		if f.DefaultValue != "" && checkable {
+			v, err := metadata.Check(metadata.Field{Type: f.Type, Validation: f.Validation, Message: f.Message, Options: f.Options}, f.DefaultValue)
+			if err != nil {
+				bad("%s.default_value: %v", field, err)
+			} else {
+				f.DefaultValue = v
+			}
+		}
+	}
 }
 
 // Template finds a template by its short name, ignoring case as Keyfactor does.
