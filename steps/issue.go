@@ -207,7 +207,7 @@ func caRequest(run *workflow.Run, tmpl *config.Template, validity time.Duration)
 		return r, nil
 	}
 	for _, u := range tmpl.KeyUsages {
-		ku, ok := keyUsages[u]
+		ku, ok := pki.KeyUsages[u]
 		if !ok {
 			return nil, fmt.Errorf("template %s: unknown key usage %q", tmpl.Name, u)
 		}
@@ -218,28 +218,11 @@ func caRequest(run *workflow.Run, tmpl *config.Template, validity time.Duration)
 		r.KeyUsage |= ku
 	}
 	for _, u := range tmpl.ExtKeyUsages {
-		eku, ok := extKeyUsages[u]
+		eku, ok := pki.ExtKeyUsages[u]
 		if !ok {
 			return nil, fmt.Errorf("template %s: unknown extended key usage %q", tmpl.Name, u)
 		}
 		r.ExtKeyUsage = append(r.ExtKeyUsage, eku)
 	}
 	return r, nil
-}
-
-var keyUsages = map[string]x509.KeyUsage{
-	"DigitalSignature":  x509.KeyUsageDigitalSignature,
-	"ContentCommitment": x509.KeyUsageContentCommitment,
-	"KeyEncipherment":   x509.KeyUsageKeyEncipherment,
-	"DataEncipherment":  x509.KeyUsageDataEncipherment,
-	"KeyAgreement":      x509.KeyUsageKeyAgreement,
-}
-
-var extKeyUsages = map[string]x509.ExtKeyUsage{
-	"ServerAuth":      x509.ExtKeyUsageServerAuth,
-	"ClientAuth":      x509.ExtKeyUsageClientAuth,
-	"CodeSigning":     x509.ExtKeyUsageCodeSigning,
-	"EmailProtection": x509.ExtKeyUsageEmailProtection,
-	"TimeStamping":    x509.ExtKeyUsageTimeStamping,
-	"OCSPSigning":     x509.ExtKeyUsageOCSPSigning,
 }

@@ -77,7 +77,7 @@ func NewAuthenticator(users []config.User, adminToken string) *Authenticator {
 		a.byToken[sha256.Sum256([]byte(u.Token))] = id
 	}
 	if adminToken != "" {
-		a.byToken[sha256.Sum256([]byte(adminToken))] = &Identity{Name: "admin", Roles: []string{config.RoleAdmin}}
+		a.byToken[sha256.Sum256([]byte(adminToken))] = &Identity{Name: config.AdminName, Roles: []string{config.RoleAdmin}}
 	}
 	return a
 }

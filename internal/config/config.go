@@ -6,11 +6,13 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/mail"
 	"net/url"
@@ -23,6 +25,8 @@ import (
 
 	"github.com/certflow/certflow/internal/metadata"
 	"gopkg.in/yaml.v3"
+
+	"github.com/certflow/certflow/internal/pki"
 )
 
 // Config is the whole configuration file.
@@ -143,6 +147,10 @@ type User struct {
 	PasswordHash string   `yaml:"password_hash"`
 	Roles        []string `yaml:"roles"`
 }
+
+// AdminName is the identity of the CERTFLOW_ADMIN_TOKEN bearer; no
+// configured user may take it (requests are owned by name).
+const AdminName = "admin"
 
 // Roles certflow knows.
 const (
@@ -277,6 +285,45 @@ func Default() Config {
 	}
 }
 
+// fillDefaults gives the entries a file adds (a CA, a template) the
+// defaults the built-in ones have, for every setting the entry leaves out
+// (nil, not an explicitly empty list), and names the queue after the key
+// prefix so that two certflows sharing a Redis never take each other's tasks.
+func (c *Config) fillDefaults() {
+	if c.Queue == "" {
+		c.Queue = c.KeyPrefix
+	}
+	def := Default()
+	dca, dt := def.CAs[0], def.Templates[0]
+	for i := range c.CAs {
+		ca := &c.CAs[i]
+		ca.Host = cmp.Or(ca.Host, dca.Host)
+		ca.Type = cmp.Or(ca.Type, dca.Type)
+		ca.KeyType = cmp.Or(ca.KeyType, dca.KeyType)
+		ca.MaxValidity = cmp.Or(ca.MaxValidity, dca.MaxValidity)
+	}
+	for i := range c.Templates {
+		t := &c.Templates[i]
+		t.DisplayName = cmp.Or(t.DisplayName, t.Name)
+		t.Validity = cmp.Or(t.Validity, dt.Validity)
+		if t.CAs == nil && len(c.CAs) > 0 {
+			t.CAs = []string{c.CAs[0].Name}
+		}
+		if t.RSAKeySizes == nil {
+			t.RSAKeySizes = dt.RSAKeySizes
+		}
+		if t.ECCCurves == nil {
+			t.ECCCurves = dt.ECCCurves
+		}
+		if t.KeyUsages == nil {
+			t.KeyUsages = dt.KeyUsages
+		}
+		if t.ExtKeyUsages == nil {
+			t.ExtKeyUsages = dt.ExtKeyUsages
+		}
+	}
+}
+
 // Load reads the file at path over the defaults. Unknown keys are errors.
 // An empty path returns the defaults.
 func Load(path string) (Config, error) {
@@ -290,9 +337,11 @@ func Load(path string) (Config, error) {
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
+	cfg.Queue = ""                                                      // derived from key_prefix unless the file names one
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
+	cfg.fillDefaults()
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -321,6 +370,9 @@ func (c *Config) Validate() error {
 	}
 	if c.API.SyncWait < 0 || c.API.MaxSyncWait < c.API.SyncWait {
 		bad("api.sync_wait: must be between 0 and api.max_sync_wait")
+	}
+	if c.Worker.ReconcileAfter <= c.Worker.TaskTimeout {
+		bad("worker.reconcile_after: must be longer than worker.task_timeout (%s), or a running task would be started again", c.Worker.TaskTimeout)
 	}
 	if c.Worker.Concurrency < 1 {
 		bad("worker.concurrency: must be at least 1")
@@ -372,6 +424,8 @@ func (c *Config) Validate() error {
 		switch {
 		case u.Name == "":
 			bad("%s.name: required", field)
+		case u.Name == AdminName:
+			bad("%s.name: %q is reserved for CERTFLOW_ADMIN_TOKEN's identity", field, u.Name)
 		case seenUser[u.Name]:
 			bad("%s.name: %q appears twice", field, u.Name)
 		}
@@ -443,6 +497,16 @@ func (c *Config) Validate() error {
 		}
 		if t.Validity <= 0 {
 			bad("%s.validity: must be positive", field)
+		}
+		for _, u := range t.KeyUsages {
+			if _, ok := pki.KeyUsages[u]; !ok {
+				bad("%s.key_usages: unknown key usage %q (known: %s)", field, u, strings.Join(slices.Sorted(maps.Keys(pki.KeyUsages)), ", "))
+			}
+		}
+		for _, u := range t.ExtKeyUsages {
+			if _, ok := pki.ExtKeyUsages[u]; !ok {
+				bad("%s.extended_key_usages: unknown extended key usage %q (known: %s)", field, u, strings.Join(slices.Sorted(maps.Keys(pki.ExtKeyUsages)), ", "))
+			}
 		}
 	}
 	c.validateMetadataFields(bad)

@@ -67,3 +67,23 @@ func Thumbprint(der []byte) string {
 func SerialHex(cert *x509.Certificate) string {
 	return fmt.Sprintf("%X", cert.SerialNumber.Bytes())
 }
+
+// KeyUsages are the key usage names templates use (RFC 5280's, in
+// Keyfactor's spelling).
+var KeyUsages = map[string]x509.KeyUsage{
+	"DigitalSignature":  x509.KeyUsageDigitalSignature,
+	"ContentCommitment": x509.KeyUsageContentCommitment,
+	"KeyEncipherment":   x509.KeyUsageKeyEncipherment,
+	"DataEncipherment":  x509.KeyUsageDataEncipherment,
+	"KeyAgreement":      x509.KeyUsageKeyAgreement,
+}
+
+// ExtKeyUsages are the extended key usage names templates use.
+var ExtKeyUsages = map[string]x509.ExtKeyUsage{
+	"ServerAuth":      x509.ExtKeyUsageServerAuth,
+	"ClientAuth":      x509.ExtKeyUsageClientAuth,
+	"CodeSigning":     x509.ExtKeyUsageCodeSigning,
+	"EmailProtection": x509.ExtKeyUsageEmailProtection,
+	"TimeStamping":    x509.ExtKeyUsageTimeStamping,
+	"OCSPSigning":     x509.ExtKeyUsageOCSPSigning,
+}
