@@ -97,7 +97,9 @@ func TestARedeliveredTaskResumesWithoutSigningAgain(t *testing.T) {
 
 func TestTheReconcilerRunsARequestWhoseTaskWasLost(t *testing.T) {
 	t.Parallel()
-	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Worker.ReconcileAfter, c.Worker.TaskTimeout = 300*time.Millisecond, 250*time.Millisecond })
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		c.Worker.ReconcileAfter, c.Worker.TaskTimeout = 300*time.Millisecond, 250*time.Millisecond
+	})
 	csr, _ := testutil.CSR(t, "lost.example.com")
 	ctx := context.Background()
 	id, err := cf.App.Store.NewID(ctx)
@@ -170,7 +172,9 @@ func TestARequestNoDefinitionMatchesFailsWithTheReason(t *testing.T) {
 
 func TestTheReconcilerRecoversARequestWhoseTaskWasArchived(t *testing.T) {
 	t.Parallel()
-	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Worker.ReconcileAfter, c.Worker.TaskTimeout = 300*time.Millisecond, 250*time.Millisecond })
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		c.Worker.ReconcileAfter, c.Worker.TaskTimeout = 300*time.Millisecond, 250*time.Millisecond
+	})
 	ctx := context.Background()
 	csr, _ := testutil.CSR(t, "archived.example.com")
 	id, _ := cf.App.Store.NewID(ctx)
