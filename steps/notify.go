@@ -126,7 +126,7 @@ func (d *Deps) buildNotify(spec *workflow.Spec) (workflow.Step, error) {
 }
 
 func (d *Deps) buildEmail(spec *workflow.Spec, w *emailWith) (*email, error) {
-	node := withValue(spec.With, "email")
+	node := workflow.MapValue(spec.With, "email")
 	if d.Config.SMTP.Addr == "" {
 		return nil, spec.Errorf(node, "email: no SMTP server is configured (smtp.addr)")
 	}
@@ -171,19 +171,6 @@ func (d *Deps) buildEmail(spec *workflow.Spec, w *emailWith) (*email, error) {
 		*f.dst = t
 	}
 	return &m, nil
-}
-
-// withValue returns the value of key in the mapping n, or nil.
-func withValue(n *yaml.Node, key string) *yaml.Node {
-	if n == nil || n.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return n.Content[i+1]
-		}
-	}
-	return nil
 }
 
 // render evaluates the templates. Recipients are checked when sent.

@@ -151,7 +151,7 @@ func (rs *rawStep) policy(spec *Spec, node *yaml.Node, sd *StepDef) []error {
 	sd.Retry = Retry{Attempts: DefaultAttempts, Backoff: DefaultBackoff}
 	sd.OnError = OnErrorFail
 	if r := rs.Retry; r != nil {
-		at := mapValue(node, "retry")
+		at := MapValue(node, "retry")
 		if r.Attempts < 1 || r.Attempts > maxAttempts {
 			errs = append(errs, spec.Errorf(at, "retry.attempts: %d is outside 1–%d", r.Attempts, maxAttempts))
 		}
@@ -167,7 +167,7 @@ func (rs *rawStep) policy(spec *Spec, node *yaml.Node, sd *StepDef) []error {
 	if rs.Timeout != "" {
 		d, err := time.ParseDuration(rs.Timeout)
 		if err != nil || d <= 0 {
-			errs = append(errs, spec.Errorf(mapValue(node, "timeout"), "timeout: %q is not a positive duration (e.g. 30s)", rs.Timeout))
+			errs = append(errs, spec.Errorf(MapValue(node, "timeout"), "timeout: %q is not a positive duration (e.g. 30s)", rs.Timeout))
 		}
 		sd.Timeout = d
 	}
@@ -176,7 +176,7 @@ func (rs *rawStep) policy(spec *Spec, node *yaml.Node, sd *StepDef) []error {
 	case OnErrorFail, OnErrorDeny, OnErrorContinue:
 		sd.OnError = OnError(rs.OnError)
 	default:
-		errs = append(errs, spec.Errorf(mapValue(node, "on_error"), "on_error: %q (want fail, deny or continue)", rs.OnError))
+		errs = append(errs, spec.Errorf(MapValue(node, "on_error"), "on_error: %q (want fail, deny or continue)", rs.OnError))
 	}
 	return errs
 }
@@ -213,7 +213,7 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 	}
 	doc := root.Content[0]
 	at := func(key string) Pos {
-		if n := mapValue(doc, key); n != nil {
+		if n := MapValue(doc, key); n != nil {
 			return PosOf(file, n)
 		}
 		return PosOf(file, doc)
@@ -243,7 +243,7 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 		var rs rawStep
 		if err := decodeStrict(file, node, &rs, true); err != nil {
 			id := ""
-			if n := mapValue(node, "id"); n != nil {
+			if n := MapValue(node, "id"); n != nil {
 				id = n.Value
 			}
 			errs = append(errs, tagStep(err, id))
@@ -255,14 +255,14 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 		}
 		switch {
 		case !stepIDRE.MatchString(rs.ID):
-			errs = append(errs, spec.Errorf(mapValue(node, "id"), "id %q: want lower-case letters, digits, - and _, starting with a letter", rs.ID))
+			errs = append(errs, spec.Errorf(MapValue(node, "id"), "id %q: want lower-case letters, digits, - and _, starting with a letter", rs.ID))
 		case seen[rs.ID]:
-			errs = append(errs, spec.Errorf(mapValue(node, "id"), "duplicate step id"))
+			errs = append(errs, spec.Errorf(MapValue(node, "id"), "duplicate step id"))
 		}
 		seen[rs.ID] = true
 		build, ok := catalog[rs.Uses]
 		if !ok {
-			errs = append(errs, spec.Errorf(mapValue(node, "uses"), "unknown step type %q (known: %s)", rs.Uses, strings.Join(catalogNames(catalog), ", ")))
+			errs = append(errs, spec.Errorf(MapValue(node, "uses"), "unknown step type %q (known: %s)", rs.Uses, strings.Join(catalogNames(catalog), ", ")))
 			continue
 		}
 		sd := &StepDef{ID: rs.ID, Uses: rs.Uses, Pos: spec.Pos}
@@ -291,7 +291,7 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 				errs = append(errs, &LoadError{Pos: ref.pos, Step: rs.ID, Msg: fmt.Sprintf("steps.%s: a step cannot read its own outputs", ref.id)})
 			case !slices.ContainsFunc(def.Steps, func(d *StepDef) bool { return d.ID == ref.id }):
 				what := "no step has that id"
-				if slices.ContainsFunc(raw.Steps[i+1:], func(n yaml.Node) bool { v := mapValue(&n, "id"); return v != nil && v.Value == ref.id }) {
+				if slices.ContainsFunc(raw.Steps[i+1:], func(n yaml.Node) bool { v := MapValue(&n, "id"); return v != nil && v.Value == ref.id }) {
 					what = "that step runs later"
 				}
 				errs = append(errs, &LoadError{Pos: ref.pos, Step: rs.ID, Msg: fmt.Sprintf("steps.%s: %s; only earlier steps' outputs can be read", ref.id, what)})
@@ -435,8 +435,8 @@ func catalogNames(c Catalog) []string {
 	return names
 }
 
-// mapValue returns the value node of key in a mapping node, or nil.
-func mapValue(n *yaml.Node, key string) *yaml.Node {
+// MapValue returns the value node of key in a mapping node, or nil.
+func MapValue(n *yaml.Node, key string) *yaml.Node {
 	if n == nil || n.Kind != yaml.MappingNode {
 		return nil
 	}

@@ -73,17 +73,16 @@ func (s *Spec) Errorf(node *yaml.Node, format string, args ...any) error {
 
 // Bool compiles a bare boolean expression found at node.
 func (s *Spec) Bool(src string, node *yaml.Node) (*Program, error) {
-	p, err := CompileBool(src, s.posOf(node))
-	if err != nil {
-		return nil, s.wrap(err)
-	}
-	s.noteRefs(p.StepRefs(), node)
-	return p, nil
+	return s.program(CompileBool, src, node)
 }
 
 // Value compiles a bare expression of any type found at node.
 func (s *Spec) Value(src string, node *yaml.Node) (*Program, error) {
-	p, err := CompileValue(src, s.posOf(node))
+	return s.program(CompileValue, src, node)
+}
+
+func (s *Spec) program(compile func(string, Pos) (*Program, error), src string, node *yaml.Node) (*Program, error) {
+	p, err := compile(src, s.posOf(node))
 	if err != nil {
 		return nil, s.wrap(err)
 	}

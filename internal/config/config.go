@@ -447,13 +447,7 @@ func (c *Config) Validate() error {
 	caNames := map[string]bool{}
 	for i, ca := range c.CAs {
 		field := fmt.Sprintf("certificate_authorities[%d]", i)
-		if !nameRE.MatchString(ca.Name) {
-			bad("%s.name: %q is not a valid name", field, ca.Name)
-		}
-		if caNames[strings.ToLower(ca.Name)] {
-			bad("%s.name: %q appears twice", field, ca.Name)
-		}
-		caNames[strings.ToLower(ca.Name)] = true
+		checkName(field, ca.Name, caNames, bad)
 		if !nameRE.MatchString(ca.Host) {
 			bad("%s.host: %q is not a valid host name", field, ca.Host)
 		}
@@ -470,13 +464,7 @@ func (c *Config) Validate() error {
 	tmplNames := map[string]bool{}
 	for i, t := range c.Templates {
 		field := fmt.Sprintf("templates[%d]", i)
-		if !nameRE.MatchString(t.Name) {
-			bad("%s.name: %q is not a valid name", field, t.Name)
-		}
-		if tmplNames[strings.ToLower(t.Name)] {
-			bad("%s.name: %q appears twice", field, t.Name)
-		}
-		tmplNames[strings.ToLower(t.Name)] = true
+		checkName(field, t.Name, tmplNames, bad)
 		if len(t.CAs) == 0 {
 			bad("%s.certificate_authorities: at least one is required", field)
 		}
@@ -521,13 +509,7 @@ func (c *Config) validateMetadataFields(bad func(format string, args ...any)) {
 	for i := range c.Metadata {
 		f := &c.Metadata[i]
 		field := fmt.Sprintf("metadata_fields[%d]", i)
-		if !nameRE.MatchString(f.Name) {
-			bad("%s.name: %q is not a valid name", field, f.Name)
-		}
-		if seen[strings.ToLower(f.Name)] {
-			bad("%s.name: %q appears twice", field, f.Name)
-		}
-		seen[strings.ToLower(f.Name)] = true
+		checkName(field, f.Name, seen, bad)
 		typ, typeOK := metadata.TypeName(f.Type)
 		if typeOK {
 			f.Type = typ
@@ -568,6 +550,19 @@ func (c *Config) validateMetadataFields(bad func(format string, args ...any)) {
 			}
 		}
 	}
+}
+
+// checkName checks an entry's name: well-formed, and not used by an
+// earlier entry of the same list (names compare without case, as
+// Keyfactor's do).
+func checkName(field, name string, seen map[string]bool, bad func(string, ...any)) {
+	if !nameRE.MatchString(name) {
+		bad("%s.name: %q is not a valid name", field, name)
+	}
+	if seen[strings.ToLower(name)] {
+		bad("%s.name: %q appears twice", field, name)
+	}
+	seen[strings.ToLower(name)] = true
 }
 
 // Template finds a template by its short name, ignoring case as Keyfactor does.

@@ -32,18 +32,5 @@ func (s *Store) AnnounceReload(ctx context.Context, from string) error {
 // OnReload calls reload with the sender of every announcement until ctx
 // ends.
 func (s *Store) OnReload(ctx context.Context, reload func(from string)) {
-	ps := s.rdb.Subscribe(ctx, s.keys.reload())
-	defer ps.Close()
-	ch := ps.Channel()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case m, ok := <-ch:
-			if !ok {
-				return
-			}
-			reload(m.Payload)
-		}
-	}
+	s.follow(ctx, s.keys.reload(), reload)
 }

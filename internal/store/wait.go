@@ -25,7 +25,21 @@ func (s *Store) NewWaiters() *Waiters {
 
 // Listen relays settle announcements to waiters until ctx ends.
 func (w *Waiters) Listen(ctx context.Context, log *slog.Logger) {
-	ps := w.s.rdb.Subscribe(ctx, w.s.keys.events())
+	w.s.follow(ctx, w.s.keys.events(), func(payload string) {
+		idText, _, _ := strings.Cut(payload, " ")
+		id, err := strconv.ParseInt(idText, 10, 64)
+		if err != nil {
+			log.Warn("malformed settle announcement", "payload", payload)
+			return
+		}
+		w.wake(id)
+	})
+}
+
+// follow calls fn with every message on channel until ctx ends (go-redis
+// resubscribes by itself after a reconnect).
+func (s *Store) follow(ctx context.Context, channel string, fn func(payload string)) {
+	ps := s.rdb.Subscribe(ctx, channel)
 	defer ps.Close()
 	ch := ps.Channel()
 	for {
@@ -36,13 +50,7 @@ func (w *Waiters) Listen(ctx context.Context, log *slog.Logger) {
 			if !ok {
 				return
 			}
-			idText, _, _ := strings.Cut(m.Payload, " ")
-			id, err := strconv.ParseInt(idText, 10, 64)
-			if err != nil {
-				log.Warn("malformed settle announcement", "payload", m.Payload)
-				continue
-			}
-			w.wake(id)
+			fn(m.Payload)
 		}
 	}
 }
