@@ -18,6 +18,7 @@ import (
 	"syscall"
 
 	"github.com/certflow/certflow/internal/app"
+	"github.com/certflow/certflow/internal/bench"
 	"github.com/certflow/certflow/internal/ca"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/steps"
@@ -33,6 +34,8 @@ Usage:
   certflow ca init  [flags]   create the built-in CA hierarchies
   certflow lint     [flags] [file or folder ...]
                               check workflow definitions; exit 1 on any error
+  certflow bench    --requests N --concurrency C [--target URL] [--key ec|rsa] [--rate R]
+                              enrollments per second against bare asynq in the same run
 
 Flags (each also an environment variable):
   --config FILE          CERTFLOW_CONFIG        configuration file (optional)
@@ -66,6 +69,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	cmd, args := args[0], args[1:]
+	if cmd == "bench" {
+		return runBench(args, stdout, stderr)
+	}
 	if cmd == "ca" {
 		if len(args) == 0 || args[0] != "init" {
 			return errors.New("usage: certflow ca init [flags]")
@@ -266,5 +272,36 @@ func lint(s app.Settings, paths []string, out io.Writer) error {
 	if failed {
 		return exitCode(1)
 	}
+	return nil
+}
+
+// runBench is `certflow bench`: see internal/bench.
+func runBench(args []string, stdout, stderr io.Writer) error {
+	fset := flag.NewFlagSet("certflow bench", flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	var o bench.Options
+	fset.IntVar(&o.Requests, "requests", 1000, "enrollments to make")
+	fset.IntVar(&o.Concurrency, "concurrency", 32, "concurrent HTTP clients")
+	fset.StringVar(&o.Target, "target", "", "a running certflow's URL (default: start one in-process)")
+	fset.StringVar(&o.Key, "key", "ec", "CSR key type: ec (P-256) or rsa (2048)")
+	fset.Float64Var(&o.Rate, "rate", 0, "submissions per second, open loop (default: as fast as the clients go)")
+	fset.IntVar(&o.WorkerConcurrency, "worker-concurrency", 0, "worker (and baseline) concurrency (default: the worker default)")
+	fset.StringVar(&o.Definitions, "definitions", "", "definitions folder for the in-process certflow")
+	if err := fset.Parse(args); err != nil {
+		return exitCode(2)
+	}
+	o.RedisURL = os.Getenv("CERTFLOW_REDIS_URL")
+	o.Token = os.Getenv("CERTFLOW_ADMIN_TOKEN")
+	o.Progress = stderr
+	if o.Target != "" && o.Token == "" {
+		return errors.New("--target needs CERTFLOW_ADMIN_TOKEN (a token with the requester or admin role)")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := bench.Run(ctx, o)
+	if err != nil {
+		return err
+	}
+	res.Print(stdout)
 	return nil
 }

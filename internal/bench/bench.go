@@ -1,0 +1,471 @@
+// Package bench measures certflow the way an operator would: N distinct
+// CSRs enrolled over HTTP by C concurrent clients, timed until the last is
+// ISSUED, next to bare asynq processing N no-op tasks with the same worker
+// concurrency against the same Redis in the same run. Figures are reported
+// as a ratio to that baseline, since absolute figures drift on shared
+// machines.
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certflow/certflow/internal/app"
+	"github.com/certflow/certflow/internal/config"
+)
+
+// Options say what to measure.
+type Options struct {
+	Requests    int
+	Concurrency int
+	// Target is a running certflow's base URL; empty starts one in-process.
+	Target string
+	// Token authenticates against Target (CERTFLOW_ADMIN_TOKEN).
+	Token string
+	// Key is the CSRs' key type: "ec" (P-256) or "rsa" (2048).
+	Key string
+	// RedisURL is the Redis the baseline (and an in-process certflow)
+	// uses; empty starts an embedded one for an in-process run.
+	RedisURL string
+	// Rate, when positive, paces submissions at this many per second
+	// (open loop) instead of as fast as the clients go.
+	Rate float64
+	// WorkerConcurrency is the worker's (and the baseline's) concurrency.
+	WorkerConcurrency int
+	// Definitions folder for an in-process run.
+	Definitions string
+	// Progress receives a progress line while it runs.
+	Progress io.Writer
+}
+
+// Result is what bench reports; its JSON is the command's last line.
+type Result struct {
+	EnrollmentsPerS        float64 `json:"enrollments_per_s"`
+	AsynqNoopPerS          float64 `json:"asynq_noop_per_s"`
+	Ratio                  float64 `json:"ratio"`
+	P50ms                  float64 `json:"p50_ms"`
+	P99ms                  float64 `json:"p99_ms"`
+	RedisCmdsPerEnrollment float64 `json:"redis_cmds_per_enrollment"`
+	RSSMB                  float64 `json:"rss_mb"`
+	Requests               int     `json:"requests"`
+	Concurrency            int     `json:"concurrency"`
+	RedisBytesPerRequest   float64 `json:"redis_bytes_per_request"`
+	Errors                 int     `json:"errors"`
+}
+
+// Run measures.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	if o.Requests < 1 || o.Concurrency < 1 {
+		return nil, errors.New("--requests and --concurrency must be at least 1")
+	}
+	o.WorkerConcurrency = cmp(o.WorkerConcurrency, config.DefaultConcurrency)
+	progress := o.Progress
+	if progress == nil {
+		progress = io.Discard
+	}
+	fmt.Fprintf(progress, "generating %d %s CSRs…\n", o.Requests, o.Key)
+	csrs, err := makeCSRs(o.Requests, o.Key)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Requests: o.Requests, Concurrency: o.Concurrency}
+	target, token, rdb, stop, err := setup(ctx, &o)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	if rdb != nil {
+		fmt.Fprintln(progress, "baseline: bare asynq no-op tasks…")
+		if res.AsynqNoopPerS, err = asynqBaseline(ctx, rdb, o.Requests, o.WorkerConcurrency, o.Concurrency); err != nil {
+			return nil, fmt.Errorf("asynq baseline: %w", err)
+		}
+	}
+	var before, memBefore int64
+	if rdb != nil {
+		before, _ = commandCount(ctx, rdb)
+		memBefore, _ = usedMemory(ctx, rdb)
+	}
+	lat, elapsed, errs := enroll(ctx, target, token, csrs, o.Concurrency, o.Rate, progress)
+	res.Errors = errs
+	res.EnrollmentsPerS = float64(o.Requests-errs) / elapsed.Seconds()
+	if res.AsynqNoopPerS > 0 {
+		res.Ratio = res.EnrollmentsPerS / res.AsynqNoopPerS
+	}
+	res.P50ms, res.P99ms = percentile(lat, 0.50), percentile(lat, 0.99)
+	if rdb != nil {
+		after, _ := commandCount(ctx, rdb)
+		memAfter, _ := usedMemory(ctx, rdb)
+		// The INFO calls themselves are not the enrollments'.
+		res.RedisCmdsPerEnrollment = float64(after-before-2) / float64(o.Requests)
+		res.RedisBytesPerRequest = float64(memAfter-memBefore) / float64(o.Requests)
+	}
+	res.RSSMB = peakRSSMB()
+	return res, nil
+}
+
+func cmp(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+// setup returns the base URL and token to load, a Redis client for the
+// baseline and command counts (nil if none is known), and a stop func.
+func setup(ctx context.Context, o *Options) (target, token string, rdb redis.UniversalClient, stop func(), err error) {
+	if o.Target != "" {
+		if o.RedisURL != "" {
+			opts, err := redis.ParseURL(o.RedisURL)
+			if err != nil {
+				return "", "", nil, nil, err
+			}
+			rdb = redis.NewClient(opts)
+		}
+		return strings.TrimRight(o.Target, "/"), o.Token, rdb, func() {
+			if rdb != nil {
+				rdb.Close()
+			}
+		}, nil
+	}
+	cfg := config.Default()
+	suffix := randomHex(4)
+	cfg.RedisURL = o.RedisURL
+	cfg.KeyPrefix, cfg.Queue = "certflow-bench-"+suffix, "certflow-bench-"+suffix
+	dir, err := os.MkdirTemp("", "certflow-bench-")
+	if err != nil {
+		return "", "", nil, nil, err
+	}
+	cfg.DataDir, cfg.Listen = dir, "127.0.0.1:0"
+	cfg.KEKFile = dir + "/kek"
+	cfg.Worker.Concurrency = o.WorkerConcurrency
+	cfg.API.MaxSyncWait = 10 * time.Minute
+	if o.Definitions != "" {
+		cfg.Definitions = o.Definitions
+	}
+	token = "bench-" + randomHex(16)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	a, err := app.Open(&cfg, app.RoleBoth, token, log, io.Discard)
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", "", nil, nil, err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	addrc := make(chan net.Addr, 1)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); a.ServeAPI(rctx, func(addr net.Addr) { addrc <- addr }) }()
+	go func() { defer wg.Done(); a.RunWorker(rctx) }()
+	addr := <-addrc
+	stop = func() {
+		cancel()
+		wg.Wait()
+		cleanup(context.Background(), a.Redis, cfg.KeyPrefix)
+		a.Close()
+		os.RemoveAll(dir)
+	}
+	return "http://" + addr.String(), token, a.Redis, stop, nil
+}
+
+// cleanup deletes what a bench run stored under its prefix and queue.
+func cleanup(ctx context.Context, rdb redis.UniversalClient, prefix string) {
+	for _, pattern := range []string{prefix + ":*", "asynq:{" + prefix + "}*", "asynq:{" + prefix + "-noop}*"} {
+		iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
+		for iter.Next(ctx) {
+			rdb.Unlink(ctx, iter.Val())
+		}
+	}
+	rdb.SRem(ctx, "asynq:queues", prefix, prefix+"-noop")
+}
+
+func makeCSRs(n int, keyType string) ([][]byte, error) {
+	// RSA keys are slow to make: a small pool of keys signs distinct CSRs.
+	var keys []crypto.Signer
+	for i := 0; i < min(n, 16); i++ {
+		var k crypto.Signer
+		var err error
+		switch keyType {
+		case "ec", "":
+			k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		case "rsa":
+			k, err = rsa.GenerateKey(rand.Reader, 2048)
+		default:
+			return nil, fmt.Errorf("--key %q: want ec or rsa", keyType)
+		}
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	out := make([][]byte, n)
+	for i := range out {
+		cn := fmt.Sprintf("bench-%d-%s.example.com", i, randomHex(3))
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+			Subject: pkix.Name{CommonName: cn}, DNSNames: []string{cn},
+		}, keys[i%len(keys)])
+		if err != nil {
+			return nil, err
+		}
+		out[i] = der
+	}
+	return out, nil
+}
+
+// enroll submits every CSR synchronously (the API answers once the
+// workflow settled), so each latency is submit-to-issued.
+func enroll(ctx context.Context, target, token string, csrs [][]byte, concurrency int, rate float64, progress io.Writer) ([]time.Duration, time.Duration, int) {
+	client := &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: concurrency, MaxConnsPerHost: concurrency}}
+	lat := make([]time.Duration, len(csrs))
+	var next, done, failed atomic.Int64
+	var firstErr atomic.Value
+	start := time.Now()
+	stopProgress := make(chan struct{})
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopProgress:
+				return
+			case <-t.C:
+				fmt.Fprintf(progress, "\r%d/%d issued, %.0f/s   ", done.Load(), len(csrs), float64(done.Load())/time.Since(start).Seconds())
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for c := 0; c < concurrency; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(len(csrs)) || ctx.Err() != nil {
+					return
+				}
+				if rate > 0 {
+					due := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+					time.Sleep(time.Until(due))
+				}
+				t0 := time.Now()
+				if err := submit(ctx, client, target, token, csrs[i]); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+					continue
+				}
+				lat[i] = time.Since(t0)
+				done.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(stopProgress)
+	fmt.Fprintf(progress, "\r%d/%d issued in %s\n", done.Load(), len(csrs), elapsed.Round(time.Millisecond))
+	if e, ok := firstErr.Load().(error); ok {
+		fmt.Fprintf(progress, "%d failed; first: %v\n", failed.Load(), e)
+	}
+	ok := lat[:0:0]
+	for _, l := range lat {
+		if l > 0 {
+			ok = append(ok, l)
+		}
+	}
+	return ok, elapsed, int(failed.Load())
+}
+
+func submit(ctx context.Context, client *http.Client, target, token string, csr []byte) error {
+	body, _ := json.Marshal(map[string]any{
+		"CSR": base64.StdEncoding.EncodeToString(csr), "Template": config.DefaultTemplate,
+		"Timestamp": time.Now().UTC().Format(time.RFC3339),
+	})
+	req, err := http.NewRequestWithContext(ctx, "POST", target+"/Enrollment/CSR", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("x-certificateformat", "DER")
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var answer struct {
+		CertificateInformation struct{ RequestDisposition string }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil {
+		return fmt.Errorf("answer %d: %w", resp.StatusCode, err)
+	}
+	if d := answer.CertificateInformation.RequestDisposition; resp.StatusCode != 200 || d != "ISSUED" {
+		return fmt.Errorf("answer %d %s", resp.StatusCode, d)
+	}
+	return nil
+}
+
+// asynqBaseline enqueues n no-op tasks from `enqueuers` goroutines while
+// a server with the given concurrency processes them, and returns tasks
+// per second from the first enqueue to the last completion.
+func asynqBaseline(ctx context.Context, rdb redis.UniversalClient, n, concurrency, enqueuers int) (float64, error) {
+	queue := "certflow-bench-" + randomHex(4) + "-noop"
+	defer cleanup(context.Background(), rdb, strings.TrimSuffix(queue, "-noop"))
+	var processed atomic.Int64
+	finished := make(chan struct{})
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency: concurrency, Queues: map[string]int{queue: 1}, TaskCheckInterval: 50 * time.Millisecond,
+		LogLevel: asynq.ErrorLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.HandleFunc("noop", func(context.Context, *asynq.Task) error {
+		if processed.Add(1) == int64(n) {
+			close(finished)
+		}
+		return nil
+	})
+	if err := srv.Start(mux); err != nil {
+		return 0, err
+	}
+	defer srv.Shutdown()
+	client := asynq.NewClientFromRedisClient(rdb)
+	start := time.Now()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var enqErr atomic.Value
+	for i := 0; i < enqueuers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) {
+				if _, err := client.EnqueueContext(ctx, asynq.NewTask("noop", nil), asynq.Queue(queue)); err != nil {
+					enqErr.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if e, ok := enqErr.Load().(error); ok {
+		return 0, e
+	}
+	select {
+	case <-finished:
+	case <-time.After(10 * time.Minute):
+		return 0, fmt.Errorf("only %d of %d no-op tasks processed", processed.Load(), n)
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// commandCount sums calls over INFO commandstats.
+func commandCount(ctx context.Context, rdb redis.UniversalClient) (int64, error) {
+	info, err := rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	sc := bufio.NewScanner(strings.NewReader(info))
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "cmdstat_") {
+			continue
+		}
+		_, rest, _ := strings.Cut(line, "calls=")
+		calls, _, _ := strings.Cut(rest, ",")
+		n, _ := strconv.ParseInt(calls, 10, 64)
+		total += n
+	}
+	return total, nil
+}
+
+func usedMemory(ctx context.Context, rdb redis.UniversalClient) (int64, error) {
+	info, err := rdb.Info(ctx, "memory").Result()
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, errors.New("no used_memory in INFO memory")
+}
+
+func percentile(d []time.Duration, p float64) float64 {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := int(p * float64(len(s)-1))
+	return float64(s[i].Microseconds()) / 1000
+}
+
+// peakRSSMB reads the process's peak resident set (Linux VmHWM).
+func peakRSSMB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Print writes the human-readable table, then the JSON line last.
+func (r *Result) Print(w io.Writer) {
+	fmt.Fprintf(w, "\n%-28s %12s\n", "measure", "value")
+	rows := []struct {
+		name string
+		v    float64
+		unit string
+	}{
+		{"enrollments per second", r.EnrollmentsPerS, "/s"},
+		{"bare asynq no-ops per second", r.AsynqNoopPerS, "/s"},
+		{"ratio (certflow / asynq)", r.Ratio, ""},
+		{"p50 submit→issued", r.P50ms, "ms"},
+		{"p99 submit→issued", r.P99ms, "ms"},
+		{"Redis commands / enrollment", r.RedisCmdsPerEnrollment, ""},
+		{"Redis bytes / request", r.RedisBytesPerRequest, "B"},
+		{"peak RSS", r.RSSMB, "MB"},
+	}
+	for _, row := range rows {
+		fmt.Fprintf(w, "%-28s %12.2f %s\n", row.name, row.v, row.unit)
+	}
+	fmt.Fprintf(w, "%-28s %12d\n%-28s %12d\n%-28s %12d\n", "requests", r.Requests, "concurrency", r.Concurrency, "errors", r.Errors)
+	line, _ := json.Marshal(r)
+	fmt.Fprintln(w, string(line))
+}
