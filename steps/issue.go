@@ -110,7 +110,6 @@ func (d *Deps) issue(ctx context.Context, run *workflow.Run, authority *workflow
 			Authority:    caCfg.QualifiedName(),
 			Template:     req.Template,
 			Requester:    run.Env.Requester.Name,
-			Metadata:     req.Metadata,
 			Issued:       time.Now().UTC(),
 		}, nil
 	})

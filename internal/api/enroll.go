@@ -446,7 +446,17 @@ func (s *Server) handleEnrollCSR(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	wait, async := parsePrefer(r.Header.Values("Prefer"), s.cfg.API.SyncWait, s.cfg.API.MaxSyncWait)
-	req, err := s.submit(r.Context(), e)
+	var waiter *store.Waiter
+	req, existing, err := s.submit(r.Context(), e, func(id int64) {
+		if !async && wait > 0 {
+			// Listen before the request can settle: the announcement
+			// then answers without polling the store.
+			waiter = s.waiters.Register(id)
+		}
+	})
+	if waiter != nil {
+		defer waiter.Close()
+	}
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -454,9 +464,15 @@ func (s *Server) handleEnrollCSR(w http.ResponseWriter, r *http.Request) {
 	// From here on the request is accepted: whatever fails, the answer is
 	// never an error (a client would retry and get a second certificate),
 	// but at worst 202 with the Location to poll.
-	if !async && !req.Disposition.Settled() && wait > 0 {
+	if waiter != nil && !req.Disposition.Settled() {
 		ctx, cancel := context.WithTimeout(r.Context(), wait)
-		latest, werr := s.waiters.Wait(ctx, req.ID)
+		var latest *store.Request
+		var werr error
+		if existing {
+			latest, werr = s.waiters.Wait(ctx, req.ID) // a repeat: it may have settled long ago
+		} else {
+			latest, werr = waiter.Wait(ctx)
+		}
 		cancel()
 		if latest != nil {
 			req = latest
@@ -469,42 +485,44 @@ func (s *Server) handleEnrollCSR(w http.ResponseWriter, r *http.Request) {
 }
 
 // submit stores and enqueues a new request (or returns the one an
-// Idempotency-Key already names). A request whose enqueue fails is deleted:
-// a rejected submit leaves nothing behind.
-func (s *Server) submit(ctx context.Context, e *enrollment) (*store.Request, error) {
+// Idempotency-Key already names, with existing set). A request whose
+// enqueue fails is deleted: a rejected submit leaves nothing behind.
+// allocated is called with the new request's id before it is enqueued.
+func (s *Server) submit(ctx context.Context, e *enrollment, allocated func(id int64)) (req *store.Request, existing bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.API.RedisTimeout)
 	defer cancel()
-	req := &e.req
+	req = &e.req
 	id, err := s.store.NewID(ctx)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	req.ID = id
+	allocated(id)
 	if e.privateKey != nil {
 		req.PrivateKey = s.kek.Seal(e.privateKey, []byte("certflow-request/"+strconv.FormatInt(id, 10)))
 	}
 	prevID, existing, err := s.store.Create(ctx, req, s.cfg.API.IdempotencyTTL)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if existing {
 		prev, err := s.firstRequest(ctx, prevID)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if !sameSubmit(prev, req) {
-			return nil, newError(http.StatusConflict, CodeConflict, "Idempotency-Key header: already used for a different request (%d)", prevID)
+			return nil, false, newError(http.StatusConflict, CodeConflict, "Idempotency-Key header: already used for a different request (%d)", prevID)
 		}
-		return prev, nil
+		return prev, true, nil
 	}
 	if err := s.queue.EnqueueRun(ctx, id, req.Generation); err != nil {
 		if derr := s.store.Delete(context.WithoutCancel(ctx), req); derr != nil {
 			s.log.Error("could not remove a request whose enqueue failed; the reconciler will run it", "request", id, "err", derr)
 		}
-		return nil, err
+		return nil, false, err
 	}
 	s.log.Info("request accepted", "request", id, "instance", req.Instance.ID, "requester", req.Requester.Name, "template", req.Input.Template)
-	return req, nil
+	return req, false, nil
 }
 
 // firstRequest loads the request an Idempotency-Key names. The first

@@ -160,6 +160,7 @@ func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, ou
 		}
 	}
 	a.Store = store.New(a.Redis, cfg.KeyPrefix)
+	a.Store.ProgressEvery = cfg.Worker.ReconcileAfter / 4
 	a.Queue = queue.NewClient(a.Redis, cfg.Queue, cfg.Worker.MaxRetry, cfg.Worker.TaskTimeout, len(cfg.Callbacks.Schedule))
 	if role&RoleWorker != 0 {
 		reg, made, err := ca.OpenAll(cfg, kek, true)

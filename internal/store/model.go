@@ -38,17 +38,21 @@ type Request struct {
 	Trigger     string             `json:"Trigger"`
 	Input       workflow.Request   `json:"Input"`
 	Requester   workflow.Requester `json:"Requester"`
-	// CSR is the DER of the request's CSR.
-	CSR []byte `json:"CSR"`
+	// CSR is the DER of the request's CSR. It is stored once, beside the
+	// record (it never changes), so checkpoints do not re-encode it.
+	CSR []byte `json:"-"`
 	// PrivateKey is a retained PKCS#8 key sealed under the KEK with the
 	// request id as associated data; never logged, never returned.
 	PrivateKey     []byte `json:"PrivateKey,omitempty"`
 	IdempotencyKey string `json:"IdempotencyKey,omitempty"`
 	// Generation counts the reconciler's re-enqueues; only the task of the
 	// current generation may run the request.
-	Generation int64             `json:"Generation,omitempty"`
-	Instance   workflow.Instance `json:"Instance"`
-	Callbacks  []CallbackAttempt `json:"Callbacks,omitempty"`
+	Generation int64 `json:"Generation,omitempty"`
+	// Progress is when the request's score in the open set was last
+	// refreshed: the reconciler's "last progress".
+	Progress  time.Time         `json:"Progress"`
+	Instance  workflow.Instance `json:"Instance"`
+	Callbacks []CallbackAttempt `json:"Callbacks,omitempty"`
 }
 
 // CallbackAttempt records one delivery of the result to CallbackUrl.
@@ -66,18 +70,17 @@ type Certificate struct {
 	ID        int64 `json:"ID"`
 	RequestID int64 `json:"RequestID"`
 	// Chain is DER, leaf first, up to and including the root.
-	Chain        [][]byte          `json:"Chain"`
-	SerialNumber string            `json:"SerialNumber"`
-	Thumbprint   string            `json:"Thumbprint"`
-	IssuerDN     string            `json:"IssuerDN"`
-	SubjectDN    string            `json:"SubjectDN"`
-	NotBefore    time.Time         `json:"NotBefore"`
-	NotAfter     time.Time         `json:"NotAfter"`
-	Authority    string            `json:"Authority"`
-	Template     string            `json:"Template"`
-	Requester    string            `json:"Requester"`
-	Metadata     map[string]string `json:"Metadata,omitempty"`
-	Issued       time.Time         `json:"Issued"`
+	Chain        [][]byte  `json:"Chain"`
+	SerialNumber string    `json:"SerialNumber"`
+	Thumbprint   string    `json:"Thumbprint"`
+	IssuerDN     string    `json:"IssuerDN"`
+	SubjectDN    string    `json:"SubjectDN"`
+	NotBefore    time.Time `json:"NotBefore"`
+	NotAfter     time.Time `json:"NotAfter"`
+	Authority    string    `json:"Authority"`
+	Template     string    `json:"Template"`
+	Requester    string    `json:"Requester"`
+	Issued       time.Time `json:"Issued"`
 }
 
 // Ref is what the workflow environment sees of the certificate.

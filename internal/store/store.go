@@ -34,11 +34,18 @@ var (
 type Store struct {
 	rdb  redis.UniversalClient
 	keys keys
+	// ProgressEvery is how stale a request's progress score may get
+	// before a checkpoint refreshes it: checkpoints within it cost no
+	// open-set write. Keep it well under the reconciler's bound.
+	ProgressEvery time.Duration
 }
+
+// DefaultProgressEvery is Store.ProgressEvery's default.
+const DefaultProgressEvery = time.Minute
 
 // New returns a store whose keys start with prefix.
 func New(rdb redis.UniversalClient, prefix string) *Store {
-	return &Store{rdb: rdb, keys: keys{prefix: prefix}}
+	return &Store{rdb: rdb, keys: keys{prefix: prefix}, ProgressEvery: DefaultProgressEvery}
 }
 
 // Redis returns the client the store uses (shared with asynq).
@@ -91,7 +98,7 @@ func (s *Store) Create(ctx context.Context, r *Request, idemTTL time.Duration) (
 	if id <= 0 {
 		return 0, false, errors.New("create request: no id (call NewID)")
 	}
-	r.Input.ID, r.version = id, 1
+	r.Input.ID, r.version, r.Progress = id, 1, r.Updated
 	data, err := json.Marshal(r)
 	if err != nil {
 		return 0, false, err
@@ -115,7 +122,7 @@ func (s *Store) Create(ctx context.Context, r *Request, idemTTL time.Duration) (
 		}
 	}
 	pipe := s.rdb.Pipeline()
-	pipe.HSet(ctx, s.keys.request(id), "v", 1, "d", data)
+	pipe.HSet(ctx, s.keys.request(id), "v", 1, "d", data, "c", r.CSR)
 	pipe.ZAdd(ctx, s.keys.open(), redis.Z{Score: float64(r.Updated.UnixMilli()), Member: id})
 	pipe.Set(ctx, s.keys.instance(r.Instance.ID), id, 0)
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -143,12 +150,13 @@ func (s *Store) Delete(ctx context.Context, r *Request) error {
 
 // Get loads a request.
 func (s *Store) Get(ctx context.Context, id int64) (*Request, error) {
-	vals, err := s.rdb.HMGet(ctx, s.keys.request(id), "v", "d").Result()
+	vals, err := s.rdb.HMGet(ctx, s.keys.request(id), "v", "d", "c").Result()
 	if err != nil {
 		return nil, fmt.Errorf("load request %d: %w", id, err)
 	}
 	v, _ := vals[0].(string)
 	d, _ := vals[1].(string)
+	c, _ := vals[2].(string)
 	if v == "" || d == "" {
 		return nil, fmt.Errorf("request %d: %w", id, ErrNotFound)
 	}
@@ -157,6 +165,7 @@ func (s *Store) Get(ctx context.Context, id int64) (*Request, error) {
 		return nil, fmt.Errorf("decode request %d: %w", id, err)
 	}
 	r.version, _ = strconv.ParseInt(v, 10, 64)
+	r.CSR = []byte(c)
 	return r, nil
 }
 
@@ -187,6 +196,11 @@ return 1
 // settled requests from the open set and waiters re-read once a second.
 func (s *Store) Save(ctx context.Context, r *Request) error {
 	r.Updated = time.Now().UTC()
+	settled := r.Disposition.Settled()
+	refresh := !settled && r.Updated.Sub(r.Progress) >= s.ProgressEvery
+	if refresh {
+		r.Progress = r.Updated
+	}
 	data, err := json.Marshal(r)
 	if err != nil {
 		return err
@@ -201,14 +215,15 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 		return fmt.Errorf("save request %d: %w", r.ID, ErrConflict)
 	}
 	r.version++
-	pipe := s.rdb.Pipeline()
-	if r.Disposition.Settled() {
+	switch {
+	case settled:
+		pipe := s.rdb.Pipeline()
 		pipe.ZRem(ctx, s.keys.open(), r.ID)
 		pipe.Publish(ctx, s.keys.events(), strconv.FormatInt(r.ID, 10)+" "+string(r.Disposition))
-	} else {
-		pipe.ZAdd(ctx, s.keys.open(), redis.Z{Score: float64(r.Updated.UnixMilli()), Member: r.ID})
+		pipe.Exec(ctx) // best effort, see above
+	case refresh:
+		s.rdb.ZAdd(ctx, s.keys.open(), redis.Z{Score: float64(r.Progress.UnixMilli()), Member: r.ID})
 	}
-	pipe.Exec(ctx) // best effort, see above
 	return nil
 }
 
@@ -297,12 +312,11 @@ const issueLockTTL = time.Minute
 // set-if-absent, so that even two workers running the same task at once
 // (a lease lost during a Redis stall) end with one certificate. sign gets
 // the certificate id to use.
+//
+// The lock is released only when no certificate was stored: once one
+// exists, every later call returns it before needing the lock, so on the
+// success path the lock just expires (one fewer round trip per issuance).
 func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx context.Context, certID int64) (*Certificate, error)) (cert *Certificate, fresh bool, err error) {
-	if c, err := s.CertificateOf(ctx, requestID); err == nil {
-		return c, false, s.indexCertificate(ctx, c)
-	} else if !errors.Is(err, ErrNotFound) {
-		return nil, false, err
-	}
 	token := randomToken()
 	lockKey := s.keys.issueLock(requestID)
 	ok, err := s.rdb.SetNX(ctx, lockKey, token, issueLockTTL).Result()
@@ -310,9 +324,19 @@ func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx co
 		return nil, false, fmt.Errorf("issue lock: %w", err)
 	}
 	if !ok {
+		// Held by another worker, or left to expire by a finished
+		// issuance: a stored certificate answers either way.
+		if c, err := s.CertificateOf(ctx, requestID); err == nil {
+			return c, false, s.indexCertificate(ctx, c)
+		}
 		return nil, false, ErrBusy
 	}
-	defer releaseScript.Run(context.WithoutCancel(ctx), s.rdb, []string{lockKey}, token)
+	stored := false
+	defer func() {
+		if !stored {
+			releaseScript.Run(context.WithoutCancel(ctx), s.rdb, []string{lockKey}, token)
+		}
+	}()
 	if c, err := s.CertificateOf(ctx, requestID); err == nil {
 		return c, false, s.indexCertificate(ctx, c)
 	} else if !errors.Is(err, ErrNotFound) {
@@ -335,6 +359,7 @@ func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx co
 	if err != nil {
 		return nil, false, fmt.Errorf("store certificate: %w", err)
 	}
+	stored = true
 	if !won {
 		// Lost a race despite the lock (it expired under us): ours was
 		// never stored or returned, so it never existed outside this process.
@@ -345,21 +370,6 @@ func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx co
 		return c, false, s.indexCertificate(ctx, c)
 	}
 	return c, true, s.indexCertificate(ctx, c)
-}
-
-// SetCertificateMetadata replaces a certificate's metadata (set by the
-// workflow after issuance).
-func (s *Store) SetCertificateMetadata(ctx context.Context, requestID int64, metadata map[string]string) error {
-	c, err := s.CertificateOf(ctx, requestID)
-	if err != nil {
-		return err
-	}
-	c.Metadata = metadata
-	data, err := json.Marshal(c)
-	if err != nil {
-		return err
-	}
-	return s.rdb.Set(ctx, s.keys.requestCert(requestID), data, 0).Err()
 }
 
 func (s *Store) indexCertificate(ctx context.Context, c *Certificate) error {

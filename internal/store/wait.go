@@ -69,9 +69,17 @@ func (w *Waiters) wake(id int64) {
 // waitPoll is the fallback re-read interval.
 const waitPoll = time.Second
 
-// Wait returns request id once it has settled, or as it stands when ctx
-// ends (with ctx's error).
-func (w *Waiters) Wait(ctx context.Context, id int64) (*Request, error) {
+// Waiter is one client's wait for one request.
+type Waiter struct {
+	w  *Waiters
+	id int64
+	c  chan struct{}
+}
+
+// Register starts listening for request id's settle announcement. Register
+// before the request can settle (before enqueueing it), and the first
+// answer needs no read of the store.
+func (w *Waiters) Register(id int64) *Waiter {
 	c := make(chan struct{}, 1)
 	w.mu.Lock()
 	if w.waiting[id] == nil {
@@ -79,30 +87,56 @@ func (w *Waiters) Wait(ctx context.Context, id int64) (*Request, error) {
 	}
 	w.waiting[id][c] = struct{}{}
 	w.mu.Unlock()
-	defer func() {
-		w.mu.Lock()
-		delete(w.waiting[id], c)
-		if len(w.waiting[id]) == 0 {
-			delete(w.waiting, id)
-		}
-		w.mu.Unlock()
-	}()
+	return &Waiter{w: w, id: id, c: c}
+}
+
+// Close stops listening.
+func (wt *Waiter) Close() {
+	w := wt.w
+	w.mu.Lock()
+	delete(w.waiting[wt.id], wt.c)
+	if len(w.waiting[wt.id]) == 0 {
+		delete(w.waiting, wt.id)
+	}
+	w.mu.Unlock()
+}
+
+// Wait returns the request once it has settled, or as it stands when ctx
+// ends (with ctx's error). The store is read when an announcement comes,
+// once a second in case one was lost, and when time is up.
+func (wt *Waiter) Wait(ctx context.Context) (*Request, error) {
 	tick := time.NewTicker(waitPoll)
 	defer tick.Stop()
 	for {
+		var done bool
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-wt.c:
+		case <-tick.C:
+		}
 		// Reads use a context of their own so that a deadline reached while
 		// waiting still lets us report the request as it stands.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
-		r, err := w.s.Get(rctx, id)
+		r, err := wt.w.s.Get(rctx, wt.id)
 		cancel()
 		if err != nil || r.Disposition.Settled() {
 			return r, err
 		}
-		select {
-		case <-ctx.Done():
+		if done {
 			return r, ctx.Err()
-		case <-c:
-		case <-tick.C:
 		}
 	}
+}
+
+// Wait registers for request id and waits for it (see Waiter.Wait); the
+// request may have settled already.
+func (w *Waiters) Wait(ctx context.Context, id int64) (*Request, error) {
+	wt := w.Register(id)
+	defer wt.Close()
+	select {
+	case wt.c <- struct{}{}: // read once at once: it may have settled before Register
+	default:
+	}
+	return wt.Wait(ctx)
 }

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -113,10 +112,10 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 		if err := w.Engine.Start(&r.Instance, def); err != nil {
 			return w.failRequest(ctx, r, nil, err)
 		}
+		// Not saved on its own: the first step's checkpoint persists the
+		// pinned version with its outcome. A crash before it selects again,
+		// which is right, as nothing ran on the version chosen.
 		r.Disposition = store.Running
-		if err := w.Store.Save(ctx, r); err != nil {
-			return err
-		}
 		log.Info("workflow started", "definition", def.Name, "version", def.Version)
 	} else {
 		def, err = w.definition(ctx, r.Instance.Definition, r.Instance.Version)
@@ -130,11 +129,6 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 	}
 	save := func(ctx context.Context, inst *workflow.Instance) error {
 		settle(r)
-		if r.Disposition == store.Issued {
-			if err := w.finishCertificate(ctx, r); err != nil {
-				return err
-			}
-		}
 		return w.Store.Save(ctx, r)
 	}
 	engine := *w.Engine
@@ -167,20 +161,6 @@ func settle(r *store.Request) {
 	case workflow.StatusFailed:
 		r.Disposition, r.Message = store.Failed, inst.Message
 	}
-}
-
-// finishCertificate writes metadata set by the workflow onto the issued
-// certificate, over the request's own.
-func (w *Worker) finishCertificate(ctx context.Context, r *store.Request) error {
-	if len(r.Instance.Metadata) == 0 {
-		return nil
-	}
-	md := maps.Clone(r.Input.Metadata)
-	if md == nil {
-		md = map[string]string{}
-	}
-	maps.Copy(md, r.Instance.Metadata)
-	return w.Store.SetCertificateMetadata(ctx, r.ID, md)
 }
 
 func (w *Worker) failRequest(ctx context.Context, r *store.Request, def *workflow.Definition, cause error) error {
