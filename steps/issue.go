@@ -92,7 +92,7 @@ func (d *Deps) issue(ctx context.Context, run *workflow.Run, authority *workflow
 		return workflow.Result{}, workflow.Permanent(err)
 	}
 	var signErr error
-	cert, fresh, err := d.Store.IssueOnce(ctx, run.RequestID, func(ctx context.Context, certID int64) (*store.Certificate, error) {
+	cert, fresh, err := d.Store.IssueOnce(ctx, run.RequestID, func(ctx context.Context) (*store.Certificate, error) {
 		issued, err := auth.Issue(ctx, caReq)
 		if err != nil {
 			signErr = err

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -59,7 +58,7 @@ func TestAWorkerKilledMidWorkflowResumesAfterTheLastFinishedStep(t *testing.T) {
 	defer srv.Close()
 	defer close(c.release)
 
-	rdb, prefix := testutil.Redis(t)
+	_, prefix := testutil.Redis(t)
 	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "defs"), 0o755)
 	def := fmt.Sprintf(`name: counted
@@ -92,7 +91,7 @@ auth:
 		t.Fatalf("ca init: %s", out)
 	}
 	_, apiLogs := startProcess(t, dir, env, "api")
-	victim, _ := startProcess(t, dir, env, "worker")
+	victim, victimLogs := startProcess(t, dir, env, "worker")
 	waitForText(t, apiLogs, "listening on")
 
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
@@ -114,7 +113,7 @@ auth:
 	// The next worker resumes it: asynq once the dead worker's lease
 	// runs out, or the reconciler once the request made no progress for
 	// reconcile_after — whichever comes first.
-	startProcess(t, dir, env, "worker")
+	_, nextLogs := startProcess(t, dir, env, "worker")
 	deadline := time.Now().Add(3 * time.Minute)
 	var st struct {
 		CertificateInformation struct{ RequestDisposition string }
@@ -134,8 +133,10 @@ auth:
 			t.Errorf("%s was called %d times, want %d", path, got, want)
 		}
 	}
-	if n, _ := rdb.Get(context.Background(), prefix+":seq:certificate").Int(); n != 1 {
-		t.Errorf("%d certificates signed, want 1", n)
+	// Each fresh signature is logged once by the worker that made it.
+	signed := strings.Count(victimLogs.String()+nextLogs.String(), `msg="certificate issued"`)
+	if signed != 1 {
+		t.Errorf("%d certificates signed, want 1", signed)
 	}
 }
 

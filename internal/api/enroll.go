@@ -16,8 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/certflow/certflow/internal/callback"
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/metadata"
@@ -160,7 +158,6 @@ func (s *Server) decodeEnrollment(r *http.Request, caller *Identity) (*enrollmen
 			Timestamp:                  ts,
 		},
 		IdempotencyKey: idemKey,
-		Instance:       workflow.Instance{ID: uuid.NewString()},
 	}
 	if body.OwnerRoleId != nil {
 		e.req.Input.OwnerRoleId = *body.OwnerRoleId
@@ -496,7 +493,7 @@ func (s *Server) submit(ctx context.Context, e *enrollment, allocated func(id in
 	if err != nil {
 		return nil, false, err
 	}
-	req.ID = id
+	req.ID, req.Instance.ID = id, s.store.InstanceID(id)
 	allocated(id)
 	if e.privateKey != nil {
 		req.PrivateKey = s.kek.Seal(e.privateKey, []byte("certflow-request/"+strconv.FormatInt(id, 10)))
@@ -553,6 +550,17 @@ func sameSubmit(a, b *store.Request) bool {
 		x.OwnerRoleId == y.OwnerRoleId && x.OwnerRoleName == y.OwnerRoleName
 }
 
+// certificateOf returns an issued request's certificate: the one read with
+// the record, else (a record from before it was issued) read now.
+func (s *Server) certificateOf(ctx context.Context, req *store.Request) (*store.Certificate, error) {
+	if c, err := req.Certificate(); c != nil || err != nil {
+		return c, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.API.RedisTimeout)
+	defer cancel()
+	return s.store.CertificateOf(ctx, req.ID)
+}
+
 // parsePrefer reads RFC 7240 Prefer: respond-async, wait=N. As the RFC
 // asks, a preference it cannot understand is ignored, not an error.
 func parsePrefer(values []string, def, max time.Duration) (wait time.Duration, async bool) {
@@ -579,9 +587,7 @@ func (s *Server) writeEnrollment(w http.ResponseWriter, r *http.Request, req *st
 	var cert *store.Certificate
 	status := http.StatusOK
 	if req.Disposition == store.Issued {
-		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
-		defer cancel()
-		c, err := s.store.CertificateOf(ctx, req.ID)
+		c, err := s.certificateOf(r.Context(), req)
 		if err != nil {
 			// Accepted and issued, but not readable now: send the client
 			// to poll rather than to retry.
@@ -633,7 +639,7 @@ func (s *Server) handleGetRequest(w http.ResponseWriter, r *http.Request) {
 	}
 	var cert *store.Certificate
 	if req.Disposition == store.Issued {
-		if cert, err = s.store.CertificateOf(ctx, id); err != nil {
+		if cert, err = s.certificateOf(ctx, req); err != nil {
 			writeError(w, r, s.log, err)
 			return
 		}

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -78,6 +79,9 @@ type Result struct {
 	Concurrency            int     `json:"concurrency"`
 	RedisBytesPerRequest   float64 `json:"redis_bytes_per_request"`
 	Errors                 int     `json:"errors"`
+	// RedisCommands breaks RedisCmdsPerEnrollment down by command
+	// (commands run inside Lua scripts count under their own names).
+	RedisCommands map[string]float64 `json:"-"`
 }
 
 // Run measures.
@@ -107,9 +111,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			return nil, fmt.Errorf("asynq baseline: %w", err)
 		}
 	}
-	var before, memBefore int64
+	var before map[string]int64
+	var memBefore int64
 	if rdb != nil {
-		before, _ = commandCount(ctx, rdb)
+		before, _ = commandStats(ctx, rdb)
 		memBefore, _ = usedMemory(ctx, rdb)
 	}
 	lat, elapsed, errs := enroll(ctx, target, token, csrs, o.Concurrency, o.Rate, progress)
@@ -120,10 +125,18 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.P50ms, res.P99ms = percentile(lat, 0.50), percentile(lat, 0.99)
 	if rdb != nil {
-		after, _ := commandCount(ctx, rdb)
+		after, _ := commandStats(ctx, rdb)
 		memAfter, _ := usedMemory(ctx, rdb)
-		// The INFO calls themselves are not the enrollments'.
-		res.RedisCmdsPerEnrollment = float64(after-before-2) / float64(o.Requests)
+		after["info"] -= 2 // the INFO calls themselves are not the enrollments'
+		res.RedisCommands = map[string]float64{}
+		var total int64
+		for cmd, n := range after {
+			if d := n - before[cmd]; d > 0 {
+				total += d
+				res.RedisCommands[cmd] = float64(d) / float64(o.Requests)
+			}
+		}
+		res.RedisCmdsPerEnrollment = float64(total) / float64(o.Requests)
 		res.RedisBytesPerRequest = float64(memAfter-memBefore) / float64(o.Requests)
 	}
 	res.RSSMB = peakRSSMB()
@@ -380,25 +393,24 @@ func asynqBaseline(ctx context.Context, rdb redis.UniversalClient, n, concurrenc
 	return float64(n) / time.Since(start).Seconds(), nil
 }
 
-// commandCount sums calls over INFO commandstats.
-func commandCount(ctx context.Context, rdb redis.UniversalClient) (int64, error) {
+// commandStats reads calls per command from INFO commandstats.
+func commandStats(ctx context.Context, rdb redis.UniversalClient) (map[string]int64, error) {
 	info, err := rdb.Info(ctx, "commandstats").Result()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	var total int64
+	out := map[string]int64{}
 	sc := bufio.NewScanner(strings.NewReader(info))
 	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "cmdstat_") {
+		name, rest, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "cmdstat_"), ":calls=")
+		if !ok {
 			continue
 		}
-		_, rest, _ := strings.Cut(line, "calls=")
 		calls, _, _ := strings.Cut(rest, ",")
 		n, _ := strconv.ParseInt(calls, 10, 64)
-		total += n
+		out[name] = n
 	}
-	return total, nil
+	return out, nil
 }
 
 func usedMemory(ctx context.Context, rdb redis.UniversalClient) (int64, error) {
@@ -439,6 +451,16 @@ func peakRSSMB() float64 {
 	return 0
 }
 
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
 func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
@@ -466,6 +488,16 @@ func (r *Result) Print(w io.Writer) {
 		fmt.Fprintf(w, "%-28s %12.2f %s\n", row.name, row.v, row.unit)
 	}
 	fmt.Fprintf(w, "%-28s %12d\n%-28s %12d\n%-28s %12d\n", "requests", r.Requests, "concurrency", r.Concurrency, "errors", r.Errors)
+	if len(r.RedisCommands) > 0 {
+		names := slices.SortedFunc(maps.Keys(r.RedisCommands), func(a, b string) int {
+			return cmpFloat(r.RedisCommands[b], r.RedisCommands[a])
+		})
+		fmt.Fprintf(w, "Redis commands per enrollment:")
+		for _, n := range names {
+			fmt.Fprintf(w, " %s %.2f", n, r.RedisCommands[n])
+		}
+		fmt.Fprintln(w)
+	}
 	line, _ := json.Marshal(r)
 	fmt.Fprintln(w, string(line))
 }

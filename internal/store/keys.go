@@ -26,14 +26,6 @@ func (k keys) requestCert(id int64) string { return k.request(id) + ":certificat
 // issueLock serialises the issue step of one request.
 func (k keys) issueLock(id int64) string { return k.request(id) + ":issue-lock" }
 
-// certificate maps a certificate id to its request id.
-func (k keys) certificate(id int64) string {
-	return k.prefix + ":certificate:" + strconv.FormatInt(id, 10)
-}
-
-// instance maps a workflow instance id to its request id.
-func (k keys) instance(id string) string { return k.prefix + ":instance:" + id }
-
 // idempotency maps (caller, Idempotency-Key) to a request id. The key is
 // hashed: it is client input of any length.
 func (k keys) idempotency(caller, key string) string {

@@ -30,7 +30,9 @@ func (d Disposition) Final() bool { return d.Settled() && d != Pending }
 type Request struct {
 	ID int64 `json:"ID"`
 	// version is the record's compare-and-set version.
-	version     int64
+	version int64
+	// cert is the issued certificate's JSON, as Get found it.
+	cert        []byte
 	Disposition Disposition        `json:"Disposition"`
 	Message     string             `json:"Message,omitempty"`
 	Submitted   time.Time          `json:"Submitted"`

@@ -124,7 +124,6 @@ func (s *Store) Create(ctx context.Context, r *Request, idemTTL time.Duration) (
 	pipe := s.rdb.Pipeline()
 	pipe.HSet(ctx, s.keys.request(id), "v", 1, "d", data, "c", r.CSR)
 	pipe.ZAdd(ctx, s.keys.open(), redis.Z{Score: float64(r.Updated.UnixMilli()), Member: id})
-	pipe.Set(ctx, s.keys.instance(r.Instance.ID), id, 0)
 	if _, err := pipe.Exec(ctx); err != nil {
 		s.Delete(context.WithoutCancel(ctx), r)
 		return 0, false, fmt.Errorf("store request: %w", err)
@@ -135,7 +134,7 @@ func (s *Store) Create(ctx context.Context, r *Request, idemTTL time.Duration) (
 // Delete removes a request that was never accepted (its enqueue failed),
 // with its idempotency key, so a rejected submit leaves nothing behind.
 func (s *Store) Delete(ctx context.Context, r *Request) error {
-	ks := []string{s.keys.request(r.ID), s.keys.instance(r.Instance.ID)}
+	ks := []string{s.keys.request(r.ID)}
 	if r.IdempotencyKey != "" {
 		ks = append(ks, s.keys.idempotency(r.Requester.Name, r.IdempotencyKey))
 	}
@@ -150,13 +149,14 @@ func (s *Store) Delete(ctx context.Context, r *Request) error {
 
 // Get loads a request.
 func (s *Store) Get(ctx context.Context, id int64) (*Request, error) {
-	vals, err := s.rdb.HMGet(ctx, s.keys.request(id), "v", "d", "c").Result()
+	vals, err := s.rdb.HMGet(ctx, s.keys.request(id), "v", "d", "c", "x").Result()
 	if err != nil {
 		return nil, fmt.Errorf("load request %d: %w", id, err)
 	}
 	v, _ := vals[0].(string)
 	d, _ := vals[1].(string)
 	c, _ := vals[2].(string)
+	x, _ := vals[3].(string)
 	if v == "" || d == "" {
 		return nil, fmt.Errorf("request %d: %w", id, ErrNotFound)
 	}
@@ -165,17 +165,8 @@ func (s *Store) Get(ctx context.Context, id int64) (*Request, error) {
 		return nil, fmt.Errorf("decode request %d: %w", id, err)
 	}
 	r.version, _ = strconv.ParseInt(v, 10, 64)
-	r.CSR = []byte(c)
+	r.CSR, r.cert = []byte(c), []byte(x)
 	return r, nil
-}
-
-// RequestIDOfInstance resolves a workflow instance id.
-func (s *Store) RequestIDOfInstance(ctx context.Context, instanceID string) (int64, error) {
-	id, err := s.rdb.Get(ctx, s.keys.instance(instanceID)).Int64()
-	if errors.Is(err, redis.Nil) {
-		return 0, fmt.Errorf("instance %s: %w", instanceID, ErrNotFound)
-	}
-	return id, err
 }
 
 // saveScript is the compare-and-set update of a request record.
@@ -272,13 +263,17 @@ func (s *Store) Forget(ctx context.Context, id int64) error {
 
 // CertificateOf returns the certificate issued for a request.
 func (s *Store) CertificateOf(ctx context.Context, requestID int64) (*Certificate, error) {
-	data, err := s.rdb.Get(ctx, s.keys.requestCert(requestID)).Bytes()
+	data, err := s.rdb.HGet(ctx, s.keys.request(requestID), "x").Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("certificate of request %d: %w", requestID, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load certificate of request %d: %w", requestID, err)
 	}
+	return decodeCertificate(requestID, data)
+}
+
+func decodeCertificate(requestID int64, data []byte) (*Certificate, error) {
 	c := &Certificate{}
 	if err := json.Unmarshal(data, c); err != nil {
 		return nil, fmt.Errorf("decode certificate of request %d: %w", requestID, err)
@@ -286,16 +281,19 @@ func (s *Store) CertificateOf(ctx context.Context, requestID int64) (*Certificat
 	return c, nil
 }
 
-// Certificate loads a certificate by its id.
+// Certificate returns the certificate a Get found with the request: nil
+// (and no error) when none was issued.
+func (r *Request) Certificate() (*Certificate, error) {
+	if len(r.cert) == 0 {
+		return nil, nil
+	}
+	return decodeCertificate(r.ID, r.cert)
+}
+
+// Certificate loads a certificate by its id, which is the id of the
+// request that issued it.
 func (s *Store) Certificate(ctx context.Context, id int64) (*Certificate, error) {
-	reqID, err := s.rdb.Get(ctx, s.keys.certificate(id)).Int64()
-	if errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("certificate %d: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return s.CertificateOf(ctx, reqID)
+	return s.CertificateOf(ctx, id)
 }
 
 // releaseScript deletes a lock only if we still hold it.
@@ -308,15 +306,15 @@ return 0
 const issueLockTTL = time.Minute
 
 // IssueOnce returns the certificate of a request, calling sign to make one
-// only if none exists: check, lock, check again, sign, then store with
-// set-if-absent, so that even two workers running the same task at once
-// (a lease lost during a Redis stall) end with one certificate. sign gets
-// the certificate id to use.
+// only if none exists: lock, check, sign, then store with set-if-absent
+// (HSETNX on the request's own hash), so that even two workers running the
+// same task at once (a lease lost during a Redis stall) end with one
+// certificate. The certificate's id is the request's.
 //
 // The lock is released only when no certificate was stored: once one
-// exists, every later call returns it before needing the lock, so on the
-// success path the lock just expires (one fewer round trip per issuance).
-func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx context.Context, certID int64) (*Certificate, error)) (cert *Certificate, fresh bool, err error) {
+// exists, every later call finds it, so on the success path the lock just
+// expires (one fewer round trip per issuance).
+func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx context.Context) (*Certificate, error)) (cert *Certificate, fresh bool, err error) {
 	token := randomToken()
 	lockKey := s.keys.issueLock(requestID)
 	ok, err := s.rdb.SetNX(ctx, lockKey, token, issueLockTTL).Result()
@@ -327,7 +325,7 @@ func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx co
 		// Held by another worker, or left to expire by a finished
 		// issuance: a stored certificate answers either way.
 		if c, err := s.CertificateOf(ctx, requestID); err == nil {
-			return c, false, s.indexCertificate(ctx, c)
+			return c, false, nil
 		}
 		return nil, false, ErrBusy
 	}
@@ -338,24 +336,20 @@ func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx co
 		}
 	}()
 	if c, err := s.CertificateOf(ctx, requestID); err == nil {
-		return c, false, s.indexCertificate(ctx, c)
+		return c, false, nil
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, false, err
 	}
-	certID, err := s.rdb.Incr(ctx, s.keys.certificateSeq()).Result()
-	if err != nil {
-		return nil, false, fmt.Errorf("allocate certificate id: %w", err)
-	}
-	c, err := sign(ctx, certID)
+	c, err := sign(ctx)
 	if err != nil {
 		return nil, false, err
 	}
-	c.ID, c.RequestID = certID, requestID
+	c.ID, c.RequestID = requestID, requestID
 	data, err := json.Marshal(c)
 	if err != nil {
 		return nil, false, err
 	}
-	won, err := s.rdb.SetNX(ctx, s.keys.requestCert(requestID), data, 0).Result()
+	won, err := s.rdb.HSetNX(ctx, s.keys.request(requestID), "x", data).Result()
 	if err != nil {
 		return nil, false, fmt.Errorf("store certificate: %w", err)
 	}
@@ -364,16 +358,9 @@ func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx co
 		// Lost a race despite the lock (it expired under us): ours was
 		// never stored or returned, so it never existed outside this process.
 		c, err := s.CertificateOf(ctx, requestID)
-		if err != nil {
-			return nil, false, err
-		}
-		return c, false, s.indexCertificate(ctx, c)
+		return c, false, err
 	}
-	return c, true, s.indexCertificate(ctx, c)
-}
-
-func (s *Store) indexCertificate(ctx context.Context, c *Certificate) error {
-	return s.rdb.Set(ctx, s.keys.certificate(c.ID), c.RequestID, 0).Err()
+	return c, true, nil
 }
 
 func randomToken() string {

@@ -31,7 +31,7 @@ func newRequest(t *testing.T, s *store.Store, caller, idemKey string) *store.Req
 	return &store.Request{
 		ID: id, Disposition: store.Queued, Submitted: now, Updated: now, Trigger: "enrollment",
 		Requester: workflow.Requester{Name: caller}, CSR: []byte{1, 2, 3, byte(id)},
-		IdempotencyKey: idemKey, Instance: workflow.Instance{ID: "inst-" + time.Now().Format("150405.000000000")},
+		IdempotencyKey: idemKey, Instance: workflow.Instance{ID: s.InstanceID(id)},
 	}
 }
 
@@ -51,8 +51,14 @@ func TestCreateGetSave(t *testing.T) {
 	if got.Requester.Name != "alice" || got.Disposition != store.Queued || string(got.CSR) != string(r.CSR) || got.Input.ID != id {
 		t.Fatalf("Get returned %+v", got)
 	}
-	if rid, err := s.RequestIDOfInstance(ctx, r.Instance.ID); err != nil || rid != id {
+	if rid, err := s.RequestIDOfInstance(r.Instance.ID); err != nil || rid != id {
 		t.Fatalf("RequestIDOfInstance = %d, %v; want %d", rid, err, id)
+	}
+	if _, err := s.RequestIDOfInstance("6ba7b810-9dad-11d1-80b4-00c04fd430c8"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a foreign instance id resolved: %v", err)
+	}
+	if _, err := store.New(nil, "other-prefix").RequestIDOfInstance(r.Instance.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("another deployment's instance id resolved: %v", err)
 	}
 
 	t.Run("a save from a stale copy is refused", func(t *testing.T) {
@@ -243,7 +249,7 @@ func TestIssueOnceSignsOnceUnderConcurrency(t *testing.T) {
 	ctx := context.Background()
 	const requestID = 42
 	var signed atomic.Int32
-	sign := func(ctx context.Context, certID int64) (*store.Certificate, error) {
+	sign := func(ctx context.Context) (*store.Certificate, error) {
 		signed.Add(1)
 		time.Sleep(20 * time.Millisecond) // widen the race window
 		return &store.Certificate{SerialNumber: "01", Chain: [][]byte{{0x30}}}, nil
@@ -298,13 +304,13 @@ func TestIssueOnceAfterAFailedSignTriesAgain(t *testing.T) {
 	s, _, _ := setup(t)
 	ctx := context.Background()
 	boom := errors.New("CA offline")
-	if _, _, err := s.IssueOnce(ctx, 7, func(context.Context, int64) (*store.Certificate, error) { return nil, boom }); !errors.Is(err, boom) {
+	if _, _, err := s.IssueOnce(ctx, 7, func(context.Context) (*store.Certificate, error) { return nil, boom }); !errors.Is(err, boom) {
 		t.Fatalf("err = %v, want the sign error", err)
 	}
 	if _, err := s.CertificateOf(ctx, 7); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("a failed sign stored a certificate: %v", err)
 	}
-	c, fresh, err := s.IssueOnce(ctx, 7, func(context.Context, int64) (*store.Certificate, error) {
+	c, fresh, err := s.IssueOnce(ctx, 7, func(context.Context) (*store.Certificate, error) {
 		return &store.Certificate{SerialNumber: "02"}, nil
 	})
 	if err != nil || !fresh || c.SerialNumber != "02" {

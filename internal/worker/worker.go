@@ -206,11 +206,9 @@ func (w *Worker) DeliverCallback(ctx context.Context, id int64) error {
 	if !r.Disposition.Final() {
 		return errNotSettled
 	}
-	var cert *store.Certificate
-	if r.Disposition == store.Issued {
-		if cert, err = w.Store.CertificateOf(ctx, id); err != nil {
-			return err
-		}
+	cert, err := r.Certificate()
+	if err != nil {
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
 	resp, err := api.NewEnrollmentResponse(r, cert, "", nil)
 	if err != nil {
