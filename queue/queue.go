@@ -90,6 +90,8 @@ type ServerConfig struct {
 	Queue           string
 	Concurrency     int
 	ShutdownTimeout time.Duration
+	// PollInterval is how often an idle server looks for tasks.
+	PollInterval time.Duration
 	// CallbackSchedule is the delay before each callback retry.
 	CallbackSchedule []time.Duration
 	Log              *slog.Logger
@@ -102,9 +104,9 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, h Handlers) (*asynq.
 		Concurrency:     cfg.Concurrency,
 		Queues:          map[string]int{cfg.Queue: 1},
 		ShutdownTimeout: cfg.ShutdownTimeout,
-		// Idle servers poll for new tasks this often; the default (1 s)
-		// would add up to a second to every quiet-time enrollment.
-		TaskCheckInterval: 50 * time.Millisecond,
+		// An idle server polls for new tasks this often: it bounds the
+		// pickup delay of a task that arrives while the queue is empty.
+		TaskCheckInterval: cfg.PollInterval,
 		RetryDelayFunc: func(n int, err error, t *asynq.Task) time.Duration {
 			if t.Type() == TypeCallback {
 				// n counts earlier retries: 0 on the first failure.

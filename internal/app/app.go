@@ -404,7 +404,8 @@ func (a *App) RunWorker(ctx context.Context) error {
 	srv, mux := queue.NewServer(a.Redis, queue.ServerConfig{
 		Queue: a.Config.Queue, Concurrency: a.Config.Worker.Concurrency,
 		ShutdownTimeout: a.Config.Worker.ShutdownTimeout, CallbackSchedule: a.Config.Callbacks.Schedule,
-		Log: a.Log,
+		PollInterval: a.Config.Worker.PollInterval,
+		Log:          a.Log,
 	}, w)
 	if err := srv.Start(mux); err != nil {
 		return fmt.Errorf("start worker: %w", err)

@@ -350,7 +350,7 @@ func asynqBaseline(ctx context.Context, rdb redis.UniversalClient, n, concurrenc
 	var processed atomic.Int64
 	finished := make(chan struct{})
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency: concurrency, Queues: map[string]int{queue: 1}, TaskCheckInterval: 50 * time.Millisecond,
+		Concurrency: concurrency, Queues: map[string]int{queue: 1}, TaskCheckInterval: config.DefaultPollInterval,
 		LogLevel: asynq.ErrorLevel,
 	})
 	mux := asynq.NewServeMux()

@@ -89,6 +89,10 @@ type Worker struct {
 	// ShutdownTimeout is how long in-flight tasks get to finish on SIGTERM
 	// before they are handed back to the queue. Defaults to 20s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// PollInterval is how often an idle worker asks Redis for new tasks: it
+	// bounds the pickup delay when the queue runs empty, at one small Lua
+	// call per interval per worker process. Defaults to 10ms.
+	PollInterval time.Duration `yaml:"poll_interval"`
 	// ReconcileAfter: a request QUEUED or RUNNING for longer than this with
 	// no progress is enqueued again (the task id makes that safe). Defaults to 10m.
 	ReconcileAfter time.Duration `yaml:"reconcile_after"`
@@ -232,6 +236,7 @@ const (
 	DefaultTaskTimeout     = 5 * time.Minute
 	DefaultShutdownTimeout = 20 * time.Second
 	DefaultReconcileAfter  = 10 * time.Minute
+	DefaultPollInterval    = 10 * time.Millisecond
 	DefaultCallbackTimeout = 10 * time.Second
 	DefaultCAName          = "CertflowIssuingCA"
 	DefaultCAHost          = "certflow"
@@ -264,6 +269,7 @@ func Default() Config {
 			TaskTimeout:     DefaultTaskTimeout,
 			ShutdownTimeout: DefaultShutdownTimeout,
 			ReconcileAfter:  DefaultReconcileAfter,
+			PollInterval:    DefaultPollInterval,
 		},
 		Callbacks: Callbacks{Timeout: DefaultCallbackTimeout, Schedule: slices.Clone(DefaultCallbackSchedule)},
 		SMTP:      SMTP{TLS: "starttls", Timeout: 30 * time.Second},
@@ -397,6 +403,7 @@ func (c *Config) Validate() error {
 		{"worker.task_timeout", c.Worker.TaskTimeout},
 		{"worker.shutdown_timeout", c.Worker.ShutdownTimeout},
 		{"worker.reconcile_after", c.Worker.ReconcileAfter},
+		{"worker.poll_interval", c.Worker.PollInterval},
 		{"callbacks.timeout", c.Callbacks.Timeout},
 		{"smtp.timeout", c.SMTP.Timeout},
 	} {
