@@ -411,6 +411,7 @@ func (a *App) RunWorker(ctx context.Context) error {
 		return fmt.Errorf("start worker: %w", err)
 	}
 	go w.Reconcile(ctx)
+	go w.Sweep(ctx)
 	<-ctx.Done()
 	srv.Shutdown()
 	return nil

@@ -89,6 +89,11 @@ type Worker struct {
 	// ShutdownTimeout is how long in-flight tasks get to finish on SIGTERM
 	// before they are handed back to the queue. Defaults to 20s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// Retention is how long a settled request (and the certificate issued
+	// for it) is kept after it was last read or written; it bounds Redis
+	// memory at about 6 KB per request. Defaults to 825 days, the longest
+	// validity a built-in CA grants, so a record outlives its certificate.
+	Retention time.Duration `yaml:"retention"`
 	// PollInterval is how often an idle worker asks Redis for new tasks: it
 	// bounds the pickup delay when the queue runs empty, at one small Lua
 	// call per interval per worker process. Defaults to 10ms.
@@ -237,6 +242,7 @@ const (
 	DefaultShutdownTimeout = 20 * time.Second
 	DefaultReconcileAfter  = 10 * time.Minute
 	DefaultPollInterval    = 10 * time.Millisecond
+	DefaultRetention       = 825 * 24 * time.Hour
 	DefaultCallbackTimeout = 10 * time.Second
 	DefaultCAName          = "CertflowIssuingCA"
 	DefaultCAHost          = "certflow"
@@ -270,6 +276,7 @@ func Default() Config {
 			ShutdownTimeout: DefaultShutdownTimeout,
 			ReconcileAfter:  DefaultReconcileAfter,
 			PollInterval:    DefaultPollInterval,
+			Retention:       DefaultRetention,
 		},
 		Callbacks: Callbacks{Timeout: DefaultCallbackTimeout, Schedule: slices.Clone(DefaultCallbackSchedule)},
 		SMTP:      SMTP{TLS: "starttls", Timeout: 30 * time.Second},
@@ -404,6 +411,7 @@ func (c *Config) Validate() error {
 		{"worker.shutdown_timeout", c.Worker.ShutdownTimeout},
 		{"worker.reconcile_after", c.Worker.ReconcileAfter},
 		{"worker.poll_interval", c.Worker.PollInterval},
+		{"worker.retention", c.Worker.Retention},
 		{"callbacks.timeout", c.Callbacks.Timeout},
 		{"smtp.timeout", c.SMTP.Timeout},
 	} {

@@ -47,5 +47,8 @@ func (k keys) definition(name, version string) string {
 // workflow definitions.
 func (k keys) reload() string { return k.prefix + ":reload" }
 
+// sweepLock lets one process at a time sweep expired requests.
+func (k keys) sweepLock() string { return k.prefix + ":sweep-lock" }
+
 // events is the pub/sub channel on which settled requests are announced.
 func (k keys) events() string { return k.prefix + ":events" }

@@ -369,3 +369,34 @@ func TestConcurrentSubmitsWithOneIdempotencyKeyMakeOneRequest(t *testing.T) {
 		t.Fatalf("%d request records stored, want 1", n)
 	}
 }
+
+func TestSweepDeletesSettledRequestsPastRetentionOnly(t *testing.T) {
+	t.Parallel()
+	s, _, _ := setup(t)
+	ctx := context.Background()
+	settled := newRequest(t, s, "alice", "")
+	open := newRequest(t, s, "alice", "")
+	for _, r := range []*store.Request{settled, open} {
+		if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settled.Disposition = store.Issued
+	if err := s.Save(ctx, settled); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Sweep(ctx, time.Hour); err != nil || n != 0 {
+		t.Fatalf("a sweep within retention deleted %d (%v)", n, err)
+	}
+	time.Sleep(2100 * time.Millisecond) // OBJECT IDLETIME counts whole seconds
+	n, err := s.Sweep(ctx, time.Second)
+	if err != nil || n != 1 {
+		t.Fatalf("sweep deleted %d (%v), want the settled request only", n, err)
+	}
+	if _, err := s.Get(ctx, settled.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the settled request survived: %v", err)
+	}
+	if _, err := s.Get(ctx, open.ID); err != nil {
+		t.Fatalf("an unsettled request was swept: %v", err)
+	}
+}

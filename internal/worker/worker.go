@@ -297,3 +297,28 @@ func (w *Worker) ReconcileOnce(ctx context.Context) (int, error) {
 }
 
 var errSettled = errors.New("settled")
+
+// sweepEvery is how often one worker process sweeps expired requests.
+const sweepEvery = time.Hour
+
+// Sweep deletes requests past worker.retention, once an hour across all
+// worker processes, until ctx ends.
+func (w *Worker) Sweep(ctx context.Context) {
+	tick := time.NewTicker(sweepEvery / 6)
+	defer tick.Stop()
+	for {
+		if ok, err := w.Store.ClaimSweep(ctx, sweepEvery); err == nil && ok {
+			n, err := w.Store.Sweep(ctx, w.Config.Worker.Retention)
+			if err != nil {
+				w.Log.Warn("retention sweep", "err", err)
+			} else if n > 0 {
+				w.Log.Info("retention sweep: deleted requests past retention", "count", n, "retention", w.Config.Worker.Retention)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
