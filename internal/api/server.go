@@ -55,6 +55,10 @@ type Server struct {
 	mux       *http.ServeMux
 	paths     *http.ServeMux
 	endpoints []string
+	// perIdentity limits each caller's request rate (nil: unlimited);
+	// authFailures limits failed logins per client address.
+	perIdentity  *limiters
+	authFailures *limiters
 }
 
 // keyfactorBase is Keyfactor's base path; every route is served under it too.
@@ -71,6 +75,10 @@ func New(o Options) *Server {
 		cfg: o.Config, store: o.Store, queue: o.Queue, kek: o.KEK, auth: o.Auth, log: o.Log,
 		defs: o.Definitions, reload: o.Reload,
 		waiters: o.Store.NewWaiters(), mux: http.NewServeMux(), paths: http.NewServeMux(),
+		authFailures: newLimiters(float64(o.Config.API.AuthFailuresPerMinute)/60, o.Config.API.AuthFailuresPerMinute),
+	}
+	if o.Config.API.RateLimit > 0 {
+		s.perIdentity = newLimiters(o.Config.API.RateLimit, o.Config.API.RateBurst)
 	}
 	s.public("GET /healthz", s.handleHealthz)
 	s.route("GET /readyz", s.handleReadyz)
@@ -94,9 +102,19 @@ func (s *Server) route(pattern string, h http.HandlerFunc, roles ...string) {
 	s.register(pattern, func(w http.ResponseWriter, r *http.Request) {
 		id := s.auth.Authenticate(r)
 		if id == nil {
+			if ok, wait := s.authFailures.allow(clientAddr(r)); !ok {
+				s.tooMany(w, r, wait, "too many failed authentications from this address")
+				return
+			}
 			w.Header().Set("WWW-Authenticate", `Basic realm="certflow", charset="UTF-8"`)
 			writeError(w, r, s.log, newError(http.StatusUnauthorized, CodeUnauthorized, "authentication required: HTTP Basic or Bearer token"))
 			return
+		}
+		if s.perIdentity != nil {
+			if ok, wait := s.perIdentity.allow(id.Name); !ok {
+				s.tooMany(w, r, wait, "rate limit of "+id.Name+" reached")
+				return
+			}
 		}
 		if len(roles) > 0 && !id.Has(roles...) {
 			writeError(w, r, s.log, newError(http.StatusForbidden, CodeForbidden, "%s may not %s: needs role %s", id.Name, pattern, strings.Join(roles, " or ")))

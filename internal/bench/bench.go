@@ -179,6 +179,7 @@ func setup(ctx context.Context, o *Options) (target, token string, rdb redis.Uni
 	cfg.KEKFile = dir + "/kek"
 	cfg.Worker.Concurrency = o.WorkerConcurrency
 	cfg.API.MaxSyncWait = 10 * time.Minute
+	cfg.API.RateLimit = 0 // measuring, not defending
 	if o.Definitions != "" {
 		cfg.Definitions = o.Definitions
 	}

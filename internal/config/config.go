@@ -71,6 +71,15 @@ type API struct {
 	MaxSyncWait time.Duration `yaml:"max_sync_wait"`
 	// IdempotencyTTL is how long an Idempotency-Key is remembered. Defaults to 24h.
 	IdempotencyTTL time.Duration `yaml:"idempotency_ttl"`
+	// RateLimit is each identity's sustained requests per second, per API
+	// process; 0 turns rate limiting off. Defaults to 100.
+	RateLimit float64 `yaml:"rate_limit"`
+	// RateBurst is how many requests an identity may make at once above
+	// the rate. Defaults to 200.
+	RateBurst int `yaml:"rate_burst"`
+	// AuthFailuresPerMinute bounds failed authentications per client
+	// address, against password guessing. Defaults to 30.
+	AuthFailuresPerMinute int `yaml:"auth_failures_per_minute"`
 	// RedisTimeout bounds each store call made while answering a request, so
 	// an unreachable Redis yields 503 rather than a hang. Defaults to 3s.
 	RedisTimeout time.Duration `yaml:"redis_timeout"`
@@ -263,11 +272,14 @@ func Default() Config {
 		KeyPrefix:   DefaultKeyPrefix,
 		Queue:       DefaultQueue,
 		API: API{
-			MaxBodyBytes:   DefaultMaxBodyBytes,
-			SyncWait:       DefaultSyncWait,
-			MaxSyncWait:    DefaultMaxSyncWait,
-			IdempotencyTTL: DefaultIdempotencyTTL,
-			RedisTimeout:   DefaultRedisTimeout,
+			MaxBodyBytes:          DefaultMaxBodyBytes,
+			SyncWait:              DefaultSyncWait,
+			MaxSyncWait:           DefaultMaxSyncWait,
+			IdempotencyTTL:        DefaultIdempotencyTTL,
+			RedisTimeout:          DefaultRedisTimeout,
+			RateLimit:             100,
+			RateBurst:             200,
+			AuthFailuresPerMinute: 30,
 		},
 		Worker: Worker{
 			Concurrency:     DefaultConcurrency,
@@ -380,6 +392,12 @@ func (c *Config) Validate() error {
 	}
 	if c.API.MaxBodyBytes < 1024 {
 		bad("api.max_body_bytes: must be at least 1024")
+	}
+	if c.API.RateLimit < 0 || (c.API.RateLimit > 0 && c.API.RateBurst < 1) {
+		bad("api.rate_limit: must be 0 (off) or positive, with api.rate_burst at least 1")
+	}
+	if c.API.AuthFailuresPerMinute < 1 {
+		bad("api.auth_failures_per_minute: must be at least 1")
 	}
 	if c.API.SyncWait < 0 || c.API.MaxSyncWait < c.API.SyncWait {
 		bad("api.sync_wait: must be between 0 and api.max_sync_wait")

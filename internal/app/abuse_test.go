@@ -1,0 +1,111 @@
+package app_test
+
+import (
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/certflow/certflow/internal/api"
+	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/testutil"
+)
+
+func TestRateLimitsPerIdentity(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, func(c *config.Config) { c.API.RateLimit, c.API.RateBurst = 0.5, 2 })
+	for i := 0; i < 2; i++ {
+		if r := cf.Do(t, "GET", "/Status/Endpoints", nil, "Authorization", "Bearer "+testutil.AliceToken); r.Status != 200 {
+			t.Fatalf("request %d within the burst: %d", i, r.Status)
+		}
+	}
+	r := cf.Do(t, "GET", "/Status/Endpoints", nil, "Authorization", "Bearer "+testutil.AliceToken)
+	assertError(t, r, http.StatusTooManyRequests, api.CodeRateLimited, "alice")
+	if s, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || s < 1 {
+		t.Fatalf("Retry-After %q, want whole seconds", r.Header.Get("Retry-After"))
+	}
+	// Another identity has its own budget.
+	if r := cf.Do(t, "GET", "/Status/Endpoints", nil, "Authorization", "Bearer "+testutil.BobToken); r.Status != 200 {
+		t.Fatalf("bob limited by alice's use: %d", r.Status)
+	}
+}
+
+func TestFailedAuthenticationsAreLimitedPerAddress(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, func(c *config.Config) { c.API.AuthFailuresPerMinute = 3 })
+	for i := 0; i < 3; i++ {
+		if r := cf.Do(t, "GET", "/Status/Endpoints", nil, "Authorization", "Bearer guess-"+strconv.Itoa(i)); r.Status != 401 {
+			t.Fatalf("guess %d: %d", i, r.Status)
+		}
+	}
+	r := cf.Do(t, "GET", "/Status/Endpoints", nil, "Authorization", "Bearer guess-again")
+	assertError(t, r, http.StatusTooManyRequests, api.CodeRateLimited, "failed authentications")
+	if r.Header.Get("Retry-After") == "" {
+		t.Fatal("no Retry-After")
+	}
+	// Valid credentials from the same address still work.
+	if r := cf.Do(t, "GET", "/Status/Endpoints", nil, "Authorization", "Bearer "+testutil.AliceToken); r.Status != 200 {
+		t.Fatalf("a valid token after the guesses: %d", r.Status)
+	}
+}
+
+func TestOversizedHeadersAreRefused(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	r := cf.Do(t, "GET", "/Status/Endpoints", nil, "X-Padding", strings.Repeat("a", 128<<10))
+	if r.Status != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("128 KiB of headers: %d, want 431", r.Status)
+	}
+}
+
+// TestNoSecretReachesTheLog runs a session that handles every kind of
+// secret certflow sees and greps its whole log for each.
+func TestNoSecretReachesTheLog(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		tmpl := c.Templates[0]
+		tmpl.Name, tmpl.KeyRetention = "Retained", true
+		c.Templates = append(c.Templates, tmpl)
+	})
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) }))
+	defer hook.Close()
+	csr, key := testutil.CSR(t, "secrets.example.com")
+	pkcs8, _ := x509.MarshalPKCS8PrivateKey(key)
+	keyB64 := base64.StdEncoding.EncodeToString(pkcs8)
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("carol:"+testutil.CarolPassword))
+	enroll(t, cf, testutil.EnrollBody(csr, map[string]any{"Template": "Retained", "PrivateKey": keyB64, "CallbackUrl": hook.URL}))
+	enroll(t, cf, testutil.EnrollBody(csr, nil), "Authorization", basic)
+	enroll(t, cf, testutil.EnrollBody(csr, nil), "Authorization", "Bearer "+testutil.AliceToken)
+	cf.Do(t, "GET", "/Status/Endpoints", nil, "Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("carol:wrong-"+testutil.CarolPassword)))
+	cf.Do(t, "GET", "/Status/Endpoints", nil, "Authorization", "Bearer not-"+testutil.AliceToken)
+	waitFor(t, "a callback attempt", func() bool { return strings.Contains(cf.Logs.String(), "callback failed") })
+
+	kek, _ := os.ReadFile(filepath.Join(cf.Config.DataDir, "kek"))
+	webhook, _ := os.ReadFile(filepath.Join(cf.Config.DataDir, "webhook-secret"))
+	logs := cf.Logs.String()
+	for name, secret := range map[string]string{
+		"admin token":         testutil.AdminToken,
+		"alice's token":       testutil.AliceToken,
+		"carol's password":    testutil.CarolPassword,
+		"the private key":     keyB64[40:120],
+		"the private key hex": hex.EncodeToString(pkcs8)[40:120],
+		"the KEK":             strings.TrimSpace(string(kek)),
+		"the webhook secret":  strings.TrimPrefix(strings.TrimSpace(string(webhook)), "whsec_"),
+	} {
+		if secret == "" {
+			t.Fatalf("%s: nothing to look for", name)
+		}
+		if strings.Contains(logs, secret) {
+			t.Errorf("%s appears in the log", name)
+		}
+	}
+	if !strings.Contains(logs, "request accepted") {
+		t.Fatal("the log is empty: the test would prove nothing")
+	}
+}
