@@ -2,26 +2,12 @@ package steps_test
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/json"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"mime/quotedprintable"
-	"net"
 	"net/mail"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/notify"
@@ -30,121 +16,7 @@ import (
 	"github.com/certflow/certflow/workflow"
 )
 
-const smtpPassword = "pw-Zq81xv0Lk" // distinctive: tests look for it in outputs and logs
-
-// smtpServer starts internal/notify/testdata/smtpd (STARTTLS with a
-// certificate from a fresh CA, AUTH PLAIN for certflow/smtpPassword) on a
-// free port, and returns the SMTP configuration that reaches it and a
-// function listing what it received. It is killed when the test ends.
-func smtpServer(t *testing.T) (config.SMTP, func() []receivedMail) {
-	t.Helper()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "smtpd")
-	if out, err := exec.Command("go", "build", "-o", bin, "../internal/notify/testdata/smtpd").CombinedOutput(); err != nil {
-		t.Fatalf("build smtpd: %v\n%s", err, out)
-	}
-	caFile, certFile, keyFile := smtpCerts(t, dir)
-	mailDir := filepath.Join(dir, "mail")
-	if err := os.Mkdir(mailDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(testutil.FreePort(t)))
-	cmd := exec.Command(bin, "-addr", addr, "-dir", mailDir, "-cert", certFile, "-key", keyFile,
-		"-tls", "starttls", "-user", "certflow", "-pass", smtpPassword)
-	var stderr testutil.SyncBuffer
-	cmd.Stdout, cmd.Stderr = &stderr, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("smtpd output:\n%s", stderr.String())
-		}
-	})
-	for deadline := time.Now().Add(3 * time.Second); ; {
-		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
-		if err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case <-exited:
-			t.Fatalf("smtpd exited: %s", stderr.String())
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("smtpd does not accept connections on %s: %v", addr, err)
-		}
-	}
-	cfg := config.SMTP{
-		Addr: addr, From: "certflow <pki@example.com>", Username: "certflow", Password: smtpPassword,
-		TLS: "starttls", Timeout: 5 * time.Second, CAFile: caFile,
-	}
-	return cfg, func() []receivedMail {
-		files, _ := filepath.Glob(filepath.Join(mailDir, "msg-*.json"))
-		slices.Sort(files)
-		var out []receivedMail
-		for _, f := range files {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var m receivedMail
-			if err := json.Unmarshal(b, &m); err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
-			out = append(out, m)
-		}
-		return out
-	}
-}
-
-// receivedMail is what smtpd wrote for one message.
-type receivedMail struct {
-	From string   `json:"from"`
-	To   []string `json:"to"`
-	Data string   `json:"data"`
-}
-
-// smtpCerts writes a CA and a server certificate for 127.0.0.1 signed by
-// it to dir.
-func smtpCerts(t *testing.T, dir string) (caFile, certFile, keyFile string) {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "smtpd test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
-		SerialNumber: big.NewInt(2), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}, caTmpl, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pkcs8, _ := x509.MarshalPKCS8PrivateKey(key)
-	caFile, certFile, keyFile = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	for file, block := range map[string]*pem.Block{
-		caFile: {Type: "CERTIFICATE", Bytes: caDER}, certFile: {Type: "CERTIFICATE", Bytes: der}, keyFile: {Type: "PRIVATE KEY", Bytes: pkcs8},
-	} {
-		if err := os.WriteFile(file, pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return caFile, certFile, keyFile
-}
+const smtpPassword = testutil.SMTPPassword
 
 // parseWithMailer loads a definition with a mailer for smtp.
 func parseWithMailer(t *testing.T, smtp config.SMTP, lines ...string) *workflow.Definition {
@@ -164,7 +36,8 @@ func parseWithMailer(t *testing.T, smtp config.SMTP, lines ...string) *workflow.
 
 func TestNotifyEmailSendsTheRenderedTemplates(t *testing.T) {
 	t.Parallel()
-	smtp, received := smtpServer(t)
+	server := testutil.StartSMTPServer(t, testutil.SMTPOptions{})
+	smtp := server.Config()
 	def := parseWithMailer(t, smtp, afterLookup(
 		`  - id: tell`,
 		`    uses: notify`,
@@ -185,7 +58,7 @@ func TestNotifyEmailSendsTheRenderedTemplates(t *testing.T) {
 	if res.Outputs["email_sent"] != true || res.Outputs["email_error"] != "" {
 		t.Fatalf("outputs %v, want email_sent and no email_error", res.Outputs)
 	}
-	msgs := received()
+	msgs := server.Messages(t)
 	if len(msgs) != 1 {
 		t.Fatalf("%d messages delivered, want 1", len(msgs))
 	}
@@ -212,7 +85,8 @@ func TestNotifyEmailSendsTheRenderedTemplates(t *testing.T) {
 
 func TestNotifyEmailFailureIsRecordedNotFatal(t *testing.T) {
 	t.Parallel()
-	smtp, received := smtpServer(t)
+	server := testutil.StartSMTPServer(t, testutil.SMTPOptions{})
+	smtp := server.Config()
 	wrong := smtp
 	wrong.Password = smtpPassword + "-wrong"
 	tests := []struct {
@@ -256,7 +130,7 @@ func TestNotifyEmailFailureIsRecordedNotFatal(t *testing.T) {
 			}
 		})
 	}
-	if msgs := received(); len(msgs) != 0 {
+	if msgs := server.Messages(t); len(msgs) != 0 {
 		t.Errorf("%d messages delivered, want none", len(msgs))
 	}
 }

@@ -3,26 +3,14 @@ package notify_test
 import (
 	"cmp"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/json"
-	"encoding/pem"
 	"errors"
-	"fmt"
 	"io"
-	"math/big"
 	"mime"
 	"mime/quotedprintable"
-	"net"
 	"net/mail"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -36,137 +24,19 @@ import (
 	"github.com/certflow/certflow/internal/testutil"
 )
 
-// smtpdBin is testdata/smtpd, built once by TestMain.
-var smtpdBin string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "certflow-smtpd-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	smtpdBin = filepath.Join(dir, "smtpd")
-	if out, err := exec.Command("go", "build", "-o", smtpdBin, "./testdata/smtpd").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build testdata/smtpd: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// smtpd is a running testdata/smtpd process.
-type smtpd struct {
-	addr, dir, caFile string
-}
-
 const (
-	testUser     = "certflow"
-	testPassword = "pw-Zq81xv0Lk" // distinctive: tests look for it in errors
-	testFrom     = "certflow <pki@example.com>"
+	testUser     = testutil.SMTPUser
+	testPassword = testutil.SMTPPassword
 )
 
-// startSMTPD starts testdata/smtpd on a free port with -tls mode (or
-// -stall), a certificate for 127.0.0.1 from a fresh CA, and AUTH PLAIN
-// for testUser/testPassword. It is killed when the test ends.
-func startSMTPD(t *testing.T, mode string, stall bool) *smtpd {
+// startSMTPD starts testdata/smtpd in -tls mode (or -stall); see
+// testutil.StartSMTPServer.
+func startSMTPD(t *testing.T, mode string, stall bool) *testutil.SMTPServer {
 	t.Helper()
-	dir := t.TempDir()
-	caFile, certFile, keyFile := writeCerts(t, dir)
-	s := &smtpd{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(testutil.FreePort(t))), dir: filepath.Join(dir, "mail"), caFile: caFile}
-	if err := os.Mkdir(s.dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(smtpdBin, "-addr", s.addr, "-dir", s.dir, "-cert", certFile, "-key", keyFile,
-		"-tls", mode, "-user", testUser, "-pass", testPassword, "-stall="+strconv.FormatBool(stall))
-	var stderr testutil.SyncBuffer
-	cmd.Stdout, cmd.Stderr = &stderr, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("smtpd output:\n%s", stderr.String())
-		}
-	})
-	for deadline := time.Now().Add(3 * time.Second); ; {
-		c, err := net.DialTimeout("tcp", s.addr, 100*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return s
-		}
-		select {
-		case <-exited:
-			t.Fatalf("smtpd exited: %s", stderr.String())
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("smtpd does not accept connections on %s: %v", s.addr, err)
-		}
-	}
+	return testutil.StartSMTPServer(t, testutil.SMTPOptions{TLS: mode, Stall: stall})
 }
 
-// writeCerts makes a CA and a server certificate for 127.0.0.1 and
-// localhost signed by it, as PEM files in dir.
-func writeCerts(t *testing.T, dir string) (caFile, certFile, keyFile string) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "smtpd test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile, certFile, keyFile = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	for file, block := range map[string]*pem.Block{
-		caFile: {Type: "CERTIFICATE", Bytes: caDER}, certFile: {Type: "CERTIFICATE", Bytes: der}, keyFile: {Type: "PRIVATE KEY", Bytes: pkcs8},
-	} {
-		if err := os.WriteFile(file, pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return caFile, certFile, keyFile
-}
-
-// config is the client side of s, in mode.
-func (s *smtpd) config(mode string) config.SMTP {
-	return config.SMTP{
-		Addr: s.addr, From: testFrom, Username: testUser, Password: testPassword,
-		TLS: mode, Timeout: 5 * time.Second, CAFile: s.caFile,
-	}
-}
-
-func (s *smtpd) mailer(t *testing.T, cfg config.SMTP) *notify.Mailer {
+func newMailer(t *testing.T, cfg config.SMTP) *notify.Mailer {
 	t.Helper()
 	m, err := notify.NewMailer(cfg)
 	if err != nil {
@@ -175,63 +45,8 @@ func (s *smtpd) mailer(t *testing.T, cfg config.SMTP) *notify.Mailer {
 	return m
 }
 
-// received is what smtpd wrote for one message.
-type received struct {
-	From string   `json:"from"`
-	To   []string `json:"to"`
-	TLS  bool     `json:"tls"`
-	User string   `json:"user"`
-	Data string   `json:"data"`
-}
-
-type authEvent struct {
-	Mechanism string `json:"mechanism"`
-	TLS       bool   `json:"tls"`
-	User      string `json:"user"`
-	OK        bool   `json:"ok"`
-}
-
-func (s *smtpd) messages(t *testing.T) []received {
-	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(s.dir, "msg-*.json"))
-	slices.Sort(files)
-	var out []received
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var m received
-		if err := json.Unmarshal(b, &m); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-func (s *smtpd) auths(t *testing.T) []authEvent {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(s.dir, "auth.jsonl"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []authEvent
-	for line := range strings.Lines(string(b)) {
-		var ev authEvent
-		if err := json.Unmarshal([]byte(line), &ev); err != nil {
-			t.Fatalf("auth.jsonl: %v", err)
-		}
-		out = append(out, ev)
-	}
-	return out
-}
-
 // parse reads a received message and decodes its quoted-printable body.
-func parse(t *testing.T, m received) (*mail.Message, string) {
+func parse(t *testing.T, m testutil.SMTPMessage) (*mail.Message, string) {
 	t.Helper()
 	msg, err := mail.ReadMessage(strings.NewReader(m.Data))
 	if err != nil {
@@ -254,13 +69,13 @@ func TestSendDelivers(t *testing.T) {
 		t.Run("over "+mode+", with AUTH PLAIN", func(t *testing.T) {
 			t.Parallel()
 			s := startSMTPD(t, mode, false)
-			m := s.mailer(t, s.config(mode))
+			m := newMailer(t, s.Config())
 			err := m.Send(context.Background(), []string{"Alice <alice@example.com>", "bob@example.com"},
 				"certificate issued", body, "certflow-7-tell@certflow")
 			if err != nil {
 				t.Fatalf("Send: %v", err)
 			}
-			msgs := s.messages(t)
+			msgs := s.Messages(t)
 			if len(msgs) != 1 {
 				t.Fatalf("%d messages delivered, want 1", len(msgs))
 			}
@@ -271,7 +86,7 @@ func TestSendDelivers(t *testing.T) {
 			if wantTLS := mode != "none"; got.TLS != wantTLS || got.User != testUser {
 				t.Errorf("message came with tls=%v user=%q, want tls=%v user=%q", got.TLS, got.User, wantTLS, testUser)
 			}
-			auths := s.auths(t)
+			auths := s.Auths(t)
 			if len(auths) != 1 || !auths[0].OK || auths[0].Mechanism != "PLAIN" || auths[0].TLS != (mode != "none") {
 				t.Errorf("AUTH attempts %+v, want one PLAIN that succeeded (over TLS unless tls=none)", auths)
 			}
@@ -311,12 +126,12 @@ func TestSendDelivers(t *testing.T) {
 func TestSendEncodesNonASCIIHeaders(t *testing.T) {
 	t.Parallel()
 	s := startSMTPD(t, "starttls", false)
-	m := s.mailer(t, s.config("starttls"))
+	m := newMailer(t, s.Config())
 	subject := "Zertifikat für www.bücher.example läuft ab – bitte erneuern ✓ " + strings.Repeat("é", 40)
 	if err := m.Send(context.Background(), []string{"Jürgen Müller <j@example.com>"}, subject, "Grüße", "id-1@certflow"); err != nil {
 		t.Fatalf("Send: %v", err)
 	}
-	msgs := s.messages(t)
+	msgs := s.Messages(t)
 	if len(msgs) != 1 {
 		t.Fatalf("%d messages delivered, want 1", len(msgs))
 	}
@@ -345,13 +160,13 @@ func TestSendFailsSafely(t *testing.T) {
 		server   string // smtpd -tls
 		mutate   func(*config.SMTP)
 		wantErr  string
-		wantAuth []authEvent // attempts the server saw
+		wantAuth []testutil.SMTPAuthEvent // attempts the server saw
 	}{
 		{
 			name: "a wrong password is refused, and the error does not hold it", server: "starttls",
 			mutate:   func(c *config.SMTP) { c.Password = testPassword + "-wrong" },
 			wantErr:  "auth",
-			wantAuth: []authEvent{{Mechanism: "PLAIN", TLS: true, User: testUser, OK: false}},
+			wantAuth: []testutil.SMTPAuthEvent{{Mechanism: "PLAIN", TLS: true, User: testUser, OK: false}},
 		},
 		{
 			name: "a server without STARTTLS gets neither credentials nor mail", server: "none",
@@ -372,11 +187,12 @@ func TestSendFailsSafely(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			s := startSMTPD(t, tt.server, false)
-			cfg := s.config("starttls")
+			cfg := s.Config()
+			cfg.TLS = "starttls" // whatever the server does
 			if tt.mutate != nil {
 				tt.mutate(&cfg)
 			}
-			err := s.mailer(t, cfg).Send(context.Background(), []string{"alice@example.com"}, "hi", "body", "id-1@certflow")
+			err := newMailer(t, cfg).Send(context.Background(), []string{"alice@example.com"}, "hi", "body", "id-1@certflow")
 			if err == nil {
 				t.Fatal("Send succeeded, want an error")
 			}
@@ -386,10 +202,10 @@ func TestSendFailsSafely(t *testing.T) {
 			if strings.Contains(err.Error(), testPassword) {
 				t.Errorf("error %q holds the password", err)
 			}
-			if msgs := s.messages(t); len(msgs) != 0 {
+			if msgs := s.Messages(t); len(msgs) != 0 {
 				t.Errorf("%d messages delivered, want none", len(msgs))
 			}
-			if auths := s.auths(t); !slices.Equal(auths, tt.wantAuth) {
+			if auths := s.Auths(t); !slices.Equal(auths, tt.wantAuth) {
 				t.Errorf("AUTH attempts %+v, want %+v", auths, tt.wantAuth)
 			}
 		})
@@ -399,7 +215,7 @@ func TestSendFailsSafely(t *testing.T) {
 func TestSendRefusesHeaderInjection(t *testing.T) {
 	t.Parallel()
 	s := startSMTPD(t, "starttls", false)
-	m := s.mailer(t, s.config("starttls"))
+	m := newMailer(t, s.Config())
 	tests := []struct {
 		name           string
 		to             []string
@@ -427,7 +243,7 @@ func TestSendRefusesHeaderInjection(t *testing.T) {
 			}
 		})
 	}
-	if msgs, auths := s.messages(t), s.auths(t); len(msgs) != 0 || len(auths) != 0 {
+	if msgs, auths := s.Messages(t), s.Auths(t); len(msgs) != 0 || len(auths) != 0 {
 		t.Errorf("the server saw %d messages and %d AUTH attempts, want none: nothing is sent", len(msgs), len(auths))
 	}
 }
@@ -465,9 +281,9 @@ func TestSendHonoursContextAndTimeout(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			s := startSMTPD(t, "starttls", true)
-			cfg := s.config("starttls")
+			cfg := s.Config()
 			cfg.Timeout = tt.timeout
-			m := s.mailer(t, cfg)
+			m := newMailer(t, cfg)
 			ctx, cancel := tt.ctx()
 			defer cancel()
 			start := time.Now()
