@@ -57,11 +57,7 @@ func TestARequestNoDefinitionTakesIsRefusedAtSubmit(t *testing.T) {
 	csr, _ := testutil.CSR(t, "nomatch.example.com")
 	r := cf.Do(t, "POST", "/Enrollment/CSR", testutil.EnrollBody(csr, nil), "x-certificateformat", "PEM")
 	assertError(t, r, http.StatusBadRequest, api.CodeNoWorkflow, "no enrollment workflow definition matches")
-	for _, k := range testutil.Keys(t, cf.Redis, cf.Prefix) {
-		if strings.Contains(k, ":request:") {
-			t.Fatalf("a refused submit stored %s", k)
-		}
-	}
+	assertNothingStored(t, cf)
 }
 
 func TestTemplatePolicyBindsEvenADefinitionWithoutValidate(t *testing.T) {
