@@ -22,6 +22,10 @@ const (
 	TypeRun = "enrollment:run"
 	// TypeCallback delivers a settled request to its CallbackUrl.
 	TypeCallback = "callback:deliver"
+	// TypeResume resumes a request whose approval was decided.
+	TypeResume = "workflow:resume"
+	// TypeApprovalTimeout fires an approval step's timeout.
+	TypeApprovalTimeout = "approval:timeout"
 )
 
 // Payload is every certflow task's payload.
@@ -30,6 +34,9 @@ type Payload struct {
 	// Generation is the request's run generation the task was made for;
 	// a task of an older generation is stale and does nothing.
 	Generation int64 `json:"generation,omitempty"`
+	// Step and Stage name the approval wait a timeout is for.
+	Step  string `json:"step,omitempty"`
+	Stage int    `json:"stage,omitempty"`
 }
 
 // Client enqueues certflow's tasks.
@@ -66,6 +73,28 @@ func (c *Client) EnqueueCallback(ctx context.Context, requestID int64, dispositi
 		asynq.Retention(24*time.Hour))
 }
 
+// EnqueueResume queues the run that applies a decided approval. Its id is
+// derived from the instance and the decided wait (step, stage) at the
+// request's generation: however many deciders race, one task results.
+func (c *Client) EnqueueResume(ctx context.Context, requestID int64, instanceID, step string, stage int, generation int64) error {
+	id := "resume:" + waitID(instanceID, step, stage, generation)
+	return c.enqueue(ctx, TypeResume, id, Payload{RequestID: requestID, Generation: generation},
+		asynq.MaxRetry(c.retry), asynq.Timeout(c.timeout))
+}
+
+// EnqueueTimeout schedules an approval wait's timeout at deadline. The
+// task lives in Redis, so it survives restarts and deploys; it does nothing
+// if the wait was decided first.
+func (c *Client) EnqueueTimeout(ctx context.Context, requestID int64, instanceID, step string, stage int, generation int64, deadline time.Time) error {
+	id := "timeout:" + waitID(instanceID, step, stage, generation)
+	return c.enqueue(ctx, TypeApprovalTimeout, id, Payload{RequestID: requestID, Generation: generation, Step: step, Stage: stage},
+		asynq.ProcessAt(deadline), asynq.MaxRetry(c.retry), asynq.Timeout(c.timeout))
+}
+
+func waitID(instanceID, step string, stage int, generation int64) string {
+	return instanceID + ":" + step + "." + strconv.Itoa(stage) + ":" + strconv.FormatInt(generation, 10)
+}
+
 func (c *Client) enqueue(ctx context.Context, typ, id string, p Payload, opts ...asynq.Option) error {
 	payload, _ := json.Marshal(p)
 	opts = append(opts, asynq.Queue(c.queue), asynq.TaskID(id))
@@ -81,8 +110,11 @@ func (c *Client) enqueue(ctx context.Context, typ, id string, p Payload, opts ..
 
 // Handlers are what the worker runs for each task type.
 type Handlers interface {
+	// Run runs or resumes a request's workflow (TypeRun and TypeResume).
 	Run(ctx context.Context, requestID, generation int64) error
 	DeliverCallback(ctx context.Context, requestID int64) error
+	// Timeout fires the timeout of the approval wait at step and stage.
+	Timeout(ctx context.Context, requestID, generation int64, step string, stage int) error
 }
 
 // ServerConfig tunes the worker server.
@@ -118,12 +150,21 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, h Handlers) (*asynq.
 		LogLevel: asynq.WarnLevel,
 	})
 	mux := asynq.NewServeMux()
-	mux.HandleFunc(TypeRun, func(ctx context.Context, t *asynq.Task) error {
+	run := func(ctx context.Context, t *asynq.Task) error {
 		p, err := decode(t)
 		if err != nil {
 			return err
 		}
 		return h.Run(ctx, p.RequestID, p.Generation)
+	}
+	mux.HandleFunc(TypeRun, run)
+	mux.HandleFunc(TypeResume, run)
+	mux.HandleFunc(TypeApprovalTimeout, func(ctx context.Context, t *asynq.Task) error {
+		p, err := decode(t)
+		if err != nil {
+			return err
+		}
+		return h.Timeout(ctx, p.RequestID, p.Generation, p.Step, p.Stage)
 	})
 	mux.HandleFunc(TypeCallback, func(ctx context.Context, t *asynq.Task) error {
 		p, err := decode(t)

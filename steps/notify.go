@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/certflow/certflow/internal/callback"
 	"github.com/certflow/certflow/internal/notify"
@@ -60,6 +62,30 @@ type Event struct {
 	CommonName  string                `json:"common_name,omitempty"`
 	Requester   string                `json:"requester"`
 	Certificate *workflow.Certificate `json:"certificate,omitempty"`
+	// Approval is set on an approval step's events.
+	Approval *ApprovalEvent `json:"approval,omitempty"`
+}
+
+// ApprovalEvent describes an approval step's wait or its decision.
+type ApprovalEvent struct {
+	Step      string    `json:"step"`
+	Roles     []string  `json:"roles"`
+	Quorum    int       `json:"quorum"`
+	Deadline  time.Time `json:"deadline,omitzero"`
+	Verdict   string    `json:"verdict,omitempty"`
+	Approvers []string  `json:"approvers,omitempty"`
+	Message   string    `json:"message,omitempty"`
+}
+
+// messageID is a notification's id, stable per request, step and event:
+// a re-send after a crash carries the same id (webhook-id, Message-ID), so
+// receivers can de-duplicate.
+func messageID(run *workflow.Run, event string) string {
+	id := "certflow-" + strconv.FormatInt(run.RequestID, 10) + "-" + run.StepID
+	if strings.HasPrefix(event, "approval.") {
+		id += "-" + event
+	}
+	return id
 }
 
 func (d *Deps) buildNotify(spec *workflow.Spec) (workflow.Step, error) {
@@ -67,66 +93,94 @@ func (d *Deps) buildNotify(spec *workflow.Spec) (workflow.Step, error) {
 	if err := spec.DecodeWith(&w); err != nil {
 		return nil, err
 	}
-	var logT, hookT *workflow.Template
-	var err error
-	if w.Log.Kind != 0 {
-		if logT, err = spec.Template(w.Log.Value, &w.Log); err != nil {
-			return nil, err
-		}
-	}
-	if w.Webhook.Kind != 0 {
-		if hookT, err = spec.Template(w.Webhook.Value, &w.Webhook); err != nil {
-			return nil, err
-		}
-		if hookT.IsLiteral() {
-			if err := callback.CheckURL(hookT.Source, true); err != nil {
-				return nil, spec.Errorf(&w.Webhook, "webhook: %v", err)
-			}
-		}
-	}
-	var mail *email
-	if w.Email != nil {
-		if mail, err = d.buildEmail(spec, w.Email); err != nil {
-			return nil, err
-		}
-	}
-	if logT == nil && hookT == nil && mail == nil {
-		return nil, spec.Errorf(spec.With, "notify needs at least one of log and webhook, or email")
+	n, err := d.compileNotify(spec, spec.With, &w)
+	if err != nil {
+		return nil, err
 	}
 	event := w.Event
 	if event == "" {
 		event = "certificate." + spec.Trigger
 	}
 	return stepFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
-		out := map[string]any{}
-		if logT != nil {
-			msg, err := logT.String(run.Env)
-			if err != nil {
-				return workflow.Result{}, workflow.Permanent(fmt.Errorf("log: %w", err))
-			}
-			run.Log.Info(msg, "event", event)
-			out["logged"] = msg
-		}
-		if hookT != nil {
-			target, err := hookT.String(run.Env)
-			if err != nil {
-				return workflow.Result{}, workflow.Permanent(fmt.Errorf("webhook: %w", err))
-			}
-			out["delivered"], out["status"], out["error"] = d.postEvent(ctx, run, target, event)
-		}
-		if mail != nil {
-			to, subject, body, err := mail.render(run.Env)
-			if err != nil {
-				return workflow.Result{}, workflow.Permanent(fmt.Errorf("email: %w", err))
-			}
-			out["email_sent"], out["email_error"] = d.sendEmail(ctx, run, to, subject, body)
+		out, err := n.send(ctx, run, event, nil)
+		if err != nil {
+			return workflow.Result{}, workflow.Permanent(err)
 		}
 		return workflow.Result{Outputs: out}, nil
 	}), nil
 }
 
-func (d *Deps) buildEmail(spec *workflow.Spec, w *emailWith) (*email, error) {
-	node := workflow.MapValue(spec.With, "email")
+// notifier is a compiled set of notify channels: the notify step's, and
+// an approval step's `notify:`.
+type notifier struct {
+	d     *Deps
+	log   *workflow.Template
+	hook  *workflow.Template
+	email *email
+}
+
+// compileNotify compiles the channels of w, found at node.
+func (d *Deps) compileNotify(spec *workflow.Spec, node *yaml.Node, w *notifyWith) (*notifier, error) {
+	n := &notifier{d: d}
+	var err error
+	if w.Log.Kind != 0 {
+		if n.log, err = spec.Template(w.Log.Value, &w.Log); err != nil {
+			return nil, err
+		}
+	}
+	if w.Webhook.Kind != 0 {
+		if n.hook, err = spec.Template(w.Webhook.Value, &w.Webhook); err != nil {
+			return nil, err
+		}
+		if n.hook.IsLiteral() {
+			if err := callback.CheckURL(n.hook.Source, true); err != nil {
+				return nil, spec.Errorf(&w.Webhook, "webhook: %v", err)
+			}
+		}
+	}
+	if w.Email != nil {
+		if n.email, err = d.buildEmail(spec, node, w.Email); err != nil {
+			return nil, err
+		}
+	}
+	if n.log == nil && n.hook == nil && n.email == nil {
+		return nil, spec.Errorf(node, "notify needs at least one of log and webhook, or email")
+	}
+	return n, nil
+}
+
+// send tells every channel about event. A failed webhook or email is
+// recorded in the outputs, not returned; an error means a template could
+// not be evaluated.
+func (n *notifier) send(ctx context.Context, run *workflow.Run, event string, approval *ApprovalEvent) (map[string]any, error) {
+	out := map[string]any{}
+	if n.log != nil {
+		msg, err := n.log.String(run.Env)
+		if err != nil {
+			return nil, fmt.Errorf("log: %w", err)
+		}
+		run.Log.Info(msg, "event", event)
+		out["logged"] = msg
+	}
+	if n.hook != nil {
+		target, err := n.hook.String(run.Env)
+		if err != nil {
+			return nil, fmt.Errorf("webhook: %w", err)
+		}
+		out["delivered"], out["status"], out["error"] = n.d.postEvent(ctx, run, target, event, approval)
+	}
+	if n.email != nil {
+		to, subject, body, err := n.email.render(run.Env)
+		if err != nil {
+			return nil, fmt.Errorf("email: %w", err)
+		}
+		out["email_sent"], out["email_error"] = n.d.sendEmail(ctx, run, to, subject, body, event)
+	}
+	return out, nil
+}
+
+func (d *Deps) buildEmail(spec *workflow.Spec, parent *yaml.Node, w *emailWith) (*email, error) {
+	node := workflow.MapValue(parent, "email")
 	if d.Config.SMTP.Addr == "" {
 		return nil, spec.Errorf(node, "email: no SMTP server is configured (smtp.addr)")
 	}
@@ -206,7 +260,7 @@ func (m *email) render(env *workflow.Env) (to []string, subject, body string, er
 	return to, subject, body, nil
 }
 
-func (d *Deps) postEvent(ctx context.Context, run *workflow.Run, target, event string) (bool, int, string) {
+func (d *Deps) postEvent(ctx context.Context, run *workflow.Run, target, event string, approval *ApprovalEvent) (bool, int, string) {
 	if err := callback.CheckURL(target, d.Config.Callbacks.AllowPrivate); err != nil {
 		run.Log.Warn("notify webhook refused", "err", err)
 		return false, 0, err.Error()
@@ -214,17 +268,14 @@ func (d *Deps) postEvent(ctx context.Context, run *workflow.Run, target, event s
 	ev := Event{
 		Type: event, RequestID: run.RequestID, InstanceID: run.InstanceID,
 		Template: run.Env.Request.Template, CommonName: run.Env.CSR.CommonName,
-		Requester: run.Env.Requester.Name,
+		Requester: run.Env.Requester.Name, Approval: approval,
 	}
 	if run.Env.Certificate.ID != 0 {
 		c := run.Env.Certificate
 		ev.Certificate = &c
 	}
 	body, _ := json.Marshal(ev)
-	// Stable per request and step: a re-run after a crash re-sends with the
-	// same id, so receivers can de-duplicate.
-	id := "certflow-" + strconv.FormatInt(run.RequestID, 10) + "-" + run.StepID
-	res := d.Webhooks.Post(ctx, target, id, body)
+	res := d.Webhooks.Post(ctx, target, messageID(run, event), body)
 	if !res.OK() {
 		run.Log.Warn("notify webhook failed", "status", res.Status, "err", res.Err)
 		return false, res.Status, res.Err.Error()
@@ -235,13 +286,10 @@ func (d *Deps) postEvent(ctx context.Context, run *workflow.Run, target, event s
 // sendEmail sends and reports the outcome as outputs; a failure is logged,
 // never returned. Send checks the evaluated recipients and subject (a line
 // break is refused: header injection), and its errors hold no password.
-func (d *Deps) sendEmail(ctx context.Context, run *workflow.Run, to []string, subject, body string) (bool, string) {
+func (d *Deps) sendEmail(ctx context.Context, run *workflow.Run, to []string, subject, body, event string) (bool, string) {
 	err := errors.New("email: no SMTP server is configured (smtp.addr)")
 	if d.Mailer != nil {
-		// Stable per request and step, as the webhook's id: a re-send after
-		// a crash carries the same Message-ID.
-		id := "certflow-" + strconv.FormatInt(run.RequestID, 10) + "-" + run.StepID + "@certflow"
-		err = d.Mailer.Send(ctx, to, subject, body, id)
+		err = d.Mailer.Send(ctx, to, subject, body, messageID(run, event)+"@certflow")
 	}
 	if err != nil {
 		run.Log.Warn("notify email failed", "recipients", len(to), "err", err)

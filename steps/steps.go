@@ -39,6 +39,7 @@ func Catalog(d *Deps) workflow.Catalog {
 		"notify":   d.buildNotify,
 		"set":      d.buildSet,
 		"http":     d.buildHTTP,
+		"approval": d.buildApproval,
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"strings"
 	"time"
 )
 
@@ -26,6 +27,8 @@ var transitions = map[Status][]Status{
 	"":              {StatusRunning},
 	StatusRunning:   {StatusRunning, StatusSuspended, StatusComplete, StatusRejected, StatusFailed},
 	StatusSuspended: {StatusRunning, StatusRejected, StatusFailed},
+	// An administrator's restart of a failed instance (Instance.Restart).
+	StatusFailed: {StatusRunning},
 }
 
 // Terminal reports whether no step will run for the instance any more.
@@ -53,6 +56,14 @@ type Instance struct {
 	// Message explains a Rejected or Failed status.
 	Message string    `json:"Message,omitempty"`
 	Started time.Time `json:"Started,omitzero"`
+	// Wait is what a Suspended instance waits for.
+	Wait *Wait `json:"Wait,omitempty"`
+	// Decisions records every approval decision, timeout, escalation and
+	// stop, in order.
+	Decisions []Decision `json:"Decisions,omitempty"`
+	// StopRequested, when set, rejects the instance before its next step
+	// (an administrator's stop of a running instance), with this message.
+	StopRequested string `json:"StopRequested,omitempty"`
 }
 
 // StepRecord is one entry of an instance's timeline.
@@ -74,7 +85,8 @@ const (
 	OutcomeSkipped Outcome = "Skipped"
 	OutcomeDenied  Outcome = "Denied"
 	OutcomeFailed  Outcome = "Failed"
-	OutcomeError   Outcome = "Error" // postponed: the queue will run the step again
+	OutcomeError   Outcome = "Error"   // postponed: the queue will run the step again
+	OutcomeWaiting Outcome = "Waiting" // suspended for people's decisions
 )
 
 // To moves the instance to status next, or reports ErrTransition.
@@ -158,6 +170,14 @@ func (e *Engine) Start(inst *Instance, def *Definition) error {
 // a step asked for that (RetryLater), the context ended, or a checkpoint
 // could not be written.
 func (e *Engine) Run(ctx context.Context, def *Definition, in *Input, inst *Instance, save Checkpoint) error {
+	if inst.Status == StatusSuspended {
+		if inst.Wait == nil || inst.Wait.Verdict == "" {
+			return nil // still waiting: nothing to do until a decision
+		}
+		if err := e.resume(ctx, def, in, inst, save); err != nil || inst.Status != StatusRunning {
+			return err
+		}
+	}
 	if inst.Status != StatusRunning {
 		return fmt.Errorf("%w: run an instance that is %q", ErrTransition, inst.Status)
 	}
@@ -165,8 +185,11 @@ func (e *Engine) Run(ctx context.Context, def *Definition, in *Input, inst *Inst
 		sd := def.Steps[inst.Next]
 		log := e.log().With("step", sd.ID)
 		started := e.now()
-		env := in.Env(inst, started)
 		rec := StepRecord{ID: sd.ID, Uses: sd.Uses, Started: started}
+		if inst.StopRequested != "" {
+			return e.reject(ctx, inst, rec, inst.StopRequested, save)
+		}
+		env := in.Env(inst, started)
 		run, err := true, error(nil)
 		if sd.If != nil {
 			if run, err = sd.If.Bool(env); err != nil {
@@ -209,19 +232,93 @@ func (e *Engine) Run(ctx context.Context, def *Definition, in *Input, inst *Inst
 			return e.fail(ctx, inst, rec, fmt.Errorf("step %s: %w", sd.ID, err), save)
 		}
 		rec.Finished = e.now()
+		if res.Suspend != nil && err == nil && run {
+			return e.suspend(ctx, inst, rec, res.Suspend, save)
+		}
 		inst.apply(sd.ID, res)
 		inst.History = append(inst.History, rec)
-		inst.Next++
-		if inst.Next == len(def.Steps) {
-			if err := inst.To(StatusComplete); err != nil {
-				return err
-			}
-		}
-		if err := save(ctx, inst); err != nil {
-			return fmt.Errorf("checkpoint after step %s: %w", sd.ID, err)
+		if err := e.advance(ctx, def, inst, save); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// advance moves past the current step, completing the instance after the
+// last, and checkpoints.
+func (e *Engine) advance(ctx context.Context, def *Definition, inst *Instance, save Checkpoint) error {
+	id := def.Steps[inst.Next].ID
+	inst.Next++
+	if inst.Next == len(def.Steps) {
+		if err := inst.To(StatusComplete); err != nil {
+			return err
+		}
+	}
+	if err := save(ctx, inst); err != nil {
+		return fmt.Errorf("checkpoint after step %s: %w", id, err)
+	}
+	return nil
+}
+
+// suspend parks the instance at the current step until its wait is
+// decided. No worker is held: the run ends here, and a decision (or the
+// timeout) starts the next.
+func (e *Engine) suspend(ctx context.Context, inst *Instance, rec StepRecord, w *Wait, save Checkpoint) error {
+	w.Step, w.Verdict, w.Message = rec.ID, "", ""
+	if w.Since.IsZero() {
+		w.Since = rec.Finished
+	}
+	rec.Outcome = OutcomeWaiting
+	rec.Message = "waiting for approval by " + strings.Join(w.Roles, ", ")
+	inst.History = append(inst.History, rec)
+	inst.Wait = w
+	if err := inst.To(StatusSuspended); err != nil {
+		return err
+	}
+	e.log().Info("workflow suspended for approval", "step", rec.ID, "roles", w.Roles, "quorum", w.Quorum, "deadline", w.Deadline)
+	return save(ctx, inst)
+}
+
+// Resumer is implemented by steps that suspend: Resume is called once the
+// wait is decided, before the instance goes on (or is rejected), to tell
+// people and to compute the step's outputs. Its errors are the step's, but
+// a decision stands whatever it returns: they are logged only.
+type Resumer interface {
+	Resume(ctx context.Context, run *Run, w *Wait) Result
+}
+
+// resume applies a decided wait: approved, the step completes and the
+// instance runs on; otherwise it is rejected with the wait's message.
+func (e *Engine) resume(ctx context.Context, def *Definition, in *Input, inst *Instance, save Checkpoint) error {
+	w := inst.Wait
+	if inst.Next >= len(def.Steps) || def.Steps[inst.Next].ID != w.Step {
+		return fmt.Errorf("%w: the instance waits at step %q, but its next step is #%d", ErrTransition, w.Step, inst.Next)
+	}
+	sd := def.Steps[inst.Next]
+	now := e.now()
+	log := e.log().With("step", sd.ID)
+	var res Result
+	if r, ok := sd.Step.(Resumer); ok {
+		res = r.Resume(ctx, &Run{
+			RequestID: in.Request.ID, InstanceID: inst.ID, StepID: sd.ID,
+			Env: in.Env(inst, now), CSR: in.CSR, Log: log,
+		}, w)
+	}
+	rec := StepRecord{ID: sd.ID, Uses: sd.Uses, Started: w.Since, Finished: e.now(), Attempts: 1}
+	inst.Wait = nil
+	if w.Verdict != VerdictApproved {
+		inst.apply(sd.ID, res)
+		log.Info("approval ended without approval", "verdict", w.Verdict)
+		return e.reject(ctx, inst, rec, w.Message, save)
+	}
+	rec.Outcome, rec.Message = OutcomeDone, "approved by "+strings.Join(w.Approvers, ", ")
+	inst.apply(sd.ID, res)
+	inst.History = append(inst.History, rec)
+	if err := inst.To(StatusRunning); err != nil {
+		return err
+	}
+	log.Info("approved; workflow resumes", "approvers", w.Approvers)
+	return e.advance(ctx, def, inst, save)
 }
 
 // attempt runs a step under its timeout, retrying a failure per its retry

@@ -435,7 +435,7 @@ func TestEngineRunMakesTheIssuedCertificateVisible(t *testing.T) {
 
 func TestEngineRunRefusesAnInstanceThatIsNotRunning(t *testing.T) {
 	t.Parallel()
-	for _, status := range []workflow.Status{"", workflow.StatusSuspended, workflow.StatusComplete, workflow.StatusRejected, workflow.StatusFailed} {
+	for _, status := range []workflow.Status{"", workflow.StatusComplete, workflow.StatusRejected, workflow.StatusFailed} {
 		t.Run(string(status), func(t *testing.T) {
 			t.Parallel()
 			f := &fakes{}
@@ -491,7 +491,7 @@ func TestInstanceTo(t *testing.T) {
 		{workflow.StatusComplete, workflow.StatusFailed, false},
 		{workflow.StatusComplete, workflow.StatusComplete, false},
 		{workflow.StatusRejected, workflow.StatusRunning, false},
-		{workflow.StatusFailed, workflow.StatusRunning, false},
+		{workflow.StatusFailed, workflow.StatusRunning, true}, // an administrator's restart
 		{workflow.StatusFailed, workflow.StatusComplete, false},
 	}
 	for _, tt := range tests {

@@ -143,6 +143,9 @@ type Result struct {
 	Metadata map[string]string
 	// Certificate is set by the step that issued one.
 	Certificate *Certificate
+	// Suspend, when set, parks the instance at this step until people
+	// decide (see Wait); the step should implement Resumer.
+	Suspend *Wait
 }
 
 // DenyError ends a request DENIED; its message is the DispositionMessage.

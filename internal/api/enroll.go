@@ -142,6 +142,8 @@ func (s *Server) decodeEnrollment(r *http.Request, caller *Identity) (*enrollmen
 		Trigger:     "enrollment",
 		Requester:   workflow.Requester{Name: caller.Name, Roles: caller.Roles},
 		CSR:         der,
+		Subject:     csr.Subject.String(),
+		CommonName:  csr.Subject.CommonName,
 		Input: workflow.Request{
 			Template:                   templateName(tmpl),
 			CertificateAuthority:       body.CertificateAuthority,

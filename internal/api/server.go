@@ -23,6 +23,7 @@ import (
 // Enqueuer is what the API needs of the queue.
 type Enqueuer interface {
 	EnqueueRun(ctx context.Context, requestID, generation int64) error
+	EnqueueResume(ctx context.Context, requestID int64, instanceID, step string, stage int, generation int64) error
 }
 
 // Options wire a Server.
@@ -87,6 +88,17 @@ func New(o Options) *Server {
 	s.route("GET /Enrollment/Requests/{id}", s.handleGetRequest)
 	s.route("GET /Workflow/Definitions", s.handleListDefinitions)
 	s.route("POST /Workflow/Definitions/Reload", s.handleReloadDefinitions, config.RoleAdmin)
+	s.route("GET /Workflow/Instances", s.handleListInstances)
+	s.route("GET /Workflow/Instances/AssignedToMe", s.handleAssignedToMe)
+	s.route("GET /Workflow/Instances/My", s.handleMyInstances)
+	s.route("GET /Workflow/Instances/{id}", s.handleGetInstance)
+	s.route("POST /Workflow/Instances/{id}/Signals", s.handleSignal)
+	s.route("POST /Workflow/Instances/{id}/Stop", s.handleStop, config.RoleAdmin)
+	s.route("POST /Workflow/Instances/{id}/Restart", s.handleRestart, config.RoleAdmin)
+	s.route("GET /Workflow/Certificates/Pending", s.handlePendingCertificates)
+	s.route("GET /Workflow/Certificates/Denied", s.handleDeniedCertificates)
+	s.route("POST /Workflow/Certificates/Approve", s.handleApproveCertificates)
+	s.route("POST /Workflow/Certificates/Deny", s.handleDenyCertificates)
 	s.mux.HandleFunc("/", s.handleUnmatched)
 	return s
 }

@@ -170,12 +170,20 @@ type User struct {
 // configured user may take it (requests are owned by name).
 const AdminName = "admin"
 
-// Roles certflow knows.
+// Roles with built-in meaning: requester enrolls, approver reads every
+// request and is an approval step's default decider, admin may do
+// everything. Any other role name (RolePattern) is the organisation's own,
+// for approval steps' roles.
 const (
 	RoleRequester = "requester"
 	RoleApprover  = "approver"
 	RoleAdmin     = "admin"
 )
+
+// RolePattern is the shape of a role name.
+const RolePattern = `^[A-Za-z][A-Za-z0-9_.-]{0,63}$`
+
+var roleRE = regexp.MustCompile(RolePattern)
 
 // CA is a certificate authority certflow can issue from.
 type CA struct {
@@ -472,8 +480,12 @@ func (c *Config) Validate() error {
 			}
 		}
 		for _, r := range u.Roles {
-			if !slices.Contains([]string{RoleRequester, RoleApprover, RoleAdmin}, r) {
-				bad("%s.roles: unknown role %q (want requester, approver or admin)", field, r)
+			builtin := slices.ContainsFunc([]string{RoleRequester, RoleApprover, RoleAdmin}, func(b string) bool { return strings.EqualFold(b, r) })
+			switch {
+			case !roleRE.MatchString(r):
+				bad("%s.roles: %q is not a role name (letters, digits, -, _ and .; built in: requester, approver, admin)", field, r)
+			case builtin && r != strings.ToLower(r):
+				bad("%s.roles: %q: the built-in roles are spelt requester, approver and admin", field, r)
 			}
 		}
 	}

@@ -262,8 +262,8 @@ func TestValidateNamesTheFieldOfEachError(t *testing.T) {
 		{"sha256 token with 65 hex characters", func(c *Config) {
 			c.Auth.Users = []User{user("alice", goodSHA256Token+"0", "")}
 		}, "auth.users[0].token"},
-		{"unknown role", func(c *Config) {
-			c.Auth.Users = []User{user("alice", "t", "", "requester", "superuser")}
+		{"role name with a space", func(c *Config) {
+			c.Auth.Users = []User{user("alice", "t", "", "requester", "pki approvers")}
 		}, "auth.users[0].roles"},
 		{"role in the wrong case", func(c *Config) {
 			c.Auth.Users = []User{user("alice", "t", "", "Admin")}

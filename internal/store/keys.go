@@ -37,6 +37,10 @@ func (k keys) idempotency(caller, key string) string {
 // progress (unix ms); the reconciler reads it.
 func (k keys) open() string { return k.prefix + ":open" }
 
+// pending is a sorted set of the ids of requests waiting for approval
+// (PENDING), scored by when they began to wait (unix ms).
+func (k keys) pending() string { return k.prefix + ":pending" }
+
 // definition holds the source of one definition version, so an instance
 // pinned to it can resume after the files changed.
 func (k keys) definition(name, version string) string {

@@ -32,7 +32,10 @@ type Request struct {
 	// version is the record's compare-and-set version.
 	version int64
 	// cert is the issued certificate's JSON, as Get found it.
-	cert        []byte
+	cert []byte
+	// loaded is the disposition as read (or created): Save derives the
+	// open and pending indexes' changes from it.
+	loaded      Disposition
 	Disposition Disposition        `json:"Disposition"`
 	Message     string             `json:"Message,omitempty"`
 	Submitted   time.Time          `json:"Submitted"`
@@ -40,6 +43,10 @@ type Request struct {
 	Trigger     string             `json:"Trigger"`
 	Input       workflow.Request   `json:"Input"`
 	Requester   workflow.Requester `json:"Requester"`
+	// Subject and CommonName are the CSR's, for listings that do not
+	// load the CSR.
+	Subject    string `json:"Subject,omitempty"`
+	CommonName string `json:"CommonName,omitempty"`
 	// CSR is the DER of the request's CSR. It is stored once, beside the
 	// record (it never changes), so checkpoints do not re-encode it.
 	CSR []byte `json:"-"`

@@ -14,7 +14,7 @@ import (
 // many it deleted. It costs nothing on the enrollment path: it walks the
 // keys with SCAN and asks Redis for each key's idle time (OBJECT
 // IDLETIME, available under the noeviction policy certflow requires).
-// Unsettled requests are never swept.
+// Unsettled and pending requests are never swept.
 func (s *Store) Sweep(ctx context.Context, retention time.Duration) (int, error) {
 	prefix := s.keys.prefix + ":request:{"
 	iter := s.rdb.Scan(ctx, 0, prefix+"*}", 500).Iterator()
@@ -27,9 +27,12 @@ func (s *Store) Sweep(ctx context.Context, retention time.Duration) (int, error)
 		pipe := s.rdb.Pipeline()
 		idle := make([]*redis.DurationCmd, len(batch))
 		open := make([]*redis.FloatCmd, len(batch))
+		pending := make([]*redis.FloatCmd, len(batch))
 		for i, k := range batch {
+			id := strings.TrimSuffix(strings.TrimPrefix(k, prefix), "}")
 			idle[i] = pipe.ObjectIdleTime(ctx, k)
-			open[i] = pipe.ZScore(ctx, s.keys.open(), strings.TrimSuffix(strings.TrimPrefix(k, prefix), "}"))
+			open[i] = pipe.ZScore(ctx, s.keys.open(), id)
+			pending[i] = pipe.ZScore(ctx, s.keys.pending(), id)
 		}
 		if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
 			return err
@@ -37,7 +40,8 @@ func (s *Store) Sweep(ctx context.Context, retention time.Duration) (int, error)
 		var old []string
 		for i, k := range batch {
 			_, isOpen := open[i].Result()
-			if d, err := idle[i].Result(); err == nil && d > retention && isOpen == redis.Nil {
+			_, isPending := pending[i].Result()
+			if d, err := idle[i].Result(); err == nil && d > retention && isOpen == redis.Nil && isPending == redis.Nil {
 				old = append(old, k)
 			}
 		}

@@ -98,7 +98,7 @@ func (s *Store) Create(ctx context.Context, r *Request, idemTTL time.Duration) (
 	if id <= 0 {
 		return 0, false, errors.New("create request: no id (call NewID)")
 	}
-	r.Input.ID, r.version, r.Progress = id, 1, r.Updated
+	r.Input.ID, r.version, r.Progress, r.loaded = id, 1, r.Updated, r.Disposition
 	data, err := json.Marshal(r)
 	if err != nil {
 		return 0, false, err
@@ -165,7 +165,7 @@ func (s *Store) Get(ctx context.Context, id int64) (*Request, error) {
 		return nil, fmt.Errorf("decode request %d: %w", id, err)
 	}
 	r.version, _ = strconv.ParseInt(v, 10, 64)
-	r.CSR, r.cert = []byte(c), []byte(x)
+	r.CSR, r.cert, r.loaded = []byte(c), []byte(x), r.Disposition
 	return r, nil
 }
 
@@ -182,13 +182,17 @@ return 1
 // Save writes r if nobody else has since it was read; otherwise it returns
 // ErrConflict and r is stale. On success r's version advances, and then a
 // settled request leaves the open set and is announced to waiting
-// clients, while an unsettled one has its progress time refreshed. Those
-// follow-ups are derived state: if they are lost, the reconciler drops
-// settled requests from the open set and waiters re-read once a second.
+// clients, while an unsettled one has its progress time refreshed (and a
+// request that was settled, such as a decided PENDING one, rejoins the open
+// set). A request entering or leaving PENDING joins or leaves the pending
+// index. Those follow-ups are derived state: if they are lost, the
+// reconciler drops settled requests from the open set, waiters re-read
+// once a second, and pending listings re-check each record.
 func (s *Store) Save(ctx context.Context, r *Request) error {
 	r.Updated = time.Now().UTC()
 	settled := r.Disposition.Settled()
-	refresh := !settled && r.Updated.Sub(r.Progress) >= s.ProgressEvery
+	reopened := !settled && r.loaded.Settled()
+	refresh := !settled && (reopened || r.Updated.Sub(r.Progress) >= s.ProgressEvery)
 	if refresh {
 		r.Progress = r.Updated
 	}
@@ -206,16 +210,116 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 		return fmt.Errorf("save request %d: %w", r.ID, ErrConflict)
 	}
 	r.version++
+	was := r.loaded
+	r.loaded = r.Disposition
+	pending := func(pipe redis.Pipeliner) {
+		switch {
+		case r.Disposition == Pending && was != Pending:
+			pipe.ZAdd(ctx, s.keys.pending(), redis.Z{Score: float64(r.Updated.UnixMilli()), Member: r.ID})
+		case r.Disposition != Pending && was == Pending:
+			pipe.ZRem(ctx, s.keys.pending(), r.ID)
+		}
+	}
 	switch {
 	case settled:
 		pipe := s.rdb.Pipeline()
 		pipe.ZRem(ctx, s.keys.open(), r.ID)
+		pending(pipe)
 		pipe.Publish(ctx, s.keys.events(), strconv.FormatInt(r.ID, 10)+" "+string(r.Disposition))
 		pipe.Exec(ctx) // best effort, see above
+	case reopened:
+		pipe := s.rdb.Pipeline()
+		pipe.ZAdd(ctx, s.keys.open(), redis.Z{Score: float64(r.Progress.UnixMilli()), Member: r.ID})
+		pending(pipe)
+		pipe.Exec(ctx)
 	case refresh:
 		s.rdb.ZAdd(ctx, s.keys.open(), redis.Z{Score: float64(r.Progress.UnixMilli()), Member: r.ID})
 	}
 	return nil
+}
+
+// PendingIDs returns the ids of requests waiting for approval, oldest
+// first. The index is derived: callers re-check each record they load.
+func (s *Store) PendingIDs(ctx context.Context, limit int64) ([]int64, error) {
+	members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.keys.pending(), Start: 0, Stop: limit - 1}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list pending requests: %w", err)
+	}
+	return parseIDs(members), nil
+}
+
+// GetMany loads the requests with the given ids in one round trip;
+// missing ones are skipped.
+func (s *Store) GetMany(ctx context.Context, ids []int64) ([]*Request, error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HMGet(ctx, s.keys.request(id), "v", "d", "x")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("load requests: %w", err)
+	}
+	out := make([]*Request, 0, len(ids))
+	for i, c := range cmds {
+		vals, err := c.Result()
+		if err != nil || len(vals) != 3 {
+			continue
+		}
+		v, _ := vals[0].(string)
+		d, _ := vals[1].(string)
+		x, _ := vals[2].(string)
+		if v == "" || d == "" {
+			continue
+		}
+		r := &Request{}
+		if err := json.Unmarshal([]byte(d), r); err != nil {
+			return nil, fmt.Errorf("decode request %d: %w", ids[i], err)
+		}
+		r.version, _ = strconv.ParseInt(v, 10, 64)
+		r.cert, r.loaded = []byte(x), r.Disposition
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// Newest walks requests from the newest down, before request id before (0:
+// from the newest), calling visit for each until it returns false or scan
+// records were read. It returns the id to continue from (0: no more).
+// Listings use it; the CSR is not loaded.
+func (s *Store) Newest(ctx context.Context, before int64, scan int, visit func(*Request) bool) (next int64, err error) {
+	if before <= 0 {
+		top, err := s.rdb.Get(ctx, s.keys.requestSeq()).Int64()
+		if errors.Is(err, redis.Nil) {
+			return 0, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("read request counter: %w", err)
+		}
+		before = top + 1
+	}
+	const batch = 100
+	for read := 0; before > 1 && read < scan; {
+		n := min(int64(batch), before-1, int64(scan-read))
+		ids := make([]int64, n)
+		for i := range ids {
+			ids[i] = before - 1 - int64(i)
+		}
+		rs, err := s.GetMany(ctx, ids)
+		if err != nil {
+			return 0, err
+		}
+		before -= n
+		read += int(n)
+		for _, r := range rs {
+			if !visit(r) {
+				return r.ID, nil
+			}
+		}
+	}
+	if before <= 1 {
+		return 0, nil
+	}
+	return before, nil
 }
 
 // Update loads request id, applies change and saves it, retrying when
@@ -247,13 +351,17 @@ func (s *Store) Stale(ctx context.Context, cutoff time.Time, limit int64) ([]int
 	if err != nil {
 		return nil, err
 	}
+	return parseIDs(members), nil
+}
+
+func parseIDs(members []string) []int64 {
 	ids := make([]int64, 0, len(members))
 	for _, m := range members {
 		if id, err := strconv.ParseInt(m, 10, 64); err == nil {
 			ids = append(ids, id)
 		}
 	}
-	return ids, nil
+	return ids
 }
 
 // Forget removes a request from the open set (the reconciler's view).

@@ -90,7 +90,8 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 	log = log.With("instance", r.Instance.ID)
 	if r.Disposition.Settled() {
 		// A re-delivery after the request settled (we crashed before the
-		// task was acknowledged): make sure the callback went out.
+		// task was acknowledged): make sure the callback went out, or the
+		// approval timeout is scheduled.
 		return w.afterSettle(ctx, r)
 	}
 	csr, err := x509.ParseCertificateRequest(r.CSR)
@@ -180,14 +181,57 @@ func (w *Worker) failRequest(ctx context.Context, r *store.Request, def *workflo
 	return w.afterSettle(ctx, r)
 }
 
-// afterSettle enqueues the callback of a request with a final result
-// (deduplicated by task id, so a re-delivery does not deliver twice).
+// afterSettle enqueues the callback of a request with a final result, or
+// schedules the timeout of a request waiting for approval (both
+// deduplicated by task id, so a re-delivery does neither twice).
 func (w *Worker) afterSettle(ctx context.Context, r *store.Request) error {
+	if wait := r.Instance.Wait; r.Disposition == store.Pending && wait != nil && !wait.Deadline.IsZero() {
+		return w.Queue.EnqueueTimeout(ctx, r.ID, r.Instance.ID, wait.Step, wait.Stage, r.Generation, wait.Deadline)
+	}
 	if r.Input.CallbackUrl == "" || !r.Disposition.Final() {
 		return nil
 	}
 	return w.Queue.EnqueueCallback(ctx, r.ID, string(r.Disposition))
 }
+
+// Timeout fires an approval wait's timeout: escalate (and schedule the
+// next stage's timeout) or settle the wait as timed out and resume the
+// request, which rejects it. A decision that came first wins: then the
+// wait is no longer open at that stage and nothing happens. Both race
+// through the request record's compare-and-set.
+func (w *Worker) Timeout(ctx context.Context, id, generation int64, step string, stage int) error {
+	log := w.Log.With("request", id, "step", step, "stage", stage)
+	var escalated, settled bool
+	r, err := w.Store.Update(ctx, id, func(r *store.Request) error {
+		if r.Generation != generation {
+			return errStale
+		}
+		escalated, settled = r.Instance.TimeOut(step, stage, time.Now().UTC())
+		switch {
+		case settled:
+			r.Disposition = store.Running // decided: the run below applies it
+		case !escalated:
+			return errStale
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	case errors.Is(err, errStale):
+		log.Info("approval timeout: the wait was decided or moved on first; nothing to do")
+		return nil
+	case err != nil:
+		return err
+	case escalated:
+		log.Warn("approval timed out; escalated", "roles", r.Instance.Wait.Roles, "deadline", r.Instance.Wait.Deadline)
+		return w.afterSettle(ctx, r)
+	}
+	log.Warn("approval timed out; the request will be denied")
+	return w.Run(ctx, id, generation)
+}
+
+var errStale = errors.New("stale")
 
 // DeliverCallback POSTs the settled request to its CallbackUrl and records
 // the attempt. A non-2xx answer is retried on the configured schedule; 410

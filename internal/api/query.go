@@ -1,0 +1,129 @@
+package api
+
+import (
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Paging and query parameters of Keyfactor's list endpoints. Keyfactor's
+// clients send them as pq.queryString, pq.pageReturned, pq.returnLimit (or
+// query.…, or bare); names match without regard to case.
+const (
+	defaultReturnLimit = 50
+	maxReturnLimit     = 500
+	// listScan bounds how many records one listing reads (newest first).
+	listScan = 10000
+)
+
+// page is a decoded paging request.
+type page struct {
+	number, limit int
+	terms         []term
+}
+
+// term is one `Field -op "value"` clause of a queryString.
+type term struct {
+	field, op, value string
+}
+
+var termRE = regexp.MustCompile(`(?i)^\s*([A-Za-z][A-Za-z0-9]*)\s+-(eq|ne|contains|startswith)\s+(?:"([^"]*)"|(\S+))\s*$`)
+var andRE = regexp.MustCompile(`(?i)\s+AND\s+`)
+
+// queryParam returns the value of a paging parameter under any of
+// Keyfactor's spellings.
+func queryParam(q url.Values, name string) string {
+	for k, v := range q {
+		k = strings.ToLower(k)
+		for _, p := range []string{"pq.", "query.", "pagedquery.", ""} {
+			if k == p+strings.ToLower(name) && len(v) > 0 {
+				return v[0]
+			}
+		}
+	}
+	return ""
+}
+
+// parsePage reads paging and the queryString, accepting only the fields
+// in fields (lower-case names). Errors name the parameter.
+func parsePage(r *http.Request, fields ...string) (page, error) {
+	q := r.URL.Query()
+	p := page{number: 1, limit: defaultReturnLimit}
+	for _, f := range []struct {
+		name string
+		dst  *int
+		max  int
+	}{{"pageReturned", &p.number, 1 << 20}, {"returnLimit", &p.limit, maxReturnLimit}} {
+		v := queryParam(q, f.name)
+		if v == "" {
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > f.max {
+			return p, badField("pq."+f.name, "want an integer from 1 to %d, got %q", f.max, v)
+		}
+		*f.dst = n
+	}
+	qs := strings.TrimSpace(queryParam(q, "queryString"))
+	if qs == "" {
+		return p, nil
+	}
+	for _, clause := range andRE.Split(qs, -1) {
+		m := termRE.FindStringSubmatch(clause)
+		if m == nil {
+			return p, badField("pq.queryString", "%q is not a clause of the form Field -eq \"value\" (operators: -eq, -ne, -contains, -startswith; joined by AND)", clause)
+		}
+		t := term{field: strings.ToLower(m[1]), op: strings.ToLower(m[2]), value: m[3] + m[4]}
+		known := false
+		for _, f := range fields {
+			known = known || f == t.field
+		}
+		if !known {
+			return p, badField("pq.queryString", "unknown field %q (known: %s)", m[1], strings.Join(fields, ", "))
+		}
+		p.terms = append(p.terms, t)
+	}
+	return p, nil
+}
+
+// match reports whether the record's field values satisfy every term.
+// Comparisons ignore case, as Keyfactor's do.
+func (p page) match(value func(field string) string) bool {
+	for _, t := range p.terms {
+		v, want := strings.ToLower(value(t.field)), strings.ToLower(t.value)
+		ok := false
+		switch t.op {
+		case "eq":
+			ok = v == want
+		case "ne":
+			ok = v != want
+		case "contains":
+			ok = strings.Contains(v, want)
+		case "startswith":
+			ok = strings.HasPrefix(v, want)
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// collector gathers one page of matches from a walk over records.
+type collector[T any] struct {
+	p       page
+	skipped int
+	out     []T
+}
+
+// add offers a match; it reports false once the page is full.
+func (c *collector[T]) add(v T) bool {
+	if c.skipped < (c.p.number-1)*c.p.limit {
+		c.skipped++
+		return true
+	}
+	c.out = append(c.out, v)
+	return len(c.out) < c.p.limit
+}
