@@ -163,12 +163,40 @@ func (f *fakes) Catalog() workflow.Catalog {
 				return workflow.Result{Outputs: map[string]any{"text": s}}, nil
 			}), nil
 		},
+		"wait": func(spec *workflow.Spec) (workflow.Step, error) {
+			var w struct {
+				Roles  []string `yaml:"roles"`
+				Quorum int      `yaml:"quorum"`
+			}
+			if err := spec.DecodeWith(&w); err != nil {
+				return nil, err
+			}
+			return &waitStep{f: f, roles: w.Roles, quorum: w.Quorum}, nil
+		},
 		"nop": func(spec *workflow.Spec) (workflow.Step, error) {
 			return stepFunc(func(context.Context, *workflow.Run) (workflow.Result, error) {
 				return workflow.Result{}, nil
 			}), nil
 		},
 	}
+}
+
+// waitStep suspends like the approval step: `with.roles`, `with.quorum`.
+// It records its id when it suspends and "resume:<id>" when resumed.
+type waitStep struct {
+	f      *fakes
+	roles  []string
+	quorum int
+}
+
+func (s *waitStep) Run(_ context.Context, run *workflow.Run) (workflow.Result, error) {
+	s.f.record(run.StepID)
+	return workflow.Result{Suspend: &workflow.Wait{Roles: s.roles, Quorum: s.quorum}}, nil
+}
+
+func (s *waitStep) Resume(_ context.Context, run *workflow.Run, w *workflow.Wait) workflow.Result {
+	s.f.record("resume:" + run.StepID)
+	return workflow.Result{Outputs: map[string]any{"approvers": w.Approvers}}
 }
 
 // yamlLines joins lines with newlines, so that a case's line numbers can
