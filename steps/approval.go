@@ -68,8 +68,9 @@ type approvalStep struct {
 }
 
 var (
-	_ workflow.Step    = (*approvalStep)(nil)
-	_ workflow.Resumer = (*approvalStep)(nil)
+	_ workflow.Step      = (*approvalStep)(nil)
+	_ workflow.Resumer   = (*approvalStep)(nil)
+	_ workflow.Escalator = (*approvalStep)(nil)
 )
 
 func (d *Deps) buildApproval(spec *workflow.Spec) (workflow.Step, error) {
@@ -203,6 +204,16 @@ func (s *approvalStep) Resume(ctx context.Context, run *workflow.Run, w *workflo
 		}
 	}
 	return workflow.Result{Outputs: out}
+}
+
+// Escalated tells the channels that the decision passed to other roles.
+func (s *approvalStep) Escalated(ctx context.Context, run *workflow.Run, w *workflow.Wait) {
+	if s.notify == nil {
+		return
+	}
+	if _, err := s.notify.send(ctx, run, "approval.escalated", approvalEvent(w)); err != nil {
+		run.Log.Warn("approval notification", "event", "approval.escalated", "err", err)
+	}
 }
 
 func approvalEvent(w *workflow.Wait) *ApprovalEvent {

@@ -287,6 +287,27 @@ type Resumer interface {
 	Resume(ctx context.Context, run *Run, w *Wait) Result
 }
 
+// Escalator is implemented by steps that suspend and want to tell people
+// when the wait passes to other roles (an approval's on_timeout: escalate).
+type Escalator interface {
+	Escalated(ctx context.Context, run *Run, w *Wait)
+}
+
+// Escalated lets the step an instance waits at tell its channels that the
+// wait escalated. It changes nothing.
+func (e *Engine) Escalated(ctx context.Context, def *Definition, in *Input, inst *Instance) {
+	if inst.Wait == nil || inst.Next >= len(def.Steps) || def.Steps[inst.Next].ID != inst.Wait.Step {
+		return
+	}
+	sd := def.Steps[inst.Next]
+	if s, ok := sd.Step.(Escalator); ok {
+		s.Escalated(ctx, &Run{
+			RequestID: in.Request.ID, InstanceID: inst.ID, StepID: sd.ID,
+			Env: in.Env(inst, e.now()), CSR: in.CSR, Log: e.log().With("step", sd.ID),
+		}, inst.Wait)
+	}
+}
+
 // resume applies a decided wait: approved, the step completes and the
 // instance runs on; otherwise it is rejected with the wait's message.
 func (e *Engine) resume(ctx context.Context, def *Definition, in *Input, inst *Instance, save Checkpoint) error {

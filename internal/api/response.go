@@ -41,6 +41,10 @@ type RequestStatus struct {
 	Request   RequestSummary          `json:"Request"`
 	Timeline  []workflow.StepRecord   `json:"Timeline"`
 	Callbacks []store.CallbackAttempt `json:"Callbacks"`
+	// Decisions are the approval decisions, timeouts and stops, in order.
+	Decisions []workflow.Decision `json:"Decisions"`
+	// Wait is what a PENDING request waits for.
+	Wait *workflow.Wait `json:"Wait,omitempty"`
 }
 
 // RequestSummary describes the request itself.
@@ -127,6 +131,11 @@ func newRequestStatus(r *store.Request, cert *store.Certificate, format pki.Form
 		},
 		Timeline:  r.Instance.History,
 		Callbacks: r.Callbacks,
+		Decisions: r.Instance.Decisions,
+		Wait:      r.Instance.Wait,
+	}
+	if st.Decisions == nil {
+		st.Decisions = []workflow.Decision{}
 	}
 	if st.Timeline == nil {
 		st.Timeline = []workflow.StepRecord{}

@@ -242,13 +242,13 @@ func (s *Server) listInstances(w http.ResponseWriter, r *http.Request, fromPendi
 	writeJSON(w, http.StatusOK, c.out)
 }
 
-// walkPending visits the requests waiting for approval, newest first.
+// walkPending visits the requests waiting for approval, the earliest
+// deadline first.
 func (s *Server) walkPending(ctx context.Context, visit func(*store.Request) bool) error {
 	ids, err := s.store.PendingIDs(ctx, listScan)
 	if err != nil {
 		return err
 	}
-	slices.Reverse(ids)
 	for len(ids) > 0 {
 		n := min(len(ids), 100)
 		rs, err := s.store.GetMany(ctx, ids[:n])

@@ -38,7 +38,7 @@ func (k keys) idempotency(caller, key string) string {
 func (k keys) open() string { return k.prefix + ":open" }
 
 // pending is a sorted set of the ids of requests waiting for approval
-// (PENDING), scored by when they began to wait (unix ms).
+// (PENDING), scored by their wait's deadline (unix ms; 2^52 for none).
 func (k keys) pending() string { return k.prefix + ":pending" }
 
 // definition holds the source of one definition version, so an instance

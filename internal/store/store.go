@@ -214,9 +214,15 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 	r.loaded = r.Disposition
 	pending := func(pipe redis.Pipeliner) {
 		switch {
-		case r.Disposition == Pending && was != Pending:
-			pipe.ZAdd(ctx, s.keys.pending(), redis.Z{Score: float64(r.Updated.UnixMilli()), Member: r.ID})
-		case r.Disposition != Pending && was == Pending:
+		case r.Disposition == Pending:
+			// Scored by deadline (escalation moves it), so the overdue are
+			// found without reading the others.
+			score := float64(noDeadline)
+			if w := r.Instance.Wait; w != nil && !w.Deadline.IsZero() {
+				score = float64(w.Deadline.UnixMilli())
+			}
+			pipe.ZAdd(ctx, s.keys.pending(), redis.Z{Score: score, Member: r.ID})
+		case was == Pending:
 			pipe.ZRem(ctx, s.keys.pending(), r.ID)
 		}
 	}
@@ -238,10 +244,24 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 	return nil
 }
 
-// PendingIDs returns the ids of requests waiting for approval, oldest
-// first. The index is derived: callers re-check each record they load.
+// noDeadline scores a pending request whose wait has no timeout.
+const noDeadline = 1 << 52
+
+// PendingIDs returns the ids of requests waiting for approval, earliest
+// deadline first (those without one last). The index is derived: callers
+// re-check each record they load.
 func (s *Store) PendingIDs(ctx context.Context, limit int64) ([]int64, error) {
-	members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.keys.pending(), Start: 0, Stop: limit - 1}).Result()
+	return s.pendingBefore(ctx, "+inf", limit)
+}
+
+// OverdueIDs returns the ids of pending requests whose wait's deadline
+// passed before cutoff.
+func (s *Store) OverdueIDs(ctx context.Context, cutoff time.Time, limit int64) ([]int64, error) {
+	return s.pendingBefore(ctx, strconv.FormatInt(cutoff.UnixMilli(), 10), limit)
+}
+
+func (s *Store) pendingBefore(ctx context.Context, stop string, limit int64) ([]int64, error) {
+	members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.keys.pending(), Start: "-inf", Stop: stop, ByScore: true, Count: limit}).Result()
 	if err != nil {
 		return nil, fmt.Errorf("list pending requests: %w", err)
 	}

@@ -94,15 +94,10 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 		// approval timeout is scheduled.
 		return w.afterSettle(ctx, r)
 	}
-	csr, err := x509.ParseCertificateRequest(r.CSR)
+	in, err := w.input(r)
 	if err != nil {
-		return w.failRequest(ctx, r, nil, fmt.Errorf("stored CSR does not parse: %w", err))
+		return w.failRequest(ctx, r, nil, err)
 	}
-	addCN := false
-	if t, ok := w.Config.Template(r.Input.Template); ok {
-		addCN = t.RFCEnforcement
-	}
-	in := workflow.NewInput(r.Trigger, r.Input, csr, r.Requester, addCN)
 	defs := w.Defs.Load()
 	var def *workflow.Definition
 	if r.Instance.Definition == "" {
@@ -141,6 +136,19 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 		return err
 	}
 	return w.afterSettle(ctx, r)
+}
+
+// input prepares the request for the engine.
+func (w *Worker) input(r *store.Request) (*workflow.Input, error) {
+	csr, err := x509.ParseCertificateRequest(r.CSR)
+	if err != nil {
+		return nil, fmt.Errorf("stored CSR does not parse: %w", err)
+	}
+	addCN := false
+	if t, ok := w.Config.Template(r.Input.Template); ok {
+		addCN = t.RFCEnforcement
+	}
+	return workflow.NewInput(r.Trigger, r.Input, csr, r.Requester, addCN), nil
 }
 
 // settle derives the request's disposition from its instance.
@@ -225,6 +233,7 @@ func (w *Worker) Timeout(ctx context.Context, id, generation int64, step string,
 		return err
 	case escalated:
 		log.Warn("approval timed out; escalated", "roles", r.Instance.Wait.Roles, "deadline", r.Instance.Wait.Deadline)
+		w.tellEscalated(ctx, r, log)
 		return w.afterSettle(ctx, r)
 	}
 	log.Warn("approval timed out; the request will be denied")
@@ -232,6 +241,23 @@ func (w *Worker) Timeout(ctx context.Context, id, generation int64, step string,
 }
 
 var errStale = errors.New("stale")
+
+// tellEscalated lets the approval step tell its channels that the
+// decision passed to other roles. Like every notification it is best
+// effort: the escalation stands whatever becomes of it.
+func (w *Worker) tellEscalated(ctx context.Context, r *store.Request, log *slog.Logger) {
+	def, err := w.definition(ctx, r.Instance.Definition, r.Instance.Version)
+	if err == nil {
+		var in *workflow.Input
+		if in, err = w.input(r); err == nil {
+			engine := *w.Engine
+			engine.Log = log
+			engine.Escalated(ctx, def, in, &r.Instance)
+			return
+		}
+	}
+	log.Warn("approval escalated, but its notification could not be prepared", "err", err)
+}
 
 // DeliverCallback POSTs the settled request to its CallbackUrl and records
 // the attempt. A non-2xx answer is retried on the configured schedule; 410
@@ -315,7 +341,10 @@ func (w *Worker) ReconcileOnce(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	n := 0
+	n, err := w.reconcileTimeouts(ctx)
+	if err != nil {
+		return n, err
+	}
 	for _, id := range ids {
 		r, err := w.Store.Update(ctx, id, func(r *store.Request) error {
 			if r.Disposition.Settled() {
@@ -341,6 +370,39 @@ func (w *Worker) ReconcileOnce(ctx context.Context) (int, error) {
 }
 
 var errSettled = errors.New("settled")
+
+// reconcileTimeouts schedules again the timeout of every request still
+// waiting for approval well past its deadline: the scheduled task is
+// asynq's to keep, and asynq can lose tasks (see Reconcile). The task id
+// makes this a no-op while the task exists.
+func (w *Worker) reconcileTimeouts(ctx context.Context) (int, error) {
+	overdue := time.Now().Add(-w.Config.Worker.ReconcileAfter)
+	ids, err := w.Store.OverdueIDs(ctx, overdue, 500)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), 100)]
+		ids = ids[len(batch):]
+		rs, err := w.Store.GetMany(ctx, batch)
+		if err != nil {
+			return n, err
+		}
+		for _, r := range rs {
+			wt := r.Instance.Wait
+			if r.Disposition != store.Pending || wt == nil || wt.Deadline.IsZero() || wt.Deadline.After(overdue) {
+				continue
+			}
+			if err := w.Queue.EnqueueTimeout(ctx, r.ID, r.Instance.ID, wt.Step, wt.Stage, r.Generation, time.Now()); err != nil {
+				return n, err
+			}
+			w.Log.Warn("reconcile: approval wait overdue; its timeout scheduled again", "request", r.ID, "step", wt.Step, "deadline", wt.Deadline)
+			n++
+		}
+	}
+	return n, nil
+}
 
 // sweepEvery is how often one worker process sweeps expired requests.
 const sweepEvery = time.Hour
