@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -46,7 +47,13 @@ func TestShippedWebServerExample(t *testing.T) {
 	dir := defsDir(t, map[string]string{"web-server.yaml": text})
 	shipped, _ := os.ReadFile(filepath.Join(testutil.DefinitionsDir(), "enrollment-default.yaml"))
 	os.WriteFile(filepath.Join(dir, "enrollment-default.yaml"), shipped, 0o644)
-	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Definitions = dir })
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		c.Definitions = dir
+		c.Templates[0].AllowWildcards = true
+		c.Auth.Users = append(c.Auth.Users,
+			config.User{Name: "pat", Token: "pat-token", Roles: []string{"pki-approvers"}},
+			config.User{Name: "quinn", Token: "quinn-token", Roles: []string{"pki-approvers"}})
+	})
 
 	t.Run("a name under example.com is issued, tagged with its owner, and the owner told", func(t *testing.T) {
 		csr, _ := testutil.CSR(t, "shop.example.com")
@@ -68,6 +75,35 @@ func TestShippedWebServerExample(t *testing.T) {
 		_, er := enroll(t, cf, testutil.EnrollBody(csr, nil))
 		if er.CertificateInformation.RequestDisposition != "ISSUED" || er.Metadata["Owner"] != "unknown" {
 			t.Fatalf("%+v %v", er.CertificateInformation, er.Metadata)
+		}
+	})
+	t.Run("a wildcard waits for two approvers", func(t *testing.T) {
+		csr, _ := testutil.CSR(t, "*.shop.example.com")
+		resp, er := enroll(t, cf, testutil.EnrollBody(csr, nil), "Authorization", "Bearer "+testutil.AliceToken)
+		if resp.Status != 200 || er.CertificateInformation.RequestDisposition != "PENDING" || er.CertificateInformation.WorkflowInstanceId == "" {
+			t.Fatalf("%d %s, want 200 PENDING with the instance", resp.Status, resp.Body)
+		}
+		signal := map[string]any{"SignalKey": "wildcards.ApprovalStatus", "Data": map[string]any{"Approved": "True"}}
+		path := "/Workflow/Instances/" + er.CertificateInformation.WorkflowInstanceId + "/Signals"
+		for _, token := range []string{"pat-token", "quinn-token"} {
+			if r := cf.Do(t, "POST", path, signal, "Authorization", "Bearer "+token); r.Status != http.StatusNoContent {
+				t.Fatalf("signal by %s: %d %s", token, r.Status, r.Body)
+			}
+		}
+		st := pollSettled(t, cf, "/Enrollment/Requests/"+strconv.FormatInt(er.CertificateInformation.KeyfactorRequestId, 10), "Bearer "+testutil.AliceToken)
+		if st.CertificateInformation.RequestDisposition != "ISSUED" || st.Metadata["ApprovedBy"] != "pat,quinn" {
+			t.Fatalf("%+v %v, want ISSUED, tagged ApprovedBy pat,quinn", st.CertificateInformation, st.Metadata)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		var types []string
+		for _, h := range hooks {
+			if h["common_name"] == "*.shop.example.com" {
+				types = append(types, h["type"].(string))
+			}
+		}
+		if strings.Join(types, " ") != "approval.pending approval.decided certificate.issued" {
+			t.Fatalf("hooks for the wildcard: %v", types)
 		}
 	})
 	t.Run("names outside the allow-list are denied", func(t *testing.T) {
