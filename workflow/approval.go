@@ -178,24 +178,20 @@ func (in *Instance) TimeOut(step string, stage int, now time.Time) (escalated, s
 	return false, true
 }
 
-// Stop ends the instance's wait (or, for a running instance, asks the
-// engine to reject it before its next step): an administrator's reject.
+// Stop rejects a suspended instance (an administrator's stop): its wait
+// ends with the Stopped verdict and the next run rejects it. A running
+// instance cannot be stopped: a step in flight (the CA's, say) may already
+// have acted, so it finishes; it can be stopped when it next waits.
 func (in *Instance) Stop(by, comment string, now time.Time) error {
-	if in.Status.Terminal() {
+	if in.Status != StatusSuspended || in.Wait == nil || in.Wait.Verdict != "" {
 		return ErrNotWaiting
 	}
-	d := Decision{Kind: DecisionStop, By: by, Comment: comment, At: now}
 	msg := "stopped by " + by
 	if comment != "" {
 		msg += ": " + comment
 	}
-	if in.Status == StatusSuspended && in.Wait != nil && in.Wait.Verdict == "" {
-		d.Step, d.Stage = in.Wait.Step, in.Wait.Stage
-		in.Wait.Verdict, in.Wait.Message = VerdictStopped, msg
-	} else {
-		in.StopRequested = msg
-	}
-	in.Decisions = append(in.Decisions, d)
+	in.Wait.Verdict, in.Wait.Message = VerdictStopped, msg
+	in.Decisions = append(in.Decisions, Decision{Step: in.Wait.Step, Stage: in.Wait.Stage, Kind: DecisionStop, By: by, Comment: comment, At: now})
 	return nil
 }
 
@@ -205,7 +201,7 @@ func (in *Instance) Restart() error {
 	if in.Status != StatusFailed {
 		return fmt.Errorf("%w: restart an instance that is %q (only a failed one can be)", ErrTransition, in.Status)
 	}
-	in.Message, in.StopRequested = "", ""
+	in.Message = ""
 	if in.Definition == "" {
 		in.Status, in.Next = "", 0
 		return nil

@@ -250,17 +250,10 @@ func TestStopAndRestart(t *testing.T) {
 			t.Errorf("stopping an ended instance = %v, want ErrNotWaiting", err)
 		}
 	})
-	t.Run("stop a running instance before its next step", func(t *testing.T) {
-		f := &fakes{}
-		def := mustParse(t, f, yamlLines(`name: a`, `trigger: event:x`, `steps:`, `  - {id: a, uses: record}`, `  - {id: b, uses: record}`))
-		e := newEngine()
-		inst := started(t, e, def)
-		inst.Stop("root", "", time.Now())
-		if err := e.Run(context.Background(), def, newInput(t, "x"), inst, (&checkpoints{}).Save); err != nil {
-			t.Fatal(err)
-		}
-		if inst.Status != workflow.StatusRejected || len(f.Ran()) != 0 || inst.Message != "stopped by root" {
-			t.Errorf("status %s ran %v message %q", inst.Status, f.Ran(), inst.Message)
+	t.Run("a running instance cannot be stopped", func(t *testing.T) {
+		inst := &workflow.Instance{Status: workflow.StatusRunning}
+		if err := inst.Stop("root", "", time.Now()); !errors.Is(err, workflow.ErrNotWaiting) || len(inst.Decisions) != 0 {
+			t.Errorf("Stop of a running instance = %v, decisions %v; want ErrNotWaiting and nothing recorded", err, inst.Decisions)
 		}
 	})
 	t.Run("restart", func(t *testing.T) {

@@ -61,9 +61,6 @@ type Instance struct {
 	// Decisions records every approval decision, timeout, escalation and
 	// stop, in order.
 	Decisions []Decision `json:"Decisions,omitempty"`
-	// StopRequested, when set, rejects the instance before its next step
-	// (an administrator's stop of a running instance), with this message.
-	StopRequested string `json:"StopRequested,omitempty"`
 }
 
 // StepRecord is one entry of an instance's timeline.
@@ -185,11 +182,8 @@ func (e *Engine) Run(ctx context.Context, def *Definition, in *Input, inst *Inst
 		sd := def.Steps[inst.Next]
 		log := e.log().With("step", sd.ID)
 		started := e.now()
-		rec := StepRecord{ID: sd.ID, Uses: sd.Uses, Started: started}
-		if inst.StopRequested != "" {
-			return e.reject(ctx, inst, rec, inst.StopRequested, save)
-		}
 		env := in.Env(inst, started)
+		rec := StepRecord{ID: sd.ID, Uses: sd.Uses, Started: started}
 		run, err := true, error(nil)
 		if sd.If != nil {
 			if run, err = sd.If.Bool(env); err != nil {

@@ -449,9 +449,9 @@ type StopRequest struct {
 	Comment string `json:"Comment"`
 }
 
-// handleStop is POST /Workflow/Instances/{id}/Stop (admin): reject the
-// instance. A suspended one is rejected at once (through its resume); a
-// running one before its next step.
+// handleStop is POST /Workflow/Instances/{id}/Stop (admin): reject a
+// suspended instance. A running one is refused with 409: a step in flight
+// (the CA's, say) may already have acted.
 func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {
 	var body StopRequest
 	if r.ContentLength != 0 {
@@ -474,29 +474,24 @@ func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {
 	who := identity(r)
 	var step string
 	req, err = s.store.Update(ctx, req.ID, func(q *store.Request) error {
-		step = ""
-		if wt := q.Instance.Wait; wt != nil && wt.Verdict == "" && q.Instance.Status == workflow.StatusSuspended {
-			step = wt.Step
+		if q.Instance.Wait != nil {
+			step = q.Instance.Wait.Step
 		}
 		if err := q.Instance.Stop(who.Name, strings.TrimSpace(body.Comment), time.Now().UTC()); err != nil {
 			return err
 		}
-		if q.Disposition == store.Pending {
-			q.Disposition = store.Running
-		}
+		q.Disposition = store.Running // decided: the resume rejects it
 		return nil
 	})
 	if errors.Is(err, workflow.ErrNotWaiting) {
-		err = newError(http.StatusConflict, CodeConflict, "workflow instance %s has ended (%s); there is nothing to stop", r.PathValue("id"), instanceStatusOf(req))
+		err = newError(http.StatusConflict, CodeConflict, "workflow instance %s is %s: only a suspended instance can be stopped", r.PathValue("id"), instanceStatusOf(req))
 	}
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
 	s.log.Warn("workflow instance stopped by an administrator", "request", req.ID, "instance", req.Instance.ID, "by", who.Name)
-	if step != "" {
-		s.resume(ctx, req, step)
-	}
+	s.resume(ctx, req, step)
 	w.WriteHeader(http.StatusNoContent)
 }
 
