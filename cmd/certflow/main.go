@@ -35,6 +35,10 @@ Usage:
   certflow ca init  [flags]   create the built-in CA hierarchies
   certflow lint     [flags] [file or folder ...]
                               check workflow definitions; exit 1 on any error
+  certflow pending  [--url URL]          what waits for your decision (CERTFLOW_TOKEN)
+  certflow approve  [--url URL] [--comment C] ID ...
+  certflow deny     [--url URL] --comment C ID ...
+                              decide requests (request or instance ids)
   certflow bench    --requests N --concurrency C [--target URL] [--key ec|rsa] [--rate R]
                               enrollments per second against bare asynq in the same run
 
@@ -72,6 +76,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	cmd, args := args[0], args[1:]
 	if cmd == "bench" {
 		return runBench(args, stdout, stderr)
+	}
+	if cmd == "pending" || cmd == "approve" || cmd == "deny" {
+		return runApprove(cmd, args, stdout, stderr)
 	}
 	if cmd == "ca" {
 		if len(args) == 0 || args[0] != "init" {

@@ -630,8 +630,8 @@ func (s *Server) handleGetRequest(w http.ResponseWriter, r *http.Request) {
 	req, err := s.store.Get(ctx, id)
 	caller := identity(r)
 	// Someone else's request answers 404, not 403: ids are sequential and
-	// must not reveal what others requested.
-	if errors.Is(err, store.ErrNotFound) || (err == nil && req.Requester.Name != caller.Name && !caller.Has(config.RoleApprover)) {
+	// must not reveal what others requested. Its deciders may read it.
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !visible(req, caller)) {
 		writeError(w, r, s.log, newError(http.StatusNotFound, CodeNotFound, "request %d: not found", id))
 		return
 	}
