@@ -312,7 +312,11 @@ func (s *Server) handleSignal(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
 	defer cancel()
 	req, err := s.loadInstance(ctx, r.PathValue("id"))
-	if err == nil && !slices.Contains(approvalSteps(req, s.definitionOf(req)), step) {
+	// A key the pinned definition does not take is a client's mistake. An
+	// instance whose definition is not known here (not picked yet, or a
+	// version no longer loaded) cannot be judged so: it answers as not
+	// waiting at that step.
+	if def := s.definitionOfRequest(req); err == nil && def != nil && !slices.Contains(approvalSteps(req, def), step) {
 		err = badField("SignalKey", "the instance's workflow has no approval step %q", step)
 	}
 	if err == nil {
@@ -325,8 +329,12 @@ func (s *Server) handleSignal(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// definitionOf returns the loaded definition a request is pinned to, or nil.
-func (s *Server) definitionOf(r *store.Request) *workflow.Definition {
+// definitionOfRequest returns the loaded definition a request is pinned
+// to, or nil.
+func (s *Server) definitionOfRequest(r *store.Request) *workflow.Definition {
+	if r == nil {
+		return nil
+	}
 	d, _ := s.defs.Load().Get(r.Instance.Definition, r.Instance.Version)
 	return d
 }

@@ -227,7 +227,13 @@ func (w *Worker) Timeout(ctx context.Context, id, generation int64, step string,
 	case errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	case errors.Is(err, errStale):
-		log.Info("approval timeout: the wait was decided or moved on first; nothing to do")
+		// Decided or escalated first. A retry of this task after its
+		// escalation was stored lands here too: make sure the current
+		// stage's timeout is scheduled (a no-op when it is).
+		log.Info("approval timeout: the wait was decided or moved on first")
+		if r != nil && r.Generation == generation {
+			return w.afterSettle(ctx, r)
+		}
 		return nil
 	case err != nil:
 		return err
