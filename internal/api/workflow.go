@@ -205,27 +205,30 @@ func instanceField(in *Instance) func(string) string {
 	}
 }
 
-// listInstances answers a listing of instances, newest first: those keep
-// picks, filtered by the queryString, one page of them.
-func (s *Server) listInstances(w http.ResponseWriter, r *http.Request, fromPending bool, keep func(*store.Request, *Identity) bool) {
-	p, err := parsePage(r, instanceFields...)
+// list answers one page of a listing, newest first (or, from the pending
+// index, earliest deadline first): keep picks the requests viewer may see
+// in it, render makes each a row, and field reads a row's values for the
+// queryString's terms.
+func list[T any](s *Server, w http.ResponseWriter, r *http.Request, fromPending bool, fields []string,
+	keep func(*store.Request, *Identity) bool, render func(*store.Request, *Identity) T, field func(*T) func(string) string) {
+	p, err := parsePage(r, fields...)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*s.cfg.API.RedisTimeout)
 	defer cancel()
-	viewer, defs := identity(r), s.defs.Load()
-	c := &collector[Instance]{p: p}
+	viewer := identity(r)
+	c := &collector[T]{p: p}
 	visit := func(req *store.Request) bool {
 		if !keep(req, viewer) {
 			return true
 		}
-		in := newInstance(req, defs, viewer)
-		if !p.match(instanceField(&in)) {
+		row := render(req, viewer)
+		if !p.match(field(&row)) {
 			return true
 		}
-		return c.add(in)
+		return c.add(row)
 	}
 	if fromPending {
 		err = s.walkPending(ctx, visit)
@@ -237,9 +240,16 @@ func (s *Server) listInstances(w http.ResponseWriter, r *http.Request, fromPendi
 		return
 	}
 	if c.out == nil {
-		c.out = []Instance{}
+		c.out = []T{}
 	}
 	writeJSON(w, http.StatusOK, c.out)
+}
+
+// listInstances answers a listing of the instances keep picks.
+func (s *Server) listInstances(w http.ResponseWriter, r *http.Request, fromPending bool, keep func(*store.Request, *Identity) bool) {
+	defs := s.defs.Load()
+	list(s, w, r, fromPending, instanceFields, keep,
+		func(req *store.Request, viewer *Identity) Instance { return newInstance(req, defs, viewer) }, instanceField)
 }
 
 // walkPending visits the requests waiting for approval, the earliest
@@ -602,38 +612,11 @@ func certificateRequestField(c *CertificateRequest) func(string) string {
 }
 
 func (s *Server) listCertificateRequests(w http.ResponseWriter, r *http.Request, disposition store.Disposition) {
-	p, err := parsePage(r, certificateRequestFields...)
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+	keep := func(req *store.Request, viewer *Identity) bool {
+		return req.Disposition == disposition && visible(req, viewer)
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 2*s.cfg.API.RedisTimeout)
-	defer cancel()
-	viewer := identity(r)
-	c := &collector[CertificateRequest]{p: p}
-	visit := func(req *store.Request) bool {
-		if req.Disposition != disposition || !visible(req, viewer) {
-			return true
-		}
-		cr := s.newCertificateRequest(req)
-		if !p.match(certificateRequestField(&cr)) {
-			return true
-		}
-		return c.add(cr)
-	}
-	if disposition == store.Pending {
-		err = s.walkPending(ctx, visit)
-	} else {
-		_, err = s.store.Newest(ctx, 0, listScan, visit)
-	}
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	if c.out == nil {
-		c.out = []CertificateRequest{}
-	}
-	writeJSON(w, http.StatusOK, c.out)
+	render := func(req *store.Request, _ *Identity) CertificateRequest { return s.newCertificateRequest(req) }
+	list(s, w, r, disposition == store.Pending, certificateRequestFields, keep, render, certificateRequestField)
 }
 
 // handlePendingCertificates is GET /Workflow/Certificates/Pending.
