@@ -140,7 +140,7 @@ func serve(s app.Settings, role app.Role, log *slog.Logger, out io.Writer) error
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go reloadOnHUP(ctx, a)
-	go a.FollowReloads(ctx)
+	a.FollowReloads(ctx)
 	errc := make(chan error, 2)
 	if role&app.RoleWorker != 0 {
 		go func() { errc <- a.RunWorker(ctx) }()

@@ -333,16 +333,19 @@ func (a *App) Reload(ctx context.Context) error {
 }
 
 // FollowReloads reloads the definitions whenever another process announces
-// a reload, until ctx ends.
+// a reload, until ctx ends. It returns once the subscription is in place,
+// so that a reload announced after it returns is not missed.
 func (a *App) FollowReloads(ctx context.Context) {
-	a.Store.OnReload(ctx, func(from string) {
+	subscribed := make(chan struct{})
+	go a.Store.OnReload(ctx, func(from string) {
 		if from == a.id {
 			return
 		}
 		if err := a.LoadDefinitions(); err != nil {
 			a.Log.Error("reload announced by another process refused here; keeping the loaded definitions", "err", err)
 		}
-	})
+	}, subscribed)
+	<-subscribed
 }
 
 func randomID() string {

@@ -30,7 +30,7 @@ func (s *Store) AnnounceReload(ctx context.Context, from string) error {
 }
 
 // OnReload calls reload with the sender of every announcement until ctx
-// ends.
-func (s *Store) OnReload(ctx context.Context, reload func(from string)) {
-	s.follow(ctx, s.keys.reload(), reload)
+// ends; subscribed (if not nil) is closed once announcements are heard.
+func (s *Store) OnReload(ctx context.Context, reload func(from string), subscribed chan<- struct{}) {
+	s.follow(ctx, s.keys.reload(), reload, subscribed)
 }

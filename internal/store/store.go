@@ -217,7 +217,8 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 		case r.Disposition == Pending:
 			// Scored by deadline (escalation moves it), so the overdue are
 			// found without reading the others.
-			score := float64(noDeadline)
+			// Waits without a deadline come last, oldest first.
+			score := float64(noDeadline + r.Submitted.UnixMilli())
 			if w := r.Instance.Wait; w != nil && !w.Deadline.IsZero() {
 				score = float64(w.Deadline.UnixMilli())
 			}
@@ -244,7 +245,8 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 	return nil
 }
 
-// noDeadline scores a pending request whose wait has no timeout.
+// noDeadline, plus the submission time, scores a pending request whose
+// wait has no timeout (exact in a float64 until the year 287000).
 const noDeadline = 1 << 52
 
 // PendingIDs returns the ids of requests waiting for approval, earliest

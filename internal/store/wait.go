@@ -33,14 +33,24 @@ func (w *Waiters) Listen(ctx context.Context, log *slog.Logger) {
 			return
 		}
 		w.wake(id)
-	})
+	}, nil)
 }
 
 // follow calls fn with every message on channel until ctx ends (go-redis
-// resubscribes by itself after a reconnect).
-func (s *Store) follow(ctx context.Context, channel string, fn func(payload string)) {
+// resubscribes by itself after a reconnect). subscribed, if not nil, is
+// closed once Redis confirmed the subscription (or could not be asked):
+// from then on no message is missed.
+func (s *Store) follow(ctx context.Context, channel string, fn func(payload string), subscribed chan<- struct{}) {
 	ps := s.rdb.Subscribe(ctx, channel)
 	defer ps.Close()
+	if subscribed != nil {
+		// The first reply is the subscription's confirmation; Channel()
+		// would subscribe in the background, with no such moment.
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ps.Receive(rctx)
+		cancel()
+		close(subscribed)
+	}
 	ch := ps.Channel()
 	for {
 		select {

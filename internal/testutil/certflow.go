@@ -113,7 +113,7 @@ func StartCertflow(t testing.TB, mutate func(*config.Config)) *Certflow {
 			t.Errorf("worker: %v", err)
 		}
 	}()
-	go a.FollowReloads(ctx)
+	a.FollowReloads(ctx)
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()

@@ -231,7 +231,7 @@ func (w *Worker) Timeout(ctx context.Context, id, generation int64, step string,
 		// escalation was stored lands here too: make sure the current
 		// stage's timeout is scheduled (a no-op when it is).
 		log.Info("approval timeout: the wait was decided or moved on first")
-		if r != nil && r.Generation == generation {
+		if r != nil && r.Generation == generation && r.Disposition == store.Pending {
 			return w.afterSettle(ctx, r)
 		}
 		return nil
