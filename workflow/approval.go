@@ -131,10 +131,15 @@ func (in *Instance) Decide(step, signal string, who Decider, requester string, a
 	if err := in.MayDecide(step, who, requester); err != nil {
 		return false, false, err
 	}
+	w := in.Wait
+	if !w.Deadline.IsZero() && !now.Before(w.Deadline) {
+		// The timeout task may be seconds late (asynq moves due tasks
+		// every few seconds); the deadline, not the task, is the rule.
+		return false, false, fmt.Errorf("%w: its timeout passed at %s", ErrNotWaiting, w.Deadline.UTC().Format(time.RFC3339))
+	}
 	if !approved && strings.TrimSpace(comment) == "" {
 		return false, false, ErrNoComment
 	}
-	w := in.Wait
 	if approved && slices.Contains(w.Approvers, who.Name) {
 		return false, false, nil
 	}

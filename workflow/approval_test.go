@@ -221,6 +221,16 @@ func TestTimeoutDeniesOrEscalatesOnceAndLosesToAnEarlierDecision(t *testing.T) {
 			t.Errorf("the escalated stage's timeout = %v %v, want it to deny", esc, settled)
 		}
 	})
+	t.Run("a decision after the deadline, before the timeout task ran", func(t *testing.T) {
+		_, _, _, inst, _ := suspended(t)
+		inst.Wait.Deadline = now
+		if _, _, err := inst.Decide("approval", "s", person("bob", "approver"), "carol", true, "", now); !errors.Is(err, workflow.ErrNotWaiting) || len(inst.Decisions) != 0 {
+			t.Errorf("a late decision = %v, decisions %v; want ErrNotWaiting and nothing recorded", err, inst.Decisions)
+		}
+		if _, settled := inst.TimeOut("approval", 0, now); !settled {
+			t.Error("the late timeout did not settle the wait")
+		}
+	})
 	t.Run("a decision first", func(t *testing.T) {
 		_, _, _, inst, _ := suspended(t)
 		inst.Wait.Quorum = 1
