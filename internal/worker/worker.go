@@ -231,8 +231,14 @@ func (w *Worker) Timeout(ctx context.Context, id, generation int64, step string,
 		// escalation was stored lands here too: make sure the current
 		// stage's timeout is scheduled (a no-op when it is).
 		log.Info("approval timeout: the wait was decided or moved on first")
-		if r != nil && r.Generation == generation && r.Disposition == store.Pending {
+		switch {
+		case r == nil || r.Generation != generation:
+		case r.Disposition == store.Pending:
 			return w.afterSettle(ctx, r)
+		case r.Instance.Status == workflow.StatusSuspended && r.Instance.Wait != nil && r.Instance.Wait.Verdict != "":
+			// Decided, not yet applied: this task's own earlier try may
+			// have settled it and failed to run it. Running twice is safe.
+			return w.Run(ctx, id, generation)
 		}
 		return nil
 	case err != nil:
