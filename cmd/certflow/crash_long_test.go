@@ -143,7 +143,7 @@ steps:
 	// reconcile_after — whichever comes first.
 	_, nextLogs := r.worker()
 	r.waitIssued(ids, 150*time.Second)
-	r.checkOneCertificateEach(ids, victimLogs, nextLogs)
+	r.checkOneCertificateEach(ids, true, victimLogs, nextLogs)
 	r.checkSerialsAnswered(ids)
 
 	// The requests caught in a step ran that step again, resuming there

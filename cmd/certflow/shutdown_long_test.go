@@ -114,7 +114,7 @@ steps:
 
 	_, nextLogs := r.worker()
 	r.waitIssued([]int64{quick, stuck}, 60*time.Second)
-	r.checkOneCertificateEach([]int64{quick, stuck}, victimLogs, nextLogs)
+	r.checkOneCertificateEach([]int64{quick, stuck}, true, victimLogs, nextLogs)
 	for path, want := range map[string]int{
 		"/pre/quick.example.com": 1, "/hold/quick.example.com": 1,
 		"/pre/stuck.example.com": 1, "/hold/stuck.example.com": 2,
