@@ -124,6 +124,16 @@ var httpClient = &http.Client{Timeout: 30 * time.Second}
 // call is one HTTP exchange as alice; unlike testutil.Do it returns
 // errors, so it may run outside the test's goroutine.
 func (r *rig) call(method, path string, body any, headers ...string) (int, http.Header, []byte, error) {
+	return r.callWith(context.Background(), method, path, body, headers...)
+}
+
+// callCtx is call bounded by ctx.
+func (r *rig) callCtx(ctx context.Context, method, path string, body any, headers ...string) (int, []byte, error) {
+	status, _, data, err := r.callWith(ctx, method, path, body, headers...)
+	return status, data, err
+}
+
+func (r *rig) callWith(ctx context.Context, method, path string, body any, headers ...string) (int, http.Header, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -132,7 +142,7 @@ func (r *rig) call(method, path string, body any, headers ...string) (int, http.
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, r.base+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, r.base+path, rd)
 	if err != nil {
 		return 0, nil, nil, err
 	}

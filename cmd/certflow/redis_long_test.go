@@ -3,14 +3,18 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/testutil"
 )
 
@@ -123,4 +127,126 @@ steps:
 	// The same processes (one api, one worker: nothing restarted them)
 	// serve new work.
 	r.mustIssueSync("after-restart.example.com")
+}
+
+// TestLongRedisOutageAnswers503AndLosesNothing takes Redis away twice
+// from a running `certflow api` and `certflow worker` — frozen (SIGSTOP:
+// connections open, no answers, as a hung or partitioned Redis) and
+// killed (SIGKILL, restarted from its AOF) — each time with requests
+// accepted before it, some in a step and some queued. During the outage
+// submits and polls answer 503 in Keyfactor's error shape within 5 s and
+// /readyz says not ready; once Redis is back, with no certflow process
+// restarted, /readyz says ready, every request accepted before the outage
+// is ISSUED and a new submit is issued.
+func TestLongRedisOutageAnswers503AndLosesNothing(t *testing.T) {
+	t.Parallel()
+	redisSrv := testutil.StartRedisServer(t, "--appendonly", "yes", "--appendfsync", "always")
+	h := newHold()
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	defer h.releaseAll()
+	const concurrency = 4
+	r := newRig(t, rigOptions{
+		RedisURL: redisSrv.URL(), Prefix: testutil.Prefix(t),
+		Definition: fmt.Sprintf(`name: held
+trigger: enrollment
+steps:
+  - {id: held, uses: http, with: {url: "%s/held/${{ request.ID }}"}}
+  - {id: issue, uses: issue}
+`, srv.URL),
+		Worker: fmt.Sprintf("  concurrency: %d\n  task_timeout: 4s\n  reconcile_after: 6s", concurrency),
+	})
+	r.api()
+	r.worker()
+	r.mustIssueSync("warm-up.example.com")
+
+	var accepted []int64
+	for _, outage := range []string{"frozen", "killed"} {
+		h.arm()
+		var before []int64
+		for i := range 3 * concurrency {
+			before = append(before, r.mustSubmitAsync(fmt.Sprintf("%s-%d.example.com", outage, i)))
+		}
+		h.waitArrivals(t, concurrency, 30*time.Second) // every slot in the step, the rest queued
+		if outage == "frozen" {
+			redisSrv.Pause()
+		} else {
+			redisSrv.Kill()
+		}
+		// The held steps end during the outage: their checkpoints fail.
+		h.releaseAll()
+		r.checkUnavailable(t, outage, before[0])
+		if outage == "frozen" {
+			redisSrv.Resume()
+		} else {
+			redisSrv.Start()
+		}
+		status, _, body, err := r.call("GET", "/readyz", nil)
+		if err != nil || status != http.StatusOK {
+			t.Fatalf("/readyz once Redis is back (%s): %d %s %v", outage, status, body, err)
+		}
+		r.waitIssued(before, 90*time.Second)
+		r.mustIssueSync("after-" + outage + ".example.com")
+		accepted = append(accepted, before...)
+	}
+	r.checkOneCertificateEach(accepted, false)
+}
+
+// checkUnavailable checks, with Redis unreachable, that submits (three at
+// once) and a poll answer 503 with Keyfactor's error body within 5 s and
+// that /readyz answers not ready.
+func (r *rig) checkUnavailable(t *testing.T, outage string, known int64) {
+	t.Helper()
+	csr, _ := testutil.CSR(t, "during-"+outage+".example.com")
+	type result struct {
+		what   string
+		status int
+		body   []byte
+		err    error
+		took   time.Duration
+	}
+	calls := []struct{ what, method, path string }{
+		{"submit", "POST", "/Enrollment/CSR"}, {"submit", "POST", "/Enrollment/CSR"}, {"submit", "POST", "/Enrollment/CSR"},
+		{"poll", "GET", fmt.Sprintf("/Enrollment/Requests/%d", known)},
+		{"readyz", "GET", "/readyz"},
+	}
+	results := make(chan result, len(calls))
+	for _, c := range calls {
+		go func() {
+			var body any
+			if c.method == "POST" {
+				body = testutil.EnrollBody(csr, nil)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			start := time.Now()
+			status, data, err := r.callCtx(ctx, c.method, c.path, body, "x-certificateformat", "PEM")
+			results <- result{c.what, status, data, err, time.Since(start)}
+		}()
+	}
+	for range calls {
+		res := <-results
+		if res.err != nil {
+			t.Errorf("%s with Redis %s: no answer within 5 s: %v", res.what, outage, res.err)
+			continue
+		}
+		if res.status != http.StatusServiceUnavailable {
+			t.Errorf("%s with Redis %s: %d %s, want 503", res.what, outage, res.status, res.body)
+			continue
+		}
+		if res.what == "readyz" {
+			if !strings.Contains(string(res.body), "not ready") {
+				t.Errorf("/readyz with Redis %s: %s", outage, res.body)
+			}
+			continue
+		}
+		var e map[string]any
+		if err := json.Unmarshal(res.body, &e); err != nil || len(e) != 2 || e["ErrorCode"] != api.CodeUnavailable || e["Message"] == "" {
+			t.Errorf("%s with Redis %s: body %s is not Keyfactor's error shape with code %s", res.what, outage, res.body, api.CodeUnavailable)
+		}
+		t.Logf("%s with Redis %s: 503 in %v", res.what, outage, res.took.Round(time.Millisecond))
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
 }
