@@ -121,8 +121,8 @@ steps:
 
 	victim, victimLogs := r.worker()
 	deadline := time.Now().Add(60 * time.Second)
-	for gate.heldNow() < concurrency {
-		if time.Now().After(deadline) {
+	for i := 0; gate.heldNow() < concurrency; i++ {
+		if time.Now().After(deadline) || i == 6000 {
 			t.Fatalf("the victim never had all %d slots in a step (%d held)\n%s", concurrency, gate.heldNow(), victimLogs.String())
 		}
 		time.Sleep(10 * time.Millisecond)
