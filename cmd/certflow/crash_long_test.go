@@ -167,3 +167,61 @@ func (g *stepGate) count(path string) int {
 	defer g.mu.Unlock()
 	return g.calls[path]
 }
+
+// TestLongWorkersKilledAtArbitraryMomentsIssueEachRequestOnce is the
+// same 300 requests with nothing held: two workers in turn are killed
+// with SIGKILL at whatever their 16 tasks are doing once 60 and then 150
+// requests have reached the last step — inside the issue step, between a
+// signature and its storing, in a checkpoint — and a third finishes. Every
+// request ends ISSUED with one certificate for its own key; the store
+// holds exactly 300 certificates with 300 distinct serials. (It takes
+// about a minute: a kill inside the issue step leaves the request's issue
+// lock held until it expires.)
+func TestLongWorkersKilledAtArbitraryMomentsIssueEachRequestOnce(t *testing.T) {
+	t.Parallel()
+	const total = 300
+	gate := &stepGate{calls: map[string]int{}, heldOnce: map[string]bool{}}
+	srv := httptest.NewServer(gate)
+	defer srv.Close()
+	r := newRig(t, rigOptions{
+		Definition: fmt.Sprintf(`name: around-issue
+trigger: enrollment
+steps:
+  - {id: before, uses: http, with: {url: "%[1]s/before/${{ request.ID }}"}}
+  - {id: issue, uses: issue}
+  - {id: after, uses: http, with: {url: "%[1]s/after/${{ request.ID }}"}}
+`, srv.URL),
+		Worker: "  concurrency: 16\n  task_timeout: 5s\n  reconcile_after: 8s",
+	})
+	r.api()
+	ids := make([]int64, total)
+	for i := range total {
+		ids[i] = r.mustSubmitAsync(fmt.Sprintf("arbitrary-%d.example.com", i))
+	}
+	afters := func() int {
+		gate.mu.Lock()
+		defer gate.mu.Unlock()
+		return gate.afters
+	}
+	for _, killAt := range []int{60, 150} {
+		victim, logs := r.worker()
+		deadline := time.Now().Add(60 * time.Second)
+		for i := 0; afters() < killAt; i++ {
+			if time.Now().After(deadline) || i == 30000 {
+				t.Fatalf("the worker did not get %d requests to the last step (%d)\n%s", killAt, afters(), logs.String())
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		kill9(victim)
+		t.Logf("killed a worker once %d requests had reached the last step", afters())
+	}
+	start := time.Now()
+	_, lastLogs := r.worker()
+	r.waitIssued(ids, 150*time.Second)
+	// A worker killed inside the issue step leaves the request's issue
+	// lock to expire (a minute): the next one waits it out, retrying.
+	t.Logf("the last worker finished in %v; %d times it found a dead worker's issue lock", time.Since(start).Round(time.Second),
+		strings.Count(lastLogs.String(), "another worker is issuing for this request"))
+	r.checkOneCertificateEach(ids, true)
+	r.checkSerialsAnswered(ids)
+}
