@@ -120,7 +120,9 @@ steps:
 	mu.Unlock()
 
 	redisSrv.Start() // same folder: replays the AOF
-	r.waitIssued(ids, 120*time.Second)
+	// Generous: an issue lock taken just before the kill outlives it (a
+	// minute) and is waited out with backoff.
+	r.waitIssued(ids, 150*time.Second)
 	r.checkOneCertificateEach(ids, false)
 	r.checkSerialsAnswered(ids)
 
@@ -185,7 +187,7 @@ steps:
 		if err != nil || status != http.StatusOK {
 			t.Fatalf("/readyz once Redis is back (%s): %d %s %v", outage, status, body, err)
 		}
-		r.waitIssued(before, 90*time.Second)
+		r.waitIssued(before, 150*time.Second)
 		r.mustIssueSync("after-" + outage + ".example.com")
 		accepted = append(accepted, before...)
 	}
