@@ -209,6 +209,11 @@ func (a *App) connectRedis() error {
 	opts.WriteTimeout = 3 * time.Second
 	opts.PoolTimeout = 4 * time.Second
 	opts.MaxRetries = 1
+	// A call's context deadline (api.redis_timeout on the request path)
+	// binds its socket reads too: without this go-redis waits out
+	// ReadTimeout whatever the deadline, and a hung Redis holds a submit
+	// past its bound.
+	opts.ContextTimeoutEnabled = true
 	a.Redis = redis.NewClient(opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

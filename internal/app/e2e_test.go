@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/app"
 	"github.com/certflow/certflow/internal/config"
@@ -582,5 +584,53 @@ func TestAGeneratedAdminTokenStopsWorkingOnceUsersAreConfigured(t *testing.T) {
 	cf := testutil.StartCertflow(t, func(c *config.Config) { c.DataDir = dataDir; c.KEKFile = filepath.Join(dataDir, "kek") })
 	if r := cf.Do(t, "GET", "/Status/Endpoints", nil, "Authorization", "Bearer cf_old_generated_token"); r.Status != 401 {
 		t.Fatalf("the old generated token still answers %d", r.Status)
+	}
+}
+
+// TestASubmitAnswers503Within5sWhenRedisHangsMidSubmit freezes Redis at
+// the exact command of a submit — the write of the new request (HSET),
+// then the enqueue of its task (asynq's EVALSHA) — with every connection
+// left open: each time the submit must answer 503 in Keyfactor's shape
+// within 5 s, though the clean-up of the half-made request cannot reach
+// Redis either; once Redis answers again submits work, nothing restarted.
+func TestASubmitAnswers503Within5sWhenRedisHangsMidSubmit(t *testing.T) {
+	t.Parallel()
+	opts, err := redis.ParseURL(testutil.RedisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testutil.StartFreezeProxy(t, opts.Addr)
+	cf := testutil.StartCertflow(t, func(c *config.Config) { c.RedisURL = proxy.URL() })
+	csr, _ := testutil.CSR(t, "hang.example.com")
+	if r, _ := enroll(t, cf, testutil.EnrollBody(csr, nil)); r.Status != 200 {
+		t.Fatalf("before the hang: %d %s", r.Status, r.Body)
+	}
+	for _, at := range []struct{ what, command, key string }{
+		{"the request's write", "HSET", cf.Prefix + ":request:{"},
+		{"the task's enqueue", "EVALSHA", "asynq:{" + cf.Prefix + "}:t:run:"},
+	} {
+		proxy.FreezeAt(at.command, at.key)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, "POST", cf.URL+"/Enrollment/CSR", strings.NewReader(mustJSON(testutil.EnrollBody(csr, nil))))
+		req.Header.Set("Authorization", "Bearer "+testutil.AdminToken)
+		req.Header.Set("x-certificateformat", "PEM")
+		start := time.Now()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			cancel()
+			t.Fatalf("Redis hung at %s: no answer within 5 s: %v (frozen: %v)", at.what, err, proxy.Frozen())
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cancel()
+		if !proxy.Frozen() {
+			t.Fatalf("the proxy never saw %s (%s)", at.what, at.command)
+		}
+		assertError(t, &testutil.Response{Status: resp.StatusCode, Body: body}, 503, api.CodeUnavailable, "unavailable")
+		t.Logf("Redis hung at %s: 503 after %v", at.what, time.Since(start).Round(time.Millisecond))
+		proxy.Unfreeze()
+		if r, er := enroll(t, cf, testutil.EnrollBody(csr, nil)); r.Status != 200 || er.CertificateInformation.RequestDisposition != "ISSUED" {
+			t.Fatalf("after Redis hung at %s: %d %s", at.what, r.Status, r.Body)
+		}
 	}
 }

@@ -131,9 +131,18 @@ func (s *Store) Create(ctx context.Context, r *Request, idemTTL time.Duration) (
 	return id, false, nil
 }
 
+// deleteTimeout bounds Delete: it runs after the submit's own deadline
+// was spent on the failure it cleans up after, and the refusal must not
+// wait on a Redis that does not answer.
+const deleteTimeout = 500 * time.Millisecond
+
 // Delete removes a request that was never accepted (its enqueue failed),
 // with its idempotency key, so a rejected submit leaves nothing behind.
+// It gives up after deleteTimeout; a record left behind has no task and
+// is run by the reconciler.
 func (s *Store) Delete(ctx context.Context, r *Request) error {
+	ctx, cancel := context.WithTimeout(ctx, deleteTimeout)
+	defer cancel()
 	ks := []string{s.keys.request(r.ID)}
 	if r.IdempotencyKey != "" {
 		ks = append(ks, s.keys.idempotency(r.Requester.Name, r.IdempotencyKey))

@@ -82,6 +82,23 @@ func (s *RedisServer) Kill() {
 	s.cmd = nil
 }
 
+// Pause freezes the server with SIGSTOP: it keeps its connections and
+// its data but answers nothing, as a hung or partitioned Redis does.
+func (s *RedisServer) Pause() {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		s.t.Fatalf("pause redis-server: %v", err)
+	}
+}
+
+// Resume lets a paused server go on (SIGCONT).
+func (s *RedisServer) Resume() {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		s.t.Fatalf("resume redis-server: %v", err)
+	}
+}
+
 // FreePort returns a TCP port that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
