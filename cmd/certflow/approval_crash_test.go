@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -60,6 +61,7 @@ auth:
   users:
     - {name: alice, token: alice-token, roles: [requester]}
     - {name: bob, token: bob-token, roles: [approver]}
+    - {name: dave, token: dave-token, roles: [approver]}
 `, prefix)
 	os.WriteFile(filepath.Join(dir, "certflow.yaml"), []byte(cfg), 0o600)
 	port := testutil.FreePort(t)
@@ -224,5 +226,61 @@ steps:
 	}
 	if signed := strings.Count(victimLogs.String()+nextLogs.String(), `msg="certificate issued"`); signed != 1 {
 		t.Errorf("%d certificates signed, want 1", signed)
+	}
+}
+
+// TestRacingApproversAcrossWorkerProcessesIssueOnce: two approvers decide
+// every request at the same moment (quorum 1) while two worker processes
+// run: for each request exactly one decision is taken (the other gets
+// 409), and one certificate is signed.
+func TestRacingApproversAcrossWorkerProcessesIssueOnce(t *testing.T) {
+	t.Parallel()
+	dir, env, base := approvalSetup(t, `name: gated
+trigger: enrollment
+steps:
+  - {id: approve, uses: approval, with: {roles: [approver]}}
+  - {id: issue, uses: issue}
+`)
+	_, logsA := startProcess(t, dir, env, "worker")
+	_, logsB := startProcess(t, dir, env, "worker")
+	const n = 8
+	locs := make([]string, n)
+	for i := range locs {
+		locs[i] = submitAsync(t, base, fmt.Sprintf("race%d.example.com", i))
+	}
+	for i, loc := range locs {
+		st := pollApproval(t, base, loc, "PENDING", 30*time.Second)
+		inst := st.CertificateInformation.WorkflowInstanceId
+		start := make(chan struct{})
+		codes := make([]int, 2)
+		var wg sync.WaitGroup
+		for j, token := range []string{"bob-token", "dave-token"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				r := testutil.Do(t, base, "POST", "/Workflow/Instances/"+inst+"/Signals",
+					map[string]any{"SignalKey": "approve.ApprovalStatus", "Data": map[string]any{"Approved": true}},
+					"Authorization", "Bearer "+token)
+				codes[j] = r.Status
+			}()
+		}
+		close(start)
+		wg.Wait()
+		if !(codes[0] == http.StatusNoContent && codes[1] == http.StatusConflict || codes[0] == http.StatusConflict && codes[1] == http.StatusNoContent) {
+			t.Fatalf("request %d: the racing signals answered %v, want one 204 and one 409", i, codes)
+		}
+	}
+	for _, loc := range locs {
+		st := pollApproval(t, base, loc, "ISSUED", 60*time.Second)
+		if st.count("approve", "Completed") != 1 || st.count("issue", "Completed") != 1 {
+			t.Fatalf("%s: timeline %+v, want approve and issue completed once", loc, st.Timeline)
+		}
+	}
+	if signed := strings.Count(logsA.String()+logsB.String(), `msg="certificate issued"`); signed != n {
+		t.Errorf("%d certificates signed for %d requests", signed, n)
+	}
+	if resumed := strings.Count(logsA.String()+logsB.String(), `msg="approved; workflow resumes"`); resumed != n {
+		t.Errorf("%d resumes for %d decisions, want one each", resumed, n)
 	}
 }
