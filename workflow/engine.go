@@ -127,8 +127,9 @@ func (in *Input) Env(inst *Instance, now time.Time) *Env {
 	return env
 }
 
-// Checkpoint persists the instance. The engine calls it after every step,
-// before the next one starts; a crash after it resumes at inst.Next.
+// Checkpoint persists the instance. The engine calls it after every step
+// but a pure or skipped one (see Pure), before the next one starts; a
+// crash after it resumes at inst.Next.
 type Checkpoint func(ctx context.Context, inst *Instance) error
 
 // Engine runs definitions' steps.
@@ -150,7 +151,8 @@ func (e *Engine) Start(inst *Instance, def *Definition) error {
 	return nil
 }
 
-// Run executes def's steps from inst.Next on, checkpointing after each. A
+// Run executes def's steps from inst.Next on, checkpointing after each
+// that is not pure or skipped, and after the last. A
 // step that fails is tried again per its retry policy; when its attempts
 // are spent its on_error decides (fail, deny, continue). Run returns nil
 // when the instance reached a resting status (see inst.Status). An error
@@ -216,6 +218,9 @@ func (e *Engine) Run(ctx context.Context, def *Definition, in *Input, inst *Inst
 			if err := inst.To(StatusComplete); err != nil {
 				return err
 			}
+		}
+		if inst.Next < len(def.Steps) && (!run || IsPure(sd.Step)) {
+			continue // nothing with effects ran: the next checkpoint carries it (see Pure)
 		}
 		if err := save(ctx, inst); err != nil {
 			return fmt.Errorf("checkpoint after step %s: %w", sd.ID, err)
