@@ -313,20 +313,30 @@ const issueLockTTL = time.Minute
 //
 // The lock is released only when no certificate was stored: once one
 // exists, every later call finds it, so on the success path the lock just
-// expires (one fewer round trip per issuance).
+// expires (one fewer round trip per issuance). The lock and the check
+// after it go in one pipeline: Redis runs them in that order, which is
+// all that lock-then-check needs, in one round trip.
 func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx context.Context) (*Certificate, error)) (cert *Certificate, fresh bool, err error) {
 	token := randomToken()
 	lockKey := s.keys.issueLock(requestID)
-	ok, err := s.rdb.SetNX(ctx, lockKey, token, issueLockTTL).Result()
+	pipe := s.rdb.Pipeline()
+	lock := pipe.SetNX(ctx, lockKey, token, issueLockTTL)
+	check := pipe.HGet(ctx, s.keys.request(requestID), "x")
+	pipe.Exec(ctx) // each command's own error is read below
+	ok, err := lock.Result()
 	if err != nil {
 		return nil, false, fmt.Errorf("issue lock: %w", err)
 	}
+	existing, checkErr := check.Bytes()
+	if checkErr == nil {
+		// Issued already (the lock, if we just took it, expires: every
+		// later call finds the certificate first).
+		c, err := decodeCertificate(requestID, existing)
+		return c, false, err
+	}
 	if !ok {
 		// Held by another worker, or left to expire by a finished
-		// issuance: a stored certificate answers either way.
-		if c, err := s.CertificateOf(ctx, requestID); err == nil {
-			return c, false, nil
-		}
+		// issuance whose certificate we could not read.
 		return nil, false, ErrBusy
 	}
 	stored := false
@@ -335,10 +345,8 @@ func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx co
 			releaseScript.Run(context.WithoutCancel(ctx), s.rdb, []string{lockKey}, token)
 		}
 	}()
-	if c, err := s.CertificateOf(ctx, requestID); err == nil {
-		return c, false, nil
-	} else if !errors.Is(err, ErrNotFound) {
-		return nil, false, err
+	if !errors.Is(checkErr, redis.Nil) {
+		return nil, false, fmt.Errorf("load certificate of request %d: %w", requestID, checkErr)
 	}
 	c, err := sign(ctx)
 	if err != nil {
