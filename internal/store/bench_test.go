@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/internal/testutil"
@@ -22,6 +23,29 @@ func BenchmarkIssueOnce(b *testing.B) {
 		id++
 		if _, fresh, err := s.IssueOnce(ctx, id, sign); err != nil || !fresh {
 			b.Fatal(fresh, err)
+		}
+	}
+}
+
+// BenchmarkSettle is the store's write path of one short-lived request
+// against the real Redis: create it, then save it settled.
+func BenchmarkSettle(b *testing.B) {
+	rdb, prefix := testutil.Redis(b)
+	s := store.New(rdb, prefix)
+	ctx := context.Background()
+	for b.Loop() {
+		id, err := s.NewID(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		now := time.Now().UTC()
+		r := &store.Request{ID: id, Disposition: store.Queued, Submitted: now, Updated: now, CSR: []byte{1}}
+		if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
+			b.Fatal(err)
+		}
+		r.Disposition = store.Issued
+		if err := s.Save(ctx, r); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -38,6 +39,8 @@ type Store struct {
 	// before a checkpoint refreshes it: checkpoints within it cost no
 	// open-set write. Keep it well under the reconciler's bound.
 	ProgressEvery time.Duration
+	// forget batches settled ids' removal from the open set.
+	forget forgetQueue
 }
 
 // DefaultProgressEvery is Store.ProgressEvery's default.
@@ -169,22 +172,26 @@ func (s *Store) Get(ctx context.Context, id int64) (*Request, error) {
 	return r, nil
 }
 
-// saveScript is the compare-and-set update of a request record.
-// KEYS: request; ARGV: expected version, json.
+// saveScript is the compare-and-set update of a request record; a
+// settled one is announced in the same call (PUBLISH names no key, so
+// this stays a one-slot script on Redis Cluster).
+// KEYS: request; ARGV: expected version, json, channel ("" for none), message.
 var saveScript = redis.NewScript(`
 local v = redis.call('HGET', KEYS[1], 'v')
 if not v then return -1 end
 if v ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', tonumber(v) + 1, 'd', ARGV[2])
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return 1
 `)
 
 // Save writes r if nobody else has since it was read; otherwise it returns
-// ErrConflict and r is stale. On success r's version advances, and then a
-// settled request leaves the open set and is announced to waiting
-// clients, while an unsettled one has its progress time refreshed. Those
-// follow-ups are derived state: if they are lost, the reconciler drops
-// settled requests from the open set and waiters re-read once a second.
+// ErrConflict and r is stale. On success r's version advances; a settled
+// request is announced to waiting clients in the same round trip and
+// leaves the open set with the next batch (forgetLater), while an
+// unsettled one has its progress time refreshed. The open set is derived
+// state: a settled id left in it (a batch lost with its process) is
+// dropped by the reconciler, and waiters re-read once a second.
 func (s *Store) Save(ctx context.Context, r *Request) error {
 	r.Updated = time.Now().UTC()
 	settled := r.Disposition.Settled()
@@ -196,7 +203,11 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 	if err != nil {
 		return err
 	}
-	res, err := saveScript.Run(ctx, s.rdb, []string{s.keys.request(r.ID)}, r.version, data).Int64()
+	channel, message := "", ""
+	if settled {
+		channel, message = s.keys.events(), strconv.FormatInt(r.ID, 10)+" "+string(r.Disposition)
+	}
+	res, err := saveScript.Run(ctx, s.rdb, []string{s.keys.request(r.ID)}, r.version, data, channel, message).Int64()
 	switch {
 	case err != nil:
 		return fmt.Errorf("save request %d: %w", r.ID, err)
@@ -208,14 +219,59 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 	r.version++
 	switch {
 	case settled:
-		pipe := s.rdb.Pipeline()
-		pipe.ZRem(ctx, s.keys.open(), r.ID)
-		pipe.Publish(ctx, s.keys.events(), strconv.FormatInt(r.ID, 10)+" "+string(r.Disposition))
-		pipe.Exec(ctx) // best effort, see above
+		s.forgetLater(ctx, r.ID)
 	case refresh:
 		s.rdb.ZAdd(ctx, s.keys.open(), redis.Z{Score: float64(r.Progress.UnixMilli()), Member: r.ID})
 	}
 	return nil
+}
+
+// Settled requests leave the open set in batches: one ZREM for up to
+// forgetBatch ids, sent by the Save that fills the batch or finds it
+// older than forgetAge (and by Stale), instead of one round trip per
+// request. The open set is only the reconciler's index, so an id that
+// stays in it a little longer costs nothing; one left behind by a crash
+// is found settled and dropped by the reconciler.
+const (
+	forgetBatch = 64
+	forgetAge   = 100 * time.Millisecond
+)
+
+type forgetQueue struct {
+	mu    sync.Mutex
+	ids   []any
+	since time.Time
+}
+
+func (s *Store) forgetLater(ctx context.Context, id int64) {
+	q := &s.forget
+	q.mu.Lock()
+	if len(q.ids) == 0 {
+		q.since = time.Now()
+	}
+	q.ids = append(q.ids, id)
+	if len(q.ids) < forgetBatch && time.Since(q.since) < forgetAge {
+		q.mu.Unlock()
+		return
+	}
+	ids := q.ids
+	q.ids = nil
+	q.mu.Unlock()
+	// Best effort (see above); the batch is not only this caller's.
+	s.rdb.ZRem(context.WithoutCancel(ctx), s.keys.open(), ids...)
+}
+
+// flushForgotten sends the pending open-set removals now.
+func (s *Store) flushForgotten(ctx context.Context) error {
+	q := &s.forget
+	q.mu.Lock()
+	ids := q.ids
+	q.ids = nil
+	q.mu.Unlock()
+	if len(ids) == 0 {
+		return nil
+	}
+	return s.rdb.ZRem(ctx, s.keys.open(), ids...).Err()
 }
 
 // Update loads request id, applies change and saves it, retrying when
@@ -240,6 +296,9 @@ func (s *Store) Update(ctx context.Context, id int64, change func(*Request) erro
 // Stale returns ids of unsettled requests that made no progress since
 // before cutoff: candidates for the reconciler to enqueue again.
 func (s *Store) Stale(ctx context.Context, cutoff time.Time, limit int64) ([]int64, error) {
+	if err := s.flushForgotten(ctx); err != nil {
+		return nil, err
+	}
 	members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
 		Key: s.keys.open(), Start: "-inf", Stop: strconv.FormatInt(cutoff.UnixMilli(), 10),
 		ByScore: true, Count: limit,
