@@ -89,7 +89,13 @@ type Result struct {
 	// The same for the baseline's no-op tasks.
 	CPUusPerNoop      float64 `json:"cpu_us_per_noop"`
 	RedisCPUusPerNoop float64 `json:"redis_cpu_us_per_noop"`
-	Errors            int     `json:"errors"`
+	// RoundTripsPerEnrollment and RoundTripsPerNoop count the in-process
+	// run's Redis round trips (a pipeline is one; pub/sub is not counted)
+	// through its one client: certflow's and asynq's alike. They do not
+	// depend on the machine's load.
+	RoundTripsPerEnrollment float64 `json:"round_trips_per_enrollment,omitempty"`
+	RoundTripsPerNoop       float64 `json:"round_trips_per_noop,omitempty"`
+	Errors                  int     `json:"errors"`
 	// RedisCommands breaks RedisCmdsPerEnrollment down by command
 	// (commands run inside Lua scripts count under their own names).
 	RedisCommands map[string]float64 `json:"-"`
@@ -119,11 +125,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if rdb != nil {
 		fmt.Fprintln(progress, "baseline: bare asynq no-op tasks…")
 		redisBefore, _ := redisCPU(ctx, rdb)
-		cpuBefore := processCPU()
+		cpuBefore, rtBefore := processCPU(), roundTrips.n.Load()
 		if res.AsynqNoopPerS, err = asynqBaseline(ctx, rdb, o.Requests, o.WorkerConcurrency, o.Concurrency); err != nil {
 			return nil, fmt.Errorf("asynq baseline: %w", err)
 		}
 		res.CPUusPerNoop = float64((processCPU() - cpuBefore).Microseconds()) / float64(o.Requests)
+		res.RoundTripsPerNoop = float64(roundTrips.n.Load()-rtBefore) / float64(o.Requests)
 		redisAfter, _ := redisCPU(ctx, rdb)
 		res.RedisCPUusPerNoop = (redisAfter - redisBefore) * 1e6 / float64(o.Requests)
 	}
@@ -135,9 +142,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		memBefore, _ = usedMemory(ctx, rdb)
 		redisCPUBefore, _ = redisCPU(ctx, rdb)
 	}
-	cpuBefore := processCPU()
+	cpuBefore, rtBefore := processCPU(), roundTrips.n.Load()
 	lat, elapsed, errs := enroll(ctx, target, token, csrs, o.Concurrency, o.Rate, progress)
 	res.CPUusPerEnrollment = float64((processCPU() - cpuBefore).Microseconds()) / float64(o.Requests)
+	if o.Target == "" {
+		res.RoundTripsPerEnrollment = float64(roundTrips.n.Load()-rtBefore) / float64(o.Requests)
+	}
 	res.Errors = errs
 	res.EnrollmentsPerS = float64(o.Requests-errs) / elapsed.Seconds()
 	if res.AsynqNoopPerS > 0 {
@@ -212,6 +222,7 @@ func setup(ctx context.Context, o *Options) (target, token string, rdb redis.Uni
 		os.RemoveAll(dir)
 		return "", "", nil, nil, err
 	}
+	a.Redis.AddHook(&roundTrips)
 	rctx, cancel := context.WithCancel(ctx)
 	addrc := make(chan net.Addr, 1)
 	var wg sync.WaitGroup
@@ -449,6 +460,29 @@ func usedMemory(ctx context.Context, rdb redis.UniversalClient) (int64, error) {
 	return 0, errors.New("no used_memory in INFO memory")
 }
 
+// roundTrips counts the in-process run's Redis round trips.
+var roundTrips rtCounter
+
+type rtCounter struct{ n atomic.Int64 }
+
+func (c *rtCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *rtCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() != "info" { // the bench's own
+			c.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (c *rtCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
 // redisCPU is the Redis server's CPU seconds so far (user + system).
 func redisCPU(ctx context.Context, rdb redis.UniversalClient) (float64, error) {
 	info, err := rdb.Info(ctx, "cpu").Result()
@@ -536,6 +570,8 @@ func (r *Result) Print(w io.Writer) {
 		{"Redis CPU / enrollment", r.RedisCPUusPerEnrollment, "µs"},
 		{"CPU / no-op task", r.CPUusPerNoop, "µs"},
 		{"Redis CPU / no-op task", r.RedisCPUusPerNoop, "µs"},
+		{"Redis round trips / enr.", r.RoundTripsPerEnrollment, ""},
+		{"Redis round trips / no-op", r.RoundTripsPerNoop, ""},
 		{"peak RSS", r.RSSMB, "MB"},
 	}
 	for _, row := range rows {
