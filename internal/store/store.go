@@ -188,7 +188,8 @@ return 1
 // Save writes r if nobody else has since it was read; otherwise it returns
 // ErrConflict and r is stale. On success r's version advances; a settled
 // request is announced to waiting clients in the same round trip and
-// leaves the open set with the next batch (forgetLater), while an
+// leaves the open set (a final one with the next batch, see
+// forgetLater), while an
 // unsettled one has its progress time refreshed. The open set is derived
 // state: a settled id left in it (a batch lost with its process) is
 // dropped by the reconciler, and waiters re-read once a second.
@@ -218,15 +219,20 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 	}
 	r.version++
 	switch {
-	case settled:
+	case settled && r.Disposition.Final():
 		s.forgetLater(ctx, r.ID)
+	case settled:
+		// PENDING runs again later: leave the open set now, so that no
+		// batched removal can overtake the re-adding that comes with it.
+		s.rdb.ZRem(ctx, s.keys.open(), r.ID) // best effort, see above
 	case refresh:
 		s.rdb.ZAdd(ctx, s.keys.open(), redis.Z{Score: float64(r.Progress.UnixMilli()), Member: r.ID})
 	}
 	return nil
 }
 
-// Settled requests leave the open set in batches: one ZREM for up to
+// Finally settled requests (ISSUED, DENIED, FAILED, CANCELLED: never
+// open again, ids are never reused) leave the open set in batches: one ZREM for up to
 // forgetBatch ids, sent by the Save that fills the batch or finds it
 // older than forgetAge (and by Stale), instead of one round trip per
 // request. The open set is only the reconciler's index, so an id that

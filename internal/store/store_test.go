@@ -442,3 +442,22 @@ func TestSettledSaveAnnouncesAtOnceAndBatchesTheOpenSet(t *testing.T) {
 		}
 	}
 }
+
+// A PENDING request (it will run again) leaves the open set at once, not
+// with a batch that could land after it was re-added.
+func TestAPendingSaveLeavesTheOpenSetAtOnce(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	r := newRequest(t, s, "alice", "")
+	if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	r.Disposition = store.Pending
+	if err := s.Save(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ZScore(ctx, prefix+":open", strconv.FormatInt(r.ID, 10)).Err(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("a PENDING request is still in the open set right after its save (%v)", err)
+	}
+}
