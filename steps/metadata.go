@@ -12,7 +12,9 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// metadata sets certificate metadata fields from expressions. When metadata
+// metadata sets certificate metadata fields from expressions. It is pure
+// (workflow.Pure): the fields travel in the instance, so the engine writes
+// no checkpoint of its own after it. When metadata
 // fields are configured, each name must be one of them and each value must
 // pass its field's type: a literal when the definition loads, an evaluated
 // template when the step runs (a failure is permanent). Values are stored
@@ -71,7 +73,7 @@ func (d *Deps) buildMetadata(spec *workflow.Spec) (workflow.Step, error) {
 		}
 		fields[name] = setting{tmpl: t, rule: rule}
 	}
-	return stepFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
+	return pureFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
 		md := make(map[string]string, len(fields))
 		for name, f := range fields {
 			v, err := f.tmpl.String(run.Env)

@@ -8,7 +8,8 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// set computes variables for later steps, readable as vars.<name>. Each
+// set computes variables for later steps, readable as vars.<name>. It is
+// pure (workflow.Pure): the engine writes no checkpoint of its own after it. Each
 // value is a string that may embed ${{ }}; a value that is one expression
 // keeps the expression's type.
 //
@@ -39,7 +40,7 @@ func (d *Deps) buildSet(spec *workflow.Spec) (workflow.Step, error) {
 		}
 		vars[name] = t
 	}
-	return stepFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
+	return pureFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
 		out := make(map[string]any, len(vars))
 		for name, t := range vars {
 			v, err := t.Value(run.Env)

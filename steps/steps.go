@@ -52,3 +52,15 @@ type stepFunc func(ctx context.Context, run *workflow.Run) (workflow.Result, err
 func (f stepFunc) Run(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
 	return f(ctx, run)
 }
+
+// pureFunc is a stepFunc for a step type with no effect outside its
+// result (workflow.Pure): the engine folds its result into the next
+// checkpoint instead of writing one of its own.
+type pureFunc func(ctx context.Context, run *workflow.Run) (workflow.Result, error)
+
+func (f pureFunc) Run(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
+	return f(ctx, run)
+}
+
+// Pure implements workflow.Pure.
+func (pureFunc) Pure() bool { return true }

@@ -11,7 +11,9 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// validate denies a request that breaks a rule. With `policy: true` (the
+// validate denies a request that breaks a rule. It is pure (workflow.Pure):
+// it only reads the request and the configuration, so the engine writes no
+// checkpoint of its own after it. With `policy: true` (the
 // default) the template's policy is checked first: key type and size,
 // curves, wildcards and RFC 2818. Then each `rules` entry's `check` must
 // hold, or the request is denied with its `message`.
@@ -56,7 +58,7 @@ func (d *Deps) buildValidate(spec *workflow.Spec) (workflow.Step, error) {
 		}
 		rules = append(rules, rule{check: p, message: r.Message})
 	}
-	return stepFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
+	return pureFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
 		if policy {
 			if msg := d.templatePolicy(run.Env); msg != "" {
 				return workflow.Result{}, workflow.Deny("%s", msg)

@@ -136,8 +136,9 @@ func (in *Input) Env(inst *Instance, now time.Time) *Env {
 	return env
 }
 
-// Checkpoint persists the instance. The engine calls it after every step,
-// before the next one starts; a crash after it resumes at inst.Next.
+// Checkpoint persists the instance. The engine calls it after every step
+// but a pure or skipped one (see Pure), before the next one starts; a
+// crash after it resumes at inst.Next.
 type Checkpoint func(ctx context.Context, inst *Instance) error
 
 // Engine runs definitions' steps.
@@ -159,7 +160,8 @@ func (e *Engine) Start(inst *Instance, def *Definition) error {
 	return nil
 }
 
-// Run executes def's steps from inst.Next on, checkpointing after each. A
+// Run executes def's steps from inst.Next on, checkpointing after each
+// that is not pure or skipped, and after the last. A
 // step that fails is tried again per its retry policy; when its attempts
 // are spent its on_error decides (fail, deny, continue). Run returns nil
 // when the instance reached a resting status (see inst.Status). An error
@@ -231,7 +233,9 @@ func (e *Engine) Run(ctx context.Context, def *Definition, in *Input, inst *Inst
 		}
 		inst.apply(sd.ID, res)
 		inst.History = append(inst.History, rec)
-		if err := e.advance(ctx, def, inst, save); err != nil {
+		// Nothing with effects ran after a pure or skipped step: the next
+		// checkpoint carries it (see Pure).
+		if err := e.advance(ctx, def, inst, save, !run || IsPure(sd.Step)); err != nil {
 			return err
 		}
 	}
@@ -239,14 +243,17 @@ func (e *Engine) Run(ctx context.Context, def *Definition, in *Input, inst *Inst
 }
 
 // advance moves past the current step, completing the instance after the
-// last, and checkpoints.
-func (e *Engine) advance(ctx context.Context, def *Definition, inst *Instance, save Checkpoint) error {
+// last, and checkpoints — unless deferSave and another step follows.
+func (e *Engine) advance(ctx context.Context, def *Definition, inst *Instance, save Checkpoint, deferSave bool) error {
 	id := def.Steps[inst.Next].ID
 	inst.Next++
 	if inst.Next == len(def.Steps) {
 		if err := inst.To(StatusComplete); err != nil {
 			return err
 		}
+	}
+	if deferSave && inst.Next < len(def.Steps) {
+		return nil
 	}
 	if err := save(ctx, inst); err != nil {
 		return fmt.Errorf("checkpoint after step %s: %w", id, err)
@@ -333,7 +340,7 @@ func (e *Engine) resume(ctx context.Context, def *Definition, in *Input, inst *I
 		return err
 	}
 	log.Info("approved; workflow resumes", "approvers", w.Approvers)
-	return e.advance(ctx, def, inst, save)
+	return e.advance(ctx, def, inst, save, false)
 }
 
 // attempt runs a step under its timeout, retrying a failure per its retry

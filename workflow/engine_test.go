@@ -137,7 +137,7 @@ func TestEngineRun(t *testing.T) {
 			wantNext:    3,
 			wantRan:     []string{"a", "c"},
 			wantHistory: "a=Completed b=Skipped c=Completed",
-			wantSaves:   3,
+			wantSaves:   2, // none after the skipped step: it ran nothing
 		},
 		{
 			name: "earlier outputs are visible to later ifs as steps.<id>.<key>",
@@ -160,7 +160,7 @@ func TestEngineRun(t *testing.T) {
 			wantNext:    4,
 			wantRan:     []string{"probe", "blue", "after-skip"},
 			wantHistory: "probe=Completed blue=Completed red=Skipped after-skip=Completed",
-			wantSaves:   4,
+			wantSaves:   3, // none after the skipped step
 			wantOutputs: map[string]map[string]any{"probe": {"color": "blue", "score": 7}},
 		},
 		{

@@ -48,9 +48,12 @@ func (c *counter) count(path string) int {
 }
 
 // TestAWorkerKilledMidWorkflowResumesAfterTheLastFinishedStep kills a
-// worker process with SIGKILL while it is inside the third step of five
-// and shows, with a counting HTTP endpoint, that the next worker resumes
-// at that step: no finished step runs twice, one certificate is signed.
+// worker process with SIGKILL while it is inside the third http step and
+// shows, with a counting HTTP endpoint, that the next worker resumes at
+// that step: no finished step runs twice, one certificate is signed. Pure
+// steps (validate, set) sit between them, whose results are only
+// persisted with the next checkpoint: the one just before the killed step
+// runs again, harmlessly.
 func TestAWorkerKilledMidWorkflowResumesAfterTheLastFinishedStep(t *testing.T) {
 	t.Parallel()
 	c := &counter{calls: map[string]int{}, inSlow: make(chan struct{}, 1), release: make(chan struct{})}
@@ -64,8 +67,10 @@ func TestAWorkerKilledMidWorkflowResumesAfterTheLastFinishedStep(t *testing.T) {
 	def := fmt.Sprintf(`name: counted
 trigger: enrollment
 steps:
+  - {id: check, uses: validate}
   - {id: a, uses: http, with: {url: "%[1]s/a"}}
   - {id: b, uses: http, with: {url: "%[1]s/b"}}
+  - {id: tier, uses: set, with: {tier: gold}}
   - {id: slow, uses: http, with: {url: "%[1]s/slow"}}
   - {id: issue, uses: issue}
   - {id: c, uses: http, with: {url: "%[1]s/c"}}

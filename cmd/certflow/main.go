@@ -40,6 +40,7 @@ Usage:
   certflow deny     [--url URL] --comment C ID ...
                               decide requests (request or instance ids)
   certflow bench    --requests N --concurrency C [--target URL] [--key ec|rsa] [--rate R]
+                    [--cpuprofile FILE] [--memprofile FILE]
                               enrollments per second against bare asynq in the same run
 
 Flags (each also an environment variable):
@@ -296,6 +297,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fset.IntVar(&o.WorkerConcurrency, "worker-concurrency", 0, "worker (and baseline) concurrency (default: the worker default)")
 	fset.StringVar(&o.Definitions, "definitions", "", "definitions folder for the in-process certflow")
 	cpuProfile := fset.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	memProfile := fset.String("memprofile", "", "write an allocation profile of the run to this file")
 	if err := fset.Parse(args); err != nil {
 		return exitCode(2)
 	}
@@ -321,6 +323,16 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	res, err := bench.Run(ctx, o)
 	if err != nil {
 		return err
+	}
+	if *memProfile != "" {
+		f, err := os.Create(*memProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+			return err
+		}
 	}
 	res.Print(stdout)
 	return nil

@@ -16,10 +16,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certflow/certflow/definitions"
@@ -409,19 +411,40 @@ func (a *App) RunWorker(ctx context.Context) error {
 		Config: a.Config, Store: a.Store, Queue: a.Queue, Defs: &a.Defs, Catalog: a.Catalog(),
 		Engine: &workflow.Engine{Log: a.Log}, Callbacks: a.Sender, Log: a.Log,
 	}
-	srv, mux := queue.NewServer(a.Redis, queue.ServerConfig{
-		Queue: a.Config.Queue, Concurrency: a.Config.Worker.Concurrency,
-		ShutdownTimeout: a.Config.Worker.ShutdownTimeout, CallbackSchedule: a.Config.Callbacks.Schedule,
-		PollInterval: a.Config.Worker.PollInterval,
-		Log:          a.Log,
-	}, w)
-	if err := srv.Start(mux); err != nil {
-		return fmt.Errorf("start worker: %w", err)
+	// worker.servers asynq servers share the concurrency: each dequeues in
+	// a loop of its own, so one sleeping on an empty queue does not hold
+	// up pickup (see config.Worker.Servers).
+	n := max(1, min(a.Config.Worker.Servers, a.Config.Worker.Concurrency))
+	var servers []*asynq.Server
+	stop := func() {
+		var wg sync.WaitGroup
+		for _, srv := range servers {
+			wg.Add(1)
+			go func() { defer wg.Done(); srv.Shutdown() }()
+		}
+		wg.Wait()
+	}
+	for i := range n {
+		concurrency := a.Config.Worker.Concurrency / n
+		if i < a.Config.Worker.Concurrency%n {
+			concurrency++
+		}
+		srv, mux := queue.NewServer(a.Redis, queue.ServerConfig{
+			Queue: a.Config.Queue, Concurrency: concurrency,
+			ShutdownTimeout: a.Config.Worker.ShutdownTimeout, CallbackSchedule: a.Config.Callbacks.Schedule,
+			PollInterval: a.Config.Worker.PollInterval,
+			Log:          a.Log,
+		}, w)
+		if err := srv.Start(mux); err != nil {
+			stop()
+			return fmt.Errorf("start worker: %w", err)
+		}
+		servers = append(servers, srv)
 	}
 	go w.Reconcile(ctx)
 	go w.Sweep(ctx)
 	<-ctx.Done()
-	srv.Shutdown()
+	stop() // in parallel: each has the whole shutdown timeout, not a share of it
 	return nil
 }
 

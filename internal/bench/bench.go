@@ -33,6 +33,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -78,7 +79,23 @@ type Result struct {
 	Requests               int     `json:"requests"`
 	Concurrency            int     `json:"concurrency"`
 	RedisBytesPerRequest   float64 `json:"redis_bytes_per_request"`
-	Errors                 int     `json:"errors"`
+	// CPUusPerEnrollment is this process's CPU time (user + system) per
+	// enrollment while enrolling: certflow's and, in-process, the HTTP
+	// clients'. RedisCPUusPerEnrollment is the Redis server's (INFO cpu;
+	// it counts every client's commands). On a shared machine they vary
+	// less than throughput, which waits for CPU the neighbours use.
+	CPUusPerEnrollment      float64 `json:"cpu_us_per_enrollment"`
+	RedisCPUusPerEnrollment float64 `json:"redis_cpu_us_per_enrollment"`
+	// The same for the baseline's no-op tasks.
+	CPUusPerNoop      float64 `json:"cpu_us_per_noop"`
+	RedisCPUusPerNoop float64 `json:"redis_cpu_us_per_noop"`
+	// RoundTripsPerEnrollment and RoundTripsPerNoop count the in-process
+	// run's Redis round trips (a pipeline is one; pub/sub is not counted)
+	// through its one client: certflow's and asynq's alike. They do not
+	// depend on the machine's load.
+	RoundTripsPerEnrollment float64 `json:"round_trips_per_enrollment,omitempty"`
+	RoundTripsPerNoop       float64 `json:"round_trips_per_noop,omitempty"`
+	Errors                  int     `json:"errors"`
 	// RedisCommands breaks RedisCmdsPerEnrollment down by command
 	// (commands run inside Lua scripts count under their own names).
 	RedisCommands map[string]float64 `json:"-"`
@@ -107,17 +124,30 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	defer stop()
 	if rdb != nil {
 		fmt.Fprintln(progress, "baseline: bare asynq no-op tasks…")
+		redisBefore, _ := redisCPU(ctx, rdb)
+		cpuBefore, rtBefore := processCPU(), roundTrips.n.Load()
 		if res.AsynqNoopPerS, err = asynqBaseline(ctx, rdb, o.Requests, o.WorkerConcurrency, o.Concurrency); err != nil {
 			return nil, fmt.Errorf("asynq baseline: %w", err)
 		}
+		res.CPUusPerNoop = float64((processCPU() - cpuBefore).Microseconds()) / float64(o.Requests)
+		res.RoundTripsPerNoop = float64(roundTrips.n.Load()-rtBefore) / float64(o.Requests)
+		redisAfter, _ := redisCPU(ctx, rdb)
+		res.RedisCPUusPerNoop = (redisAfter - redisBefore) * 1e6 / float64(o.Requests)
 	}
 	var before map[string]int64
 	var memBefore int64
+	var redisCPUBefore float64
 	if rdb != nil {
 		before, _ = commandStats(ctx, rdb)
 		memBefore, _ = usedMemory(ctx, rdb)
+		redisCPUBefore, _ = redisCPU(ctx, rdb)
 	}
+	cpuBefore, rtBefore := processCPU(), roundTrips.n.Load()
 	lat, elapsed, errs := enroll(ctx, target, token, csrs, o.Concurrency, o.Rate, progress)
+	res.CPUusPerEnrollment = float64((processCPU() - cpuBefore).Microseconds()) / float64(o.Requests)
+	if o.Target == "" {
+		res.RoundTripsPerEnrollment = float64(roundTrips.n.Load()-rtBefore) / float64(o.Requests)
+	}
 	res.Errors = errs
 	res.EnrollmentsPerS = float64(o.Requests-errs) / elapsed.Seconds()
 	if res.AsynqNoopPerS > 0 {
@@ -125,9 +155,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.P50ms, res.P99ms = percentile(lat, 0.50), percentile(lat, 0.99)
 	if rdb != nil {
+		redisCPUAfter, _ := redisCPU(ctx, rdb)
+		res.RedisCPUusPerEnrollment = (redisCPUAfter - redisCPUBefore) * 1e6 / float64(o.Requests)
 		after, _ := commandStats(ctx, rdb)
 		memAfter, _ := usedMemory(ctx, rdb)
-		after["info"] -= 2 // the INFO calls themselves are not the enrollments'
+		after["info"] -= 4 // the INFO calls themselves are not the enrollments'
 		res.RedisCommands = map[string]float64{}
 		var total int64
 		for cmd, n := range after {
@@ -190,6 +222,7 @@ func setup(ctx context.Context, o *Options) (target, token string, rdb redis.Uni
 		os.RemoveAll(dir)
 		return "", "", nil, nil, err
 	}
+	a.Redis.AddHook(&roundTrips)
 	rctx, cancel := context.WithCancel(ctx)
 	addrc := make(chan net.Addr, 1)
 	var wg sync.WaitGroup
@@ -427,6 +460,56 @@ func usedMemory(ctx context.Context, rdb redis.UniversalClient) (int64, error) {
 	return 0, errors.New("no used_memory in INFO memory")
 }
 
+// roundTrips counts the in-process run's Redis round trips.
+var roundTrips rtCounter
+
+type rtCounter struct{ n atomic.Int64 }
+
+func (c *rtCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *rtCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() != "info" { // the bench's own
+			c.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (c *rtCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// redisCPU is the Redis server's CPU seconds so far (user + system).
+func redisCPU(ctx context.Context, rdb redis.UniversalClient) (float64, error) {
+	info, err := rdb.Info(ctx, "cpu").Result()
+	if err != nil {
+		return 0, err
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\r\n") {
+		for _, k := range []string{"used_cpu_user:", "used_cpu_sys:"} {
+			if v, ok := strings.CutPrefix(line, k); ok {
+				f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				total += f
+			}
+		}
+	}
+	return total, nil
+}
+
+// processCPU is this process's CPU time so far (user + system).
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 func percentile(d []time.Duration, p float64) float64 {
 	if len(d) == 0 {
 		return 0
@@ -483,6 +566,12 @@ func (r *Result) Print(w io.Writer) {
 		{"p99 submit→issued", r.P99ms, "ms"},
 		{"Redis commands / enrollment", r.RedisCmdsPerEnrollment, ""},
 		{"Redis bytes / request", r.RedisBytesPerRequest, "B"},
+		{"CPU / enrollment", r.CPUusPerEnrollment, "µs"},
+		{"Redis CPU / enrollment", r.RedisCPUusPerEnrollment, "µs"},
+		{"CPU / no-op task", r.CPUusPerNoop, "µs"},
+		{"Redis CPU / no-op task", r.RedisCPUusPerNoop, "µs"},
+		{"Redis round trips / enr.", r.RoundTripsPerEnrollment, ""},
+		{"Redis round trips / no-op", r.RoundTripsPerNoop, ""},
 		{"peak RSS", r.RSSMB, "MB"},
 	}
 	for _, row := range rows {

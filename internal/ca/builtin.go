@@ -85,7 +85,7 @@ func (b *Builtin) Issue(ctx context.Context, req *Request) (*Issued, error) {
 		EmailAddresses:        req.Emails,
 		URIs:                  req.URIs,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, b.issuer, req.PublicKey, b.signer)
+	der, err := createCertificate(rand.Reader, tmpl, b.issuer, req.PublicKey, b.signer)
 	if err != nil {
 		return nil, fmt.Errorf("built-in CA %s: sign: %w", b.name, err)
 	}

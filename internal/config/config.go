@@ -107,6 +107,14 @@ type Worker struct {
 	// bounds the pickup delay when the queue runs empty, at one small Lua
 	// call per interval per worker process. Defaults to 10ms.
 	PollInterval time.Duration `yaml:"poll_interval"`
+	// Servers is how many asynq servers one worker process runs, sharing
+	// Concurrency between them. One server dequeues one task per Redis
+	// round trip in one loop and, finding the queue empty, sleeps about
+	// PollInterval before it looks again; several servers look in turn,
+	// so a task that arrives then waits less. Each polls on its own when
+	// idle, and each adds its own background calls to Redis. Defaults to 2;
+	// never more than Concurrency.
+	Servers int `yaml:"servers"`
 	// ReconcileAfter: a request QUEUED or RUNNING for longer than this with
 	// no progress is enqueued again (the task id makes that safe). Defaults to 10m.
 	ReconcileAfter time.Duration `yaml:"reconcile_after"`
@@ -259,6 +267,7 @@ const (
 	DefaultShutdownTimeout = 20 * time.Second
 	DefaultReconcileAfter  = 10 * time.Minute
 	DefaultPollInterval    = 10 * time.Millisecond
+	DefaultServers         = 2
 	DefaultRetention       = 825 * 24 * time.Hour
 	DefaultCallbackTimeout = 10 * time.Second
 	DefaultCAName          = "CertflowIssuingCA"
@@ -296,6 +305,7 @@ func Default() Config {
 			ShutdownTimeout: DefaultShutdownTimeout,
 			ReconcileAfter:  DefaultReconcileAfter,
 			PollInterval:    DefaultPollInterval,
+			Servers:         DefaultServers,
 			Retention:       DefaultRetention,
 		},
 		Callbacks: Callbacks{Timeout: DefaultCallbackTimeout, Schedule: slices.Clone(DefaultCallbackSchedule)},
@@ -415,6 +425,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Worker.Concurrency < 1 {
 		bad("worker.concurrency: must be at least 1")
+	}
+	if c.Worker.Servers < 1 {
+		bad("worker.servers: must be at least 1")
 	}
 	if c.Worker.MaxRetry < 1 {
 		bad("worker.max_retry: must be at least 1 (a crashed worker counts as a retry)")

@@ -243,6 +243,7 @@ func TestValidateNamesTheFieldOfEachError(t *testing.T) {
 		{"negative sync_wait", func(c *Config) { c.API.SyncWait = -time.Second }, "api.sync_wait"},
 		{"concurrency 0", func(c *Config) { c.Worker.Concurrency = 0 }, "worker.concurrency"},
 		{"max_retry 0", func(c *Config) { c.Worker.MaxRetry = 0 }, "worker.max_retry"},
+		{"servers 0", func(c *Config) { c.Worker.Servers = 0 }, "worker.servers"},
 		{"empty callback schedule", func(c *Config) { c.Callbacks.Schedule = nil }, "callbacks.schedule"},
 		{"user without a name", func(c *Config) {
 			c.Auth.Users = []User{user("", "t", "")}

@@ -122,3 +122,48 @@ func TestNewestWalksRequestsFromTheNewestDown(t *testing.T) {
 		t.Fatalf("Newest from %d = %v, %v; want the two oldest", next, seen, err)
 	}
 }
+
+// TestARestartedRequestStaysOpenThoughItsSettlingWasBatched: a FAILED
+// request's removal from the open set is batched; restarted before the
+// batch is sent, the request must stay in the open set, or a lost run
+// task would never be reconciled.
+func TestARestartedRequestStaysOpenThoughItsSettlingWasBatched(t *testing.T) {
+	t.Parallel()
+	s, _, _ := setup(t)
+	ctx := context.Background()
+	r := newRequest(t, s, "alice", "")
+	if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	r, _ = s.Get(ctx, r.ID)
+	r.Disposition = store.Failed
+	if err := s.Save(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond) // the restart comes later than the failure
+	r.Disposition = store.Queued
+	if err := s.Save(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	// Stale sends the batched removals first.
+	stale, err := s.Stale(ctx, time.Now().Add(time.Minute), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(stale, r.ID) {
+		t.Fatalf("the restarted request %d left the open set with its earlier settling's batch", r.ID)
+	}
+	// A request that stays settled does leave it.
+	q := newRequest(t, s, "alice", "")
+	if _, _, err := s.Create(ctx, q, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	q, _ = s.Get(ctx, q.ID)
+	q.Disposition = store.Issued
+	if err := s.Save(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	if stale, _ := s.Stale(ctx, time.Now().Add(time.Minute), 100); slices.Contains(stale, q.ID) {
+		t.Errorf("an issued request is still in the open set after the batch was sent")
+	}
+}

@@ -16,6 +16,9 @@ import (
 // IDLETIME, available under the noeviction policy certflow requires).
 // Unsettled and pending requests are never swept.
 func (s *Store) Sweep(ctx context.Context, retention time.Duration) (int, error) {
+	if err := s.flushForgotten(ctx); err != nil { // settled here, still in the open set
+		return 0, err
+	}
 	prefix := s.keys.prefix + ":request:{"
 	iter := s.rdb.Scan(ctx, 0, prefix+"*}", 500).Iterator()
 	deleted := 0

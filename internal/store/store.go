@@ -15,6 +15,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -38,6 +39,8 @@ type Store struct {
 	// before a checkpoint refreshes it: checkpoints within it cost no
 	// open-set write. Keep it well under the reconciler's bound.
 	ProgressEvery time.Duration
+	// forget batches settled ids' removal from the open set.
+	forget forgetQueue
 }
 
 // DefaultProgressEvery is Store.ProgressEvery's default.
@@ -178,25 +181,29 @@ func (s *Store) Get(ctx context.Context, id int64) (*Request, error) {
 	return r, nil
 }
 
-// saveScript is the compare-and-set update of a request record.
-// KEYS: request; ARGV: expected version, json.
+// saveScript is the compare-and-set update of a request record; a
+// settled one is announced in the same call (PUBLISH names no key, so
+// this stays a one-slot script on Redis Cluster).
+// KEYS: request; ARGV: expected version, json, channel ("" for none), message.
 var saveScript = redis.NewScript(`
 local v = redis.call('HGET', KEYS[1], 'v')
 if not v then return -1 end
 if v ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', tonumber(v) + 1, 'd', ARGV[2])
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return 1
 `)
 
 // Save writes r if nobody else has since it was read; otherwise it returns
-// ErrConflict and r is stale. On success r's version advances, and then a
-// settled request leaves the open set and is announced to waiting
-// clients, while an unsettled one has its progress time refreshed (and a
-// request that was settled, such as a decided PENDING one, rejoins the open
-// set). A request entering or leaving PENDING joins or leaves the pending
-// index. Those follow-ups are derived state: if they are lost, the
-// reconciler drops settled requests from the open set, waiters re-read
-// once a second, and pending listings re-check each record.
+// ErrConflict and r is stale. On success r's version advances; a settled
+// request is announced to waiting clients in the same round trip and
+// leaves the open set (a final one with the next batch, see forgetLater),
+// while an unsettled one has its progress time refreshed, and one that was
+// settled (a decided PENDING request, a restarted FAILED one) rejoins the
+// open set at once. A request entering or leaving PENDING joins or leaves
+// the pending index. All of that is derived state: a settled id left in
+// the open set is dropped by the reconciler, waiters re-read once a
+// second, and pending listings re-check each record.
 func (s *Store) Save(ctx context.Context, r *Request) error {
 	r.Updated = time.Now().UTC()
 	settled := r.Disposition.Settled()
@@ -209,7 +216,11 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 	if err != nil {
 		return err
 	}
-	res, err := saveScript.Run(ctx, s.rdb, []string{s.keys.request(r.ID)}, r.version, data).Int64()
+	channel, message := "", ""
+	if settled {
+		channel, message = s.keys.events(), strconv.FormatInt(r.ID, 10)+" "+string(r.Disposition)
+	}
+	res, err := saveScript.Run(ctx, s.rdb, []string{s.keys.request(r.ID)}, r.version, data, channel, message).Int64()
 	switch {
 	case err != nil:
 		return fmt.Errorf("save request %d: %w", r.ID, err)
@@ -237,11 +248,19 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 		}
 	}
 	switch {
+	case settled && r.Disposition.Final():
+		s.forgetLater(ctx, r.ID, r.Updated)
+		if was == Pending {
+			pipe := s.rdb.Pipeline()
+			pending(pipe)
+			pipe.Exec(ctx)
+		}
 	case settled:
+		// PENDING runs again later: leave the open set now (the re-adding
+		// comes with its decision).
 		pipe := s.rdb.Pipeline()
 		pipe.ZRem(ctx, s.keys.open(), r.ID)
 		pending(pipe)
-		pipe.Publish(ctx, s.keys.events(), strconv.FormatInt(r.ID, 10)+" "+string(r.Disposition))
 		pipe.Exec(ctx) // best effort, see above
 	case reopened:
 		pipe := s.rdb.Pipeline()
@@ -353,6 +372,69 @@ func (s *Store) Newest(ctx context.Context, before int64, scan int, visit func(*
 	return before, nil
 }
 
+// Finally settled requests (ISSUED, DENIED, FAILED, CANCELLED) leave the
+// open set in batches: one script for up to forgetBatch ids, sent by the
+// Save that fills the batch or finds it older than forgetAge (and by
+// Stale), instead of one round trip per request. The open set is only the
+// reconciler's index, so an id that stays in it a little longer costs
+// nothing; one left behind by a crash is found settled and dropped by the
+// reconciler. An id whose score is newer than its settling was reopened
+// meanwhile (an administrator's restart of a failed request) and stays.
+const (
+	forgetBatch = 64
+	forgetAge   = 100 * time.Millisecond
+)
+
+type forgetQueue struct {
+	mu    sync.Mutex
+	args  []any // id, settled-at (unix ms), id, settled-at …
+	since time.Time
+}
+
+// forgetScript removes each id whose score is no newer than its settling.
+// KEYS: open set; ARGV: id, settled-at ms, … (one key: Cluster-safe).
+var forgetScript = redis.NewScript(`
+local n = 0
+for i = 1, #ARGV, 2 do
+  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if s and tonumber(s) <= tonumber(ARGV[i + 1]) then
+    n = n + redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return n
+`)
+
+func (s *Store) forgetLater(ctx context.Context, id int64, settled time.Time) {
+	q := &s.forget
+	q.mu.Lock()
+	if len(q.args) == 0 {
+		q.since = time.Now()
+	}
+	q.args = append(q.args, id, settled.UnixMilli())
+	if len(q.args) < 2*forgetBatch && time.Since(q.since) < forgetAge {
+		q.mu.Unlock()
+		return
+	}
+	args := q.args
+	q.args = nil
+	q.mu.Unlock()
+	// Best effort (see above); the batch is not only this caller's.
+	forgetScript.Run(context.WithoutCancel(ctx), s.rdb, []string{s.keys.open()}, args...)
+}
+
+// flushForgotten sends the pending open-set removals now.
+func (s *Store) flushForgotten(ctx context.Context) error {
+	q := &s.forget
+	q.mu.Lock()
+	args := q.args
+	q.args = nil
+	q.mu.Unlock()
+	if len(args) == 0 {
+		return nil
+	}
+	return forgetScript.Run(ctx, s.rdb, []string{s.keys.open()}, args...).Err()
+}
+
 // Update loads request id, applies change and saves it, retrying when
 // another writer got there first. change must be safe to run again on
 // the fresh record.
@@ -375,6 +457,9 @@ func (s *Store) Update(ctx context.Context, id int64, change func(*Request) erro
 // Stale returns ids of unsettled requests that made no progress since
 // before cutoff: candidates for the reconciler to enqueue again.
 func (s *Store) Stale(ctx context.Context, cutoff time.Time, limit int64) ([]int64, error) {
+	if err := s.flushForgotten(ctx); err != nil {
+		return nil, err
+	}
 	members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
 		Key: s.keys.open(), Start: "-inf", Stop: strconv.FormatInt(cutoff.UnixMilli(), 10),
 		ByScore: true, Count: limit,
@@ -452,20 +537,30 @@ const issueLockTTL = time.Minute
 //
 // The lock is released only when no certificate was stored: once one
 // exists, every later call finds it, so on the success path the lock just
-// expires (one fewer round trip per issuance).
+// expires (one fewer round trip per issuance). The lock and the check
+// after it go in one pipeline: Redis runs them in that order, which is
+// all that lock-then-check needs, in one round trip.
 func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx context.Context) (*Certificate, error)) (cert *Certificate, fresh bool, err error) {
 	token := randomToken()
 	lockKey := s.keys.issueLock(requestID)
-	ok, err := s.rdb.SetNX(ctx, lockKey, token, issueLockTTL).Result()
+	pipe := s.rdb.Pipeline()
+	lock := pipe.SetNX(ctx, lockKey, token, issueLockTTL)
+	check := pipe.HGet(ctx, s.keys.request(requestID), "x")
+	pipe.Exec(ctx) // each command's own error is read below
+	ok, err := lock.Result()
 	if err != nil {
 		return nil, false, fmt.Errorf("issue lock: %w", err)
 	}
+	existing, checkErr := check.Bytes()
+	if checkErr == nil {
+		// Issued already (the lock, if we just took it, expires: every
+		// later call finds the certificate first).
+		c, err := decodeCertificate(requestID, existing)
+		return c, false, err
+	}
 	if !ok {
 		// Held by another worker, or left to expire by a finished
-		// issuance: a stored certificate answers either way.
-		if c, err := s.CertificateOf(ctx, requestID); err == nil {
-			return c, false, nil
-		}
+		// issuance whose certificate we could not read.
 		return nil, false, ErrBusy
 	}
 	stored := false
@@ -474,10 +569,8 @@ func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx co
 			releaseScript.Run(context.WithoutCancel(ctx), s.rdb, []string{lockKey}, token)
 		}
 	}()
-	if c, err := s.CertificateOf(ctx, requestID); err == nil {
-		return c, false, nil
-	} else if !errors.Is(err, ErrNotFound) {
-		return nil, false, err
+	if !errors.Is(checkErr, redis.Nil) {
+		return nil, false, fmt.Errorf("load certificate of request %d: %w", requestID, checkErr)
 	}
 	c, err := sign(ctx)
 	if err != nil {

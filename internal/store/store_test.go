@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -398,5 +399,65 @@ func TestSweepDeletesSettledRequestsPastRetentionOnly(t *testing.T) {
 	}
 	if _, err := s.Get(ctx, open.ID); err != nil {
 		t.Fatalf("an unsettled request was swept: %v", err)
+	}
+}
+
+// A settled save announces the request in the same script; its removal
+// from the open set is batched, and done by the time Stale or Sweep looks.
+func TestSettledSaveAnnouncesAtOnceAndBatchesTheOpenSet(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	sub := rdb.Subscribe(ctx, prefix+":events")
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil { // the subscription is live
+		t.Fatal(err)
+	}
+	var ids []int64
+	for range 3 {
+		r := newRequest(t, s, "alice", "")
+		if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		r.Disposition = store.Issued
+		if err := s.Save(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-sub.Channel():
+			if want := strconv.FormatInt(r.ID, 10) + " ISSUED"; m.Payload != want {
+				t.Fatalf("announcement %q, want %q", m.Payload, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no announcement")
+		}
+		ids = append(ids, r.ID)
+	}
+	if stale, err := s.Stale(ctx, time.Now().Add(time.Hour), 10); err != nil || len(stale) != 0 {
+		t.Fatalf("Stale = %v, %v; settled requests are still open", stale, err)
+	}
+	for _, id := range ids {
+		if err := rdb.ZScore(ctx, prefix+":open", strconv.FormatInt(id, 10)).Err(); !errors.Is(err, redis.Nil) {
+			t.Errorf("request %d is still in the open set (%v)", id, err)
+		}
+	}
+}
+
+// A PENDING request (it will run again) leaves the open set at once, not
+// with a batch that could land after it was re-added.
+func TestAPendingSaveLeavesTheOpenSetAtOnce(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	r := newRequest(t, s, "alice", "")
+	if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	r.Disposition = store.Pending
+	if err := s.Save(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ZScore(ctx, prefix+":open", strconv.FormatInt(r.ID, 10)).Err(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("a PENDING request is still in the open set right after its save (%v)", err)
 	}
 }

@@ -108,9 +108,10 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 		if err := w.Engine.Start(&r.Instance, def); err != nil {
 			return w.failRequest(ctx, r, nil, err)
 		}
-		// Not saved on its own: the first step's checkpoint persists the
-		// pinned version with its outcome. A crash before it selects again,
-		// which is right, as nothing ran on the version chosen.
+		// Not saved on its own: the first checkpoint persists the pinned
+		// version with its outcome. A crash before it selects again, which
+		// is right, as nothing with effects finished on the version chosen
+		// (pure steps are not checkpointed, see workflow.Pure).
 		r.Disposition = store.Running
 		log.Info("workflow started", "definition", def.Name, "version", def.Version)
 	} else {

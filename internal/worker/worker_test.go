@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/store"
@@ -219,5 +221,35 @@ func TestTheReconcilerRecoversARequestWhoseTaskWasArchived(t *testing.T) {
 	after, _ := cf.App.Store.Get(ctx, id)
 	if !after.Updated.Equal(before.Updated) {
 		t.Fatal("a stale generation's task touched the request")
+	}
+}
+
+// A settled request left in the open set (its batched removal was lost
+// with its process) is dropped by the reconciler, not run again.
+func TestTheReconcilerDropsASettledRequestLeftInTheOpenSet(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	csr, _ := testutil.CSR(t, "left-open.example.com")
+	var a answer
+	if resp := cf.Do(t, "POST", "/Enrollment/CSR", testutil.EnrollBody(csr, nil), "x-certificateformat", "PEM"); resp.Status != http.StatusOK {
+		t.Fatalf("%d %s", resp.Status, resp.Body)
+	} else {
+		resp.JSON(t, &a)
+	}
+	id := a.CertificateInformation.KeyfactorRequestId
+	ctx := context.Background()
+	open := cf.Prefix + ":open"
+	if err := cf.Redis.ZAdd(ctx, open, redis.Z{Score: 0, Member: id}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	n, err := newWorker(cf).ReconcileOnce(ctx)
+	if err != nil || n != 0 {
+		t.Fatalf("ReconcileOnce = %d, %v; want nothing enqueued", n, err)
+	}
+	if err := cf.Redis.ZScore(ctx, open, fmt.Sprint(id)).Err(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("the settled request is still in the open set (%v)", err)
+	}
+	if r, err := cf.App.Store.Get(ctx, id); err != nil || r.Generation != 0 || r.Disposition != store.Issued {
+		t.Fatalf("request after reconcile: %+v, %v", r, err)
 	}
 }

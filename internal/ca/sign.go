@@ -1,0 +1,94 @@
+package ca
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"io"
+
+	"golang.org/x/crypto/cryptobyte"
+	casn1 "golang.org/x/crypto/cryptobyte/asn1"
+)
+
+// createCertificate is x509.CreateCertificate without its check of the
+// signature it has just made. That check (a safety net against faulty
+// signers such as misbehaving HSMs) is one more signature verification
+// per certificate, about twice the cost of ECDSA signing itself. For the
+// in-process standard-library keys the built-in CA holds it is redundant:
+// crypto/rsa already verifies every signature it makes (against CRT
+// faults), and crypto/ecdsa is the same code that would check it. Any
+// other signer keeps the check.
+//
+// x509.CreateCertificate still builds the TBSCertificate, so the
+// certificate is byte for byte what it would have made: the signer it is
+// given captures the TBSCertificate and the signer options at the point
+// of signing and stops it there; the real key signs exactly those bytes
+// with exactly those options, and the outer signatureAlgorithm is copied
+// from the TBSCertificate's own.
+func createCertificate(rand io.Reader, tmpl, parent *x509.Certificate, pub any, signer crypto.Signer) ([]byte, error) {
+	switch signer.(type) {
+	case *ecdsa.PrivateKey, *rsa.PrivateKey:
+	default:
+		return x509.CreateCertificate(rand, tmpl, parent, pub, signer)
+	}
+	c := &tbsCapture{signer: signer}
+	if _, err := x509.CreateCertificate(rand, tmpl, parent, pub, c); !errors.Is(err, errCaptured) {
+		if err == nil {
+			err = errors.New("x509.CreateCertificate did not hand over the TBSCertificate")
+		}
+		return nil, err
+	}
+	alg, err := tbsSignatureAlgorithm(c.tbs)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := crypto.SignMessage(signer, rand, c.tbs, c.opts)
+	if err != nil {
+		return nil, err
+	}
+	// Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue BIT STRING }
+	var b cryptobyte.Builder
+	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddBytes(c.tbs)
+		b.AddBytes(alg)
+		b.AddASN1BitString(sig)
+	})
+	return b.Bytes()
+}
+
+var errCaptured = errors.New("TBSCertificate captured")
+
+// tbsCapture is a crypto.MessageSigner that records what it is asked to
+// sign, and how, instead of signing.
+type tbsCapture struct {
+	signer crypto.Signer
+	tbs    []byte
+	opts   crypto.SignerOpts
+}
+
+func (c *tbsCapture) Public() crypto.PublicKey { return c.signer.Public() }
+
+func (c *tbsCapture) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return nil, errors.New("tbsCapture: Sign called instead of SignMessage")
+}
+
+func (c *tbsCapture) SignMessage(_ io.Reader, msg []byte, opts crypto.SignerOpts) ([]byte, error) {
+	c.tbs, c.opts = append([]byte(nil), msg...), opts
+	return nil, errCaptured
+}
+
+// tbsSignatureAlgorithm returns the DER of a TBSCertificate's signature
+// AlgorithmIdentifier: its third element, after the version and serial.
+func tbsSignatureAlgorithm(tbs []byte) ([]byte, error) {
+	in := cryptobyte.String(tbs)
+	var body, alg cryptobyte.String
+	if !in.ReadASN1(&body, casn1.SEQUENCE) || !in.Empty() ||
+		!body.SkipOptionalASN1(casn1.Tag(0).Constructed().ContextSpecific()) ||
+		!body.SkipASN1(casn1.INTEGER) ||
+		!body.ReadASN1Element(&alg, casn1.SEQUENCE) {
+		return nil, errors.New("malformed TBSCertificate")
+	}
+	return alg, nil
+}

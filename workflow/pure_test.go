@@ -1,0 +1,147 @@
+package workflow_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"slices"
+	"testing"
+
+	"github.com/certflow/certflow/workflow"
+)
+
+// pureStep is a fake pure step type: it records its id and returns
+// `with.outputs`.
+type pureStep struct {
+	f       *fakes
+	outputs map[string]any
+}
+
+func (p pureStep) Run(_ context.Context, run *workflow.Run) (workflow.Result, error) {
+	p.f.record(run.StepID)
+	return workflow.Result{Outputs: p.outputs}, nil
+}
+
+func (pureStep) Pure() bool { return true }
+
+// crashStep records its id; on its first run it kills the "process" (every
+// later checkpoint fails, as a dead worker writes nothing) and fails.
+type crashStep struct {
+	f    *fakes
+	dead *bool
+	runs *int
+}
+
+func (c crashStep) Run(_ context.Context, run *workflow.Run) (workflow.Result, error) {
+	c.f.record(run.StepID)
+	if *c.runs++; *c.runs == 1 {
+		*c.dead = true
+		return workflow.Result{}, workflow.RetryLater(errors.New("killed"))
+	}
+	return workflow.Result{}, nil
+}
+
+func pureCatalog(f *fakes, dead *bool, runs *int) workflow.Catalog {
+	cat := f.Catalog()
+	cat["pure"] = func(spec *workflow.Spec) (workflow.Step, error) {
+		var w struct {
+			Outputs map[string]any `yaml:"outputs"`
+		}
+		if err := spec.DecodeWith(&w); err != nil {
+			return nil, err
+		}
+		return pureStep{f: f, outputs: w.Outputs}, nil
+	}
+	cat["crash"] = func(*workflow.Spec) (workflow.Step, error) { return crashStep{f: f, dead: dead, runs: runs}, nil }
+	return cat
+}
+
+func TestEngineFoldsPureStepsIntoTheNextCheckpoint(t *testing.T) {
+	t.Parallel()
+	f := &fakes{}
+	def, err := workflow.Parse("def.yaml", yamlLines(
+		`name: a`, `trigger: event:x`, `steps:`,
+		`  - {id: a, uses: pure, with: {outputs: {x: 1}}}`,
+		`  - {id: b, uses: record}`,
+		`  - {id: c, uses: pure}`,
+		`  - {id: d, uses: record, if: steps.a.x == 1}`,
+		`  - {id: e, uses: pure}`,
+	), pureCatalog(f, new(bool), new(int)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !workflow.IsPure(def.Steps[0].Step) || workflow.IsPure(def.Steps[1].Step) {
+		t.Fatal("IsPure does not see the steps' declarations")
+	}
+	e := newEngine()
+	inst := started(t, e, def)
+	cp := &checkpoints{}
+	if err := e.Run(context.Background(), def, newInput(t, "www.example.com"), inst, cp.Save); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Ran(); !slices.Equal(got, []string{"a", "b", "c", "d", "e"}) {
+		t.Errorf("ran %v", got)
+	}
+	want := []snapshot{
+		{Next: 2, Status: workflow.StatusRunning, History: 2},  // b, carrying a
+		{Next: 4, Status: workflow.StatusRunning, History: 4},  // d, carrying c
+		{Next: 5, Status: workflow.StatusComplete, History: 5}, // the last step is always saved
+	}
+	if got := cp.Saved(); !reflect.DeepEqual(got, want) {
+		t.Errorf("checkpoints = %v\nwant %v", got, want)
+	}
+}
+
+// A worker that dies inside a side-effecting step after pure ones resumes
+// after the last checkpoint: the pure steps since run again (harmless), no
+// finished side-effecting step does, and the history holds each step once.
+func TestEngineCrashAfterPureStepsResumesAfterTheLastCheckpoint(t *testing.T) {
+	t.Parallel()
+	f := &fakes{}
+	dead, runs := false, 0
+	def, err := workflow.Parse("def.yaml", yamlLines(
+		`name: a`, `trigger: event:x`, `steps:`,
+		`  - {id: a, uses: record}`,
+		`  - {id: p, uses: pure, with: {outputs: {tier: gold}}}`,
+		`  - {id: side, uses: crash}`,
+		`  - {id: z, uses: record}`,
+	), pureCatalog(f, &dead, &runs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored []byte // what reached the store
+	save := func(_ context.Context, inst *workflow.Instance) error {
+		if dead {
+			return errors.New("the worker is dead")
+		}
+		stored, _ = json.Marshal(inst)
+		return nil
+	}
+	e := newEngine()
+	in := newInput(t, "www.example.com")
+	if err := e.Run(context.Background(), def, in, started(t, e, def), save); err == nil {
+		t.Fatal("the crashed run reported success")
+	}
+	// The next worker starts from the store.
+	dead = false
+	var inst workflow.Instance
+	if err := json.Unmarshal(stored, &inst); err != nil {
+		t.Fatal(err)
+	}
+	if inst.Next != 1 {
+		t.Fatalf("stored Next = %d, want 1 (after a; p was pure, side never finished)", inst.Next)
+	}
+	if err := e.Run(context.Background(), def, in, &inst, save); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.Ran(), []string{"a", "p", "side", "p", "side", "z"}; !slices.Equal(got, want) {
+		t.Errorf("ran %v, want %v", got, want)
+	}
+	if got, want := outcomes(&inst), "a=Completed p=Completed side=Completed z=Completed"; got != want {
+		t.Errorf("history %s, want %s", got, want)
+	}
+	if inst.Status != workflow.StatusComplete || inst.Outputs["p"]["tier"] != "gold" {
+		t.Errorf("status %s, outputs %v", inst.Status, inst.Outputs)
+	}
+}
