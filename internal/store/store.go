@@ -217,8 +217,11 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 		return err
 	}
 	channel, message := "", ""
-	if settled {
-		channel, message = s.keys.events(), strconv.FormatInt(r.ID, 10)+" "+string(r.Disposition)
+	announce := strconv.FormatInt(r.ID, 10) + " " + string(r.Disposition)
+	if settled && r.Disposition != Pending {
+		// A PENDING request is announced after it joined the pending
+		// index (below), so whoever it wakes finds it listed.
+		channel, message = s.keys.events(), announce
 	}
 	res, err := saveScript.Run(ctx, s.rdb, []string{s.keys.request(r.ID)}, r.version, data, channel, message).Int64()
 	switch {
@@ -261,6 +264,7 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 		pipe := s.rdb.Pipeline()
 		pipe.ZRem(ctx, s.keys.open(), r.ID)
 		pending(pipe)
+		pipe.Publish(ctx, s.keys.events(), announce)
 		pipe.Exec(ctx) // best effort, see above
 	case reopened:
 		pipe := s.rdb.Pipeline()
