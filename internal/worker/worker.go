@@ -238,8 +238,10 @@ func (w *Worker) Timeout(ctx context.Context, id, generation int64, step string,
 			return w.afterSettle(ctx, r)
 		case r.Instance.Status == workflow.StatusSuspended && r.Instance.Wait != nil && r.Instance.Wait.Verdict != "":
 			// Decided, not yet applied: this task's own earlier try may
-			// have settled it and failed to run it. Running twice is safe.
-			return w.Run(ctx, id, generation)
+			// have settled it and failed to run it. Make sure the resume
+			// is queued; its id makes this a no-op beside the decider's.
+			wt := r.Instance.Wait
+			return w.Queue.EnqueueResume(ctx, id, r.Instance.ID, wt.Step, wt.Stage, generation)
 		}
 		return nil
 	case err != nil:
