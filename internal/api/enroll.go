@@ -184,6 +184,10 @@ func decodeJSON(r *http.Request, v any) error {
 		switch {
 		case errors.As(err, &te) && te.Field != "":
 			return badField(te.Field, "want %s, got a JSON %s", jsonKind(te.Type.String()), te.Value)
+		case errors.As(err, &te):
+			// The body itself has the wrong shape; Go's text would name a
+			// Go type.
+			return badField("request body", "want %s, got a JSON %s", jsonKind(te.Type.String()), te.Value)
 		case errors.As(err, &se):
 			return badField("request body", "invalid JSON at byte %d: %v", se.Offset, se)
 		default:
@@ -204,7 +208,7 @@ func jsonKind(goType string) string {
 		return "a boolean (true or false)"
 	case strings.Contains(goType, "int"):
 		return "an integer"
-	case strings.HasPrefix(goType, "map["):
+	case strings.HasPrefix(goType, "map["), strings.HasPrefix(goType, "api."), strings.HasPrefix(goType, "*api."):
 		return "an object"
 	case strings.HasPrefix(goType, "[]"):
 		return "an array"

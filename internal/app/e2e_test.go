@@ -395,7 +395,7 @@ func TestBadInputIsRefusedAndLeavesNothingBehind(t *testing.T) {
 	}{
 		{"broken JSON", `{"CSR": `, nil, 400, E, "request body"},
 		{"empty body", ``, nil, 400, E, "request body"},
-		{"JSON that is not an object", `[1,2]`, nil, 400, E, "request body"},
+		{"JSON that is not an object", `[1,2]`, nil, 400, E, "request body: want an object, got a JSON array"},
 		{"missing CSR", good(map[string]any{"CSR": nil}), nil, 400, E, "CSR"},
 		{"garbled CSR", good(map[string]any{"CSR": "not a csr!"}), nil, 400, C, "CSR"},
 		{"base64 of something else", good(map[string]any{"CSR": base64.StdEncoding.EncodeToString([]byte("hello"))}), nil, 400, C, "CSR"},
