@@ -284,3 +284,44 @@ steps:
 		t.Errorf("%d resumes for %d decisions, want one each", resumed, n)
 	}
 }
+
+// TestAnApprovalTimeoutOutlivesTheWorkers: the only worker is killed while
+// a request waits; the deadline passes with no worker alive; the next
+// worker fires the timeout (a scheduled asynq task, kept in Redis) and the
+// request ends DENIED.
+func TestAnApprovalTimeoutOutlivesTheWorkers(t *testing.T) {
+	t.Parallel()
+	dir, env, base := approvalSetup(t, `name: gated
+trigger: enrollment
+steps:
+  - {id: approve, uses: approval, with: {roles: [approver], timeout: 2s}}
+  - {id: issue, uses: issue}
+`)
+	victim, _ := startProcess(t, dir, env, "worker")
+	loc := submitAsync(t, base, "deadline.example.com")
+	pollApproval(t, base, loc, "PENDING", 20*time.Second)
+	victim.Process.Signal(syscall.SIGKILL)
+	victim.Wait()
+	time.Sleep(3 * time.Second) // past the deadline, no worker alive
+	if d := getApproval(t, base, loc).CertificateInformation.RequestDisposition; d != "PENDING" {
+		t.Fatalf("with no worker alive the request is %s, want still PENDING", d)
+	}
+	startProcess(t, dir, env, "worker")
+	var st approvalStatus
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		st = getApproval(t, base, loc)
+		d := st.CertificateInformation.RequestDisposition
+		if d == "DENIED" {
+			break
+		}
+		if d == "ISSUED" || d == "FAILED" || time.Now().After(deadline) {
+			t.Fatalf("after the next worker started the request is %s, want DENIED by its timeout", d)
+		}
+	}
+	if !strings.Contains(st.CertificateInformation.DispositionMessage, "no approval decision within the timeout") {
+		t.Fatalf("denied with %q, want the timeout's message", st.CertificateInformation.DispositionMessage)
+	}
+	if st.count("issue", "Completed") != 0 {
+		t.Fatalf("a timed-out request was issued: %+v", st.Timeline)
+	}
+}
