@@ -484,14 +484,9 @@ func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
 	defer cancel()
-	req, err := s.loadInstance(ctx, r.PathValue("id"))
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
 	who := identity(r)
 	var step string
-	req, err = s.store.Update(ctx, req.ID, func(q *store.Request) error {
+	req, ok := s.changeInstance(ctx, w, r, func(q *store.Request) error {
 		if q.Instance.Wait != nil {
 			step = q.Instance.Wait.Step
 		}
@@ -500,12 +495,8 @@ func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {
 		}
 		q.Disposition = store.Running // decided: the resume rejects it
 		return nil
-	})
-	if errors.Is(err, workflow.ErrNotWaiting) {
-		err = newError(http.StatusConflict, CodeConflict, "workflow instance %s is %s: only a suspended instance can be stopped", r.PathValue("id"), instanceStatusOf(req))
-	}
-	if err != nil {
-		writeError(w, r, s.log, err)
+	}, workflow.ErrNotWaiting, "only a suspended instance can be stopped")
+	if !ok {
 		return
 	}
 	s.log.Warn("workflow instance stopped by an administrator", "request", req.ID, "instance", req.Instance.ID, "by", who.Name)
@@ -518,24 +509,15 @@ func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleRestart(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
 	defer cancel()
-	req, err := s.loadInstance(ctx, r.PathValue("id"))
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	req, err = s.store.Update(ctx, req.ID, func(q *store.Request) error {
+	req, ok := s.changeInstance(ctx, w, r, func(q *store.Request) error {
 		if err := q.Instance.Restart(); err != nil {
 			return err
 		}
 		q.Disposition, q.Message = store.Queued, ""
 		q.Generation++ // a fresh task, whatever asynq keeps of the failed one
 		return nil
-	})
-	if errors.Is(err, workflow.ErrTransition) {
-		err = newError(http.StatusConflict, CodeConflict, "workflow instance %s is %s: only a failed instance can be restarted", r.PathValue("id"), instanceStatusOf(req))
-	}
-	if err != nil {
-		writeError(w, r, s.log, err)
+	}, workflow.ErrTransition, "only a failed instance can be restarted")
+	if !ok {
 		return
 	}
 	if err := s.queue.EnqueueRun(context.WithoutCancel(ctx), req.ID, req.Generation); err != nil {
@@ -543,6 +525,24 @@ func (s *Server) handleRestart(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Warn("failed workflow instance restarted by an administrator", "request", req.ID, "instance", req.Instance.ID, "by", identity(r).Name)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// changeInstance applies change to the request of the instance the path
+// names, and answers the errors: a change refused with refused is 409,
+// saying why. It reports whether the change was stored.
+func (s *Server) changeInstance(ctx context.Context, w http.ResponseWriter, r *http.Request, change func(*store.Request) error, refused error, why string) (*store.Request, bool) {
+	req, err := s.loadInstance(ctx, r.PathValue("id"))
+	if err == nil {
+		req, err = s.store.Update(ctx, req.ID, change)
+	}
+	if errors.Is(err, refused) {
+		err = newError(http.StatusConflict, CodeConflict, "workflow instance %s is %s: %s", r.PathValue("id"), instanceStatusOf(req), why)
+	}
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return nil, false
+	}
+	return req, true
 }
 
 func isEmptyBody(err error) bool {
