@@ -161,23 +161,40 @@ func (s *Store) Delete(ctx context.Context, r *Request) error {
 
 // Get loads a request.
 func (s *Store) Get(ctx context.Context, id int64) (*Request, error) {
-	vals, err := s.rdb.HMGet(ctx, s.keys.request(id), "v", "d", "c", "x").Result()
+	vals, err := s.rdb.HMGet(ctx, s.keys.request(id), "v", "d", "x", "c").Result()
 	if err != nil {
 		return nil, fmt.Errorf("load request %d: %w", id, err)
 	}
-	v, _ := vals[0].(string)
-	d, _ := vals[1].(string)
-	c, _ := vals[2].(string)
-	x, _ := vals[3].(string)
-	if v == "" || d == "" {
+	r, err := decodeRequest(id, vals)
+	if r == nil && err == nil {
 		return nil, fmt.Errorf("request %d: %w", id, ErrNotFound)
+	}
+	return r, err
+}
+
+// decodeRequest makes a request of an HMGET of its hash's v, d, x and,
+// when asked for, c; nil (and no error) when there is no such record.
+func decodeRequest(id int64, vals []any) (*Request, error) {
+	str := func(i int) string {
+		if i >= len(vals) {
+			return ""
+		}
+		v, _ := vals[i].(string)
+		return v
+	}
+	v, d := str(0), str(1)
+	if v == "" || d == "" {
+		return nil, nil
 	}
 	r := &Request{}
 	if err := json.Unmarshal([]byte(d), r); err != nil {
 		return nil, fmt.Errorf("decode request %d: %w", id, err)
 	}
 	r.version, _ = strconv.ParseInt(v, 10, 64)
-	r.CSR, r.cert, r.loaded = []byte(c), []byte(x), r.Disposition
+	r.cert, r.loaded = []byte(str(2)), r.Disposition
+	if c := str(3); c != "" {
+		r.CSR = []byte(c)
+	}
 	return r, nil
 }
 
@@ -235,44 +252,34 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 	r.version++
 	was := r.loaded
 	r.loaded = r.Disposition
-	pending := func(pipe redis.Pipeliner) {
-		switch {
-		case r.Disposition == Pending:
-			// Scored by deadline (escalation moves it), so the overdue are
-			// found without reading the others.
-			// Waits without a deadline come last, oldest first.
-			score := float64(noDeadline + r.Submitted.UnixMilli())
-			if w := r.Instance.Wait; w != nil && !w.Deadline.IsZero() {
-				score = float64(w.Deadline.UnixMilli())
-			}
-			pipe.ZAdd(ctx, s.keys.pending(), redis.Z{Score: score, Member: r.ID})
-		case was == Pending:
-			pipe.ZRem(ctx, s.keys.pending(), r.ID)
-		}
-	}
+	// The follow-ups, best effort (see above), in one round trip.
+	pipe := s.rdb.Pipeline()
 	switch {
 	case settled && r.Disposition.Final():
 		s.forgetLater(ctx, r.ID, r.Updated)
-		if was == Pending {
-			pipe := s.rdb.Pipeline()
-			pending(pipe)
-			pipe.Exec(ctx)
-		}
 	case settled:
 		// PENDING runs again later: leave the open set now (the re-adding
 		// comes with its decision).
-		pipe := s.rdb.Pipeline()
 		pipe.ZRem(ctx, s.keys.open(), r.ID)
-		pending(pipe)
-		pipe.Publish(ctx, s.keys.events(), announce)
-		pipe.Exec(ctx) // best effort, see above
-	case reopened:
-		pipe := s.rdb.Pipeline()
+	case refresh: // a reopened request too
 		pipe.ZAdd(ctx, s.keys.open(), redis.Z{Score: float64(r.Progress.UnixMilli()), Member: r.ID})
-		pending(pipe)
+	}
+	switch {
+	case r.Disposition == Pending:
+		// Scored by deadline (escalation moves it), so the overdue are
+		// found without reading the others; waits without a deadline
+		// come last, oldest first.
+		score := float64(noDeadline + r.Submitted.UnixMilli())
+		if w := r.Instance.Wait; w != nil && !w.Deadline.IsZero() {
+			score = float64(w.Deadline.UnixMilli())
+		}
+		pipe.ZAdd(ctx, s.keys.pending(), redis.Z{Score: score, Member: r.ID})
+		pipe.Publish(ctx, s.keys.events(), announce)
+	case was == Pending:
+		pipe.ZRem(ctx, s.keys.pending(), r.ID)
+	}
+	if pipe.Len() > 0 {
 		pipe.Exec(ctx)
-	case refresh:
-		s.rdb.ZAdd(ctx, s.keys.open(), redis.Z{Score: float64(r.Progress.UnixMilli()), Member: r.ID})
 	}
 	return nil
 }
@@ -316,22 +323,16 @@ func (s *Store) GetMany(ctx context.Context, ids []int64) ([]*Request, error) {
 	out := make([]*Request, 0, len(ids))
 	for i, c := range cmds {
 		vals, err := c.Result()
-		if err != nil || len(vals) != 3 {
+		if err != nil {
 			continue
 		}
-		v, _ := vals[0].(string)
-		d, _ := vals[1].(string)
-		x, _ := vals[2].(string)
-		if v == "" || d == "" {
-			continue
+		r, err := decodeRequest(ids[i], vals)
+		if err != nil {
+			return nil, err
 		}
-		r := &Request{}
-		if err := json.Unmarshal([]byte(d), r); err != nil {
-			return nil, fmt.Errorf("decode request %d: %w", ids[i], err)
+		if r != nil {
+			out = append(out, r)
 		}
-		r.version, _ = strconv.ParseInt(v, 10, 64)
-		r.cert, r.loaded = []byte(x), r.Disposition
-		out = append(out, r)
 	}
 	return out, nil
 }
