@@ -259,20 +259,9 @@ func (s *Server) walkPending(ctx context.Context, visit func(*store.Request) boo
 	if err != nil {
 		return err
 	}
-	for len(ids) > 0 {
-		n := min(len(ids), 100)
-		rs, err := s.store.GetMany(ctx, ids[:n])
-		if err != nil {
-			return err
-		}
-		ids = ids[n:]
-		for _, req := range rs {
-			if req.Disposition == store.Pending && !visit(req) {
-				return nil
-			}
-		}
-	}
-	return nil
+	return s.store.Visit(ctx, ids, func(req *store.Request) bool {
+		return req.Disposition != store.Pending || visit(req) // the index may lag the record
+	})
 }
 
 // handleListInstances is GET /Workflow/Instances: every instance the caller

@@ -337,6 +337,25 @@ func (s *Store) GetMany(ctx context.Context, ids []int64) ([]*Request, error) {
 	return out, nil
 }
 
+// Visit loads the requests with the given ids, a hundred per round trip,
+// and calls visit for each that exists, in order, until it returns false.
+func (s *Store) Visit(ctx context.Context, ids []int64, visit func(*Request) bool) error {
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), 100)]
+		ids = ids[len(batch):]
+		rs, err := s.GetMany(ctx, batch)
+		if err != nil {
+			return err
+		}
+		for _, r := range rs {
+			if !visit(r) {
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
 // Newest walks requests from the newest down, before request id before (0:
 // from the newest), calling visit for each until it returns false or scan
 // records were read. It returns the id to continue from (0: no more).

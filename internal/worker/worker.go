@@ -397,26 +397,20 @@ func (w *Worker) reconcileTimeouts(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	n := 0
-	for len(ids) > 0 {
-		batch := ids[:min(len(ids), 100)]
-		ids = ids[len(batch):]
-		rs, err := w.Store.GetMany(ctx, batch)
-		if err != nil {
-			return n, err
+	var enqueueErr error
+	err = w.Store.Visit(ctx, ids, func(r *store.Request) bool {
+		wt := r.Instance.Wait
+		if r.Disposition != store.Pending || wt == nil || wt.Deadline.IsZero() || wt.Deadline.After(overdue) {
+			return true
 		}
-		for _, r := range rs {
-			wt := r.Instance.Wait
-			if r.Disposition != store.Pending || wt == nil || wt.Deadline.IsZero() || wt.Deadline.After(overdue) {
-				continue
-			}
-			if err := w.Queue.EnqueueTimeout(ctx, r.ID, r.Instance.ID, wt.Step, wt.Stage, r.Generation, time.Now()); err != nil {
-				return n, err
-			}
-			w.Log.Warn("reconcile: approval wait overdue; its timeout scheduled again", "request", r.ID, "step", wt.Step, "deadline", wt.Deadline)
-			n++
+		if enqueueErr = w.Queue.EnqueueTimeout(ctx, r.ID, r.Instance.ID, wt.Step, wt.Stage, r.Generation, time.Now()); enqueueErr != nil {
+			return false
 		}
-	}
-	return n, nil
+		w.Log.Warn("reconcile: approval wait overdue; its timeout scheduled again", "request", r.ID, "step", wt.Step, "deadline", wt.Deadline)
+		n++
+		return true
+	})
+	return n, errors.Join(err, enqueueErr)
 }
 
 // sweepEvery is how often one worker process sweeps expired requests.
