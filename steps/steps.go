@@ -33,13 +33,13 @@ type Deps struct {
 // Catalog returns the step types by their `uses:` names.
 func Catalog(d *Deps) workflow.Catalog {
 	return workflow.Catalog{
-		"validate": d.buildValidate,
-		"issue":    d.buildIssue,
-		"metadata": d.buildMetadata,
-		"notify":   d.buildNotify,
-		"set":      d.buildSet,
-		"http":     d.buildHTTP,
-		"approval": d.buildApproval,
+		"validate":            d.buildValidate,
+		"issue":               d.buildIssue,
+		"metadata":            d.buildMetadata,
+		"notify":              d.buildNotify,
+		"set":                 d.buildSet,
+		"http":                d.buildHTTP,
+		workflow.ApprovalStep: d.buildApproval,
 	}
 }
 

@@ -112,14 +112,14 @@ func approvalSteps(r *store.Request, def *workflow.Definition) []string {
 	var ids []string
 	if def != nil {
 		for _, s := range def.Steps {
-			if s.Uses == "approval" {
+			if s.Uses == workflow.ApprovalStep {
 				ids = append(ids, s.ID)
 			}
 		}
 		return ids
 	}
 	for _, h := range r.Instance.History {
-		if h.Uses == "approval" && !slices.Contains(ids, h.ID) {
+		if h.Uses == workflow.ApprovalStep && !slices.Contains(ids, h.ID) {
 			ids = append(ids, h.ID)
 		}
 	}
