@@ -23,6 +23,13 @@ func (k keys) request(id int64) string {
 // requestCert holds the certificate issued for a request (JSON); set once.
 func (k keys) requestCert(id int64) string { return k.request(id) + ":certificate" }
 
+// certificates is a sorted set of the ids of issued certificates, scored
+// by id: the inventory's index, for listing and paging.
+func (k keys) certificates() string { return k.prefix + ":certificates" }
+
+// thumbprint maps a certificate's SHA-1 thumbprint (upper-case hex) to its id.
+func (k keys) thumbprint(tp string) string { return k.prefix + ":thumbprint:" + tp }
+
 // issueLock serialises the issue step of one request.
 func (k keys) issueLock(id int64) string { return k.request(id) + ":issue-lock" }
 

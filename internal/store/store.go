@@ -544,6 +544,38 @@ func (s *Store) Certificate(ctx context.Context, id int64) (*Certificate, error)
 	return s.CertificateOf(ctx, id)
 }
 
+// CertificateByThumbprint loads a certificate by its SHA-1 thumbprint
+// (hex, any case).
+func (s *Store) CertificateByThumbprint(ctx context.Context, thumbprint string) (*Certificate, error) {
+	tp := strings.ToUpper(thumbprint)
+	id, err := s.rdb.Get(ctx, s.keys.thumbprint(tp)).Int64()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("certificate with thumbprint %s: %w", tp, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up thumbprint %s: %w", tp, err)
+	}
+	c, err := s.CertificateOf(ctx, id)
+	if err == nil && c.Thumbprint != tp {
+		// The index entry of a certificate that lost the race to be
+		// stored (see IssueOnce).
+		return nil, fmt.Errorf("certificate with thumbprint %s: %w", tp, ErrNotFound)
+	}
+	return c, err
+}
+
+// CertificateIDs returns up to limit certificate ids from the inventory,
+// oldest first, starting after id after (0: from the first).
+func (s *Store) CertificateIDs(ctx context.Context, after int64, limit int64) ([]int64, error) {
+	members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
+		Key: s.keys.certificates(), Start: "(" + strconv.FormatInt(after, 10), Stop: "+inf", ByScore: true, Count: limit,
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list certificates: %w", err)
+	}
+	return parseIDs(members), nil
+}
+
 // releaseScript deletes a lock only if we still hold it.
 var releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -605,7 +637,16 @@ func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx co
 	if err != nil {
 		return nil, false, err
 	}
-	won, err := s.rdb.HSetNX(ctx, s.keys.request(requestID), "x", data).Result()
+	// The inventory's index entries go in the same round trip. Should the
+	// set-if-absent lose, they name a certificate that never existed: the
+	// id is in the set already, and a thumbprint lookup checks the record
+	// it lands on (CertificateByThumbprint).
+	pipe = s.rdb.Pipeline()
+	set := pipe.HSetNX(ctx, s.keys.request(requestID), "x", data)
+	pipe.ZAdd(ctx, s.keys.certificates(), redis.Z{Score: float64(requestID), Member: requestID})
+	pipe.Set(ctx, s.keys.thumbprint(c.Thumbprint), requestID, 0)
+	pipe.Exec(ctx) // each command's own error is read below
+	won, err := set.Result()
 	if err != nil {
 		return nil, false, fmt.Errorf("store certificate: %w", err)
 	}

@@ -461,3 +461,34 @@ func TestAPendingSaveLeavesTheOpenSetAtOnce(t *testing.T) {
 		t.Fatalf("a PENDING request is still in the open set right after its save (%v)", err)
 	}
 }
+
+func TestIssuedCertificatesAreIndexed(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	for id, tp := range map[int64]string{11: "AB01", 12: "AB02", 13: "AB03"} {
+		if _, _, err := s.IssueOnce(ctx, id, func(context.Context) (*store.Certificate, error) {
+			return &store.Certificate{SerialNumber: "0" + strconv.FormatInt(id, 10), Thumbprint: tp}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := s.CertificateByThumbprint(ctx, "ab02")
+	if err != nil || c.ID != 12 {
+		t.Fatalf("CertificateByThumbprint(ab02) = %+v, %v; want certificate 12", c, err)
+	}
+	if _, err := s.CertificateByThumbprint(ctx, "FFFF"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown thumbprint: %v, want ErrNotFound", err)
+	}
+	// The index entry a losing racer leaves behind resolves to nothing.
+	if err := rdb.Set(ctx, prefix+":thumbprint:DEAD", 11, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CertificateByThumbprint(ctx, "DEAD"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a stale thumbprint entry resolved: %v", err)
+	}
+	ids, err := s.CertificateIDs(ctx, 11, 10)
+	if err != nil || len(ids) != 2 || ids[0] != 12 || ids[1] != 13 {
+		t.Fatalf("CertificateIDs(after 11) = %v, %v; want [12 13]", ids, err)
+	}
+}
