@@ -112,7 +112,7 @@ type p12DigestInfo struct {
 
 type p12SafeBag struct {
 	ID         asn1.ObjectIdentifier
-	Value      asn1.RawValue // [0] EXPLICIT, kept whole
+	Value      asn1.RawValue  // [0] EXPLICIT, kept whole
 	Attributes []p12Attribute `asn1:"set,optional"`
 }
 
