@@ -41,8 +41,18 @@ type Request struct {
 	OwnerRoleName              string              `json:"OwnerRoleName,omitempty"`
 	ForceEnroll                bool                `json:"ForceEnroll,omitempty"`
 	HasPrivateKey              bool                `json:"HasPrivateKey,omitempty"`
-	CallbackUrl                string              `json:"CallbackUrl,omitempty"`
-	Timestamp                  time.Time           `json:"Timestamp"`
+	// PFX is set for a PFX enrollment: the key certflow generates (in the
+	// worker, before the steps run) and the CSR it makes for it.
+	PFX         *PFXSpec  `json:"PFX,omitempty"`
+	CallbackUrl string    `json:"CallbackUrl,omitempty"`
+	Timestamp   time.Time `json:"Timestamp"`
+}
+
+// PFXSpec is what a PFX enrollment asks certflow to generate.
+type PFXSpec struct {
+	Subject      string      `json:"Subject"`
+	Key          pki.KeySpec `json:"Key"`
+	FriendlyName string      `json:"FriendlyName,omitempty"`
 }
 
 // CSR is what expressions see of the certificate signing request.

@@ -59,6 +59,12 @@ type enrollment struct {
 	req        store.Request
 	csr        *x509.CertificateRequest // parsed and verified once, here
 	privateKey []byte                   // PKCS#8 DER, sealed once the request id is known
+	// pfxPassword is a PFX enrollment's Password, sealed once the request
+	// id is known.
+	pfxPassword string
+	// pending is the generated CSR a forceEnroll marries (its key is
+	// privateKey); it is deleted once the request is accepted.
+	pending *store.PendingCSR
 }
 
 // decodeEnrollment reads and checks everything about a submit that needs no
@@ -89,6 +95,19 @@ func (s *Server) decodeEnrollment(r *http.Request, caller *Identity) (*enrollmen
 	if err != nil {
 		return nil, &apiError{status: http.StatusBadRequest, code: CodeInvalidCSR, msg: "CSR: " + err.Error()}
 	}
+	e, err := s.enrollmentOf(r, caller, &body, format, der, csr)
+	if err != nil {
+		return nil, err
+	}
+	e.req.Input.ForceEnroll = force
+	return e, nil
+}
+
+// enrollmentOf checks the fields every enrollment body shares (CSR and PFX
+// alike) and builds the request to store. der is the CSR as sent (nil for
+// a PFX enrollment, whose CSR the worker makes); csr is it parsed (for a
+// PFX enrollment, the shape of the CSR to come).
+func (s *Server) enrollmentOf(r *http.Request, caller *Identity, body *EnrollmentCSRRequest, format pki.Format, der []byte, csr *x509.CertificateRequest) (*enrollment, error) {
 	ts, err := parseTimestamp(body.Timestamp)
 	if err != nil {
 		return nil, err
@@ -154,7 +173,6 @@ func (s *Server) decodeEnrollment(r *http.Request, caller *Identity) (*enrollmen
 			SANs:                       sans,
 			AdditionalEnrollmentFields: body.AdditionalEnrollmentFields,
 			OwnerRoleName:              body.OwnerRoleName,
-			ForceEnroll:                force,
 			HasPrivateKey:              e.privateKey != nil,
 			CallbackUrl:                body.CallbackUrl,
 			Timestamp:                  ts,
@@ -444,10 +462,23 @@ func (s *Server) handleEnrollCSR(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = s.selectDefinition(e)
 	}
+	if err == nil {
+		err = s.marryGeneratedKey(r.Context(), e, caller)
+	}
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
+	format := pki.Format("")
+	s.acceptAndAnswer(w, r, e, func(w http.ResponseWriter, r *http.Request, req *store.Request) {
+		s.writeEnrollment(w, r, req, format)
+	})
+}
+
+// acceptAndAnswer submits a checked enrollment and answers as the Prefer
+// header asks: at once (202), or once the request settled or the wait ran
+// out, with answer. CSR and PFX enrollment share it.
+func (s *Server) acceptAndAnswer(w http.ResponseWriter, r *http.Request, e *enrollment, answer func(http.ResponseWriter, *http.Request, *store.Request)) {
 	wait, async := parsePrefer(r.Header.Values("Prefer"), s.cfg.API.SyncWait, s.cfg.API.MaxSyncWait)
 	var waiter *store.Waiter
 	req, existing, err := s.submit(r.Context(), e, func(id int64) {
@@ -484,7 +515,7 @@ func (s *Server) handleEnrollCSR(w http.ResponseWriter, r *http.Request) {
 			s.log.Warn("waiting for an accepted request failed; answering 202", "request", req.ID, "err", werr)
 		}
 	}
-	s.writeEnrollment(w, r, req, "")
+	answer(w, r, req)
 }
 
 // submit stores and enqueues a new request (or returns the one an
@@ -502,7 +533,10 @@ func (s *Server) submit(ctx context.Context, e *enrollment, allocated func(id in
 	req.ID, req.Instance.ID = id, s.store.InstanceID(id)
 	allocated(id)
 	if e.privateKey != nil {
-		req.PrivateKey = s.kek.Seal(e.privateKey, []byte("certflow-request/"+strconv.FormatInt(id, 10)))
+		req.PrivateKey = s.kek.Seal(e.privateKey, pki.RequestKeyAAD(id))
+	}
+	if e.pfxPassword != "" {
+		req.PFXPassword = s.kek.Seal([]byte(e.pfxPassword), pki.PFXPasswordAAD(id))
 	}
 	prevID, existing, err := s.store.Create(ctx, req, s.cfg.API.IdempotencyTTL)
 	if err != nil {
@@ -525,6 +559,14 @@ func (s *Server) submit(ctx context.Context, e *enrollment, allocated func(id in
 		return nil, false, err
 	}
 	s.log.Info("request accepted", "request", id, "instance", req.Instance.ID, "requester", req.Requester.Name, "template", req.Input.Template)
+	if e.pending != nil {
+		// The key now lives on the request; the pending CSR goes. Should
+		// that fail, the CSR stays listed, and enrolling it again with
+		// forceEnroll would marry the same key to a second request.
+		if err := s.store.DeletePendingCSR(ctx, e.pending); err != nil {
+			s.log.Warn("enrolled a generated CSR but could not delete it from the pending CSRs", "request", id, "csr", e.pending.ID, "err", err)
+		}
+	}
 	return req, false, nil
 }
 
@@ -590,6 +632,15 @@ func parsePrefer(values []string, def, max time.Duration) (wait time.Duration, a
 // writeEnrollment answers with the request: 200 once it settled, 202 with
 // Location while it runs.
 func (s *Server) writeEnrollment(w http.ResponseWriter, r *http.Request, req *store.Request, format pki.Format) {
+	s.writeSettled(w, r, req, func(cert *store.Certificate) (any, error) {
+		return NewEnrollmentResponse(req, cert, format, identity(r))
+	})
+}
+
+// writeSettled answers with render's body for the request (and its
+// certificate, once issued): 200 once it settled, 202 with Location while
+// it runs.
+func (s *Server) writeSettled(w http.ResponseWriter, r *http.Request, req *store.Request, render func(*store.Certificate) (any, error)) {
 	var cert *store.Certificate
 	status := http.StatusOK
 	if req.Disposition == store.Issued {
@@ -602,7 +653,7 @@ func (s *Server) writeEnrollment(w http.ResponseWriter, r *http.Request, req *st
 		}
 		cert = c
 	}
-	resp, err := NewEnrollmentResponse(req, cert, format, identity(r))
+	resp, err := render(cert)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -651,6 +702,9 @@ func (s *Server) handleGetRequest(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	st, err := newRequestStatus(req, cert, format, caller)
+	if err == nil {
+		st.CertificateInformation.Pkcs12Blob, err = s.pfxBlobFor(ctx, req, cert, caller)
+	}
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return

@@ -32,6 +32,9 @@ type CertificateInformation struct {
 	EnrollmentContext   map[string]any `json:"EnrollmentContext"`
 	WorkflowInstanceId  string         `json:"WorkflowInstanceId"`
 	WorkflowReferenceId int64          `json:"WorkflowReferenceId"`
+	// Pkcs12Blob is a PFX request's archive, on GET /Enrollment/Requests/{id}
+	// to its requester once issued.
+	Pkcs12Blob string `json:"Pkcs12Blob,omitempty"`
 }
 
 // RequestStatus is certflow's answer to GET /Enrollment/Requests/{id}: the
@@ -61,6 +64,8 @@ type RequestSummary struct {
 	InstanceStatus       string    `json:"InstanceStatus,omitempty"`
 	CurrentStep          string    `json:"CurrentStep,omitempty"`
 	CallbackUrl          string    `json:"CallbackUrl,omitempty"`
+	// HasPrivateKey: certflow retains the certificate's private key.
+	HasPrivateKey bool `json:"HasPrivateKey"`
 }
 
 // NewEnrollmentResponse renders a request (and its certificate, when
@@ -128,6 +133,7 @@ func newRequestStatus(r *store.Request, cert *store.Certificate, format pki.Form
 			Template: r.Input.Template, CertificateAuthority: r.Input.CertificateAuthority,
 			Format: r.Input.Format, Definition: r.Instance.Definition, DefinitionVersion: r.Instance.Version,
 			InstanceStatus: string(r.Instance.Status), CallbackUrl: r.Input.CallbackUrl,
+			HasPrivateKey: r.Input.HasPrivateKey,
 		},
 		Timeline:  r.Instance.History,
 		Callbacks: r.Callbacks,

@@ -426,3 +426,22 @@ func (k KeySpec) String() string {
 	}
 	return k.Type
 }
+
+// The associated data under which private keys and passwords are sealed
+// (KEK.Seal): each binds the sealed blob to the one record it belongs to.
+// Every feature that seals or opens a request's key uses these.
+
+// RequestKeyAAD binds a request's retained private key (Request.PrivateKey).
+func RequestKeyAAD(requestID int64) []byte {
+	return []byte("certflow-request/" + strconv.FormatInt(requestID, 10))
+}
+
+// PFXPasswordAAD binds a PFX enrollment's password (Request.PFXPassword).
+func PFXPasswordAAD(requestID int64) []byte {
+	return []byte("certflow-request/" + strconv.FormatInt(requestID, 10) + "/pfx-password")
+}
+
+// PendingCSRAAD binds a generated CSR's private key (PendingCSR.PrivateKey).
+func PendingCSRAAD(csrID int64) []byte {
+	return []byte("certflow-csr/" + strconv.FormatInt(csrID, 10))
+}

@@ -63,3 +63,22 @@ func (k keys) sweepLock() string { return k.prefix + ":sweep-lock" }
 
 // events is the pub/sub channel on which settled requests are announced.
 func (k keys) events() string { return k.prefix + ":events" }
+
+// csrSeq allocates the ids of CSRs certflow generated (POST
+// /CSRGeneration/Generate).
+func (k keys) csrSeq() string { return k.prefix + ":seq:csr" }
+
+// pendingCSR holds a generated CSR with its sealed private key (JSON),
+// until it is enrolled with forceEnroll or deleted.
+func (k keys) pendingCSR(id int64) string {
+	return k.prefix + ":csr:{" + strconv.FormatInt(id, 10) + "}"
+}
+
+// pendingCSRs is a sorted set of the ids of pending generated CSRs,
+// scored by id: the listing's index.
+func (k keys) pendingCSRs() string { return k.prefix + ":csrs" }
+
+// csrByKey maps the hex SHA-256 of a generated CSR's SubjectPublicKeyInfo
+// to its pending CSR id, so that the CSR is recognised when it comes back
+// through POST /Enrollment/CSR.
+func (k keys) csrByKey(keyID string) string { return k.prefix + ":csr-key:" + keyID }

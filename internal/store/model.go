@@ -52,7 +52,10 @@ type Request struct {
 	CSR []byte `json:"-"`
 	// PrivateKey is a retained PKCS#8 key sealed under the KEK with the
 	// request id as associated data; never logged, never returned.
-	PrivateKey     []byte `json:"PrivateKey,omitempty"`
+	PrivateKey []byte `json:"PrivateKey,omitempty"`
+	// PFXPassword is a PFX enrollment's Password, sealed under the KEK
+	// (pki.PFXPasswordAAD): the archive is built when the answer is read.
+	PFXPassword    []byte `json:"PFXPassword,omitempty"`
 	IdempotencyKey string `json:"IdempotencyKey,omitempty"`
 	// Generation counts the reconciler's re-enqueues; only the task of the
 	// current generation may run the request.

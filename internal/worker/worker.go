@@ -20,6 +20,7 @@ import (
 	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/callback"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/queue"
 	"github.com/certflow/certflow/workflow"
@@ -35,7 +36,9 @@ type Worker struct {
 	Catalog   workflow.Catalog
 	Engine    *workflow.Engine
 	Callbacks *callback.Sender
-	Log       *slog.Logger
+	// KEK seals the keys the worker generates (PFX enrollment).
+	KEK *pki.KEK
+	Log *slog.Logger
 	// pinned caches definition versions fetched from the store.
 	pinned sync.Map // name@version → *workflow.Definition
 }
@@ -93,6 +96,15 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 		// task was acknowledged): make sure the callback went out, or the
 		// approval timeout is scheduled.
 		return w.afterSettle(ctx, r)
+	}
+	if r.Input.PFX != nil && len(r.CSR) == 0 {
+		var cause error
+		if r, cause, err = w.generatePFXKey(ctx, r); err != nil {
+			return err
+		}
+		if cause != nil {
+			return w.failRequest(ctx, r, nil, cause)
+		}
 	}
 	in, err := w.input(r)
 	if err != nil {
@@ -434,6 +446,55 @@ func (w *Worker) Sweep(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+	}
+}
+
+// generatePFXKey makes a PFX enrollment's key and CSR, before the workflow
+// runs, so that the CSR goes through the same steps (policy, approvals,
+// issue) as a client's. The key is sealed onto the request under its id
+// (pki.RequestKeyAAD) and stored with the CSR in one compare-and-set: if
+// two workers race, one key wins and the other worker reloads and uses
+// it. A spec that cannot be honoured (the API checked it) fails the
+// request.
+func (w *Worker) generatePFXKey(ctx context.Context, r *store.Request) (_ *store.Request, cause, err error) {
+	spec := r.Input.PFX
+	for attempt := 0; ; attempt++ {
+		subject, err := pki.ParseSubject(spec.Subject)
+		if err != nil {
+			return r, fmt.Errorf("PFX subject: %w", err), nil
+		}
+		key, err := spec.Key.Generate()
+		if err != nil {
+			return r, fmt.Errorf("generate %s key: %w", spec.Key, err), nil
+		}
+		csr, err := pki.NewCSR(key, pki.CSRRequest{Subject: subject, SANs: r.Input.SANs})
+		if err != nil {
+			return r, fmt.Errorf("PFX CSR: %w", err), nil
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			return r, nil, err
+		}
+		r.PrivateKey = w.KEK.Seal(der, pki.RequestKeyAAD(r.ID))
+		r.Input.HasPrivateKey = true
+		r.Subject, r.CommonName = subject.String(), subject.CommonName
+		err = w.Store.SetCSR(ctx, r, csr)
+		if err == nil {
+			w.Log.Info("PFX key generated", "request", r.ID, "key", spec.Key.String())
+			return r, nil, nil
+		}
+		if !errors.Is(err, store.ErrHasCSR) && !errors.Is(err, store.ErrConflict) || attempt == 9 {
+			return r, nil, err
+		}
+		// Another worker stored a key first, or the record moved on:
+		// read it again and use what is there.
+		fresh, err := w.Store.Get(ctx, r.ID)
+		if err != nil {
+			return r, nil, err
+		}
+		if r = fresh; len(r.CSR) > 0 {
+			return r, nil, nil
 		}
 	}
 }

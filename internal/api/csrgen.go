@@ -1,0 +1,369 @@
+package api
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/store"
+)
+
+// CSRGenerationRequest is the body of POST /CSRGeneration/Generate, with
+// Keyfactor's field names.
+type CSRGenerationRequest struct {
+	Subject   string              `json:"Subject"`
+	KeyType   string              `json:"KeyType"`
+	KeyLength int                 `json:"KeyLength"`
+	Curve     string              `json:"Curve"`
+	Template  string              `json:"Template"`
+	SANs      map[string][]string `json:"SANs"`
+}
+
+// CSRContents is Keyfactor's answer to POST /CSRGeneration/Generate
+// ("CSR"); CSRText (the same PEM) and Id are certflow's, so that a client
+// can name the pending CSR without listing them all.
+type CSRContents struct {
+	CSR     string `json:"CSR"`
+	CSRText string `json:"CSRText"`
+	Id      int64  `json:"Id"`
+}
+
+// PendingCSRResponse is one entry of GET /CSRGeneration/Pending, as
+// Keyfactor's (Id, CSR, RequestTime, Subject as its parts), with certflow's
+// Requester, Template and KeyType.
+type PendingCSRResponse struct {
+	Id          int64     `json:"Id"`
+	CSR         string    `json:"CSR"`
+	RequestTime time.Time `json:"RequestTime"`
+	Subject     []string  `json:"Subject"`
+	Requester   string    `json:"Requester"`
+	Template    string    `json:"Template,omitempty"`
+	KeyType     string    `json:"KeyType"`
+}
+
+// CSRGenerationResponseModel is Keyfactor's answer to GET
+// /CSRGeneration/Pending/{id}: CSRFilePath (certflow keeps no files: null)
+// and CSRText, with certflow's Id and RequestTime.
+type CSRGenerationResponseModel struct {
+	CSRFilePath *string   `json:"CSRFilePath"`
+	CSRText     string    `json:"CSRText"`
+	Id          int64     `json:"Id"`
+	RequestTime time.Time `json:"RequestTime"`
+}
+
+// checkKeyPolicy refuses a key the template does not allow, naming the
+// field that chose it.
+func checkKeyPolicy(t *config.Template, spec pki.KeySpec) error {
+	if t == nil {
+		return nil
+	}
+	switch spec.Type {
+	case "RSA":
+		if !slices.Contains(t.RSAKeySizes, spec.Bits) {
+			return badField("KeyLength", "template %s does not allow RSA %d-bit keys (allowed: %s)", t.Name, spec.Bits, joinInts(t.RSAKeySizes))
+		}
+	case "ECC":
+		if !slices.Contains(t.ECCCurves, spec.Curve) {
+			return badField("Curve", "template %s does not allow ECC curve %s (allowed: %s)", t.Name, spec.Curve, strings.Join(t.ECCCurves, ", "))
+		}
+	case "Ed25519":
+		if !t.AllowEd25519 {
+			return badField("KeyType", "template %s does not allow Ed25519 keys", t.Name)
+		}
+	}
+	return nil
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ", ")
+}
+
+// keySpec reads KeyType/KeyLength/Curve into a spec, as a 400 naming the
+// field at fault.
+func keySpec(keyType string, keyLength int, curve string) (pki.KeySpec, error) {
+	spec, err := pki.ParseKeySpec(keyType, keyLength, curve)
+	var ke *pki.KeySpecError
+	if errors.As(err, &ke) {
+		return spec, badField(ke.Field, "%s", ke.Msg)
+	}
+	return spec, err
+}
+
+// handleGenerateCSR is POST /CSRGeneration/Generate: generate a key and a
+// CSR for it, keep the key sealed as a pending CSR, answer the CSR.
+func (s *Server) handleGenerateCSR(w http.ResponseWriter, r *http.Request) {
+	caller := identity(r)
+	var body CSRGenerationRequest
+	if err := decodeJSON(r, &body); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	p, key, err := s.decodeCSRGeneration(&body, caller)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
+	defer cancel()
+	if p.ID, err = s.store.NewCSRID(ctx); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	p.PrivateKey = s.kek.Seal(key, pki.PendingCSRAAD(p.ID))
+	if err := s.store.CreatePendingCSR(ctx, p); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	s.log.Info("CSR generated; its key is kept sealed", "csr", p.ID, "requester", p.Requester, "template", p.Template, "key", p.KeyType)
+	text := csrPEM(p.CSR)
+	writeJSON(w, http.StatusOK, CSRContents{CSR: text, CSRText: text, Id: p.ID})
+}
+
+// decodeCSRGeneration checks the body and generates the key and CSR; it
+// returns the pending CSR (without id and sealed key) and the PKCS#8 key.
+func (s *Server) decodeCSRGeneration(body *CSRGenerationRequest, caller *Identity) (*store.PendingCSR, []byte, error) {
+	subject, err := pki.ParseSubject(body.Subject)
+	if err != nil {
+		return nil, nil, badField("Subject", "%v", err)
+	}
+	spec, err := keySpec(body.KeyType, body.KeyLength, body.Curve)
+	if err != nil {
+		return nil, nil, err
+	}
+	var tmpl *config.Template
+	if body.Template != "" {
+		t, ok := s.cfg.Template(body.Template)
+		if !ok {
+			return nil, nil, &apiError{status: http.StatusBadRequest, code: CodeUnknownName, msg: fmt.Sprintf("Template: unknown template %q", body.Template)}
+		}
+		tmpl = t
+	}
+	if err := checkKeyPolicy(tmpl, spec); err != nil {
+		return nil, nil, err
+	}
+	sans, err := checkSANs(body.SANs)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := spec.Generate()
+	if err != nil {
+		return nil, nil, err
+	}
+	der, err := pki.NewCSR(key, pki.CSRRequest{Subject: subject, SANs: sans})
+	if err != nil {
+		return nil, nil, badField("SANs", "%v", err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyID, err := pki.PublicKeyID(key.Public())
+	if err != nil {
+		return nil, nil, err
+	}
+	return &store.PendingCSR{
+		Requester: caller.Name, Template: templateName(tmpl), Subject: subject.String(), SANs: sans,
+		KeyType: spec.String(), Created: time.Now().UTC(), CSR: der, KeyID: keyID,
+	}, keyDER, nil
+}
+
+func csrPEM(der []byte) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+}
+
+// mayManage reports whether caller may see and delete a pending CSR: its
+// requester, or an administrator.
+func mayManage(p *store.PendingCSR, caller *Identity) bool {
+	return p.Requester == caller.Name || caller.Has(config.RoleAdmin)
+}
+
+// loadPendingCSR loads the pending CSR named by the path's id for caller:
+// 404 when it does not exist or is someone else's.
+func (s *Server) loadPendingCSR(ctx context.Context, r *http.Request) (*store.PendingCSR, error) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		return nil, badField("id", "want a positive integer CSR id")
+	}
+	p, err := s.store.PendingCSR(ctx, id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !mayManage(p, identity(r))) {
+		return nil, newError(http.StatusNotFound, CodeNotFound, "pending CSR %d: not found", id)
+	}
+	return p, err
+}
+
+// handleGetPendingCSR is GET /CSRGeneration/Pending/{id}.
+func (s *Server) handleGetPendingCSR(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
+	defer cancel()
+	p, err := s.loadPendingCSR(ctx, r)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, CSRGenerationResponseModel{CSRText: csrPEM(p.CSR), Id: p.ID, RequestTime: p.Created})
+}
+
+// handleDeletePendingCSR is DELETE /CSRGeneration/Pending/{id}: the
+// generated key is destroyed with it.
+func (s *Server) handleDeletePendingCSR(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
+	defer cancel()
+	p, err := s.loadPendingCSR(ctx, r)
+	if err == nil {
+		err = s.store.DeletePendingCSR(ctx, p)
+	}
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	s.log.Info("pending CSR deleted", "csr", p.ID, "by", identity(r).Name)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleDeletePendingCSRs is DELETE /CSRGeneration/Pending with a JSON
+// array of ids: all of them are deleted, or (one unknown or another's)
+// none.
+func (s *Server) handleDeletePendingCSRs(w http.ResponseWriter, r *http.Request) {
+	var ids []int64
+	if err := decodeJSON(r, &ids); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	if len(ids) == 0 || len(ids) > maxReturnLimit {
+		writeError(w, r, s.log, badField("request body", "want an array of 1 to %d CSR ids", maxReturnLimit))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
+	defer cancel()
+	var found []*store.PendingCSR
+	for i, id := range ids {
+		p, err := s.store.PendingCSR(ctx, id)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && !mayManage(p, identity(r))) {
+			writeError(w, r, s.log, newError(http.StatusNotFound, CodeNotFound, "[%d]: pending CSR %d: not found", i, id))
+			return
+		}
+		if err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+		found = append(found, p)
+	}
+	for _, p := range found {
+		if err := s.store.DeletePendingCSR(ctx, p); err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleListPendingCSRs is GET /CSRGeneration/Pending: the caller's
+// pending CSRs (an administrator's: everyone's), oldest first, paged with
+// pq.pageReturned / pq.returnLimit; queryString on Requester, Template.
+func (s *Server) handleListPendingCSRs(w http.ResponseWriter, r *http.Request) {
+	pg, err := parsePage(r, "requester", "template")
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	caller := identity(r)
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
+	defer cancel()
+	c := &collector[PendingCSRResponse]{p: pg}
+	after, scanned := int64(0), 0
+walk:
+	for scanned < listScan {
+		ids, err := s.store.PendingCSRIDs(ctx, after, 100)
+		if err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+		if len(ids) == 0 {
+			break
+		}
+		for _, id := range ids {
+			after = id
+			scanned++
+			p, err := s.store.PendingCSR(ctx, id)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				writeError(w, r, s.log, err)
+				return
+			}
+			if !mayManage(p, caller) || !pg.match(func(f string) string {
+				return map[string]string{"requester": p.Requester, "template": p.Template}[f]
+			}) {
+				continue
+			}
+			if !c.add(PendingCSRResponse{Id: p.ID, CSR: csrPEM(p.CSR), RequestTime: p.Created, Subject: pki.SubjectParts(csrSubject(p.CSR)),
+				Requester: p.Requester, Template: p.Template, KeyType: p.KeyType}) {
+				break walk
+			}
+		}
+	}
+	out := c.out
+	if out == nil {
+		out = []PendingCSRResponse{}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// csrSubject returns the raw subject of a stored CSR.
+func csrSubject(der []byte) []byte {
+	c, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return nil
+	}
+	return c.RawSubject
+}
+
+// marryGeneratedKey recognises a CSR certflow generated when it comes back
+// through POST /Enrollment/CSR (by its public key). Without forceEnroll it
+// is refused; with it, the stored key moves onto the enrollment (sealed
+// under the new request's id at submit) and the pending CSR is deleted
+// once the request is accepted. Only the CSR's requester (or an
+// administrator) may enroll it: the key would otherwise become
+// recoverable by someone else.
+func (s *Server) marryGeneratedKey(ctx context.Context, e *enrollment, caller *Identity) error {
+	keyID, err := pki.PublicKeyID(e.csr.PublicKey)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.API.RedisTimeout)
+	defer cancel()
+	p, err := s.store.PendingCSRByKey(ctx, keyID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !mayManage(p, caller) {
+		return newError(http.StatusForbidden, CodeForbidden, "CSR: generated by certflow for another requester; only they or an administrator may enroll it")
+	}
+	if !e.req.Input.ForceEnroll {
+		return badField("forceEnroll", "the CSR was generated by certflow (pending CSR %d); enroll it with forceEnroll=true to marry the certificate to its stored private key", p.ID)
+	}
+	key, err := s.kek.Open(p.PrivateKey, pki.PendingCSRAAD(p.ID))
+	if err != nil {
+		return fmt.Errorf("pending CSR %d: %w", p.ID, err)
+	}
+	e.privateKey, e.pending = key, p
+	e.req.Input.HasPrivateKey = true
+	return nil
+}

@@ -1,0 +1,189 @@
+package api
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/store"
+)
+
+// CertificateRecoveryRequest is the body of POST /Certificates/Recover,
+// with Keyfactor's field names: the certificate by CertID, Thumbprint, or
+// SerialNumber and IssuerDN; the archive's Password; IncludeChain.
+type CertificateRecoveryRequest struct {
+	CertID       int64  `json:"CertID"`
+	Password     string `json:"Password"`
+	SerialNumber string `json:"SerialNumber"`
+	IssuerDN     string `json:"IssuerDN"`
+	Thumbprint   string `json:"Thumbprint"`
+	IncludeChain bool   `json:"IncludeChain"`
+	ChainOrder   string `json:"ChainOrder"`
+}
+
+// RecoveryResponse is Keyfactor's answer: the base64 PKCS#12 and a file
+// name for it.
+type RecoveryResponse struct {
+	PFX      string `json:"PFX"`
+	FileName string `json:"FileName"`
+}
+
+// recoverScan bounds the certificates a SerialNumber+IssuerDN look-up reads.
+const recoverScan = listScan
+
+// handleRecover is POST /Certificates/Recover: the certificate with its
+// retained private key, as a PKCS#12 protected by the caller's Password.
+// Only the certificate's requester or an administrator may recover it;
+// anyone else is told it does not exist.
+func (s *Server) handleRecover(w http.ResponseWriter, r *http.Request) {
+	if f := strings.ToUpper(strings.TrimSpace(r.Header.Get("x-certificateformat"))); f != "" && f != "PFX" {
+		writeError(w, r, s.log, badField("x-certificateformat header", "%q is not supported for recovery: want PFX", f))
+		return
+	}
+	var body CertificateRecoveryRequest
+	if err := decodeJSON(r, &body); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	if err := pki.CheckPFXPassword(body.Password); err != nil {
+		writeError(w, r, s.log, badField("Password", "%v", err))
+		return
+	}
+	if o := strings.ToLower(body.ChainOrder); o != "" && o != "endentityfirst" {
+		writeError(w, r, s.log, badField("ChainOrder", "%q is not supported: a PKCS#12 is EndEntityFirst", body.ChainOrder))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
+	defer cancel()
+	req, cert, field, err := s.findCertificate(ctx, &body)
+	caller := identity(r)
+	if err == nil && req.Requester.Name != caller.Name && !caller.Has(config.RoleAdmin) {
+		err = store.ErrNotFound
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(w, r, s.log, newError(http.StatusNotFound, CodeNotFound, "%s: no such certificate", field))
+		return
+	}
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	key, _, err := s.retainedKey(req)
+	if errors.Is(err, errNoRetainedKey) {
+		writeError(w, r, s.log, badField(field, "certificate %d has no retained private key to recover", cert.ID))
+		return
+	}
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	pfx, err := pki.EncodePKCS12(key, cert.Chain, body.IncludeChain, body.Password, "")
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	s.log.Info("private key recovered", "certificate", cert.ID, "by", caller.Name)
+	writeJSON(w, http.StatusOK, RecoveryResponse{PFX: base64.StdEncoding.EncodeToString(pfx), FileName: pfxFileName(req.CommonName, cert.ID)})
+}
+
+// findCertificate resolves the body's identification to the certificate
+// and the request that issued it; field is the body field that named it.
+func (s *Server) findCertificate(ctx context.Context, b *CertificateRecoveryRequest) (req *store.Request, cert *store.Certificate, field string, err error) {
+	switch {
+	case b.CertID != 0:
+		field = "CertID"
+		if b.CertID < 0 {
+			return nil, nil, field, badField(field, "must be a positive integer")
+		}
+		req, err = s.store.Get(ctx, b.CertID)
+	case b.Thumbprint != "":
+		field = "Thumbprint"
+		if !thumbprintRE.MatchString(b.Thumbprint) {
+			return nil, nil, field, badField(field, "want 40 hexadecimal digits (SHA-1)")
+		}
+		var c *store.Certificate
+		if c, err = s.store.CertificateByThumbprint(ctx, b.Thumbprint); err == nil {
+			req, err = s.store.Get(ctx, c.RequestID)
+		}
+	case b.SerialNumber != "" || b.IssuerDN != "":
+		field = "SerialNumber"
+		if b.SerialNumber == "" || b.IssuerDN == "" {
+			return nil, nil, field, badField(field, "SerialNumber and IssuerDN go together")
+		}
+		req, err = s.certificateBySerial(ctx, b.SerialNumber, b.IssuerDN)
+	default:
+		return nil, nil, "CertID", badField("CertID", "required: name the certificate by CertID, Thumbprint, or SerialNumber and IssuerDN")
+	}
+	if err != nil {
+		return nil, nil, field, err
+	}
+	if cert, err = s.certificateOf(ctx, req); err != nil {
+		return nil, nil, field, err
+	}
+	return req, cert, field, nil
+}
+
+var thumbprintRE = regexp.MustCompile(`^[0-9A-Fa-f]{40}$`)
+
+// certificateBySerial walks the certificate inventory (bounded) for the
+// serial number (hex, any case, colons allowed) under the issuer DN.
+func (s *Server) certificateBySerial(ctx context.Context, serial, issuer string) (*store.Request, error) {
+	serial = strings.TrimLeft(strings.ToUpper(strings.ReplaceAll(serial, ":", "")), "0")
+	issuer = normalizeDN(issuer)
+	var after int64
+	for scanned := 0; scanned < recoverScan; {
+		ids, err := s.store.CertificateIDs(ctx, after, 100)
+		if err != nil {
+			return nil, err
+		}
+		if len(ids) == 0 {
+			break
+		}
+		for _, id := range ids {
+			after = id
+			scanned++
+			c, err := s.store.Certificate(ctx, id)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			if strings.TrimLeft(c.SerialNumber, "0") == serial && normalizeDN(c.IssuerDN) == issuer {
+				return s.store.Get(ctx, c.RequestID)
+			}
+		}
+	}
+	return nil, store.ErrNotFound
+}
+
+// normalizeDN compares distinguished names without regard to case or to
+// the spaces around separators ("CN=a, O=b" is "cn=a,o=b").
+func normalizeDN(dn string) string {
+	parts := strings.Split(dn, ",")
+	for i, p := range parts {
+		k, v, _ := strings.Cut(p, "=")
+		parts[i] = strings.TrimSpace(k) + "=" + strings.TrimSpace(v)
+	}
+	return strings.ToLower(strings.Join(parts, ","))
+}
+
+// pfxFileName names the archive after the certificate's common name.
+func pfxFileName(cn string, id int64) string {
+	name := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, strings.TrimPrefix(cn, "*."))
+	if name == "" {
+		name = "certificate-" + strconv.FormatInt(id, 10)
+	}
+	return name + ".pfx"
+}

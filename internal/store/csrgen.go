@@ -1,0 +1,165 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// PendingCSR is a certificate signing request certflow generated (POST
+// /CSRGeneration/Generate) with its private key, kept until the CSR is
+// enrolled with forceEnroll (the key then moves to the request) or
+// deleted.
+type PendingCSR struct {
+	ID        int64               `json:"ID"`
+	Requester string              `json:"Requester"`
+	Template  string              `json:"Template,omitempty"`
+	Subject   string              `json:"Subject"`
+	SANs      map[string][]string `json:"SANs,omitempty"`
+	KeyType   string              `json:"KeyType"` // "RSA 2048", "ECC P-256", "Ed25519"
+	Created   time.Time           `json:"Created"`
+	// CSR is the DER of the generated request.
+	CSR []byte `json:"CSR"`
+	// KeyID is the hex SHA-256 of the CSR's SubjectPublicKeyInfo.
+	KeyID string `json:"KeyID"`
+	// PrivateKey is the PKCS#8 key sealed under the KEK with
+	// "certflow-csr/<id>" as associated data; never logged, never returned.
+	PrivateKey []byte `json:"PrivateKey"`
+}
+
+// NewCSRID allocates a pending CSR id.
+func (s *Store) NewCSRID(ctx context.Context) (int64, error) {
+	id, err := s.rdb.Incr(ctx, s.keys.csrSeq()).Result()
+	if err != nil {
+		return 0, fmt.Errorf("allocate CSR id: %w", err)
+	}
+	return id, nil
+}
+
+// CreatePendingCSR stores p (its ID from NewCSRID) with its key index and
+// listing entry, one key per command (Cluster-safe). Should a write fail,
+// what was written is removed again.
+func (s *Store) CreatePendingCSR(ctx context.Context, p *PendingCSR) error {
+	data, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	pipe := s.rdb.Pipeline()
+	pipe.Set(ctx, s.keys.pendingCSR(p.ID), data, 0)
+	pipe.Set(ctx, s.keys.csrByKey(p.KeyID), p.ID, 0)
+	pipe.ZAdd(ctx, s.keys.pendingCSRs(), redis.Z{Score: float64(p.ID), Member: p.ID})
+	if _, err := pipe.Exec(ctx); err != nil {
+		s.DeletePendingCSR(context.WithoutCancel(ctx), p)
+		return fmt.Errorf("store pending CSR: %w", err)
+	}
+	return nil
+}
+
+// PendingCSR loads a pending CSR.
+func (s *Store) PendingCSR(ctx context.Context, id int64) (*PendingCSR, error) {
+	data, err := s.rdb.Get(ctx, s.keys.pendingCSR(id)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("pending CSR %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load pending CSR %d: %w", id, err)
+	}
+	p := &PendingCSR{}
+	if err := json.Unmarshal(data, p); err != nil {
+		return nil, fmt.Errorf("decode pending CSR %d: %w", id, err)
+	}
+	return p, nil
+}
+
+// PendingCSRByKey finds the pending CSR whose public key has the given id
+// (PendingCSR.KeyID); ErrNotFound when certflow generated none.
+func (s *Store) PendingCSRByKey(ctx context.Context, keyID string) (*PendingCSR, error) {
+	id, err := s.rdb.Get(ctx, s.keys.csrByKey(keyID)).Int64()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("pending CSR for key %s: %w", keyID, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up pending CSR by key: %w", err)
+	}
+	p, err := s.PendingCSR(ctx, id)
+	if err == nil && p.KeyID != keyID {
+		// A stale index entry (its CSR deleted half-way): not this key's.
+		return nil, fmt.Errorf("pending CSR for key %s: %w", keyID, ErrNotFound)
+	}
+	return p, err
+}
+
+// PendingCSRIDs returns up to limit pending CSR ids, oldest first, after
+// id after (0: from the first).
+func (s *Store) PendingCSRIDs(ctx context.Context, after, limit int64) ([]int64, error) {
+	members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
+		Key: s.keys.pendingCSRs(), Start: "(" + strconv.FormatInt(after, 10), Stop: "+inf", ByScore: true, Count: limit,
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list pending CSRs: %w", err)
+	}
+	return parseIDs(members), nil
+}
+
+// DeletePendingCSR removes a pending CSR, its key index and its listing
+// entry. The record goes first: an index entry left behind by a failure
+// names nothing (PendingCSRByKey checks) and the listing skips ids whose
+// record is gone.
+func (s *Store) DeletePendingCSR(ctx context.Context, p *PendingCSR) error {
+	ctx, cancel := context.WithTimeout(ctx, deleteTimeout)
+	defer cancel()
+	pipe := s.rdb.Pipeline()
+	pipe.Del(ctx, s.keys.pendingCSR(p.ID))
+	pipe.Del(ctx, s.keys.csrByKey(p.KeyID))
+	pipe.ZRem(ctx, s.keys.pendingCSRs(), p.ID)
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// setCSRScript stores a request's generated CSR with its record, once:
+// the compare-and-set of Save, refused when the record already has a CSR.
+// KEYS: request; ARGV: expected version, json, CSR DER.
+// Returns 1 stored, 0 version changed, 2 a CSR exists, -1 no record.
+var setCSRScript = redis.NewScript(`
+local v = redis.call('HGET', KEYS[1], 'v')
+if not v then return -1 end
+local c = redis.call('HGET', KEYS[1], 'c')
+if c and c ~= '' then return 2 end
+if v ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'v', tonumber(v) + 1, 'd', ARGV[2], 'c', ARGV[3])
+return 1
+`)
+
+// ErrHasCSR: SetCSR found the request's CSR already stored.
+var ErrHasCSR = errors.New("request already has a CSR")
+
+// SetCSR stores a CSR made for a request after it was created (PFX
+// enrollment generates the key in the worker) together with the record
+// (its sealed PrivateKey, Subject), in one compare-and-set. It fails with
+// ErrHasCSR when another worker stored one first (the caller reloads and
+// uses that one) and ErrConflict when the record changed meanwhile.
+func (s *Store) SetCSR(ctx context.Context, r *Request, csr []byte) error {
+	r.CSR = csr
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	res, err := setCSRScript.Run(ctx, s.rdb, []string{s.keys.request(r.ID)}, r.version, data, csr).Int64()
+	switch {
+	case err != nil:
+		return fmt.Errorf("store CSR of request %d: %w", r.ID, err)
+	case res == -1:
+		return fmt.Errorf("store CSR of request %d: %w", r.ID, ErrNotFound)
+	case res == 0:
+		return fmt.Errorf("store CSR of request %d: %w", r.ID, ErrConflict)
+	case res == 2:
+		return fmt.Errorf("store CSR of request %d: %w", r.ID, ErrHasCSR)
+	}
+	r.version++
+	return nil
+}
