@@ -14,6 +14,7 @@ import (
 
 	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/testutil"
 )
 
@@ -85,18 +86,45 @@ func TestNoSecretReachesTheLog(t *testing.T) {
 	cf.Do(t, "GET", "/Status/Endpoints", nil, "Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("carol:wrong-"+testutil.CarolPassword)))
 	cf.Do(t, "GET", "/Status/Endpoints", nil, "Authorization", "Bearer not-"+testutil.AliceToken)
 	waitFor(t, "a callback attempt", func() bool { return strings.Contains(cf.Logs.String(), "callback failed") })
+	// The keys certflow generates, and the passwords that protect them.
+	const recoverPassword = "recover-secret-Jx4"
+	_, pfx := enrollPFX(t, cf, pfxBody(map[string]any{"IncludeChain": true}))
+	pfxKey, _, _, err := opensslReadPKCS12(t, pfx.CertificateInformation.Pkcs12Blob, pfxPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pfxPKCS8, _ := x509.MarshalPKCS8PrivateKey(pfxKey)
+	_, gen := generateCSR(t, cf, map[string]any{"Subject": "CN=gen.secrets.example.com", "KeyType": "RSA", "KeyLength": 2048})
+	genDER, _, _ := pki.DecodeCSR(gen.CSR)
+	var forced enrollResponse
+	r := cf.Do(t, "POST", "/Enrollment/CSR?forceEnroll=true", testutil.EnrollBody(genDER, nil), "x-certificateformat", "PEM")
+	r.JSON(t, &forced)
+	r = cf.Do(t, "POST", "/Certificates/Recover", map[string]any{"CertID": forced.CertificateInformation.KeyfactorID, "Password": recoverPassword}, "x-certificateformat", "PFX")
+	var rec struct{ PFX string }
+	r.JSON(t, &rec)
+	genKey, _, _, err := opensslReadPKCS12(t, rec.PFX, recoverPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	genPKCS8, _ := x509.MarshalPKCS8PrivateKey(genKey)
 
 	kek, _ := os.ReadFile(filepath.Join(cf.Config.DataDir, "kek"))
 	webhook, _ := os.ReadFile(filepath.Join(cf.Config.DataDir, "webhook-secret"))
 	logs := cf.Logs.String()
 	for name, secret := range map[string]string{
-		"admin token":         testutil.AdminToken,
-		"alice's token":       testutil.AliceToken,
-		"carol's password":    testutil.CarolPassword,
-		"the private key":     keyB64[40:120],
-		"the private key hex": hex.EncodeToString(pkcs8)[40:120],
-		"the KEK":             strings.TrimSpace(string(kek)),
-		"the webhook secret":  strings.TrimPrefix(strings.TrimSpace(string(webhook)), "whsec_"),
+		"admin token":           testutil.AdminToken,
+		"alice's token":         testutil.AliceToken,
+		"carol's password":      testutil.CarolPassword,
+		"the private key":       keyB64[40:120],
+		"the private key hex":   hex.EncodeToString(pkcs8)[40:120],
+		"the KEK":               strings.TrimSpace(string(kek)),
+		"the webhook secret":    strings.TrimPrefix(strings.TrimSpace(string(webhook)), "whsec_"),
+		"the PFX password":      pfxPassword,
+		"the recovery password": recoverPassword,
+		"a PFX key":             base64.StdEncoding.EncodeToString(pfxPKCS8)[40:120],
+		"a PFX key hex":         hex.EncodeToString(pfxPKCS8)[40:120],
+		"a generated CSR's key": base64.StdEncoding.EncodeToString(genPKCS8)[40:120],
+		"a generated key hex":   hex.EncodeToString(genPKCS8)[40:120],
 	} {
 		if secret == "" {
 			t.Fatalf("%s: nothing to look for", name)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
 	"net/http"
 	"os"
@@ -161,6 +162,37 @@ func assertPKCS12(t *testing.T, blob, password string, wantCerts int, wantCN str
 	return key, certs
 }
 
+// assertNotInRedis fails if any value under cf's prefix holds one of the
+// secrets, raw, in base64 or in hex.
+func assertNotInRedis(t *testing.T, cf *testutil.Certflow, secrets map[string][]byte) {
+	t.Helper()
+	ctx := t.Context()
+	var values []string
+	for _, k := range testutil.Keys(t, cf.Redis, cf.Prefix) {
+		switch cf.Redis.Type(ctx, k).Val() {
+		case "string":
+			values = append(values, cf.Redis.Get(ctx, k).Val())
+		case "hash":
+			for _, v := range cf.Redis.HGetAll(ctx, k).Val() {
+				values = append(values, v)
+			}
+		}
+	}
+	if len(values) == 0 {
+		t.Fatal("nothing stored: the check would prove nothing")
+	}
+	for name, secret := range secrets {
+		b64, hx := base64.StdEncoding.EncodeToString(secret), hex.EncodeToString(secret)
+		for _, form := range []string{string(secret), b64[4 : len(b64)-4], hx[:min(len(hx), 96)]} {
+			for _, v := range values {
+				if strings.Contains(v, form) {
+					t.Errorf("%s is stored in Redis in the clear", name)
+				}
+			}
+		}
+	}
+}
+
 func TestCSRGenerationAndForceEnroll(t *testing.T) {
 	t.Parallel()
 	cf := testutil.StartCertflow(t, nil)
@@ -222,6 +254,7 @@ func TestCSRGenerationAndForceEnroll(t *testing.T) {
 	if _, err := cf.App.KEK.Open(stored.PrivateKey, pki.PendingCSRAAD(gen.Id+1)); err == nil {
 		t.Fatal("the pending key opens under another CSR's id")
 	}
+	assertNotInRedis(t, cf, map[string][]byte{"the generated key": pkcs8})
 
 	// Enrolled without forceEnroll: refused, and nothing written.
 	body := testutil.EnrollBody(der, nil)
@@ -251,6 +284,10 @@ func TestCSRGenerationAndForceEnroll(t *testing.T) {
 	if err != nil || !bytes.Equal(married, pkcs8) || !req.Input.HasPrivateKey {
 		t.Fatalf("the request does not hold the generated key under its own id: %v", err)
 	}
+	if _, err := cf.App.KEK.Open(req.PrivateKey, pki.RequestKeyAAD(id+1)); err == nil {
+		t.Fatal("the married key opens under another request's id")
+	}
+	assertNotInRedis(t, cf, map[string][]byte{"the married key": pkcs8})
 	if _, err := cf.App.Store.PendingCSR(t.Context(), gen.Id); err == nil {
 		t.Fatal("the pending CSR is still there after its enrollment")
 	}
@@ -458,9 +495,10 @@ func TestPFXEnrollmentIssuesAReadableArchive(t *testing.T) {
 			if pw, err := cf.App.KEK.Open(req.PFXPassword, pki.PFXPasswordAAD(id)); err != nil || string(pw) != pfxPassword {
 				t.Fatalf("the sealed password: %v", err)
 			}
-			if bytes.Contains(req.PFXPassword, []byte(pfxPassword)) || bytes.Contains(req.PrivateKey, kd[len(kd)-32:]) {
-				t.Fatal("a secret is stored in the clear")
+			if _, err := cf.App.KEK.Open(req.PFXPassword, pki.RequestKeyAAD(id)); err == nil {
+				t.Fatal("the sealed password opens under the key's associated data")
 			}
+			assertNotInRedis(t, cf, map[string][]byte{"the PFX password": []byte(pfxPassword), "the generated key": kd})
 		})
 	}
 }
