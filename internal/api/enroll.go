@@ -593,9 +593,10 @@ func (s *Server) firstRequest(ctx context.Context, id int64) (*store.Request, er
 // sameSubmit reports whether a repeated submit asks for what the first did.
 func sameSubmit(a, b *store.Request) bool {
 	x, y := a.Input, b.Input
-	return bytes.Equal(a.CSR, b.CSR) && x.Template == y.Template && x.CertificateAuthority == y.CertificateAuthority &&
+	// A PFX request's CSR is made later, by the worker: its order is compared.
+	return (x.PFX != nil || bytes.Equal(a.CSR, b.CSR)) && x.Template == y.Template && x.CertificateAuthority == y.CertificateAuthority &&
 		x.Format == y.Format && x.IncludeChain == y.IncludeChain && x.CallbackUrl == y.CallbackUrl &&
-		x.OwnerRoleId == y.OwnerRoleId && x.OwnerRoleName == y.OwnerRoleName
+		x.OwnerRoleId == y.OwnerRoleId && x.OwnerRoleName == y.OwnerRoleName && samePFX(x.PFX, y.PFX)
 }
 
 // certificateOf returns an issued request's certificate: the one read with

@@ -231,3 +231,12 @@ func (s *Server) pfxBlobFor(ctx context.Context, req *store.Request, cert *store
 	}
 	return s.pkcs12Of(req, cert, "")
 }
+
+// samePFX reports whether two PFX orders (nil for CSR enrollments) ask
+// for the same subject, key and friendly name.
+func samePFX(a, b *workflow.PFXSpec) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}

@@ -658,3 +658,27 @@ func TestKeyRecovery(t *testing.T) {
 	}
 	assertError(t, cf.Do(t, "POST", "/Certificates/Recover", map[string]any{"CertID": ki.KeyfactorID, "Password": pfxPassword}, "x-certificateformat", "PEM"), 400, E, "x-certificateformat")
 }
+
+// TestPFXIdempotencyKey: a repeated PFX submit returns the first request
+// (one key, one certificate) when it asks the same with the same
+// password, and is refused when it asks for another subject or brings
+// another password.
+func TestPFXIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	body := pfxBody(nil)
+	r1, first := enrollPFX(t, cf, body, "Idempotency-Key", "pfx-1")
+	r2, again := enrollPFX(t, cf, body, "Idempotency-Key", "pfx-1")
+	if r1.Status != http.StatusOK || r2.Status != http.StatusOK || again.CertificateInformation.KeyfactorRequestId != first.CertificateInformation.KeyfactorRequestId {
+		t.Fatalf("repeat: %d request %d / %d request %d %.300s", r1.Status, first.CertificateInformation.KeyfactorRequestId, r2.Status, again.CertificateInformation.KeyfactorRequestId, r2.Body)
+	}
+	k1, _ := assertPKCS12(t, first.CertificateInformation.Pkcs12Blob, pfxPassword, 1, "pfx.example.com")
+	k2, _ := assertPKCS12(t, again.CertificateInformation.Pkcs12Blob, pfxPassword, 1, "pfx.example.com")
+	if !pki.SamePublicKey(pki.PublicKeyOf(k1), pki.PublicKeyOf(k2)) {
+		t.Fatal("the repeat carries another key")
+	}
+	r := cf.Do(t, "POST", "/Enrollment/PFX", pfxBody(map[string]any{"Subject": "CN=other.example.com"}), "x-certificateformat", "PFX", "Idempotency-Key", "pfx-1")
+	assertError(t, r, 409, api.CodeConflict, "Idempotency-Key")
+	r = cf.Do(t, "POST", "/Enrollment/PFX", pfxBody(map[string]any{"Password": "another-password"}), "x-certificateformat", "PFX", "Idempotency-Key", "pfx-1")
+	assertError(t, r, 409, api.CodeConflict, "Password")
+}
