@@ -587,7 +587,16 @@ func TestPFXEnrollmentAsynchronously(t *testing.T) {
 		CertificateInformation struct{ Pkcs12Blob string }
 	}
 	cf.Do(t, "GET", requestPath(pr.CertificateInformation.KeyfactorRequestId), nil).JSON(t, &st)
-	assertPKCS12(t, st.CertificateInformation.Pkcs12Blob, pfxPassword, 1, "pfx.example.com")
+	key, certs := assertPKCS12(t, st.CertificateInformation.Pkcs12Blob, pfxPassword, 1, "pfx.example.com")
+	// A PFX enrollment's key is recoverable like any retained key, under
+	// a new password.
+	r = cf.Do(t, "POST", "/Certificates/Recover", map[string]any{"Thumbprint": pki.Thumbprint(certs[0].Raw), "Password": "a-new-password", "IncludeChain": true}, "x-certificateformat", "PFX")
+	var rec struct{ PFX string }
+	r.JSON(t, &rec)
+	again, _ := assertPKCS12(t, rec.PFX, "a-new-password", 3, "pfx.example.com")
+	if !pki.SamePublicKey(pki.PublicKeyOf(key), pki.PublicKeyOf(again)) {
+		t.Fatal("recovery returned another key than the PFX enrollment")
+	}
 }
 
 func TestKeyRecovery(t *testing.T) {
