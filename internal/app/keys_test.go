@@ -691,3 +691,46 @@ func TestPFXIdempotencyKey(t *testing.T) {
 	r = cf.Do(t, "POST", "/Enrollment/PFX", pfxBody(map[string]any{"Password": "another-password"}), "x-certificateformat", "PFX", "Idempotency-Key", "pfx-1")
 	assertError(t, r, 409, api.CodeConflict, "Password")
 }
+
+// TestPFXEnrollmentRunsTheDefinitionsRules: the generated CSR goes through
+// the definition's validate step like a client's; a rule on the key (here
+// stricter than the template) denies a PFX request whose key breaks it,
+// and a definition can tell PFX requests apart by request.PFX.
+func TestPFXEnrollmentRunsTheDefinitionsRules(t *testing.T) {
+	t.Parallel()
+	dir := defsDir(t, map[string]string{"pfx.yaml": `name: pfx-strict
+trigger: enrollment
+match: request.PFX != nil
+priority: 10
+steps:
+  - id: rules
+    uses: validate
+    with:
+      rules:
+        - check: csr.KeyType != "RSA" || csr.KeyBits >= 3072
+          message: PFX keys must be RSA 3072 or stronger
+        - check: csr.CommonName == request.PFX.Subject[3:]
+          message: the CSR is not the one ordered
+  - id: issue
+    uses: issue
+`, "default.yaml": `name: others
+trigger: enrollment
+steps:
+  - id: issue
+    uses: issue
+`})
+	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Definitions = dir })
+	r, pr := enrollPFX(t, cf, pfxBody(map[string]any{"Subject": "CN=pfx.example.com", "KeyType": "RSA", "KeyLength": 2048}))
+	if info := pr.CertificateInformation; r.Status != http.StatusOK || info.RequestDisposition != "DENIED" || info.DispositionMessage != "PFX keys must be RSA 3072 or stronger" || info.Pkcs12Blob != "" {
+		t.Fatalf("RSA 2048 PFX under a 3072 rule: %d %s", r.Status, r.Body)
+	}
+	r, pr = enrollPFX(t, cf, pfxBody(map[string]any{"Subject": "CN=pfx.example.com", "KeyType": "RSA", "KeyLength": 3072}))
+	if info := pr.CertificateInformation; r.Status != http.StatusOK || info.RequestDisposition != "ISSUED" {
+		t.Fatalf("RSA 3072 PFX: %d %s", r.Status, r.Body)
+	}
+	assertPKCS12(t, pr.CertificateInformation.Pkcs12Blob, pfxPassword, 1, "pfx.example.com")
+	st := getRequest(t, cf, pr.CertificateInformation.KeyfactorRequestId)
+	if st.Request.Definition != "pfx-strict" {
+		t.Fatalf("the PFX request ran %q, want pfx-strict", st.Request.Definition)
+	}
+}
