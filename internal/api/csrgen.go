@@ -294,17 +294,13 @@ walk:
 		if len(ids) == 0 {
 			break
 		}
-		for _, id := range ids {
-			after = id
-			scanned++
-			p, err := s.store.PendingCSR(ctx, id)
-			if errors.Is(err, store.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				writeError(w, r, s.log, err)
-				return
-			}
+		after, scanned = ids[len(ids)-1], scanned+len(ids)
+		ps, err := s.store.PendingCSRs(ctx, ids)
+		if err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+		for _, p := range ps {
 			if !mayManage(p, caller) || !pg.match(func(f string) string {
 				return map[string]string{"requester": p.Requester, "template": p.Template}[f]
 			}) {

@@ -6,7 +6,9 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
+	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -391,6 +393,25 @@ func TestPendingCSRDeletion(t *testing.T) {
 	_, b := generateCSR(t, cf, body, alice...)
 	_, c := generateCSR(t, cf, body, alice...)
 	path := func(id int64) string { return "/CSRGeneration/Pending/" + strconv.FormatInt(id, 10) }
+	// Paged, oldest first, and filtered by the queryString.
+	for q, want := range map[string][]int64{
+		"pq.returnLimit=2&pq.pageReturned=1":                         {a.Id, b.Id},
+		"pq.returnLimit=2&pq.pageReturned=2":                         {c.Id},
+		"pq.queryString=" + url.QueryEscape(`Requester -eq "alice"`): {a.Id, b.Id, c.Id},
+		"pq.queryString=" + url.QueryEscape(`Requester -eq "carol"`): {},
+	} {
+		r := cf.Do(t, "GET", "/CSRGeneration/Pending?"+q, nil)
+		var l []pendingCSR
+		r.JSON(t, &l)
+		got := []int64{}
+		for _, p := range l {
+			got = append(got, p.Id)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("GET /CSRGeneration/Pending?%s: %v, want %v", q, got, want)
+		}
+	}
+	assertError(t, cf.Do(t, "GET", "/CSRGeneration/Pending?pq.queryString="+url.QueryEscape(`Color -eq "red"`), nil), 400, api.CodeInvalidField, "pq.queryString")
 	if r := cf.Do(t, "DELETE", path(a.Id), nil, "Authorization", carolBasic); r.Status != http.StatusNotFound {
 		t.Fatalf("carol deletes alice's pending CSR: %d, want 404", r.Status)
 	}

@@ -76,6 +76,32 @@ func (s *Store) PendingCSR(ctx context.Context, id int64) (*PendingCSR, error) {
 	return p, nil
 }
 
+// PendingCSRs loads the pending CSRs with the given ids in one round trip
+// (one GET per key: Cluster-safe); missing ones are skipped.
+func (s *Store) PendingCSRs(ctx context.Context, ids []int64) ([]*PendingCSR, error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.Get(ctx, s.keys.pendingCSR(id))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("load pending CSRs: %w", err)
+	}
+	out := make([]*PendingCSR, 0, len(ids))
+	for i, c := range cmds {
+		data, err := c.Bytes()
+		if err != nil {
+			continue
+		}
+		p := &PendingCSR{}
+		if err := json.Unmarshal(data, p); err != nil {
+			return nil, fmt.Errorf("decode pending CSR %d: %w", ids[i], err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
 // PendingCSRByKey finds the pending CSR whose public key has the given id
 // (PendingCSR.KeyID); ErrNotFound when certflow generated none.
 func (s *Store) PendingCSRByKey(ctx context.Context, keyID string) (*PendingCSR, error) {
