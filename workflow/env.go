@@ -53,6 +53,8 @@ type PFXSpec struct {
 	Subject      string      `json:"Subject"`
 	Key          pki.KeySpec `json:"Key"`
 	FriendlyName string      `json:"FriendlyName,omitempty"`
+	// EndEntityFirst orders the archive leaf first (ChainOrder).
+	EndEntityFirst bool `json:"EndEntityFirst,omitempty"`
 }
 
 // CSR is what expressions see of the certificate signing request.

@@ -30,6 +30,7 @@ type EnrollmentPFXRequest struct {
 	KeyType                     string `json:"KeyType"`
 	KeyLength                   int    `json:"KeyLength"`
 	Curve                       string `json:"Curve"`
+	ChainOrder                  string `json:"ChainOrder"`
 }
 
 // PFXEnrollmentResponse is Keyfactor's answer to POST /Enrollment/PFX.
@@ -138,7 +139,11 @@ func (s *Server) decodePFXEnrollment(r *http.Request, caller *Identity) (*enroll
 	if err != nil {
 		return nil, err
 	}
-	e.req.Input.PFX = &workflow.PFXSpec{Subject: body.Subject, Key: spec, FriendlyName: body.CustomFriendlyName}
+	leafFirst, err := chainOrder(body.ChainOrder)
+	if err != nil {
+		return nil, err
+	}
+	e.req.Input.PFX = &workflow.PFXSpec{Subject: body.Subject, Key: spec, FriendlyName: body.CustomFriendlyName, EndEntityFirst: leafFirst}
 	e.req.Input.HasPrivateKey = true
 	e.req.Input.IncludeSubjectHeader = true
 	e.pfxPassword = body.Password
@@ -216,7 +221,9 @@ func (s *Server) pkcs12Of(req *store.Request, cert *store.Certificate, password 
 	if err != nil {
 		return "", err
 	}
-	pfx, err := pki.EncodePKCS12(key, cert.Chain, req.Input.IncludeChain, password, req.Input.PFX.FriendlyName)
+	pfx, err := pki.EncodePKCS12(key, cert.Chain, password, pki.PKCS12Options{
+		IncludeChain: req.Input.IncludeChain, FriendlyName: req.Input.PFX.FriendlyName, EndEntityFirst: req.Input.PFX.EndEntityFirst,
+	})
 	if err != nil {
 		return "", err
 	}
@@ -239,4 +246,16 @@ func samePFX(a, b *workflow.PFXSpec) bool {
 		return a == b
 	}
 	return *a == *b
+}
+
+// chainOrder reads Keyfactor's ChainOrder: "RootFirst" (the default, as
+// Keyfactor's archives: the leaf last) or "EndEntityFirst".
+func chainOrder(s string) (endEntityFirst bool, err error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "rootfirst":
+		return false, nil
+	case "endentityfirst":
+		return true, nil
+	}
+	return false, badField("ChainOrder", "%q: want RootFirst or EndEntityFirst", s)
 }

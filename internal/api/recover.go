@@ -55,8 +55,9 @@ func (s *Server) handleRecover(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, badField("Password", "%v", err))
 		return
 	}
-	if o := strings.ToLower(body.ChainOrder); o != "" && o != "endentityfirst" {
-		writeError(w, r, s.log, badField("ChainOrder", "%q is not supported: a PKCS#12 is EndEntityFirst", body.ChainOrder))
+	leafFirst, err := chainOrder(body.ChainOrder)
+	if err != nil {
+		writeError(w, r, s.log, err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
@@ -83,7 +84,7 @@ func (s *Server) handleRecover(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	pfx, err := pki.EncodePKCS12(key, cert.Chain, body.IncludeChain, body.Password, "")
+	pfx, err := pki.EncodePKCS12(key, cert.Chain, body.Password, pki.PKCS12Options{IncludeChain: body.IncludeChain, EndEntityFirst: leafFirst})
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return

@@ -310,6 +310,11 @@ func TestCSRGenerationAndForceEnroll(t *testing.T) {
 	var rec struct{ PFX, FileName string }
 	r.JSON(t, &rec)
 	key, certs := assertPKCS12(t, rec.PFX, pfxPassword, 3, "gen.example.com")
+	// Keyfactor's order, which its Go client relies on: root first, the
+	// leaf last.
+	if !bytes.Equal(certs[0].RawSubject, certs[0].RawIssuer) || certs[2].Subject.CommonName != "gen.example.com" {
+		t.Fatalf("archive order: %s, %s, %s; want root first, leaf last", certs[0].Subject, certs[1].Subject, certs[2].Subject)
+	}
 	if d, _ := x509.MarshalPKCS8PrivateKey(key); !bytes.Equal(d, pkcs8) || rec.FileName != "gen.example.com.pfx" {
 		t.Fatalf("recovered another key, or file name %q", rec.FileName)
 	}
@@ -552,6 +557,7 @@ func TestPFXEnrollmentRefusalsLeaveNothingBehind(t *testing.T) {
 		{"unknown KeyType", pfxBody(map[string]any{"KeyType": "DSA"}), nil, 400, E, "KeyType"},
 		{"unknown Template", pfxBody(map[string]any{"Template": "NoSuch"}), nil, 400, U, "Template"},
 		{"missing Timestamp", pfxBody(map[string]any{"Timestamp": nil}), nil, 400, E, "Timestamp"},
+		{"unknown ChainOrder", pfxBody(map[string]any{"ChainOrder": "LeafLast"}), nil, 400, E, "ChainOrder"},
 		{"friendly name too long", pfxBody(map[string]any{"CustomFriendlyName": strings.Repeat("n", 200)}), nil, 400, E, "CustomFriendlyName"},
 		{"x-certificateformat PEM", pfxBody(nil), []string{"x-certificateformat", "PEM"}, 400, E, "x-certificateformat"},
 		{"no x-certificateformat", pfxBody(nil), []string{"x-certificateformat", ""}, 400, E, "x-certificateformat"},
@@ -663,6 +669,13 @@ func TestKeyRecovery(t *testing.T) {
 			})
 		}
 	}
+	// ChainOrder EndEntityFirst: the leaf before its chain.
+	r := recover(map[string]any{"CertID": ki.KeyfactorID, "Password": pfxPassword, "IncludeChain": true, "ChainOrder": "EndEntityFirst"}, alice...)
+	var rec struct{ PFX string }
+	r.JSON(t, &rec)
+	if _, certs := assertPKCS12(t, rec.PFX, pfxPassword, 3, "kept.example.com"); certs[0].Subject.CommonName != "kept.example.com" {
+		t.Fatalf("EndEntityFirst archive starts with %s", certs[0].Subject)
+	}
 	const E = api.CodeInvalidField
 	for _, tc := range []struct {
 		name   string
@@ -681,6 +694,7 @@ func TestKeyRecovery(t *testing.T) {
 		{"no certificate named", map[string]any{"Password": pfxPassword}, alice, 400, E, "CertID: required"},
 		{"a serial number without issuer", map[string]any{"SerialNumber": ki.SerialNumber, "Password": pfxPassword}, alice, 400, E, "SerialNumber"},
 		{"a malformed thumbprint", map[string]any{"Thumbprint": "xyz", "Password": pfxPassword}, alice, 400, E, "Thumbprint"},
+		{"an unknown ChainOrder", map[string]any{"CertID": ki.KeyfactorID, "Password": pfxPassword, "ChainOrder": "Sideways"}, alice, 400, E, "ChainOrder"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			assertError(t, recover(tc.body, tc.auth...), tc.status, tc.code, tc.field)

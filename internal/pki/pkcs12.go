@@ -2,13 +2,18 @@ package pki
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/hmac"
+	"crypto/pbkdf2"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"slices"
 	"unicode/utf16"
 	"unicode/utf8"
 
@@ -43,17 +48,31 @@ func CheckPFXPassword(p string) error {
 	return nil
 }
 
+// PKCS12Options shape an archive.
+type PKCS12Options struct {
+	// IncludeChain adds the chain's CA certificates.
+	IncludeChain bool
+	// FriendlyName, when not empty, labels the key and its certificate
+	// (PKCS#9 friendlyName: the name Windows shows once imported).
+	FriendlyName string
+	// EndEntityFirst puts the leaf before the CA certificates. The default
+	// is Keyfactor's order: the key first, then the CA certificates from
+	// the root down, the leaf last — the order Keyfactor's Go client
+	// (keyfactor-go-client, used by its Terraform provider) relies on when
+	// it decodes a recovered PFX.
+	EndEntityFirst bool
+}
+
 // EncodePKCS12 builds a password-protected PKCS#12 archive of key, its
-// certificate and (with chain) the rest of the chain, leaf first in the
-// DER list. It uses go-pkcs12's Modern2023 encoder: PBES2 with
-// PBKDF2-HMAC-SHA-256 and AES-256-CBC for the key and the certificates,
-// HMAC-SHA-256 for the MAC — readable by OpenSSL 1.1.1 and later, Java 12
-// and later, Windows Server 2019 and later. (pkcs12.Modern may move on to
-// PBMAC1, which OpenSSL 3.0 cannot read; the pin keeps archives readable.)
-//
-// friendlyName, when not empty, labels the key and the leaf (the name
-// Windows shows for the imported certificate).
-func EncodePKCS12(key any, chain [][]byte, includeChain bool, password, friendlyName string) ([]byte, error) {
+// certificate (chain[0]) and, as asked, the rest of the chain. It uses
+// go-pkcs12's Modern2023 encoding: PBES2 with PBKDF2-HMAC-SHA-256 and
+// AES-256-CBC for the key and the certificates, an HMAC-SHA-256 MAC —
+// readable by OpenSSL 1.1.1 and later, Java 12 and later, Windows Server
+// 2019 and later. (pkcs12.Modern may move on to PBMAC1, which OpenSSL 3.0
+// cannot read; the pin keeps archives readable.) go-pkcs12 knows neither
+// friendly names nor the order of the bags, so the archive is then
+// rearranged (see arrange).
+func EncodePKCS12(key any, chain [][]byte, password string, o PKCS12Options) ([]byte, error) {
 	if len(chain) == 0 {
 		return nil, errors.New("pkcs12: no certificate")
 	}
@@ -68,7 +87,7 @@ func EncodePKCS12(key any, chain [][]byte, includeChain bool, password, friendly
 		return nil, errors.New("pkcs12: the key does not match the certificate")
 	}
 	var cas []*x509.Certificate
-	if includeChain {
+	if o.IncludeChain {
 		for i, der := range chain[1:] {
 			c, err := x509.ParseCertificate(der)
 			if err != nil {
@@ -81,10 +100,7 @@ func EncodePKCS12(key any, chain [][]byte, includeChain bool, password, friendly
 	if err != nil {
 		return nil, fmt.Errorf("pkcs12: %w", err)
 	}
-	if friendlyName != "" {
-		return addFriendlyName(pfx, password, friendlyName)
-	}
-	return pfx, nil
+	return arrange(pfx, password, o)
 }
 
 // The PKCS#12 shapes (RFC 7292) addFriendlyName reads and rewrites.
@@ -129,14 +145,14 @@ var (
 	errUnexpectedPFXOutline = errors.New("pkcs12: friendly name: unexpected archive layout")
 )
 
-// addFriendlyName labels the key bag of an archive go-pkcs12 built with
-// friendlyName (PKCS#9 friendlyName, a BMPString), and computes its MAC
-// again. go-pkcs12 has no option for it; the key bag sits in the
-// archive's unencrypted SafeContents (the key inside it stays shrouded),
-// so only that SafeContents and the MAC change. The MAC is recomputed
-// with the archive's own salt and iteration count, after checking that
-// this code reproduces the MAC go-pkcs12 wrote.
-func addFriendlyName(pfx []byte, password, friendlyName string) ([]byte, error) {
+// arrange rewrites an archive go-pkcs12 built: the key's SafeContents
+// (unencrypted; the key inside stays shrouded) goes first, the
+// certificates' (encrypted) second, the certificates in the order asked,
+// friendlyName on the key bag and the leaf's bag; the certificates are
+// encrypted again under the same PBES2 key with a fresh IV, and the MAC is
+// computed again with the archive's own salt and iteration count (after
+// checking that this code reproduces the MAC go-pkcs12 wrote).
+func arrange(pfx []byte, password string, o PKCS12Options) ([]byte, error) {
 	var p p12PFX
 	if rest, err := asn1.Unmarshal(pfx, &p); err != nil || len(rest) != 0 {
 		return nil, errUnexpectedPFXOutline
@@ -153,46 +169,71 @@ func addFriendlyName(pfx []byte, password, friendlyName string) ([]byte, error) 
 		return nil, errUnexpectedPFXOutline
 	}
 	var safes []p12ContentInfo
-	if rest, err := asn1.Unmarshal(authSafe, &safes); err != nil || len(rest) != 0 {
+	if rest, err := asn1.Unmarshal(authSafe, &safes); err != nil || len(rest) != 0 || len(safes) != 2 {
 		return nil, errUnexpectedPFXOutline
 	}
-	name, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagBMPString, Bytes: bmp(friendlyName)})
+	var name []byte
+	if o.FriendlyName != "" {
+		if name, err = asn1.Marshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagBMPString, Bytes: bmp(o.FriendlyName)}); err != nil {
+			return nil, err
+		}
+	}
+	label := func(bag *p12SafeBag) {
+		if name != nil {
+			bag.Attributes = append(bag.Attributes, p12Attribute{
+				ID:     oidFriendlyName,
+				Values: asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSet, IsCompound: true, Bytes: name},
+			})
+		}
+	}
+	var keySafe, certSafe *p12ContentInfo
+	for i := range safes {
+		switch {
+		case safes[i].ContentType.Equal(oidData):
+			keySafe = &safes[i]
+		case safes[i].ContentType.Equal(oidEncryptedData):
+			certSafe = &safes[i]
+		}
+	}
+	if keySafe == nil || certSafe == nil {
+		return nil, errUnexpectedPFXOutline
+	}
+	// The key.
+	contents, err := explicitOctets(keySafe.Content)
 	if err != nil {
 		return nil, err
 	}
-	labelled := false
-	for i := range safes {
-		if !safes[i].ContentType.Equal(oidData) {
-			continue // an encrypted SafeContents: the certificates
-		}
-		contents, err := explicitOctets(safes[i].Content)
-		if err != nil {
-			return nil, err
-		}
-		var bags []p12SafeBag
-		if rest, err := asn1.Unmarshal(contents, &bags); err != nil || len(rest) != 0 {
-			return nil, errUnexpectedPFXOutline
-		}
-		for j := range bags {
-			if bags[j].ID.Equal(oidPKCS8ShroudedKeyBag) {
-				bags[j].Attributes = append(bags[j].Attributes, p12Attribute{
-					ID:     oidFriendlyName,
-					Values: asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSet, IsCompound: true, Bytes: name},
-				})
-				labelled = true
-			}
-		}
-		if contents, err = asn1.Marshal(bags); err != nil {
-			return nil, err
-		}
-		if safes[i].Content, err = explicitOctetsValue(contents); err != nil {
-			return nil, err
-		}
-	}
-	if !labelled {
+	var bags []p12SafeBag
+	if rest, err := asn1.Unmarshal(contents, &bags); err != nil || len(rest) != 0 || len(bags) != 1 || !bags[0].ID.Equal(oidPKCS8ShroudedKeyBag) {
 		return nil, errUnexpectedPFXOutline
 	}
-	if authSafe, err = asn1.Marshal(safes); err != nil {
+	label(&bags[0])
+	if contents, err = asn1.Marshal(bags); err != nil {
+		return nil, err
+	}
+	if keySafe.Content, err = explicitOctetsValue(contents); err != nil {
+		return nil, err
+	}
+	// The certificates: the leaf (go-pkcs12 writes it first), then the
+	// chain up to the root.
+	contents, key, err := pbes2Open(certSafe.Content, password)
+	if err != nil {
+		return nil, err
+	}
+	if rest, err := asn1.Unmarshal(contents, &bags); err != nil || len(rest) != 0 || len(bags) == 0 {
+		return nil, errUnexpectedPFXOutline
+	}
+	label(&bags[0])
+	if !o.EndEntityFirst {
+		slices.Reverse(bags)
+	}
+	if contents, err = asn1.Marshal(bags); err != nil {
+		return nil, err
+	}
+	if certSafe.Content, err = pbes2Seal(certSafe.Content, key, contents); err != nil {
+		return nil, err
+	}
+	if authSafe, err = asn1.Marshal([]p12ContentInfo{*keySafe, *certSafe}); err != nil {
 		return nil, err
 	}
 	if p.AuthSafe.Content, err = explicitOctetsValue(authSafe); err != nil {
@@ -200,6 +241,119 @@ func addFriendlyName(pfx []byte, password, friendlyName string) ([]byte, error) 
 	}
 	p.MacData.Mac.Digest = pkcs12MAC(pw, p.MacData.MacSalt, p.MacData.Iterations, authSafe)
 	return asn1.Marshal(p)
+}
+
+// EncryptedData (PKCS#7) and the PBES2 parameters (RFC 8018) of the
+// certificates' SafeContents.
+type p12EncryptedData struct {
+	Version int
+	Info    p12EncryptedContentInfo
+}
+
+type p12EncryptedContentInfo struct {
+	ContentType      asn1.ObjectIdentifier
+	Algorithm        pkix.AlgorithmIdentifier
+	EncryptedContent []byte `asn1:"tag:0,optional"`
+}
+
+type p12PBES2Params struct {
+	KDF    pkix.AlgorithmIdentifier
+	Scheme pkix.AlgorithmIdentifier
+}
+
+type p12PBKDF2Params struct {
+	Salt       []byte
+	Iterations int
+	KeyLength  int                      `asn1:"optional"`
+	PRF        pkix.AlgorithmIdentifier `asn1:"optional"`
+}
+
+var (
+	oidEncryptedData = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 6}
+	oidPBES2         = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 5, 13}
+	oidPBKDF2        = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 5, 12}
+	oidHMACSHA256    = asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 9}
+	oidAES256CBC     = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 42}
+)
+
+// pbes2Open decrypts a [0] EXPLICIT EncryptedData under PBES2 (PBKDF2
+// with HMAC-SHA-256, AES-256-CBC; the password in UTF-8, as go-pkcs12 and
+// OpenSSL use it) and returns the plaintext and the derived key.
+func pbes2Open(v asn1.RawValue, password string) (plaintext, key []byte, err error) {
+	if v.Class != asn1.ClassContextSpecific || v.Tag != 0 {
+		return nil, nil, errUnexpectedPFXOutline
+	}
+	var ed p12EncryptedData
+	if rest, err := asn1.Unmarshal(v.Bytes, &ed); err != nil || len(rest) != 0 || !ed.Info.Algorithm.Algorithm.Equal(oidPBES2) {
+		return nil, nil, errUnexpectedPFXOutline
+	}
+	var params p12PBES2Params
+	if _, err := asn1.Unmarshal(ed.Info.Algorithm.Parameters.FullBytes, &params); err != nil {
+		return nil, nil, errUnexpectedPFXOutline
+	}
+	var kdf p12PBKDF2Params
+	if !params.KDF.Algorithm.Equal(oidPBKDF2) || !params.Scheme.Algorithm.Equal(oidAES256CBC) {
+		return nil, nil, errUnexpectedPFXOutline
+	}
+	if _, err := asn1.Unmarshal(params.KDF.Parameters.FullBytes, &kdf); err != nil || !kdf.PRF.Algorithm.Equal(oidHMACSHA256) {
+		return nil, nil, errUnexpectedPFXOutline
+	}
+	var iv []byte
+	if _, err := asn1.Unmarshal(params.Scheme.Parameters.FullBytes, &iv); err != nil || len(iv) != aes.BlockSize {
+		return nil, nil, errUnexpectedPFXOutline
+	}
+	key, err = pbkdf2.Key(sha256.New, password, kdf.Salt, kdf.Iterations, 32)
+	if err != nil {
+		return nil, nil, err
+	}
+	ct := ed.Info.EncryptedContent
+	if len(ct) == 0 || len(ct)%aes.BlockSize != 0 {
+		return nil, nil, errUnexpectedPFXOutline
+	}
+	block, _ := aes.NewCipher(key)
+	pt := make([]byte, len(ct))
+	cipher.NewCBCDecrypter(block, iv).CryptBlocks(pt, ct)
+	pad := int(pt[len(pt)-1])
+	if pad == 0 || pad > aes.BlockSize || !bytes.Equal(pt[len(pt)-pad:], bytes.Repeat([]byte{byte(pad)}, pad)) {
+		return nil, nil, errUnexpectedPFXOutline
+	}
+	return pt[:len(pt)-pad], key, nil
+}
+
+// pbes2Seal encrypts plaintext in place of v's content, under the same
+// derived key and KDF parameters, with a fresh IV.
+func pbes2Seal(v asn1.RawValue, key, plaintext []byte) (asn1.RawValue, error) {
+	var ed p12EncryptedData
+	if _, err := asn1.Unmarshal(v.Bytes, &ed); err != nil {
+		return v, errUnexpectedPFXOutline
+	}
+	var params p12PBES2Params
+	if _, err := asn1.Unmarshal(ed.Info.Algorithm.Parameters.FullBytes, &params); err != nil {
+		return v, errUnexpectedPFXOutline
+	}
+	iv := make([]byte, aes.BlockSize)
+	if _, err := rand.Read(iv); err != nil {
+		return v, err
+	}
+	ivDER, err := asn1.Marshal(iv)
+	if err != nil {
+		return v, err
+	}
+	params.Scheme.Parameters = asn1.RawValue{FullBytes: ivDER}
+	if ed.Info.Algorithm.Parameters.FullBytes, err = asn1.Marshal(params); err != nil {
+		return v, err
+	}
+	pad := aes.BlockSize - len(plaintext)%aes.BlockSize
+	pt := append(slices.Clone(plaintext), bytes.Repeat([]byte{byte(pad)}, pad)...)
+	block, _ := aes.NewCipher(key)
+	ct := make([]byte, len(pt))
+	cipher.NewCBCEncrypter(block, iv).CryptBlocks(ct, pt)
+	ed.Info.EncryptedContent = ct
+	inner, err := asn1.Marshal(ed)
+	if err != nil {
+		return v, err
+	}
+	return asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: inner}, nil
 }
 
 // explicitOctets reads a [0] EXPLICIT OCTET STRING.

@@ -62,14 +62,16 @@ func TestEncodePKCS12IsReadByOpenSSLAndGo(t *testing.T) {
 		spec         KeySpec
 		includeChain bool
 		friendlyName string
+		leafFirst    bool
 	}{
 		{name: "RSA leaf only", spec: KeySpec{Type: "RSA", Bits: 2048}},
 		{name: "ECC with chain and friendly name", spec: KeySpec{Type: "ECC", Bits: 384, Curve: "P-384"}, includeChain: true, friendlyName: "Web Server 2026 prod"},
+		{name: "ECC with chain, end entity first", spec: KeySpec{Type: "ECC", Bits: 256, Curve: "P-256"}, includeChain: true, leafFirst: true, friendlyName: "x"},
 		{name: "Ed25519 with chain", spec: KeySpec{Type: "Ed25519", Bits: 256}, includeChain: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			key, chain := issuedChain(t, tc.spec)
-			pfx, err := EncodePKCS12(key, chain, tc.includeChain, password, tc.friendlyName)
+			pfx, err := EncodePKCS12(key, chain, password, PKCS12Options{IncludeChain: tc.includeChain, FriendlyName: tc.friendlyName, EndEntityFirst: tc.leafFirst})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -88,8 +90,39 @@ func TestEncodePKCS12IsReadByOpenSSLAndGo(t *testing.T) {
 			if got, want := strings.Count(out, "-----BEGIN CERTIFICATE-----"), map[bool]int{false: 1, true: 2}[tc.includeChain]; got != want {
 				t.Errorf("%d certificates in the archive, want %d", got, want)
 			}
-			if tc.friendlyName != "" && !strings.Contains(out, "friendlyName: "+tc.friendlyName) {
-				t.Errorf("the key bag has no friendlyName %q:\n%s", tc.friendlyName, out)
+			// The bags in order: the key, then the certificates root first
+			// and the leaf last (Keyfactor's order), or the leaf first when
+			// asked; the friendly name on the key and the leaf.
+			blocks, err := pkcs12.ToPEM(pfx, password)
+			if tc.spec.Type == "Ed25519" {
+				blocks, err = nil, nil // go-pkcs12's ToPEM knows no Ed25519 keys; openssl read it above
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var order []string
+			for _, b := range blocks {
+				what, wantName := b.Type, tc.friendlyName
+				if b.Type == "CERTIFICATE" {
+					c, _ := x509.ParseCertificate(b.Bytes)
+					if what = c.Subject.CommonName; what != "p12.example.com" {
+						wantName = "" // a CA certificate is not labelled
+					}
+				}
+				if b.Headers["friendlyName"] != wantName {
+					t.Errorf("%s has friendlyName %q, want %q", what, b.Headers["friendlyName"], wantName)
+				}
+				order = append(order, what)
+			}
+			want := "PRIVATE KEY|p12.example.com"
+			switch {
+			case tc.includeChain && tc.leafFirst:
+				want = "PRIVATE KEY|p12.example.com|PKCS12 Test Root"
+			case tc.includeChain:
+				want = "PRIVATE KEY|PKCS12 Test Root|p12.example.com"
+			}
+			if got := strings.Join(order, "|"); blocks != nil && got != want {
+				t.Errorf("bags %s, want %s", got, want)
 			}
 			// The key openssl prints is the certificate's.
 			block, _ := pem.Decode([]byte(out[strings.Index(out, "-----BEGIN PRIVATE KEY-----"):]))
@@ -101,10 +134,13 @@ func TestEncodePKCS12IsReadByOpenSSLAndGo(t *testing.T) {
 			if !SamePublicKey(PublicKeyOf(k), leaf.PublicKey) {
 				t.Fatal("the archive's key does not match its certificate")
 			}
-			// And Go's reader agrees.
-			gk, gleaf, cas, err := pkcs12.DecodeChain(pfx, password)
-			if err != nil || !SamePublicKey(PublicKeyOf(gk), gleaf.PublicKey) || len(cas) != map[bool]int{false: 0, true: 1}[tc.includeChain] {
-				t.Fatalf("go-pkcs12 DecodeChain: %v (%d CA certificates)", err, len(cas))
+			// And Go's reader (which takes the first certificate for the
+			// leaf) agrees when the leaf comes first.
+			if !tc.includeChain || tc.leafFirst {
+				gk, gleaf, cas, err := pkcs12.DecodeChain(pfx, password)
+				if err != nil || !SamePublicKey(PublicKeyOf(gk), gleaf.PublicKey) || len(cas) != map[bool]int{false: 0, true: 1}[tc.includeChain] {
+					t.Fatalf("go-pkcs12 DecodeChain: %v (%d CA certificates)", err, len(cas))
+				}
 			}
 			if _, err := opensslPKCS12(t, pfx, "wrong password!"); err == nil {
 				t.Fatal("openssl opened the archive with a wrong password")
@@ -129,7 +165,7 @@ func TestEncodePKCS12Refusals(t *testing.T) {
 		{"a key that is not the certificate's", other, "long enough pw", "does not match"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := EncodePKCS12(tc.key, chain, false, tc.password, ""); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if _, err := EncodePKCS12(tc.key, chain, tc.password, PKCS12Options{}); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
 		})
