@@ -332,7 +332,8 @@ func csrSubject(der []byte) []byte {
 // through POST /Enrollment/CSR (by its public key). Without forceEnroll it
 // is refused; with it, the stored key moves onto the enrollment (sealed
 // under the new request's id at submit) and the pending CSR is deleted
-// once the request is accepted. Only the CSR's requester (or an
+// once the request is accepted (a refused submit releases its claim on
+// it, see submit). Only the CSR's requester (or an
 // administrator) may enroll it: the key would otherwise become
 // recoverable by someone else.
 func (s *Server) marryGeneratedKey(ctx context.Context, e *enrollment, caller *Identity) error {
@@ -358,6 +359,19 @@ func (s *Server) marryGeneratedKey(ctx context.Context, e *enrollment, caller *I
 	key, err := s.kek.Open(p.PrivateKey, pki.PendingCSRAAD(p.ID))
 	if err != nil {
 		return fmt.Errorf("pending CSR %d: %w", p.ID, err)
+	}
+	// One enrollment takes the key: a concurrent one is told to wait for
+	// it. The claim outlives the longest submit (its Redis deadline).
+	claimed, err := s.store.ClaimPendingCSR(ctx, p, 2*s.cfg.API.RedisTimeout+time.Second)
+	if errors.Is(err, store.ErrNotFound) {
+		// Enrolled (or deleted) since it was read: an ordinary CSR now.
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !claimed {
+		return newError(http.StatusConflict, CodeConflict, "CSR: pending CSR %d is being enrolled by another request; retry", p.ID)
 	}
 	e.privateKey, e.pending = key, p
 	e.req.Input.HasPrivateKey = true

@@ -525,6 +525,15 @@ func (s *Server) acceptAndAnswer(w http.ResponseWriter, r *http.Request, e *enro
 func (s *Server) submit(ctx context.Context, e *enrollment, allocated func(id int64)) (req *store.Request, existing bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.API.RedisTimeout)
 	defer cancel()
+	if e.pending != nil {
+		defer func() {
+			if err != nil || existing {
+				// Not accepted: the generated CSR stays pending, free
+				// for the next enrollment.
+				s.store.ReleasePendingCSR(context.WithoutCancel(ctx), e.pending)
+			}
+		}()
+	}
 	req = &e.req
 	id, err := s.store.NewID(ctx)
 	if err != nil {

@@ -5,8 +5,10 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -768,4 +771,62 @@ steps:
 	if st.Request.Definition != "pfx-strict" {
 		t.Fatalf("the PFX request ran %q, want pfx-strict", st.Request.Definition)
 	}
+}
+
+// TestConcurrentForceEnrollsMarryTheKeyOnce: a generated CSR enrolled with
+// forceEnroll by several submits at once gives its key to one request;
+// the others are refused while it is claimed (409), or, once it is gone
+// from the pending CSRs, enroll it as the ordinary CSR it has become.
+func TestConcurrentForceEnrollsMarryTheKeyOnce(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	_, gen := generateCSR(t, cf, map[string]any{"Subject": "CN=once.example.com", "KeyType": "ECC", "KeyLength": 256})
+	der, _, _ := pki.DecodeCSR(gen.CSR)
+	const n = 6
+	statuses := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses[i], _, _ = rawPostPEM(cf.URL, "/Enrollment/CSR?forceEnroll=true", testutil.EnrollBody(der, nil))
+		}()
+	}
+	wg.Wait()
+	withKey := 0
+	for id := int64(1); id <= n; id++ {
+		if r, err := cf.App.Store.Get(t.Context(), id); err == nil && len(r.PrivateKey) > 0 {
+			withKey++
+		}
+	}
+	for _, st := range statuses {
+		if st != http.StatusOK && st != http.StatusConflict {
+			t.Fatalf("statuses %v: want 200s and 409s only", statuses)
+		}
+	}
+	if withKey != 1 {
+		t.Fatalf("%d requests hold the generated key (statuses %v), want 1", withKey, statuses)
+	}
+	for _, k := range testutil.Keys(t, cf.Redis, cf.Prefix) {
+		if strings.Contains(k, ":csr:") || strings.Contains(k, ":csr-key:") {
+			t.Errorf("the enrolled CSR left %s behind", k)
+		}
+	}
+}
+
+// rawPostPEM posts an enrollment as the admin without failing the test
+// (it runs in goroutines).
+func rawPostPEM(base, path string, body any) (int, []byte, error) {
+	data, _ := json.Marshal(body)
+	req, _ := http.NewRequest("POST", base+path, bytes.NewReader(data))
+	req.Header.Set("Authorization", "Bearer "+testutil.AdminToken)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("x-certificateformat", "PEM")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
 }

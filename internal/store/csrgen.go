@@ -141,10 +141,42 @@ func (s *Store) DeletePendingCSR(ctx context.Context, p *PendingCSR) error {
 	defer cancel()
 	pipe := s.rdb.Pipeline()
 	pipe.Del(ctx, s.keys.pendingCSR(p.ID))
+	pipe.Del(ctx, s.keys.pendingCSRClaim(p.ID))
 	pipe.Del(ctx, s.keys.csrByKey(p.KeyID))
 	pipe.ZRem(ctx, s.keys.pendingCSRs(), p.ID)
 	_, err := pipe.Exec(ctx)
 	return err
+}
+
+// ClaimPendingCSR claims a pending CSR for one enrollment for ttl: false
+// when another holds the claim, ErrNotFound when it was deleted meanwhile. The claim ends with DeletePendingCSR (the
+// enrollment was accepted), ReleasePendingCSR (it was not), or its TTL
+// (the process died in between).
+func (s *Store) ClaimPendingCSR(ctx context.Context, p *PendingCSR, ttl time.Duration) (bool, error) {
+	res, err := claimScript.Run(ctx, s.rdb, []string{s.keys.pendingCSR(p.ID), s.keys.pendingCSRClaim(p.ID)}, ttl.Milliseconds()).Int64()
+	switch {
+	case err != nil:
+		return false, fmt.Errorf("claim pending CSR %d: %w", p.ID, err)
+	case res == -1:
+		return false, fmt.Errorf("claim pending CSR %d: %w", p.ID, ErrNotFound)
+	}
+	return res == 1, nil
+}
+
+// claimScript claims a pending CSR that still exists: a submit that read
+// it before another enrollment deleted it must not claim it afterwards.
+// KEYS: the pending CSR, its claim (one hash tag); ARGV: TTL in ms.
+var claimScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('SET', KEYS[2], 1, 'NX', 'PX', ARGV[1]) then return 1 end
+return 0
+`)
+
+// ReleasePendingCSR ends a claim whose enrollment was not accepted.
+func (s *Store) ReleasePendingCSR(ctx context.Context, p *PendingCSR) error {
+	ctx, cancel := context.WithTimeout(ctx, deleteTimeout)
+	defer cancel()
+	return s.rdb.Del(ctx, s.keys.pendingCSRClaim(p.ID)).Err()
 }
 
 // setCSRScript stores a request's generated CSR with its record, once:

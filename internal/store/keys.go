@@ -74,6 +74,11 @@ func (k keys) pendingCSR(id int64) string {
 	return k.prefix + ":csr:{" + strconv.FormatInt(id, 10) + "}"
 }
 
+// pendingCSRClaim is held (SET NX, with a TTL) by the one submit that is
+// enrolling a pending CSR with forceEnroll, so that two at once cannot
+// both take its key.
+func (k keys) pendingCSRClaim(id int64) string { return k.pendingCSR(id) + ":claim" }
+
 // pendingCSRs is a sorted set of the ids of pending generated CSRs,
 // scored by id: the listing's index.
 func (k keys) pendingCSRs() string { return k.prefix + ":csrs" }
