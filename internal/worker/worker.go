@@ -459,6 +459,9 @@ func (w *Worker) Sweep(ctx context.Context) {
 // request.
 func (w *Worker) generatePFXKey(ctx context.Context, r *store.Request) (_ *store.Request, cause, err error) {
 	spec := r.Input.PFX
+	if w.KEK == nil {
+		return r, nil, errors.New("PFX enrollment: this worker has no key-encryption key to seal the key with")
+	}
 	for attempt := 0; ; attempt++ {
 		subject, err := pki.ParseSubject(spec.Subject)
 		if err != nil {
