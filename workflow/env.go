@@ -42,7 +42,9 @@ type Request struct {
 	ForceEnroll                bool                `json:"ForceEnroll,omitempty"`
 	HasPrivateKey              bool                `json:"HasPrivateKey,omitempty"`
 	CallbackUrl                string              `json:"CallbackUrl,omitempty"`
-	Timestamp                  time.Time           `json:"Timestamp"`
+	// RenewalCertificateId is the certificate a renewal renews (0 otherwise).
+	RenewalCertificateId int64     `json:"RenewalCertificateId,omitempty"`
+	Timestamp            time.Time `json:"Timestamp"`
 }
 
 // CSR is what expressions see of the certificate signing request.

@@ -439,14 +439,25 @@ func checkAdditionalFields(in map[string]any) error {
 
 // handleEnrollCSR is POST /Enrollment/CSR.
 func (s *Server) handleEnrollCSR(w http.ResponseWriter, r *http.Request) {
-	caller := identity(r)
-	e, err := s.decodeEnrollment(r, caller)
-	if err == nil {
-		err = s.selectDefinition(e)
-	}
+	e, err := s.decodeEnrollment(r, identity(r))
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
+	}
+	if req, ok := s.accept(w, r, e); ok {
+		s.writeEnrollment(w, r, req, "")
+	}
+}
+
+// accept runs a decoded submit: it picks the workflow, stores and enqueues
+// the request and, unless the client prefers an asynchronous answer, waits
+// for it to settle (Prefer: wait=N, else api.sync_wait). It answers the
+// client itself only when the request was refused (ok false). Every kind
+// of submit (CSR, renewal, …) goes through here.
+func (s *Server) accept(w http.ResponseWriter, r *http.Request, e *enrollment) (req *store.Request, ok bool) {
+	if err := s.selectDefinition(e); err != nil {
+		writeError(w, r, s.log, err)
+		return nil, false
 	}
 	wait, async := parsePrefer(r.Header.Values("Prefer"), s.cfg.API.SyncWait, s.cfg.API.MaxSyncWait)
 	var waiter *store.Waiter
@@ -462,7 +473,7 @@ func (s *Server) handleEnrollCSR(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		writeError(w, r, s.log, err)
-		return
+		return nil, false
 	}
 	// From here on the request is accepted: whatever fails, the answer is
 	// never an error (a client would retry and get a second certificate),
@@ -484,7 +495,7 @@ func (s *Server) handleEnrollCSR(w http.ResponseWriter, r *http.Request) {
 			s.log.Warn("waiting for an accepted request failed; answering 202", "request", req.ID, "err", werr)
 		}
 	}
-	s.writeEnrollment(w, r, req, "")
+	return req, true
 }
 
 // submit stores and enqueues a new request (or returns the one an
@@ -551,7 +562,9 @@ func (s *Server) firstRequest(ctx context.Context, id int64) (*store.Request, er
 // sameSubmit reports whether a repeated submit asks for what the first did.
 func sameSubmit(a, b *store.Request) bool {
 	x, y := a.Input, b.Input
-	return bytes.Equal(a.CSR, b.CSR) && x.Template == y.Template && x.CertificateAuthority == y.CertificateAuthority &&
+	// A renewal with the retained key gets a CSR made afresh each time.
+	sameCSR := bytes.Equal(a.CSR, b.CSR) || (x.RenewalCertificateId != 0 && x.HasPrivateKey && y.HasPrivateKey)
+	return sameCSR && x.RenewalCertificateId == y.RenewalCertificateId && x.Template == y.Template && x.CertificateAuthority == y.CertificateAuthority &&
 		x.Format == y.Format && x.IncludeChain == y.IncludeChain && x.CallbackUrl == y.CallbackUrl &&
 		x.OwnerRoleId == y.OwnerRoleId && x.OwnerRoleName == y.OwnerRoleName
 }
@@ -590,19 +603,27 @@ func parsePrefer(values []string, def, max time.Duration) (wait time.Duration, a
 // writeEnrollment answers with the request: 200 once it settled, 202 with
 // Location while it runs.
 func (s *Server) writeEnrollment(w http.ResponseWriter, r *http.Request, req *store.Request, format pki.Format) {
+	s.writeAccepted(w, r, req, func(cert *store.Certificate) (any, error) {
+		return NewEnrollmentResponse(req, cert, format, identity(r))
+	})
+}
+
+// writeAccepted answers an accepted request with the body render makes of
+// it and its certificate (nil until issued): 200 once it settled, else
+// 202 with the Location to poll. An issued certificate that cannot be read
+// now also answers 202: the client should poll, not submit again.
+func (s *Server) writeAccepted(w http.ResponseWriter, r *http.Request, req *store.Request, render func(*store.Certificate) (any, error)) {
 	var cert *store.Certificate
 	status := http.StatusOK
 	if req.Disposition == store.Issued {
 		c, err := s.certificateOf(r.Context(), req)
 		if err != nil {
-			// Accepted and issued, but not readable now: send the client
-			// to poll rather than to retry.
 			s.log.Warn("could not load an issued certificate; answering 202", "request", req.ID, "err", err)
 			status = http.StatusAccepted
 		}
 		cert = c
 	}
-	resp, err := NewEnrollmentResponse(req, cert, format, identity(r))
+	resp, err := render(cert)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
