@@ -210,12 +210,13 @@ func jsonKind(goType string) string {
 		return "a string"
 	case goType == "bool" || goType == "*bool":
 		return "a boolean (true or false)"
-	case strings.Contains(goType, "int"):
-		return "an integer"
+	// Before the integers: "map[string]interface {}" contains "int".
 	case strings.HasPrefix(goType, "map["), strings.HasPrefix(goType, "api."), strings.HasPrefix(goType, "*api."):
 		return "an object"
 	case strings.HasPrefix(goType, "[]"):
 		return "an array"
+	case strings.Contains(goType, "int"):
+		return "an integer"
 	}
 	return goType
 }

@@ -41,14 +41,18 @@ func TestCatalogSettingsValidation(t *testing.T) {
 			want:   []string{"security_roles[0].id: 3; configured roles' ids start at 10"},
 		},
 		{
-			name:   "a security role id twice",
-			change: func(c *Config, _ *Template) { c.SecurityRoles = []SecurityRole{{ID: 10, Name: "a"}, {ID: 10, Name: "b"}} },
-			want:   []string{"security_roles[1].id: 10 appears twice"},
+			name: "a security role id twice",
+			change: func(c *Config, _ *Template) {
+				c.SecurityRoles = []SecurityRole{{ID: 10, Name: "a"}, {ID: 10, Name: "b"}}
+			},
+			want: []string{"security_roles[1].id: 10 appears twice"},
 		},
 		{
-			name:   "a security role name twice, ignoring case",
-			change: func(c *Config, _ *Template) { c.SecurityRoles = []SecurityRole{{ID: 10, Name: "Ops"}, {ID: 11, Name: "ops"}} },
-			want:   []string{`security_roles[1].name: "ops" appears twice`},
+			name: "a security role name twice, ignoring case",
+			change: func(c *Config, _ *Template) {
+				c.SecurityRoles = []SecurityRole{{ID: 10, Name: "Ops"}, {ID: 11, Name: "ops"}}
+			},
+			want: []string{`security_roles[1].name: "ops" appears twice`},
 		},
 		{
 			name:   "a security role named like a built-in role",
@@ -78,24 +82,32 @@ func TestCatalogSettingsValidation(t *testing.T) {
 			want: []string{`templates[0].metadata_fields[1].name: "Team" appears twice`},
 		},
 		{
-			name:   "a template metadata field with an unknown enrollment",
-			change: func(_ *Config, t *Template) { t.MetadataFields = []TemplateMetaField{{Name: "Team", Enrollment: "Always"}} },
-			want:   []string{`templates[0].metadata_fields[0].enrollment: "Always" (want Optional, Required, Hidden)`},
+			name: "a template metadata field with an unknown enrollment",
+			change: func(_ *Config, t *Template) {
+				t.MetadataFields = []TemplateMetaField{{Name: "Team", Enrollment: "Always"}}
+			},
+			want: []string{`templates[0].metadata_fields[0].enrollment: "Always" (want Optional, Required, Hidden)`},
 		},
 		{
-			name:   "a template pattern on a field that is not String",
-			change: func(_ *Config, t *Template) { t.MetadataFields = []TemplateMetaField{{Name: "CostCenter", Validation: `\d+`}} },
-			want:   []string{"templates[0].metadata_fields[0].validation: only String fields have a validation pattern (CostCenter is Integer)"},
+			name: "a template pattern on a field that is not String",
+			change: func(_ *Config, t *Template) {
+				t.MetadataFields = []TemplateMetaField{{Name: "CostCenter", Validation: `\d+`}}
+			},
+			want: []string{"templates[0].metadata_fields[0].validation: only String fields have a validation pattern (CostCenter is Integer)"},
 		},
 		{
-			name:   "a template pattern that does not compile",
-			change: func(_ *Config, t *Template) { t.MetadataFields = []TemplateMetaField{{Name: "Team", Validation: `([a-z]`}} },
-			want:   []string{"templates[0].metadata_fields[0].validation: error parsing regexp"},
+			name: "a template pattern that does not compile",
+			change: func(_ *Config, t *Template) {
+				t.MetadataFields = []TemplateMetaField{{Name: "Team", Validation: `([a-z]`}}
+			},
+			want: []string{"templates[0].metadata_fields[0].validation: error parsing regexp"},
 		},
 		{
-			name:   "a template default the field's type refuses",
-			change: func(_ *Config, t *Template) { t.MetadataFields = []TemplateMetaField{{Name: "Env", DefaultValue: "prod"}} },
-			want:   []string{`templates[0].metadata_fields[0].default_value: "prod" is not one of the options (Prod, Test)`},
+			name: "a template default the field's type refuses",
+			change: func(_ *Config, t *Template) {
+				t.MetadataFields = []TemplateMetaField{{Name: "Env", DefaultValue: "prod"}}
+			},
+			want: []string{`templates[0].metadata_fields[0].default_value: "prod" is not one of the options (Prod, Test)`},
 		},
 		{
 			name: "a template default checked against the template's own pattern",
@@ -110,9 +122,11 @@ func TestCatalogSettingsValidation(t *testing.T) {
 			want:   []string{`templates[0].enrollment_fields[0].type: "Integer" (want String or MultipleChoice)`},
 		},
 		{
-			name:   "a MultipleChoice enrollment field without options",
-			change: func(_ *Config, t *Template) { t.EnrollmentFields = []EnrollmentField{{Name: "Zone", Type: "MultipleChoice"}} },
-			want:   []string{"templates[0].enrollment_fields[0].options: a MultipleChoice field needs at least one option"},
+			name: "a MultipleChoice enrollment field without options",
+			change: func(_ *Config, t *Template) {
+				t.EnrollmentFields = []EnrollmentField{{Name: "Zone", Type: "MultipleChoice"}}
+			},
+			want: []string{"templates[0].enrollment_fields[0].options: a MultipleChoice field needs at least one option"},
 		},
 		{
 			name: "a MultipleChoice enrollment field with a repeated option",
@@ -122,14 +136,18 @@ func TestCatalogSettingsValidation(t *testing.T) {
 			want: []string{`templates[0].enrollment_fields[0].options: "dmz" is empty or repeated`},
 		},
 		{
-			name:   "a String enrollment field with options",
-			change: func(_ *Config, t *Template) { t.EnrollmentFields = []EnrollmentField{{Name: "Ticket", Options: []string{"a"}}} },
-			want:   []string{"templates[0].enrollment_fields[0].options: only MultipleChoice fields have options"},
+			name: "a String enrollment field with options",
+			change: func(_ *Config, t *Template) {
+				t.EnrollmentFields = []EnrollmentField{{Name: "Ticket", Options: []string{"a"}}}
+			},
+			want: []string{"templates[0].enrollment_fields[0].options: only MultipleChoice fields have options"},
 		},
 		{
-			name:   "an enrollment field name twice, ignoring case",
-			change: func(_ *Config, t *Template) { t.EnrollmentFields = []EnrollmentField{{Name: "Ticket"}, {Name: "TICKET"}} },
-			want:   []string{`templates[0].enrollment_fields[1].name: "TICKET" appears twice`},
+			name: "an enrollment field name twice, ignoring case",
+			change: func(_ *Config, t *Template) {
+				t.EnrollmentFields = []EnrollmentField{{Name: "Ticket"}, {Name: "TICKET"}}
+			},
+			want: []string{`templates[0].enrollment_fields[1].name: "TICKET" appears twice`},
 		},
 		{
 			name:   "an enrollment field without a name",
