@@ -241,19 +241,36 @@ type CA struct {
 // Template is Keyfactor's certificate template: the policy a request is
 // checked against and the profile its certificate gets.
 type Template struct {
-	Name           string        `yaml:"name"`
-	DisplayName    string        `yaml:"display_name"`
-	CAs            []string      `yaml:"certificate_authorities"`
-	RSAKeySizes    []int         `yaml:"rsa_key_sizes"`
-	ECCCurves      []string      `yaml:"ecc_curves"`
-	AllowEd25519   bool          `yaml:"allow_ed25519"`
-	AllowWildcards bool          `yaml:"allow_wildcards"`
-	RFCEnforcement bool          `yaml:"rfc_enforcement"`
-	Validity       time.Duration `yaml:"validity"`
-	KeyUsages      []string      `yaml:"key_usages"`
-	ExtKeyUsages   []string      `yaml:"extended_key_usages"`
-	KeyRetention   bool          `yaml:"key_retention"`
+	// Name is the short name requests give as Template. Required.
+	Name string `yaml:"name"`
+	// DisplayName defaults to Name.
+	DisplayName string `yaml:"display_name"`
+	// CAs are the authorities that serve the template; a request that
+	// names none gets one of them at random. Defaults to the first CA.
+	CAs []string `yaml:"certificate_authorities"`
+	// RSAKeySizes are the RSA sizes allowed. Defaults to 2048, 3072, 4096.
+	RSAKeySizes []int `yaml:"rsa_key_sizes"`
+	// ECCCurves are the curves allowed. Defaults to P-256, P-384.
+	ECCCurves []string `yaml:"ecc_curves"`
+	// AllowEd25519 allows Ed25519 keys. Defaults to false.
+	AllowEd25519 bool `yaml:"allow_ed25519"`
+	// AllowWildcards allows "*." names. Defaults to false.
+	AllowWildcards bool `yaml:"allow_wildcards"`
+	// RFCEnforcement (RFC 2818) adds the CN as a DNS or IP SAN when it is
+	// one, and denies a request left with no DNS or IP SAN. Defaults to
+	// false for a template a file adds (true for the built-in WebServer).
+	RFCEnforcement bool `yaml:"rfc_enforcement"`
+	// Validity of issued certificates, capped by the CA. Defaults to 397 days.
+	Validity time.Duration `yaml:"validity"`
+	// KeyUsages and ExtKeyUsages of issued certificates. Default to
+	// DigitalSignature, KeyEncipherment and ServerAuth, ClientAuth.
+	KeyUsages    []string `yaml:"key_usages"`
+	ExtKeyUsages []string `yaml:"extended_key_usages"`
+	// KeyRetention accepts a request's PrivateKey and keeps it sealed.
+	// Defaults to false.
+	KeyRetention bool `yaml:"key_retention"`
 	// RequireOwnerRole makes OwnerRoleId/OwnerRoleName mandatory.
+	// Defaults to false.
 	RequireOwnerRole bool `yaml:"require_owner_role"`
 	// AllowedRequesters are the roles whose holders may enroll with the
 	// template (admin holds every role). Defaults to empty: any requester.
