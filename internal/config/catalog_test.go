@@ -155,6 +155,14 @@ func TestCatalogSettingsValidation(t *testing.T) {
 			want:   []string{`templates[0].enrollment_fields[0].name: "" is not a valid name`},
 		},
 		{
+			name: "a template served by a standalone CA",
+			change: func(c *Config, t *Template) {
+				c.CAs = append(c.CAs, CA{Name: "Partner", Host: "p", Type: "builtin", KeyType: "ecdsa-p256", Standalone: true, MaxValidity: 1})
+				t.CAs = append(t.CAs, "partner")
+			},
+			want: []string{"templates[0].certificate_authorities: partner is standalone: it serves requests that name it, without a template"},
+		},
+		{
 			name:   "a negative display order",
 			change: func(c *Config, _ *Template) { c.Metadata[1].DisplayOrder = -1 },
 			want:   []string{"metadata_fields[1].display_order: must be positive"},

@@ -626,6 +626,10 @@ func (c *Config) Validate() error {
 		for _, n := range t.CAs {
 			if !caNames[strings.ToLower(n)] {
 				bad("%s.certificate_authorities: unknown authority %q", field, n)
+			} else if ca, _ := c.CA(n); ca.Standalone {
+				// A request without CertificateAuthority gets one of the
+				// template's CAs; a standalone CA must be named.
+				bad("%s.certificate_authorities: %s is standalone: it serves requests that name it, without a template", field, n)
 			}
 		}
 		for _, bits := range t.RSAKeySizes {
