@@ -463,6 +463,9 @@ func checkAdditionalFields(in map[string]any, tmpl *config.Template) (map[string
 		case string:
 			text = v
 		case float64:
+			if v == math.Trunc(v) && math.Abs(v) > 1<<53 {
+				return nil, badField(field, "a number this large loses precision; send it as a string")
+			}
 			text = strconv.FormatFloat(v, 'f', -1, 64)
 		case bool:
 			text = strconv.FormatBool(v)
@@ -490,11 +493,11 @@ func checkAdditionalFields(in map[string]any, tmpl *config.Template) (map[string
 			return nil, &apiError{status: http.StatusBadRequest, code: CodeUnknownName, msg: fmt.Sprintf("%s: template %s has no such enrollment field (it has %s)", field, tmpl.Name, strings.Join(known, ", "))}
 		}
 		field = "AdditionalEnrollmentFields." + f.Name
+		if text == "" {
+			continue // not given: a Required field is missing
+		}
 		if _, twice := out[f.Name]; twice {
 			return nil, badField(field, "given twice (field names ignore case)")
-		}
-		if text == "" {
-			continue
 		}
 		if f.Type == config.EnrollmentFieldMultipleChoice && !slices.Contains(f.Options, text) {
 			return nil, badField(field, "%q is not one of the options (%s)", text, strings.Join(f.Options, ", "))

@@ -269,6 +269,7 @@ func TestEnrollmentFieldsAreCheckedAndReachTheWorkflow(t *testing.T) {
 		{"a required field empty", "Internal", map[string]any{"Ticket": ""}, E, "AdditionalEnrollmentFields.Ticket: required by template Internal"},
 		{"no fields at all for a template that requires one", "Internal", nil, E, "AdditionalEnrollmentFields.Ticket: required"},
 		{"one field twice in different cases", "Internal", map[string]any{"Ticket": "a", "TICKET": "b"}, E, "AdditionalEnrollmentFields.Ticket: given twice"},
+		{"a number too large to be exact", "Internal", map[string]any{"Ticket": 1e20}, E, "AdditionalEnrollmentFields.Ticket: a number this large loses precision"},
 		{"a value that is an object", "Internal", map[string]any{"Ticket": map[string]any{}}, E, "AdditionalEnrollmentFields.Ticket: want a string"},
 		{"fields that are not an object", "Internal", []string{"Ticket"}, E, "AdditionalEnrollmentFields: want an object"},
 	} {
