@@ -98,8 +98,8 @@ func (s *Server) decodeEnrollment(r *http.Request, caller *Identity) (*enrollmen
 	if err != nil {
 		return nil, err
 	}
-	if tmpl != nil && !tmpl.MayEnroll(caller.Roles) {
-		return nil, newError(http.StatusForbidden, CodeForbidden, "Template: %s may not enroll with template %s (allowed: %s)", caller.Name, tmpl.Name, strings.Join(tmpl.AllowedRequesters, ", "))
+	if err := checkTemplateAccess(caller, tmpl); err != nil {
+		return nil, err
 	}
 	owner, err := s.checkOwner(body.OwnerRoleId, body.OwnerRoleName, tmpl)
 	if err != nil {
@@ -264,6 +264,16 @@ func (s *Server) checkTemplateAndCA(templateName, caName string) (*config.Templa
 		}
 	}
 	return tmpl, nil
+}
+
+// checkTemplateAccess refuses, with 403 naming Template, a caller the
+// template's allowed_requesters leave out. A standalone CA's request (nil
+// template) is not restricted.
+func checkTemplateAccess(caller *Identity, tmpl *config.Template) error {
+	if tmpl == nil || tmpl.MayEnroll(caller.Roles) {
+		return nil
+	}
+	return newError(http.StatusForbidden, CodeForbidden, "Template: %s may not enroll with template %s (allowed: %s)", caller.Name, tmpl.Name, strings.Join(tmpl.AllowedRequesters, ", "))
 }
 
 func templateName(t *config.Template) string {
