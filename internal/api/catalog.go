@@ -477,8 +477,20 @@ func (s *Server) handleMetadataFields(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// handleMetadataField is GET /MetadataFields/{id}.
+// handleMetadataField is GET /MetadataFields/{id} and, as Keyfactor also
+// serves it, GET /MetadataFields/{name}: a segment of digits is an id,
+// anything else a field name (without regard to case).
 func (s *Server) handleMetadataField(w http.ResponseWriter, r *http.Request) {
+	seg := r.PathValue("id")
+	if strings.Trim(seg, "0123456789-+") != "" {
+		i := slices.IndexFunc(s.cfg.Metadata, func(f config.MetaField) bool { return strings.EqualFold(f.Name, seg) })
+		if i < 0 {
+			writeError(w, r, s.log, newError(http.StatusNotFound, CodeNotFound, "metadata field %q: not found", seg))
+			return
+		}
+		writeJSON(w, http.StatusOK, s.newMetadataField(i))
+		return
+	}
 	id, err := pathID(r)
 	if err == nil && id > len(s.cfg.Metadata) {
 		err = newError(http.StatusNotFound, CodeNotFound, "metadata field %d: not found", id)

@@ -486,6 +486,12 @@ func TestMetadataFieldsAnswerKeyfactorsObjects(t *testing.T) {
 	if !reflect.DeepEqual(one, byName["Env"]) {
 		t.Errorf("GET /MetadataFields/{id} = %+v, want %+v", one, byName["Env"])
 	}
+	var byNameOne api.MetadataField
+	getJSON(t, cf, "/MetadataFields/costcenter", testutil.AliceToken, &byNameOne)
+	if !reflect.DeepEqual(byNameOne, byName["CostCenter"]) {
+		t.Errorf("GET /MetadataFields/{name} = %+v, want %+v", byNameOne, byName["CostCenter"])
+	}
+	assertError(t, cf.Do(t, "GET", "/MetadataFields/Colour", nil), http.StatusNotFound, api.CodeNotFound, `metadata field "colour"`) // paths are matched lower-cased
 	assertError(t, cf.Do(t, "GET", "/MetadataFields/99", nil), http.StatusNotFound, api.CodeNotFound, "metadata field 99")
 	assertError(t, cf.Do(t, "GET", "/MetadataFields/0", nil), http.StatusBadRequest, api.CodeInvalidField, "id: ")
 }
