@@ -388,7 +388,8 @@ func (s *Server) handleTemplate(w http.ResponseWriter, r *http.Request) {
 
 // handleCSRContext is GET /Enrollment/CSR/Context/My: the templates the
 // caller may enroll with (template.allowed_requesters), each with the CAs
-// that serve it and its policy, and the standalone CAs.
+// that serve it and its policy, and the standalone CAs. It also answers
+// GET /Enrollment/PFX/Context/My: every template allows both enrollments.
 func (s *Server) handleCSRContext(w http.ResponseWriter, r *http.Request) {
 	caller := identity(r)
 	out := CSRContext{Templates: []ContextTemplate{}, StandaloneCAs: []ContextCA{}}

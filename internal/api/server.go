@@ -87,6 +87,7 @@ func New(o Options) *Server {
 	s.route("POST /Enrollment/CSR", s.handleEnrollCSR, config.RoleRequester)
 	s.route("GET /Enrollment/Requests/{id}", s.handleGetRequest)
 	s.route("GET /Enrollment/CSR/Context/My", s.handleCSRContext)
+	s.route("GET /Enrollment/PFX/Context/My", s.handleCSRContext) // every template allows both
 	s.route("GET /Templates", s.handleTemplates)
 	s.route("GET /Templates/{id}", s.handleTemplate)
 	s.route("GET /CertificateAuthority", s.handleCAs)

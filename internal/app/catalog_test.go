@@ -222,6 +222,14 @@ func TestCSRContextListsTheTemplatesTheCallerMayUse(t *testing.T) {
 			}
 		})
 	}
+	t.Run("the PFX context is the same", func(t *testing.T) {
+		var csrCtx, pfxCtx api.CSRContext
+		getJSON(t, cf, "/Enrollment/CSR/Context/My", ownerToken, &csrCtx)
+		getJSON(t, cf, "/Enrollment/PFX/Context/My", ownerToken, &pfxCtx)
+		if !reflect.DeepEqual(csrCtx, pfxCtx) {
+			t.Errorf("PFX context %+v\ndiffers from the CSR context %+v", pfxCtx, csrCtx)
+		}
+	})
 	t.Run("each template carries its CAs and policy", func(t *testing.T) {
 		var raw struct{ Templates []map[string]any }
 		getJSON(t, cf, "/Enrollment/CSR/Context/My", ownerToken, &raw)
