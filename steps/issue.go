@@ -111,6 +111,9 @@ func (d *Deps) issue(ctx context.Context, run *workflow.Run, authority *workflow
 			Template:     req.Template,
 			Requester:    run.Env.Requester.Name,
 			Issued:       time.Now().UTC(),
+			// The API resolved the owner to both forms at submit.
+			OwnerRoleId:   req.OwnerRoleId,
+			OwnerRoleName: req.OwnerRoleName,
 		}, nil
 	})
 	switch {
@@ -184,6 +187,12 @@ func caRequest(run *workflow.Run, tmpl *config.Template, validity time.Duration)
 	r := &ca.Request{
 		Subject: csr.Subject, RawSubject: csr.RawSubject, PublicKey: csr.PublicKey,
 		DNSNames: run.Env.SANs.DNS, Emails: run.Env.SANs.Email, Validity: validity,
+	}
+	for name, v := range run.Env.Request.AdditionalEnrollmentFields {
+		if r.EnrollmentFields == nil {
+			r.EnrollmentFields = make(map[string]string, len(run.Env.Request.AdditionalEnrollmentFields))
+		}
+		r.EnrollmentFields[name] = fmt.Sprint(v) // the API stored them as text
 	}
 	for _, s := range run.Env.SANs.IP {
 		ip := net.ParseIP(s)

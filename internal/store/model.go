@@ -90,6 +90,11 @@ type Certificate struct {
 	Template     string    `json:"Template"`
 	Requester    string    `json:"Requester"`
 	Issued       time.Time `json:"Issued"`
+	// OwnerRoleId and OwnerRoleName are the certificate owner's security
+	// role, resolved from the request's OwnerRoleId or OwnerRoleName; zero
+	// when the request named none.
+	OwnerRoleId   int64  `json:"OwnerRoleId,omitempty"`
+	OwnerRoleName string `json:"OwnerRoleName,omitempty"`
 }
 
 // Ref is what the workflow environment sees of the certificate.
