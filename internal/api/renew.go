@@ -163,16 +163,33 @@ func (s *Server) decodeRenewal(r *http.Request, caller *Identity) (*enrollment, 
 		}
 		der, e.csr, e.privateKey = d, csr, keyDER
 	}
-	md := make(map[string]any, len(old.Input.Metadata))
-	for k, v := range old.Input.Metadata {
+	// The old request's choices are held to today's template, as a new
+	// submit's would be.
+	if err := checkTemplateAccess(caller, tmpl); err != nil {
+		return nil, err
+	}
+	in := old.Input
+	var ownerID *int64
+	if in.OwnerRoleId != 0 && in.OwnerRoleName == "" {
+		ownerID = &in.OwnerRoleId
+	}
+	owner, err := s.checkOwner(ownerID, in.OwnerRoleName, tmpl)
+	if err != nil {
+		return nil, err
+	}
+	md := make(map[string]any, len(in.Metadata))
+	for k, v := range in.Metadata {
 		md[k] = v
 	}
-	metadata, err := s.checkMetadata(md)
+	metadata, err := s.checkMetadata(md, tmpl)
+	if err != nil {
+		return nil, err
+	}
+	fields, err := checkAdditionalFields(in.AdditionalEnrollmentFields, tmpl)
 	if err != nil {
 		return nil, err
 	}
 	now := time.Now().UTC()
-	in := old.Input
 	e.req = store.Request{
 		Disposition: store.Queued,
 		Submitted:   now,
@@ -190,9 +207,9 @@ func (s *Server) decodeRenewal(r *http.Request, caller *Identity) (*enrollment, 
 			Format:                     string(format),
 			Metadata:                   metadata,
 			SANs:                       maps.Clone(in.SANs),
-			AdditionalEnrollmentFields: maps.Clone(in.AdditionalEnrollmentFields),
-			OwnerRoleId:                in.OwnerRoleId,
-			OwnerRoleName:              in.OwnerRoleName,
+			AdditionalEnrollmentFields: fields,
+			OwnerRoleId:                owner.ID,
+			OwnerRoleName:              owner.Name,
 			HasPrivateKey:              e.privateKey != nil,
 			CallbackUrl:                body.CallbackUrl,
 			Timestamp:                  now,

@@ -44,6 +44,7 @@ func retainingCertflow(t *testing.T) *testutil.Certflow {
 		tmpl := c.Templates[0]
 		tmpl.Name, tmpl.KeyRetention = "Retained", true
 		c.Templates = append(c.Templates, tmpl)
+		c.SecurityRoles = append(c.SecurityRoles, config.SecurityRole{ID: 10, Name: "web-owners"})
 	})
 }
 
@@ -103,7 +104,7 @@ func TestRenewalWithTheRetainedKeyKeepsKeyAndNames(t *testing.T) {
 		if stored.Trigger != "renewal" || stored.Instance.Definition != "renewal-default" || stored.Requester.Name != "alice" {
 			t.Fatalf("renewal ran as trigger %q, definition %q, requester %q", stored.Trigger, stored.Instance.Definition, stored.Requester.Name)
 		}
-		if stored.Input.Metadata["Team"] != "web" || stored.Input.OwnerRoleName != "web-owners" || stored.Input.Template != "Retained" {
+		if stored.Input.Metadata["Team"] != "web" || stored.Input.OwnerRoleName != "web-owners" || stored.Input.OwnerRoleId != 10 || stored.Input.Template != "Retained" {
 			t.Fatalf("the renewal did not carry the old request's metadata, owner and template: %+v", stored.Input)
 		}
 		if md := stored.Instance.Metadata; md["RenewalOf"] != strconv.FormatInt(old.KeyfactorID, 10) || md["Workflow"] != "renewal-default" {
