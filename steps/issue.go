@@ -34,6 +34,9 @@ type issueWith struct {
 }
 
 func (d *Deps) buildIssue(spec *workflow.Spec) (workflow.Step, error) {
+	if spec.Trigger == RevocationTrigger {
+		return nil, spec.Errorf(nil, "the issue step does not run in revocation workflows (their CA step is %s)", workflow.RevokeStep)
+	}
 	var w issueWith
 	if err := spec.DecodeWith(&w); err != nil {
 		return nil, err
@@ -99,7 +102,7 @@ func (d *Deps) issue(ctx context.Context, run *workflow.Run, authority *workflow
 			return nil, err
 		}
 		leaf := issued.Leaf
-		return &store.Certificate{
+		c := &store.Certificate{
 			Chain:        issued.Chain,
 			SerialNumber: pki.SerialHex(leaf),
 			Thumbprint:   pki.Thumbprint(leaf.Raw),
@@ -111,7 +114,9 @@ func (d *Deps) issue(ctx context.Context, run *workflow.Run, authority *workflow
 			Template:     req.Template,
 			Requester:    run.Env.Requester.Name,
 			Issued:       time.Now().UTC(),
-		}, nil
+		}
+		c.Describe(leaf)
+		return c, nil
 	})
 	switch {
 	case signErr != nil:
