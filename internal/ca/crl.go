@@ -58,6 +58,7 @@ type CRLStore interface {
 	SaveCRL(ctx context.Context, ca string, c *store.CRL) (bool, error)
 	CRL(ctx context.Context, ca string) (*store.CRL, error)
 	ClaimCRLRefresh(ctx context.Context, ca string, ttl time.Duration) (bool, error)
+	ReleaseCRLRefresh(ctx context.Context, ca string) error
 }
 
 // PublishCRL signs a fresh CRL of the CA's revoked certificates that have
@@ -111,6 +112,7 @@ func RefreshCRL(ctx context.Context, st CRLStore, r Revoker, now time.Time) (boo
 	if err != nil || !claimed {
 		return false, err
 	}
+	defer st.ReleaseCRLRefresh(context.WithoutCancel(ctx), r.Name())
 	if _, err := PublishCRL(ctx, st, r, now); err != nil {
 		return false, err
 	}

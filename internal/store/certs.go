@@ -324,3 +324,10 @@ func (s *Store) CRL(ctx context.Context, ca string) (*CRL, error) {
 func (s *Store) ClaimCRLRefresh(ctx context.Context, ca string, ttl time.Duration) (bool, error) {
 	return s.rdb.SetNX(ctx, s.keys.caCRLLock(ca), "1", ttl).Result()
 }
+
+// ReleaseCRLRefresh ends a claim taken with ClaimCRLRefresh once the CRL
+// is published (a duplicate publish after a lost claim is harmless: the
+// higher number wins).
+func (s *Store) ReleaseCRLRefresh(ctx context.Context, ca string) error {
+	return s.rdb.Del(ctx, s.keys.caCRLLock(ca)).Err()
+}

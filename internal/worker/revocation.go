@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/certflow/certflow/internal/ca"
+	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
 )
@@ -38,11 +39,7 @@ func (w *Worker) revocationInput(ctx context.Context, r *store.Request) (*workfl
 	if err != nil {
 		return nil, fmt.Errorf("certificate %d does not parse: %w", id, err)
 	}
-	csr := &x509.CertificateRequest{
-		Raw: leaf.Raw, RawSubject: leaf.RawSubject, Subject: leaf.Subject,
-		PublicKey: leaf.PublicKey, PublicKeyAlgorithm: leaf.PublicKeyAlgorithm, SignatureAlgorithm: leaf.SignatureAlgorithm,
-		DNSNames: leaf.DNSNames, EmailAddresses: leaf.EmailAddresses, IPAddresses: leaf.IPAddresses, URIs: leaf.URIs,
-	}
+	csr := pki.CertificateAsCSR(leaf)
 	if r.Instance.Certificate == nil {
 		r.Instance.Certificate = cert.Ref()
 	}
