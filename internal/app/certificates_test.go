@@ -53,8 +53,11 @@ type certRecord struct {
 	CertRequestId            int64
 	RequesterName            string
 	ContentBytes             string
-	ExtendedKeyUsages        []struct{ Id int; Oid, DisplayName string }
-	SubjectAltNameElements   []struct {
+	ExtendedKeyUsages        []struct {
+		Id               int
+		Oid, DisplayName string
+	}
+	SubjectAltNameElements []struct {
 		Id        int
 		Value     string
 		Type      int
