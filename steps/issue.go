@@ -94,6 +94,9 @@ func (d *Deps) issue(ctx context.Context, run *workflow.Run, authority *workflow
 	if err != nil {
 		return workflow.Result{}, workflow.Permanent(err)
 	}
+	if base := d.Config.CRLBaseURL; base != "" {
+		caReq.CRLDistributionPoints = []string{CRLURL(base, caCfg.Name)}
+	}
 	var signErr error
 	cert, fresh, err := d.Store.IssueOnce(ctx, run.RequestID, func(ctx context.Context) (*store.Certificate, error) {
 		issued, err := auth.Issue(ctx, caReq)
@@ -229,4 +232,10 @@ func caRequest(run *workflow.Run, tmpl *config.Template, validity time.Duration)
 		r.ExtKeyUsage = append(r.ExtKeyUsage, eku)
 	}
 	return r, nil
+}
+
+// CRLURL is where certflow serves a CA's CRL under base (crl_base_url):
+// GET /CRL/{ca}.crl.
+func CRLURL(base, caName string) string {
+	return strings.TrimRight(base, "/") + "/CRL/" + url.PathEscape(caName) + ".crl"
 }

@@ -697,3 +697,29 @@ func TestCRLIsResignedBeforeItGoesStale(t *testing.T) {
 		t.Fatalf("re-signed CRL number %s next %s, was %s next %s", crl.Number, crl.NextUpdate, first.Number, first.NextUpdate)
 	}
 }
+
+func TestCRLDistributionPointComesFromConfig(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, func(c *config.Config) { c.CRLBaseURL = "http://pki.example.com/certflow/" })
+	id, chain := issueAs(t, cf, alice, "cdp.example.com", nil)
+	want := "http://pki.example.com/certflow/CRL/" + config.DefaultCAName + ".crl"
+	if !slices.Equal(chain[0].CRLDistributionPoints, []string{want}) {
+		t.Fatalf("CRLDistributionPoints %v, want %s", chain[0].CRLDistributionPoints, want)
+	}
+	resp := cf.Do(t, "GET", fmt.Sprintf("/Certificates/%d", id), nil, "Authorization", alice)
+	var rec struct {
+		CRLDistributionPoints []struct {
+			Id           int
+			Url, UrlHash string
+		}
+	}
+	resp.JSON(t, &rec)
+	if len(rec.CRLDistributionPoints) != 1 || rec.CRLDistributionPoints[0].Url != want || rec.CRLDistributionPoints[0].Id != 1 {
+		t.Fatalf("record CRLDistributionPoints %+v", rec.CRLDistributionPoints)
+	}
+	// Without the setting, none.
+	plain := testutil.StartCertflow(t, nil)
+	if _, chain := issueAs(t, plain, alice, "nocdp.example.com", nil); len(chain[0].CRLDistributionPoints) != 0 {
+		t.Fatalf("a CDP without crl_base_url: %v", chain[0].CRLDistributionPoints)
+	}
+}

@@ -35,6 +35,8 @@ type Request struct {
 	Validity    time.Duration
 	KeyUsage    x509.KeyUsage
 	ExtKeyUsage []x509.ExtKeyUsage
+	// CRLDistributionPoints are URLs where the CA's CRL is published.
+	CRLDistributionPoints []string
 }
 
 // Issued is a signed certificate with the chain above it.
