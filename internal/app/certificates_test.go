@@ -533,7 +533,9 @@ func TestRevokeRunsTheRevocationWorkflowAndTheCRLHonoursIt(t *testing.T) {
 // field, and leaves no request, claim or revocation behind.
 func TestRevokeRefusesBadInputAndWritesNothing(t *testing.T) {
 	t.Parallel()
-	cf := testutil.StartCertflow(t, nil)
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		c.Auth.Users = append(c.Auth.Users, config.User{Name: "frank", Token: frankToken, Roles: []string{config.RoleRequester, config.RoleApprover}})
+	})
 	own, _ := issueAs(t, cf, alice, "own.example.com", nil)
 	done, _ := issueAs(t, cf, alice, "done.example.com", nil)
 	if resp, rr := revoke(t, cf, alice, map[string]any{"CertificateIds": []int64{done}, "Reason": 5, "Comment": "retired"}); resp.Status != 200 || len(rr.RevokedIds) != 1 {
@@ -567,6 +569,7 @@ func TestRevokeRefusesBadInputAndWritesNothing(t *testing.T) {
 		{"one unknown among known ones refuses all", alice, map[string]any{"CertificateIds": []int64{own, 999999}, "Comment": "x"}, 404, "0xA0030001", "CertificateIds[1]:"},
 		{"another requester's certificate", carolBasic, map[string]any{"CertificateIds": []int64{own}, "Comment": "x"}, 404, "0xA0030001", "CertificateIds[0]:"},
 		{"an approver who is no requester", bob, map[string]any{"CertificateIds": []int64{own}, "Comment": "x"}, 403, "0xA0020002", "bob may not"},
+		{"a requester and approver revoking another's certificate", bearer(frankToken), map[string]any{"CertificateIds": []int64{own}, "Comment": "x"}, 403, "0xA0020002", "CertificateIds[0]: frank may not revoke"},
 		{"a certificate revoked already, with a fresh one", alice, map[string]any{"CertificateIds": []int64{own, done}, "Comment": "x"}, 409, "0xA0040001", "CertificateIds[1]: certificate"},
 		{"not an object", alice, "[1,2]", 400, "0xA0010001", "request body"},
 	}

@@ -41,7 +41,7 @@ func (k keys) certExpiry() string { return k.prefix + ":certificates:expiry" }
 // claim and the certificate share a slot.
 
 // ca names the keys of one CA's revocation list; they share the
-// {ca:<name>} hash tag (name lower-cased).
+// {<name>} hash tag (name lower-cased).
 func (k keys) ca(name string) string {
 	return k.prefix + ":ca:{" + strings.ToLower(name) + "}"
 }
