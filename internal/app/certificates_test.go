@@ -726,3 +726,42 @@ func TestCRLDistributionPointComesFromConfig(t *testing.T) {
 		t.Fatalf("a CDP without crl_base_url: %v", chain[0].CRLDistributionPoints)
 	}
 }
+
+// checkedRevocation refuses certificateHold and reads the certificate, csr
+// and sans as enrollment definitions do.
+const checkedRevocation = `name: revocation-checked
+trigger: revocation
+priority: 0
+steps:
+  - id: rules
+    uses: validate
+    with:
+      rules:
+        - check: certificate.SerialNumber != "" && csr.CommonName == "held.example.com" && sans.DNS == ["held.example.com"] && csr.KeyType == "ECC"
+          message: the environment does not describe the certificate
+        - check: request.Revocation.Reason != 6
+          message: certificateHold is not offered; revoke for good
+`
+
+func TestRevocationExpressionsSeeTheCertificate(t *testing.T) {
+	t.Parallel()
+	shipped, err := os.ReadFile(filepath.Join(testutil.DefinitionsDir(), "enrollment-default.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := defsDir(t, map[string]string{"enrollment-default.yaml": string(shipped), "revocation-checked.yaml": checkedRevocation})
+	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Definitions = dir })
+	id, _ := issueAs(t, cf, alice, "held.example.com", nil)
+	resp, rr := revoke(t, cf, alice, map[string]any{"CertificateIds": []int64{id}, "Reason": 6, "Comment": "on hold"})
+	if resp.Status != http.StatusOK || len(rr.Refused) != 1 || rr.Refused[0].RequestDisposition != "DENIED" ||
+		!strings.Contains(rr.Refused[0].Message, "certificateHold is not offered") {
+		t.Fatalf("a hold: %d %s", resp.Status, resp.Body)
+	}
+	if _, rec := getCert(t, cf, alice, id, ""); rec.CertState != 1 {
+		t.Fatalf("a denied revocation revoked: %s", rec.CertStateString)
+	}
+	resp, rr = revoke(t, cf, alice, map[string]any{"CertificateIds": []int64{id}, "Reason": 3, "Comment": "left the company"})
+	if resp.Status != http.StatusOK || !slices.Equal(rr.RevokedIds, []int64{id}) {
+		t.Fatalf("revoke: %d %s", resp.Status, resp.Body)
+	}
+}
