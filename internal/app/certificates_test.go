@@ -765,3 +765,31 @@ func TestRevocationExpressionsSeeTheCertificate(t *testing.T) {
 		t.Fatalf("revoke: %d %s", resp.Status, resp.Body)
 	}
 }
+
+func TestCertificateRecordShowsARetainedKey(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		tmpl := c.Templates[0]
+		tmpl.Name, tmpl.DisplayName, tmpl.KeyRetention = "Retained", "Retained", true
+		c.Templates = append(c.Templates, tmpl)
+	})
+	csr, key := testutil.CSR(t, "kept-key.example.com", "kept-key.example.com")
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, er := enroll(t, cf, testutil.EnrollBody(csr, map[string]any{"Template": "Retained", "PrivateKey": base64.StdEncoding.EncodeToString(der)}), "Authorization", alice)
+	if resp.Status != http.StatusOK {
+		t.Fatalf("enroll: %d %s", resp.Status, resp.Body)
+	}
+	id := er.CertificateInformation.KeyfactorID
+	if _, rec := getCert(t, cf, alice, id, ""); !rec.HasPrivateKey || rec.TemplateName != "Retained" || rec.TemplateId != 2 {
+		t.Fatalf("HasPrivateKey %v template %q/%d", rec.HasPrivateKey, rec.TemplateName, rec.TemplateId)
+	}
+	if _, rec := getCert(t, cf, alice, id, "?includeHasPrivateKey=false"); rec.HasPrivateKey {
+		t.Fatal("includeHasPrivateKey=false still reports the key")
+	}
+	if strings.Contains(string(cf.Do(t, "GET", fmt.Sprintf("/Certificates/%d", id), nil, "Authorization", alice).Body), base64.StdEncoding.EncodeToString(der)[:40]) {
+		t.Fatal("the record carries the private key")
+	}
+}
