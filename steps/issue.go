@@ -34,7 +34,7 @@ type issueWith struct {
 }
 
 func (d *Deps) buildIssue(spec *workflow.Spec) (workflow.Step, error) {
-	if spec.Trigger == RevocationTrigger {
+	if spec.Trigger == workflow.TriggerRevocation {
 		return nil, spec.Errorf(nil, "the issue step does not run in revocation workflows (their CA step is %s)", workflow.RevokeStep)
 	}
 	var w issueWith

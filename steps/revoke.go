@@ -11,10 +11,6 @@ import (
 	"github.com/certflow/certflow/workflow"
 )
 
-// RevocationTrigger is the trigger of revocation workflows
-// (POST /Certificates/Revoke).
-const RevocationTrigger = "revocation"
-
 // revoke is a revocation workflow's CA step: it records the revocation on
 // the certificate (reason, comment, effective date, who), puts the
 // certificate on its CA's revocation list and publishes a freshly signed
@@ -26,7 +22,7 @@ const RevocationTrigger = "revocation"
 // its own request and only makes sure the list and the CRL carry it; a
 // certificate revoked meanwhile by another request denies this one.
 func (d *Deps) buildRevoke(spec *workflow.Spec) (workflow.Step, error) {
-	if spec.Trigger != RevocationTrigger {
+	if spec.Trigger != workflow.TriggerRevocation {
 		return nil, spec.Errorf(nil, "the revoke step runs only in revocation workflows")
 	}
 	var w struct{}

@@ -77,7 +77,13 @@ const (
 )
 
 // Triggers a definition may name, besides "event:<name>".
-var triggers = []string{"enrollment", "renewal", "revocation"}
+const (
+	TriggerEnrollment = "enrollment"
+	TriggerRenewal    = "renewal"
+	TriggerRevocation = "revocation" // POST /Certificates/Revoke
+)
+
+var triggers = []string{TriggerEnrollment, TriggerRenewal, TriggerRevocation}
 
 // LoadError is a problem in a definition, placed at file:line:column.
 type LoadError struct {
@@ -196,9 +202,9 @@ const (
 // trigger has none).
 func CAStep(trigger string) string {
 	switch trigger {
-	case "enrollment", "renewal":
+	case TriggerEnrollment, TriggerRenewal:
 		return IssueStep
-	case "revocation":
+	case TriggerRevocation:
 		return RevokeStep
 	}
 	return ""

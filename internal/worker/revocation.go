@@ -14,10 +14,6 @@ import (
 	"github.com/certflow/certflow/workflow"
 )
 
-// revocationTrigger is the trigger of requests made by POST
-// /Certificates/Revoke.
-const revocationTrigger = "revocation"
-
 // revocationInput prepares a revocation request, which has no CSR: the
 // expression environment's csr and sans describe the certificate to
 // revoke (its subject, key and names), and certificate is that

@@ -147,7 +147,7 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 
 // input prepares the request for the engine.
 func (w *Worker) input(ctx context.Context, r *store.Request) (*workflow.Input, error) {
-	if r.CSR == nil && r.Trigger == revocationTrigger {
+	if r.CSR == nil && r.Trigger == workflow.TriggerRevocation {
 		return w.revocationInput(ctx, r)
 	}
 	csr, err := x509.ParseCertificateRequest(r.CSR)
@@ -170,7 +170,7 @@ func settle(r *store.Request) {
 	case workflow.StatusSuspended:
 		r.Disposition = store.Pending
 	case workflow.StatusComplete:
-		if r.Trigger == revocationTrigger {
+		if r.Trigger == workflow.TriggerRevocation {
 			settleRevocation(r)
 		} else if inst.Certificate != nil {
 			r.Disposition, r.Message = store.Issued, "Issued by "+inst.Certificate.Authority
