@@ -87,8 +87,7 @@ func (s *Server) handleRevokeCertificates(w http.ResponseWriter, r *http.Request
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*s.cfg.API.RedisTimeout)
 	defer cancel()
-	ids := slices.Compact(slices.Clone(body.CertificateIds))
-	rs, err := s.store.GetMany(ctx, ids)
+	rs, err := s.store.GetMany(ctx, body.CertificateIds)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return

@@ -174,6 +174,17 @@ func TestCertificateRecordHasKeyfactorsFields(t *testing.T) {
 		t.Errorf("body: %s", resp.Body)
 	}
 
+	t.Run("an RSA certificate", func(t *testing.T) {
+		csr, _ := testutil.RSACSR(t, 2048, "rsa.example.com", "rsa.example.com")
+		resp, er := enroll(t, cf, testutil.EnrollBody(csr, nil), "Authorization", alice)
+		if resp.Status != http.StatusOK {
+			t.Fatalf("enroll: %d %s", resp.Status, resp.Body)
+		}
+		_, rec := getCert(t, cf, alice, er.CertificateInformation.KeyfactorID, "")
+		if rec.KeyType != 1 || rec.KeyTypeString != "RSA" || rec.KeySizeInBits != 2048 || rec.KeyUsage != 128|32 || rec.SigningAlgorithm != "ECDSA-SHA256" {
+			t.Errorf("key %d %q %d, KeyUsage %d (want DigitalSignature|KeyEncipherment 160), signed %q", rec.KeyType, rec.KeyTypeString, rec.KeySizeInBits, rec.KeyUsage, rec.SigningAlgorithm)
+		}
+	})
 	t.Run("includeMetadata=false leaves Metadata empty", func(t *testing.T) {
 		_, rec := getCert(t, cf, alice, id, "?includeMetadata=false")
 		if len(rec.Metadata) != 0 {
