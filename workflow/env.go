@@ -45,6 +45,17 @@ type Request struct {
 	// RenewalCertificateId is the certificate a renewal renews (0 otherwise).
 	RenewalCertificateId int64     `json:"RenewalCertificateId,omitempty"`
 	Timestamp            time.Time `json:"Timestamp"`
+	// Revocation is what a revocation request asks (zero otherwise).
+	Revocation Revocation `json:"Revocation,omitzero"`
+}
+
+// Revocation is a revocation request's ask: which certificate, why
+// (RFC 5280 CRLReason 0-6), the requester's comment, and from when.
+type Revocation struct {
+	CertificateId int64     `json:"CertificateId"`
+	Reason        int       `json:"Reason"`
+	Comment       string    `json:"Comment,omitempty"`
+	EffectiveDate time.Time `json:"EffectiveDate"`
 }
 
 // CSR is what expressions see of the certificate signing request.

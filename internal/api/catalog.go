@@ -13,6 +13,7 @@ import (
 	"github.com/certflow/certflow/internal/ca"
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/metadata"
+	"github.com/certflow/certflow/internal/pki"
 )
 
 // The configured catalogue in Keyfactor's shapes: GET /Templates,
@@ -236,12 +237,6 @@ func keyRetention(t *config.Template) string {
 	return "None"
 }
 
-// keyUsageBits is Keyfactor's (Windows') key usage bit per name.
-var keyUsageBits = map[string]int{
-	"DigitalSignature": 0x80, "ContentCommitment": 0x40, "KeyEncipherment": 0x20,
-	"DataEncipherment": 0x10, "KeyAgreement": 0x08,
-}
-
 // ekus are the extended key usages templates name, in a fixed order (the
 // position is the Id).
 var ekus = []struct{ name, oid, display string }{
@@ -251,6 +246,17 @@ var ekus = []struct{ name, oid, display string }{
 	{"EmailProtection", "1.3.6.1.5.5.7.3.4", "Secure Email"},
 	{"TimeStamping", "1.3.6.1.5.5.7.3.8", "Time Stamping"},
 	{"OCSPSigning", "1.3.6.1.5.5.7.3.9", "OCSP Signing"},
+}
+
+// extendedKeyUsage describes an EKU by its OID, with the Id GET
+// /Templates gives it (0 for one no template can name).
+func extendedKeyUsage(oid string) ExtendedKeyUsage {
+	for i, e := range ekus {
+		if e.oid == oid {
+			return ExtendedKeyUsage{Id: i + 1, Oid: oid, DisplayName: e.display}
+		}
+	}
+	return ExtendedKeyUsage{Oid: oid, DisplayName: oid}
 }
 
 // curveOIDs are the named curves' OIDs.
@@ -269,7 +275,7 @@ func (s *Server) newTemplate(i int) Template {
 		TemplatePolicy: templatePolicy(i+1, t),
 	}
 	for _, u := range t.KeyUsages {
-		out.KeyUsage |= keyUsageBits[u]
+		out.KeyUsage |= dotnetKeyUsage(pki.KeyUsages[u])
 	}
 	return out
 }

@@ -109,6 +109,11 @@ func New(o Options) *Server {
 	s.route("GET /Workflow/Certificates/Denied", s.handleDeniedCertificates)
 	s.route("POST /Workflow/Certificates/Approve", s.handleApproveCertificates)
 	s.route("POST /Workflow/Certificates/Deny", s.handleDenyCertificates)
+	s.route("GET /Certificates", s.handleListCertificates)
+	s.route("GET /Certificates/{id}", s.handleGetCertificate)
+	s.route("POST /Certificates/Download", s.handleDownloadCertificate)
+	s.route("POST /Certificates/Revoke", s.handleRevokeCertificates, config.RoleRequester)
+	s.public("GET /CRL/{ca}", s.handleGetCRL)
 	s.mux.HandleFunc("/", s.handleUnmatched)
 	return s
 }

@@ -40,6 +40,8 @@ type Request struct {
 	// template's EnrollmentFields), by field name. The built-in CA has no
 	// use for them; external CAs pass them on.
 	EnrollmentFields map[string]string
+	// CRLDistributionPoints are URLs where the CA's CRL is published.
+	CRLDistributionPoints []string
 }
 
 // Issued is a signed certificate with the chain above it.

@@ -47,6 +47,10 @@ type Config struct {
 	Definitions string `yaml:"definitions"`
 	// KeyPrefix prefixes every certflow key in Redis. Defaults to "certflow".
 	KeyPrefix string `yaml:"key_prefix"`
+	// CRLBaseURL is certflow's API as relying parties reach it (e.g.
+	// http://pki.example.com). When set, issued certificates carry the CRL
+	// distribution point <crl_base_url>/CRL/<ca>.crl. Defaults to none.
+	CRLBaseURL string `yaml:"crl_base_url"`
 	// Queue is the asynq queue certflow's tasks go to. Defaults to "certflow".
 	Queue string `yaml:"queue"`
 
@@ -497,6 +501,11 @@ func (c *Config) Validate() error {
 	if c.RedisURL != "" {
 		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
 			bad("redis_url: want redis://host:port/db or rediss://…")
+		}
+	}
+	if c.CRLBaseURL != "" {
+		if u, err := url.Parse(c.CRLBaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			bad("crl_base_url: want an absolute http:// or https:// URL without query, e.g. http://pki.example.com")
 		}
 	}
 	if !nameRE.MatchString(c.KeyPrefix) {

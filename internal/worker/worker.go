@@ -18,6 +18,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/certflow/certflow/internal/api"
+	"github.com/certflow/certflow/internal/ca"
 	"github.com/certflow/certflow/internal/callback"
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/store"
@@ -36,6 +37,8 @@ type Worker struct {
 	Engine    *workflow.Engine
 	Callbacks *callback.Sender
 	Log       *slog.Logger
+	// CAs are the loaded authorities (for the CRL refresh loop).
+	CAs *ca.Registry
 	// pinned caches definition versions fetched from the store.
 	pinned sync.Map // name@version → *workflow.Definition
 }
@@ -94,7 +97,10 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 		// approval timeout is scheduled.
 		return w.afterSettle(ctx, r)
 	}
-	in, err := w.input(r)
+	in, err := w.input(ctx, r)
+	if err != nil && store.Unavailable(err) {
+		return err
+	}
 	if err != nil {
 		return w.failRequest(ctx, r, nil, err)
 	}
@@ -140,7 +146,10 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 }
 
 // input prepares the request for the engine.
-func (w *Worker) input(r *store.Request) (*workflow.Input, error) {
+func (w *Worker) input(ctx context.Context, r *store.Request) (*workflow.Input, error) {
+	if r.CSR == nil && r.Trigger == workflow.TriggerRevocation {
+		return w.revocationInput(ctx, r)
+	}
 	csr, err := x509.ParseCertificateRequest(r.CSR)
 	if err != nil {
 		return nil, fmt.Errorf("stored CSR does not parse: %w", err)
@@ -161,7 +170,9 @@ func settle(r *store.Request) {
 	case workflow.StatusSuspended:
 		r.Disposition = store.Pending
 	case workflow.StatusComplete:
-		if inst.Certificate != nil {
+		if r.Trigger == workflow.TriggerRevocation {
+			settleRevocation(r)
+		} else if inst.Certificate != nil {
 			r.Disposition, r.Message = store.Issued, "Issued by "+inst.Certificate.Authority
 		} else {
 			r.Disposition, r.Message = store.Failed, "the workflow completed without issuing a certificate"
@@ -264,7 +275,7 @@ func (w *Worker) tellEscalated(ctx context.Context, r *store.Request, log *slog.
 	def, err := w.definition(ctx, r.Instance.Definition, r.Instance.Version)
 	if err == nil {
 		var in *workflow.Input
-		if in, err = w.input(r); err == nil {
+		if in, err = w.input(ctx, r); err == nil {
 			engine := *w.Engine
 			engine.Log = log
 			engine.Escalated(ctx, def, in, &r.Instance)
