@@ -34,6 +34,9 @@ type issueWith struct {
 }
 
 func (d *Deps) buildIssue(spec *workflow.Spec) (workflow.Step, error) {
+	if spec.Trigger == workflow.TriggerRevocation {
+		return nil, spec.Errorf(nil, "the issue step does not run in revocation workflows (their CA step is %s)", workflow.RevokeStep)
+	}
 	var w issueWith
 	if err := spec.DecodeWith(&w); err != nil {
 		return nil, err
@@ -91,6 +94,9 @@ func (d *Deps) issue(ctx context.Context, run *workflow.Run, authority *workflow
 	if err != nil {
 		return workflow.Result{}, workflow.Permanent(err)
 	}
+	if base := d.Config.CRLBaseURL; base != "" {
+		caReq.CRLDistributionPoints = []string{CRLURL(base, caCfg.Name)}
+	}
 	var signErr error
 	cert, fresh, err := d.Store.IssueOnce(ctx, run.RequestID, func(ctx context.Context) (*store.Certificate, error) {
 		issued, err := auth.Issue(ctx, caReq)
@@ -99,7 +105,7 @@ func (d *Deps) issue(ctx context.Context, run *workflow.Run, authority *workflow
 			return nil, err
 		}
 		leaf := issued.Leaf
-		return &store.Certificate{
+		c := &store.Certificate{
 			Chain:        issued.Chain,
 			SerialNumber: pki.SerialHex(leaf),
 			Thumbprint:   pki.Thumbprint(leaf.Raw),
@@ -111,7 +117,12 @@ func (d *Deps) issue(ctx context.Context, run *workflow.Run, authority *workflow
 			Template:     req.Template,
 			Requester:    run.Env.Requester.Name,
 			Issued:       time.Now().UTC(),
-		}, nil
+			// The API resolved the owner to both forms at submit.
+			OwnerRoleId:   req.OwnerRoleId,
+			OwnerRoleName: req.OwnerRoleName,
+		}
+		c.Describe(leaf)
+		return c, nil
 	})
 	switch {
 	case signErr != nil:
@@ -185,6 +196,12 @@ func caRequest(run *workflow.Run, tmpl *config.Template, validity time.Duration)
 		Subject: csr.Subject, RawSubject: csr.RawSubject, PublicKey: csr.PublicKey,
 		DNSNames: run.Env.SANs.DNS, Emails: run.Env.SANs.Email, Validity: validity,
 	}
+	for name, v := range run.Env.Request.AdditionalEnrollmentFields {
+		if r.EnrollmentFields == nil {
+			r.EnrollmentFields = make(map[string]string, len(run.Env.Request.AdditionalEnrollmentFields))
+		}
+		r.EnrollmentFields[name] = fmt.Sprint(v) // the API stored them as text
+	}
 	for _, s := range run.Env.SANs.IP {
 		ip := net.ParseIP(s)
 		if ip == nil {
@@ -224,4 +241,10 @@ func caRequest(run *workflow.Run, tmpl *config.Template, validity time.Duration)
 		r.ExtKeyUsage = append(r.ExtKeyUsage, eku)
 	}
 	return r, nil
+}
+
+// CRLURL is where certflow serves a CA's CRL under base (crl_base_url):
+// GET /CRL/{ca}.crl.
+func CRLURL(base, caName string) string {
+	return strings.TrimRight(base, "/") + "/CRL/" + url.PathEscape(caName) + ".crl"
 }

@@ -35,6 +35,7 @@ func Catalog(d *Deps) workflow.Catalog {
 	return workflow.Catalog{
 		"validate":            d.buildValidate,
 		"issue":               d.buildIssue,
+		workflow.RevokeStep:   d.buildRevoke,
 		"metadata":            d.buildMetadata,
 		"notify":              d.buildNotify,
 		"set":                 d.buildSet,

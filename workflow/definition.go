@@ -77,7 +77,13 @@ const (
 )
 
 // Triggers a definition may name, besides "event:<name>".
-var triggers = []string{"enrollment", "renewal", "revocation"}
+const (
+	TriggerEnrollment = "enrollment"
+	TriggerRenewal    = "renewal"
+	TriggerRevocation = "revocation" // POST /Certificates/Revoke
+)
+
+var triggers = []string{TriggerEnrollment, TriggerRenewal, TriggerRevocation}
 
 // LoadError is a problem in a definition, placed at file:line:column.
 type LoadError struct {
@@ -183,10 +189,26 @@ func (rs *rawStep) policy(spec *Spec, node *yaml.Node, sd *StepDef) []error {
 
 var stepIDRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
 
-// IssueStep is the `uses:` name of the CA step. An enrollment definition
-// has exactly one, unconditioned; one that leaves it out gets it appended
-// (Keyfactor's workflow builder has the same rule).
-const IssueStep = "issue"
+// IssueStep is the `uses:` name of the CA step of enrollment and renewal
+// workflows, RevokeStep that of revocation workflows. A definition of
+// those triggers has exactly one CA step, unconditioned; one that leaves
+// it out gets it appended (Keyfactor's workflow builder has the same rule).
+const (
+	IssueStep  = "issue"
+	RevokeStep = "revoke"
+)
+
+// CAStep returns the `uses:` name of trigger's CA step ("" when the
+// trigger has none).
+func CAStep(trigger string) string {
+	switch trigger {
+	case TriggerEnrollment, TriggerRenewal:
+		return IssueStep
+	case TriggerRevocation:
+		return RevokeStep
+	}
+	return ""
+}
 
 // Parse compiles one definition file. All problems found are returned
 // together, each a *LoadError.
@@ -237,6 +259,7 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 		errs = append(errs, &LoadError{Pos: at("steps"), Msg: "steps: at least one step is required"})
 	}
 	seen := map[string]bool{}
+	caStep := CAStep(raw.Trigger)
 	issues := 0
 	for i := range raw.Steps {
 		node := &raw.Steps[i]
@@ -267,10 +290,10 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 		}
 		sd := &StepDef{ID: rs.ID, Uses: rs.Uses, Pos: spec.Pos}
 		errs = append(errs, rs.policy(spec, node, sd)...)
-		if rs.Uses == IssueStep {
+		if caStep != "" && rs.Uses == caStep {
 			issues++
 			if rs.If.Kind != 0 {
-				errs = append(errs, spec.Errorf(&rs.If, "the issue step takes no condition"))
+				errs = append(errs, spec.Errorf(&rs.If, "the %s step takes no condition", caStep))
 			}
 		}
 		if rs.If.Kind != 0 {
@@ -300,19 +323,19 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 		sd.Step = step
 		def.Steps = append(def.Steps, sd)
 	}
-	if raw.Trigger == "enrollment" || raw.Trigger == "renewal" {
+	if caStep != "" {
 		switch {
 		case issues > 1:
-			errs = append(errs, &LoadError{Pos: at("steps"), Msg: "an enrollment workflow has exactly one issue step"})
+			errs = append(errs, &LoadError{Pos: at("steps"), Msg: fmt.Sprintf("a %s workflow has exactly one %s step", raw.Trigger, caStep)})
 		case issues == 0 && len(errs) == 0:
-			build, ok := catalog[IssueStep]
+			build, ok := catalog[caStep]
 			if !ok {
-				errs = append(errs, &LoadError{Pos: at("steps"), Msg: "no issue step type is registered"})
+				errs = append(errs, &LoadError{Pos: at("steps"), Msg: fmt.Sprintf("no %s step type is registered", caStep)})
 				break
 			}
-			spec := &Spec{ID: IssueStep, Uses: IssueStep, Trigger: raw.Trigger, File: file, Pos: at("steps")}
-			if seen[IssueStep] {
-				errs = append(errs, spec.Errorf(nil, "step id %q is taken; the appended CA step needs it", IssueStep))
+			spec := &Spec{ID: caStep, Uses: caStep, Trigger: raw.Trigger, File: file, Pos: at("steps")}
+			if seen[caStep] {
+				errs = append(errs, spec.Errorf(nil, "step id %q is taken; the appended CA step needs it", caStep))
 				break
 			}
 			step, err := build(spec)
@@ -320,7 +343,7 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 				errs = append(errs, err)
 				break
 			}
-			def.Steps = append(def.Steps, &StepDef{ID: IssueStep, Uses: IssueStep, Step: step, Pos: spec.Pos,
+			def.Steps = append(def.Steps, &StepDef{ID: caStep, Uses: caStep, Step: step, Pos: spec.Pos,
 				Retry: Retry{Attempts: DefaultAttempts, Backoff: DefaultBackoff}, OnError: OnErrorFail})
 		}
 	}

@@ -320,6 +320,34 @@ func TestParseReportsEachLoadErrorAtItsPosition(t *testing.T) {
 			want: []string{"exactly one issue step"},
 		},
 		{
+			name: "two revoke steps in a revocation definition",
+			src: yamlLines(
+				`name: a`,
+				`trigger: revocation`,
+				`steps:`,
+				`  - id: first`,
+				`    uses: revoke`,
+				`  - id: second`,
+				`    uses: revoke`,
+			),
+			at:   "bad.yaml:4:3:",
+			want: []string{"exactly one revoke step"},
+		},
+		{
+			name: "an if on the revoke step",
+			src: yamlLines(
+				`name: a`,
+				`trigger: revocation`,
+				`steps:`,
+				`  - id: sign`,
+				`    uses: revoke`,
+				`    if: request.Revocation.Reason == 1`,
+			),
+			at:   "bad.yaml:6:9:",
+			step: "sign",
+			want: []string{"the revoke step takes no condition"},
+		},
+		{
 			name: "an if on the issue step",
 			src: yamlLines(
 				`name: a`,
@@ -540,7 +568,7 @@ func TestParseReportsEveryUnknownKeyInAFile(t *testing.T) {
 	}
 }
 
-func TestParseAppendsTheIssueStepOnlyToEnrollmentAndRenewal(t *testing.T) {
+func TestParseAppendsTheTriggersCAStep(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		trigger string
@@ -548,7 +576,7 @@ func TestParseAppendsTheIssueStepOnlyToEnrollmentAndRenewal(t *testing.T) {
 	}{
 		{"enrollment", "a:record b:record issue:issue"},
 		{"renewal", "a:record b:record issue:issue"},
-		{"revocation", "a:record b:record"},
+		{"revocation", "a:record b:record revoke:revoke"},
 		{"event:x", "a:record b:record"},
 	}
 	for _, tt := range tests {

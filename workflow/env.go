@@ -41,11 +41,15 @@ type Request struct {
 	OwnerRoleName              string              `json:"OwnerRoleName,omitempty"`
 	ForceEnroll                bool                `json:"ForceEnroll,omitempty"`
 	HasPrivateKey              bool                `json:"HasPrivateKey,omitempty"`
+	CallbackUrl                string              `json:"CallbackUrl,omitempty"`
+	// RenewalCertificateId is the certificate a renewal renews (0 otherwise).
+	RenewalCertificateId int64     `json:"RenewalCertificateId,omitempty"`
+	Timestamp            time.Time `json:"Timestamp"`
+	// Revocation is what a revocation request asks (zero otherwise).
+	Revocation Revocation `json:"Revocation,omitzero"`
 	// PFX is set for a PFX enrollment: the key certflow generates (in the
 	// worker, before the steps run) and the CSR it makes for it.
-	PFX         *PFXSpec  `json:"PFX,omitempty"`
-	CallbackUrl string    `json:"CallbackUrl,omitempty"`
-	Timestamp   time.Time `json:"Timestamp"`
+	PFX *PFXSpec `json:"PFX,omitempty"`
 }
 
 // PFXSpec is what a PFX enrollment asks certflow to generate.
@@ -55,6 +59,15 @@ type PFXSpec struct {
 	FriendlyName string      `json:"FriendlyName,omitempty"`
 	// EndEntityFirst orders the archive leaf first (ChainOrder).
 	EndEntityFirst bool `json:"EndEntityFirst,omitempty"`
+}
+
+// Revocation is a revocation request's ask: which certificate, why
+// (RFC 5280 CRLReason 0-6), the requester's comment, and from when.
+type Revocation struct {
+	CertificateId int64     `json:"CertificateId"`
+	Reason        int       `json:"Reason"`
+	Comment       string    `json:"Comment,omitempty"`
+	EffectiveDate time.Time `json:"EffectiveDate"`
 }
 
 // CSR is what expressions see of the certificate signing request.

@@ -121,6 +121,12 @@ func (f *fakes) Catalog() workflow.Catalog {
 				return workflow.Result{Certificate: &workflow.Certificate{ID: 42, SerialNumber: "0a1b2c"}}, nil
 			}), nil
 		},
+		workflow.RevokeStep: func(spec *workflow.Spec) (workflow.Step, error) {
+			return stepFunc(func(_ context.Context, run *workflow.Run) (workflow.Result, error) {
+				f.record(run.StepID)
+				return workflow.Result{}, nil
+			}), nil
+		},
 		"check": func(spec *workflow.Spec) (workflow.Step, error) {
 			var w struct {
 				Rule    string `yaml:"rule"`

@@ -151,6 +151,9 @@ func (s *Server) decodeCSRGeneration(body *CSRGenerationRequest, caller *Identit
 		}
 		tmpl = t
 	}
+	if err := checkTemplateAccess(caller, tmpl); err != nil {
+		return nil, nil, err
+	}
 	if err := checkKeyPolicy(tmpl, spec); err != nil {
 		return nil, nil, err
 	}
@@ -332,8 +335,8 @@ func csrSubject(der []byte) []byte {
 // through POST /Enrollment/CSR (by its public key). Without forceEnroll it
 // is refused; with it, the stored key moves onto the enrollment (sealed
 // under the new request's id at submit) and the pending CSR is deleted
-// once the request is accepted (a refused submit releases its claim on
-// it, see submit). Only the CSR's requester (or an
+// once the request is accepted (submit claims it first, so that one
+// enrollment at a time takes the key). Only the CSR's requester (or an
 // administrator) may enroll it: the key would otherwise become
 // recoverable by someone else.
 func (s *Server) marryGeneratedKey(ctx context.Context, e *enrollment, caller *Identity) error {
@@ -360,20 +363,27 @@ func (s *Server) marryGeneratedKey(ctx context.Context, e *enrollment, caller *I
 	if err != nil {
 		return fmt.Errorf("pending CSR %d: %w", p.ID, err)
 	}
-	// One enrollment takes the key: a concurrent one is told to wait for
-	// it. The claim outlives the longest submit (its Redis deadline).
-	claimed, err := s.store.ClaimPendingCSR(ctx, p, 2*s.cfg.API.RedisTimeout+time.Second)
-	if errors.Is(err, store.ErrNotFound) {
-		// Enrolled (or deleted) since it was read: an ordinary CSR now.
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if !claimed {
-		return newError(http.StatusConflict, CodeConflict, "CSR: pending CSR %d is being enrolled by another request; retry", p.ID)
-	}
 	e.privateKey, e.pending = key, p
 	e.req.Input.HasPrivateKey = true
+	return nil
+}
+
+// claimGeneratedKey claims the pending CSR a forceEnroll marries, so that
+// one enrollment at a time takes its key: a concurrent one is told to
+// retry (409). The claim outlives the longest submit (its Redis
+// deadline). A CSR enrolled or deleted since it was read is an ordinary
+// CSR now: the enrollment goes on without its key.
+func (s *Server) claimGeneratedKey(ctx context.Context, e *enrollment) error {
+	p := e.pending
+	claimed, err := s.store.ClaimPendingCSR(ctx, p, 2*s.cfg.API.RedisTimeout+time.Second)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		e.pending, e.privateKey, e.req.Input.HasPrivateKey = nil, nil, false
+		return nil
+	case err != nil:
+		return err
+	case !claimed:
+		return newError(http.StatusConflict, CodeConflict, "CSR: pending CSR %d is being enrolled by another request; retry", p.ID)
+	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -116,18 +117,23 @@ func (s *Server) enrollmentOf(r *http.Request, caller *Identity, body *Enrollmen
 	if err != nil {
 		return nil, err
 	}
-	if err := checkOwner(body.OwnerRoleId, body.OwnerRoleName, tmpl); err != nil {
+	if err := checkTemplateAccess(caller, tmpl); err != nil {
+		return nil, err
+	}
+	owner, err := s.checkOwner(body.OwnerRoleId, body.OwnerRoleName, tmpl)
+	if err != nil {
 		return nil, err
 	}
 	sans, err := checkSANs(body.SANs)
 	if err != nil {
 		return nil, err
 	}
-	md, err := s.checkMetadata(body.Metadata)
+	md, err := s.checkMetadata(body.Metadata, tmpl)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkAdditionalFields(body.AdditionalEnrollmentFields); err != nil {
+	fields, err := checkAdditionalFields(body.AdditionalEnrollmentFields, tmpl)
+	if err != nil {
 		return nil, err
 	}
 	if body.CallbackUrl != "" {
@@ -171,16 +177,14 @@ func (s *Server) enrollmentOf(r *http.Request, caller *Identity, body *Enrollmen
 			Format:                     string(format),
 			Metadata:                   md,
 			SANs:                       sans,
-			AdditionalEnrollmentFields: body.AdditionalEnrollmentFields,
-			OwnerRoleName:              body.OwnerRoleName,
+			AdditionalEnrollmentFields: fields,
+			OwnerRoleId:                owner.ID,
+			OwnerRoleName:              owner.Name,
 			HasPrivateKey:              e.privateKey != nil,
 			CallbackUrl:                body.CallbackUrl,
 			Timestamp:                  ts,
 		},
 		IdempotencyKey: idemKey,
-	}
-	if body.OwnerRoleId != nil {
-		e.req.Input.OwnerRoleId = *body.OwnerRoleId
 	}
 	return e, nil
 }
@@ -224,12 +228,13 @@ func jsonKind(goType string) string {
 		return "a string"
 	case goType == "bool" || goType == "*bool":
 		return "a boolean (true or false)"
-	case strings.Contains(goType, "int"):
-		return "an integer"
+	// Before the integers: "map[string]interface {}" contains "int".
 	case strings.HasPrefix(goType, "map["), strings.HasPrefix(goType, "api."), strings.HasPrefix(goType, "*api."):
 		return "an object"
 	case strings.HasPrefix(goType, "[]"):
 		return "an array"
+	case strings.Contains(goType, "int"):
+		return "an integer"
 	}
 	return goType
 }
@@ -279,6 +284,16 @@ func (s *Server) checkTemplateAndCA(templateName, caName string) (*config.Templa
 	return tmpl, nil
 }
 
+// checkTemplateAccess refuses, with 403 naming Template, a caller the
+// template's allowed_requesters leave out. A standalone CA's request (nil
+// template) is not restricted.
+func checkTemplateAccess(caller *Identity, tmpl *config.Template) error {
+	if tmpl == nil || tmpl.MayEnroll(caller.Roles) {
+		return nil
+	}
+	return newError(http.StatusForbidden, CodeForbidden, "Template: %s may not enroll with template %s (allowed: %s)", caller.Name, tmpl.Name, strings.Join(tmpl.AllowedRequesters, ", "))
+}
+
 func templateName(t *config.Template) string {
 	if t == nil {
 		return ""
@@ -286,20 +301,36 @@ func templateName(t *config.Template) string {
 	return t.Name
 }
 
-func checkOwner(id *int64, name string, tmpl *config.Template) error {
+// checkOwner checks the certificate owner: OwnerRoleId or OwnerRoleName,
+// not both, naming an existing security role; required when the template
+// says so. It returns the role resolved to its id and name (zero: none).
+func (s *Server) checkOwner(id *int64, name string, tmpl *config.Template) (config.SecurityRole, error) {
+	var none config.SecurityRole
 	switch {
 	case id != nil && name != "":
-		return badField("OwnerRoleId", "give OwnerRoleId or OwnerRoleName, not both")
+		return none, badField("OwnerRoleId", "give OwnerRoleId or OwnerRoleName, not both")
 	case id != nil && *id <= 0:
-		return badField("OwnerRoleId", "must be a positive integer")
+		return none, badField("OwnerRoleId", "must be a positive integer")
 	case len(name) > maxNameLen:
-		return badField("OwnerRoleName", "longer than %d characters", maxNameLen)
+		return none, badField("OwnerRoleName", "longer than %d characters", maxNameLen)
 	case id == nil && strings.TrimSpace(name) == "" && name != "":
-		return badField("OwnerRoleName", "must not be blank")
+		return none, badField("OwnerRoleName", "must not be blank")
 	case id == nil && name == "" && tmpl != nil && tmpl.RequireOwnerRole:
-		return badField("OwnerRoleId", "template %s requires a certificate owner: give OwnerRoleId or OwnerRoleName", tmpl.Name)
+		return none, badField("OwnerRoleId", "template %s requires a certificate owner: give OwnerRoleId or OwnerRoleName", tmpl.Name)
+	case id != nil:
+		r, ok := s.cfg.RoleByID(*id)
+		if !ok {
+			return none, &apiError{status: http.StatusBadRequest, code: CodeUnknownName, msg: fmt.Sprintf("OwnerRoleId: no security role has id %d (GET /Security/Roles lists them)", *id)}
+		}
+		return r, nil
+	case name != "":
+		r, ok := s.cfg.RoleByName(name)
+		if !ok {
+			return none, &apiError{status: http.StatusBadRequest, code: CodeUnknownName, msg: fmt.Sprintf("OwnerRoleName: no security role is called %q (GET /Security/Roles lists them)", name)}
+		}
+		return r, nil
 	}
-	return nil
+	return none, nil
 }
 
 // checkSANs validates the SANs object: known kinds, well-formed values.
@@ -354,7 +385,10 @@ func checkSANs(in map[string][]string) (map[string][]string, error) {
 // returning the values normalized under the configured spelling of their
 // names, with defaults filled in. A null or empty value counts as not given:
 // the default applies and a Required field is missing.
-func (s *Server) checkMetadata(in map[string]any) (map[string]string, error) {
+//
+// tmpl (nil for a standalone CA's request) may change a field's
+// enrollment, default and pattern for its own enrollments.
+func (s *Server) checkMetadata(in map[string]any, tmpl *config.Template) (map[string]string, error) {
 	if len(in) > maxMapEntries {
 		return nil, badField("Metadata", "more than %d fields", maxMapEntries)
 	}
@@ -388,15 +422,20 @@ func (s *Server) checkMetadata(in map[string]any) (map[string]string, error) {
 			out[name] = text
 			continue
 		}
-		f := s.metaField(name)
-		if f == nil {
+		global := s.cfg.MetaField(name)
+		if global == nil {
 			return nil, &apiError{status: http.StatusBadRequest, code: CodeUnknownName, msg: field + ": no such metadata field"}
 		}
+		eff := tmpl.MetaField(global)
+		f := &eff
 		field = "Metadata." + f.Name
 		if text == "" {
 			continue
 		}
 		if strings.EqualFold(f.Enrollment, metadata.Hidden) {
+			if global.Enrollment != metadata.Hidden {
+				return nil, badField(field, "hidden for template %s: it cannot be set at enrollment", tmpl.Name)
+			}
 			return nil, badField(field, "hidden fields cannot be set at enrollment")
 		}
 		if _, twice := out[f.Name]; twice {
@@ -409,7 +448,9 @@ func (s *Server) checkMetadata(in map[string]any) (map[string]string, error) {
 		out[f.Name] = norm
 	}
 	for i := range s.cfg.Metadata {
-		f := &s.cfg.Metadata[i]
+		g := &s.cfg.Metadata[i]
+		eff := tmpl.MetaField(g)
+		f := &eff
 		if _, ok := out[f.Name]; ok {
 			continue
 		}
@@ -420,6 +461,8 @@ func (s *Server) checkMetadata(in map[string]any) (map[string]string, error) {
 				return nil, fmt.Errorf("metadata field %s: default value: %w", f.Name, err)
 			}
 			out[f.Name] = norm
+		case strings.EqualFold(f.Enrollment, metadata.Required) && g.Enrollment != metadata.Required:
+			return nil, badField("Metadata."+f.Name, "required by template %s", tmpl.Name)
 		case strings.EqualFold(f.Enrollment, metadata.Required):
 			return nil, badField("Metadata."+f.Name, "required")
 		}
@@ -430,29 +473,79 @@ func (s *Server) checkMetadata(in map[string]any) (map[string]string, error) {
 	return out, nil
 }
 
-// metaField finds a configured metadata field by name, ignoring case as
-// Keyfactor does.
-func (s *Server) metaField(name string) *config.MetaField {
-	for i := range s.cfg.Metadata {
-		if strings.EqualFold(s.cfg.Metadata[i].Name, name) {
-			return &s.cfg.Metadata[i]
-		}
-	}
-	return nil
-}
-
-func checkAdditionalFields(in map[string]any) error {
+// checkAdditionalFields checks AdditionalEnrollmentFields against the
+// template's EnrollmentFields: every name one of them (compared without
+// case, stored under the configured spelling), a MultipleChoice value one
+// of its options, every Required one given. Values are kept as their text.
+// A standalone CA's request (no template) passes its fields to the CA
+// unchecked but for their shape.
+func checkAdditionalFields(in map[string]any, tmpl *config.Template) (map[string]any, error) {
 	if len(in) > maxMapEntries {
-		return badField("AdditionalEnrollmentFields", "more than %d fields", maxMapEntries)
+		return nil, badField("AdditionalEnrollmentFields", "more than %d fields", maxMapEntries)
 	}
+	out := make(map[string]any, len(in))
 	for name, v := range in {
-		switch v.(type) {
-		case string, float64, bool, nil:
+		field := "AdditionalEnrollmentFields." + name
+		var text string
+		switch v := v.(type) {
+		case string:
+			text = v
+		case float64:
+			if v == math.Trunc(v) && math.Abs(v) > 1<<53 {
+				return nil, badField(field, "a number this large loses precision; send it as a string")
+			}
+			text = strconv.FormatFloat(v, 'f', -1, 64)
+		case bool:
+			text = strconv.FormatBool(v)
+		case nil:
+			continue
 		default:
-			return badField("AdditionalEnrollmentFields."+name, "want a string, number or boolean")
+			return nil, badField(field, "want a string, number or boolean")
+		}
+		if name == "" || len(name) > maxNameLen {
+			return nil, badField("AdditionalEnrollmentFields", "field names must be 1–%d characters", maxNameLen)
+		}
+		if tmpl == nil {
+			out[name] = text
+			continue
+		}
+		f := tmpl.EnrollmentField(name)
+		if f == nil {
+			known := make([]string, len(tmpl.EnrollmentFields))
+			for i, e := range tmpl.EnrollmentFields {
+				known[i] = e.Name
+			}
+			if len(known) == 0 {
+				return nil, &apiError{status: http.StatusBadRequest, code: CodeUnknownName, msg: fmt.Sprintf("%s: template %s has no enrollment fields", field, tmpl.Name)}
+			}
+			return nil, &apiError{status: http.StatusBadRequest, code: CodeUnknownName, msg: fmt.Sprintf("%s: template %s has no such enrollment field (it has %s)", field, tmpl.Name, strings.Join(known, ", "))}
+		}
+		field = "AdditionalEnrollmentFields." + f.Name
+		if text == "" {
+			continue // not given: a Required field is missing
+		}
+		if _, twice := out[f.Name]; twice {
+			return nil, badField(field, "given twice (field names ignore case)")
+		}
+		if f.Type == config.EnrollmentFieldMultipleChoice && !slices.Contains(f.Options, text) {
+			return nil, badField(field, "%q is not one of the options (%s)", text, strings.Join(f.Options, ", "))
+		}
+		if len(text) > metadata.MaxStringChars {
+			return nil, badField(field, "longer than %d characters", metadata.MaxStringChars)
+		}
+		out[f.Name] = text
+	}
+	if tmpl != nil {
+		for _, f := range tmpl.EnrollmentFields {
+			if _, ok := out[f.Name]; !ok && f.Required {
+				return nil, badField("AdditionalEnrollmentFields."+f.Name, "required by template %s", tmpl.Name)
+			}
 		}
 	}
-	return nil
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out, nil
 }
 
 // handleEnrollCSR is POST /Enrollment/CSR.
@@ -460,25 +553,27 @@ func (s *Server) handleEnrollCSR(w http.ResponseWriter, r *http.Request) {
 	caller := identity(r)
 	e, err := s.decodeEnrollment(r, caller)
 	if err == nil {
-		err = s.selectDefinition(e)
-	}
-	if err == nil {
 		err = s.marryGeneratedKey(r.Context(), e, caller)
 	}
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
-	format := pki.Format("")
-	s.acceptAndAnswer(w, r, e, func(w http.ResponseWriter, r *http.Request, req *store.Request) {
-		s.writeEnrollment(w, r, req, format)
-	})
+	if req, ok := s.accept(w, r, e); ok {
+		s.writeEnrollment(w, r, req, "")
+	}
 }
 
-// acceptAndAnswer submits a checked enrollment and answers as the Prefer
-// header asks: at once (202), or once the request settled or the wait ran
-// out, with answer. CSR and PFX enrollment share it.
-func (s *Server) acceptAndAnswer(w http.ResponseWriter, r *http.Request, e *enrollment, answer func(http.ResponseWriter, *http.Request, *store.Request)) {
+// accept runs a decoded submit: it picks the workflow, stores and enqueues
+// the request and, unless the client prefers an asynchronous answer, waits
+// for it to settle (Prefer: wait=N, else api.sync_wait). It answers the
+// client itself only when the request was refused (ok false). Every kind
+// of submit (CSR, renewal, …) goes through here.
+func (s *Server) accept(w http.ResponseWriter, r *http.Request, e *enrollment) (req *store.Request, ok bool) {
+	if err := s.selectDefinition(e); err != nil {
+		writeError(w, r, s.log, err)
+		return nil, false
+	}
 	wait, async := parsePrefer(r.Header.Values("Prefer"), s.cfg.API.SyncWait, s.cfg.API.MaxSyncWait)
 	var waiter *store.Waiter
 	req, existing, err := s.submit(r.Context(), e, func(id int64) {
@@ -493,7 +588,7 @@ func (s *Server) acceptAndAnswer(w http.ResponseWriter, r *http.Request, e *enro
 	}
 	if err != nil {
 		writeError(w, r, s.log, err)
-		return
+		return nil, false
 	}
 	// From here on the request is accepted: whatever fails, the answer is
 	// never an error (a client would retry and get a second certificate),
@@ -515,7 +610,7 @@ func (s *Server) acceptAndAnswer(w http.ResponseWriter, r *http.Request, e *enro
 			s.log.Warn("waiting for an accepted request failed; answering 202", "request", req.ID, "err", werr)
 		}
 	}
-	answer(w, r, req)
+	return req, true
 }
 
 // submit stores and enqueues a new request (or returns the one an
@@ -526,13 +621,18 @@ func (s *Server) submit(ctx context.Context, e *enrollment, allocated func(id in
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.API.RedisTimeout)
 	defer cancel()
 	if e.pending != nil {
-		defer func() {
-			if err != nil || existing {
-				// Not accepted: the generated CSR stays pending, free
-				// for the next enrollment.
-				s.store.ReleasePendingCSR(context.WithoutCancel(ctx), e.pending)
-			}
-		}()
+		if err := s.claimGeneratedKey(ctx, e); err != nil {
+			return nil, false, err
+		}
+		if e.pending != nil {
+			defer func() {
+				if err != nil || existing {
+					// Not accepted: the generated CSR stays pending, free
+					// for the next enrollment.
+					s.store.ReleasePendingCSR(context.WithoutCancel(ctx), e.pending)
+				}
+			}()
+		}
 	}
 	req = &e.req
 	id, err := s.store.NewID(ctx)
@@ -602,8 +702,10 @@ func (s *Server) firstRequest(ctx context.Context, id int64) (*store.Request, er
 // sameSubmit reports whether a repeated submit asks for what the first did.
 func sameSubmit(a, b *store.Request) bool {
 	x, y := a.Input, b.Input
-	// A PFX request's CSR is made later, by the worker: its order is compared.
-	return (x.PFX != nil || bytes.Equal(a.CSR, b.CSR)) && x.Template == y.Template && x.CertificateAuthority == y.CertificateAuthority &&
+	// A renewal with the retained key gets a CSR made afresh each time; a
+	// PFX request's CSR is made later, by the worker (its order is compared).
+	sameCSR := bytes.Equal(a.CSR, b.CSR) || (x.RenewalCertificateId != 0 && x.HasPrivateKey && y.HasPrivateKey) || x.PFX != nil
+	return sameCSR && x.RenewalCertificateId == y.RenewalCertificateId && x.Template == y.Template && x.CertificateAuthority == y.CertificateAuthority &&
 		x.Format == y.Format && x.IncludeChain == y.IncludeChain && x.CallbackUrl == y.CallbackUrl &&
 		x.OwnerRoleId == y.OwnerRoleId && x.OwnerRoleName == y.OwnerRoleName && samePFX(x.PFX, y.PFX)
 }
@@ -642,22 +744,21 @@ func parsePrefer(values []string, def, max time.Duration) (wait time.Duration, a
 // writeEnrollment answers with the request: 200 once it settled, 202 with
 // Location while it runs.
 func (s *Server) writeEnrollment(w http.ResponseWriter, r *http.Request, req *store.Request, format pki.Format) {
-	s.writeSettled(w, r, req, func(cert *store.Certificate) (any, error) {
+	s.writeAccepted(w, r, req, func(cert *store.Certificate) (any, error) {
 		return NewEnrollmentResponse(req, cert, format, identity(r))
 	})
 }
 
-// writeSettled answers with render's body for the request (and its
-// certificate, once issued): 200 once it settled, 202 with Location while
-// it runs.
-func (s *Server) writeSettled(w http.ResponseWriter, r *http.Request, req *store.Request, render func(*store.Certificate) (any, error)) {
+// writeAccepted answers an accepted request with the body render makes of
+// it and its certificate (nil until issued): 200 once it settled, else
+// 202 with the Location to poll. An issued certificate that cannot be read
+// now also answers 202: the client should poll, not submit again.
+func (s *Server) writeAccepted(w http.ResponseWriter, r *http.Request, req *store.Request, render func(*store.Certificate) (any, error)) {
 	var cert *store.Certificate
 	status := http.StatusOK
 	if req.Disposition == store.Issued {
 		c, err := s.certificateOf(r.Context(), req)
 		if err != nil {
-			// Accepted and issued, but not readable now: send the client
-			// to poll rather than to retry.
 			s.log.Warn("could not load an issued certificate; answering 202", "request", req.ID, "err", err)
 			status = http.StatusAccepted
 		}

@@ -64,6 +64,13 @@ func FuzzEnrollmentBody(f *testing.F) {
 		{Name: "Owner", Type: "Email"},
 		{Name: "ApprovedBy", Enrollment: "Hidden"},
 	}
+	// The seeds' owner role and additional fields exist, so that the
+	// valid seeds are accepted.
+	cfg.SecurityRoles = []config.SecurityRole{{ID: 10, Name: "ops"}}
+	for _, name := range []string{"x", "n", "b", "s", "z"} {
+		cfg.Templates[0].EnrollmentFields = append(cfg.Templates[0].EnrollmentFields, config.EnrollmentField{Name: name})
+	}
+	cfg.Templates[0].EnrollmentFields = append(cfg.Templates[0].EnrollmentFields, config.EnrollmentField{Name: "Zone", Type: "MultipleChoice", Options: []string{"dmz", "lan"}})
 	if err := cfg.Validate(); err != nil {
 		f.Fatal(err)
 	}
@@ -87,6 +94,8 @@ func FuzzEnrollmentBody(f *testing.F) {
 		fmt.Sprintf(`{"CSR":%q,"Template":"Nope","Timestamp":%q}`, b64, ts),
 		fmt.Sprintf(`{"CSR":%q,"Template":"WebServer","Timestamp":"yesterday"}`, b64),
 		fmt.Sprintf(`{"CSR":%q,"Template":"WebServer","Timestamp":%q,"OwnerRoleId":1,"OwnerRoleName":"x"}`, b64, ts),
+		fmt.Sprintf(`{"CSR":%q,"Template":"WebServer","Timestamp":%q,"OwnerRoleId":10,"AdditionalEnrollmentFields":{"zone":"lan","X":true}}`, b64, ts),
+		fmt.Sprintf(`{"CSR":%q,"Template":"WebServer","Timestamp":%q,"OwnerRoleId":99,"AdditionalEnrollmentFields":{"Zone":"DMZ","Colour":1}}`, b64, ts),
 		fmt.Sprintf(`{"CSR":%q,"Template":"WebServer","Timestamp":%q,"Pad":%q}`, b64, ts, strings.Repeat("x", fuzzMaxBody)),
 		fmt.Sprintf(`{"CSR":%q,"Template":"WebServer","Timestamp":%q}{}`, b64, ts),
 		`{"CSR":"MII=","Template":"WebServer","Timestamp":"2026-01-02T03:04:05Z"}`,
@@ -178,6 +187,21 @@ func checkAccepted(t *testing.T, st *store.Store, cfg *config.Config, body strin
 	for kind, values := range in.SANs {
 		if !workflow.SANKind(kind) || len(values) == 0 {
 			t.Fatalf("request %d has SANs %q: %v", id, kind, values)
+		}
+	}
+	tmpl, _ := cfg.Template(in.Template)
+	for name, v := range in.AdditionalEnrollmentFields {
+		f := tmpl.EnrollmentField(name)
+		if f == nil || f.Name != name {
+			t.Fatalf("request %d has enrollment field %q, which is not one of the template's", id, name)
+		}
+		if text, ok := v.(string); !ok || (f.Options != nil && !contains(f.Options, text)) {
+			t.Fatalf("request %d has enrollment field %s = %#v: not text, or not an option", id, name, v)
+		}
+	}
+	if in.OwnerRoleId != 0 || in.OwnerRoleName != "" {
+		if r, ok := cfg.RoleByID(in.OwnerRoleId); !ok || r.Name != in.OwnerRoleName {
+			t.Fatalf("request %d has owner %d %q, which is not a security role", id, in.OwnerRoleId, in.OwnerRoleName)
 		}
 	}
 	for name := range in.Metadata {

@@ -70,19 +70,14 @@ const maxFriendlyName = 128
 // request. The answer carries the PKCS#12 once the certificate is issued
 // (now, or when polled at GET /Enrollment/Requests/{id}).
 func (s *Server) handleEnrollPFX(w http.ResponseWriter, r *http.Request) {
-	caller := identity(r)
-	e, err := s.decodePFXEnrollment(r, caller)
-	if err == nil {
-		err = s.selectDefinition(e)
-	}
+	e, err := s.decodePFXEnrollment(r, identity(r))
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
-	password := e.pfxPassword
-	s.acceptAndAnswer(w, r, e, func(w http.ResponseWriter, r *http.Request, req *store.Request) {
-		s.writePFX(w, r, req, password)
-	})
+	if req, ok := s.accept(w, r, e); ok {
+		s.writePFX(w, r, req, e.pfxPassword)
+	}
 }
 
 // decodePFXEnrollment checks a PFX enrollment: everything a CSR
@@ -175,7 +170,7 @@ func pfxKeySpec(body *EnrollmentPFXRequest, tmpl *config.Template) (pki.KeySpec,
 // caller's, from the body (a repeated submit's, for an Idempotency-Key
 // repeat, which must then match the first).
 func (s *Server) writePFX(w http.ResponseWriter, r *http.Request, req *store.Request, password string) {
-	s.writeSettled(w, r, req, func(cert *store.Certificate) (any, error) {
+	s.writeAccepted(w, r, req, func(cert *store.Certificate) (any, error) {
 		er, err := NewEnrollmentResponse(req, cert, pki.FormatPEM, identity(r))
 		if err != nil {
 			return nil, err

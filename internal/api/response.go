@@ -85,11 +85,7 @@ func NewEnrollmentResponse(r *store.Request, cert *store.Certificate, format pki
 		WorkflowReferenceId: r.ID,
 		Certificates:        []string{},
 	}
-	md := maps.Clone(r.Input.Metadata)
-	if md == nil {
-		md = map[string]string{}
-	}
-	maps.Copy(md, r.Instance.Metadata)
+	md := requestMetadata(r)
 	if cert != nil {
 		chain := cert.Chain[:1]
 		if r.Input.IncludeChain {
@@ -104,6 +100,17 @@ func NewEnrollmentResponse(r *store.Request, cert *store.Certificate, format pki
 		info.KeyfactorID = cert.ID
 	}
 	return &EnrollmentResponse{CertificateInformation: info, Metadata: md}, nil
+}
+
+// requestMetadata is a request's certificate metadata: the values the
+// request set, then what its workflow set over them.
+func requestMetadata(r *store.Request) map[string]string {
+	md := maps.Clone(r.Input.Metadata)
+	if md == nil {
+		md = map[string]string{}
+	}
+	maps.Copy(md, r.Instance.Metadata)
+	return md
 }
 
 // seesDetails reports whether viewer may read internal failure details

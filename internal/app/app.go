@@ -409,7 +409,7 @@ func (a *App) ServeAPI(ctx context.Context, ready func(addr net.Addr)) error {
 func (a *App) RunWorker(ctx context.Context) error {
 	w := &worker.Worker{
 		Config: a.Config, Store: a.Store, Queue: a.Queue, Defs: &a.Defs, Catalog: a.Catalog(),
-		Engine: &workflow.Engine{Log: a.Log}, Callbacks: a.Sender, KEK: a.KEK, Log: a.Log,
+		Engine: &workflow.Engine{Log: a.Log}, Callbacks: a.Sender, KEK: a.KEK, Log: a.Log, CAs: a.CAs,
 	}
 	// worker.servers asynq servers share the concurrency: each dequeues in
 	// a loop of its own, so one sleeping on an empty queue does not hold
@@ -443,6 +443,7 @@ func (a *App) RunWorker(ctx context.Context) error {
 	}
 	go w.Reconcile(ctx)
 	go w.Sweep(ctx)
+	go w.RefreshCRLs(ctx)
 	<-ctx.Done()
 	stop() // in parallel: each has the whole shutdown timeout, not a share of it
 	return nil

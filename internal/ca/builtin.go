@@ -84,6 +84,7 @@ func (b *Builtin) Issue(ctx context.Context, req *Request) (*Issued, error) {
 		IPAddresses:           req.IPAddresses,
 		EmailAddresses:        req.Emails,
 		URIs:                  req.URIs,
+		CRLDistributionPoints: req.CRLDistributionPoints,
 	}
 	der, err := createCertificate(rand.Reader, tmpl, b.issuer, req.PublicKey, b.signer)
 	if err != nil {

@@ -35,6 +35,13 @@ type Request struct {
 	Validity    time.Duration
 	KeyUsage    x509.KeyUsage
 	ExtKeyUsage []x509.ExtKeyUsage
+	// EnrollmentFields are the request's custom attributes for the CA
+	// (Keyfactor's AdditionalEnrollmentFields, checked against the
+	// template's EnrollmentFields), by field name. The built-in CA has no
+	// use for them; external CAs pass them on.
+	EnrollmentFields map[string]string
+	// CRLDistributionPoints are URLs where the CA's CRL is published.
+	CRLDistributionPoints []string
 }
 
 // Issued is a signed certificate with the chain above it.

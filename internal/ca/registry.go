@@ -40,3 +40,12 @@ func OpenAll(cfg *config.Config, kek *pki.KEK, create bool) (reg *Registry, crea
 	}
 	return reg, created, nil
 }
+
+// All returns the authorities, in no particular order.
+func (r *Registry) All() []Authority {
+	out := make([]Authority, 0, len(r.byName))
+	for _, a := range r.byName {
+		out = append(out, a)
+	}
+	return out
+}

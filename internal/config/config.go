@@ -47,6 +47,10 @@ type Config struct {
 	Definitions string `yaml:"definitions"`
 	// KeyPrefix prefixes every certflow key in Redis. Defaults to "certflow".
 	KeyPrefix string `yaml:"key_prefix"`
+	// CRLBaseURL is certflow's API as relying parties reach it (e.g.
+	// http://pki.example.com). When set, issued certificates carry the CRL
+	// distribution point <crl_base_url>/CRL/<ca>.crl. Defaults to none.
+	CRLBaseURL string `yaml:"crl_base_url"`
 	// Queue is the asynq queue certflow's tasks go to. Defaults to "certflow".
 	Queue string `yaml:"queue"`
 
@@ -58,6 +62,34 @@ type Config struct {
 	Templates []Template  `yaml:"templates"`
 	Metadata  []MetaField `yaml:"metadata_fields"`
 	SMTP      SMTP        `yaml:"smtp"`
+	// SecurityRoles are the roles a certificate owner (OwnerRoleId,
+	// OwnerRoleName) can name, besides the built-in requester, approver
+	// and admin (BuiltinRoles). Defaults to none.
+	SecurityRoles []SecurityRole `yaml:"security_roles"`
+}
+
+// SecurityRole is Keyfactor's security role as far as certflow knows it: an
+// integer id and a name, for certificate ownership.
+type SecurityRole struct {
+	// ID is the role's Keyfactor id, at least MinSecurityRoleID (smaller
+	// ids are the built-in roles'). Required.
+	ID int64 `yaml:"id"`
+	// Name is the role name (RolePattern), unique without regard to case
+	// and not a built-in role's. Required.
+	Name string `yaml:"name"`
+	// Description is shown by GET /Security/Roles. Defaults to empty.
+	Description string `yaml:"description"`
+}
+
+// MinSecurityRoleID is the smallest id a configured security role may
+// have; the ids below it belong to the built-in roles.
+const MinSecurityRoleID = 10
+
+// BuiltinRoles are the built-in roles as security roles, with fixed ids.
+var BuiltinRoles = []SecurityRole{
+	{ID: 1, Name: RoleRequester, Description: "enrolls for certificates (built in)"},
+	{ID: 2, Name: RoleApprover, Description: "reads every request and decides approvals (built in)"},
+	{ID: 3, Name: RoleAdmin, Description: "may do everything (built in)"},
 }
 
 // API tunes the HTTP side.
@@ -213,20 +245,83 @@ type CA struct {
 // Template is Keyfactor's certificate template: the policy a request is
 // checked against and the profile its certificate gets.
 type Template struct {
-	Name           string        `yaml:"name"`
-	DisplayName    string        `yaml:"display_name"`
-	CAs            []string      `yaml:"certificate_authorities"`
-	RSAKeySizes    []int         `yaml:"rsa_key_sizes"`
-	ECCCurves      []string      `yaml:"ecc_curves"`
-	AllowEd25519   bool          `yaml:"allow_ed25519"`
-	AllowWildcards bool          `yaml:"allow_wildcards"`
-	RFCEnforcement bool          `yaml:"rfc_enforcement"`
-	Validity       time.Duration `yaml:"validity"`
-	KeyUsages      []string      `yaml:"key_usages"`
-	ExtKeyUsages   []string      `yaml:"extended_key_usages"`
-	KeyRetention   bool          `yaml:"key_retention"`
+	// Name is the short name requests give as Template. Required.
+	Name string `yaml:"name"`
+	// DisplayName defaults to Name.
+	DisplayName string `yaml:"display_name"`
+	// CAs are the authorities that serve the template; a request that
+	// names none gets one of them at random. Defaults to the first CA.
+	CAs []string `yaml:"certificate_authorities"`
+	// RSAKeySizes are the RSA sizes allowed. Defaults to 2048, 3072, 4096.
+	RSAKeySizes []int `yaml:"rsa_key_sizes"`
+	// ECCCurves are the curves allowed. Defaults to P-256, P-384.
+	ECCCurves []string `yaml:"ecc_curves"`
+	// AllowEd25519 allows Ed25519 keys. Defaults to false.
+	AllowEd25519 bool `yaml:"allow_ed25519"`
+	// AllowWildcards allows "*." names. Defaults to false.
+	AllowWildcards bool `yaml:"allow_wildcards"`
+	// RFCEnforcement (RFC 2818) adds the CN as a DNS or IP SAN when it is
+	// one, and denies a request left with no DNS or IP SAN. Defaults to
+	// false for a template a file adds (true for the built-in WebServer).
+	RFCEnforcement bool `yaml:"rfc_enforcement"`
+	// Validity of issued certificates, capped by the CA. Defaults to 397 days.
+	Validity time.Duration `yaml:"validity"`
+	// KeyUsages and ExtKeyUsages of issued certificates. Default to
+	// DigitalSignature, KeyEncipherment and ServerAuth, ClientAuth.
+	KeyUsages    []string `yaml:"key_usages"`
+	ExtKeyUsages []string `yaml:"extended_key_usages"`
+	// KeyRetention accepts a request's PrivateKey and keeps it sealed.
+	// Defaults to false.
+	KeyRetention bool `yaml:"key_retention"`
 	// RequireOwnerRole makes OwnerRoleId/OwnerRoleName mandatory.
+	// Defaults to false.
 	RequireOwnerRole bool `yaml:"require_owner_role"`
+	// AllowedRequesters are the roles whose holders may enroll with the
+	// template (admin holds every role). Defaults to empty: any requester.
+	AllowedRequesters []string `yaml:"allowed_requesters"`
+	// MetadataFields change, for this template's enrollments, how
+	// configured metadata fields take part (Keyfactor's template metadata
+	// fields). Defaults to none: every field as metadata_fields says.
+	MetadataFields []TemplateMetaField `yaml:"metadata_fields"`
+	// EnrollmentFields are the template's custom request attributes,
+	// given in a request's AdditionalEnrollmentFields and passed to the
+	// CA. Defaults to none: the template takes no additional fields.
+	EnrollmentFields []EnrollmentField `yaml:"enrollment_fields"`
+}
+
+// TemplateMetaField overrides a metadata field's settings for one
+// template's enrollments. An empty setting keeps the field's own.
+type TemplateMetaField struct {
+	// Name is a field of metadata_fields. Required.
+	Name string `yaml:"name"`
+	// Enrollment is Optional, Required or Hidden. Defaults to the field's.
+	Enrollment string `yaml:"enrollment"`
+	// DefaultValue replaces the field's default. Defaults to the field's.
+	DefaultValue string `yaml:"default_value"`
+	// Validation and Message (String fields only) replace the field's
+	// pattern and its message. Default to the field's.
+	Validation string `yaml:"validation"`
+	Message    string `yaml:"message"`
+}
+
+// Enrollment field types, as Keyfactor numbers them (DataType).
+const (
+	EnrollmentFieldString         = "String"         // DataType 1
+	EnrollmentFieldMultipleChoice = "MultipleChoice" // DataType 2
+)
+
+// EnrollmentField is a template's custom request attribute (Keyfactor's
+// template EnrollmentFields).
+type EnrollmentField struct {
+	// Name is the key in AdditionalEnrollmentFields (exact case on the
+	// wire is not required; names compare without case). Required.
+	Name string `yaml:"name"`
+	// Type is String or MultipleChoice. Defaults to String.
+	Type string `yaml:"type"`
+	// Options (MultipleChoice only) are the allowed values, exact case.
+	Options []string `yaml:"options"`
+	// Required makes the field mandatory at enrollment. Defaults to false.
+	Required bool `yaml:"required"`
 }
 
 // MetaField is a Keyfactor metadata field definition. Values are checked
@@ -234,6 +329,12 @@ type Template struct {
 // Metadata, the workflow's metadata step, DefaultValue itself.
 type MetaField struct {
 	Name string `yaml:"name"`
+	// Description and Hint are shown by GET /MetadataFields. Default to empty.
+	Description string `yaml:"description"`
+	Hint        string `yaml:"hint"`
+	// DisplayOrder orders the fields in GET /MetadataFields. Defaults to
+	// 0, which shows the field's position in the list (1, 2, …).
+	DisplayOrder int `yaml:"display_order"`
 	// Type is String, Integer, Date, Boolean, MultipleChoice, BigText or
 	// Email. Defaults to String.
 	Type string `yaml:"type"`
@@ -402,6 +503,11 @@ func (c *Config) Validate() error {
 			bad("redis_url: want redis://host:port/db or rediss://…")
 		}
 	}
+	if c.CRLBaseURL != "" {
+		if u, err := url.Parse(c.CRLBaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			bad("crl_base_url: want an absolute http:// or https:// URL without query, e.g. http://pki.example.com")
+		}
+	}
 	if !nameRE.MatchString(c.KeyPrefix) {
 		bad("key_prefix: %q is not a valid name", c.KeyPrefix)
 	}
@@ -529,6 +635,10 @@ func (c *Config) Validate() error {
 		for _, n := range t.CAs {
 			if !caNames[strings.ToLower(n)] {
 				bad("%s.certificate_authorities: unknown authority %q", field, n)
+			} else if ca, _ := c.CA(n); ca.Standalone {
+				// A request without CertificateAuthority gets one of the
+				// template's CAs; a standalone CA must be named.
+				bad("%s.certificate_authorities: %s is standalone: it serves requests that name it, without a template", field, n)
 			}
 		}
 		for _, bits := range t.RSAKeySizes {
@@ -556,7 +666,204 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateMetadataFields(bad)
+	c.validateSecurityRoles(bad)
+	for i := range c.Templates {
+		c.validateTemplateFields(fmt.Sprintf("templates[%d]", i), &c.Templates[i], bad)
+	}
 	return errors.Join(errs...)
+}
+
+// validateSecurityRoles checks security_roles: ids from MinSecurityRoleID,
+// names well-formed, neither repeated nor a built-in role's.
+func (c *Config) validateSecurityRoles(bad func(format string, args ...any)) {
+	ids, names := map[int64]bool{}, map[string]bool{}
+	for _, b := range BuiltinRoles {
+		names[b.Name] = true
+	}
+	for i, r := range c.SecurityRoles {
+		field := fmt.Sprintf("security_roles[%d]", i)
+		switch {
+		case r.ID < MinSecurityRoleID:
+			bad("%s.id: %d; configured roles' ids start at %d (smaller ones are the built-in roles')", field, r.ID, MinSecurityRoleID)
+		case ids[r.ID]:
+			bad("%s.id: %d appears twice", field, r.ID)
+		}
+		ids[r.ID] = true
+		switch {
+		case !roleRE.MatchString(r.Name):
+			bad("%s.name: %q is not a role name (letters, digits, -, _ and .)", field, r.Name)
+		case slices.ContainsFunc(BuiltinRoles, func(b SecurityRole) bool { return strings.EqualFold(b.Name, r.Name) }):
+			bad("%s.name: %q is a built-in role; it has id %d already", field, r.Name, c.roleByName(r.Name).ID)
+		case names[strings.ToLower(r.Name)]:
+			bad("%s.name: %q appears twice", field, r.Name)
+		}
+		names[strings.ToLower(r.Name)] = true
+	}
+}
+
+// validateTemplateFields checks a template's allowed requesters, metadata
+// field overrides and enrollment fields, normalizing their spelling.
+func (c *Config) validateTemplateFields(field string, t *Template, bad func(format string, args ...any)) {
+	for _, r := range t.AllowedRequesters {
+		if !roleRE.MatchString(r) {
+			bad("%s.allowed_requesters: %q is not a role name", field, r)
+		}
+	}
+	seen := map[string]bool{}
+	for j := range t.MetadataFields {
+		o := &t.MetadataFields[j]
+		f := fmt.Sprintf("%s.metadata_fields[%d]", field, j)
+		mf := c.MetaField(o.Name)
+		if mf == nil {
+			bad("%s.name: %q is not one of metadata_fields", f, o.Name)
+			continue
+		}
+		o.Name = mf.Name
+		if seen[mf.Name] {
+			bad("%s.name: %q appears twice", f, o.Name)
+		}
+		seen[mf.Name] = true
+		if o.Enrollment != "" {
+			if k := slices.IndexFunc(metadata.Enrollments, func(e string) bool { return strings.EqualFold(e, o.Enrollment) }); k >= 0 {
+				o.Enrollment = metadata.Enrollments[k]
+			} else {
+				bad("%s.enrollment: %q (want %s)", f, o.Enrollment, strings.Join(metadata.Enrollments, ", "))
+			}
+		}
+		checkable := true
+		if o.Validation != "" || o.Message != "" {
+			if mf.Type != metadata.String {
+				bad("%s.validation: only String fields have a validation pattern (%s is %s)", f, mf.Name, mf.Type)
+				checkable = false
+			} else if _, err := regexp.Compile(o.Validation); err != nil {
+				bad("%s.validation: %v", f, err)
+				checkable = false
+			}
+		}
+		if o.DefaultValue != "" && checkable {
+			eff := t.MetaField(mf)
+			v, err := metadata.Check(metadata.Field{Type: eff.Type, Validation: eff.Validation, Message: eff.Message, Options: eff.Options}, o.DefaultValue)
+			if err != nil {
+				bad("%s.default_value: %v", f, err)
+			} else {
+				o.DefaultValue = v
+			}
+		}
+	}
+	seen = map[string]bool{}
+	for j := range t.EnrollmentFields {
+		e := &t.EnrollmentFields[j]
+		f := fmt.Sprintf("%s.enrollment_fields[%d]", field, j)
+		checkName(f, e.Name, seen, bad)
+		switch {
+		case e.Type == "" || strings.EqualFold(e.Type, EnrollmentFieldString):
+			e.Type = EnrollmentFieldString
+			if len(e.Options) > 0 {
+				bad("%s.options: only MultipleChoice fields have options", f)
+			}
+		case strings.EqualFold(e.Type, EnrollmentFieldMultipleChoice):
+			e.Type = EnrollmentFieldMultipleChoice
+			if len(e.Options) == 0 {
+				bad("%s.options: a MultipleChoice field needs at least one option", f)
+			}
+			for k, o := range e.Options {
+				if strings.TrimSpace(o) == "" || slices.Contains(e.Options[:k], o) {
+					bad("%s.options: %q is empty or repeated", f, o)
+				}
+			}
+		default:
+			bad("%s.type: %q (want String or MultipleChoice)", f, e.Type)
+		}
+	}
+}
+
+// MetaField finds a configured metadata field by name, ignoring case as
+// Keyfactor does.
+func (c *Config) MetaField(name string) *MetaField {
+	for i := range c.Metadata {
+		if strings.EqualFold(c.Metadata[i].Name, name) {
+			return &c.Metadata[i]
+		}
+	}
+	return nil
+}
+
+// MetaField returns f as it applies to enrollments with t: the field with
+// the template's overrides, if it has any for f. t may be nil.
+func (t *Template) MetaField(f *MetaField) MetaField {
+	eff := *f
+	if t == nil {
+		return eff
+	}
+	for _, o := range t.MetadataFields {
+		if !strings.EqualFold(o.Name, f.Name) {
+			continue
+		}
+		eff.Enrollment = cmp.Or(o.Enrollment, eff.Enrollment)
+		eff.DefaultValue = cmp.Or(o.DefaultValue, eff.DefaultValue)
+		if o.Validation != "" {
+			eff.Validation, eff.Message = o.Validation, o.Message
+		} else {
+			eff.Message = cmp.Or(o.Message, eff.Message)
+		}
+	}
+	return eff
+}
+
+// EnrollmentField finds one of t's enrollment fields by name, ignoring case.
+func (t *Template) EnrollmentField(name string) *EnrollmentField {
+	for i := range t.EnrollmentFields {
+		if strings.EqualFold(t.EnrollmentFields[i].Name, name) {
+			return &t.EnrollmentFields[i]
+		}
+	}
+	return nil
+}
+
+// MayEnroll reports whether a caller holding roles may enroll with t: any
+// requester when AllowedRequesters is empty, else a holder of one of them
+// (admin holds every role).
+func (t *Template) MayEnroll(roles []string) bool {
+	if slices.Contains(roles, RoleAdmin) {
+		return true
+	}
+	if !slices.Contains(roles, RoleRequester) {
+		return false
+	}
+	if len(t.AllowedRequesters) == 0 {
+		return true
+	}
+	return slices.ContainsFunc(roles, func(r string) bool { return slices.Contains(t.AllowedRequesters, r) })
+}
+
+// Roles returns every security role: the built-in ones, then the configured.
+func (c *Config) Roles() []SecurityRole {
+	return slices.Concat(BuiltinRoles, c.SecurityRoles)
+}
+
+// RoleByID finds a security role by its id.
+func (c *Config) RoleByID(id int64) (SecurityRole, bool) {
+	for _, r := range c.Roles() {
+		if r.ID == id {
+			return r, true
+		}
+	}
+	return SecurityRole{}, false
+}
+
+// RoleByName finds a security role by name, ignoring case.
+func (c *Config) RoleByName(name string) (SecurityRole, bool) {
+	r := c.roleByName(name)
+	return r, r.ID != 0
+}
+
+func (c *Config) roleByName(name string) SecurityRole {
+	for _, r := range c.Roles() {
+		if strings.EqualFold(r.Name, name) {
+			return r
+		}
+	}
+	return SecurityRole{}
 }
 
 // validateMetadataFields checks metadata_fields, filling in the default type
@@ -568,6 +875,9 @@ func (c *Config) validateMetadataFields(bad func(format string, args ...any)) {
 		f := &c.Metadata[i]
 		field := fmt.Sprintf("metadata_fields[%d]", i)
 		checkName(field, f.Name, seen, bad)
+		if f.DisplayOrder < 0 {
+			bad("%s.display_order: must be positive (or 0, for the field's position)", field)
+		}
 		typ, typeOK := metadata.TypeName(f.Type)
 		if typeOK {
 			f.Type = typ

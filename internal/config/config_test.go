@@ -236,6 +236,9 @@ func TestValidateNamesTheFieldOfEachError(t *testing.T) {
 	}{
 		{"redis_url with http scheme", func(c *Config) { c.RedisURL = "http://127.0.0.1:6379/0" }, "redis_url"},
 		{"redis_url without scheme", func(c *Config) { c.RedisURL = "127.0.0.1:6379" }, "redis_url"},
+		{"crl_base_url without scheme", func(c *Config) { c.CRLBaseURL = "pki.example.com" }, "crl_base_url"},
+		{"crl_base_url with an ldap scheme", func(c *Config) { c.CRLBaseURL = "ldap://pki.example.com" }, "crl_base_url"},
+		{"crl_base_url with a query", func(c *Config) { c.CRLBaseURL = "http://pki.example.com/?x=1" }, "crl_base_url"},
 		{"key_prefix with a colon", func(c *Config) { c.KeyPrefix = "cert:flow" }, "key_prefix"},
 		{"empty queue", func(c *Config) { c.Queue = "" }, "queue"},
 		{"max_body_bytes below 1024", func(c *Config) { c.API.MaxBodyBytes = 1023 }, "api.max_body_bytes"},

@@ -153,7 +153,7 @@ func (s *Store) DeletePendingCSR(ctx context.Context, p *PendingCSR) error {
 // enrollment was accepted), ReleasePendingCSR (it was not), or its TTL
 // (the process died in between).
 func (s *Store) ClaimPendingCSR(ctx context.Context, p *PendingCSR, ttl time.Duration) (bool, error) {
-	res, err := claimScript.Run(ctx, s.rdb, []string{s.keys.pendingCSR(p.ID), s.keys.pendingCSRClaim(p.ID)}, ttl.Milliseconds()).Int64()
+	res, err := claimCSRScript.Run(ctx, s.rdb, []string{s.keys.pendingCSR(p.ID), s.keys.pendingCSRClaim(p.ID)}, ttl.Milliseconds()).Int64()
 	switch {
 	case err != nil:
 		return false, fmt.Errorf("claim pending CSR %d: %w", p.ID, err)
@@ -163,10 +163,10 @@ func (s *Store) ClaimPendingCSR(ctx context.Context, p *PendingCSR, ttl time.Dur
 	return res == 1, nil
 }
 
-// claimScript claims a pending CSR that still exists: a submit that read
+// claimCSRScript claims a pending CSR that still exists: a submit that read
 // it before another enrollment deleted it must not claim it afterwards.
 // KEYS: the pending CSR, its claim (one hash tag); ARGV: TTL in ms.
-var claimScript = redis.NewScript(`
+var claimCSRScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('SET', KEYS[2], 1, 'NX', 'PX', ARGV[1]) then return 1 end
 return 0

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"strconv"
+	"strings"
 )
 
 // keys builds every Redis key certflow uses; the layout lives here and
@@ -29,6 +30,35 @@ func (k keys) certificates() string { return k.prefix + ":certificates" }
 
 // thumbprint maps a certificate's SHA-1 thumbprint (upper-case hex) to its id.
 func (k keys) thumbprint(tp string) string { return k.prefix + ":thumbprint:" + tp }
+
+// certExpiry is a sorted set of certificate ids scored by their NotAfter
+// (unix seconds): the retention sweep reads it instead of the records, so
+// that it never resets their idle time.
+func (k keys) certExpiry() string { return k.prefix + ":certificates:expiry" }
+
+// A certificate's pending or done revocation is claimed in the field
+// "rv" of its request's hash (the id of the revocation request), so the
+// claim and the certificate share a slot.
+
+// ca names the keys of one CA's revocation list; they share the
+// {<name>} hash tag (name lower-cased).
+func (k keys) ca(name string) string {
+	return k.prefix + ":ca:{" + strings.ToLower(name) + "}"
+}
+
+// caRevoked is a hash of a CA's revoked certificates: upper-case hex
+// serial → JSON entry (revocation time, reason, NotAfter).
+func (k keys) caRevoked(name string) string { return k.ca(name) + ":revoked" }
+
+// caCRL holds a CA's current CRL: a hash of n (CRL number), der, this and
+// next (thisUpdate, nextUpdate; unix seconds).
+func (k keys) caCRL(name string) string { return k.ca(name) + ":crl" }
+
+// caCRLNumber is the counter of a CA's CRL numbers.
+func (k keys) caCRLNumber(name string) string { return k.ca(name) + ":crl-number" }
+
+// caCRLLock lets one process at a time re-sign a CA's CRL on schedule.
+func (k keys) caCRLLock(name string) string { return k.ca(name) + ":crl-lock" }
 
 // issueLock serialises the issue step of one request.
 func (k keys) issueLock(id int64) string { return k.request(id) + ":issue-lock" }

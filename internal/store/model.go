@@ -17,6 +17,9 @@ const (
 	Denied    Disposition = "DENIED"
 	Failed    Disposition = "FAILED"
 	Cancelled Disposition = "CANCELLED"
+	// Revoked ends a revocation request whose workflow revoked the
+	// certificate (a refused one ends DENIED).
+	Revoked Disposition = "REVOKED"
 )
 
 // Settled reports whether the workflow has come to rest: a waiting client
@@ -93,6 +96,27 @@ type Certificate struct {
 	Template     string    `json:"Template"`
 	Requester    string    `json:"Requester"`
 	Issued       time.Time `json:"Issued"`
+	// OwnerRoleId and OwnerRoleName are the certificate owner's security
+	// role, resolved from the request's OwnerRoleId or OwnerRoleName; zero
+	// when the request named none.
+	OwnerRoleId   int64  `json:"OwnerRoleId,omitempty"`
+	OwnerRoleName string `json:"OwnerRoleName,omitempty"`
+	// What the inventory shows and searches without parsing the DER,
+	// filled at issuance (see certs.go).
+	IssuedCN         string   `json:"IssuedCN,omitempty"`
+	IssuedOU         string   `json:"IssuedOU,omitempty"`
+	IssuedEmail      string   `json:"IssuedEmail,omitempty"`
+	KeyType          string   `json:"KeyType,omitempty"` // RSA, ECC, Ed25519
+	KeySizeInBits    int      `json:"KeySizeInBits,omitempty"`
+	Curve            string   `json:"Curve,omitempty"`
+	SigningAlgorithm string   `json:"SigningAlgorithm,omitempty"`
+	KeyUsage         int      `json:"KeyUsage,omitempty"`     // crypto/x509's KeyUsage bits
+	ExtKeyUsages     []string `json:"ExtKeyUsages,omitempty"` // OIDs, dotted
+	SANs             []SAN    `json:"SANs,omitempty"`
+	// CRLDistributionPoints are the certificate's CDP URLs.
+	CRLDistributionPoints []string `json:"CRLDistributionPoints,omitempty"`
+	// Revocation is set once, by the revoke step that revoked it.
+	Revocation *Revocation `json:"Revocation,omitempty"`
 }
 
 // Ref is what the workflow environment sees of the certificate.

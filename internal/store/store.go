@@ -644,6 +644,7 @@ func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx co
 	pipe = s.rdb.Pipeline()
 	set := pipe.HSetNX(ctx, s.keys.request(requestID), "x", data)
 	pipe.ZAdd(ctx, s.keys.certificates(), redis.Z{Score: float64(requestID), Member: requestID})
+	pipe.ZAdd(ctx, s.keys.certExpiry(), redis.Z{Score: float64(c.NotAfter.Unix()), Member: requestID})
 	pipe.Set(ctx, s.keys.thumbprint(c.Thumbprint), requestID, 0)
 	pipe.Exec(ctx) // each command's own error is read below
 	won, err := set.Result()

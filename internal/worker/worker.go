@@ -18,6 +18,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/certflow/certflow/internal/api"
+	"github.com/certflow/certflow/internal/ca"
 	"github.com/certflow/certflow/internal/callback"
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/pki"
@@ -36,9 +37,11 @@ type Worker struct {
 	Catalog   workflow.Catalog
 	Engine    *workflow.Engine
 	Callbacks *callback.Sender
+	Log       *slog.Logger
+	// CAs are the loaded authorities (for the CRL refresh loop).
+	CAs *ca.Registry
 	// KEK seals the keys the worker generates (PFX enrollment).
 	KEK *pki.KEK
-	Log *slog.Logger
 	// pinned caches definition versions fetched from the store.
 	pinned sync.Map // name@version → *workflow.Definition
 }
@@ -106,7 +109,10 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 			return w.failRequest(ctx, r, nil, cause)
 		}
 	}
-	in, err := w.input(r)
+	in, err := w.input(ctx, r)
+	if err != nil && store.Unavailable(err) {
+		return err
+	}
 	if err != nil {
 		return w.failRequest(ctx, r, nil, err)
 	}
@@ -152,7 +158,10 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 }
 
 // input prepares the request for the engine.
-func (w *Worker) input(r *store.Request) (*workflow.Input, error) {
+func (w *Worker) input(ctx context.Context, r *store.Request) (*workflow.Input, error) {
+	if r.CSR == nil && r.Trigger == workflow.TriggerRevocation {
+		return w.revocationInput(ctx, r)
+	}
 	csr, err := x509.ParseCertificateRequest(r.CSR)
 	if err != nil {
 		return nil, fmt.Errorf("stored CSR does not parse: %w", err)
@@ -173,7 +182,9 @@ func settle(r *store.Request) {
 	case workflow.StatusSuspended:
 		r.Disposition = store.Pending
 	case workflow.StatusComplete:
-		if inst.Certificate != nil {
+		if r.Trigger == workflow.TriggerRevocation {
+			settleRevocation(r)
+		} else if inst.Certificate != nil {
 			r.Disposition, r.Message = store.Issued, "Issued by "+inst.Certificate.Authority
 		} else {
 			r.Disposition, r.Message = store.Failed, "the workflow completed without issuing a certificate"
@@ -276,7 +287,7 @@ func (w *Worker) tellEscalated(ctx context.Context, r *store.Request, log *slog.
 	def, err := w.definition(ctx, r.Instance.Definition, r.Instance.Version)
 	if err == nil {
 		var in *workflow.Input
-		if in, err = w.input(r); err == nil {
+		if in, err = w.input(ctx, r); err == nil {
 			engine := *w.Engine
 			engine.Log = log
 			engine.Escalated(ctx, def, in, &r.Instance)

@@ -1,0 +1,569 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/store"
+)
+
+// CertificateRecord is Keyfactor's certificate (GET /Certificates/{id}
+// and the rows of GET /Certificates), field for field. Fields certflow has
+// no notion of (principals, certificate stores, key archives) keep
+// Keyfactor's names with null or empty values, so clients decode them.
+type CertificateRecord struct {
+	Id                       int64                `json:"Id"`
+	Thumbprint               string               `json:"Thumbprint"`
+	SerialNumber             string               `json:"SerialNumber"`
+	IssuedDN                 string               `json:"IssuedDN"`
+	IssuedCN                 string               `json:"IssuedCN"`
+	ImportDate               time.Time            `json:"ImportDate"`
+	NotBefore                time.Time            `json:"NotBefore"`
+	NotAfter                 time.Time            `json:"NotAfter"`
+	IssuerDN                 string               `json:"IssuerDN"`
+	PrincipalId              *int64               `json:"PrincipalId"`
+	TemplateId               int                  `json:"TemplateId"`
+	CertState                int                  `json:"CertState"`
+	KeySizeInBits            int                  `json:"KeySizeInBits"`
+	KeyType                  int                  `json:"KeyType"`
+	RequesterId              int                  `json:"RequesterId"`
+	IssuedOU                 *string              `json:"IssuedOU"`
+	IssuedEmail              *string              `json:"IssuedEmail"`
+	KeyUsage                 int                  `json:"KeyUsage"`
+	SigningAlgorithm         string               `json:"SigningAlgorithm"`
+	CertStateString          string               `json:"CertStateString"`
+	KeyTypeString            string               `json:"KeyTypeString"`
+	RevocationEffDate        *time.Time           `json:"RevocationEffDate"`
+	RevocationReason         *int                 `json:"RevocationReason"`
+	RevocationComment        *string              `json:"RevocationComment"`
+	CertificateAuthorityId   int                  `json:"CertificateAuthorityId"`
+	CertificateAuthorityName string               `json:"CertificateAuthorityName"`
+	TemplateName             string               `json:"TemplateName"`
+	ArchivedKey              bool                 `json:"ArchivedKey"`
+	HasPrivateKey            bool                 `json:"HasPrivateKey"`
+	PrincipalName            *string              `json:"PrincipalName"`
+	CertRequestId            int64                `json:"CertRequestId"`
+	RequesterName            string               `json:"RequesterName"`
+	ContentBytes             string               `json:"ContentBytes"`
+	ExtendedKeyUsages        []ExtendedKeyUsage   `json:"ExtendedKeyUsages"`
+	SubjectAltNameElements   []SubjectAltName     `json:"SubjectAltNameElements"`
+	CRLDistributionPoints    []CRLDistributionPnt `json:"CRLDistributionPoints"`
+	LocationsCount           []any                `json:"LocationsCount"`
+	SSLLocations             []any                `json:"SSLLocations"`
+	Locations                []any                `json:"Locations"`
+	Metadata                 map[string]string    `json:"Metadata"`
+	CertificateKeyId         int                  `json:"CertificateKeyId"`
+	KeyRecoverable           bool                 `json:"KeyRecoverable"`
+	Curve                    *string              `json:"Curve"`
+	OwnerRoleId              *int64               `json:"OwnerRoleId"`
+	OwnerRoleName            *string              `json:"OwnerRoleName"`
+}
+
+// SubjectAltName is one of a certificate's SANs; Type is the RFC 5280
+// GeneralName tag (1 email, 2 DNS, 6 URI, 7 IP).
+type SubjectAltName struct {
+	Id        int    `json:"Id"`
+	Value     string `json:"Value"`
+	Type      int    `json:"Type"`
+	ValueHash string `json:"ValueHash"`
+}
+
+// CRLDistributionPnt is one of a certificate's CRL distribution points.
+type CRLDistributionPnt struct {
+	Id      int    `json:"Id"`
+	Url     string `json:"Url"`
+	UrlHash string `json:"UrlHash"`
+}
+
+// Keyfactor's CertState values certflow uses, and their names.
+const (
+	certStateActive  = 1
+	certStateRevoked = 2
+)
+
+// keyfactorKeyTypes number key types as Keyfactor's KeyType does.
+var keyfactorKeyTypes = map[string]int{"RSA": 1, "DSA": 2, "ECC": 3, "DH": 4, "Ed25519": 5, "Ed448": 6}
+
+// dotnetKeyUsage converts crypto/x509's key usage bits to the .NET
+// X509KeyUsageFlags values Keyfactor's KeyUsage carries (the bits of the
+// DER BIT STRING's first byte, most significant first; DecipherOnly 0x8000).
+func dotnetKeyUsage(ku x509.KeyUsage) int {
+	out := 0
+	for bit := 0; bit < 8; bit++ {
+		if ku&(1<<bit) != 0 {
+			out |= 0x80 >> bit
+		}
+	}
+	if ku&x509.KeyUsageDecipherOnly != 0 {
+		out |= 0x8000
+	}
+	return out
+}
+
+func hashHex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return strings.ToUpper(hex.EncodeToString(sum[:]))
+}
+
+func optString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// renderOptions are Keyfactor's switches on what a certificate record
+// carries.
+type renderOptions struct {
+	metadata, hasPrivateKey bool
+}
+
+// parseRenderOptions reads includeMetadata and includeHasPrivateKey (both
+// default true), and checks includeLocations, verbose and collectionId
+// (accepted; certflow has no locations or collections).
+func parseRenderOptions(q url.Values) (renderOptions, error) {
+	o := renderOptions{metadata: true, hasPrivateKey: true}
+	for _, f := range []struct {
+		name string
+		dst  *bool
+	}{{"includeMetadata", &o.metadata}, {"includeHasPrivateKey", &o.hasPrivateKey}, {"includeLocations", new(bool)}} {
+		if v := queryParam(q, f.name); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return o, badField(f.name, "want true or false, got %q", v)
+			}
+			*f.dst = b
+		}
+	}
+	for _, name := range []string{"verbose", "collectionId"} {
+		if v := queryParam(q, name); v != "" {
+			if _, err := strconv.Atoi(v); err != nil {
+				return o, badField(name, "want an integer, got %q", v)
+			}
+		}
+	}
+	return o, nil
+}
+
+// certificateRecord renders an issued certificate with its request.
+func (s *Server) certificateRecord(r *store.Request, c *store.Certificate, o renderOptions) CertificateRecord {
+	out := CertificateRecord{
+		Id: c.ID, Thumbprint: c.Thumbprint, SerialNumber: c.SerialNumber, IssuedDN: c.SubjectDN, IssuedCN: c.IssuedCN,
+		ImportDate: c.Issued, NotBefore: c.NotBefore, NotAfter: c.NotAfter, IssuerDN: c.IssuerDN,
+		KeySizeInBits: c.KeySizeInBits, KeyType: keyfactorKeyTypes[c.KeyType], KeyTypeString: c.KeyType,
+		IssuedOU: optString(c.IssuedOU), IssuedEmail: optString(c.IssuedEmail),
+		KeyUsage: dotnetKeyUsage(x509.KeyUsage(c.KeyUsage)), SigningAlgorithm: c.SigningAlgorithm,
+		CertState: certStateActive, CertStateString: "Active",
+		CertificateAuthorityName: c.Authority, TemplateName: c.Template,
+		CertRequestId: c.RequestID, RequesterName: c.Requester, Curve: optString(c.Curve),
+		ExtendedKeyUsages: []ExtendedKeyUsage{}, SubjectAltNameElements: []SubjectAltName{},
+		CRLDistributionPoints: []CRLDistributionPnt{}, LocationsCount: []any{}, SSLLocations: []any{}, Locations: []any{},
+		Metadata: map[string]string{},
+	}
+	if len(c.Chain) > 0 {
+		out.ContentBytes = base64.StdEncoding.EncodeToString(c.Chain[0])
+	}
+	if rev := c.Revocation; rev != nil {
+		eff, reason := rev.EffectiveDate, rev.Reason
+		out.CertState, out.CertStateString = certStateRevoked, "Revoked"
+		out.RevocationEffDate, out.RevocationReason, out.RevocationComment = &eff, &reason, optString(rev.Comment)
+	}
+	for i, t := range s.cfg.Templates {
+		if strings.EqualFold(t.Name, c.Template) {
+			out.TemplateId = i + 1
+		}
+	}
+	for i := range s.cfg.CAs {
+		if strings.EqualFold(s.cfg.CAs[i].Name, c.CAName()) {
+			out.CertificateAuthorityId = i + 1
+		}
+	}
+	for _, oid := range c.ExtKeyUsages {
+		out.ExtendedKeyUsages = append(out.ExtendedKeyUsages, extendedKeyUsage(oid))
+	}
+	for i, san := range c.SANs {
+		out.SubjectAltNameElements = append(out.SubjectAltNameElements, SubjectAltName{Id: i + 1, Value: san.Value, Type: san.Type, ValueHash: hashHex(san.Value)})
+	}
+	for i, u := range c.CRLDistributionPoints {
+		out.CRLDistributionPoints = append(out.CRLDistributionPoints, CRLDistributionPnt{Id: i + 1, Url: u, UrlHash: hashHex(u)})
+	}
+	if r != nil {
+		if o.metadata {
+			out.Metadata = requestMetadata(r)
+		}
+		if o.hasPrivateKey {
+			out.HasPrivateKey = len(r.PrivateKey) > 0 || r.Input.HasPrivateKey
+			out.KeyRecoverable = out.HasPrivateKey
+		}
+	}
+	if c.OwnerRoleId > 0 {
+		id := c.OwnerRoleId
+		out.OwnerRoleId = &id
+	}
+	out.OwnerRoleName = optString(c.OwnerRoleName)
+	return out
+}
+
+// certificateVisible reports whether viewer may see an issued certificate:
+// its requester, and approvers and administrators (who see every request).
+func certificateVisible(r *store.Request, viewer *Identity) bool {
+	return r.Requester.Name == viewer.Name || viewer.Has(config.RoleApprover)
+}
+
+// loadCertificate loads certificate id with its request for viewer: 404
+// when there is none or it is another's the viewer may not see.
+func (s *Server) loadCertificate(ctx context.Context, id int64, viewer *Identity) (*store.Request, *store.Certificate, error) {
+	notFound := newError(http.StatusNotFound, CodeNotFound, "certificate %d: not found", id)
+	r, err := s.store.Get(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil, notFound
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := r.Certificate()
+	if err != nil {
+		return nil, nil, err
+	}
+	if c == nil || !certificateVisible(r, viewer) {
+		return nil, nil, notFound
+	}
+	return r, c, nil
+}
+
+// handleGetCertificate is GET /Certificates/{id}.
+func (s *Server) handleGetCertificate(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		writeError(w, r, s.log, badField("id", "want a positive integer certificate id, got %q", r.PathValue("id")))
+		return
+	}
+	o, err := parseRenderOptions(r.URL.Query())
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
+	defer cancel()
+	req, c, err := s.loadCertificate(ctx, id, identity(r))
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.certificateRecord(req, c, o))
+}
+
+// certificateFields are what GET /Certificates' queryString filters on.
+var certificateFields = []string{
+	"id", "certrequestid", "thumbprint", "serialnumber", "issueddn", "issuedcn", "issuerdn", "issuedou", "issuedemail",
+	"certstate", "certstatestring", "templatename", "requestername", "certificateauthorityname", "keytypestring", "keysizeinbits",
+}
+
+func certificateField(c *CertificateRecord) func(string) string {
+	return func(f string) string {
+		switch f {
+		case "id":
+			return strconv.FormatInt(c.Id, 10)
+		case "certrequestid":
+			return strconv.FormatInt(c.CertRequestId, 10)
+		case "thumbprint":
+			return c.Thumbprint
+		case "serialnumber":
+			return c.SerialNumber
+		case "issueddn":
+			return c.IssuedDN
+		case "issuedcn":
+			return c.IssuedCN
+		case "issuerdn":
+			return c.IssuerDN
+		case "issuedou":
+			return deref(c.IssuedOU)
+		case "issuedemail":
+			return deref(c.IssuedEmail)
+		case "certstate":
+			return strconv.Itoa(c.CertState)
+		case "certstatestring":
+			return c.CertStateString
+		case "templatename":
+			return c.TemplateName
+		case "requestername":
+			return c.RequesterName
+		case "certificateauthorityname":
+			return c.CertificateAuthorityName
+		case "keytypestring":
+			return c.KeyTypeString
+		case "keysizeinbits":
+			return strconv.Itoa(c.KeySizeInBits)
+		}
+		return ""
+	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// certScan bounds how many certificates one listing or search reads
+// when the query names no id or thumbprint.
+const certScan = 10000
+
+// directIDs returns the certificate ids a query pins down by an index
+// (Id or CertRequestId -eq N, Thumbprint -eq "…"), or ok false when it
+// pins down none and the inventory must be walked.
+func (s *Server) directIDs(ctx context.Context, p page) (ids []int64, ok bool, err error) {
+	for _, t := range p.terms {
+		if t.op != "eq" {
+			continue
+		}
+		switch t.field {
+		case "id", "certrequestid":
+			id, err := strconv.ParseInt(t.value, 10, 64)
+			if err != nil || id <= 0 {
+				return nil, true, nil // no certificate has it
+			}
+			return []int64{id}, true, nil
+		case "thumbprint":
+			c, err := s.store.CertificateByThumbprint(ctx, t.value)
+			if errors.Is(err, store.ErrNotFound) {
+				return nil, true, nil
+			}
+			if err != nil {
+				return nil, true, err
+			}
+			return []int64{c.ID}, true, nil
+		}
+	}
+	return nil, false, nil
+}
+
+// walkCertificates visits issued certificates with their requests, the
+// oldest first, reading at most certScan of them.
+func (s *Server) walkCertificates(ctx context.Context, visit func(*store.Request, *store.Certificate) bool) error {
+	var after int64
+	for read := 0; read < certScan; {
+		ids, err := s.store.CertificateIDs(ctx, after, int64(min(100, certScan-read)))
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		after, read = ids[len(ids)-1], read+len(ids)
+		rs, err := s.store.GetMany(ctx, ids)
+		if err != nil {
+			return err
+		}
+		for _, r := range rs {
+			c, err := r.Certificate()
+			if err != nil {
+				return err
+			}
+			if c != nil && !visit(r, c) {
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+// handleListCertificates is GET /Certificates: a JSON array, as
+// Keyfactor's, of the certificates the caller may see that match
+// pq.queryString, one page of them.
+func (s *Server) handleListCertificates(w http.ResponseWriter, r *http.Request) {
+	p, err := parsePage(r, certificateFields...)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	o, err := parseRenderOptions(r.URL.Query())
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*s.cfg.API.RedisTimeout)
+	defer cancel()
+	viewer := identity(r)
+	col := &collector[CertificateRecord]{p: p}
+	visit := func(req *store.Request, c *store.Certificate) bool {
+		if !certificateVisible(req, viewer) {
+			return true
+		}
+		row := s.certificateRecord(req, c, o)
+		if !p.match(certificateField(&row)) {
+			return true
+		}
+		return col.add(row)
+	}
+	ids, direct, err := s.directIDs(ctx, p)
+	switch {
+	case err != nil:
+	case direct:
+		var rs []*store.Request
+		if rs, err = s.store.GetMany(ctx, ids); err == nil {
+			for _, req := range rs {
+				c, cerr := req.Certificate()
+				if cerr != nil {
+					err = cerr
+					break
+				}
+				if c != nil && !visit(req, c) {
+					break
+				}
+			}
+		}
+	default:
+		err = s.walkCertificates(ctx, visit)
+	}
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	if col.out == nil {
+		col.out = []CertificateRecord{}
+	}
+	writeJSON(w, http.StatusOK, col.out)
+}
+
+// CertificateDownloadRequest is the body of POST /Certificates/Download.
+type CertificateDownloadRequest struct {
+	CertID       int64  `json:"CertID"`
+	SerialNumber string `json:"SerialNumber"`
+	IssuerDN     string `json:"IssuerDN"`
+	Thumbprint   string `json:"Thumbprint"`
+	IncludeChain bool   `json:"IncludeChain"`
+	ChainOrder   string `json:"ChainOrder"`
+}
+
+// CertificateDownloadResponse is Keyfactor's answer: the certificate (and
+// chain) in the requested format, base64.
+type CertificateDownloadResponse struct {
+	Content string `json:"Content"`
+}
+
+// sameDN compares distinguished names without regard to case or to the
+// spaces after separators (Keyfactor writes "CN=a, O=b", Go "CN=a,O=b").
+func sameDN(a, b string) bool {
+	norm := func(s string) string {
+		s = strings.ToLower(strings.TrimSpace(s))
+		for _, sep := range []string{",", "+"} {
+			parts := strings.Split(s, sep)
+			for i := range parts {
+				parts[i] = strings.TrimSpace(parts[i])
+			}
+			s = strings.Join(parts, sep)
+		}
+		return s
+	}
+	return norm(a) == norm(b)
+}
+
+// handleDownloadCertificate is POST /Certificates/Download: by CertID, by
+// Thumbprint, or by SerialNumber with IssuerDN; x-certificateformat PEM
+// (the default), DER (the leaf alone) or P7B.
+func (s *Server) handleDownloadCertificate(w http.ResponseWriter, r *http.Request) {
+	format := strings.ToUpper(strings.TrimSpace(r.Header.Get("x-certificateformat")))
+	switch format {
+	case "":
+		format = "PEM"
+	case "PEM", "DER", "P7B":
+	default:
+		writeError(w, r, s.log, badField("x-certificateformat header", "unknown format %q: want PEM, DER or P7B", r.Header.Get("x-certificateformat")))
+		return
+	}
+	var body CertificateDownloadRequest
+	if err := decodeJSON(r, &body); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	rootFirst := false
+	switch strings.ToLower(body.ChainOrder) {
+	case "", "endentityfirst":
+	case "rootfirst":
+		rootFirst = true
+	default:
+		writeError(w, r, s.log, badField("ChainOrder", "%q: want EndEntityFirst or RootFirst", body.ChainOrder))
+		return
+	}
+	switch {
+	case body.CertID < 0:
+		writeError(w, r, s.log, badField("CertID", "want a positive certificate id, got %d", body.CertID))
+		return
+	case body.CertID == 0 && body.Thumbprint == "" && body.SerialNumber == "":
+		writeError(w, r, s.log, badField("CertID", "required: give CertID, Thumbprint, or SerialNumber with IssuerDN"))
+		return
+	case body.CertID == 0 && body.Thumbprint == "" && strings.TrimSpace(body.IssuerDN) == "":
+		writeError(w, r, s.log, badField("IssuerDN", "required with SerialNumber"))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*s.cfg.API.RedisTimeout)
+	defer cancel()
+	viewer := identity(r)
+	var c *store.Certificate
+	var err error
+	switch {
+	case body.CertID > 0:
+		_, c, err = s.loadCertificate(ctx, body.CertID, viewer)
+	case body.Thumbprint != "":
+		var found *store.Certificate
+		found, err = s.store.CertificateByThumbprint(ctx, strings.ReplaceAll(body.Thumbprint, ":", ""))
+		if errors.Is(err, store.ErrNotFound) {
+			err = newError(http.StatusNotFound, CodeNotFound, "certificate with thumbprint %s: not found", body.Thumbprint)
+		} else if err == nil {
+			_, c, err = s.loadCertificate(ctx, found.ID, viewer)
+			if err != nil && errors.As(err, new(*apiError)) {
+				err = newError(http.StatusNotFound, CodeNotFound, "certificate with thumbprint %s: not found", body.Thumbprint)
+			}
+		}
+	default:
+		serial := strings.ToUpper(strings.TrimLeft(strings.ReplaceAll(body.SerialNumber, ":", ""), "0"))
+		err = s.walkCertificates(ctx, func(req *store.Request, cert *store.Certificate) bool {
+			if strings.TrimLeft(cert.SerialNumber, "0") == serial && sameDN(cert.IssuerDN, body.IssuerDN) && certificateVisible(req, viewer) {
+				c = cert
+				return false
+			}
+			return true
+		})
+		if err == nil && c == nil {
+			err = newError(http.StatusNotFound, CodeNotFound, "certificate with serial number %s from %s: not found", body.SerialNumber, body.IssuerDN)
+		}
+	}
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	chain := c.Chain[:1]
+	if body.IncludeChain {
+		chain = slices.Clone(c.Chain)
+		if rootFirst {
+			slices.Reverse(chain)
+		}
+	}
+	var content []byte
+	switch format {
+	case "DER":
+		content = c.Chain[0] // DER holds one certificate
+	case "P7B":
+		if content, err = pki.EncodeP7B(chain); err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+	default:
+		for _, der := range chain {
+			content = append(content, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+		}
+	}
+	writeJSON(w, http.StatusOK, CertificateDownloadResponse{Content: base64.StdEncoding.EncodeToString(content)})
+}

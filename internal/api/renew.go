@@ -1,0 +1,319 @@
+package api
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/certflow/certflow/internal/callback"
+	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/store"
+	"github.com/certflow/certflow/workflow"
+)
+
+// RenewalRequest is the body of POST /Enrollment/Renew, with Keyfactor's
+// field names, plus certflow's CSR, IncludeChain and CallbackUrl.
+type RenewalRequest struct {
+	CertificateId        *int64 `json:"CertificateId"`
+	Thumbprint           string `json:"Thumbprint"`
+	CertificateAuthority string `json:"CertificateAuthority"`
+	Template             string `json:"Template"`
+	Timestamp            string `json:"Timestamp"`
+	// CSR (certflow) renews with a new key. Without it the certificate's
+	// retained private key is used again.
+	CSR          string `json:"CSR"`
+	IncludeChain *bool  `json:"IncludeChain"`
+	CallbackUrl  string `json:"CallbackUrl"`
+}
+
+// RenewalResponse is Keyfactor's answer to POST /Enrollment/Renew, plus
+// certflow's workflow ids and the certificates (as enrollment answers them).
+type RenewalResponse struct {
+	KeyfactorId         int64    `json:"KeyfactorId"`
+	KeyfactorRequestId  int64    `json:"KeyfactorRequestId"`
+	Thumbprint          string   `json:"Thumbprint"`
+	SerialNumber        string   `json:"SerialNumber"`
+	IssuerDN            string   `json:"IssuerDN"`
+	RequestDisposition  string   `json:"RequestDisposition"`
+	DispositionMessage  string   `json:"DispositionMessage"`
+	Password            *string  `json:"Password"`
+	WorkflowInstanceId  string   `json:"WorkflowInstanceId"`
+	WorkflowReferenceId int64    `json:"WorkflowReferenceId"`
+	Certificates        []string `json:"Certificates"`
+	// RenewedCertificateId is the certificate this request renews.
+	RenewedCertificateId int64 `json:"RenewedCertificateId"`
+}
+
+// handleRenew is POST /Enrollment/Renew: a new request for the identity of
+// an issued certificate, run by the `renewal` trigger's workflow.
+func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
+	e, err := s.decodeRenewal(r, identity(r))
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	req, ok := s.accept(w, r, e)
+	if !ok {
+		return
+	}
+	s.writeAccepted(w, r, req, func(cert *store.Certificate) (any, error) {
+		er, err := NewEnrollmentResponse(req, cert, "", identity(r))
+		if err != nil {
+			return nil, err
+		}
+		ci := er.CertificateInformation
+		return &RenewalResponse{
+			KeyfactorId: ci.KeyfactorID, KeyfactorRequestId: ci.KeyfactorRequestId,
+			Thumbprint: ci.Thumbprint, SerialNumber: ci.SerialNumber, IssuerDN: ci.IssuerDN,
+			RequestDisposition: ci.RequestDisposition, DispositionMessage: ci.DispositionMessage,
+			WorkflowInstanceId: ci.WorkflowInstanceId, WorkflowReferenceId: ci.WorkflowReferenceId,
+			Certificates: ci.Certificates, RenewedCertificateId: req.Input.RenewalCertificateId,
+		}, nil
+	})
+}
+
+// decodeRenewal checks a renewal and turns it into the enrollment it
+// stands for: the old certificate's subject and SANs, template, owner,
+// metadata and enrollment fields, with the new CSR or a CSR made here with
+// the retained key (which the new request retains too).
+func (s *Server) decodeRenewal(r *http.Request, caller *Identity) (*enrollment, error) {
+	format := pki.FormatPEM
+	if h := r.Header.Get("x-certificateformat"); h != "" {
+		f, err := pki.ParseFormat(h)
+		if err != nil {
+			return nil, badField("x-certificateformat header", "%v", err)
+		}
+		format = f
+	}
+	var body RenewalRequest
+	if err := decodeJSON(r, &body); err != nil {
+		return nil, err
+	}
+	if body.Timestamp != "" {
+		if _, err := parseTimestamp(body.Timestamp); err != nil {
+			return nil, err
+		}
+	}
+	if body.CallbackUrl != "" {
+		if err := callback.CheckURL(body.CallbackUrl, s.cfg.Callbacks.AllowPrivate); err != nil {
+			return nil, badField("CallbackUrl", "%v", err)
+		}
+	}
+	idemKey := r.Header.Get("Idempotency-Key")
+	if len(idemKey) > maxIdempotencyKey {
+		return nil, badField("Idempotency-Key header", "longer than %d characters", maxIdempotencyKey)
+	}
+	old, cert, err := s.renewedCertificate(r, body, caller)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := x509.ParseCertificate(cert.Chain[0])
+	if err != nil {
+		return nil, fmt.Errorf("stored certificate %d does not parse: %w", cert.ID, err)
+	}
+	tmplName := cmp.Or(body.Template, old.Input.Template)
+	caName := body.CertificateAuthority
+	if caName == "" && body.Template == "" {
+		// Renew from where it came, as long as that CA still serves the template.
+		caName = old.Input.CertificateAuthority
+	}
+	tmpl, err := s.checkTemplateAndCA(tmplName, caName)
+	if err != nil {
+		return nil, err
+	}
+	e := &enrollment{}
+	var der []byte
+	if strings.TrimSpace(body.CSR) != "" {
+		d, csr, err := pki.DecodeCSR(body.CSR)
+		if err == nil {
+			err = pki.VerifyCSR(csr)
+		}
+		if err != nil {
+			return nil, &apiError{status: http.StatusBadRequest, code: CodeInvalidCSR, msg: "CSR: " + err.Error()}
+		}
+		if !bytes.Equal(csr.RawSubject, leaf.RawSubject) {
+			return nil, badField("CSR", "its subject %q is not certificate %d's (%q): a renewal keeps the subject; enroll a new certificate instead", csr.Subject, cert.ID, leaf.Subject)
+		}
+		der, e.csr = d, csr
+	} else {
+		key, keyDER, err := s.openRetainedKey(old)
+		if err != nil {
+			return nil, err
+		}
+		if key == nil {
+			return nil, badField("CSR", "required: certificate %d has no retained private key to renew with", cert.ID)
+		}
+		if tmpl != nil && !tmpl.KeyRetention {
+			return nil, badField("Template", "%s does not retain private keys, so certificate %d's key cannot be renewed with it; send a CSR", tmpl.Name, cert.ID)
+		}
+		d, csr, err := renewalCSR(leaf, key)
+		if err != nil {
+			return nil, fmt.Errorf("renewal CSR for certificate %d: %w", cert.ID, err)
+		}
+		der, e.csr, e.privateKey = d, csr, keyDER
+	}
+	// The old request's choices are held to today's template, as a new
+	// submit's would be.
+	if err := checkTemplateAccess(caller, tmpl); err != nil {
+		return nil, err
+	}
+	in := old.Input
+	var ownerID *int64
+	if in.OwnerRoleId != 0 && in.OwnerRoleName == "" {
+		ownerID = &in.OwnerRoleId
+	}
+	owner, err := s.checkOwner(ownerID, in.OwnerRoleName, tmpl)
+	if err != nil {
+		return nil, err
+	}
+	md := make(map[string]any, len(in.Metadata))
+	for k, v := range in.Metadata {
+		md[k] = v
+	}
+	metadata, err := s.checkMetadata(md, tmpl)
+	if err != nil {
+		return nil, err
+	}
+	fields, err := checkAdditionalFields(in.AdditionalEnrollmentFields, tmpl)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now().UTC()
+	e.req = store.Request{
+		Disposition: store.Queued,
+		Submitted:   now,
+		Updated:     now,
+		Trigger:     "renewal",
+		Requester:   workflow.Requester{Name: caller.Name, Roles: caller.Roles},
+		CSR:         der,
+		Subject:     e.csr.Subject.String(),
+		CommonName:  e.csr.Subject.CommonName,
+		Input: workflow.Request{
+			Template:                   templateName(tmpl),
+			CertificateAuthority:       caName,
+			IncludeChain:               body.IncludeChain != nil && *body.IncludeChain,
+			IncludeSubjectHeader:       true,
+			Format:                     string(format),
+			Metadata:                   metadata,
+			SANs:                       maps.Clone(in.SANs),
+			AdditionalEnrollmentFields: fields,
+			OwnerRoleId:                owner.ID,
+			OwnerRoleName:              owner.Name,
+			HasPrivateKey:              e.privateKey != nil,
+			CallbackUrl:                body.CallbackUrl,
+			Timestamp:                  now,
+			RenewalCertificateId:       cert.ID,
+		},
+		IdempotencyKey: idemKey,
+	}
+	return e, nil
+}
+
+// renewedCertificate finds the certificate a renewal names, by
+// CertificateId or Thumbprint (one of them), with the request that issued
+// it. Only its requester or an administrator may renew it; to anyone else
+// it does not exist.
+func (s *Server) renewedCertificate(r *http.Request, body RenewalRequest, caller *Identity) (*store.Request, *store.Certificate, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
+	defer cancel()
+	var id int64
+	var field, what string
+	switch {
+	case body.CertificateId != nil && body.Thumbprint != "":
+		return nil, nil, badField("CertificateId", "give CertificateId or Thumbprint, not both")
+	case body.CertificateId != nil:
+		if *body.CertificateId <= 0 {
+			return nil, nil, badField("CertificateId", "must be a positive integer")
+		}
+		id, field, what = *body.CertificateId, "CertificateId", strconv.FormatInt(*body.CertificateId, 10)
+	case body.Thumbprint != "":
+		if !isThumbprint(body.Thumbprint) {
+			return nil, nil, badField("Thumbprint", "want the certificate's SHA-1 thumbprint, 40 hex digits")
+		}
+		c, err := s.store.CertificateByThumbprint(ctx, body.Thumbprint)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, nil, err
+		}
+		if c != nil {
+			id = c.ID
+		}
+		field, what = "Thumbprint", strings.ToUpper(body.Thumbprint)
+	default:
+		return nil, nil, badField("CertificateId", "required: the CertificateId or Thumbprint of the certificate to renew")
+	}
+	notFound := newError(http.StatusNotFound, CodeNotFound, "%s: no certificate %s", field, what)
+	if id == 0 {
+		return nil, nil, notFound
+	}
+	old, err := s.store.Get(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil, notFound
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if old.Requester.Name != caller.Name && !caller.Has(config.RoleAdmin) {
+		return nil, nil, notFound
+	}
+	cert, err := old.Certificate()
+	if err != nil {
+		return nil, nil, err
+	}
+	if cert == nil || len(cert.Chain) == 0 {
+		return nil, nil, notFound
+	}
+	return old, cert, nil
+}
+
+// openRetainedKey opens the private key a request retained (nil when it
+// retained none), through retainedKey, the one accessor of retained keys.
+func (s *Server) openRetainedKey(req *store.Request) (crypto.Signer, []byte, error) {
+	key, der, err := s.retainedKey(req)
+	if errors.Is(err, errNoRetainedKey) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, nil, fmt.Errorf("retained key of request %d cannot sign", req.ID)
+	}
+	return signer, der, nil
+}
+
+// renewalCSR is a CSR for leaf's subject and names, signed with key.
+func renewalCSR(leaf *x509.Certificate, key crypto.Signer) ([]byte, *x509.CertificateRequest, error) {
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		RawSubject: leaf.RawSubject, DNSNames: leaf.DNSNames, IPAddresses: leaf.IPAddresses,
+		EmailAddresses: leaf.EmailAddresses, URIs: leaf.URIs,
+	}, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	return der, csr, err
+}
+
+func isThumbprint(s string) bool {
+	if len(s) != 40 {
+		return false
+	}
+	for _, c := range s {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", c) {
+			return false
+		}
+	}
+	return true
+}

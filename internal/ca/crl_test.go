@@ -1,0 +1,68 @@
+package ca_test
+
+import (
+	"context"
+	"crypto/x509"
+	"testing"
+	"time"
+
+	"github.com/certflow/certflow/internal/ca"
+	"github.com/certflow/certflow/internal/store"
+	"github.com/certflow/certflow/internal/testutil"
+)
+
+func TestPublishCRLListsUnexpiredRevocationsSignedByTheIssuingCA(t *testing.T) {
+	t.Parallel()
+	b, _, err := ca.OpenBuiltin(t.TempDir(), "Corp", "rsa-2048", newKEK(t), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb, prefix := testutil.Redis(t)
+	st := store.New(rdb, prefix)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	for _, e := range []store.RevokedEntry{
+		{Serial: "0A01", RevokedAt: now.Add(-time.Hour), Reason: 1, NotAfter: now.Add(time.Hour), CertificateID: 1},
+		{Serial: "0A02", RevokedAt: now.Add(-48 * time.Hour), Reason: 4, NotAfter: now.Add(-time.Hour), CertificateID: 2}, // expired
+		{Serial: "0A03", RevokedAt: now, Reason: 0, NotAfter: now.Add(time.Hour), CertificateID: 3},
+	} {
+		if err := st.AddRevoked(ctx, "corp", e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	crl, err := ca.PublishCRL(ctx, st, b, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := st.CRL(ctx, "Corp")
+	if err != nil || stored.Number != crl.Number || string(stored.DER) != string(crl.DER) {
+		t.Fatalf("stored CRL %+v %v", stored, err)
+	}
+	parsed, err := parseCRL(crl.DER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := parsed.CheckSignatureFrom(b.Issuing()); err != nil {
+		t.Fatalf("signature: %v", err)
+	}
+	got := map[string]int{}
+	for _, e := range parsed.RevokedCertificateEntries {
+		got[e.SerialNumber.Text(16)] = e.ReasonCode
+	}
+	if len(got) != 2 || got["a01"] != 1 || got["a03"] != 0 {
+		t.Fatalf("entries %v, want a01 (keyCompromise) and a03 (unspecified), not the expired a02", got)
+	}
+	if !parsed.NextUpdate.Equal(crl.NextUpdate) || parsed.NextUpdate.Sub(parsed.ThisUpdate) != ca.CRLValidity || parsed.Number.Int64() != crl.Number {
+		t.Fatalf("thisUpdate %s nextUpdate %s number %s", parsed.ThisUpdate, parsed.NextUpdate, parsed.Number)
+	}
+	// An older signer finishing later does not replace it.
+	next, err := ca.PublishCRL(ctx, st, b, now)
+	if err != nil || next.Number <= crl.Number {
+		t.Fatalf("second CRL %d after %d: %v", next.Number, crl.Number, err)
+	}
+	if ok, err := st.SaveCRL(ctx, "Corp", crl); err != nil || ok {
+		t.Fatalf("an older CRL replaced a newer one: %v %v", ok, err)
+	}
+}
+
+func parseCRL(der []byte) (*x509.RevocationList, error) { return x509.ParseRevocationList(der) }

@@ -1,0 +1,333 @@
+package store
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certflow/certflow/internal/pki"
+)
+
+// SAN is one subject alternative name of an issued certificate. Type is
+// the GeneralName tag of RFC 5280 (1 rfc822Name, 2 dNSName, 6 URI, 7
+// iPAddress), the numbering Keyfactor's SubjectAltNameElements use.
+type SAN struct {
+	Type  int    `json:"Type"`
+	Value string `json:"Value"`
+}
+
+// GeneralName tags of the SAN types certflow issues.
+const (
+	SANEmail = 1
+	SANDNS   = 2
+	SANURI   = 6
+	SANIP    = 7
+)
+
+// Revocation is how and when a certificate was revoked.
+type Revocation struct {
+	// Reason is RFC 5280's CRLReason (0 unspecified … 6 certificateHold).
+	Reason  int    `json:"Reason"`
+	Comment string `json:"Comment,omitempty"`
+	// EffectiveDate is the revocation time the CRL carries: the
+	// requester's, else when the revoke step ran.
+	EffectiveDate time.Time `json:"EffectiveDate"`
+	// Date is when the revoke step recorded it.
+	Date time.Time `json:"Date"`
+	// By is who asked; RequestID the revocation request that did it.
+	By        string `json:"By"`
+	RequestID int64  `json:"RequestID"`
+}
+
+// Describe fills the certificate's descriptive fields (subject parts,
+// key, signature, usages, SANs) from its parsed leaf.
+func (c *Certificate) Describe(leaf *x509.Certificate) {
+	c.IssuedCN = leaf.Subject.CommonName
+	c.IssuedOU = strings.Join(leaf.Subject.OrganizationalUnit, ", ")
+	if len(leaf.EmailAddresses) > 0 {
+		c.IssuedEmail = leaf.EmailAddresses[0]
+	}
+	c.KeyType, c.KeySizeInBits, _ = pki.DescribeKey(leaf.PublicKey)
+	c.Curve = pki.CurveName(leaf.PublicKey)
+	c.SigningAlgorithm = leaf.SignatureAlgorithm.String()
+	c.KeyUsage = int(leaf.KeyUsage)
+	c.ExtKeyUsages = nil
+	for _, u := range leaf.ExtKeyUsage {
+		if oid, ok := extKeyUsageOIDs[u]; ok {
+			c.ExtKeyUsages = append(c.ExtKeyUsages, oid)
+		}
+	}
+	for _, u := range leaf.UnknownExtKeyUsage {
+		c.ExtKeyUsages = append(c.ExtKeyUsages, u.String())
+	}
+	c.SANs = nil
+	for _, v := range leaf.DNSNames {
+		c.SANs = append(c.SANs, SAN{Type: SANDNS, Value: v})
+	}
+	for _, v := range leaf.IPAddresses {
+		c.SANs = append(c.SANs, SAN{Type: SANIP, Value: v.String()})
+	}
+	for _, v := range leaf.EmailAddresses {
+		c.SANs = append(c.SANs, SAN{Type: SANEmail, Value: v})
+	}
+	for _, v := range leaf.URIs {
+		c.SANs = append(c.SANs, SAN{Type: SANURI, Value: v.String()})
+	}
+	c.CRLDistributionPoints = leaf.CRLDistributionPoints
+}
+
+// CAName is the logical name of the CA that issued the certificate
+// (Authority is in Keyfactor's host\logical form).
+func (c *Certificate) CAName() string {
+	if i := strings.LastIndex(c.Authority, `\`); i >= 0 {
+		return c.Authority[i+1:]
+	}
+	return c.Authority
+}
+
+// extKeyUsageOIDs are the dotted OIDs of the extended key usages
+// crypto/x509 names.
+var extKeyUsageOIDs = map[x509.ExtKeyUsage]string{
+	x509.ExtKeyUsageAny:             "2.5.29.37.0",
+	x509.ExtKeyUsageServerAuth:      "1.3.6.1.5.5.7.3.1",
+	x509.ExtKeyUsageClientAuth:      "1.3.6.1.5.5.7.3.2",
+	x509.ExtKeyUsageCodeSigning:     "1.3.6.1.5.5.7.3.3",
+	x509.ExtKeyUsageEmailProtection: "1.3.6.1.5.5.7.3.4",
+	x509.ExtKeyUsageTimeStamping:    "1.3.6.1.5.5.7.3.8",
+	x509.ExtKeyUsageOCSPSigning:     "1.3.6.1.5.5.7.3.9",
+}
+
+// certCASScript replaces a certificate's JSON only if it is still what
+// the caller read (compare-and-set on the value; one key: Cluster-safe).
+// KEYS: request; ARGV: expected JSON, new JSON. -1: no certificate.
+var certCASScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], 'x')
+if not cur then return -1 end
+if cur ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'x', ARGV[2])
+return 1
+`)
+
+// RevokeCertificate records rev on certificate id, once: a certificate
+// revoked already is returned as it is, with changed false (the caller
+// compares its RequestID with its own to tell a re-run from a race).
+func (s *Store) RevokeCertificate(ctx context.Context, id int64, rev Revocation) (c *Certificate, changed bool, err error) {
+	for attempt := 0; attempt < 10; attempt++ {
+		old, err := s.rdb.HGet(ctx, s.keys.request(id), "x").Bytes()
+		if errors.Is(err, redis.Nil) {
+			return nil, false, fmt.Errorf("certificate %d: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("load certificate %d: %w", id, err)
+		}
+		c, err := decodeCertificate(id, old)
+		if err != nil {
+			return nil, false, err
+		}
+		if c.Revocation != nil {
+			return c, false, nil
+		}
+		c.Revocation = &rev
+		data, err := json.Marshal(c)
+		if err != nil {
+			return nil, false, err
+		}
+		res, err := certCASScript.Run(ctx, s.rdb, []string{s.keys.request(id)}, old, data).Int64()
+		switch {
+		case err != nil:
+			return nil, false, fmt.Errorf("revoke certificate %d: %w", id, err)
+		case res == -1:
+			return nil, false, fmt.Errorf("certificate %d: %w", id, ErrNotFound)
+		case res == 1:
+			return c, true, nil
+		}
+	}
+	return nil, false, fmt.Errorf("revoke certificate %d: %w", id, ErrConflict)
+}
+
+// claimScript makes a revocation request the holder of a certificate's
+// revocation claim if the claim is what the caller expects ("" for none).
+// KEYS: the certificate's request; ARGV: new holder, expected holder.
+// Returns "ok", "missing" (no certificate) or the current holder.
+var claimScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], 'x') == 0 then return 'missing' end
+local cur = redis.call('HGET', KEYS[1], 'rv') or ''
+if cur ~= ARGV[2] and cur ~= ARGV[1] then return cur end
+redis.call('HSET', KEYS[1], 'rv', ARGV[1])
+return 'ok'
+`)
+
+// releaseClaimScript drops a revocation claim if reqID still holds it.
+var releaseClaimScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'rv') == ARGV[1] then return redis.call('HDEL', KEYS[1], 'rv') end
+return 0
+`)
+
+// ClaimRevocation makes revocation request reqID the one that revokes
+// certificate certID: one revocation per certificate is under way at a
+// time. When another request holds the claim, stale decides whether that
+// one is over without revoking (then reqID takes its place); otherwise
+// its id is returned with ErrConflict. ErrNotFound: no such certificate.
+func (s *Store) ClaimRevocation(ctx context.Context, certID, reqID int64, stale func(ctx context.Context, holder int64) (bool, error)) (int64, error) {
+	expect := ""
+	for attempt := 0; attempt < 10; attempt++ {
+		res, err := claimScript.Run(ctx, s.rdb, []string{s.keys.request(certID)}, reqID, expect).Text()
+		switch {
+		case err != nil:
+			return 0, fmt.Errorf("claim revocation of certificate %d: %w", certID, err)
+		case res == "ok":
+			return 0, nil
+		case res == "missing":
+			return 0, fmt.Errorf("certificate %d: %w", certID, ErrNotFound)
+		}
+		holder, _ := strconv.ParseInt(res, 10, 64)
+		over, err := stale(ctx, holder)
+		if err != nil {
+			return holder, err
+		}
+		if !over {
+			return holder, ErrConflict
+		}
+		expect = res
+	}
+	return 0, fmt.Errorf("claim revocation of certificate %d: %w", certID, ErrConflict)
+}
+
+// RevocationHolder returns the revocation request that holds certificate
+// certID's revocation claim (0: none).
+func (s *Store) RevocationHolder(ctx context.Context, certID int64) (int64, error) {
+	v, err := s.rdb.HGet(ctx, s.keys.request(certID), "rv").Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	return v, err
+}
+
+// ReleaseRevocation drops reqID's claim on certificate certID (a submit
+// that was refused after claiming).
+func (s *Store) ReleaseRevocation(ctx context.Context, certID, reqID int64) error {
+	return releaseClaimScript.Run(ctx, s.rdb, []string{s.keys.request(certID)}, reqID).Err()
+}
+
+// RevokedEntry is one certificate on a CA's revocation list.
+type RevokedEntry struct {
+	Serial        string    `json:"Serial"` // upper-case hex
+	RevokedAt     time.Time `json:"RevokedAt"`
+	Reason        int       `json:"Reason"`
+	NotAfter      time.Time `json:"NotAfter"`
+	CertificateID int64     `json:"CertificateID"`
+}
+
+// AddRevoked puts a certificate on its CA's revocation list (again: the
+// same entry twice is one).
+func (s *Store) AddRevoked(ctx context.Context, ca string, e RevokedEntry) error {
+	data, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	if err := s.rdb.HSet(ctx, s.keys.caRevoked(ca), strings.ToUpper(e.Serial), data).Err(); err != nil {
+		return fmt.Errorf("add certificate %d to the revocation list of %s: %w", e.CertificateID, ca, err)
+	}
+	return nil
+}
+
+// RemoveRevoked takes a (deleted, expired) certificate off its CA's list.
+func (s *Store) RemoveRevoked(ctx context.Context, ca, serial string) error {
+	return s.rdb.HDel(ctx, s.keys.caRevoked(ca), strings.ToUpper(serial)).Err()
+}
+
+// RevokedEntries returns a CA's revocation list, read in batches (HSCAN),
+// so a long list does not block Redis.
+func (s *Store) RevokedEntries(ctx context.Context, ca string) ([]RevokedEntry, error) {
+	var out []RevokedEntry
+	iter := s.rdb.HScan(ctx, s.keys.caRevoked(ca), 0, "", 1000).Iterator()
+	for i := 0; iter.Next(ctx); i++ {
+		if i%2 == 0 {
+			continue // the field (serial); its value follows
+		}
+		var e RevokedEntry
+		if err := json.Unmarshal([]byte(iter.Val()), &e); err != nil {
+			return nil, fmt.Errorf("revocation list of %s: %w", ca, err)
+		}
+		out = append(out, e)
+	}
+	if err := iter.Err(); err != nil {
+		return nil, fmt.Errorf("read the revocation list of %s: %w", ca, err)
+	}
+	return out, nil
+}
+
+// CRL is a CA's signed certificate revocation list, as published.
+type CRL struct {
+	Number     int64
+	DER        []byte
+	ThisUpdate time.Time
+	NextUpdate time.Time
+}
+
+// NextCRLNumber allocates a CA's next CRL number. Take it before reading
+// the entries that go in the CRL: then the CRL with the highest number
+// holds every entry whose signer took a number (see SaveCRL).
+func (s *Store) NextCRLNumber(ctx context.Context, ca string) (int64, error) {
+	n, err := s.rdb.Incr(ctx, s.keys.caCRLNumber(ca)).Result()
+	if err != nil {
+		return 0, fmt.Errorf("allocate a CRL number for %s: %w", ca, err)
+	}
+	return n, nil
+}
+
+// saveCRLScript stores a CRL unless one with a higher number is stored.
+// KEYS: crl; ARGV: number, der, thisUpdate, nextUpdate (unix seconds).
+var saveCRLScript = redis.NewScript(`
+local cur = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')
+if tonumber(ARGV[1]) <= cur then return 0 end
+redis.call('HSET', KEYS[1], 'n', ARGV[1], 'der', ARGV[2], 'this', ARGV[3], 'next', ARGV[4])
+return 1
+`)
+
+// SaveCRL publishes a CA's CRL if no CRL with a higher number is
+// published already (two signers racing: the later-numbered wins). It
+// reports whether c was stored.
+func (s *Store) SaveCRL(ctx context.Context, ca string, c *CRL) (bool, error) {
+	n, err := saveCRLScript.Run(ctx, s.rdb, []string{s.keys.caCRL(ca)}, c.Number, c.DER, c.ThisUpdate.Unix(), c.NextUpdate.Unix()).Int64()
+	if err != nil {
+		return false, fmt.Errorf("publish the CRL of %s: %w", ca, err)
+	}
+	return n == 1, nil
+}
+
+// CRL returns a CA's published CRL; ErrNotFound when none is.
+func (s *Store) CRL(ctx context.Context, ca string) (*CRL, error) {
+	vals, err := s.rdb.HMGet(ctx, s.keys.caCRL(ca), "n", "der", "this", "next").Result()
+	if err != nil {
+		return nil, fmt.Errorf("load the CRL of %s: %w", ca, err)
+	}
+	str := func(i int) string { v, _ := vals[i].(string); return v }
+	if str(1) == "" {
+		return nil, fmt.Errorf("CRL of %s: %w", ca, ErrNotFound)
+	}
+	n, _ := strconv.ParseInt(str(0), 10, 64)
+	this, _ := strconv.ParseInt(str(2), 10, 64)
+	next, _ := strconv.ParseInt(str(3), 10, 64)
+	return &CRL{Number: n, DER: []byte(str(1)), ThisUpdate: time.Unix(this, 0).UTC(), NextUpdate: time.Unix(next, 0).UTC()}, nil
+}
+
+// ClaimCRLRefresh reports whether this process should re-sign a CA's CRL
+// now: at most one process per ttl does.
+func (s *Store) ClaimCRLRefresh(ctx context.Context, ca string, ttl time.Duration) (bool, error) {
+	return s.rdb.SetNX(ctx, s.keys.caCRLLock(ca), "1", ttl).Result()
+}
+
+// ReleaseCRLRefresh ends a claim taken with ClaimCRLRefresh once the CRL
+// is published (a duplicate publish after a lost claim is harmless: the
+// higher number wins).
+func (s *Store) ReleaseCRLRefresh(ctx context.Context, ca string) error {
+	return s.rdb.Del(ctx, s.keys.caCRLLock(ca)).Err()
+}

@@ -1,0 +1,186 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/certflow/certflow/internal/store"
+)
+
+// issued stores a settled request with a certificate valid until
+// notAfter, as the issue step would.
+func issued(t *testing.T, s *store.Store, notAfter time.Time) *store.Certificate {
+	t.Helper()
+	ctx := context.Background()
+	r := newRequest(t, s, "alice", "")
+	if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := s.IssueOnce(ctx, r.ID, func(context.Context) (*store.Certificate, error) {
+		return &store.Certificate{
+			Chain: [][]byte{{1}}, SerialNumber: fmt.Sprintf("0A%04X", r.ID), Thumbprint: fmt.Sprintf("TP%038d", r.ID),
+			Authority: `certflow\TestCA`, NotBefore: notAfter.Add(-48 * time.Hour), NotAfter: notAfter,
+		}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Disposition = store.Issued
+	if err := s.Save(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestSweepKeepsRecordsOfUnexpiredCertificatesAndCleansTheIndexes(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	valid := issued(t, s, time.Now().Add(24*time.Hour))
+	expired := issued(t, s, time.Now().Add(-time.Hour))
+	if _, changed, err := s.RevokeCertificate(ctx, expired.ID, store.Revocation{Reason: 1, RequestID: 999}); err != nil || !changed {
+		t.Fatalf("revoke: %v %v", changed, err)
+	}
+	if err := s.AddRevoked(ctx, "TestCA", store.RevokedEntry{Serial: expired.SerialNumber, CertificateID: expired.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddRevoked(ctx, "TestCA", store.RevokedEntry{Serial: valid.SerialNumber, CertificateID: valid.ID}); err != nil {
+		t.Fatal(err)
+	}
+	plain := newRequest(t, s, "alice", "")
+	if _, _, err := s.Create(ctx, plain, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	plain.Disposition = store.Denied
+	if err := s.Save(ctx, plain); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2100 * time.Millisecond) // OBJECT IDLETIME counts whole seconds
+	n, err := s.Sweep(ctx, time.Second)
+	if err != nil || n != 2 {
+		t.Fatalf("sweep deleted %d (%v), want the denied request and the expired certificate's", n, err)
+	}
+	if _, err := s.Get(ctx, valid.ID); err != nil {
+		t.Fatalf("the record of a certificate valid for another day was swept: %v", err)
+	}
+	if c, err := s.CertificateByThumbprint(ctx, valid.Thumbprint); err != nil || c.ID != valid.ID {
+		t.Fatalf("the valid certificate's thumbprint index: %v %v", c, err)
+	}
+	for _, id := range []int64{expired.ID, plain.ID} {
+		if _, err := s.Get(ctx, id); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("request %d survived: %v", id, err)
+		}
+	}
+	if _, err := s.CertificateByThumbprint(ctx, expired.Thumbprint); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the swept certificate's thumbprint still resolves: %v", err)
+	}
+	if n, _ := rdb.Exists(ctx, prefix+":thumbprint:"+expired.Thumbprint).Result(); n != 0 {
+		t.Error("the swept certificate's thumbprint key is left")
+	}
+	ids, err := s.CertificateIDs(ctx, 0, 100)
+	if err != nil || !slices.Equal(ids, []int64{valid.ID}) {
+		t.Errorf("inventory %v (%v), want only %d", ids, err, valid.ID)
+	}
+	if _, err := rdb.ZScore(ctx, prefix+":certificates:expiry", fmt.Sprint(expired.ID)).Result(); err == nil {
+		t.Error("the swept certificate is left in the expiry index")
+	}
+	entries, err := s.RevokedEntries(ctx, "TestCA")
+	if err != nil || len(entries) != 1 || entries[0].CertificateID != valid.ID {
+		t.Errorf("revocation list %+v (%v), want only the unexpired certificate", entries, err)
+	}
+	// Unexpired: kept however long it idles.
+	if n, err := s.Sweep(ctx, time.Second); err != nil || n != 0 {
+		t.Errorf("a second sweep deleted %d (%v)", n, err)
+	}
+}
+
+func TestRevokeCertificateRecordsOnce(t *testing.T) {
+	t.Parallel()
+	s, _, _ := setup(t)
+	ctx := context.Background()
+	c := issued(t, s, time.Now().Add(time.Hour))
+	first := store.Revocation{Reason: 1, Comment: "stolen", RequestID: 10, By: "alice"}
+	got, changed, err := s.RevokeCertificate(ctx, c.ID, first)
+	if err != nil || !changed || got.Revocation.RequestID != 10 {
+		t.Fatalf("first revocation: %+v %v %v", got, changed, err)
+	}
+	got, changed, err = s.RevokeCertificate(ctx, c.ID, store.Revocation{Reason: 4, RequestID: 11})
+	if err != nil || changed || got.Revocation.RequestID != 10 || got.Revocation.Comment != "stolen" {
+		t.Fatalf("second revocation: %+v %v %v, want the first kept", got.Revocation, changed, err)
+	}
+	loaded, err := s.Certificate(ctx, c.ID)
+	if err != nil || loaded.Revocation == nil || loaded.Revocation.Reason != 1 || loaded.Thumbprint != c.Thumbprint {
+		t.Fatalf("stored: %+v %v", loaded, err)
+	}
+	if _, _, err := s.RevokeCertificate(ctx, 999999, first); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("revoking no certificate: %v", err)
+	}
+}
+
+func TestClaimRevocationAdmitsOneRevocationAtATime(t *testing.T) {
+	t.Parallel()
+	s, _, _ := setup(t)
+	ctx := context.Background()
+	c := issued(t, s, time.Now().Add(time.Hour))
+	never := func(context.Context, int64) (bool, error) { return false, nil }
+	always := func(context.Context, int64) (bool, error) { return true, nil }
+	if _, err := s.ClaimRevocation(ctx, c.ID, 100, never); err != nil {
+		t.Fatalf("first claim: %v", err)
+	}
+	if _, err := s.ClaimRevocation(ctx, c.ID, 100, never); err != nil {
+		t.Fatalf("the holder claiming again: %v", err)
+	}
+	if holder, err := s.ClaimRevocation(ctx, c.ID, 101, never); !errors.Is(err, store.ErrConflict) || holder != 100 {
+		t.Fatalf("a second claim while the first runs: %d %v", holder, err)
+	}
+	if _, err := s.ClaimRevocation(ctx, c.ID, 102, always); err != nil {
+		t.Fatalf("a claim over a finished revocation: %v", err)
+	}
+	if h, err := s.RevocationHolder(ctx, c.ID); err != nil || h != 102 {
+		t.Fatalf("holder %d %v, want 102", h, err)
+	}
+	if err := s.ReleaseRevocation(ctx, c.ID, 101); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := s.RevocationHolder(ctx, c.ID); h != 102 {
+		t.Fatalf("a non-holder released the claim: holder %d", h)
+	}
+	if err := s.ReleaseRevocation(ctx, c.ID, 102); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := s.RevocationHolder(ctx, c.ID); h != 0 {
+		t.Fatalf("holder %d after release", h)
+	}
+	if _, err := s.ClaimRevocation(ctx, 999999, 103, never); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("claiming no certificate: %v", err)
+	}
+}
+
+func TestSaveCRLKeepsTheHighestNumber(t *testing.T) {
+	t.Parallel()
+	s, _, _ := setup(t)
+	ctx := context.Background()
+	if _, err := s.CRL(ctx, "TestCA"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("no CRL yet: %v", err)
+	}
+	n1, _ := s.NextCRLNumber(ctx, "TestCA")
+	n2, _ := s.NextCRLNumber(ctx, "testca") // names ignore case
+	if n2 != n1+1 {
+		t.Fatalf("numbers %d then %d", n1, n2)
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	if ok, err := s.SaveCRL(ctx, "TestCA", &store.CRL{Number: n2, DER: []byte("two"), ThisUpdate: now, NextUpdate: now.Add(time.Hour)}); err != nil || !ok {
+		t.Fatalf("save %d: %v %v", n2, ok, err)
+	}
+	if ok, err := s.SaveCRL(ctx, "TestCA", &store.CRL{Number: n1, DER: []byte("one"), ThisUpdate: now, NextUpdate: now.Add(time.Hour)}); err != nil || ok {
+		t.Fatalf("a lower number replaced a higher one: %v %v", ok, err)
+	}
+	c, err := s.CRL(ctx, "TESTCA")
+	if err != nil || c.Number != n2 || string(c.DER) != "two" || !c.NextUpdate.Equal(now.Add(time.Hour)) {
+		t.Fatalf("CRL %+v %v", c, err)
+	}
+}

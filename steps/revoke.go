@@ -1,0 +1,86 @@
+package steps
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/certflow/certflow/internal/ca"
+	"github.com/certflow/certflow/internal/store"
+	"github.com/certflow/certflow/workflow"
+)
+
+// revoke is a revocation workflow's CA step: it records the revocation on
+// the certificate (reason, comment, effective date, who), puts the
+// certificate on its CA's revocation list and publishes a freshly signed
+// CRL. It takes no `with:`.
+//
+//	uses: revoke
+//
+// It is idempotent per request: a re-run finds the certificate revoked by
+// its own request and only makes sure the list and the CRL carry it; a
+// certificate revoked meanwhile by another request denies this one.
+func (d *Deps) buildRevoke(spec *workflow.Spec) (workflow.Step, error) {
+	if spec.Trigger != workflow.TriggerRevocation {
+		return nil, spec.Errorf(nil, "the revoke step runs only in revocation workflows")
+	}
+	var w struct{}
+	if err := spec.DecodeWith(&w); err != nil {
+		return nil, err
+	}
+	return stepFunc(d.revoke), nil
+}
+
+func (d *Deps) revoke(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
+	ask := run.Env.Request.Revocation
+	if ask.CertificateId <= 0 {
+		return workflow.Result{}, workflow.Permanent(errors.New("the request names no certificate to revoke"))
+	}
+	now := time.Now().UTC()
+	eff := ask.EffectiveDate
+	if eff.IsZero() {
+		eff = now
+	}
+	cert, changed, err := d.Store.RevokeCertificate(ctx, ask.CertificateId, store.Revocation{
+		Reason: ask.Reason, Comment: ask.Comment, EffectiveDate: eff.UTC(), Date: now,
+		By: run.Env.Requester.Name, RequestID: run.RequestID,
+	})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return workflow.Result{}, workflow.Deny("certificate %d no longer exists", ask.CertificateId)
+	case err != nil:
+		return workflow.Result{}, workflow.RetryLater(fmt.Errorf("revoke: %w", err))
+	case !changed && cert.Revocation.RequestID != run.RequestID:
+		return workflow.Result{}, workflow.Deny("certificate %d was revoked already (by request %d)", cert.ID, cert.Revocation.RequestID)
+	}
+	rev := cert.Revocation
+	if err := d.Store.AddRevoked(ctx, cert.CAName(), store.RevokedEntry{
+		Serial: cert.SerialNumber, RevokedAt: rev.EffectiveDate, Reason: rev.Reason, NotAfter: cert.NotAfter, CertificateID: cert.ID,
+	}); err != nil {
+		return workflow.Result{}, workflow.RetryLater(err)
+	}
+	auth, ok := d.CAs.Get(cert.CAName())
+	if !ok {
+		return workflow.Result{}, workflow.Permanent(fmt.Errorf("certificate authority %s is not loaded", cert.CAName()))
+	}
+	revoker, ok := auth.(ca.Revoker)
+	if !ok {
+		return workflow.Result{}, workflow.Permanent(fmt.Errorf("certificate authority %s publishes no revocation list", cert.CAName()))
+	}
+	crl, err := ca.PublishCRL(ctx, d.Store, revoker, now)
+	if err != nil {
+		// The revocation is recorded; the CRL must carry it before the
+		// request may say REVOKED. The refresh loop would publish it too.
+		return workflow.Result{}, workflow.RetryLater(fmt.Errorf("publish CRL: %w", err))
+	}
+	if changed {
+		run.Log.Info("certificate revoked", "certificate", cert.ID, "serial", cert.SerialNumber, "reason", rev.Reason, "crl", crl.Number)
+	} else {
+		run.Log.Info("certificate revoked already by this request; CRL published again", "certificate", cert.ID, "crl", crl.Number)
+	}
+	return workflow.Result{Outputs: map[string]any{
+		"certificate": cert.ID, "serial": cert.SerialNumber, "reason": rev.Reason,
+		"effective_date": rev.EffectiveDate, "crl_number": crl.Number,
+	}}, nil
+}
