@@ -64,6 +64,7 @@ type certRecord struct {
 		ValueHash string
 	}
 	Metadata      map[string]string
+	OwnerRoleId   *int64
 	OwnerRoleName *string
 }
 
@@ -114,7 +115,9 @@ func wantError(t *testing.T, resp *testutil.Response, status int, code, prefix s
 
 func TestCertificateRecordHasKeyfactorsFields(t *testing.T) {
 	t.Parallel()
-	cf := testutil.StartCertflow(t, nil)
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		c.SecurityRoles = []config.SecurityRole{{ID: 12, Name: "WebAdmins"}}
+	})
 	id, chain := issueAs(t, cf, alice, "rec.example.com", map[string]any{
 		"Metadata": map[string]any{"Team": "web"}, "OwnerRoleName": "WebAdmins",
 		"SANs": map[string]any{"ip4": []string{"192.0.2.7"}},
@@ -146,8 +149,8 @@ func TestCertificateRecordHasKeyfactorsFields(t *testing.T) {
 		t.Errorf("requester %q, HasPrivateKey %v, PrincipalId %v", rec.RequesterName, rec.HasPrivateKey, rec.PrincipalId)
 	case rec.Metadata["Team"] != "web" || rec.Metadata["RequestedBy"] != "alice":
 		t.Errorf("Metadata %v, want the request's and the workflow's", rec.Metadata)
-	case rec.OwnerRoleName == nil || *rec.OwnerRoleName != "WebAdmins":
-		t.Errorf("OwnerRoleName %v", rec.OwnerRoleName)
+	case rec.OwnerRoleName == nil || *rec.OwnerRoleName != "WebAdmins" || rec.OwnerRoleId == nil || *rec.OwnerRoleId != 12:
+		t.Errorf("OwnerRoleName %v, OwnerRoleId %v; want WebAdmins, 12", rec.OwnerRoleName, rec.OwnerRoleId)
 	}
 	if nb, err := time.Parse(time.RFC3339, rec.NotBefore); err != nil || !nb.Equal(leaf.NotBefore) {
 		t.Errorf("NotBefore %q, want %s", rec.NotBefore, leaf.NotBefore)

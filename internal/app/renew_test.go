@@ -107,8 +107,8 @@ func TestRenewalWithTheRetainedKeyKeepsKeyAndNames(t *testing.T) {
 		if stored.Input.Metadata["Team"] != "web" || stored.Input.OwnerRoleName != "web-owners" || stored.Input.OwnerRoleId != 10 || stored.Input.Template != "Retained" {
 			t.Fatalf("the renewal did not carry the old request's metadata, owner and template: %+v", stored.Input)
 		}
-		if md := stored.Instance.Metadata; md["RenewalOf"] != strconv.FormatInt(old.KeyfactorID, 10) || md["Workflow"] != "renewal-default" {
-			t.Fatalf("renewal-default tagged %v", md)
+		if md := stored.Instance.Metadata; md["Workflow"] != "renewal-default" || stored.Input.RenewalCertificateId != old.KeyfactorID {
+			t.Fatalf("renewal-default tagged %v; the request renews %d", md, stored.Input.RenewalCertificateId)
 		}
 	}
 }

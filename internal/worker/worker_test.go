@@ -142,7 +142,7 @@ func TestARequestNoDefinitionMatchesFailsWithTheReason(t *testing.T) {
 	csr, _ := testutil.CSR(t, "nomatch.example.com")
 	id, _ := cf.App.Store.NewID(ctx)
 	r := &store.Request{
-		ID: id, Disposition: store.Queued, Trigger: "renewal", CSR: csr, Requester: workflow.Requester{Name: "alice"},
+		ID: id, Disposition: store.Queued, Trigger: "event:certificate.expiring", CSR: csr, Requester: workflow.Requester{Name: "alice"},
 		Input: workflow.Request{Template: config.DefaultTemplate, Format: "PEM"}, Instance: workflow.Instance{ID: "nomatch"},
 	}
 	if _, _, err := cf.App.Store.Create(ctx, r, time.Hour); err != nil {
