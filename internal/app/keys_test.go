@@ -342,7 +342,11 @@ func leafFirst(certs []*x509.Certificate, cn string) []*x509.Certificate {
 
 func TestCSRGenerationRefusalsLeaveNothingBehind(t *testing.T) {
 	t.Parallel()
-	cf := testutil.StartCertflow(t, nil)
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		tmpl := c.Templates[0]
+		tmpl.Name, tmpl.AllowedRequesters = "AdminsOnly", []string{"pki-admins"}
+		c.Templates = append(c.Templates, tmpl)
+	})
 	good := func(extra map[string]any) map[string]any {
 		b := map[string]any{"Subject": "CN=a.example.com", "KeyType": "RSA", "KeyLength": 2048, "Template": config.DefaultTemplate}
 		for k, v := range extra {
@@ -382,6 +386,7 @@ func TestCSRGenerationRefusalsLeaveNothingBehind(t *testing.T) {
 			assertError(t, cf.Do(t, "POST", "/CSRGeneration/Generate", tc.body), tc.status, tc.code, tc.field)
 		})
 	}
+	assertError(t, cf.Do(t, "POST", "/CSRGeneration/Generate", good(map[string]any{"Template": "AdminsOnly"}), "Authorization", bearer(testutil.AliceToken)), 403, api.CodeForbidden, "Template: alice may not enroll with template AdminsOnly")
 	if r := cf.Do(t, "POST", "/CSRGeneration/Generate", good(nil), "Authorization", bearer(testutil.BobToken)); r.Status != http.StatusForbidden {
 		t.Fatalf("an approver without the requester role generated a CSR: %d", r.Status)
 	}
