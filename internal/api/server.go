@@ -85,6 +85,7 @@ func New(o Options) *Server {
 	s.route("GET /readyz", s.handleReadyz)
 	s.route("GET /Status/Endpoints", s.handleEndpoints)
 	s.route("POST /Enrollment/CSR", s.handleEnrollCSR, config.RoleRequester)
+	s.route("POST /Enrollment/CSR/Parse", s.handleParseCSR)
 	s.route("POST /Enrollment/Renew", s.handleRenew, config.RoleRequester)
 	s.route("GET /Enrollment/Requests/{id}", s.handleGetRequest)
 	s.route("GET /Enrollment/CSR/Context/My", s.handleCSRContext)
