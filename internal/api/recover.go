@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -105,7 +104,7 @@ func (s *Server) findCertificate(ctx context.Context, b *CertificateRecoveryRequ
 		req, err = s.store.Get(ctx, b.CertID)
 	case b.Thumbprint != "":
 		field = "Thumbprint"
-		if !thumbprintRE.MatchString(b.Thumbprint) {
+		if !isThumbprint(b.Thumbprint) {
 			return nil, nil, field, badField(field, "want 40 hexadecimal digits (SHA-1)")
 		}
 		var c *store.Certificate
@@ -129,8 +128,6 @@ func (s *Server) findCertificate(ctx context.Context, b *CertificateRecoveryRequ
 	}
 	return req, cert, field, nil
 }
-
-var thumbprintRE = regexp.MustCompile(`^[0-9A-Fa-f]{40}$`)
 
 // certificateBySerial walks the certificate inventory (bounded) for the
 // serial number (hex, any case, colons allowed) under the issuer DN.
