@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -454,11 +455,12 @@ type CertificateDownloadResponse struct {
 }
 
 // sameDN compares distinguished names without regard to case or to the
-// spaces after separators (Keyfactor writes "CN=a, O=b", Go "CN=a,O=b").
+// spaces around separators (Keyfactor writes "CN=a, O=b", Go "CN=a,O=b";
+// "CN = a" is "cn=a" too).
 func sameDN(a, b string) bool {
 	norm := func(s string) string {
 		s = strings.ToLower(strings.TrimSpace(s))
-		for _, sep := range []string{",", "+"} {
+		for _, sep := range []string{",", "+", "="} {
 			parts := strings.Split(s, sep)
 			for i := range parts {
 				parts[i] = strings.TrimSpace(parts[i])
@@ -468,6 +470,27 @@ func sameDN(a, b string) bool {
 		return s
 	}
 	return norm(a) == norm(b)
+}
+
+// certificateBySerial finds the issued certificate with a serial number
+// (hex, any case, colons and leading zeros allowed) under an issuer DN
+// (see sameDN) that visible accepts, walking the inventory (bounded by
+// certScan); store.ErrNotFound when there is none.
+func (s *Server) certificateBySerial(ctx context.Context, serial, issuer string, visible func(*store.Request) bool) (*store.Request, *store.Certificate, error) {
+	serial = strings.TrimLeft(strings.ToUpper(strings.ReplaceAll(serial, ":", "")), "0")
+	var req *store.Request
+	var c *store.Certificate
+	err := s.walkCertificates(ctx, func(r *store.Request, cert *store.Certificate) bool {
+		if strings.TrimLeft(cert.SerialNumber, "0") == serial && sameDN(cert.IssuerDN, issuer) && visible(r) {
+			req, c = r, cert
+			return false
+		}
+		return true
+	})
+	if err == nil && c == nil {
+		err = fmt.Errorf("certificate with serial number %s from %s: %w", serial, issuer, store.ErrNotFound)
+	}
+	return req, c, err
 }
 
 // handleDownloadCertificate is POST /Certificates/Download: by CertID, by
@@ -528,15 +551,8 @@ func (s *Server) handleDownloadCertificate(w http.ResponseWriter, r *http.Reques
 			}
 		}
 	default:
-		serial := strings.ToUpper(strings.TrimLeft(strings.ReplaceAll(body.SerialNumber, ":", ""), "0"))
-		err = s.walkCertificates(ctx, func(req *store.Request, cert *store.Certificate) bool {
-			if strings.TrimLeft(cert.SerialNumber, "0") == serial && sameDN(cert.IssuerDN, body.IssuerDN) && certificateVisible(req, viewer) {
-				c = cert
-				return false
-			}
-			return true
-		})
-		if err == nil && c == nil {
+		_, c, err = s.certificateBySerial(ctx, body.SerialNumber, body.IssuerDN, func(req *store.Request) bool { return certificateVisible(req, viewer) })
+		if errors.Is(err, store.ErrNotFound) {
 			err = newError(http.StatusNotFound, CodeNotFound, "certificate with serial number %s from %s: not found", body.SerialNumber, body.IssuerDN)
 		}
 	}

@@ -33,9 +33,6 @@ type RecoveryResponse struct {
 	FileName string `json:"FileName"`
 }
 
-// recoverScan bounds the certificates a SerialNumber+IssuerDN look-up reads.
-const recoverScan = listScan
-
 // handleRecover is POST /Certificates/Recover: the certificate with its
 // retained private key, as a PKCS#12 protected by the caller's Password.
 // Only the certificate's requester or an administrator may recover it;
@@ -116,60 +113,20 @@ func (s *Server) findCertificate(ctx context.Context, b *CertificateRecoveryRequ
 		if b.SerialNumber == "" || b.IssuerDN == "" {
 			return nil, nil, field, badField(field, "SerialNumber and IssuerDN go together")
 		}
-		req, err = s.certificateBySerial(ctx, b.SerialNumber, b.IssuerDN)
+		req, cert, err = s.certificateBySerial(ctx, b.SerialNumber, b.IssuerDN, func(*store.Request) bool { return true })
 	default:
 		return nil, nil, "CertID", badField("CertID", "required: name the certificate by CertID, Thumbprint, or SerialNumber and IssuerDN")
 	}
 	if err != nil {
 		return nil, nil, field, err
 	}
+	if cert != nil {
+		return req, cert, field, nil
+	}
 	if cert, err = s.certificateOf(ctx, req); err != nil {
 		return nil, nil, field, err
 	}
 	return req, cert, field, nil
-}
-
-// certificateBySerial walks the certificate inventory (bounded) for the
-// serial number (hex, any case, colons allowed) under the issuer DN.
-func (s *Server) certificateBySerial(ctx context.Context, serial, issuer string) (*store.Request, error) {
-	serial = strings.TrimLeft(strings.ToUpper(strings.ReplaceAll(serial, ":", "")), "0")
-	issuer = normalizeDN(issuer)
-	var after int64
-	for scanned := 0; scanned < recoverScan; {
-		ids, err := s.store.CertificateIDs(ctx, after, 100)
-		if err != nil {
-			return nil, err
-		}
-		if len(ids) == 0 {
-			break
-		}
-		for _, id := range ids {
-			after = id
-			scanned++
-			c, err := s.store.Certificate(ctx, id)
-			if errors.Is(err, store.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return nil, err
-			}
-			if strings.TrimLeft(c.SerialNumber, "0") == serial && normalizeDN(c.IssuerDN) == issuer {
-				return s.store.Get(ctx, c.RequestID)
-			}
-		}
-	}
-	return nil, store.ErrNotFound
-}
-
-// normalizeDN compares distinguished names without regard to case or to
-// the spaces around separators ("CN=a, O=b" is "cn=a,o=b").
-func normalizeDN(dn string) string {
-	parts := strings.Split(dn, ",")
-	for i, p := range parts {
-		k, v, _ := strings.Cut(p, "=")
-		parts[i] = strings.TrimSpace(k) + "=" + strings.TrimSpace(v)
-	}
-	return strings.ToLower(strings.Join(parts, ","))
 }
 
 // pfxFileName names the archive after the certificate's common name.
