@@ -224,6 +224,12 @@ func certificateVisible(r *store.Request, viewer *Identity) bool {
 	return r.Requester.Name == viewer.Name || viewer.Has(config.RoleApprover)
 }
 
+// mayActOn reports whether caller may act on (recover, renew, revoke) what
+// requester asked for: the requester, or an administrator.
+func mayActOn(requester string, caller *Identity) bool {
+	return requester == caller.Name || caller.Has(config.RoleAdmin)
+}
+
 // loadCertificate loads certificate id with its request for viewer: 404
 // when there is none or it is another's the viewer may not see.
 func (s *Server) loadCertificate(ctx context.Context, id int64, viewer *Identity) (*store.Request, *store.Certificate, error) {

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 )
@@ -60,7 +59,7 @@ func (s *Server) handleRecover(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	req, cert, field, err := s.findCertificate(ctx, &body)
 	caller := identity(r)
-	if err == nil && req.Requester.Name != caller.Name && !caller.Has(config.RoleAdmin) {
+	if err == nil && !mayActOn(req.Requester.Name, caller) {
 		err = store.ErrNotFound
 	}
 	if errors.Is(err, store.ErrNotFound) {

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/certflow/certflow/internal/callback"
-	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
@@ -263,7 +262,7 @@ func (s *Server) renewedCertificate(r *http.Request, body RenewalRequest, caller
 	if err != nil {
 		return nil, nil, err
 	}
-	if old.Requester.Name != caller.Name && !caller.Has(config.RoleAdmin) {
+	if !mayActOn(old.Requester.Name, caller) {
 		return nil, nil, notFound
 	}
 	cert, err := old.Certificate()
