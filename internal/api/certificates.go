@@ -230,25 +230,41 @@ func mayActOn(requester string, caller *Identity) bool {
 	return requester == caller.Name || caller.Has(config.RoleAdmin)
 }
 
-// loadCertificate loads certificate id with its request for viewer: 404
-// when there is none or it is another's the viewer may not see.
-func (s *Server) loadCertificate(ctx context.Context, id int64, viewer *Identity) (*store.Request, *store.Certificate, error) {
-	notFound := newError(http.StatusNotFound, CodeNotFound, "certificate %d: not found", id)
-	r, err := s.store.Get(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil, notFound
+// issuedCertificate loads certificate id or, when id is 0, the one with
+// the SHA-1 thumbprint (hex, any case), with the request that issued it:
+// the one look-up by CertID/CertificateId or Thumbprint that Download,
+// Recover and Renew share. store.ErrNotFound when there is no such
+// certificate; whether the caller may see it is the caller's to check.
+func (s *Server) issuedCertificate(ctx context.Context, id int64, thumbprint string) (*store.Request, *store.Certificate, error) {
+	if id == 0 {
+		c, err := s.store.CertificateByThumbprint(ctx, thumbprint)
+		if err != nil {
+			return nil, nil, err
+		}
+		id = c.ID
 	}
+	r, err := s.store.Get(ctx, id)
 	if err != nil {
 		return nil, nil, err
 	}
 	c, err := r.Certificate()
+	if err == nil && c == nil {
+		err = fmt.Errorf("request %d issued no certificate: %w", id, store.ErrNotFound)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
-	if c == nil || !certificateVisible(r, viewer) {
-		return nil, nil, notFound
-	}
 	return r, c, nil
+}
+
+// loadCertificate loads certificate id with its request for viewer: 404
+// when there is none or it is another's the viewer may not see.
+func (s *Server) loadCertificate(ctx context.Context, id int64, viewer *Identity) (*store.Request, *store.Certificate, error) {
+	r, c, err := s.issuedCertificate(ctx, id, "")
+	if errors.Is(err, store.ErrNotFound) || err == nil && !certificateVisible(r, viewer) {
+		return nil, nil, newError(http.StatusNotFound, CodeNotFound, "certificate %d: not found", id)
+	}
+	return r, c, err
 }
 
 // handleGetCertificate is GET /Certificates/{id}.
@@ -546,15 +562,10 @@ func (s *Server) handleDownloadCertificate(w http.ResponseWriter, r *http.Reques
 	case body.CertID > 0:
 		_, c, err = s.loadCertificate(ctx, body.CertID, viewer)
 	case body.Thumbprint != "":
-		var found *store.Certificate
-		found, err = s.store.CertificateByThumbprint(ctx, strings.ReplaceAll(body.Thumbprint, ":", ""))
-		if errors.Is(err, store.ErrNotFound) {
+		var req *store.Request
+		req, c, err = s.issuedCertificate(ctx, 0, strings.ReplaceAll(body.Thumbprint, ":", ""))
+		if errors.Is(err, store.ErrNotFound) || err == nil && !certificateVisible(req, viewer) {
 			err = newError(http.StatusNotFound, CodeNotFound, "certificate with thumbprint %s: not found", body.Thumbprint)
-		} else if err == nil {
-			_, c, err = s.loadCertificate(ctx, found.ID, viewer)
-			if err != nil && errors.As(err, new(*apiError)) {
-				err = newError(http.StatusNotFound, CodeNotFound, "certificate with thumbprint %s: not found", body.Thumbprint)
-			}
 		}
 	default:
 		_, c, err = s.certificateBySerial(ctx, body.SerialNumber, body.IssuerDN, func(req *store.Request) bool { return certificateVisible(req, viewer) })

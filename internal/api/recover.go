@@ -97,16 +97,13 @@ func (s *Server) findCertificate(ctx context.Context, b *CertificateRecoveryRequ
 		if b.CertID < 0 {
 			return nil, nil, field, badField(field, "must be a positive integer")
 		}
-		req, err = s.store.Get(ctx, b.CertID)
+		req, cert, err = s.issuedCertificate(ctx, b.CertID, "")
 	case b.Thumbprint != "":
 		field = "Thumbprint"
 		if !isThumbprint(b.Thumbprint) {
 			return nil, nil, field, badField(field, "want 40 hexadecimal digits (SHA-1)")
 		}
-		var c *store.Certificate
-		if c, err = s.store.CertificateByThumbprint(ctx, b.Thumbprint); err == nil {
-			req, err = s.store.Get(ctx, c.RequestID)
-		}
+		req, cert, err = s.issuedCertificate(ctx, 0, b.Thumbprint)
 	case b.SerialNumber != "" || b.IssuerDN != "":
 		field = "SerialNumber"
 		if b.SerialNumber == "" || b.IssuerDN == "" {
@@ -117,12 +114,6 @@ func (s *Server) findCertificate(ctx context.Context, b *CertificateRecoveryRequ
 		return nil, nil, "CertID", badField("CertID", "required: name the certificate by CertID, Thumbprint, or SerialNumber and IssuerDN")
 	}
 	if err != nil {
-		return nil, nil, field, err
-	}
-	if cert != nil {
-		return req, cert, field, nil
-	}
-	if cert, err = s.certificateOf(ctx, req); err != nil {
 		return nil, nil, field, err
 	}
 	return req, cert, field, nil

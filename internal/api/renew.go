@@ -227,7 +227,7 @@ func (s *Server) renewedCertificate(r *http.Request, body RenewalRequest, caller
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
 	defer cancel()
 	var id int64
-	var field, what string
+	var thumbprint, field, what string
 	switch {
 	case body.CertificateId != nil && body.Thumbprint != "":
 		return nil, nil, badField("CertificateId", "give CertificateId or Thumbprint, not both")
@@ -240,36 +240,19 @@ func (s *Server) renewedCertificate(r *http.Request, body RenewalRequest, caller
 		if !isThumbprint(body.Thumbprint) {
 			return nil, nil, badField("Thumbprint", "want the certificate's SHA-1 thumbprint, 40 hex digits")
 		}
-		c, err := s.store.CertificateByThumbprint(ctx, body.Thumbprint)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return nil, nil, err
-		}
-		if c != nil {
-			id = c.ID
-		}
-		field, what = "Thumbprint", strings.ToUpper(body.Thumbprint)
+		thumbprint, field, what = body.Thumbprint, "Thumbprint", strings.ToUpper(body.Thumbprint)
 	default:
 		return nil, nil, badField("CertificateId", "required: the CertificateId or Thumbprint of the certificate to renew")
 	}
 	notFound := newError(http.StatusNotFound, CodeNotFound, "%s: no certificate %s", field, what)
-	if id == 0 {
-		return nil, nil, notFound
-	}
-	old, err := s.store.Get(ctx, id)
+	old, cert, err := s.issuedCertificate(ctx, id, thumbprint)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil, notFound
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	if !mayActOn(old.Requester.Name, caller) {
-		return nil, nil, notFound
-	}
-	cert, err := old.Certificate()
-	if err != nil {
-		return nil, nil, err
-	}
-	if cert == nil || len(cert.Chain) == 0 {
+	if !mayActOn(old.Requester.Name, caller) || len(cert.Chain) == 0 {
 		return nil, nil, notFound
 	}
 	return old, cert, nil
