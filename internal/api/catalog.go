@@ -370,26 +370,39 @@ func pathID(r *http.Request) (int, error) {
 	return id, nil
 }
 
-// handleTemplates is GET /Templates.
-func (s *Server) handleTemplates(w http.ResponseWriter, r *http.Request) {
-	out := make([]Template, len(s.cfg.Templates))
-	for i := range s.cfg.Templates {
-		out[i] = s.newTemplate(i)
+// catalogue renders the n configured items of one kind, in order (the
+// answer of GET /Templates, /CertificateAuthority, /MetadataFields).
+func catalogue[T any](n int, render func(i int) T) []T {
+	out := make([]T, n)
+	for i := range out {
+		out[i] = render(i)
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out
 }
 
-// handleTemplate is GET /Templates/{id}.
-func (s *Server) handleTemplate(w http.ResponseWriter, r *http.Request) {
+// writeCatalogueItem answers GET /<kind>/{id} of a catalogue of n items:
+// the item at position id (from 1) as render makes it, 404 naming what
+// past the end.
+func writeCatalogueItem[T any](s *Server, w http.ResponseWriter, r *http.Request, n int, what string, render func(i int) T) {
 	id, err := pathID(r)
-	if err == nil && id > len(s.cfg.Templates) {
-		err = newError(http.StatusNotFound, CodeNotFound, "template %d: not found", id)
+	if err == nil && id > n {
+		err = newError(http.StatusNotFound, CodeNotFound, "%s %d: not found", what, id)
 	}
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.newTemplate(id-1))
+	writeJSON(w, http.StatusOK, render(id-1))
+}
+
+// handleTemplates is GET /Templates.
+func (s *Server) handleTemplates(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, catalogue(len(s.cfg.Templates), s.newTemplate))
+}
+
+// handleTemplate is GET /Templates/{id}.
+func (s *Server) handleTemplate(w http.ResponseWriter, r *http.Request) {
+	writeCatalogueItem(s, w, r, len(s.cfg.Templates), "template", s.newTemplate)
 }
 
 // handleCSRContext is GET /Enrollment/CSR/Context/My: the templates the
@@ -445,24 +458,12 @@ func (s *Server) newCA(i int) CertificateAuthority {
 
 // handleCAs is GET /CertificateAuthority.
 func (s *Server) handleCAs(w http.ResponseWriter, r *http.Request) {
-	out := make([]CertificateAuthority, len(s.cfg.CAs))
-	for i := range s.cfg.CAs {
-		out[i] = s.newCA(i)
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, catalogue(len(s.cfg.CAs), s.newCA))
 }
 
 // handleCA is GET /CertificateAuthority/{id}.
 func (s *Server) handleCA(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r)
-	if err == nil && id > len(s.cfg.CAs) {
-		err = newError(http.StatusNotFound, CodeNotFound, "certificate authority %d: not found", id)
-	}
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, s.newCA(id-1))
+	writeCatalogueItem(s, w, r, len(s.cfg.CAs), "certificate authority", s.newCA)
 }
 
 func (s *Server) newMetadataField(i int) MetadataField {
@@ -476,10 +477,7 @@ func (s *Server) newMetadataField(i int) MetadataField {
 
 // handleMetadataFields is GET /MetadataFields, in display order.
 func (s *Server) handleMetadataFields(w http.ResponseWriter, r *http.Request) {
-	out := make([]MetadataField, len(s.cfg.Metadata))
-	for i := range s.cfg.Metadata {
-		out[i] = s.newMetadataField(i)
-	}
+	out := catalogue(len(s.cfg.Metadata), s.newMetadataField)
 	slices.SortStableFunc(out, func(a, b MetadataField) int { return a.DisplayOrder - b.DisplayOrder })
 	writeJSON(w, http.StatusOK, out)
 }
@@ -498,15 +496,7 @@ func (s *Server) handleMetadataField(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.newMetadataField(i))
 		return
 	}
-	id, err := pathID(r)
-	if err == nil && id > len(s.cfg.Metadata) {
-		err = newError(http.StatusNotFound, CodeNotFound, "metadata field %d: not found", id)
-	}
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, s.newMetadataField(id-1))
+	writeCatalogueItem(s, w, r, len(s.cfg.Metadata), "metadata field", s.newMetadataField)
 }
 
 // handleSecurityRoles is GET /Security/Roles: the roles an owner can name.
