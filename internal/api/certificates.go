@@ -533,13 +533,9 @@ func (s *Server) handleDownloadCertificate(w http.ResponseWriter, r *http.Reques
 		writeError(w, r, s.log, err)
 		return
 	}
-	rootFirst := false
-	switch strings.ToLower(body.ChainOrder) {
-	case "", "endentityfirst":
-	case "rootfirst":
-		rootFirst = true
-	default:
-		writeError(w, r, s.log, badField("ChainOrder", "%q: want EndEntityFirst or RootFirst", body.ChainOrder))
+	leafFirst, err := chainOrder(body.ChainOrder, endEntityFirst)
+	if err != nil {
+		writeError(w, r, s.log, err)
 		return
 	}
 	switch {
@@ -557,7 +553,6 @@ func (s *Server) handleDownloadCertificate(w http.ResponseWriter, r *http.Reques
 	defer cancel()
 	viewer := identity(r)
 	var c *store.Certificate
-	var err error
 	switch {
 	case body.CertID > 0:
 		_, c, err = s.loadCertificate(ctx, body.CertID, viewer)
@@ -580,7 +575,7 @@ func (s *Server) handleDownloadCertificate(w http.ResponseWriter, r *http.Reques
 	chain := c.Chain[:1]
 	if body.IncludeChain {
 		chain = slices.Clone(c.Chain)
-		if rootFirst {
+		if !leafFirst {
 			slices.Reverse(chain)
 		}
 	}

@@ -50,7 +50,7 @@ func (s *Server) handleRecover(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, badField("Password", "%v", err))
 		return
 	}
-	leafFirst, err := chainOrder(body.ChainOrder)
+	leafFirst, err := chainOrder(body.ChainOrder, rootFirst)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
