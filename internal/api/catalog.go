@@ -3,7 +3,6 @@ package api
 import (
 	"cmp"
 	"encoding/json"
-	"encoding/pem"
 	"net/http"
 	"slices"
 	"strconv"
@@ -449,9 +448,11 @@ func (s *Server) newCA(i int) CertificateAuthority {
 		Properties: string(props), AllowedEnrollmentTypes: enrollPFX | enrollCSR, AllowedRequesters: []string{},
 	}
 	if chain, err := ca.ReadChain(s.cfg.DataDir, c.Name); err == nil {
-		for _, cert := range chain {
-			out.Certificates = append(out.Certificates, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})))
+		ders := make([][]byte, len(chain))
+		for i, cert := range chain {
+			ders[i] = cert.Raw
 		}
+		out.Certificates, _ = pki.EncodeChain(ders, pki.FormatPEM, false) // only subject headers can fail
 	}
 	return out
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
@@ -589,9 +588,12 @@ func (s *Server) handleDownloadCertificate(w http.ResponseWriter, r *http.Reques
 			return
 		}
 	default:
-		for _, der := range chain {
-			content = append(content, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+		pems, err := pki.EncodeChain(chain, pki.FormatPEM, false)
+		if err != nil {
+			writeError(w, r, s.log, err)
+			return
 		}
+		content = []byte(strings.Join(pems, ""))
 	}
 	writeJSON(w, http.StatusOK, CertificateDownloadResponse{Content: base64.StdEncoding.EncodeToString(content)})
 }
