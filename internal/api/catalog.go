@@ -343,7 +343,7 @@ func extendedKeyUsages(t *config.Template) []ExtendedKeyUsage {
 	out := []ExtendedKeyUsage{}
 	for _, u := range t.ExtKeyUsages {
 		if i := slices.IndexFunc(ekus, func(e struct{ name, oid, display string }) bool { return e.name == u }); i >= 0 {
-			out = append(out, ExtendedKeyUsage{Id: i + 1, Oid: ekus[i].oid, DisplayName: ekus[i].display})
+			out = append(out, extendedKeyUsage(ekus[i].oid))
 		}
 	}
 	return out

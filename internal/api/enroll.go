@@ -164,7 +164,7 @@ func (s *Server) enrollmentOf(r *http.Request, caller *Identity, body *Enrollmen
 		Disposition: store.Queued,
 		Submitted:   now,
 		Updated:     now,
-		Trigger:     "enrollment",
+		Trigger:     workflow.TriggerEnrollment,
 		Requester:   workflow.Requester{Name: caller.Name, Roles: caller.Roles},
 		CSR:         der,
 		Subject:     csr.Subject.String(),
