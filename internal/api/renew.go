@@ -146,6 +146,11 @@ func (s *Server) decodeRenewal(r *http.Request, caller *Identity) (*enrollment, 
 		}
 		der, e.csr = d, csr
 	} else {
+		if rev := cert.Revocation; rev != nil {
+			// Revoked (perhaps for keyCompromise): its key is not
+			// certified again.
+			return nil, badField("CSR", "required: certificate %d is revoked (reason %d), so its retained key is not certified again; send a CSR for a new key", cert.ID, rev.Reason)
+		}
 		key, keyDER, err := s.openRetainedKey(old)
 		if err != nil {
 			return nil, err
