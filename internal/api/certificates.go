@@ -374,31 +374,45 @@ func (s *Server) directIDs(ctx context.Context, p page) (ids []int64, ok bool, e
 	return nil, false, nil
 }
 
-// walkCertificates visits issued certificates with their requests, the
-// oldest first, reading at most certScan of them.
-func (s *Server) walkCertificates(ctx context.Context, visit func(*store.Request, *store.Certificate) bool) error {
+// walkIndex pages through an id index in ascending order (next returns
+// up to n ids after after), loading a hundred records per round trip
+// with load and visiting them until visit says stop, reading at most
+// limit ids. The certificate inventory and the pending CSRs are walked so.
+func walkIndex[T any](ctx context.Context, limit int,
+	next func(ctx context.Context, after, n int64) ([]int64, error),
+	load func(ctx context.Context, ids []int64) ([]T, error),
+	visit func(T) (more bool, err error),
+) error {
 	var after int64
-	for read := 0; read < certScan; {
-		ids, err := s.store.CertificateIDs(ctx, after, int64(min(100, certScan-read)))
+	for read := 0; read < limit; {
+		ids, err := next(ctx, after, int64(min(100, limit-read)))
 		if err != nil || len(ids) == 0 {
 			return err
 		}
 		after, read = ids[len(ids)-1], read+len(ids)
-		rs, err := s.store.GetMany(ctx, ids)
+		records, err := load(ctx, ids)
 		if err != nil {
 			return err
 		}
-		for _, r := range rs {
-			c, err := r.Certificate()
-			if err != nil {
+		for _, rec := range records {
+			if more, err := visit(rec); err != nil || !more {
 				return err
-			}
-			if c != nil && !visit(r, c) {
-				return nil
 			}
 		}
 	}
 	return nil
+}
+
+// walkCertificates visits issued certificates with their requests, the
+// oldest first, reading at most certScan of them.
+func (s *Server) walkCertificates(ctx context.Context, visit func(*store.Request, *store.Certificate) bool) error {
+	return walkIndex(ctx, certScan, s.store.CertificateIDs, s.store.GetMany, func(r *store.Request) (bool, error) {
+		c, err := r.Certificate()
+		if err != nil || c == nil {
+			return err == nil, err
+		}
+		return visit(r, c), nil
+	})
 }
 
 // handleListCertificates is GET /Certificates: a JSON array, as

@@ -280,34 +280,18 @@ func (s *Server) handleListPendingCSRs(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
 	defer cancel()
 	c := &collector[PendingCSRResponse]{p: pg}
-	after, scanned := int64(0), 0
-walk:
-	for scanned < listScan {
-		ids, err := s.store.PendingCSRIDs(ctx, after, 100)
-		if err != nil {
-			writeError(w, r, s.log, err)
-			return
+	err = walkIndex(ctx, listScan, s.store.PendingCSRIDs, s.store.PendingCSRs, func(p *store.PendingCSR) (bool, error) {
+		if !mayActOn(p.Requester, caller) || !pg.match(func(f string) string {
+			return map[string]string{"requester": p.Requester, "template": p.Template}[f]
+		}) {
+			return true, nil
 		}
-		if len(ids) == 0 {
-			break
-		}
-		after, scanned = ids[len(ids)-1], scanned+len(ids)
-		ps, err := s.store.PendingCSRs(ctx, ids)
-		if err != nil {
-			writeError(w, r, s.log, err)
-			return
-		}
-		for _, p := range ps {
-			if !mayActOn(p.Requester, caller) || !pg.match(func(f string) string {
-				return map[string]string{"requester": p.Requester, "template": p.Template}[f]
-			}) {
-				continue
-			}
-			if !c.add(PendingCSRResponse{Id: p.ID, CSR: csrPEM(p.CSR), RequestTime: p.Created, Subject: pki.SubjectParts(csrSubject(p.CSR)),
-				Requester: p.Requester, Template: p.Template, KeyType: p.KeyType}) {
-				break walk
-			}
-		}
+		return c.add(PendingCSRResponse{Id: p.ID, CSR: csrPEM(p.CSR), RequestTime: p.Created, Subject: pki.SubjectParts(csrSubject(p.CSR)),
+			Requester: p.Requester, Template: p.Template, KeyType: p.KeyType}), nil
+	})
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
 	}
 	out := c.out
 	if out == nil {
