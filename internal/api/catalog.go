@@ -360,11 +360,12 @@ func nonNil[T any](s []T) []T {
 	return s
 }
 
-// pathID reads the {id} path segment: a positive integer.
-func pathID(r *http.Request) (int, error) {
-	id, err := strconv.Atoi(r.PathValue("id"))
+// pathID reads the {id} path segment, a positive integer: the id of a
+// what (template, certificate, request, …).
+func pathID(r *http.Request, what string) (int64, error) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	if err != nil || id <= 0 {
-		return 0, badField("id", "want a positive integer id, got %q", r.PathValue("id"))
+		return 0, badField("id", "want a positive integer %s id, got %q", what, r.PathValue("id"))
 	}
 	return id, nil
 }
@@ -383,15 +384,15 @@ func catalogue[T any](n int, render func(i int) T) []T {
 // the item at position id (from 1) as render makes it, 404 naming what
 // past the end.
 func writeCatalogueItem[T any](s *Server, w http.ResponseWriter, r *http.Request, n int, what string, render func(i int) T) {
-	id, err := pathID(r)
-	if err == nil && id > n {
+	id, err := pathID(r, what)
+	if err == nil && id > int64(n) {
 		err = newError(http.StatusNotFound, CodeNotFound, "%s %d: not found", what, id)
 	}
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, render(id-1))
+	writeJSON(w, http.StatusOK, render(int(id-1)))
 }
 
 // handleTemplates is GET /Templates.

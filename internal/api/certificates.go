@@ -268,9 +268,9 @@ func (s *Server) loadCertificate(ctx context.Context, id int64, viewer *Identity
 
 // handleGetCertificate is GET /Certificates/{id}.
 func (s *Server) handleGetCertificate(w http.ResponseWriter, r *http.Request) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil || id <= 0 {
-		writeError(w, r, s.log, badField("id", "want a positive integer certificate id, got %q", r.PathValue("id")))
+	id, err := pathID(r, "certificate")
+	if err != nil {
+		writeError(w, r, s.log, err)
 		return
 	}
 	o, err := parseRenderOptions(r.URL.Query())

@@ -190,9 +190,9 @@ func csrPEM(der []byte) string {
 // loadPendingCSR loads the pending CSR named by the path's id for caller:
 // 404 when it does not exist or is someone else's.
 func (s *Server) loadPendingCSR(ctx context.Context, r *http.Request) (*store.PendingCSR, error) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil || id <= 0 {
-		return nil, badField("id", "want a positive integer CSR id")
+	id, err := pathID(r, "CSR")
+	if err != nil {
+		return nil, err
 	}
 	p, err := s.store.PendingCSR(ctx, id)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !mayActOn(p.Requester, identity(r))) {

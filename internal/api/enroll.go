@@ -781,9 +781,9 @@ func (s *Server) writeAccepted(w http.ResponseWriter, r *http.Request, req *stor
 
 // handleGetRequest is GET /Enrollment/Requests/{id}.
 func (s *Server) handleGetRequest(w http.ResponseWriter, r *http.Request) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil || id <= 0 {
-		writeError(w, r, s.log, badField("id", "want a positive integer request id"))
+	id, err := pathID(r, "request")
+	if err != nil {
+		writeError(w, r, s.log, err)
 		return
 	}
 	var format pki.Format
