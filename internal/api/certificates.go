@@ -407,12 +407,18 @@ func walkIndex[T any](ctx context.Context, limit int,
 // oldest first, reading at most certScan of them.
 func (s *Server) walkCertificates(ctx context.Context, visit func(*store.Request, *store.Certificate) bool) error {
 	return walkIndex(ctx, certScan, s.store.CertificateIDs, s.store.GetMany, func(r *store.Request) (bool, error) {
-		c, err := r.Certificate()
-		if err != nil || c == nil {
-			return err == nil, err
-		}
-		return visit(r, c), nil
+		return offerCertificate(r, visit)
 	})
+}
+
+// offerCertificate passes an issued request with its certificate to visit
+// (a request without one is passed over) and reports whether to go on.
+func offerCertificate(r *store.Request, visit func(*store.Request, *store.Certificate) bool) (more bool, err error) {
+	c, err := r.Certificate()
+	if err != nil || c == nil {
+		return err == nil, err
+	}
+	return visit(r, c), nil
 }
 
 // handleListCertificates is GET /Certificates: a JSON array, as
@@ -432,45 +438,28 @@ func (s *Server) handleListCertificates(w http.ResponseWriter, r *http.Request) 
 	ctx, cancel := context.WithTimeout(r.Context(), 2*s.cfg.API.RedisTimeout)
 	defer cancel()
 	viewer := identity(r)
-	col := &collector[CertificateRecord]{p: p}
-	visit := func(req *store.Request, c *store.Certificate) bool {
-		if !certificateVisible(req, viewer) {
-			return true
+	writePage(s, w, r, p, certificateField, func(offer func(CertificateRecord) bool) error {
+		visit := func(req *store.Request, c *store.Certificate) bool {
+			return !certificateVisible(req, viewer) || offer(s.certificateRecord(req, c, o))
 		}
-		row := s.certificateRecord(req, c, o)
-		if !p.match(certificateField(&row)) {
-			return true
+		ids, direct, err := s.directIDs(ctx, p)
+		if err != nil || !direct {
+			if err == nil {
+				err = s.walkCertificates(ctx, visit)
+			}
+			return err
 		}
-		return col.add(row)
-	}
-	ids, direct, err := s.directIDs(ctx, p)
-	switch {
-	case err != nil:
-	case direct:
-		var rs []*store.Request
-		if rs, err = s.store.GetMany(ctx, ids); err == nil {
-			for _, req := range rs {
-				c, cerr := req.Certificate()
-				if cerr != nil {
-					err = cerr
-					break
-				}
-				if c != nil && !visit(req, c) {
-					break
-				}
+		rs, err := s.store.GetMany(ctx, ids)
+		if err != nil {
+			return err
+		}
+		for _, req := range rs {
+			if more, err := offerCertificate(req, visit); err != nil || !more {
+				return err
 			}
 		}
-	default:
-		err = s.walkCertificates(ctx, visit)
-	}
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	if col.out == nil {
-		col.out = []CertificateRecord{}
-	}
-	writeJSON(w, http.StatusOK, col.out)
+		return nil
+	})
 }
 
 // CertificateDownloadRequest is the body of POST /Certificates/Download.

@@ -279,25 +279,20 @@ func (s *Server) handleListPendingCSRs(w http.ResponseWriter, r *http.Request) {
 	caller := identity(r)
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
 	defer cancel()
-	c := &collector[PendingCSRResponse]{p: pg}
-	err = walkIndex(ctx, listScan, s.store.PendingCSRIDs, s.store.PendingCSRs, func(p *store.PendingCSR) (bool, error) {
-		if !mayActOn(p.Requester, caller) || !pg.match(func(f string) string {
-			return map[string]string{"requester": p.Requester, "template": p.Template}[f]
-		}) {
-			return true, nil
+	field := func(row *PendingCSRResponse) func(string) string {
+		return func(f string) string {
+			return map[string]string{"requester": row.Requester, "template": row.Template}[f]
 		}
-		return c.add(PendingCSRResponse{Id: p.ID, CSR: csrPEM(p.CSR), RequestTime: p.Created, Subject: pki.SubjectParts(csrSubject(p.CSR)),
-			Requester: p.Requester, Template: p.Template, KeyType: p.KeyType}), nil
+	}
+	writePage(s, w, r, pg, field, func(offer func(PendingCSRResponse) bool) error {
+		return walkIndex(ctx, listScan, s.store.PendingCSRIDs, s.store.PendingCSRs, func(p *store.PendingCSR) (bool, error) {
+			if !mayActOn(p.Requester, caller) {
+				return true, nil
+			}
+			return offer(PendingCSRResponse{Id: p.ID, CSR: csrPEM(p.CSR), RequestTime: p.Created, Subject: pki.SubjectParts(csrSubject(p.CSR)),
+				Requester: p.Requester, Template: p.Template, KeyType: p.KeyType}), nil
+		})
 	})
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	out := c.out
-	if out == nil {
-		out = []PendingCSRResponse{}
-	}
-	writeJSON(w, http.StatusOK, out)
 }
 
 // csrSubject returns the raw subject of a stored CSR.
