@@ -3,7 +3,6 @@ package api
 import (
 	"cmp"
 	"encoding/json"
-	"encoding/pem"
 	"net/http"
 	"slices"
 	"strconv"
@@ -344,7 +343,7 @@ func extendedKeyUsages(t *config.Template) []ExtendedKeyUsage {
 	out := []ExtendedKeyUsage{}
 	for _, u := range t.ExtKeyUsages {
 		if i := slices.IndexFunc(ekus, func(e struct{ name, oid, display string }) bool { return e.name == u }); i >= 0 {
-			out = append(out, ExtendedKeyUsage{Id: i + 1, Oid: ekus[i].oid, DisplayName: ekus[i].display})
+			out = append(out, extendedKeyUsage(ekus[i].oid))
 		}
 	}
 	return out
@@ -361,35 +360,49 @@ func nonNil[T any](s []T) []T {
 	return s
 }
 
-// pathID reads the {id} path segment: a positive integer.
-func pathID(r *http.Request) (int, error) {
-	id, err := strconv.Atoi(r.PathValue("id"))
+// pathID reads the {id} path segment, a positive integer: the id of a
+// what (template, certificate, request, …).
+func pathID(r *http.Request, what string) (int64, error) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	if err != nil || id <= 0 {
-		return 0, badField("id", "want a positive integer id, got %q", r.PathValue("id"))
+		return 0, badField("id", "want a positive integer %s id, got %q", what, r.PathValue("id"))
 	}
 	return id, nil
 }
 
-// handleTemplates is GET /Templates.
-func (s *Server) handleTemplates(w http.ResponseWriter, r *http.Request) {
-	out := make([]Template, len(s.cfg.Templates))
-	for i := range s.cfg.Templates {
-		out[i] = s.newTemplate(i)
+// catalogue renders the n configured items of one kind, in order (the
+// answer of GET /Templates, /CertificateAuthority, /MetadataFields).
+func catalogue[T any](n int, render func(i int) T) []T {
+	out := make([]T, n)
+	for i := range out {
+		out[i] = render(i)
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out
 }
 
-// handleTemplate is GET /Templates/{id}.
-func (s *Server) handleTemplate(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r)
-	if err == nil && id > len(s.cfg.Templates) {
-		err = newError(http.StatusNotFound, CodeNotFound, "template %d: not found", id)
+// writeCatalogueItem answers GET /<kind>/{id} of a catalogue of n items:
+// the item at position id (from 1) as render makes it, 404 naming what
+// past the end.
+func writeCatalogueItem[T any](s *Server, w http.ResponseWriter, r *http.Request, n int, what string, render func(i int) T) {
+	id, err := pathID(r, what)
+	if err == nil && id > int64(n) {
+		err = newError(http.StatusNotFound, CodeNotFound, "%s %d: not found", what, id)
 	}
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.newTemplate(id-1))
+	writeJSON(w, http.StatusOK, render(int(id-1)))
+}
+
+// handleTemplates is GET /Templates.
+func (s *Server) handleTemplates(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, catalogue(len(s.cfg.Templates), s.newTemplate))
+}
+
+// handleTemplate is GET /Templates/{id}.
+func (s *Server) handleTemplate(w http.ResponseWriter, r *http.Request) {
+	writeCatalogueItem(s, w, r, len(s.cfg.Templates), "template", s.newTemplate)
 }
 
 // handleCSRContext is GET /Enrollment/CSR/Context/My: the templates the
@@ -436,33 +449,23 @@ func (s *Server) newCA(i int) CertificateAuthority {
 		Properties: string(props), AllowedEnrollmentTypes: enrollPFX | enrollCSR, AllowedRequesters: []string{},
 	}
 	if chain, err := ca.ReadChain(s.cfg.DataDir, c.Name); err == nil {
-		for _, cert := range chain {
-			out.Certificates = append(out.Certificates, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})))
+		ders := make([][]byte, len(chain))
+		for i, cert := range chain {
+			ders[i] = cert.Raw
 		}
+		out.Certificates, _ = pki.EncodeChain(ders, pki.FormatPEM, false) // only subject headers can fail
 	}
 	return out
 }
 
 // handleCAs is GET /CertificateAuthority.
 func (s *Server) handleCAs(w http.ResponseWriter, r *http.Request) {
-	out := make([]CertificateAuthority, len(s.cfg.CAs))
-	for i := range s.cfg.CAs {
-		out[i] = s.newCA(i)
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, catalogue(len(s.cfg.CAs), s.newCA))
 }
 
 // handleCA is GET /CertificateAuthority/{id}.
 func (s *Server) handleCA(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r)
-	if err == nil && id > len(s.cfg.CAs) {
-		err = newError(http.StatusNotFound, CodeNotFound, "certificate authority %d: not found", id)
-	}
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, s.newCA(id-1))
+	writeCatalogueItem(s, w, r, len(s.cfg.CAs), "certificate authority", s.newCA)
 }
 
 func (s *Server) newMetadataField(i int) MetadataField {
@@ -476,10 +479,7 @@ func (s *Server) newMetadataField(i int) MetadataField {
 
 // handleMetadataFields is GET /MetadataFields, in display order.
 func (s *Server) handleMetadataFields(w http.ResponseWriter, r *http.Request) {
-	out := make([]MetadataField, len(s.cfg.Metadata))
-	for i := range s.cfg.Metadata {
-		out[i] = s.newMetadataField(i)
-	}
+	out := catalogue(len(s.cfg.Metadata), s.newMetadataField)
 	slices.SortStableFunc(out, func(a, b MetadataField) int { return a.DisplayOrder - b.DisplayOrder })
 	writeJSON(w, http.StatusOK, out)
 }
@@ -498,15 +498,7 @@ func (s *Server) handleMetadataField(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.newMetadataField(i))
 		return
 	}
-	id, err := pathID(r)
-	if err == nil && id > len(s.cfg.Metadata) {
-		err = newError(http.StatusNotFound, CodeNotFound, "metadata field %d: not found", id)
-	}
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, s.newMetadataField(id-1))
+	writeCatalogueItem(s, w, r, len(s.cfg.Metadata), "metadata field", s.newMetadataField)
 }
 
 // handleSecurityRoles is GET /Security/Roles: the roles an owner can name.

@@ -6,8 +6,8 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -223,32 +223,54 @@ func certificateVisible(r *store.Request, viewer *Identity) bool {
 	return r.Requester.Name == viewer.Name || viewer.Has(config.RoleApprover)
 }
 
-// loadCertificate loads certificate id with its request for viewer: 404
-// when there is none or it is another's the viewer may not see.
-func (s *Server) loadCertificate(ctx context.Context, id int64, viewer *Identity) (*store.Request, *store.Certificate, error) {
-	notFound := newError(http.StatusNotFound, CodeNotFound, "certificate %d: not found", id)
-	r, err := s.store.Get(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil, notFound
+// mayActOn reports whether caller may act on (recover, renew, revoke) what
+// requester asked for: the requester, or an administrator.
+func mayActOn(requester string, caller *Identity) bool {
+	return requester == caller.Name || caller.Has(config.RoleAdmin)
+}
+
+// issuedCertificate loads certificate id or, when id is 0, the one with
+// the SHA-1 thumbprint (hex, any case), with the request that issued it:
+// the one look-up by CertID/CertificateId or Thumbprint that Download,
+// Recover and Renew share. store.ErrNotFound when there is no such
+// certificate; whether the caller may see it is the caller's to check.
+func (s *Server) issuedCertificate(ctx context.Context, id int64, thumbprint string) (*store.Request, *store.Certificate, error) {
+	if id == 0 {
+		c, err := s.store.CertificateByThumbprint(ctx, thumbprint)
+		if err != nil {
+			return nil, nil, err
+		}
+		id = c.ID
 	}
+	r, err := s.store.Get(ctx, id)
 	if err != nil {
 		return nil, nil, err
 	}
 	c, err := r.Certificate()
+	if err == nil && c == nil {
+		err = fmt.Errorf("request %d issued no certificate: %w", id, store.ErrNotFound)
+	}
 	if err != nil {
 		return nil, nil, err
-	}
-	if c == nil || !certificateVisible(r, viewer) {
-		return nil, nil, notFound
 	}
 	return r, c, nil
 }
 
+// loadCertificate loads certificate id with its request for viewer: 404
+// when there is none or it is another's the viewer may not see.
+func (s *Server) loadCertificate(ctx context.Context, id int64, viewer *Identity) (*store.Request, *store.Certificate, error) {
+	r, c, err := s.issuedCertificate(ctx, id, "")
+	if errors.Is(err, store.ErrNotFound) || err == nil && !certificateVisible(r, viewer) {
+		return nil, nil, newError(http.StatusNotFound, CodeNotFound, "certificate %d: not found", id)
+	}
+	return r, c, err
+}
+
 // handleGetCertificate is GET /Certificates/{id}.
 func (s *Server) handleGetCertificate(w http.ResponseWriter, r *http.Request) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil || id <= 0 {
-		writeError(w, r, s.log, badField("id", "want a positive integer certificate id, got %q", r.PathValue("id")))
+	id, err := pathID(r, "certificate")
+	if err != nil {
+		writeError(w, r, s.log, err)
 		return
 	}
 	o, err := parseRenderOptions(r.URL.Query())
@@ -352,31 +374,51 @@ func (s *Server) directIDs(ctx context.Context, p page) (ids []int64, ok bool, e
 	return nil, false, nil
 }
 
-// walkCertificates visits issued certificates with their requests, the
-// oldest first, reading at most certScan of them.
-func (s *Server) walkCertificates(ctx context.Context, visit func(*store.Request, *store.Certificate) bool) error {
+// walkIndex pages through an id index in ascending order (next returns
+// up to n ids after after), loading a hundred records per round trip
+// with load and visiting them until visit says stop, reading at most
+// limit ids. The certificate inventory and the pending CSRs are walked so.
+func walkIndex[T any](ctx context.Context, limit int,
+	next func(ctx context.Context, after, n int64) ([]int64, error),
+	load func(ctx context.Context, ids []int64) ([]T, error),
+	visit func(T) (more bool, err error),
+) error {
 	var after int64
-	for read := 0; read < certScan; {
-		ids, err := s.store.CertificateIDs(ctx, after, int64(min(100, certScan-read)))
+	for read := 0; read < limit; {
+		ids, err := next(ctx, after, int64(min(100, limit-read)))
 		if err != nil || len(ids) == 0 {
 			return err
 		}
 		after, read = ids[len(ids)-1], read+len(ids)
-		rs, err := s.store.GetMany(ctx, ids)
+		records, err := load(ctx, ids)
 		if err != nil {
 			return err
 		}
-		for _, r := range rs {
-			c, err := r.Certificate()
-			if err != nil {
+		for _, rec := range records {
+			if more, err := visit(rec); err != nil || !more {
 				return err
-			}
-			if c != nil && !visit(r, c) {
-				return nil
 			}
 		}
 	}
 	return nil
+}
+
+// walkCertificates visits issued certificates with their requests, the
+// oldest first, reading at most certScan of them.
+func (s *Server) walkCertificates(ctx context.Context, visit func(*store.Request, *store.Certificate) bool) error {
+	return walkIndex(ctx, certScan, s.store.CertificateIDs, s.store.GetMany, func(r *store.Request) (bool, error) {
+		return offerCertificate(r, visit)
+	})
+}
+
+// offerCertificate passes an issued request with its certificate to visit
+// (a request without one is passed over) and reports whether to go on.
+func offerCertificate(r *store.Request, visit func(*store.Request, *store.Certificate) bool) (more bool, err error) {
+	c, err := r.Certificate()
+	if err != nil || c == nil {
+		return err == nil, err
+	}
+	return visit(r, c), nil
 }
 
 // handleListCertificates is GET /Certificates: a JSON array, as
@@ -396,45 +438,28 @@ func (s *Server) handleListCertificates(w http.ResponseWriter, r *http.Request) 
 	ctx, cancel := context.WithTimeout(r.Context(), 2*s.cfg.API.RedisTimeout)
 	defer cancel()
 	viewer := identity(r)
-	col := &collector[CertificateRecord]{p: p}
-	visit := func(req *store.Request, c *store.Certificate) bool {
-		if !certificateVisible(req, viewer) {
-			return true
+	writePage(s, w, r, p, certificateField, func(offer func(CertificateRecord) bool) error {
+		visit := func(req *store.Request, c *store.Certificate) bool {
+			return !certificateVisible(req, viewer) || offer(s.certificateRecord(req, c, o))
 		}
-		row := s.certificateRecord(req, c, o)
-		if !p.match(certificateField(&row)) {
-			return true
+		ids, direct, err := s.directIDs(ctx, p)
+		if err != nil || !direct {
+			if err == nil {
+				err = s.walkCertificates(ctx, visit)
+			}
+			return err
 		}
-		return col.add(row)
-	}
-	ids, direct, err := s.directIDs(ctx, p)
-	switch {
-	case err != nil:
-	case direct:
-		var rs []*store.Request
-		if rs, err = s.store.GetMany(ctx, ids); err == nil {
-			for _, req := range rs {
-				c, cerr := req.Certificate()
-				if cerr != nil {
-					err = cerr
-					break
-				}
-				if c != nil && !visit(req, c) {
-					break
-				}
+		rs, err := s.store.GetMany(ctx, ids)
+		if err != nil {
+			return err
+		}
+		for _, req := range rs {
+			if more, err := offerCertificate(req, visit); err != nil || !more {
+				return err
 			}
 		}
-	default:
-		err = s.walkCertificates(ctx, visit)
-	}
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	if col.out == nil {
-		col.out = []CertificateRecord{}
-	}
-	writeJSON(w, http.StatusOK, col.out)
+		return nil
+	})
 }
 
 // CertificateDownloadRequest is the body of POST /Certificates/Download.
@@ -454,11 +479,12 @@ type CertificateDownloadResponse struct {
 }
 
 // sameDN compares distinguished names without regard to case or to the
-// spaces after separators (Keyfactor writes "CN=a, O=b", Go "CN=a,O=b").
+// spaces around separators (Keyfactor writes "CN=a, O=b", Go "CN=a,O=b";
+// "CN = a" is "cn=a" too).
 func sameDN(a, b string) bool {
 	norm := func(s string) string {
 		s = strings.ToLower(strings.TrimSpace(s))
-		for _, sep := range []string{",", "+"} {
+		for _, sep := range []string{",", "+", "="} {
 			parts := strings.Split(s, sep)
 			for i := range parts {
 				parts[i] = strings.TrimSpace(parts[i])
@@ -468,6 +494,27 @@ func sameDN(a, b string) bool {
 		return s
 	}
 	return norm(a) == norm(b)
+}
+
+// certificateBySerial finds the issued certificate with a serial number
+// (hex, any case, colons and leading zeros allowed) under an issuer DN
+// (see sameDN) that visible accepts, walking the inventory (bounded by
+// certScan); store.ErrNotFound when there is none.
+func (s *Server) certificateBySerial(ctx context.Context, serial, issuer string, visible func(*store.Request) bool) (*store.Request, *store.Certificate, error) {
+	serial = strings.TrimLeft(strings.ToUpper(strings.ReplaceAll(serial, ":", "")), "0")
+	var req *store.Request
+	var c *store.Certificate
+	err := s.walkCertificates(ctx, func(r *store.Request, cert *store.Certificate) bool {
+		if strings.TrimLeft(cert.SerialNumber, "0") == serial && sameDN(cert.IssuerDN, issuer) && visible(r) {
+			req, c = r, cert
+			return false
+		}
+		return true
+	})
+	if err == nil && c == nil {
+		err = fmt.Errorf("certificate with serial number %s from %s: %w", serial, issuer, store.ErrNotFound)
+	}
+	return req, c, err
 }
 
 // handleDownloadCertificate is POST /Certificates/Download: by CertID, by
@@ -488,13 +535,9 @@ func (s *Server) handleDownloadCertificate(w http.ResponseWriter, r *http.Reques
 		writeError(w, r, s.log, err)
 		return
 	}
-	rootFirst := false
-	switch strings.ToLower(body.ChainOrder) {
-	case "", "endentityfirst":
-	case "rootfirst":
-		rootFirst = true
-	default:
-		writeError(w, r, s.log, badField("ChainOrder", "%q: want EndEntityFirst or RootFirst", body.ChainOrder))
+	leafFirst, err := chainOrder(body.ChainOrder, endEntityFirst)
+	if err != nil {
+		writeError(w, r, s.log, err)
 		return
 	}
 	switch {
@@ -512,31 +555,18 @@ func (s *Server) handleDownloadCertificate(w http.ResponseWriter, r *http.Reques
 	defer cancel()
 	viewer := identity(r)
 	var c *store.Certificate
-	var err error
 	switch {
 	case body.CertID > 0:
 		_, c, err = s.loadCertificate(ctx, body.CertID, viewer)
 	case body.Thumbprint != "":
-		var found *store.Certificate
-		found, err = s.store.CertificateByThumbprint(ctx, strings.ReplaceAll(body.Thumbprint, ":", ""))
-		if errors.Is(err, store.ErrNotFound) {
+		var req *store.Request
+		req, c, err = s.issuedCertificate(ctx, 0, strings.ReplaceAll(body.Thumbprint, ":", ""))
+		if errors.Is(err, store.ErrNotFound) || err == nil && !certificateVisible(req, viewer) {
 			err = newError(http.StatusNotFound, CodeNotFound, "certificate with thumbprint %s: not found", body.Thumbprint)
-		} else if err == nil {
-			_, c, err = s.loadCertificate(ctx, found.ID, viewer)
-			if err != nil && errors.As(err, new(*apiError)) {
-				err = newError(http.StatusNotFound, CodeNotFound, "certificate with thumbprint %s: not found", body.Thumbprint)
-			}
 		}
 	default:
-		serial := strings.ToUpper(strings.TrimLeft(strings.ReplaceAll(body.SerialNumber, ":", ""), "0"))
-		err = s.walkCertificates(ctx, func(req *store.Request, cert *store.Certificate) bool {
-			if strings.TrimLeft(cert.SerialNumber, "0") == serial && sameDN(cert.IssuerDN, body.IssuerDN) && certificateVisible(req, viewer) {
-				c = cert
-				return false
-			}
-			return true
-		})
-		if err == nil && c == nil {
+		_, c, err = s.certificateBySerial(ctx, body.SerialNumber, body.IssuerDN, func(req *store.Request) bool { return certificateVisible(req, viewer) })
+		if errors.Is(err, store.ErrNotFound) {
 			err = newError(http.StatusNotFound, CodeNotFound, "certificate with serial number %s from %s: not found", body.SerialNumber, body.IssuerDN)
 		}
 	}
@@ -547,7 +577,7 @@ func (s *Server) handleDownloadCertificate(w http.ResponseWriter, r *http.Reques
 	chain := c.Chain[:1]
 	if body.IncludeChain {
 		chain = slices.Clone(c.Chain)
-		if rootFirst {
+		if !leafFirst {
 			slices.Reverse(chain)
 		}
 	}
@@ -561,9 +591,12 @@ func (s *Server) handleDownloadCertificate(w http.ResponseWriter, r *http.Reques
 			return
 		}
 	default:
-		for _, der := range chain {
-			content = append(content, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+		pems, err := pki.EncodeChain(chain, pki.FormatPEM, false)
+		if err != nil {
+			writeError(w, r, s.log, err)
+			return
 		}
+		content = []byte(strings.Join(pems, ""))
 	}
 	writeJSON(w, http.StatusOK, CertificateDownloadResponse{Content: base64.StdEncoding.EncodeToString(content)})
 }

@@ -164,7 +164,7 @@ func (s *Server) enrollmentOf(r *http.Request, caller *Identity, body *Enrollmen
 		Disposition: store.Queued,
 		Submitted:   now,
 		Updated:     now,
-		Trigger:     "enrollment",
+		Trigger:     workflow.TriggerEnrollment,
 		Requester:   workflow.Requester{Name: caller.Name, Roles: caller.Roles},
 		CSR:         der,
 		Subject:     csr.Subject.String(),
@@ -401,22 +401,12 @@ func (s *Server) checkMetadata(in map[string]any, tmpl *config.Template) (map[st
 		if name == "" || len(name) > maxNameLen {
 			return nil, badField("Metadata", "field names must be 1–%d characters", maxNameLen)
 		}
-		var text string
-		switch v := v.(type) {
-		case string:
-			text = v
-		case float64:
-			// JSON numbers arrive as float64: exact only up to 2^53.
-			if v == math.Trunc(v) && math.Abs(v) > 1<<53 {
-				return nil, badField(field, "a number this large loses precision; send it as a string")
-			}
-			text = strconv.FormatFloat(v, 'f', -1, 64) // 12345678, not 1.2345678e+07
-		case bool:
-			text = strconv.FormatBool(v)
-		case nil:
+		text, given, err := scalarText(field, v)
+		if err != nil {
+			return nil, err
+		}
+		if !given {
 			continue
-		default:
-			return nil, badField(field, "want a string, number or boolean")
 		}
 		if len(s.cfg.Metadata) == 0 {
 			out[name] = text
@@ -486,21 +476,12 @@ func checkAdditionalFields(in map[string]any, tmpl *config.Template) (map[string
 	out := make(map[string]any, len(in))
 	for name, v := range in {
 		field := "AdditionalEnrollmentFields." + name
-		var text string
-		switch v := v.(type) {
-		case string:
-			text = v
-		case float64:
-			if v == math.Trunc(v) && math.Abs(v) > 1<<53 {
-				return nil, badField(field, "a number this large loses precision; send it as a string")
-			}
-			text = strconv.FormatFloat(v, 'f', -1, 64)
-		case bool:
-			text = strconv.FormatBool(v)
-		case nil:
+		text, given, err := scalarText(field, v)
+		if err != nil {
+			return nil, err
+		}
+		if !given {
 			continue
-		default:
-			return nil, badField(field, "want a string, number or boolean")
 		}
 		if name == "" || len(name) > maxNameLen {
 			return nil, badField("AdditionalEnrollmentFields", "field names must be 1–%d characters", maxNameLen)
@@ -546,6 +527,27 @@ func checkAdditionalFields(in map[string]any, tmpl *config.Template) (map[string
 		return nil, nil
 	}
 	return out, nil
+}
+
+// scalarText is a Metadata or AdditionalEnrollmentFields value, a JSON
+// scalar, as text (a number as written: 12345678, not 1.2345678e+07);
+// null is not given. field names the value in errors.
+func scalarText(field string, v any) (text string, given bool, err error) {
+	switch v := v.(type) {
+	case string:
+		return v, true, nil
+	case float64:
+		// JSON numbers arrive as float64: exact only up to 2^53.
+		if v == math.Trunc(v) && math.Abs(v) > 1<<53 {
+			return "", false, badField(field, "a number this large loses precision; send it as a string")
+		}
+		return strconv.FormatFloat(v, 'f', -1, 64), true, nil
+	case bool:
+		return strconv.FormatBool(v), true, nil
+	case nil:
+		return "", false, nil
+	}
+	return "", false, badField(field, "want a string, number or boolean")
 }
 
 // handleEnrollCSR is POST /Enrollment/CSR.
@@ -779,9 +781,9 @@ func (s *Server) writeAccepted(w http.ResponseWriter, r *http.Request, req *stor
 
 // handleGetRequest is GET /Enrollment/Requests/{id}.
 func (s *Server) handleGetRequest(w http.ResponseWriter, r *http.Request) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil || id <= 0 {
-		writeError(w, r, s.log, badField("id", "want a positive integer request id"))
+	id, err := pathID(r, "request")
+	if err != nil {
+		writeError(w, r, s.log, err)
 		return
 	}
 	var format pki.Format

@@ -134,7 +134,7 @@ func (s *Server) decodePFXEnrollment(r *http.Request, caller *Identity) (*enroll
 	if err != nil {
 		return nil, err
 	}
-	leafFirst, err := chainOrder(body.ChainOrder)
+	leafFirst, err := chainOrder(body.ChainOrder, rootFirst)
 	if err != nil {
 		return nil, err
 	}
@@ -243,14 +243,23 @@ func samePFX(a, b *workflow.PFXSpec) bool {
 	return *a == *b
 }
 
-// chainOrder reads Keyfactor's ChainOrder: "RootFirst" (the default, as
-// Keyfactor's archives: the leaf last) or "EndEntityFirst".
-func chainOrder(s string) (endEntityFirst bool, err error) {
+// chainOrder reads Keyfactor's ChainOrder, "RootFirst" or
+// "EndEntityFirst" (any case); empty is def (PKCS#12 archives put the
+// root first, as Keyfactor's do; a download puts the leaf first).
+func chainOrder(s string, def bool) (endEntityFirst bool, err error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "", "rootfirst":
+	case "":
+		return def, nil
+	case "rootfirst":
 		return false, nil
 	case "endentityfirst":
 		return true, nil
 	}
 	return false, badField("ChainOrder", "%q: want RootFirst or EndEntityFirst", s)
 }
+
+// Defaults of chainOrder.
+const (
+	rootFirst      = false
+	endEntityFirst = true
+)

@@ -127,3 +127,25 @@ func (c *collector[T]) add(v T) bool {
 	c.out = append(c.out, v)
 	return len(c.out) < c.p.limit
 }
+
+// writePage answers one page of a listing: walk offers the rows the caller
+// may see, in the listing's order, until offer says the page is full; the
+// rows whose field values match p's queryString are paged and written as
+// a JSON array, as Keyfactor's (empty, never null).
+func writePage[T any](s *Server, w http.ResponseWriter, r *http.Request, p page, field func(*T) func(string) string, walk func(offer func(T) bool) error) {
+	c := &collector[T]{p: p}
+	err := walk(func(row T) bool {
+		if !p.match(field(&row)) {
+			return true
+		}
+		return c.add(row)
+	})
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	if c.out == nil {
+		c.out = []T{}
+	}
+	writeJSON(w, http.StatusOK, c.out)
+}

@@ -5,11 +5,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 
-	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 )
@@ -34,9 +32,6 @@ type RecoveryResponse struct {
 	FileName string `json:"FileName"`
 }
 
-// recoverScan bounds the certificates a SerialNumber+IssuerDN look-up reads.
-const recoverScan = listScan
-
 // handleRecover is POST /Certificates/Recover: the certificate with its
 // retained private key, as a PKCS#12 protected by the caller's Password.
 // Only the certificate's requester or an administrator may recover it;
@@ -55,7 +50,7 @@ func (s *Server) handleRecover(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, badField("Password", "%v", err))
 		return
 	}
-	leafFirst, err := chainOrder(body.ChainOrder)
+	leafFirst, err := chainOrder(body.ChainOrder, rootFirst)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -64,7 +59,7 @@ func (s *Server) handleRecover(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	req, cert, field, err := s.findCertificate(ctx, &body)
 	caller := identity(r)
-	if err == nil && req.Requester.Name != caller.Name && !caller.Has(config.RoleAdmin) {
+	if err == nil && !mayActOn(req.Requester.Name, caller) {
 		err = store.ErrNotFound
 	}
 	if errors.Is(err, store.ErrNotFound) {
@@ -102,77 +97,26 @@ func (s *Server) findCertificate(ctx context.Context, b *CertificateRecoveryRequ
 		if b.CertID < 0 {
 			return nil, nil, field, badField(field, "must be a positive integer")
 		}
-		req, err = s.store.Get(ctx, b.CertID)
+		req, cert, err = s.issuedCertificate(ctx, b.CertID, "")
 	case b.Thumbprint != "":
 		field = "Thumbprint"
-		if !thumbprintRE.MatchString(b.Thumbprint) {
+		if !isThumbprint(b.Thumbprint) {
 			return nil, nil, field, badField(field, "want 40 hexadecimal digits (SHA-1)")
 		}
-		var c *store.Certificate
-		if c, err = s.store.CertificateByThumbprint(ctx, b.Thumbprint); err == nil {
-			req, err = s.store.Get(ctx, c.RequestID)
-		}
+		req, cert, err = s.issuedCertificate(ctx, 0, b.Thumbprint)
 	case b.SerialNumber != "" || b.IssuerDN != "":
 		field = "SerialNumber"
 		if b.SerialNumber == "" || b.IssuerDN == "" {
 			return nil, nil, field, badField(field, "SerialNumber and IssuerDN go together")
 		}
-		req, err = s.certificateBySerial(ctx, b.SerialNumber, b.IssuerDN)
+		req, cert, err = s.certificateBySerial(ctx, b.SerialNumber, b.IssuerDN, func(*store.Request) bool { return true })
 	default:
 		return nil, nil, "CertID", badField("CertID", "required: name the certificate by CertID, Thumbprint, or SerialNumber and IssuerDN")
 	}
 	if err != nil {
 		return nil, nil, field, err
 	}
-	if cert, err = s.certificateOf(ctx, req); err != nil {
-		return nil, nil, field, err
-	}
 	return req, cert, field, nil
-}
-
-var thumbprintRE = regexp.MustCompile(`^[0-9A-Fa-f]{40}$`)
-
-// certificateBySerial walks the certificate inventory (bounded) for the
-// serial number (hex, any case, colons allowed) under the issuer DN.
-func (s *Server) certificateBySerial(ctx context.Context, serial, issuer string) (*store.Request, error) {
-	serial = strings.TrimLeft(strings.ToUpper(strings.ReplaceAll(serial, ":", "")), "0")
-	issuer = normalizeDN(issuer)
-	var after int64
-	for scanned := 0; scanned < recoverScan; {
-		ids, err := s.store.CertificateIDs(ctx, after, 100)
-		if err != nil {
-			return nil, err
-		}
-		if len(ids) == 0 {
-			break
-		}
-		for _, id := range ids {
-			after = id
-			scanned++
-			c, err := s.store.Certificate(ctx, id)
-			if errors.Is(err, store.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return nil, err
-			}
-			if strings.TrimLeft(c.SerialNumber, "0") == serial && normalizeDN(c.IssuerDN) == issuer {
-				return s.store.Get(ctx, c.RequestID)
-			}
-		}
-	}
-	return nil, store.ErrNotFound
-}
-
-// normalizeDN compares distinguished names without regard to case or to
-// the spaces around separators ("CN=a, O=b" is "cn=a,o=b").
-func normalizeDN(dn string) string {
-	parts := strings.Split(dn, ",")
-	for i, p := range parts {
-		k, v, _ := strings.Cut(p, "=")
-		parts[i] = strings.TrimSpace(k) + "=" + strings.TrimSpace(v)
-	}
-	return strings.ToLower(strings.Join(parts, ","))
 }
 
 // pfxFileName names the archive after the certificate's common name.

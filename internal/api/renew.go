@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/certflow/certflow/internal/callback"
-	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
@@ -147,6 +146,11 @@ func (s *Server) decodeRenewal(r *http.Request, caller *Identity) (*enrollment, 
 		}
 		der, e.csr = d, csr
 	} else {
+		if rev := cert.Revocation; rev != nil {
+			// Revoked (perhaps for keyCompromise): its key is not
+			// certified again.
+			return nil, badField("CSR", "required: certificate %d is revoked (reason %d), so its retained key is not certified again; send a CSR for a new key", cert.ID, rev.Reason)
+		}
 		key, keyDER, err := s.openRetainedKey(old)
 		if err != nil {
 			return nil, err
@@ -194,7 +198,7 @@ func (s *Server) decodeRenewal(r *http.Request, caller *Identity) (*enrollment, 
 		Disposition: store.Queued,
 		Submitted:   now,
 		Updated:     now,
-		Trigger:     "renewal",
+		Trigger:     workflow.TriggerRenewal,
 		Requester:   workflow.Requester{Name: caller.Name, Roles: caller.Roles},
 		CSR:         der,
 		Subject:     e.csr.Subject.String(),
@@ -228,7 +232,7 @@ func (s *Server) renewedCertificate(r *http.Request, body RenewalRequest, caller
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
 	defer cancel()
 	var id int64
-	var field, what string
+	var thumbprint, field, what string
 	switch {
 	case body.CertificateId != nil && body.Thumbprint != "":
 		return nil, nil, badField("CertificateId", "give CertificateId or Thumbprint, not both")
@@ -241,36 +245,19 @@ func (s *Server) renewedCertificate(r *http.Request, body RenewalRequest, caller
 		if !isThumbprint(body.Thumbprint) {
 			return nil, nil, badField("Thumbprint", "want the certificate's SHA-1 thumbprint, 40 hex digits")
 		}
-		c, err := s.store.CertificateByThumbprint(ctx, body.Thumbprint)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return nil, nil, err
-		}
-		if c != nil {
-			id = c.ID
-		}
-		field, what = "Thumbprint", strings.ToUpper(body.Thumbprint)
+		thumbprint, field, what = body.Thumbprint, "Thumbprint", strings.ToUpper(body.Thumbprint)
 	default:
 		return nil, nil, badField("CertificateId", "required: the CertificateId or Thumbprint of the certificate to renew")
 	}
 	notFound := newError(http.StatusNotFound, CodeNotFound, "%s: no certificate %s", field, what)
-	if id == 0 {
-		return nil, nil, notFound
-	}
-	old, err := s.store.Get(ctx, id)
+	old, cert, err := s.issuedCertificate(ctx, id, thumbprint)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil, notFound
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	if old.Requester.Name != caller.Name && !caller.Has(config.RoleAdmin) {
-		return nil, nil, notFound
-	}
-	cert, err := old.Certificate()
-	if err != nil {
-		return nil, nil, err
-	}
-	if cert == nil || len(cert.Chain) == 0 {
+	if !mayActOn(old.Requester.Name, caller) || len(cert.Chain) == 0 {
 		return nil, nil, notFound
 	}
 	return old, cert, nil

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
@@ -111,7 +110,7 @@ func (s *Server) handleRevokeCertificates(w http.ResponseWriter, r *http.Request
 		case c == nil || !certificateVisible(q, caller):
 			writeError(w, r, s.log, newError(http.StatusNotFound, CodeNotFound, "%s: certificate %d: not found", field, id))
 			return
-		case q.Requester.Name != caller.Name && !caller.Has(config.RoleAdmin):
+		case !mayActOn(q.Requester.Name, caller):
 			writeError(w, r, s.log, newError(http.StatusForbidden, CodeForbidden, "%s: %s may not revoke certificate %d: only its requester or an administrator may", field, caller.Name, id))
 			return
 		case c.Revocation != nil:

@@ -219,30 +219,16 @@ func list[T any](s *Server, w http.ResponseWriter, r *http.Request, fromPending 
 	ctx, cancel := context.WithTimeout(r.Context(), 2*s.cfg.API.RedisTimeout)
 	defer cancel()
 	viewer := identity(r)
-	c := &collector[T]{p: p}
-	visit := func(req *store.Request) bool {
-		if !keep(req, viewer) {
-			return true
+	writePage(s, w, r, p, field, func(offer func(T) bool) error {
+		visit := func(req *store.Request) bool {
+			return !keep(req, viewer) || offer(render(req, viewer))
 		}
-		row := render(req, viewer)
-		if !p.match(field(&row)) {
-			return true
+		if fromPending {
+			return s.walkPending(ctx, visit)
 		}
-		return c.add(row)
-	}
-	if fromPending {
-		err = s.walkPending(ctx, visit)
-	} else {
-		_, err = s.store.Newest(ctx, 0, listScan, visit)
-	}
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	if c.out == nil {
-		c.out = []T{}
-	}
-	writeJSON(w, http.StatusOK, c.out)
+		_, err := s.store.Newest(ctx, 0, listScan, visit)
+		return err
+	})
 }
 
 // listInstances answers a listing of the instances keep picks.

@@ -610,9 +610,17 @@ func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx co
 	existing, checkErr := check.Bytes()
 	if checkErr == nil {
 		// Issued already (the lock, if we just took it, expires: every
-		// later call finds the certificate first).
+		// later call finds the certificate first). A re-run writes the
+		// inventory's index entries again: the round trip that stored
+		// the certificate may have lost them (its reply unread).
 		c, err := decodeCertificate(requestID, existing)
-		return c, false, err
+		if err != nil {
+			return nil, false, err
+		}
+		if err := s.indexCertificate(ctx, c); err != nil {
+			return nil, false, err
+		}
+		return c, false, nil
 	}
 	if !ok {
 		// Held by another worker, or left to expire by a finished
@@ -639,13 +647,12 @@ func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx co
 	}
 	// The inventory's index entries go in the same round trip. Should the
 	// set-if-absent lose, they name a certificate that never existed: the
-	// id is in the set already, and a thumbprint lookup checks the record
-	// it lands on (CertificateByThumbprint).
+	// id is in the set already, a thumbprint lookup checks the record it
+	// lands on (CertificateByThumbprint), and the expiry is rewritten
+	// from the winner's certificate below.
 	pipe = s.rdb.Pipeline()
 	set := pipe.HSetNX(ctx, s.keys.request(requestID), "x", data)
-	pipe.ZAdd(ctx, s.keys.certificates(), redis.Z{Score: float64(requestID), Member: requestID})
-	pipe.ZAdd(ctx, s.keys.certExpiry(), redis.Z{Score: float64(c.NotAfter.Unix()), Member: requestID})
-	pipe.Set(ctx, s.keys.thumbprint(c.Thumbprint), requestID, 0)
+	index := certIndexCmds(ctx, s.keys, pipe, c)
 	pipe.Exec(ctx) // each command's own error is read below
 	won, err := set.Result()
 	if err != nil {
@@ -654,11 +661,46 @@ func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx co
 	stored = true
 	if !won {
 		// Lost a race despite the lock (it expired under us): ours was
-		// never stored or returned, so it never existed outside this process.
+		// never stored or returned, so it never existed outside this
+		// process. Our index entries are put right for the winner's.
 		c, err := s.CertificateOf(ctx, requestID)
+		if err == nil {
+			err = s.indexCertificate(ctx, c)
+		}
 		return c, false, err
 	}
+	for _, cmd := range index {
+		if err := cmd.Err(); err != nil {
+			// Stored but not indexed: once more, else the step's retry
+			// (which finds the certificate stored) indexes it.
+			if err := s.indexCertificate(ctx, c); err != nil {
+				return nil, false, err
+			}
+			break
+		}
+	}
 	return c, true, nil
+}
+
+// certIndexCmds queues the inventory's index entries of a stored
+// certificate on pipe: its id, its expiry and its thumbprint. Each is
+// idempotent.
+func certIndexCmds(ctx context.Context, k keys, pipe redis.Pipeliner, c *Certificate) []redis.Cmder {
+	return []redis.Cmder{
+		pipe.ZAdd(ctx, k.certificates(), redis.Z{Score: float64(c.ID), Member: c.ID}),
+		pipe.ZAdd(ctx, k.certExpiry(), redis.Z{Score: float64(c.NotAfter.Unix()), Member: c.ID}),
+		pipe.Set(ctx, k.thumbprint(c.Thumbprint), c.ID, 0),
+	}
+}
+
+// indexCertificate writes a stored certificate's index entries.
+func (s *Store) indexCertificate(ctx context.Context, c *Certificate) error {
+	pipe := s.rdb.Pipeline()
+	certIndexCmds(ctx, s.keys, pipe, c)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("index certificate %d: %w", c.ID, err)
+	}
+	return nil
 }
 
 func randomToken() string {
