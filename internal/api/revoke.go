@@ -142,11 +142,23 @@ func (s *Server) handleRevokeCertificates(w http.ResponseWriter, r *http.Request
 		subs = append(subs, e)
 	}
 	reqs, err := s.submitRevocations(ctx, subs)
-	if err != nil {
+	if err != nil && len(reqs) == 0 {
 		writeError(w, r, s.log, err)
 		return
 	}
-	s.answerRevocations(w, r, reqs)
+	var refused []SuspendedRevocation
+	if err != nil {
+		// Some were accepted before Redis failed: they run, so the answer
+		// must say so; the others are refused, free to be asked again.
+		s.log.Warn("a revocation call was accepted in part", "accepted", len(reqs), "of", len(subs), "err", err)
+		for _, e := range subs[len(reqs):] {
+			refused = append(refused, SuspendedRevocation{
+				CertId:  e.req.Input.Revocation.CertificateId,
+				Message: "not submitted: certflow's store did not answer; ask for this revocation again",
+			})
+		}
+	}
+	s.answerRevocations(w, r, reqs, refused)
 }
 
 // checkRevocation checks the body's fields (not the certificates) and
@@ -221,7 +233,9 @@ func (s *Server) revocationSubmit(issuing *store.Request, c *store.Certificate, 
 // submitRevocations claims each certificate's revocation for a new
 // request, then stores and enqueues the requests. A claim lost to a
 // concurrent revocation refuses the call (409) and releases the claims
-// taken; nothing else was written.
+// taken; nothing else was written. Should storing or enqueueing fail
+// part-way, the requests accepted until then are returned with the error
+// (they run), and the rest have their claims released.
 func (s *Server) submitRevocations(ctx context.Context, subs []*enrollment) ([]*store.Request, error) {
 	var claimed []*enrollment
 	release := func() {
@@ -256,13 +270,13 @@ func (s *Server) submitRevocations(ctx context.Context, subs []*enrollment) ([]*
 		if _, _, err := s.store.Create(ctx, req, 0); err != nil {
 			claimed = subs[i:]
 			release()
-			return nil, err
+			return out, err
 		}
 		if err := s.queue.EnqueueRun(ctx, req.ID, req.Generation); err != nil {
 			s.store.Delete(context.WithoutCancel(ctx), req)
 			claimed = subs[i:]
 			release()
-			return nil, err
+			return out, err
 		}
 		s.log.Info("revocation accepted", "request", req.ID, "instance", req.Instance.ID, "certificate", req.Input.Revocation.CertificateId,
 			"reason", req.Input.Revocation.Reason, "requester", req.Requester.Name)
@@ -273,7 +287,7 @@ func (s *Server) submitRevocations(ctx context.Context, subs []*enrollment) ([]*
 
 // answerRevocations waits (per Prefer, as enrollment does) for the
 // revocations to settle and answers Keyfactor's RevocationResponse.
-func (s *Server) answerRevocations(w http.ResponseWriter, r *http.Request, reqs []*store.Request) {
+func (s *Server) answerRevocations(w http.ResponseWriter, r *http.Request, reqs []*store.Request, refused []SuspendedRevocation) {
 	wait, async := parsePrefer(r.Header.Values("Prefer"), s.cfg.API.SyncWait, s.cfg.API.MaxSyncWait)
 	if async {
 		wait = 0
@@ -306,6 +320,7 @@ func (s *Server) answerRevocations(w http.ResponseWriter, r *http.Request, reqs 
 			res.Refused = append(res.Refused, entry)
 		}
 	}
+	res.Refused = append(res.Refused, refused...)
 	writeJSON(w, http.StatusOK, res)
 }
 

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/certflow/certflow/internal/ca"
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/pki"
@@ -805,5 +807,57 @@ func TestCertificateRecordShowsARetainedKey(t *testing.T) {
 	}
 	if strings.Contains(string(cf.Do(t, "GET", fmt.Sprintf("/Certificates/%d", id), nil, "Authorization", alice).Body), base64.StdEncoding.EncodeToString(der)[:40]) {
 		t.Fatal("the record carries the private key")
+	}
+}
+
+// A revocation call that Redis fails part-way answers what it accepted:
+// the revocations stored before the failure run, and the rest are
+// reported refused and can be asked for again.
+func TestARevocationCallCutShortByRedisAnswersWhatItAccepted(t *testing.T) {
+	t.Parallel()
+	opts, err := redis.ParseURL(testutil.RedisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testutil.StartFreezeProxy(t, opts.Addr)
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		c.RedisURL = proxy.URL()
+		c.API.RedisTimeout = time.Second
+	})
+	first, _ := issueAs(t, cf, alice, "cut1.example.com", nil)
+	second, _ := issueAs(t, cf, alice, "cut2.example.com", nil)
+	// The revocation requests get the next two ids; Redis hangs at the
+	// second one's write.
+	seq, _ := cf.Redis.Get(t.Context(), cf.Prefix+":seq:request").Int64()
+	proxy.FreezeAt("HSET", fmt.Sprintf("%s:request:{%d}", cf.Prefix, seq+2))
+	resp := cf.Do(t, "POST", "/Certificates/Revoke", map[string]any{"CertificateIds": []int64{first, second}, "Reason": 4, "Comment": "superseded"},
+		"Authorization", alice, "Prefer", "respond-async")
+	if !proxy.Frozen() {
+		t.Fatal("the proxy never saw the second revocation's write")
+	}
+	proxy.Unfreeze()
+	if resp.Status != http.StatusOK {
+		t.Fatalf("a revocation accepted in part answered %d %s; its accepted part runs, so it must be reported", resp.Status, resp.Body)
+	}
+	var rr revocationResponse
+	resp.JSON(t, &rr)
+	if len(rr.SuspendedCerts)+len(rr.RevokedIds) != 1 || len(rr.Refused) != 1 || rr.Refused[0].CertId != second || !strings.Contains(rr.Refused[0].Message, "not submitted") {
+		t.Fatalf("answer %+v; want certificate %d accepted and %d refused as not submitted", rr, first, second)
+	}
+	// The accepted one is revoked; the refused one can be asked again.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, rec := getCert(t, cf, alice, first, "")
+		if rec.CertState == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the accepted revocation never completed: state %d", rec.CertState)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r2, again := revoke(t, cf, alice, map[string]any{"CertificateIds": []int64{second}, "Reason": 4, "Comment": "superseded"})
+	if r2.Status != http.StatusOK || len(again.RevokedIds) != 1 || again.RevokedIds[0] != second {
+		t.Fatalf("asking again for the refused revocation: %d %s", r2.Status, r2.Body)
 	}
 }
