@@ -66,6 +66,9 @@ type enrollment struct {
 	// pending is the generated CSR a forceEnroll marries (its key is
 	// privateKey); it is deleted once the request is accepted.
 	pending *store.PendingCSR
+	// keyID names the CSR's public key (pki.PublicKeyID) when the submit
+	// may be a generated CSR coming back; submit looks it up.
+	keyID string
 }
 
 // decodeEnrollment reads and checks everything about a submit that needs no
@@ -555,7 +558,7 @@ func (s *Server) handleEnrollCSR(w http.ResponseWriter, r *http.Request) {
 	caller := identity(r)
 	e, err := s.decodeEnrollment(r, caller)
 	if err == nil {
-		err = s.marryGeneratedKey(r.Context(), e, caller)
+		e.keyID, err = pki.PublicKeyID(e.csr.PublicKey)
 	}
 	if err != nil {
 		writeError(w, r, s.log, err)
@@ -622,7 +625,15 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, e *enrollment) (
 func (s *Server) submit(ctx context.Context, e *enrollment, allocated func(id int64)) (req *store.Request, existing bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.API.RedisTimeout)
 	defer cancel()
-	if e.pending != nil {
+	req = &e.req
+	id, pending, err := s.store.NewIDFor(ctx, e.keyID)
+	if err != nil {
+		return nil, false, err
+	}
+	if pending != nil {
+		if err := s.marryGeneratedKey(e, pending); err != nil {
+			return nil, false, err
+		}
 		if err := s.claimGeneratedKey(ctx, e); err != nil {
 			return nil, false, err
 		}
@@ -635,11 +646,6 @@ func (s *Server) submit(ctx context.Context, e *enrollment, allocated func(id in
 				}
 			}()
 		}
-	}
-	req = &e.req
-	id, err := s.store.NewID(ctx)
-	if err != nil {
-		return nil, false, err
 	}
 	req.ID, req.Instance.ID = id, s.store.InstanceID(id)
 	allocated(id)
