@@ -111,19 +111,35 @@ func (s *Server) handleGenerateCSR(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*s.cfg.API.RedisTimeout)
+	defer cancel()
+	tooMany := func() {
+		writeError(w, r, s.log, newError(http.StatusConflict, CodeConflict,
+			"CSRGeneration: %s has %d pending CSRs, the most api.max_pending_csrs allows; enroll (forceEnroll=true) or delete some first", caller.Name, s.cfg.API.MaxPendingCSRs))
+	}
+	// Look before generating a key: an RSA key takes a while.
+	if room, err := s.store.PendingCSRRoom(ctx, caller.Name, s.cfg.API.MaxPendingCSRs); err != nil || !room {
+		if err == nil {
+			tooMany()
+		} else {
+			writeError(w, r, s.log, err)
+		}
+		return
+	}
 	p, key, err := s.decodeCSRGeneration(&body, caller)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
-	defer cancel()
 	if p.ID, err = s.store.NewCSRID(ctx); err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
 	p.PrivateKey = s.kek.Seal(key, pki.PendingCSRAAD(p.ID))
-	if err := s.store.CreatePendingCSR(ctx, p); err != nil {
+	if err := s.store.CreatePendingCSR(ctx, p, s.cfg.API.MaxPendingCSRs); errors.Is(err, store.ErrTooMany) {
+		tooMany()
+		return
+	} else if err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}

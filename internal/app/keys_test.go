@@ -835,3 +835,40 @@ func rawPostPEM(base, path string, body any) (int, []byte, error) {
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, b, err
 }
+
+func TestPendingCSRsPerRequesterAreBounded(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, func(c *config.Config) { c.API.MaxPendingCSRs = 2 })
+	alice := []string{"Authorization", bearer(testutil.AliceToken)}
+	carol := []string{"Authorization", carolBasic}
+	body := map[string]any{"Subject": "CN=bound.example.com", "KeyType": "ECC", "Curve": "P-256"}
+	_, a := generateCSR(t, cf, body, alice...)
+	_, b := generateCSR(t, cf, body, alice...)
+	if a.Id == 0 || b.Id == 0 {
+		t.Fatalf("the first two were refused: %+v %+v", a, b)
+	}
+	seq, _ := cf.Redis.Get(t.Context(), cf.Prefix+":seq:csr").Int64()
+	assertError(t, cf.Do(t, "POST", "/CSRGeneration/Generate", body, alice...), 409, api.CodeConflict, "CSRGeneration: alice has 2 pending CSRs")
+	if now, _ := cf.Redis.Get(t.Context(), cf.Prefix+":seq:csr").Int64(); now != seq {
+		t.Fatalf("a refused generation allocated a CSR id (%d → %d)", seq, now)
+	}
+	// The bound is each requester's own.
+	if r, c := generateCSR(t, cf, body, carol...); r.Status != http.StatusOK || c.Id == 0 {
+		t.Fatalf("carol refused because of alice's CSRs: %d %s", r.Status, r.Body)
+	}
+	// Deleting one makes room; so does a CSR whose delete was cut short
+	// after its record went (its id is pruned from the count).
+	if r := cf.Do(t, "DELETE", "/CSRGeneration/Pending/"+strconv.FormatInt(a.Id, 10), nil, alice...); r.Status != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", r.Status, r.Body)
+	}
+	if r, _ := generateCSR(t, cf, body, alice...); r.Status != http.StatusOK {
+		t.Fatalf("after a delete: %d %s", r.Status, r.Body)
+	}
+	assertError(t, cf.Do(t, "POST", "/CSRGeneration/Generate", body, alice...), 409, api.CodeConflict, "max_pending_csrs")
+	if err := cf.Redis.Del(t.Context(), fmt.Sprintf("%s:csr:{%d}", cf.Prefix, b.Id)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := generateCSR(t, cf, body, alice...); r.Status != http.StatusOK {
+		t.Fatalf("after a half-done delete: %d %s", r.Status, r.Body)
+	}
+}

@@ -112,6 +112,10 @@ type API struct {
 	// AuthFailuresPerMinute bounds failed authentications per client
 	// address, against password guessing. Defaults to 30.
 	AuthFailuresPerMinute int `yaml:"auth_failures_per_minute"`
+	// MaxPendingCSRs bounds the CSRs one requester may have generated
+	// (POST /CSRGeneration/Generate) and not yet enrolled or deleted: each
+	// keeps a sealed key in Redis. Defaults to 100.
+	MaxPendingCSRs int `yaml:"max_pending_csrs"`
 	// RedisTimeout bounds each store call made while answering a request, so
 	// an unreachable Redis yields 503 rather than a hang. Defaults to 3s.
 	RedisTimeout time.Duration `yaml:"redis_timeout"`
@@ -362,6 +366,7 @@ const (
 	DefaultMaxSyncWait     = 120 * time.Second
 	DefaultIdempotencyTTL  = 24 * time.Hour
 	DefaultRedisTimeout    = 3 * time.Second
+	DefaultMaxPendingCSRs  = 100
 	DefaultConcurrency     = 32
 	DefaultMaxRetry        = 25
 	DefaultTaskTimeout     = 5 * time.Minute
@@ -398,6 +403,7 @@ func Default() Config {
 			RateLimit:             100,
 			RateBurst:             200,
 			AuthFailuresPerMinute: 30,
+			MaxPendingCSRs:        DefaultMaxPendingCSRs,
 		},
 		Worker: Worker{
 			Concurrency:     DefaultConcurrency,
@@ -519,6 +525,9 @@ func (c *Config) Validate() error {
 	}
 	if c.API.RateLimit < 0 || (c.API.RateLimit > 0 && c.API.RateBurst < 1) {
 		bad("api.rate_limit: must be 0 (off) or positive, with api.rate_burst at least 1")
+	}
+	if c.API.MaxPendingCSRs < 1 {
+		bad("api.max_pending_csrs: must be at least 1")
 	}
 	if c.API.AuthFailuresPerMinute < 1 {
 		bad("api.auth_failures_per_minute: must be at least 1")

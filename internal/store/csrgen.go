@@ -41,12 +41,97 @@ func (s *Store) NewCSRID(ctx context.Context) (int64, error) {
 	return id, nil
 }
 
+// ErrTooMany: the requester holds as many pending CSRs as allowed.
+var ErrTooMany = errors.New("too many pending CSRs")
+
+// reserveCSRScript takes a place in a requester's set of pending CSRs,
+// unless it is full. KEYS: the set (one key); ARGV: the bound, the id.
+var reserveCSRScript = redis.NewScript(`
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[2])
+return 1
+`)
+
+// PendingCSRRoom reports whether requester may keep one more pending CSR
+// under the bound max, after dropping from its set the ids whose CSR is
+// gone (a delete cut short). A cheap look before the key is generated;
+// CreatePendingCSR enforces the bound.
+func (s *Store) PendingCSRRoom(ctx context.Context, requester string, max int) (bool, error) {
+	n, err := s.rdb.ZCard(ctx, s.keys.pendingCSRsOf(requester)).Result()
+	if err != nil {
+		return false, fmt.Errorf("count pending CSRs: %w", err)
+	}
+	if n < int64(max) {
+		return true, nil
+	}
+	if n, err = s.prunePendingCSRsOf(ctx, requester); err != nil {
+		return false, err
+	}
+	return n < int64(max), nil
+}
+
+// prunePendingCSRsOf drops the ids of deleted CSRs from requester's set
+// and returns how many remain.
+func (s *Store) prunePendingCSRsOf(ctx context.Context, requester string) (int64, error) {
+	key := s.keys.pendingCSRsOf(requester)
+	members, err := s.rdb.ZRange(ctx, key, 0, -1).Result()
+	if err != nil {
+		return 0, fmt.Errorf("list pending CSRs of %s: %w", requester, err)
+	}
+	ids := parseIDs(members)
+	pipe := s.rdb.Pipeline()
+	exists := make([]*redis.IntCmd, len(ids))
+	for i, id := range ids {
+		exists[i] = pipe.Exists(ctx, s.keys.pendingCSR(id))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, fmt.Errorf("check pending CSRs of %s: %w", requester, err)
+	}
+	var gone []any
+	for i, c := range exists {
+		if c.Val() == 0 {
+			gone = append(gone, ids[i])
+		}
+	}
+	if len(gone) > 0 {
+		if err := s.rdb.ZRem(ctx, key, gone...).Err(); err != nil {
+			return 0, fmt.Errorf("prune pending CSRs of %s: %w", requester, err)
+		}
+	}
+	return int64(len(ids) - len(gone)), nil
+}
+
+// reservePendingCSR takes p's place in its requester's set, pruning the
+// set once when it is full; ErrTooMany when it stays full.
+func (s *Store) reservePendingCSR(ctx context.Context, p *PendingCSR, max int) error {
+	key := s.keys.pendingCSRsOf(p.Requester)
+	for pruned := false; ; pruned = true {
+		ok, err := reserveCSRScript.Run(ctx, s.rdb, []string{key}, max, p.ID).Int()
+		if err != nil {
+			return fmt.Errorf("reserve a pending CSR: %w", err)
+		}
+		if ok == 1 {
+			return nil
+		}
+		if pruned {
+			return fmt.Errorf("%s holds %d: %w", p.Requester, max, ErrTooMany)
+		}
+		if _, err := s.prunePendingCSRsOf(ctx, p.Requester); err != nil {
+			return err
+		}
+	}
+}
+
 // CreatePendingCSR stores p (its ID from NewCSRID) with its key index and
-// listing entry, one key per command (Cluster-safe). Should a write fail,
-// what was written is removed again.
-func (s *Store) CreatePendingCSR(ctx context.Context, p *PendingCSR) error {
+// listing entries, one key per command (Cluster-safe), if its requester
+// holds fewer than max pending CSRs (ErrTooMany otherwise). Should a
+// write fail, what was written is removed again.
+func (s *Store) CreatePendingCSR(ctx context.Context, p *PendingCSR, max int) error {
 	data, err := json.Marshal(p)
 	if err != nil {
+		return err
+	}
+	if err := s.reservePendingCSR(ctx, p, max); err != nil {
 		return err
 	}
 	pipe := s.rdb.Pipeline()
@@ -173,6 +258,7 @@ func (s *Store) DeletePendingCSR(ctx context.Context, p *PendingCSR) error {
 	pipe.Del(ctx, s.keys.pendingCSRClaim(p.ID))
 	pipe.Del(ctx, s.keys.csrByKey(p.KeyID))
 	pipe.ZRem(ctx, s.keys.pendingCSRs(), p.ID)
+	pipe.ZRem(ctx, s.keys.pendingCSRsOf(p.Requester), p.ID)
 	_, err := pipe.Exec(ctx)
 	return err
 }

@@ -84,7 +84,7 @@ func TestPendingCSRLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 		p := &store.PendingCSR{ID: id, Requester: "alice", CSR: []byte{byte(i)}, KeyID: "key" + string(rune('a'+i)), PrivateKey: []byte("sealed"), Created: time.Now().UTC()}
-		if err := s.CreatePendingCSR(ctx, p); err != nil {
+		if err := s.CreatePendingCSR(ctx, p, 100); err != nil {
 			t.Fatal(err)
 		}
 		ps = append(ps, p)

@@ -113,6 +113,13 @@ func (k keys) pendingCSRClaim(id int64) string { return k.pendingCSR(id) + ":cla
 // scored by id: the listing's index.
 func (k keys) pendingCSRs() string { return k.prefix + ":csrs" }
 
+// pendingCSRsOf is a sorted set of one requester's pending CSR ids: what
+// api.max_pending_csrs bounds. The name is hashed: it is client input.
+func (k keys) pendingCSRsOf(requester string) string {
+	sum := sha256.Sum256([]byte(requester))
+	return k.prefix + ":csrs-of:" + hex.EncodeToString(sum[:16])
+}
+
 // csrByKey maps the hex SHA-256 of a generated CSR's SubjectPublicKeyInfo
 // to its pending CSR id, so that the CSR is recognised when it comes back
 // through POST /Enrollment/CSR.
