@@ -261,24 +261,26 @@ func (s *Server) handleDeletePendingCSRs(w http.ResponseWriter, r *http.Request)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
 	defer cancel()
-	var found []*store.PendingCSR
+	// Every id is checked before any is deleted; then all go in one
+	// round trip.
+	found, err := s.store.PendingCSRs(ctx, ids)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	byID := make(map[int64]*store.PendingCSR, len(found))
+	for _, p := range found {
+		byID[p.ID] = p
+	}
 	for i, id := range ids {
-		p, err := s.store.PendingCSR(ctx, id)
-		if errors.Is(err, store.ErrNotFound) || (err == nil && !mayActOn(p.Requester, identity(r))) {
+		if p := byID[id]; p == nil || !mayActOn(p.Requester, identity(r)) {
 			writeError(w, r, s.log, newError(http.StatusNotFound, CodeNotFound, "[%d]: pending CSR %d: not found", i, id))
 			return
 		}
-		if err != nil {
-			writeError(w, r, s.log, err)
-			return
-		}
-		found = append(found, p)
 	}
-	for _, p := range found {
-		if err := s.store.DeletePendingCSR(ctx, p); err != nil {
-			writeError(w, r, s.log, err)
-			return
-		}
+	if err := s.store.DeletePendingCSRs(ctx, found); err != nil {
+		writeError(w, r, s.log, err)
+		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -444,7 +444,7 @@ func TestPendingCSRDeletion(t *testing.T) {
 		t.Fatalf("the admin bulk-deletes alice's: %d %s", r.Status, r.Body)
 	}
 	for _, k := range testutil.Keys(t, cf.Redis, cf.Prefix) {
-		if strings.Contains(k, ":csr:") || strings.Contains(k, ":csr-key:") {
+		if strings.Contains(k, ":csr:") || strings.Contains(k, ":csr-key:") || strings.Contains(k, ":csrs-of:") {
 			t.Errorf("deleted pending CSRs left %s behind", k)
 		}
 	}

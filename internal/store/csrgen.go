@@ -251,14 +251,22 @@ func (s *Store) PendingCSRIDs(ctx context.Context, after, limit int64) ([]int64,
 // names nothing (PendingCSRByKey checks) and the listing skips ids whose
 // record is gone.
 func (s *Store) DeletePendingCSR(ctx context.Context, p *PendingCSR) error {
+	return s.DeletePendingCSRs(ctx, []*PendingCSR{p})
+}
+
+// DeletePendingCSRs deletes several pending CSRs (as DeletePendingCSR) in
+// one round trip.
+func (s *Store) DeletePendingCSRs(ctx context.Context, ps []*PendingCSR) error {
 	ctx, cancel := context.WithTimeout(ctx, deleteTimeout)
 	defer cancel()
 	pipe := s.rdb.Pipeline()
-	pipe.Del(ctx, s.keys.pendingCSR(p.ID))
-	pipe.Del(ctx, s.keys.pendingCSRClaim(p.ID))
-	pipe.Del(ctx, s.keys.csrByKey(p.KeyID))
-	pipe.ZRem(ctx, s.keys.pendingCSRs(), p.ID)
-	pipe.ZRem(ctx, s.keys.pendingCSRsOf(p.Requester), p.ID)
+	for _, p := range ps {
+		pipe.Del(ctx, s.keys.pendingCSR(p.ID))
+		pipe.Del(ctx, s.keys.pendingCSRClaim(p.ID))
+		pipe.Del(ctx, s.keys.csrByKey(p.KeyID))
+		pipe.ZRem(ctx, s.keys.pendingCSRs(), p.ID)
+		pipe.ZRem(ctx, s.keys.pendingCSRsOf(p.Requester), p.ID)
+	}
 	_, err := pipe.Exec(ctx)
 	return err
 }
