@@ -236,23 +236,12 @@ func keyRetention(t *config.Template) string {
 	return "None"
 }
 
-// ekus are the extended key usages templates name, in a fixed order (the
-// position is the Id).
-var ekus = []struct{ name, oid, display string }{
-	{"ServerAuth", "1.3.6.1.5.5.7.3.1", "Server Authentication"},
-	{"ClientAuth", "1.3.6.1.5.5.7.3.2", "Client Authentication"},
-	{"CodeSigning", "1.3.6.1.5.5.7.3.3", "Code Signing"},
-	{"EmailProtection", "1.3.6.1.5.5.7.3.4", "Secure Email"},
-	{"TimeStamping", "1.3.6.1.5.5.7.3.8", "Time Stamping"},
-	{"OCSPSigning", "1.3.6.1.5.5.7.3.9", "OCSP Signing"},
-}
-
-// extendedKeyUsage describes an EKU by its OID, with the Id GET
-// /Templates gives it (0 for one no template can name).
+// extendedKeyUsage describes an EKU by its OID, with its Id (its place
+// in pki.EKUs; 0 for one certflow does not know).
 func extendedKeyUsage(oid string) ExtendedKeyUsage {
-	for i, e := range ekus {
-		if e.oid == oid {
-			return ExtendedKeyUsage{Id: i + 1, Oid: oid, DisplayName: e.display}
+	for i, e := range pki.EKUs {
+		if e.OID == oid {
+			return ExtendedKeyUsage{Id: i + 1, Oid: oid, DisplayName: e.Display}
 		}
 	}
 	return ExtendedKeyUsage{Oid: oid, DisplayName: oid}
@@ -342,8 +331,8 @@ func (s *Server) templateMetadataFields(t *config.Template) []TemplateMetadataFi
 func extendedKeyUsages(t *config.Template) []ExtendedKeyUsage {
 	out := []ExtendedKeyUsage{}
 	for _, u := range t.ExtKeyUsages {
-		if i := slices.IndexFunc(ekus, func(e struct{ name, oid, display string }) bool { return e.name == u }); i >= 0 {
-			out = append(out, extendedKeyUsage(ekus[i].oid))
+		if i := slices.IndexFunc(pki.EKUs, func(e pki.EKU) bool { return e.Name == u }); i >= 0 {
+			out = append(out, extendedKeyUsage(pki.EKUs[i].OID))
 		}
 	}
 	return out

@@ -78,12 +78,33 @@ var KeyUsages = map[string]x509.KeyUsage{
 	"KeyAgreement":      x509.KeyUsageKeyAgreement,
 }
 
-// ExtKeyUsages are the extended key usage names templates use.
-var ExtKeyUsages = map[string]x509.ExtKeyUsage{
-	"ServerAuth":      x509.ExtKeyUsageServerAuth,
-	"ClientAuth":      x509.ExtKeyUsageClientAuth,
-	"CodeSigning":     x509.ExtKeyUsageCodeSigning,
-	"EmailProtection": x509.ExtKeyUsageEmailProtection,
-	"TimeStamping":    x509.ExtKeyUsageTimeStamping,
-	"OCSPSigning":     x509.ExtKeyUsageOCSPSigning,
+// EKU is an extended key usage certflow knows: the name templates give
+// it (none for anyExtendedKeyUsage, which no template may grant), its OID,
+// the name Keyfactor shows, and crypto/x509's constant.
+type EKU struct {
+	Name, OID, Display string
+	Usage              x509.ExtKeyUsage
 }
+
+// EKUs in a fixed order: GET /Templates numbers them by it (Id 1 is the
+// first). The one table of extended key usages.
+var EKUs = []EKU{
+	{"ServerAuth", "1.3.6.1.5.5.7.3.1", "Server Authentication", x509.ExtKeyUsageServerAuth},
+	{"ClientAuth", "1.3.6.1.5.5.7.3.2", "Client Authentication", x509.ExtKeyUsageClientAuth},
+	{"CodeSigning", "1.3.6.1.5.5.7.3.3", "Code Signing", x509.ExtKeyUsageCodeSigning},
+	{"EmailProtection", "1.3.6.1.5.5.7.3.4", "Secure Email", x509.ExtKeyUsageEmailProtection},
+	{"TimeStamping", "1.3.6.1.5.5.7.3.8", "Time Stamping", x509.ExtKeyUsageTimeStamping},
+	{"OCSPSigning", "1.3.6.1.5.5.7.3.9", "OCSP Signing", x509.ExtKeyUsageOCSPSigning},
+	{"", "2.5.29.37.0", "Any Purpose", x509.ExtKeyUsageAny},
+}
+
+// ExtKeyUsages are the extended key usage names templates use.
+var ExtKeyUsages = func() map[string]x509.ExtKeyUsage {
+	m := map[string]x509.ExtKeyUsage{}
+	for _, e := range EKUs {
+		if e.Name != "" {
+			m[e.Name] = e.Usage
+		}
+	}
+	return m
+}()

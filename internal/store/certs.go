@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -60,8 +61,8 @@ func (c *Certificate) Describe(leaf *x509.Certificate) {
 	c.KeyUsage = int(leaf.KeyUsage)
 	c.ExtKeyUsages = nil
 	for _, u := range leaf.ExtKeyUsage {
-		if oid, ok := extKeyUsageOIDs[u]; ok {
-			c.ExtKeyUsages = append(c.ExtKeyUsages, oid)
+		if i := slices.IndexFunc(pki.EKUs, func(e pki.EKU) bool { return e.Usage == u }); i >= 0 {
+			c.ExtKeyUsages = append(c.ExtKeyUsages, pki.EKUs[i].OID)
 		}
 	}
 	for _, u := range leaf.UnknownExtKeyUsage {
@@ -90,18 +91,6 @@ func (c *Certificate) CAName() string {
 		return c.Authority[i+1:]
 	}
 	return c.Authority
-}
-
-// extKeyUsageOIDs are the dotted OIDs of the extended key usages
-// crypto/x509 names.
-var extKeyUsageOIDs = map[x509.ExtKeyUsage]string{
-	x509.ExtKeyUsageAny:             "2.5.29.37.0",
-	x509.ExtKeyUsageServerAuth:      "1.3.6.1.5.5.7.3.1",
-	x509.ExtKeyUsageClientAuth:      "1.3.6.1.5.5.7.3.2",
-	x509.ExtKeyUsageCodeSigning:     "1.3.6.1.5.5.7.3.3",
-	x509.ExtKeyUsageEmailProtection: "1.3.6.1.5.5.7.3.4",
-	x509.ExtKeyUsageTimeStamping:    "1.3.6.1.5.5.7.3.8",
-	x509.ExtKeyUsageOCSPSigning:     "1.3.6.1.5.5.7.3.9",
 }
 
 // certCASScript replaces a certificate's JSON only if it is still what
