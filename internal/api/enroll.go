@@ -89,15 +89,9 @@ func (s *Server) decodeEnrollment(r *http.Request, caller *Identity) (*enrollmen
 	if err := decodeJSON(r, &body); err != nil {
 		return nil, err
 	}
-	if strings.TrimSpace(body.CSR) == "" {
-		return nil, badField("CSR", "required: a PEM or base64 DER certificate signing request")
-	}
-	der, csr, err := pki.DecodeCSR(body.CSR)
-	if err == nil {
-		err = pki.VerifyCSR(csr)
-	}
+	der, csr, err := decodeCSRField(body.CSR)
 	if err != nil {
-		return nil, &apiError{status: http.StatusBadRequest, code: CodeInvalidCSR, msg: "CSR: " + err.Error()}
+		return nil, err
 	}
 	e, err := s.enrollmentOf(r, caller, &body, format, der, csr)
 	if err != nil {
@@ -190,6 +184,22 @@ func (s *Server) enrollmentOf(r *http.Request, caller *Identity, body *Enrollmen
 		IdempotencyKey: idemKey,
 	}
 	return e, nil
+}
+
+// decodeCSRField reads a body's CSR field: required, PEM or base64 DER,
+// its signature (proof of possession) verified, once.
+func decodeCSRField(text string) ([]byte, *x509.CertificateRequest, error) {
+	if strings.TrimSpace(text) == "" {
+		return nil, nil, badField("CSR", "required: a PEM or base64 DER certificate signing request")
+	}
+	der, csr, err := pki.DecodeCSR(text)
+	if err == nil {
+		err = pki.VerifyCSR(csr)
+	}
+	if err != nil {
+		return nil, nil, &apiError{status: http.StatusBadRequest, code: CodeInvalidCSR, msg: "CSR: " + err.Error()}
+	}
+	return der, csr, nil
 }
 
 // decodeJSON decodes one JSON object from the (size-limited) body and names

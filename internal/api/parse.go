@@ -2,7 +2,6 @@ package api
 
 import (
 	"net/http"
-	"strings"
 
 	"github.com/certflow/certflow/internal/pki"
 )
@@ -16,16 +15,9 @@ func (s *Server) handleParseCSR(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	if strings.TrimSpace(body.CSR) == "" {
-		writeError(w, r, s.log, badField("CSR", "required: a PEM or base64 DER certificate signing request"))
-		return
-	}
-	_, csr, err := pki.DecodeCSR(body.CSR)
-	if err == nil {
-		err = pki.VerifyCSR(csr)
-	}
+	_, csr, err := decodeCSRField(body.CSR)
 	if err != nil {
-		writeError(w, r, s.log, &apiError{status: http.StatusBadRequest, code: CodeInvalidCSR, msg: "CSR: " + err.Error()})
+		writeError(w, r, s.log, err)
 		return
 	}
 	out := append([]string{}, pki.SubjectParts(csr.RawSubject)...)

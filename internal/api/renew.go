@@ -134,12 +134,9 @@ func (s *Server) decodeRenewal(r *http.Request, caller *Identity) (*enrollment, 
 	e := &enrollment{}
 	var der []byte
 	if strings.TrimSpace(body.CSR) != "" {
-		d, csr, err := pki.DecodeCSR(body.CSR)
-		if err == nil {
-			err = pki.VerifyCSR(csr)
-		}
+		d, csr, err := decodeCSRField(body.CSR)
 		if err != nil {
-			return nil, &apiError{status: http.StatusBadRequest, code: CodeInvalidCSR, msg: "CSR: " + err.Error()}
+			return nil, err
 		}
 		if !bytes.Equal(csr.RawSubject, leaf.RawSubject) {
 			return nil, badField("CSR", "its subject %q is not certificate %d's (%q): a renewal keeps the subject; enroll a new certificate instead", csr.Subject, cert.ID, leaf.Subject)
