@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
 )
@@ -137,7 +136,7 @@ func decider(id *Identity) workflow.Decider {
 // visible reports whether viewer may see request r: its requester,
 // approvers (who read every request), and whoever may decide it now.
 func visible(r *store.Request, viewer *Identity) bool {
-	if r.Requester.Name == viewer.Name || viewer.Has(config.RoleApprover) {
+	if certificateVisible(r, viewer) {
 		return true
 	}
 	w := r.Instance.Wait
