@@ -296,7 +296,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fset.Float64Var(&o.Rate, "rate", 0, "submissions per second, open loop (default: as fast as the clients go)")
 	fset.IntVar(&o.WorkerConcurrency, "worker-concurrency", 0, "worker (and baseline) concurrency (default: the worker default)")
 	fset.StringVar(&o.Definitions, "definitions", "", "definitions folder for the in-process certflow")
-	cpuProfile := fset.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	cpuProfile := fset.String("cpuprofile", "", "write a CPU profile of the timed enrollments to this file")
 	memProfile := fset.String("memprofile", "", "write an allocation profile of the run to this file")
 	if err := fset.Parse(args); err != nil {
 		return exitCode(2)
@@ -307,10 +307,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+		o.CPUProfile = f
 	}
 	o.RedisURL = os.Getenv("CERTFLOW_REDIS_URL")
 	o.Token = os.Getenv("CERTFLOW_ADMIN_TOKEN")

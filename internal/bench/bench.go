@@ -28,6 +28,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,6 +66,9 @@ type Options struct {
 	Definitions string
 	// Progress receives a progress line while it runs.
 	Progress io.Writer
+	// CPUProfile, if set, receives a CPU profile of the timed enrollment
+	// phase only (not CSR generation, not the baseline).
+	CPUProfile io.Writer
 }
 
 // Result is what bench reports; its JSON is the command's last line.
@@ -142,8 +146,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		memBefore, _ = usedMemory(ctx, rdb)
 		redisCPUBefore, _ = redisCPU(ctx, rdb)
 	}
+	if o.CPUProfile != nil {
+		if err := pprof.StartCPUProfile(o.CPUProfile); err != nil {
+			return nil, err
+		}
+	}
 	cpuBefore, rtBefore := processCPU(), roundTrips.n.Load()
 	lat, elapsed, errs := enroll(ctx, target, token, csrs, o.Concurrency, o.Rate, progress)
+	if o.CPUProfile != nil {
+		pprof.StopCPUProfile()
+	}
 	res.CPUusPerEnrollment = float64((processCPU() - cpuBefore).Microseconds()) / float64(o.Requests)
 	if o.Target == "" {
 		res.RoundTripsPerEnrollment = float64(roundTrips.n.Load()-rtBefore) / float64(o.Requests)

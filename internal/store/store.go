@@ -200,14 +200,21 @@ func decodeRequest(id int64, vals []any) (*Request, error) {
 
 // saveScript is the compare-and-set update of a request record; a
 // settled one is announced in the same call (PUBLISH names no key, so
-// this stays a one-slot script on Redis Cluster).
-// KEYS: request; ARGV: expected version, json, channel ("" for none), message.
+// this stays a one-slot script on Redis Cluster). The announcement
+// carries the record as saved (see announcement), so a client waiting
+// for it needs no read of its own.
+// KEYS: request; ARGV: expected version, json, channel ("" for none), "id disposition".
 var saveScript = redis.NewScript(`
 local v = redis.call('HGET', KEYS[1], 'v')
 if not v then return -1 end
 if v ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'v', tonumber(v) + 1, 'd', ARGV[2])
-if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+local nv = tonumber(v) + 1
+redis.call('HSET', KEYS[1], 'v', nv, 'd', ARGV[2])
+if ARGV[3] ~= '' then
+  local f = redis.call('HMGET', KEYS[1], 'x', 'c')
+  local x, c = f[1] or '', f[2] or ''
+  redis.call('PUBLISH', ARGV[3], ARGV[4] .. '\n' .. nv .. ' ' .. #ARGV[2] .. ' ' .. #x .. ' ' .. #c .. '\n' .. ARGV[2] .. x .. c)
+end
 return 1
 `)
 

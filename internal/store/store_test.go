@@ -1,9 +1,11 @@
 package store_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -229,6 +231,68 @@ func TestSettledRequestsLeaveTheOpenSetAndWakeWaiters(t *testing.T) {
 	}
 }
 
+// A settle announcement carries the record as saved, certificate and CSR
+// included: the waiter answers from it without reading the store (here
+// the record is gone by the time the waiter looks).
+func TestAWaiterIsAnsweredByTheAnnouncementItself(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	waiters := listening(t, ctx, s, rdb, prefix)
+	r := newRequest(t, s, "alice", "")
+	r.CSR = []byte{0x0a, 0x00, '\n', 0x30} // binary, newlines included
+	if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	cert, _, err := s.IssueOnce(ctx, r.ID, func(context.Context) (*store.Certificate, error) {
+		return &store.Certificate{SerialNumber: "0A", Chain: [][]byte{{0x30, 0x01}}}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wt := waiters.Register(r.ID)
+	defer wt.Close()
+	r.Disposition, r.Message = store.Issued, "issued \n with a newline"
+	if err := s.Save(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Del(ctx, prefix+":request:{"+strconv.FormatInt(r.ID, 10)+"}").Err(); err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	got, err := wt.Wait(wctx)
+	if err != nil || got == nil {
+		t.Fatalf("Wait = %+v, %v; want the ISSUED request from its announcement", got, err)
+	}
+	if got.ID != r.ID || got.Disposition != store.Issued || got.Message != r.Message || !bytes.Equal(got.CSR, r.CSR) {
+		t.Fatalf("announced request %d %s %q CSR %x; want %d ISSUED %q CSR %x", got.ID, got.Disposition, got.Message, got.CSR, r.ID, r.Message, r.CSR)
+	}
+	gc, err := got.Certificate()
+	if err != nil || gc == nil || gc.ID != cert.ID || gc.SerialNumber != "0A" || !bytes.Equal(gc.Chain[0], []byte{0x30, 0x01}) {
+		t.Fatalf("announced certificate %+v, %v; want %+v", gc, err, cert)
+	}
+}
+
+// listening starts a waiters hub and returns once its subscription is live.
+func listening(t *testing.T, ctx context.Context, s *store.Store, rdb redis.UniversalClient, prefix string) *store.Waiters {
+	t.Helper()
+	waiters := s.NewWaiters()
+	go waiters.Listen(ctx, testLogger(t))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, err := rdb.PubSubNumSub(ctx, prefix+":events").Result()
+		if err == nil && n[prefix+":events"] > 0 {
+			return waiters
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the waiters never subscribed (%v)", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func TestWaitReturnsTheRequestAsItStandsWhenTimeIsUp(t *testing.T) {
 	t.Parallel()
 	s, _, _ := setup(t)
@@ -425,8 +489,9 @@ func TestSettledSaveAnnouncesAtOnceAndBatchesTheOpenSet(t *testing.T) {
 		}
 		select {
 		case m := <-sub.Channel():
-			if want := strconv.FormatInt(r.ID, 10) + " ISSUED"; m.Payload != want {
-				t.Fatalf("announcement %q, want %q", m.Payload, want)
+			head, _, _ := strings.Cut(m.Payload, "\n")
+			if want := strconv.FormatInt(r.ID, 10) + " ISSUED"; head != want {
+				t.Fatalf("announcement %q, want it to start %q", m.Payload, want)
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatal("no announcement")

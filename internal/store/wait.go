@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -15,25 +16,68 @@ import (
 type Waiters struct {
 	s       *Store
 	mu      sync.Mutex
-	waiting map[int64]map[chan struct{}]struct{}
+	waiting map[int64]map[chan *Request]struct{}
 }
 
 // NewWaiters returns a hub; call Listen to connect it.
 func (s *Store) NewWaiters() *Waiters {
-	return &Waiters{s: s, waiting: map[int64]map[chan struct{}]struct{}{}}
+	return &Waiters{s: s, waiting: map[int64]map[chan *Request]struct{}{}}
 }
 
 // Listen relays settle announcements to waiters until ctx ends.
 func (w *Waiters) Listen(ctx context.Context, log *slog.Logger) {
 	w.s.follow(ctx, w.s.keys.events(), func(payload string) {
-		idText, _, _ := strings.Cut(payload, " ")
-		id, err := strconv.ParseInt(idText, 10, 64)
+		a, err := parseAnnouncement(payload)
 		if err != nil {
-			log.Warn("malformed settle announcement", "payload", payload)
-			return
+			log.Warn("malformed settle announcement", "err", err)
+			if a.id == 0 {
+				return
+			}
+			a.vals = nil // the waiter reads the store
 		}
-		w.wake(id)
+		w.wake(a, log)
 	}, nil)
+}
+
+// parseAnnouncement reads an announcement. When only its record part is
+// malformed, the error comes with the request id.
+//
+// announcement is a settle announcement: "<id> <disposition>" and, from
+// the save script (see saveScript), a second line "<version> <len d>
+// <len x> <len c>" followed by the record's d, x and c fields as saved.
+type announcement struct {
+	id int64
+	// vals are the record's fields as Get's HMGET answers them; nil when
+	// the announcement carries no record (a waiter then reads the store).
+	vals []any
+}
+
+func parseAnnouncement(payload string) (announcement, error) {
+	head, rest, hasRecord := strings.Cut(payload, "\n")
+	idText, _, _ := strings.Cut(head, " ")
+	id, err := strconv.ParseInt(idText, 10, 64)
+	if err != nil {
+		return announcement{}, fmt.Errorf("announcement %.40q: request id: %w", head, err)
+	}
+	a := announcement{id: id}
+	if !hasRecord {
+		return a, nil
+	}
+	sizes, body, _ := strings.Cut(rest, "\n")
+	f := strings.Fields(sizes)
+	if len(f) != 4 {
+		return a, fmt.Errorf("announcement for request %d: %d sizes, want 4", id, len(f))
+	}
+	vals := []any{f[0]}
+	for _, n := range f[1:] {
+		size, err := strconv.Atoi(n)
+		if err != nil || size < 0 || size > len(body) {
+			return a, fmt.Errorf("announcement for request %d: field size %q does not fit its %d bytes", id, n, len(body))
+		}
+		vals, body = append(vals, body[:size]), body[size:]
+	}
+	a.vals = vals
+	return a, nil
 }
 
 // follow calls fn with every message on channel until ctx ends (go-redis
@@ -65,12 +109,43 @@ func (s *Store) follow(ctx context.Context, channel string, fn func(payload stri
 	}
 }
 
-func (w *Waiters) wake(id int64) {
+// wake hands an announced request to whoever waits for it: decoded from
+// the announcement (only when somebody waits), or nil to say "read the
+// store".
+func (w *Waiters) wake(a announcement, log *slog.Logger) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	for c := range w.waiting[id] {
+	chans := make([]chan *Request, 0, len(w.waiting[a.id]))
+	for c := range w.waiting[a.id] {
+		chans = append(chans, c)
+	}
+	w.mu.Unlock()
+	for _, c := range chans {
+		var r *Request
+		if a.vals != nil {
+			// Each waiter gets its own copy: handlers may change theirs.
+			var err error
+			if r, err = decodeRequest(a.id, a.vals); err != nil {
+				log.Warn("undecodable settle announcement; the waiter reads the store", "request", a.id, "err", err)
+			}
+		}
+		offer(c, r)
+	}
+}
+
+// offer puts r in c (capacity 1), replacing what a reader has not taken:
+// a record outranks a bare wake-up.
+func offer(c chan *Request, r *Request) {
+	for {
 		select {
-		case c <- struct{}{}:
+		case c <- r:
+			return
+		default:
+		}
+		select {
+		case old := <-c:
+			if old != nil && r == nil {
+				r = old
+			}
 		default:
 		}
 	}
@@ -83,17 +158,17 @@ const waitPoll = time.Second
 type Waiter struct {
 	w  *Waiters
 	id int64
-	c  chan struct{}
+	c  chan *Request
 }
 
 // Register starts listening for request id's settle announcement. Register
 // before the request can settle (before enqueueing it), and the first
 // answer needs no read of the store.
 func (w *Waiters) Register(id int64) *Waiter {
-	c := make(chan struct{}, 1)
+	c := make(chan *Request, 1)
 	w.mu.Lock()
 	if w.waiting[id] == nil {
-		w.waiting[id] = map[chan struct{}]struct{}{}
+		w.waiting[id] = map[chan *Request]struct{}{}
 	}
 	w.waiting[id][c] = struct{}{}
 	w.mu.Unlock()
@@ -112,7 +187,8 @@ func (wt *Waiter) Close() {
 }
 
 // Wait returns the request once it has settled, or as it stands when ctx
-// ends (with ctx's error). The store is read when an announcement comes,
+// ends (with ctx's error). An announcement that carries the settled record
+// answers at once; otherwise the store is read when an announcement comes,
 // once a second in case one was lost, and when time is up.
 func (wt *Waiter) Wait(ctx context.Context) (*Request, error) {
 	tick := time.NewTicker(waitPoll)
@@ -122,7 +198,10 @@ func (wt *Waiter) Wait(ctx context.Context) (*Request, error) {
 		select {
 		case <-ctx.Done():
 			done = true
-		case <-wt.c:
+		case r := <-wt.c:
+			if r != nil && r.Disposition.Settled() {
+				return r, nil
+			}
 		case <-tick.C:
 		}
 		// Reads use a context of their own so that a deadline reached while
@@ -144,9 +223,6 @@ func (wt *Waiter) Wait(ctx context.Context) (*Request, error) {
 func (w *Waiters) Wait(ctx context.Context, id int64) (*Request, error) {
 	wt := w.Register(id)
 	defer wt.Close()
-	select {
-	case wt.c <- struct{}{}: // read once at once: it may have settled before Register
-	default:
-	}
+	offer(wt.c, nil) // read once at once: it may have settled before Register
 	return wt.Wait(ctx)
 }

@@ -1,0 +1,81 @@
+package store
+
+import (
+	"io"
+	"log/slog"
+	"strconv"
+	"testing"
+)
+
+func TestParseAnnouncement(t *testing.T) {
+	t.Parallel()
+	record := `{"ID":7,"Disposition":"ISSUED"}`
+	n := strconv.Itoa(len(record))
+	for _, tc := range []struct {
+		name, payload string
+		id            int64 // 0: refused outright
+		vals          []any // nil: no record (read the store)
+		bad           bool
+	}{
+		{"bare", "7 ISSUED", 7, nil, false},
+		{"with record", "7 ISSUED\n3 " + n + " 2 3\n" + record + "{}\n\x00\n", 7, []any{"3", record, "{}", "\n\x00\n"}, false},
+		{"empty certificate and CSR", "7 DENIED\n2 " + n + " 0 0\n" + record, 7, []any{"2", record, "", ""}, false},
+		{"not a number", "seven ISSUED", 0, nil, true},
+		{"empty", "", 0, nil, true},
+		{"three sizes", "7 ISSUED\n3 " + n + " 2\n" + record + "{}", 7, nil, true},
+		{"size past the end", "7 ISSUED\n3 999 0 0\n" + record, 7, nil, true},
+		{"negative size", "7 ISSUED\n3 -1 0 0\n" + record, 7, nil, true},
+		{"size not a number", "7 ISSUED\n3 x 0 0\n" + record, 7, nil, true},
+	} {
+		a, err := parseAnnouncement(tc.payload)
+		if (err != nil) != tc.bad || a.id != tc.id {
+			t.Errorf("%s: parseAnnouncement = id %d, err %v; want id %d, error %v", tc.name, a.id, err, tc.id, tc.bad)
+			continue
+		}
+		if !tc.bad && len(a.vals) != len(tc.vals) {
+			t.Errorf("%s: vals %q, want %q", tc.name, a.vals, tc.vals)
+			continue
+		}
+		for i := range tc.vals {
+			if a.vals[i] != tc.vals[i] {
+				t.Errorf("%s: field %d = %q, want %q", tc.name, i, a.vals[i], tc.vals[i])
+			}
+		}
+	}
+}
+
+// Every waiter of an announced request is woken: with its own decoded copy
+// when the record came along and decodes, else with nil (read the store).
+func TestWakeHandsEachWaiterItsOwnRecordOrNil(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	w := (&Store{}).NewWaiters()
+	a, b, other := w.Register(7), w.Register(7), w.Register(8)
+	w.wake(announcement{id: 7, vals: []any{"3", `{"ID":7,"Disposition":"ISSUED","Message":"m"}`, "", "\x30"}}, log)
+	ra, rb := <-a.c, <-b.c
+	if ra == nil || rb == nil || ra == rb || ra.Disposition != Issued || ra.version != 3 || string(ra.CSR) != "\x30" {
+		t.Fatalf("woken with %+v and %+v; want two copies of the ISSUED record, version 3", ra, rb)
+	}
+	select {
+	case r := <-other.c:
+		t.Fatalf("a waiter for another request was woken with %+v", r)
+	default:
+	}
+	w.wake(announcement{id: 7, vals: []any{"3", `{"ID":`, "", ""}}, log)
+	if r := <-a.c; r != nil {
+		t.Fatalf("an undecodable record woke the waiter with %+v; want nil", r)
+	}
+	// A record is not lost behind a bare wake-up the reader has not taken.
+	offer(b.c, nil)
+	offer(b.c, &Request{ID: 7})
+	offer(b.c, nil)
+	if r := <-b.c; r == nil || r.ID != 7 {
+		t.Fatalf("after nil, record, nil the waiter holds %+v; want the record", r)
+	}
+	for _, wt := range []*Waiter{a, b, other} {
+		wt.Close()
+	}
+	if len(w.waiting) != 0 {
+		t.Fatalf("closed waiters are still registered: %v", w.waiting)
+	}
+}
