@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -124,7 +123,7 @@ func (s *Store) RevokeCertificate(ctx context.Context, id int64, rev Revocation)
 			return c, false, nil
 		}
 		c.Revocation = &rev
-		data, err := json.Marshal(c)
+		data, err := marshal(c)
 		if err != nil {
 			return nil, false, err
 		}
@@ -217,7 +216,7 @@ type RevokedEntry struct {
 // AddRevoked puts a certificate on its CA's revocation list (again: the
 // same entry twice is one).
 func (s *Store) AddRevoked(ctx context.Context, ca string, e RevokedEntry) error {
-	data, err := json.Marshal(e)
+	data, err := marshal(e)
 	if err != nil {
 		return err
 	}
@@ -242,7 +241,7 @@ func (s *Store) RevokedEntries(ctx context.Context, ca string) ([]RevokedEntry, 
 			continue // the field (serial); its value follows
 		}
 		var e RevokedEntry
-		if err := json.Unmarshal([]byte(iter.Val()), &e); err != nil {
+		if err := unmarshal([]byte(iter.Val()), &e); err != nil {
 			return nil, fmt.Errorf("revocation list of %s: %w", ca, err)
 		}
 		out = append(out, e)

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -127,7 +126,7 @@ func (s *Store) reservePendingCSR(ctx context.Context, p *PendingCSR, max int) e
 // holds fewer than max pending CSRs (ErrTooMany otherwise). Should a
 // write fail, what was written is removed again.
 func (s *Store) CreatePendingCSR(ctx context.Context, p *PendingCSR, max int) error {
-	data, err := json.Marshal(p)
+	data, err := marshal(p)
 	if err != nil {
 		return err
 	}
@@ -155,7 +154,7 @@ func (s *Store) PendingCSR(ctx context.Context, id int64) (*PendingCSR, error) {
 		return nil, fmt.Errorf("load pending CSR %d: %w", id, err)
 	}
 	p := &PendingCSR{}
-	if err := json.Unmarshal(data, p); err != nil {
+	if err := unmarshal(data, p); err != nil {
 		return nil, fmt.Errorf("decode pending CSR %d: %w", id, err)
 	}
 	return p, nil
@@ -179,7 +178,7 @@ func (s *Store) PendingCSRs(ctx context.Context, ids []int64) ([]*PendingCSR, er
 			continue
 		}
 		p := &PendingCSR{}
-		if err := json.Unmarshal(data, p); err != nil {
+		if err := unmarshal(data, p); err != nil {
 			return nil, fmt.Errorf("decode pending CSR %d: %w", ids[i], err)
 		}
 		out = append(out, p)
@@ -326,7 +325,7 @@ var ErrHasCSR = errors.New("request already has a CSR")
 // uses that one) and ErrConflict when the record changed meanwhile.
 func (s *Store) SetCSR(ctx context.Context, r *Request, csr []byte) error {
 	r.CSR = csr
-	data, err := json.Marshal(r)
+	data, err := marshal(r)
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -102,7 +101,7 @@ func (s *Store) Create(ctx context.Context, r *Request, idemTTL time.Duration) (
 		return 0, false, errors.New("create request: no id (call NewID)")
 	}
 	r.Input.ID, r.version, r.Progress, r.loaded = id, 1, r.Updated, r.Disposition
-	data, err := json.Marshal(r)
+	data, err := marshal(r)
 	if err != nil {
 		return 0, false, err
 	}
@@ -187,7 +186,7 @@ func decodeRequest(id int64, vals []any) (*Request, error) {
 		return nil, nil
 	}
 	r := &Request{}
-	if err := json.Unmarshal([]byte(d), r); err != nil {
+	if err := unmarshal([]byte(d), r); err != nil {
 		return nil, fmt.Errorf("decode request %d: %w", id, err)
 	}
 	r.version, _ = strconv.ParseInt(v, 10, 64)
@@ -236,7 +235,7 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 	if refresh {
 		r.Progress = r.Updated
 	}
-	data, err := json.Marshal(r)
+	data, err := marshal(r)
 	if err != nil {
 		return err
 	}
@@ -530,7 +529,7 @@ func (s *Store) CertificateOf(ctx context.Context, requestID int64) (*Certificat
 
 func decodeCertificate(requestID int64, data []byte) (*Certificate, error) {
 	c := &Certificate{}
-	if err := json.Unmarshal(data, c); err != nil {
+	if err := unmarshal(data, c); err != nil {
 		return nil, fmt.Errorf("decode certificate of request %d: %w", requestID, err)
 	}
 	return c, nil
@@ -648,7 +647,7 @@ func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx co
 		return nil, false, err
 	}
 	c.ID, c.RequestID = requestID, requestID
-	data, err := json.Marshal(c)
+	data, err := marshal(c)
 	if err != nil {
 		return nil, false, err
 	}

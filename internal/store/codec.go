@@ -1,0 +1,13 @@
+package store
+
+import json "github.com/goccy/go-json"
+
+// marshal and unmarshal are the records' JSON codec: every record the
+// store writes or reads goes through them. goccy/go-json writes the bytes
+// encoding/json would (omitzero included) and reads what it wrote, about
+// three times as fast (BenchmarkRecordCodec; TestRecordCodecMatchesEncodingJSON
+// holds it to the same bytes). Record JSON was a fifth of an enrollment's
+// CPU time with encoding/json.
+func marshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+func unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
