@@ -3,7 +3,6 @@ package steps
 import (
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -67,22 +66,65 @@ func (d *Deps) buildIssue(spec *workflow.Spec) (workflow.Step, error) {
 	}), nil
 }
 
+// issue returns the request's certificate, signing one only if none is
+// stored (store.ClaimIssue): a re-run after a crash, or a second worker,
+// gets the first one, without checking the policy again. A new
+// certificate is not stored here: it is the step's Result.Record, which
+// the checkpoint after the step writes together with the instance, and
+// the engine writes that checkpoint before any step with effects runs.
 func (d *Deps) issue(ctx context.Context, run *workflow.Run, authority *workflow.Template, validity time.Duration) (workflow.Result, error) {
+	existing, claim, err := d.Store.ClaimIssue(ctx, run.RequestID)
+	if err != nil {
+		// Another worker holds the issue lock, or Redis failed: not the
+		// step's fault; the queue runs it again later.
+		return workflow.Result{}, workflow.RetryLater(fmt.Errorf("issue: %w", err))
+	}
+	if existing != nil {
+		run.Log.Info("certificate already issued; reusing it", "certificate", existing.ID)
+		return issued(existing, false), nil
+	}
+	cert, err := d.sign(ctx, run, authority, validity)
+	if err != nil {
+		claim.Release(context.WithoutCancel(ctx))
+		return workflow.Result{}, err
+	}
+	claim.Signed(cert, run.RequestID)
+	run.Log.Info("certificate issued", "certificate", cert.ID, "serial", cert.SerialNumber, "authority", cert.Authority)
+	return issued(cert, true), nil
+}
+
+// issued is the issue step's result; a fresh certificate is its record.
+func issued(cert *store.Certificate, fresh bool) workflow.Result {
+	res := workflow.Result{
+		Certificate: cert.Ref(),
+		Outputs: map[string]any{
+			"id": cert.ID, "serial": cert.SerialNumber, "thumbprint": cert.Thumbprint,
+			"authority": cert.Authority, "not_after": cert.NotAfter,
+		},
+	}
+	if fresh {
+		res.Record = cert
+	}
+	return res
+}
+
+// sign has the chosen CA sign the request, within the template's policy.
+func (d *Deps) sign(ctx context.Context, run *workflow.Run, authority *workflow.Template, validity time.Duration) (*store.Certificate, error) {
 	req := run.Env.Request
 	tmpl, caCfg, err := d.pickAuthority(run, authority)
 	if err != nil {
-		return workflow.Result{}, err
+		return nil, err
 	}
 	// The template's policy binds every certificate, whatever steps the
 	// definition has before this one.
 	if tmpl != nil {
 		if msg := TemplatePolicy(tmpl, run.Env.CSR, run.Env.SANs); msg != "" {
-			return workflow.Result{}, workflow.Deny("%s", msg)
+			return nil, workflow.Deny("%s", msg)
 		}
 	}
 	auth, ok := d.CAs.Get(caCfg.Name)
 	if !ok {
-		return workflow.Result{}, workflow.Permanent(fmt.Errorf("certificate authority %s is configured but not loaded", caCfg.Name))
+		return nil, workflow.Permanent(fmt.Errorf("certificate authority %s is configured but not loaded", caCfg.Name))
 	}
 	if validity == 0 && tmpl != nil {
 		validity = tmpl.Validity
@@ -92,59 +134,35 @@ func (d *Deps) issue(ctx context.Context, run *workflow.Run, authority *workflow
 	}
 	caReq, err := caRequest(run, tmpl, validity)
 	if err != nil {
-		return workflow.Result{}, workflow.Permanent(err)
+		return nil, workflow.Permanent(err)
 	}
 	if base := d.Config.CRLBaseURL; base != "" {
 		caReq.CRLDistributionPoints = []string{CRLURL(base, caCfg.Name)}
 	}
-	var signErr error
-	cert, fresh, err := d.Store.IssueOnce(ctx, run.RequestID, func(ctx context.Context) (*store.Certificate, error) {
-		issued, err := auth.Issue(ctx, caReq)
-		if err != nil {
-			signErr = err
-			return nil, err
-		}
-		leaf := issued.Leaf
-		c := &store.Certificate{
-			Chain:        issued.Chain,
-			SerialNumber: pki.SerialHex(leaf),
-			Thumbprint:   pki.Thumbprint(leaf.Raw),
-			IssuerDN:     leaf.Issuer.String(),
-			SubjectDN:    leaf.Subject.String(),
-			NotBefore:    leaf.NotBefore,
-			NotAfter:     leaf.NotAfter,
-			Authority:    caCfg.QualifiedName(),
-			Template:     req.Template,
-			Requester:    run.Env.Requester.Name,
-			Issued:       time.Now().UTC(),
-			// The API resolved the owner to both forms at submit.
-			OwnerRoleId:   req.OwnerRoleId,
-			OwnerRoleName: req.OwnerRoleName,
-		}
-		c.Describe(leaf)
-		return c, nil
-	})
-	switch {
-	case signErr != nil:
+	issued, err := auth.Issue(ctx, caReq)
+	if err != nil {
 		// The CA's own failure: the step's retry policy and on_error decide.
-		return workflow.Result{}, fmt.Errorf("certificate authority %s: %w", caCfg.Name, signErr)
-	case errors.Is(err, store.ErrBusy), err != nil:
-		// Another worker holds the issue lock, or Redis failed: not the
-		// step's fault; the queue runs it again later.
-		return workflow.Result{}, workflow.RetryLater(fmt.Errorf("issue: %w", err))
+		return nil, fmt.Errorf("certificate authority %s: %w", caCfg.Name, err)
 	}
-	if fresh {
-		run.Log.Info("certificate issued", "certificate", cert.ID, "serial", cert.SerialNumber, "authority", cert.Authority)
-	} else {
-		run.Log.Info("certificate already issued; reusing it", "certificate", cert.ID)
+	leaf := issued.Leaf
+	c := &store.Certificate{
+		Chain:        issued.Chain,
+		SerialNumber: pki.SerialHex(leaf),
+		Thumbprint:   pki.Thumbprint(leaf.Raw),
+		IssuerDN:     leaf.Issuer.String(),
+		SubjectDN:    leaf.Subject.String(),
+		NotBefore:    leaf.NotBefore,
+		NotAfter:     leaf.NotAfter,
+		Authority:    caCfg.QualifiedName(),
+		Template:     req.Template,
+		Requester:    run.Env.Requester.Name,
+		Issued:       time.Now().UTC(),
+		// The API resolved the owner to both forms at submit.
+		OwnerRoleId:   req.OwnerRoleId,
+		OwnerRoleName: req.OwnerRoleName,
 	}
-	return workflow.Result{
-		Certificate: cert.Ref(),
-		Outputs: map[string]any{
-			"id": cert.ID, "serial": cert.SerialNumber, "thumbprint": cert.Thumbprint,
-			"authority": cert.Authority, "not_after": cert.NotAfter,
-		},
-	}, nil
+	c.Describe(leaf)
+	return c, nil
 }
 
 // pickAuthority chooses the CA: the step's `authority`, else the request's

@@ -61,6 +61,10 @@ type Instance struct {
 	// Decisions records every approval decision, timeout, escalation and
 	// stop, in order.
 	Decisions []Decision `json:"Decisions,omitempty"`
+	// Unsaved holds the steps' Result.Record values that no checkpoint
+	// has written yet. A Checkpoint writes them with the instance, in one
+	// atomic step, and empties it.
+	Unsaved []any `json:"-"`
 }
 
 // StepRecord is one entry of an instance's timeline.
@@ -136,9 +140,12 @@ func (in *Input) Env(inst *Instance, now time.Time) *Env {
 	return env
 }
 
-// Checkpoint persists the instance. The engine calls it after every step
-// but a pure or skipped one (see Pure), before the next one starts; a
-// crash after it resumes at inst.Next.
+// Checkpoint persists the instance, with the records in inst.Unsaved
+// (written atomically with it; then emptied). The engine calls it after
+// every step but a pure or skipped one or one whose effect waits in
+// Unsaved (see Pure, Result.Record), before the next one starts, and
+// before a step with effects starts while Unsaved is not empty; a crash
+// after it resumes at inst.Next.
 type Checkpoint func(ctx context.Context, inst *Instance) error
 
 // Engine runs definitions' steps.
@@ -192,6 +199,12 @@ func (e *Engine) Run(ctx context.Context, def *Definition, in *Input, inst *Inst
 				err = Permanent(fmt.Errorf("if: %w", err))
 			}
 		}
+		if run && err == nil && len(inst.Unsaved) > 0 && !IsPure(sd.Step) {
+			// A step with effects acts only on recorded effects.
+			if err := save(ctx, inst); err != nil {
+				return fmt.Errorf("checkpoint before step %s: %w", sd.ID, err)
+			}
+		}
 		var res Result
 		if run && err == nil {
 			res, rec.Attempts, err = e.attempt(ctx, sd, &Run{
@@ -233,9 +246,10 @@ func (e *Engine) Run(ctx context.Context, def *Definition, in *Input, inst *Inst
 		}
 		inst.apply(sd.ID, res)
 		inst.History = append(inst.History, rec)
-		// Nothing with effects ran after a pure or skipped step: the next
-		// checkpoint carries it (see Pure).
-		if err := e.advance(ctx, def, inst, save, !run || IsPure(sd.Step)); err != nil {
+		// Nothing with effects ran after a pure or skipped step, and a
+		// step's own record of its effect waits for the next checkpoint:
+		// that checkpoint carries them (see Pure, Result.Record).
+		if err := e.advance(ctx, def, inst, save, !run || IsPure(sd.Step) || res.Record != nil); err != nil {
 			return err
 		}
 	}
@@ -433,6 +447,9 @@ func (in *Instance) apply(stepID string, res Result) {
 	}
 	if res.Certificate != nil {
 		in.Certificate = res.Certificate
+	}
+	if res.Record != nil {
+		in.Unsaved = append(in.Unsaved, res.Record)
 	}
 }
 

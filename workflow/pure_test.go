@@ -145,3 +145,84 @@ func TestEngineCrashAfterPureStepsResumesAfterTheLastCheckpoint(t *testing.T) {
 		t.Errorf("status %s, outputs %v", inst.Status, inst.Outputs)
 	}
 }
+
+// recordStep is a fake step whose effect waits for the next checkpoint
+// (Result.Record): it returns its id as the record.
+type recordingStep struct{ f *fakes }
+
+func (r recordingStep) Run(_ context.Context, run *workflow.Run) (workflow.Result, error) {
+	r.f.record(run.StepID)
+	return workflow.Result{Record: "effect of " + run.StepID}, nil
+}
+
+// A step that hands back the record of its effect shares the next
+// checkpoint, which carries the record (and only that one does); a step
+// with effects never starts while a record is unsaved, but a pure one may.
+func TestEngineWritesAStepsRecordWithTheNextCheckpoint(t *testing.T) {
+	t.Parallel()
+	f := &fakes{}
+	cat := pureCatalog(f, new(bool), new(int))
+	cat["recording"] = func(*workflow.Spec) (workflow.Step, error) { return recordingStep{f: f}, nil }
+	def, err := workflow.Parse("def.yaml", yamlLines(
+		`name: a`, `trigger: event:x`, `steps:`,
+		`  - {id: issue, uses: recording}`,
+		`  - {id: tag, uses: pure}`,
+		`  - {id: skipped, uses: record, if: "false"}`,
+		`  - {id: tell, uses: record}`,
+		`  - {id: again, uses: recording}`,
+		`  - {id: last, uses: pure}`,
+	), cat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEngine()
+	type saved struct {
+		Next    int
+		Unsaved []any
+	}
+	var got []saved
+	save := func(_ context.Context, inst *workflow.Instance) error {
+		got = append(got, saved{inst.Next, slices.Clone(inst.Unsaved)})
+		inst.Unsaved = nil // as a Checkpoint does once it wrote them
+		return nil
+	}
+	if err := e.Run(context.Background(), def, newInput(t, "www.example.com"), started(t, e, def), save); err != nil {
+		t.Fatal(err)
+	}
+	want := []saved{
+		{3, []any{"effect of issue"}}, // before tell, carrying issue, tag and the skipped step
+		{4, nil},                      // after tell
+		{6, []any{"effect of again"}}, // the last: again and last
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("checkpoints = %+v\nwant %+v", got, want)
+	}
+	if ran := f.Ran(); !slices.Equal(ran, []string{"issue", "tag", "tell", "again", "last"}) {
+		t.Errorf("ran %v", ran)
+	}
+}
+
+// A checkpoint that cannot be written before a step with effects stops
+// the run there: the step does not start.
+func TestEngineDoesNotStartAStepWhenTheRecordBeforeItCannotBeSaved(t *testing.T) {
+	t.Parallel()
+	f := &fakes{}
+	cat := pureCatalog(f, new(bool), new(int))
+	cat["recording"] = func(*workflow.Spec) (workflow.Step, error) { return recordingStep{f: f}, nil }
+	def, err := workflow.Parse("def.yaml", yamlLines(
+		`name: a`, `trigger: event:x`, `steps:`,
+		`  - {id: issue, uses: recording}`,
+		`  - {id: tell, uses: record}`,
+	), cat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEngine()
+	cp := &checkpoints{err: errors.New("redis is down")}
+	if err := e.Run(context.Background(), def, newInput(t, "www.example.com"), started(t, e, def), cp.Save); err == nil {
+		t.Fatal("the run succeeded with its checkpoint failing")
+	}
+	if ran := f.Ran(); !slices.Equal(ran, []string{"issue"}) {
+		t.Errorf("ran %v; tell started with the issue's record unsaved", ran)
+	}
+}

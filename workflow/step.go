@@ -146,6 +146,14 @@ type Result struct {
 	// Suspend, when set, parks the instance at this step until people
 	// decide (see Wait); the step should implement Resumer.
 	Suspend *Wait
+	// Record, when set, is the record of the step's effect (an issued
+	// certificate), for the next checkpoint to write atomically with the
+	// instance (see Instance.Unsaved). Until then the step shares the next
+	// checkpoint as a pure one does, and the engine writes a checkpoint
+	// before any step with effects starts: nothing acts on an effect that
+	// is not recorded yet, and a crash before the checkpoint loses the
+	// effect and the instance's progress together.
+	Record any
 }
 
 // DenyError ends a request DENIED; its message is the DispositionMessage.

@@ -84,6 +84,8 @@ type CallbackAttempt struct {
 type Certificate struct {
 	ID        int64 `json:"ID"`
 	RequestID int64 `json:"RequestID"`
+	// claim is the issue lock it was made under, until it is stored.
+	claim *IssueClaim
 	// Chain is DER, leaf first, up to and including the root.
 	Chain        [][]byte  `json:"Chain"`
 	SerialNumber string    `json:"SerialNumber"`

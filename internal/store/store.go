@@ -201,11 +201,17 @@ func decodeRequest(id int64, vals []any) (*Request, error) {
 // settled one is announced in the same call (PUBLISH names no key, so
 // this stays a one-slot script on Redis Cluster). The announcement
 // carries the record as saved (see announcement), so a client waiting
-// for it needs no read of its own.
-// KEYS: request; ARGV: expected version, json, channel ("" for none), "id disposition".
+// for it needs no read of its own. A certificate issued since the last
+// checkpoint (Instance.Unsaved) is stored with the record, only if the
+// request has none yet: -2 when it has, and nothing is written. It is
+// stored even when the record changed meanwhile (0): the signature is
+// made, and the next run must find it rather than sign again.
+// KEYS: request; ARGV: expected version, json, channel ("" for none),
+// "id disposition", certificate json ("" for none).
 var saveScript = redis.NewScript(`
 local v = redis.call('HGET', KEYS[1], 'v')
 if not v then return -1 end
+if ARGV[5] ~= '' and redis.call('HSETNX', KEYS[1], 'x', ARGV[5]) == 0 then return -2 end
 if v ~= ARGV[1] then return 0 end
 local nv = tonumber(v) + 1
 redis.call('HSET', KEYS[1], 'v', nv, 'd', ARGV[2])
@@ -227,7 +233,20 @@ return 1
 // the pending index. All of that is derived state: a settled id left in
 // the open set is dropped by the reconciler, waiters re-read once a
 // second, and pending listings re-check each record.
+//
+// A certificate in r.Instance.Unsaved (the issue step's Result.Record) is
+// stored in the same script, with its inventory index entries in the same
+// round trip. If the record changed since it was read, the certificate is
+// stored all the same (a re-run finds it instead of signing again: one
+// signature per request, whoever checkpoints) and Save returns
+// ErrConflict. If the request has a certificate already (another
+// worker's, after this one's issue lock expired), nothing is written, the
+// lock is released and Save returns ErrConflict.
 func (s *Store) Save(ctx context.Context, r *Request) error {
+	cert, err := unsavedCertificate(r)
+	if err != nil {
+		return err
+	}
 	r.Updated = time.Now().UTC()
 	settled := r.Disposition.Settled()
 	reopened := !settled && r.loaded.Settled()
@@ -246,7 +265,11 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 		// index (below), so whoever it wakes finds it listed.
 		channel, message = s.keys.events(), announce
 	}
-	res, err := saveScript.Run(ctx, s.rdb, []string{s.keys.request(r.ID)}, r.version, data, channel, message).Int64()
+	res, certData, indexErr, err := s.runSave(ctx, r, data, channel, message, cert)
+	if cert != nil && (err != nil || res == -1 || res == -2) {
+		// Not stored: the next run may sign.
+		cert.claim.Release(context.WithoutCancel(ctx))
+	}
 	switch {
 	case err != nil:
 		return fmt.Errorf("save request %d: %w", r.ID, err)
@@ -254,8 +277,13 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 		return fmt.Errorf("save request %d: %w", r.ID, ErrNotFound)
 	case res == 0:
 		return fmt.Errorf("save request %d: %w", r.ID, ErrConflict)
+	case res == -2:
+		return fmt.Errorf("save request %d: a certificate is stored for it already: %w", r.ID, ErrConflict)
 	}
 	r.version++
+	if cert != nil {
+		r.cert, r.Instance.Unsaved = certData, nil
+	}
 	was := r.loaded
 	r.loaded = r.Disposition
 	// The follow-ups, best effort (see above), in one round trip.
@@ -287,7 +315,65 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 	if pipe.Len() > 0 {
 		pipe.Exec(ctx)
 	}
-	return nil
+	// Saved, but the inventory lacks the certificate: the error sends the
+	// task back to the queue, whose next run indexes it (Worker.Run).
+	return indexErr
+}
+
+// unsavedCertificate is the certificate in r.Instance.Unsaved, if any: the
+// only record of an effect a checkpoint knows how to write.
+func unsavedCertificate(r *Request) (*Certificate, error) {
+	var cert *Certificate
+	for _, u := range r.Instance.Unsaved {
+		c, ok := u.(*Certificate)
+		if !ok || cert != nil {
+			return nil, fmt.Errorf("save request %d: cannot record %T with a checkpoint (one *store.Certificate at most)", r.ID, u)
+		}
+		cert = c
+	}
+	return cert, nil
+}
+
+// runSave runs saveScript; with a certificate, its index entries go in
+// the same round trip (see IssueOnce for why they may precede it).
+// indexErr reports a certificate stored with the record whose index
+// entries could not be written, even on a second try.
+func (s *Store) runSave(ctx context.Context, r *Request, data []byte, channel, message string, cert *Certificate) (res int64, certData []byte, indexErr, err error) {
+	keys := []string{s.keys.request(r.ID)}
+	if cert == nil {
+		res, err = saveScript.Run(ctx, s.rdb, keys, r.version, data, channel, message, "").Int64()
+		return res, nil, nil, err
+	}
+	if cert.ID != r.ID || cert.RequestID != r.ID {
+		return 0, nil, nil, fmt.Errorf("its unsaved certificate is request %d's", cert.RequestID)
+	}
+	if certData, err = marshal(cert); err != nil {
+		return 0, nil, nil, err
+	}
+	exec := func(script func(context.Context, redis.Scripter, []string, ...any) *redis.Cmd) (*redis.Cmd, []redis.Cmder) {
+		pipe := s.rdb.Pipeline()
+		cmd := script(ctx, pipe, keys, r.version, data, channel, message, certData)
+		index := certIndexCmds(ctx, s.keys, pipe, cert)
+		pipe.Exec(ctx) // each command's own error is read below
+		return cmd, index
+	}
+	cmd, index := exec(saveScript.EvalSha)
+	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		cmd, index = exec(saveScript.Eval)
+	}
+	if res, err = cmd.Int64(); err != nil || res < 0 {
+		return res, nil, nil, err
+	}
+	for _, c := range index {
+		if c.Err() != nil {
+			// Stored but not indexed: once more.
+			if err := s.indexCertificate(ctx, cert); err != nil {
+				return res, certData, fmt.Errorf("stored certificate %d but could not index it: %w", cert.ID, err), nil
+			}
+			break
+		}
+	}
+	return res, certData, nil, nil
 }
 
 // noDeadline, plus the submission time, scores a pending request whose
@@ -591,62 +677,95 @@ return 0
 // issueLockTTL bounds how long a crashed worker's issue lock blocks others.
 const issueLockTTL = time.Minute
 
-// IssueOnce returns the certificate of a request, calling sign to make one
-// only if none exists: lock, check, sign, then store with set-if-absent
-// (HSETNX on the request's own hash), so that even two workers running the
-// same task at once (a lease lost during a Redis stall) end with one
-// certificate. The certificate's id is the request's.
+// IssueClaim is a held issue lock (see ClaimIssue).
+type IssueClaim struct {
+	s          *Store
+	key, token string
+}
+
+// Release gives the lock up, unless another holds it by now. Call it when
+// no certificate will be stored under the claim; once one is, the lock is
+// left to expire (every later claim finds the certificate first). A nil
+// claim is a no-op.
+func (c *IssueClaim) Release(ctx context.Context) {
+	if c != nil {
+		releaseScript.Run(ctx, c.s.rdb, []string{c.key}, c.token)
+	}
+}
+
+// Signed readies a certificate made under the claim for storing: its id
+// is the request's, and a failed save releases the claim.
+func (c *IssueClaim) Signed(cert *Certificate, requestID int64) *Certificate {
+	cert.ID, cert.RequestID, cert.claim = requestID, requestID, c
+	return cert
+}
+
+// ClaimIssue starts an issuance for a request: it returns the request's
+// certificate if one is stored, else takes the request's issue lock, so
+// that one worker at a time signs for it (ErrBusy: another holds it). The
+// lock and the check after it go in one pipeline: Redis runs them in that
+// order, which is all that lock-then-check needs, in one round trip.
 //
-// The lock is released only when no certificate was stored: once one
-// exists, every later call finds it, so on the success path the lock just
-// expires (one fewer round trip per issuance). The lock and the check
-// after it go in one pipeline: Redis runs them in that order, which is
-// all that lock-then-check needs, in one round trip.
-func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx context.Context) (*Certificate, error)) (cert *Certificate, fresh bool, err error) {
-	token := randomToken()
-	lockKey := s.keys.issueLock(requestID)
+// A certificate made under the claim is stored with set-if-absent
+// (HSETNX on the request's own hash): by IssueOnce at once, or by the
+// checkpoint after the issue step (Save, Instance.Unsaved). Even two
+// workers running the same task at once (a lease lost during a Redis
+// stall) end with one certificate.
+func (s *Store) ClaimIssue(ctx context.Context, requestID int64) (existing *Certificate, claim *IssueClaim, err error) {
+	claim = &IssueClaim{s: s, key: s.keys.issueLock(requestID), token: randomToken()}
 	pipe := s.rdb.Pipeline()
-	lock := pipe.SetNX(ctx, lockKey, token, issueLockTTL)
+	lock := pipe.SetNX(ctx, claim.key, claim.token, issueLockTTL)
 	check := pipe.HGet(ctx, s.keys.request(requestID), "x")
 	pipe.Exec(ctx) // each command's own error is read below
 	ok, err := lock.Result()
 	if err != nil {
-		return nil, false, fmt.Errorf("issue lock: %w", err)
+		return nil, nil, fmt.Errorf("issue lock: %w", err)
 	}
-	existing, checkErr := check.Bytes()
+	data, checkErr := check.Bytes()
 	if checkErr == nil {
 		// Issued already (the lock, if we just took it, expires: every
 		// later call finds the certificate first). A re-run writes the
 		// inventory's index entries again: the round trip that stored
 		// the certificate may have lost them (its reply unread).
-		c, err := decodeCertificate(requestID, existing)
+		c, err := decodeCertificate(requestID, data)
 		if err != nil {
-			return nil, false, err
+			return nil, nil, err
 		}
 		if err := s.indexCertificate(ctx, c); err != nil {
-			return nil, false, err
+			return nil, nil, err
 		}
-		return c, false, nil
+		return c, nil, nil
 	}
 	if !ok {
 		// Held by another worker, or left to expire by a finished
 		// issuance whose certificate we could not read.
-		return nil, false, ErrBusy
+		return nil, nil, ErrBusy
+	}
+	if !errors.Is(checkErr, redis.Nil) {
+		claim.Release(context.WithoutCancel(ctx))
+		return nil, nil, fmt.Errorf("load certificate of request %d: %w", requestID, checkErr)
+	}
+	return nil, claim, nil
+}
+
+// IssueOnce returns the certificate of a request, calling sign to make one
+// only if none exists (see ClaimIssue), and stores it at once.
+func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx context.Context) (*Certificate, error)) (cert *Certificate, fresh bool, err error) {
+	existing, claim, err := s.ClaimIssue(ctx, requestID)
+	if err != nil || existing != nil {
+		return existing, false, err
 	}
 	stored := false
 	defer func() {
 		if !stored {
-			releaseScript.Run(context.WithoutCancel(ctx), s.rdb, []string{lockKey}, token)
+			claim.Release(context.WithoutCancel(ctx))
 		}
 	}()
-	if !errors.Is(checkErr, redis.Nil) {
-		return nil, false, fmt.Errorf("load certificate of request %d: %w", requestID, checkErr)
-	}
 	c, err := sign(ctx)
 	if err != nil {
 		return nil, false, err
 	}
-	c.ID, c.RequestID = requestID, requestID
+	claim.Signed(c, requestID)
 	data, err := marshal(c)
 	if err != nil {
 		return nil, false, err
@@ -655,8 +774,8 @@ func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx co
 	// set-if-absent lose, they name a certificate that never existed: the
 	// id is in the set already, a thumbprint lookup checks the record it
 	// lands on (CertificateByThumbprint), and the expiry is rewritten
-	// from the winner's certificate below.
-	pipe = s.rdb.Pipeline()
+	// from the winner's certificate below (or by the next ClaimIssue).
+	pipe := s.rdb.Pipeline()
 	set := pipe.HSetNX(ctx, s.keys.request(requestID), "x", data)
 	index := certIndexCmds(ctx, s.keys, pipe, c)
 	pipe.Exec(ctx) // each command's own error is read below
@@ -686,6 +805,16 @@ func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx co
 		}
 	}
 	return c, true, nil
+}
+
+// IndexStored writes the inventory's index entries of r's certificate
+// again, if it has one (they are idempotent).
+func (s *Store) IndexStored(ctx context.Context, r *Request) error {
+	c, err := r.Certificate()
+	if c == nil || err != nil {
+		return err
+	}
+	return s.indexCertificate(ctx, c)
 }
 
 // certIndexCmds queues the inventory's index entries of a stored

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -555,5 +556,135 @@ func TestIssuedCertificatesAreIndexed(t *testing.T) {
 	ids, err := s.CertificateIDs(ctx, 11, 10)
 	if err != nil || len(ids) != 2 || ids[0] != 12 || ids[1] != 13 {
 		t.Fatalf("CertificateIDs(after 11) = %v, %v; want [12 13]", ids, err)
+	}
+}
+
+// The certificate the issue step made (Instance.Unsaved) is stored by the
+// checkpoint after it, with the record and the inventory's index entries.
+func TestACheckpointStoresTheIssuedCertificateWithTheRecord(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	r := newRequest(t, s, "alice", "")
+	if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	existing, claim, err := s.ClaimIssue(ctx, r.ID)
+	if err != nil || existing != nil || claim == nil {
+		t.Fatalf("ClaimIssue = %+v, %v, %v; want a claim", existing, claim, err)
+	}
+	cert := claim.Signed(&store.Certificate{SerialNumber: "0C", Thumbprint: "C0FFEE", Chain: [][]byte{{0x30}}, NotAfter: time.Now().Add(time.Hour).UTC().Truncate(time.Second)}, r.ID)
+	r.Instance.Unsaved = []any{cert}
+	r.Disposition = store.Issued
+	if err := s.Save(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Instance.Unsaved != nil {
+		t.Fatalf("Unsaved = %v after the checkpoint, want it emptied", r.Instance.Unsaved)
+	}
+	got, err := s.Get(ctx, r.ID)
+	if err != nil || got.Disposition != store.Issued {
+		t.Fatalf("Get = %+v, %v", got, err)
+	}
+	stored, err := got.Certificate()
+	if err != nil || stored == nil || stored.ID != r.ID || stored.SerialNumber != "0C" || !stored.NotAfter.Equal(cert.NotAfter) {
+		t.Fatalf("stored certificate %+v, %v; want %+v", stored, err, cert)
+	}
+	if c, err := s.CertificateByThumbprint(ctx, "C0FFEE"); err != nil || c.ID != r.ID {
+		t.Fatalf("CertificateByThumbprint = %+v, %v", c, err)
+	}
+	if ids, err := s.CertificateIDs(ctx, 0, 10); err != nil || !slices.Contains(ids, r.ID) {
+		t.Fatalf("CertificateIDs = %v, %v; want %d listed", ids, err, r.ID)
+	}
+	if score, err := rdb.ZScore(ctx, prefix+":certificates:expiry", strconv.FormatInt(r.ID, 10)).Result(); err != nil || int64(score) != cert.NotAfter.Unix() {
+		t.Fatalf("expiry index %v, %v; want %d", score, err, cert.NotAfter.Unix())
+	}
+	// A re-run finds it: no second claim, no second certificate.
+	again, claim2, err := s.ClaimIssue(ctx, r.ID)
+	if err != nil || claim2 != nil || again == nil || again.SerialNumber != "0C" {
+		t.Fatalf("ClaimIssue after the checkpoint = %+v, %v, %v; want the stored certificate", again, claim2, err)
+	}
+}
+
+// If a certificate was stored meanwhile (another worker, after this one's
+// lock expired), the checkpoint writes nothing, says ErrConflict and gives
+// the lock up.
+func TestACheckpointRefusesASecondCertificate(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	r := newRequest(t, s, "alice", "")
+	if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	_, claim, err := s.ClaimIssue(ctx, r.ID)
+	if err != nil || claim == nil {
+		t.Fatalf("ClaimIssue: %v", err)
+	}
+	key := prefix + ":request:{" + strconv.FormatInt(r.ID, 10) + "}"
+	before, _ := rdb.HGetAll(ctx, key).Result()
+	if err := rdb.HSet(ctx, key, "x", `{"ID":`+strconv.FormatInt(r.ID, 10)+`,"SerialNumber":"01"}`).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r.Instance.Unsaved = []any{claim.Signed(&store.Certificate{SerialNumber: "02"}, r.ID)}
+	r.Disposition = store.Issued
+	if err := s.Save(ctx, r); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("Save = %v, want ErrConflict", err)
+	}
+	after, _ := rdb.HGetAll(ctx, key).Result()
+	if after["v"] != before["v"] || after["d"] != before["d"] || !strings.Contains(after["x"], `"01"`) {
+		t.Fatalf("the refused checkpoint wrote: before %v after %v", before, after)
+	}
+	if n, _ := rdb.Exists(ctx, key+":issue-lock").Result(); n != 0 {
+		t.Fatal("the issue lock is still held after the refused checkpoint")
+	}
+	// Only certificates are records a checkpoint writes.
+	r.Instance.Unsaved = []any{"an email"}
+	if err := s.Save(ctx, r); err == nil || !strings.Contains(err.Error(), "string") {
+		t.Fatalf("Save with a record it cannot write = %v", err)
+	}
+	if v, _ := rdb.HGet(ctx, key, "v").Result(); v != before["v"] {
+		t.Fatalf("version %s after the refused save, want %s", v, before["v"])
+	}
+}
+
+// A checkpoint whose record changed meanwhile (another worker saved) is
+// refused, but its certificate is stored: the next run finds it instead of
+// having the CA sign a second one.
+func TestACheckpointThatLosesTheRecordStillKeepsItsCertificate(t *testing.T) {
+	t.Parallel()
+	s, _, _ := setup(t)
+	ctx := context.Background()
+	r := newRequest(t, s, "alice", "")
+	if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	other, err := s.Get(ctx, r.ID) // a second worker's view
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, claim, err := s.ClaimIssue(ctx, r.ID)
+	if err != nil || claim == nil {
+		t.Fatalf("ClaimIssue: %v", err)
+	}
+	other.Message = "the other worker's progress"
+	if err := s.Save(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	r.Instance.Unsaved = []any{claim.Signed(&store.Certificate{SerialNumber: "0D", Thumbprint: "D00D"}, r.ID)}
+	r.Disposition = store.Issued
+	if err := s.Save(ctx, r); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("Save = %v, want ErrConflict", err)
+	}
+	got, err := s.Get(ctx, r.ID)
+	if err != nil || got.Message != other.Message || got.Disposition != store.Queued {
+		t.Fatalf("record %+v, %v; want the other worker's", got, err)
+	}
+	existing, claim2, err := s.ClaimIssue(ctx, r.ID)
+	if err != nil || claim2 != nil || existing == nil || existing.SerialNumber != "0D" {
+		t.Fatalf("ClaimIssue after the lost checkpoint = %+v, %v, %v; want certificate 0D", existing, claim2, err)
+	}
+	if c, err := s.CertificateByThumbprint(ctx, "D00D"); err != nil || c.ID != r.ID {
+		t.Fatalf("CertificateByThumbprint = %+v, %v; the kept certificate is not indexed", c, err)
 	}
 }

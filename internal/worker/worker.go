@@ -94,6 +94,13 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 		return nil
 	}
 	log = log.With("instance", r.Instance.ID)
+	if attempt, _ := queue.RetryInfo(ctx); attempt > 0 {
+		// An earlier run may have stored the certificate with a checkpoint
+		// whose index entries were lost (store.Save): write them again.
+		if err := w.Store.IndexStored(ctx, r); err != nil {
+			return err
+		}
+	}
 	if r.Disposition.Settled() {
 		// A re-delivery after the request settled (we crashed before the
 		// task was acknowledged): make sure the callback went out, or the
