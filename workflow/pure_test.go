@@ -146,7 +146,7 @@ func TestEngineCrashAfterPureStepsResumesAfterTheLastCheckpoint(t *testing.T) {
 	}
 }
 
-// recordStep is a fake step whose effect waits for the next checkpoint
+// recordingStep is a fake step whose effect waits for the next checkpoint
 // (Result.Record): it returns its id as the record.
 type recordingStep struct{ f *fakes }
 
@@ -155,14 +155,19 @@ func (r recordingStep) Run(_ context.Context, run *workflow.Run) (workflow.Resul
 	return workflow.Result{Record: "effect of " + run.StepID}, nil
 }
 
+// recordingCatalog is pureCatalog with "recording" (recordingStep).
+func recordingCatalog(f *fakes) workflow.Catalog {
+	cat := pureCatalog(f, new(bool), new(int))
+	cat["recording"] = func(*workflow.Spec) (workflow.Step, error) { return recordingStep{f: f}, nil }
+	return cat
+}
+
 // A step that hands back the record of its effect shares the next
 // checkpoint, which carries the record (and only that one does); a step
 // with effects never starts while a record is unsaved, but a pure one may.
 func TestEngineWritesAStepsRecordWithTheNextCheckpoint(t *testing.T) {
 	t.Parallel()
 	f := &fakes{}
-	cat := pureCatalog(f, new(bool), new(int))
-	cat["recording"] = func(*workflow.Spec) (workflow.Step, error) { return recordingStep{f: f}, nil }
 	def, err := workflow.Parse("def.yaml", yamlLines(
 		`name: a`, `trigger: event:x`, `steps:`,
 		`  - {id: issue, uses: recording}`,
@@ -171,7 +176,7 @@ func TestEngineWritesAStepsRecordWithTheNextCheckpoint(t *testing.T) {
 		`  - {id: tell, uses: record}`,
 		`  - {id: again, uses: recording}`,
 		`  - {id: last, uses: pure}`,
-	), cat)
+	), recordingCatalog(f))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,13 +212,11 @@ func TestEngineWritesAStepsRecordWithTheNextCheckpoint(t *testing.T) {
 func TestEngineDoesNotStartAStepWhenTheRecordBeforeItCannotBeSaved(t *testing.T) {
 	t.Parallel()
 	f := &fakes{}
-	cat := pureCatalog(f, new(bool), new(int))
-	cat["recording"] = func(*workflow.Spec) (workflow.Step, error) { return recordingStep{f: f}, nil }
 	def, err := workflow.Parse("def.yaml", yamlLines(
 		`name: a`, `trigger: event:x`, `steps:`,
 		`  - {id: issue, uses: recording}`,
 		`  - {id: tell, uses: record}`,
-	), cat)
+	), recordingCatalog(f))
 	if err != nil {
 		t.Fatal(err)
 	}

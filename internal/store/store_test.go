@@ -559,11 +559,10 @@ func TestIssuedCertificatesAreIndexed(t *testing.T) {
 	}
 }
 
-// The certificate the issue step made (Instance.Unsaved) is stored by the
-// checkpoint after it, with the record and the inventory's index entries.
-func TestACheckpointStoresTheIssuedCertificateWithTheRecord(t *testing.T) {
-	t.Parallel()
-	s, rdb, prefix := setup(t)
+// claimed creates a request and claims its issuance, as the issue step
+// does before signing.
+func claimed(t *testing.T, s *store.Store) (*store.Request, *store.IssueClaim) {
+	t.Helper()
 	ctx := context.Background()
 	r := newRequest(t, s, "alice", "")
 	if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
@@ -573,6 +572,16 @@ func TestACheckpointStoresTheIssuedCertificateWithTheRecord(t *testing.T) {
 	if err != nil || existing != nil || claim == nil {
 		t.Fatalf("ClaimIssue = %+v, %v, %v; want a claim", existing, claim, err)
 	}
+	return r, claim
+}
+
+// The certificate the issue step made (Instance.Unsaved) is stored by the
+// checkpoint after it, with the record and the inventory's index entries.
+func TestACheckpointStoresTheIssuedCertificateWithTheRecord(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	r, claim := claimed(t, s)
 	cert := claim.Signed(&store.Certificate{SerialNumber: "0C", Thumbprint: "C0FFEE", Chain: [][]byte{{0x30}}, NotAfter: time.Now().Add(time.Hour).UTC().Truncate(time.Second)}, r.ID)
 	r.Instance.Unsaved = []any{cert}
 	r.Disposition = store.Issued
@@ -613,14 +622,7 @@ func TestACheckpointRefusesASecondCertificate(t *testing.T) {
 	t.Parallel()
 	s, rdb, prefix := setup(t)
 	ctx := context.Background()
-	r := newRequest(t, s, "alice", "")
-	if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	_, claim, err := s.ClaimIssue(ctx, r.ID)
-	if err != nil || claim == nil {
-		t.Fatalf("ClaimIssue: %v", err)
-	}
+	r, claim := claimed(t, s)
 	key := prefix + ":request:{" + strconv.FormatInt(r.ID, 10) + "}"
 	before, _ := rdb.HGetAll(ctx, key).Result()
 	if err := rdb.HSet(ctx, key, "x", `{"ID":`+strconv.FormatInt(r.ID, 10)+`,"SerialNumber":"01"}`).Err(); err != nil {
@@ -655,17 +657,10 @@ func TestACheckpointThatLosesTheRecordStillKeepsItsCertificate(t *testing.T) {
 	t.Parallel()
 	s, _, _ := setup(t)
 	ctx := context.Background()
-	r := newRequest(t, s, "alice", "")
-	if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
-		t.Fatal(err)
-	}
+	r, claim := claimed(t, s)
 	other, err := s.Get(ctx, r.ID) // a second worker's view
 	if err != nil {
 		t.Fatal(err)
-	}
-	_, claim, err := s.ClaimIssue(ctx, r.ID)
-	if err != nil || claim == nil {
-		t.Fatalf("ClaimIssue: %v", err)
 	}
 	other.Message = "the other worker's progress"
 	if err := s.Save(ctx, other); err != nil {
