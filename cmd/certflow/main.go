@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -125,7 +126,23 @@ func newLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
+// defaultGOGC is the garbage collector's target for the long-running
+// commands when GOGC is not set: certflow's live heap is small and each
+// enrollment allocates a lot of short-lived memory, so collecting at 300%
+// growth instead of 100% costs about 20 MB more heap under load and saves
+// about 6% of the CPU time per enrollment (certflow bench, GOGC=100 against
+// 300, three pairs). GOGC in the environment takes precedence, and
+// GOMEMLIMIT caps the heap as usual.
+const defaultGOGC = 300
+
+func tuneGC() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(defaultGOGC)
+	}
+}
+
 func serve(s app.Settings, role app.Role, log *slog.Logger, out io.Writer) error {
+	tuneGC()
 	cfg, err := app.LoadConfig(s)
 	if err != nil {
 		return err
@@ -309,6 +326,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		defer f.Close()
 		o.CPUProfile = f
 	}
+	tuneGC() // as the server commands do: the baseline runs under it too
 	o.RedisURL = os.Getenv("CERTFLOW_REDIS_URL")
 	o.Token = os.Getenv("CERTFLOW_ADMIN_TOKEN")
 	o.Progress = stderr

@@ -568,7 +568,7 @@ func (s *Server) handleEnrollCSR(w http.ResponseWriter, r *http.Request) {
 	caller := identity(r)
 	e, err := s.decodeEnrollment(r, caller)
 	if err == nil {
-		e.keyID, err = pki.PublicKeyID(e.csr.PublicKey)
+		e.keyID = pki.CSRKeyID(e.csr)
 	}
 	if err != nil {
 		writeError(w, r, s.log, err)

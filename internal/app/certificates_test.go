@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certflow/certflow/internal/ca"
@@ -830,12 +831,22 @@ func TestARevocationCallCutShortByRedisAnswersWhatItAccepted(t *testing.T) {
 	// second one's write.
 	seq, _ := cf.Redis.Get(t.Context(), cf.Prefix+":seq:request").Int64()
 	proxy.FreezeAt("HSET", fmt.Sprintf("%s:request:{%d}", cf.Prefix, seq+2))
+	// The worker waits until Redis answers again: a run of the first
+	// revocation started just before the freeze would lose its writes to
+	// it and wait out asynq's lease (30 s and more) before running again.
+	queue := asynq.NewInspectorFromRedisClient(cf.Redis)
+	if err := queue.PauseQueue(cf.Config.Queue); err != nil {
+		t.Fatal(err)
+	}
 	resp := cf.Do(t, "POST", "/Certificates/Revoke", map[string]any{"CertificateIds": []int64{first, second}, "Reason": 4, "Comment": "superseded"},
 		"Authorization", alice, "Prefer", "respond-async")
 	if !proxy.Frozen() {
 		t.Fatal("the proxy never saw the second revocation's write")
 	}
 	proxy.Unfreeze()
+	if err := queue.UnpauseQueue(cf.Config.Queue); err != nil {
+		t.Fatal(err)
+	}
 	if resp.Status != http.StatusOK {
 		t.Fatalf("a revocation accepted in part answered %d %s; its accepted part runs, so it must be reported", resp.Status, resp.Body)
 	}

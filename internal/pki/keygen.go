@@ -406,8 +406,20 @@ func PublicKeyID(pub crypto.PublicKey) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return spkiID(spki), nil
+}
+
+// CSRKeyID is PublicKeyID of a parsed CSR's key, from the DER it carries:
+// crypto/x509 accepts only the one encoding of each key it would write
+// itself (uncompressed EC points, RSA with NULL parameters), so the two
+// agree, and re-encoding the key (an EC point validation) is not needed.
+func CSRKeyID(csr *x509.CertificateRequest) string {
+	return spkiID(csr.RawSubjectPublicKeyInfo)
+}
+
+func spkiID(spki []byte) string {
 	sum := sha256.Sum256(spki)
-	return hex.EncodeToString(sum[:]), nil
+	return hex.EncodeToString(sum[:])
 }
 
 // SpecOf describes an existing public key as a KeySpec.

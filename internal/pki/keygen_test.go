@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -179,5 +180,63 @@ func TestPublicKeyIDIsStablePerKeyAndDistinctAcrossKeys(t *testing.T) {
 	idb, _ := PublicKeyID(b.Public())
 	if ida != idc || ida == idb || len(ida) != 64 {
 		t.Fatalf("ids: key %s, its CSR %s, another key %s", ida, idc, idb)
+	}
+}
+
+// A CSR's key id, read from its DER, is the id of its key: for every key
+// type certflow generates, and for CSRs openssl made.
+func TestCSRKeyIDIsThePublicKeyID(t *testing.T) {
+	t.Parallel()
+	var csrs [][]byte
+	for _, spec := range []KeySpec{{Type: "RSA", Bits: 2048}, {Type: "ECC", Curve: "P-256"}, {Type: "ECC", Curve: "P-384"}, {Type: "ECC", Curve: "P-521"}, {Type: "Ed25519"}} {
+		key, err := spec.Generate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, err := NewCSR(key, CSRRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		csrs = append(csrs, der)
+	}
+	if pemBytes, err := os.ReadFile("testdata/rsa2048.csr.pem"); err == nil {
+		if b, _ := pem.Decode(pemBytes); b != nil {
+			csrs = append(csrs, b.Bytes)
+		}
+	}
+	if _, err := exec.LookPath("openssl"); err == nil {
+		dir := t.TempDir()
+		for i, args := range [][]string{
+			{"-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"},
+			{"-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"},
+			{"-newkey", "ed25519"},
+		} {
+			out := filepath.Join(dir, fmt.Sprintf("%d.csr", i))
+			cmd := exec.Command("openssl", append(append([]string{"req", "-new"}, args...), "-nodes", "-keyout", out+".key", "-subj", "/CN=id.example.com", "-outform", "DER", "-out", out)...)
+			if b, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("openssl %v: %v\n%s", args, err, b)
+			}
+			der, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			csrs = append(csrs, der)
+		}
+	}
+	for i, der := range csrs {
+		csr, err := x509.ParseCertificateRequest(der)
+		if err != nil {
+			t.Fatalf("CSR %d: %v", i, err)
+		}
+		want, err := PublicKeyID(csr.PublicKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := CSRKeyID(csr); got != want {
+			t.Errorf("CSR %d (%T): CSRKeyID %s, PublicKeyID %s", i, csr.PublicKey, got, want)
+		}
+	}
+	if len(csrs) < 9 {
+		t.Logf("only %d CSRs checked (openssl missing?)", len(csrs))
 	}
 }

@@ -28,6 +28,10 @@ var (
 	ErrConflict = errors.New("record changed concurrently")
 	// ErrBusy: another worker holds the request's issue lock.
 	ErrBusy = errors.New("another worker is issuing for this request")
+	// ErrUnindexed: a save stored the record and its certificate, but the
+	// inventory's index entries could not be written; the request's next
+	// run writes them (Store.IndexStored).
+	ErrUnindexed = errors.New("certificate not indexed")
 )
 
 // Store is certflow's Redis persistence.
@@ -267,8 +271,12 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 	}
 	res, certData, indexErr, err := s.runSave(ctx, r, data, channel, message, cert)
 	if cert != nil && (err != nil || res == -1 || res == -2) {
-		// Not stored: the next run may sign.
+		// Not stored, and never will be (a later save must not try
+		// again): the next run may sign.
 		cert.claim.Release(context.WithoutCancel(ctx))
+		if res < 0 {
+			r.Instance.Unsaved = nil
+		}
 	}
 	switch {
 	case err != nil:
@@ -334,10 +342,13 @@ func unsavedCertificate(r *Request) (*Certificate, error) {
 	return cert, nil
 }
 
-// runSave runs saveScript; with a certificate, its index entries go in
-// the same round trip (see IssueOnce for why they may precede it).
-// indexErr reports a certificate stored with the record whose index
-// entries could not be written, even on a second try.
+// runSave runs saveScript. With a certificate, its inventory index
+// entries go in the same round trip, before the script: Redis runs a
+// pipeline in order, so a stored certificate implies they were written.
+// When the script does not store it, they are put right: for the
+// certificate stored before (-2), or removed (-1, no record). indexErr
+// reports a certificate stored whose index entries failed, even on a
+// second try.
 func (s *Store) runSave(ctx context.Context, r *Request, data []byte, channel, message string, cert *Certificate) (res int64, certData []byte, indexErr, err error) {
 	keys := []string{s.keys.request(r.ID)}
 	if cert == nil {
@@ -352,8 +363,8 @@ func (s *Store) runSave(ctx context.Context, r *Request, data []byte, channel, m
 	}
 	exec := func(script func(context.Context, redis.Scripter, []string, ...any) *redis.Cmd) (*redis.Cmd, []redis.Cmder) {
 		pipe := s.rdb.Pipeline()
-		cmd := script(ctx, pipe, keys, r.version, data, channel, message, certData)
 		index := certIndexCmds(ctx, s.keys, pipe, cert)
+		cmd := script(ctx, pipe, keys, r.version, data, channel, message, certData)
 		pipe.Exec(ctx) // each command's own error is read below
 		return cmd, index
 	}
@@ -361,14 +372,26 @@ func (s *Store) runSave(ctx context.Context, r *Request, data []byte, channel, m
 	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
 		cmd, index = exec(saveScript.Eval)
 	}
-	if res, err = cmd.Int64(); err != nil || res < 0 {
+	res, err = cmd.Int64()
+	switch {
+	case err != nil:
 		return res, nil, nil, err
+	case res == -2:
+		// Ours lost to a stored one: index that one (best effort; a
+		// later ClaimIssue does it again).
+		if c, err := s.CertificateOf(ctx, r.ID); err == nil {
+			s.indexCertificate(ctx, c)
+		}
+		return res, nil, nil, nil
+	case res == -1:
+		s.unindexCertificate(ctx, cert)
+		return res, nil, nil, nil
 	}
 	for _, c := range index {
 		if c.Err() != nil {
 			// Stored but not indexed: once more.
 			if err := s.indexCertificate(ctx, cert); err != nil {
-				return res, certData, fmt.Errorf("stored certificate %d but could not index it: %w", cert.ID, err), nil
+				return res, certData, fmt.Errorf("stored certificate %d but could not index it: %w: %w", cert.ID, ErrUnindexed, err), nil
 			}
 			break
 		}
@@ -826,6 +849,16 @@ func certIndexCmds(ctx context.Context, k keys, pipe redis.Pipeliner, c *Certifi
 		pipe.ZAdd(ctx, k.certExpiry(), redis.Z{Score: float64(c.NotAfter.Unix()), Member: c.ID}),
 		pipe.Set(ctx, k.thumbprint(c.Thumbprint), c.ID, 0),
 	}
+}
+
+// unindexCertificate removes the index entries written for a certificate
+// that was not stored (best effort: listings check the record anyway).
+func (s *Store) unindexCertificate(ctx context.Context, c *Certificate) {
+	pipe := s.rdb.Pipeline()
+	pipe.ZRem(ctx, s.keys.certificates(), c.ID)
+	pipe.ZRem(ctx, s.keys.certExpiry(), c.ID)
+	pipe.Del(ctx, s.keys.thumbprint(c.Thumbprint))
+	pipe.Exec(ctx)
 }
 
 // indexCertificate writes a stored certificate's index entries.

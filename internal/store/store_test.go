@@ -625,10 +625,11 @@ func TestACheckpointRefusesASecondCertificate(t *testing.T) {
 	r, claim := claimed(t, s)
 	key := prefix + ":request:{" + strconv.FormatInt(r.ID, 10) + "}"
 	before, _ := rdb.HGetAll(ctx, key).Result()
-	if err := rdb.HSet(ctx, key, "x", `{"ID":`+strconv.FormatInt(r.ID, 10)+`,"SerialNumber":"01"}`).Err(); err != nil {
+	winner := `{"ID":` + strconv.FormatInt(r.ID, 10) + `,"SerialNumber":"01","Thumbprint":"0001","NotAfter":"2030-01-01T00:00:00Z"}`
+	if err := rdb.HSet(ctx, key, "x", winner).Err(); err != nil {
 		t.Fatal(err)
 	}
-	r.Instance.Unsaved = []any{claim.Signed(&store.Certificate{SerialNumber: "02"}, r.ID)}
+	r.Instance.Unsaved = []any{claim.Signed(&store.Certificate{SerialNumber: "02", Thumbprint: "0002", NotAfter: time.Now()}, r.ID)}
 	r.Disposition = store.Issued
 	if err := s.Save(ctx, r); !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("Save = %v, want ErrConflict", err)
@@ -639,6 +640,19 @@ func TestACheckpointRefusesASecondCertificate(t *testing.T) {
 	}
 	if n, _ := rdb.Exists(ctx, key+":issue-lock").Result(); n != 0 {
 		t.Fatal("the issue lock is still held after the refused checkpoint")
+	}
+	if len(r.Instance.Unsaved) != 0 {
+		t.Fatalf("the refused certificate is still to be saved: %v", r.Instance.Unsaved)
+	}
+	// The inventory indexes the stored certificate, not the refused one.
+	if c, err := s.CertificateByThumbprint(ctx, "0001"); err != nil || c.SerialNumber != "01" {
+		t.Fatalf("the stored certificate by thumbprint: %+v, %v", c, err)
+	}
+	if c, err := s.CertificateByThumbprint(ctx, "0002"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the refused certificate is found by its thumbprint: %+v, %v", c, err)
+	}
+	if score, _ := rdb.ZScore(ctx, prefix+":certificates:expiry", strconv.FormatInt(r.ID, 10)).Result(); int64(score) != time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).Unix() {
+		t.Fatalf("expiry index %v, want the stored certificate's", score)
 	}
 	// Only certificates are records a checkpoint writes.
 	r.Instance.Unsaved = []any{"an email"}
@@ -681,5 +695,63 @@ func TestACheckpointThatLosesTheRecordStillKeepsItsCertificate(t *testing.T) {
 	}
 	if c, err := s.CertificateByThumbprint(ctx, "D00D"); err != nil || c.ID != r.ID {
 		t.Fatalf("CertificateByThumbprint = %+v, %v; the kept certificate is not indexed", c, err)
+	}
+}
+
+// A checkpoint for a request whose record is gone stores nothing and
+// leaves no index entry behind.
+func TestACheckpointForAVanishedRequestLeavesNoIndexEntry(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	r, claim := claimed(t, s)
+	if err := rdb.Del(ctx, prefix+":request:{"+strconv.FormatInt(r.ID, 10)+"}").Err(); err != nil {
+		t.Fatal(err)
+	}
+	r.Instance.Unsaved = []any{claim.Signed(&store.Certificate{SerialNumber: "03", Thumbprint: "0003", NotAfter: time.Now()}, r.ID)}
+	if err := s.Save(ctx, r); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Save = %v, want ErrNotFound", err)
+	}
+	id := strconv.FormatInt(r.ID, 10)
+	for _, k := range []string{prefix + ":certificates", prefix + ":certificates:expiry"} {
+		if err := rdb.ZScore(ctx, k, id).Err(); !errors.Is(err, redis.Nil) {
+			t.Errorf("%s still lists request %s (%v)", k, id, err)
+		}
+	}
+	if n, _ := rdb.Exists(ctx, prefix+":thumbprint:0003").Result(); n != 0 {
+		t.Error("the thumbprint entry is left behind")
+	}
+}
+
+// A checkpoint whose index entries cannot be written still saves the
+// record and the certificate, says ErrUnindexed, and IndexStored (the
+// request's next run) writes them.
+func TestACheckpointWhoseIndexFailsIsIndexedByTheNextRun(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	r, claim := claimed(t, s)
+	expiry := prefix + ":certificates:expiry"
+	if err := rdb.Set(ctx, expiry, "not a sorted set", 0).Err(); err != nil { // every ZADD to it fails
+		t.Fatal(err)
+	}
+	r.Instance.Unsaved = []any{claim.Signed(&store.Certificate{SerialNumber: "04", Thumbprint: "0004", NotAfter: time.Now().UTC().Truncate(time.Second)}, r.ID)}
+	r.Disposition = store.Issued
+	if err := s.Save(ctx, r); !errors.Is(err, store.ErrUnindexed) {
+		t.Fatalf("Save = %v, want ErrUnindexed", err)
+	}
+	got, err := s.Get(ctx, r.ID)
+	if err != nil || got.Disposition != store.Issued {
+		t.Fatalf("record %+v, %v; want it saved ISSUED", got, err)
+	}
+	if c, err := got.Certificate(); err != nil || c == nil || c.SerialNumber != "04" {
+		t.Fatalf("certificate %+v, %v; want it stored", c, err)
+	}
+	rdb.Del(ctx, expiry)
+	if err := s.IndexStored(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ZScore(ctx, expiry, strconv.FormatInt(r.ID, 10)).Err(); err != nil {
+		t.Fatalf("not indexed by IndexStored: %v", err)
 	}
 }

@@ -159,6 +159,9 @@ type Waiter struct {
 	w  *Waiters
 	id int64
 	c  chan *Request
+	// seen is the newest version read from the store: an announcement
+	// still on its way from before it is no answer.
+	seen int64
 }
 
 // Register starts listening for request id's settle announcement. Register
@@ -199,7 +202,7 @@ func (wt *Waiter) Wait(ctx context.Context) (*Request, error) {
 		case <-ctx.Done():
 			done = true
 		case r := <-wt.c:
-			if r != nil && r.Disposition.Settled() {
+			if r != nil && r.Disposition.Settled() && r.version >= wt.seen {
 				return r, nil
 			}
 		case <-tick.C:
@@ -212,6 +215,7 @@ func (wt *Waiter) Wait(ctx context.Context) (*Request, error) {
 		if err != nil || r.Disposition.Settled() {
 			return r, err
 		}
+		wt.seen = r.version
 		if done {
 			return r, ctx.Err()
 		}

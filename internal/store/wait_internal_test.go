@@ -1,10 +1,16 @@
 package store
 
 import (
+	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"strconv"
 	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 )
 
 func TestParseAnnouncement(t *testing.T) {
@@ -77,5 +83,40 @@ func TestWakeHandsEachWaiterItsOwnRecordOrNil(t *testing.T) {
 	}
 	if len(w.waiting) != 0 {
 		t.Fatalf("closed waiters are still registered: %v", w.waiting)
+	}
+}
+
+// An announcement older than what the waiter read from the store (it was
+// on its way while the request moved on, e.g. a FAILED request restarted)
+// is no answer; a newer one is.
+func TestAWaiterIgnoresAnAnnouncementOlderThanWhatItRead(t *testing.T) {
+	t.Parallel()
+	mr := miniredis.RunT(t) // a quick unit test: the in-process Redis
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	s := New(rdb, "t")
+	ctx := context.Background()
+	now := time.Now().UTC()
+	r := &Request{ID: 1, Disposition: Queued, Submitted: now, Updated: now, Trigger: "enrollment"}
+	if _, _, err := s.Create(ctx, r, 0); err != nil {
+		t.Fatal(err)
+	}
+	r.Disposition = Running
+	if err := s.Save(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	wt := s.NewWaiters().Register(1)
+	defer wt.Close()
+	wt.seen = r.version // what its last read found
+	offer(wt.c, &Request{ID: 1, Disposition: Failed, version: r.version - 1})
+	wctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	got, err := wt.Wait(wctx)
+	if !errors.Is(err, context.DeadlineExceeded) || got == nil || got.Disposition != Running {
+		t.Fatalf("Wait = %+v, %v; want the RUNNING request as stored, at the deadline", got, err)
+	}
+	offer(wt.c, &Request{ID: 1, Disposition: Issued, version: r.version + 1})
+	if got, err := wt.Wait(ctx); err != nil || got.Disposition != Issued {
+		t.Fatalf("Wait = %+v, %v; want the newer ISSUED announcement", got, err)
 	}
 }
