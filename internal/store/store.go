@@ -704,6 +704,10 @@ const issueLockTTL = time.Minute
 type IssueClaim struct {
 	s          *Store
 	key, token string
+	requestID  int64
+	taken      time.Time
+	// done: signed under it, or released.
+	done bool
 }
 
 // Release gives the lock up, unless another holds it by now. Call it when
@@ -712,15 +716,66 @@ type IssueClaim struct {
 // claim is a no-op.
 func (c *IssueClaim) Release(ctx context.Context) {
 	if c != nil {
+		c.done = true
 		releaseScript.Run(ctx, c.s.rdb, []string{c.key}, c.token)
+	}
+}
+
+// ReleaseUnused releases a claim nothing was signed under (GetForRun's,
+// when the run did not issue).
+func (c *IssueClaim) ReleaseUnused(ctx context.Context) {
+	if c != nil && !c.done {
+		c.Release(ctx)
 	}
 }
 
 // Signed readies a certificate made under the claim for storing: its id
 // is the request's, and a failed save releases the claim.
 func (c *IssueClaim) Signed(cert *Certificate, requestID int64) *Certificate {
+	c.done = true
 	cert.ID, cert.RequestID, cert.claim = requestID, requestID, c
 	return cert
+}
+
+type claimKey struct{}
+
+// WithIssueClaim hands ClaimIssue a claim taken in advance (GetForRun).
+func WithIssueClaim(ctx context.Context, c *IssueClaim) context.Context {
+	if c == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, claimKey{}, c)
+}
+
+// GetForRun loads a request for a workflow run and, in the same round
+// trip, claims its issuance in advance: the lock, then the record (whose
+// certificate field is ClaimIssue's check), in that order. The claim is
+// nil when the lock is held elsewhere or a certificate is stored (then the
+// lock, if taken, is left to expire, as ClaimIssue leaves it). Hand the
+// claim to the run's steps with WithIssueClaim, and ReleaseUnused it when
+// the run ends: a run that issues saves ClaimIssue's round trip, and one
+// that does not (a denial, a wait for approval, a revocation) pays one to
+// release it.
+func (s *Store) GetForRun(ctx context.Context, id int64) (*Request, *IssueClaim, error) {
+	claim := &IssueClaim{s: s, key: s.keys.issueLock(id), token: randomToken(), requestID: id, taken: time.Now()}
+	pipe := s.rdb.Pipeline()
+	lock := pipe.SetNX(ctx, claim.key, claim.token, issueLockTTL)
+	get := pipe.HMGet(ctx, s.keys.request(id), "v", "d", "x", "c")
+	pipe.Exec(ctx) // each command's own error is read below
+	vals, err := get.Result()
+	if err != nil {
+		return nil, nil, fmt.Errorf("load request %d: %w", id, err)
+	}
+	r, err := decodeRequest(id, vals)
+	if r == nil && err == nil {
+		err = fmt.Errorf("request %d: %w", id, ErrNotFound)
+	}
+	if locked, lockErr := lock.Result(); lockErr != nil || !locked || err != nil || len(r.cert) > 0 {
+		// A lock taken for a request that is gone or has its certificate
+		// is left to expire: nobody will issue for it.
+		claim = nil
+	}
+	return r, claim, err
 }
 
 // ClaimIssue starts an issuance for a request: it returns the request's
@@ -734,8 +789,18 @@ func (c *IssueClaim) Signed(cert *Certificate, requestID int64) *Certificate {
 // checkpoint after the issue step (Save, Instance.Unsaved). Even two
 // workers running the same task at once (a lease lost during a Redis
 // stall) end with one certificate.
+//
+// A claim taken in advance by the run's GetForRun (WithIssueClaim) is
+// used as it is, with no round trip, while it is young: nobody else can
+// have stored a certificate since its check, as that needs the lock.
 func (s *Store) ClaimIssue(ctx context.Context, requestID int64) (existing *Certificate, claim *IssueClaim, err error) {
-	claim = &IssueClaim{s: s, key: s.keys.issueLock(requestID), token: randomToken()}
+	if pre, _ := ctx.Value(claimKey{}).(*IssueClaim); pre != nil && pre.requestID == requestID && !pre.done {
+		if time.Since(pre.taken) < issueLockTTL/2 {
+			return nil, pre, nil
+		}
+		pre.Release(context.WithoutCancel(ctx)) // too old to trust: claim afresh
+	}
+	claim = &IssueClaim{s: s, key: s.keys.issueLock(requestID), token: randomToken(), requestID: requestID, taken: time.Now()}
 	pipe := s.rdb.Pipeline()
 	lock := pipe.SetNX(ctx, claim.key, claim.token, issueLockTTL)
 	check := pipe.HGet(ctx, s.keys.request(requestID), "x")

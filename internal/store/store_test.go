@@ -755,3 +755,59 @@ func TestACheckpointWhoseIndexFailsIsIndexedByTheNextRun(t *testing.T) {
 		t.Fatalf("not indexed by IndexStored: %v", err)
 	}
 }
+
+// A run's GetForRun claims the issuance in the same round trip as the
+// read; the issue step's ClaimIssue then uses that claim, and a run that
+// did not issue releases it.
+func TestARunClaimsItsIssuanceWithItsRead(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	r := newRequest(t, s, "alice", "")
+	if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	lock := prefix + ":request:{" + strconv.FormatInt(r.ID, 10) + "}:issue-lock"
+	got, claim, err := s.GetForRun(ctx, r.ID)
+	if err != nil || got.ID != r.ID || claim == nil {
+		t.Fatalf("GetForRun = %+v, %v, %v; want the request and a claim", got, claim, err)
+	}
+	if n, _ := rdb.Exists(ctx, lock).Result(); n != 1 {
+		t.Fatal("no issue lock after GetForRun")
+	}
+	// A second run meanwhile gets no claim, and its issue step waits.
+	if _, other, err := s.GetForRun(ctx, r.ID); err != nil || other != nil {
+		t.Fatalf("a concurrent GetForRun = %v, %v; want no claim", other, err)
+	}
+	if _, _, err := s.ClaimIssue(ctx, r.ID); !errors.Is(err, store.ErrBusy) {
+		t.Fatalf("ClaimIssue without the run's claim = %v, want ErrBusy", err)
+	}
+	existing, same, err := s.ClaimIssue(store.WithIssueClaim(ctx, claim), r.ID)
+	if err != nil || existing != nil || same != claim {
+		t.Fatalf("ClaimIssue with the run's claim = %v, %v, %v; want that claim", existing, same, err)
+	}
+	// Not signed under: released at the end of the run.
+	claim.ReleaseUnused(ctx)
+	if n, _ := rdb.Exists(ctx, lock).Result(); n != 0 {
+		t.Fatal("the unused claim's lock is still held")
+	}
+	// Signed under and stored: the lock is left to expire, and the next
+	// run gets no claim (the certificate is there).
+	_, claim, _ = s.GetForRun(ctx, r.ID)
+	got.Instance.Unsaved = []any{claim.Signed(&store.Certificate{SerialNumber: "05", Thumbprint: "0005"}, r.ID)}
+	got.Disposition = store.Issued
+	if err := s.Save(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	claim.ReleaseUnused(ctx)
+	if n, _ := rdb.Exists(ctx, lock).Result(); n != 1 {
+		t.Fatal("the lock a certificate was signed under was released")
+	}
+	rdb.Del(ctx, lock)
+	if again, c, err := s.GetForRun(ctx, r.ID); err != nil || c != nil || again.Disposition != store.Issued {
+		t.Fatalf("GetForRun of an issued request = %+v, %v, %v; want it, and no claim", again, c, err)
+	}
+	if _, c, err := s.GetForRun(ctx, 1<<40); !errors.Is(err, store.ErrNotFound) || c != nil {
+		t.Fatalf("GetForRun of no request = %v, %v; want ErrNotFound and no claim", c, err)
+	}
+}

@@ -81,7 +81,12 @@ var errNotSettled = errors.New("request has not settled yet")
 // the request's (the reconciler may have moved it on).
 func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 	log := w.Log.With("request", id)
-	r, err := w.Store.Get(ctx, id)
+	r, claim, err := w.Store.GetForRun(ctx, id)
+	if claim != nil {
+		// The issue step uses it; a run that does not issue gives it up.
+		ctx = store.WithIssueClaim(ctx, claim)
+		defer claim.ReleaseUnused(context.WithoutCancel(ctx))
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		log.Warn("task for a request that does not exist; dropping it")
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)

@@ -120,3 +120,30 @@ func TestAWaiterIgnoresAnAnnouncementOlderThanWhatItRead(t *testing.T) {
 		t.Fatalf("Wait = %+v, %v; want the newer ISSUED announcement", got, err)
 	}
 }
+
+// A claim taken in advance that has grown old is not trusted: ClaimIssue
+// gives it up and claims afresh.
+func TestAnOldAdvanceClaimIsTakenAfresh(t *testing.T) {
+	t.Parallel()
+	mr := miniredis.RunT(t) // a quick unit test: the in-process Redis
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	s := New(rdb, "t")
+	ctx := context.Background()
+	now := time.Now().UTC()
+	if _, _, err := s.Create(ctx, &Request{ID: 2, Disposition: Queued, Submitted: now, Updated: now}, 0); err != nil {
+		t.Fatal(err)
+	}
+	_, pre, err := s.GetForRun(ctx, 2)
+	if err != nil || pre == nil {
+		t.Fatalf("GetForRun: %v, %v", pre, err)
+	}
+	pre.taken = time.Now().Add(-issueLockTTL)
+	_, claim, err := s.ClaimIssue(WithIssueClaim(ctx, pre), 2)
+	if err != nil || claim == nil || claim == pre {
+		t.Fatalf("ClaimIssue with an old claim = %v, %v; want a new claim", claim, err)
+	}
+	if held, _ := rdb.Get(ctx, s.keys.issueLock(2)).Result(); held != claim.token {
+		t.Fatalf("the lock holds %q, want the new claim's %q", held, claim.token)
+	}
+}
