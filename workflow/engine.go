@@ -152,6 +152,9 @@ type Checkpoint func(ctx context.Context, inst *Instance) error
 type Engine struct {
 	Log *slog.Logger
 	Now func() time.Time
+	// BeforeEffects, if set, is called before each step that is not pure
+	// runs (after its checkpoint, if one was due).
+	BeforeEffects func(ctx context.Context, sd *StepDef)
 }
 
 // Start pins a new instance to def.
@@ -199,10 +202,15 @@ func (e *Engine) Run(ctx context.Context, def *Definition, in *Input, inst *Inst
 				err = Permanent(fmt.Errorf("if: %w", err))
 			}
 		}
-		if run && err == nil && len(inst.Unsaved) > 0 && !IsPure(sd.Step) {
-			// A step with effects acts only on recorded effects.
-			if err := save(ctx, inst); err != nil {
-				return fmt.Errorf("checkpoint before step %s: %w", sd.ID, err)
+		if run && err == nil && !IsPure(sd.Step) {
+			if len(inst.Unsaved) > 0 {
+				// A step with effects acts only on recorded effects.
+				if err := save(ctx, inst); err != nil {
+					return fmt.Errorf("checkpoint before step %s: %w", sd.ID, err)
+				}
+			}
+			if e.BeforeEffects != nil {
+				e.BeforeEffects(ctx, sd)
 			}
 		}
 		var res Result

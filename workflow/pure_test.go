@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"testing"
@@ -227,5 +228,37 @@ func TestEngineDoesNotStartAStepWhenTheRecordBeforeItCannotBeSaved(t *testing.T)
 	}
 	if ran := f.Ran(); !slices.Equal(ran, []string{"issue"}) {
 		t.Errorf("ran %v; tell started with the issue's record unsaved", ran)
+	}
+}
+
+// BeforeEffects is called before each step with effects that runs, after
+// the checkpoint due before it, and never for a pure or skipped step.
+func TestEngineCallsBeforeEffectsBeforeEachStepWithEffects(t *testing.T) {
+	t.Parallel()
+	f := &fakes{}
+	def, err := workflow.Parse("def.yaml", yamlLines(
+		`name: a`, `trigger: event:x`, `steps:`,
+		`  - {id: p, uses: pure}`,
+		`  - {id: issue, uses: recording}`,
+		`  - {id: skipped, uses: record, if: "false"}`,
+		`  - {id: tell, uses: record}`,
+	), recordingCatalog(f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEngine()
+	var events []string
+	e.BeforeEffects = func(_ context.Context, sd *workflow.StepDef) { events = append(events, "before "+sd.ID) }
+	save := func(_ context.Context, inst *workflow.Instance) error {
+		events = append(events, fmt.Sprintf("save at %d", inst.Next))
+		inst.Unsaved = nil
+		return nil
+	}
+	if err := e.Run(context.Background(), def, newInput(t, "www.example.com"), started(t, e, def), save); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"before issue", "save at 3", "before tell", "save at 4"}
+	if !slices.Equal(events, want) {
+		t.Errorf("events %q, want %q", events, want)
 	}
 }

@@ -161,6 +161,17 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 	}
 	engine := *w.Engine
 	engine.Log = log
+	if claim != nil {
+		// The claim taken with the read serves an issue step that comes
+		// before any other step with effects; held through those (a
+		// webhook that takes a minute, a shutdown in the middle of it),
+		// it would only keep others from issuing.
+		engine.BeforeEffects = func(ctx context.Context, sd *workflow.StepDef) {
+			if sd.Uses != workflow.IssueStep {
+				claim.ReleaseUnused(context.WithoutCancel(ctx))
+			}
+		}
+	}
 	if err := engine.Run(ctx, def, in, &r.Instance, save); err != nil {
 		if errors.Is(err, store.ErrUnindexed) {
 			// Saved, certificate included: only the inventory's entries
