@@ -91,10 +91,7 @@ func TestWakeHandsEachWaiterItsOwnRecordOrNil(t *testing.T) {
 // is no answer; a newer one is.
 func TestAWaiterIgnoresAnAnnouncementOlderThanWhatItRead(t *testing.T) {
 	t.Parallel()
-	mr := miniredis.RunT(t) // a quick unit test: the in-process Redis
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	defer rdb.Close()
-	s := New(rdb, "t")
+	s, _ := quickStore(t)
 	ctx := context.Background()
 	now := time.Now().UTC()
 	r := &Request{ID: 1, Disposition: Queued, Submitted: now, Updated: now, Trigger: "enrollment"}
@@ -125,10 +122,7 @@ func TestAWaiterIgnoresAnAnnouncementOlderThanWhatItRead(t *testing.T) {
 // gives it up and claims afresh.
 func TestAnOldAdvanceClaimIsTakenAfresh(t *testing.T) {
 	t.Parallel()
-	mr := miniredis.RunT(t) // a quick unit test: the in-process Redis
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	defer rdb.Close()
-	s := New(rdb, "t")
+	s, rdb := quickStore(t)
 	ctx := context.Background()
 	now := time.Now().UTC()
 	if _, _, err := s.Create(ctx, &Request{ID: 2, Disposition: Queued, Submitted: now, Updated: now}, 0); err != nil {
@@ -146,4 +140,14 @@ func TestAnOldAdvanceClaimIsTakenAfresh(t *testing.T) {
 	if held, _ := rdb.Get(ctx, s.keys.issueLock(2)).Result(); held != claim.token {
 		t.Fatalf("the lock holds %q, want the new claim's %q", held, claim.token)
 	}
+}
+
+// quickStore is a store on the in-process Redis, for quick unit tests of
+// unexported parts.
+func quickStore(t *testing.T) (*Store, *redis.Client) {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	return New(rdb, "t"), rdb
 }
