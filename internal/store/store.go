@@ -164,7 +164,12 @@ func (s *Store) Delete(ctx context.Context, r *Request) error {
 
 // Get loads a request.
 func (s *Store) Get(ctx context.Context, id int64) (*Request, error) {
-	vals, err := s.rdb.HMGet(ctx, s.keys.request(id), "v", "d", "x", "c").Result()
+	return loaded(id, s.rdb.HMGet(ctx, s.keys.request(id), "v", "d", "x", "c"))
+}
+
+// loaded makes a request of the answer to an HMGET of its v, d, x and c.
+func loaded(id int64, get *redis.SliceCmd) (*Request, error) {
+	vals, err := get.Result()
 	if err != nil {
 		return nil, fmt.Errorf("load request %d: %w", id, err)
 	}
@@ -737,6 +742,12 @@ func (c *IssueClaim) Signed(cert *Certificate, requestID int64) *Certificate {
 	return cert
 }
 
+// newClaim queues the taking of a request's issue lock on pipe.
+func (s *Store) newClaim(ctx context.Context, pipe redis.Pipeliner, requestID int64) (*IssueClaim, *redis.BoolCmd) {
+	c := &IssueClaim{s: s, key: s.keys.issueLock(requestID), token: randomToken(), requestID: requestID, taken: time.Now()}
+	return c, pipe.SetNX(ctx, c.key, c.token, issueLockTTL)
+}
+
 type claimKey struct{}
 
 // WithIssueClaim hands ClaimIssue a claim taken in advance (GetForRun).
@@ -757,19 +768,11 @@ func WithIssueClaim(ctx context.Context, c *IssueClaim) context.Context {
 // that does not (a denial, a wait for approval, a revocation) pays one to
 // release it.
 func (s *Store) GetForRun(ctx context.Context, id int64) (*Request, *IssueClaim, error) {
-	claim := &IssueClaim{s: s, key: s.keys.issueLock(id), token: randomToken(), requestID: id, taken: time.Now()}
 	pipe := s.rdb.Pipeline()
-	lock := pipe.SetNX(ctx, claim.key, claim.token, issueLockTTL)
+	claim, lock := s.newClaim(ctx, pipe, id)
 	get := pipe.HMGet(ctx, s.keys.request(id), "v", "d", "x", "c")
 	pipe.Exec(ctx) // each command's own error is read below
-	vals, err := get.Result()
-	if err != nil {
-		return nil, nil, fmt.Errorf("load request %d: %w", id, err)
-	}
-	r, err := decodeRequest(id, vals)
-	if r == nil && err == nil {
-		err = fmt.Errorf("request %d: %w", id, ErrNotFound)
-	}
+	r, err := loaded(id, get)
 	if locked, lockErr := lock.Result(); lockErr != nil || !locked || err != nil || len(r.cert) > 0 {
 		// A lock taken for a request that is gone or has its certificate
 		// is left to expire: nobody will issue for it.
@@ -800,9 +803,8 @@ func (s *Store) ClaimIssue(ctx context.Context, requestID int64) (existing *Cert
 		}
 		pre.Release(context.WithoutCancel(ctx)) // too old to trust: claim afresh
 	}
-	claim = &IssueClaim{s: s, key: s.keys.issueLock(requestID), token: randomToken(), requestID: requestID, taken: time.Now()}
 	pipe := s.rdb.Pipeline()
-	lock := pipe.SetNX(ctx, claim.key, claim.token, issueLockTTL)
+	claim, lock := s.newClaim(ctx, pipe, requestID)
 	check := pipe.HGet(ctx, s.keys.request(requestID), "x")
 	pipe.Exec(ctx) // each command's own error is read below
 	ok, err := lock.Result()
