@@ -773,7 +773,15 @@ func (s *Store) GetForRun(ctx context.Context, id int64) (*Request, *IssueClaim,
 	get := pipe.HMGet(ctx, s.keys.request(id), "v", "d", "x", "c")
 	pipe.Exec(ctx) // each command's own error is read below
 	r, err := loaded(id, get)
-	if locked, lockErr := lock.Result(); lockErr != nil || !locked || err != nil || len(r.cert) > 0 {
+	switch locked, lockErr := lock.Result(); {
+	case lockErr != nil || !locked:
+		claim = nil
+	case err != nil && !errors.Is(err, ErrNotFound):
+		// Unread (Redis failed, or the record does not decode): the
+		// retry must not find its own lock in the way.
+		claim.Release(context.WithoutCancel(ctx))
+		claim = nil
+	case err != nil || len(r.cert) > 0:
 		// A lock taken for a request that is gone or has its certificate
 		// is left to expire: nobody will issue for it.
 		claim = nil

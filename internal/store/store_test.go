@@ -811,3 +811,25 @@ func TestARunClaimsItsIssuanceWithItsRead(t *testing.T) {
 		t.Fatalf("GetForRun of no request = %v, %v; want ErrNotFound and no claim", c, err)
 	}
 }
+
+// A run whose record cannot be read does not keep the lock it took with
+// the read: its retry would find it in the way.
+func TestARunThatCannotReadItsRecordGivesItsClaimUp(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	r := newRequest(t, s, "alice", "")
+	if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	key := prefix + ":request:{" + strconv.FormatInt(r.ID, 10) + "}"
+	if err := rdb.HSet(ctx, key, "d", "{not json").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, claim, err := s.GetForRun(ctx, r.ID); err == nil || claim != nil {
+		t.Fatalf("GetForRun of an undecodable record = %v, %v; want an error and no claim", claim, err)
+	}
+	if n, _ := rdb.Exists(ctx, key+":issue-lock").Result(); n != 0 {
+		t.Fatal("the lock taken with the failed read is still held")
+	}
+}
