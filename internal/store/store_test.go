@@ -258,7 +258,7 @@ func TestAWaiterIsAnsweredByTheAnnouncementItself(t *testing.T) {
 	if err := s.Save(ctx, r); err != nil {
 		t.Fatal(err)
 	}
-	if err := rdb.Del(ctx, prefix+":request:{"+strconv.FormatInt(r.ID, 10)+"}").Err(); err != nil {
+	if err := rdb.Del(ctx, requestKey(prefix, r.ID)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
@@ -515,10 +515,7 @@ func TestAPendingSaveLeavesTheOpenSetAtOnce(t *testing.T) {
 	t.Parallel()
 	s, rdb, prefix := setup(t)
 	ctx := context.Background()
-	r := newRequest(t, s, "alice", "")
-	if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
-		t.Fatal(err)
-	}
+	r := created(t, s)
 	r.Disposition = store.Pending
 	if err := s.Save(ctx, r); err != nil {
 		t.Fatal(err)
@@ -559,16 +556,27 @@ func TestIssuedCertificatesAreIndexed(t *testing.T) {
 	}
 }
 
+// created stores a new request of alice's.
+func created(t *testing.T, s *store.Store) *store.Request {
+	t.Helper()
+	r := newRequest(t, s, "alice", "")
+	if _, _, err := s.Create(context.Background(), r, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// requestKey is the Redis key of request id's record.
+func requestKey(prefix string, id int64) string {
+	return prefix + ":request:{" + strconv.FormatInt(id, 10) + "}"
+}
+
 // claimed creates a request and claims its issuance, as the issue step
 // does before signing.
 func claimed(t *testing.T, s *store.Store) (*store.Request, *store.IssueClaim) {
 	t.Helper()
-	ctx := context.Background()
-	r := newRequest(t, s, "alice", "")
-	if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	existing, claim, err := s.ClaimIssue(ctx, r.ID)
+	r := created(t, s)
+	existing, claim, err := s.ClaimIssue(context.Background(), r.ID)
 	if err != nil || existing != nil || claim == nil {
 		t.Fatalf("ClaimIssue = %+v, %v, %v; want a claim", existing, claim, err)
 	}
@@ -623,7 +631,7 @@ func TestACheckpointRefusesASecondCertificate(t *testing.T) {
 	s, rdb, prefix := setup(t)
 	ctx := context.Background()
 	r, claim := claimed(t, s)
-	key := prefix + ":request:{" + strconv.FormatInt(r.ID, 10) + "}"
+	key := requestKey(prefix, r.ID)
 	before, _ := rdb.HGetAll(ctx, key).Result()
 	winner := `{"ID":` + strconv.FormatInt(r.ID, 10) + `,"SerialNumber":"01","Thumbprint":"0001","NotAfter":"2030-01-01T00:00:00Z"}`
 	if err := rdb.HSet(ctx, key, "x", winner).Err(); err != nil {
@@ -705,7 +713,7 @@ func TestACheckpointForAVanishedRequestLeavesNoIndexEntry(t *testing.T) {
 	s, rdb, prefix := setup(t)
 	ctx := context.Background()
 	r, claim := claimed(t, s)
-	if err := rdb.Del(ctx, prefix+":request:{"+strconv.FormatInt(r.ID, 10)+"}").Err(); err != nil {
+	if err := rdb.Del(ctx, requestKey(prefix, r.ID)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	r.Instance.Unsaved = []any{claim.Signed(&store.Certificate{SerialNumber: "03", Thumbprint: "0003", NotAfter: time.Now()}, r.ID)}
@@ -763,11 +771,8 @@ func TestARunClaimsItsIssuanceWithItsRead(t *testing.T) {
 	t.Parallel()
 	s, rdb, prefix := setup(t)
 	ctx := context.Background()
-	r := newRequest(t, s, "alice", "")
-	if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	lock := prefix + ":request:{" + strconv.FormatInt(r.ID, 10) + "}:issue-lock"
+	r := created(t, s)
+	lock := requestKey(prefix, r.ID) + ":issue-lock"
 	got, claim, err := s.GetForRun(ctx, r.ID)
 	if err != nil || got.ID != r.ID || claim == nil {
 		t.Fatalf("GetForRun = %+v, %v, %v; want the request and a claim", got, claim, err)
@@ -818,11 +823,8 @@ func TestARunThatCannotReadItsRecordGivesItsClaimUp(t *testing.T) {
 	t.Parallel()
 	s, rdb, prefix := setup(t)
 	ctx := context.Background()
-	r := newRequest(t, s, "alice", "")
-	if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	key := prefix + ":request:{" + strconv.FormatInt(r.ID, 10) + "}"
+	r := created(t, s)
+	key := requestKey(prefix, r.ID)
 	if err := rdb.HSet(ctx, key, "d", "{not json").Err(); err != nil {
 		t.Fatal(err)
 	}
