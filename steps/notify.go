@@ -101,6 +101,23 @@ func (d *Deps) buildNotify(spec *workflow.Spec) (workflow.Step, error) {
 	if event == "" {
 		event = "certificate." + spec.Trigger
 	}
+	if n.hook == nil && n.email == nil {
+		// A log line only: rendered now, written once the checkpoint that
+		// carries the step is (workflow.Result.AfterSave). So the step is
+		// pure and shares that checkpoint, and the log never tells of a
+		// certificate that a crash then loses.
+		return pureFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
+			msg, err := n.logLine(run)
+			if err != nil {
+				return workflow.Result{}, workflow.Permanent(err)
+			}
+			log := run.Log
+			return workflow.Result{
+				Outputs:   map[string]any{"logged": msg},
+				AfterSave: func() { log.Info(msg, "event", event) },
+			}, nil
+		}), nil
+	}
 	return stepFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
 		out, err := n.send(ctx, run, event, nil)
 		if err != nil {
@@ -155,9 +172,9 @@ func (d *Deps) compileNotify(spec *workflow.Spec, node *yaml.Node, w *notifyWith
 func (n *notifier) send(ctx context.Context, run *workflow.Run, event string, approval *ApprovalEvent) (map[string]any, error) {
 	out := map[string]any{}
 	if n.log != nil {
-		msg, err := n.log.String(run.Env)
+		msg, err := n.logLine(run)
 		if err != nil {
-			return nil, fmt.Errorf("log: %w", err)
+			return nil, err
 		}
 		run.Log.Info(msg, "event", event)
 		out["logged"] = msg
@@ -177,6 +194,15 @@ func (n *notifier) send(ctx context.Context, run *workflow.Run, event string, ap
 		out["email_sent"], out["email_error"] = n.d.sendEmail(ctx, run, to, subject, body, event)
 	}
 	return out, nil
+}
+
+// logLine renders the log channel's message.
+func (n *notifier) logLine(run *workflow.Run) (string, error) {
+	msg, err := n.log.String(run.Env)
+	if err != nil {
+		return "", fmt.Errorf("log: %w", err)
+	}
+	return msg, nil
 }
 
 func (d *Deps) buildEmail(spec *workflow.Spec, parent *yaml.Node, w *emailWith) (*email, error) {

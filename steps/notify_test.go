@@ -60,6 +60,14 @@ func TestNotifyStepLogOnly(t *testing.T) {
 			if len(res.Outputs) != 1 || len(res.Metadata) != 0 || res.Certificate != nil {
 				t.Errorf("result = %+v, want only outputs.logged", res)
 			}
+			// The line waits for the checkpoint that carries the step.
+			if log.Len() != 0 {
+				t.Errorf("logged %q before the checkpoint", log.String())
+			}
+			if res.AfterSave == nil {
+				t.Fatal("Result.AfterSave = nil, want the log line held back for the checkpoint")
+			}
+			res.AfterSave()
 			line := log.String()
 			if !strings.Contains(line, `msg="`+tt.wantLog+`"`) && !strings.Contains(line, "msg="+tt.wantLog) {
 				t.Errorf("log = %q, want the message %q", line, tt.wantLog)

@@ -39,6 +39,11 @@ func (s Status) Terminal() bool {
 // ErrTransition marks an illegal state change: a bug, never overwritten.
 var ErrTransition = errors.New("illegal workflow transition")
 
+// ErrSaved, wrapped in a Checkpoint's error, says the instance was written
+// all the same: only a write that follows it failed. The engine treats the
+// checkpoint as written (Result.AfterSave effects run) and returns the error.
+var ErrSaved = errors.New("checkpoint written")
+
 // Instance is one run of a definition for one request: the checkpoint the
 // engine persists after every step and resumes from.
 type Instance struct {
@@ -179,6 +184,8 @@ func (e *Engine) Start(inst *Instance, def *Definition) error {
 // a step asked for that (RetryLater), the context ended, or a checkpoint
 // could not be written.
 func (e *Engine) Run(ctx context.Context, def *Definition, in *Input, inst *Instance, save Checkpoint) error {
+	var afterSave []func() // Result.AfterSave of steps no checkpoint has written yet
+	save = thenAfterSave(save, &afterSave)
 	if inst.Status == StatusSuspended {
 		if inst.Wait == nil || inst.Wait.Verdict == "" {
 			return nil // still waiting: nothing to do until a decision
@@ -203,8 +210,9 @@ func (e *Engine) Run(ctx context.Context, def *Definition, in *Input, inst *Inst
 			}
 		}
 		if run && err == nil && !IsPure(sd.Step) {
-			if len(inst.Unsaved) > 0 {
-				// A step with effects acts only on recorded effects.
+			if len(inst.Unsaved) > 0 || len(afterSave) > 0 {
+				// A step with effects acts only on recorded effects, and
+				// after those held back for a checkpoint.
 				if err := save(ctx, inst); err != nil {
 					return fmt.Errorf("checkpoint before step %s: %w", sd.ID, err)
 				}
@@ -254,6 +262,9 @@ func (e *Engine) Run(ctx context.Context, def *Definition, in *Input, inst *Inst
 		}
 		inst.apply(sd.ID, res)
 		inst.History = append(inst.History, rec)
+		if res.AfterSave != nil {
+			afterSave = append(afterSave, res.AfterSave)
+		}
 		// Nothing with effects ran after a pure or skipped step, and a
 		// step's own record of its effect waits for the next checkpoint:
 		// that checkpoint carries them (see Pure, Result.Record).
@@ -262,6 +273,21 @@ func (e *Engine) Run(ctx context.Context, def *Definition, in *Input, inst *Inst
 		}
 	}
 	return nil
+}
+
+// thenAfterSave wraps save: once a checkpoint is written, the effects
+// held back for it (Result.AfterSave) run, in step order.
+func thenAfterSave(save Checkpoint, pending *[]func()) Checkpoint {
+	return func(ctx context.Context, inst *Instance) error {
+		err := save(ctx, inst)
+		if err == nil || errors.Is(err, ErrSaved) {
+			for _, f := range *pending {
+				f()
+			}
+			*pending = nil
+		}
+		return err
+	}
 }
 
 // advance moves past the current step, completing the instance after the

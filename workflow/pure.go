@@ -3,7 +3,10 @@ package workflow
 // Pure is implemented by a step type whose Run has no effect outside the
 // result it returns: it reads the environment and configuration, and
 // calls nothing, stores nothing, sends nothing. Running it again gives the
-// same result or, if it reads the time, a result as valid.
+// same result or, if it reads the time, a result as valid. A step that
+// only reports (a log line) is pure too when it hands its report back as
+// Result.AfterSave, which the engine runs once the checkpoint carrying the
+// step is written.
 //
 // The engine does not checkpoint after a pure step (nor after a skipped
 // step, which ran nothing): its result is persisted with the next

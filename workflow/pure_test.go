@@ -262,3 +262,96 @@ func TestEngineCallsBeforeEffectsBeforeEachStepWithEffects(t *testing.T) {
 		t.Errorf("events %q, want %q", events, want)
 	}
 }
+
+// reportingStep is a fake pure step that only reports: its report
+// (Result.AfterSave) appends "report <id>" to *events.
+type reportingStep struct{ events *[]string }
+
+func (r reportingStep) Run(_ context.Context, run *workflow.Run) (workflow.Result, error) {
+	id := run.StepID
+	return workflow.Result{AfterSave: func() { *r.events = append(*r.events, "report "+id) }}, nil
+}
+
+func (reportingStep) Pure() bool { return true }
+
+func reportingDef(t *testing.T, events *[]string, steps ...string) *workflow.Definition {
+	t.Helper()
+	cat := recordingCatalog(&fakes{})
+	cat["reporting"] = func(*workflow.Spec) (workflow.Step, error) { return reportingStep{events: events}, nil }
+	def, err := workflow.Parse("def.yaml", yamlLines(append([]string{`name: a`, `trigger: event:x`, `steps:`}, steps...)...), cat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return def
+}
+
+// A step's report waits for the checkpoint that carries the step, shares
+// it as a pure step does, and comes out before the next step with effects
+// starts (a checkpoint is written for it), so effects keep their order.
+func TestEngineReportsAStepOnceItsCheckpointIsWritten(t *testing.T) {
+	t.Parallel()
+	var events []string
+	def := reportingDef(t, &events,
+		`  - {id: issue, uses: recording}`,
+		`  - {id: rep, uses: reporting}`,
+		`  - {id: tell, uses: record}`,
+		`  - {id: rep2, uses: reporting}`,
+		`  - {id: last, uses: pure}`,
+	)
+	e := newEngine()
+	e.BeforeEffects = func(_ context.Context, sd *workflow.StepDef) { events = append(events, "before "+sd.ID) }
+	save := func(_ context.Context, inst *workflow.Instance) error {
+		events = append(events, fmt.Sprintf("save at %d", inst.Next))
+		inst.Unsaved = nil
+		return nil
+	}
+	if err := e.Run(context.Background(), def, newInput(t, "www.example.com"), started(t, e, def), save); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"before issue", "save at 2", "report rep", "before tell", "save at 3", "save at 5", "report rep2"}
+	if !slices.Equal(events, want) {
+		t.Errorf("events %q\nwant %q", events, want)
+	}
+	// Without a record pending, a report alone also gets its checkpoint
+	// before a step with effects.
+	events = nil
+	def = reportingDef(t, &events, `  - {id: rep, uses: reporting}`, `  - {id: tell, uses: record}`)
+	if err := e.Run(context.Background(), def, newInput(t, "www.example.com"), started(t, e, def), save); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{"save at 1", "report rep", "before tell", "save at 2"}
+	if !slices.Equal(events, want) {
+		t.Errorf("events %q\nwant %q", events, want)
+	}
+}
+
+// A checkpoint that fails drops the reports waiting for it (the retry runs
+// their steps again); one that wrote the instance but reports a later
+// write's failure (wrapping ErrSaved) lets them out and returns the error.
+func TestEngineReportsOnlyWhatACheckpointWrote(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		saveErr    error
+		wantEvents []string
+	}{
+		{"the checkpoint failed", errors.New("redis is down"), nil},
+		{"the checkpoint was written, a follow-up was not", fmt.Errorf("index: %w", workflow.ErrSaved), []string{"report rep"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var events []string
+			def := reportingDef(t, &events, `  - {id: rep, uses: reporting}`, `  - {id: last, uses: pure}`)
+			e := newEngine()
+			cp := &checkpoints{err: tt.saveErr}
+			err := e.Run(context.Background(), def, newInput(t, "www.example.com"), started(t, e, def), cp.Save)
+			if !errors.Is(err, tt.saveErr) {
+				t.Errorf("Run = %v, want the checkpoint's error %v", err, tt.saveErr)
+			}
+			if !slices.Equal(events, tt.wantEvents) {
+				t.Errorf("events %q, want %q", events, tt.wantEvents)
+			}
+		})
+	}
+}

@@ -154,6 +154,15 @@ type Result struct {
 	// is not recorded yet, and a crash before the checkpoint loses the
 	// effect and the instance's progress together.
 	Record any
+	// AfterSave, when set, is the step's effect, held back until the
+	// checkpoint that carries the step's outcome is written: a step that
+	// only reports (a log line) declares itself pure and returns its report
+	// here, so it shares the next checkpoint and still never reports what
+	// a crash then loses. A crash or a failed checkpoint drops it with the
+	// progress, and the step runs again. Like a Record, it makes the
+	// engine checkpoint before the next step with effects starts, so
+	// effects keep their order.
+	AfterSave func()
 }
 
 // DenyError ends a request DENIED; its message is the DispositionMessage.

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/certflow/certflow/workflow"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -30,8 +31,8 @@ var (
 	ErrBusy = errors.New("another worker is issuing for this request")
 	// ErrUnindexed: a save stored the record and its certificate, but the
 	// inventory's index entries could not be written; the request's next
-	// run writes them (Store.IndexStored).
-	ErrUnindexed = errors.New("certificate not indexed")
+	// run writes them (Store.IndexStored). It wraps workflow.ErrSaved.
+	ErrUnindexed = fmt.Errorf("certificate not indexed (%w)", workflow.ErrSaved)
 )
 
 // Store is certflow's Redis persistence.
