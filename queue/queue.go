@@ -41,16 +41,26 @@ type Payload struct {
 
 // Client enqueues certflow's tasks.
 type Client struct {
-	c       *asynq.Client
-	queue   string
-	retry   int
-	timeout time.Duration
-	cbRetry int
+	c   *asynq.Client
+	rdb redis.UniversalClient
+	// piggyback: rdb has the hook that sends writes with an enqueue
+	// (EnqueueRunAfter).
+	piggyback bool
+	queue     string
+	retry     int
+	timeout   time.Duration
+	cbRetry   int
 }
 
-// NewClient shares rdb with the store.
+// NewClient shares rdb with the store. On a single Redis it adds a hook
+// to rdb that lets EnqueueRunAfter send a request's record with its task.
 func NewClient(rdb redis.UniversalClient, queue string, maxRetry int, timeout time.Duration, callbackRetries int) *Client {
-	return &Client{c: asynq.NewClientFromRedisClient(rdb), queue: queue, retry: maxRetry, timeout: timeout, cbRetry: callbackRetries}
+	c := &Client{c: asynq.NewClientFromRedisClient(rdb), rdb: rdb, queue: queue, retry: maxRetry, timeout: timeout, cbRetry: callbackRetries}
+	if single, ok := rdb.(*redis.Client); ok {
+		single.AddHook(piggyback{rdb: single})
+		c.piggyback = true
+	}
+	return c
 }
 
 // EnqueueRun queues the workflow run of a request at a generation. The
@@ -58,7 +68,14 @@ func NewClient(rdb redis.UniversalClient, queue string, maxRetry int, timeout ti
 // reconciler moves a stuck request to a new generation, whose task is new
 // whatever asynq still holds of the old one (archived, orphaned active).
 func (c *Client) EnqueueRun(ctx context.Context, requestID, generation int64) error {
-	id := "run:" + strconv.FormatInt(requestID, 10) + ":" + strconv.FormatInt(generation, 10)
+	return c.enqueueRun(ctx, runTaskID(requestID, generation), requestID, generation)
+}
+
+func runTaskID(requestID, generation int64) string {
+	return "run:" + strconv.FormatInt(requestID, 10) + ":" + strconv.FormatInt(generation, 10)
+}
+
+func (c *Client) enqueueRun(ctx context.Context, id string, requestID, generation int64) error {
 	return c.enqueue(ctx, TypeRun, id, Payload{RequestID: requestID, Generation: generation},
 		asynq.MaxRetry(c.retry), asynq.Timeout(c.timeout))
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
+	"github.com/redis/go-redis/v9"
 )
 
 // EnrollmentCSRRequest is the body of POST /Enrollment/CSR, with
@@ -665,7 +666,7 @@ func (s *Server) submit(ctx context.Context, e *enrollment, allocated func(id in
 	if e.pfxPassword != "" {
 		req.PFXPassword = s.kek.Seal([]byte(e.pfxPassword), pki.PFXPasswordAAD(id))
 	}
-	prevID, existing, err := s.store.Create(ctx, req, s.cfg.API.IdempotencyTTL)
+	prevID, existing, err := s.store.CreateQueued(ctx, req, s.cfg.API.IdempotencyTTL, s.firstRun(req))
 	if err != nil {
 		return nil, false, err
 	}
@@ -679,12 +680,6 @@ func (s *Server) submit(ctx context.Context, e *enrollment, allocated func(id in
 		}
 		return prev, true, nil
 	}
-	if err := s.queue.EnqueueRun(ctx, id, req.Generation); err != nil {
-		if derr := s.store.Delete(context.WithoutCancel(ctx), req); derr != nil {
-			s.log.Error("could not remove a request whose enqueue failed; the reconciler will run it", "request", id, "err", derr)
-		}
-		return nil, false, err
-	}
 	s.log.Info("request accepted", "request", id, "instance", req.Instance.ID, "requester", req.Requester.Name, "template", req.Input.Template)
 	if e.pending != nil {
 		// The key now lives on the request; the pending CSR goes. Should
@@ -695,6 +690,14 @@ func (s *Server) submit(ctx context.Context, e *enrollment, allocated func(id in
 		}
 	}
 	return req, false, nil
+}
+
+// firstRun enqueues req's first run, its record riding with the task
+// (store.CreateQueued).
+func (s *Server) firstRun(req *store.Request) store.Enqueue {
+	return func(ctx context.Context, writes func(redis.Pipeliner)) error {
+		return s.queue.EnqueueRunAfter(ctx, req.ID, req.Generation, writes)
+	}
 }
 
 // firstRequest loads the request an Idempotency-Key names. The first

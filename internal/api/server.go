@@ -18,11 +18,15 @@ import (
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
+	"github.com/redis/go-redis/v9"
 )
 
 // Enqueuer is what the API needs of the queue.
 type Enqueuer interface {
 	EnqueueRun(ctx context.Context, requestID, generation int64) error
+	// EnqueueRunAfter queues a new request's first run with writes (its
+	// record) done first, in the same round trip when it can.
+	EnqueueRunAfter(ctx context.Context, requestID, generation int64, writes func(redis.Pipeliner)) error
 	EnqueueResume(ctx context.Context, requestID int64, instanceID, step string, stage int, generation int64) error
 }
 

@@ -101,6 +101,20 @@ func (s *Store) NewID(ctx context.Context) (int64, error) {
 // tag), so the same code runs on Redis Cluster; the open set and the
 // instance index are derived and written after the record.
 func (s *Store) Create(ctx context.Context, r *Request, idemTTL time.Duration) (id int64, existing bool, err error) {
+	return s.CreateQueued(ctx, r, idemTTL, nil)
+}
+
+// Enqueue queues a new request's first run, with writes done before the
+// task can be dequeued (queue.Client.EnqueueRunAfter, which sends them in
+// the same round trip when it can). When it returns nil, writes were sent.
+type Enqueue func(ctx context.Context, writes func(redis.Pipeliner)) error
+
+// CreateQueued is Create, then enqueue (when not nil) of the request's
+// first run, the record riding with the task. If either fails, what was
+// written is removed (Delete) and the error returned: a submit refused
+// leaves nothing behind (a task queued for a record removed finds no
+// request and is dropped). A repeated idempotency key enqueues nothing.
+func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Duration, enqueue Enqueue) (id int64, existing bool, err error) {
 	id = r.ID
 	if id <= 0 {
 		return 0, false, errors.New("create request: no id (call NewID)")
@@ -125,15 +139,29 @@ func (s *Store) Create(ctx context.Context, r *Request, idemTTL time.Duration) (
 				return 0, false, fmt.Errorf("read idempotency key: %w", err)
 			}
 			// Expired between the two calls: claim it again.
-			return s.Create(ctx, r, idemTTL)
+			return s.CreateQueued(ctx, r, idemTTL, enqueue)
 		}
 	}
-	pipe := s.rdb.Pipeline()
-	pipe.HSet(ctx, s.keys.request(id), "v", 1, "d", data, "c", r.CSR)
-	pipe.ZAdd(ctx, s.keys.open(), redis.Z{Score: float64(r.Updated.UnixMilli()), Member: id})
-	if _, err := pipe.Exec(ctx); err != nil {
-		s.Delete(context.WithoutCancel(ctx), r)
-		return 0, false, fmt.Errorf("store request: %w", err)
+	var written []redis.Cmder
+	writes := func(p redis.Pipeliner) {
+		written = append(written,
+			p.HSet(ctx, s.keys.request(id), "v", 1, "d", data, "c", r.CSR),
+			p.ZAdd(ctx, s.keys.open(), redis.Z{Score: float64(r.Updated.UnixMilli()), Member: id}))
+	}
+	if enqueue == nil {
+		_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { writes(p); return nil })
+	} else if err = enqueue(ctx, writes); err == nil {
+		for _, c := range written {
+			if err == nil {
+				err = c.Err()
+			}
+		}
+	}
+	if err != nil {
+		if derr := s.Delete(context.WithoutCancel(ctx), r); derr != nil {
+			err = fmt.Errorf("%w (the record could not be removed: %v; the reconciler will run it)", err, derr)
+		}
+		return 0, false, fmt.Errorf("store request %d: %w", id, err)
 	}
 	return id, false, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -833,5 +834,73 @@ func TestARunThatCannotReadItsRecordGivesItsClaimUp(t *testing.T) {
 	}
 	if n, _ := rdb.Exists(ctx, key+":issue-lock").Result(); n != 0 {
 		t.Fatal("the lock taken with the failed read is still held")
+	}
+}
+
+// CreateQueued hands the record's writes to the enqueue; when the enqueue
+// fails, or it succeeds but the writes failed, the submit leaves nothing
+// behind (record, open set entry, idempotency key) and the error names
+// the request. A repeated idempotency key enqueues nothing.
+func TestCreateQueuedLeavesNothingBehindWhenItFails(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+
+	enqueued := 0
+	ok := func(ctx context.Context, writes func(redis.Pipeliner)) error {
+		enqueued++
+		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error { writes(p); return nil })
+		return err
+	}
+	r := newRequest(t, s, "alice", "key-1")
+	if id, existing, err := s.CreateQueued(ctx, r, time.Hour, ok); err != nil || existing || id != r.ID || enqueued != 1 {
+		t.Fatalf("CreateQueued = %d, %v, %v with %d enqueues; want %d, false, nil with 1", id, existing, err, enqueued, r.ID)
+	}
+	if got, err := s.Get(ctx, r.ID); err != nil || got.Disposition != store.Queued {
+		t.Fatalf("Get after CreateQueued = %+v, %v", got, err)
+	}
+	again := newRequest(t, s, "alice", "key-1")
+	if id, existing, err := s.CreateQueued(ctx, again, time.Hour, ok); err != nil || !existing || id != r.ID || enqueued != 1 {
+		t.Fatalf("repeated key: %d, %v, %v with %d enqueues; want %d, true, nil with 1", id, existing, err, enqueued, r.ID)
+	}
+
+	down := errors.New("enqueue failed")
+	for _, tt := range []struct {
+		name    string
+		enqueue store.Enqueue
+		want    string
+	}{
+		{"the enqueue fails after the writes", func(ctx context.Context, writes func(redis.Pipeliner)) error {
+			ok(ctx, writes)
+			return down
+		}, "enqueue failed"},
+		{"the enqueue fails before them", func(context.Context, func(redis.Pipeliner)) error { return down }, "enqueue failed"},
+		{"the writes fail, the enqueue does not", func(ctx context.Context, writes func(redis.Pipeliner)) error {
+			_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				p.Set(ctx, prefix+":open", "not a sorted set", 0) // the ZADD fails: WRONGTYPE
+				writes(p)
+				return nil
+			})
+			if err == nil {
+				t.Error("the writes did not fail")
+			}
+			return nil
+		}, "WRONGTYPE"},
+	} {
+		r := newRequest(t, s, "bob", "key-2")
+		_, _, err := s.CreateQueued(ctx, r, time.Hour, tt.enqueue)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "request "+strconv.FormatInt(r.ID, 10)) {
+			t.Errorf("%s: CreateQueued = %v, want an error naming request %d and saying %q", tt.name, err, r.ID, tt.want)
+		}
+		if _, err := s.Get(ctx, r.ID); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s: the record survived (Get: %v)", tt.name, err)
+		}
+		if keys, _ := rdb.Keys(ctx, prefix+":idempotency:*").Result(); len(keys) != 1 {
+			t.Errorf("%s: idempotency keys %v, want only alice's", tt.name, keys)
+		}
+		if err := rdb.ZScore(ctx, prefix+":open", strconv.FormatInt(r.ID, 10)).Err(); !errors.Is(err, redis.Nil) && !strings.Contains(fmt.Sprint(err), "WRONGTYPE") {
+			t.Errorf("%s: the request is still in the open set (%v)", tt.name, err)
+		}
+		rdb.Del(ctx, prefix+":open")
 	}
 }
