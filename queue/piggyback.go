@@ -4,15 +4,16 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 )
 
 // EnqueueRunAfter queues the request's run as EnqueueRun does, with
-// writes (store commands: a new request's record) done first. On a single Redis (a *redis.Client, Sentinel
-// included) they ride in the same round trip as asynq's enqueue: Redis
-// runs a pipeline's commands in order, so the task is queued after the
-// writes are applied. Otherwise (Cluster, Ring: a pipeline there is split
+// writes (store commands: a new request's record) done first. On a single
+// Redis (a *redis.Client, Sentinel included) they ride in the same round
+// trip as asynq's enqueue: Redis runs a pipeline's commands in order, so
+// the task is queued after the writes are applied. Otherwise (Cluster, Ring: a pipeline there is split
 // by node, without order) the writes go first, in a round trip of their
 // own.
 //
@@ -57,8 +58,7 @@ type riderKey struct{}
 type rider struct {
 	taskKey string
 	writes  func(redis.Pipeliner)
-	mu      sync.Mutex
-	done    bool
+	boarded atomic.Bool
 }
 
 // take reports whether cmd is the enqueue the writes wait for, and marks
@@ -75,20 +75,10 @@ func (r *rider) take(cmd redis.Cmder) bool {
 	if key, _ := args[3].(string); key != r.taskKey {
 		return false
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.done {
-		return false
-	}
-	r.done = true
-	return true
+	return r.boarded.CompareAndSwap(false, true)
 }
 
-func (r *rider) sent() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.done
-}
+func (r *rider) sent() bool { return r.boarded.Load() }
 
 // piggyback is the go-redis hook that sends a context's rider with the
 // enqueue script it waits for, in one pipeline, writes first.
