@@ -231,6 +231,19 @@ func TestEngineDoesNotStartAStepWhenTheRecordBeforeItCannotBeSaved(t *testing.T)
 	}
 }
 
+// tracing returns an engine and a checkpoint that append to *events
+// "before <step>" when a step with effects is about to run (BeforeEffects)
+// and "save at <next>" for each checkpoint, which writes Unsaved.
+func tracing(events *[]string) (*workflow.Engine, workflow.Checkpoint) {
+	e := newEngine()
+	e.BeforeEffects = func(_ context.Context, sd *workflow.StepDef) { *events = append(*events, "before "+sd.ID) }
+	return e, func(_ context.Context, inst *workflow.Instance) error {
+		*events = append(*events, fmt.Sprintf("save at %d", inst.Next))
+		inst.Unsaved = nil
+		return nil
+	}
+}
+
 // BeforeEffects is called before each step with effects that runs, after
 // the checkpoint due before it, and never for a pure or skipped step.
 func TestEngineCallsBeforeEffectsBeforeEachStepWithEffects(t *testing.T) {
@@ -246,14 +259,8 @@ func TestEngineCallsBeforeEffectsBeforeEachStepWithEffects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEngine()
 	var events []string
-	e.BeforeEffects = func(_ context.Context, sd *workflow.StepDef) { events = append(events, "before "+sd.ID) }
-	save := func(_ context.Context, inst *workflow.Instance) error {
-		events = append(events, fmt.Sprintf("save at %d", inst.Next))
-		inst.Unsaved = nil
-		return nil
-	}
+	e, save := tracing(&events)
 	if err := e.Run(context.Background(), def, newInput(t, "www.example.com"), started(t, e, def), save); err != nil {
 		t.Fatal(err)
 	}
@@ -298,13 +305,7 @@ func TestEngineReportsAStepOnceItsCheckpointIsWritten(t *testing.T) {
 		`  - {id: rep2, uses: reporting}`,
 		`  - {id: last, uses: pure}`,
 	)
-	e := newEngine()
-	e.BeforeEffects = func(_ context.Context, sd *workflow.StepDef) { events = append(events, "before "+sd.ID) }
-	save := func(_ context.Context, inst *workflow.Instance) error {
-		events = append(events, fmt.Sprintf("save at %d", inst.Next))
-		inst.Unsaved = nil
-		return nil
-	}
+	e, save := tracing(&events)
 	if err := e.Run(context.Background(), def, newInput(t, "www.example.com"), started(t, e, def), save); err != nil {
 		t.Fatal(err)
 	}
