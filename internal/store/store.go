@@ -151,6 +151,9 @@ func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Durat
 	if enqueue == nil {
 		_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { writes(p); return nil })
 	} else if err = enqueue(ctx, writes); err == nil {
+		if len(written) == 0 {
+			err = errors.New("the enqueue did not send the record's writes")
+		}
 		for _, c := range written {
 			if err == nil {
 				err = c.Err()

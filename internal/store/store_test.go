@@ -875,6 +875,7 @@ func TestCreateQueuedLeavesNothingBehindWhenItFails(t *testing.T) {
 			return down
 		}, "enqueue failed"},
 		{"the enqueue fails before them", func(context.Context, func(redis.Pipeliner)) error { return down }, "enqueue failed"},
+		{"the enqueue succeeds without sending them", func(context.Context, func(redis.Pipeliner)) error { return nil }, "did not send the record's writes"},
 		{"the writes fail, the enqueue does not", func(ctx context.Context, writes func(redis.Pipeliner)) error {
 			_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 				p.Set(ctx, prefix+":open", "not a sorted set", 0) // the ZADD fails: WRONGTYPE
