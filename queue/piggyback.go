@@ -61,18 +61,22 @@ type rider struct {
 	boarded atomic.Bool
 }
 
-// take reports whether cmd is the enqueue the writes wait for, and marks
-// them sent: asynq runs its script again (EVAL after EVALSHA's NOSCRIPT),
-// and that one carries nothing.
-func (r *rider) take(cmd redis.Cmder) bool {
+// isScript reports whether cmd runs a Lua script with at least one key:
+// the only commands a rider may board.
+func isScript(cmd redis.Cmder) bool {
 	args := cmd.Args()
 	if len(args) < 4 {
 		return false
 	}
-	if name, _ := args[0].(string); name != "evalsha" && name != "eval" {
-		return false
-	}
-	if key, _ := args[3].(string); key != r.taskKey {
+	name, _ := args[0].(string)
+	return name == "evalsha" || name == "eval"
+}
+
+// take reports whether cmd (a script, see isScript) is the enqueue the
+// writes wait for, and marks them sent: asynq runs its script again (EVAL
+// after EVALSHA's NOSCRIPT), and that one carries nothing.
+func (r *rider) take(cmd redis.Cmder) bool {
+	if key, _ := cmd.Args()[3].(string); key != r.taskKey {
 		return false
 	}
 	return r.boarded.CompareAndSwap(false, true)
@@ -92,6 +96,9 @@ func (piggyback) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proce
 
 func (h piggyback) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !isScript(cmd) { // checked first: every command passes here
+			return next(ctx, cmd)
+		}
 		ride, ok := ctx.Value(riderKey{}).(*rider)
 		if !ok || !ride.take(cmd) {
 			return next(ctx, cmd)

@@ -12,14 +12,20 @@ func TestRiderTakesOnlyItsTasksEnqueueOnce(t *testing.T) {
 	ctx := context.Background()
 	key := "asynq:{q}:t:run:7:0"
 	r := &rider{taskKey: key}
-	for _, cmd := range []redis.Cmder{
-		redis.NewCmd(ctx, "sadd", "asynq:queues", "q"),
-		redis.NewCmd(ctx, "evalsha", "sha", 2, "asynq:{q}:t:run:8:0", "asynq:{q}:pending"),
-		redis.NewCmd(ctx, "hset", key, "state", "pending"),
-		redis.NewCmd(ctx, "evalsha", "sha"),
+	for _, tt := range []struct {
+		cmd    redis.Cmder
+		script bool
+	}{
+		{redis.NewCmd(ctx, "sadd", "asynq:queues", "q"), false},
+		{redis.NewCmd(ctx, "hset", key, "state", "pending", "msg", "m"), false},
+		{redis.NewCmd(ctx, "evalsha", "sha", 0), false},
+		{redis.NewCmd(ctx, "evalsha", "sha", 2, "asynq:{q}:t:run:8:0", "asynq:{q}:pending"), true},
 	} {
-		if r.take(cmd) {
-			t.Errorf("took %v", cmd.Args())
+		if got := isScript(tt.cmd); got != tt.script {
+			t.Errorf("isScript(%v) = %v, want %v", tt.cmd.Args(), got, tt.script)
+		}
+		if tt.script && r.take(tt.cmd) {
+			t.Errorf("took %v", tt.cmd.Args())
 		}
 	}
 	if r.sent() {
