@@ -13,9 +13,9 @@ import (
 // writes (store commands: a new request's record) done first. On a single
 // Redis (a *redis.Client, Sentinel included) they ride in the same round
 // trip as asynq's enqueue: Redis runs a pipeline's commands in order, so
-// the task is queued after the writes are applied. Otherwise (Cluster, Ring: a pipeline there is split
-// by node, without order) the writes go first, in a round trip of their
-// own.
+// the task is queued after the writes are applied. Otherwise (Cluster,
+// Ring: a pipeline there is split by node, without order) the writes go
+// first, in a round trip of their own.
 //
 // The caller reads the outcome of its writes from the commands it queued;
 // when EnqueueRunAfter returns an error, they may or may not have run.

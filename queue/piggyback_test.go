@@ -53,6 +53,9 @@ func enqueueAfter(t *testing.T, c *queue.Client, rdb redis.UniversalClient, rt *
 	if err != nil {
 		t.Fatalf("EnqueueRunAfter: %v", err)
 	}
+	if existed == nil {
+		t.Fatal("EnqueueRunAfter returned without sending the writes")
+	}
 	return rt.n.Load() - before, existed
 }
 
@@ -153,4 +156,28 @@ func TestEnqueueRunAfterWritesFirstOnAShardedClient(t *testing.T) {
 		t.Errorf("%d round trips, want 2 (the writes, then the enqueue)", trips)
 	}
 	assertQueued(t, ring, prefix, "run:9:0")
+}
+
+// When the hook does not board asynq's enqueue (a newer asynq), the writes
+// still happen, right after the task: a round trip more, nothing lost.
+func TestEnqueueRunAfterWritesAfterAnEnqueueItDidNotRecognise(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := testutil.Redis(t)
+	c := queue.UnhookedClient(rdb.(*redis.Client), prefix)
+	rt := &roundTrips{}
+	rdb.(*redis.Client).AddHook(rt)
+	if err := c.EnqueueRun(context.Background(), 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	trips, existed := enqueueAfter(t, c, rdb, rt, prefix, 10)
+	if n, err := existed.Int64(); err != nil || n != 1 {
+		t.Errorf("the task existed: %d, %v; want 1 (the writes follow it)", n, err)
+	}
+	if trips != 2 {
+		t.Errorf("%d round trips, want 2 (the enqueue, then the writes)", trips)
+	}
+	if n, _ := rdb.Get(context.Background(), prefix+":counter").Int64(); n != 1 {
+		t.Errorf("the writes ran %d times, want once", n)
+	}
+	assertQueued(t, rdb, prefix, "run:10:0")
 }
