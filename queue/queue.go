@@ -167,6 +167,7 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, h Handlers) (*asynq.
 		LogLevel: asynq.WarnLevel,
 	})
 	mux := asynq.NewServeMux()
+	mux.Use(newWarm(warmIdle).handler)
 	run := func(ctx context.Context, t *asynq.Task) error {
 		p, err := decode(t)
 		if err != nil {
