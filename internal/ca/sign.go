@@ -21,37 +21,43 @@ import (
 // faults), and crypto/ecdsa is the same code that would check it. Any
 // other signer keeps the check.
 //
-// x509.CreateCertificate still builds the TBSCertificate, so the
-// certificate is byte for byte what it would have made: the signer it is
-// given captures the TBSCertificate and the signer options at the point
-// of signing and stops it there; the real key signs exactly those bytes
-// with exactly those options, and the outer signatureAlgorithm is copied
-// from the TBSCertificate's own.
+// The certificate is byte for byte what x509.CreateCertificate would have
+// made. A leaf of the built-in CA's usual shape has its TBSCertificate
+// built by leafTBS, held to x509's bytes by tests. Anything else is built
+// by x509.CreateCertificate itself: the signer it is given captures the
+// TBSCertificate and the signer options at the point of signing and stops
+// it there; the real key signs exactly those bytes with exactly those
+// options, and the outer signatureAlgorithm is copied from the
+// TBSCertificate's own.
 func createCertificate(rand io.Reader, tmpl, parent *x509.Certificate, pub any, signer crypto.Signer) ([]byte, error) {
 	switch signer.(type) {
 	case *ecdsa.PrivateKey, *rsa.PrivateKey:
 	default:
 		return x509.CreateCertificate(rand, tmpl, parent, pub, signer)
 	}
-	c := &tbsCapture{signer: signer}
-	if _, err := x509.CreateCertificate(rand, tmpl, parent, pub, c); !errors.Is(err, errCaptured) {
-		if err == nil {
-			err = errors.New("x509.CreateCertificate did not hand over the TBSCertificate")
+	tbs, alg, opts, built := leafTBS(tmpl, parent, pub, signer)
+	if !built {
+		c := &tbsCapture{signer: signer}
+		if _, err := x509.CreateCertificate(rand, tmpl, parent, pub, c); !errors.Is(err, errCaptured) {
+			if err == nil {
+				err = errors.New("x509.CreateCertificate did not hand over the TBSCertificate")
+			}
+			return nil, err
 		}
-		return nil, err
+		var err error
+		if alg, err = tbsSignatureAlgorithm(c.tbs); err != nil {
+			return nil, err
+		}
+		tbs, opts = c.tbs, c.opts
 	}
-	alg, err := tbsSignatureAlgorithm(c.tbs)
-	if err != nil {
-		return nil, err
-	}
-	sig, err := crypto.SignMessage(signer, rand, c.tbs, c.opts)
+	sig, err := crypto.SignMessage(signer, rand, tbs, opts)
 	if err != nil {
 		return nil, err
 	}
 	// Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue BIT STRING }
 	var b cryptobyte.Builder
 	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		b.AddBytes(c.tbs)
+		b.AddBytes(tbs)
 		b.AddBytes(alg)
 		b.AddASN1BitString(sig)
 	})
