@@ -34,7 +34,8 @@ type Request struct {
 	ID int64 `json:"ID"`
 	// version is the record's compare-and-set version.
 	version int64
-	// cert is the issued certificate's JSON, as Get found it.
+	// cert is the issued certificate's JSON, as Get found it. Read only:
+	// it may share the memory of the string Redis answered (bytesOf).
 	cert []byte
 	// loaded is the disposition as read (or created): Save derives the
 	// open and pending indexes' changes from it.

@@ -227,11 +227,11 @@ func decodeRequest(id int64, vals []any) (*Request, error) {
 		return nil, nil
 	}
 	r := &Request{}
-	if err := unmarshal([]byte(d), r); err != nil {
+	if err := unmarshal(bytesOf(d), r); err != nil {
 		return nil, fmt.Errorf("decode request %d: %w", id, err)
 	}
 	r.version, _ = strconv.ParseInt(v, 10, 64)
-	r.cert, r.loaded = []byte(str(2)), r.Disposition
+	r.cert, r.loaded = bytesOf(str(2)), r.Disposition // read only by decodeCertificate
 	if c := str(3); c != "" {
 		r.CSR = []byte(c)
 	}
