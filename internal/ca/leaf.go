@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/asn1"
+	"math/bits"
 	"time"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -246,14 +247,14 @@ func addLeafExtensions(b *cryptobyte.Builder, t *x509.Certificate, aki []byte) {
 		addExtension(b, oidKeyUsage, true, func(b *cryptobyte.Builder) {
 			// A BIT STRING of the bits set, bit 0 first, without
 			// trailing zero bits.
-			bits := []byte{reverseBits(byte(t.KeyUsage)), reverseBits(byte(t.KeyUsage >> 8))}
-			if bits[1] == 0 {
-				bits = bits[:1]
+			// The last byte is never zero: KeyUsage is not.
+			ku := []byte{bits.Reverse8(byte(t.KeyUsage)), bits.Reverse8(byte(t.KeyUsage >> 8))}
+			if ku[1] == 0 {
+				ku = ku[:1]
 			}
-			unused := trailingZeros(bits[len(bits)-1])
 			b.AddASN1(casn1.BIT_STRING, func(b *cryptobyte.Builder) {
-				b.AddUint8(unused)
-				b.AddBytes(bits)
+				b.AddUint8(uint8(bits.TrailingZeros8(ku[len(ku)-1])))
+				b.AddBytes(ku)
 			})
 		})
 	}
@@ -327,22 +328,4 @@ func addExtension(b *cryptobyte.Builder, id asn1.ObjectIdentifier, critical bool
 		}
 		b.AddASN1(casn1.OCTET_STRING, value)
 	})
-}
-
-func reverseBits(in byte) byte {
-	var out byte
-	for i := 0; i < 8; i++ {
-		out = out<<1 | in&1
-		in >>= 1
-	}
-	return out
-}
-
-func trailingZeros(b byte) uint8 {
-	var n uint8
-	for b != 0 && b&1 == 0 {
-		b >>= 1
-		n++
-	}
-	return n
 }
