@@ -8,7 +8,6 @@ package bench
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -152,9 +151,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	cpuBefore, rtBefore := processCPU(), roundTrips.n.Load()
-	lat, elapsed, errs := enroll(ctx, target, token, csrs, o.Concurrency, o.Rate, progress)
+	lat, elapsed, errs, err := enroll(ctx, target, token, csrs, o.Concurrency, o.Rate, progress)
 	if o.CPUProfile != nil {
 		pprof.StopCPUProfile()
+	}
+	if err != nil {
+		return nil, err
 	}
 	res.CPUusPerEnrollment = float64((processCPU() - cpuBefore).Microseconds()) / float64(o.Requests)
 	if o.Target == "" {
@@ -298,8 +300,20 @@ func makeCSRs(n int, keyType string) ([][]byte, error) {
 
 // enroll submits every CSR synchronously (the API answers once the
 // workflow settled), so each latency is submit-to-issued.
-func enroll(ctx context.Context, target, token string, csrs [][]byte, concurrency int, rate float64, progress io.Writer) ([]time.Duration, time.Duration, int) {
-	client := &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: concurrency, MaxConnsPerHost: concurrency}}
+func enroll(ctx context.Context, target, token string, csrs [][]byte, concurrency int, rate float64, progress io.Writer) ([]time.Duration, time.Duration, int, error) {
+	headers := http.Header{
+		"Authorization": {"Bearer " + token}, "Content-Type": {"application/json"}, "X-Certificateformat": {"DER"},
+	}
+	clients := make([]*loadClient, concurrency)
+	for i := range clients {
+		c, err := newLoadClient(target, headers)
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		defer c.Close()
+		clients[i] = c
+	}
+	template, _ := json.Marshal(config.DefaultTemplate)
 	lat := make([]time.Duration, len(csrs))
 	var next, done, failed atomic.Int64
 	var firstErr atomic.Value
@@ -318,10 +332,11 @@ func enroll(ctx context.Context, target, token string, csrs [][]byte, concurrenc
 		}
 	}()
 	var wg sync.WaitGroup
-	for c := 0; c < concurrency; c++ {
+	for _, client := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var body []byte
 			for {
 				i := next.Add(1) - 1
 				if i >= int64(len(csrs)) || ctx.Err() != nil {
@@ -332,7 +347,8 @@ func enroll(ctx context.Context, target, token string, csrs [][]byte, concurrenc
 					time.Sleep(time.Until(due))
 				}
 				t0 := time.Now()
-				if err := submit(ctx, client, target, token, csrs[i]); err != nil {
+				body = enrollmentBody(body[:0], csrs[i], template, t0)
+				if err := submit(ctx, client, body); err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err)
 					continue
@@ -355,34 +371,35 @@ func enroll(ctx context.Context, target, token string, csrs [][]byte, concurrenc
 			ok = append(ok, l)
 		}
 	}
-	return ok, elapsed, int(failed.Load())
+	return ok, elapsed, int(failed.Load()), nil
 }
 
-func submit(ctx context.Context, client *http.Client, target, token string, csr []byte) error {
-	body, _ := json.Marshal(map[string]any{
-		"CSR": base64.StdEncoding.EncodeToString(csr), "Template": config.DefaultTemplate,
-		"Timestamp": time.Now().UTC().Format(time.RFC3339),
-	})
-	req, err := http.NewRequestWithContext(ctx, "POST", target+"/Enrollment/CSR", bytes.NewReader(body))
+// enrollmentBody appends POST /Enrollment/CSR's JSON body for csr (DER)
+// to b: {"CSR": base64, "Template": template (JSON), "Timestamp": now}.
+func enrollmentBody(b, csr, template []byte, now time.Time) []byte {
+	b = append(b, `{"CSR":"`...)
+	b = base64.StdEncoding.AppendEncode(b, csr)
+	b = append(b, `","Template":`...)
+	b = append(b, template...)
+	b = append(b, `,"Timestamp":"`...)
+	b = now.UTC().AppendFormat(b, time.RFC3339)
+	return append(b, `"}`...)
+}
+
+// submit posts one enrollment and checks that it came back issued.
+func submit(ctx context.Context, client *loadClient, body []byte) error {
+	status, data, err := client.post(ctx, "/Enrollment/CSR", body)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("x-certificateformat", "DER")
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
 	var answer struct {
 		CertificateInformation struct{ RequestDisposition string }
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil {
-		return fmt.Errorf("answer %d: %w", resp.StatusCode, err)
+	if err := json.Unmarshal(data, &answer); err != nil {
+		return fmt.Errorf("answer %d: %w", status, err)
 	}
-	if d := answer.CertificateInformation.RequestDisposition; resp.StatusCode != 200 || d != "ISSUED" {
-		return fmt.Errorf("answer %d %s", resp.StatusCode, d)
+	if d := answer.CertificateInformation.RequestDisposition; status != 200 || d != "ISSUED" {
+		return fmt.Errorf("answer %d %s", status, d)
 	}
 	return nil
 }

@@ -1,0 +1,43 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"testing"
+
+	"github.com/certflow/certflow/internal/testutil"
+)
+
+// TestRunMeasuresRealEnrollments runs the whole bench (its own certflow,
+// the real test Redis) on a few requests: every enrollment must come back
+// ISSUED, and every figure the issue asks for must be there and plausible.
+func TestRunMeasuresRealEnrollments(t *testing.T) {
+	var progress bytes.Buffer
+	res, err := Run(context.Background(), Options{
+		Requests: 60, Concurrency: 4, WorkerConcurrency: 4, RedisURL: testutil.RedisURL(),
+		Definitions: testutil.DefinitionsDir(), Progress: &progress,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors != 0 {
+		t.Fatalf("%d enrollments failed: %s", res.Errors, progress.String())
+	}
+	if res.EnrollmentsPerS <= 0 || res.AsynqNoopPerS <= 0 || res.Ratio != res.EnrollmentsPerS/res.AsynqNoopPerS {
+		t.Errorf("rates: %v enrollments/s, %v no-ops/s, ratio %v", res.EnrollmentsPerS, res.AsynqNoopPerS, res.Ratio)
+	}
+	if res.P50ms <= 0 || res.P99ms < res.P50ms {
+		t.Errorf("latencies: p50 %v ms, p99 %v ms", res.P50ms, res.P99ms)
+	}
+	// An enrollment is a handful of round trips and a few dozen commands;
+	// zero would mean the counters missed them.
+	if res.RedisCmdsPerEnrollment < 10 || res.RedisCmdsPerEnrollment > 40 {
+		t.Errorf("%v Redis commands per enrollment, want 10–40", res.RedisCmdsPerEnrollment)
+	}
+	if res.RoundTripsPerEnrollment < 3 || res.RoundTripsPerEnrollment > 10 || res.RoundTripsPerNoop < 2 {
+		t.Errorf("round trips: %v per enrollment, %v per no-op", res.RoundTripsPerEnrollment, res.RoundTripsPerNoop)
+	}
+	if res.CPUusPerEnrollment <= 0 || res.RSSMB <= 0 || res.RedisBytesPerRequest <= 0 {
+		t.Errorf("CPU %v µs, RSS %v MB, Redis %v B per request", res.CPUusPerEnrollment, res.RSSMB, res.RedisBytesPerRequest)
+	}
+}
