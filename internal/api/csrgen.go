@@ -315,7 +315,7 @@ func (s *Server) handleListPendingCSRs(w http.ResponseWriter, r *http.Request) {
 
 // csrSubject returns the raw subject of a stored CSR.
 func csrSubject(der []byte) []byte {
-	c, err := x509.ParseCertificateRequest(der)
+	c, err := pki.ParseCSR(der)
 	if err != nil {
 		return nil
 	}

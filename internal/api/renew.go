@@ -286,7 +286,7 @@ func renewalCSR(leaf *x509.Certificate, key crypto.Signer) ([]byte, *x509.Certif
 	if err != nil {
 		return nil, nil, err
 	}
-	csr, err := x509.ParseCertificateRequest(der)
+	csr, err := pki.ParseCSR(der)
 	return der, csr, err
 }
 

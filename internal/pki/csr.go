@@ -57,7 +57,7 @@ func DecodeCSR(s string) ([]byte, *x509.CertificateRequest, error) {
 			return nil, nil, fmt.Errorf("%w: neither PEM nor base64 DER", ErrCSR)
 		}
 	}
-	csr, err := x509.ParseCertificateRequest(der)
+	csr, err := ParseCSR(der)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrCSR, err)
 	}

@@ -197,7 +197,7 @@ func (w *Worker) input(ctx context.Context, r *store.Request) (*workflow.Input, 
 	if r.CSR == nil && r.Trigger == workflow.TriggerRevocation {
 		return w.revocationInput(ctx, r)
 	}
-	csr, err := x509.ParseCertificateRequest(r.CSR)
+	csr, err := pki.ParseCSR(r.CSR)
 	if err != nil {
 		return nil, fmt.Errorf("stored CSR does not parse: %w", err)
 	}
