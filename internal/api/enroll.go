@@ -596,6 +596,9 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, e *enrollment) (
 		if !async && wait > 0 {
 			// Listen before the request can settle: the announcement
 			// then answers without polling the store.
+			if waiter != nil {
+				waiter.Close() // an id withdrawn for another
+			}
 			waiter = s.waiters.Register(id)
 		}
 	})
@@ -632,64 +635,95 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, e *enrollment) (
 // submit stores and enqueues a new request (or returns the one an
 // Idempotency-Key already names, with existing set). A request whose
 // enqueue fails is deleted: a rejected submit leaves nothing behind.
-// allocated is called with the new request's id before it is enqueued.
+// allocated is called with the new request's id before it is enqueued
+// (again, with another id, if the first was withdrawn).
+//
+// A CSR whose key certflow generated (a pending CSR) is found by the
+// create itself (store.ErrGeneratedKey): only then is the pending CSR read
+// and its key married to the request, under a new id.
 func (s *Server) submit(ctx context.Context, e *enrollment, allocated func(id int64)) (req *store.Request, existing bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.API.RedisTimeout)
 	defer cancel()
-	req = &e.req
-	id, pending, err := s.store.NewIDFor(ctx, e.keyID)
+	req, existing, err = s.create(ctx, e, e.keyID, allocated)
+	if !errors.Is(err, store.ErrGeneratedKey) {
+		return req, existing, err
+	}
+	pending, err := s.store.PendingCSRByKey(ctx, e.keyID)
+	if errors.Is(err, store.ErrNotFound) {
+		// Enrolled or deleted since: an ordinary CSR now.
+		return s.create(ctx, e, "", allocated)
+	}
 	if err != nil {
 		return nil, false, err
 	}
-	if pending != nil {
-		if err := s.marryGeneratedKey(e, pending); err != nil {
-			return nil, false, err
-		}
-		if err := s.claimGeneratedKey(ctx, e); err != nil {
-			return nil, false, err
-		}
-		if e.pending != nil {
-			defer func() {
-				if err != nil || existing {
-					// Not accepted: the generated CSR stays pending, free
-					// for the next enrollment.
-					s.store.ReleasePendingCSR(context.WithoutCancel(ctx), e.pending)
-				}
-			}()
-		}
-	}
-	req.ID, req.Instance.ID = id, s.store.InstanceID(id)
-	allocated(id)
-	if e.privateKey != nil {
-		req.PrivateKey = s.kek.Seal(e.privateKey, pki.RequestKeyAAD(id))
-	}
-	if e.pfxPassword != "" {
-		req.PFXPassword = s.kek.Seal([]byte(e.pfxPassword), pki.PFXPasswordAAD(id))
-	}
-	prevID, existing, err := s.store.CreateQueued(ctx, req, s.cfg.API.IdempotencyTTL, s.firstRun(req))
-	if err != nil {
+	if err := s.marryGeneratedKey(e, pending); err != nil {
 		return nil, false, err
 	}
-	if existing {
-		prev, err := s.firstRequest(ctx, prevID)
-		if err != nil {
-			return nil, false, err
-		}
-		if !sameSubmit(prev, req) {
-			return nil, false, newError(http.StatusConflict, CodeConflict, "Idempotency-Key header: already used for a different request (%d)", prevID)
-		}
-		return prev, true, nil
+	if err := s.claimGeneratedKey(ctx, e); err != nil {
+		return nil, false, err
 	}
-	s.log.Info("request accepted", "request", id, "instance", req.Instance.ID, "requester", req.Requester.Name, "template", req.Input.Template)
 	if e.pending != nil {
+		defer func() {
+			if err != nil || existing {
+				// Not accepted: the generated CSR stays pending, free
+				// for the next enrollment.
+				s.store.ReleasePendingCSR(context.WithoutCancel(ctx), e.pending)
+			}
+		}()
+	}
+	req, existing, err = s.create(ctx, e, "", allocated)
+	if err == nil && !existing && e.pending != nil {
 		// The key now lives on the request; the pending CSR goes. Should
 		// that fail, the CSR stays listed, and enrolling it again with
 		// forceEnroll would marry the same key to a second request.
 		if err := s.store.DeletePendingCSR(ctx, e.pending); err != nil {
-			s.log.Warn("enrolled a generated CSR but could not delete it from the pending CSRs", "request", id, "csr", e.pending.ID, "err", err)
+			s.log.Warn("enrolled a generated CSR but could not delete it from the pending CSRs", "request", req.ID, "csr", e.pending.ID, "err", err)
 		}
 	}
-	return req, false, nil
+	return req, existing, err
+}
+
+// create gives e's request an id and stores and enqueues it
+// (store.CreateQueued, unless its CSR's key is unlessKey's generated one).
+// An id Redis forgot it gave (store.ErrIDTaken) is replaced.
+func (s *Server) create(ctx context.Context, e *enrollment, unlessKey string, allocated func(id int64)) (req *store.Request, existing bool, err error) {
+	req = &e.req
+	for attempt := 0; ; attempt++ {
+		id, err := s.store.NewID(ctx)
+		if err != nil {
+			return nil, false, err
+		}
+		req.ID, req.Instance.ID = id, s.store.InstanceID(id)
+		allocated(id)
+		req.PrivateKey, req.PFXPassword = nil, nil
+		if e.privateKey != nil {
+			req.PrivateKey = s.kek.Seal(e.privateKey, pki.RequestKeyAAD(id))
+		}
+		if e.pfxPassword != "" {
+			req.PFXPassword = s.kek.Seal([]byte(e.pfxPassword), pki.PFXPasswordAAD(id))
+		}
+		var prevID int64
+		prevID, existing, err = s.store.CreateQueued(ctx, req, s.cfg.API.IdempotencyTTL, s.firstRun(req), unlessKey)
+		if errors.Is(err, store.ErrIDTaken) && attempt < 3 {
+			s.log.Warn("request id already taken (Redis lost its id counter?); taking another", "request", id)
+			continue
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		if existing {
+			prev, err := s.firstRequest(ctx, prevID)
+			if err != nil {
+				return nil, false, err
+			}
+			if !sameSubmit(prev, req) {
+				return nil, false, newError(http.StatusConflict, CodeConflict, "Idempotency-Key header: already used for a different request (%d)", prevID)
+			}
+			return prev, true, nil
+		}
+		s.log.Info("request accepted", "request", id, "instance", req.Instance.ID, "requester", req.Requester.Name, "template", req.Input.Template)
+		return req, false, nil
+	}
 }
 
 // firstRun enqueues req's first run, its record riding with the task

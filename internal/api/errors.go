@@ -62,7 +62,7 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	case errors.As(err, &ae):
 	case errors.As(err, &mbe):
 		ae = newError(http.StatusRequestEntityTooLarge, CodeTooLarge, "request body: larger than the %d-byte limit", mbe.Limit)
-	case store.Unavailable(err):
+	case store.Unavailable(err), errors.Is(err, store.ErrIDTaken): // the latter: Redis lost data; a retry gets a fresh id
 		log.Error("store unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
 		ae = newError(http.StatusServiceUnavailable, CodeUnavailable, "the certificate store is unavailable; retry later")
 		w.Header().Set("Retry-After", "5")

@@ -827,10 +827,9 @@ func TestARevocationCallCutShortByRedisAnswersWhatItAccepted(t *testing.T) {
 	})
 	first, _ := issueAs(t, cf, alice, "cut1.example.com", nil)
 	second, _ := issueAs(t, cf, alice, "cut2.example.com", nil)
-	// The revocation requests get the next two ids; Redis hangs at the
-	// second one's write.
-	seq, _ := cf.Redis.Get(t.Context(), cf.Prefix+":seq:request").Int64()
-	proxy.FreezeAt("HSET", fmt.Sprintf("%s:request:{%d}", cf.Prefix, seq+2))
+	// The revocation requests get the next two ids (certificate ids are
+	// their requests'); Redis hangs at the second one's write.
+	proxy.FreezeAt("EVAL", fmt.Sprintf("%s:request:{%d}", cf.Prefix, second+2))
 	// The worker waits until Redis answers again: a run of the first
 	// revocation started just before the freeze would lose its writes to
 	// it and wait out asynq's lease (30 s and more) before running again.

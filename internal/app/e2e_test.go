@@ -614,7 +614,7 @@ func TestASubmitAnswers503Within5sWhenRedisHangsMidSubmit(t *testing.T) {
 		t.Fatalf("before the hang: %d %s", r.Status, r.Body)
 	}
 	for _, at := range []struct{ what, command, key string }{
-		{"the request's write", "HSET", cf.Prefix + ":request:{"},
+		{"the request's write", "EVAL", cf.Prefix + ":request:{"},
 		{"the task's enqueue", "EVALSHA", "asynq:{" + cf.Prefix + "}:t:run:"},
 	} {
 		proxy.FreezeAt(at.command, at.key)

@@ -268,6 +268,10 @@ func TestCSRGenerationAndForceEnroll(t *testing.T) {
 	// Someone else, even with forceEnroll: refused.
 	r = cf.Do(t, "POST", "/Enrollment/CSR?forceEnroll=true", body, "x-certificateformat", "PEM", "Authorization", carolBasic)
 	assertError(t, r, 403, api.CodeForbidden, "CSR")
+	// Each refusal withdrew the id its submit had queued a run for (the
+	// generated key is found by the create itself); the worker drops
+	// those runs and their ids' markers.
+	waitForWithdrawnRuns(t, cf)
 	assertNothingStored(t, cf)
 	if _, err := cf.App.Store.PendingCSR(t.Context(), gen.Id); err != nil {
 		t.Fatalf("a refused enrollment removed the pending CSR: %v", err)
@@ -799,7 +803,7 @@ func TestConcurrentForceEnrollsMarryTheKeyOnce(t *testing.T) {
 	}
 	wg.Wait()
 	withKey := 0
-	for id := int64(1); id <= n; id++ {
+	for id := int64(1); id <= 3*n; id++ { // withdrawn ids leave gaps
 		if r, err := cf.App.Store.Get(t.Context(), id); err == nil && len(r.PrivateKey) > 0 {
 			withKey++
 		}
@@ -870,5 +874,29 @@ func TestPendingCSRsPerRequesterAreBounded(t *testing.T) {
 	}
 	if r, _ := generateCSR(t, cf, body, alice...); r.Status != http.StatusOK {
 		t.Fatalf("after a half-done delete: %d %s", r.Status, r.Body)
+	}
+}
+
+// waitForWithdrawnRuns waits (up to 10 s) until no request id is left
+// withdrawn: the worker has dropped the runs their submits had queued.
+func waitForWithdrawnRuns(t *testing.T, cf *testutil.Certflow) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		withdrawn := 0
+		for _, k := range testutil.Keys(t, cf.Redis, cf.Prefix) {
+			if v, _ := cf.Redis.HGet(t.Context(), k, "v").Result(); strings.Contains(k, ":request:{") && v == "0" {
+				withdrawn++
+			}
+		}
+		if withdrawn == 0 {
+			if strings.Contains(cf.Logs.String(), "does not exist") {
+				t.Error("a withdrawn id's run was dropped as a missing request (a warning), not as withdrawn")
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d withdrawn request ids still marked after 10 s: their runs were not dropped", withdrawn)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -192,30 +192,6 @@ func (s *Store) PendingCSRByKey(ctx context.Context, keyID string) (*PendingCSR,
 	return s.pendingCSRIndexed(ctx, keyID, s.rdb.Get(ctx, s.keys.csrByKey(keyID)))
 }
 
-// NewIDFor allocates a request id (as NewID) and, in the same round trip,
-// looks up the pending CSR certflow generated for the public key keyID
-// names (nil when there is none; keyID "" looks nothing up): the look-up
-// forceEnroll needs costs an ordinary enrollment no round trip of its own.
-func (s *Store) NewIDFor(ctx context.Context, keyID string) (int64, *PendingCSR, error) {
-	if keyID == "" {
-		id, err := s.NewID(ctx)
-		return id, nil, err
-	}
-	pipe := s.rdb.Pipeline()
-	incr := pipe.Incr(ctx, s.keys.requestSeq())
-	byKey := pipe.Get(ctx, s.keys.csrByKey(keyID))
-	pipe.Exec(ctx) // each command's own error is read below
-	id, err := incr.Result()
-	if err != nil {
-		return 0, nil, fmt.Errorf("allocate request id: %w", err)
-	}
-	p, err := s.pendingCSRIndexed(ctx, keyID, byKey)
-	if errors.Is(err, ErrNotFound) {
-		return id, nil, nil
-	}
-	return id, p, err
-}
-
 // pendingCSRIndexed loads the pending CSR a csrByKey look-up found.
 func (s *Store) pendingCSRIndexed(ctx context.Context, keyID string, byKey *redis.StringCmd) (*PendingCSR, error) {
 	id, err := byKey.Int64()

@@ -95,18 +95,6 @@ func TestPendingCSRLifecycle(t *testing.T) {
 	if _, err := s.PendingCSRByKey(ctx, "nokey"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("an unknown key: %v", err)
 	}
-	// The submit's look-up rides on its id allocation.
-	id1, p, err := s.NewIDFor(ctx, "keyc")
-	if err != nil || p == nil || p.ID != ps[2].ID || id1 <= 0 {
-		t.Fatalf("NewIDFor(keyc) = %d, %+v, %v; want an id and pending CSR %d", id1, p, err, ps[2].ID)
-	}
-	id2, p, err := s.NewIDFor(ctx, "nokey")
-	if err != nil || p != nil || id2 != id1+1 {
-		t.Fatalf("NewIDFor(nokey) = %d, %+v, %v; want id %d and no CSR", id2, p, err, id1+1)
-	}
-	if id3, p, err := s.NewIDFor(ctx, ""); err != nil || p != nil || id3 != id2+1 {
-		t.Fatalf(`NewIDFor("") = %d, %+v, %v; want id %d`, id3, p, err, id2+1)
-	}
 	if ids, err := s.PendingCSRIDs(ctx, ps[0].ID, 10); err != nil || len(ids) != 2 || ids[0] != ps[1].ID {
 		t.Fatalf("ids after the first: %v, %v", ids, err)
 	}

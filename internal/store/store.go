@@ -33,6 +33,18 @@ var (
 	// inventory's index entries could not be written; the request's next
 	// run writes them (Store.IndexStored). It wraps workflow.ErrSaved.
 	ErrUnindexed = fmt.Errorf("certificate not indexed (%w)", workflow.ErrSaved)
+	// ErrGeneratedKey: CreateQueued was asked to create a request unless
+	// its CSR's key is one certflow generated (a pending CSR's), and it
+	// is; nothing was created (see CreateQueued).
+	ErrGeneratedKey = errors.New("the CSR's key is one certflow generated")
+	// ErrIDTaken: the id NewID gave is already a request's (Redis lost
+	// its id counter while this process held a block of ids): nothing was
+	// written; ask NewID for another.
+	ErrIDTaken = errors.New("request id already taken")
+	// ErrWithdrawn is what reading a request id whose creation was
+	// withdrawn (ErrGeneratedKey) gives, while its marker lasts: its
+	// first run's task was queued, and finds nothing to run.
+	ErrWithdrawn = fmt.Errorf("%w (withdrawn before its first run)", ErrNotFound)
 )
 
 // Store is certflow's Redis persistence.
@@ -45,14 +57,33 @@ type Store struct {
 	ProgressEvery time.Duration
 	// forget batches settled ids' removal from the open set.
 	forget forgetQueue
+	// ordered: rdb is one Redis (a *redis.Client, Sentinel included),
+	// where a script may span keys of different slots and a pipeline's
+	// commands run in order. Only there do ids come in blocks and does
+	// creating a request check its id and CSR key in the same script.
+	ordered bool
+	ids     idBlock
 }
+
+// idBlock is the rest of a block of request ids this process reserved.
+type idBlock struct {
+	mu         sync.Mutex
+	next, last int64 // next > last: none left
+}
+
+// requestIDBlock is how many request ids NewID reserves at a time. A
+// process that stops leaves the rest of its block unused: request ids
+// have gaps, and ids from different processes interleave out of time
+// order (they were never in order across concurrent submits anyway).
+const requestIDBlock = 32
 
 // DefaultProgressEvery is Store.ProgressEvery's default.
 const DefaultProgressEvery = time.Minute
 
 // New returns a store whose keys start with prefix.
 func New(rdb redis.UniversalClient, prefix string) *Store {
-	return &Store{rdb: rdb, keys: keys{prefix: prefix}, ProgressEvery: DefaultProgressEvery}
+	_, ordered := rdb.(*redis.Client)
+	return &Store{rdb: rdb, keys: keys{prefix: prefix}, ProgressEvery: DefaultProgressEvery, ordered: ordered}
 }
 
 // Redis returns the client the store uses (shared with asynq).
@@ -85,13 +116,38 @@ func Unavailable(err error) bool {
 	return false
 }
 
-// NewID allocates a request id.
+// NewID allocates a request id. On one Redis (see Store.ordered) it
+// reserves requestIDBlock ids at a time and hands them out without a
+// round trip; a request created under an id Redis forgot it gave (its
+// data lost) is refused with ErrIDTaken rather than written over another.
+// Elsewhere (Cluster, Ring), each id is its own INCR.
 func (s *Store) NewID(ctx context.Context) (int64, error) {
-	id, err := s.rdb.Incr(ctx, s.keys.requestSeq()).Result()
-	if err != nil {
-		return 0, fmt.Errorf("allocate request id: %w", err)
+	if !s.ordered {
+		id, err := s.rdb.Incr(ctx, s.keys.requestSeq()).Result()
+		if err != nil {
+			return 0, fmt.Errorf("allocate request id: %w", err)
+		}
+		return id, nil
 	}
-	return id, nil
+	b := &s.ids
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.next == 0 || b.next > b.last {
+		last, err := s.rdb.IncrBy(ctx, s.keys.requestSeq(), requestIDBlock).Result()
+		if err != nil {
+			return 0, fmt.Errorf("allocate request id: %w", err)
+		}
+		b.next, b.last = last-requestIDBlock+1, last
+	}
+	b.next++
+	return b.next - 1, nil
+}
+
+// dropIDs forgets the rest of the current block of ids (one was taken).
+func (s *Store) dropIDs() {
+	s.ids.mu.Lock()
+	s.ids.next = 0
+	s.ids.mu.Unlock()
 }
 
 // Create stores r as a new request under r.ID (from NewID). With an
@@ -101,7 +157,7 @@ func (s *Store) NewID(ctx context.Context) (int64, error) {
 // tag), so the same code runs on Redis Cluster; the open set and the
 // instance index are derived and written after the record.
 func (s *Store) Create(ctx context.Context, r *Request, idemTTL time.Duration) (id int64, existing bool, err error) {
-	return s.CreateQueued(ctx, r, idemTTL, nil)
+	return s.CreateQueued(ctx, r, idemTTL, nil, "")
 }
 
 // Enqueue queues a new request's first run, with writes done before the
@@ -114,24 +170,45 @@ type Enqueue func(ctx context.Context, writes func(redis.Pipeliner)) error
 // written is removed (Delete) and the error returned: a submit refused
 // leaves nothing behind (a task queued for a record removed finds no
 // request and is dropped). A repeated idempotency key enqueues nothing.
-func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Duration, enqueue Enqueue) (id int64, existing bool, err error) {
+//
+// With unlessKey (a CSR's PublicKeyID), the request is created only if no
+// pending CSR certflow generated has that key: else ErrGeneratedKey, and
+// the caller marries the key to a request of its own (new id). On one
+// Redis the check rides in the script that writes the record, so an
+// ordinary enrollment pays no round trip for it; the task, already queued
+// then, finds the id withdrawn (ErrWithdrawn) and is dropped. Elsewhere
+// the look-up goes first.
+//
+// On one Redis the script also refuses an id that is already a request's
+// (ErrIDTaken, see NewID): nothing is written over it.
+func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Duration, enqueue Enqueue, unlessKey string) (id int64, existing bool, err error) {
 	id = r.ID
 	if id <= 0 {
 		return 0, false, errors.New("create request: no id (call NewID)")
+	}
+	if unlessKey != "" && !s.ordered {
+		n, err := s.rdb.Exists(ctx, s.keys.csrByKey(unlessKey)).Result()
+		if err != nil {
+			return 0, false, fmt.Errorf("look up pending CSR by key: %w", err)
+		}
+		if n > 0 {
+			return 0, false, ErrGeneratedKey
+		}
 	}
 	r.Input.ID, r.version, r.Progress, r.loaded = id, 1, r.Updated, r.Disposition
 	data, err := marshal(r)
 	if err != nil {
 		return 0, false, err
 	}
+	idemKey := ""
 	if r.IdempotencyKey != "" {
-		key := s.keys.idempotency(r.Requester.Name, r.IdempotencyKey)
-		claimed, err := s.rdb.SetNX(ctx, key, id, idemTTL).Result()
+		idemKey = s.keys.idempotency(r.Requester.Name, r.IdempotencyKey)
+		claimed, err := s.rdb.SetNX(ctx, idemKey, id, idemTTL).Result()
 		if err != nil {
 			return 0, false, fmt.Errorf("claim idempotency key: %w", err)
 		}
 		if !claimed {
-			prev, err := s.rdb.Get(ctx, key).Int64()
+			prev, err := s.rdb.Get(ctx, idemKey).Int64()
 			if err == nil {
 				return prev, true, nil
 			}
@@ -139,14 +216,26 @@ func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Durat
 				return 0, false, fmt.Errorf("read idempotency key: %w", err)
 			}
 			// Expired between the two calls: claim it again.
-			return s.CreateQueued(ctx, r, idemTTL, enqueue)
+			return s.CreateQueued(ctx, r, idemTTL, enqueue, unlessKey)
 		}
 	}
 	var written []redis.Cmder
+	var created *redis.Cmd
 	writes := func(p redis.Pipeliner) {
-		written = append(written,
-			p.HSet(ctx, s.keys.request(id), "v", 1, "d", data, "c", r.CSR),
-			p.ZAdd(ctx, s.keys.open(), redis.Z{Score: float64(r.Updated.UnixMilli()), Member: id}))
+		if !s.ordered {
+			written = append(written,
+				p.HSet(ctx, s.keys.request(id), "v", 1, "d", data, "c", r.CSR),
+				p.ZAdd(ctx, s.keys.open(), redis.Z{Score: float64(r.Updated.UnixMilli()), Member: id}))
+			return
+		}
+		keys := []string{s.keys.request(id), s.keys.open()}
+		if unlessKey != "" {
+			keys = append(keys, s.keys.csrByKey(unlessKey))
+		}
+		// EVAL, not EVALSHA: a NOSCRIPT here would leave the task that
+		// follows in the pipeline without its record.
+		created = createScript.Eval(ctx, p, keys, data, r.CSR, r.Updated.UnixMilli(), id, withdrawnTTL.Milliseconds())
+		written = append(written, created)
 	}
 	if enqueue == nil {
 		_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { writes(p); return nil })
@@ -160,6 +249,22 @@ func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Durat
 			}
 		}
 	}
+	if err == nil && created != nil {
+		switch res, _ := created.Int64(); res {
+		case 0:
+			err = ErrGeneratedKey
+		case -1:
+			s.dropIDs()
+			err = ErrIDTaken
+		}
+		if err != nil {
+			// Nothing of ours was written but the idempotency key.
+			if idemKey != "" {
+				s.rdb.Del(context.WithoutCancel(ctx), idemKey)
+			}
+			return 0, false, err
+		}
+	}
 	if err != nil {
 		if derr := s.Delete(context.WithoutCancel(ctx), r); derr != nil {
 			err = fmt.Errorf("%w (the record could not be removed: %v; the reconciler will run it)", err, derr)
@@ -168,6 +273,27 @@ func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Durat
 	}
 	return id, false, nil
 }
+
+// createScript writes a new request's record and open-set entry, unless
+// its id is taken (-1) or its CSR's key is a pending generated CSR's (0:
+// the hash gets only the withdrawn marker v=0, for withdrawnTTL). 1: made.
+// KEYS: the request's hash, the open set[, the CSR-key index entry];
+// ARGV: record, CSR, open-set score, id, marker TTL (ms).
+var createScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then
+	redis.call('HSET', KEYS[1], 'v', '0')
+	redis.call('PEXPIRE', KEYS[1], ARGV[5])
+	return 0
+end
+redis.call('HSET', KEYS[1], 'v', '1', 'd', ARGV[1], 'c', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+return 1
+`)
+
+// withdrawnTTL is how long a withdrawn id's marker stays: long enough for
+// a backlog to reach its task, which then drops it quietly.
+const withdrawnTTL = time.Hour
 
 // deleteTimeout bounds Delete: it runs after the submit's own deadline
 // was spent on the failure it cleans up after, and the refusal must not
@@ -223,6 +349,9 @@ func decodeRequest(id int64, vals []any) (*Request, error) {
 		return v
 	}
 	v, d := str(0), str(1)
+	if v == "0" && d == "" {
+		return nil, fmt.Errorf("request %d: %w", id, ErrWithdrawn)
+	}
 	if v == "" || d == "" {
 		return nil, nil
 	}
@@ -806,6 +935,15 @@ func (s *Store) GetForRun(ctx context.Context, id int64) (*Request, *IssueClaim,
 	pipe.Exec(ctx) // each command's own error is read below
 	r, err := loaded(id, get)
 	switch locked, lockErr := lock.Result(); {
+	case errors.Is(err, ErrWithdrawn):
+		// This is the withdrawn id's one task: nobody will run it, so
+		// its marker and the lock just taken go now.
+		bg := context.WithoutCancel(ctx)
+		if lockErr == nil && locked {
+			claim.Release(bg)
+		}
+		s.rdb.Del(bg, s.keys.request(id))
+		claim = nil
 	case lockErr != nil || !locked:
 		claim = nil
 	case err != nil && !errors.Is(err, ErrNotFound):

@@ -853,14 +853,14 @@ func TestCreateQueuedLeavesNothingBehindWhenItFails(t *testing.T) {
 		return err
 	}
 	r := newRequest(t, s, "alice", "key-1")
-	if id, existing, err := s.CreateQueued(ctx, r, time.Hour, ok); err != nil || existing || id != r.ID || enqueued != 1 {
+	if id, existing, err := s.CreateQueued(ctx, r, time.Hour, ok, ""); err != nil || existing || id != r.ID || enqueued != 1 {
 		t.Fatalf("CreateQueued = %d, %v, %v with %d enqueues; want %d, false, nil with 1", id, existing, err, enqueued, r.ID)
 	}
 	if got, err := s.Get(ctx, r.ID); err != nil || got.Disposition != store.Queued {
 		t.Fatalf("Get after CreateQueued = %+v, %v", got, err)
 	}
 	again := newRequest(t, s, "alice", "key-1")
-	if id, existing, err := s.CreateQueued(ctx, again, time.Hour, ok); err != nil || !existing || id != r.ID || enqueued != 1 {
+	if id, existing, err := s.CreateQueued(ctx, again, time.Hour, ok, ""); err != nil || !existing || id != r.ID || enqueued != 1 {
 		t.Fatalf("repeated key: %d, %v, %v with %d enqueues; want %d, true, nil with 1", id, existing, err, enqueued, r.ID)
 	}
 
@@ -889,7 +889,7 @@ func TestCreateQueuedLeavesNothingBehindWhenItFails(t *testing.T) {
 		}, "WRONGTYPE"},
 	} {
 		r := newRequest(t, s, "bob", "key-2")
-		_, _, err := s.CreateQueued(ctx, r, time.Hour, tt.enqueue)
+		_, _, err := s.CreateQueued(ctx, r, time.Hour, tt.enqueue, "")
 		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "request "+strconv.FormatInt(r.ID, 10)) {
 			t.Errorf("%s: CreateQueued = %v, want an error naming request %d and saying %q", tt.name, err, r.ID, tt.want)
 		}
@@ -904,4 +904,140 @@ func TestCreateQueuedLeavesNothingBehindWhenItFails(t *testing.T) {
 		}
 		rdb.Del(ctx, prefix+":open")
 	}
+}
+
+// CreateQueued with a CSR key refuses (ErrGeneratedKey) when a pending CSR
+// certflow generated has that key, and creates otherwise; a refused id
+// reads as withdrawn (not found) and leaves no open-set entry and no
+// idempotency key. On one Redis the check and the ids' blocks cost no
+// round trip of their own; on a sharded client (Ring here, Cluster alike)
+// the look-up goes first and each id is an INCR. Both must behave alike.
+func TestCreateQueuedUnlessTheKeyIsAGeneratedOne(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := testutil.Redis(t)
+	opts, _ := redis.ParseURL(testutil.RedisURL())
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"one": opts.Addr}, DB: opts.DB})
+	t.Cleanup(func() { ring.Close() })
+	for _, c := range []struct {
+		name string
+		rdb  redis.UniversalClient
+	}{{"one Redis", rdb}, {"Ring", ring}} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			prefix := prefix + ":" + strings.ReplaceAll(c.name, " ", "")
+			s := store.New(c.rdb, prefix)
+			csrID, _ := s.NewCSRID(ctx)
+			p := &store.PendingCSR{ID: csrID, Requester: "alice", CSR: []byte{1}, KeyID: "genkey", PrivateKey: []byte("sealed"), Created: time.Now().UTC()}
+			if err := s.CreatePendingCSR(ctx, p, 100); err != nil {
+				t.Fatal(err)
+			}
+			enqueue := func(ctx context.Context, writes func(redis.Pipeliner)) error {
+				_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error { writes(p); return nil })
+				return err
+			}
+			r := newRequest(t, s, "alice", "idem-1")
+			if _, _, err := s.CreateQueued(ctx, r, time.Hour, enqueue, "genkey"); !errors.Is(err, store.ErrGeneratedKey) {
+				t.Fatalf("create with a generated key: %v, want ErrGeneratedKey", err)
+			}
+			if _, err := s.Get(ctx, r.ID); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("the refused request reads as %v, want not found", err)
+			}
+			if n, _ := rdb.ZCard(ctx, prefix+":open").Result(); n != 0 {
+				t.Errorf("%d open-set entries after a refusal", n)
+			}
+			if keys, _ := rdb.Keys(ctx, prefix+":idempotency:*").Result(); len(keys) != 0 {
+				t.Errorf("idempotency keys %v left by a refusal", keys)
+			}
+			// The same submit, its key married (no check), goes through
+			// under a new id and may claim the idempotency key again.
+			again := newRequest(t, s, "alice", "idem-1")
+			if id, existing, err := s.CreateQueued(ctx, again, time.Hour, enqueue, ""); err != nil || existing || id != again.ID || id == r.ID {
+				t.Fatalf("create after the refusal = %d, %v, %v", id, existing, err)
+			}
+			other := newRequest(t, s, "alice", "")
+			if _, _, err := s.CreateQueued(ctx, other, time.Hour, enqueue, "otherkey"); err != nil {
+				t.Fatalf("create with a key certflow did not generate: %v", err)
+			}
+			if got, err := s.Get(ctx, other.ID); err != nil || got.Disposition != store.Queued {
+				t.Fatalf("Get = %+v, %v", got, err)
+			}
+			if n, _ := rdb.ZCard(ctx, prefix+":open").Result(); n != 2 {
+				t.Errorf("%d open-set entries, want 2", n)
+			}
+			if ids := []int64{r.ID, again.ID, other.ID}; ids[1] != ids[0]+1 || ids[2] != ids[1]+1 {
+				t.Errorf("ids %v, want consecutive", ids)
+			}
+		})
+	}
+}
+
+// On one Redis, ids come from a block reserved once; an id Redis forgot it
+// gave (its data lost while the block was held) is refused, not written
+// over the request that has it, and the next id comes from a new block.
+func TestNewIDBlocksAndTakenIDs(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	incrs := &countCommands{name: "incrby"}
+	rdb.(*redis.Client).AddHook(incrs)
+	var ids []int64
+	for range 40 {
+		id, err := s.NewID(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	for i := 1; i < len(ids); i++ {
+		if ids[i] != ids[i-1]+1 {
+			t.Fatalf("ids %v, want consecutive from one process", ids)
+		}
+	}
+	if n := incrs.n.Load(); n != 2 {
+		t.Errorf("%d INCRBYs for 40 ids, want 2 (blocks of 32)", n)
+	}
+
+	first := newRequest(t, s, "alice", "")
+	if _, _, err := s.Create(ctx, first, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	rdb.Set(ctx, prefix+":seq:request", 0, 0) // Redis "lost" its counter
+	s2 := store.New(rdb, prefix)              // another process, a fresh block: 1…32
+	var taken *store.Request
+	for {
+		taken = newRequest(t, s2, "mallory", "idem-x")
+		if taken.ID == first.ID {
+			break
+		}
+	}
+	if _, _, err := s2.Create(ctx, taken, time.Hour); !errors.Is(err, store.ErrIDTaken) {
+		t.Fatalf("create under a taken id: %v, want ErrIDTaken", err)
+	}
+	if got, err := s.Get(ctx, first.ID); err != nil || got.Requester.Name != "alice" {
+		t.Fatalf("the request that had the id: %+v, %v", got, err)
+	}
+	if keys, _ := rdb.Keys(ctx, prefix+":idempotency:*").Result(); len(keys) != 0 {
+		t.Errorf("idempotency keys %v left by the refusal", keys)
+	}
+	if next, _ := s2.NewID(ctx); next <= 32 {
+		t.Errorf("after a taken id the next is %d, want one from a new block", next)
+	}
+}
+
+type countCommands struct {
+	name string
+	n    atomic.Int64
+}
+
+func (c *countCommands) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *countCommands) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == c.name {
+			c.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (c *countCommands) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }

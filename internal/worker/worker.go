@@ -87,6 +87,12 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 		ctx = store.WithIssueClaim(ctx, claim)
 		defer claim.ReleaseUnused(context.WithoutCancel(ctx))
 	}
+	if errors.Is(err, store.ErrWithdrawn) {
+		// Its CSR's key was one certflow generated: the submit made the
+		// request again under another id, with the key (store.CreateQueued).
+		log.Debug("task for a request id its submit withdrew; dropping it")
+		return nil
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		log.Warn("task for a request that does not exist; dropping it")
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
