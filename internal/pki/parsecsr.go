@@ -2,6 +2,8 @@ package pki
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -67,8 +69,8 @@ func parseCSRFast(der []byte) (*x509.CertificateRequest, bool) {
 	if !ok {
 		return nil, false
 	}
-	pub, err := x509.ParsePKIXPublicKey(spki)
-	if err != nil {
+	pub, ok := parsePublicKey(spki, keyAlgorithm)
+	if !ok {
 		return nil, false
 	}
 	out := &x509.CertificateRequest{
@@ -116,6 +118,36 @@ func spkiAlgorithm(spki cryptobyte.String) (x509.PublicKeyAlgorithm, bool) {
 		return x509.Ed25519, true
 	}
 	return 0, false
+}
+
+// namedCurves are the ECDSA SubjectPublicKeyInfo AlgorithmIdentifiers
+// (DER: id-ecPublicKey and a named curve) x509 accepts.
+var namedCurves = map[string]elliptic.Curve{
+	"\x30\x13\x06\x07\x2a\x86\x48\xce\x3d\x02\x01\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07": elliptic.P256(),
+	"\x30\x10\x06\x07\x2a\x86\x48\xce\x3d\x02\x01\x06\x05\x2b\x81\x04\x00\x22":             elliptic.P384(),
+	"\x30\x10\x06\x07\x2a\x86\x48\xce\x3d\x02\x01\x06\x05\x2b\x81\x04\x00\x23":             elliptic.P521(),
+}
+
+// parsePublicKey decodes a SubjectPublicKeyInfo as x509.ParsePKIXPublicKey
+// does: an ECDSA key on a named curve directly (with the function x509
+// calls for it), any other through x509.
+func parsePublicKey(spki cryptobyte.String, alg x509.PublicKeyAlgorithm) (any, bool) {
+	if alg == x509.ECDSA {
+		var seq, ai cryptobyte.String
+		var point asn1.BitString
+		if !spki.ReadASN1(&seq, cbasn1.SEQUENCE) || !seq.ReadASN1Element(&ai, cbasn1.SEQUENCE) ||
+			!seq.ReadASN1BitString(&point) || !seq.Empty() || point.BitLength%8 != 0 {
+			return nil, false
+		}
+		curve, ok := namedCurves[string(ai)]
+		if !ok {
+			return nil, false
+		}
+		pub, err := ecdsa.ParseUncompressedPublicKey(curve, point.Bytes)
+		return pub, err == nil
+	}
+	pub, err := x509.ParsePKIXPublicKey(spki)
+	return pub, err == nil
 }
 
 // parseRDNs reads a subject whose attribute types are ones x509 names and
