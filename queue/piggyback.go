@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/certflow/certflow/internal/redisbatch"
 )
 
 // EnqueueRunAfter queues the request's run as EnqueueRun does, with
@@ -86,7 +88,10 @@ func (r *rider) sent() bool { return r.boarded.Load() }
 
 // piggyback is the go-redis hook that sends a context's rider with the
 // enqueue script it waits for, in one pipeline, writes first.
-type piggyback struct{ rdb *redis.Client }
+type piggyback struct {
+	rdb   *redis.Client
+	batch *redisbatch.Batcher
+}
 
 func (piggyback) DialHook(next redis.DialHook) redis.DialHook { return next }
 
@@ -106,7 +111,11 @@ func (h piggyback) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		pipe := h.rdb.Pipeline()
 		ride.writes(pipe)
 		pipe.Process(ctx, cmd)
-		pipe.Exec(ctx) // each command carries its own outcome
+		// Other submits' pipelines may go with it (redisbatch): each
+		// command carries its own outcome.
+		if err := h.batch.Exec(ctx, pipe); err != nil {
+			return err
+		}
 		return cmd.Err()
 	}
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/certflow/certflow/internal/redisbatch"
 )
 
 // Task type names are a contract with tasks already in Redis: never rename.
@@ -57,7 +59,7 @@ type Client struct {
 func NewClient(rdb redis.UniversalClient, queue string, maxRetry int, timeout time.Duration, callbackRetries int) *Client {
 	c := &Client{c: asynq.NewClientFromRedisClient(rdb), rdb: rdb, queue: queue, retry: maxRetry, timeout: timeout, cbRetry: callbackRetries}
 	if single, ok := rdb.(*redis.Client); ok {
-		single.AddHook(piggyback{rdb: single})
+		single.AddHook(piggyback{rdb: single, batch: redisbatch.New(single)})
 		c.piggyback = true
 	}
 	return c

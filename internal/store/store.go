@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/certflow/certflow/internal/redisbatch"
 	"github.com/certflow/certflow/workflow"
 	"github.com/redis/go-redis/v9"
 )
@@ -63,6 +64,9 @@ type Store struct {
 	// creating a request check its id and CSR key in the same script.
 	ordered bool
 	ids     idBlock
+	// batch sends the worker's pipelines (a run's read, its checkpoints)
+	// together with other runs' (one Redis only).
+	batch *redisbatch.Batcher
 }
 
 // idBlock is the rest of a block of request ids this process reserved.
@@ -82,8 +86,23 @@ const DefaultProgressEvery = time.Minute
 
 // New returns a store whose keys start with prefix.
 func New(rdb redis.UniversalClient, prefix string) *Store {
-	_, ordered := rdb.(*redis.Client)
-	return &Store{rdb: rdb, keys: keys{prefix: prefix}, ProgressEvery: DefaultProgressEvery, ordered: ordered}
+	s := &Store{rdb: rdb, keys: keys{prefix: prefix}, ProgressEvery: DefaultProgressEvery}
+	if single, ok := rdb.(*redis.Client); ok {
+		s.ordered, s.batch = true, redisbatch.New(single)
+	}
+	return s
+}
+
+// execBatched runs pipe's commands, sent together with other goroutines'
+// pipelines where it can (see redisbatch). A non-nil error means ctx ended
+// before their outcome was known: the caller must not read them. Else
+// each command carries its own outcome.
+func (s *Store) execBatched(ctx context.Context, pipe redis.Pipeliner) error {
+	if s.batch == nil {
+		pipe.Exec(ctx) // each command carries its own outcome
+		return nil
+	}
+	return s.batch.Exec(ctx, pipe)
 }
 
 // Redis returns the client the store uses (shared with asynq).
@@ -527,16 +546,18 @@ func (s *Store) runSave(ctx context.Context, r *Request, data []byte, channel, m
 	if certData, err = marshal(cert); err != nil {
 		return 0, nil, nil, err
 	}
-	exec := func(script func(context.Context, redis.Scripter, []string, ...any) *redis.Cmd) (*redis.Cmd, []redis.Cmder) {
+	exec := func(script func(context.Context, redis.Scripter, []string, ...any) *redis.Cmd) (*redis.Cmd, []redis.Cmder, error) {
 		pipe := s.rdb.Pipeline()
 		index := certIndexCmds(ctx, s.keys, pipe, cert)
 		cmd := script(ctx, pipe, keys, r.version, data, channel, message, certData)
-		pipe.Exec(ctx) // each command's own error is read below
-		return cmd, index
+		return cmd, index, s.execBatched(ctx, pipe)
 	}
-	cmd, index := exec(saveScript.EvalSha)
-	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-		cmd, index = exec(saveScript.Eval)
+	cmd, index, err := exec(saveScript.EvalSha)
+	if err == nil && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		cmd, index, err = exec(saveScript.Eval)
+	}
+	if err != nil {
+		return 0, nil, nil, err
 	}
 	res, err = cmd.Int64()
 	switch {
@@ -932,7 +953,9 @@ func (s *Store) GetForRun(ctx context.Context, id int64) (*Request, *IssueClaim,
 	pipe := s.rdb.Pipeline()
 	claim, lock := s.newClaim(ctx, pipe, id)
 	get := pipe.HMGet(ctx, s.keys.request(id), "v", "d", "x", "c")
-	pipe.Exec(ctx) // each command's own error is read below
+	if err := s.execBatched(ctx, pipe); err != nil {
+		return nil, nil, fmt.Errorf("load request %d: %w", id, err)
+	}
 	r, err := loaded(id, get)
 	switch locked, lockErr := lock.Result(); {
 	case errors.Is(err, ErrWithdrawn):
