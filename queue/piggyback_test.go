@@ -3,7 +3,6 @@ package queue_test
 import (
 	"context"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,28 +12,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// roundTrips counts a client's round trips (a pipeline is one), leaving
-// out a new connection's handshake (HELLO, CLIENT SETINFO).
-type roundTrips struct{ n atomic.Int64 }
-
-func (c *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if cmd.Name() != "hello" {
-			c.n.Add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-func (c *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if cmds[0].Name() != "client" {
-			c.n.Add(1)
-		}
-		return next(ctx, cmds)
-	}
-}
-
 // existsBefore is a write that records whether the task's key existed
 // when it ran: 0 means the writes were done before the task was queued.
 const existsBefore = "return redis.call('EXISTS', KEYS[1])"
@@ -42,10 +19,10 @@ const existsBefore = "return redis.call('EXISTS', KEYS[1])"
 // enqueueAfter runs EnqueueRunAfter for request id with writes that count
 // themselves (INCR counter) and look for the task (existsBefore), and
 // returns the round trips it took and the task's state.
-func enqueueAfter(t *testing.T, c *queue.Client, rdb redis.UniversalClient, rt *roundTrips, prefix string, id int64) (trips int64, existed *redis.Cmd) {
+func enqueueAfter(t *testing.T, c *queue.Client, rdb redis.UniversalClient, rt *testutil.RoundTrips, prefix string, id int64) (trips int64, existed *redis.Cmd) {
 	t.Helper()
 	ctx := context.Background()
-	before := rt.n.Load()
+	before := rt.N()
 	err := c.EnqueueRunAfter(ctx, id, 0, func(p redis.Pipeliner) {
 		p.Incr(ctx, prefix+":counter")
 		existed = p.Eval(ctx, existsBefore, []string{"asynq:{" + prefix + "}:t:run:" + strconv.FormatInt(id, 10) + ":0"})
@@ -56,7 +33,7 @@ func enqueueAfter(t *testing.T, c *queue.Client, rdb redis.UniversalClient, rt *
 	if existed == nil {
 		t.Fatal("EnqueueRunAfter returned without sending the writes")
 	}
-	return rt.n.Load() - before, existed
+	return rt.N() - before, existed
 }
 
 func assertQueued(t *testing.T, rdb redis.UniversalClient, prefix, taskID string) {
@@ -77,7 +54,7 @@ func TestEnqueueRunAfterSendsTheWritesWithTheTaskInOneRoundTrip(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testutil.Redis(t)
 	c := queue.NewClient(rdb, prefix, 3, time.Minute, 3)
-	rt := &roundTrips{}
+	rt := &testutil.RoundTrips{}
 	rdb.(*redis.Client).AddHook(rt)
 	ctx := context.Background()
 	if err := c.EnqueueRun(ctx, 1, 0); err != nil { // asynq registers the queue once
@@ -111,7 +88,7 @@ func TestEnqueueRunAfterSendsTheWritesOnceWhenTheScriptIsNotCached(t *testing.T)
 	t.Cleanup(func() { rdb.Close() })
 	prefix := testutil.Prefix(t)
 	c := queue.NewClient(rdb, prefix, 3, time.Minute, 3)
-	rt := &roundTrips{}
+	rt := &testutil.RoundTrips{}
 	rdb.AddHook(rt)
 	ctx := context.Background()
 	if err := c.EnqueueRun(ctx, 1, 0); err != nil {
@@ -143,7 +120,7 @@ func TestEnqueueRunAfterWritesFirstOnAShardedClient(t *testing.T) {
 	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"one": opts.Addr}, DB: opts.DB})
 	t.Cleanup(func() { ring.Close() })
 	c := queue.NewClient(ring, prefix, 3, time.Minute, 3)
-	rt := &roundTrips{}
+	rt := &testutil.RoundTrips{}
 	ring.AddHook(rt)
 	if err := c.EnqueueRun(context.Background(), 1, 0); err != nil {
 		t.Fatal(err)
@@ -164,7 +141,7 @@ func TestEnqueueRunAfterWritesAfterAnEnqueueItDidNotRecognise(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := testutil.Redis(t)
 	c := queue.UnhookedClient(rdb.(*redis.Client), prefix)
-	rt := &roundTrips{}
+	rt := &testutil.RoundTrips{}
 	rdb.(*redis.Client).AddHook(rt)
 	if err := c.EnqueueRun(context.Background(), 1, 0); err != nil {
 		t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,24 +14,12 @@ import (
 	"github.com/certflow/certflow/internal/testutil"
 )
 
-// pipelines counts the pipelines a client sends.
-type pipelines struct{ n atomic.Int64 }
-
-func (p *pipelines) DialHook(next redis.DialHook) redis.DialHook          { return next }
-func (p *pipelines) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
-func (p *pipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		p.n.Add(1)
-		return next(ctx, cmds)
-	}
-}
-
-func client(t *testing.T) (*redis.Client, string, *pipelines) {
+func client(t *testing.T) (*redis.Client, string, *testutil.RoundTrips) {
 	_, prefix := testutil.Redis(t) // cleans prefix's keys up
 	opts, _ := redis.ParseURL(testutil.RedisURL())
 	rdb := redis.NewClient(opts)
 	t.Cleanup(func() { rdb.Close() })
-	count := &pipelines{}
+	count := &testutil.RoundTrips{}
 	rdb.AddHook(count)
 	return rdb, prefix, count
 }
@@ -77,7 +64,7 @@ func TestConcurrentPipelinesShareRoundTripsAndKeepTheirOwnOrder(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	sent := count.n.Load()
+	sent := count.N()
 	t.Logf("%d pipelines of %d callers sent in %d round trips", callers*rounds, callers, sent)
 	if sent >= callers*rounds {
 		t.Errorf("%d round trips for %d pipelines: nothing was batched", sent, callers*rounds)

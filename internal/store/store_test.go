@@ -978,8 +978,8 @@ func TestNewIDBlocksAndTakenIDs(t *testing.T) {
 	t.Parallel()
 	s, rdb, prefix := setup(t)
 	ctx := context.Background()
-	incrs := &countCommands{name: "incrby"}
-	rdb.(*redis.Client).AddHook(incrs)
+	trips := &testutil.RoundTrips{}
+	rdb.(*redis.Client).AddHook(trips)
 	var ids []int64
 	for range 40 {
 		id, err := s.NewID(ctx)
@@ -993,8 +993,8 @@ func TestNewIDBlocksAndTakenIDs(t *testing.T) {
 			t.Fatalf("ids %v, want consecutive from one process", ids)
 		}
 	}
-	if n := incrs.n.Load(); n != 2 {
-		t.Errorf("%d INCRBYs for 40 ids, want 2 (blocks of 32)", n)
+	if n := trips.N(); n != 2 {
+		t.Errorf("%d round trips for 40 ids, want 2 (an INCRBY per block of 32)", n)
 	}
 
 	first := newRequest(t, s, "alice", "")
@@ -1022,22 +1022,4 @@ func TestNewIDBlocksAndTakenIDs(t *testing.T) {
 	if next, _ := s2.NewID(ctx); next <= 32 {
 		t.Errorf("after a taken id the next is %d, want one from a new block", next)
 	}
-}
-
-type countCommands struct {
-	name string
-	n    atomic.Int64
-}
-
-func (c *countCommands) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *countCommands) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if cmd.Name() == c.name {
-			c.n.Add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-func (c *countCommands) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
 }
