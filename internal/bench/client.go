@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 )
 
 // A loadClient is one load-generating client: a single keep-alive
@@ -23,6 +24,7 @@ import (
 type loadClient struct {
 	addr   string      // host:port to dial
 	host   string      // Host header
+	base   string      // the target's path, prefixed to each request's
 	tls    *tls.Config // nil for http
 	header []byte      // fixed request headers, each ending in CRLF
 	conn   net.Conn
@@ -38,7 +40,7 @@ func newLoadClient(base string, headers http.Header) (*loadClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--target %q: %w", base, err)
 	}
-	c := &loadClient{host: u.Host}
+	c := &loadClient{host: u.Host, base: strings.TrimRight(u.Path, "/")}
 	port := u.Port()
 	switch u.Scheme {
 	case "http":
@@ -74,6 +76,7 @@ func (c *loadClient) post(ctx context.Context, path string, body []byte) (int, [
 		return 0, nil, err
 	}
 	c.req = append(c.req[:0], "POST "...)
+	c.req = append(c.req, c.base...)
 	c.req = append(c.req, path...)
 	c.req = append(c.req, " HTTP/1.1\r\nHost: "...)
 	c.req = append(c.req, c.host...)

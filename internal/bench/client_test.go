@@ -121,6 +121,17 @@ func TestLoadClientRedialsAfterTheServerClosesAndReadsChunkedAnswers(t *testing.
 	}
 }
 
+func TestLoadClientKeepsTheTargetsPath(t *testing.T) {
+	var got string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = r.URL.Path }))
+	defer srv.Close()
+	c, _ := newLoadClient(srv.URL+"/certflow/", nil)
+	defer c.Close()
+	if _, _, err := c.post(context.Background(), "/Enrollment/CSR", nil); err != nil || got != "/certflow/Enrollment/CSR" {
+		t.Errorf("posted to %q (%v), want /certflow/Enrollment/CSR", got, err)
+	}
+}
+
 func TestLoadClientReportsADroppedConnectionAndRecovers(t *testing.T) {
 	srv, _ := echo(t, false)
 	c, _ := newLoadClient(srv.URL, nil)

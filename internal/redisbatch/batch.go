@@ -54,8 +54,7 @@ func New(rdb *redis.Client) *Batcher { return &Batcher{rdb: rdb} }
 // when each carries its outcome. If ctx ends while they still wait for a
 // batch, they are not sent and Exec returns ctx's error: the caller must
 // not read them. Once sent, Exec waits for their outcome, which a batch
-// bounds by the earliest deadline of its callers': nobody waits past
-// their own deadline.
+// bounds by the latest deadline of its callers' (see send).
 func (b *Batcher) Exec(ctx context.Context, pipe redis.Pipeliner) error {
 	e := &batchEntry{ctx: ctx, cmds: pipe.Cmds(), done: make(chan struct{})}
 	if len(e.cmds) == 0 {
@@ -70,6 +69,9 @@ func (b *Batcher) Exec(ctx context.Context, pipe redis.Pipeliner) error {
 	b.mu.Unlock()
 	select {
 	case <-e.done:
+		if e.state.Load() == abandoned {
+			return ctx.Err() // its deadline had passed when its turn came
+		}
 		return nil
 	case <-ctx.Done():
 		if e.state.CompareAndSwap(waiting, abandoned) {
@@ -100,24 +102,34 @@ func (b *Batcher) run() {
 	}
 }
 
-// send runs one batch: the commands of the callers still waiting, with
-// the earliest of their deadlines.
+// send runs one batch: the commands of the callers still waiting whose
+// context has not ended, with the latest of their deadlines (none if one
+// has none), so that no caller's commands are cut short by another's
+// deadline. Callers of one Batcher have deadlines of the same kind (a
+// submit's Redis timeout; a task's), so a batch ends within moments of
+// its earliest caller's.
 func (b *Batcher) send(batch []*batchEntry) {
-	var earliest time.Time
+	var latest time.Time
+	bounded := true
 	pipe := b.rdb.Pipeline()
 	for _, e := range batch {
-		if !e.state.CompareAndSwap(waiting, sent) {
-			continue // its caller gave up: nothing of it is sent
+		if e.ctx.Err() != nil {
+			e.state.CompareAndSwap(waiting, abandoned)
 		}
-		if d, ok := e.ctx.Deadline(); ok && (earliest.IsZero() || d.Before(earliest)) {
-			earliest = d
+		if !e.state.CompareAndSwap(waiting, sent) {
+			continue // its caller gave up, or its time is up: nothing of it is sent
+		}
+		if d, ok := e.ctx.Deadline(); !ok {
+			bounded = false
+		} else if d.After(latest) {
+			latest = d
 		}
 		pipe.BatchProcess(e.ctx, e.cmds...)
 	}
 	ctx := context.Background()
-	if !earliest.IsZero() {
+	if bounded && !latest.IsZero() {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, earliest)
+		ctx, cancel = context.WithDeadline(ctx, latest)
 		defer cancel()
 	}
 	if pipe.Len() > 0 {

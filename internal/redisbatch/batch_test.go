@@ -73,7 +73,7 @@ func TestConcurrentPipelinesShareRoundTripsAndKeepTheirOwnOrder(t *testing.T) {
 
 // A caller whose context ends before its batch is sent gets the context's
 // error and nothing of it runs; one whose batch is on its way waits for
-// it, but a batch lasts no longer than the earliest deadline it carries.
+// it, and a batch lasts no longer than the deadlines it carries.
 func TestACallerThatGivesUpSendsNothingAndNobodyWaitsPastTheirDeadline(t *testing.T) {
 	target, _ := redis.ParseURL(testutil.RedisURL())
 	proxy := testutil.StartFreezeProxy(t, target.Addr)

@@ -296,10 +296,20 @@ func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Durat
 // createScript writes a new request's record and open-set entry, unless
 // its id is taken (-1) or its CSR's key is a pending generated CSR's (0:
 // the hash gets only the withdrawn marker v=0, for withdrawnTTL). 1: made.
+// Run again on what it wrote itself, it answers the same (a request id is
+// never any other request's: NewID's blocks do not overlap, and a
+// withdrawn id's marker can only be its own).
 // KEYS: the request's hash, the open set[, the CSR-key index entry];
 // ARGV: record, CSR, open-set score, id, marker TTL (ms).
 var createScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+	-- Our own write, sent again (go-redis re-sends a pipeline whose
+	-- answer it lost): the same outcome again, not a taken id.
+	local v, d = unpack(redis.call('HMGET', KEYS[1], 'v', 'd'))
+	if d == ARGV[1] then return 1 end
+	if v == '0' and not d then return 0 end
+	return -1
+end
 if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then
 	redis.call('HSET', KEYS[1], 'v', '0')
 	redis.call('PEXPIRE', KEYS[1], ARGV[5])

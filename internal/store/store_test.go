@@ -1010,6 +1010,11 @@ func TestNewIDBlocksAndTakenIDs(t *testing.T) {
 			break
 		}
 	}
+	// The same create sent again (go-redis re-sends a pipeline whose
+	// answer it lost) is its own write, not a taken id.
+	if id, existing, err := s.Create(ctx, first, time.Hour); err != nil || existing || id != first.ID {
+		t.Fatalf("create sent again = %d, %v, %v; want the same success", id, existing, err)
+	}
 	if _, _, err := s2.Create(ctx, taken, time.Hour); !errors.Is(err, store.ErrIDTaken) {
 		t.Fatalf("create under a taken id: %v, want ErrIDTaken", err)
 	}
