@@ -116,6 +116,13 @@ func mustParse(t *testing.T, cfg *config.Config, lines ...string) *workflow.Defi
 // the step logs.
 func runStep(t *testing.T, def *workflow.Definition, id string, env *workflow.Env, log *bytes.Buffer) (workflow.Result, error) {
 	t.Helper()
+	return runStepCSR(t, def, id, env, nil, log)
+}
+
+// runStepCSR is runStep for a request with a CSR (steps that apply
+// policy read it).
+func runStepCSR(t *testing.T, def *workflow.Definition, id string, env *workflow.Env, csr *x509.CertificateRequest, log *bytes.Buffer) (workflow.Result, error) {
+	t.Helper()
 	for _, sd := range def.Steps {
 		if sd.ID == id {
 			logger := slog.New(slog.DiscardHandler)
@@ -123,7 +130,7 @@ func runStep(t *testing.T, def *workflow.Definition, id string, env *workflow.En
 				logger = slog.New(slog.NewTextHandler(log, nil))
 			}
 			return sd.Step.Run(context.Background(), &workflow.Run{
-				RequestID: 7, InstanceID: "inst", StepID: id, Env: env, Log: logger,
+				RequestID: 7, InstanceID: "inst", StepID: id, Env: env, CSR: csr, Log: logger,
 			})
 		}
 	}

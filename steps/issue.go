@@ -117,10 +117,8 @@ func (d *Deps) sign(ctx context.Context, run *workflow.Run, authority *workflow.
 	}
 	// The template's policy binds every certificate, whatever steps the
 	// definition has before this one.
-	if tmpl != nil {
-		if msg := TemplatePolicy(tmpl, run.Env.CSR, run.Env.SANs); msg != "" {
-			return nil, workflow.Deny("%s", msg)
-		}
+	if msg := d.templatePolicy(run); msg != "" {
+		return nil, workflow.Deny("%s", msg)
 	}
 	auth, ok := d.CAs.Get(caCfg.Name)
 	if !ok {
@@ -149,8 +147,8 @@ func (d *Deps) sign(ctx context.Context, run *workflow.Run, authority *workflow.
 		Chain:        issued.Chain,
 		SerialNumber: pki.SerialHex(leaf),
 		Thumbprint:   pki.Thumbprint(leaf.Raw),
-		IssuerDN:     leaf.Issuer.String(),
-		SubjectDN:    leaf.Subject.String(),
+		IssuerDN:     pki.NameString(leaf.RawIssuer, leaf.Issuer),
+		SubjectDN:    pki.NameString(leaf.RawSubject, leaf.Subject),
 		NotBefore:    leaf.NotBefore,
 		NotAfter:     leaf.NotAfter,
 		Authority:    caCfg.QualifiedName(),

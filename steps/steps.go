@@ -19,10 +19,13 @@ import (
 // Deps are the services steps use at run time. For linting only Config is
 // needed: builders never touch the others.
 type Deps struct {
-	Config   *config.Config
-	CAs      *ca.Registry
-	Store    *store.Store
-	Webhooks *callback.Sender
+	Config *config.Config
+	CAs    *ca.Registry
+	// CASubjects are the CAs' subjects, which policy keeps out of issued
+	// certificates (nil: none known, as when linting).
+	CASubjects *ca.Subjects
+	Store      *store.Store
+	Webhooks   *callback.Sender
 	// HTTP is the client of the http step (callback.NewClient).
 	HTTP *http.Client
 	Log  *slog.Logger

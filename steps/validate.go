@@ -3,10 +3,10 @@ package steps
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/policy"
 	"github.com/certflow/certflow/workflow"
 	"gopkg.in/yaml.v3"
 )
@@ -60,7 +60,7 @@ func (d *Deps) buildValidate(spec *workflow.Spec) (workflow.Step, error) {
 	}
 	return pureFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
 		if policy {
-			if msg := d.templatePolicy(run.Env); msg != "" {
+			if msg := d.templatePolicy(run); msg != "" {
 				return workflow.Result{}, workflow.Deny("%s", msg)
 			}
 		}
@@ -77,55 +77,59 @@ func (d *Deps) buildValidate(spec *workflow.Spec) (workflow.Step, error) {
 	}), nil
 }
 
-// templatePolicy returns why the request breaks its template's policy, or "".
-func (d *Deps) templatePolicy(env *workflow.Env) string {
-	if env.Request.Template == "" {
-		return "" // a standalone CA's request: no template policy
-	}
-	t, ok := d.Config.Template(env.Request.Template)
-	if !ok {
-		return fmt.Sprintf("template %q no longer exists", env.Request.Template)
-	}
-	return TemplatePolicy(t, env.CSR, env.SANs)
+// templatePolicy returns why the request breaks the policy that binds
+// it, or "".
+func (d *Deps) templatePolicy(run *workflow.Run) string {
+	return PolicyViolation(d.Config, d.caSubjects(), run)
 }
 
-// TemplatePolicy checks a CSR and its merged SANs against a template and
-// returns the first violation, worded for the requester, or "".
-func TemplatePolicy(t *config.Template, csr workflow.CSR, sans workflow.SANs) string {
-	switch csr.KeyType {
-	case "RSA":
-		if !slices.Contains(t.RSAKeySizes, csr.KeyBits) {
-			return fmt.Sprintf("template %s does not allow RSA %d-bit keys (allowed: %s)", t.Name, csr.KeyBits, joinInts(t.RSAKeySizes))
-		}
-	case "ECC":
-		if !slices.Contains(t.ECCCurves, csr.Curve) {
-			return fmt.Sprintf("template %s does not allow ECC curve %s (allowed: %s)", t.Name, csr.Curve, strings.Join(t.ECCCurves, ", "))
-		}
-	case "Ed25519":
-		if !t.AllowEd25519 {
-			return fmt.Sprintf("template %s does not allow Ed25519 keys", t.Name)
-		}
+// caSubjects are the CAs' subjects, none when the step is only linted.
+func (d *Deps) caSubjects() policy.CASubjects {
+	if d.CASubjects == nil {
+		return nil
 	}
-	for _, name := range slices.Concat(sans.DNS, []string{csr.CommonName}) {
-		if strings.HasPrefix(name, "*.") && !t.AllowWildcards {
-			return fmt.Sprintf("template %s does not allow wildcard names (%s)", t.Name, name)
-		}
-	}
-	for _, name := range sans.DNS {
-		if !workflow.IsDNSName(name) {
-			return fmt.Sprintf("%q is not a valid DNS name", name)
-		}
-	}
-	if t.RFCEnforcement && len(sans.DNS) == 0 && len(sans.IP) == 0 {
-		return fmt.Sprintf("template %s enforces RFC 2818: the request needs a DNS or IP subject alternative name, or a common name that is one", t.Name)
-	}
-	return ""
+	return d.CASubjects.All()
 }
 
-func joinInts(v []int) string {
-	s := make([]string, len(v))
-	for i, n := range v {
-		s[i] = fmt.Sprint(n)
+// PolicyViolation checks a run's request against the policy that binds it
+// (internal/policy): its template's, or the standalone CA's it names.
+// It returns the violation worded for the requester, or "". A revocation
+// is not held to today's policy: the certificate it revokes exists
+// whatever the policy now says.
+func PolicyViolation(cfg *config.Config, cas policy.CASubjects, run *workflow.Run) string {
+	req := run.Env.Request
+	if req.Revocation.CertificateId != 0 {
+		return ""
 	}
-	return strings.Join(s, ", ")
+	var rules policy.Rules
+	switch {
+	case req.Template != "":
+		t, ok := cfg.Template(req.Template)
+		if !ok {
+			return fmt.Sprintf("template %q no longer exists", req.Template)
+		}
+		rules = policy.ForTemplate(t)
+	case req.CertificateAuthority != "":
+		c, ok := cfg.CA(req.CertificateAuthority)
+		if !ok || !c.Standalone {
+			return fmt.Sprintf("certificate authority %q is not a standalone CA, and the request names no template", req.CertificateAuthority)
+		}
+		if !c.MayEnroll(run.Env.Requester.Roles) {
+			return fmt.Sprintf("%s may not enroll with certificate authority %s", run.Env.Requester.Name, c.Name)
+		}
+		rules = policy.ForCA(c)
+	default:
+		return "the request names neither a template nor a certificate authority"
+	}
+	if run.CSR == nil {
+		return "the request has no CSR"
+	}
+	v := rules.Check(&policy.Request{
+		Subject: run.CSR.Subject, RawSubject: run.CSR.RawSubject, PublicKey: run.CSR.PublicKey,
+		SANs: policy.SANs(run.Env.SANs),
+	}, cas)
+	if v == nil {
+		return ""
+	}
+	return v.Message
 }

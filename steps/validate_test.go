@@ -95,8 +95,9 @@ func TestValidateStepRun(t *testing.T) {
 			deny: "ECC curve P-521",
 		},
 		{
-			name: "a request without a template has no template policy",
+			name: "a request without a template or a standalone CA is denied",
 			key:  "RSA-1024", cn: "My Server", tmpl: "",
+			deny: "names neither a template nor a certificate authority",
 		},
 		{
 			name: "a template that no longer exists denies",
@@ -128,8 +129,9 @@ func TestValidateStepRun(t *testing.T) {
 				lines = append(append(lines, `    with:`), tt.with...)
 			}
 			def := mustParse(t, cfg, afterLookup(lines...)...)
-			env := envFor(t, cfg, workflow.Request{ID: 7, Template: tt.tmpl}, newCSR(t, tt.key, tt.cn, tt.dns...), tt.outputs)
-			res, err := runStep(t, def, "check", env, nil)
+			csr := newCSR(t, tt.key, tt.cn, tt.dns...)
+			env := envFor(t, cfg, workflow.Request{ID: 7, Template: tt.tmpl}, csr, tt.outputs)
+			res, err := runStepCSR(t, def, "check", env, csr, nil)
 			var deny *workflow.DenyError
 			var perm *workflow.PermanentError
 			switch {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/policy"
 )
 
 // Env is the typed environment every expression is compiled against and
@@ -119,15 +120,15 @@ type Certificate struct {
 func NewCSR(c *x509.CertificateRequest) CSR {
 	keyType, bits, _ := pki.DescribeKey(c.PublicKey)
 	out := CSR{
-		Subject:            c.Subject.String(),
-		CommonName:         c.Subject.CommonName,
+		Subject:            pki.NameString(c.RawSubject, c.Subject),
+		CommonName:         commonName(c.Subject.CommonName),
 		Organization:       c.Subject.Organization,
 		OrganizationalUnit: c.Subject.OrganizationalUnit,
 		Country:            c.Subject.Country,
 		Province:           c.Subject.Province,
 		Locality:           c.Subject.Locality,
-		DNSNames:           c.DNSNames,
-		EmailAddresses:     c.EmailAddresses,
+		DNSNames:           normalized(c.DNSNames, policy.NormalizeDNS),
+		EmailAddresses:     normalized(c.EmailAddresses, policy.NormalizeEmail),
 		KeyType:            keyType,
 		KeyBits:            bits,
 		Curve:              pki.CurveName(c.PublicKey),
@@ -138,6 +139,34 @@ func NewCSR(c *x509.CertificateRequest) CSR {
 	}
 	for _, u := range c.URIs {
 		out.URIs = append(out.URIs, u.String())
+	}
+	return out
+}
+
+// commonName is a CN as expressions see it: in lower case when it is a
+// host name, so that a rule on names cannot be passed by spelling one in
+// upper case.
+func commonName(cn string) string {
+	if strings.Contains(cn, ".") && policy.IsDNSName(cn) {
+		return policy.NormalizeDNS(cn)
+	}
+	return cn
+}
+
+// normalized maps names to their normal spelling, copying only when one
+// changes.
+func normalized(names []string, normalize func(string) string) []string {
+	var out []string
+	for i, n := range names {
+		if m := normalize(n); m != n && out == nil {
+			out = slices.Clone(names)
+			out[i] = m
+		} else if out != nil {
+			out[i] = m
+		}
+	}
+	if out == nil {
+		return names
 	}
 	return out
 }
@@ -158,18 +187,32 @@ func SANKind(kind string) bool {
 	return ok
 }
 
-// MergeSANs joins the CSR's SANs with the request's, without duplicates
-// (DNS names compared without case, IP addresses by value), CSR's first,
-// then the request's by kind in a fixed order. With addCN (RFC 2818
+// MergeSANs joins the CSR's SANs with the request's, without duplicates,
+// CSR's first, then the request's by kind in a fixed order, in time linear
+// in their number. Names are normalised as a TLS client compares them,
+// and as policy and the certificate see them: DNS names and mail domains
+// in lower case, IP addresses in one spelling. With addCN (RFC 2818
 // enforcement) a CommonName that is an IP address, or a DNS name with at
 // least one dot, and is not among the SANs is added to them.
 func MergeSANs(c CSR, requested map[string][]string, addCN bool) SANs {
 	var s SANs
+	seen := make(map[string]struct{}, len(c.DNSNames)+len(c.IPAddresses)+len(c.EmailAddresses)+len(c.URIs))
 	add := func(list *[]string, v string) {
-		if ip := net.ParseIP(v); ip != nil && list == &s.IP {
-			v = ip.String() // one spelling per address
+		switch list {
+		case &s.DNS:
+			v = policy.NormalizeDNS(v)
+		case &s.Email:
+			v = policy.NormalizeEmail(v)
+		case &s.IP:
+			if ip := net.ParseIP(v); ip != nil {
+				v = ip.String() // one spelling per address
+			}
 		}
-		if !slices.ContainsFunc(*list, func(x string) bool { return strings.EqualFold(x, v) }) {
+		// The kind's list and the value: a name of one kind does not
+		// hide the same text of another.
+		key := sanKey(&s, list) + v
+		if _, dup := seen[key]; !dup {
+			seen[key] = struct{}{}
 			*list = append(*list, v)
 		}
 	}
@@ -200,29 +243,22 @@ func MergeSANs(c CSR, requested map[string][]string, addCN bool) SANs {
 	if addCN && c.CommonName != "" {
 		if ip := net.ParseIP(c.CommonName); ip != nil {
 			add(&s.IP, ip.String())
-		} else if IsDNSName(c.CommonName) && strings.Contains(c.CommonName, ".") {
+		} else if policy.IsDNSName(c.CommonName) && strings.Contains(c.CommonName, ".") {
 			add(&s.DNS, c.CommonName)
 		}
 	}
 	return s
 }
 
-// IsDNSName reports whether s is a syntactically valid DNS name, allowing a
-// leading "*." wildcard label.
-func IsDNSName(s string) bool {
-	s = strings.TrimPrefix(s, "*.")
-	if s == "" || len(s) > 253 {
-		return false
+// sanKey prefixes a merged name with its kind for MergeSANs' set.
+func sanKey(s *SANs, list *[]string) string {
+	switch list {
+	case &s.DNS:
+		return "d:"
+	case &s.IP:
+		return "i:"
+	case &s.Email:
+		return "e:"
 	}
-	for _, label := range strings.Split(s, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
-				return false
-			}
-		}
-	}
-	return true
+	return "u:"
 }

@@ -84,15 +84,26 @@ func (s *Server) handleReloadDefinitions(w http.ResponseWriter, r *http.Request)
 	writeJSON(w, http.StatusOK, describeDefinitions(s.defs.Load()))
 }
 
-// selectDefinition checks, before anything is stored, that a workflow will
-// take the request. The worker selects again when it runs (definitions may
-// be reloaded in between) and fails the request then if none matches.
-func (s *Server) selectDefinition(e *enrollment) error {
+// input is e's request as the workflow will see it: the CSR described,
+// the SANs merged and normalised (RFC 2818's CN added where the template
+// enforces it).
+func (s *Server) input(e *enrollment) *workflow.Input {
 	addCN := false
 	if t, ok := s.cfg.Template(e.req.Input.Template); ok {
 		addCN = t.RFCEnforcement
 	}
-	in := workflow.NewInput(e.req.Trigger, e.req.Input, e.csr, e.req.Requester, addCN)
+	return workflow.NewInput(e.req.Trigger, e.req.Input, e.csr, e.req.Requester, addCN)
+}
+
+// selectDefinition checks, before anything is stored, that a workflow will
+// take the request. The worker selects again when it runs (definitions may
+// be reloaded in between) and fails the request then if none matches.
+func (s *Server) selectDefinition(e *enrollment) error {
+	return s.selectFor(e, s.input(e))
+}
+
+// selectFor is selectDefinition with e's input at hand.
+func (s *Server) selectFor(e *enrollment, in *workflow.Input) error {
 	_, err := s.defs.Load().Select(e.req.Trigger, in.Env(&workflow.Instance{}, time.Now()))
 	switch {
 	case errors.Is(err, workflow.ErrNoDefinition):

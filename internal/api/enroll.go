@@ -21,6 +21,7 @@ import (
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/metadata"
 	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/policy"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
 	"github.com/redis/go-redis/v9"
@@ -165,7 +166,7 @@ func (s *Server) enrollmentOf(r *http.Request, caller *Identity, body *Enrollmen
 		Trigger:     workflow.TriggerEnrollment,
 		Requester:   workflow.Requester{Name: caller.Name, Roles: caller.Roles},
 		CSR:         der,
-		Subject:     csr.Subject.String(),
+		Subject:     pki.NameString(csr.RawSubject, csr.Subject),
 		CommonName:  csr.Subject.CommonName,
 		Input: workflow.Request{
 			Template:                   templateName(tmpl),
@@ -192,6 +193,9 @@ func (s *Server) enrollmentOf(r *http.Request, caller *Identity, body *Enrollmen
 func decodeCSRField(text string) ([]byte, *x509.CertificateRequest, error) {
 	if strings.TrimSpace(text) == "" {
 		return nil, nil, badField("CSR", "required: a PEM or base64 DER certificate signing request")
+	}
+	if len(text) > maxCSRText {
+		return nil, nil, &apiError{status: http.StatusBadRequest, code: CodeInvalidCSR, msg: fmt.Sprintf("CSR: longer than %d bytes", maxCSRText)}
 	}
 	der, csr, err := pki.DecodeCSR(text)
 	if err == nil {
@@ -368,7 +372,7 @@ func checkSANs(in map[string][]string) (map[string][]string, error) {
 			f := fmt.Sprintf("%s[%d]", field, i)
 			switch k {
 			case "dns":
-				if !workflow.IsDNSName(v) {
+				if !policy.IsDNSName(v) {
 					return nil, badField(f, "%q is not a DNS name", v)
 				}
 			case "ip4":
@@ -384,7 +388,7 @@ func checkSANs(in map[string][]string) (map[string][]string, error) {
 					return nil, badField(f, "%q is not an absolute URI", v)
 				}
 			case "rfc822":
-				if at := strings.LastIndex(v, "@"); at < 1 || !workflow.IsDNSName(v[at+1:]) {
+				if at := strings.LastIndex(v, "@"); at < 1 || !policy.IsDNSName(v[at+1:]) {
 					return nil, badField(f, "%q is not an email address", v)
 				}
 			}
@@ -586,7 +590,12 @@ func (s *Server) handleEnrollCSR(w http.ResponseWriter, r *http.Request) {
 // client itself only when the request was refused (ok false). Every kind
 // of submit (CSR, renewal, …) goes through here.
 func (s *Server) accept(w http.ResponseWriter, r *http.Request, e *enrollment) (req *store.Request, ok bool) {
-	if err := s.selectDefinition(e); err != nil {
+	in := s.input(e)
+	if err := s.checkPolicy(e, in, identity(r)); err != nil {
+		writeError(w, r, s.log, err)
+		return nil, false
+	}
+	if err := s.selectFor(e, in); err != nil {
 		writeError(w, r, s.log, err)
 		return nil, false
 	}

@@ -71,6 +71,8 @@ func FuzzEnrollmentBody(f *testing.F) {
 		cfg.Templates[0].EnrollmentFields = append(cfg.Templates[0].EnrollmentFields, config.EnrollmentField{Name: name})
 	}
 	cfg.Templates[0].EnrollmentFields = append(cfg.Templates[0].EnrollmentFields, config.EnrollmentField{Name: "Zone", Type: "MultipleChoice", Options: []string{"dmz", "lan"}})
+	// Every SAN type, so that the seed with every field is accepted.
+	cfg.Templates[0].SANTypes = config.SANTypes
 	if err := cfg.Validate(); err != nil {
 		f.Fatal(err)
 	}
@@ -132,7 +134,7 @@ func checkRefusal(t *testing.T, names map[string]bool, rec *httptest.ResponseRec
 	code, _ := e["ErrorCode"].(string)
 	msg, _ := e["Message"].(string)
 	want := map[int][]string{
-		http.StatusBadRequest:            {api.CodeInvalidField, api.CodeInvalidCSR, api.CodeUnknownName, api.CodeNoWorkflow},
+		http.StatusBadRequest:            {api.CodeInvalidField, api.CodeInvalidCSR, api.CodeUnknownName, api.CodeNoWorkflow, api.CodePolicy},
 		http.StatusRequestEntityTooLarge: {api.CodeTooLarge},
 	}[rec.Code]
 	if !contains(want, code) {

@@ -198,7 +198,7 @@ func (s *Server) decodeRenewal(r *http.Request, caller *Identity) (*enrollment, 
 		Trigger:     workflow.TriggerRenewal,
 		Requester:   workflow.Requester{Name: caller.Name, Roles: caller.Roles},
 		CSR:         der,
-		Subject:     e.csr.Subject.String(),
+		Subject:     pki.NameString(e.csr.RawSubject, e.csr.Subject),
 		CommonName:  e.csr.Subject.CommonName,
 		Input: workflow.Request{
 			Template:                   templateName(tmpl),

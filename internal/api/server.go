@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/certflow/certflow/internal/ca"
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
@@ -42,6 +43,9 @@ type Options struct {
 	Definitions *atomic.Pointer[workflow.Set]
 	// Reload reloads the definitions in every process.
 	Reload func(ctx context.Context) error
+	// CASubjects are the CAs' subjects, which no issued certificate may
+	// carry (nil: none known).
+	CASubjects *ca.Subjects
 }
 
 // Server serves the API.
@@ -55,6 +59,8 @@ type Server struct {
 	log     *slog.Logger
 	defs    *atomic.Pointer[workflow.Set]
 	reload  func(ctx context.Context) error
+	// casubjects: see Options.CASubjects.
+	casubjects *ca.Subjects
 	// mux routes lower-cased paths; paths (the same patterns without
 	// methods) tells 405 from 404.
 	mux       *http.ServeMux
@@ -77,7 +83,7 @@ const ProductVersion = "10.5.0"
 // woken promptly (without it they poll once a second).
 func New(o Options) *Server {
 	s := &Server{
-		cfg: o.Config, store: o.Store, queue: o.Queue, kek: o.KEK, auth: o.Auth, log: o.Log,
+		cfg: o.Config, store: o.Store, queue: o.Queue, kek: o.KEK, auth: o.Auth, log: o.Log, casubjects: o.CASubjects,
 		defs: o.Definitions, reload: o.Reload,
 		waiters: o.Store.NewWaiters(), mux: http.NewServeMux(), paths: http.NewServeMux(),
 		authFailures: newLimiters(float64(o.Config.API.AuthFailuresPerMinute)/60, o.Config.API.AuthFailuresPerMinute),

@@ -110,6 +110,9 @@ type App struct {
 	Out io.Writer
 	// id tells this process's reload announcements from others'.
 	id string
+	// caSubjects are the CAs' subjects, which policy keeps out of
+	// issued certificates.
+	caSubjects *ca.Subjects
 }
 
 // Role says which halves of certflow a process runs.
@@ -123,7 +126,7 @@ const (
 
 // Open connects and loads everything role needs.
 func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, out io.Writer) (*App, error) {
-	a := &App{Config: cfg, Log: log, Out: out, id: randomID()}
+	a := &App{Config: cfg, Log: log, Out: out, id: randomID(), caSubjects: ca.NewSubjects(cfg)}
 	ok := false
 	var err error
 	defer func() {
@@ -282,7 +285,7 @@ func (a *App) adminToken(fromEnv string) (string, error) {
 // Catalog returns the step catalogue wired to this app's services.
 func (a *App) Catalog() workflow.Catalog {
 	return steps.Catalog(&steps.Deps{
-		Config: a.Config, CAs: a.CAs, Store: a.Store, Webhooks: a.Sender, Log: a.Log,
+		Config: a.Config, CAs: a.CAs, CASubjects: a.caSubjects, Store: a.Store, Webhooks: a.Sender, Log: a.Log,
 		HTTP:   callback.NewClient(a.Config.Callbacks.AllowPrivate, a.Config.Callbacks.Timeout),
 		Mailer: a.Mailer,
 	})
@@ -365,7 +368,7 @@ func randomID() string {
 func (a *App) APIServer() *api.Server {
 	return api.New(api.Options{
 		Config: a.Config, Store: a.Store, Queue: a.Queue, KEK: a.KEK, Auth: a.Auth, Log: a.Log,
-		Definitions: &a.Defs, Reload: a.Reload,
+		Definitions: &a.Defs, Reload: a.Reload, CASubjects: a.caSubjects,
 	})
 }
 

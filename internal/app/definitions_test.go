@@ -60,14 +60,43 @@ func TestARequestNoDefinitionTakesIsRefusedAtSubmit(t *testing.T) {
 	assertNothingStored(t, cf)
 }
 
-func TestTemplatePolicyBindsEvenADefinitionWithoutValidate(t *testing.T) {
+// A template tightened while a request waits for approval binds it: the
+// issue step applies the policy of the day, even in a definition with no
+// validate step. The first process (wildcards allowed) accepts the
+// request and suspends it; it goes away, and a second one on the same
+// Redis (wildcards no longer allowed) takes the approval and denies
+// instead of issuing.
+func TestATemplateTightenedDuringApprovalBindsTheIssue(t *testing.T) {
 	t.Parallel()
-	dir := defsDir(t, map[string]string{"tagged.yaml": strings.Replace(taggedDef, "%s", "one", 1)})
-	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Definitions = dir })
-	csr, _ := testutil.CSR(t, "wild.example.com", "*.example.com")
-	resp, er := enroll(t, cf, testutil.EnrollBody(csr, nil))
-	if resp.Status != 200 || er.CertificateInformation.RequestDisposition != "DENIED" || !strings.Contains(er.CertificateInformation.DispositionMessage, "wildcard") {
-		t.Fatalf("a wildcard under WebServer through a definition without validate: %d %s", resp.Status, resp.Body)
+	dir := defsDir(t, map[string]string{"gated.yaml": `name: gated
+trigger: enrollment
+steps:
+  - id: approve
+    uses: approval
+    with: {roles: [approver]}
+  - id: issue
+    uses: issue
+`})
+	first := testutil.StartCertflow(t, func(c *config.Config) {
+		c.Definitions = dir
+		c.Templates[0].AllowWildcards = true
+	})
+	csr, _ := testutil.CSR(t, "*.wild.example.com")
+	resp, er := enroll(t, first, testutil.EnrollBody(csr, nil))
+	if resp.Status != http.StatusOK || er.CertificateInformation.RequestDisposition != "PENDING" {
+		t.Fatalf("a wildcard where wildcards are allowed: %d %s; want PENDING", resp.Status, resp.Body)
+	}
+	first.Stop()
+	second := testutil.StartCertflow(t, func(c *config.Config) {
+		c.Definitions, c.KeyPrefix, c.Queue, c.DataDir, c.KEKFile = dir, first.Prefix, first.Prefix, first.Config.DataDir, first.Config.KEKFile
+	})
+	mustSignal(t, second, er.CertificateInformation.WorkflowInstanceId, testutil.BobToken, approveData("ok"))
+	st := pollDisposition(t, second, er.CertificateInformation.KeyfactorRequestId, "DENIED")
+	if msg := st.CertificateInformation.DispositionMessage; !strings.Contains(msg, "wildcard names are not allowed") {
+		t.Errorf("denied with %q; want the wildcard rule", msg)
+	}
+	if st.CertificateInformation.KeyfactorID != 0 {
+		t.Errorf("a certificate was issued: %+v", st.CertificateInformation)
 	}
 }
 

@@ -350,18 +350,13 @@ func TestIdempotencyKeyReturnsTheFirstRequest(t *testing.T) {
 	assertError(t, r4, http.StatusConflict, api.CodeConflict, "Idempotency-Key")
 }
 
-func TestPolicyDenialIsASettledAnswer(t *testing.T) {
+func TestAPolicyRefusalIsAnsweredAtSubmitAndStoresNothing(t *testing.T) {
 	t.Parallel()
 	cf := testutil.StartCertflow(t, nil)
 	csr, _ := testutil.CSR(t, "wild.example.com", "*.example.com")
-	resp, er := enroll(t, cf, testutil.EnrollBody(csr, nil))
-	if resp.Status != http.StatusOK {
-		t.Fatalf("status %d: %s", resp.Status, resp.Body)
-	}
-	info := er.CertificateInformation
-	if info.RequestDisposition != "DENIED" || !strings.Contains(info.DispositionMessage, "wildcard") || len(info.Certificates) != 0 || info.KeyfactorID != 0 {
-		t.Fatalf("a wildcard under WebServer: %+v", info)
-	}
+	resp, _ := enroll(t, cf, testutil.EnrollBody(csr, nil))
+	assertError(t, resp, http.StatusBadRequest, api.CodePolicy, `CSR: dns name "*.example.com": wildcard names are not allowed`)
+	assertNothingStored(t, cf)
 }
 
 func assertError(t *testing.T, r *testutil.Response, status int, code, inMessage string) {

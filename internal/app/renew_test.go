@@ -184,11 +184,7 @@ func TestRenewalRefusals(t *testing.T) {
 		t.Fatalf("enroll: %+v", alices)
 	}
 	// A request that was denied has no certificate to renew.
-	wild, _ := testutil.CSR(t, "*.example.com")
-	_, denied := enroll(t, cf, testutil.EnrollBody(wild, nil), "Authorization", "Bearer "+testutil.AliceToken)
-	if denied.CertificateInformation.RequestDisposition != "DENIED" {
-		t.Fatalf("the wildcard was not denied: %+v", denied.CertificateInformation)
-	}
+	denied := submitDenied(t, cf, "Bearer "+testutil.AliceToken)
 	fresh, _ := testutil.CSR(t, "mine.example.com")
 	freshB64 := base64.StdEncoding.EncodeToString(fresh)
 	alice := "Bearer " + testutil.AliceToken
@@ -287,4 +283,16 @@ func TestRenewalOfARevokedCertificateNeedsANewKey(t *testing.T) {
 	if leaf := leafOf(t, renewed.Certificates); !bytes.Equal(leaf.RawSubjectPublicKeyInfo, spki) {
 		t.Fatal("the renewal with a new CSR did not certify the new key")
 	}
+}
+
+// submitDenied enrolls a request the default workflow denies (its rule on
+// the common name's length; policy would refuse it at submit instead).
+func submitDenied(t *testing.T, cf *testutil.Certflow, auth string) enrollResponse {
+	t.Helper()
+	csr, _ := testutil.CSR(t, strings.Repeat("a", 60)+".example.com")
+	_, denied := enroll(t, cf, testutil.EnrollBody(csr, nil), "Authorization", auth)
+	if denied.CertificateInformation.RequestDisposition != "DENIED" {
+		t.Fatalf("the long common name was not denied: %+v", denied.CertificateInformation)
+	}
+	return denied
 }

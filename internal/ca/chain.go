@@ -4,6 +4,9 @@ import (
 	"crypto/x509"
 	"fmt"
 	"path/filepath"
+	"sync"
+
+	"github.com/certflow/certflow/internal/config"
 )
 
 // ReadChain returns the certificates of the built-in CA called name in
@@ -21,4 +24,41 @@ func ReadChain(dataDir, name string) ([]*x509.Certificate, error) {
 		return nil, fmt.Errorf("built-in CA %s: %w", name, err)
 	}
 	return []*x509.Certificate{iss, root}, nil
+}
+
+// Subjects knows the subjects (DER) of every configured built-in CA's
+// root and issuing certificates, which no certificate certflow issues may
+// carry. It reads the public chain files on first use and again until
+// every CA's are there (a CA another process has not created yet).
+type Subjects struct {
+	cfg      *config.Config
+	mu       sync.Mutex
+	subjects [][]byte
+	complete bool
+}
+
+// NewSubjects returns the subjects of cfg's CAs, read lazily.
+func NewSubjects(cfg *config.Config) *Subjects { return &Subjects{cfg: cfg} }
+
+// All returns the subjects known so far.
+func (s *Subjects) All() [][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.complete {
+		return s.subjects
+	}
+	var out [][]byte
+	complete := true
+	for _, c := range s.cfg.CAs {
+		chain, err := ReadChain(s.cfg.DataDir, c.Name)
+		if err != nil {
+			complete = false
+			continue
+		}
+		for _, cert := range chain {
+			out = append(out, cert.RawSubject)
+		}
+	}
+	s.subjects, s.complete = out, complete
+	return out
 }

@@ -116,6 +116,9 @@ type API struct {
 	// (POST /CSRGeneration/Generate) and not yet enrolled or deleted: each
 	// keeps a sealed key in Redis. Defaults to 100.
 	MaxPendingCSRs int `yaml:"max_pending_csrs"`
+	// MaxSANs bounds the subject alternative names of one request, the
+	// CSR's and the body's SANs together. Defaults to 100.
+	MaxSANs int `yaml:"max_sans"`
 	// RedisTimeout bounds each store call made while answering a request, so
 	// an unreachable Redis yields 503 rather than a hang. Defaults to 3s.
 	RedisTimeout time.Duration `yaml:"redis_timeout"`
@@ -244,6 +247,73 @@ type CA struct {
 	Standalone bool `yaml:"standalone"`
 	// MaxValidity caps what a template asks for. Defaults to 825 days.
 	MaxValidity time.Duration `yaml:"max_validity"`
+
+	// The policy of a standalone CA, which binds the requests that name it
+	// without a template (a CA that serves templates is bound by theirs).
+	// The defaults are safe: RSA 2048, 3072 and 4096, P-256 and P-384, no
+	// Ed25519, no wildcards, DNS and IP names only, no local names, and
+	// the requester role required.
+
+	// RSAKeySizes, ECCCurves, AllowEd25519, AllowWildcards, SANTypes and
+	// AllowLocalNames are as a template's.
+	RSAKeySizes     []int    `yaml:"rsa_key_sizes"`
+	ECCCurves       []string `yaml:"ecc_curves"`
+	AllowEd25519    bool     `yaml:"allow_ed25519"`
+	AllowWildcards  bool     `yaml:"allow_wildcards"`
+	SANTypes        []string `yaml:"san_types"`
+	AllowLocalNames bool     `yaml:"allow_local_names"`
+	// AllowedRequesters are the roles whose holders may enroll with the
+	// CA without a template (admin holds every role). Defaults to
+	// [requester].
+	AllowedRequesters []string `yaml:"allowed_requesters"`
+}
+
+// SAN types, as san_types names them.
+const (
+	SANTypeDNS   = "dns"
+	SANTypeIP    = "ip"
+	SANTypeEmail = "email"
+	SANTypeURI   = "uri"
+)
+
+// SANTypes are the known SAN types.
+var SANTypes = []string{SANTypeDNS, SANTypeIP, SANTypeEmail, SANTypeURI}
+
+// DefaultSANTypes are the SAN types of a template or CA that names none:
+// a server's (DNS names and IP addresses), and mail addresses too for a
+// template whose certificates protect e-mail.
+func DefaultSANTypes(extKeyUsages []string) []string {
+	if slices.Contains(extKeyUsages, "EmailProtection") {
+		return []string{SANTypeDNS, SANTypeIP, SANTypeEmail}
+	}
+	return []string{SANTypeDNS, SANTypeIP}
+}
+
+// WithPolicyDefaults returns the CA with the safe defaults in every
+// policy setting it leaves out (nil, not an explicitly empty list): RSA
+// 2048, 3072 and 4096, P-256 and P-384, DNS and IP names, the requester
+// role.
+func (ca CA) WithPolicyDefaults() CA {
+	if ca.RSAKeySizes == nil {
+		ca.RSAKeySizes = []int{2048, 3072, 4096}
+	}
+	if ca.ECCCurves == nil {
+		ca.ECCCurves = []string{"P-256", "P-384"}
+	}
+	if ca.SANTypes == nil {
+		ca.SANTypes = DefaultSANTypes(nil)
+	}
+	if ca.AllowedRequesters == nil {
+		ca.AllowedRequesters = []string{RoleRequester}
+	}
+	return ca
+}
+
+// MayEnroll reports whether a caller holding roles may enroll with the
+// standalone CA: a holder of one of AllowedRequesters (admin holds every
+// role).
+func (ca *CA) MayEnroll(roles []string) bool {
+	return mayEnroll(roles, ca.WithPolicyDefaults().AllowedRequesters)
 }
 
 // Template is Keyfactor's certificate template: the policy a request is
@@ -262,8 +332,17 @@ type Template struct {
 	ECCCurves []string `yaml:"ecc_curves"`
 	// AllowEd25519 allows Ed25519 keys. Defaults to false.
 	AllowEd25519 bool `yaml:"allow_ed25519"`
-	// AllowWildcards allows "*." names. Defaults to false.
+	// AllowWildcards allows a left-most "*." label (never directly under
+	// a public suffix such as "*.com"). Defaults to false.
 	AllowWildcards bool `yaml:"allow_wildcards"`
+	// SANTypes are the subject alternative name types (dns, ip, email,
+	// uri) the template's certificates may carry; a request with another
+	// type is refused. Defaults to dns and ip, and email too when
+	// extended_key_usages has EmailProtection.
+	SANTypes []string `yaml:"san_types"`
+	// AllowLocalNames allows "localhost" names and loopback, link-local
+	// and unspecified IP addresses. Defaults to false.
+	AllowLocalNames bool `yaml:"allow_local_names"`
 	// RFCEnforcement (RFC 2818) adds the CN as a DNS or IP SAN when it is
 	// one, and denies a request left with no DNS or IP SAN. Defaults to
 	// false for a template a file adds (true for the built-in WebServer).
@@ -367,6 +446,7 @@ const (
 	DefaultIdempotencyTTL  = 24 * time.Hour
 	DefaultRedisTimeout    = 3 * time.Second
 	DefaultMaxPendingCSRs  = 100
+	DefaultMaxSANs         = 100
 	DefaultConcurrency     = 32
 	DefaultMaxRetry        = 25
 	DefaultTaskTimeout     = 5 * time.Minute
@@ -404,6 +484,7 @@ func Default() Config {
 			RateBurst:             200,
 			AuthFailuresPerMinute: 30,
 			MaxPendingCSRs:        DefaultMaxPendingCSRs,
+			MaxSANs:               DefaultMaxSANs,
 		},
 		Worker: Worker{
 			Concurrency:     DefaultConcurrency,
@@ -417,10 +498,10 @@ func Default() Config {
 		},
 		Callbacks: Callbacks{Timeout: DefaultCallbackTimeout, Schedule: slices.Clone(DefaultCallbackSchedule)},
 		SMTP:      SMTP{TLS: "starttls", Timeout: 30 * time.Second},
-		CAs: []CA{{
+		CAs: []CA{CA{
 			Name: DefaultCAName, Host: DefaultCAHost, Type: "builtin", KeyType: "ecdsa-p256",
 			MaxValidity: 825 * 24 * time.Hour,
-		}},
+		}.WithPolicyDefaults()},
 		Templates: []Template{{
 			Name:           DefaultTemplate,
 			DisplayName:    "Web Server",
@@ -451,6 +532,7 @@ func (c *Config) fillDefaults() {
 		ca.Type = cmp.Or(ca.Type, dca.Type)
 		ca.KeyType = cmp.Or(ca.KeyType, dca.KeyType)
 		ca.MaxValidity = cmp.Or(ca.MaxValidity, dca.MaxValidity)
+		*ca = ca.WithPolicyDefaults()
 	}
 	for i := range c.Templates {
 		t := &c.Templates[i]
@@ -525,6 +607,9 @@ func (c *Config) Validate() error {
 	}
 	if c.API.RateLimit < 0 || (c.API.RateLimit > 0 && c.API.RateBurst < 1) {
 		bad("api.rate_limit: must be 0 (off) or positive, with api.rate_burst at least 1")
+	}
+	if c.API.MaxSANs < 1 || c.API.MaxSANs > 10000 {
+		bad("api.max_sans: must be between 1 and 10000")
 	}
 	if c.API.MaxPendingCSRs < 1 {
 		bad("api.max_pending_csrs: must be at least 1")
@@ -633,6 +718,12 @@ func (c *Config) Validate() error {
 		if ca.MaxValidity <= 0 {
 			bad("%s.max_validity: must be positive", field)
 		}
+		validatePolicy(field, ca.RSAKeySizes, ca.ECCCurves, ca.SANTypes, bad)
+		for _, r := range ca.AllowedRequesters {
+			if !roleRE.MatchString(r) {
+				bad("%s.allowed_requesters: %q is not a role name", field, r)
+			}
+		}
 	}
 	tmplNames := map[string]bool{}
 	for i, t := range c.Templates {
@@ -650,16 +741,7 @@ func (c *Config) Validate() error {
 				bad("%s.certificate_authorities: %s is standalone: it serves requests that name it, without a template", field, n)
 			}
 		}
-		for _, bits := range t.RSAKeySizes {
-			if bits < 2048 || bits > 8192 {
-				bad("%s.rsa_key_sizes: %d is outside 2048–8192", field, bits)
-			}
-		}
-		for _, curve := range t.ECCCurves {
-			if !slices.Contains([]string{"P-256", "P-384", "P-521"}, curve) {
-				bad("%s.ecc_curves: unknown curve %q (want P-256, P-384 or P-521)", field, curve)
-			}
-		}
+		validatePolicy(field, t.RSAKeySizes, t.ECCCurves, t.SANTypes, bad)
 		if t.Validity <= 0 {
 			bad("%s.validity: must be positive", field)
 		}
@@ -680,6 +762,26 @@ func (c *Config) Validate() error {
 		c.validateTemplateFields(fmt.Sprintf("templates[%d]", i), &c.Templates[i], bad)
 	}
 	return errors.Join(errs...)
+}
+
+// validatePolicy checks the key and name policy a template or a CA
+// (field) sets.
+func validatePolicy(field string, rsaKeySizes []int, curves, sanTypes []string, bad func(format string, args ...any)) {
+	for _, bits := range rsaKeySizes {
+		if bits < 2048 || bits > 8192 {
+			bad("%s.rsa_key_sizes: %d is outside 2048–8192", field, bits)
+		}
+	}
+	for _, curve := range curves {
+		if !slices.Contains([]string{"P-256", "P-384", "P-521"}, curve) {
+			bad("%s.ecc_curves: unknown curve %q (want P-256, P-384 or P-521)", field, curve)
+		}
+	}
+	for _, t := range sanTypes {
+		if !slices.Contains(SANTypes, t) {
+			bad("%s.san_types: unknown type %q (want %s)", field, t, strings.Join(SANTypes, ", "))
+		}
+	}
 }
 
 // validateSecurityRoles checks security_roles: ids from MinSecurityRoleID,
@@ -833,16 +935,24 @@ func (t *Template) EnrollmentField(name string) *EnrollmentField {
 // requester when AllowedRequesters is empty, else a holder of one of them
 // (admin holds every role).
 func (t *Template) MayEnroll(roles []string) bool {
-	if slices.Contains(roles, RoleAdmin) {
-		return true
-	}
-	if !slices.Contains(roles, RoleRequester) {
+	if !slices.Contains(roles, RoleAdmin) && !slices.Contains(roles, RoleRequester) {
 		return false
 	}
-	if len(t.AllowedRequesters) == 0 {
-		return true
+	return len(t.AllowedRequesters) == 0 || mayEnroll(roles, t.AllowedRequesters)
+}
+
+// mayEnroll: admin, or a holder of one of allowed.
+func mayEnroll(roles, allowed []string) bool {
+	return slices.Contains(roles, RoleAdmin) ||
+		slices.ContainsFunc(roles, func(r string) bool { return slices.Contains(allowed, r) })
+}
+
+// AllowedSANTypes are the SAN types the template's certificates may carry.
+func (t *Template) AllowedSANTypes() []string {
+	if t.SANTypes == nil {
+		return DefaultSANTypes(t.ExtKeyUsages)
 	}
-	return slices.ContainsFunc(roles, func(r string) bool { return slices.Contains(t.AllowedRequesters, r) })
+	return t.SANTypes
 }
 
 // Roles returns every security role: the built-in ones, then the configured.

@@ -33,7 +33,12 @@ type Certflow struct {
 	Redis  redis.UniversalClient
 	Prefix string
 	Logs   *SyncBuffer
+	stop   func()
 }
+
+// Stop stops this certflow (API and worker) before the test ends, as a
+// process that goes away; its Redis data stays.
+func (c *Certflow) Stop() { c.stop() }
 
 // Test users, with their credentials.
 const (
@@ -114,10 +119,13 @@ func StartCertflow(t testing.TB, mutate func(*config.Config)) *Certflow {
 		}
 	}()
 	a.FollowReloads(ctx)
-	t.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		cancel()
 		wg.Wait()
 		a.Close()
+	})
+	t.Cleanup(func() {
+		stop()
 		if t.Failed() {
 			t.Logf("certflow logs:\n%s", logs.String())
 		}
@@ -126,7 +134,7 @@ func StartCertflow(t testing.TB, mutate func(*config.Config)) *Certflow {
 	if !ok {
 		t.FailNow()
 	}
-	return &Certflow{URL: "http://" + addr.String(), Config: cfg, App: a, Redis: rdb, Prefix: prefix, Logs: logs}
+	return &Certflow{URL: "http://" + addr.String(), Config: cfg, App: a, Redis: rdb, Prefix: prefix, Logs: logs, stop: stop}
 }
 
 // Response is an HTTP answer.

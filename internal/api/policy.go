@@ -1,0 +1,138 @@
+package api
+
+import (
+	"crypto/x509"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/policy"
+	"github.com/certflow/certflow/workflow"
+)
+
+// CodePolicy: the request is well formed but breaks the policy of its
+// template or standalone CA (internal/policy).
+const CodePolicy = "0xA0010006"
+
+// maxCSRText bounds a CSR field before anything decodes it: room for a
+// 4096-bit RSA request carrying the most SANs api.max_sans allows.
+const maxCSRText = 64 << 10
+
+// checkPolicy holds a submit (CSR, PFX or renewal) to the policy that
+// binds it, before anything is stored: the SAN count, then its template's
+// rules or, without a template, its standalone CA's (which may also
+// restrict who enrolls). in is the request as the workflow will see it,
+// with the SANs merged and normalised. The answer names the field at
+// fault: CSR (or, for a PFX enrollment, Subject and KeyType), or SANs.
+func (s *Server) checkPolicy(e *enrollment, in *workflow.Input, caller *Identity) error {
+	if n := sanCount(e.csr, e.req.Input.SANs); n > s.cfg.API.MaxSANs {
+		field := "SANs"
+		if sanCount(e.csr, nil) > s.cfg.API.MaxSANs {
+			field = "CSR"
+		}
+		return newError(http.StatusBadRequest, CodePolicy, "%s: the request has %d subject alternative names, more than the %d allowed (api.max_sans)", field, n, s.cfg.API.MaxSANs)
+	}
+	rules, err := s.rulesFor(e, caller)
+	if err != nil {
+		return err
+	}
+	v := rules.Check(&policy.Request{
+		Subject: e.csr.Subject, RawSubject: e.csr.RawSubject, PublicKey: e.csr.PublicKey,
+		SANs: policy.SANs(in.SANs), KeyGenerated: e.req.Input.PFX != nil,
+	}, s.caSubjects())
+	if v == nil {
+		return nil
+	}
+	return newError(http.StatusBadRequest, CodePolicy, "%s: %s", violationField(v, e), v.Message)
+}
+
+// rulesFor returns the rules that bind e: its template's, or those of the
+// standalone CA it names, whose allowed_requesters the caller must match.
+func (s *Server) rulesFor(e *enrollment, caller *Identity) (*policy.Rules, error) {
+	if t, ok := s.cfg.Template(e.req.Input.Template); ok {
+		r := policy.ForTemplate(t)
+		return &r, nil
+	}
+	c, ok := s.cfg.CA(e.req.Input.CertificateAuthority)
+	if !ok || !c.Standalone {
+		return nil, badField("Template", "required unless CertificateAuthority names a standalone CA")
+	}
+	if !c.MayEnroll(caller.Roles) {
+		return nil, newError(http.StatusForbidden, CodeForbidden, "CertificateAuthority: %s may not enroll with certificate authority %s (allowed: %s)", caller.Name, c.Name, strings.Join(c.AllowedRequesters, ", "))
+	}
+	r := policy.ForCA(c)
+	return &r, nil
+}
+
+// violationField names the request field a violation is about.
+func violationField(v *policy.Violation, e *enrollment) string {
+	pfx := e.req.Input.PFX != nil
+	switch {
+	case v.Part == policy.PartKey && pfx:
+		return "KeyType"
+	case v.Part == policy.PartSAN && fromBody(v, e.req.Input.SANs):
+		return "SANs"
+	case pfx:
+		return "Subject" // a PFX's names come from its Subject and SANs
+	}
+	return "CSR"
+}
+
+// fromBody reports whether the body's SANs object gave the name a
+// violation is about (else the CSR did).
+func fromBody(v *policy.Violation, sans map[string][]string) bool {
+	for kind, values := range sans {
+		if sanType(kind) != v.Kind {
+			continue
+		}
+		if slices.ContainsFunc(values, func(x string) bool { return strings.EqualFold(x, v.Value) || normalizeSAN(v.Kind, x) == v.Value }) {
+			return true
+		}
+	}
+	return false
+}
+
+// sanType is the policy type of a Keyfactor SANs kind (ip4 and ip6 are ip).
+func sanType(kind string) string {
+	switch strings.ToLower(kind) {
+	case "dns":
+		return config.SANTypeDNS
+	case "ip4", "ip6":
+		return config.SANTypeIP
+	case "rfc822":
+		return config.SANTypeEmail
+	case "uri":
+		return config.SANTypeURI
+	}
+	return ""
+}
+
+func normalizeSAN(kind, v string) string {
+	switch kind {
+	case config.SANTypeDNS:
+		return policy.NormalizeDNS(v)
+	case config.SANTypeEmail:
+		return policy.NormalizeEmail(v)
+	}
+	return v
+}
+
+// sanCount is how many SANs a request carries, its CSR's and its body's,
+// before duplicates are merged.
+func sanCount(csr *x509.CertificateRequest, body map[string][]string) int {
+	n := len(csr.DNSNames) + len(csr.IPAddresses) + len(csr.EmailAddresses) + len(csr.URIs)
+	for _, v := range body {
+		n += len(v)
+	}
+	return n
+}
+
+// caSubjects are the CAs' subjects, none when the server was built
+// without them.
+func (s *Server) caSubjects() policy.CASubjects {
+	if s.casubjects == nil {
+		return nil
+	}
+	return s.casubjects.All()
+}

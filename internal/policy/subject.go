@@ -1,0 +1,99 @@
+package policy
+
+import (
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+)
+
+// Attribute types a subject may repeat; every other attribute is
+// single-valued (one common name, one organisation, one country …), so
+// that what a rule reads of a name is all there is of it.
+var repeatable = map[string]bool{
+	"2.5.4.11":                   true, // organizationalUnitName
+	"2.5.4.9":                    true, // streetAddress
+	"0.9.2342.19200300.100.1.25": true, // domainComponent
+}
+
+var oidCommonName = asn1.ObjectIdentifier{2, 5, 4, 3}
+
+// checkSubject judges the CSR's subject: no attribute that must be single
+// is repeated, no value carries a control character, it is no CA's
+// subject, and a common name that is a host name, an IP address or a
+// mail address passes the rules that name would pass as a SAN.
+func (r *Rules) checkSubject(req *Request, cas CASubjects) error {
+	seen := make(map[string]bool, len(req.Subject.Names))
+	var cn string
+	for _, atv := range req.Subject.Names {
+		oid := atv.Type.String()
+		if seen[oid] && !repeatable[oid] {
+			return fmt.Errorf("the attribute %s appears more than once; a certificate carries one", attributeName(oid))
+		}
+		seen[oid] = true
+		s, ok := atv.Value.(string)
+		if !ok {
+			continue
+		}
+		for i := 0; i < len(s); i++ {
+			if c := s[i]; c < ' ' || c == 0x7f {
+				return fmt.Errorf("the attribute %s has the control character %s", attributeName(oid), quoteByte(c))
+			}
+		}
+		if atv.Type.Equal(oidCommonName) {
+			cn = s
+		}
+	}
+	if len(req.RawSubject) > 0 && cas.Is(req.RawSubject) {
+		return errors.New("it is a certificate authority's subject")
+	}
+	return r.checkCommonName(cn)
+}
+
+// checkCommonName applies the name rules to a common name that is a
+// name a client would match: an IP address, a mail address, or a host
+// name (it has a dot or a "*" and no space, or it is "localhost"). A CN
+// such as "Jane Doe" or "Build Service" is left alone.
+func (r *Rules) checkCommonName(cn string) error {
+	if cn == "" {
+		return nil
+	}
+	if ip := net.ParseIP(cn); ip != nil {
+		if err := r.CheckIP(ip); err != nil {
+			return fmt.Errorf("common name %q: %v", cn, err)
+		}
+		return nil
+	}
+	if strings.ContainsAny(cn, " ") {
+		return nil
+	}
+	if strings.Contains(cn, "@") {
+		if err := r.CheckEmail(NormalizeEmail(cn)); err != nil {
+			return fmt.Errorf("common name %q: %v", printable(cn), err)
+		}
+		return nil
+	}
+	name := NormalizeDNS(cn)
+	if !strings.ContainsAny(name, ".*") && name != "localhost" {
+		return nil
+	}
+	if err := r.CheckDNSName(name); err != nil {
+		return fmt.Errorf("common name %q: %v", printable(cn), err)
+	}
+	return nil
+}
+
+// attributeNames are the short names of the usual subject attributes.
+var attributeNames = map[string]string{
+	"2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.10": "O",
+	"2.5.4.11": "OU", "2.5.4.5": "SERIALNUMBER", "2.5.4.17": "POSTALCODE", "2.5.4.9": "STREET",
+	"1.2.840.113549.1.9.1": "emailAddress",
+}
+
+func attributeName(oid string) string {
+	if n, ok := attributeNames[oid]; ok {
+		return n
+	}
+	return oid
+}
