@@ -423,7 +423,7 @@ func (s *Server) handleCSRContext(w http.ResponseWriter, r *http.Request) {
 		out.Templates = append(out.Templates, ct)
 	}
 	for i := range s.cfg.CAs {
-		if c := &s.cfg.CAs[i]; c.Standalone && mayEnroll {
+		if c := &s.cfg.CAs[i]; c.Standalone && mayEnroll && c.MayEnroll(caller.Roles) {
 			out.StandaloneCAs = append(out.StandaloneCAs, ContextCA{Name: c.QualifiedName()})
 		}
 	}

@@ -173,7 +173,7 @@ func (s *Server) decodeCSRGeneration(body *CSRGenerationRequest, caller *Identit
 	if err := checkKeyPolicy(tmpl, spec); err != nil {
 		return nil, nil, err
 	}
-	sans, err := checkSANs(body.SANs)
+	sans, err := checkSANs(body.SANs, s.cfg.API.MaxSANs)
 	if err != nil {
 		return nil, nil, err
 	}

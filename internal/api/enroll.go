@@ -51,7 +51,6 @@ const (
 	maxIdempotencyKey = 255
 	maxNameLen        = 256
 	maxMapEntries     = 100
-	maxSANs           = 100
 )
 
 // timestampLayouts are the ISO 8601 forms Keyfactor clients send.
@@ -123,7 +122,7 @@ func (s *Server) enrollmentOf(r *http.Request, caller *Identity, body *Enrollmen
 	if err != nil {
 		return nil, err
 	}
-	sans, err := checkSANs(body.SANs)
+	sans, err := checkSANs(body.SANs, s.cfg.API.MaxSANs)
 	if err != nil {
 		return nil, err
 	}
@@ -351,8 +350,10 @@ func (s *Server) checkOwner(id *int64, name string, tmpl *config.Template) (conf
 	return none, nil
 }
 
-// checkSANs validates the SANs object: known kinds, well-formed values.
-func checkSANs(in map[string][]string) (map[string][]string, error) {
+// checkSANs validates the SANs object: known kinds, well-formed values, at
+// most maxSANs (api.max_sans) of them. Policy (checkPolicy) then judges
+// them with the CSR's.
+func checkSANs(in map[string][]string, maxSANs int) (map[string][]string, error) {
 	if len(in) == 0 {
 		return nil, nil
 	}

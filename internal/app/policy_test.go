@@ -1,0 +1,330 @@
+package app_test
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/certflow/certflow/internal/api"
+	"github.com/certflow/certflow/internal/ca"
+	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/testutil"
+)
+
+// csrSpec is a CSR a test asks for: a P-256 key unless key is set.
+type csrSpec struct {
+	cn     string
+	names  []pkix.AttributeTypeAndValue // the whole subject, instead of cn
+	raw    []byte                       // the subject's DER, instead of both
+	dns    []string
+	ips    []string
+	emails []string
+	uris   []string
+	key    crypto.Signer
+}
+
+func (c csrSpec) der(t *testing.T) []byte {
+	t.Helper()
+	tmpl := &x509.CertificateRequest{DNSNames: c.dns, EmailAddresses: c.emails, RawSubject: c.raw}
+	if c.names != nil {
+		tmpl.Subject.ExtraNames = c.names
+	} else {
+		tmpl.Subject.CommonName = c.cn
+	}
+	for _, s := range c.ips {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(s))
+	}
+	for _, s := range c.uris {
+		u, err := url.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl.URIs = append(tmpl.URIs, u)
+	}
+	key := c.key
+	if key == nil {
+		var err error
+		if key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+			t.Fatal(err)
+		}
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		t.Fatalf("CreateCertificateRequest: %v", err)
+	}
+	return der
+}
+
+// refusal is one row of an adversarial table: the body a hostile
+// requester sends and the refusal it must get.
+type refusal struct {
+	name   string
+	csr    csrSpec
+	extra  map[string]any // more body fields (nil value: left out)
+	auth   string         // default: alice, a requester
+	status int            // default 400
+	code   string         // default CodePolicy
+	want   string         // the start of Message: the field, and more
+}
+
+// refuseAll sends each row and asserts its refusal, then that nothing of
+// any row was stored and no certificate issued.
+func refuseAll(t *testing.T, cf *testutil.Certflow, rows []refusal) {
+	t.Helper()
+	for _, tc := range rows {
+		t.Run(tc.name, func(t *testing.T) {
+			auth := cmpOr(tc.auth, bearer(testutil.AliceToken))
+			resp, _ := enroll(t, cf, testutil.EnrollBody(tc.csr.der(t), tc.extra), "Authorization", auth)
+			assertError(t, resp, cmpOr(tc.status, http.StatusBadRequest), cmpOr(tc.code, api.CodePolicy), tc.want)
+			if !strings.HasPrefix(errorMessage(t, resp), strings.SplitN(tc.want, ":", 2)[0]+":") {
+				t.Errorf("message %q does not start with its field", errorMessage(t, resp))
+			}
+		})
+	}
+	assertNothingStored(t, cf)
+	for _, k := range testutil.Keys(t, cf.Redis, cf.Prefix) {
+		if strings.Contains(k, ":cert") {
+			t.Errorf("a refused submit left %s behind", k)
+		}
+	}
+}
+
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+func errorMessage(t *testing.T, r *testutil.Response) string {
+	t.Helper()
+	var e api.Error
+	r.JSON(t, &e)
+	return e.Message
+}
+
+var (
+	oidCN = asn1.ObjectIdentifier{2, 5, 4, 3}
+	oidO  = asn1.ObjectIdentifier{2, 5, 4, 10}
+)
+
+// TestPolicySANTypesAndNames: every SAN type is policy, and names are
+// checked as a TLS client reads them, whether they come in the CSR or in
+// the body's SANs.
+func TestPolicySANTypesAndNames(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	caCert, err := ca.ReadChain(cf.Config.DataDir, config.DefaultCAName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sans := func(kind string, v ...string) map[string]any { return map[string]any{"SANs": map[string]any{kind: v}} }
+	refuseAll(t, cf, []refusal{
+		{name: "a URI SAN in the CSR", csr: csrSpec{cn: "web.example.com", uris: []string{"spiffe://example.com/ns/prod/sa/admin"}}, want: "CSR: template WebServer does not allow uri subject alternative names"},
+		{name: "a URI SAN in the body", csr: csrSpec{cn: "web.example.com"}, extra: sans("uri", "spiffe://example.com/admin"), want: "SANs: template WebServer does not allow uri"},
+		{name: "an e-mail SAN in the CSR", csr: csrSpec{cn: "web.example.com", emails: []string{"ceo@example.com"}}, want: "CSR: template WebServer does not allow email"},
+		{name: "an e-mail SAN in the body", csr: csrSpec{cn: "web.example.com"}, extra: sans("rfc822", "ceo@example.com"), want: "SANs: template WebServer does not allow email"},
+		{name: "a loopback IP in the CSR", csr: csrSpec{cn: "web.example.com", ips: []string{"127.0.0.1"}}, want: "CSR: ip name \"127.0.0.1\": loopback"},
+		{name: "a loopback IPv6 in the body", csr: csrSpec{cn: "web.example.com"}, extra: sans("ip6", "::1"), want: "SANs: ip name \"::1\": loopback"},
+		{name: "a link-local IP (cloud metadata)", csr: csrSpec{cn: "web.example.com"}, extra: sans("ip4", "169.254.169.254"), want: "SANs: ip name \"169.254.169.254\": link-local"},
+		{name: "the unspecified address", csr: csrSpec{cn: "web.example.com", ips: []string{"0.0.0.0"}}, want: "CSR: ip name \"0.0.0.0\": the unspecified address"},
+		{name: "a loopback CN", csr: csrSpec{cn: "127.0.0.1"}, want: "CSR: subject: common name \"127.0.0.1\": loopback"},
+		{name: "localhost as a SAN", csr: csrSpec{cn: "web.example.com", dns: []string{"localhost"}}, want: "CSR: dns name \"localhost\": localhost names are not allowed"},
+		{name: "two CNs, the wildcard first", csr: csrSpec{names: []pkix.AttributeTypeAndValue{{Type: oidCN, Value: "*.example.com"}, {Type: oidCN, Value: "host.example.com"}}}, want: "CSR: subject: the attribute CN appears more than once"},
+		{name: "two Os", csr: csrSpec{names: []pkix.AttributeTypeAndValue{{Type: oidCN, Value: "host.example.com"}, {Type: oidO, Value: "Good"}, {Type: oidO, Value: "Evil"}}}, want: "CSR: subject: the attribute O appears more than once"},
+		{name: "the issuing CA's subject", csr: csrSpec{raw: caCert[0].RawSubject, dns: []string{"web.example.com"}}, want: "CSR: subject: it is a certificate authority's subject"},
+		{name: "the root CA's subject", csr: csrSpec{raw: caCert[1].RawSubject, dns: []string{"web.example.com"}}, want: "CSR: subject: it is a certificate authority's subject"},
+		{name: "an upper-case wildcard", csr: csrSpec{cn: "web.example.com", dns: []string{"*.EXAMPLE.COM"}}, want: `CSR: dns name "*.example.com": wildcard names are not allowed`},
+		{name: "a partial wildcard w*", csr: csrSpec{cn: "web.example.com", dns: []string{"w*.example.com"}}, want: "CSR: dns name \"w*.example.com\": a wildcard must be the whole left-most label"},
+		{name: "a partial wildcard *w in the body", csr: csrSpec{cn: "web.example.com"}, extra: sans("dns", "*w.example.com"), code: api.CodeInvalidField, want: "SANs.dns[0]: \"*w.example.com\" is not a DNS name"},
+		{name: "a partial wildcard CN", csr: csrSpec{cn: "w*.example.com"}, want: "CSR: subject: common name \"w*.example.com\": a wildcard must be the whole left-most label"},
+		{name: "an IP address as a DNS name", csr: csrSpec{cn: "web.example.com", dns: []string{"10.1.2.3"}}, want: "CSR: dns name \"10.1.2.3\": the last label is numeric"},
+		{name: "a NUL in a DNS SAN", csr: csrSpec{cn: "web.example.com", dns: []string{"evil.com\x00.example.com"}}, want: "CSR: dns name \"evil.com?.example.com\""},
+		{name: "a newline in the CN", csr: csrSpec{cn: "web.example.com\nsubject=CN=root"}, want: "CSR: subject: the attribute CN has the control character 0x0a"},
+		{name: "invalid punycode", csr: csrSpec{cn: "web.example.com", dns: []string{"xn--a.example.com"}}, want: "CSR: dns name \"xn--a.example.com\": label \"xn--a\" is not valid punycode"},
+		{name: "an underscore", csr: csrSpec{cn: "web.example.com", dns: []string{"_dmarc.example.com"}}, want: "CSR: dns name \"_dmarc.example.com\""},
+	})
+}
+
+// TestPolicyNamesAreNormalisedBeforeRules: an upper-case name is the
+// lower-case name to a rule and in the certificate, so a rule written in
+// lower case cannot be passed by shouting.
+func TestPolicyNamesAreNormalisedBeforeRules(t *testing.T) {
+	t.Parallel()
+	dir := defsDir(t, map[string]string{"deny.yaml": `name: no-corp
+trigger: enrollment
+steps:
+  - id: policy
+    uses: validate
+    with:
+      rules:
+        - check: none(sans.DNS, {# endsWith ".corp.internal"}) && !(csr.CommonName endsWith ".corp.internal")
+          message: corp.internal names are issued by the corp CA
+  - id: issue
+    uses: issue
+`})
+	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Definitions = dir })
+	for _, der := range [][]byte{
+		csrSpec{cn: "ok.example.com", dns: []string{"DB.CORP.INTERNAL"}}.der(t),
+		csrSpec{cn: "DB.Corp.Internal"}.der(t),
+	} {
+		_, er := enroll(t, cf, testutil.EnrollBody(der, nil))
+		if d := er.CertificateInformation.RequestDisposition; d != "DENIED" {
+			t.Errorf("an upper-case corp.internal name was %s, want DENIED", d)
+		}
+	}
+	_, er := enroll(t, cf, testutil.EnrollBody(csrSpec{cn: "Web.Example.COM", dns: []string{"API.Example.com"}}.der(t), nil))
+	if er.CertificateInformation.RequestDisposition != "ISSUED" {
+		t.Fatalf("%+v", er.CertificateInformation)
+	}
+	leaf := pemChain(t, er.CertificateInformation.Certificates, true)[0]
+	if want := []string{"api.example.com", "web.example.com"}; !slices.Equal(leaf.DNSNames, want) {
+		t.Errorf("DNS SANs %q, want %q", leaf.DNSNames, want)
+	}
+	if out := opensslText(t, leaf); !strings.Contains(out, "DNS:api.example.com, DNS:web.example.com") {
+		t.Errorf("openssl shows the SANs as:\n%s", out)
+	}
+}
+
+// opensslText is `openssl x509 -text` of a certificate.
+func opensslText(t *testing.T, c *x509.Certificate) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "c.pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("openssl", "x509", "-noout", "-text", "-in", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl x509: %v\n%s", err, out)
+	}
+	return string(out)
+}
+
+// paulToken is a requester who also holds the partner-ops role.
+const paulToken = "paul-token"
+
+// partners adds a standalone CA with the default (safe) policy, for the
+// holders of partner-ops.
+func partners(c *config.Config) {
+	c.CAs = append(c.CAs, config.CA{Name: "Partners", Host: "ext", Type: "builtin", KeyType: "ecdsa-p256", Standalone: true,
+		MaxValidity: 90 * 24 * time.Hour, AllowedRequesters: []string{"partner-ops"}})
+	c.Auth.Users = append(c.Auth.Users, config.User{Name: "paul", Token: paulToken, Roles: []string{config.RoleRequester, "partner-ops"}})
+}
+
+// TestPolicyStandaloneCA: a standalone CA's defaults are safe; a request
+// that names it without a template is held to them.
+func TestPolicyStandaloneCA(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, partners)
+	rsa1024, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ed, _ := ed25519.GenerateKey(rand.Reader)
+	standalone := map[string]any{"Template": nil, "CertificateAuthority": `ext\Partners`}
+	with := func(more map[string]any) map[string]any {
+		out := map[string]any{"Template": nil, "CertificateAuthority": `ext\Partners`}
+		for k, v := range more {
+			out[k] = v
+		}
+		return out
+	}
+	paul := bearer(paulToken)
+	refuseAll(t, cf, []refusal{
+		{name: "a wildcard for someone else's domain", csr: csrSpec{cn: "*.google.com"}, extra: standalone, auth: paul, want: "CSR: subject: common name \"*.google.com\": wildcard names are not allowed"},
+		{name: "RSA 1024", csr: csrSpec{cn: "p.example.com", key: rsa1024}, extra: standalone, auth: paul, want: "CSR: certificate authority Partners does not allow RSA 1024-bit keys"},
+		{name: "Ed25519", csr: csrSpec{cn: "p.example.com", key: ed}, extra: standalone, auth: paul, want: "CSR: certificate authority Partners does not allow Ed25519 keys"},
+		{name: "a URI SAN", csr: csrSpec{cn: "p.example.com"}, extra: with(map[string]any{"SANs": map[string]any{"uri": []string{"spiffe://x/y"}}}), auth: paul, want: "SANs: certificate authority Partners does not allow uri"},
+		{name: "a requester without the CA's role", csr: csrSpec{cn: "p.example.com"}, extra: standalone, status: http.StatusForbidden, code: api.CodeForbidden, want: "CertificateAuthority: alice may not enroll with certificate authority Partners (allowed: partner-ops)"},
+	})
+	// Within the policy the CA issues, for at most its max_validity.
+	_, er := enroll(t, cf, testutil.EnrollBody(csrSpec{cn: "p.example.com"}.der(t), standalone), "Authorization", paul)
+	if er.CertificateInformation.RequestDisposition != "ISSUED" {
+		t.Fatalf("%+v", er.CertificateInformation)
+	}
+	if leaf := pemChain(t, er.CertificateInformation.Certificates, true)[0]; leaf.NotAfter.After(time.Now().Add(91 * 24 * time.Hour)) {
+		t.Errorf("valid until %s, beyond the CA's 90 days", leaf.NotAfter)
+	}
+}
+
+// TestPolicyWeakKeys: keys Go's parser accepts but no certificate should
+// carry. The exponent-3 key is made by openssl, as a careless client
+// would make it.
+func TestPolicyWeakKeys(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	dir := t.TempDir()
+	keyPath, csrPath := filepath.Join(dir, "k.pem"), filepath.Join(dir, "r.der")
+	for _, args := range [][]string{
+		{"genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-pkeyopt", "rsa_keygen_pubexp:3", "-out", keyPath},
+		{"req", "-new", "-key", keyPath, "-subj", "/CN=e3.example.com", "-outform", "DER", "-out", csrPath},
+	} {
+		if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
+			t.Fatalf("openssl %s: %v\n%s", args[0], err, out)
+		}
+	}
+	der, err := os.ReadFile(csrPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, _ := enroll(t, cf, testutil.EnrollBody(der, nil))
+	assertError(t, resp, http.StatusBadRequest, api.CodePolicy, "CSR: RSA public exponent must be 65537")
+	assertNothingStored(t, cf)
+}
+
+// TestPolicySizeLimits: the SANs of a request, CSR and body together, and
+// the CSR itself are bounded before any work depends on their size.
+func TestPolicySizeLimits(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	names := func(n int, prefix string) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("%s%d.example.com", prefix, i)
+		}
+		return out
+	}
+	bigCSR := base64.StdEncoding.EncodeToString(csrSpec{cn: "big.example.com", dns: names(1500, "a-rather-long-host-name-to-fill-the-request-")}.der(t))
+	refuseAll(t, cf, []refusal{
+		{name: "101 SANs in the CSR", csr: csrSpec{cn: "n.example.com", dns: names(101, "c")}, want: "CSR: the request has 101 subject alternative names, more than the 100 allowed"},
+		{name: "101 SANs in the body", csr: csrSpec{cn: "n.example.com"}, extra: map[string]any{"SANs": map[string]any{"dns": names(101, "b")}}, code: api.CodeInvalidField, want: "SANs: more than 100 names"},
+		{name: "60 in the CSR and 60 in the body", csr: csrSpec{cn: "n.example.com", dns: names(60, "c")}, extra: map[string]any{"SANs": map[string]any{"dns": names(60, "b")}}, want: "SANs: the request has 120 subject alternative names"},
+		{name: "a CSR over 64 KiB", csr: csrSpec{cn: "n.example.com"}, extra: map[string]any{"CSR": bigCSR}, code: api.CodeInvalidCSR, want: "CSR: longer than 65536 bytes"},
+	})
+}
+
+// A standalone CA is listed only to those who may enroll with it.
+func TestPolicyStandaloneCAIsListedToItsRequestersOnly(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, partners)
+	for _, tc := range []struct {
+		token string
+		want  int
+	}{{testutil.AliceToken, 0}, {paulToken, 1}, {testutil.AdminToken, 1}} {
+		var ctx api.CSRContext
+		getJSON(t, cf, "/Enrollment/CSR/Context/My", tc.token, &ctx)
+		if len(ctx.StandaloneCAs) != tc.want {
+			t.Errorf("%s sees standalone CAs %+v, want %d", tc.token, ctx.StandaloneCAs, tc.want)
+		}
+	}
+}
