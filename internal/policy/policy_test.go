@@ -46,9 +46,10 @@ var testKeys = sync.OnceValue(func() map[string]crypto.Signer {
 func itoa(n int) string { return big.NewInt(int64(n)).String() }
 
 var (
-	oidCN = asn1.ObjectIdentifier{2, 5, 4, 3}
-	oidO  = asn1.ObjectIdentifier{2, 5, 4, 10}
-	oidOU = asn1.ObjectIdentifier{2, 5, 4, 11}
+	oidCN    = asn1.ObjectIdentifier{2, 5, 4, 3}
+	oidO     = asn1.ObjectIdentifier{2, 5, 4, 10}
+	oidOU    = asn1.ObjectIdentifier{2, 5, 4, 11}
+	oidEmail = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 1}
 )
 
 // req is a request under test: a CSR made from it, parsed as the API
@@ -200,6 +201,9 @@ func TestPolicyTable(t *testing.T) {
 		{name: "a localhost CN is refused", rules: webServer(nil), req: req{cn: "LOCALHOST"}, part: policy.PartSubject, deny: []string{"localhost"}},
 		{name: "a name under .localhost is refused", rules: webServer(nil), req: req{cn: "www.example.com", dns: []string{"app.localhost"}}, part: policy.PartSAN, deny: []string{"localhost"}},
 		{name: "localhost is allowed with allow_local_names", rules: webServer(func(t *config.Template) { t.AllowLocalNames = true }), req: req{cn: "localhost", ips: []string{"127.0.0.1"}}},
+		{name: "a wildcard CN with a space is still a wildcard", rules: webServer(func(t *config.Template) { t.RFCEnforcement = false }), req: req{cn: "*.example.com x"}, part: policy.PartSubject, deny: []string{"common name"}},
+		{name: "an emailAddress in the subject is an e-mail name", rules: webServer(nil), req: req{names: []pkix.AttributeTypeAndValue{{Type: oidCN, Value: "a.example.com"}, {Type: oidEmail, Value: "ceo@example.com"}}}, part: policy.PartSubject, deny: []string{"emailAddress", "does not allow e-mail"}},
+		{name: "an emailAddress where e-mail is allowed", rules: webServer(func(t *config.Template) { t.SANTypes = []string{"dns", "email"} }), req: req{names: []pkix.AttributeTypeAndValue{{Type: oidCN, Value: "a.example.com"}, {Type: oidEmail, Value: "ceo@example.com"}}}},
 		{name: "a person's CN is not a host name", rules: webServer(func(t *config.Template) { t.RFCEnforcement = false }), req: req{cn: "Jane Doe"}},
 
 		// SAN types and addresses.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 )
 
@@ -17,7 +18,10 @@ var repeatable = map[string]bool{
 	"0.9.2342.19200300.100.1.25": true, // domainComponent
 }
 
-var oidCommonName = asn1.ObjectIdentifier{2, 5, 4, 3}
+var (
+	oidCommonName   = asn1.ObjectIdentifier{2, 5, 4, 3}
+	oidEmailAddress = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 1}
+)
 
 // checkSubject judges the CSR's subject: no attribute that must be single
 // is repeated, no value carries a control character, it is no CA's
@@ -41,8 +45,14 @@ func (r *Rules) checkSubject(req *Request, cas CASubjects) error {
 				return fmt.Errorf("the attribute %s has the control character %s", attributeName(oid), quoteByte(c))
 			}
 		}
-		if atv.Type.Equal(oidCommonName) {
+		switch {
+		case atv.Type.Equal(oidCommonName):
 			cn = s
+		case atv.Type.Equal(oidEmailAddress):
+			// Mail clients read a mailbox in the subject as a SAN's.
+			if err := r.checkSubjectEmail(s); err != nil {
+				return err
+			}
 		}
 	}
 	if len(req.RawSubject) > 0 && cas.Is(req.RawSubject) {
@@ -51,10 +61,23 @@ func (r *Rules) checkSubject(req *Request, cas CASubjects) error {
 	return r.checkCommonName(cn)
 }
 
+// checkSubjectEmail holds a subject's emailAddress to the rules of an
+// e-mail SAN.
+func (r *Rules) checkSubjectEmail(addr string) error {
+	if !slices.Contains(r.SANTypes, SANTypeEmail) {
+		return fmt.Errorf("emailAddress %q: %s does not allow e-mail names", printable(addr), r.Scope)
+	}
+	if err := r.CheckEmail(NormalizeEmail(addr)); err != nil {
+		return fmt.Errorf("emailAddress %q: %v", printable(addr), err)
+	}
+	return nil
+}
+
 // checkCommonName applies the name rules to a common name that is a
 // name a client would match: an IP address, a mail address, or a host
-// name (it has a dot or a "*" and no space, or it is "localhost"). A CN
-// such as "Jane Doe" or "Build Service" is left alone.
+// name (it has a dot and no space, or it is "localhost"); any "*" makes it
+// a host name, so the wildcard rule binds every CN. A CN such as
+// "Jane Doe" or "Build Service" is left alone.
 func (r *Rules) checkCommonName(cn string) error {
 	if cn == "" {
 		return nil
@@ -65,7 +88,7 @@ func (r *Rules) checkCommonName(cn string) error {
 		}
 		return nil
 	}
-	if strings.ContainsAny(cn, " ") {
+	if strings.Contains(cn, " ") && !strings.Contains(cn, "*") {
 		return nil
 	}
 	if strings.Contains(cn, "@") {
