@@ -57,7 +57,7 @@ func TestHTTPStepSendsTemplatesAndReturnsTheJSONAnswer(t *testing.T) {
 		`      method: post`,
 		`      url: "`+srv.URL+`/lookup/${{ csr.CommonName }}"`,
 		`      headers: {Authorization: "Bearer ${{ request.Template }}-token"}`,
-		`      body: '{"cn": "${{ csr.CommonName }}", "bits": ${{ csr.KeyBits }}}'`,
+		`      body: {cn: "${{ csr.CommonName }}", bits: "${{ csr.KeyBits }}", label: "cn=${{ csr.CommonName }}", fixed: [1, true, null, "x"]}`,
 	)
 	env := envFor(t, defaultConfig(), workflow.Request{ID: 7, Template: "WebServer"}, newCSR(t, "P-256", "www.example.com"), nil)
 	res, err := runStep(t, def, "owner", env, nil)
@@ -70,7 +70,7 @@ func TestHTTPStepSendsTemplatesAndReturnsTheJSONAnswer(t *testing.T) {
 	}
 	c := calls[0]
 	if c.method != "POST" || c.path != "/lookup/www.example.com" || c.auth != "Bearer WebServer-token" ||
-		c.body != `{"cn": "www.example.com", "bits": 256}` || c.contentType != "application/json" {
+		c.body != `{"cn":"www.example.com","bits":256,"label":"cn=www.example.com","fixed":[1,true,null,"x"]}` || c.contentType != "application/json" {
 		t.Fatalf("request sent: %+v", c)
 	}
 	if res.Outputs["status"] != 200 {
