@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -181,6 +183,12 @@ func (d *Deps) buildHTTP(spec *workflow.Spec) (workflow.Step, error) {
 		}
 		resp, err := d.HTTP.Do(req)
 		if err != nil {
+			// The client's *url.Error repeats the URL, query and all: keep
+			// only its cause, after shown.
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
 			return workflow.Result{}, fmt.Errorf("%s: %w", shown, redact.Error(err))
 		}
 		defer resp.Body.Close()
