@@ -171,3 +171,26 @@ func TestSetStepComputesTypedVars(t *testing.T) {
 		t.Fatalf("vars = %#v", res.Vars)
 	}
 }
+
+func TestHTTPStepQueryEncodesAndRepeatsListValues(t *testing.T) {
+	t.Parallel()
+	srv, got := server(t, 200, "application/json", `{}`)
+	def := parseWithHTTP(t, true,
+		`  - id: q`,
+		`    uses: http`,
+		`    with:`,
+		`      url: "`+srv.URL+`/search?fixed=1"`,
+		`      query: {san: "${{ sans.DNS }}", cn: "${{ csr.CommonName }}", empty: "${{ nil }}"}`,
+	)
+	env := envFor(t, defaultConfig(), workflow.Request{ID: 7}, newCSR(t, "P-256", "a b.example.com", "x.example.com", "y.example.com"), nil)
+	if _, err := runStep(t, def, "q", env, nil); err != nil {
+		t.Fatal(err)
+	}
+	calls := got()
+	if len(calls) != 1 {
+		t.Fatalf("%d calls", len(calls))
+	}
+	if want := "/search?fixed=1&san=x.example.com&san=y.example.com&cn=a+b.example.com&empty="; calls[0].path != want {
+		t.Fatalf("request URI %q, want %q", calls[0].path, want)
+	}
+}

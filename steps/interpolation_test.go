@@ -337,3 +337,27 @@ func TestPolicyInterpolationWebhookURL(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyInterpolationHeaders: a header value that would hold a line
+// break fails the step for good, and nothing is sent.
+func TestPolicyInterpolationHeaders(t *testing.T) {
+	t.Parallel()
+	srv, got := capturingServer(t)
+	def := parseWithHTTP(t, true,
+		`  - id: call`,
+		`    uses: http`,
+		`    with:`,
+		`      url: "`+srv.URL+`/x"`,
+		`      headers: {X-Host: "${{ csr.CommonName }}"}`,
+	)
+	for _, cn := range []string{"a\r\nX-Admin: yes", "a\nX-Admin: yes", "a\x00b"} {
+		_, err := runStep(t, def, "call", envFor(t, defaultConfig(), workflow.Request{ID: 7}, newCSR(t, "P-256", cn), nil), nil)
+		var perm *workflow.PermanentError
+		if !errors.As(err, &perm) || !strings.Contains(err.Error(), "headers.X-Host") {
+			t.Errorf("CN %q: err = %v, want a permanent error naming headers.X-Host", cn, err)
+		}
+	}
+	if n := len(got()); n != 0 {
+		t.Fatalf("%d calls, want none", n)
+	}
+}
