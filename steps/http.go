@@ -4,36 +4,52 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 
 	"github.com/certflow/certflow/internal/callback"
+	"github.com/certflow/certflow/internal/redact"
 	"github.com/certflow/certflow/workflow"
 	"gopkg.in/yaml.v3"
 )
 
-// http calls an external REST endpoint. url, headers and body may embed
-// ${{ }}. The answer becomes the step's outputs: steps.<id>.status, and
-// steps.<id>.body — the decoded JSON when the answer is JSON, else the text.
-// An answer outside `expect` (default: any 2xx) is a failure: 5xx, 408 and
-// 429 are retried per the step's retry policy, other statuses are not.
-// Addresses in private ranges are refused unless callbacks.allow_private.
+// http calls an external REST endpoint. The answer becomes the step's
+// outputs: steps.<id>.status, and steps.<id>.body — the decoded JSON when
+// the answer is JSON, else the text. An answer outside `expect` (default:
+// any 2xx) is a failure: 5xx, 408 and 429 are retried per the step's retry
+// policy, other statuses are not. Addresses in private ranges are refused
+// unless callbacks.allow_private.
+//
+// Values never change the shape of what is sent. In url, ${{ }} may fill
+// path segments only, each value escaped as one segment (url.PathEscape),
+// never the scheme, host, port, query or fragment. query maps parameter
+// names to templates; certflow URL-encodes each value and appends it to
+// the URL's own query. A body written as a YAML map or list is sent as
+// JSON that certflow encodes: a leaf that is one ${{ expr }} keeps the
+// expression's type, a leaf that mixes text and ${{ }} is a string. A
+// string body is a template sent as text, but one that looks like JSON may
+// not embed ${{ }}: a value could close its string and add keys. A header
+// whose value holds a line break fails the step.
 //
 //	uses: http
 //	with:
 //	  method: POST
 //	  url: https://cmdb.example.com/owners/lookup
+//	  query: {zone: "${{ request.AdditionalEnrollmentFields['Zone'] }}"}
 //	  headers: {Authorization: "Bearer ${{ vars.cmdb_token }}"}
-//	  body: '{"host": "${{ csr.CommonName }}"}'
+//	  body: {host: "${{ csr.CommonName }}", bits: "${{ csr.KeyBits }}"}
 //	  expect: [200]
 //	timeout: 10s
 //	retry: {attempts: 3, backoff: 2s}
 type httpWith struct {
 	Method  string               `yaml:"method"`
 	URL     yaml.Node            `yaml:"url"`
+	Query   yaml.Node            `yaml:"query"`
 	Headers map[string]yaml.Node `yaml:"headers"`
 	Body    yaml.Node            `yaml:"body"`
 	Expect  []int                `yaml:"expect"`
@@ -43,6 +59,12 @@ type httpWith struct {
 const maxHTTPAnswer = 1 << 20
 
 var httpMethods = []string{"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"}
+
+// queryParam is one compiled `query:` entry.
+type queryParam struct {
+	name  string
+	value *workflow.Template
+}
 
 func (d *Deps) buildHTTP(spec *workflow.Spec) (workflow.Step, error) {
 	var w httpWith
@@ -59,14 +81,13 @@ func (d *Deps) buildHTTP(spec *workflow.Spec) (workflow.Step, error) {
 	if w.URL.Kind != yaml.ScalarNode || w.URL.Value == "" {
 		return nil, spec.Errorf(spec.With, "url: required")
 	}
-	url, err := spec.Template(w.URL.Value, &w.URL)
+	target, err := compileURL(spec, &w.URL, "url", false)
 	if err != nil {
 		return nil, err
 	}
-	if url.IsLiteral() {
-		if err := callback.CheckURL(url.Source, true); err != nil {
-			return nil, spec.Errorf(&w.URL, "url: %v", err)
-		}
+	query, err := compileQuery(spec, &w.Query)
+	if err != nil {
+		return nil, err
 	}
 	headers := make(map[string]*workflow.Template, len(w.Headers))
 	for _, name := range sortedNames(w.Headers) {
@@ -77,12 +98,22 @@ func (d *Deps) buildHTTP(spec *workflow.Spec) (workflow.Step, error) {
 		}
 		headers[http.CanonicalHeaderKey(name)] = t
 	}
-	var body *workflow.Template
-	if w.Body.Kind != 0 {
-		if w.Body.Kind != yaml.ScalarNode {
-			return nil, spec.Errorf(&w.Body, "body: want a string (may embed ${{ }})")
+	var text *workflow.Template // a string body
+	var data bodyValue          // a structured body
+	switch w.Body.Kind {
+	case 0:
+	case yaml.ScalarNode:
+		if w.Body.Tag == "!!null" {
+			break
 		}
-		if body, err = spec.Template(w.Body.Value, &w.Body); err != nil {
+		if text, err = spec.Template(w.Body.Value, &w.Body); err != nil {
+			return nil, err
+		}
+		if looksJSON(w.Body.Value) && !text.IsLiteral() {
+			return nil, spec.Errorf(&w.Body, "body: a JSON body written as a string may not embed ${{ }} (a value holding a quote would close its string and add keys); write the body as YAML, e.g. body: {host: \"${{ csr.CommonName }}\"}, and certflow encodes the JSON")
+		}
+	default:
+		if data, err = compileBody(spec, &w.Body, "body"); err != nil {
 			return nil, err
 		}
 	}
@@ -92,55 +123,89 @@ func (d *Deps) buildHTTP(spec *workflow.Spec) (workflow.Step, error) {
 		}
 	}
 	return stepFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
-		target, err := url.String(run.Env)
+		dest, err := target.render(run.Env)
 		if err != nil {
 			return workflow.Result{}, workflow.Permanent(fmt.Errorf("url: %w", err))
 		}
-		if err := callback.CheckURL(target, d.Config.Callbacks.AllowPrivate); err != nil {
-			return workflow.Result{}, workflow.Permanent(fmt.Errorf("url: %w", err))
-		}
-		var rd io.Reader
-		var text string
-		if body != nil {
-			if text, err = body.String(run.Env); err != nil {
-				return workflow.Result{}, workflow.Permanent(fmt.Errorf("body: %w", err))
-			}
-			rd = strings.NewReader(text)
-		}
-		req, err := http.NewRequestWithContext(ctx, method, target, rd)
+		pairs, err := query.render(run.Env)
 		if err != nil {
 			return workflow.Result{}, workflow.Permanent(err)
 		}
+		if dest, err = appendQuery(dest, pairs); err != nil {
+			return workflow.Result{}, workflow.Permanent(fmt.Errorf("url: %w", err))
+		}
+		// What logs, errors and steps.<id>.error may show of the target.
+		shown := method + " " + redact.URL(dest)
+		if err := callback.CheckURL(dest, d.Config.Callbacks.AllowPrivate); err != nil {
+			return workflow.Result{}, workflow.Permanent(fmt.Errorf("%s: %w", shown, err))
+		}
+		var rd io.Reader
+		contentType := ""
+		switch {
+		case text != nil:
+			s, err := text.String(run.Env)
+			if err != nil {
+				return workflow.Result{}, workflow.Permanent(fmt.Errorf("body: %w", err))
+			}
+			if looksJSON(s) {
+				contentType = "application/json"
+			}
+			rd = strings.NewReader(s)
+		case data != nil:
+			v, err := data.eval(run.Env)
+			if err != nil {
+				return workflow.Result{}, workflow.Permanent(fmt.Errorf("body: %w", err))
+			}
+			b, err := json.Marshal(v)
+			if err != nil {
+				return workflow.Result{}, workflow.Permanent(fmt.Errorf("body: %w", err))
+			}
+			contentType = "application/json"
+			rd = bytes.NewReader(b)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, dest, rd)
+		if err != nil {
+			return workflow.Result{}, workflow.Permanent(fmt.Errorf("%s: %w", shown, redact.Error(err)))
+		}
 		req.Header.Set("User-Agent", "certflow")
-		if t := strings.TrimSpace(text); strings.HasPrefix(t, "{") || strings.HasPrefix(t, "[") {
-			req.Header.Set("Content-Type", "application/json")
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
 		}
 		for name, t := range headers {
 			v, err := t.String(run.Env)
 			if err != nil {
 				return workflow.Result{}, workflow.Permanent(fmt.Errorf("headers.%s: %w", name, err))
 			}
+			if strings.ContainsAny(v, "\r\n\x00") {
+				return workflow.Result{}, workflow.Permanent(fmt.Errorf("headers.%s: the value holds a line break or NUL", name))
+			}
 			req.Header.Set(name, v)
 		}
 		resp, err := d.HTTP.Do(req)
 		if err != nil {
-			return workflow.Result{}, fmt.Errorf("%s %s: %w", method, redactQuery(target), err)
+			// The client's *url.Error repeats the URL, query and all: keep
+			// only its cause, after shown.
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
+			return workflow.Result{}, fmt.Errorf("%s: %w", shown, redact.Error(err))
 		}
 		defer resp.Body.Close()
-		data, err := io.ReadAll(io.LimitReader(resp.Body, maxHTTPAnswer+1))
+		answer, err := io.ReadAll(io.LimitReader(resp.Body, maxHTTPAnswer+1))
 		if err != nil {
-			return workflow.Result{}, fmt.Errorf("%s %s: read answer: %w", method, redactQuery(target), err)
+			return workflow.Result{}, fmt.Errorf("%s: read answer: %w", shown, redact.Error(err))
 		}
-		if len(data) > maxHTTPAnswer {
-			return workflow.Result{}, workflow.Permanent(fmt.Errorf("%s %s: answer larger than %d bytes", method, redactQuery(target), maxHTTPAnswer))
+		if len(answer) > maxHTTPAnswer {
+			return workflow.Result{}, workflow.Permanent(fmt.Errorf("%s: answer larger than %d bytes", shown, maxHTTPAnswer))
 		}
-		out := map[string]any{"status": resp.StatusCode, "body": decodeAnswer(resp.Header.Get("Content-Type"), data)}
+		out := map[string]any{"status": resp.StatusCode, "body": decodeAnswer(resp.Header.Get("Content-Type"), answer)}
 		ok := resp.StatusCode >= 200 && resp.StatusCode < 300
 		if len(w.Expect) > 0 {
 			ok = slices.Contains(w.Expect, resp.StatusCode)
 		}
 		if !ok {
-			err := fmt.Errorf("%s %s answered %d", method, redactQuery(target), resp.StatusCode)
+			err := fmt.Errorf("%s answered %d", shown, resp.StatusCode)
 			if resp.StatusCode < 500 && resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusTooManyRequests {
 				err = workflow.Permanent(err)
 			}
@@ -148,6 +213,12 @@ func (d *Deps) buildHTTP(spec *workflow.Spec) (workflow.Step, error) {
 		}
 		return workflow.Result{Outputs: out}, nil
 	}), nil
+}
+
+// looksJSON reports whether a string body reads as a JSON object or array.
+func looksJSON(s string) bool {
+	s = strings.TrimSpace(s)
+	return strings.HasPrefix(s, "{") || strings.HasPrefix(s, "[")
 }
 
 // decodeAnswer returns JSON answers decoded, anything else as text.
@@ -159,13 +230,4 @@ func decodeAnswer(contentType string, data []byte) any {
 		}
 	}
 	return string(data)
-}
-
-// redactQuery keeps query strings (which may carry tokens) out of errors
-// and logs.
-func redactQuery(u string) string {
-	if i := strings.IndexAny(u, "?#"); i >= 0 {
-		return u[:i] + "?…"
-	}
-	return u
 }

@@ -57,7 +57,7 @@ func TestHTTPStepSendsTemplatesAndReturnsTheJSONAnswer(t *testing.T) {
 		`      method: post`,
 		`      url: "`+srv.URL+`/lookup/${{ csr.CommonName }}"`,
 		`      headers: {Authorization: "Bearer ${{ request.Template }}-token"}`,
-		`      body: '{"cn": "${{ csr.CommonName }}", "bits": ${{ csr.KeyBits }}}'`,
+		`      body: {cn: "${{ csr.CommonName }}", bits: "${{ csr.KeyBits }}", label: "cn=${{ csr.CommonName }}", fixed: [1, true, null, "x"]}`,
 	)
 	env := envFor(t, defaultConfig(), workflow.Request{ID: 7, Template: "WebServer"}, newCSR(t, "P-256", "www.example.com"), nil)
 	res, err := runStep(t, def, "owner", env, nil)
@@ -70,7 +70,7 @@ func TestHTTPStepSendsTemplatesAndReturnsTheJSONAnswer(t *testing.T) {
 	}
 	c := calls[0]
 	if c.method != "POST" || c.path != "/lookup/www.example.com" || c.auth != "Bearer WebServer-token" ||
-		c.body != `{"cn": "www.example.com", "bits": 256}` || c.contentType != "application/json" {
+		c.body != `{"cn":"www.example.com","bits":256,"label":"cn=www.example.com","fixed":[1,true,null,"x"]}` || c.contentType != "application/json" {
 		t.Fatalf("request sent: %+v", c)
 	}
 	if res.Outputs["status"] != 200 {
@@ -169,5 +169,28 @@ func TestSetStepComputesTypedVars(t *testing.T) {
 	}
 	if res.Vars["bits"] != 256 || res.Vars["label"] != "w.example.com-ECC" || res.Vars["high"] != false {
 		t.Fatalf("vars = %#v", res.Vars)
+	}
+}
+
+func TestHTTPStepQueryEncodesAndRepeatsListValues(t *testing.T) {
+	t.Parallel()
+	srv, got := server(t, 200, "application/json", `{}`)
+	def := parseWithHTTP(t, true,
+		`  - id: q`,
+		`    uses: http`,
+		`    with:`,
+		`      url: "`+srv.URL+`/search?fixed=1"`,
+		`      query: {san: "${{ sans.DNS }}", cn: "${{ csr.CommonName }}", empty: "${{ nil }}"}`,
+	)
+	env := envFor(t, defaultConfig(), workflow.Request{ID: 7}, newCSR(t, "P-256", "a b.example.com", "x.example.com", "y.example.com"), nil)
+	if _, err := runStep(t, def, "q", env, nil); err != nil {
+		t.Fatal(err)
+	}
+	calls := got()
+	if len(calls) != 1 {
+		t.Fatalf("%d calls", len(calls))
+	}
+	if want := "/search?fixed=1&san=x.example.com&san=y.example.com&cn=a+b.example.com&empty="; calls[0].path != want {
+		t.Fatalf("request URI %q, want %q", calls[0].path, want)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/certflow/certflow/internal/callback"
 	"github.com/certflow/certflow/internal/notify"
+	"github.com/certflow/certflow/internal/redact"
 	"github.com/certflow/certflow/workflow"
 	"gopkg.in/yaml.v3"
 )
@@ -21,6 +22,12 @@ import (
 // email does not fail the request: the outcome is recorded in the step's
 // outputs (steps.<id>.delivered, steps.<id>.error; steps.<id>.email_sent,
 // steps.<id>.email_error).
+//
+// The webhook's URL may embed ${{ }} in path segments only (each value
+// escaped as one segment), or be one ${{ }} that yields a whole URL (the
+// request's own CallbackUrl, say), checked when sent like any other.
+// Email headers (to, subject) holding a line break fail the step: nothing
+// is sent.
 //
 //	uses: notify
 //	with:
@@ -132,7 +139,7 @@ func (d *Deps) buildNotify(spec *workflow.Spec) (workflow.Step, error) {
 type notifier struct {
 	d     *Deps
 	log   *workflow.Template
-	hook  *workflow.Template
+	hook  *urlTemplate
 	email *email
 }
 
@@ -146,13 +153,8 @@ func (d *Deps) compileNotify(spec *workflow.Spec, node *yaml.Node, w *notifyWith
 		}
 	}
 	if w.Webhook.Kind != 0 {
-		if n.hook, err = spec.Template(w.Webhook.Value, &w.Webhook); err != nil {
+		if n.hook, err = compileURL(spec, &w.Webhook, "webhook", true); err != nil {
 			return nil, err
-		}
-		if n.hook.IsLiteral() {
-			if err := callback.CheckURL(n.hook.Source, true); err != nil {
-				return nil, spec.Errorf(&w.Webhook, "webhook: %v", err)
-			}
 		}
 	}
 	if w.Email != nil {
@@ -168,29 +170,37 @@ func (d *Deps) compileNotify(spec *workflow.Spec, node *yaml.Node, w *notifyWith
 
 // send tells every channel about event. A failed webhook or email is
 // recorded in the outputs, not returned; an error means a template could
-// not be evaluated.
+// not be evaluated, or gave an email header that is not fit to send (a
+// line break): every channel is rendered before any is told, so then
+// none is.
 func (n *notifier) send(ctx context.Context, run *workflow.Run, event string, approval *ApprovalEvent) (map[string]any, error) {
-	out := map[string]any{}
+	var msg, target, subject, body string
+	var to []string
+	var err error
 	if n.log != nil {
-		msg, err := n.logLine(run)
-		if err != nil {
+		if msg, err = n.logLine(run); err != nil {
 			return nil, err
 		}
+	}
+	if n.hook != nil {
+		if target, err = n.hook.render(run.Env); err != nil {
+			return nil, fmt.Errorf("webhook: %w", err)
+		}
+	}
+	if n.email != nil {
+		if to, subject, body, err = n.email.render(run.Env); err != nil {
+			return nil, fmt.Errorf("email: %w", err)
+		}
+	}
+	out := map[string]any{}
+	if n.log != nil {
 		run.Log.Info(msg, "event", event)
 		out["logged"] = msg
 	}
 	if n.hook != nil {
-		target, err := n.hook.String(run.Env)
-		if err != nil {
-			return nil, fmt.Errorf("webhook: %w", err)
-		}
 		out["delivered"], out["status"], out["error"] = n.d.postEvent(ctx, run, target, event, approval)
 	}
 	if n.email != nil {
-		to, subject, body, err := n.email.render(run.Env)
-		if err != nil {
-			return nil, fmt.Errorf("email: %w", err)
-		}
 		out["email_sent"], out["email_error"] = n.d.sendEmail(ctx, run, to, subject, body, event)
 	}
 	return out, nil
@@ -253,7 +263,10 @@ func (d *Deps) buildEmail(spec *workflow.Spec, parent *yaml.Node, w *emailWith) 
 	return &m, nil
 }
 
-// render evaluates the templates. Recipients are checked when sent.
+// render evaluates the templates. A recipient or subject holding a line
+// break (or another control character) is an error — header injection,
+// so the step fails and nothing is sent —, not a failed delivery; other
+// faults of a recipient are left to the mailer, which records them.
 func (m *email) render(env *workflow.Env) (to []string, subject, body string, err error) {
 	for _, t := range m.to {
 		v, err := t.Value(env)
@@ -277,8 +290,16 @@ func (m *email) render(env *workflow.Env) (to []string, subject, body string, er
 			return nil, "", "", fmt.Errorf("to: %q gave %T, want an address or a list of them", t.Source, v)
 		}
 	}
+	for _, a := range to {
+		if err := notify.CheckHeaderText(a); err != nil {
+			return nil, "", "", fmt.Errorf("to: %q %w", a, err)
+		}
+	}
 	if subject, err = m.subject.String(env); err != nil {
 		return nil, "", "", fmt.Errorf("subject: %w", err)
+	}
+	if err := notify.CheckHeaderText(subject); err != nil {
+		return nil, "", "", fmt.Errorf("subject: %q %w", subject, err)
 	}
 	if body, err = m.body.String(env); err != nil {
 		return nil, "", "", fmt.Errorf("body: %w", err)
@@ -288,7 +309,7 @@ func (m *email) render(env *workflow.Env) (to []string, subject, body string, er
 
 func (d *Deps) postEvent(ctx context.Context, run *workflow.Run, target, event string, approval *ApprovalEvent) (bool, int, string) {
 	if err := callback.CheckURL(target, d.Config.Callbacks.AllowPrivate); err != nil {
-		run.Log.Warn("notify webhook refused", "err", err)
+		run.Log.Warn("notify webhook refused", "url", redact.URL(target), "err", err)
 		return false, 0, err.Error()
 	}
 	ev := Event{
@@ -303,7 +324,7 @@ func (d *Deps) postEvent(ctx context.Context, run *workflow.Run, target, event s
 	body, _ := json.Marshal(ev)
 	res := d.Webhooks.Post(ctx, target, messageID(run, event), body)
 	if !res.OK() {
-		run.Log.Warn("notify webhook failed", "status", res.Status, "err", res.Err)
+		run.Log.Warn("notify webhook failed", "url", redact.URL(target), "status", res.Status, "err", res.Err)
 		return false, res.Status, res.Err.Error()
 	}
 	return true, res.Status, ""

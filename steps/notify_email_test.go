@@ -97,7 +97,6 @@ func TestNotifyEmailFailureIsRecordedNotFatal(t *testing.T) {
 	}{
 		{name: "a refused password", smtp: wrong, to: "pki@example.com", wantErr: "auth"},
 		{name: "a rendered recipient that is not an address", smtp: smtp, to: "${{ requester.Name }}", wantErr: `address "alice"`},
-		{name: "a rendered recipient that injects a header", smtp: smtp, to: "${{ steps.lookup.to }}", wantErr: "line break"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -108,8 +107,7 @@ func TestNotifyEmailFailureIsRecordedNotFatal(t *testing.T) {
 				`      log: told`,
 				`      email: {to: "`+tt.to+`", subject: hi, body: hello}`,
 			)...)
-			env := envFor(t, defaultConfig(), workflow.Request{ID: 7, Template: "WebServer"}, newCSR(t, "P-256", "www.example.com"),
-				map[string]map[string]any{"lookup": {"to": "a@example.com\r\nBcc: victim@example.com"}})
+			env := envFor(t, defaultConfig(), workflow.Request{ID: 7, Template: "WebServer"}, newCSR(t, "P-256", "www.example.com"), nil)
 			var log bytes.Buffer
 			res, err := runStep(t, def, "tell", env, &log)
 			if err != nil {

@@ -215,6 +215,14 @@ func (t *Template) Value(env *Env) (any, error) {
 
 // String evaluates the template to text. A nil result renders as "".
 func (t *Template) String(env *Env) (string, error) {
+	return t.Render(env, nil)
+}
+
+// Render is String with every expression's text passed through escape
+// (when not nil) before it is joined to the literal parts: the caller
+// decides what a value may not do where it lands (url.PathEscape for a
+// URL's path). escape may refuse a value with an error.
+func (t *Template) Render(env *Env, escape func(string) (string, error)) (string, error) {
 	var b strings.Builder
 	for _, p := range t.parts {
 		if p.prog == nil {
@@ -225,9 +233,32 @@ func (t *Template) String(env *Env) (string, error) {
 		if err != nil {
 			return "", err
 		}
+		var text string
 		if v != nil && !(reflect.ValueOf(v).Kind() == reflect.Pointer && reflect.ValueOf(v).IsNil()) {
-			fmt.Fprint(&b, v)
+			text = fmt.Sprint(v)
 		}
+		if escape != nil {
+			if text, err = escape(text); err != nil {
+				return "", fmt.Errorf("%s: %w", quoteShort(p.prog.Source), err)
+			}
+		}
+		b.WriteString(text)
 	}
 	return b.String(), nil
+}
+
+// Literals returns the template's literal text split at its expressions:
+// one string more than there are expressions, the first being the text
+// before the first expression (each may be ""). A caller checks with it
+// where in its text a value would land.
+func (t *Template) Literals() []string {
+	out := []string{""}
+	for _, p := range t.parts {
+		if p.prog == nil {
+			out[len(out)-1] += p.text
+			continue
+		}
+		out = append(out, "")
+	}
+	return out
 }

@@ -193,6 +193,61 @@ func TestLintReportsPositionsAndExitCodes(t *testing.T) {
 	}
 }
 
+// TestLintRefusesValuesSplicedIntoJSONOrAQuery: lint reports, at their
+// lines and naming the step, a JSON body written as a string around
+// ${{ }} and a ${{ }} in a URL's query, and says what to write instead.
+func TestLintRefusesValuesSplicedIntoJSONOrAQuery(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "spliced.yaml")
+	os.WriteFile(bad, []byte(`name: spliced
+trigger: enrollment
+steps:
+  - id: lookup
+    uses: http
+    with:
+      method: POST
+      url: https://cmdb.example.com/owners
+      body: '{"host": "${{ csr.CommonName }}", "requester": "${{ requester.Name }}"}'
+  - id: search
+    uses: http
+    with:
+      url: "https://cmdb.example.com/search?host=${{ csr.CommonName }}"
+`), 0o644)
+	out, code := run2(t, dir, "lint", bad)
+	if code != 1 {
+		t.Fatalf("lint: exit %d, want 1\n%s", code, out)
+	}
+	for _, want := range []string{
+		`spliced.yaml:9:`, `step "lookup"`, "body:", "write the body as YAML",
+		`spliced.yaml:13:`, `step "search"`, "url:", "`query:`",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("lint output lacks %q:\n%s", want, out)
+		}
+	}
+	// The fix the messages name lints clean.
+	good := filepath.Join(dir, "structured.yaml")
+	os.WriteFile(good, []byte(`name: structured
+trigger: enrollment
+steps:
+  - id: lookup
+    uses: http
+    with:
+      method: POST
+      url: https://cmdb.example.com/owners
+      body: {host: "${{ csr.CommonName }}", requester: "${{ requester.Name }}"}
+  - id: search
+    uses: http
+    with:
+      url: https://cmdb.example.com/search
+      query: {host: "${{ csr.CommonName }}"}
+`), 0o644)
+	if out, code := run2(t, dir, "lint", good); code != 0 {
+		t.Fatalf("lint of the structured form: exit %d\n%s", code, out)
+	}
+}
+
 func TestCAInitAndSplitRoles(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()

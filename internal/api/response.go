@@ -8,6 +8,7 @@ import (
 
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/redact"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
 )
@@ -63,7 +64,9 @@ type RequestSummary struct {
 	DefinitionVersion    string    `json:"DefinitionVersion,omitempty"`
 	InstanceStatus       string    `json:"InstanceStatus,omitempty"`
 	CurrentStep          string    `json:"CurrentStep,omitempty"`
-	CallbackUrl          string    `json:"CallbackUrl,omitempty"`
+	// CallbackUrl is shown as redact.URL renders it: its query may hold
+	// the receiver's token, and approvers read this too.
+	CallbackUrl string `json:"CallbackUrl,omitempty"`
 	// HasPrivateKey: certflow retains the certificate's private key.
 	HasPrivateKey bool `json:"HasPrivateKey"`
 }
@@ -139,7 +142,7 @@ func newRequestStatus(r *store.Request, cert *store.Certificate, format pki.Form
 			Id: r.ID, Submitted: r.Submitted, Updated: r.Updated, Requester: r.Requester.Name,
 			Template: r.Input.Template, CertificateAuthority: r.Input.CertificateAuthority,
 			Format: r.Input.Format, Definition: r.Instance.Definition, DefinitionVersion: r.Instance.Version,
-			InstanceStatus: string(r.Instance.Status), CallbackUrl: r.Input.CallbackUrl,
+			InstanceStatus: string(r.Instance.Status), CallbackUrl: redact.URL(r.Input.CallbackUrl),
 			HasPrivateKey: r.Input.HasPrivateKey,
 		},
 		Timeline:  r.Instance.History,

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/certflow/certflow/internal/redact"
 	"github.com/certflow/certflow/internal/secretfile"
 )
 
@@ -185,7 +186,9 @@ func NewClient(allowPrivate bool, timeout time.Duration) *http.Client {
 // Delivery is the outcome of one POST.
 type Delivery struct {
 	Status int
-	Err    error
+	// Err names the target only as redact.URL renders it: it is logged
+	// and recorded on the request.
+	Err error
 }
 
 // OK reports a 2xx answer.
@@ -198,7 +201,7 @@ func (d Delivery) Gone() bool { return d.Status == http.StatusGone }
 func (s *Sender) Post(ctx context.Context, target, id string, body []byte) Delivery {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
-		return Delivery{Err: err}
+		return Delivery{Err: redact.Error(err)}
 	}
 	ts := time.Now().Unix()
 	req.Header.Set("Content-Type", "application/json")
@@ -208,7 +211,7 @@ func (s *Sender) Post(ctx context.Context, target, id string, body []byte) Deliv
 	req.Header.Set("webhook-signature", s.secret.Sign(id, ts, body))
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return Delivery{Err: err}
+		return Delivery{Err: redact.Error(err)}
 	}
 	defer resp.Body.Close()
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))

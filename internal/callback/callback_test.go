@@ -578,3 +578,24 @@ func TestSenderPostFailsOnAnInvalidTarget(t *testing.T) {
 		t.Errorf("Delivery = %+v, want an error and no status", d)
 	}
 }
+
+func TestSenderPostErrorsNameTheTargetWithoutItsQuery(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().String()
+	l.Close()
+	sender := NewSender(mustSecret(t, vectorSecret), true, time.Second)
+	for _, target := range []string{
+		"http://" + closed + "/hook?token=s3cr3t", // refused connection: net/http quotes the URL
+		"http://user:s3cr3t@" + closed + "/hook",  // user-info
+		"http://[::1/hook?token=s3cr3t",           // url.Parse quotes it too
+	} {
+		d := sender.Post(context.Background(), target, "msg_1", nil)
+		if d.Err == nil || strings.Contains(d.Err.Error(), "s3cr3t") {
+			t.Errorf("Post(%q): Err = %v, want an error without the query or password", target, d.Err)
+		}
+	}
+}

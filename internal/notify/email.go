@@ -17,6 +17,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/certflow/certflow/internal/config"
 )
@@ -78,21 +79,50 @@ func NewMailer(cfg config.SMTP) (*Mailer, error) {
 }
 
 // CheckAddress reports whether s is one mail address ("a@example.com" or
-// "A <a@example.com>") fit for a header: no CR or LF.
+// "A <a@example.com>") fit for a header: no CR, LF or other control
+// character, and an ASCII addr-spec (certflow does not send SMTPUTF8
+// mail). A display name may be any text: it is sent encoded (RFC 2047).
 func CheckAddress(s string) error {
 	_, err := parseAddress(s)
 	return err
 }
 
 func parseAddress(s string) (*mail.Address, error) {
-	if strings.ContainsAny(s, "\r\n") {
-		return nil, fmt.Errorf("address %q contains a line break", s)
+	if err := CheckHeaderText(s); err != nil {
+		return nil, fmt.Errorf("address %q %w", s, err)
 	}
 	a, err := mail.ParseAddress(s)
 	if err != nil {
 		return nil, fmt.Errorf("address %q: %w", s, err)
 	}
+	// A display name may itself be an encoded word that decodes to a line
+	// break; Address.String encodes it again, so it stays on its line.
+	for _, r := range a.Address {
+		if r >= utf8.RuneSelf {
+			return nil, fmt.Errorf("address %q is not ASCII: internationalised addresses (SMTPUTF8) are not supported", a.Address)
+		}
+	}
 	return a, nil
+}
+
+// CheckHeaderText reports whether s may be a header's value once encoded:
+// no CR or LF (a line break would start a header of the value's choosing)
+// and no other control character. Non-ASCII text is fine: it is sent
+// encoded (RFC 2047). The error reads after the header's name ("subject
+// contains a line break").
+func CheckHeaderText(s string) error {
+	if strings.ContainsAny(s, "\r\n") {
+		return errors.New("contains a line break")
+	}
+	if strings.ContainsFunc(s, isControl) {
+		return errors.New("contains a control character")
+	}
+	return nil
+}
+
+// isControl: C0 controls but tab, DEL, and C1 controls.
+func isControl(r rune) bool {
+	return r < 0x20 && r != '\t' || r >= 0x7f && r < 0xa0
 }
 
 // Send delivers one text/plain message to every address in to. messageID
@@ -135,8 +165,8 @@ func (m *Mailer) message(to []string, subject, body, messageID string, now time.
 		rcpts = append(rcpts, a.Address)
 		header = append(header, a.String())
 	}
-	if strings.ContainsAny(subject, "\r\n") {
-		return nil, nil, errors.New("email subject contains a line break")
+	if err := CheckHeaderText(subject); err != nil {
+		return nil, nil, fmt.Errorf("email subject %w", err)
 	}
 	if messageID == "" || strings.ContainsAny(messageID, "<>\r\n\t ") || !strings.Contains(messageID, "@") {
 		return nil, nil, fmt.Errorf("email message id %q is not local@domain", messageID)

@@ -153,6 +153,29 @@ func TestSendEncodesNonASCIIHeaders(t *testing.T) {
 	}
 }
 
+// TestSendKeepsAnEncodedNameOnItsLine: a display name written as an
+// encoded word that decodes to a line break and a header is sent encoded
+// again, so the header it holds never becomes one.
+func TestSendKeepsAnEncodedNameOnItsLine(t *testing.T) {
+	t.Parallel()
+	s := startSMTPD(t, "starttls", false)
+	m := newMailer(t, s.Config())
+	if err := m.Send(context.Background(), []string{"=?utf-8?q?x=0D=0ABcc=3A_victim=40example=2Ecom?= <a@example.com>"}, "hi", "body", "id-1@certflow"); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	msgs := s.Messages(t)
+	if len(msgs) != 1 || !slices.Equal(msgs[0].To, []string{"a@example.com"}) {
+		t.Fatalf("messages %+v, want one to a@example.com", msgs)
+	}
+	msg, _ := parse(t, msgs[0])
+	if len(msg.Header["Bcc"]) != 0 || len(msg.Header["To"]) != 1 {
+		t.Fatalf("headers %v: the name became a header", msg.Header)
+	}
+	if to, err := msg.Header.AddressList("To"); err != nil || len(to) != 1 || to[0].Name != "x\r\nBcc: victim@example.com" || to[0].Address != "a@example.com" {
+		t.Fatalf("To = %q parses as %v (%v)", msg.Header.Get("To"), to, err)
+	}
+}
+
 func TestSendFailsSafely(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -229,6 +252,10 @@ func TestSendRefusesHeaderInjection(t *testing.T) {
 		{name: "two addresses in one recipient", to: []string{"alice@example.com, victim@example.com"}, wantErr: "address"},
 		{name: "no recipients", to: []string{}, wantErr: "no recipients"},
 		{name: "a line break in the message id", msgID: "a@b\r\nBcc: victim@example.com", wantErr: "message id"},
+		{name: "a NUL in the subject", subject: "hi\x00there", wantErr: "subject contains a control character"},
+		{name: "a C1 control in the subject", subject: "hi\u0085Bcc: victim@example.com", wantErr: "subject contains a control character"},
+		{name: "a non-ASCII address", to: []string{"jörg@example.com"}, wantErr: "not ASCII"},
+		{name: "an encoded word in the name that decodes to a line break, then a bare LF", to: []string{"=?utf-8?q?x=0D=0A?= <a@example.com>\nBcc: victim@example.com"}, wantErr: "line break"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
