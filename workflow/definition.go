@@ -370,6 +370,8 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 type Set struct {
 	defs      []*Definition // by trigger, then priority descending
 	byVersion map[string]*Definition
+	// reserved is MetadataNames, computed once.
+	reserved []string
 }
 
 // Load parses every *.yaml / *.yml file in fsys's root. Two definitions
@@ -426,6 +428,7 @@ func LoadFiles(fsys fs.FS, files []string, catalog Catalog) (*Set, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	set.reserved = reservedMetadata(set.defs)
 	return set, nil
 }
 

@@ -151,15 +151,22 @@ var ReservedMetadata = []string{"ApprovedBy", "RequestedBy", "Workflow"}
 
 // MetadataNames returns the metadata names a requester may not supply
 // (compared without regard to case): ReservedMetadata and every name a
-// step of a definition of the set sets, sorted, each once.
+// step of a definition of the set sets, sorted, each once. The slice is
+// the set's own: do not change it.
 func (s *Set) MetadataNames() []string {
+	if s == nil || s.reserved == nil {
+		return ReservedMetadata
+	}
+	return s.reserved
+}
+
+// reservedMetadata computes Set.MetadataNames for defs.
+func reservedMetadata(defs []*Definition) []string {
 	names := slices.Clone(ReservedMetadata)
-	if s != nil {
-		for _, d := range s.defs {
-			for _, n := range d.SetsMetadata {
-				if !slices.ContainsFunc(names, func(m string) bool { return strings.EqualFold(m, n) }) {
-					names = append(names, n)
-				}
+	for _, d := range defs {
+		for _, n := range d.SetsMetadata {
+			if !slices.ContainsFunc(names, func(m string) bool { return strings.EqualFold(m, n) }) {
+				names = append(names, n)
 			}
 		}
 	}
