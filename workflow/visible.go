@@ -45,8 +45,10 @@ func (o *shownOutputs) shows(name string) bool {
 const ErrorOutput = "error"
 
 var (
-	visibleVarRE  = regexp.MustCompile(`^vars\.([A-Za-z][A-Za-z0-9_]{0,63})$`)
-	visibleStepRE = regexp.MustCompile(`^steps\.([a-z][a-z0-9_-]{0,62})(?:\.([A-Za-z][A-Za-z0-9_]{0,63}))?$`)
+	visibleVarRE = regexp.MustCompile(`^vars\.([A-Za-z][A-Za-z0-9_]{0,63})$`)
+	// An output is named by everything after the step id: metadata
+	// field names (a metadata step's outputs) may hold dots and dashes.
+	visibleStepRE = regexp.MustCompile(`^steps\.([a-z][a-z0-9_-]{0,62})(?:\.(\S{1,128}))?$`)
 )
 
 // parseVisible reads the top-level `visible:` list; step reports whether

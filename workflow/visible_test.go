@@ -21,6 +21,7 @@ func TestVisibleShowsRequestersOnlyWhatTheDefinitionNames(t *testing.T) {
 		`  - steps.owner.email`,
 		`  - steps.lookup`,
 		`  - steps.issue.serial`,
+		`  - steps.secret.Cost.Center-2`,
 		`steps:`,
 		`  - id: owner`,
 		`    uses: record`,
@@ -29,14 +30,14 @@ func TestVisibleShowsRequestersOnlyWhatTheDefinitionNames(t *testing.T) {
 		`  - id: secret`,
 		`    uses: record`,
 	))
-	if got := def.Visible.Entries; !slices.Equal(got, []string{"vars.tier", "steps.owner.email", "steps.lookup", "steps.issue.serial"}) {
+	if got := def.Visible.Entries; !slices.Equal(got, []string{"vars.tier", "steps.owner.email", "steps.lookup", "steps.issue.serial", "steps.secret.Cost.Center-2"}) {
 		t.Errorf("Entries %v", got)
 	}
 	vars := map[string]any{"tier": "high", "cmdb_token": "s3cret"}
 	outputs := map[string]map[string]any{
 		"owner":  {"email": "o@example.com", "token": "s3cret"},
 		"lookup": {"status": 200, "body": "ok", "error": "GET https://cmdb/?token=s3cret: 500"},
-		"secret": {"value": "s3cret"},
+		"secret": {"value": "s3cret", "Cost.Center-2": "42"},
 		"issue":  {"serial": "0A", "id": 7},
 	}
 	if got, want := def.Visible.Vars(vars), map[string]any{"tier": "high"}; !reflect.DeepEqual(got, want) {
@@ -46,6 +47,7 @@ func TestVisibleShowsRequestersOnlyWhatTheDefinitionNames(t *testing.T) {
 		"owner":  {"email": "o@example.com"},
 		"lookup": {"status": 200, "body": "ok"}, // a whole step, but not its error
 		"issue":  {"serial": "0A"},
+		"secret": {"Cost.Center-2": "42"}, // a metadata field's name, dots and all
 	}
 	if got := def.Visible.Outputs(outputs); !reflect.DeepEqual(got, want) {
 		t.Errorf("Outputs = %v, want %v", got, want)
