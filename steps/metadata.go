@@ -19,6 +19,8 @@ import (
 // pass its field's type: a literal when the definition loads, an evaluated
 // template when the step runs (a failure is permanent). Values are stored
 // normalized (Boolean "TRUE" as "true", …). Hidden fields may be set here.
+// The names it sets are reserved: a requester may not supply them at
+// enrollment (workflow.MetadataSetter).
 //
 //	uses: metadata
 //	with:
@@ -73,7 +75,7 @@ func (d *Deps) buildMetadata(spec *workflow.Spec) (workflow.Step, error) {
 		}
 		fields[name] = setting{tmpl: t, rule: rule}
 	}
-	return pureFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
+	return metadataStep{names: sortedNames(fields), pureFunc: func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
 		md := make(map[string]string, len(fields))
 		for name, f := range fields {
 			v, err := f.tmpl.String(run.Env)
@@ -90,8 +92,20 @@ func (d *Deps) buildMetadata(spec *workflow.Spec) (workflow.Step, error) {
 			out[k] = v
 		}
 		return workflow.Result{Metadata: md, Outputs: out}, nil
-	}), nil
+	}}, nil
 }
+
+// metadataStep is a compiled metadata step: pure, and naming the fields
+// it sets (workflow.MetadataSetter), which requesters may then not supply.
+type metadataStep struct {
+	pureFunc
+	names []string
+}
+
+var _ workflow.MetadataSetter = metadataStep{}
+
+// MetadataNames implements workflow.MetadataSetter.
+func (s metadataStep) MetadataNames() []string { return s.names }
 
 func sortedNames[V any](m map[string]V) []string {
 	names := make([]string, 0, len(m))

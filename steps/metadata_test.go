@@ -174,3 +174,23 @@ func TestMetadataStepLoadErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestMetadataStepNamesTheFieldsItSetsInTheirConfiguredSpelling(t *testing.T) {
+	t.Parallel()
+	cfg := defaultConfig()
+	cfg.Metadata = []config.MetaField{{Name: "RequestedBy"}, {Name: "Owner"}}
+	def := mustParse(t, cfg, oneStep(
+		`  - id: tag`,
+		`    uses: metadata`,
+		`    with:`,
+		`      set:`,
+		`        requestedby: "${{ requester.Name }}"`,
+		`        OWNER: ops`,
+	)...)
+	if got, want := def.SetsMetadata, []string{"Owner", "RequestedBy"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("SetsMetadata = %v, want %v: the names a requester may then not supply", got, want)
+	}
+	if !workflow.IsPure(def.Steps[0].Step) {
+		t.Fatal("the metadata step is no longer pure")
+	}
+}

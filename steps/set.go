@@ -11,7 +11,10 @@ import (
 // set computes variables for later steps, readable as vars.<name>. It is
 // pure (workflow.Pure): the engine writes no checkpoint of its own after it. Each
 // value is a string that may embed ${{ }}; a value that is one expression
-// keeps the expression's type.
+// keeps the expression's type. Variables (and the step's outputs, the
+// same values) are shown to approvers and administrators; a requester
+// sees one only when the definition's top-level `visible:` names it
+// (workflow.Visibility), so a set step may hold a token.
 //
 //	uses: set
 //	with:

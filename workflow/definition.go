@@ -33,6 +33,12 @@ type Definition struct {
 	// Source is the file's content, kept so that the exact version an
 	// instance is pinned to can be stored and parsed again later.
 	Source []byte
+	// Visible is what of an instance's vars and step outputs its
+	// requester may see (top-level `visible:`); nothing by default.
+	Visible Visibility
+	// SetsMetadata are the metadata names its steps set (MetadataSetter):
+	// names a requester may not supply.
+	SetsMetadata []string
 }
 
 // StepDef is one compiled step of a definition.
@@ -132,6 +138,8 @@ type rawDefinition struct {
 	Trigger     string    `yaml:"trigger"`
 	Match       yaml.Node `yaml:"match"`
 	Priority    int       `yaml:"priority"`
+	// Visible lists the vars and step outputs requesters may see.
+	Visible yaml.Node `yaml:"visible"`
 	// Steps are decoded one by one so that their errors name the step.
 	Steps []yaml.Node `yaml:"steps"`
 }
@@ -347,6 +355,11 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 				Retry: Retry{Attempts: DefaultAttempts, Backoff: DefaultBackoff}, OnError: OnErrorFail})
 		}
 	}
+	vis, verrs := parseVisible(file, &raw.Visible, func(id string) bool {
+		return seen[id] || slices.ContainsFunc(def.Steps, func(d *StepDef) bool { return d.ID == id })
+	})
+	errs = append(errs, verrs...)
+	def.Visible, def.SetsMetadata = vis, metadataNames(def.Steps)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -357,6 +370,8 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 type Set struct {
 	defs      []*Definition // by trigger, then priority descending
 	byVersion map[string]*Definition
+	// reserved is MetadataNames, computed once.
+	reserved []string
 }
 
 // Load parses every *.yaml / *.yml file in fsys's root. Two definitions
@@ -413,6 +428,7 @@ func LoadFiles(fsys fs.FS, files []string, catalog Catalog) (*Set, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	set.reserved = reservedMetadata(set.defs)
 	return set, nil
 }
 

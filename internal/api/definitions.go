@@ -22,6 +22,9 @@ type Definition struct {
 	Match        string           `json:"Match,omitempty"`
 	File         string           `json:"File"`
 	Steps        []DefinitionStep `json:"Steps"`
+	// Visible lists the vars and step outputs the definition shows
+	// requesters (its visible:); approvers see everything.
+	Visible []string `json:"Visible"`
 }
 
 // DefinitionStep is one step of a Definition.
@@ -42,6 +45,7 @@ func describeDefinitions(set *workflow.Set) []Definition {
 		def := Definition{
 			Id: d.Name, DisplayName: d.Name, Description: strings.TrimSpace(d.Description), WorkflowType: d.Trigger,
 			Version: d.Version, Priority: d.Priority, File: d.File, Steps: make([]DefinitionStep, 0, len(d.Steps)),
+			Visible: append([]string{}, d.Visible.Entries...),
 		}
 		if d.Match != nil {
 			def.Match = d.Match.Source

@@ -126,6 +126,9 @@ func (s *Server) enrollmentOf(r *http.Request, caller *Identity, body *Enrollmen
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkReservedMetadata(body.Metadata); err != nil {
+		return nil, err
+	}
 	md, err := s.checkMetadata(body.Metadata, tmpl)
 	if err != nil {
 		return nil, err
@@ -470,6 +473,9 @@ func (s *Server) checkMetadata(in map[string]any, tmpl *config.Template) (map[st
 				return nil, fmt.Errorf("metadata field %s: default value: %w", f.Name, err)
 			}
 			out[f.Name] = norm
+		case s.workflowSets(f.Name):
+			// Required of the certificate, and the workflow's to set: a
+			// request may not supply it (checkReservedMetadata).
 		case strings.EqualFold(f.Enrollment, metadata.Required) && g.Enrollment != metadata.Required:
 			return nil, badField("Metadata."+f.Name, "required by template %s", tmpl.Name)
 		case strings.EqualFold(f.Enrollment, metadata.Required):

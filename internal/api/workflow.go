@@ -79,7 +79,6 @@ func newInstance(r *store.Request, defs *workflow.Set, viewer *Identity) Instanc
 			"SANs": r.Input.SANs, "Metadata": r.Input.Metadata, "Requester": r.Requester.Name,
 			"Timestamp": r.Input.Timestamp, "AdditionalEnrollmentFields": r.Input.AdditionalEnrollmentFields,
 		},
-		CurrentStateData: map[string]any{"Vars": inst.Vars, "Steps": inst.Outputs, "Metadata": inst.Metadata},
 	}
 	if out.Decisions == nil {
 		out.Decisions = []workflow.Decision{}
@@ -88,6 +87,7 @@ func newInstance(r *store.Request, defs *workflow.Set, viewer *Identity) Instanc
 	if defs != nil {
 		def, _ = defs.Get(inst.Definition, inst.Version)
 	}
+	out.CurrentStateData = currentState(r, def, viewer)
 	if !inst.Status.Terminal() && inst.Definition != "" {
 		if def != nil && inst.Next < len(def.Steps) {
 			out.CurrentStepUniqueName = def.Steps[inst.Next].ID
@@ -149,31 +149,30 @@ func assignedTo(r *store.Request, viewer *Identity) bool {
 	return w != nil && r.Instance.MayDecide(w.Step, decider(viewer), r.Requester.Name) == nil && !slices.Contains(w.Approvers, viewer.Name)
 }
 
-// loadInstance loads the request behind instance id for the caller: 404
-// when it does not exist (or is another's, for a caller who may not see it
-// and does not just need to be told no).
-func (s *Server) loadInstance(ctx context.Context, instanceID string) (*store.Request, error) {
+// loadInstance loads the request behind instance id for viewer: 404 when
+// it does not exist or viewer may not see it, the same answer for both
+// (ids are derived from sequential request ids: a difference would tell
+// what others requested).
+func (s *Server) loadInstance(ctx context.Context, instanceID string, viewer *Identity) (*store.Request, error) {
 	id, err := s.store.RequestIDOfInstance(instanceID)
+	var r *store.Request
 	if err == nil {
-		var r *store.Request
-		if r, err = s.store.Get(ctx, id); err == nil {
-			return r, nil
-		}
+		r, err = s.store.Get(ctx, id)
+	}
+	if err == nil && !visible(r, viewer) {
+		err = store.ErrNotFound
 	}
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, newError(http.StatusNotFound, CodeNotFound, "workflow instance %s: not found", instanceID)
 	}
-	return nil, err
+	return r, err
 }
 
 // handleGetInstance is GET /Workflow/Instances/{id}.
 func (s *Server) handleGetInstance(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
 	defer cancel()
-	req, err := s.loadInstance(ctx, r.PathValue("id"))
-	if err == nil && !visible(req, identity(r)) {
-		err = newError(http.StatusNotFound, CodeNotFound, "workflow instance %s: not found", r.PathValue("id"))
-	}
+	req, err := s.loadInstance(ctx, r.PathValue("id"), identity(r))
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -295,7 +294,7 @@ func (s *Server) handleSignal(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
 	defer cancel()
-	req, err := s.loadInstance(ctx, r.PathValue("id"))
+	req, err := s.loadInstance(ctx, r.PathValue("id"), identity(r))
 	// A key the pinned definition does not take is a client's mistake. An
 	// instance whose definition is not known here (not picked yet, or a
 	// version no longer loaded) cannot be judged so: it answers as not
@@ -505,7 +504,7 @@ func (s *Server) handleRestart(w http.ResponseWriter, r *http.Request) {
 // names, and answers the errors: a change refused with refused is 409,
 // saying why. It reports whether the change was stored.
 func (s *Server) changeInstance(ctx context.Context, w http.ResponseWriter, r *http.Request, change func(*store.Request) error, refused error, why string) (*store.Request, bool) {
-	req, err := s.loadInstance(ctx, r.PathValue("id"))
+	req, err := s.loadInstance(ctx, r.PathValue("id"), identity(r))
 	if err == nil {
 		req, err = s.store.Update(ctx, req.ID, change)
 	}
@@ -689,15 +688,17 @@ func (s *Server) decideBatch(w http.ResponseWriter, r *http.Request, ids []int64
 	for _, id := range slices.Compact(slices.Sorted(slices.Values(ids))) {
 		entry := ProcessedCertificateRequest{KeyfactorRequestId: id, CARequestId: strconv.FormatInt(id, 10), Comment: comment}
 		req, err := s.store.Get(ctx, id)
+		if err == nil && !visible(req, who) {
+			// Reported as an id that does not exist: nothing of the
+			// request (its CA, its state) reaches who.
+			err = store.ErrNotFound
+		}
 		step := ""
 		if err == nil {
 			if wt := req.Instance.Wait; wt != nil {
 				step = wt.Step
 			}
 			entry.CAHost, entry.CALogicalName = s.caNames(req.Input.CertificateAuthority)
-			if !visible(req, who) {
-				err = store.ErrNotFound
-			}
 		}
 		if err == nil {
 			_, err = s.decide(ctx, id, who, step, step+workflow.SignalSuffix, approved, comment)

@@ -404,7 +404,12 @@ func TestApprovalHappyPath(t *testing.T) {
 	if len(in.Signals) != 1 || !in.Signals[0].SignalReceived {
 		t.Fatalf("signals after the decision: %+v", in.Signals)
 	}
-	steps, _ := in.CurrentStateData["Steps"].(map[string]any)
+	// The step's outputs are the approver's to read; the requester sees
+	// the decisions, and outputs only where the definition says visible:.
+	if steps, _ := in.CurrentStateData["Steps"].(map[string]any); len(steps) != 0 {
+		t.Fatalf("alice reads step outputs the definition does not show her: %v", steps)
+	}
+	steps, _ := getInstance(t, cf, inst, bearer(testutil.BobToken)).CurrentStateData["Steps"].(map[string]any)
 	out, _ := steps["approve"].(map[string]any)
 	if out["approved"] != true || fmt.Sprint(out["approvers"]) != "[bob]" {
 		t.Fatalf("approval step outputs: %v", steps["approve"])
@@ -449,9 +454,10 @@ func TestSignalRefusalsChangeNothing(t *testing.T) {
 		{`a "False" without a comment`, inst, bob, signalBody(key, map[string]any{"Approved": "False"}), 400, api.CodeInvalidField, "Data.Comment"},
 		{"a body that is not JSON", inst, bob, `{"SignalKey": `, 400, api.CodeInvalidField, "request body"},
 		{"the requester, who holds no approver role", inst, bearer(testutil.AliceToken), signalBody(key, approveData("")), 403, api.CodeForbidden, "not among the step's approvers"},
-		{"another requester", inst, carolBasic, signalBody(key, approveData("")), 403, api.CodeForbidden, "carol may not decide"},
-		{"a role the step does not name", inst, bearer(erinToken), signalBody(key, approveData("")), 403, api.CodeForbidden, "erin may not decide"},
-		{"a denial by an outsider", inst, bearer(erinToken), signalBody(key, denyData("no")), 403, api.CodeForbidden, "erin may not decide"},
+		// Those who may not see the request are told it does not exist.
+		{"another requester", inst, carolBasic, signalBody(key, approveData("")), 404, api.CodeNotFound, "workflow instance " + inst + ": not found"},
+		{"a role the step does not name", inst, bearer(erinToken), signalBody(key, approveData("")), 404, api.CodeNotFound, "workflow instance " + inst + ": not found"},
+		{"a denial by an outsider", inst, bearer(erinToken), signalBody(key, denyData("no")), 404, api.CodeNotFound, "workflow instance " + inst + ": not found"},
 		{"an unknown instance", "00000000-0000-4000-8000-000000000000", bob, signalBody(key, approveData("")), 404, api.CodeNotFound, "not found"},
 		{"no credentials", inst, "", signalBody(key, approveData("")), 401, api.CodeUnauthorized, ""},
 	}
@@ -1496,7 +1502,8 @@ func TestApprovalWaitKeepsItsRulesAcrossAReload(t *testing.T) {
 		t.Fatalf("a request waiting on the replaced version: %+v", in)
 	}
 	// The waiting request keeps the roles it was suspended with.
-	assertError(t, signal(t, cf, old.WorkflowInstanceId, bearer(erinToken), signalBody("approve.ApprovalStatus", approveData("new rules"))), http.StatusForbidden, api.CodeForbidden, "erin may not decide")
+	// (To erin, who may not decide it, the request does not exist.)
+	assertError(t, signal(t, cf, old.WorkflowInstanceId, bearer(erinToken), signalBody("approve.ApprovalStatus", approveData("new rules"))), http.StatusNotFound, api.CodeNotFound, "not found")
 	mustSignal(t, cf, old.WorkflowInstanceId, testutil.BobToken, approveData("old rules"))
 	st := pollFinal(t, cf, old.KeyfactorRequestId)
 	assertIssuedOnce(t, cf, st)
@@ -1526,7 +1533,10 @@ steps:
 	second := func(token string, data map[string]any) *testutil.Response {
 		return signal(t, cf, inst, bearer(token), signalBody("second.ApprovalStatus", data))
 	}
-	assertError(t, second(erinToken, approveData("too soon")), http.StatusConflict, api.CodeConflict, "not waiting")
+	// erin may not see the request before it waits for her; the admin
+	// may, and is told it does not wait there yet.
+	assertError(t, second(erinToken, approveData("too soon")), http.StatusNotFound, api.CodeNotFound, "not found")
+	assertError(t, second(testutil.AdminToken, approveData("too soon")), http.StatusConflict, api.CodeConflict, "not waiting")
 	mustSignal(t, cf, inst, testutil.BobToken, approveData("first"))
 	var in wfInstance
 	waitFor(t, "the second approval step", func() bool {

@@ -70,8 +70,9 @@ func TestTypedMetadataIsRefusedAndLeavesNothingBehind(t *testing.T) {
 		{"Email without a domain", map[string]any{"Owner": "pki"}, E, `Metadata.Owner: "pki" is not an email address`},
 		{"a Required field missing", map[string]any{"CostCenter": nil}, E, "Metadata.CostCenter: required"},
 		{"a Required field empty", map[string]any{"CostCenter": ""}, E, "Metadata.CostCenter: required"},
-		{"a Hidden field given", map[string]any{"ApprovedBy": "alice"}, E, "Metadata.ApprovedBy: hidden fields cannot be set at enrollment"},
-		{"a Hidden field given in another case", map[string]any{"approvedby": "alice"}, E, "Metadata.ApprovedBy: hidden fields cannot be set at enrollment"},
+		// ApprovedBy is Hidden, and one workflows set: reserved first.
+		{"a Hidden field given", map[string]any{"ApprovedBy": "alice"}, E, "Metadata.ApprovedBy: set by the workflow"},
+		{"a Hidden field given in another case", map[string]any{"approvedby": "alice"}, E, "Metadata.ApprovedBy: set by the workflow"},
 		{"one field twice in different cases", map[string]any{"team": "web", "TEAM": "ops"}, E, "Metadata.Team: given twice"},
 		{"an unknown field", map[string]any{"Colour": "blue"}, U, "Metadata.Colour: no such metadata field"},
 	}
@@ -164,7 +165,7 @@ steps:
     with:
       set:
         ApprovedBy: "${{ requester.Name }}"
-        CostCenter: "${{ csr.CommonName }}"
+        Internal: "${{ csr.CommonName }}"
 `})
 	cf := testutil.StartCertflow(t, func(c *config.Config) {
 		typedMetadata(c)
@@ -176,7 +177,7 @@ steps:
 		t.Fatalf("status %d: %s", resp.Status, resp.Body)
 	}
 	info := er.CertificateInformation
-	if info.RequestDisposition != "FAILED" || !strings.Contains(info.DispositionMessage, `set.CostCenter: "not-a-number.example.com" is not a whole number`) {
-		t.Fatalf("disposition %s %q; want FAILED naming set.CostCenter", info.RequestDisposition, info.DispositionMessage)
+	if info.RequestDisposition != "FAILED" || !strings.Contains(info.DispositionMessage, `set.Internal: "not-a-number.example.com" is not a boolean`) {
+		t.Fatalf("disposition %s %q; want FAILED naming set.Internal", info.RequestDisposition, info.DispositionMessage)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"encoding/pem"
 	"fmt"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Format is the certificate encoding a client asked for with the
@@ -47,11 +49,51 @@ func EncodeChain(ders [][]byte, format Format, subjectHeader bool) ([]string, er
 			if err != nil {
 				return nil, fmt.Errorf("encode chain: %w", err)
 			}
-			block = "subject=" + cert.Subject.String() + "\n" + block
+			block = "subject=" + SubjectHeader(cert.Subject.String()) + "\n" + block
 		}
 		out = append(out, block)
 	}
 	return out, nil
+}
+
+// SubjectHeader makes a subject's RFC 4514 string (pkix.Name.String,
+// which escapes only RFC 4514's specials) safe for the one-line
+// "subject=" header: every control character (C0, DEL, C1), the Unicode
+// line and paragraph separators and any byte that is not UTF-8 become
+// RFC 4514 hex escapes, \XX per byte (openssl's esc_ctrl does the same),
+// so a CN cannot end the line or forge a second header. A backslash is
+// escaped already by String, so the escapes cannot be confused with text.
+func SubjectHeader(dn string) string {
+	clean := true
+	for _, r := range dn {
+		if needsHexEscape(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return dn
+	}
+	var b strings.Builder
+	for i := 0; i < len(dn); {
+		r, size := utf8.DecodeRuneInString(dn[i:])
+		if needsHexEscape(r) {
+			for _, c := range []byte(dn[i : i+size]) {
+				fmt.Fprintf(&b, "\\%02X", c)
+			}
+		} else {
+			b.WriteString(dn[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// needsHexEscape reports whether r may not appear as itself in a header
+// line: control characters, line and paragraph separators, and
+// utf8.RuneError (an invalid byte, or U+FFFD itself, escaped alike).
+func needsHexEscape(r rune) bool {
+	return unicode.IsControl(r) || r == '\u2028' || r == '\u2029' || r == utf8.RuneError
 }
 
 // Thumbprint is the certificate's SHA-1 fingerprint in upper-case hex, the
