@@ -236,6 +236,9 @@ func caInit(s app.Settings, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := app.SecureDataDir(cfg.DataDir, slog.New(slog.NewTextHandler(out, nil))); err != nil {
+		return err
+	}
 	kek, created, err := pki.LoadOrCreateKEKFile(cfg.KEKFile)
 	if err != nil {
 		return err

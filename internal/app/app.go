@@ -134,6 +134,9 @@ func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, ou
 	if err := a.connectRedis(); err != nil {
 		return nil, err
 	}
+	if err := SecureDataDir(cfg.DataDir, log); err != nil {
+		return nil, err
+	}
 	// Only the default location is created on first start: a KEK path
 	// someone named (a secret mount) that is missing is a mistake, and a
 	// fresh key there would seal CA keys no other process can open.
@@ -186,6 +189,21 @@ func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, ou
 	}
 	ok = true
 	return a, nil
+}
+
+// SecureDataDir keeps the data directory (the KEK, the sealed CA keys,
+// the generated secrets) to its owner: one its group or others may read is
+// tightened to owner-only, with a warning; one that cannot be tightened is
+// refused (secretfile.SecureDir).
+func SecureDataDir(dir string, log *slog.Logger) error {
+	tightened, was, err := secretfile.SecureDir(dir)
+	if err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	if tightened {
+		log.Warn("the data directory was open to its group or others; tightened it to owner-only", "path", dir, "was", fmt.Sprintf("%04o", was), "now", fmt.Sprintf("%04o", was&^0o077))
+	}
+	return nil
 }
 
 func (a *App) connectRedis() error {

@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/certflow/certflow/internal/secretfile"
@@ -49,9 +48,10 @@ func NewKEK(key []byte) (*KEK, error) {
 }
 
 // LoadKEKFile reads a KEK file: 64 hex characters (surrounding whitespace
-// ignored) or exactly 32 raw bytes.
+// ignored) or exactly 32 raw bytes. A symbolic link, or a file its group
+// or others may read, is refused (secretfile.Read).
 func LoadKEKFile(path string) (*KEK, error) {
-	b, err := os.ReadFile(path)
+	b, err := secretfile.Read(path)
 	if err != nil {
 		return nil, fmt.Errorf("read key-encryption key: %w", err)
 	}
