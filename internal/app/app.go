@@ -104,7 +104,10 @@ type App struct {
 	CAs    *ca.Registry
 	Auth   *api.Authenticator
 	// Mailer sends the notify step's email; nil without smtp.addr.
-	Mailer   *notify.Mailer
+	Mailer *notify.Mailer
+	// KeyPool bounds the keys this process generates at once, for the
+	// API (CSR generation) and the worker (PFX enrollment) together.
+	KeyPool  *pki.KeyPool
 	embedded *miniredis.Miniredis
 	// Out receives the human-facing start-up text (not the log).
 	Out io.Writer
@@ -123,7 +126,7 @@ const (
 
 // Open connects and loads everything role needs.
 func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, out io.Writer) (*App, error) {
-	a := &App{Config: cfg, Log: log, Out: out, id: randomID()}
+	a := &App{Config: cfg, Log: log, Out: out, id: randomID(), KeyPool: pki.NewKeyPool(cfg.API.KeyGenerationConcurrency)}
 	ok := false
 	var err error
 	defer func() {
@@ -383,7 +386,7 @@ func randomID() string {
 func (a *App) APIServer() *api.Server {
 	return api.New(api.Options{
 		Config: a.Config, Store: a.Store, Queue: a.Queue, KEK: a.KEK, Auth: a.Auth, Log: a.Log,
-		Definitions: &a.Defs, Reload: a.Reload,
+		Definitions: &a.Defs, Reload: a.Reload, KeyPool: a.KeyPool,
 	})
 }
 
@@ -428,6 +431,7 @@ func (a *App) RunWorker(ctx context.Context) error {
 	w := &worker.Worker{
 		Config: a.Config, Store: a.Store, Queue: a.Queue, Defs: &a.Defs, Catalog: a.Catalog(),
 		Engine: &workflow.Engine{Log: a.Log}, Callbacks: a.Sender, KEK: a.KEK, Log: a.Log, CAs: a.CAs,
+		KeyPool: a.KeyPool,
 	}
 	// worker.servers asynq servers share the concurrency: each dequeues in
 	// a loop of its own, so one sleeping on an empty queue does not hold

@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -116,6 +117,11 @@ type API struct {
 	// (POST /CSRGeneration/Generate) and not yet enrolled or deleted: each
 	// keeps a sealed key in Redis. Defaults to 100.
 	MaxPendingCSRs int `yaml:"max_pending_csrs"`
+	// KeyGenerationConcurrency bounds the private keys one API process
+	// generates at once (POST /CSRGeneration/Generate): a request that
+	// finds every slot taken answers 429 with Retry-After before doing any
+	// work. Defaults to the number of CPUs.
+	KeyGenerationConcurrency int `yaml:"key_generation_concurrency"`
 	// RedisTimeout bounds each store call made while answering a request, so
 	// an unreachable Redis yields 503 rather than a hang. Defaults to 3s.
 	RedisTimeout time.Duration `yaml:"redis_timeout"`
@@ -404,6 +410,8 @@ func Default() Config {
 			RateBurst:             200,
 			AuthFailuresPerMinute: 30,
 			MaxPendingCSRs:        DefaultMaxPendingCSRs,
+			// Key generation is CPU-bound: more at once only slows each.
+			KeyGenerationConcurrency: runtime.NumCPU(),
 		},
 		Worker: Worker{
 			Concurrency:     DefaultConcurrency,
@@ -528,6 +536,9 @@ func (c *Config) Validate() error {
 	}
 	if c.API.MaxPendingCSRs < 1 {
 		bad("api.max_pending_csrs: must be at least 1")
+	}
+	if c.API.KeyGenerationConcurrency < 1 {
+		bad("api.key_generation_concurrency: must be at least 1")
 	}
 	if c.API.AuthFailuresPerMinute < 1 {
 		bad("api.auth_failures_per_minute: must be at least 1")
