@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -207,6 +208,44 @@ func SecureDataDir(dir string, log *slog.Logger) error {
 		log.Warn("the data directory was open to its group or others; tightened it to owner-only", "path", dir, "was", fmt.Sprintf("%04o", was), "now", fmt.Sprintf("%04o", was&^0o077))
 	}
 	return nil
+}
+
+// WarnOnExposedConfigSecrets warns when the config file (s.ConfigPath) holds
+// secrets in the clear (a plain user token, the webhook signing secret,
+// the SMTP password, a Redis password) and its group or others may read
+// it. It warns rather than refuses: a config file is often a shared,
+// mounted file, and the fix (chmod 600, "sha256:" tokens, the
+// environment) is the operator's choice.
+func WarnOnExposedConfigSecrets(s Settings, cfg *config.Config, log *slog.Logger) {
+	path := s.ConfigPath
+	if path == "" {
+		return
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm()&0o077 == 0 {
+		return
+	}
+	var held []string
+	for i, u := range cfg.Auth.Users {
+		if u.Token != "" && !strings.HasPrefix(u.Token, "sha256:") {
+			held = append(held, fmt.Sprintf("auth.users[%d].token", i))
+		}
+	}
+	if cfg.Callbacks.SigningSecret != "" {
+		held = append(held, "callbacks.signing_secret")
+	}
+	if cfg.SMTP.Password != "" && os.Getenv("CERTFLOW_SMTP_PASSWORD") == "" {
+		held = append(held, "smtp.password")
+	}
+	if u, err := url.Parse(cfg.RedisURL); err == nil && s.RedisURL == "" && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			held = append(held, "redis_url's password")
+		}
+	}
+	if len(held) > 0 {
+		log.Warn("the config file holds secrets and its group or others may read it: run chmod 600 on it, or give tokens as sha256:<hex> and passwords through the environment",
+			"path", path, "mode", fmt.Sprintf("%04o", st.Mode().Perm()), "secrets", strings.Join(held, ", "))
+	}
 }
 
 func (a *App) connectRedis() error {

@@ -138,6 +138,47 @@ func TestPolicySecretFilesAtStart(t *testing.T) {
 	})
 }
 
+// TestPolicyConfigFileSecrets: a config file that holds a secret in the
+// clear and that its group or others may read is warned about, naming the
+// file and the secret (never its value); a private one, or one whose
+// token is a digest, is not.
+func TestPolicyConfigFileSecrets(t *testing.T) {
+	t.Parallel()
+	const plain = "auth:\n  users:\n    - {name: ops, token: plain-token-value, roles: [admin]}\n"
+	const digest = "auth:\n  users:\n    - {name: ops, token: \"sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\", roles: [admin]}\n"
+	for _, tc := range []struct {
+		name, yaml string
+		mode       os.FileMode
+		warned     bool
+	}{
+		{"a plain token, world-readable", plain, 0o644, true},
+		{"a plain token, group-readable", plain, 0o640, true},
+		{"a plain token, owner-only", plain, 0o600, false},
+		{"a signing secret, world-readable", "callbacks: {signing_secret: whsec_MDEyMzQ1Njc4OWFiY2RlZg==}\n", 0o644, true},
+		{"a token digest, world-readable", digest, 0o644, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "certflow.yaml")
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(path, tc.mode)
+			s := app.Settings{ConfigPath: path, DataDir: t.TempDir()}
+			cfg, err := app.LoadConfig(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var logs bytes.Buffer
+			app.WarnOnExposedConfigSecrets(s, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+			warned := strings.Contains(logs.String(), "level=WARN") && strings.Contains(logs.String(), path)
+			if warned != tc.warned || strings.Contains(logs.String(), "plain-token-value") || strings.Contains(logs.String(), "whsec_") {
+				t.Fatalf("warned %v, want %v:\n%s", warned, tc.warned, logs.String())
+			}
+		})
+	}
+}
+
 func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 	t.Helper()
 	b, err := os.ReadFile(from)
