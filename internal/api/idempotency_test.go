@@ -30,8 +30,8 @@ func fingerprinted() *enrollment {
 		csr: &x509.CertificateRequest{RawTBSCertificateRequest: []byte("tbs")},
 		req: store.Request{Trigger: workflow.TriggerEnrollment, Input: workflow.Request{
 			ID: 7, Template: "WebServer", Format: "PEM", IncludeSubjectHeader: true,
-			Metadata: map[string]string{"Team": "web", "Env": "Prod"},
-			SANs:     map[string][]string{"dns": {"a.example.com", "b.example.com"}, "ip4": {"10.0.0.1"}},
+			Metadata:                   map[string]string{"Team": "web", "Env": "Prod"},
+			SANs:                       map[string][]string{"dns": {"a.example.com", "b.example.com"}, "ip4": {"10.0.0.1"}},
 			AdditionalEnrollmentFields: map[string]any{"Ticket": "CHG-1"}, OwnerRoleId: 11, OwnerRoleName: "web-owners",
 			CallbackUrl: "https://hooks.example.com/x", Timestamp: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 		}},
