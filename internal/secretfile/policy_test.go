@@ -46,6 +46,13 @@ func TestPolicySecretFiles(t *testing.T) {
 		{"others-readable only 0604", func(t *testing.T, dir string) string { return write(t, dir, 0o604) }, "(mode 0604); run: chmod 600 "},
 		{"group-writable 0620", func(t *testing.T, dir string) string { return write(t, dir, 0o620) }, "(mode 0620); run: chmod 600 "},
 		{"world-writable 0606", func(t *testing.T, dir string) string { return write(t, dir, 0o606) }, "(mode 0606); run: chmod 600 "},
+		{"an owner-only file of another user", func(t *testing.T, dir string) string {
+			p := write(t, dir, 0o600)
+			if err := os.Chown(p, os.Geteuid()+4242, -1); err != nil {
+				t.Skip("cannot give a file away here (not root):", err)
+			}
+			return p
+		}, "is owned by uid"},
 		{"a symlink to an owner-only file", func(t *testing.T, dir string) string {
 			target := write(t, dir, 0o600)
 			link := filepath.Join(dir, "kek")

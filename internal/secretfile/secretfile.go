@@ -39,7 +39,9 @@ var modeBits = runtime.GOOS != "windows"
 //     could point it at their own key); the folders above may be links;
 //   - anything but a regular file;
 //   - a file its group or others may read or write (mode & 0077): the
-//     fix is chmod 600.
+//     fix is chmod 600;
+//   - a file owned by another user than this process's or root's (on
+//     Unix): whoever owns it chose the key.
 //
 // The file is opened without following a link (O_NOFOLLOW) and checked
 // on the open descriptor, so it cannot be swapped between check and read.
@@ -64,6 +66,9 @@ func Read(path string) ([]byte, error) {
 	}
 	if perm := st.Mode().Perm(); modeBits && perm&private != 0 {
 		return nil, insecure("%s is readable or writable by its group or others (mode %04o); run: chmod 600 %s", path, perm, path)
+	}
+	if uid, foreign := foreignOwner(st); foreign {
+		return nil, insecure("%s is owned by uid %d, neither this process's user (uid %d) nor root: its owner chose its content; run: chown %d %s", path, uid, os.Geteuid(), os.Geteuid(), path)
 	}
 	return io.ReadAll(f)
 }
