@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/pki"
@@ -183,5 +185,41 @@ func TestPolicyKeyGenerationOutlastingTheRedisDeadlineIsStored(t *testing.T) {
 	}
 	if g := cf.Do(t, "GET", "/CSRGeneration/Pending/"+strconv.FormatInt(c.Id, 10), nil, "Authorization", bearer(testutil.AliceToken)); g.Status != http.StatusOK {
 		t.Fatalf("the generated CSR was not stored: %d %s", g.Status, g.Body)
+	}
+}
+
+// TestPolicyKeyGenerationRedisDownAnswers503BeforeAnyWork: a store that
+// does not answer is found out before the key is made — at the look at
+// the requester's pending CSRs, or at the CSR's id — so the 503 comes
+// with no work done (the generator is never entered), and the next
+// request, once Redis answers, is served.
+func TestPolicyKeyGenerationRedisDownAnswers503BeforeAnyWork(t *testing.T) {
+	t.Parallel()
+	opts, err := redis.ParseURL(testutil.RedisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testutil.StartFreezeProxy(t, opts.Addr)
+	cf := testutil.StartCertflow(t, func(c *config.Config) { c.RedisURL = proxy.URL(); c.API.RedisTimeout = time.Second })
+	generated := countGenerations(cf)
+	body := map[string]any{"Subject": "CN=down.example.com", "KeyType": "ECC", "Curve": "P-256"}
+	alice := []string{"Authorization", bearer(testutil.AliceToken)}
+	for _, at := range []struct{ what, command, key string }{
+		{"the count of pending CSRs", "ZCARD", cf.Prefix + ":csrs-of:"},
+		{"the CSR's id", "INCR", cf.Prefix + ":seq:csr"},
+	} {
+		proxy.FreezeAt(at.command, at.key)
+		r := cf.Do(t, "POST", "/CSRGeneration/Generate", body, alice...)
+		if !proxy.Frozen() {
+			t.Fatalf("the proxy never saw %s (%s)", at.what, at.command)
+		}
+		assertError(t, r, http.StatusServiceUnavailable, api.CodeUnavailable, "unavailable")
+		if n := generated.Load(); n != 0 {
+			t.Fatalf("Redis hung at %s: %d keys generated before the 503", at.what, n)
+		}
+		proxy.Unfreeze()
+	}
+	if r, _ := generateCSR(t, cf, body, alice...); r.Status != http.StatusOK || generated.Load() != 1 {
+		t.Fatalf("once Redis answers: %d %s (%d generated)", r.Status, r.Body, generated.Load())
 	}
 }
