@@ -5,7 +5,7 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/certflow ./cmd/certflow \
- && mkdir -p /out/data
+ && mkdir -p /out/data && chmod 700 /out/data
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/certflow /usr/local/bin/certflow

@@ -147,6 +147,7 @@ func serve(s app.Settings, role app.Role, log *slog.Logger, out io.Writer) error
 	if err != nil {
 		return err
 	}
+	app.WarnOnExposedConfigSecrets(s, cfg, log)
 	if cfg.RedisURL == "" && role != app.RoleBoth {
 		return errors.New("`certflow api` and `certflow worker` share work through Redis: set CERTFLOW_REDIS_URL or --redis-url (or use `certflow serve`)")
 	}
@@ -234,6 +235,9 @@ func fileExists(path string) bool {
 func caInit(s app.Settings, out io.Writer) error {
 	cfg, err := app.LoadConfig(s)
 	if err != nil {
+		return err
+	}
+	if err := app.SecureDataDir(cfg.DataDir, slog.New(slog.NewTextHandler(out, nil))); err != nil {
 		return err
 	}
 	kek, created, err := pki.LoadOrCreateKEKFile(cfg.KEKFile)

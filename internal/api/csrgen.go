@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -61,10 +62,11 @@ type CSRGenerationResponseModel struct {
 }
 
 // checkKeyPolicy refuses a key the template does not allow, naming the
-// field that chose it.
+// field that chose it; without a template, one the default generation
+// policy does not (checkGenerationDefaults).
 func checkKeyPolicy(t *config.Template, spec pki.KeySpec) error {
 	if t == nil {
-		return nil
+		return checkGenerationDefaults(spec)
 	}
 	switch spec.Type {
 	case "RSA":
@@ -104,6 +106,15 @@ func keySpec(keyType string, keyLength int, curve string) (pki.KeySpec, error) {
 
 // handleGenerateCSR is POST /CSRGeneration/Generate: generate a key and a
 // CSR for it, keep the key sealed as a pending CSR, answer the CSR.
+//
+// The work (the key) is done last, and never thrown away for a deadline
+// it did not cause: the body and the key policy are checked first (400),
+// then a slot of the key pool is taken (429 with Retry-After when none is
+// free), then Redis is asked whether the requester has room and for the
+// CSR's id (409, or 503 while nothing has been generated); only then is
+// the key made, and stored under a Redis deadline of its own, which
+// neither the generation's time nor a client that stopped waiting can
+// use up.
 func (s *Server) handleGenerateCSR(w http.ResponseWriter, r *http.Request) {
 	caller := identity(r)
 	var body CSRGenerationRequest
@@ -111,14 +122,29 @@ func (s *Server) handleGenerateCSR(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 2*s.cfg.API.RedisTimeout)
-	defer cancel()
+	g, err := s.checkCSRGeneration(&body, caller)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	slot, ok := s.keyPool.TryAcquire()
+	if !ok {
+		s.tooMany(w, r, keyPoolRetryAfter, fmt.Sprintf("key generation: all %d slots (api.key_generation_concurrency) are busy", s.keyPool.Size()))
+		return
+	}
+	defer slot.Release()
 	tooMany := func() {
 		writeError(w, r, s.log, newError(http.StatusConflict, CodeConflict,
 			"CSRGeneration: %s has %d pending CSRs, the most api.max_pending_csrs allows; enroll (forceEnroll=true) or delete some first", caller.Name, s.cfg.API.MaxPendingCSRs))
 	}
-	// Look before generating a key: an RSA key takes a while.
-	if room, err := s.store.PendingCSRRoom(ctx, caller.Name, s.cfg.API.MaxPendingCSRs); err != nil || !room {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
+	room, err := s.store.PendingCSRRoom(ctx, caller.Name, s.cfg.API.MaxPendingCSRs)
+	var id int64
+	if err == nil && room {
+		id, err = s.store.NewCSRID(ctx)
+	}
+	cancel()
+	if err != nil || !room {
 		if err == nil {
 			tooMany()
 		} else {
@@ -126,16 +152,16 @@ func (s *Server) handleGenerateCSR(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	p, key, err := s.decodeCSRGeneration(&body, caller)
+	p, key, err := s.generateCSR(slot, g)
+	slot.Release()
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
-	if p.ID, err = s.store.NewCSRID(ctx); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
+	p.ID = id
 	p.PrivateKey = s.kek.Seal(key, pki.PendingCSRAAD(p.ID))
+	ctx, cancel = context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.API.RedisTimeout)
+	defer cancel()
 	if err := s.store.CreatePendingCSR(ctx, p, s.cfg.API.MaxPendingCSRs); errors.Is(err, store.ErrTooMany) {
 		tooMany()
 		return
@@ -148,40 +174,56 @@ func (s *Server) handleGenerateCSR(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, CSRContents{CSR: text, CSRText: text, Id: p.ID})
 }
 
-// decodeCSRGeneration checks the body and generates the key and CSR; it
-// returns the pending CSR (without id and sealed key) and the PKCS#8 key.
-func (s *Server) decodeCSRGeneration(body *CSRGenerationRequest, caller *Identity) (*store.PendingCSR, []byte, error) {
+// csrGeneration is a checked POST /CSRGeneration/Generate: what to make.
+type csrGeneration struct {
+	requester string
+	subject   pkix.Name
+	spec      pki.KeySpec
+	tmpl      *config.Template
+	sans      map[string][]string
+}
+
+// checkCSRGeneration checks the body, without generating anything: the
+// subject, the key against the template's policy (or, without a template,
+// the default generation policy), the caller's access, the SANs.
+func (s *Server) checkCSRGeneration(body *CSRGenerationRequest, caller *Identity) (*csrGeneration, error) {
 	subject, err := pki.ParseSubject(body.Subject)
 	if err != nil {
-		return nil, nil, badField("Subject", "%v", err)
+		return nil, badField("Subject", "%v", err)
 	}
 	spec, err := keySpec(body.KeyType, body.KeyLength, body.Curve)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var tmpl *config.Template
 	if body.Template != "" {
 		t, ok := s.cfg.Template(body.Template)
 		if !ok {
-			return nil, nil, &apiError{status: http.StatusBadRequest, code: CodeUnknownName, msg: fmt.Sprintf("Template: unknown template %q", body.Template)}
+			return nil, &apiError{status: http.StatusBadRequest, code: CodeUnknownName, msg: fmt.Sprintf("Template: unknown template %q", body.Template)}
 		}
 		tmpl = t
 	}
 	if err := checkTemplateAccess(caller, tmpl); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := checkKeyPolicy(tmpl, spec); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	sans, err := checkSANs(body.SANs, s.cfg.API.MaxSANs)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	key, err := spec.Generate()
+	return &csrGeneration{requester: caller.Name, subject: subject, spec: spec, tmpl: tmpl, sans: sans}, nil
+}
+
+// generateCSR makes g's key in slot and its CSR; it returns the pending
+// CSR (without id and sealed key) and the PKCS#8 key.
+func (s *Server) generateCSR(slot *pki.KeySlot, g *csrGeneration) (*store.PendingCSR, []byte, error) {
+	key, err := slot.Generate(g.spec)
 	if err != nil {
 		return nil, nil, err
 	}
-	der, err := pki.NewCSR(key, pki.CSRRequest{Subject: subject, SANs: sans})
+	der, err := pki.NewCSR(key, pki.CSRRequest{Subject: g.subject, SANs: g.sans})
 	if err != nil {
 		return nil, nil, badField("SANs", "%v", err)
 	}
@@ -194,8 +236,8 @@ func (s *Server) decodeCSRGeneration(body *CSRGenerationRequest, caller *Identit
 		return nil, nil, err
 	}
 	return &store.PendingCSR{
-		Requester: caller.Name, Template: templateName(tmpl), Subject: subject.String(), SANs: sans,
-		KeyType: spec.String(), Created: time.Now().UTC(), CSR: der, KeyID: keyID,
+		Requester: g.requester, Template: templateName(g.tmpl), Subject: g.subject.String(), SANs: g.sans,
+		KeyType: g.spec.String(), Created: time.Now().UTC(), CSR: der, KeyID: keyID,
 	}, keyDER, nil
 }
 

@@ -660,6 +660,9 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, e *enrollment) (
 func (s *Server) submit(ctx context.Context, e *enrollment, allocated func(id int64)) (req *store.Request, existing bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.API.RedisTimeout)
 	defer cancel()
+	if e.req.IdempotencyKey != "" && e.req.IdempotencyFingerprint == "" {
+		e.req.IdempotencyFingerprint = s.submitFingerprint(e) // before a generated key is married
+	}
 	req, existing, err = s.create(ctx, e, e.keyID, allocated)
 	if !errors.Is(err, store.ErrGeneratedKey) {
 		return req, existing, err
@@ -768,17 +771,6 @@ func (s *Server) firstRequest(ctx context.Context, id int64) (*store.Request, er
 		case <-time.After(25 * time.Millisecond):
 		}
 	}
-}
-
-// sameSubmit reports whether a repeated submit asks for what the first did.
-func sameSubmit(a, b *store.Request) bool {
-	x, y := a.Input, b.Input
-	// A renewal with the retained key gets a CSR made afresh each time; a
-	// PFX request's CSR is made later, by the worker (its order is compared).
-	sameCSR := bytes.Equal(a.CSR, b.CSR) || (x.RenewalCertificateId != 0 && x.HasPrivateKey && y.HasPrivateKey) || x.PFX != nil
-	return sameCSR && x.RenewalCertificateId == y.RenewalCertificateId && x.Template == y.Template && x.CertificateAuthority == y.CertificateAuthority &&
-		x.Format == y.Format && x.IncludeChain == y.IncludeChain && x.CallbackUrl == y.CallbackUrl &&
-		x.OwnerRoleId == y.OwnerRoleId && x.OwnerRoleName == y.OwnerRoleName && samePFX(x.PFX, y.PFX)
 }
 
 // certificateOf returns an issued request's certificate: the one read with

@@ -46,6 +46,9 @@ type Options struct {
 	// CASubjects are the CAs' subjects, which no issued certificate may
 	// carry (nil: none known).
 	CASubjects *ca.Subjects
+	// KeyPool bounds server-side key generation (nil: a pool of
+	// api.key_generation_concurrency slots of the server's own).
+	KeyPool *pki.KeyPool
 }
 
 // Server serves the API.
@@ -70,6 +73,8 @@ type Server struct {
 	// authFailures limits failed logins per client address.
 	perIdentity  *limiters
 	authFailures *limiters
+	// keyPool bounds the keys generated at once (CSR generation).
+	keyPool *pki.KeyPool
 }
 
 // keyfactorBase is Keyfactor's base path; every route is served under it too.
@@ -87,6 +92,10 @@ func New(o Options) *Server {
 		defs: o.Definitions, reload: o.Reload,
 		waiters: o.Store.NewWaiters(), mux: http.NewServeMux(), paths: http.NewServeMux(),
 		authFailures: newLimiters(float64(o.Config.API.AuthFailuresPerMinute)/60, o.Config.API.AuthFailuresPerMinute),
+		keyPool:      o.KeyPool,
+	}
+	if s.keyPool == nil {
+		s.keyPool = pki.NewKeyPool(o.Config.API.KeyGenerationConcurrency)
 	}
 	if o.Config.API.RateLimit > 0 {
 		s.perIdentity = newLimiters(o.Config.API.RateLimit, o.Config.API.RateBurst)

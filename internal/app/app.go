@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -104,7 +105,10 @@ type App struct {
 	CAs    *ca.Registry
 	Auth   *api.Authenticator
 	// Mailer sends the notify step's email; nil without smtp.addr.
-	Mailer   *notify.Mailer
+	Mailer *notify.Mailer
+	// KeyPool bounds the keys this process generates at once, for the
+	// API (CSR generation) and the worker (PFX enrollment) together.
+	KeyPool  *pki.KeyPool
 	embedded *miniredis.Miniredis
 	// Out receives the human-facing start-up text (not the log).
 	Out io.Writer
@@ -126,7 +130,7 @@ const (
 
 // Open connects and loads everything role needs.
 func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, out io.Writer) (*App, error) {
-	a := &App{Config: cfg, Log: log, Out: out, id: randomID(), caSubjects: ca.NewSubjects(cfg)}
+	a := &App{Config: cfg, Log: log, Out: out, id: randomID(), caSubjects: ca.NewSubjects(cfg), KeyPool: pki.NewKeyPool(cfg.API.KeyGenerationConcurrency)}
 	ok := false
 	var err error
 	defer func() {
@@ -135,6 +139,9 @@ func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, ou
 		}
 	}()
 	if err := a.connectRedis(); err != nil {
+		return nil, err
+	}
+	if err := SecureDataDir(cfg.DataDir, log); err != nil {
 		return nil, err
 	}
 	// Only the default location is created on first start: a KEK path
@@ -189,6 +196,59 @@ func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, ou
 	}
 	ok = true
 	return a, nil
+}
+
+// SecureDataDir keeps the data directory (the KEK, the sealed CA keys,
+// the generated secrets) to its owner: one its group or others may read is
+// tightened to owner-only, with a warning; one that cannot be tightened is
+// refused (secretfile.SecureDir).
+func SecureDataDir(dir string, log *slog.Logger) error {
+	tightened, was, err := secretfile.SecureDir(dir)
+	if err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	if tightened {
+		log.Warn("the data directory was open to its group or others; tightened it to owner-only", "path", dir, "was", fmt.Sprintf("%04o", was), "now", fmt.Sprintf("%04o", was&^0o077))
+	}
+	return nil
+}
+
+// WarnOnExposedConfigSecrets warns when the config file (s.ConfigPath) holds
+// secrets in the clear (a plain user token, the webhook signing secret,
+// the SMTP password, a Redis password) and its group or others may read
+// it. It warns rather than refuses: a config file is often a shared,
+// mounted file, and the fix (chmod 600, "sha256:" tokens, the
+// environment) is the operator's choice.
+func WarnOnExposedConfigSecrets(s Settings, cfg *config.Config, log *slog.Logger) {
+	path := s.ConfigPath
+	if path == "" {
+		return
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm()&0o077 == 0 {
+		return
+	}
+	var held []string
+	for i, u := range cfg.Auth.Users {
+		if u.Token != "" && !strings.HasPrefix(u.Token, "sha256:") {
+			held = append(held, fmt.Sprintf("auth.users[%d].token", i))
+		}
+	}
+	if cfg.Callbacks.SigningSecret != "" {
+		held = append(held, "callbacks.signing_secret")
+	}
+	if cfg.SMTP.Password != "" && os.Getenv("CERTFLOW_SMTP_PASSWORD") == "" {
+		held = append(held, "smtp.password")
+	}
+	if u, err := url.Parse(cfg.RedisURL); err == nil && s.RedisURL == "" && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			held = append(held, "redis_url's password")
+		}
+	}
+	if len(held) > 0 {
+		log.Warn("the config file holds secrets and its group or others may read it: run chmod 600 on it, or give tokens as sha256:<hex> and passwords through the environment",
+			"path", path, "mode", fmt.Sprintf("%04o", st.Mode().Perm()), "secrets", strings.Join(held, ", "))
+	}
 }
 
 func (a *App) connectRedis() error {
@@ -368,7 +428,7 @@ func randomID() string {
 func (a *App) APIServer() *api.Server {
 	return api.New(api.Options{
 		Config: a.Config, Store: a.Store, Queue: a.Queue, KEK: a.KEK, Auth: a.Auth, Log: a.Log,
-		Definitions: &a.Defs, Reload: a.Reload, CASubjects: a.caSubjects,
+		Definitions: &a.Defs, Reload: a.Reload, CASubjects: a.caSubjects, KeyPool: a.KeyPool,
 	})
 }
 
@@ -413,6 +473,7 @@ func (a *App) RunWorker(ctx context.Context) error {
 	w := &worker.Worker{
 		Config: a.Config, Store: a.Store, Queue: a.Queue, Defs: &a.Defs, Catalog: a.Catalog(),
 		Engine: &workflow.Engine{Log: a.Log}, Callbacks: a.Sender, KEK: a.KEK, Log: a.Log, CAs: a.CAs,
+		KeyPool: a.KeyPool,
 	}
 	// worker.servers asynq servers share the concurrency: each dequeues in
 	// a loop of its own, so one sleeping on an empty queue does not hold

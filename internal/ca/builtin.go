@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/secretfile"
 )
 
 // Builtin is a two-tier CA (self-signed root, issuing CA below it) whose
@@ -233,7 +234,9 @@ func loadBuiltin(dir, name string, kek *pki.KEK) (*Builtin, error) {
 	if err != nil {
 		return nil, fmt.Errorf("built-in CA %s: %w", name, err)
 	}
-	sealed, err := os.ReadFile(filepath.Join(dir, issuingKeyFile))
+	// Sealed, but still refused when others could read or replace it:
+	// the KEK is the only thing that should stand between a reader and it.
+	sealed, err := secretfile.Read(filepath.Join(dir, issuingKeyFile))
 	if err != nil {
 		return nil, fmt.Errorf("built-in CA %s: %w", name, err)
 	}

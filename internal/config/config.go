@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -119,6 +120,11 @@ type API struct {
 	// MaxSANs bounds the subject alternative names of one request, the
 	// CSR's and the body's SANs together. Defaults to 100.
 	MaxSANs int `yaml:"max_sans"`
+	// KeyGenerationConcurrency bounds the private keys one API process
+	// generates at once (POST /CSRGeneration/Generate): a request that
+	// finds every slot taken answers 429 with Retry-After before doing any
+	// work. Defaults to the number of CPUs.
+	KeyGenerationConcurrency int `yaml:"key_generation_concurrency"`
 	// RedisTimeout bounds each store call made while answering a request, so
 	// an unreachable Redis yields 503 rather than a hang. Defaults to 3s.
 	RedisTimeout time.Duration `yaml:"redis_timeout"`
@@ -485,6 +491,8 @@ func Default() Config {
 			AuthFailuresPerMinute: 30,
 			MaxPendingCSRs:        DefaultMaxPendingCSRs,
 			MaxSANs:               DefaultMaxSANs,
+			// Key generation is CPU-bound: more at once only slows each.
+			KeyGenerationConcurrency: runtime.NumCPU(),
 		},
 		Worker: Worker{
 			Concurrency:     DefaultConcurrency,
@@ -613,6 +621,9 @@ func (c *Config) Validate() error {
 	}
 	if c.API.MaxPendingCSRs < 1 {
 		bad("api.max_pending_csrs: must be at least 1")
+	}
+	if c.API.KeyGenerationConcurrency < 1 {
+		bad("api.key_generation_concurrency: must be at least 1")
 	}
 	if c.API.AuthFailuresPerMinute < 1 {
 		bad("api.auth_failures_per_minute: must be at least 1")

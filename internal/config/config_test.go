@@ -245,6 +245,7 @@ func TestValidateNamesTheFieldOfEachError(t *testing.T) {
 		{"sync_wait above max_sync_wait", func(c *Config) { c.API.SyncWait = 3 * time.Minute }, "api.sync_wait"},
 		{"negative sync_wait", func(c *Config) { c.API.SyncWait = -time.Second }, "api.sync_wait"},
 		{"max_pending_csrs below 1", func(c *Config) { c.API.MaxPendingCSRs = 0 }, "api.max_pending_csrs"},
+		{"key_generation_concurrency below 1", func(c *Config) { c.API.KeyGenerationConcurrency = 0 }, "api.key_generation_concurrency"},
 		{"concurrency 0", func(c *Config) { c.Worker.Concurrency = 0 }, "worker.concurrency"},
 		{"max_retry 0", func(c *Config) { c.Worker.MaxRetry = 0 }, "worker.max_retry"},
 		{"servers 0", func(c *Config) { c.Worker.Servers = 0 }, "worker.servers"},

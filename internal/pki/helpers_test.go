@@ -5,8 +5,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -165,4 +167,11 @@ func newTestChain(t *testing.T) testChain {
 		t.Fatalf("test chain does not verify: %v", err)
 	}
 	return testChain{root: rootDER, intermediate: interDER, leaf: leafDER}
+}
+
+// hmacOf is HMAC-SHA256 of data under key.
+func hmacOf(key, data []byte) []byte {
+	h := hmac.New(sha256.New, key)
+	h.Write(data)
+	return h.Sum(nil)
 }

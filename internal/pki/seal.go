@@ -3,19 +3,26 @@ package pki
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/certflow/certflow/internal/secretfile"
 )
 
 // KEK is a 256-bit key-encryption key. Private keys at rest are sealed under
-// it with AES-256-GCM; its String form never reveals it.
-type KEK struct{ aead cipher.AEAD }
+// it with AES-256-GCM; its String form never reveals it. It also keys
+// MACs (a subkey derived from it), for digests that must not be open to an
+// offline guess by whoever reads Redis.
+type KEK struct {
+	aead   cipher.AEAD
+	macKey []byte
+}
 
 // String keeps the key out of logs and %v output.
 func (KEK) String() string { return "KEK(redacted)" }
@@ -33,13 +40,18 @@ func NewKEK(key []byte) (*KEK, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &KEK{aead: aead}, nil
+	// The MAC key is derived, never the sealing key itself: a MAC and a
+	// ciphertext under one key would be two uses of one secret.
+	h := hmac.New(sha256.New, key)
+	h.Write([]byte("certflow/kek/mac/v1"))
+	return &KEK{aead: aead, macKey: h.Sum(nil)}, nil
 }
 
 // LoadKEKFile reads a KEK file: 64 hex characters (surrounding whitespace
-// ignored) or exactly 32 raw bytes.
+// ignored) or exactly 32 raw bytes. A symbolic link, or a file its group
+// or others may read, is refused (secretfile.Read).
 func LoadKEKFile(path string) (*KEK, error) {
-	b, err := os.ReadFile(path)
+	b, err := secretfile.Read(path)
 	if err != nil {
 		return nil, fmt.Errorf("read key-encryption key: %w", err)
 	}
@@ -93,4 +105,15 @@ func (k *KEK) Open(sealed, aad []byte) ([]byte, error) {
 		return nil, errors.New("sealed data does not decrypt under this key-encryption key")
 	}
 	return pt, nil
+}
+
+// MAC is HMAC-SHA256, under a key derived from the KEK, of label and then
+// data (label separates the uses; it is length-prefixed, so no label's
+// input can be mistaken for another's).
+func (k *KEK) MAC(label string, data []byte) []byte {
+	h := hmac.New(sha256.New, k.macKey)
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(label))))
+	h.Write([]byte(label))
+	h.Write(data)
+	return h.Sum(nil)
 }

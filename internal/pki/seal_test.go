@@ -373,3 +373,27 @@ func TestKEKFormattingNeverRevealsTheKey(t *testing.T) {
 		t.Errorf("String() = %q, want it to say the key is redacted", kek.String())
 	}
 }
+
+func TestKEKMACIsKeyedAndSeparatedByLabel(t *testing.T) {
+	t.Parallel()
+	raw := randomKey(t)
+	k1, _ := NewKEK(raw)
+	k1again, _ := NewKEK(raw)
+	k2, _ := NewKEK(randomKey(t))
+	data := []byte("what the submit asked")
+	m := k1.MAC("idempotency", data)
+	if len(m) != 32 || !bytes.Equal(m, k1again.MAC("idempotency", data)) {
+		t.Fatal("the MAC is not a deterministic 32-byte digest under one key")
+	}
+	for name, other := range map[string][]byte{
+		"another KEK":                     k2.MAC("idempotency", data),
+		"another label":                   k1.MAC("other", data),
+		"label and data split elsewhere":  k1.MAC("idempotencyw", []byte("hat the submit asked")),
+		"other data":                      k1.MAC("idempotency", []byte("something else")),
+		"the raw key's HMAC is not a MAC": hmacOf(raw, data),
+	} {
+		if bytes.Equal(m, other) {
+			t.Errorf("%s gives the same MAC", name)
+		}
+	}
+}

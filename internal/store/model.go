@@ -61,6 +61,11 @@ type Request struct {
 	// (pki.PFXPasswordAAD): the archive is built when the answer is read.
 	PFXPassword    []byte `json:"PFXPassword,omitempty"`
 	IdempotencyKey string `json:"IdempotencyKey,omitempty"`
+	// IdempotencyFingerprint digests what the submit asked for (see
+	// api's submitFingerprint); a repeat under the same key must match it.
+	// Written with the record, in the same script; empty on records from
+	// before it existed.
+	IdempotencyFingerprint string `json:"IdempotencyFingerprint,omitempty"`
 	// Generation counts the reconciler's re-enqueues; only the task of the
 	// current generation may run the request.
 	Generation int64 `json:"Generation,omitempty"`

@@ -5,6 +5,7 @@ package worker
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -42,6 +43,9 @@ type Worker struct {
 	CAs *ca.Registry
 	// KEK seals the keys the worker generates (PFX enrollment).
 	KEK *pki.KEK
+	// KeyPool bounds the keys generated at once (nil: unbounded but for
+	// the worker's concurrency); a PFX key waits for a slot.
+	KeyPool *pki.KeyPool
 	// pinned caches definition versions fetched from the store.
 	pinned sync.Map // name@version → *workflow.Definition
 }
@@ -519,7 +523,10 @@ func (w *Worker) generatePFXKey(ctx context.Context, r *store.Request) (_ *store
 		if err != nil {
 			return r, fmt.Errorf("PFX subject: %w", err), nil
 		}
-		key, err := spec.Key.Generate()
+		key, err := w.generateKey(ctx, spec.Key)
+		if err != nil && ctx.Err() != nil {
+			return r, nil, err // no slot before the run's deadline: run again
+		}
 		if err != nil {
 			return r, fmt.Errorf("generate %s key: %w", spec.Key, err), nil
 		}
@@ -552,4 +559,18 @@ func (w *Worker) generatePFXKey(ctx context.Context, r *store.Request) (_ *store
 			return r, nil, nil
 		}
 	}
+}
+
+// generateKey makes a key of spec in a slot of the key pool, waiting for
+// one while ctx lasts.
+func (w *Worker) generateKey(ctx context.Context, spec pki.KeySpec) (crypto.Signer, error) {
+	if w.KeyPool == nil {
+		return spec.Generate()
+	}
+	slot, err := w.KeyPool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer slot.Release()
+	return slot.Generate(spec)
 }
