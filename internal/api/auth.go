@@ -1,13 +1,16 @@
 package api
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -35,11 +38,32 @@ func (id *Identity) Has(roles ...string) bool {
 }
 
 // Authenticator checks HTTP Basic and Bearer credentials against the
-// configured users. Tokens are compared as SHA-256 digests, so the table
-// holds no plain token and lookups take constant time per candidate.
+// configured users, under a throttle of failed logins per client address
+// and per user name that is consulted before any credential is checked.
+// Tokens are compared as SHA-256 digests, so the table holds no plain token
+// and lookups take constant time per candidate.
+//
+// Every failed Basic login costs the same: one bcrypt comparison at the
+// configured hashes' cost, whether the name is a password user's, a token
+// user's or nobody's, so neither the answer nor its time tells which names
+// exist.
 type Authenticator struct {
 	byToken map[[32]byte]*Identity
 	users   map[string]config.User
+	// dummy is compared against when there is no password hash to compare
+	// with (an unknown name, a token user): a bcrypt hash of the highest
+	// cost the configured hashes have.
+	dummy []byte
+	// unequalCosts is set when the configured hashes' costs differ: a
+	// wrong password then costs more for some names than for others.
+	unequalCosts bool
+	// compare is bcrypt.CompareHashAndPassword; tests count its calls.
+	compare func(hash, password []byte) error
+
+	byAddr, byName *throttle
+	clock          atomic.Pointer[func() time.Time]
+	log            *slog.Logger
+
 	// bcrypt is deliberately slow; remember recent successes briefly.
 	mu    sync.Mutex
 	basic map[[32]byte]basicHit
@@ -52,16 +76,25 @@ type basicHit struct {
 
 const basicCacheTTL = 5 * time.Minute
 
-// dummyHash is compared against for unknown users (cost 10, as typical
-// configured hashes are).
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("certflow-no-such-user"), bcrypt.DefaultCost)
-
-// NewAuthenticator builds the credential tables. adminToken, when set, is
-// a bearer token with the admin role (CERTFLOW_ADMIN_TOKEN).
-func NewAuthenticator(users []config.User, adminToken string) *Authenticator {
-	a := &Authenticator{byToken: map[[32]byte]*Identity{}, users: map[string]config.User{}, basic: map[[32]byte]basicHit{}}
-	for _, u := range users {
+// NewAuthenticator builds the credential tables and the failed-login
+// throttles from cfg (auth.users and the api.auth_* budgets). adminToken,
+// when set, is a bearer token with the admin role (CERTFLOW_ADMIN_TOKEN).
+func NewAuthenticator(cfg *config.Config, adminToken string, log *slog.Logger) *Authenticator {
+	a := &Authenticator{
+		byToken: map[[32]byte]*Identity{}, users: map[string]config.User{}, basic: map[[32]byte]basicHit{},
+		compare: bcrypt.CompareHashAndPassword, log: log,
+		byAddr: newThrottle(cfg.API.AuthFailuresPerMinute, time.Minute, cfg.API.AuthMaxLockout),
+		byName: newThrottle(cfg.API.AuthFailuresPerUserPerHour, time.Hour, cfg.API.AuthMaxLockout),
+	}
+	now := time.Now
+	a.clock.Store(&now)
+	cost := 0
+	for _, u := range cfg.Auth.Users {
 		a.users[u.Name] = u
+		if c, err := bcrypt.Cost([]byte(u.PasswordHash)); err == nil {
+			a.unequalCosts = a.unequalCosts || (cost != 0 && c != cost)
+			cost = max(cost, c)
+		}
 		if u.Token == "" {
 			continue
 		}
@@ -79,47 +112,152 @@ func NewAuthenticator(users []config.User, adminToken string) *Authenticator {
 	if adminToken != "" {
 		a.byToken[sha256.Sum256([]byte(adminToken))] = &Identity{Name: config.AdminName, Roles: []string{config.RoleAdmin}}
 	}
+	if cost == 0 {
+		cost = bcrypt.DefaultCost
+	}
+	secret := make([]byte, 18)
+	rand.Read(secret)
+	a.dummy, _ = bcrypt.GenerateFromPassword([]byte(hex.EncodeToString(secret)), cost)
+	if a.unequalCosts {
+		log.Warn("the users' bcrypt hashes have different costs: a wrong password takes longer for some names than for others, which tells them apart; rehash them at one cost", "dummy_cost", cost)
+	}
 	return a
 }
 
-// Authenticate returns the caller of r, or nil.
-func (a *Authenticator) Authenticate(r *http.Request) *Identity {
+// SetClock replaces the throttles' clock (time.Now), for tests that step
+// through lockouts without sleeping.
+func (a *Authenticator) SetClock(now func() time.Time) { a.clock.Store(&now) }
+
+func (a *Authenticator) now() time.Time { return (*a.clock.Load())() }
+
+// login is the outcome of Login: an identity, a refusal (wait > 0: over
+// budget, answer 429), or neither (answer 401).
+type login struct {
+	id   *Identity
+	wait time.Duration
+	// why names the exhausted budget, for the 429's message.
+	why string
+}
+
+// Login authenticates r's caller. The throttles come first: while r's
+// address or the Basic user name is over its failed-login budget, the
+// answer is a refusal and no credential is checked at all, the right one
+// included. A request without credentials only meets the address's
+// lockout; it spends no budget.
+func (a *Authenticator) Login(r *http.Request) login {
+	cred := credentialsOf(r)
+	addr := throttleAddr(r)
+	now := a.now()
+	if cred.kind == credNone {
+		if ref := a.byAddr.locked(addr, now); ref != nil {
+			return a.refused(ref, "address", addr, cred.user)
+		}
+		return login{}
+	}
+	if ref := a.byAddr.begin(addr, now); ref != nil {
+		return a.refused(ref, "address", addr, cred.user)
+	}
+	var name string
+	if cred.kind == credBasic {
+		name = nameKey(cred.user)
+		if ref := a.byName.begin(name, now); ref != nil {
+			a.byAddr.cancel(addr)
+			return a.refused(ref, "user", addr, cred.user)
+		}
+	}
+	id := a.verify(cred)
+	now = a.now()
+	if id != nil {
+		a.byAddr.release(addr)
+		if name != "" {
+			a.byName.succeed(name)
+		}
+		return login{id: id}
+	}
+	if d := a.byAddr.fail(addr, now); d > 0 {
+		a.log.Info("login locked out: too many failed authentications from this address", "addr", addr, "user", logName(cred.user), "for", d)
+	}
+	if name != "" {
+		if d := a.byName.fail(name, now); d > 0 {
+			a.log.Info("login locked out: too many failed authentications for this user name", "addr", addr, "user", logName(cred.user), "for", d)
+		}
+	}
+	return login{}
+}
+
+func (a *Authenticator) refused(ref *refusal, limit, addr, user string) login {
+	why := "too many failed authentications from this address"
+	if limit == "user" {
+		why = "too many failed authentications for this user name"
+	}
+	if ref.first {
+		a.log.Info("login refused: "+why, "addr", addr, "user", logName(user), "retry_after", ref.wait.Round(time.Second))
+	}
+	return login{wait: ref.wait, why: why}
+}
+
+type credKind int
+
+const (
+	credNone credKind = iota
+	credBearer
+	credBasic
+)
+
+// credentials are what a request presents: a bearer token, or a Basic
+// user name (without a DOMAIN\ prefix) and password.
+type credentials struct {
+	kind   credKind
+	user   string
+	secret string
+}
+
+func credentialsOf(r *http.Request) credentials {
 	h := r.Header.Get("Authorization")
 	if token, ok := cutPrefixFold(h, "Bearer "); ok {
-		return a.byToken[sha256.Sum256([]byte(strings.TrimSpace(token)))]
+		return credentials{kind: credBearer, secret: strings.TrimSpace(token)}
 	}
 	user, pass, ok := r.BasicAuth()
 	if !ok {
-		return nil
+		return credentials{}
 	}
 	// Keyfactor clients send DOMAIN\user; certflow users have no domain.
 	if i := strings.LastIndex(user, `\`); i >= 0 {
 		user = user[i+1:]
 	}
-	u, ok := a.users[user]
-	if !ok {
-		// Spend bcrypt's time anyway: the answer's timing must not tell
-		// which user names exist.
-		bcrypt.CompareHashAndPassword(dummyHash, []byte(pass))
-		return nil
+	return credentials{kind: credBasic, user: user, secret: pass}
+}
+
+// verify checks credentials. A failed Basic login makes exactly one bcrypt
+// comparison whoever the name belongs to; a bearer token is one digest
+// look-up (it names no user, so its cost tells nothing).
+func (a *Authenticator) verify(c credentials) *Identity {
+	if c.kind == credBearer {
+		return a.byToken[sha256.Sum256([]byte(c.secret))]
 	}
-	if u.Token != "" {
+	u, ok := a.users[c.user]
+	switch {
+	case !ok:
+		a.compare(a.dummy, []byte(c.secret))
+		return nil
+	case u.Token != "":
 		// A token user may present the token as the Basic password, for
 		// clients that only speak Basic.
-		id := a.byToken[sha256.Sum256([]byte(pass))]
+		id := a.byToken[sha256.Sum256([]byte(c.secret))]
 		if id != nil && subtle.ConstantTimeCompare([]byte(id.Name), []byte(u.Name)) == 1 {
 			return id
 		}
+		a.compare(a.dummy, []byte(c.secret))
 		return nil
 	}
-	key := sha256.Sum256([]byte(u.Name + "\x00" + pass + "\x00" + u.PasswordHash))
+	key := sha256.Sum256([]byte(u.Name + "\x00" + c.secret + "\x00" + u.PasswordHash))
 	a.mu.Lock()
 	hit, ok := a.basic[key]
 	a.mu.Unlock()
 	if ok && time.Now().Before(hit.expires) {
 		return hit.id
 	}
-	if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(pass)) != nil {
+	if a.compare([]byte(u.PasswordHash), []byte(c.secret)) != nil {
 		return nil
 	}
 	id := &Identity{Name: u.Name, Roles: u.Roles}
@@ -130,6 +268,21 @@ func (a *Authenticator) Authenticate(r *http.Request) *Identity {
 	a.basic[key] = basicHit{id: id, expires: time.Now().Add(basicCacheTTL)}
 	a.mu.Unlock()
 	return id
+}
+
+// nameKey is a user name's key in the name throttle: a fixed-size digest,
+// so a long name costs no more memory than a short one.
+func nameKey(user string) string {
+	sum := sha256.Sum256([]byte(user))
+	return string(sum[:])
+}
+
+// logName is a user name as the log shows it: at most 64 bytes of it.
+func logName(user string) string {
+	if len(user) > 64 {
+		return user[:64] + "…"
+	}
+	return user
 }
 
 func cutPrefixFold(s, prefix string) (string, bool) {
