@@ -47,7 +47,7 @@ type throttleEntry struct {
 	noted bool
 }
 
-// throttleCapacity bounds each throttle's keys: about 200 bytes each.
+// throttleCapacity bounds each throttle's keys: about 230 bytes each, 15 MB in all.
 const throttleCapacity = 1 << 16
 
 // evictScan is how many of the least recently used keys eviction looks
