@@ -1,12 +1,15 @@
 package api
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -59,6 +62,12 @@ type Authenticator struct {
 	unequalCosts bool
 	// compare is bcrypt.CompareHashAndPassword; tests count its calls.
 	compare func(hash, password []byte) error
+	// checks holds a slot per bcrypt comparison running, so that a flood
+	// of logins from many addresses takes at most that many cores; a login
+	// that finds none free within checkWait is refused (429).
+	checks    chan struct{}
+	checkWait time.Duration
+	busyLog   atomic.Int64 // unix seconds of the last "busy" warning
 
 	byAddr, byName *throttle
 	clock          atomic.Pointer[func() time.Time]
@@ -76,6 +85,12 @@ type basicHit struct {
 
 const basicCacheTTL = 5 * time.Minute
 
+// checkWait is how long a login waits for a password-check slot.
+const checkWait = 2 * time.Second
+
+// errBusy is a login that found every password-check slot taken.
+var errBusy = errors.New("too many logins are being checked at once")
+
 // NewAuthenticator builds the credential tables and the failed-login
 // throttles from cfg (auth.users and the api.auth_* budgets). adminToken,
 // when set, is a bearer token with the admin role (CERTFLOW_ADMIN_TOKEN).
@@ -83,6 +98,7 @@ func NewAuthenticator(cfg *config.Config, adminToken string, log *slog.Logger) *
 	a := &Authenticator{
 		byToken: map[[32]byte]*Identity{}, users: map[string]config.User{}, basic: map[[32]byte]basicHit{},
 		compare: bcrypt.CompareHashAndPassword, log: log,
+		checks: make(chan struct{}, max(2, runtime.GOMAXPROCS(0))), checkWait: checkWait,
 		byAddr: newThrottle(cfg.API.AuthFailuresPerMinute, time.Minute, cfg.API.AuthMaxLockout),
 		byName: newThrottle(cfg.API.AuthFailuresPerUserPerHour, time.Hour, cfg.API.AuthMaxLockout),
 	}
@@ -165,7 +181,18 @@ func (a *Authenticator) Login(r *http.Request) login {
 			return a.refused(ref, "user", addr, cred.user)
 		}
 	}
-	id := a.verify(cred)
+	id, err := a.verify(r.Context(), cred)
+	if err != nil { // errBusy: nothing was checked, nothing is counted
+		a.byAddr.cancel(addr)
+		if name != "" {
+			a.byName.cancel(name)
+		}
+		if t := time.Now().Unix(); a.busyLog.Load() < t-60 {
+			a.busyLog.Store(t)
+			a.log.Warn("logins refused: every password-check slot is taken (a flood of Basic logins?)", "slots", cap(a.checks), "addr", addr)
+		}
+		return login{wait: time.Second, why: errBusy.Error()}
+	}
 	now = a.now()
 	if id != nil {
 		a.byAddr.release(addr)
@@ -230,35 +257,36 @@ func credentialsOf(r *http.Request) credentials {
 
 // verify checks credentials. A failed Basic login makes exactly one bcrypt
 // comparison whoever the name belongs to; a bearer token is one digest
-// look-up (it names no user, so its cost tells nothing).
-func (a *Authenticator) verify(c credentials) *Identity {
+// look-up (it names no user, so its cost tells nothing). Its error is
+// errBusy, when no comparison could be made.
+func (a *Authenticator) verify(ctx context.Context, c credentials) (*Identity, error) {
 	if c.kind == credBearer {
-		return a.byToken[sha256.Sum256([]byte(c.secret))]
+		return a.byToken[sha256.Sum256([]byte(c.secret))], nil
 	}
 	u, ok := a.users[c.user]
 	switch {
 	case !ok:
-		a.compare(a.dummy, []byte(c.secret))
-		return nil
+		_, err := a.bcrypt(ctx, a.dummy, c.secret)
+		return nil, err
 	case u.Token != "":
 		// A token user may present the token as the Basic password, for
 		// clients that only speak Basic.
 		id := a.byToken[sha256.Sum256([]byte(c.secret))]
 		if id != nil && subtle.ConstantTimeCompare([]byte(id.Name), []byte(u.Name)) == 1 {
-			return id
+			return id, nil
 		}
-		a.compare(a.dummy, []byte(c.secret))
-		return nil
+		_, err := a.bcrypt(ctx, a.dummy, c.secret)
+		return nil, err
 	}
 	key := sha256.Sum256([]byte(u.Name + "\x00" + c.secret + "\x00" + u.PasswordHash))
 	a.mu.Lock()
 	hit, ok := a.basic[key]
 	a.mu.Unlock()
 	if ok && time.Now().Before(hit.expires) {
-		return hit.id
+		return hit.id, nil
 	}
-	if a.compare([]byte(u.PasswordHash), []byte(c.secret)) != nil {
-		return nil
+	if match, err := a.bcrypt(ctx, []byte(u.PasswordHash), c.secret); !match {
+		return nil, err
 	}
 	id := &Identity{Name: u.Name, Roles: u.Roles}
 	a.mu.Lock()
@@ -267,7 +295,27 @@ func (a *Authenticator) verify(c credentials) *Identity {
 	}
 	a.basic[key] = basicHit{id: id, expires: time.Now().Add(basicCacheTTL)}
 	a.mu.Unlock()
-	return id
+	return id, nil
+}
+
+// bcrypt compares password with hash in a password-check slot, waiting
+// for one up to checkWait (errBusy when none came free).
+func (a *Authenticator) bcrypt(ctx context.Context, hash []byte, password string) (bool, error) {
+	select {
+	case a.checks <- struct{}{}:
+	default:
+		t := time.NewTimer(a.checkWait)
+		defer t.Stop()
+		select {
+		case a.checks <- struct{}{}:
+		case <-t.C:
+			return false, errBusy
+		case <-ctx.Done():
+			return false, errBusy
+		}
+	}
+	defer func() { <-a.checks }()
+	return a.compare(hash, []byte(password)) == nil, nil
 }
 
 // nameKey is a user name's key in the name throttle: a fixed-size digest,

@@ -276,6 +276,40 @@ func TestRequestsWithoutCredentialsSpendNoBudget(t *testing.T) {
 	}
 }
 
+// TestPasswordChecksAreBounded: while every password-check slot is taken
+// (a flood of Basic logins), a login is refused with 429 before any
+// comparison and spends no budget.
+func TestPasswordChecksAreBounded(t *testing.T) {
+	t.Parallel()
+	b := setupAuth(t, bcrypt.MinCost, func(c *config.Config) { c.API.AuthFailuresPerMinute, c.API.AuthFailuresPerUserPerHour = 1, 1 })
+	b.auth.checkWait = 0
+	for range cap(b.auth.checks) {
+		b.auth.checks <- struct{}{}
+	}
+	for _, user := range []string{"mallory", "alice", "carol"} {
+		l := b.auth.Login(basicReq("192.0.2.1", user, "guess"))
+		if l.wait != time.Second || l.why != errBusy.Error() {
+			t.Fatalf("%s with every slot taken: %+v, want refused as busy", user, l)
+		}
+	}
+	if n := len(b.comparisons()); n != 0 {
+		t.Fatalf("%d comparisons with every slot taken", n)
+	}
+	if l := b.auth.Login(basicReq("192.0.2.1", "Bearer", testAliceToken)); l.id == nil {
+		t.Fatalf("a bearer token needs no slot: %+v", l)
+	}
+	for range cap(b.auth.checks) {
+		<-b.auth.checks
+	}
+	// The refusals spent neither the address's budget nor carol's (one each).
+	if l := b.auth.Login(basicReq("192.0.2.1", "carol", testCarolPass)); l.id == nil {
+		t.Fatalf("carol once a slot is free: %+v", l)
+	}
+	if !strings.Contains(b.logs.String(), "password-check slot") {
+		t.Fatalf("the refusals are not logged:\n%s", b.logs.String())
+	}
+}
+
 // TestRefusalsAreLoggedOncePerLockout: with the address and the name, and
 // never the password.
 func TestRefusalsAreLoggedOncePerLockout(t *testing.T) {
