@@ -57,9 +57,6 @@ type Authenticator struct {
 	// with (an unknown name, a token user): a bcrypt hash of the highest
 	// cost the configured hashes have.
 	dummy []byte
-	// unequalCosts is set when the configured hashes' costs differ: a
-	// wrong password then costs more for some names than for others.
-	unequalCosts bool
 	// compare is bcrypt.CompareHashAndPassword; tests count its calls.
 	compare func(hash, password []byte) error
 	// checks holds a slot per bcrypt comparison running, so that a flood
@@ -104,11 +101,13 @@ func NewAuthenticator(cfg *config.Config, adminToken string, log *slog.Logger) *
 	}
 	now := time.Now
 	a.clock.Store(&now)
-	cost := 0
+	// Hashes of unequal costs make a wrong password cost more for some
+	// names than for others.
+	cost, unequalCosts := 0, false
 	for _, u := range cfg.Auth.Users {
 		a.users[u.Name] = u
 		if c, err := bcrypt.Cost([]byte(u.PasswordHash)); err == nil {
-			a.unequalCosts = a.unequalCosts || (cost != 0 && c != cost)
+			unequalCosts = unequalCosts || (cost != 0 && c != cost)
 			cost = max(cost, c)
 		}
 		if u.Token == "" {
@@ -134,7 +133,7 @@ func NewAuthenticator(cfg *config.Config, adminToken string, log *slog.Logger) *
 	secret := make([]byte, 18)
 	rand.Read(secret)
 	a.dummy, _ = bcrypt.GenerateFromPassword([]byte(hex.EncodeToString(secret)), cost)
-	if a.unequalCosts {
+	if unequalCosts {
 		log.Warn("the users' bcrypt hashes have different costs: a wrong password takes longer for some names than for others, which tells them apart; rehash them at one cost", "dummy_cost", cost)
 	}
 	return a
@@ -146,21 +145,21 @@ func (a *Authenticator) SetClock(now func() time.Time) { a.clock.Store(&now) }
 
 func (a *Authenticator) now() time.Time { return (*a.clock.Load())() }
 
-// login is the outcome of Login: an identity, a refusal (wait > 0: over
+// loginResult is the outcome of login: an identity, a refusal (wait > 0: over
 // budget, answer 429), or neither (answer 401).
-type login struct {
+type loginResult struct {
 	id   *Identity
 	wait time.Duration
 	// why names the exhausted budget, for the 429's message.
 	why string
 }
 
-// Login authenticates r's caller. The throttles come first: while r's
+// login authenticates r's caller. The throttles come first: while r's
 // address or the Basic user name is over its failed-login budget, the
 // answer is a refusal and no credential is checked at all, the right one
 // included. A request without credentials only meets the address's
 // lockout; it spends no budget.
-func (a *Authenticator) Login(r *http.Request) login {
+func (a *Authenticator) login(r *http.Request) loginResult {
 	cred := credentialsOf(r)
 	addr := throttleAddr(r)
 	now := a.now()
@@ -168,7 +167,7 @@ func (a *Authenticator) Login(r *http.Request) login {
 		if ref := a.byAddr.locked(addr, now); ref != nil {
 			return a.refused(ref, "address", addr, cred.user)
 		}
-		return login{}
+		return loginResult{}
 	}
 	if ref := a.byAddr.begin(addr, now); ref != nil {
 		return a.refused(ref, "address", addr, cred.user)
@@ -191,7 +190,7 @@ func (a *Authenticator) Login(r *http.Request) login {
 			a.busyLog.Store(t)
 			a.log.Warn("logins refused: every password-check slot is taken (a flood of Basic logins?)", "slots", cap(a.checks), "addr", addr)
 		}
-		return login{wait: time.Second, why: errBusy.Error()}
+		return loginResult{wait: time.Second, why: errBusy.Error()}
 	}
 	now = a.now()
 	if id != nil {
@@ -199,7 +198,7 @@ func (a *Authenticator) Login(r *http.Request) login {
 		if name != "" {
 			a.byName.succeed(name)
 		}
-		return login{id: id}
+		return loginResult{id: id}
 	}
 	if d := a.byAddr.fail(addr, now); d > 0 {
 		a.log.Info("login locked out: too many failed authentications from this address", "addr", addr, "user", logName(cred.user), "for", d)
@@ -209,10 +208,10 @@ func (a *Authenticator) Login(r *http.Request) login {
 			a.log.Info("login locked out: too many failed authentications for this user name", "addr", addr, "user", logName(cred.user), "for", d)
 		}
 	}
-	return login{}
+	return loginResult{}
 }
 
-func (a *Authenticator) refused(ref *refusal, limit, addr, user string) login {
+func (a *Authenticator) refused(ref *refusal, limit, addr, user string) loginResult {
 	why := "too many failed authentications from this address"
 	if limit == "user" {
 		why = "too many failed authentications for this user name"
@@ -220,7 +219,7 @@ func (a *Authenticator) refused(ref *refusal, limit, addr, user string) login {
 	if ref.first {
 		a.log.Info("login refused: "+why, "addr", addr, "user", logName(user), "retry_after", ref.wait.Round(time.Second))
 	}
-	return login{wait: ref.wait, why: why}
+	return loginResult{wait: ref.wait, why: why}
 }
 
 type credKind int

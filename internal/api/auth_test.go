@@ -146,7 +146,7 @@ func TestFailedLoginsCostTheSame(t *testing.T) {
 	}
 	for i, tt := range tests {
 		before := len(b.comparisons())
-		l := b.auth.Login(basicReq("192.0.2."+strconv.Itoa(i+1), tt.user, tt.pass))
+		l := b.auth.login(basicReq("192.0.2."+strconv.Itoa(i+1), tt.user, tt.pass))
 		if l.id != nil || l.wait != 0 {
 			t.Fatalf("%s: got %+v, want a plain failure", tt.name, l)
 		}
@@ -182,12 +182,12 @@ func TestNoCredentialIsCheckedWhileLockedOut(t *testing.T) {
 	t.Parallel()
 	b := setupAuth(t, bcrypt.MinCost, func(c *config.Config) { c.API.AuthFailuresPerUserPerHour, c.API.AuthMaxLockout = 3, time.Hour })
 	for i := range 3 {
-		if l := b.auth.Login(basicReq("192.0.2.1", "carol", "wrong")); l.id != nil || l.wait != 0 {
+		if l := b.auth.login(basicReq("192.0.2.1", "carol", "wrong")); l.id != nil || l.wait != 0 {
 			t.Fatalf("failure %d: %+v", i, l)
 		}
 	}
 	before := len(b.comparisons())
-	l := b.auth.Login(basicReq("192.0.2.1", "carol", testCarolPass))
+	l := b.auth.login(basicReq("192.0.2.1", "carol", testCarolPass))
 	if l.id != nil || l.wait != 20*time.Minute || !strings.Contains(l.why, "user name") {
 		t.Fatalf("the right password after the budget: %+v, want refused for 20m (an hour / 3) naming the user name", l)
 	}
@@ -195,16 +195,16 @@ func TestNoCredentialIsCheckedWhileLockedOut(t *testing.T) {
 		t.Fatalf("%d bcrypt comparisons while locked out, want none", n)
 	}
 	b.clock.Advance(l.wait - time.Second)
-	if l := b.auth.Login(basicReq("192.0.2.2", "carol", testCarolPass)); l.wait != time.Second {
+	if l := b.auth.login(basicReq("192.0.2.2", "carol", testCarolPass)); l.wait != time.Second {
 		t.Fatalf("a second before the end, from another address: %+v, want refused for 1s", l)
 	}
 	b.clock.Advance(time.Second)
-	if l := b.auth.Login(basicReq("192.0.2.1", "carol", testCarolPass)); l.id == nil || l.id.Name != "carol" {
+	if l := b.auth.login(basicReq("192.0.2.1", "carol", testCarolPass)); l.id == nil || l.id.Name != "carol" {
 		t.Fatalf("the right password after the lockout: %+v", l)
 	}
 	// The success cleared the name: a full budget again, not one try.
 	for i := range 2 {
-		if l := b.auth.Login(basicReq("192.0.2.1", "carol", "wrong")); l.wait != 0 {
+		if l := b.auth.login(basicReq("192.0.2.1", "carol", "wrong")); l.wait != 0 {
 			t.Fatalf("failure %d after a success: refused %+v", i, l)
 		}
 	}
@@ -216,18 +216,18 @@ func TestOneNameFromManyAddresses(t *testing.T) {
 	t.Parallel()
 	b := setupAuth(t, bcrypt.MinCost, nil) // 10 per user and hour, 30 per address and minute
 	for i := range 10 {
-		if l := b.auth.Login(basicReq("198.51.100."+strconv.Itoa(i+1), "carol", "wrong")); l.wait != 0 {
+		if l := b.auth.login(basicReq("198.51.100."+strconv.Itoa(i+1), "carol", "wrong")); l.wait != 0 {
 			t.Fatalf("guess %d: refused early", i)
 		}
 	}
-	l := b.auth.Login(basicReq("198.51.100.200", "carol", testCarolPass))
+	l := b.auth.login(basicReq("198.51.100.200", "carol", testCarolPass))
 	if l.wait == 0 || !strings.Contains(l.why, "user name") {
 		t.Fatalf("the right password from a new address: %+v, want refused for the user name", l)
 	}
-	if l := b.auth.Login(basicReq("198.51.100.1", "alice", testAliceToken)); l.id == nil {
+	if l := b.auth.login(basicReq("198.51.100.1", "alice", testAliceToken)); l.id == nil {
 		t.Fatalf("another name from a guessing address: %+v", l)
 	}
-	if l := b.auth.Login(basicReq("198.51.100.1", "Bearer", testBobToken)); l.id == nil {
+	if l := b.auth.login(basicReq("198.51.100.1", "Bearer", testBobToken)); l.id == nil {
 		t.Fatalf("a bearer token from a guessing address: %+v", l)
 	}
 }
@@ -238,27 +238,27 @@ func TestBearerGuessesSpendTheAddressBudget(t *testing.T) {
 	t.Parallel()
 	b := setupAuth(t, bcrypt.MinCost, func(c *config.Config) { c.API.AuthFailuresPerMinute = 5 })
 	for i := range 5 {
-		if l := b.auth.Login(basicReq("2001:db8:1:2::"+strconv.Itoa(i+1), "Bearer", "guess-"+strconv.Itoa(i))); l.wait != 0 {
+		if l := b.auth.login(basicReq("2001:db8:1:2::"+strconv.Itoa(i+1), "Bearer", "guess-"+strconv.Itoa(i))); l.wait != 0 {
 			t.Fatalf("guess %d refused early", i)
 		}
 	}
 	// Another address of the same /64 is the same client.
-	l := b.auth.Login(basicReq("2001:db8:1:2:ffff::9", "Bearer", testAliceToken))
+	l := b.auth.login(basicReq("2001:db8:1:2:ffff::9", "Bearer", testAliceToken))
 	if l.wait != 12*time.Second || !strings.Contains(l.why, "address") {
 		t.Fatalf("alice's token from the guessing /64: %+v, want refused for 12s (a minute / 5) naming the address", l)
 	}
-	if l := b.auth.Login(basicReq("2001:db8:1:3::1", "Bearer", testAliceToken)); l.id == nil {
+	if l := b.auth.login(basicReq("2001:db8:1:3::1", "Bearer", testAliceToken)); l.id == nil {
 		t.Fatalf("alice's token from the next /64: %+v", l)
 	}
 	if n := len(b.comparisons()); n != 0 {
 		t.Fatalf("%d bcrypt comparisons for bearer tokens", n)
 	}
 	// A request without credentials guesses nothing, but meets the lockout.
-	if l := b.auth.Login(basicReq("2001:db8:1:2::1", "-", "")); l.wait == 0 {
+	if l := b.auth.login(basicReq("2001:db8:1:2::1", "-", "")); l.wait == 0 {
 		t.Fatalf("no credentials from a locked address: %+v, want refused", l)
 	}
 	b.clock.Advance(12 * time.Second)
-	if l := b.auth.Login(basicReq("2001:db8:1:2::1", "Bearer", testAliceToken)); l.id == nil {
+	if l := b.auth.login(basicReq("2001:db8:1:2::1", "Bearer", testAliceToken)); l.id == nil {
 		t.Fatalf("alice's token after the lockout: %+v", l)
 	}
 }
@@ -267,11 +267,11 @@ func TestRequestsWithoutCredentialsSpendNoBudget(t *testing.T) {
 	t.Parallel()
 	b := setupAuth(t, bcrypt.MinCost, func(c *config.Config) { c.API.AuthFailuresPerMinute = 1 })
 	for i := range 50 {
-		if l := b.auth.Login(basicReq("192.0.2.7", "-", "")); l.wait != 0 || l.id != nil {
+		if l := b.auth.login(basicReq("192.0.2.7", "-", "")); l.wait != 0 || l.id != nil {
 			t.Fatalf("request %d without credentials: %+v", i, l)
 		}
 	}
-	if l := b.auth.Login(basicReq("192.0.2.7", "Bearer", testAliceToken)); l.id == nil {
+	if l := b.auth.login(basicReq("192.0.2.7", "Bearer", testAliceToken)); l.id == nil {
 		t.Fatalf("a token after 50 requests without credentials: %+v", l)
 	}
 }
@@ -287,7 +287,7 @@ func TestPasswordChecksAreBounded(t *testing.T) {
 		b.auth.checks <- struct{}{}
 	}
 	for _, user := range []string{"mallory", "alice", "carol"} {
-		l := b.auth.Login(basicReq("192.0.2.1", user, "guess"))
+		l := b.auth.login(basicReq("192.0.2.1", user, "guess"))
 		if l.wait != time.Second || l.why != errBusy.Error() {
 			t.Fatalf("%s with every slot taken: %+v, want refused as busy", user, l)
 		}
@@ -295,14 +295,14 @@ func TestPasswordChecksAreBounded(t *testing.T) {
 	if n := len(b.comparisons()); n != 0 {
 		t.Fatalf("%d comparisons with every slot taken", n)
 	}
-	if l := b.auth.Login(basicReq("192.0.2.1", "Bearer", testAliceToken)); l.id == nil {
+	if l := b.auth.login(basicReq("192.0.2.1", "Bearer", testAliceToken)); l.id == nil {
 		t.Fatalf("a bearer token needs no slot: %+v", l)
 	}
 	for range cap(b.auth.checks) {
 		<-b.auth.checks
 	}
 	// The refusals spent neither the address's budget nor carol's (one each).
-	if l := b.auth.Login(basicReq("192.0.2.1", "carol", testCarolPass)); l.id == nil {
+	if l := b.auth.login(basicReq("192.0.2.1", "carol", testCarolPass)); l.id == nil {
 		t.Fatalf("carol once a slot is free: %+v", l)
 	}
 	if !strings.Contains(b.logs.String(), "password-check slot") {
@@ -315,9 +315,9 @@ func TestPasswordChecksAreBounded(t *testing.T) {
 func TestRefusalsAreLoggedOncePerLockout(t *testing.T) {
 	t.Parallel()
 	b := setupAuth(t, bcrypt.MinCost, func(c *config.Config) { c.API.AuthFailuresPerUserPerHour = 1 })
-	b.auth.Login(basicReq("192.0.2.9", "carol", "wrong-secret-1"))
+	b.auth.login(basicReq("192.0.2.9", "carol", "wrong-secret-1"))
 	for range 5 {
-		b.auth.Login(basicReq("192.0.2.9", "carol", testCarolPass))
+		b.auth.login(basicReq("192.0.2.9", "carol", testCarolPass))
 	}
 	logs := b.logs.String()
 	if n := strings.Count(logs, "login refused"); n != 1 {
@@ -349,7 +349,7 @@ func BenchmarkAuthFailure(b *testing.B) {
 			r := basicReq("192.0.2.1", bb.user, bb.pass)
 			cpu := cpuTime()
 			for b.Loop() {
-				if l := bundle.auth.Login(r); l.id != nil || l.wait != 0 {
+				if l := bundle.auth.login(r); l.id != nil || l.wait != 0 {
 					b.Fatalf("%+v", l)
 				}
 			}

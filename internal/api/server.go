@@ -137,7 +137,7 @@ func (s *Server) Listen(ctx context.Context) { s.waiters.Listen(ctx, s.log) }
 func (s *Server) route(pattern string, h http.HandlerFunc, roles ...string) {
 	s.endpoints = append(s.endpoints, pattern)
 	s.register(pattern, func(w http.ResponseWriter, r *http.Request) {
-		login := s.auth.Login(r)
+		login := s.auth.login(r)
 		if login.wait > 0 {
 			s.tooMany(w, r, login.wait, login.why)
 			return
