@@ -377,33 +377,36 @@ type MetaField struct {
 
 // Defaults, exported so docs and tests can name them.
 const (
-	DefaultListen         = "127.0.0.1:8080"
-	DefaultDataDir        = ".certflow"
-	DefaultDefinitions    = "definitions"
-	DefaultKeyPrefix      = "certflow"
-	DefaultQueue          = "certflow"
-	DefaultMaxBodyBytes   = 1 << 20
-	DefaultSyncWait       = 30 * time.Second
-	DefaultMaxSyncWait    = 120 * time.Second
-	DefaultIdempotencyTTL = 24 * time.Hour
-	DefaultRedisTimeout   = 3 * time.Second
-	DefaultMaxPendingCSRs = 100
-	// Failed-login budgets (API.AuthFailuresPerMinute and the two after it).
+	DefaultListen          = "127.0.0.1:8080"
+	DefaultDataDir         = ".certflow"
+	DefaultDefinitions     = "definitions"
+	DefaultKeyPrefix       = "certflow"
+	DefaultQueue           = "certflow"
+	DefaultMaxBodyBytes    = 1 << 20
+	DefaultSyncWait        = 30 * time.Second
+	DefaultMaxSyncWait     = 120 * time.Second
+	DefaultIdempotencyTTL  = 24 * time.Hour
+	DefaultRedisTimeout    = 3 * time.Second
+	DefaultMaxPendingCSRs  = 100
+	DefaultConcurrency     = 32
+	DefaultMaxRetry        = 25
+	DefaultTaskTimeout     = 5 * time.Minute
+	DefaultShutdownTimeout = 20 * time.Second
+	DefaultReconcileAfter  = 10 * time.Minute
+	DefaultPollInterval    = 10 * time.Millisecond
+	DefaultServers         = 2
+	DefaultRetention       = 825 * 24 * time.Hour
+	DefaultCallbackTimeout = 10 * time.Second
+	DefaultCAName          = "CertflowIssuingCA"
+	DefaultCAHost          = "certflow"
+	DefaultTemplate        = "WebServer"
+)
+
+// Failed-login budgets: API.AuthFailuresPerMinute and the two after it.
+const (
 	DefaultAuthFailuresPerMinute      = 30
 	DefaultAuthFailuresPerUserPerHour = 10
 	DefaultAuthMaxLockout             = 15 * time.Minute
-	DefaultConcurrency                = 32
-	DefaultMaxRetry                   = 25
-	DefaultTaskTimeout                = 5 * time.Minute
-	DefaultShutdownTimeout            = 20 * time.Second
-	DefaultReconcileAfter             = 10 * time.Minute
-	DefaultPollInterval               = 10 * time.Millisecond
-	DefaultServers                    = 2
-	DefaultRetention                  = 825 * 24 * time.Hour
-	DefaultCallbackTimeout            = 10 * time.Second
-	DefaultCAName                     = "CertflowIssuingCA"
-	DefaultCAHost                     = "certflow"
-	DefaultTemplate                   = "WebServer"
 )
 
 // DefaultCallbackSchedule follows the Standard Webhooks recommendation.
@@ -420,16 +423,16 @@ func Default() Config {
 		KeyPrefix:   DefaultKeyPrefix,
 		Queue:       DefaultQueue,
 		API: API{
-			MaxBodyBytes:   DefaultMaxBodyBytes,
-			SyncWait:       DefaultSyncWait,
-			MaxSyncWait:    DefaultMaxSyncWait,
-			IdempotencyTTL: DefaultIdempotencyTTL,
-			RedisTimeout:   DefaultRedisTimeout,
-			RateLimit:      100,
-			RateBurst:      200,
-			MaxPendingCSRs: DefaultMaxPendingCSRs,
+			MaxBodyBytes:          DefaultMaxBodyBytes,
+			SyncWait:              DefaultSyncWait,
+			MaxSyncWait:           DefaultMaxSyncWait,
+			IdempotencyTTL:        DefaultIdempotencyTTL,
+			RedisTimeout:          DefaultRedisTimeout,
+			RateLimit:             100,
+			RateBurst:             200,
+			AuthFailuresPerMinute: DefaultAuthFailuresPerMinute,
+			MaxPendingCSRs:        DefaultMaxPendingCSRs,
 
-			AuthFailuresPerMinute:      DefaultAuthFailuresPerMinute,
 			AuthFailuresPerUserPerHour: DefaultAuthFailuresPerUserPerHour,
 			AuthMaxLockout:             DefaultAuthMaxLockout,
 		},
