@@ -69,10 +69,9 @@ type Server struct {
 	mux       *http.ServeMux
 	paths     *http.ServeMux
 	endpoints []string
-	// perIdentity limits each caller's request rate (nil: unlimited);
-	// authFailures limits failed logins per client address.
-	perIdentity  *limiters
-	authFailures *limiters
+	// perIdentity limits each caller's request rate (nil: unlimited).
+	// Failed logins are limited by the Authenticator.
+	perIdentity *limiters
 	// keyPool bounds the keys generated at once (CSR generation).
 	keyPool *pki.KeyPool
 }
@@ -91,8 +90,7 @@ func New(o Options) *Server {
 		cfg: o.Config, store: o.Store, queue: o.Queue, kek: o.KEK, auth: o.Auth, log: o.Log, casubjects: o.CASubjects,
 		defs: o.Definitions, reload: o.Reload,
 		waiters: o.Store.NewWaiters(), mux: http.NewServeMux(), paths: http.NewServeMux(),
-		authFailures: newLimiters(float64(o.Config.API.AuthFailuresPerMinute)/60, o.Config.API.AuthFailuresPerMinute),
-		keyPool:      o.KeyPool,
+		keyPool: o.KeyPool,
 	}
 	if s.keyPool == nil {
 		s.keyPool = pki.NewKeyPool(o.Config.API.KeyGenerationConcurrency)
@@ -154,12 +152,13 @@ func (s *Server) Listen(ctx context.Context) { s.waiters.Listen(ctx, s.log) }
 func (s *Server) route(pattern string, h http.HandlerFunc, roles ...string) {
 	s.endpoints = append(s.endpoints, pattern)
 	s.register(pattern, func(w http.ResponseWriter, r *http.Request) {
-		id := s.auth.Authenticate(r)
+		login := s.auth.login(r)
+		if login.wait > 0 {
+			s.tooMany(w, r, login.wait, login.why)
+			return
+		}
+		id := login.id
 		if id == nil {
-			if ok, wait := s.authFailures.allow(clientAddr(r)); !ok {
-				s.tooMany(w, r, wait, "too many failed authentications from this address")
-				return
-			}
 			w.Header().Set("WWW-Authenticate", `Basic realm="certflow", charset="UTF-8"`)
 			writeError(w, r, s.log, newError(http.StatusUnauthorized, CodeUnauthorized, "authentication required: HTTP Basic or Bearer token"))
 			return

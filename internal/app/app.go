@@ -192,7 +192,7 @@ func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, ou
 		if err != nil {
 			return nil, err
 		}
-		a.Auth = api.NewAuthenticator(cfg.Auth.Users, token)
+		a.Auth = api.NewAuthenticator(cfg, token, log)
 	}
 	ok = true
 	return a, nil

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/certflow/certflow/internal/metadata"
+	"golang.org/x/crypto/bcrypt"
 	"gopkg.in/yaml.v3"
 
 	"github.com/certflow/certflow/internal/pki"
@@ -110,9 +111,29 @@ type API struct {
 	// RateBurst is how many requests an identity may make at once above
 	// the rate. Defaults to 200.
 	RateBurst int `yaml:"rate_burst"`
-	// AuthFailuresPerMinute bounds failed authentications per client
-	// address, against password guessing. Defaults to 30.
+	// AuthFailuresPerMinute is each client address's budget of failed
+	// authentications (a wrong password or token; a request without
+	// credentials costs nothing): that many at once, then that many per
+	// minute. IPv6 addresses count per /64. Once an address has spent it,
+	// every request from it is answered 429 with Retry-After, without any
+	// credential being checked (the right one included), for a lockout
+	// that starts at one failure's share of the minute and doubles with
+	// each failure that follows a lockout, up to AuthMaxLockout. The
+	// budgets are kept in each API process's memory (bounded; not shared
+	// between processes, not kept across restarts). Defaults to 30.
 	AuthFailuresPerMinute int `yaml:"auth_failures_per_minute"`
+	// AuthFailuresPerUserPerHour is each HTTP Basic user name's budget of
+	// failed logins, whichever addresses they come from, and whether or
+	// not the name exists: that many at once, then that many per hour,
+	// with the same lockout and backoff as AuthFailuresPerMinute. A
+	// successful login clears the name's failures. Bearer tokens name no
+	// user and are not held by it; an attacker who knows a name can keep
+	// its Basic logins locked out, which is the price of stopping a
+	// guesser spread over many addresses. Defaults to 10.
+	AuthFailuresPerUserPerHour int `yaml:"auth_failures_per_user_per_hour"`
+	// AuthMaxLockout caps the doubling lockout of an address or user name
+	// that keeps failing. Defaults to 15m.
+	AuthMaxLockout time.Duration `yaml:"auth_max_lockout"`
 	// MaxPendingCSRs bounds the CSRs one requester may have generated
 	// (POST /CSRGeneration/Generate) and not yet enrolled or deleted: each
 	// keeps a sealed key in Redis. Defaults to 100.
@@ -467,6 +488,13 @@ const (
 	DefaultTemplate        = "WebServer"
 )
 
+// Failed-login budgets: API.AuthFailuresPerMinute and the two after it.
+const (
+	DefaultAuthFailuresPerMinute      = 30
+	DefaultAuthFailuresPerUserPerHour = 10
+	DefaultAuthMaxLockout             = 15 * time.Minute
+)
+
 // DefaultCallbackSchedule follows the Standard Webhooks recommendation.
 var DefaultCallbackSchedule = []time.Duration{
 	5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour,
@@ -488,11 +516,13 @@ func Default() Config {
 			RedisTimeout:          DefaultRedisTimeout,
 			RateLimit:             100,
 			RateBurst:             200,
-			AuthFailuresPerMinute: 30,
+			AuthFailuresPerMinute: DefaultAuthFailuresPerMinute,
 			MaxPendingCSRs:        DefaultMaxPendingCSRs,
 			MaxSANs:               DefaultMaxSANs,
 			// Key generation is CPU-bound: more at once only slows each.
-			KeyGenerationConcurrency: runtime.NumCPU(),
+			KeyGenerationConcurrency:   runtime.NumCPU(),
+			AuthFailuresPerUserPerHour: DefaultAuthFailuresPerUserPerHour,
+			AuthMaxLockout:             DefaultAuthMaxLockout,
 		},
 		Worker: Worker{
 			Concurrency:     DefaultConcurrency,
@@ -628,6 +658,12 @@ func (c *Config) Validate() error {
 	if c.API.AuthFailuresPerMinute < 1 {
 		bad("api.auth_failures_per_minute: must be at least 1")
 	}
+	if c.API.AuthFailuresPerUserPerHour < 1 {
+		bad("api.auth_failures_per_user_per_hour: must be at least 1")
+	}
+	if c.API.AuthMaxLockout < time.Second {
+		bad("api.auth_max_lockout: must be at least 1s")
+	}
 	if c.API.SyncWait < 0 || c.API.MaxSyncWait < c.API.SyncWait {
 		bad("api.sync_wait: must be between 0 and api.max_sync_wait")
 	}
@@ -697,6 +733,11 @@ func (c *Config) Validate() error {
 		seenUser[u.Name] = true
 		if (u.Token == "") == (u.PasswordHash == "") {
 			bad("%s: set exactly one of token and password_hash", field)
+		}
+		if u.PasswordHash != "" && u.Token == "" {
+			if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+				bad("%s.password_hash: not a bcrypt hash ($2a$, $2b$ or $2y$)", field)
+			}
 		}
 		if sum, ok := strings.CutPrefix(u.Token, "sha256:"); ok {
 			if b, err := hex.DecodeString(sum); err != nil || len(b) != sha256.Size {

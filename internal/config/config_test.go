@@ -246,6 +246,9 @@ func TestValidateNamesTheFieldOfEachError(t *testing.T) {
 		{"negative sync_wait", func(c *Config) { c.API.SyncWait = -time.Second }, "api.sync_wait"},
 		{"max_pending_csrs below 1", func(c *Config) { c.API.MaxPendingCSRs = 0 }, "api.max_pending_csrs"},
 		{"key_generation_concurrency below 1", func(c *Config) { c.API.KeyGenerationConcurrency = 0 }, "api.key_generation_concurrency"},
+		{"auth_failures_per_minute 0", func(c *Config) { c.API.AuthFailuresPerMinute = 0 }, "api.auth_failures_per_minute"},
+		{"auth_failures_per_user_per_hour 0", func(c *Config) { c.API.AuthFailuresPerUserPerHour = 0 }, "api.auth_failures_per_user_per_hour"},
+		{"auth_max_lockout below a second", func(c *Config) { c.API.AuthMaxLockout = time.Millisecond }, "api.auth_max_lockout"},
 		{"concurrency 0", func(c *Config) { c.Worker.Concurrency = 0 }, "worker.concurrency"},
 		{"max_retry 0", func(c *Config) { c.Worker.MaxRetry = 0 }, "worker.max_retry"},
 		{"servers 0", func(c *Config) { c.Worker.Servers = 0 }, "worker.servers"},
@@ -259,6 +262,9 @@ func TestValidateNamesTheFieldOfEachError(t *testing.T) {
 		{"user with both token and password_hash", func(c *Config) {
 			c.Auth.Users = []User{user("alice", "t", "$2a$10$x")}
 		}, "auth.users[0]"},
+		{"password_hash that is not bcrypt", func(c *Config) {
+			c.Auth.Users = []User{user("alice", "", "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=")}
+		}, "auth.users[0].password_hash"},
 		{"user with neither token nor password_hash", func(c *Config) {
 			c.Auth.Users = []User{user("alice", "t", ""), user("bob", "", "")}
 		}, "auth.users[1]"},
@@ -342,7 +348,7 @@ func TestValidateAcceptsGoodVariations(t *testing.T) {
 			c.Auth.Users = []User{
 				{Name: "plain", Token: "s3cr3t", Roles: []string{RoleRequester}},
 				{Name: "hashed", Token: goodSHA256Token, Roles: []string{RoleApprover, RoleAdmin}},
-				{Name: "basic", PasswordHash: "$2a$10$x", Roles: nil},
+				{Name: "basic", PasswordHash: "$2a$10$abcdefghijklmnopqrstuuN6m1Yb8Yc7Yh3zYQ6rY8m0F5r0W4Xa", Roles: nil},
 			}
 		}},
 		{"every CA key type", func(c *Config) {
