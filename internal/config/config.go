@@ -116,6 +116,11 @@ type API struct {
 	// (POST /CSRGeneration/Generate) and not yet enrolled or deleted: each
 	// keeps a sealed key in Redis. Defaults to 100.
 	MaxPendingCSRs int `yaml:"max_pending_csrs"`
+	// RenewalGrace is how long after its NotAfter an expired certificate
+	// may still be renewed (POST /Enrollment/Renew); past it, the
+	// identity is enrolled anew, through the enrollment workflow. At most
+	// worker.retention. Defaults to 0: an expired certificate is not renewed.
+	RenewalGrace time.Duration `yaml:"renewal_grace"`
 	// RedisTimeout bounds each store call made while answering a request, so
 	// an unreachable Redis yields 503 rather than a hang. Defaults to 3s.
 	RedisTimeout time.Duration `yaml:"redis_timeout"`
@@ -528,6 +533,9 @@ func (c *Config) Validate() error {
 	}
 	if c.API.MaxPendingCSRs < 1 {
 		bad("api.max_pending_csrs: must be at least 1")
+	}
+	if c.API.RenewalGrace < 0 || c.API.RenewalGrace > c.Worker.Retention {
+		bad("api.renewal_grace: must be between 0 and worker.retention (%s)", c.Worker.Retention)
 	}
 	if c.API.AuthFailuresPerMinute < 1 {
 		bad("api.auth_failures_per_minute: must be at least 1")
