@@ -415,3 +415,99 @@ func TestPolicyRenewalUnderATightenedKeyPolicy(t *testing.T) {
 		t.Fatalf("certificates after the renewals: %v, were %v", got, ids)
 	}
 }
+
+// TestPolicyCompromisedKey: a public key whose certificate was revoked for
+// keyCompromise is never certified again, by anyone, on any path that
+// reaches it: a CSR enrollment (with or without the key retained), a
+// renewal of another certificate for that key (retained key or a CSR
+// for it), a generated CSR sent back (forceEnroll or not). Each is
+// refused with 400 naming CSR, for alice and the admin alike, and leaves
+// nothing behind. A request for that key submitted before the revocation
+// and held for approval is denied at the issue step. A PFX enrollment's
+// key is generated fresh by the worker: it cannot be one of these (the
+// issue step checks it all the same).
+func TestPolicyCompromisedKey(t *testing.T) {
+	t.Parallel()
+	cf := renewalPolicyCertflow(t, 0)
+	alice := "Bearer " + testutil.AliceToken
+	admin := "Bearer " + testutil.AdminToken
+
+	key := newKey(t)
+	pkcs8, _ := x509.MarshalPKCS8PrivateKey(key)
+	retained := base64.StdEncoding.EncodeToString(pkcs8)
+	n := names{subject: pkix.Name{CommonName: "leaked.example.com"}, dns: []string{"leaked.example.com"}}
+	stolen := mustEnroll(t, cf, alice, csrFor(t, key, n), map[string]any{"Template": "Retained", "PrivateKey": retained}).CertificateInformation
+	// A second certificate for the same key, never revoked.
+	twin := mustEnroll(t, cf, alice, csrFor(t, key, n), map[string]any{"Template": "Retained", "PrivateKey": retained}).CertificateInformation
+	// A request for the key, held for approval across the revocation.
+	resp, held := enroll(t, cf, testutil.EnrollBody(nil, map[string]any{"CSR": csrFor(t, key, n), "Template": "Gated"}), "Authorization", alice)
+	if resp.Status != http.StatusOK || held.CertificateInformation.RequestDisposition != "PENDING" {
+		t.Fatalf("gated enroll: %d %s", resp.Status, resp.Body)
+	}
+	// A key certflow generated, enrolled with forceEnroll.
+	r, gen := generateCSR(t, cf, map[string]any{"Subject": "CN=gen-leaked.example.com", "KeyType": "ecc", "Curve": "1.2.840.10045.3.1.7",
+		"Template": config.DefaultTemplate, "SANs": map[string]any{"dns": []string{"gen-leaked.example.com"}}}, "Authorization", alice)
+	if r.Status != http.StatusOK {
+		t.Fatalf("generate: %d %s", r.Status, r.Body)
+	}
+	genBody := func() map[string]any { return testutil.EnrollBody(nil, map[string]any{"CSR": gen.CSR}) }
+	r = cf.Do(t, "POST", "/Enrollment/CSR?forceEnroll=true", genBody(), "x-certificateformat", "PEM", "Authorization", alice)
+	var generated enrollResponse
+	r.JSON(t, &generated)
+	if r.Status != http.StatusOK || generated.CertificateInformation.RequestDisposition != "ISSUED" {
+		t.Fatalf("forceEnroll: %d %s", r.Status, r.Body)
+	}
+
+	for _, id := range []int64{stolen.KeyfactorID, generated.CertificateInformation.KeyfactorID} {
+		if r, rr := revoke(t, cf, alice, map[string]any{"CertificateIds": []int64{id}, "Reason": 1, "Comment": "key leaked"}); r.Status != http.StatusOK || !slices.Equal(rr.RevokedIds, []int64{id}) {
+			t.Fatalf("revoke %d: %d %s", id, r.Status, r.Body)
+		}
+	}
+
+	other := names{subject: pkix.Name{CommonName: "elsewhere.example.com"}, dns: []string{"elsewhere.example.com"}}
+	cases := []struct {
+		name, path string
+		body       map[string]any
+		field      string
+	}{
+		{"a CSR for the key, another name", "/Enrollment/CSR", testutil.EnrollBody(nil, map[string]any{"CSR": csrFor(t, key, other)}), "CSR: its key was revoked for key compromise"},
+		{"a CSR for the key, the same name", "/Enrollment/CSR", testutil.EnrollBody(nil, map[string]any{"CSR": csrFor(t, key, n), "Template": "Plain"}), "CSR: its key was revoked for key compromise"},
+		{"a CSR for the key with the key to retain", "/Enrollment/CSR", testutil.EnrollBody(nil, map[string]any{"CSR": csrFor(t, key, n), "Template": "Retained", "PrivateKey": retained}), "CSR: its key was revoked for key compromise"},
+		{"a renewal of another certificate for the key, retained key", "/Enrollment/Renew", map[string]any{"CertificateId": twin.KeyfactorID}, "CSR: its key was revoked for key compromise"},
+		{"a renewal of another certificate for the key, CSR", "/Enrollment/Renew", map[string]any{"CertificateId": twin.KeyfactorID, "CSR": csrFor(t, key, n)}, "CSR: its key was revoked for key compromise"},
+		{"the generated CSR again, forceEnroll", "/Enrollment/CSR?forceEnroll=true", genBody(), "CSR: its key was revoked for key compromise"},
+		{"the generated CSR again", "/Enrollment/CSR", genBody(), "CSR: its key was revoked for key compromise"},
+		{"a renewal of the revoked certificate", "/Enrollment/Renew", map[string]any{"CertificateId": stolen.KeyfactorID}, "CertificateId: certificate"},
+	}
+	ids, records := certificateIDs(t, cf), requestRecords(t, cf)
+	for _, tc := range cases {
+		for _, who := range []struct{ name, auth string }{{"alice", alice}, {"admin", admin}} {
+			t.Run(tc.name+" by "+who.name, func(t *testing.T) {
+				r := cf.Do(t, "POST", tc.path, tc.body, "x-certificateformat", "PEM", "Authorization", who.auth)
+				assertError(t, r, http.StatusBadRequest, api.CodeInvalidField, tc.field)
+			})
+		}
+	}
+	if got := certificateIDs(t, cf); !slices.Equal(got, ids) {
+		t.Fatalf("certificates after the refusals: %v, were %v", got, ids)
+	}
+	if got := requestRecords(t, cf); !slices.Equal(got, records) {
+		t.Fatalf("request records after the refusals: %v, were %v", got, records)
+	}
+
+	// Held across the revocation, then approved: denied before signing.
+	mustSignal(t, cf, held.CertificateInformation.WorkflowInstanceId, testutil.BobToken, approveData("looks fine"))
+	st := pollSettled(t, cf, "/Enrollment/Requests/"+strconv.FormatInt(held.CertificateInformation.KeyfactorRequestId, 10), alice)
+	if d := st.CertificateInformation; d.RequestDisposition != "DENIED" || d.KeyfactorID != 0 || !strings.Contains(d.DispositionMessage, "key compromise") {
+		t.Fatalf("the held request for a compromised key settled %+v", d)
+	}
+	if got := certificateIDs(t, cf); !slices.Equal(got, ids) {
+		t.Fatalf("certificates after the held request: %v, were %v", got, ids)
+	}
+
+	// The way out: a new key, for the twin's identity.
+	resp, rr := renew(t, cf, map[string]any{"CertificateId": twin.KeyfactorID, "CSR": csrFor(t, newKey(t), n)}, "Authorization", alice)
+	if resp.Status != http.StatusOK || rr.RequestDisposition != "ISSUED" {
+		t.Fatalf("renewal with a new key: %d %s", resp.Status, resp.Body)
+	}
+}
