@@ -134,7 +134,7 @@ func (s *Server) decodeRenewal(r *http.Request, caller *Identity) (*enrollment, 
 	if err != nil {
 		return nil, fmt.Errorf("stored certificate %d does not parse: %w", cert.ID, err)
 	}
-	if err := s.checkRenewable(body, cert, leaf, time.Now()); err != nil {
+	if err := s.checkRenewable(r.Context(), body, cert, leaf, time.Now()); err != nil {
 		return nil, err
 	}
 	tmplName := cmp.Or(body.Template, old.Input.Template)
@@ -285,9 +285,11 @@ func (s *Server) renewedCertificate(r *http.Request, body RenewalRequest, caller
 // checkRenewable refuses a renewal of a certificate that is not live: one
 // revoked (for whatever reason, whatever key the renewal would use, and
 // whoever asks: a revoked identity is enrolled anew, through the
-// enrollment workflow) or expired for longer than api.renewal_grace.
+// enrollment workflow), expired for longer than api.renewal_grace, or
+// being revoked (a revocation waiting for approval: renewed now, the new
+// certificate would outlive the revocation, with the same key perhaps).
 // The error names the field that named the certificate.
-func (s *Server) checkRenewable(body RenewalRequest, cert *store.Certificate, leaf *x509.Certificate, now time.Time) error {
+func (s *Server) checkRenewable(ctx context.Context, body RenewalRequest, cert *store.Certificate, leaf *x509.Certificate, now time.Time) error {
 	field := "CertificateId"
 	if body.CertificateId == nil {
 		field = "Thumbprint"
@@ -298,6 +300,21 @@ func (s *Server) checkRenewable(body RenewalRequest, cert *store.Certificate, le
 	grace := s.cfg.API.RenewalGrace
 	if now.After(leaf.NotAfter.Add(grace)) {
 		return badField(field, "certificate %d expired at %s, beyond the renewal grace period (%s); enroll a new certificate", cert.ID, leaf.NotAfter.UTC().Format(time.RFC3339), grace)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.API.RedisTimeout)
+	defer cancel()
+	holder, err := s.store.RevocationHolder(ctx, cert.ID)
+	if err != nil {
+		return err
+	}
+	if holder > 0 {
+		stale, err := s.revocationStale(ctx, holder)
+		if err != nil {
+			return err
+		}
+		if !stale {
+			return newError(http.StatusConflict, CodeConflict, "%s: a revocation of certificate %d is under way (request %d); it cannot be renewed meanwhile", field, cert.ID, holder)
+		}
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"cmp"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -78,6 +79,16 @@ steps:
   - id: issue
     uses: issue
 `
+	// A revocation for affiliationChanged waits for an approver.
+	gatedRevocationDef = `name: revocation-gated
+trigger: revocation
+match: request.Revocation.Reason == 3
+priority: 10
+steps:
+  - id: approve
+    uses: approval
+    with: {roles: [approver]}
+`
 	strictTemplateDef = `name: strict-template
 trigger: enrollment
 match: request.Template == "Strict"
@@ -127,9 +138,10 @@ func addTemplate(c *config.Config, name string, change func(*config.Template)) {
 // renewalPolicyCertflow has, beside WebServer: Retained (keeps keys),
 // Plain (no RFC 2818 enforcement, any SAN the CSR carries), Gated and
 // Strict (see gatedTemplateDef, strictTemplateDef) and Short (valid for
-// two seconds), with api.renewal_grace as given.
+// two seconds), with api.renewal_grace as given; revocations for
+// affiliationChanged wait for an approver (gatedRevocationDef).
 func renewalPolicyCertflow(t *testing.T, grace time.Duration) *testutil.Certflow {
-	dir := shippedDefinitionsWith(t, map[string]string{"gated.yaml": gatedTemplateDef, "strict.yaml": strictTemplateDef})
+	dir := shippedDefinitionsWith(t, map[string]string{"gated.yaml": gatedTemplateDef, "strict.yaml": strictTemplateDef, "revocation-gated.yaml": gatedRevocationDef})
 	return testutil.StartCertflow(t, func(c *config.Config) {
 		c.Definitions = dir
 		c.API.RenewalGrace = grace
@@ -209,6 +221,13 @@ func TestPolicyRenewal(t *testing.T) {
 	if r, rr := revoke(t, cf, alice, map[string]any{"CertificateIds": []int64{stolen.KeyfactorID}, "Reason": 1, "Comment": "key stolen"}); r.Status != http.StatusOK || !slices.Equal(rr.RevokedIds, []int64{stolen.KeyfactorID}) {
 		t.Fatalf("revoke: %d %s", r.Status, r.Body)
 	}
+	// A certificate whose revocation waits for an approver.
+	leavingNames := names{subject: pkix.Name{CommonName: "leaving.example.com"}, dns: []string{"leaving.example.com"}}
+	leaving := mustEnroll(t, cf, alice, csrFor(t, newKey(t), leavingNames), nil).CertificateInformation
+	r, waiting := revoke(t, cf, alice, map[string]any{"CertificateIds": []int64{leaving.KeyfactorID}, "Reason": 3, "Comment": "moved on"})
+	if r.Status != http.StatusOK || len(waiting.SuspendedCerts) != 1 {
+		t.Fatalf("gated revoke: %d %s", r.Status, r.Body)
+	}
 
 	with := func(change func(*names)) names {
 		n := id
@@ -226,32 +245,37 @@ func TestPolicyRenewal(t *testing.T) {
 		body  map[string]any
 		auth  string
 		field string // the start of the message
+		// status and code: 400 and E unless set
+		status int
+		code   string
 	}{
-		{"a new CSR with an extra DNS SAN", renewPlain(with(func(n *names) { n.dns = append(n.dns, "evil.example.net") })), alice, "CSR: its names"},
-		{"an extra DNS SAN that differs only by a trailing label", renewPlain(with(func(n *names) { n.dns[1] = "alt.example.com.evil.net" })), alice, "CSR: its names"},
-		{"an extra IP SAN", renewPlain(with(func(n *names) { n.ips = append(n.ips, "127.0.0.1") })), alice, "CSR: its names"},
-		{"an extra URI SAN", renewPlain(with(func(n *names) { n.uris = append(n.uris, "spiffe://example.com/admin") })), alice, "CSR: its names"},
-		{"an extra e-mail SAN", renewPlain(with(func(n *names) { n.emails = append(n.emails, "ceo@example.com") })), alice, "CSR: its names"},
-		{"an e-mail SAN whose local part differs in case", renewPlain(with(func(n *names) { n.emails = []string{"OPS@example.com"} })), alice, "CSR: its names"},
-		{"a URI SAN swapped for another", renewPlain(with(func(n *names) { n.uris = []string{"spiffe://example.com/svc/other"} })), alice, "CSR: its names"},
-		{"an IP SAN swapped for another", renewPlain(with(func(n *names) { n.ips = []string{"192.0.2.11"} })), alice, "CSR: its names"},
-		{"one SAN fewer", renewPlain(with(func(n *names) { n.dns = n.dns[:1] })), alice, "CSR: its names"},
-		{"no SANs at all", renewPlain(with(func(n *names) { n.dns, n.ips, n.emails, n.uris = nil, nil, nil, nil })), alice, "CSR: its names"},
-		{"another subject", renewPlain(with(func(n *names) { n.subject.CommonName = "other.example.com" })), alice, "CSR: its subject"},
-		{"the same CN with an extra O", renewPlain(with(func(n *names) { n.subject.Organization = append(n.subject.Organization, "Evil Corp") })), alice, "CSR: its subject"},
-		{"the same CN without the O", renewPlain(with(func(n *names) { n.subject.Organization = nil })), alice, "CSR: its subject"},
-		{"extra names by the admin", renewPlain(with(func(n *names) { n.dns = append(n.dns, "evil.example.net") })), admin, "CSR: its names"},
-		{"a revoked certificate with its retained key", map[string]any{"CertificateId": stolen.KeyfactorID}, alice, "CertificateId: certificate " + strconv.FormatInt(stolen.KeyfactorID, 10) + " is revoked"},
-		{"a revoked certificate with a new key", map[string]any{"CertificateId": stolen.KeyfactorID, "CSR": csrFor(t, newKey(t), stolenNames)}, alice, "CertificateId: certificate " + strconv.FormatInt(stolen.KeyfactorID, 10) + " is revoked"},
-		{"a revoked certificate by thumbprint", map[string]any{"Thumbprint": stolen.Thumbprint, "CSR": csrFor(t, newKey(t), stolenNames)}, alice, "Thumbprint: certificate"},
-		{"a revoked certificate by the admin", map[string]any{"CertificateId": stolen.KeyfactorID, "CSR": csrFor(t, newKey(t), stolenNames)}, admin, "CertificateId: certificate " + strconv.FormatInt(stolen.KeyfactorID, 10) + " is revoked"},
-		{"a revoked certificate into another template", map[string]any{"CertificateId": stolen.KeyfactorID, "CSR": csrFor(t, newKey(t), stolenNames), "Template": "Plain"}, admin, "CertificateId: certificate"},
+		{"a new CSR with an extra DNS SAN", renewPlain(with(func(n *names) { n.dns = append(n.dns, "evil.example.net") })), alice, "CSR: its names", 0, ""},
+		{"an extra DNS SAN that differs only by a trailing label", renewPlain(with(func(n *names) { n.dns[1] = "alt.example.com.evil.net" })), alice, "CSR: its names", 0, ""},
+		{"an extra IP SAN", renewPlain(with(func(n *names) { n.ips = append(n.ips, "127.0.0.1") })), alice, "CSR: its names", 0, ""},
+		{"an extra URI SAN", renewPlain(with(func(n *names) { n.uris = append(n.uris, "spiffe://example.com/admin") })), alice, "CSR: its names", 0, ""},
+		{"an extra e-mail SAN", renewPlain(with(func(n *names) { n.emails = append(n.emails, "ceo@example.com") })), alice, "CSR: its names", 0, ""},
+		{"an e-mail SAN whose local part differs in case", renewPlain(with(func(n *names) { n.emails = []string{"OPS@example.com"} })), alice, "CSR: its names", 0, ""},
+		{"a URI SAN swapped for another", renewPlain(with(func(n *names) { n.uris = []string{"spiffe://example.com/svc/other"} })), alice, "CSR: its names", 0, ""},
+		{"an IP SAN swapped for another", renewPlain(with(func(n *names) { n.ips = []string{"192.0.2.11"} })), alice, "CSR: its names", 0, ""},
+		{"one SAN fewer", renewPlain(with(func(n *names) { n.dns = n.dns[:1] })), alice, "CSR: its names", 0, ""},
+		{"no SANs at all", renewPlain(with(func(n *names) { n.dns, n.ips, n.emails, n.uris = nil, nil, nil, nil })), alice, "CSR: its names", 0, ""},
+		{"another subject", renewPlain(with(func(n *names) { n.subject.CommonName = "other.example.com" })), alice, "CSR: its subject", 0, ""},
+		{"the same CN with an extra O", renewPlain(with(func(n *names) { n.subject.Organization = append(n.subject.Organization, "Evil Corp") })), alice, "CSR: its subject", 0, ""},
+		{"the same CN without the O", renewPlain(with(func(n *names) { n.subject.Organization = nil })), alice, "CSR: its subject", 0, ""},
+		{"extra names by the admin", renewPlain(with(func(n *names) { n.dns = append(n.dns, "evil.example.net") })), admin, "CSR: its names", 0, ""},
+		{"a revoked certificate with its retained key", map[string]any{"CertificateId": stolen.KeyfactorID}, alice, "CertificateId: certificate " + strconv.FormatInt(stolen.KeyfactorID, 10) + " is revoked", 0, ""},
+		{"a revoked certificate with a new key", map[string]any{"CertificateId": stolen.KeyfactorID, "CSR": csrFor(t, newKey(t), stolenNames)}, alice, "CertificateId: certificate " + strconv.FormatInt(stolen.KeyfactorID, 10) + " is revoked", 0, ""},
+		{"a revoked certificate by thumbprint", map[string]any{"Thumbprint": stolen.Thumbprint, "CSR": csrFor(t, newKey(t), stolenNames)}, alice, "Thumbprint: certificate", 0, ""},
+		{"a revoked certificate by the admin", map[string]any{"CertificateId": stolen.KeyfactorID, "CSR": csrFor(t, newKey(t), stolenNames)}, admin, "CertificateId: certificate " + strconv.FormatInt(stolen.KeyfactorID, 10) + " is revoked", 0, ""},
+		{"a revoked certificate into another template", map[string]any{"CertificateId": stolen.KeyfactorID, "CSR": csrFor(t, newKey(t), stolenNames), "Template": "Plain"}, admin, "CertificateId: certificate", 0, ""},
+		{"a certificate whose revocation waits for approval", map[string]any{"CertificateId": leaving.KeyfactorID, "CSR": csrFor(t, newKey(t), leavingNames)}, alice, "CertificateId: a revocation of certificate", http.StatusConflict, api.CodeConflict},
+		{"a certificate whose revocation waits, by thumbprint and the admin", map[string]any{"Thumbprint": leaving.Thumbprint, "CSR": csrFor(t, newKey(t), leavingNames)}, admin, "Thumbprint: a revocation of certificate", http.StatusConflict, api.CodeConflict},
 	}
 	ids, records := certificateIDs(t, cf), requestRecords(t, cf)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := cf.Do(t, "POST", "/Enrollment/Renew", tc.body, "Authorization", tc.auth)
-			assertError(t, r, http.StatusBadRequest, E, tc.field)
+			assertError(t, r, cmp.Or(tc.status, http.StatusBadRequest), cmp.Or(tc.code, E), tc.field)
 		})
 	}
 
@@ -282,6 +306,17 @@ func TestPolicyRenewal(t *testing.T) {
 	old, renewed := leafOf(t, plain.Certificates), leafOf(t, rr.Certificates)
 	if string(old.RawSubject) != string(renewed.RawSubject) || len(renewed.URIs) != 1 || len(renewed.EmailAddresses) != 1 || len(renewed.IPAddresses) != 1 {
 		t.Fatalf("renewed %s %v %v %v %v", renewed.Subject, renewed.DNSNames, renewed.IPAddresses, renewed.EmailAddresses, renewed.URIs)
+	}
+
+	// The waiting revocation denied, the certificate renews again.
+	revocation := waiting.SuspendedCerts[0]
+	mustSignal(t, cf, revocation.WorkflowId, testutil.BobToken, denyData("not yet"))
+	if st := pollSettled(t, cf, "/Enrollment/Requests/"+strconv.FormatInt(revocation.KeyfactorRequestId, 10), admin); st.CertificateInformation.RequestDisposition != "DENIED" {
+		t.Fatalf("the revocation settled %+v", st.CertificateInformation)
+	}
+	resp, rr = renew(t, cf, map[string]any{"CertificateId": leaving.KeyfactorID, "CSR": csrFor(t, newKey(t), leavingNames)}, "Authorization", alice)
+	if resp.Status != http.StatusOK || rr.RequestDisposition != "ISSUED" {
+		t.Fatalf("renewing once the revocation was denied: %d %s", resp.Status, resp.Body)
 	}
 }
 
