@@ -197,9 +197,16 @@ func certificateKeyID(c *Certificate) (string, error) {
 
 // KeyCompromised reports whether keyID (pki.PublicKeyID of a public key)
 // is the key of a certificate revoked for keyCompromise: such a key is
-// never certified again.
+// never certified again. One round trip, shared with other goroutines'
+// pipelines where it can (execBatched): every submit and every issue step
+// asks.
 func (s *Store) KeyCompromised(ctx context.Context, keyID string) (bool, error) {
-	ok, err := s.rdb.SIsMember(ctx, s.keys.compromisedKeys(), keyID).Result()
+	pipe := s.rdb.Pipeline()
+	cmd := pipe.SIsMember(ctx, s.keys.compromisedKeys(), keyID)
+	if err := s.execBatched(ctx, pipe); err != nil {
+		return false, fmt.Errorf("look up compromised keys: %w", err)
+	}
+	ok, err := cmd.Result()
 	if err != nil {
 		return false, fmt.Errorf("look up compromised keys: %w", err)
 	}
