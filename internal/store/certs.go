@@ -325,6 +325,40 @@ func (s *Store) RevokedEntries(ctx context.Context, ca string) ([]RevokedEntry, 
 	return out, nil
 }
 
+// BarCompromisedKeys bars (see KeyCompromised) the key of every
+// certificate on ca's revocation list revoked for keyCompromise: for
+// revocations recorded before keys were barred with them. It returns how
+// many entries it barred (again: barring is idempotent). A certificate
+// whose record is gone is skipped.
+func (s *Store) BarCompromisedKeys(ctx context.Context, ca string) (int, error) {
+	entries, err := s.RevokedEntries(ctx, ca)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		if e.Reason != ReasonKeyCompromise {
+			continue
+		}
+		c, err := s.Certificate(ctx, e.CertificateID)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		keyID, err := certificateKeyID(c)
+		if err != nil {
+			return n, err
+		}
+		if err := s.rdb.SAdd(ctx, s.keys.compromisedKeys(), keyID).Err(); err != nil {
+			return n, fmt.Errorf("bar the key of certificate %d: %w", c.ID, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
 // CRL is a CA's signed certificate revocation list, as published.
 type CRL struct {
 	Number     int64

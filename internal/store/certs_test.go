@@ -223,6 +223,42 @@ func TestRevokeForKeyCompromiseBarsTheKey(t *testing.T) {
 	}
 }
 
+// BarCompromisedKeys bars the keys of the keyCompromise entries of a CA's
+// revocation list (revocations recorded before keys were barred), and
+// only those; an entry whose certificate is gone is skipped.
+func TestBarCompromisedKeysFromTheRevocationList(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	stolen, stolenKey := issuedWithKey(t, s, time.Now().Add(time.Hour), nil)
+	superseded, supersededKey := issuedWithKey(t, s, time.Now().Add(time.Hour), nil)
+	for _, e := range []store.RevokedEntry{
+		{Serial: stolen.SerialNumber, Reason: store.ReasonKeyCompromise, CertificateID: stolen.ID, NotAfter: stolen.NotAfter},
+		{Serial: superseded.SerialNumber, Reason: 4, CertificateID: superseded.ID, NotAfter: superseded.NotAfter},
+		{Serial: "0BADC0DE", Reason: store.ReasonKeyCompromise, CertificateID: 999999, NotAfter: stolen.NotAfter},
+	} {
+		if err := s.AddRevoked(ctx, "TestCA", e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.BarCompromisedKeys(ctx, "TestCA")
+	if err != nil || n != 1 {
+		t.Fatalf("BarCompromisedKeys = %d, %v; want 1", n, err)
+	}
+	for _, k := range []struct {
+		key  crypto.Signer
+		want bool
+	}{{stolenKey, true}, {supersededKey, false}} {
+		id, _ := pki.PublicKeyID(k.key.Public())
+		if got, err := s.KeyCompromised(ctx, id); err != nil || got != k.want {
+			t.Errorf("KeyCompromised = %v, %v; want %v", got, err, k.want)
+		}
+	}
+	if members, _ := rdb.SMembers(ctx, prefix+":compromised-keys").Result(); len(members) != 1 {
+		t.Fatalf("compromised keys %v, want one", members)
+	}
+}
+
 func TestClaimRevocationAdmitsOneRevocationAtATime(t *testing.T) {
 	t.Parallel()
 	s, _, _ := setup(t)
