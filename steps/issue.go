@@ -120,6 +120,11 @@ func (d *Deps) sign(ctx context.Context, run *workflow.Run, authority *workflow.
 	if msg := d.templatePolicy(run); msg != "" {
 		return nil, workflow.Deny("%s", msg)
 	}
+	// Checked at submit too; here again because the key may have been
+	// revoked for keyCompromise while the request waited (an approval).
+	if err := d.keyNotCompromised(ctx, run.CSR); err != nil {
+		return nil, err
+	}
 	auth, ok := d.CAs.Get(caCfg.Name)
 	if !ok {
 		return nil, workflow.Permanent(fmt.Errorf("certificate authority %s is configured but not loaded", caCfg.Name))
@@ -161,6 +166,23 @@ func (d *Deps) sign(ctx context.Context, run *workflow.Run, authority *workflow.
 	}
 	c.Describe(leaf)
 	return c, nil
+}
+
+// keyNotCompromised denies a CSR whose public key is one a certificate
+// was revoked for (keyCompromise): such a key is never certified again.
+func (d *Deps) keyNotCompromised(ctx context.Context, csr *x509.CertificateRequest) error {
+	keyID, err := pki.PublicKeyID(csr.PublicKey)
+	if err != nil {
+		return workflow.Deny("the CSR's public key cannot be encoded: %v", err)
+	}
+	compromised, err := d.Store.KeyCompromised(ctx, keyID)
+	switch {
+	case err != nil:
+		return workflow.RetryLater(err)
+	case compromised:
+		return workflow.Deny("the CSR's key was revoked for key compromise: it is never certified again")
+	}
+	return nil
 }
 
 // pickAuthority chooses the CA: the step's `authority`, else the request's

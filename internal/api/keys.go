@@ -1,10 +1,12 @@
 package api
 
 import (
+	"context"
 	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
 
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
@@ -33,4 +35,26 @@ func (s *Server) retainedKey(req *store.Request) (crypto.PrivateKey, []byte, err
 		return nil, nil, fmt.Errorf("request %d: retained key does not parse: %w", req.ID, err)
 	}
 	return key, der, nil
+}
+
+// checkKeyNotCompromised refuses (400 naming CSR) a CSR whose public key
+// is one a certificate was revoked for with reason keyCompromise: such a
+// key is never certified again, for anyone, on any path. The issue step
+// checks again before signing (the revocation may come while the request
+// waits). One Redis round trip.
+func (s *Server) checkKeyNotCompromised(ctx context.Context, csr *x509.CertificateRequest) error {
+	keyID, err := pki.PublicKeyID(csr.PublicKey)
+	if err != nil {
+		return &apiError{status: http.StatusBadRequest, code: CodeInvalidCSR, msg: "CSR: its public key cannot be encoded: " + err.Error()}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.API.RedisTimeout)
+	defer cancel()
+	compromised, err := s.store.KeyCompromised(ctx, keyID)
+	if err != nil {
+		return err
+	}
+	if compromised {
+		return badField("CSR", "its key was revoked for key compromise and is never certified again; generate a new key")
+	}
+	return nil
 }

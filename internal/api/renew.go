@@ -10,7 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -55,7 +58,8 @@ type RenewalResponse struct {
 }
 
 // handleRenew is POST /Enrollment/Renew: a new request for the identity of
-// an issued certificate, run by the `renewal` trigger's workflow.
+// an issued certificate, run by the `renewal` trigger's workflow — or, when
+// it names another template, by that template's enrollment workflow.
 func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 	e, err := s.decodeRenewal(r, identity(r))
 	if err != nil {
@@ -86,6 +90,15 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 // stands for: the old certificate's subject and SANs, template, owner,
 // metadata and enrollment fields, with the new CSR or a CSR made here with
 // the retained key (which the new request retains too).
+//
+// A renewal renews the same identity, and only a live one: the
+// certificate must not be revoked (whoever asks, whatever key: an admin
+// enrolls anew), nor expired for longer than api.renewal_grace, and what
+// the renewal would certify — the CSR's subject (its DER) and SANs merged
+// as the workflow merges them — must be exactly the certificate's (400
+// naming CSR). A renewal that names another template is an enrollment
+// into it: it runs with trigger enrollment, so that template's enrollment
+// workflow, with its rules and approvals, decides.
 func (s *Server) decodeRenewal(r *http.Request, caller *Identity) (*enrollment, error) {
 	format := pki.FormatPEM
 	if h := r.Header.Get("x-certificateformat"); h != "" {
@@ -121,6 +134,9 @@ func (s *Server) decodeRenewal(r *http.Request, caller *Identity) (*enrollment, 
 	if err != nil {
 		return nil, fmt.Errorf("stored certificate %d does not parse: %w", cert.ID, err)
 	}
+	if err := s.checkRenewable(r.Context(), body, cert, leaf, time.Now()); err != nil {
+		return nil, err
+	}
 	tmplName := cmp.Or(body.Template, old.Input.Template)
 	caName := body.CertificateAuthority
 	if caName == "" && body.Template == "" {
@@ -143,11 +159,6 @@ func (s *Server) decodeRenewal(r *http.Request, caller *Identity) (*enrollment, 
 		}
 		der, e.csr = d, csr
 	} else {
-		if rev := cert.Revocation; rev != nil {
-			// Revoked (perhaps for keyCompromise): its key is not
-			// certified again.
-			return nil, badField("CSR", "required: certificate %d is revoked (reason %d), so its retained key is not certified again; send a CSR for a new key", cert.ID, rev.Reason)
-		}
 		key, keyDER, err := s.openRetainedKey(old)
 		if err != nil {
 			return nil, err
@@ -164,12 +175,16 @@ func (s *Server) decodeRenewal(r *http.Request, caller *Identity) (*enrollment, 
 		}
 		der, e.csr, e.privateKey = d, csr, keyDER
 	}
+	in := old.Input
+	addCN := tmpl != nil && tmpl.RFCEnforcement
+	if diff := sanDifference(leaf, e.csr, in.SANs, addCN); diff != "" {
+		return nil, badField("CSR", "its names are not certificate %d's (%s): a renewal renews the same identity; enroll a new certificate for other names", cert.ID, diff)
+	}
 	// The old request's choices are held to today's template, as a new
 	// submit's would be.
 	if err := checkTemplateAccess(caller, tmpl); err != nil {
 		return nil, err
 	}
-	in := old.Input
 	var ownerID *int64
 	if in.OwnerRoleId != 0 && in.OwnerRoleName == "" {
 		ownerID = &in.OwnerRoleId
@@ -190,12 +205,19 @@ func (s *Server) decodeRenewal(r *http.Request, caller *Identity) (*enrollment, 
 	if err != nil {
 		return nil, err
 	}
+	// Into another template, a renewal is an enrollment there: that
+	// template's enrollment rules and approvals apply, not the renewal
+	// workflow (the names passed another template's, or none at all).
+	trigger := workflow.TriggerRenewal
+	if !strings.EqualFold(templateName(tmpl), in.Template) {
+		trigger = workflow.TriggerEnrollment
+	}
 	now := time.Now().UTC()
 	e.req = store.Request{
 		Disposition: store.Queued,
 		Submitted:   now,
 		Updated:     now,
-		Trigger:     workflow.TriggerRenewal,
+		Trigger:     trigger,
 		Requester:   workflow.Requester{Name: caller.Name, Roles: caller.Roles},
 		CSR:         der,
 		Subject:     pki.NameString(e.csr.RawSubject, e.csr.Subject),
@@ -258,6 +280,135 @@ func (s *Server) renewedCertificate(r *http.Request, body RenewalRequest, caller
 		return nil, nil, notFound
 	}
 	return old, cert, nil
+}
+
+// checkRenewable refuses a renewal of a certificate that is not live: one
+// revoked (for whatever reason, whatever key the renewal would use, and
+// whoever asks: a revoked identity is enrolled anew, through the
+// enrollment workflow), expired for longer than api.renewal_grace, or
+// being revoked (a revocation waiting for approval: renewed now, the new
+// certificate would outlive the revocation, with the same key perhaps).
+// The error names the field that named the certificate.
+func (s *Server) checkRenewable(ctx context.Context, body RenewalRequest, cert *store.Certificate, leaf *x509.Certificate, now time.Time) error {
+	field := "CertificateId"
+	if body.CertificateId == nil {
+		field = "Thumbprint"
+	}
+	if rev := cert.Revocation; rev != nil {
+		return badField(field, "certificate %d is revoked (reason %d) and cannot be renewed; enroll a new certificate (with a new key)", cert.ID, rev.Reason)
+	}
+	grace := s.cfg.API.RenewalGrace
+	if now.After(leaf.NotAfter.Add(grace)) {
+		return badField(field, "certificate %d expired at %s, beyond the renewal grace period (%s); enroll a new certificate", cert.ID, leaf.NotAfter.UTC().Format(time.RFC3339), grace)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.API.RedisTimeout)
+	defer cancel()
+	holder, err := s.store.RevocationHolder(ctx, cert.ID)
+	if err != nil {
+		return err
+	}
+	if holder > 0 {
+		stale, err := s.revocationStale(ctx, holder)
+		if err != nil {
+			return err
+		}
+		if !stale {
+			return newError(http.StatusConflict, CodeConflict, "%s: a revocation of certificate %d is under way (request %d); it cannot be renewed meanwhile", field, cert.ID, holder)
+		}
+	}
+	return nil
+}
+
+// sanDifference describes how the SANs a renewal would certify — csr's
+// merged with the old request's sans as the workflow merges them (with
+// the CN under RFC 2818 enforcement) — differ from leaf's: "" when they
+// are the same set. Every SAN type counts; order and duplicates do not;
+// DNS names and e-mail domains compare without case, IP addresses by
+// value (an IPv4 address and its IPv4-mapped IPv6 form are one).
+func sanDifference(leaf *x509.Certificate, csr *x509.CertificateRequest, sans map[string][]string, addCN bool) string {
+	merged := workflow.MergeSANs(workflow.NewCSR(csr), sans, addCN)
+	want := map[string]bool{}
+	for _, v := range leaf.DNSNames {
+		want[canonicalSAN("dns", v)] = true
+	}
+	for _, v := range leaf.IPAddresses {
+		want[canonicalSAN("ip", v.String())] = true
+	}
+	for _, v := range leaf.EmailAddresses {
+		want[canonicalSAN("email", v)] = true
+	}
+	for _, v := range leaf.URIs {
+		want[canonicalSAN("uri", v.String())] = true
+	}
+	got := map[string]bool{}
+	for kind, list := range map[string][]string{"dns": merged.DNS, "ip": merged.IP, "email": merged.Email, "uri": merged.URI} {
+		for _, v := range list {
+			got[canonicalSAN(kind, v)] = true
+		}
+	}
+	var added, missing []string
+	for k := range got {
+		if !want[k] {
+			added = append(added, k)
+		}
+	}
+	for k := range want {
+		if !got[k] {
+			missing = append(missing, k)
+		}
+	}
+	if len(added) == 0 && len(missing) == 0 {
+		return ""
+	}
+	slices.Sort(added)
+	slices.Sort(missing)
+	var parts []string
+	if len(added) > 0 {
+		parts = append(parts, "adds "+quoteSome(added))
+	}
+	if len(missing) > 0 {
+		parts = append(parts, "lacks "+quoteSome(missing))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// canonicalSAN is a SAN of kind (dns, ip, email, uri) in the form two
+// equal names share, prefixed with its kind.
+func canonicalSAN(kind, v string) string {
+	switch kind {
+	case "dns":
+		v = strings.ToLower(v)
+	case "ip":
+		if ip := net.ParseIP(v); ip != nil {
+			v = ip.String() // To16 and back: one spelling per address
+		}
+	case "email":
+		if at := strings.LastIndexByte(v, '@'); at >= 0 {
+			v = v[:at] + strings.ToLower(v[at:]) // the local part may be case-sensitive
+		}
+	case "uri":
+		if u, err := url.Parse(v); err == nil {
+			v = u.String()
+		}
+	}
+	return kind + ":" + v
+}
+
+// quoteSome quotes up to five names, and counts the rest.
+func quoteSome(names []string) string {
+	const most = 5
+	var b strings.Builder
+	for i, n := range names {
+		if i == most {
+			fmt.Fprintf(&b, " and %d more", len(names)-most)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(strconv.Quote(n))
+	}
+	return b.String()
 }
 
 // openRetainedKey opens the private key a request retained (nil when it

@@ -241,50 +241,6 @@ func TestRenewalRefusals(t *testing.T) {
 	}
 }
 
-// A revoked certificate's retained key is not certified again: revoked
-// for keyCompromise, a renewal with that key would hand the thief a fresh
-// certificate. Renewing with a new CSR (the way out of a compromise)
-// still works, and the refused renewal writes nothing.
-func TestRenewalOfARevokedCertificateNeedsANewKey(t *testing.T) {
-	t.Parallel()
-	cf := retainingCertflow(t)
-	csr, key := testutil.CSR(t, "stolen.example.com")
-	pkcs8, _ := x509.MarshalPKCS8PrivateKey(key)
-	alice := "Bearer " + testutil.AliceToken
-	_, er := enroll(t, cf, testutil.EnrollBody(csr, map[string]any{"Template": "Retained", "PrivateKey": base64.StdEncoding.EncodeToString(pkcs8)}),
-		"Authorization", alice)
-	old := er.CertificateInformation
-	if old.RequestDisposition != "ISSUED" {
-		t.Fatalf("enroll: %+v", old)
-	}
-	resp, rr := revoke(t, cf, alice, map[string]any{"CertificateIds": []int64{old.KeyfactorID}, "Reason": 1, "Comment": "key stolen"})
-	if resp.Status != http.StatusOK || !slices.Equal(rr.RevokedIds, []int64{old.KeyfactorID}) {
-		t.Fatalf("revoke: %d %s", resp.Status, resp.Body)
-	}
-	before, _ := cf.Redis.Get(t.Context(), cf.Prefix+":seq:request").Int64()
-
-	for _, by := range []map[string]any{{"CertificateId": old.KeyfactorID}, {"Thumbprint": old.Thumbprint}} {
-		r, _ := renew(t, cf, by, "Authorization", alice)
-		assertError(t, r, http.StatusBadRequest, api.CodeInvalidField, "CSR: required")
-		if !bytes.Contains(r.Body, []byte("revoked")) {
-			t.Errorf("renew by %v: the refusal does not say the certificate is revoked: %s", by, r.Body)
-		}
-	}
-	if after, _ := cf.Redis.Get(t.Context(), cf.Prefix+":seq:request").Int64(); after != before {
-		t.Fatalf("a refused renewal allocated requests: counter %d, was %d", after, before)
-	}
-
-	fresh, newKey := testutil.CSR(t, "stolen.example.com")
-	r, renewed := renew(t, cf, map[string]any{"CertificateId": old.KeyfactorID, "CSR": base64.StdEncoding.EncodeToString(fresh)}, "Authorization", alice)
-	if r.Status != http.StatusOK || renewed.RequestDisposition != "ISSUED" {
-		t.Fatalf("renew with a new CSR: %d %s", r.Status, r.Body)
-	}
-	spki, _ := x509.MarshalPKIXPublicKey(newKey.Public())
-	if leaf := leafOf(t, renewed.Certificates); !bytes.Equal(leaf.RawSubjectPublicKeyInfo, spki) {
-		t.Fatal("the renewal with a new CSR did not certify the new key")
-	}
-}
-
 // submitDenied enrolls a request the default workflow denies (its rule on
 // the common name's length; policy would refuse it at submit instead).
 func submitDenied(t *testing.T, cf *testutil.Certflow, auth string) enrollResponse {

@@ -146,6 +146,11 @@ type API struct {
 	// finds every slot taken answers 429 with Retry-After before doing any
 	// work. Defaults to the number of CPUs.
 	KeyGenerationConcurrency int `yaml:"key_generation_concurrency"`
+	// RenewalGrace is how long after its NotAfter an expired certificate
+	// may still be renewed (POST /Enrollment/Renew); past it, the
+	// identity is enrolled anew, through the enrollment workflow. At most
+	// worker.retention. Defaults to 0: an expired certificate is not renewed.
+	RenewalGrace time.Duration `yaml:"renewal_grace"`
 	// RedisTimeout bounds each store call made while answering a request, so
 	// an unreachable Redis yields 503 rather than a hang. Defaults to 3s.
 	RedisTimeout time.Duration `yaml:"redis_timeout"`
@@ -654,6 +659,9 @@ func (c *Config) Validate() error {
 	}
 	if c.API.KeyGenerationConcurrency < 1 {
 		bad("api.key_generation_concurrency: must be at least 1")
+	}
+	if c.API.RenewalGrace < 0 || c.API.RenewalGrace > c.Worker.Retention {
+		bad("api.renewal_grace: must be between 0 and worker.retention (%s)", c.Worker.Retention)
 	}
 	if c.API.AuthFailuresPerMinute < 1 {
 		bad("api.auth_failures_per_minute: must be at least 1")

@@ -292,6 +292,8 @@ func TestValidateNamesTheFieldOfEachError(t *testing.T) {
 		{"rsa key size 1024", func(c *Config) { c.Templates[0].RSAKeySizes = []int{1024, 2048} }, "templates[0].rsa_key_sizes"},
 		{"rsa key size 16384", func(c *Config) { c.Templates[0].RSAKeySizes = []int{16384} }, "templates[0].rsa_key_sizes"},
 		{"unknown curve", func(c *Config) { c.Templates[0].ECCCurves = []string{"P-256", "secp256k1"} }, "templates[0].ecc_curves"},
+		{"negative renewal_grace", func(c *Config) { c.API.RenewalGrace = -time.Second }, "api.renewal_grace"},
+		{"renewal_grace beyond retention", func(c *Config) { c.API.RenewalGrace = c.Worker.Retention + time.Hour }, "api.renewal_grace"},
 		{"zero validity", func(c *Config) { c.Templates[0].Validity = 0 }, "templates[0].validity"},
 		{"negative validity", func(c *Config) { c.Templates[0].Validity = -time.Hour }, "templates[0].validity"},
 		{"duplicate template name in another case", func(c *Config) {

@@ -103,9 +103,32 @@ redis.call('HSET', KEYS[1], 'x', ARGV[2])
 return 1
 `)
 
+// ReasonKeyCompromise is RFC 5280's CRLReason keyCompromise.
+const ReasonKeyCompromise = 1
+
+// revokeCompromisedScript is certCASScript that also adds the
+// certificate's key to the compromised keys, in the same script: the
+// revocation is never recorded without its key being barred.
+// KEYS: request, compromised keys; ARGV: expected JSON, new JSON, key id.
+var revokeCompromisedScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], 'x')
+if not cur then return -1 end
+if cur ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'x', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+return 1
+`)
+
 // RevokeCertificate records rev on certificate id, once: a certificate
 // revoked already is returned as it is, with changed false (the caller
 // compares its RequestID with its own to tell a re-run from a race).
+//
+// A revocation for keyCompromise also bars the certificate's public key
+// (KeyCompromised): on one Redis in the same script as the revocation;
+// elsewhere (Cluster, where the two keys lie in different slots) the key
+// is barred first, so that no revocation is ever recorded with its key
+// still certifiable. A certificate revoked for keyCompromise already has
+// its key barred again (idempotent), which repairs a bar lost to a crash.
 func (s *Store) RevokeCertificate(ctx context.Context, id int64, rev Revocation) (c *Certificate, changed bool, err error) {
 	for attempt := 0; attempt < 10; attempt++ {
 		old, err := s.rdb.HGet(ctx, s.keys.request(id), "x").Bytes()
@@ -119,6 +142,21 @@ func (s *Store) RevokeCertificate(ctx context.Context, id int64, rev Revocation)
 		if err != nil {
 			return nil, false, err
 		}
+		reason := rev.Reason
+		if c.Revocation != nil {
+			reason = c.Revocation.Reason
+		}
+		keyID := ""
+		if reason == ReasonKeyCompromise {
+			if keyID, err = certificateKeyID(c); err != nil {
+				return nil, false, err
+			}
+			if c.Revocation != nil || !s.ordered {
+				if err := s.rdb.SAdd(ctx, s.keys.compromisedKeys(), keyID).Err(); err != nil {
+					return nil, false, fmt.Errorf("bar the key of certificate %d: %w", id, err)
+				}
+			}
+		}
 		if c.Revocation != nil {
 			return c, false, nil
 		}
@@ -127,7 +165,12 @@ func (s *Store) RevokeCertificate(ctx context.Context, id int64, rev Revocation)
 		if err != nil {
 			return nil, false, err
 		}
-		res, err := certCASScript.Run(ctx, s.rdb, []string{s.keys.request(id)}, old, data).Int64()
+		var res int64
+		if keyID != "" && s.ordered {
+			res, err = revokeCompromisedScript.Run(ctx, s.rdb, []string{s.keys.request(id), s.keys.compromisedKeys()}, old, data, keyID).Int64()
+		} else {
+			res, err = certCASScript.Run(ctx, s.rdb, []string{s.keys.request(id)}, old, data).Int64()
+		}
 		switch {
 		case err != nil:
 			return nil, false, fmt.Errorf("revoke certificate %d: %w", id, err)
@@ -138,6 +181,36 @@ func (s *Store) RevokeCertificate(ctx context.Context, id int64, rev Revocation)
 		}
 	}
 	return nil, false, fmt.Errorf("revoke certificate %d: %w", id, ErrConflict)
+}
+
+// certificateKeyID is the PublicKeyID of c's public key.
+func certificateKeyID(c *Certificate) (string, error) {
+	if len(c.Chain) == 0 {
+		return "", fmt.Errorf("certificate %d has no DER", c.ID)
+	}
+	leaf, err := x509.ParseCertificate(c.Chain[0])
+	if err != nil {
+		return "", fmt.Errorf("certificate %d does not parse: %w", c.ID, err)
+	}
+	return pki.PublicKeyID(leaf.PublicKey)
+}
+
+// KeyCompromised reports whether keyID (pki.PublicKeyID of a public key)
+// is the key of a certificate revoked for keyCompromise: such a key is
+// never certified again. One round trip, shared with other goroutines'
+// pipelines where it can (execBatched): every submit and every issue step
+// asks.
+func (s *Store) KeyCompromised(ctx context.Context, keyID string) (bool, error) {
+	pipe := s.rdb.Pipeline()
+	cmd := pipe.SIsMember(ctx, s.keys.compromisedKeys(), keyID)
+	if err := s.execBatched(ctx, pipe); err != nil {
+		return false, fmt.Errorf("look up compromised keys: %w", err)
+	}
+	ok, err := cmd.Result()
+	if err != nil {
+		return false, fmt.Errorf("look up compromised keys: %w", err)
+	}
+	return ok, nil
 }
 
 // claimScript makes a revocation request the holder of a certificate's
@@ -250,6 +323,40 @@ func (s *Store) RevokedEntries(ctx context.Context, ca string) ([]RevokedEntry, 
 		return nil, fmt.Errorf("read the revocation list of %s: %w", ca, err)
 	}
 	return out, nil
+}
+
+// BarCompromisedKeys bars (see KeyCompromised) the key of every
+// certificate on ca's revocation list revoked for keyCompromise: for
+// revocations recorded before keys were barred with them. It returns how
+// many entries it barred (again: barring is idempotent). A certificate
+// whose record is gone is skipped.
+func (s *Store) BarCompromisedKeys(ctx context.Context, ca string) (int, error) {
+	entries, err := s.RevokedEntries(ctx, ca)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		if e.Reason != ReasonKeyCompromise {
+			continue
+		}
+		c, err := s.Certificate(ctx, e.CertificateID)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		keyID, err := certificateKeyID(c)
+		if err != nil {
+			return n, err
+		}
+		if err := s.rdb.SAdd(ctx, s.keys.compromisedKeys(), keyID).Err(); err != nil {
+			return n, fmt.Errorf("bar the key of certificate %d: %w", c.ID, err)
+		}
+		n++
+	}
+	return n, nil
 }
 
 // CRL is a CA's signed certificate revocation list, as published.

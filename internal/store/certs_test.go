@@ -2,27 +2,62 @@ package store_test
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"math/big"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
+	"github.com/certflow/certflow/internal/testutil"
 )
 
 // issued stores a settled request with a certificate valid until
-// notAfter, as the issue step would.
+// notAfter, as the issue step would. The certificate is a real one, for a
+// fresh key, so that its key can be read (a keyCompromise revocation
+// bars it).
 func issued(t *testing.T, s *store.Store, notAfter time.Time) *store.Certificate {
 	t.Helper()
+	c, _ := issuedWithKey(t, s, notAfter, nil)
+	return c
+}
+
+// issuedWithKey is issued for key's public key (a fresh one when nil),
+// which it returns.
+func issuedWithKey(t *testing.T, s *store.Store, notAfter time.Time, key crypto.Signer) (*store.Certificate, crypto.Signer) {
+	t.Helper()
 	ctx := context.Background()
+	if key == nil {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key = k
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "store.example.com"},
+		NotBefore: notAfter.Add(-48 * time.Hour), NotAfter: notAfter}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
 	r := newRequest(t, s, "alice", "")
 	if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	c, _, err := s.IssueOnce(ctx, r.ID, func(context.Context) (*store.Certificate, error) {
 		return &store.Certificate{
-			Chain: [][]byte{{1}}, SerialNumber: fmt.Sprintf("0A%04X", r.ID), Thumbprint: fmt.Sprintf("TP%038d", r.ID),
+			Chain: [][]byte{der}, SerialNumber: fmt.Sprintf("0A%04X", r.ID), Thumbprint: fmt.Sprintf("TP%038d", r.ID),
 			Authority: `certflow\TestCA`, NotBefore: notAfter.Add(-48 * time.Hour), NotAfter: notAfter,
 		}, nil
 	})
@@ -33,7 +68,7 @@ func issued(t *testing.T, s *store.Store, notAfter time.Time) *store.Certificate
 	if err := s.Save(ctx, r); err != nil {
 		t.Fatal(err)
 	}
-	return c
+	return c, key
 }
 
 func TestSweepKeepsRecordsOfUnexpiredCertificatesAndCleansTheIndexes(t *testing.T) {
@@ -118,6 +153,109 @@ func TestRevokeCertificateRecordsOnce(t *testing.T) {
 	}
 	if _, _, err := s.RevokeCertificate(ctx, 999999, first); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("revoking no certificate: %v", err)
+	}
+}
+
+// A revocation for keyCompromise bars the certificate's key with the
+// revocation itself, on one Redis (one script) and on a sharded client
+// (Ring here, Cluster alike: the bar first) alike; another reason bars
+// nothing; a re-run of a keyCompromise revocation bars the key again.
+func TestRevokeForKeyCompromiseBarsTheKey(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := testutil.Redis(t)
+	opts, _ := redis.ParseURL(testutil.RedisURL())
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"one": opts.Addr}, DB: opts.DB})
+	t.Cleanup(func() { ring.Close() })
+	for _, c := range []struct {
+		name string
+		rdb  redis.UniversalClient
+	}{{"one Redis", rdb}, {"Ring", ring}} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			s := store.New(c.rdb, prefix+":"+strings.ReplaceAll(c.name, " ", ""))
+			keyID := func(k crypto.Signer) string {
+				id, err := pki.PublicKeyID(k.Public())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return id
+			}
+			compromised := func(k crypto.Signer) bool {
+				ok, err := s.KeyCompromised(ctx, keyID(k))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return ok
+			}
+			superseded, supersededKey := issuedWithKey(t, s, time.Now().Add(time.Hour), nil)
+			if _, changed, err := s.RevokeCertificate(ctx, superseded.ID, store.Revocation{Reason: 4, RequestID: 20}); err != nil || !changed {
+				t.Fatalf("revoke superseded: %v %v", changed, err)
+			}
+			if compromised(supersededKey) {
+				t.Fatal("a revocation for superseded barred the key")
+			}
+			stolen, stolenKey := issuedWithKey(t, s, time.Now().Add(time.Hour), nil)
+			// A second certificate for the same key, not revoked: the bar
+			// is on the key, whichever certificate carries it.
+			twin, _ := issuedWithKey(t, s, time.Now().Add(time.Hour), stolenKey)
+			if compromised(stolenKey) {
+				t.Fatal("a key is barred before any revocation")
+			}
+			if _, changed, err := s.RevokeCertificate(ctx, stolen.ID, store.Revocation{Reason: store.ReasonKeyCompromise, RequestID: 21}); err != nil || !changed {
+				t.Fatalf("revoke for keyCompromise: %v %v", changed, err)
+			}
+			if !compromised(stolenKey) {
+				t.Fatal("a revocation for keyCompromise did not bar the key")
+			}
+			if loaded, _ := s.Certificate(ctx, twin.ID); loaded.Revocation != nil {
+				t.Fatal("barring the key revoked the other certificate that carries it")
+			}
+			// Lost bar (a crash between the two writes on Cluster, or a
+			// revocation from before bars existed): a re-run restores it.
+			s.Redis().Del(ctx, prefix+":"+strings.ReplaceAll(c.name, " ", "")+":compromised-keys")
+			if _, changed, err := s.RevokeCertificate(ctx, stolen.ID, store.Revocation{Reason: store.ReasonKeyCompromise, RequestID: 21}); err != nil || changed {
+				t.Fatalf("re-run: %v %v", changed, err)
+			}
+			if !compromised(stolenKey) {
+				t.Fatal("a re-run of the keyCompromise revocation did not bar the key again")
+			}
+		})
+	}
+}
+
+// BarCompromisedKeys bars the keys of the keyCompromise entries of a CA's
+// revocation list (revocations recorded before keys were barred), and
+// only those; an entry whose certificate is gone is skipped.
+func TestBarCompromisedKeysFromTheRevocationList(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	stolen, stolenKey := issuedWithKey(t, s, time.Now().Add(time.Hour), nil)
+	superseded, supersededKey := issuedWithKey(t, s, time.Now().Add(time.Hour), nil)
+	for _, e := range []store.RevokedEntry{
+		{Serial: stolen.SerialNumber, Reason: store.ReasonKeyCompromise, CertificateID: stolen.ID, NotAfter: stolen.NotAfter},
+		{Serial: superseded.SerialNumber, Reason: 4, CertificateID: superseded.ID, NotAfter: superseded.NotAfter},
+		{Serial: "0BADC0DE", Reason: store.ReasonKeyCompromise, CertificateID: 999999, NotAfter: stolen.NotAfter},
+	} {
+		if err := s.AddRevoked(ctx, "TestCA", e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.BarCompromisedKeys(ctx, "TestCA")
+	if err != nil || n != 1 {
+		t.Fatalf("BarCompromisedKeys = %d, %v; want 1", n, err)
+	}
+	for _, k := range []struct {
+		key  crypto.Signer
+		want bool
+	}{{stolenKey, true}, {supersededKey, false}} {
+		id, _ := pki.PublicKeyID(k.key.Public())
+		if got, err := s.KeyCompromised(ctx, id); err != nil || got != k.want {
+			t.Errorf("KeyCompromised = %v, %v; want %v", got, err, k.want)
+		}
+	}
+	if members, _ := rdb.SMembers(ctx, prefix+":compromised-keys").Result(); len(members) != 1 {
+		t.Fatalf("compromised keys %v, want one", members)
 	}
 }
 

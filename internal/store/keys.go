@@ -60,6 +60,11 @@ func (k keys) caCRLNumber(name string) string { return k.ca(name) + ":crl-number
 // caCRLLock lets one process at a time re-sign a CA's CRL on schedule.
 func (k keys) caCRLLock(name string) string { return k.ca(name) + ":crl-lock" }
 
+// compromisedKeys is a set of the public-key ids (pki.PublicKeyID) of
+// certificates revoked for keyCompromise: no request certifying one of
+// them is accepted or signed again. It is never trimmed.
+func (k keys) compromisedKeys() string { return k.prefix + ":compromised-keys" }
+
 // issueLock serialises the issue step of one request.
 func (k keys) issueLock(id int64) string { return k.request(id) + ":issue-lock" }
 

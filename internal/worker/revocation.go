@@ -62,7 +62,10 @@ const crlCheckEvery = 10 * time.Minute
 // RefreshCRLs keeps every CA's published CRL fresh until ctx ends: at
 // start it publishes an empty one for a CA that has none, and it re-signs
 // one that has less than ca.CRLRefreshBefore left, one process at a time.
+// At start it also bars the keys of certificates revoked for
+// keyCompromise before such revocations barred them (BarCompromisedKeys).
 func (w *Worker) RefreshCRLs(ctx context.Context) {
+	w.barCompromisedKeys(ctx)
 	tick := time.NewTicker(crlCheckEvery)
 	defer tick.Stop()
 	for {
@@ -71,6 +74,27 @@ func (w *Worker) RefreshCRLs(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+	}
+}
+
+// barCompromisedKeys bars the keys of every CA's keyCompromise
+// revocations (store.BarCompromisedKeys); a failure is logged, and the
+// next start tries again.
+func (w *Worker) barCompromisedKeys(ctx context.Context) {
+	if w.CAs == nil {
+		return
+	}
+	for _, a := range w.CAs.All() {
+		if _, ok := a.(ca.Revoker); !ok {
+			continue
+		}
+		n, err := w.Store.BarCompromisedKeys(ctx, a.Name())
+		switch {
+		case err != nil:
+			w.Log.Warn("barring the keys of certificates revoked for key compromise", "ca", a.Name(), "err", err)
+		case n > 0:
+			w.Log.Info("keys of certificates revoked for key compromise barred", "ca", a.Name(), "count", n)
 		}
 	}
 }
