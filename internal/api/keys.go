@@ -37,7 +37,7 @@ func (s *Server) retainedKey(req *store.Request) (crypto.PrivateKey, []byte, err
 	return key, der, nil
 }
 
-// checkKeyNotCompromised refuses (400 naming CSR) a CSR whose public key
+// checkKeyNotCompromised refuses (400 0xA0010006 naming CSR) a CSR whose public key
 // is one a certificate was revoked for with reason keyCompromise: such a
 // key is never certified again, for anyone, on any path. The issue step
 // checks again before signing (the revocation may come while the request
@@ -54,7 +54,7 @@ func (s *Server) checkKeyNotCompromised(ctx context.Context, csr *x509.Certifica
 		return err
 	}
 	if compromised {
-		return badField("CSR", "its key was revoked for key compromise and is never certified again; generate a new key")
+		return newError(http.StatusBadRequest, CodePolicy, "CSR: its key was revoked for key compromise and is never certified again; generate a new key")
 	}
 	return nil
 }

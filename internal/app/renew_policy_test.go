@@ -136,7 +136,7 @@ func addTemplate(c *config.Config, name string, change func(*config.Template)) {
 }
 
 // renewalPolicyCertflow has, beside WebServer: Retained (keeps keys),
-// Plain (no RFC 2818 enforcement, any SAN the CSR carries), Gated and
+// Plain (no RFC 2818 enforcement, every SAN type), Gated and
 // Strict (see gatedTemplateDef, strictTemplateDef) and Short (valid for
 // two seconds), with api.renewal_grace as given; revocations for
 // affiliationChanged wait for an approver (gatedRevocationDef).
@@ -146,7 +146,7 @@ func renewalPolicyCertflow(t *testing.T, grace time.Duration) *testutil.Certflow
 		c.Definitions = dir
 		c.API.RenewalGrace = grace
 		addTemplate(c, "Retained", func(t *config.Template) { t.KeyRetention = true })
-		addTemplate(c, "Plain", func(t *config.Template) { t.RFCEnforcement = false })
+		addTemplate(c, "Plain", func(t *config.Template) { t.RFCEnforcement = false; t.SANTypes = config.SANTypes })
 		addTemplate(c, "Gated", nil)
 		addTemplate(c, "Strict", nil)
 		addTemplate(c, "Short", func(t *config.Template) { t.Validity = 2 * time.Second })
@@ -402,7 +402,8 @@ func TestPolicyRenewalIntoAnotherTemplate(t *testing.T) {
 // TestPolicyRenewalUnderATightenedKeyPolicy: a certificate issued for an
 // RSA-2048 key, renewed after the template stopped allowing 2048 bits
 // (certflow restarted with the new configuration on the same Redis), is
-// not issued, with the retained key or a new CSR for such a key.
+// refused at submit (400 naming CSR), with the retained key or a new CSR
+// for such a key.
 func TestPolicyRenewalUnderATightenedKeyPolicy(t *testing.T) {
 	t.Parallel()
 	_, prefix := testutil.Redis(t)
@@ -435,16 +436,8 @@ func TestPolicyRenewalUnderATightenedKeyPolicy(t *testing.T) {
 		{"CertificateId": old.KeyfactorID},
 		{"CertificateId": old.KeyfactorID, "CSR": base64.StdEncoding.EncodeToString(fresh)},
 	} {
-		resp, rr := renew(t, cf, body, "Authorization", "Bearer "+testutil.AliceToken)
-		// TODO(lead): once the submit-time policy check covers renewal,
-		// tighten this to a 400 naming CSR.
-		if resp.Status == http.StatusBadRequest {
-			assertError(t, resp, http.StatusBadRequest, api.CodeInvalidField, "CSR")
-			continue
-		}
-		if resp.Status != http.StatusOK || rr.RequestDisposition != "DENIED" || !strings.Contains(rr.DispositionMessage, "2048") {
-			t.Fatalf("renewal of an RSA-2048 certificate after 2048 was dropped: %d %s", resp.Status, resp.Body)
-		}
+		resp, _ := renew(t, cf, body, "Authorization", "Bearer "+testutil.AliceToken)
+		assertError(t, resp, http.StatusBadRequest, api.CodePolicy, "CSR: template Retained does not allow RSA 2048-bit keys")
 	}
 	if got := certificateIDs(t, cf); !slices.Equal(got, ids) {
 		t.Fatalf("certificates after the renewals: %v, were %v", got, ids)
@@ -519,7 +512,11 @@ func TestPolicyCompromisedKey(t *testing.T) {
 		for _, who := range []struct{ name, auth string }{{"alice", alice}, {"admin", admin}} {
 			t.Run(tc.name+" by "+who.name, func(t *testing.T) {
 				r := cf.Do(t, "POST", tc.path, tc.body, "x-certificateformat", "PEM", "Authorization", who.auth)
-				assertError(t, r, http.StatusBadRequest, api.CodeInvalidField, tc.field)
+				code := api.CodePolicy
+				if strings.HasPrefix(tc.field, "CertificateId") {
+					code = api.CodeInvalidField
+				}
+				assertError(t, r, http.StatusBadRequest, code, tc.field)
 			})
 		}
 	}
