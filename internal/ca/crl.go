@@ -26,21 +26,45 @@ type Revoker interface {
 var _ Revoker = (*Builtin)(nil)
 
 // RevocationList implements Revoker: the issuing CA signs the CRL of the
-// certificates it issued.
+// certificates it issued. The CRL is released only once it parses and its
+// signature verifies under the issuing CA's key.
 func (b *Builtin) RevocationList(ctx context.Context, entries []x509.RevocationListEntry, number *big.Int, thisUpdate, nextUpdate time.Time) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	issuer := b.issuer
+	if len(issuer.SubjectKeyId) == 0 {
+		// x509 takes the CRL's authority key identifier from here, and
+		// refuses an issuer without one.
+		c := *issuer
+		c.SubjectKeyId = b.keyID
+		issuer = &c
 	}
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
 		Number:                    number,
 		ThisUpdate:                thisUpdate,
 		NextUpdate:                nextUpdate,
 		RevokedCertificateEntries: entries,
-	}, b.issuer, b.signer)
+	}, issuer, b.signer)
 	if err != nil {
 		return nil, fmt.Errorf("built-in CA %s: sign CRL: %w", b.name, err)
 	}
+	if err := checkCRL(der, b.issuer); err != nil {
+		return nil, fmt.Errorf("built-in CA %s: sign CRL: %w", b.name, err)
+	}
 	return der, nil
+}
+
+// checkCRL verifies a freshly signed CRL's signature under issuer's key.
+func checkCRL(der []byte, issuer *x509.Certificate) error {
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return fmt.Errorf("the signed CRL does not parse: %w", err)
+	}
+	if err := issuer.CheckSignature(crl.SignatureAlgorithm, crl.RawTBSRevocationList, crl.Signature); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadSignature, err)
+	}
+	return nil
 }
 
 // CRL lifetimes: a CRL is valid for CRLValidity and re-signed once less
