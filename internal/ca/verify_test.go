@@ -17,7 +17,38 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf16"
+
+	"golang.org/x/crypto/cryptobyte"
+	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
+
+// multiValued is the name O=org+CN=cn as one RDN, CN first if cnFirst:
+// built by hand, as encoding/asn1 would sort the SET.
+func multiValued(t *testing.T, org, cn string, cnFirst bool) []byte {
+	t.Helper()
+	atv := func(oid asn1.ObjectIdentifier, v string) cryptobyte.BuilderContinuation {
+		return func(b *cryptobyte.Builder) {
+			b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
+				b.AddASN1ObjectIdentifier(oid)
+				b.AddASN1(casn1.UTF8String, func(b *cryptobyte.Builder) { b.AddBytes([]byte(v)) })
+			})
+		}
+	}
+	attrs := []cryptobyte.BuilderContinuation{atv(asn1.ObjectIdentifier{2, 5, 4, 10}, org), atv(asn1.ObjectIdentifier{2, 5, 4, 3}, cn)}
+	if cnFirst {
+		attrs[0], attrs[1] = attrs[1], attrs[0]
+	}
+	var b cryptobyte.Builder
+	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddASN1(casn1.SET, func(b *cryptobyte.Builder) {
+			for _, a := range attrs {
+				a(b)
+			}
+		})
+	})
+	return b.BytesOrPanic()
+}
 
 // testKey is a CA key of the built-in CA's kinds, or Ed25519 (a signer
 // that only x509.CreateCertificate handles).
@@ -289,8 +320,9 @@ func TestPolicyEveryCertificateNamesItsAuthorityKey(t *testing.T) {
 }
 
 // reencode is a DER name with each value rewritten by f and encoded as a
-// UTF8String, whatever its string type was.
-func reencode(t *testing.T, der []byte, f func(string) string) []byte {
+// string of type tag (UTF8String, BMPString, T61String), whatever its
+// type was.
+func reencode(t *testing.T, der []byte, tag int, f func(string) string) []byte {
 	t.Helper()
 	var rdns pkix.RDNSequence
 	if _, err := asn1.Unmarshal(der, &rdns); err != nil {
@@ -298,7 +330,14 @@ func reencode(t *testing.T, der []byte, f func(string) string) []byte {
 	}
 	for _, rdn := range rdns {
 		for i := range rdn {
-			rdn[i].Value = asn1.RawValue{Tag: asn1.TagUTF8String, Bytes: []byte(f(rdn[i].Value.(string)))}
+			v := []byte(f(rdn[i].Value.(string)))
+			if tag == asn1.TagBMPString {
+				v = nil
+				for _, u := range utf16.Encode([]rune(f(rdn[i].Value.(string)))) {
+					v = append(v, byte(u>>8), byte(u))
+				}
+			}
+			rdn[i].Value = asn1.RawValue{Tag: tag, Bytes: v}
 		}
 	}
 	out, err := asn1.Marshal(rdns)
@@ -319,6 +358,7 @@ func TestPolicyCARefusesALeafNamedAsACA(t *testing.T) {
 	otherRoot, otherIss, otherKey := testHierarchy(t, "Other", "ecdsa-p256")
 	reg := &Registry{byName: map[string]Authority{"corp": b, "other": testBuiltin(t, "Other", otherRoot, otherIss, otherKey)}}
 	reg.shareCANames()
+	same := func(s string) string { return s }
 	name := func(n pkix.Name) []byte {
 		der, _ := asn1.Marshal(n.ToRDNSequence())
 		return der
@@ -331,8 +371,10 @@ func TestPolicyCARefusesALeafNamedAsACA(t *testing.T) {
 	}{
 		{name: "the issuing CA's subject, byte for byte", raw: iss.RawSubject, refused: true},
 		{name: "the root's subject", raw: root.RawSubject, refused: true},
-		{name: "the issuing CA's subject as UTF8Strings", raw: reencode(t, iss.RawSubject, func(s string) string { return s }), refused: true},
-		{name: "the issuing CA's subject in upper case, spaces doubled", raw: reencode(t, iss.RawSubject, func(s string) string { return " " + strings.ToUpper(s) + "  " }), refused: true},
+		{name: "the issuing CA's subject as UTF8Strings", raw: reencode(t, iss.RawSubject, asn1.TagUTF8String, same), refused: true},
+		{name: "the issuing CA's subject as BMPStrings", raw: reencode(t, iss.RawSubject, asn1.TagBMPString, same), refused: true},
+		{name: "the issuing CA's subject as T61Strings", raw: reencode(t, iss.RawSubject, asn1.TagT61String, same), refused: true},
+		{name: "the issuing CA's subject in upper case, spaces doubled", raw: reencode(t, iss.RawSubject, asn1.TagUTF8String, func(s string) string { return " " + strings.ToUpper(s) + "  " }), refused: true},
 		{name: "the issuing CA's subject, parsed, no raw bytes", subject: iss.Subject, refused: true},
 		{name: "another configured CA's subject", raw: otherIss.RawSubject, refused: true},
 		{name: "another configured CA's root", raw: otherRoot.RawSubject, refused: true},
@@ -340,6 +382,8 @@ func TestPolicyCARefusesALeafNamedAsACA(t *testing.T) {
 		{name: "the CA's common name in another organisation", subject: pkix.Name{CommonName: "Corp", Organization: []string{"Example"}}},
 		{name: "the CA's common name alone", raw: name(pkix.Name{CommonName: "Corp"})},
 		{name: "a host name", raw: name(pkix.Name{CommonName: "svc.example.com"})},
+		// Another DN (RFC 5280 7.1 and OpenSSL keep the RDN structure).
+		{name: "the root's attributes as one multi-valued RDN", raw: multiValued(t, "certflow", root.Subject.CommonName, false)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -361,5 +405,19 @@ func TestPolicyCARefusesALeafNamedAsACA(t *testing.T) {
 				t.Errorf("IsCASubject = %v, want %v", got, tt.refused)
 			}
 		})
+	}
+}
+
+// The attributes of a multi-valued RDN compare in any order.
+func TestNameKeyIgnoresTheOrderWithinAnRDN(t *testing.T) {
+	t.Parallel()
+	x, y := multiValued(t, "certflow", "Corp", false), multiValued(t, "certflow", "Corp", true)
+	if bytes.Equal(x, y) {
+		t.Fatal("the two orders encode the same: the test proves nothing")
+	}
+	a, errA := nameKey(x)
+	b, errB := nameKey(y)
+	if errA != nil || errB != nil || a != b {
+		t.Fatalf("%q (%v) != %q (%v)", a, errA, b, errB)
 	}
 }
