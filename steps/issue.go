@@ -3,6 +3,7 @@ package steps
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -143,6 +144,10 @@ func (d *Deps) sign(ctx context.Context, run *workflow.Run, authority *workflow.
 		caReq.CRLDistributionPoints = []string{CRLURL(base, caCfg.Name)}
 	}
 	issued, err := auth.Issue(ctx, caReq)
+	if errors.Is(err, ca.ErrRefused) {
+		// The CA's own last line of policy: asking again will not help.
+		return nil, workflow.Deny("certificate authority %s: %v", caCfg.Name, err)
+	}
 	if err != nil {
 		// The CA's own failure: the step's retry policy and on_error decide.
 		return nil, fmt.Errorf("certificate authority %s: %w", caCfg.Name, err)

@@ -14,7 +14,8 @@ import (
 // revoke is a revocation workflow's CA step: it records the revocation on
 // the certificate (reason, comment, effective date, who), puts the
 // certificate on its CA's revocation list and publishes a freshly signed
-// CRL. It takes no `with:`.
+// CRL. It takes no `with:`. The CRL entry's revocation date is when this
+// step ran; an earlier date the requester gave is its invalidityDate.
 //
 //	uses: revoke
 //
@@ -43,7 +44,7 @@ func (d *Deps) revoke(ctx context.Context, run *workflow.Run) (workflow.Result, 
 		eff = now
 	}
 	cert, changed, err := d.Store.RevokeCertificate(ctx, ask.CertificateId, store.Revocation{
-		Reason: ask.Reason, Comment: ask.Comment, EffectiveDate: eff.UTC(), Date: now,
+		Reason: ask.Reason, Comment: ask.Comment, EffectiveDate: eff.UTC(), InvalidityDate: ask.InvalidityDate.UTC(), Date: now,
 		By: run.Env.Requester.Name, RequestID: run.RequestID,
 	})
 	switch {
@@ -56,7 +57,7 @@ func (d *Deps) revoke(ctx context.Context, run *workflow.Run) (workflow.Result, 
 	}
 	rev := cert.Revocation
 	if err := d.Store.AddRevoked(ctx, cert.CAName(), store.RevokedEntry{
-		Serial: cert.SerialNumber, RevokedAt: rev.EffectiveDate, Reason: rev.Reason, NotAfter: cert.NotAfter, CertificateID: cert.ID,
+		Serial: cert.SerialNumber, RevokedAt: rev.Date, InvalidityDate: rev.InvalidityDate, Reason: rev.Reason, NotAfter: cert.NotAfter, CertificateID: cert.ID,
 	}); err != nil {
 		return workflow.Result{}, workflow.RetryLater(err)
 	}

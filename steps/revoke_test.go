@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"testing"
 	"time"
@@ -121,7 +122,7 @@ func TestRevokeStepIsIdempotentAndRefusesARevokedCertificate(t *testing.T) {
 	}
 	eff := time.Now().UTC().Add(-time.Minute).Truncate(time.Second)
 	env := &workflow.Env{
-		Request:   workflow.Request{Revocation: workflow.Revocation{CertificateId: cert.ID, Reason: 1, Comment: "stolen", EffectiveDate: eff}},
+		Request:   workflow.Request{Revocation: workflow.Revocation{CertificateId: cert.ID, Reason: 1, Comment: "stolen", EffectiveDate: eff, InvalidityDate: eff}},
 		Requester: workflow.Requester{Name: "alice"},
 	}
 	run := func(requestID int64) (workflow.Result, error) {
@@ -142,13 +143,26 @@ func TestRevokeStepIsIdempotentAndRefusesARevokedCertificate(t *testing.T) {
 		}
 		return l
 	}
+	start := time.Now().UTC().Truncate(time.Second)
 	res, err := run(50)
 	if err != nil {
 		t.Fatalf("first run: %v", err)
 	}
 	first := crlOf()
-	if len(first.RevokedCertificateEntries) != 1 || first.RevokedCertificateEntries[0].ReasonCode != 1 || !first.RevokedCertificateEntries[0].RevocationTime.Equal(eff) {
-		t.Fatalf("CRL entries %+v", first.RevokedCertificateEntries)
+	// Revoked when the step ran; the requester's earlier date is the
+	// entry's invalidityDate.
+	if len(first.RevokedCertificateEntries) != 1 || first.RevokedCertificateEntries[0].ReasonCode != 1 ||
+		first.RevokedCertificateEntries[0].RevocationTime.Before(start) || first.RevokedCertificateEntries[0].RevocationTime.After(time.Now()) {
+		t.Fatalf("CRL entries %+v, want one revoked since %s", first.RevokedCertificateEntries, start)
+	}
+	var invalidity time.Time
+	for _, ext := range first.RevokedCertificateEntries[0].Extensions {
+		if ext.Id.Equal(asn1.ObjectIdentifier{2, 5, 29, 24}) {
+			asn1.UnmarshalWithParams(ext.Value, &invalidity, "generalized")
+		}
+	}
+	if !invalidity.Equal(eff) {
+		t.Fatalf("invalidityDate %s, want %s", invalidity, eff)
 	}
 	if res.Outputs["certificate"] != cert.ID {
 		t.Errorf("outputs %v", res.Outputs)

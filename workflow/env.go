@@ -65,10 +65,17 @@ type PFXSpec struct {
 // Revocation is a revocation request's ask: which certificate, why
 // (RFC 5280 CRLReason 0-6), the requester's comment, and from when.
 type Revocation struct {
-	CertificateId int64     `json:"CertificateId"`
-	Reason        int       `json:"Reason"`
-	Comment       string    `json:"Comment,omitempty"`
+	CertificateId int64  `json:"CertificateId"`
+	Reason        int    `json:"Reason"`
+	Comment       string `json:"Comment,omitempty"`
+	// EffectiveDate is from when the certificate is to be taken as
+	// invalid: the requester's EffectiveDate, else when it was asked.
 	EffectiveDate time.Time `json:"EffectiveDate"`
+	// InvalidityDate is the requester's EffectiveDate when one was given
+	// before the time of the request (zero otherwise). The CRL entry
+	// carries it as its invalidityDate; its revocation date is when the
+	// CA processed the revocation.
+	InvalidityDate time.Time `json:"InvalidityDate,omitzero"`
 }
 
 // CSR is what expressions see of the certificate signing request.

@@ -47,7 +47,9 @@ type SuspendedRevocation struct {
 }
 
 // maxClockSkew is how far in the future an EffectiveDate may lie (a
-// client's clock ahead of ours); it is then taken as now.
+// client's clock ahead of ours); it is then taken as now. An earlier
+// EffectiveDate may not precede the certificate's NotBefore; it becomes
+// the CRL entry's invalidityDate, never its revocation date.
 const maxClockSkew = 5 * time.Minute
 
 // revocationStale reports whether a revocation request holding a
@@ -115,6 +117,10 @@ func (s *Server) handleRevokeCertificates(w http.ResponseWriter, r *http.Request
 			return
 		case c.Revocation != nil:
 			writeError(w, r, s.log, newError(http.StatusConflict, CodeConflict, "%s: certificate %d is revoked already (reason %d, effective %s)", field, id, c.Revocation.Reason, c.Revocation.EffectiveDate.Format(time.RFC3339)))
+			return
+		}
+		if err := checkEffectiveDate(ask, c, field); err != nil {
+			writeError(w, r, s.log, err)
 			return
 		}
 		holder, err := s.store.RevocationHolder(ctx, id)
@@ -204,8 +210,22 @@ func checkRevocation(body *RevokeCertificateRequest, now time.Time) (workflow.Re
 		if t.After(now) {
 			ask.EffectiveDate = now
 		}
+		if t.Before(now) {
+			ask.InvalidityDate = t
+		}
 	}
 	return ask, nil
+}
+
+// checkEffectiveDate refuses an EffectiveDate before the certificate
+// existed: no key is compromised before it was certified, and a CRL entry
+// so dated would claim what the CA never saw.
+func checkEffectiveDate(ask workflow.Revocation, c *store.Certificate, field string) error {
+	if !ask.InvalidityDate.IsZero() && ask.InvalidityDate.Before(c.NotBefore) {
+		return badField("EffectiveDate", "%s precedes the NotBefore (%s) of certificate %d (%s)",
+			ask.InvalidityDate.Format(time.RFC3339), c.NotBefore.UTC().Format(time.RFC3339), c.ID, field)
+	}
+	return nil
 }
 
 // revocationSubmit makes the revocation request of one certificate.

@@ -490,7 +490,10 @@ func TestRevokeRunsTheRevocationWorkflowAndTheCRLHonoursIt(t *testing.T) {
 		t.Fatalf("the first CRL lists %d certificates", len(first.RevokedCertificateEntries))
 	}
 
-	eff := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
+	// An earlier date, after the certificate's NotBefore (backdated a
+	// minute): the CRL entry's invalidityDate, not its revocation date.
+	eff := time.Now().UTC().Add(-30 * time.Second).Truncate(time.Second)
+	start := time.Now().UTC().Truncate(time.Second)
 	resp, rr := revoke(t, cf, alice, map[string]any{
 		"CertificateIds": []int64{gone}, "Reason": 1, "Comment": "laptop stolen", "EffectiveDate": eff.Format(time.RFC3339),
 	})
@@ -527,8 +530,11 @@ func TestRevokeRunsTheRevocationWorkflowAndTheCRLHonoursIt(t *testing.T) {
 		t.Fatalf("CRL lists %d certificates, want 1", len(crl.RevokedCertificateEntries))
 	}
 	e := crl.RevokedCertificateEntries[0]
-	if e.SerialNumber.Cmp(goneChain[0].SerialNumber) != 0 || e.ReasonCode != 1 || !e.RevocationTime.Equal(eff) {
-		t.Errorf("CRL entry %+v, want serial %s reason 1 at %s", e, goneChain[0].SerialNumber, eff)
+	if e.SerialNumber.Cmp(goneChain[0].SerialNumber) != 0 || e.ReasonCode != 1 || e.RevocationTime.Before(start) || e.RevocationTime.After(time.Now()) {
+		t.Errorf("CRL entry %+v, want serial %s reason 1 revoked since %s", e, goneChain[0].SerialNumber, start)
+	}
+	if d, ok := invalidityDateOf(t, e); !ok || !d.Equal(eff) {
+		t.Errorf("CRL entry's invalidityDate %s (%v), want %s", d, ok, eff)
 	}
 	if out, ok := opensslVerify(t, dir, goneChain, crlPEM); ok || !strings.Contains(out, "certificate revoked") {
 		t.Errorf("openssl verify -crl_check of the revoked certificate: %s", out)

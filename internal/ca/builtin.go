@@ -1,14 +1,17 @@
 package ca
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -19,6 +22,8 @@ import (
 
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/secretfile"
+	"golang.org/x/crypto/cryptobyte"
+	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // Builtin is a two-tier CA (self-signed root, issuing CA below it) whose
@@ -29,6 +34,13 @@ type Builtin struct {
 	signer  crypto.Signer
 	chain   [][]byte // issuing, root
 	rootCrt *x509.Certificate
+	// keyID identifies the issuing key: the issuing certificate's
+	// SubjectKeyId, or derived from its key when it has none. Every
+	// certificate and CRL carries it as its authority key identifier.
+	keyID []byte
+	// caNames are the subjects (nameKey) no leaf may have: this CA's
+	// root and issuing CA, and every other configured CA's (OpenAll).
+	caNames map[string]bool
 }
 
 var _ Authority = (*Builtin)(nil)
@@ -58,21 +70,51 @@ func (b *Builtin) Root() *x509.Certificate { return b.rootCrt }
 // Issuing returns the issuing CA certificate.
 func (b *Builtin) Issuing() *x509.Certificate { return b.issuer }
 
-// Issue implements Authority.
+// Issue implements Authority. It refuses a leaf whose subject is a CA's
+// (ErrRefused), and releases only a certificate whose signature verifies
+// under the issuing CA's key and that names that key as its authority.
 func (b *Builtin) Issue(ctx context.Context, req *Request) (*Issued, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	subject := req.RawSubject
+	if len(subject) == 0 {
+		var err error
+		if subject, err = asn1.Marshal(req.Subject.ToRDNSequence()); err != nil {
+			return nil, fmt.Errorf("built-in CA %s: %w: subject: %w", b.name, ErrRefused, err)
+		}
+	}
+	key, err := nameKey(subject)
+	if err != nil {
+		return nil, fmt.Errorf("built-in CA %s: %w: subject: %w", b.name, ErrRefused, err)
+	}
+	if b.caNames[key] {
+		return nil, fmt.Errorf("built-in CA %s: %w: the subject is a certificate authority's", b.name, ErrRefused)
 	}
 	serial, err := randomSerial()
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
+	tmpl := b.leafTemplate(req, serial, time.Now())
+	leaf, err := signCertificate(rand.Reader, tmpl, b.issuer, req.PublicKey, b.signer)
+	if err != nil {
+		return nil, fmt.Errorf("built-in CA %s: sign: %w", b.name, err)
+	}
+	if !bytes.Equal(leaf.AuthorityKeyId, b.keyID) {
+		return nil, fmt.Errorf("built-in CA %s: the signed certificate names authority key %x, not %x", b.name, leaf.AuthorityKeyId, b.keyID)
+	}
+	chain := make([][]byte, 0, 1+len(b.chain))
+	chain = append(append(chain, leaf.Raw), b.chain...)
+	return &Issued{Leaf: leaf, Chain: chain}, nil
+}
+
+// leafTemplate is the certificate Issue signs for req.
+func (b *Builtin) leafTemplate(req *Request, serial *big.Int, now time.Time) *x509.Certificate {
 	notAfter := now.Add(req.Validity)
 	if notAfter.After(b.issuer.NotAfter) {
 		notAfter = b.issuer.NotAfter
 	}
-	tmpl := &x509.Certificate{
+	return &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               req.Subject,
 		RawSubject:            req.RawSubject,
@@ -86,19 +128,15 @@ func (b *Builtin) Issue(ctx context.Context, req *Request) (*Issued, error) {
 		EmailAddresses:        req.Emails,
 		URIs:                  req.URIs,
 		CRLDistributionPoints: req.CRLDistributionPoints,
+		// x509 takes the issuing certificate's SubjectKeyId instead when
+		// it has one: the same bytes.
+		AuthorityKeyId: b.keyID,
 	}
-	der, err := createCertificate(rand.Reader, tmpl, b.issuer, req.PublicKey, b.signer)
-	if err != nil {
-		return nil, fmt.Errorf("built-in CA %s: sign: %w", b.name, err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("built-in CA %s: parse issued certificate: %w", b.name, err)
-	}
-	chain := make([][]byte, 0, 1+len(b.chain))
-	chain = append(append(chain, der), b.chain...)
-	return &Issued{Leaf: leaf, Chain: chain}, nil
 }
+
+// ErrRefused is a request the CA will not sign whatever the policy in
+// front of it said: asking again does not help.
+var ErrRefused = errors.New("refused")
 
 // randomSerial returns a positive 128-bit serial (RFC 5280: at most 20 octets;
 // CA/B Forum: at least 64 bits of entropy).
@@ -255,7 +293,41 @@ func loadBuiltin(dir, name string, kek *pki.KEK) (*Builtin, error) {
 	if err := iss.CheckSignatureFrom(root); err != nil {
 		return nil, fmt.Errorf("built-in CA %s: issuing certificate is not signed by the root: %w", name, err)
 	}
-	return &Builtin{name: name, issuer: iss, signer: signer, chain: [][]byte{iss.Raw, root.Raw}, rootCrt: root}, nil
+	return newBuiltin(name, root, iss, signer)
+}
+
+// newBuiltin is the CA of a loaded hierarchy.
+func newBuiltin(name string, root, iss *x509.Certificate, signer crypto.Signer) (*Builtin, error) {
+	keyID := iss.SubjectKeyId
+	if len(keyID) == 0 {
+		var err error
+		if keyID, err = keyIdentifier(iss.RawSubjectPublicKeyInfo); err != nil {
+			return nil, fmt.Errorf("built-in CA %s: issuing key: %w", name, err)
+		}
+	}
+	b := &Builtin{name: name, issuer: iss, signer: signer, chain: [][]byte{iss.Raw, root.Raw}, rootCrt: root, keyID: keyID, caNames: map[string]bool{}}
+	for _, c := range []*x509.Certificate{root, iss} {
+		key, err := nameKey(c.RawSubject)
+		if err != nil {
+			return nil, fmt.Errorf("built-in CA %s: subject of %s: %w", name, c.Subject, err)
+		}
+		b.caNames[key] = true
+	}
+	return b, nil
+}
+
+// keyIdentifier derives a key identifier as x509 derives a CA's missing
+// SubjectKeyId (RFC 7093 section 2, method 1): the leftmost 160 bits of
+// the SHA-256 of a SubjectPublicKeyInfo's subjectPublicKey bits.
+func keyIdentifier(spki []byte) ([]byte, error) {
+	in := cryptobyte.String(spki)
+	var body cryptobyte.String
+	var bits asn1.BitString
+	if !in.ReadASN1(&body, casn1.SEQUENCE) || !body.SkipASN1(casn1.SEQUENCE) || !body.ReadASN1BitString(&bits) {
+		return nil, errors.New("malformed SubjectPublicKeyInfo")
+	}
+	sum := sha256.Sum256(bits.Bytes)
+	return sum[:20], nil
 }
 
 func newKey(keyType string) (crypto.Signer, error) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"math/big"
@@ -26,21 +28,45 @@ type Revoker interface {
 var _ Revoker = (*Builtin)(nil)
 
 // RevocationList implements Revoker: the issuing CA signs the CRL of the
-// certificates it issued.
+// certificates it issued. The CRL is released only once it parses and its
+// signature verifies under the issuing CA's key.
 func (b *Builtin) RevocationList(ctx context.Context, entries []x509.RevocationListEntry, number *big.Int, thisUpdate, nextUpdate time.Time) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	issuer := b.issuer
+	if len(issuer.SubjectKeyId) == 0 {
+		// x509 takes the CRL's authority key identifier from here, and
+		// refuses an issuer without one.
+		c := *issuer
+		c.SubjectKeyId = b.keyID
+		issuer = &c
 	}
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
 		Number:                    number,
 		ThisUpdate:                thisUpdate,
 		NextUpdate:                nextUpdate,
 		RevokedCertificateEntries: entries,
-	}, b.issuer, b.signer)
+	}, issuer, b.signer)
 	if err != nil {
 		return nil, fmt.Errorf("built-in CA %s: sign CRL: %w", b.name, err)
 	}
+	if err := checkCRL(der, b.issuer); err != nil {
+		return nil, fmt.Errorf("built-in CA %s: sign CRL: %w", b.name, err)
+	}
 	return der, nil
+}
+
+// checkCRL verifies a freshly signed CRL's signature under issuer's key.
+func checkCRL(der []byte, issuer *x509.Certificate) error {
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return fmt.Errorf("the signed CRL does not parse: %w", err)
+	}
+	if err := issuer.CheckSignature(crl.SignatureAlgorithm, crl.RawTBSRevocationList, crl.Signature); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadSignature, err)
+	}
+	return nil
 }
 
 // CRL lifetimes: a CRL is valid for CRLValidity and re-signed once less
@@ -84,7 +110,15 @@ func PublishCRL(ctx context.Context, st CRLStore, r Revoker, now time.Time) (*st
 		if !ok {
 			return nil, fmt.Errorf("CRL of %s: certificate %d has a malformed serial %q", name, e.CertificateID, e.Serial)
 		}
-		entries = append(entries, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: e.RevokedAt.UTC(), ReasonCode: e.Reason})
+		entry := x509.RevocationListEntry{SerialNumber: serial, RevocationTime: e.RevokedAt.UTC(), ReasonCode: e.Reason}
+		if !e.InvalidityDate.IsZero() {
+			ext, err := invalidityDate(e.InvalidityDate)
+			if err != nil {
+				return nil, fmt.Errorf("CRL of %s: certificate %d: %w", name, e.CertificateID, err)
+			}
+			entry.ExtraExtensions = []pkix.Extension{ext}
+		}
+		entries = append(entries, entry)
 	}
 	this := now.Add(-backdate).UTC().Truncate(time.Second)
 	crl := &store.CRL{Number: n, ThisUpdate: this, NextUpdate: this.Add(CRLValidity)}
@@ -95,6 +129,18 @@ func PublishCRL(ctx context.Context, st CRLStore, r Revoker, now time.Time) (*st
 		return nil, err
 	}
 	return crl, nil
+}
+
+// oidInvalidityDate is RFC 5280 5.3.2's CRL entry extension.
+var oidInvalidityDate = asn1.ObjectIdentifier{2, 5, 29, 24}
+
+// invalidityDate is the non-critical CRL entry extension that says from
+// when a certificate is known or suspected to have been invalid (a key
+// compromised before the CA heard of it), as a GeneralizedTime in UTC to
+// the second (RFC 5280 4.1.2.5.2: no fractional seconds).
+func invalidityDate(t time.Time) (pkix.Extension, error) {
+	v, err := asn1.MarshalWithParams(t.UTC().Truncate(time.Second), "generalized")
+	return pkix.Extension{Id: oidInvalidityDate, Value: v}, err
 }
 
 // RefreshCRL publishes the CA's CRL when none is published yet or the

@@ -3,6 +3,7 @@ package ca_test
 import (
 	"context"
 	"crypto/x509"
+	"encoding/asn1"
 	"testing"
 	"time"
 
@@ -22,7 +23,7 @@ func TestPublishCRLListsUnexpiredRevocationsSignedByTheIssuingCA(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)
 	for _, e := range []store.RevokedEntry{
-		{Serial: "0A01", RevokedAt: now.Add(-time.Hour), Reason: 1, NotAfter: now.Add(time.Hour), CertificateID: 1},
+		{Serial: "0A01", RevokedAt: now.Add(-time.Hour), InvalidityDate: now.Add(-50 * time.Hour), Reason: 1, NotAfter: now.Add(time.Hour), CertificateID: 1},
 		{Serial: "0A02", RevokedAt: now.Add(-48 * time.Hour), Reason: 4, NotAfter: now.Add(-time.Hour), CertificateID: 2}, // expired
 		{Serial: "0A03", RevokedAt: now, Reason: 0, NotAfter: now.Add(time.Hour), CertificateID: 3},
 	} {
@@ -48,6 +49,25 @@ func TestPublishCRLListsUnexpiredRevocationsSignedByTheIssuingCA(t *testing.T) {
 	got := map[string]int{}
 	for _, e := range parsed.RevokedCertificateEntries {
 		got[e.SerialNumber.Text(16)] = e.ReasonCode
+		// RFC 5280 5.3.2: invalidityDate, non-critical GeneralizedTime,
+		// only where the entry has one.
+		var inv []time.Time
+		for _, ext := range e.Extensions {
+			if ext.Id.Equal(asn1.ObjectIdentifier{2, 5, 29, 24}) {
+				var d time.Time
+				if _, err := asn1.UnmarshalWithParams(ext.Value, &d, "generalized"); err != nil || ext.Critical {
+					t.Fatalf("invalidityDate %x critical=%v: %v", ext.Value, ext.Critical, err)
+				}
+				inv = append(inv, d)
+			}
+		}
+		wantInv := e.SerialNumber.Text(16) == "a01"
+		if wantInv && (len(inv) != 1 || !inv[0].Equal(now.Add(-50*time.Hour))) || !wantInv && len(inv) != 0 {
+			t.Errorf("serial %s: invalidityDate %v", e.SerialNumber.Text(16), inv)
+		}
+		if wantInv && !e.RevocationTime.Equal(now.Add(-time.Hour)) {
+			t.Errorf("serial a01 revoked at %s, want %s", e.RevocationTime, now.Add(-time.Hour))
+		}
 	}
 	if len(got) != 2 || got["a01"] != 1 || got["a03"] != 0 {
 		t.Fatalf("entries %v, want a01 (keyCompromise) and a03 (unspecified), not the expired a02", got)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/x509"
@@ -33,8 +34,10 @@ func leafTBS(tmpl, parent *x509.Certificate, pub any, signer crypto.Signer) (tbs
 	if !ok {
 		return nil, nil, nil, false
 	}
-	var aki []byte
-	if !bytes.Equal(parent.RawSubject, tmpl.RawSubject) {
+	// x509's choice: the template's, unless the parent has a key id and
+	// is not the leaf's own subject.
+	aki := tmpl.AuthorityKeyId
+	if !bytes.Equal(parent.RawSubject, tmpl.RawSubject) && len(parent.SubjectKeyId) > 0 {
 		aki = parent.SubjectKeyId
 	}
 	var b cryptobyte.Builder
@@ -68,13 +71,16 @@ func leafTBS(tmpl, parent *x509.Certificate, pub any, signer crypto.Signer) (tbs
 // entity with a raw subject, and of the extensions only those the
 // built-in CA sets (in buildCertExtensions' order: key usage, extended
 // key usage, basic constraints, authority key id, SANs, CRL distribution
-// points), each with values x509 encodes without complaint.
+// points), each with values x509 encodes without complaint. Key usage
+// bits beyond RFC 5280's nine are not modelled: x509 encodes some of them
+// as an empty bit string, which leafTBS would not reproduce.
 func leafShape(t, parent *x509.Certificate) bool {
 	switch {
 	case t.SerialNumber == nil || t.SerialNumber.Sign() < 0 || t.SignatureAlgorithm != x509.UnknownSignatureAlgorithm,
 		len(t.RawSubject) == 0 || len(parent.RawSubject) == 0,
 		t.IsCA || t.MaxPathLenZero || (t.MaxPathLen != 0 && t.MaxPathLen != -1),
-		len(t.SubjectKeyId) > 0 || len(t.AuthorityKeyId) > 0,
+		t.KeyUsage&^definedKeyUsages != 0,
+		len(t.SubjectKeyId) > 0,
 		len(t.ExtraExtensions) > 0 || len(t.UnknownExtKeyUsage) > 0,
 		len(t.OCSPServer) > 0 || len(t.IssuingCertificateURL) > 0,
 		len(t.Policies) > 0 || len(t.PolicyIdentifiers) > 0,
@@ -111,6 +117,12 @@ func leafShape(t, parent *x509.Certificate) bool {
 	}
 	return true
 }
+
+// definedKeyUsages are RFC 5280's key usage bits, digitalSignature (0)
+// to decipherOnly (8).
+const definedKeyUsages = x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment |
+	x509.KeyUsageKeyEncipherment | x509.KeyUsageDataEncipherment | x509.KeyUsageKeyAgreement |
+	x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageEncipherOnly | x509.KeyUsageDecipherOnly
 
 // signsFor is x509's check that signer is parent's key.
 func signsFor(signer crypto.Signer, parent *x509.Certificate) bool {
@@ -168,8 +180,8 @@ var ekuOIDs = map[x509.ExtKeyUsage]asn1.ObjectIdentifier{
 // options x509 picks for a key when the template names no algorithm.
 func leafSigning(signer crypto.Signer) (alg []byte, opts crypto.SignerOpts, ok bool) {
 	var b cryptobyte.Builder
-	switch k := signer.(type) {
-	case *ecdsa.PrivateKey:
+	switch k := signer.Public().(type) {
+	case *ecdsa.PublicKey:
 		oid, hash := oidECDSASHA256, crypto.SHA256
 		switch k.Curve {
 		case elliptic.P256():
@@ -182,7 +194,7 @@ func leafSigning(signer crypto.Signer) (alg []byte, opts crypto.SignerOpts, ok b
 		}
 		b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(oid) })
 		opts = hash
-	case *rsa.PrivateKey:
+	case *rsa.PublicKey:
 		b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
 			b.AddASN1ObjectIdentifier(oidRSASHA256)
 			b.AddASN1NULL()
@@ -195,13 +207,20 @@ func leafSigning(signer crypto.Signer) (alg []byte, opts crypto.SignerOpts, ok b
 	return alg, opts, err == nil
 }
 
-// subjectPublicKeyInfo is pub's SubjectPublicKeyInfo as x509 encodes it;
-// the common EC keys by hand, others through x509.
+// subjectPublicKeyInfo is pub's SubjectPublicKeyInfo as x509 encodes it:
+// EC keys of the NIST curves by hand, RSA and Ed25519 keys through x509.
+// Any other kind of key (X25519 and other ECDH keys, a pointer to an
+// Ed25519 key, types x509 may learn later) is not modelled: false.
 func subjectPublicKeyInfo(pub any) ([]byte, bool) {
-	k, isEC := pub.(*ecdsa.PublicKey)
-	if !isEC {
+	var k *ecdsa.PublicKey
+	switch p := pub.(type) {
+	case *ecdsa.PublicKey:
+		k = p
+	case *rsa.PublicKey, ed25519.PublicKey:
 		der, err := x509.MarshalPKIXPublicKey(pub)
 		return der, err == nil
+	default:
+		return nil, false
 	}
 	var curve asn1.ObjectIdentifier
 	switch k.Curve {

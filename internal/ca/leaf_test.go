@@ -3,6 +3,7 @@ package ca
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -61,8 +62,9 @@ func testCA(t *testing.T, key crypto.Signer, withSKID bool) *x509.Certificate {
 
 // randomLeaf is a template of the built-in CA's shape with every part
 // drawn at random: subjects (empty, the CA's own, others), validity on
-// both sides of UTCTime's range, serials, key usages, SANs of each kind
-// and CRL distribution points.
+// both sides of UTCTime's range, serials, key usages (now and then with
+// bits beyond RFC 5280's nine, which leafTBS must refuse), authority key
+// ids, SANs of each kind and CRL distribution points.
 func randomLeaf(r *mrand.Rand, parent *x509.Certificate) *x509.Certificate {
 	pick := func(n int) int { return r.IntN(n) }
 	t := &x509.Certificate{BasicConstraintsValid: pick(4) != 0, MaxPathLen: []int{0, -1}[pick(2)]}
@@ -91,6 +93,14 @@ func randomLeaf(r *mrand.Rand, parent *x509.Certificate) *x509.Certificate {
 	t.NotBefore = time.Date(years[pick(4)], time.Month(1+pick(12)), 1+pick(28), pick(24), pick(60), pick(60), pick(1e9), time.FixedZone("x", 3600*(pick(5)-2)))
 	t.NotAfter = time.Date(years[2+pick(4)], 12, 31, 23, 59, 59, 999999999, time.UTC)
 	t.KeyUsage = x509.KeyUsage(pick(1 << 9))
+	if pick(4) == 0 {
+		// Undefined bits: just above decipherOnly, in the third byte and
+		// beyond (x509 encodes these as an empty bit string), negative.
+		t.KeyUsage |= []x509.KeyUsage{1 << 9, 1 << 15, 1 << 16, 1 << 30, -1 << 31}[pick(5)]
+	}
+	if pick(3) == 0 {
+		t.AuthorityKeyId = []byte{byte(pick(256)), 2, 3}
+	}
 	ekus := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageCodeSigning,
 		x509.ExtKeyUsageEmailProtection, x509.ExtKeyUsageTimeStamping, x509.ExtKeyUsageOCSPSigning, x509.ExtKeyUsageAny,
 		x509.ExtKeyUsageIPSECUser, x509.ExtKeyUsageMicrosoftKernelCodeSigning, x509.ExtKeyUsageNetscapeServerGatedCrypto}
@@ -123,7 +133,8 @@ func randomLeaf(r *mrand.Rand, parent *x509.Certificate) *x509.Certificate {
 
 // leafTBS must build exactly what x509 builds, with the same signature
 // algorithm and options, for every template of its shape, CA key and
-// leaf key.
+// leaf key; and refuse (leave to x509) what it does not model: key usage
+// bits beyond RFC 5280's, leaf keys other than RSA, ECDSA and Ed25519.
 func TestLeafTBSMatchesX509(t *testing.T) {
 	t.Parallel()
 	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -131,7 +142,18 @@ func TestLeafTBSMatchesX509(t *testing.T) {
 	p521, _ := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
-	leafKeys := map[string]any{"p256": p256.Public(), "p384": p384.Public(), "p521": p521.Public(), "rsa": rsaKey.Public(), "ed25519": edKey.Public()}
+	x25519, _ := ecdh.X25519().GenerateKey(rand.Reader)
+	p256ECDH, _ := p256.ECDH()
+	edPub := edKey.Public().(ed25519.PublicKey)
+	leafKeys := map[string]any{"p256": p256.Public(), "p384": p384.Public(), "p521": p521.Public(), "rsa": rsaKey.Public(), "ed25519": edKey.Public(),
+		"x25519": x25519.PublicKey(), "p256 ECDH": p256ECDH.PublicKey(), "*ed25519": &edPub}
+	modelled := func(tmpl *x509.Certificate, pub any) bool {
+		switch pub.(type) {
+		case *ecdsa.PublicKey, *rsa.PublicKey, ed25519.PublicKey:
+			return tmpl.KeyUsage >= 0 && tmpl.KeyUsage < 1<<9
+		}
+		return false
+	}
 	for caName, key := range map[string]crypto.Signer{"p256": p256, "p384": p384, "p521": p521, "rsa": rsaKey} {
 		for _, skid := range []bool{true, false} {
 			t.Run(fmt.Sprintf("%s CA, key id %v", caName, skid), func(t *testing.T) {
@@ -142,6 +164,12 @@ func TestLeafTBSMatchesX509(t *testing.T) {
 					tmpl := randomLeaf(r, parent)
 					for leafName, pub := range leafKeys {
 						got, gotAlg, gotOpts, ok := leafTBS(tmpl, parent, pub, key)
+						if !modelled(tmpl, pub) {
+							if ok {
+								t.Fatalf("template %d, %s leaf, key usage %#x: built, want it left to x509", i, leafName, int(tmpl.KeyUsage))
+							}
+							continue
+						}
 						if !ok {
 							t.Fatalf("template %d, %s leaf: not built, want built", i, leafName)
 						}
@@ -173,32 +201,37 @@ func TestLeafTBSLeavesOtherTemplatesToX509(t *testing.T) {
 	otherKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	_, edSigner, _ := ed25519.GenerateKey(rand.Reader)
 	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	x25519, _ := ecdh.X25519().GenerateKey(rand.Reader)
 	cases := map[string]struct {
 		change func(*x509.Certificate)
 		signer crypto.Signer
 		pub    any
 	}{
-		"a CA":                 {change: func(c *x509.Certificate) { c.IsCA = true }},
-		"a path length":        {change: func(c *x509.Certificate) { c.MaxPathLen = 2 }},
-		"a zero path length":   {change: func(c *x509.Certificate) { c.MaxPathLenZero = true }},
-		"no raw subject":       {change: func(c *x509.Certificate) { c.RawSubject = nil; c.Subject = pkix.Name{CommonName: "x"} }},
-		"extra extensions":     {change: func(c *x509.Certificate) { c.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 2, 3}}} }},
-		"an unknown EKU":       {change: func(c *x509.Certificate) { c.UnknownExtKeyUsage = []asn1.ObjectIdentifier{{1, 2, 3}} }},
-		"an EKU x509 lacks":    {change: func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsage(99)} }},
-		"a subject key id":     {change: func(c *x509.Certificate) { c.SubjectKeyId = []byte{1} }},
-		"an OCSP server":       {change: func(c *x509.Certificate) { c.OCSPServer = []string{"http://ocsp"} }},
-		"policies":             {change: func(c *x509.Certificate) { c.PolicyIdentifiers = []asn1.ObjectIdentifier{{1, 2, 3}} }},
-		"name constraints":     {change: func(c *x509.Certificate) { c.PermittedDNSDomains = []string{"example.com"} }},
-		"a non-ASCII DNS name": {change: func(c *x509.Certificate) { c.DNSNames = []string{"bücher.example"} }},
-		"a non-ASCII email":    {change: func(c *x509.Certificate) { c.EmailAddresses = []string{"ö@example.com"} }},
-		"an odd IP length":     {change: func(c *x509.Certificate) { c.IPAddresses = []net.IP{{1, 2, 3}} }},
-		"a named algorithm":    {change: func(c *x509.Certificate) { c.SignatureAlgorithm = x509.ECDSAWithSHA384 }},
-		"no serial":            {change: func(c *x509.Certificate) { c.SerialNumber = nil }},
-		"a negative serial":    {change: func(c *x509.Certificate) { c.SerialNumber = big.NewInt(-1) }},
-		"another CA's key":     {signer: otherKey},
-		"an Ed25519 CA":        {signer: edSigner},
-		"a P-224 leaf key":     {pub: p224.Public()},
-		"a P-224 CA":           {signer: p224},
+		"a CA":                              {change: func(c *x509.Certificate) { c.IsCA = true }},
+		"a path length":                     {change: func(c *x509.Certificate) { c.MaxPathLen = 2 }},
+		"a zero path length":                {change: func(c *x509.Certificate) { c.MaxPathLenZero = true }},
+		"no raw subject":                    {change: func(c *x509.Certificate) { c.RawSubject = nil; c.Subject = pkix.Name{CommonName: "x"} }},
+		"extra extensions":                  {change: func(c *x509.Certificate) { c.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 2, 3}}} }},
+		"an unknown EKU":                    {change: func(c *x509.Certificate) { c.UnknownExtKeyUsage = []asn1.ObjectIdentifier{{1, 2, 3}} }},
+		"an EKU x509 lacks":                 {change: func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsage(99)} }},
+		"a subject key id":                  {change: func(c *x509.Certificate) { c.SubjectKeyId = []byte{1} }},
+		"an OCSP server":                    {change: func(c *x509.Certificate) { c.OCSPServer = []string{"http://ocsp"} }},
+		"policies":                          {change: func(c *x509.Certificate) { c.PolicyIdentifiers = []asn1.ObjectIdentifier{{1, 2, 3}} }},
+		"name constraints":                  {change: func(c *x509.Certificate) { c.PermittedDNSDomains = []string{"example.com"} }},
+		"a non-ASCII DNS name":              {change: func(c *x509.Certificate) { c.DNSNames = []string{"bücher.example"} }},
+		"a non-ASCII email":                 {change: func(c *x509.Certificate) { c.EmailAddresses = []string{"ö@example.com"} }},
+		"an odd IP length":                  {change: func(c *x509.Certificate) { c.IPAddresses = []net.IP{{1, 2, 3}} }},
+		"a named algorithm":                 {change: func(c *x509.Certificate) { c.SignatureAlgorithm = x509.ECDSAWithSHA384 }},
+		"no serial":                         {change: func(c *x509.Certificate) { c.SerialNumber = nil }},
+		"a negative serial":                 {change: func(c *x509.Certificate) { c.SerialNumber = big.NewInt(-1) }},
+		"another CA's key":                  {signer: otherKey},
+		"an Ed25519 CA":                     {signer: edSigner},
+		"a P-224 leaf key":                  {pub: p224.Public()},
+		"a P-224 CA":                        {signer: p224},
+		"an X25519 leaf key":                {pub: x25519.PublicKey()},
+		"a key usage bit past decipherOnly": {change: func(c *x509.Certificate) { c.KeyUsage = x509.KeyUsageDigitalSignature | 1<<9 }},
+		"a key usage bit in the third byte": {change: func(c *x509.Certificate) { c.KeyUsage = 1 << 16 }},
+		"a negative key usage":              {change: func(c *x509.Certificate) { c.KeyUsage = -1 }},
 	}
 	for name, c := range cases {
 		tmpl := base()

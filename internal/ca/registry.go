@@ -2,6 +2,7 @@ package ca
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 
 	"github.com/certflow/certflow/internal/config"
@@ -38,7 +39,41 @@ func OpenAll(cfg *config.Config, kek *pki.KEK, create bool) (reg *Registry, crea
 			return nil, nil, fmt.Errorf("certificate authority %s: unsupported type %q", c.Name, c.Type)
 		}
 	}
+	reg.shareCANames()
 	return reg, created, nil
+}
+
+// shareCANames makes every built-in CA refuse the subjects of all the
+// registry's CAs, not only its own: a leaf named as another CA would pass
+// for it where chains are built by name.
+func (r *Registry) shareCANames() {
+	all := map[string]bool{}
+	for _, a := range r.byName {
+		if b, ok := a.(*Builtin); ok {
+			maps.Copy(all, b.caNames)
+		}
+	}
+	for _, a := range r.byName {
+		if b, ok := a.(*Builtin); ok {
+			b.caNames = all
+		}
+	}
+}
+
+// IsCASubject reports whether a subject (DER) names one of the
+// registry's CAs (a root or an issuing CA), compared as nameKey does; a
+// subject that does not parse counts as one. No CA issues a leaf so named.
+func (r *Registry) IsCASubject(subject []byte) bool {
+	key, err := nameKey(subject)
+	if err != nil {
+		return true
+	}
+	for _, a := range r.byName {
+		if b, ok := a.(*Builtin); ok && b.caNames[key] {
+			return true
+		}
+	}
+	return false
 }
 
 // All returns the authorities, in no particular order.

@@ -6,20 +6,20 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 
 	"golang.org/x/crypto/cryptobyte"
 	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
-// createCertificate is x509.CreateCertificate without its check of the
-// signature it has just made. That check (a safety net against faulty
-// signers such as misbehaving HSMs) is one more signature verification
-// per certificate, about twice the cost of ECDSA signing itself. For the
-// in-process standard-library keys the built-in CA holds it is redundant:
-// crypto/rsa already verifies every signature it makes (against CRT
-// faults), and crypto/ecdsa is the same code that would check it. Any
-// other signer keeps the check.
+// signCertificate signs tmpl as x509.CreateCertificate does and returns
+// the certificate parsed, once its signature verifies under parent's
+// public key (the signer's when parent has none, as for a self-signed
+// template). Nothing leaves it that a faulty signer got wrong: a signature
+// made with a bit flipped (a fault in an ECDSA or HSM signer) or with
+// another key is an error, whatever the signer and whichever way the
+// TBSCertificate was built.
 //
 // The certificate is byte for byte what x509.CreateCertificate would have
 // made. A leaf of the built-in CA's usual shape has its TBSCertificate
@@ -28,10 +28,36 @@ import (
 // TBSCertificate and the signer options at the point of signing and stops
 // it there; the real key signs exactly those bytes with exactly those
 // options, and the outer signatureAlgorithm is copied from the
-// TBSCertificate's own.
+// TBSCertificate's own. A signer of another kind of key (Ed25519) is
+// left to x509.CreateCertificate, whose own check of the signature runs
+// before this one.
+func signCertificate(rand io.Reader, tmpl, parent *x509.Certificate, pub any, signer crypto.Signer) (*x509.Certificate, error) {
+	der, err := createCertificate(rand, tmpl, parent, pub, signer)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("the signed certificate does not parse: %w", err)
+	}
+	verifier := parent
+	if verifier.PublicKey == nil {
+		verifier = &x509.Certificate{PublicKey: signer.Public()}
+	}
+	if err := verifier.CheckSignature(cert.SignatureAlgorithm, cert.RawTBSCertificate, cert.Signature); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadSignature, err)
+	}
+	return cert, nil
+}
+
+// ErrBadSignature is a signature that does not verify under the CA's key:
+// the signer is faulty, and what it signed is withheld.
+var ErrBadSignature = errors.New("the CA's signer returned a signature that does not verify")
+
+// createCertificate is the DER of signCertificate, unchecked.
 func createCertificate(rand io.Reader, tmpl, parent *x509.Certificate, pub any, signer crypto.Signer) ([]byte, error) {
-	switch signer.(type) {
-	case *ecdsa.PrivateKey, *rsa.PrivateKey:
+	switch signer.Public().(type) {
+	case *ecdsa.PublicKey, *rsa.PublicKey:
 	default:
 		return x509.CreateCertificate(rand, tmpl, parent, pub, signer)
 	}

@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"io"
 	"math/big"
 	"os"
@@ -80,15 +81,18 @@ func TestCreateCertificateMatchesX509(t *testing.T) {
 	}
 }
 
-// A signer that is not an in-process standard-library key keeps
-// x509.CreateCertificate's own check of the signature.
-func TestCreateCertificateKeepsTheCheckForOtherSigners(t *testing.T) {
+// A signer whose signatures do not verify is caught, even on a
+// self-signed template (no parent key: the signer's own is checked).
+func TestSignCertificateChecksASelfSignedTemplate(t *testing.T) {
 	t.Parallel()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	now := time.Now()
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "x"}, NotBefore: now, NotAfter: now.Add(time.Hour)}
-	if _, err := createCertificate(rand.Reader, tmpl, tmpl, key.Public(), badSigner{key}); err == nil {
-		t.Fatal("a signer returning bad signatures was not caught")
+	if _, err := signCertificate(rand.Reader, tmpl, tmpl, key.Public(), badSigner{key}); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("a signer returning bad signatures: %v, want ErrBadSignature", err)
+	}
+	if _, err := signCertificate(rand.Reader, tmpl, tmpl, key.Public(), key); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -36,10 +36,15 @@ type Revocation struct {
 	// Reason is RFC 5280's CRLReason (0 unspecified … 6 certificateHold).
 	Reason  int    `json:"Reason"`
 	Comment string `json:"Comment,omitempty"`
-	// EffectiveDate is the revocation time the CRL carries: the
-	// requester's, else when the revoke step ran.
+	// EffectiveDate is from when the certificate is taken as invalid:
+	// the requester's EffectiveDate, else when the revocation was asked.
 	EffectiveDate time.Time `json:"EffectiveDate"`
-	// Date is when the revoke step recorded it.
+	// InvalidityDate is the requester's EffectiveDate when one was given
+	// and lies before the revocation was asked (zero otherwise): the CRL
+	// entry's invalidityDate.
+	InvalidityDate time.Time `json:"InvalidityDate,omitzero"`
+	// Date is when the revoke step recorded it: the revocation time the
+	// CRL carries (RFC 5280 5.1.2.6: when the CA processed it).
 	Date time.Time `json:"Date"`
 	// By is who asked; RequestID the revocation request that did it.
 	By        string `json:"By"`
@@ -279,11 +284,15 @@ func (s *Store) ReleaseRevocation(ctx context.Context, certID, reqID int64) erro
 
 // RevokedEntry is one certificate on a CA's revocation list.
 type RevokedEntry struct {
-	Serial        string    `json:"Serial"` // upper-case hex
-	RevokedAt     time.Time `json:"RevokedAt"`
-	Reason        int       `json:"Reason"`
-	NotAfter      time.Time `json:"NotAfter"`
-	CertificateID int64     `json:"CertificateID"`
+	Serial string `json:"Serial"` // upper-case hex
+	// RevokedAt is when the CA processed the revocation.
+	RevokedAt time.Time `json:"RevokedAt"`
+	// InvalidityDate, when set, is the earlier date from when the
+	// requester says the certificate was invalid (RFC 5280 5.3.2).
+	InvalidityDate time.Time `json:"InvalidityDate,omitzero"`
+	Reason         int       `json:"Reason"`
+	NotAfter       time.Time `json:"NotAfter"`
+	CertificateID  int64     `json:"CertificateID"`
 }
 
 // AddRevoked puts a certificate on its CA's revocation list (again: the
