@@ -38,7 +38,7 @@ type Builtin struct {
 	// SubjectKeyId, or derived from its key when it has none. Every
 	// certificate and CRL carries it as its authority key identifier.
 	keyID []byte
-	// caNames are the subjects (nameKey) no leaf may have: this CA's
+	// caNames are the subjects (pki.NameKey) no leaf may have: this CA's
 	// root and issuing CA, and every other configured CA's (OpenAll).
 	caNames map[string]bool
 }
@@ -84,7 +84,7 @@ func (b *Builtin) Issue(ctx context.Context, req *Request) (*Issued, error) {
 			return nil, fmt.Errorf("built-in CA %s: %w: subject: %w", b.name, ErrRefused, err)
 		}
 	}
-	key, err := nameKey(subject)
+	key, err := pki.NameKey(subject)
 	if err != nil {
 		return nil, fmt.Errorf("built-in CA %s: %w: subject: %w", b.name, ErrRefused, err)
 	}
@@ -307,7 +307,7 @@ func newBuiltin(name string, root, iss *x509.Certificate, signer crypto.Signer) 
 	}
 	b := &Builtin{name: name, issuer: iss, signer: signer, chain: [][]byte{iss.Raw, root.Raw}, rootCrt: root, keyID: keyID, caNames: map[string]bool{}}
 	for _, c := range []*x509.Certificate{root, iss} {
-		key, err := nameKey(c.RawSubject)
+		key, err := pki.NameKey(c.RawSubject)
 		if err != nil {
 			return nil, fmt.Errorf("built-in CA %s: subject of %s: %w", name, c.Subject, err)
 		}

@@ -61,10 +61,10 @@ func (r *Registry) shareCANames() {
 }
 
 // IsCASubject reports whether a subject (DER) names one of the
-// registry's CAs (a root or an issuing CA), compared as nameKey does; a
+// registry's CAs (a root or an issuing CA), compared as pki.NameKey does; a
 // subject that does not parse counts as one. No CA issues a leaf so named.
 func (r *Registry) IsCASubject(subject []byte) bool {
-	key, err := nameKey(subject)
+	key, err := pki.NameKey(subject)
 	if err != nil {
 		return true
 	}

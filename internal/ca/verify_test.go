@@ -21,6 +21,8 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 	casn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/certflow/certflow/internal/pki"
 )
 
 // multiValued is the name O=org+CN=cn as one RDN, CN first if cnFirst:
@@ -415,8 +417,8 @@ func TestNameKeyIgnoresTheOrderWithinAnRDN(t *testing.T) {
 	if bytes.Equal(x, y) {
 		t.Fatal("the two orders encode the same: the test proves nothing")
 	}
-	a, errA := nameKey(x)
-	b, errB := nameKey(y)
+	a, errA := pki.NameKey(x)
+	b, errB := pki.NameKey(y)
 	if errA != nil || errB != nil || a != b {
 		t.Fatalf("%q (%v) != %q (%v)", a, errA, b, errB)
 	}

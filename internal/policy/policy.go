@@ -214,23 +214,19 @@ func joinInts(v []int) string {
 	return strings.Join(s, ", ")
 }
 
-// Is reports whether a subject (DER) is one of the CAs'. Two encodings of
-// one name (PrintableString or UTF8String, another case) count as the
-// same name, as a relying party comparing names would see them.
+// Is reports whether a subject (DER) is one of the CAs'. Two spellings of
+// one name (PrintableString or UTF8String, another case, other runs of
+// spaces) count as the same name, as a relying party matching names would
+// take them (pki.NameKey, the comparison the CA itself makes).
 func (cas CASubjects) Is(raw []byte) bool {
-	mine := canonicalDN(raw)
+	mine, err := pki.NameKey(raw)
+	if err != nil {
+		return false
+	}
 	for _, ca := range cas {
-		if bytes.Equal(ca, raw) || (mine != "" && canonicalDN(ca) == mine) {
+		if theirs, err := pki.NameKey(ca); bytes.Equal(ca, raw) || (err == nil && theirs == mine) {
 			return true
 		}
 	}
 	return false
-}
-
-func canonicalDN(raw []byte) string {
-	dn, err := pki.DN(raw)
-	if err != nil {
-		return ""
-	}
-	return strings.ToLower(dn)
 }

@@ -1,4 +1,4 @@
-package ca
+package pki
 
 import (
 	"encoding/asn1"
@@ -13,7 +13,7 @@ import (
 	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
-// nameKey is a distinguished name (DER) in a form in which two names that
+// NameKey is a distinguished name (DER) in a form in which two names that
 // a relying party may take for the same compare equal: attribute by
 // attribute, whatever the string type (PrintableString, UTF8String,
 // BMPString …), case folded and runs of spaces collapsed, as RFC 5280 7.1
@@ -21,7 +21,7 @@ import (
 // attributes of a multi-valued RDN compare in any order; a value of a
 // type that is no string compares by its bytes. It reads the DER with
 // cryptobyte: it runs on every certificate the CA signs.
-func nameKey(der []byte) (string, error) {
+func NameKey(der []byte) (string, error) {
 	in := cryptobyte.String(der)
 	var rdns cryptobyte.String
 	if !in.ReadASN1(&rdns, casn1.SEQUENCE) || !in.Empty() {
@@ -62,7 +62,7 @@ func nameKey(der []byte) (string, error) {
 
 var errMalformedName = errors.New("malformed distinguished name")
 
-// valueKey is an attribute value as nameKey compares it: a string of any
+// valueKey is an attribute value as NameKey compares it: a string of any
 // of the types x509 reads, decoded, lower-cased, its runs of white space
 // one space and none at either end, quoted; anything else as its tag and
 // bytes in hex.
