@@ -15,25 +15,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/testutil/testclock"
 )
-
-// fakeClock is a clock that moves only when told to.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 const (
 	testAliceToken = "alice-token"
@@ -56,7 +39,7 @@ func testHash(cost int) string {
 // its bcrypt comparisons with the cost of each hash compared.
 type authBundle struct {
 	auth  *Authenticator
-	clock *fakeClock
+	clock *testclock.Clock
 	logs  *bytes.Buffer
 	mu    sync.Mutex
 	costs []int
@@ -85,7 +68,7 @@ func setupAuth(t testing.TB, cost int, change func(*config.Config)) *authBundle 
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	b := &authBundle{clock: &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, logs: &bytes.Buffer{}}
+	b := &authBundle{clock: testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)), logs: &bytes.Buffer{}}
 	b.auth = NewAuthenticator(&cfg, "", slog.New(slog.NewTextHandler(b.logs, nil)))
 	b.auth.SetClock(b.clock.Now)
 	compare := b.auth.compare

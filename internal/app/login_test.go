@@ -15,6 +15,7 @@ import (
 	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/testutil"
+	"github.com/certflow/certflow/internal/testutil/testclock"
 )
 
 // credential is one login attempt: a Basic user name and password, or
@@ -47,25 +48,6 @@ func loginFrom(t *testing.T, cf *testutil.Certflow, c credential) *testutil.Resp
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return &testutil.Response{Status: resp.StatusCode, Header: resp.Header, Body: body}
-}
-
-// testClock is the throttle's clock in these tests: it moves only when
-// told to, so a lockout is waited out without sleeping.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
 }
 
 // TestPolicyLoginThrottling: each row is a guesser's run of failed logins.
@@ -143,7 +125,7 @@ func TestPolicyLoginThrottling(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cf := testutil.StartCertflow(t, nil)
-			clock := &testClock{now: time.Now()}
+			clock := testclock.New(time.Now())
 			cf.App.Auth.SetClock(clock.Now)
 
 			answers := make([]*testutil.Response, len(tt.guesses))
@@ -208,7 +190,7 @@ func TestPolicyLoginThrottling(t *testing.T) {
 func TestLoginLockoutsDouble(t *testing.T) {
 	t.Parallel()
 	cf := testutil.StartCertflow(t, nil)
-	clock := &testClock{now: time.Now()}
+	clock := testclock.New(time.Now())
 	cf.App.Auth.SetClock(clock.Now)
 	retryAfter := func(c credential) int {
 		t.Helper()

@@ -227,7 +227,7 @@ const paulToken = "paul-token"
 // holders of partner-ops.
 func partners(c *config.Config) {
 	c.CAs = append(c.CAs, config.CA{Name: "Partners", Host: "ext", Type: "builtin", KeyType: "ecdsa-p256", Standalone: true,
-		MaxValidity: 90 * 24 * time.Hour, AllowedRequesters: []string{"partner-ops"}})
+		MaxValidity: 90 * 24 * time.Hour, Policy: config.Policy{AllowedRequesters: []string{"partner-ops"}}})
 	c.Auth.Users = append(c.Auth.Users, config.User{Name: "paul", Token: paulToken, Roles: []string{config.RoleRequester, "partner-ops"}})
 }
 

@@ -274,7 +274,7 @@ func TestTemplateMetaFieldAppliesTheOverride(t *testing.T) {
 
 func TestMayEnroll(t *testing.T) {
 	t.Parallel()
-	open, closed := &Template{Name: "Open"}, &Template{Name: "Closed", AllowedRequesters: []string{"web-owners"}}
+	open, closed := &Template{Name: "Open"}, &Template{Name: "Closed", Policy: Policy{AllowedRequesters: []string{"web-owners"}}}
 	tests := []struct {
 		name     string
 		template *Template

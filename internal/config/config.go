@@ -280,23 +280,35 @@ type CA struct {
 	// MaxValidity caps what a template asks for. Defaults to 825 days.
 	MaxValidity time.Duration `yaml:"max_validity"`
 
-	// The policy of a standalone CA, which binds the requests that name it
-	// without a template (a CA that serves templates is bound by theirs).
-	// The defaults are safe: RSA 2048, 3072 and 4096, P-256 and P-384, no
+	// Policy binds the requests that name a standalone CA without a
+	// template (a CA that serves templates is bound by theirs). The
+	// defaults are safe: RSA 2048, 3072 and 4096, P-256 and P-384, no
 	// Ed25519, no wildcards, DNS and IP names only, no local names, and
-	// the requester role required.
+	// allowed_requesters [requester].
+	Policy `yaml:",inline"`
+}
 
-	// RSAKeySizes, ECCCurves, AllowEd25519, AllowWildcards, SANTypes and
-	// AllowLocalNames are as a template's.
-	RSAKeySizes     []int    `yaml:"rsa_key_sizes"`
-	ECCCurves       []string `yaml:"ecc_curves"`
-	AllowEd25519    bool     `yaml:"allow_ed25519"`
-	AllowWildcards  bool     `yaml:"allow_wildcards"`
-	SANTypes        []string `yaml:"san_types"`
-	AllowLocalNames bool     `yaml:"allow_local_names"`
-	// AllowedRequesters are the roles whose holders may enroll with the
-	// CA without a template (admin holds every role). Defaults to
-	// [requester].
+// Policy is the key and name policy a template or a standalone CA sets,
+// and who may enroll with it (internal/policy applies it).
+type Policy struct {
+	// RSAKeySizes are the RSA sizes allowed.
+	RSAKeySizes []int `yaml:"rsa_key_sizes"`
+	// ECCCurves are the curves allowed.
+	ECCCurves []string `yaml:"ecc_curves"`
+	// AllowEd25519 allows Ed25519 keys. Defaults to false.
+	AllowEd25519 bool `yaml:"allow_ed25519"`
+	// AllowWildcards allows a left-most "*." label (never directly under
+	// a public suffix such as "*.com"). Defaults to false.
+	AllowWildcards bool `yaml:"allow_wildcards"`
+	// SANTypes are the subject alternative name types (dns, ip, email,
+	// uri) the certificates may carry; a request with another type is
+	// refused.
+	SANTypes []string `yaml:"san_types"`
+	// AllowLocalNames allows "localhost" names and loopback, link-local
+	// and unspecified IP addresses. Defaults to false.
+	AllowLocalNames bool `yaml:"allow_local_names"`
+	// AllowedRequesters are the roles whose holders may enroll (admin
+	// holds every role).
 	AllowedRequesters []string `yaml:"allowed_requesters"`
 }
 
@@ -358,23 +370,11 @@ type Template struct {
 	// CAs are the authorities that serve the template; a request that
 	// names none gets one of them at random. Defaults to the first CA.
 	CAs []string `yaml:"certificate_authorities"`
-	// RSAKeySizes are the RSA sizes allowed. Defaults to 2048, 3072, 4096.
-	RSAKeySizes []int `yaml:"rsa_key_sizes"`
-	// ECCCurves are the curves allowed. Defaults to P-256, P-384.
-	ECCCurves []string `yaml:"ecc_curves"`
-	// AllowEd25519 allows Ed25519 keys. Defaults to false.
-	AllowEd25519 bool `yaml:"allow_ed25519"`
-	// AllowWildcards allows a left-most "*." label (never directly under
-	// a public suffix such as "*.com"). Defaults to false.
-	AllowWildcards bool `yaml:"allow_wildcards"`
-	// SANTypes are the subject alternative name types (dns, ip, email,
-	// uri) the template's certificates may carry; a request with another
-	// type is refused. Defaults to dns and ip, and email too when
-	// extended_key_usages has EmailProtection.
-	SANTypes []string `yaml:"san_types"`
-	// AllowLocalNames allows "localhost" names and loopback, link-local
-	// and unspecified IP addresses. Defaults to false.
-	AllowLocalNames bool `yaml:"allow_local_names"`
+	// Policy is what the template's certificates may carry and who may
+	// enroll: for a template, RSAKeySizes defaults to 2048, 3072, 4096,
+	// ECCCurves to P-256, P-384, SANTypes to dns and ip (and email with
+	// EmailProtection), AllowedRequesters to empty (any requester).
+	Policy `yaml:",inline"`
 	// RFCEnforcement (RFC 2818) adds the CN as a DNS or IP SAN when it is
 	// one, and denies a request left with no DNS or IP SAN. Defaults to
 	// false for a template a file adds (true for the built-in WebServer).
@@ -391,9 +391,6 @@ type Template struct {
 	// RequireOwnerRole makes OwnerRoleId/OwnerRoleName mandatory.
 	// Defaults to false.
 	RequireOwnerRole bool `yaml:"require_owner_role"`
-	// AllowedRequesters are the roles whose holders may enroll with the
-	// template (admin holds every role). Defaults to empty: any requester.
-	AllowedRequesters []string `yaml:"allowed_requesters"`
 	// MetadataFields change, for this template's enrollments, how
 	// configured metadata fields take part (Keyfactor's template metadata
 	// fields). Defaults to none: every field as metadata_fields says.
@@ -549,8 +546,7 @@ func Default() Config {
 			Name:           DefaultTemplate,
 			DisplayName:    "Web Server",
 			CAs:            []string{DefaultCAName},
-			RSAKeySizes:    []int{2048, 3072, 4096},
-			ECCCurves:      []string{"P-256", "P-384"},
+			Policy:         Policy{RSAKeySizes: []int{2048, 3072, 4096}, ECCCurves: []string{"P-256", "P-384"}},
 			RFCEnforcement: true,
 			Validity:       397 * 24 * time.Hour,
 			KeyUsages:      []string{"DigitalSignature", "KeyEncipherment"},
@@ -778,12 +774,7 @@ func (c *Config) Validate() error {
 		if ca.MaxValidity <= 0 {
 			bad("%s.max_validity: must be positive", field)
 		}
-		validatePolicy(field, ca.RSAKeySizes, ca.ECCCurves, ca.SANTypes, bad)
-		for _, r := range ca.AllowedRequesters {
-			if !roleRE.MatchString(r) {
-				bad("%s.allowed_requesters: %q is not a role name", field, r)
-			}
-		}
+		validatePolicy(field, &ca.Policy, bad)
 	}
 	tmplNames := map[string]bool{}
 	for i, t := range c.Templates {
@@ -801,7 +792,7 @@ func (c *Config) Validate() error {
 				bad("%s.certificate_authorities: %s is standalone: it serves requests that name it, without a template", field, n)
 			}
 		}
-		validatePolicy(field, t.RSAKeySizes, t.ECCCurves, t.SANTypes, bad)
+		validatePolicy(field, &t.Policy, bad)
 		if t.Validity <= 0 {
 			bad("%s.validity: must be positive", field)
 		}
@@ -825,21 +816,26 @@ func (c *Config) Validate() error {
 }
 
 // validatePolicy checks the key and name policy a template or a CA
-// (field) sets.
-func validatePolicy(field string, rsaKeySizes []int, curves, sanTypes []string, bad func(format string, args ...any)) {
-	for _, bits := range rsaKeySizes {
+// (field) sets, and the roles it lets enroll.
+func validatePolicy(field string, p *Policy, bad func(format string, args ...any)) {
+	for _, bits := range p.RSAKeySizes {
 		if bits < 2048 || bits > 8192 {
 			bad("%s.rsa_key_sizes: %d is outside 2048–8192", field, bits)
 		}
 	}
-	for _, curve := range curves {
+	for _, curve := range p.ECCCurves {
 		if !slices.Contains([]string{"P-256", "P-384", "P-521"}, curve) {
 			bad("%s.ecc_curves: unknown curve %q (want P-256, P-384 or P-521)", field, curve)
 		}
 	}
-	for _, t := range sanTypes {
+	for _, t := range p.SANTypes {
 		if !slices.Contains(SANTypes, t) {
 			bad("%s.san_types: unknown type %q (want %s)", field, t, strings.Join(SANTypes, ", "))
+		}
+	}
+	for _, r := range p.AllowedRequesters {
+		if !roleRE.MatchString(r) {
+			bad("%s.allowed_requesters: %q is not a role name", field, r)
 		}
 	}
 }
@@ -872,14 +868,8 @@ func (c *Config) validateSecurityRoles(bad func(format string, args ...any)) {
 	}
 }
 
-// validateTemplateFields checks a template's allowed requesters, metadata
-// field overrides and enrollment fields, normalizing their spelling.
+// validateTemplateFields checks a template's metadata field overrides and enrollment fields, normalizing their spelling.
 func (c *Config) validateTemplateFields(field string, t *Template, bad func(format string, args ...any)) {
-	for _, r := range t.AllowedRequesters {
-		if !roleRE.MatchString(r) {
-			bad("%s.allowed_requesters: %q is not a role name", field, r)
-		}
-	}
 	seen := map[string]bool{}
 	for j := range t.MetadataFields {
 		o := &t.MetadataFields[j]

@@ -364,7 +364,7 @@ func TestValidateAcceptsGoodVariations(t *testing.T) {
 			c.Templates[0].ECCCurves = []string{"P-521"}
 		}},
 		{"a second template", func(c *Config) {
-			c.Templates = append(c.Templates, Template{Name: "Client.Auth_v2", CAs: []string{DefaultCAName}, Validity: time.Hour, AllowEd25519: true})
+			c.Templates = append(c.Templates, Template{Name: "Client.Auth_v2", CAs: []string{DefaultCAName}, Validity: time.Hour, Policy: Policy{AllowEd25519: true}})
 		}},
 		{"sync_wait equal to max_sync_wait", func(c *Config) { c.API.SyncWait = c.API.MaxSyncWait }},
 		{"max_body_bytes of 1024", func(c *Config) { c.API.MaxBodyBytes = 1024 }},

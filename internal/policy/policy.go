@@ -55,25 +55,24 @@ type Rules struct {
 
 // ForTemplate returns a template's rules.
 func ForTemplate(t *config.Template) Rules {
-	return Rules{
-		Scope:       "template " + t.Name,
-		RSAKeySizes: t.RSAKeySizes, ECCCurves: t.ECCCurves, AllowEd25519: t.AllowEd25519,
-		SANTypes:       t.AllowedSANTypes(),
-		RFCEnforcement: t.RFCEnforcement,
-		NameRules:      NameRules{AllowWildcards: t.AllowWildcards, AllowLocal: t.AllowLocalNames},
-	}
+	p := t.Policy
+	p.SANTypes = t.AllowedSANTypes()
+	r := rules("template "+t.Name, p)
+	r.RFCEnforcement = t.RFCEnforcement
+	return r
 }
 
 // ForCA returns a standalone CA's rules, which bind the requests that
 // name it without a template.
 func ForCA(c *config.CA) Rules {
-	d := c.WithPolicyDefaults()
-	c = &d
+	return rules("certificate authority "+c.Name, c.WithPolicyDefaults().Policy)
+}
+
+func rules(scope string, p config.Policy) Rules {
 	return Rules{
-		Scope:       "certificate authority " + c.Name,
-		RSAKeySizes: c.RSAKeySizes, ECCCurves: c.ECCCurves, AllowEd25519: c.AllowEd25519,
-		SANTypes:  c.SANTypes,
-		NameRules: NameRules{AllowWildcards: c.AllowWildcards, AllowLocal: c.AllowLocalNames},
+		Scope: scope, RSAKeySizes: p.RSAKeySizes, ECCCurves: p.ECCCurves, AllowEd25519: p.AllowEd25519,
+		SANTypes:  p.SANTypes,
+		NameRules: NameRules{AllowWildcards: p.AllowWildcards, AllowLocal: p.AllowLocalNames},
 	}
 }
 

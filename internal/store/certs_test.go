@@ -16,11 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
-	"github.com/certflow/certflow/internal/testutil"
 )
 
 // issued stores a settled request with a certificate valid until
@@ -162,14 +159,8 @@ func TestRevokeCertificateRecordsOnce(t *testing.T) {
 // nothing; a re-run of a keyCompromise revocation bars the key again.
 func TestRevokeForKeyCompromiseBarsTheKey(t *testing.T) {
 	t.Parallel()
-	rdb, prefix := testutil.Redis(t)
-	opts, _ := redis.ParseURL(testutil.RedisURL())
-	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"one": opts.Addr}, DB: opts.DB})
-	t.Cleanup(func() { ring.Close() })
-	for _, c := range []struct {
-		name string
-		rdb  redis.UniversalClient
-	}{{"one Redis", rdb}, {"Ring", ring}} {
+	_, prefix, clients := oneAndSharded(t)
+	for _, c := range clients {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()
 			s := store.New(c.rdb, prefix+":"+strings.ReplaceAll(c.name, " ", ""))

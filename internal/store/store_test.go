@@ -914,14 +914,8 @@ func TestCreateQueuedLeavesNothingBehindWhenItFails(t *testing.T) {
 // the look-up goes first and each id is an INCR. Both must behave alike.
 func TestCreateQueuedUnlessTheKeyIsAGeneratedOne(t *testing.T) {
 	t.Parallel()
-	rdb, prefix := testutil.Redis(t)
-	opts, _ := redis.ParseURL(testutil.RedisURL())
-	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"one": opts.Addr}, DB: opts.DB})
-	t.Cleanup(func() { ring.Close() })
-	for _, c := range []struct {
-		name string
-		rdb  redis.UniversalClient
-	}{{"one Redis", rdb}, {"Ring", ring}} {
+	rdb, prefix, clients := oneAndSharded(t)
+	for _, c := range clients {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()
 			prefix := prefix + ":" + strings.ReplaceAll(c.name, " ", "")
@@ -1027,4 +1021,22 @@ func TestNewIDBlocksAndTakenIDs(t *testing.T) {
 	if next, _ := s2.NewID(ctx); next <= 32 {
 		t.Errorf("after a taken id the next is %d, want one from a new block", next)
 	}
+}
+
+// namedClient is a Redis client a test runs against, by name.
+type namedClient struct {
+	name string
+	rdb  redis.UniversalClient
+}
+
+// oneAndSharded returns the test Redis as one client and as a sharded one
+// (a Ring of one shard: its pipelines and scripts go the way a Cluster
+// client's do), for tests that must behave alike on both, with the one
+// client and the key prefix they share.
+func oneAndSharded(t *testing.T) (redis.UniversalClient, string, []namedClient) {
+	rdb, prefix := testutil.Redis(t)
+	opts, _ := redis.ParseURL(testutil.RedisURL())
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"one": opts.Addr}, DB: opts.DB})
+	t.Cleanup(func() { ring.Close() })
+	return rdb, prefix, []namedClient{{"one Redis", rdb}, {"Ring", ring}}
 }
