@@ -9,14 +9,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/steps"
 	"github.com/certflow/certflow/workflow"
 )
 
 // A request the CA itself refuses (a leaf named as the CA) is denied, not
-// retried, and leaves no certificate; no template stands in front of the
-// CA here, so the refusal is the CA's own.
+// retried, and leaves no certificate. The step knows no CA subjects here
+// (Deps.CASubjects is nil), so policy lets the name through and the
+// refusal is the CA's own.
 func TestIssueStepDeniesWhatTheCARefuses(t *testing.T) {
 	t.Parallel()
 	deps, _, builtin := revokeFixture(t)
@@ -30,12 +32,12 @@ func TestIssueStepDeniesWhatTheCARefuses(t *testing.T) {
 	if _, _, err := deps.Store.Create(ctx, &store.Request{ID: id, Disposition: store.Queued, Submitted: now, Updated: now, Trigger: "enrollment"}, 0); err != nil {
 		t.Fatal(err)
 	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{RawSubject: builtin.Issuing().RawSubject}, keys()["P-256"])
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{RawSubject: builtin.Issuing().RawSubject, DNSNames: []string{"leaf.example.com"}}, keys()["P-256"])
 	if err != nil {
 		t.Fatal(err)
 	}
 	csr, _ := x509.ParseCertificateRequest(der)
-	env := envFor(t, deps.Config, workflow.Request{CertificateAuthority: builtin.Name()}, csr, nil)
+	env := envFor(t, deps.Config, workflow.Request{Template: config.DefaultTemplate, CertificateAuthority: builtin.Name()}, csr, nil)
 	_, err = def.Steps[0].Step.Run(ctx, &workflow.Run{RequestID: id, StepID: "issue", Env: env, CSR: csr, Log: nopLogger()})
 	var deny *workflow.DenyError
 	if !errors.As(err, &deny) || !strings.Contains(err.Error(), "certificate authority's") {

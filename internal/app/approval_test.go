@@ -1250,7 +1250,7 @@ func TestEscalationTimeoutIsScheduledWhenTheFirstTryCouldNotEnqueueIt(t *testing
 	inspector := asynq.NewInspectorFromRedisClient(cf.Redis)
 	stage0 := fmt.Sprintf("timeout:%s:approve.0:%d", inst, gen)
 	stage1 := fmt.Sprintf("timeout:%s:approve.1:%d", inst, gen)
-	if _, err := inspector.GetTaskInfo(cf.Config.Queue, stage0); err != nil {
+	if _, err := testutil.ScheduledTask(t, cf.Redis, cf.Config.Queue, stage0); err != nil {
 		t.Fatalf("the first stage's timeout task %s: %v", stage0, err)
 	}
 
@@ -1546,8 +1546,7 @@ steps:
 	if in.Status != "Suspended" || in.CurrentStepUniqueName != "second" || in.RequestDisposition != "PENDING" || len(in.Signals) != 2 || !in.Signals[0].SignalReceived || in.Signals[1].SignalReceived {
 		t.Fatalf("waiting at the second step: %+v", in)
 	}
-	inspector := asynq.NewInspectorFromRedisClient(cf.Redis)
-	if _, err := inspector.GetTaskInfo(cf.Config.Queue, fmt.Sprintf("timeout:%s:second.0:0", inst)); err != nil {
+	if _, err := testutil.ScheduledTask(t, cf.Redis, cf.Config.Queue, fmt.Sprintf("timeout:%s:second.0:0", inst)); err != nil {
 		t.Fatalf("the second step's timeout was not scheduled: %v", err)
 	}
 	if got := listInstanceIDs(t, cf, "/Workflow/Instances/AssignedToMe", bearer(erinToken)); !slices.Contains(got, inst) {

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -119,4 +120,21 @@ func CSRWithKey(t testing.TB, key crypto.Signer, cn string, dns ...string) []byt
 		t.Fatal(err)
 	}
 	return der
+}
+
+// ScheduledTask waits up to 5 s for the asynq task with the given id to
+// exist, and returns it. A worker schedules an approval's timeout right
+// after it saved the suspension, so a client told PENDING may look before
+// the task is there.
+func ScheduledTask(t testing.TB, rdb redis.UniversalClient, queue, taskID string) (*asynq.TaskInfo, error) {
+	t.Helper()
+	inspector := asynq.NewInspectorFromRedisClient(rdb)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		info, err := inspector.GetTaskInfo(queue, taskID)
+		if err == nil || time.Now().After(deadline) {
+			return info, err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -46,7 +46,7 @@ func TestAnOverdueApprovalWhoseTimeoutTaskWasLostIsStillDenied(t *testing.T) {
 	}
 	ins := asynq.NewInspectorFromRedisClient(cf.Redis)
 	taskID := "timeout:" + r.Instance.ID + ":approval.0:0"
-	if info, err := ins.GetTaskInfo(cf.Config.Queue, taskID); err != nil || info.State != asynq.TaskStateScheduled {
+	if info, err := testutil.ScheduledTask(t, cf.Redis, cf.Config.Queue, taskID); err != nil || info.State != asynq.TaskStateScheduled {
 		t.Fatalf("the timeout task %s: %+v, %v; want it scheduled", taskID, info, err)
 	}
 	if err := ins.DeleteTask(cf.Config.Queue, taskID); err != nil {
