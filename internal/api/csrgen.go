@@ -8,13 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/policy"
 	"github.com/certflow/certflow/internal/store"
 )
 
@@ -61,36 +59,19 @@ type CSRGenerationResponseModel struct {
 	RequestTime time.Time `json:"RequestTime"`
 }
 
-// checkKeyPolicy refuses a key the template does not allow, naming the
-// field that chose it; without a template, one the default generation
-// policy does not (checkGenerationDefaults).
+// checkKeyPolicy refuses, before anything is generated, a key the
+// template does not allow, naming the field that chose it; without a
+// template, one the default generation policy (policy.ForGeneration) does
+// not.
 func checkKeyPolicy(t *config.Template, spec pki.KeySpec) error {
-	if t == nil {
-		return checkGenerationDefaults(spec)
+	rules := policy.ForGeneration()
+	if t != nil {
+		rules = policy.ForTemplate(t)
 	}
-	switch spec.Type {
-	case "RSA":
-		if !slices.Contains(t.RSAKeySizes, spec.Bits) {
-			return badField("KeyLength", "template %s does not allow RSA %d-bit keys (allowed: %s)", t.Name, spec.Bits, joinInts(t.RSAKeySizes))
-		}
-	case "ECC":
-		if !slices.Contains(t.ECCCurves, spec.Curve) {
-			return badField("Curve", "template %s does not allow ECC curve %s (allowed: %s)", t.Name, spec.Curve, strings.Join(t.ECCCurves, ", "))
-		}
-	case "Ed25519":
-		if !t.AllowEd25519 {
-			return badField("KeyType", "template %s does not allow Ed25519 keys", t.Name)
-		}
+	if param, msg := rules.CheckKeyKind(spec.Type, spec.Bits, spec.Curve); msg != "" {
+		return badField(param, "%s", msg)
 	}
 	return nil
-}
-
-func joinInts(v []int) string {
-	s := make([]string, len(v))
-	for i, n := range v {
-		s[i] = strconv.Itoa(n)
-	}
-	return strings.Join(s, ", ")
 }
 
 // keySpec reads KeyType/KeyLength/Curve into a spec, as a 400 naming the
@@ -408,3 +389,7 @@ func (s *Server) claimGeneratedKey(ctx context.Context, e *enrollment) error {
 	}
 	return nil
 }
+
+// keyPoolRetryAfter is the Retry-After of a request the key pool turned
+// away: about the time an allowed key takes to generate.
+const keyPoolRetryAfter = time.Second

@@ -66,23 +66,23 @@ func TestPolicyKeyGenerationRefusesBeforeGenerating(t *testing.T) {
 		body       map[string]any
 		field      string
 	}{
-		{"RSA 8192 without a template", genPath, gen(map[string]any{"KeyLength": 8192}), "KeyLength: RSA 8192-bit keys are generated only for a template"},
-		{"RSA 6144 without a template", genPath, gen(map[string]any{"KeyLength": 6144}), "KeyLength: RSA 6144-bit"},
-		{"RSA 2056 (a multiple of 8 nobody uses)", genPath, gen(map[string]any{"KeyLength": 2056}), "KeyLength: RSA 2056-bit"},
+		{"RSA 8192 without a template", genPath, gen(map[string]any{"KeyLength": 8192}), "KeyLength: key generation without a template does not allow RSA 8192-bit keys (allowed: 2048, 3072, 4096)"},
+		{"RSA 6144 without a template", genPath, gen(map[string]any{"KeyLength": 6144}), "KeyLength: key generation without a template does not allow RSA 6144-bit"},
+		{"RSA 2056 (a multiple of 8 nobody uses)", genPath, gen(map[string]any{"KeyLength": 2056}), "KeyLength: key generation without a template does not allow RSA 2056-bit"},
 		{"RSA 4097", genPath, gen(map[string]any{"KeyLength": 4097}), "KeyLength:"},
 		{"RSA 1024", genPath, gen(map[string]any{"KeyLength": 1024}), "KeyLength:"},
 		{"RSA of a negative length", genPath, gen(map[string]any{"KeyLength": -2048}), "KeyLength:"},
 		{"RSA of 2^40 bits", genPath, gen(map[string]any{"KeyLength": int64(1) << 40}), "KeyLength:"},
-		{"ECC P-521 without a template", genPath, gen(map[string]any{"KeyType": "ECC", "KeyLength": nil, "Curve": "P-521"}), "Curve: ECC curve P-521"},
-		{"ECC P-521 by size without a template", genPath, gen(map[string]any{"KeyType": "ECC", "KeyLength": 521}), "Curve: ECC curve P-521"},
+		{"ECC P-521 without a template", genPath, gen(map[string]any{"KeyType": "ECC", "KeyLength": nil, "Curve": "P-521"}), "Curve: key generation without a template does not allow ECC curve P-521"},
+		{"ECC P-521 by size without a template", genPath, gen(map[string]any{"KeyType": "ECC", "KeyLength": 521}), "Curve: key generation without a template does not allow ECC curve P-521"},
 		{"ECC on an unknown curve", genPath, gen(map[string]any{"KeyType": "ECC", "KeyLength": nil, "Curve": "secp256k1"}), "Curve: unknown curve"},
-		{"Ed25519 without a template", genPath, gen(map[string]any{"KeyType": "Ed25519", "KeyLength": nil}), "KeyType: Ed25519 keys are generated only for a template"},
+		{"Ed25519 without a template", genPath, gen(map[string]any{"KeyType": "Ed25519", "KeyLength": nil}), "KeyType: key generation without a template does not allow Ed25519 keys"},
 		{"an unknown key type", genPath, gen(map[string]any{"KeyType": "DSA"}), "KeyType:"},
 		{"RSA 8192 where the template forbids it", genPath, gen(map[string]any{"Template": config.DefaultTemplate, "KeyLength": 8192}), "KeyLength: template WebServer does not allow RSA 8192"},
 		{"Ed25519 where the template forbids it", genPath, gen(map[string]any{"Template": config.DefaultTemplate, "KeyType": "Ed25519", "KeyLength": nil}), "KeyType: template WebServer does not allow Ed25519"},
-		{"PFX RSA 8192 from a standalone CA", pfxPath, standalone(map[string]any{"KeyType": "RSA", "KeyLength": 8192}), "KeyLength: RSA 8192-bit"},
-		{"PFX Ed25519 from a standalone CA", pfxPath, standalone(map[string]any{"KeyType": "Ed25519"}), "KeyType: Ed25519"},
-		{"PFX P-521 from a standalone CA", pfxPath, standalone(map[string]any{"KeyType": "ECC", "Curve": "P-521"}), "Curve: ECC curve P-521"},
+		{"PFX RSA 8192 from a standalone CA", pfxPath, standalone(map[string]any{"KeyType": "RSA", "KeyLength": 8192}), "KeyLength: key generation without a template does not allow RSA 8192-bit"},
+		{"PFX Ed25519 from a standalone CA", pfxPath, standalone(map[string]any{"KeyType": "Ed25519"}), "KeyType: key generation without a template does not allow Ed25519"},
+		{"PFX P-521 from a standalone CA", pfxPath, standalone(map[string]any{"KeyType": "ECC", "Curve": "P-521"}), "Curve: key generation without a template does not allow ECC curve P-521"},
 		{"PFX RSA 8192 where the template forbids it", pfxPath, pfxBody(map[string]any{"KeyType": "RSA", "KeyLength": 8192}), "KeyLength: template WebServer"},
 	}
 	for _, tc := range cases {

@@ -15,8 +15,6 @@ package policy
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/ed25519"
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
@@ -146,25 +144,53 @@ func (r *Rules) checkKey(pub any, generated bool) string {
 			return err.Error()
 		}
 	}
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		if curve := k.Curve.Params().Name; !slices.Contains(r.ECCCurves, curve) {
-			return fmt.Sprintf("%s does not allow ECC curve %s (allowed: %s)", r.Scope, curve, orNone(strings.Join(r.ECCCurves, ", ")))
+	keyType, bits, err := pki.DescribeKey(pub)
+	if err != nil {
+		return err.Error()
+	}
+	_, msg := r.CheckKeyKind(keyType, bits, pki.CurveName(pub))
+	return msg
+}
+
+// Key parameters, as Keyfactor's key-generation fields name them.
+const (
+	ParamKeyType   = "KeyType"
+	ParamKeyLength = "KeyLength"
+	ParamCurve     = "Curve"
+)
+
+// CheckKeyKind reports whether the rules allow a key of a type ("RSA",
+// "ECC", "Ed25519"), size and curve: "" when they do, else the message
+// and the parameter that chose what they refuse. Server-side key
+// generation asks it before making a key; Check asks it of a CSR's.
+func (r *Rules) CheckKeyKind(keyType string, bits int, curve string) (param, msg string) {
+	switch keyType {
+	case "RSA":
+		if !slices.Contains(r.RSAKeySizes, bits) {
+			return ParamKeyLength, fmt.Sprintf("%s does not allow RSA %d-bit keys (allowed: %s)", r.Scope, bits, orNone(joinInts(r.RSAKeySizes)))
 		}
-	case ed25519.PublicKey:
+	case "ECC":
+		if !slices.Contains(r.ECCCurves, curve) {
+			return ParamCurve, fmt.Sprintf("%s does not allow ECC curve %s (allowed: %s)", r.Scope, curve, orNone(strings.Join(r.ECCCurves, ", ")))
+		}
+	case "Ed25519":
 		if !r.AllowEd25519 {
-			return fmt.Sprintf("%s does not allow Ed25519 keys", r.Scope)
+			return ParamKeyType, fmt.Sprintf("%s does not allow Ed25519 keys", r.Scope)
 		}
 	default:
-		keyType, bits, err := pki.DescribeKey(pub)
-		if err != nil {
-			return err.Error()
-		}
-		if keyType == "RSA" && !slices.Contains(r.RSAKeySizes, bits) {
-			return fmt.Sprintf("%s does not allow RSA %d-bit keys (allowed: %s)", r.Scope, bits, orNone(joinInts(r.RSAKeySizes)))
-		}
+		return ParamKeyType, fmt.Sprintf("unknown key type %q", keyType)
 	}
-	return ""
+	return "", ""
+}
+
+// ForGeneration is the key policy of server-side key generation without
+// a template (a CSR generated without Template, a standalone CA's PFX
+// enrollment): the sizes and curves every client handles, each made in
+// well under a few seconds. A larger RSA key costs minutes of CPU
+// (RSA-8192 took 85 s) and Ed25519 is not what a client expects unless a
+// template says so: both only where a template allows them.
+func ForGeneration() Rules {
+	return Rules{Scope: "key generation without a template", RSAKeySizes: []int{2048, 3072, 4096}, ECCCurves: []string{"P-256", "P-384"}}
 }
 
 func (r *Rules) checkSANs(s *SANs) *Violation {
