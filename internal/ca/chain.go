@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/pki"
 )
 
 // ReadChain returns the certificates of the built-in CA called name in
@@ -26,14 +27,15 @@ func ReadChain(dataDir, name string) ([]*x509.Certificate, error) {
 	return []*x509.Certificate{iss, root}, nil
 }
 
-// Subjects knows the subjects (DER) of every configured built-in CA's
-// root and issuing certificates, which no certificate certflow issues may
-// carry. It reads the public chain files on first use and again until
-// every CA's are there (a CA another process has not created yet).
+// Subjects knows the subjects of every configured built-in CA's root and
+// issuing certificates (as pki.NameKey gives them), which no certificate
+// certflow issues may carry. It reads the public chain files on first use
+// and again until every CA's are there (a CA another process has not
+// created yet).
 type Subjects struct {
 	cfg      *config.Config
 	mu       sync.Mutex
-	subjects [][]byte
+	subjects []string
 	complete bool
 }
 
@@ -41,13 +43,13 @@ type Subjects struct {
 func NewSubjects(cfg *config.Config) *Subjects { return &Subjects{cfg: cfg} }
 
 // All returns the subjects known so far.
-func (s *Subjects) All() [][]byte {
+func (s *Subjects) All() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.complete {
 		return s.subjects
 	}
-	var out [][]byte
+	var out []string
 	complete := true
 	for _, c := range s.cfg.CAs {
 		chain, err := ReadChain(s.cfg.DataDir, c.Name)
@@ -56,7 +58,9 @@ func (s *Subjects) All() [][]byte {
 			continue
 		}
 		for _, cert := range chain {
-			out = append(out, cert.RawSubject)
+			if key, err := pki.NameKey(cert.RawSubject); err == nil {
+				out = append(out, key)
+			}
 		}
 	}
 	s.subjects, s.complete = out, complete

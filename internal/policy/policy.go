@@ -14,7 +14,6 @@
 package policy
 
 import (
-	"bytes"
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
@@ -117,9 +116,22 @@ type Violation struct {
 
 func (v *Violation) Error() string { return v.Message }
 
-// CASubjects are the subjects (DER) of every CA certflow runs, root and
-// issuing: no certificate it issues may carry one of them.
-type CASubjects [][]byte
+// CASubjects are the subjects of every CA certflow runs, root and
+// issuing, as pki.NameKey gives them: no certificate it issues may carry
+// one of them.
+type CASubjects []string
+
+// NewCASubjects returns the CASubjects of subjects given as DER (one that
+// does not parse is left out: no CSR can carry it).
+func NewCASubjects(subjects ...[]byte) CASubjects {
+	out := make(CASubjects, 0, len(subjects))
+	for _, der := range subjects {
+		if key, err := pki.NameKey(der); err == nil {
+			out = append(out, key)
+		}
+	}
+	return out
+}
 
 // Check returns the first rule req breaks, or nil.
 func (r *Rules) Check(req *Request, cas CASubjects) *Violation {
@@ -244,14 +256,9 @@ func joinInts(v []int) string {
 // spaces) count as the same name, as a relying party matching names would
 // take them (pki.NameKey, the comparison the CA itself makes).
 func (cas CASubjects) Is(raw []byte) bool {
-	mine, err := pki.NameKey(raw)
-	if err != nil {
+	if len(cas) == 0 {
 		return false
 	}
-	for _, ca := range cas {
-		if theirs, err := pki.NameKey(ca); bytes.Equal(ca, raw) || (err == nil && theirs == mine) {
-			return true
-		}
-	}
-	return false
+	key, err := pki.NameKey(raw)
+	return err == nil && slices.Contains(cas, key)
 }

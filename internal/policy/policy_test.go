@@ -146,7 +146,7 @@ func TestPolicyTable(t *testing.T) {
 		{{Type: oidO, Value: asn1.RawValue{Tag: asn1.TagUTF8String, Bytes: []byte("CERTFLOW")}}},
 		{{Type: oidCN, Value: asn1.RawValue{Tag: asn1.TagUTF8String, Bytes: []byte("certflowissuingca")}}},
 	})
-	cas := policy.CASubjects{caSubject}
+	cas := policy.NewCASubjects(caSubject)
 	tests := []struct {
 		name  string
 		rules policy.Rules
