@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"crypto"
 	"crypto/x509"
 	"errors"
@@ -37,24 +36,9 @@ func (s *Server) retainedKey(req *store.Request) (crypto.PrivateKey, []byte, err
 	return key, der, nil
 }
 
-// checkKeyNotCompromised refuses (400 0xA0010006 naming CSR) a CSR whose public key
-// is one a certificate was revoked for with reason keyCompromise: such a
-// key is never certified again, for anyone, on any path. The issue step
-// checks again before signing (the revocation may come while the request
-// waits). One Redis round trip.
-func (s *Server) checkKeyNotCompromised(ctx context.Context, csr *x509.CertificateRequest) error {
-	keyID, err := pki.PublicKeyID(csr.PublicKey)
-	if err != nil {
-		return &apiError{status: http.StatusBadRequest, code: CodeInvalidCSR, msg: "CSR: its public key cannot be encoded: " + err.Error()}
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.API.RedisTimeout)
-	defer cancel()
-	compromised, err := s.store.KeyCompromised(ctx, keyID)
-	if err != nil {
-		return err
-	}
-	if compromised {
-		return newError(http.StatusBadRequest, CodePolicy, "CSR: its key was revoked for key compromise and is never certified again; generate a new key")
-	}
-	return nil
-}
+// errKeyCompromised refuses a CSR whose public key is one a certificate
+// was revoked for with reason keyCompromise (store.ErrKeyCompromised):
+// such a key is never certified again, for anyone, on any path. The
+// issue step checks again before signing (the revocation may come while
+// the request waits).
+var errKeyCompromised = newError(http.StatusBadRequest, CodePolicy, "CSR: its key was revoked for key compromise and is never certified again; generate a new key")

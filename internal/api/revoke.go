@@ -287,7 +287,7 @@ func (s *Server) submitRevocations(ctx context.Context, subs []*enrollment) ([]*
 	out := make([]*store.Request, 0, len(subs))
 	for i, e := range subs {
 		req := &e.req
-		if _, _, err := s.store.CreateQueued(ctx, req, 0, s.firstRun(req), ""); err != nil {
+		if _, _, err := s.store.CreateQueued(ctx, req, 0, s.firstRun(req), store.KeyChecks{}); err != nil {
 			claimed = subs[i:]
 			release()
 			return out, err

@@ -38,12 +38,16 @@ var (
 	// its CSR's key is one certflow generated (a pending CSR's), and it
 	// is; nothing was created (see CreateQueued).
 	ErrGeneratedKey = errors.New("the CSR's key is one certflow generated")
+	// ErrKeyCompromised: CreateQueued was asked to refuse a CSR key that a
+	// certificate was revoked for with reason keyCompromise
+	// (KeyCompromised), and it is one; nothing was created.
+	ErrKeyCompromised = errors.New("the CSR's key was revoked for key compromise")
 	// ErrIDTaken: the id NewID gave is already a request's (Redis lost
 	// its id counter while this process held a block of ids): nothing was
 	// written; ask NewID for another.
 	ErrIDTaken = errors.New("request id already taken")
 	// ErrWithdrawn is what reading a request id whose creation was
-	// withdrawn (ErrGeneratedKey) gives, while its marker lasts: its
+	// withdrawn (ErrGeneratedKey, ErrKeyCompromised) gives, while its marker lasts: its
 	// first run's task was queued, and finds nothing to run.
 	ErrWithdrawn = fmt.Errorf("%w (withdrawn before its first run)", ErrNotFound)
 )
@@ -176,7 +180,7 @@ func (s *Store) dropIDs() {
 // tag), so the same code runs on Redis Cluster; the open set and the
 // instance index are derived and written after the record.
 func (s *Store) Create(ctx context.Context, r *Request, idemTTL time.Duration) (id int64, existing bool, err error) {
-	return s.CreateQueued(ctx, r, idemTTL, nil, "")
+	return s.CreateQueued(ctx, r, idemTTL, nil, KeyChecks{})
 }
 
 // Enqueue queues a new request's first run, with writes done before the
@@ -190,20 +194,32 @@ type Enqueue func(ctx context.Context, writes func(redis.Pipeliner)) error
 // leaves nothing behind (a task queued for a record removed finds no
 // request and is dropped). A repeated idempotency key enqueues nothing.
 //
-// With unlessKey (a CSR's PublicKeyID), the request is created only if no
-// pending CSR certflow generated has that key: else ErrGeneratedKey, and
-// the caller marries the key to a request of its own (new id). On one
-// Redis the check rides in the script that writes the record, so an
-// ordinary enrollment pays no round trip for it; the task, already queued
-// then, finds the id withdrawn (ErrWithdrawn) and is dropped. Elsewhere
-// the look-up goes first.
+// checks are what is asked of the CSR's key. With checks.Barred, a key a
+// certificate was revoked for with reason keyCompromise is refused:
+// ErrKeyCompromised. With checks.UnlessGenerated, the request is created
+// only if no pending CSR certflow generated has that key: else
+// ErrGeneratedKey, and the caller marries the key to a request of its own
+// (new id). On one Redis both checks ride in the script that writes the
+// record, so an enrollment pays no round trip for them; the task, already
+// queued then, finds the id withdrawn (ErrWithdrawn) and is dropped.
+// Elsewhere the look-ups go first.
 //
 // On one Redis the script also refuses an id that is already a request's
 // (ErrIDTaken, see NewID): nothing is written over it.
-func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Duration, enqueue Enqueue, unlessKey string) (id int64, existing bool, err error) {
+func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Duration, enqueue Enqueue, checks KeyChecks) (id int64, existing bool, err error) {
 	id = r.ID
 	if id <= 0 {
 		return 0, false, errors.New("create request: no id (call NewID)")
+	}
+	unlessKey := checks.UnlessGenerated
+	if checks.Barred != "" && !s.ordered {
+		barred, err := s.KeyCompromised(ctx, checks.Barred)
+		if err != nil {
+			return 0, false, err
+		}
+		if barred {
+			return 0, false, ErrKeyCompromised
+		}
 	}
 	if unlessKey != "" && !s.ordered {
 		n, err := s.rdb.Exists(ctx, s.keys.csrByKey(unlessKey)).Result()
@@ -235,7 +251,7 @@ func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Durat
 				return 0, false, fmt.Errorf("read idempotency key: %w", err)
 			}
 			// Expired between the two calls: claim it again.
-			return s.CreateQueued(ctx, r, idemTTL, enqueue, unlessKey)
+			return s.CreateQueued(ctx, r, idemTTL, enqueue, checks)
 		}
 	}
 	var written []redis.Cmder
@@ -247,13 +263,13 @@ func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Durat
 				p.ZAdd(ctx, s.keys.open(), redis.Z{Score: float64(r.Updated.UnixMilli()), Member: id}))
 			return
 		}
-		keys := []string{s.keys.request(id), s.keys.open()}
+		keys := []string{s.keys.request(id), s.keys.open(), s.keys.compromisedKeys()}
 		if unlessKey != "" {
 			keys = append(keys, s.keys.csrByKey(unlessKey))
 		}
 		// EVAL, not EVALSHA: a NOSCRIPT here would leave the task that
 		// follows in the pipeline without its record.
-		created = createScript.Eval(ctx, p, keys, data, r.CSR, r.Updated.UnixMilli(), id, withdrawnTTL.Milliseconds())
+		created = createScript.Eval(ctx, p, keys, data, r.CSR, r.Updated.UnixMilli(), id, withdrawnTTL.Milliseconds(), checks.Barred)
 		written = append(written, created)
 	}
 	if enqueue == nil {
@@ -272,6 +288,8 @@ func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Durat
 		switch res, _ := created.Int64(); res {
 		case 0:
 			err = ErrGeneratedKey
+		case -2:
+			err = ErrKeyCompromised
 		case -1:
 			s.dropIDs()
 			err = ErrIDTaken
@@ -293,14 +311,29 @@ func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Durat
 	return id, false, nil
 }
 
+// KeyChecks are what CreateQueued asks of a new request's CSR key, each a
+// pki.PublicKeyID ("": not asked).
+type KeyChecks struct {
+	// Barred refuses a key a certificate was revoked for with reason
+	// keyCompromise (ErrKeyCompromised).
+	Barred string
+	// UnlessGenerated refuses the key of a pending CSR certflow generated
+	// (ErrGeneratedKey): the caller marries it to a request of its own.
+	UnlessGenerated string
+}
+
 // createScript writes a new request's record and open-set entry, unless
-// its id is taken (-1) or its CSR's key is a pending generated CSR's (0:
-// the hash gets only the withdrawn marker v=0, for withdrawnTTL). 1: made.
-// Run again on what it wrote itself, it answers the same (a request id is
-// never any other request's: NewID's blocks do not overlap, and a
-// withdrawn id's marker can only be its own).
-// KEYS: the request's hash, the open set[, the CSR-key index entry];
-// ARGV: record, CSR, open-set score, id, marker TTL (ms).
+// its id is taken (-1), its CSR's key was revoked for key compromise (-2)
+// or is a pending generated CSR's (0); for those two the hash gets only
+// the withdrawn marker v=0, for withdrawnTTL. 1: made. Run again on what
+// it wrote itself, it answers the same (a request id is never any other
+// request's: NewID's blocks do not overlap, and a withdrawn id's marker
+// can only be its own), but for a barred key, whose marker it reads as a
+// generated key's: the caller's second try, without the generated-key
+// check, is refused as barred.
+// KEYS: the request's hash, the open set, the compromised keys[, the
+// CSR-key index entry]; ARGV: record, CSR, open-set score, id, marker TTL
+// (ms), the key to refuse if barred ("": none).
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then
 	-- Our own write, sent again (go-redis re-sends a pipeline whose
@@ -310,10 +343,16 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 	if v == '0' and not d then return 0 end
 	return -1
 end
-if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then
+local withdraw = function(res)
 	redis.call('HSET', KEYS[1], 'v', '0')
 	redis.call('PEXPIRE', KEYS[1], ARGV[5])
-	return 0
+	return res
+end
+if ARGV[6] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[6]) == 1 then
+	return withdraw(-2)
+end
+if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then
+	return withdraw(0)
 end
 redis.call('HSET', KEYS[1], 'v', '1', 'd', ARGV[1], 'c', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])

@@ -853,14 +853,14 @@ func TestCreateQueuedLeavesNothingBehindWhenItFails(t *testing.T) {
 		return err
 	}
 	r := newRequest(t, s, "alice", "key-1")
-	if id, existing, err := s.CreateQueued(ctx, r, time.Hour, ok, ""); err != nil || existing || id != r.ID || enqueued != 1 {
+	if id, existing, err := s.CreateQueued(ctx, r, time.Hour, ok, store.KeyChecks{}); err != nil || existing || id != r.ID || enqueued != 1 {
 		t.Fatalf("CreateQueued = %d, %v, %v with %d enqueues; want %d, false, nil with 1", id, existing, err, enqueued, r.ID)
 	}
 	if got, err := s.Get(ctx, r.ID); err != nil || got.Disposition != store.Queued {
 		t.Fatalf("Get after CreateQueued = %+v, %v", got, err)
 	}
 	again := newRequest(t, s, "alice", "key-1")
-	if id, existing, err := s.CreateQueued(ctx, again, time.Hour, ok, ""); err != nil || !existing || id != r.ID || enqueued != 1 {
+	if id, existing, err := s.CreateQueued(ctx, again, time.Hour, ok, store.KeyChecks{}); err != nil || !existing || id != r.ID || enqueued != 1 {
 		t.Fatalf("repeated key: %d, %v, %v with %d enqueues; want %d, true, nil with 1", id, existing, err, enqueued, r.ID)
 	}
 
@@ -889,7 +889,7 @@ func TestCreateQueuedLeavesNothingBehindWhenItFails(t *testing.T) {
 		}, "WRONGTYPE"},
 	} {
 		r := newRequest(t, s, "bob", "key-2")
-		_, _, err := s.CreateQueued(ctx, r, time.Hour, tt.enqueue, "")
+		_, _, err := s.CreateQueued(ctx, r, time.Hour, tt.enqueue, store.KeyChecks{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "request "+strconv.FormatInt(r.ID, 10)) {
 			t.Errorf("%s: CreateQueued = %v, want an error naming request %d and saying %q", tt.name, err, r.ID, tt.want)
 		}
@@ -930,7 +930,7 @@ func TestCreateQueuedUnlessTheKeyIsAGeneratedOne(t *testing.T) {
 				return err
 			}
 			r := newRequest(t, s, "alice", "idem-1")
-			if _, _, err := s.CreateQueued(ctx, r, time.Hour, enqueue, "genkey"); !errors.Is(err, store.ErrGeneratedKey) {
+			if _, _, err := s.CreateQueued(ctx, r, time.Hour, enqueue, store.KeyChecks{UnlessGenerated: "genkey"}); !errors.Is(err, store.ErrGeneratedKey) {
 				t.Fatalf("create with a generated key: %v, want ErrGeneratedKey", err)
 			}
 			if _, err := s.Get(ctx, r.ID); !errors.Is(err, store.ErrNotFound) {
@@ -945,11 +945,11 @@ func TestCreateQueuedUnlessTheKeyIsAGeneratedOne(t *testing.T) {
 			// The same submit, its key married (no check), goes through
 			// under a new id and may claim the idempotency key again.
 			again := newRequest(t, s, "alice", "idem-1")
-			if id, existing, err := s.CreateQueued(ctx, again, time.Hour, enqueue, ""); err != nil || existing || id != again.ID || id == r.ID {
+			if id, existing, err := s.CreateQueued(ctx, again, time.Hour, enqueue, store.KeyChecks{}); err != nil || existing || id != again.ID || id == r.ID {
 				t.Fatalf("create after the refusal = %d, %v, %v", id, existing, err)
 			}
 			other := newRequest(t, s, "alice", "")
-			if _, _, err := s.CreateQueued(ctx, other, time.Hour, enqueue, "otherkey"); err != nil {
+			if _, _, err := s.CreateQueued(ctx, other, time.Hour, enqueue, store.KeyChecks{UnlessGenerated: "otherkey"}); err != nil {
 				t.Fatalf("create with a key certflow did not generate: %v", err)
 			}
 			if got, err := s.Get(ctx, other.ID); err != nil || got.Disposition != store.Queued {
@@ -960,6 +960,57 @@ func TestCreateQueuedUnlessTheKeyIsAGeneratedOne(t *testing.T) {
 			}
 			if ids := []int64{r.ID, again.ID, other.ID}; ids[1] != ids[0]+1 || ids[2] != ids[1]+1 {
 				t.Errorf("ids %v, want consecutive", ids)
+			}
+		})
+	}
+}
+
+// A key barred for compromise is refused by the create itself, on one
+// Redis in the script that writes the record (the task queued with it
+// finds the id withdrawn), elsewhere by a look-up first: nothing is left
+// but the withdrawn marker, and another key goes through. The barred
+// check comes before the generated-key one, so a generated CSR's key that
+// was barred since is refused, not married.
+func TestCreateQueuedRefusesABarredKey(t *testing.T) {
+	t.Parallel()
+	rdb, prefix, clients := oneAndSharded(t)
+	for _, c := range clients {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			prefix := prefix + ":" + strings.ReplaceAll(c.name, " ", "")
+			s := store.New(c.rdb, prefix)
+			if err := rdb.SAdd(ctx, prefix+":compromised-keys", "stolen").Err(); err != nil {
+				t.Fatal(err)
+			}
+			csrID, _ := s.NewCSRID(ctx)
+			p := &store.PendingCSR{ID: csrID, Requester: "alice", CSR: []byte{1}, KeyID: "stolen", PrivateKey: []byte("sealed"), Created: time.Now().UTC()}
+			if err := s.CreatePendingCSR(ctx, p, 100); err != nil {
+				t.Fatal(err)
+			}
+			enqueued := 0
+			enqueue := func(ctx context.Context, writes func(redis.Pipeliner)) error {
+				enqueued++
+				_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error { writes(p); return nil })
+				return err
+			}
+			for _, checks := range []store.KeyChecks{{Barred: "stolen"}, {Barred: "stolen", UnlessGenerated: "stolen"}} {
+				r := newRequest(t, s, "alice", "idem-barred")
+				if _, _, err := s.CreateQueued(ctx, r, time.Hour, enqueue, checks); !errors.Is(err, store.ErrKeyCompromised) {
+					t.Fatalf("create with a barred key (%+v): %v, want ErrKeyCompromised", checks, err)
+				}
+				if _, err := s.Get(ctx, r.ID); !errors.Is(err, store.ErrNotFound) {
+					t.Errorf("the refused request reads as %v, want not found", err)
+				}
+			}
+			if n, _ := rdb.ZCard(ctx, prefix+":open").Result(); n != 0 {
+				t.Errorf("%d open-set entries after refusals", n)
+			}
+			if keys, _ := rdb.Keys(ctx, prefix+":idempotency:*").Result(); len(keys) != 0 {
+				t.Errorf("idempotency keys %v left by a refusal", keys)
+			}
+			ok := newRequest(t, s, "alice", "idem-barred")
+			if id, existing, err := s.CreateQueued(ctx, ok, time.Hour, enqueue, store.KeyChecks{Barred: "fresh"}); err != nil || existing || id != ok.ID {
+				t.Fatalf("create with a fresh key = %d, %v, %v", id, existing, err)
 			}
 		})
 	}
