@@ -53,7 +53,9 @@ type SuspendedRevocation struct {
 const maxClockSkew = 5 * time.Minute
 
 // revocationStale reports whether a revocation request holding a
-// certificate's claim is over without revoking it (or gone).
+// certificate's claim is over (or gone). One that revoked it is over too:
+// a certificate revoked already is refused before this is asked, but for
+// a later finding of key compromise, which takes the claim anew.
 func (s *Server) revocationStale(ctx context.Context, holder int64) (bool, error) {
 	if holder <= 0 {
 		return true, nil
@@ -65,7 +67,7 @@ func (s *Server) revocationStale(ctx context.Context, holder int64) (bool, error
 	if err != nil {
 		return false, err
 	}
-	return r.Disposition.Final() && r.Disposition != store.Revoked, nil
+	return r.Disposition.Final(), nil
 }
 
 // handleRevokeCertificates is POST /Certificates/Revoke: every
@@ -115,7 +117,9 @@ func (s *Server) handleRevokeCertificates(w http.ResponseWriter, r *http.Request
 		case !mayActOn(q.Requester.Name, caller):
 			writeError(w, r, s.log, newError(http.StatusForbidden, CodeForbidden, "%s: %s may not revoke certificate %d: only its requester or an administrator may", field, caller.Name, id))
 			return
-		case c.Revocation != nil:
+		case c.Revocation != nil && (ask.Reason != store.ReasonKeyCompromise || c.Revocation.Reason == store.ReasonKeyCompromise):
+			// Revoked already; only a later finding of key compromise
+			// changes the reason (and bars the key).
 			writeError(w, r, s.log, newError(http.StatusConflict, CodeConflict, "%s: certificate %d is revoked already (reason %d, effective %s)", field, id, c.Revocation.Reason, c.Revocation.EffectiveDate.Format(time.RFC3339)))
 			return
 		}

@@ -328,3 +328,49 @@ func TestPolicyStandaloneCAIsListedToItsRequestersOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyCompromiseFoundAfterARevocation: a requester cannot keep her
+// key out of the compromised-key bar by revoking its certificate for a
+// harmless reason first. A later revocation for keyCompromise (hers or an
+// administrator's) changes the reason on the record and on the CRL,
+// keeping the first revocation date, and bars the key; any other second
+// revocation is still refused.
+func TestPolicyCompromiseFoundAfterARevocation(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	alice, admin := bearer(testutil.AliceToken), bearer(testutil.AdminToken)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, er := enroll(t, cf, testutil.EnrollBody(csrSpec{cn: "k.example.com", key: key}.der(t), map[string]any{"IncludeChain": true}), "Authorization", alice)
+	info := er.CertificateInformation
+	if info.RequestDisposition != "ISSUED" {
+		t.Fatalf("enroll: %+v", info)
+	}
+	chain := pemChain(t, info.Certificates, true)
+	if resp, _ := revoke(t, cf, alice, map[string]any{"CertificateIds": []int64{info.KeyfactorID}, "Reason": 4, "Comment": "replaced"}); resp.Status != http.StatusOK {
+		t.Fatalf("revoke as superseded: %d %s", resp.Status, resp.Body)
+	}
+	crlPEM := filepath.Join(t.TempDir(), "crl.pem")
+	first := fetchCRL(t, cf, "/CRL/"+config.DefaultCAName, chain[1], crlPEM).RevokedCertificateEntries
+	for _, reason := range []int{4, 5, 0} {
+		resp, _ := revoke(t, cf, alice, map[string]any{"CertificateIds": []int64{info.KeyfactorID}, "Reason": reason, "Comment": "again"})
+		assertError(t, resp, http.StatusConflict, api.CodeConflict, "CertificateIds[0]: certificate")
+	}
+	if resp, _ := revoke(t, cf, admin, map[string]any{"CertificateIds": []int64{info.KeyfactorID}, "Reason": 1, "Comment": "found on a paste site"}); resp.Status != http.StatusOK {
+		t.Fatalf("revoke again for key compromise: %d %s", resp.Status, resp.Body)
+	}
+	resp, _ := enroll(t, cf, testutil.EnrollBody(csrSpec{cn: "k2.example.com", key: key}.der(t), nil), "Authorization", alice)
+	assertError(t, resp, http.StatusBadRequest, api.CodePolicy, "CSR: its key was revoked for key compromise")
+	after := fetchCRL(t, cf, "/CRL/"+config.DefaultCAName, chain[1], crlPEM).RevokedCertificateEntries
+	if len(first) != 1 || len(after) != 1 {
+		t.Fatalf("CRL entries %d then %d, want 1 each", len(first), len(after))
+	}
+	if after[0].ReasonCode != 1 || !after[0].RevocationTime.Equal(first[0].RevocationTime) {
+		t.Errorf("CRL entry after the second revocation: reason %d at %s; want keyCompromise at the first date %s", after[0].ReasonCode, after[0].RevocationTime, first[0].RevocationTime)
+	}
+	if resp, _ := revoke(t, cf, admin, map[string]any{"CertificateIds": []int64{info.KeyfactorID}, "Reason": 1, "Comment": "again"}); resp.Status != http.StatusConflict {
+		t.Errorf("a third revocation, for key compromise again: %d %s; want 409", resp.Status, resp.Body)
+	}
+}

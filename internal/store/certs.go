@@ -126,7 +126,12 @@ return 1
 
 // RevokeCertificate records rev on certificate id, once: a certificate
 // revoked already is returned as it is, with changed false (the caller
-// compares its RequestID with its own to tell a re-run from a race).
+// compares its RequestID with its own to tell a re-run from a race). The
+// one change a revocation may see is to keyCompromise: a certificate
+// revoked for another reason, revoked again for keyCompromise, takes that
+// reason (and rev's request, comment and invalidity date) while keeping
+// its first revocation date, so that a key cannot be kept out of the bar
+// by revoking its certificate for a harmless reason first.
 //
 // A revocation for keyCompromise also bars the certificate's public key
 // (KeyCompromised): on one Redis in the same script as the revocation;
@@ -147,25 +152,38 @@ func (s *Store) RevokeCertificate(ctx context.Context, id int64, rev Revocation)
 		if err != nil {
 			return nil, false, err
 		}
-		reason := rev.Reason
-		if c.Revocation != nil {
-			reason = c.Revocation.Reason
+		next := rev
+		if prev := c.Revocation; prev != nil {
+			if prev.Reason == ReasonKeyCompromise || rev.Reason != ReasonKeyCompromise {
+				// Revoked already (a re-run of the same request, or
+				// another's): its key barred again if compromised.
+				if prev.Reason == ReasonKeyCompromise {
+					if err := s.barKey(ctx, c); err != nil {
+						return nil, false, err
+					}
+				}
+				return c, false, nil
+			}
+			// Revoked for another reason, and now known compromised:
+			// the reason becomes keyCompromise and the key is barred,
+			// the revocation date stays the first one's.
+			next.Date = prev.Date
+			if next.InvalidityDate.IsZero() {
+				next.InvalidityDate = prev.InvalidityDate
+			}
 		}
 		keyID := ""
-		if reason == ReasonKeyCompromise {
+		if next.Reason == ReasonKeyCompromise {
 			if keyID, err = certificateKeyID(c); err != nil {
 				return nil, false, err
 			}
-			if c.Revocation != nil || !s.ordered {
-				if err := s.rdb.SAdd(ctx, s.keys.compromisedKeys(), keyID).Err(); err != nil {
-					return nil, false, fmt.Errorf("bar the key of certificate %d: %w", id, err)
+			if !s.ordered {
+				if err := s.barKey(ctx, c); err != nil {
+					return nil, false, err
 				}
 			}
 		}
-		if c.Revocation != nil {
-			return c, false, nil
-		}
-		c.Revocation = &rev
+		c.Revocation = &next
 		data, err := marshal(c)
 		if err != nil {
 			return nil, false, err
@@ -198,6 +216,18 @@ func certificateKeyID(c *Certificate) (string, error) {
 		return "", fmt.Errorf("certificate %d does not parse: %w", c.ID, err)
 	}
 	return pki.PublicKeyID(leaf.PublicKey)
+}
+
+// barKey adds a certificate's key to the compromised keys.
+func (s *Store) barKey(ctx context.Context, c *Certificate) error {
+	keyID, err := certificateKeyID(c)
+	if err != nil {
+		return err
+	}
+	if err := s.rdb.SAdd(ctx, s.keys.compromisedKeys(), keyID).Err(); err != nil {
+		return fmt.Errorf("bar the key of certificate %d: %w", c.ID, err)
+	}
+	return nil
 }
 
 // KeyCompromised reports whether keyID (pki.PublicKeyID of a public key)
