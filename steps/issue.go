@@ -126,6 +126,11 @@ func (d *Deps) sign(ctx context.Context, run *workflow.Run, authority *workflow.
 	if err := d.keyNotCompromised(ctx, run.CSR); err != nil {
 		return nil, err
 	}
+	if id := req.RenewalCertificateId; id != 0 {
+		if err := d.stillRenewable(ctx, id); err != nil {
+			return nil, err
+		}
+	}
 	auth, ok := d.CAs.Get(caCfg.Name)
 	if !ok {
 		return nil, workflow.Permanent(fmt.Errorf("certificate authority %s is configured but not loaded", caCfg.Name))
@@ -171,6 +176,36 @@ func (d *Deps) sign(ctx context.Context, run *workflow.Run, authority *workflow.
 	}
 	c.Describe(leaf)
 	return c, nil
+}
+
+// stillRenewable denies a renewal whose certificate was revoked, or is
+// being revoked, since the renewal was submitted (the API refuses both at
+// submit; a renewal waiting for approval must not outlive them).
+func (d *Deps) stillRenewable(ctx context.Context, certID int64) error {
+	old, err := d.Store.Certificate(ctx, certID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return workflow.Deny("certificate %d, which this request renews, no longer exists", certID)
+	case err != nil:
+		return workflow.RetryLater(err)
+	case old.Revocation != nil:
+		return workflow.Deny("certificate %d, which this request renews, was revoked (reason %d): it is not renewed", certID, old.Revocation.Reason)
+	}
+	holder, err := d.Store.RevocationHolder(ctx, certID)
+	if err != nil {
+		return workflow.RetryLater(err)
+	}
+	if holder > 0 {
+		r, err := d.Store.Get(ctx, holder)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return workflow.RetryLater(err)
+		case !r.Disposition.Final():
+			return workflow.Deny("certificate %d, which this request renews, is being revoked (request %d): it is not renewed", certID, holder)
+		}
+	}
+	return nil
 }
 
 // keyNotCompromised denies a CSR whose public key is one a certificate

@@ -374,3 +374,50 @@ func TestPolicyCompromiseFoundAfterARevocation(t *testing.T) {
 		t.Errorf("a third revocation, for key compromise again: %d %s; want 409", resp.Status, resp.Body)
 	}
 }
+
+// TestPolicyARenewalDoesNotOutliveARevocation: a renewal waiting for
+// approval when its certificate is revoked is denied at issue, not issued
+// (submit refuses a revoked certificate's renewal; this is the other
+// order).
+func TestPolicyARenewalDoesNotOutliveARevocation(t *testing.T) {
+	t.Parallel()
+	cf := startApprovals(t, `name: renew-gated
+trigger: renewal
+steps:
+  - id: approve
+    uses: approval
+    with: {roles: [approver]}
+  - id: issue
+    uses: issue
+`, `name: enroll
+trigger: enrollment
+steps:
+  - id: issue
+    uses: issue
+`, `name: rev
+trigger: revocation
+steps:
+  - id: revoke
+    uses: revoke
+`)
+	alice := bearer(testutil.AliceToken)
+	csr, _ := testutil.CSR(t, "r.example.com", "r.example.com")
+	_, er := enroll(t, cf, testutil.EnrollBody(csr, nil), "Authorization", alice)
+	if er.CertificateInformation.RequestDisposition != "ISSUED" {
+		t.Fatalf("enroll: %+v", er.CertificateInformation)
+	}
+	id := er.CertificateInformation.KeyfactorID
+	fresh, _ := testutil.CSR(t, "r.example.com", "r.example.com")
+	resp, rr := renew(t, cf, map[string]any{"CertificateId": id, "CSR": base64.StdEncoding.EncodeToString(fresh)}, "Authorization", alice)
+	if resp.Status != http.StatusOK || rr.RequestDisposition != "PENDING" {
+		t.Fatalf("renew: %d %s; want PENDING", resp.Status, resp.Body)
+	}
+	if r, _ := revoke(t, cf, bearer(testutil.AdminToken), map[string]any{"CertificateIds": []int64{id}, "Reason": 5, "Comment": "host decommissioned"}); r.Status != http.StatusOK {
+		t.Fatalf("revoke: %d %s", r.Status, r.Body)
+	}
+	mustSignal(t, cf, rr.WorkflowInstanceId, testutil.BobToken, approveData("ok"))
+	st := pollFinal(t, cf, rr.KeyfactorRequestId)
+	if d := st.CertificateInformation; d.RequestDisposition != "DENIED" || d.KeyfactorID != 0 || !strings.Contains(d.DispositionMessage, "was revoked") {
+		t.Fatalf("the renewal settled %+v; want DENIED, no certificate", d)
+	}
+}
