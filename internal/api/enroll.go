@@ -176,7 +176,7 @@ func (s *Server) enrollmentOf(r *http.Request, caller *Identity, body *Enrollmen
 		CommonName:  csr.Subject.CommonName,
 		Input: workflow.Request{
 			Template:                   templateName(tmpl),
-			CertificateAuthority:       body.CertificateAuthority,
+			CertificateAuthority:       s.caName(body.CertificateAuthority),
 			IncludeChain:               body.IncludeChain != nil && *body.IncludeChain,
 			IncludeSubjectHeader:       body.IncludeSubjectHeader == nil || *body.IncludeSubjectHeader, // PEM only; applied when rendering
 			Format:                     string(format),
@@ -316,6 +316,18 @@ func checkTemplateAccess(caller *Identity, tmpl *config.Template) error {
 		return nil
 	}
 	return newError(http.StatusForbidden, CodeForbidden, "Template: %s may not enroll with template %s (allowed: %s)", caller.Name, tmpl.Name, strings.Join(tmpl.AllowedRequesters, ", "))
+}
+
+// caName is a request's CertificateAuthority in its one spelling, the
+// configured logical name ("" stays ""), so that a definition matching
+// on request.CertificateAuthority sees the same name however the client
+// wrote it (host\name, another case). checkTemplateAndCA has checked
+// that it names a configured CA.
+func (s *Server) caName(name string) string {
+	if c, ok := s.cfg.CA(name); ok {
+		return c.Name
+	}
+	return name
 }
 
 func templateName(t *config.Template) string {

@@ -205,11 +205,12 @@ func (s *Server) decodeRenewal(r *http.Request, caller *Identity) (*enrollment, 
 	if err != nil {
 		return nil, err
 	}
-	// Into another template, a renewal is an enrollment there: that
-	// template's enrollment rules and approvals apply, not the renewal
-	// workflow (the names passed another template's, or none at all).
+	// Into another template, or to another CA, a renewal is an
+	// enrollment there: that template's or CA's enrollment rules and
+	// approvals apply, not the renewal workflow (the names passed another
+	// template's, or none at all).
 	trigger := workflow.TriggerRenewal
-	if !strings.EqualFold(templateName(tmpl), in.Template) {
+	if !strings.EqualFold(templateName(tmpl), in.Template) || !s.sameCA(caName, cert) {
 		trigger = workflow.TriggerEnrollment
 	}
 	now := time.Now().UTC()
@@ -224,7 +225,7 @@ func (s *Server) decodeRenewal(r *http.Request, caller *Identity) (*enrollment, 
 		CommonName:  e.csr.Subject.CommonName,
 		Input: workflow.Request{
 			Template:                   templateName(tmpl),
-			CertificateAuthority:       caName,
+			CertificateAuthority:       s.caName(caName),
 			IncludeChain:               body.IncludeChain != nil && *body.IncludeChain,
 			IncludeSubjectHeader:       true,
 			Format:                     string(format),
@@ -451,4 +452,16 @@ func isThumbprint(s string) bool {
 		}
 	}
 	return true
+}
+
+// sameCA reports whether a renewal's CertificateAuthority (resolved by
+// name or host\name; "" for the template's choice) is the CA that issued
+// the certificate it renews. "" counts as the same: the template's CAs
+// are the ones its enrollment could have had anyway.
+func (s *Server) sameCA(name string, cert *store.Certificate) bool {
+	if name == "" {
+		return true
+	}
+	c, ok := s.cfg.CA(name)
+	return ok && strings.EqualFold(c.Name, cert.CAName())
 }

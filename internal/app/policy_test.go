@@ -421,3 +421,48 @@ steps:
 		t.Fatalf("the renewal settled %+v; want DENIED, no certificate", d)
 	}
 }
+
+// TestPolicyRenewalToAnotherCAIsAnEnrollmentThere: a renewal naming
+// another CA than the one that issued the certificate runs that CA's
+// enrollment workflow (here approval-gated), not the renewal workflow.
+func TestPolicyRenewalToAnotherCAIsAnEnrollmentThere(t *testing.T) {
+	t.Parallel()
+	dir := defsDir(t, map[string]string{
+		"a.yaml": "name: enroll-open\ntrigger: enrollment\nsteps:\n  - {id: issue, uses: issue}\n",
+		"b.yaml": `name: enroll-b-gated
+trigger: enrollment
+priority: 10
+match: request.CertificateAuthority == "PartnerB"
+steps:
+  - id: approve
+    uses: approval
+    with: {roles: [approver]}
+  - id: issue
+    uses: issue
+`,
+		"r.yaml": "name: renew\ntrigger: renewal\nsteps:\n  - {id: issue, uses: issue}\n",
+	})
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		c.Definitions = dir
+		c.CAs = append(c.CAs,
+			config.CA{Name: "PartnerA", Host: "h", Type: "builtin", KeyType: "ecdsa-p256", Standalone: true, MaxValidity: time.Hour},
+			config.CA{Name: "PartnerB", Host: "h", Type: "builtin", KeyType: "ecdsa-p256", Standalone: true, MaxValidity: time.Hour})
+	})
+	alice := bearer(testutil.AliceToken)
+	_, er := enroll(t, cf, testutil.EnrollBody(csrSpec{cn: "p.example.com"}.der(t), map[string]any{"Template": nil, "CertificateAuthority": "PartnerA"}), "Authorization", alice)
+	if er.CertificateInformation.RequestDisposition != "ISSUED" {
+		t.Fatalf("enroll with PartnerA: %+v", er.CertificateInformation)
+	}
+	id := er.CertificateInformation.KeyfactorID
+	csr := func() string { return base64.StdEncoding.EncodeToString(csrSpec{cn: "p.example.com"}.der(t)) }
+	_, same := renew(t, cf, map[string]any{"CertificateId": id, "CSR": csr()}, "Authorization", alice)
+	if same.RequestDisposition != "ISSUED" {
+		t.Fatalf("renewal with the same CA: %+v; want ISSUED by the renewal workflow", same)
+	}
+	for _, name := range []string{"PartnerB", `h\PartnerB`, "partnerb"} {
+		_, rr := renew(t, cf, map[string]any{"CertificateId": id, "CertificateAuthority": name, "CSR": csr()}, "Authorization", alice)
+		if rr.RequestDisposition != "PENDING" || len(rr.Certificates) != 0 {
+			t.Errorf("renewal into %s: %s; want PENDING behind PartnerB's enrollment approval", name, rr.RequestDisposition)
+		}
+	}
+}
