@@ -163,6 +163,10 @@ func TestPolicySANTypesAndNames(t *testing.T) {
 		{name: "a newline in the CN", csr: csrSpec{cn: "web.example.com\nsubject=CN=root"}, want: "CSR: subject: the attribute CN has the control character 0x0a"},
 		{name: "invalid punycode", csr: csrSpec{cn: "web.example.com", dns: []string{"xn--a.example.com"}}, want: "CSR: dns name \"xn--a.example.com\": label \"xn--a\" is not valid punycode"},
 		{name: "an underscore", csr: csrSpec{cn: "web.example.com", dns: []string{"_dmarc.example.com"}}, want: "CSR: dns name \"_dmarc.example.com\""},
+		{name: "a wildcard CN as a VisibleString", csr: csrSpec{raw: visibleName(oidCN, "*.example.com"), dns: []string{"web.example.com"}}, want: "CSR: subject: the attribute CN has a value of a type certflow does not read"},
+		{name: "the issuing CA's name as VisibleStrings", csr: csrSpec{raw: visibleName(oidO, "certflow", oidCN, caCert[0].Subject.CommonName), dns: []string{"web.example.com"}}, want: "CSR: subject: the attribute O has a value of a type certflow does not read"},
+		{name: "a bare public suffix", csr: csrSpec{cn: "web.example.com", dns: []string{"co.uk"}}, want: "CSR: dns name \"co.uk\": \"co.uk\" is a public suffix"},
+		{name: "an IPv4 address in hex", csr: csrSpec{cn: "web.example.com", dns: []string{"0x7f000001"}}, want: "CSR: dns name \"0x7f000001\": the last label is numeric"},
 	})
 }
 
@@ -465,4 +469,18 @@ steps:
 			t.Errorf("renewal into %s: %s; want PENDING behind PartnerB's enrollment approval", name, rr.RequestDisposition)
 		}
 	}
+}
+
+// visibleName is a subject whose attributes (OID, value pairs, one RDN
+// each) are VisibleStrings, a string type x509 does not decode.
+func visibleName(pairs ...any) []byte {
+	var rdns pkix.RDNSequence
+	for i := 0; i < len(pairs); i += 2 {
+		rdns = append(rdns, pkix.RelativeDistinguishedNameSET{{Type: pairs[i].(asn1.ObjectIdentifier), Value: asn1.RawValue{Tag: 26, Bytes: []byte(pairs[i+1].(string))}}})
+	}
+	der, err := asn1.Marshal(rdns)
+	if err != nil {
+		panic(err)
+	}
+	return der
 }

@@ -73,6 +73,9 @@ func (r NameRules) CheckDNSName(name string) error {
 			return fmt.Errorf("a wildcard directly under the public suffix %q is never issued", rest)
 		}
 	}
+	if suffix, icann := publicsuffix.PublicSuffix(rest); !wildcard && icann && suffix == rest {
+		return fmt.Errorf("%q is a public suffix, not a host", rest)
+	}
 	if !r.AllowLocal && (rest == "localhost" || strings.HasSuffix(rest, ".localhost")) {
 		return errors.New("localhost names are not allowed")
 	}
@@ -99,10 +102,17 @@ func dnsSyntax(name string) error {
 		}
 	}
 	last := labels[len(labels)-1]
-	if strings.Trim(last, "0123456789") == "" {
+	if strings.Trim(last, "0123456789") == "" || isHexNumber(last) {
 		return errors.New("the last label is numeric: an IP address belongs in an IP SAN, not a DNS name")
 	}
 	return nil
+}
+
+// isHexNumber reports whether a label is a number in hex ("0x7f000001"),
+// which browsers and inet_aton read as an IPv4 address.
+func isHexNumber(label string) bool {
+	digits, ok := strings.CutPrefix(label, "0x")
+	return ok && strings.Trim(digits, "0123456789abcdef") == ""
 }
 
 func checkLabel(label string) error {
@@ -203,6 +213,9 @@ func (r NameRules) CheckURI(s string) error {
 	}
 	host := u.Hostname()
 	if host == "" {
+		if hierarchical[u.Scheme] {
+			return fmt.Errorf("a %s URI needs a host (%s://host/…)", u.Scheme, u.Scheme)
+		}
 		return nil // e.g. urn:uuid:…
 	}
 	if ip := net.ParseIP(host); ip != nil {
@@ -215,6 +228,13 @@ func (r NameRules) CheckURI(s string) error {
 		return fmt.Errorf("host: %w", err)
 	}
 	return nil
+}
+
+// hierarchical are URI schemes that name a host: one without (an opaque
+// "https:evil.com/x") is a host no rule looked at.
+var hierarchical = map[string]bool{
+	"http": true, "https": true, "spiffe": true, "ws": true, "wss": true,
+	"ldap": true, "ldaps": true, "ftp": true,
 }
 
 // printable renders s for a message without its control characters.

@@ -200,6 +200,14 @@ func TestPolicyTable(t *testing.T) {
 		{name: "localhost is refused", rules: webServer(nil), req: req{cn: "www.example.com", dns: []string{"localhost"}}, part: policy.PartSAN, deny: []string{"localhost"}},
 		{name: "a localhost CN is refused", rules: webServer(nil), req: req{cn: "LOCALHOST"}, part: policy.PartSubject, deny: []string{"localhost"}},
 		{name: "a name under .localhost is refused", rules: webServer(nil), req: req{cn: "www.example.com", dns: []string{"app.localhost"}}, part: policy.PartSAN, deny: []string{"localhost"}},
+		{name: "an IPv4 address in hex as a DNS name is refused", rules: webServer(nil), req: req{cn: "www.example.com", dns: []string{"0x7f000001"}}, part: policy.PartSAN, deny: []string{"numeric"}},
+		{name: "a bare public suffix is refused", rules: webServer(nil), req: req{cn: "www.example.com", dns: []string{"co.uk"}}, part: policy.PartSAN, deny: []string{"public suffix"}},
+		{name: "a bare TLD is refused", rules: webServer(nil), req: req{cn: "www.example.com", body: map[string][]string{"dns": {"com"}}}, part: policy.PartSAN, deny: []string{"public suffix"}},
+		{name: "a single-label internal name is a host", rules: webServer(nil), req: req{cn: "www.example.com", dns: []string{"intranet"}}},
+		{name: "an https URI without a host is refused", rules: webServer(func(t *config.Template) { t.SANTypes = []string{"dns", "uri"} }), req: req{cn: "www.example.com", uris: []string{"https:evil.com/x"}}, part: policy.PartSAN, deny: []string{"needs a host"}},
+		{name: "a spiffe URI without a host is refused", rules: webServer(func(t *config.Template) { t.SANTypes = []string{"dns", "uri"} }), req: req{cn: "www.example.com", uris: []string{"spiffe:example.com/ns/a"}}, part: policy.PartSAN, deny: []string{"needs a host"}},
+		{name: "a URN needs no host", rules: webServer(func(t *config.Template) { t.SANTypes = []string{"dns", "uri"} }), req: req{cn: "www.example.com", uris: []string{"urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66"}}},
+		{name: "a CN in a string type Go does not read is refused", rules: webServer(nil), req: req{cn: "x", subject: visibleStringCN("*.example.com"), dns: []string{"www.example.com"}}, part: policy.PartSubject, deny: []string{"type certflow does not read"}},
 		{name: "localhost is allowed with allow_local_names", rules: webServer(func(t *config.Template) { t.AllowLocalNames = true }), req: req{cn: "localhost", ips: []string{"127.0.0.1"}}},
 		{name: "a wildcard CN with a space is still a wildcard", rules: webServer(func(t *config.Template) { t.RFCEnforcement = false }), req: req{cn: "*.example.com x"}, part: policy.PartSubject, deny: []string{"common name"}},
 		{name: "an emailAddress in the subject is an e-mail name", rules: webServer(nil), req: req{names: []pkix.AttributeTypeAndValue{{Type: oidCN, Value: "a.example.com"}, {Type: oidEmail, Value: "ceo@example.com"}}}, part: policy.PartSubject, deny: []string{"emailAddress", "does not allow e-mail"}},
@@ -326,4 +334,14 @@ func BenchmarkCheckKeySanity(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// visibleStringCN is a subject of one CN encoded as a VisibleString, a
+// string type x509 does not decode.
+func visibleStringCN(cn string) []byte {
+	der, err := asn1.Marshal(pkix.RDNSequence{{{Type: oidCN, Value: asn1.RawValue{Tag: 26, Bytes: []byte(cn)}}}})
+	if err != nil {
+		panic(err)
+	}
+	return der
 }

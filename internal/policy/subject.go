@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // Attribute types a subject may repeat; every other attribute is
@@ -36,9 +37,11 @@ func (r *Rules) checkSubject(req *Request, cas CASubjects) error {
 			return fmt.Errorf("the attribute %s appears more than once; a certificate carries one", attributeName(oid))
 		}
 		seen[oid] = true
-		s, ok := atv.Value.(string)
+		s, ok := attributeString(atv.Value)
 		if !ok {
-			continue
+			// A string type Go does not decode (VisibleString,
+			// UniversalString …) hides its value from every rule.
+			return fmt.Errorf("the attribute %s has a value of a type certflow does not read (use UTF8String or PrintableString)", attributeName(oid))
 		}
 		for i := 0; i < len(s); i++ {
 			if c := s[i]; c < ' ' || c == 0x7f {
@@ -59,6 +62,21 @@ func (r *Rules) checkSubject(req *Request, cas CASubjects) error {
 		return errors.New("it is a certificate authority's subject")
 	}
 	return r.checkCommonName(cn)
+}
+
+// attributeString is an attribute value as text: a string as x509 decoded
+// it, or a raw IA5String, PrintableString or UTF8String (as a subject
+// certflow builds carries emailAddress).
+func attributeString(v any) (string, bool) {
+	switch v := v.(type) {
+	case string:
+		return v, true
+	case asn1.RawValue:
+		if v.Class == asn1.ClassUniversal && (v.Tag == asn1.TagIA5String || v.Tag == asn1.TagPrintableString || v.Tag == asn1.TagUTF8String) && utf8.Valid(v.Bytes) {
+			return string(v.Bytes), true
+		}
+	}
+	return "", false
 }
 
 // checkSubjectEmail holds a subject's emailAddress to the rules of an
