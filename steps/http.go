@@ -99,6 +99,7 @@ func (d *Deps) buildHTTP(spec *workflow.Spec) (workflow.Step, error) {
 		headers[http.CanonicalHeaderKey(name)] = t
 	}
 	var text *workflow.Template // a string body
+	jsonText := false           // …written as a JSON literal
 	var data bodyValue          // a structured body
 	switch w.Body.Kind {
 	case 0:
@@ -109,7 +110,10 @@ func (d *Deps) buildHTTP(spec *workflow.Spec) (workflow.Step, error) {
 		if text, err = spec.Template(w.Body.Value, &w.Body); err != nil {
 			return nil, err
 		}
-		if looksJSON(w.Body.Value) && !text.IsLiteral() {
+		// The content type follows the body as written, never a value:
+		// a value that reads as JSON is still text.
+		jsonText = looksJSON(w.Body.Value)
+		if jsonText && !text.IsLiteral() {
 			return nil, spec.Errorf(&w.Body, "body: a JSON body written as a string may not embed ${{ }} (a value holding a quote would close its string and add keys); write the body as YAML, e.g. body: {host: \"${{ csr.CommonName }}\"}, and certflow encodes the JSON")
 		}
 	default:
@@ -147,7 +151,7 @@ func (d *Deps) buildHTTP(spec *workflow.Spec) (workflow.Step, error) {
 			if err != nil {
 				return workflow.Result{}, workflow.Permanent(fmt.Errorf("body: %w", err))
 			}
-			if looksJSON(s) {
+			if jsonText {
 				contentType = "application/json"
 			}
 			rd = strings.NewReader(s)

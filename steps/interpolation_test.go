@@ -137,6 +137,42 @@ func TestPolicyInterpolationHTTP(t *testing.T) {
 	})
 }
 
+// TestPolicyInterpolationAssembledPathsAndTextBodies: values side by side
+// in one path segment are checked as the segment they make, an empty
+// value is refused, and a text body whose value reads as JSON is still
+// sent as text (the content type follows the body as written).
+func TestPolicyInterpolationAssembledPathsAndTextBodies(t *testing.T) {
+	t.Parallel()
+	srv, got := capturingServer(t)
+	def := parseWithHTTP(t, true,
+		`  - id: call`,
+		`    uses: http`,
+		`    with:`,
+		`      method: POST`,
+		`      url: "`+srv.URL+`/a/${{ csr.CommonName }}${{ csr.CommonName }}/b"`,
+		`      body: "${{ csr.CommonName }}"`,
+	)
+	for _, cn := range []string{".", ""} {
+		before := len(got())
+		env := envFor(t, defaultConfig(), workflow.Request{ID: 7}, newCSR(t, "P-256", cn), nil)
+		_, err := runStep(t, def, "call", env, nil)
+		var perm *workflow.PermanentError
+		if !errors.As(err, &perm) || !strings.Contains(err.Error(), "url") {
+			t.Fatalf("CN %q: err = %v, want a permanent url error", cn, err)
+		}
+		if n := len(got()) - before; n != 0 {
+			t.Fatalf("CN %q: %d calls, want none", cn, n)
+		}
+	}
+	env := envFor(t, defaultConfig(), workflow.Request{ID: 7}, newCSR(t, "P-256", `{"requester":"root"}`), nil)
+	if _, err := runStep(t, def, "call", env, nil); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if c := got()[len(got())-1]; c.contentType == "application/json" {
+		t.Errorf("a value that reads as JSON was sent as application/json: %s", c.body)
+	}
+}
+
 // TestPolicyInterpolationEmail: a subject made from the CN is sent encoded
 // on one header line, or, when the CN holds a line break, the step fails
 // and nothing is sent.

@@ -74,13 +74,32 @@ func (u *urlTemplate) render(env *workflow.Env) (string, error) {
 	if u.whole {
 		return u.t.String(env)
 	}
-	return u.t.Render(env, func(v string) (string, error) {
-		if v == "." || v == ".." {
-			return "", errDotSegment
+	out, err := u.t.Render(env, func(v string) (string, error) {
+		if v == "" {
+			return "", errEmptySegment
 		}
 		return url.PathEscape(v), nil
 	})
+	if err != nil {
+		return "", err
+	}
+	// Values side by side ("${{ a }}${{ b }}" with "." and ".") make a
+	// segment no single value is: check the path as assembled.
+	parsed, err := url.Parse(out)
+	if err != nil {
+		return "", err
+	}
+	for _, seg := range strings.Split(parsed.EscapedPath(), "/") {
+		if seg == "." || seg == ".." {
+			return "", errDotSegment
+		}
+	}
+	return out, nil
 }
+
+// errEmptySegment refuses an empty path value: it would leave "//",
+// which servers resolve differently.
+var errEmptySegment = errors.New("a value in the path may not be empty")
 
 // appendQuery adds pairs (name, value, in order) to target's query,
 // URL-encoded, after whatever the URL itself carries.
