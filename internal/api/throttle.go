@@ -176,15 +176,22 @@ func (t *throttle) entry(key string, now time.Time) *throttleEntry {
 	return e
 }
 
-// evict forgets one key: the least recently used of the oldest evictScan
-// that is neither locked out nor in flight, else the least recently used.
+// evict forgets one key: of the oldest evictScan that are neither locked
+// out nor in flight, the one with the fewest failures (the least recently
+// used among equals), else the least recently used of all. Keys that
+// still hold failures outlast those that hold fewer, so a flood of fresh
+// names (one failure each) cannot push out a name's record of guesses.
 func (t *throttle) evict(now time.Time) {
 	victim := t.order.Back()
-	for el, n := victim, 0; el != nil && n < evictScan; el, n = el.Prev(), n+1 {
+	best := -1.0
+	for el, n := t.order.Back(), 0; el != nil && n < evictScan; el, n = el.Prev(), n+1 {
 		e := el.Value.(*throttleEntry)
-		if !now.Before(e.until) && e.inflight == 0 {
-			victim = el
-			break
+		if now.Before(e.until) || e.inflight != 0 {
+			continue
+		}
+		t.drain(e, now)
+		if best < 0 || e.level < best {
+			victim, best = el, e.level
 		}
 	}
 	if victim != nil {

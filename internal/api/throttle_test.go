@@ -129,6 +129,29 @@ func TestThrottleMemoryIsBoundedAndLockoutsSurviveAFlood(t *testing.T) {
 	}
 }
 
+// A name's failures short of a lockout survive a flood of fresh names with
+// one failure each: the guesser cannot reset the name's count by flooding.
+func TestThrottleFailuresShortOfALockoutSurviveAFlood(t *testing.T) {
+	t.Parallel()
+	th := newThrottle(10, time.Hour, time.Hour)
+	th.capacity = 100
+	for i := range 9 {
+		th.begin("victim", t0)
+		if d := th.fail("victim", t0); d != 0 {
+			t.Fatalf("failure %d locked", i)
+		}
+	}
+	for i := range 10 * th.capacity {
+		key := "random-" + strconv.Itoa(i)
+		th.begin(key, t0)
+		th.fail(key, t0)
+	}
+	th.begin("victim", t0)
+	if d := th.fail("victim", t0); d == 0 {
+		t.Fatal("the tenth failure did not lock: the flood reset the name's count")
+	}
+}
+
 func TestThrottleAddr(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct{ remote, want string }{
