@@ -831,6 +831,7 @@ func TestARevocationCallCutShortByRedisAnswersWhatItAccepted(t *testing.T) {
 		c.RedisURL = proxy.URL()
 		c.API.RedisTimeout = time.Second
 	})
+	t.Cleanup(proxy.Close) // runs before certflow stops: see FreezeProxy.Close
 	first, _ := issueAs(t, cf, alice, "cut1.example.com", nil)
 	second, _ := issueAs(t, cf, alice, "cut2.example.com", nil)
 	// The revocation requests get the next two ids (certificate ids are

@@ -604,6 +604,7 @@ func TestASubmitAnswers503Within5sWhenRedisHangsMidSubmit(t *testing.T) {
 	}
 	proxy := testutil.StartFreezeProxy(t, opts.Addr)
 	cf := testutil.StartCertflow(t, func(c *config.Config) { c.RedisURL = proxy.URL() })
+	t.Cleanup(proxy.Close) // runs before certflow stops: see FreezeProxy.Close
 	csr, _ := testutil.CSR(t, "hang.example.com")
 	if r, _ := enroll(t, cf, testutil.EnrollBody(csr, nil)); r.Status != 200 {
 		t.Fatalf("before the hang: %d %s", r.Status, r.Body)

@@ -201,6 +201,7 @@ func TestPolicyKeyGenerationRedisDownAnswers503BeforeAnyWork(t *testing.T) {
 	}
 	proxy := testutil.StartFreezeProxy(t, opts.Addr)
 	cf := testutil.StartCertflow(t, func(c *config.Config) { c.RedisURL = proxy.URL(); c.API.RedisTimeout = time.Second })
+	t.Cleanup(proxy.Close) // runs before certflow stops: see FreezeProxy.Close
 	generated := countGenerations(cf)
 	body := map[string]any{"Subject": "CN=down.example.com", "KeyType": "ECC", "Curve": "P-256"}
 	alice := []string{"Authorization", bearer(testutil.AliceToken)}

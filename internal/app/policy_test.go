@@ -484,3 +484,23 @@ func visibleName(pairs ...any) []byte {
 	}
 	return der
 }
+
+// TestPolicyPFXSubjects: a PFX enrollment's Subject, which certflow turns
+// into the CSR it makes, is held to the same rules as a CSR's, at submit
+// (400 naming Subject, nothing stored).
+func TestPolicyPFXSubjects(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	for _, tc := range []struct{ name, subject, want string }{
+		{"an e-mail address on a server template", "CN=pfx.example.com,E=ceo@example.com", "Subject: subject: emailAddress \"ceo@example.com\": template WebServer does not allow e-mail names"},
+		{"two common names", "CN=pfx.example.com,CN=*.example.com", "Subject: subject: the attribute CN appears more than once"},
+		{"a wildcard common name", "CN=*.example.com", "Subject: subject: common name \"*.example.com\": wildcard names are not allowed"},
+		{"a line break in the common name", `CN=pfx.example.com\0Asubject=CN=root`, "Subject: subject: the attribute CN has the control character 0x0a"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := cf.Do(t, "POST", "/Enrollment/PFX", pfxBody(map[string]any{"Subject": tc.subject}), "x-certificateformat", "PFX", "Authorization", bearer(testutil.AliceToken))
+			assertError(t, r, http.StatusBadRequest, api.CodePolicy, tc.want)
+		})
+	}
+	assertNothingStored(t, cf)
+}

@@ -23,6 +23,8 @@ type FreezeProxy struct {
 	thawed  *sync.Cond
 	ln      net.Listener
 	conns   []net.Conn
+	// closeOnce: Close runs once.
+	closeOnce sync.Once
 }
 
 // StartFreezeProxy proxies a free loopback port to target (host:port)
@@ -53,8 +55,18 @@ func StartFreezeProxy(t testing.TB, target string) *FreezeProxy {
 			go p.pipe(c, up, false) // Redis → client
 		}
 	}()
-	t.Cleanup(func() {
-		ln.Close()
+	t.Cleanup(p.Close)
+	return p
+}
+
+// Close stops the proxy and closes every connection through it (once).
+// A test whose certflow goes through the proxy registers it again after
+// starting certflow, so that it runs first: a command swallowed by a
+// freeze leaves its connection waiting for ever (asynq's subscription
+// would then hold up the worker's shutdown); closed, it fails instead.
+func (p *FreezeProxy) Close() {
+	p.closeOnce.Do(func() {
+		p.ln.Close()
 		p.Unfreeze()
 		p.mu.Lock()
 		for _, c := range p.conns {
@@ -62,7 +74,6 @@ func StartFreezeProxy(t testing.TB, target string) *FreezeProxy {
 		}
 		p.mu.Unlock()
 	})
-	return p
 }
 
 // URL is the proxy's redis:// URL.
