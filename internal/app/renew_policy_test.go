@@ -8,10 +8,9 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/base64"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -37,22 +36,12 @@ type names struct {
 // csrFor makes a CSR (base64 DER) for n signed by key.
 func csrFor(t *testing.T, key crypto.Signer, n names) string {
 	t.Helper()
-	tmpl := &x509.CertificateRequest{Subject: n.subject, DNSNames: n.dns, EmailAddresses: n.emails}
-	for _, s := range n.ips {
-		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(s))
-	}
-	for _, s := range n.uris {
-		u, err := url.Parse(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl.URIs = append(tmpl.URIs, u)
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	subject, err := asn1.Marshal(n.subject.ToRDNSequence())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return base64.StdEncoding.EncodeToString(der)
+	spec := csrSpec{raw: subject, dns: n.dns, ips: n.ips, emails: n.emails, uris: n.uris, key: key}
+	return base64.StdEncoding.EncodeToString(spec.der(t))
 }
 
 func newKey(t *testing.T) crypto.Signer {

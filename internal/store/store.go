@@ -47,7 +47,7 @@ var (
 	// written; ask NewID for another.
 	ErrIDTaken = errors.New("request id already taken")
 	// ErrWithdrawn is what reading a request id whose creation was
-	// withdrawn (ErrGeneratedKey, ErrKeyCompromised) gives, while its marker lasts: its
+	// withdrawn (ErrGeneratedKey) gives, while its marker lasts: its
 	// first run's task was queued, and finds nothing to run.
 	ErrWithdrawn = fmt.Errorf("%w (withdrawn before its first run)", ErrNotFound)
 )
@@ -196,13 +196,15 @@ type Enqueue func(ctx context.Context, writes func(redis.Pipeliner)) error
 //
 // checks are what is asked of the CSR's key. With checks.Barred, a key a
 // certificate was revoked for with reason keyCompromise is refused:
-// ErrKeyCompromised. With checks.UnlessGenerated, the request is created
-// only if no pending CSR certflow generated has that key: else
-// ErrGeneratedKey, and the caller marries the key to a request of its own
-// (new id). On one Redis both checks ride in the script that writes the
-// record, so an enrollment pays no round trip for them; the task, already
-// queued then, finds the id withdrawn (ErrWithdrawn) and is dropped.
-// Elsewhere the look-ups go first.
+// ErrKeyCompromised, looked up before anything is written, so that the
+// refusal leaves nothing behind (not even a withdrawn id). With
+// checks.UnlessGenerated, the request is created only if no pending CSR
+// certflow generated has that key: else ErrGeneratedKey, and the caller
+// marries the key to a request of its own (new id). On one Redis that
+// check rides in the script that writes the record, so an ordinary
+// enrollment pays no round trip for it; the task, already queued then,
+// finds the id withdrawn (ErrWithdrawn) and is dropped. Elsewhere the
+// look-up goes first.
 //
 // On one Redis the script also refuses an id that is already a request's
 // (ErrIDTaken, see NewID): nothing is written over it.
@@ -212,7 +214,7 @@ func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Durat
 		return 0, false, errors.New("create request: no id (call NewID)")
 	}
 	unlessKey := checks.UnlessGenerated
-	if checks.Barred != "" && !s.ordered {
+	if checks.Barred != "" {
 		barred, err := s.KeyCompromised(ctx, checks.Barred)
 		if err != nil {
 			return 0, false, err
@@ -263,13 +265,13 @@ func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Durat
 				p.ZAdd(ctx, s.keys.open(), redis.Z{Score: float64(r.Updated.UnixMilli()), Member: id}))
 			return
 		}
-		keys := []string{s.keys.request(id), s.keys.open(), s.keys.compromisedKeys()}
+		keys := []string{s.keys.request(id), s.keys.open()}
 		if unlessKey != "" {
 			keys = append(keys, s.keys.csrByKey(unlessKey))
 		}
 		// EVAL, not EVALSHA: a NOSCRIPT here would leave the task that
 		// follows in the pipeline without its record.
-		created = createScript.Eval(ctx, p, keys, data, r.CSR, r.Updated.UnixMilli(), id, withdrawnTTL.Milliseconds(), checks.Barred)
+		created = createScript.Eval(ctx, p, keys, data, r.CSR, r.Updated.UnixMilli(), id, withdrawnTTL.Milliseconds())
 		written = append(written, created)
 	}
 	if enqueue == nil {
@@ -288,8 +290,6 @@ func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Durat
 		switch res, _ := created.Int64(); res {
 		case 0:
 			err = ErrGeneratedKey
-		case -2:
-			err = ErrKeyCompromised
 		case -1:
 			s.dropIDs()
 			err = ErrIDTaken
@@ -323,17 +323,13 @@ type KeyChecks struct {
 }
 
 // createScript writes a new request's record and open-set entry, unless
-// its id is taken (-1), its CSR's key was revoked for key compromise (-2)
-// or is a pending generated CSR's (0); for those two the hash gets only
-// the withdrawn marker v=0, for withdrawnTTL. 1: made. Run again on what
-// it wrote itself, it answers the same (a request id is never any other
-// request's: NewID's blocks do not overlap, and a withdrawn id's marker
-// can only be its own), but for a barred key, whose marker it reads as a
-// generated key's: the caller's second try, without the generated-key
-// check, is refused as barred.
-// KEYS: the request's hash, the open set, the compromised keys[, the
-// CSR-key index entry]; ARGV: record, CSR, open-set score, id, marker TTL
-// (ms), the key to refuse if barred ("": none).
+// its id is taken (-1) or its CSR's key is a pending generated CSR's (0:
+// the hash gets only the withdrawn marker v=0, for withdrawnTTL). 1: made.
+// Run again on what it wrote itself, it answers the same (a request id is
+// never any other request's: NewID's blocks do not overlap, and a
+// withdrawn id's marker can only be its own).
+// KEYS: the request's hash, the open set[, the CSR-key index entry];
+// ARGV: record, CSR, open-set score, id, marker TTL (ms).
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then
 	-- Our own write, sent again (go-redis re-sends a pipeline whose
@@ -343,16 +339,10 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 	if v == '0' and not d then return 0 end
 	return -1
 end
-local withdraw = function(res)
+if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then
 	redis.call('HSET', KEYS[1], 'v', '0')
 	redis.call('PEXPIRE', KEYS[1], ARGV[5])
-	return res
-end
-if ARGV[6] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[6]) == 1 then
-	return withdraw(-2)
-end
-if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then
-	return withdraw(0)
+	return 0
 end
 redis.call('HSET', KEYS[1], 'v', '1', 'd', ARGV[1], 'c', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])

@@ -965,12 +965,11 @@ func TestCreateQueuedUnlessTheKeyIsAGeneratedOne(t *testing.T) {
 	}
 }
 
-// A key barred for compromise is refused by the create itself, on one
-// Redis in the script that writes the record (the task queued with it
-// finds the id withdrawn), elsewhere by a look-up first: nothing is left
-// but the withdrawn marker, and another key goes through. The barred
-// check comes before the generated-key one, so a generated CSR's key that
-// was barred since is refused, not married.
+// A key barred for compromise is refused by the create, looked up before
+// anything is written: nothing is left behind, not even a withdrawn id's
+// marker or a queued task, and another key goes through. The barred check
+// comes before the generated-key one, so a generated CSR's key that was
+// barred since is refused, not married.
 func TestCreateQueuedRefusesABarredKey(t *testing.T) {
 	t.Parallel()
 	rdb, prefix, clients := oneAndSharded(t)
@@ -998,9 +997,12 @@ func TestCreateQueuedRefusesABarredKey(t *testing.T) {
 				if _, _, err := s.CreateQueued(ctx, r, time.Hour, enqueue, checks); !errors.Is(err, store.ErrKeyCompromised) {
 					t.Fatalf("create with a barred key (%+v): %v, want ErrKeyCompromised", checks, err)
 				}
-				if _, err := s.Get(ctx, r.ID); !errors.Is(err, store.ErrNotFound) {
-					t.Errorf("the refused request reads as %v, want not found", err)
+				if n, _ := rdb.Exists(ctx, requestKey(prefix, r.ID)).Result(); n != 0 {
+					t.Errorf("the refused request %d left its key behind", r.ID)
 				}
+			}
+			if enqueued != 0 {
+				t.Errorf("%d tasks enqueued for refused requests", enqueued)
 			}
 			if n, _ := rdb.ZCard(ctx, prefix+":open").Result(); n != 0 {
 				t.Errorf("%d open-set entries after refusals", n)
