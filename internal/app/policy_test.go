@@ -292,7 +292,7 @@ func TestPolicyWeakKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp, _ := enroll(t, cf, testutil.EnrollBody(der, nil))
-	assertError(t, resp, http.StatusBadRequest, api.CodePolicy, "CSR: RSA public exponent must be 65537")
+	assertError(t, resp, http.StatusBadRequest, api.CodeInvalidCSR, "CSR: invalid CSR: RSA public exponent must be 65537")
 	assertNothingStored(t, cf)
 }
 

@@ -65,13 +65,40 @@ func DecodeCSR(s string) ([]byte, *x509.CertificateRequest, error) {
 }
 
 // VerifyCSR checks the CSR's self-signature (proof of possession) and that
-// its key is of a kind certflow issues for.
+// its key is of a kind certflow issues for. An RSA key's shape is checked
+// first (CheckRSAShape): verifying a signature under a 184,000-bit modulus
+// with a large exponent costs seconds of CPU, which a refusal must not.
 func VerifyCSR(csr *x509.CertificateRequest) error {
+	if k, ok := csr.PublicKey.(*rsa.PublicKey); ok {
+		if err := CheckRSAShape(k); err != nil {
+			return fmt.Errorf("%w: %v", ErrCSR, err)
+		}
+	}
 	if err := csr.CheckSignature(); err != nil {
 		return fmt.Errorf("%w: signature does not verify: %v", ErrCSR, err)
 	}
 	if _, _, err := DescribeKey(csr.PublicKey); err != nil {
 		return fmt.Errorf("%w: %v", ErrCSR, err)
+	}
+	return nil
+}
+
+// RSAExponent is the only RSA public exponent certflow certifies: the one
+// every current implementation generates. Others that Go's parser accepts
+// (3, 17, 2^31-1) are refused, small ones for their attacks, large ones
+// for the work they put on verifiers.
+const RSAExponent = 65537
+
+// CheckRSAShape refuses an RSA public key larger than MaxRSABits, the
+// largest size a template may allow, or with an exponent other than
+// RSAExponent. It is cheap, and runs before anything costs in proportion
+// to the key (a signature check, a GCD).
+func CheckRSAShape(k *rsa.PublicKey) error {
+	if bits := k.N.BitLen(); bits > MaxRSABits {
+		return fmt.Errorf("RSA key of %d bits, more than the %d certflow certifies", bits, MaxRSABits)
+	}
+	if k.E != RSAExponent {
+		return errors.New("RSA public exponent must be 65537")
 	}
 	return nil
 }

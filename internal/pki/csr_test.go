@@ -453,3 +453,31 @@ func TestPublicKeyOfReturnsThePublicHalf(t *testing.T) {
 		t.Errorf("PublicKeyOf(string) = %v, want nil", got)
 	}
 }
+
+// A CSR's RSA key is sized up before its signature is checked: verifying
+// under a huge modulus or exponent costs seconds of CPU, which a refusal
+// must not.
+func TestVerifyCSRRefusesOversizedRSAKeysBeforeTheSignature(t *testing.T) {
+	t.Parallel()
+	huge := new(big.Int).Lsh(big.NewInt(1), 184000)
+	huge.Add(huge, big.NewInt(1))
+	small := new(big.Int).Lsh(big.NewInt(1), 2047)
+	small.Add(small, big.NewInt(1))
+	for _, tc := range []struct {
+		name string
+		key  *rsa.PublicKey
+		want string
+	}{
+		{"a 184,000-bit modulus", &rsa.PublicKey{N: huge, E: 65537}, "184001 bits"},
+		{"a 2^31-1 exponent", &rsa.PublicKey{N: small, E: 1<<31 - 1}, "exponent must be 65537"},
+		{"exponent 3", &rsa.PublicKey{N: small, E: 3}, "exponent must be 65537"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			csr := &x509.CertificateRequest{PublicKey: tc.key, SignatureAlgorithm: x509.SHA256WithRSA, Signature: make([]byte, 23000)}
+			err := VerifyCSR(csr)
+			if err == nil || !errors.Is(err, ErrCSR) || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "signature") {
+				t.Fatalf("VerifyCSR = %v; want the key refused (%q) before any signature check", err, tc.want)
+			}
+		})
+	}
+}

@@ -5,13 +5,9 @@ import (
 	"errors"
 	"math/big"
 	"sync"
-)
 
-// rsaExponent is the only public exponent certflow certifies: the one
-// every current implementation generates. Others that Go's parser accepts
-// (3, 17, 2^31-1) are refused, small ones for their attacks, large ones
-// for the work they put on verifiers.
-const rsaExponent = 65537
+	"github.com/certflow/certflow/internal/pki"
+)
 
 // smallPrimeBound: an RSA modulus with a prime factor below it is broken.
 const smallPrimeBound = 1 << 14
@@ -34,16 +30,16 @@ var smallPrimes = sync.OnceValue(func() *big.Int {
 })
 
 // CheckKeySanity refuses public keys that Go's parser accepts but that no
-// certificate should carry: an RSA key with an exponent other than 65537,
-// an even modulus, or a modulus with a prime factor below 2^14 (which
+// certificate should carry: an RSA key larger than pki.MaxRSABits or with
+// an exponent other than 65537 (pki.CheckRSAShape), an even modulus, or a modulus with a prime factor below 2^14 (which
 // factors it at once). Key types and sizes are the rules' business.
 func CheckKeySanity(pub any) error {
 	k, ok := pub.(*rsa.PublicKey)
 	if !ok {
 		return nil
 	}
-	if k.E != rsaExponent {
-		return errors.New("RSA public exponent must be 65537")
+	if err := pki.CheckRSAShape(k); err != nil {
+		return err
 	}
 	if k.N.Bit(0) == 0 {
 		return errors.New("RSA modulus is even: it is not the product of two large primes")
