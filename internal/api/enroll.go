@@ -51,6 +51,9 @@ const (
 	maxIdempotencyKey = 255
 	maxNameLen        = 256
 	maxMapEntries     = 100
+	// maxPrivateKeyText bounds a PrivateKey field: room for the largest
+	// key a template allows (RSA-8192), PEM or base64.
+	maxPrivateKeyText = 8 << 10
 )
 
 // timestampLayouts are the ISO 8601 forms Keyfactor clients send.
@@ -150,6 +153,10 @@ func (s *Server) enrollmentOf(r *http.Request, caller *Identity, body *Enrollmen
 	if body.PrivateKey != "" {
 		if tmpl == nil || !tmpl.KeyRetention {
 			return nil, badField("PrivateKey", "the template does not retain private keys; leave PrivateKey out")
+		}
+		if len(body.PrivateKey) > maxPrivateKeyText {
+			// Parsing validates the key, at a cost that grows with its size.
+			return nil, badField("PrivateKey", "longer than %d bytes (an RSA-8192 key in PKCS#8 is about 6,500)", maxPrivateKeyText)
 		}
 		key, keyDER, err := pki.ParsePKCS8(body.PrivateKey)
 		if err != nil {

@@ -300,7 +300,11 @@ func TestPolicyWeakKeys(t *testing.T) {
 // the CSR itself are bounded before any work depends on their size.
 func TestPolicySizeLimits(t *testing.T) {
 	t.Parallel()
-	cf := testutil.StartCertflow(t, nil)
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		retained := c.Templates[0]
+		retained.Name, retained.KeyRetention = "Retained", true
+		c.Templates = append(c.Templates, retained)
+	})
 	names := func(n int, prefix string) []string {
 		out := make([]string, n)
 		for i := range out {
@@ -314,6 +318,7 @@ func TestPolicySizeLimits(t *testing.T) {
 		{name: "101 SANs in the body", csr: csrSpec{cn: "n.example.com"}, extra: map[string]any{"SANs": map[string]any{"dns": names(101, "b")}}, code: api.CodeInvalidField, want: "SANs: more than 100 names"},
 		{name: "60 in the CSR and 60 in the body", csr: csrSpec{cn: "n.example.com", dns: names(60, "c")}, extra: map[string]any{"SANs": map[string]any{"dns": names(60, "b")}}, want: "SANs: the request has 120 subject alternative names"},
 		{name: "a CSR over 64 KiB", csr: csrSpec{cn: "n.example.com"}, extra: map[string]any{"CSR": bigCSR}, code: api.CodeInvalidCSR, want: "CSR: longer than 65536 bytes"},
+		{name: "a PrivateKey over 8 KiB", csr: csrSpec{cn: "n.example.com"}, extra: map[string]any{"Template": "Retained", "PrivateKey": strings.Repeat("A", 9000)}, code: api.CodeInvalidField, want: "PrivateKey: longer than 8192 bytes"},
 	})
 }
 
