@@ -106,10 +106,14 @@ type App struct {
 	Auth   *api.Authenticator
 	// Mailer sends the notify step's email; nil without smtp.addr.
 	Mailer *notify.Mailer
-	// KeyPool bounds the keys this process generates at once, for the
-	// API (CSR generation) and the worker (PFX enrollment) together.
-	KeyPool  *pki.KeyPool
-	embedded *miniredis.Miniredis
+	// KeyPool bounds the keys the API generates at once (CSR
+	// generation); WorkerKeyPool those the worker does (PFX enrollment).
+	// Two pools: a backlog of queued PFX enrollments, which one requester
+	// can build up, must not turn every other caller's CSR generation
+	// away with 429.
+	KeyPool       *pki.KeyPool
+	WorkerKeyPool *pki.KeyPool
+	embedded      *miniredis.Miniredis
 	// Out receives the human-facing start-up text (not the log).
 	Out io.Writer
 	// id tells this process's reload announcements from others'.
@@ -130,7 +134,8 @@ const (
 
 // Open connects and loads everything role needs.
 func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, out io.Writer) (*App, error) {
-	a := &App{Config: cfg, Log: log, Out: out, id: randomID(), caSubjects: ca.NewSubjects(cfg), KeyPool: pki.NewKeyPool(cfg.API.KeyGenerationConcurrency)}
+	a := &App{Config: cfg, Log: log, Out: out, id: randomID(), caSubjects: ca.NewSubjects(cfg),
+		KeyPool: pki.NewKeyPool(cfg.API.KeyGenerationConcurrency), WorkerKeyPool: pki.NewKeyPool(cfg.API.KeyGenerationConcurrency)}
 	ok := false
 	var err error
 	defer func() {
@@ -473,7 +478,7 @@ func (a *App) RunWorker(ctx context.Context) error {
 	w := &worker.Worker{
 		Config: a.Config, Store: a.Store, Queue: a.Queue, Defs: &a.Defs, Catalog: a.Catalog(),
 		Engine: &workflow.Engine{Log: a.Log}, Callbacks: a.Sender, KEK: a.KEK, Log: a.Log, CAs: a.CAs,
-		KeyPool: a.KeyPool,
+		KeyPool: a.WorkerKeyPool,
 	}
 	// worker.servers asynq servers share the concurrency: each dequeues in
 	// a loop of its own, so one sleeping on an empty queue does not hold

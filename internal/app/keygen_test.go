@@ -18,13 +18,16 @@ import (
 	"github.com/certflow/certflow/internal/testutil"
 )
 
-// countGenerations makes cf's key pool count the keys it generates.
+// countGenerations makes cf's key pools (the API's and the worker's)
+// count the keys they generate.
 func countGenerations(cf *testutil.Certflow) *atomic.Int64 {
 	var n atomic.Int64
-	cf.App.KeyPool.SetGenerator(func(spec pki.KeySpec) (crypto.Signer, error) {
-		n.Add(1)
-		return spec.Generate()
-	})
+	for _, pool := range []*pki.KeyPool{cf.App.KeyPool, cf.App.WorkerKeyPool} {
+		pool.SetGenerator(func(spec pki.KeySpec) (crypto.Signer, error) {
+			n.Add(1)
+			return spec.Generate()
+		})
+	}
 	return &n
 }
 
@@ -164,6 +167,40 @@ func TestPolicyKeyGenerationPoolFullAnswers429(t *testing.T) {
 	go func() { <-inside }()
 	if r := cf.Do(t, "POST", "/CSRGeneration/Generate", body, alice...); r.Status != http.StatusOK {
 		t.Fatalf("after the slots freed: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestPolicyKeyGenerationQueuedPFXDoesNotStarveTheAPI: a backlog of PFX
+// enrollments holding every slot of the worker's key pool leaves the
+// API's generation free: another caller's CSR generation is served, not
+// turned away with 429.
+func TestPolicyKeyGenerationQueuedPFXDoesNotStarveTheAPI(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, func(c *config.Config) { c.API.KeyGenerationConcurrency = 2 })
+	inside := make(chan struct{}, 8)
+	release := make(chan struct{})
+	cf.App.WorkerKeyPool.SetGenerator(func(spec pki.KeySpec) (crypto.Signer, error) {
+		inside <- struct{}{}
+		<-release
+		return spec.Generate()
+	})
+	defer close(release)
+	for range 4 {
+		r := cf.Do(t, "POST", "/Enrollment/PFX", pfxBody(map[string]any{"KeyType": "ECC", "Curve": "P-256"}), "x-certificateformat", "PFX", "Prefer", "respond-async", "Authorization", bearer(testutil.AliceToken))
+		if r.Status != http.StatusAccepted {
+			t.Fatalf("PFX enrollment: %d %s", r.Status, r.Body)
+		}
+	}
+	for range 2 { // both worker slots busy
+		select {
+		case <-inside:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the worker's key pool never generated")
+		}
+	}
+	body := map[string]any{"Subject": "CN=free.example.com", "KeyType": "ECC", "Curve": "P-256"}
+	if r := cf.Do(t, "POST", "/CSRGeneration/Generate", body, "Authorization", bearer(testutil.AdminToken)); r.Status != http.StatusOK {
+		t.Fatalf("CSR generation while the worker's pool is full: %d %s; want 200", r.Status, r.Body)
 	}
 }
 
