@@ -144,7 +144,8 @@ type API struct {
 	// KeyGenerationConcurrency bounds the private keys one API process
 	// generates at once (POST /CSRGeneration/Generate): a request that
 	// finds every slot taken answers 429 with Retry-After before doing any
-	// work. Defaults to the number of CPUs.
+	// work. A worker process generates PFX keys as many at once, from a
+	// pool of its own. Defaults to the number of CPUs.
 	KeyGenerationConcurrency int `yaml:"key_generation_concurrency"`
 	// RenewalGrace is how long after its NotAfter an expired certificate
 	// may still be renewed (POST /Enrollment/Renew); past it, the
