@@ -1,6 +1,7 @@
 package steps
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -80,7 +81,7 @@ func (d *Deps) buildValidate(spec *workflow.Spec) (workflow.Step, error) {
 // templatePolicy returns why the request breaks the policy that binds
 // it, or "".
 func (d *Deps) templatePolicy(run *workflow.Run) string {
-	return PolicyViolation(d.Config, d.caSubjects(), run)
+	return PolicyViolation(d.Config, d.caSubjects(), run, nil)
 }
 
 // caSubjects are the CAs' subjects, none when the step is only linted.
@@ -92,11 +93,13 @@ func (d *Deps) caSubjects() policy.CASubjects {
 }
 
 // PolicyViolation checks a run's request against the policy that binds it
-// (internal/policy): its template's, or the standalone CA's it names.
-// It returns the violation worded for the requester, or "". A revocation
-// is not held to today's policy: the certificate it revokes exists
-// whatever the policy now says.
-func PolicyViolation(cfg *config.Config, cas policy.CASubjects, run *workflow.Run) string {
+// (internal/policy): its template's, or without one the standalone CA's
+// that signs (signer, the issue step's choice, which a definition's
+// `authority:` may make), else the one the request names. It returns the
+// violation worded for the requester, or "". A revocation is not held to
+// today's policy: the certificate it revokes exists whatever the policy
+// now says.
+func PolicyViolation(cfg *config.Config, cas policy.CASubjects, run *workflow.Run, signer *config.CA) string {
 	req := run.Env.Request
 	if req.Revocation.CertificateId != 0 {
 		return ""
@@ -109,10 +112,13 @@ func PolicyViolation(cfg *config.Config, cas policy.CASubjects, run *workflow.Ru
 			return fmt.Sprintf("template %q no longer exists", req.Template)
 		}
 		rules = policy.ForTemplate(t)
-	case req.CertificateAuthority != "":
-		c, ok := cfg.CA(req.CertificateAuthority)
+	case signer != nil || req.CertificateAuthority != "":
+		c, ok := signer, signer != nil
+		if !ok {
+			c, ok = cfg.CA(req.CertificateAuthority)
+		}
 		if !ok || !c.Standalone {
-			return fmt.Sprintf("certificate authority %q is not a standalone CA, and the request names no template", req.CertificateAuthority)
+			return fmt.Sprintf("certificate authority %q is not a standalone CA, and the request names no template", cmp.Or(nameOf(c), req.CertificateAuthority))
 		}
 		if !c.MayEnroll(run.Env.Requester.Roles) {
 			return fmt.Sprintf("%s may not enroll with certificate authority %s", run.Env.Requester.Name, c.Name)
@@ -132,4 +138,11 @@ func PolicyViolation(cfg *config.Config, cas policy.CASubjects, run *workflow.Ru
 		return ""
 	}
 	return v.Message
+}
+
+func nameOf(c *config.CA) string {
+	if c == nil {
+		return ""
+	}
+	return c.Name
 }

@@ -509,3 +509,33 @@ func TestPolicyPFXSubjects(t *testing.T) {
 	}
 	assertNothingStored(t, cf)
 }
+
+// TestPolicyTheSigningCAsPolicyBinds: without a template, the policy at
+// issue is that of the CA that signs, which a definition's `authority:`
+// may choose: a request accepted under a permissive standalone CA is
+// denied when the definition sends it to a stricter one, or to a CA that
+// serves templates.
+func TestPolicyTheSigningCAsPolicyBinds(t *testing.T) {
+	t.Parallel()
+	def := func(authority string) string {
+		return "name: route\ntrigger: enrollment\nsteps:\n  - id: issue\n    uses: issue\n    with: {authority: " + authority + "}\n"
+	}
+	for _, tc := range []struct{ authority, want string }{
+		{"PartnerB", "wildcard names are not allowed"},
+		{config.DefaultCAName, "is not a standalone CA"},
+	} {
+		t.Run(tc.authority, func(t *testing.T) {
+			dir := defsDir(t, map[string]string{"route.yaml": def(tc.authority)})
+			cf := testutil.StartCertflow(t, func(c *config.Config) {
+				c.Definitions = dir
+				c.CAs = append(c.CAs,
+					config.CA{Name: "PartnerA", Host: "h", Type: "builtin", KeyType: "ecdsa-p256", Standalone: true, MaxValidity: time.Hour, Policy: config.Policy{AllowWildcards: true}},
+					config.CA{Name: "PartnerB", Host: "h", Type: "builtin", KeyType: "ecdsa-p256", Standalone: true, MaxValidity: time.Hour})
+			})
+			_, er := enroll(t, cf, testutil.EnrollBody(csrSpec{cn: "*.partner.example.com"}.der(t), map[string]any{"Template": nil, "CertificateAuthority": "PartnerA"}), "Authorization", bearer(testutil.AliceToken))
+			if d := er.CertificateInformation; d.RequestDisposition != "DENIED" || d.KeyfactorID != 0 || !strings.Contains(d.DispositionMessage, tc.want) {
+				t.Fatalf("routed to %s: %+v; want DENIED naming %q", tc.authority, d, tc.want)
+			}
+		})
+	}
+}

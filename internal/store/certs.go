@@ -168,7 +168,8 @@ func (s *Store) RevokeCertificate(ctx context.Context, id int64, rev Revocation)
 			// the reason becomes keyCompromise and the key is barred,
 			// the revocation date stays the first one's.
 			next.Date = prev.Date
-			if next.InvalidityDate.IsZero() {
+			if next.InvalidityDate.IsZero() || next.InvalidityDate.After(prev.Date) {
+				// Invalid from after it was revoked says nothing.
 				next.InvalidityDate = prev.InvalidityDate
 			}
 		}
