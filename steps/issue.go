@@ -191,19 +191,12 @@ func (d *Deps) stillRenewable(ctx context.Context, certID int64) error {
 	case old.Revocation != nil:
 		return workflow.Deny("certificate %d, which this request renews, was revoked (reason %d): it is not renewed", certID, old.Revocation.Reason)
 	}
-	holder, err := d.Store.RevocationHolder(ctx, certID)
+	holder, err := d.Store.RevocationUnderWay(ctx, certID)
 	if err != nil {
 		return workflow.RetryLater(err)
 	}
 	if holder > 0 {
-		r, err := d.Store.Get(ctx, holder)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-		case err != nil:
-			return workflow.RetryLater(err)
-		case !r.Disposition.Final():
-			return workflow.Deny("certificate %d, which this request renews, is being revoked (request %d): it is not renewed", certID, holder)
-		}
+		return workflow.Deny("certificate %d, which this request renews, is being revoked (request %d): it is not renewed", certID, holder)
 	}
 	return nil
 }

@@ -304,18 +304,12 @@ func (s *Server) checkRenewable(ctx context.Context, body RenewalRequest, cert *
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.API.RedisTimeout)
 	defer cancel()
-	holder, err := s.store.RevocationHolder(ctx, cert.ID)
+	holder, err := s.store.RevocationUnderWay(ctx, cert.ID)
 	if err != nil {
 		return err
 	}
 	if holder > 0 {
-		stale, err := s.revocationStale(ctx, holder)
-		if err != nil {
-			return err
-		}
-		if !stale {
-			return newError(http.StatusConflict, CodeConflict, "%s: a revocation of certificate %d is under way (request %d); it cannot be renewed meanwhile", field, cert.ID, holder)
-		}
+		return newError(http.StatusConflict, CodeConflict, "%s: a revocation of certificate %d is under way (request %d); it cannot be renewed meanwhile", field, cert.ID, holder)
 	}
 	return nil
 }

@@ -52,24 +52,6 @@ type SuspendedRevocation struct {
 // the CRL entry's invalidityDate, never its revocation date.
 const maxClockSkew = 5 * time.Minute
 
-// revocationStale reports whether a revocation request holding a
-// certificate's claim is over (or gone). One that revoked it is over too:
-// a certificate revoked already is refused before this is asked, but for
-// a later finding of key compromise, which takes the claim anew.
-func (s *Server) revocationStale(ctx context.Context, holder int64) (bool, error) {
-	if holder <= 0 {
-		return true, nil
-	}
-	r, err := s.store.Get(ctx, holder)
-	if errors.Is(err, store.ErrNotFound) {
-		return true, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return r.Disposition.Final(), nil
-}
-
 // handleRevokeCertificates is POST /Certificates/Revoke: every
 // certificate named gets a revocation request, run by the `revocation`
 // workflow (which may wait for approval). Everything is checked before
@@ -127,12 +109,9 @@ func (s *Server) handleRevokeCertificates(w http.ResponseWriter, r *http.Request
 			writeError(w, r, s.log, err)
 			return
 		}
-		holder, err := s.store.RevocationHolder(ctx, id)
+		holder, err := s.store.RevocationUnderWay(ctx, id)
 		if err == nil && holder > 0 {
-			var stale bool
-			if stale, err = s.revocationStale(ctx, holder); err == nil && !stale {
-				err = newError(http.StatusConflict, CodeConflict, "%s: a revocation of certificate %d is under way (request %d)", field, id, holder)
-			}
+			err = newError(http.StatusConflict, CodeConflict, "%s: a revocation of certificate %d is under way (request %d)", field, id, holder)
 		}
 		if err != nil {
 			writeError(w, r, s.log, err)
@@ -275,7 +254,7 @@ func (s *Server) submitRevocations(ctx context.Context, subs []*enrollment) ([]*
 		}
 		e.req.ID, e.req.Instance.ID = id, s.store.InstanceID(id)
 		certID := e.req.Input.Revocation.CertificateId
-		holder, err := s.store.ClaimRevocation(ctx, certID, id, s.revocationStale)
+		holder, err := s.store.ClaimRevocation(ctx, certID, id, s.store.RevocationOver)
 		if err != nil {
 			release()
 			if errors.Is(err, store.ErrConflict) {

@@ -307,6 +307,38 @@ func (s *Store) RevocationHolder(ctx context.Context, certID int64) (int64, erro
 	return v, err
 }
 
+// RevocationOver reports whether revocation request holder is over:
+// settled (whether it revoked or not) or gone; no request (0) is over
+// too. It is what ClaimRevocation's stale asks in production.
+func (s *Store) RevocationOver(ctx context.Context, holder int64) (bool, error) {
+	if holder <= 0 {
+		return true, nil
+	}
+	r, err := s.Get(ctx, holder)
+	if errors.Is(err, ErrNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return r.Disposition.Final(), nil
+}
+
+// RevocationUnderWay returns the revocation request under way for
+// certificate certID: the one that holds its claim, while it is not over
+// (RevocationOver). 0: none.
+func (s *Store) RevocationUnderWay(ctx context.Context, certID int64) (int64, error) {
+	holder, err := s.RevocationHolder(ctx, certID)
+	if err != nil || holder == 0 {
+		return 0, err
+	}
+	over, err := s.RevocationOver(ctx, holder)
+	if err != nil || over {
+		return 0, err
+	}
+	return holder, nil
+}
+
 // ReleaseRevocation drops reqID's claim on certificate certID (a submit
 // that was refused after claiming).
 func (s *Store) ReleaseRevocation(ctx context.Context, certID, reqID int64) error {
@@ -387,12 +419,8 @@ func (s *Store) BarCompromisedKeys(ctx context.Context, ca string) (int, error) 
 		if err != nil {
 			return n, err
 		}
-		keyID, err := certificateKeyID(c)
-		if err != nil {
+		if err := s.barKey(ctx, c); err != nil {
 			return n, err
-		}
-		if err := s.rdb.SAdd(ctx, s.keys.compromisedKeys(), keyID).Err(); err != nil {
-			return n, fmt.Errorf("bar the key of certificate %d: %w", c.ID, err)
 		}
 		n++
 	}
