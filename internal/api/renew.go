@@ -10,9 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -318,29 +316,12 @@ func (s *Server) checkRenewable(ctx context.Context, body RenewalRequest, cert *
 // merged with the old request's sans as the workflow merges them (with
 // the CN under RFC 2818 enforcement) — differ from leaf's: "" when they
 // are the same set. Every SAN type counts; order and duplicates do not;
-// DNS names and e-mail domains compare without case, IP addresses by
-// value (an IPv4 address and its IPv4-mapped IPv6 form are one).
+// both sides go through workflow.MergeSANs, so names compare as policy
+// and the CA see them (DNS names and mail domains without case, an IP
+// address in one spelling).
 func sanDifference(leaf *x509.Certificate, csr *x509.CertificateRequest, sans map[string][]string, addCN bool) string {
-	merged := workflow.MergeSANs(workflow.NewCSR(csr), sans, addCN)
-	want := map[string]bool{}
-	for _, v := range leaf.DNSNames {
-		want[canonicalSAN("dns", v)] = true
-	}
-	for _, v := range leaf.IPAddresses {
-		want[canonicalSAN("ip", v.String())] = true
-	}
-	for _, v := range leaf.EmailAddresses {
-		want[canonicalSAN("email", v)] = true
-	}
-	for _, v := range leaf.URIs {
-		want[canonicalSAN("uri", v.String())] = true
-	}
-	got := map[string]bool{}
-	for kind, list := range map[string][]string{"dns": merged.DNS, "ip": merged.IP, "email": merged.Email, "uri": merged.URI} {
-		for _, v := range list {
-			got[canonicalSAN(kind, v)] = true
-		}
-	}
+	got := sanSet(workflow.MergeSANs(workflow.NewCSR(csr), sans, addCN))
+	want := sanSet(workflow.MergeSANs(workflow.NewCSR(pki.CertificateAsCSR(leaf)), nil, false))
 	var added, missing []string
 	for k := range got {
 		if !want[k] {
@@ -367,26 +348,15 @@ func sanDifference(leaf *x509.Certificate, csr *x509.CertificateRequest, sans ma
 	return strings.Join(parts, "; ")
 }
 
-// canonicalSAN is a SAN of kind (dns, ip, email, uri) in the form two
-// equal names share, prefixed with its kind.
-func canonicalSAN(kind, v string) string {
-	switch kind {
-	case "dns":
-		v = strings.ToLower(v)
-	case "ip":
-		if ip := net.ParseIP(v); ip != nil {
-			v = ip.String() // To16 and back: one spelling per address
-		}
-	case "email":
-		if at := strings.LastIndexByte(v, '@'); at >= 0 {
-			v = v[:at] + strings.ToLower(v[at:]) // the local part may be case-sensitive
-		}
-	case "uri":
-		if u, err := url.Parse(v); err == nil {
-			v = u.String()
+// sanSet is merged SANs as a set of "<kind>:<name>".
+func sanSet(s workflow.SANs) map[string]bool {
+	set := map[string]bool{}
+	for kind, list := range map[string][]string{"dns": s.DNS, "ip": s.IP, "email": s.Email, "uri": s.URI} {
+		for _, v := range list {
+			set[kind+":"+v] = true
 		}
 	}
-	return kind + ":" + v
+	return set
 }
 
 // quoteSome quotes up to five names, and counts the rest.
