@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/policy"
 	"github.com/certflow/certflow/workflow"
 )
@@ -80,42 +79,11 @@ func violationField(v *policy.Violation, e *enrollment) string {
 }
 
 // fromBody reports whether the body's SANs object gave the name a
-// violation is about (else the CSR did).
+// violation is about (else the CSR did): the body's names merged and
+// normalised as the workflow does, so they compare with the violation's.
 func fromBody(v *policy.Violation, sans map[string][]string) bool {
-	for kind, values := range sans {
-		if sanType(kind) != v.Kind {
-			continue
-		}
-		if slices.ContainsFunc(values, func(x string) bool { return strings.EqualFold(x, v.Value) || normalizeSAN(v.Kind, x) == v.Value }) {
-			return true
-		}
-	}
-	return false
-}
-
-// sanType is the policy type of a Keyfactor SANs kind (ip4 and ip6 are ip).
-func sanType(kind string) string {
-	switch strings.ToLower(kind) {
-	case "dns":
-		return config.SANTypeDNS
-	case "ip4", "ip6":
-		return config.SANTypeIP
-	case "rfc822":
-		return config.SANTypeEmail
-	case "uri":
-		return config.SANTypeURI
-	}
-	return ""
-}
-
-func normalizeSAN(kind, v string) string {
-	switch kind {
-	case config.SANTypeDNS:
-		return policy.NormalizeDNS(v)
-	case config.SANTypeEmail:
-		return policy.NormalizeEmail(v)
-	}
-	return v
+	body := policy.SANs(workflow.MergeSANs(workflow.CSR{}, sans, false))
+	return slices.Contains(body.Of(v.Kind), v.Value)
 }
 
 // sanCount is how many SANs a request carries, its CSR's and its body's,

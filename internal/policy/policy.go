@@ -81,6 +81,21 @@ type SANs struct {
 	URI   []string
 }
 
+// Of returns the names of one SAN type (SANTypeDNS …).
+func (s *SANs) Of(kind string) []string {
+	switch kind {
+	case SANTypeDNS:
+		return s.DNS
+	case SANTypeIP:
+		return s.IP
+	case SANTypeEmail:
+		return s.Email
+	case SANTypeURI:
+		return s.URI
+	}
+	return nil
+}
+
 // Request is what policy judges: the subject and key of a verified CSR
 // and the SANs the certificate will carry.
 type Request struct {
