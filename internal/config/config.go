@@ -820,8 +820,8 @@ func (c *Config) Validate() error {
 // (field) sets, and the roles it lets enroll.
 func validatePolicy(field string, p *Policy, bad func(format string, args ...any)) {
 	for _, bits := range p.RSAKeySizes {
-		if bits < 2048 || bits > 8192 {
-			bad("%s.rsa_key_sizes: %d is outside 2048–8192", field, bits)
+		if bits < pki.MinRSABits || bits > pki.MaxRSABits {
+			bad("%s.rsa_key_sizes: %d is outside %d–%d", field, bits, pki.MinRSABits, pki.MaxRSABits)
 		}
 	}
 	for _, curve := range p.ECCCurves {
