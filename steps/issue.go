@@ -118,7 +118,7 @@ func (d *Deps) sign(ctx context.Context, run *workflow.Run, authority *workflow.
 	}
 	// The template's policy binds every certificate, whatever steps the
 	// definition has before this one.
-	if msg := PolicyViolation(d.Config, d.caSubjects(), run, caCfg); msg != "" {
+	if msg := PolicyViolation(d.Config, d.CASubjects.All(), run, caCfg); msg != "" {
 		return nil, workflow.Deny("%s", msg)
 	}
 	// Checked at submit too; here again because the key may have been

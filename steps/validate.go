@@ -81,15 +81,7 @@ func (d *Deps) buildValidate(spec *workflow.Spec) (workflow.Step, error) {
 // templatePolicy returns why the request breaks the policy that binds
 // it, or "".
 func (d *Deps) templatePolicy(run *workflow.Run) string {
-	return PolicyViolation(d.Config, d.caSubjects(), run, nil)
-}
-
-// caSubjects are the CAs' subjects, none when the step is only linted.
-func (d *Deps) caSubjects() policy.CASubjects {
-	if d.CASubjects == nil {
-		return nil
-	}
-	return d.CASubjects.All()
+	return PolicyViolation(d.Config, d.CASubjects.All(), run, nil)
 }
 
 // PolicyViolation checks a run's request against the policy that binds it

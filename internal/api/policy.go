@@ -39,7 +39,7 @@ func (s *Server) checkPolicy(e *enrollment, in *workflow.Input, caller *Identity
 	v := rules.Check(&policy.Request{
 		Subject: e.csr.Subject, RawSubject: e.csr.RawSubject, PublicKey: e.csr.PublicKey,
 		SANs: policy.SANs(in.SANs), KeyGenerated: e.req.Input.PFX != nil,
-	}, s.caSubjects())
+	}, s.casubjects.All())
 	if v == nil {
 		return nil
 	}
@@ -94,13 +94,4 @@ func sanCount(csr *x509.CertificateRequest, body map[string][]string) int {
 		n += len(v)
 	}
 	return n
-}
-
-// caSubjects are the CAs' subjects, none when the server was built
-// without them.
-func (s *Server) caSubjects() policy.CASubjects {
-	if s.casubjects == nil {
-		return nil
-	}
-	return s.casubjects.All()
 }
