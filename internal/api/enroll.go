@@ -496,7 +496,7 @@ func (s *Server) checkMetadata(in map[string]any, tmpl *config.Template) (map[st
 				return nil, fmt.Errorf("metadata field %s: default value: %w", f.Name, err)
 			}
 			out[f.Name] = norm
-		case s.workflowSets(f.Name):
+		case s.reservedName(f.Name) != "":
 			// Required of the certificate, and the workflow's to set: a
 			// request may not supply it (checkReservedMetadata).
 		case strings.EqualFold(f.Enrollment, metadata.Required) && g.Enrollment != metadata.Required:

@@ -1,7 +1,9 @@
 package api
 
 import (
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/certflow/certflow/internal/store"
@@ -57,14 +59,11 @@ func currentState(r *store.Request, def *workflow.Definition, viewer *Identity) 
 // null or empty value is not given (as checkMetadata counts it) and
 // passes.
 func (s *Server) checkReservedMetadata(in map[string]any) error {
-	if len(in) == 0 {
-		return nil
-	}
-	for _, reserved := range s.defs.Load().MetadataNames() {
-		for name, v := range in {
-			if v == nil || v == "" || !strings.EqualFold(strings.TrimSpace(name), reserved) {
-				continue
-			}
+	for _, name := range slices.Sorted(maps.Keys(in)) { // the same field named every time
+		if v := in[name]; v == nil || v == "" {
+			continue
+		}
+		if reserved := s.reservedName(strings.TrimSpace(name)); reserved != "" {
 			return &apiError{status: http.StatusBadRequest, code: CodeInvalidField,
 				msg: "Metadata." + reserved + ": set by the workflow; a request may not supply it"}
 		}
@@ -72,14 +71,15 @@ func (s *Server) checkReservedMetadata(in map[string]any) error {
 	return nil
 }
 
-// workflowSets reports whether metadata field name is one workflows set
-// (checkReservedMetadata): a request may not supply it, so it is not
-// required of one either.
-func (s *Server) workflowSets(name string) bool {
+// reservedName is metadata field name, in the spelling workflows set it,
+// when it is one they set (compared without case), else "": a request may
+// not supply it (checkReservedMetadata), so it is not required of one
+// either.
+func (s *Server) reservedName(name string) string {
 	for _, reserved := range s.defs.Load().MetadataNames() {
 		if strings.EqualFold(reserved, name) {
-			return true
+			return reserved
 		}
 	}
-	return false
+	return ""
 }
