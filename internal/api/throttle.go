@@ -21,9 +21,10 @@ import (
 // doubles, up to maxLock. Failures do not drain while the key is locked.
 //
 // The state is in this process's memory, bounded to capacity keys: when
-// full, the least recently used key that is not locked out is forgotten
-// (a locked one only when the oldest few are all locked), so a flood of
-// random names or addresses costs bounded memory.
+// full, of the oldest few keys that are not locked out the one with the
+// fewest failures is forgotten (a locked one only when all of them are
+// locked), so a flood of random names or addresses costs bounded memory
+// and cannot push out a key's record of guesses.
 type throttle struct {
 	budget   float64
 	period   time.Duration
@@ -51,7 +52,7 @@ type throttleEntry struct {
 const throttleCapacity = 1 << 16
 
 // evictScan is how many of the least recently used keys eviction looks
-// through for one that is not locked out.
+// through for the one to forget (evict).
 const evictScan = 16
 
 func newThrottle(budget int, period, maxLock time.Duration) *throttle {
