@@ -123,18 +123,25 @@ func TestPolicyInterpolationHTTP(t *testing.T) {
 	}
 	t.Run("a value that is a dot segment fails the step and calls nothing", func(t *testing.T) {
 		for _, v := range []string{".", ".."} {
-			before := len(got())
-			env := envFor(t, defaultConfig(), workflow.Request{ID: 7}, newCSR(t, "P-256", v), nil)
-			_, err := runStep(t, def, "owner", env, nil)
-			var perm *workflow.PermanentError
-			if !errors.As(err, &perm) || !strings.Contains(err.Error(), "url") {
-				t.Fatalf("CN %q: err = %v, want a permanent url error", v, err)
-			}
-			if n := len(got()) - before; n != 0 {
-				t.Fatalf("CN %q: %d calls, want none", v, n)
-			}
+			refusesURL(t, def, "owner", got, v)
 		}
 	})
+}
+
+// refusesURL runs step with the CN cn and asserts a permanent url error
+// and no call made.
+func refusesURL(t *testing.T, def *workflow.Definition, step string, got func() []capture, cn string) {
+	t.Helper()
+	before := len(got())
+	env := envFor(t, defaultConfig(), workflow.Request{ID: 7}, newCSR(t, "P-256", cn), nil)
+	_, err := runStep(t, def, step, env, nil)
+	var perm *workflow.PermanentError
+	if !errors.As(err, &perm) || !strings.Contains(err.Error(), "url") {
+		t.Fatalf("CN %q: err = %v, want a permanent url error", cn, err)
+	}
+	if n := len(got()) - before; n != 0 {
+		t.Fatalf("CN %q: %d calls, want none", cn, n)
+	}
 }
 
 // TestPolicyInterpolationAssembledPathsAndTextBodies: values side by side
@@ -153,16 +160,7 @@ func TestPolicyInterpolationAssembledPathsAndTextBodies(t *testing.T) {
 		`      body: "${{ csr.CommonName }}"`,
 	)
 	for _, cn := range []string{".", ""} {
-		before := len(got())
-		env := envFor(t, defaultConfig(), workflow.Request{ID: 7}, newCSR(t, "P-256", cn), nil)
-		_, err := runStep(t, def, "call", env, nil)
-		var perm *workflow.PermanentError
-		if !errors.As(err, &perm) || !strings.Contains(err.Error(), "url") {
-			t.Fatalf("CN %q: err = %v, want a permanent url error", cn, err)
-		}
-		if n := len(got()) - before; n != 0 {
-			t.Fatalf("CN %q: %d calls, want none", cn, n)
-		}
+		refusesURL(t, def, "call", got, cn)
 	}
 	env := envFor(t, defaultConfig(), workflow.Request{ID: 7}, newCSR(t, "P-256", `{"requester":"root"}`), nil)
 	if _, err := runStep(t, def, "call", env, nil); err != nil {
