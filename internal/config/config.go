@@ -64,6 +64,9 @@ type Config struct {
 	Templates []Template  `yaml:"templates"`
 	Metadata  []MetaField `yaml:"metadata_fields"`
 	SMTP      SMTP        `yaml:"smtp"`
+	// Speed switches certflow's speed shortcuts off, one by one; each has a
+	// plain fallback that does the same work more slowly.
+	Speed Speed `yaml:"speed"`
 	// SecurityRoles are the roles a certificate owner (OwnerRoleId,
 	// OwnerRoleName) can name, besides the built-in requester, approver
 	// and admin (BuiltinRoles). Defaults to none.
@@ -190,6 +193,24 @@ type Worker struct {
 	// ReconcileAfter: a request QUEUED or RUNNING for longer than this with
 	// no progress is enqueued again (the task id makes that safe). Defaults to 10m.
 	ReconcileAfter time.Duration `yaml:"reconcile_after"`
+}
+
+// Speed holds the switches of the speed shortcuts (docs/speed.md). All
+// default to on; turning one off changes how fast certflow is, never what
+// it does.
+type Speed struct {
+	// Piggyback sends a new request's record with its task, in asynq's own
+	// enqueue round trip (it relies on asynq's enqueue script; a startup
+	// probe turns it off for the process when it does not recognise it).
+	// Off: the record is written first, then the task is enqueued.
+	Piggyback bool `yaml:"piggyback"`
+	// GroupCommit lets concurrent callers' Redis pipelines share round
+	// trips. Off: each pipeline is its own round trip.
+	GroupCommit bool `yaml:"group_commit"`
+	// LeafEncoder builds the usual leaf certificate's TBSCertificate by
+	// hand instead of through x509.CreateCertificate. Off: x509 builds
+	// every certificate.
+	LeafEncoder bool `yaml:"leaf_encoder"`
 }
 
 // Callbacks governs the result delivery to CallbackUrl.
@@ -539,6 +560,7 @@ func Default() Config {
 		},
 		Callbacks: Callbacks{Timeout: DefaultCallbackTimeout, Schedule: slices.Clone(DefaultCallbackSchedule)},
 		SMTP:      SMTP{TLS: "starttls", Timeout: 30 * time.Second},
+		Speed:     Speed{Piggyback: true, GroupCommit: true, LeafEncoder: true},
 		CAs: []CA{CA{
 			Name: DefaultCAName, Host: DefaultCAHost, Type: "builtin", KeyType: "ecdsa-p256",
 			MaxValidity: 825 * 24 * time.Hour,
