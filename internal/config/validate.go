@@ -24,9 +24,60 @@ import (
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 // Validate checks the whole configuration; its errors name the setting.
+// Each section checks its own settings; what a setting must be against
+// another section's is checked here, in the order the messages have
+// always come in.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	c.validateTopLevel(bad)
+	// A renewal needs the expired certificate's record, which
+	// worker.retention keeps: it bounds api.renewal_grace.
+	c.API.validate(c.Worker.Retention, bad)
+	if c.Worker.ReconcileAfter <= c.Worker.TaskTimeout {
+		bad("worker.reconcile_after: must be longer than worker.task_timeout (%s), or a running task would be started again", c.Worker.TaskTimeout)
+	}
+	c.Worker.validate(bad)
+	c.Callbacks.validate(bad)
+	for _, d := range slices.Concat(c.API.durations(), c.Worker.durations(), c.Callbacks.durations(), c.SMTP.durations()) {
+		if d.value <= 0 {
+			bad("%s: must be positive", d.name)
+		}
+	}
+	c.SMTP.validate(bad)
+	c.Auth.validate(bad)
+	caNames := map[string]bool{}
+	for i := range c.CAs {
+		field := fmt.Sprintf("certificate_authorities[%d]", i)
+		checkName(field, c.CAs[i].Name, caNames, bad)
+		c.CAs[i].validate(field, bad)
+	}
+	tmplNames := map[string]bool{}
+	for i := range c.Templates {
+		t := &c.Templates[i]
+		field := fmt.Sprintf("templates[%d]", i)
+		checkName(field, t.Name, tmplNames, bad)
+		c.validateTemplateCAs(field, t, caNames, bad)
+		t.validate(field, bad)
+	}
+	c.validateMetadataFields(bad)
+	c.validateSecurityRoles(bad)
+	// Templates override metadata_fields, so their overrides are checked
+	// once the fields are.
+	for i := range c.Templates {
+		c.validateTemplateFields(fmt.Sprintf("templates[%d]", i), &c.Templates[i], bad)
+	}
+	return errors.Join(errs...)
+}
+
+// durationSetting is a duration setting and its name in the file.
+type durationSetting struct {
+	name  string
+	value time.Duration
+}
+
+// validateTopLevel checks the settings outside every section.
+func (c *Config) validateTopLevel(bad func(format string, args ...any)) {
 	if c.RedisURL != "" {
 		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
 			bad("redis_url: want redis://host:port/db or rediss://…")
@@ -43,90 +94,120 @@ func (c *Config) Validate() error {
 	if !nameRE.MatchString(c.Queue) {
 		bad("queue: %q is not a valid name", c.Queue)
 	}
-	if c.API.MaxBodyBytes < 1024 {
+}
+
+// validate checks the api section but for its durations (durations);
+// maxRenewalGrace is worker.retention.
+func (a *API) validate(maxRenewalGrace time.Duration, bad func(format string, args ...any)) {
+	if a.MaxBodyBytes < 1024 {
 		bad("api.max_body_bytes: must be at least 1024")
 	}
-	if c.API.RateLimit < 0 || (c.API.RateLimit > 0 && c.API.RateBurst < 1) {
+	if a.RateLimit < 0 || (a.RateLimit > 0 && a.RateBurst < 1) {
 		bad("api.rate_limit: must be 0 (off) or positive, with api.rate_burst at least 1")
 	}
-	if c.API.MaxSANs < 1 || c.API.MaxSANs > 10000 {
+	if a.MaxSANs < 1 || a.MaxSANs > 10000 {
 		bad("api.max_sans: must be between 1 and 10000")
 	}
-	if c.API.MaxPendingCSRs < 1 {
+	if a.MaxPendingCSRs < 1 {
 		bad("api.max_pending_csrs: must be at least 1")
 	}
-	if c.API.KeyGenerationConcurrency < 1 {
+	if a.KeyGenerationConcurrency < 1 {
 		bad("api.key_generation_concurrency: must be at least 1")
 	}
-	if c.API.RenewalGrace < 0 || c.API.RenewalGrace > c.Worker.Retention {
-		bad("api.renewal_grace: must be between 0 and worker.retention (%s)", c.Worker.Retention)
+	if a.RenewalGrace < 0 || a.RenewalGrace > maxRenewalGrace {
+		bad("api.renewal_grace: must be between 0 and worker.retention (%s)", maxRenewalGrace)
 	}
-	if c.API.AuthFailuresPerMinute < 1 {
+	if a.AuthFailuresPerMinute < 1 {
 		bad("api.auth_failures_per_minute: must be at least 1")
 	}
-	if c.API.AuthFailuresPerUserPerHour < 1 {
+	if a.AuthFailuresPerUserPerHour < 1 {
 		bad("api.auth_failures_per_user_per_hour: must be at least 1")
 	}
-	if c.API.AuthMaxLockout < time.Second {
+	if a.AuthMaxLockout < time.Second {
 		bad("api.auth_max_lockout: must be at least 1s")
 	}
-	if c.API.SyncWait < 0 || c.API.MaxSyncWait < c.API.SyncWait {
+	if a.SyncWait < 0 || a.MaxSyncWait < a.SyncWait {
 		bad("api.sync_wait: must be between 0 and api.max_sync_wait")
 	}
-	if c.Worker.ReconcileAfter <= c.Worker.TaskTimeout {
-		bad("worker.reconcile_after: must be longer than worker.task_timeout (%s), or a running task would be started again", c.Worker.TaskTimeout)
+}
+
+// durations are the api section's durations that must be positive.
+func (a *API) durations() []durationSetting {
+	return []durationSetting{
+		{"api.idempotency_ttl", a.IdempotencyTTL},
+		{"api.redis_timeout", a.RedisTimeout},
 	}
-	if c.Worker.Concurrency < 1 {
+}
+
+// validate checks the worker section but for its durations (durations).
+func (w *Worker) validate(bad func(format string, args ...any)) {
+	if w.Concurrency < 1 {
 		bad("worker.concurrency: must be at least 1")
 	}
-	if c.Worker.Servers < 1 {
+	if w.Servers < 1 {
 		bad("worker.servers: must be at least 1")
 	}
-	if c.Worker.MaxRetry < 1 {
+	if w.MaxRetry < 1 {
 		bad("worker.max_retry: must be at least 1 (a crashed worker counts as a retry)")
 	}
-	if len(c.Callbacks.Schedule) == 0 {
+}
+
+// durations are the worker section's durations that must be positive.
+func (w *Worker) durations() []durationSetting {
+	return []durationSetting{
+		{"worker.task_timeout", w.TaskTimeout},
+		{"worker.shutdown_timeout", w.ShutdownTimeout},
+		{"worker.reconcile_after", w.ReconcileAfter},
+		{"worker.poll_interval", w.PollInterval},
+		{"worker.retention", w.Retention},
+	}
+}
+
+// validate checks the callbacks section but for its timeout (durations).
+func (cb *Callbacks) validate(bad func(format string, args ...any)) {
+	if len(cb.Schedule) == 0 {
 		bad("callbacks.schedule: must list at least one retry delay")
 	}
-	for i, d := range c.Callbacks.Schedule {
+	for i, d := range cb.Schedule {
 		if d <= 0 {
 			bad("callbacks.schedule[%d]: must be positive", i)
 		}
 	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{
-		{"api.idempotency_ttl", c.API.IdempotencyTTL},
-		{"api.redis_timeout", c.API.RedisTimeout},
-		{"worker.task_timeout", c.Worker.TaskTimeout},
-		{"worker.shutdown_timeout", c.Worker.ShutdownTimeout},
-		{"worker.reconcile_after", c.Worker.ReconcileAfter},
-		{"worker.poll_interval", c.Worker.PollInterval},
-		{"worker.retention", c.Worker.Retention},
-		{"callbacks.timeout", c.Callbacks.Timeout},
-		{"smtp.timeout", c.SMTP.Timeout},
-	} {
-		if d.v <= 0 {
-			bad("%s: must be positive", d.name)
-		}
+}
+
+// durations are the callbacks section's durations that must be positive.
+func (cb *Callbacks) durations() []durationSetting {
+	return []durationSetting{{"callbacks.timeout", cb.Timeout}}
+}
+
+// validate checks the smtp section but for its timeout (durations).
+func (s *SMTP) validate(bad func(format string, args ...any)) {
+	if !slices.Contains([]string{"starttls", "implicit", "none"}, s.TLS) {
+		bad("smtp.tls: %q (want starttls, implicit or none)", s.TLS)
 	}
-	if !slices.Contains([]string{"starttls", "implicit", "none"}, c.SMTP.TLS) {
-		bad("smtp.tls: %q (want starttls, implicit or none)", c.SMTP.TLS)
-	}
-	if c.SMTP.Addr != "" {
-		host, port, err := net.SplitHostPort(c.SMTP.Addr)
+	if s.Addr != "" {
+		host, port, err := net.SplitHostPort(s.Addr)
 		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
-			bad("smtp.addr: %q is not host:port", c.SMTP.Addr)
-		} else if ip := net.ParseIP(host); c.SMTP.TLS == "none" && host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			bad("smtp.addr: %q is not host:port", s.Addr)
+		} else if ip := net.ParseIP(host); s.TLS == "none" && host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 			bad("smtp.tls: none is only allowed for a loopback smtp.addr, not %q", host)
 		}
-		if _, err := mail.ParseAddress(c.SMTP.From); err != nil {
-			bad("smtp.from: %q is not a mail address", c.SMTP.From)
+		if _, err := mail.ParseAddress(s.From); err != nil {
+			bad("smtp.from: %q is not a mail address", s.From)
 		}
 	}
+}
+
+// durations are the smtp section's durations that must be positive.
+func (s *SMTP) durations() []durationSetting {
+	return []durationSetting{{"smtp.timeout", s.Timeout}}
+}
+
+// validate checks the auth section's users: named once each (and not
+// as the admin token's identity), one credential each, roles well-formed.
+func (a *Auth) validate(bad func(format string, args ...any)) {
 	seenUser := map[string]bool{}
-	for i, u := range c.Auth.Users {
+	for i, u := range a.Users {
 		field := fmt.Sprintf("auth.users[%d]", i)
 		switch {
 		case u.Name == "":
@@ -160,61 +241,61 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	caNames := map[string]bool{}
-	for i, ca := range c.CAs {
-		field := fmt.Sprintf("certificate_authorities[%d]", i)
-		checkName(field, ca.Name, caNames, bad)
-		if !nameRE.MatchString(ca.Host) {
-			bad("%s.host: %q is not a valid host name", field, ca.Host)
-		}
-		if ca.Type != "builtin" {
-			bad("%s.type: %q is not supported (want builtin)", field, ca.Type)
-		}
-		if !slices.Contains([]string{"ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072", "rsa-4096"}, ca.KeyType) {
-			bad("%s.key_type: %q (want ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096)", field, ca.KeyType)
-		}
-		if ca.MaxValidity <= 0 {
-			bad("%s.max_validity: must be positive", field)
-		}
-		validatePolicy(field, &ca.Policy, bad)
+}
+
+// validate checks one of certificate_authorities (field) but for its
+// name, which Validate checks against the others'.
+func (ca *CA) validate(field string, bad func(format string, args ...any)) {
+	if !nameRE.MatchString(ca.Host) {
+		bad("%s.host: %q is not a valid host name", field, ca.Host)
 	}
-	tmplNames := map[string]bool{}
-	for i, t := range c.Templates {
-		field := fmt.Sprintf("templates[%d]", i)
-		checkName(field, t.Name, tmplNames, bad)
-		if len(t.CAs) == 0 {
-			bad("%s.certificate_authorities: at least one is required", field)
-		}
-		for _, n := range t.CAs {
-			if !caNames[strings.ToLower(n)] {
-				bad("%s.certificate_authorities: unknown authority %q", field, n)
-			} else if ca, _ := c.CA(n); ca.Standalone {
-				// A request without CertificateAuthority gets one of the
-				// template's CAs; a standalone CA must be named.
-				bad("%s.certificate_authorities: %s is standalone: it serves requests that name it, without a template", field, n)
-			}
-		}
-		validatePolicy(field, &t.Policy, bad)
-		if t.Validity <= 0 {
-			bad("%s.validity: must be positive", field)
-		}
-		for _, u := range t.KeyUsages {
-			if _, ok := pki.KeyUsages[u]; !ok {
-				bad("%s.key_usages: unknown key usage %q (known: %s)", field, u, strings.Join(slices.Sorted(maps.Keys(pki.KeyUsages)), ", "))
-			}
-		}
-		for _, u := range t.ExtKeyUsages {
-			if _, ok := pki.ExtKeyUsages[u]; !ok {
-				bad("%s.extended_key_usages: unknown extended key usage %q (known: %s)", field, u, strings.Join(slices.Sorted(maps.Keys(pki.ExtKeyUsages)), ", "))
-			}
+	if ca.Type != "builtin" {
+		bad("%s.type: %q is not supported (want builtin)", field, ca.Type)
+	}
+	if !slices.Contains([]string{"ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072", "rsa-4096"}, ca.KeyType) {
+		bad("%s.key_type: %q (want ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096)", field, ca.KeyType)
+	}
+	if ca.MaxValidity <= 0 {
+		bad("%s.max_validity: must be positive", field)
+	}
+	validatePolicy(field, &ca.Policy, bad)
+}
+
+// validateTemplateCAs checks the CAs a template (field) names: at least
+// one, each configured (caNames, lower case) and none standalone.
+func (c *Config) validateTemplateCAs(field string, t *Template, caNames map[string]bool, bad func(format string, args ...any)) {
+	if len(t.CAs) == 0 {
+		bad("%s.certificate_authorities: at least one is required", field)
+	}
+	for _, n := range t.CAs {
+		if !caNames[strings.ToLower(n)] {
+			bad("%s.certificate_authorities: unknown authority %q", field, n)
+		} else if ca, _ := c.CA(n); ca.Standalone {
+			// A request without CertificateAuthority gets one of the
+			// template's CAs; a standalone CA must be named.
+			bad("%s.certificate_authorities: %s is standalone: it serves requests that name it, without a template", field, n)
 		}
 	}
-	c.validateMetadataFields(bad)
-	c.validateSecurityRoles(bad)
-	for i := range c.Templates {
-		c.validateTemplateFields(fmt.Sprintf("templates[%d]", i), &c.Templates[i], bad)
+}
+
+// validate checks one of templates (field) but for its name and CAs
+// (Validate checks them against the others') and its metadata and
+// enrollment fields (validateTemplateFields).
+func (t *Template) validate(field string, bad func(format string, args ...any)) {
+	validatePolicy(field, &t.Policy, bad)
+	if t.Validity <= 0 {
+		bad("%s.validity: must be positive", field)
 	}
-	return errors.Join(errs...)
+	for _, u := range t.KeyUsages {
+		if _, ok := pki.KeyUsages[u]; !ok {
+			bad("%s.key_usages: unknown key usage %q (known: %s)", field, u, strings.Join(slices.Sorted(maps.Keys(pki.KeyUsages)), ", "))
+		}
+	}
+	for _, u := range t.ExtKeyUsages {
+		if _, ok := pki.ExtKeyUsages[u]; !ok {
+			bad("%s.extended_key_usages: unknown extended key usage %q (known: %s)", field, u, strings.Join(slices.Sorted(maps.Keys(pki.ExtKeyUsages)), ", "))
+		}
+	}
 }
 
 // validatePolicy checks the key and name policy a template or a CA
