@@ -180,7 +180,7 @@ func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, ou
 	a.Store.ProgressEvery = cfg.Worker.ReconcileAfter / 4
 	a.Queue = queue.NewClient(a.Redis, cfg.Queue, cfg.Worker.MaxRetry, cfg.Worker.TaskTimeout, len(cfg.Callbacks.Schedule))
 	if role&RoleWorker != 0 {
-		reg, made, err := ca.OpenAll(cfg, kek, true)
+		reg, made, err := ca.OpenAll(cfg, kek, true, ca.Logger(log)) // speed.leaf_encoder from cfg; its self-check reports to log
 		if err != nil {
 			return nil, err
 		}

@@ -15,6 +15,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -41,6 +42,9 @@ type Builtin struct {
 	// caNames are the subjects (pki.NameKey) no leaf may have: this CA's
 	// root and issuing CA, and every other configured CA's (OpenAll).
 	caNames map[string]bool
+	// enc builds and signs the certificates (OpenBuiltin chooses it and
+	// checks it against x509 once, at open).
+	enc encoder
 }
 
 var _ Authority = (*Builtin)(nil)
@@ -96,7 +100,7 @@ func (b *Builtin) Issue(ctx context.Context, req *Request) (*Issued, error) {
 		return nil, err
 	}
 	tmpl := b.leafTemplate(req, serial, time.Now())
-	leaf, err := signCertificate(rand.Reader, tmpl, b.issuer, req.PublicKey, b.signer)
+	leaf, err := b.enc.sign(rand.Reader, tmpl, b.issuer, req.PublicKey, b.signer)
 	if err != nil {
 		return nil, fmt.Errorf("built-in CA %s: sign: %w", b.name, err)
 	}
@@ -153,7 +157,26 @@ func randomSerial() (*big.Int, error) {
 // hierarchy first when create is true and none exists. Two processes that
 // create at once agree on one hierarchy: it is written to a temporary
 // folder and renamed into place, and the loser loads the winner's.
-func OpenBuiltin(dir, name, keyType string, kek *pki.KEK, create bool) (b *Builtin, created bool, err error) {
+//
+// The CA signs with the hand-built leaf encoder unless LeafEncoder(false)
+// says otherwise; either way the shortcuts it would take are first checked
+// against x509.CreateCertificate on one certificate (checkEncoder), and
+// any that fails is turned off, reported to Logger's logger.
+func OpenBuiltin(dir, name, keyType string, kek *pki.KEK, create bool, opts ...Option) (*Builtin, bool, error) {
+	o := openOptions{enc: handEncoder, log: slog.Default()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	b, created, err := openBuiltin(dir, name, keyType, kek, create)
+	if err != nil {
+		return nil, false, err
+	}
+	b.useEncoder(o.enc, o.log)
+	return b, created, nil
+}
+
+// openBuiltin is OpenBuiltin but for the choice of encoder.
+func openBuiltin(dir, name, keyType string, kek *pki.KEK, create bool) (b *Builtin, created bool, err error) {
 	caDir := filepath.Join(dir, "ca", name)
 	if _, err := os.Stat(filepath.Join(caDir, issuingCertFile)); err == nil {
 		b, err := loadBuiltin(caDir, name, kek)
@@ -305,7 +328,7 @@ func newBuiltin(name string, root, iss *x509.Certificate, signer crypto.Signer) 
 			return nil, fmt.Errorf("built-in CA %s: issuing key: %w", name, err)
 		}
 	}
-	b := &Builtin{name: name, issuer: iss, signer: signer, chain: [][]byte{iss.Raw, root.Raw}, rootCrt: root, keyID: keyID, caNames: map[string]bool{}}
+	b := &Builtin{name: name, issuer: iss, signer: signer, chain: [][]byte{iss.Raw, root.Raw}, rootCrt: root, keyID: keyID, caNames: map[string]bool{}, enc: handEncoder}
 	for _, c := range []*x509.Certificate{root, iss} {
 		key, err := pki.NameKey(c.RawSubject)
 		if err != nil {

@@ -21,13 +21,16 @@ func (r *Registry) Get(name string) (Authority, bool) {
 }
 
 // OpenAll opens every configured CA, creating built-in hierarchies that do
-// not exist yet when create is set. created lists the names it made.
-func OpenAll(cfg *config.Config, kek *pki.KEK, create bool) (reg *Registry, created []string, err error) {
+// not exist yet when create is set. created lists the names it made. The
+// built-in CAs use the hand-built leaf encoder as cfg's speed.leaf_encoder
+// says; opts come after that.
+func OpenAll(cfg *config.Config, kek *pki.KEK, create bool, opts ...Option) (reg *Registry, created []string, err error) {
+	opts = append([]Option{LeafEncoder(cfg.Speed.LeafEncoder)}, opts...)
 	reg = &Registry{byName: make(map[string]Authority, len(cfg.CAs))}
 	for _, c := range cfg.CAs {
 		switch c.Type {
 		case "builtin":
-			b, made, err := OpenBuiltin(cfg.DataDir, c.Name, c.KeyType, kek, create)
+			b, made, err := OpenBuiltin(cfg.DataDir, c.Name, c.KeyType, kek, create, opts...)
 			if err != nil {
 				return nil, nil, err
 			}

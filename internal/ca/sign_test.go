@@ -23,8 +23,9 @@ import (
 	"github.com/certflow/certflow/internal/pki"
 )
 
-// createCertificate must make what x509.CreateCertificate makes: the same
-// TBSCertificate and signature algorithm, with a signature that verifies.
+// Every encoder (each shortcut on, each off) must make what
+// x509.CreateCertificate makes: the same TBSCertificate and signature
+// algorithm, with a signature that verifies.
 func TestCreateCertificateMatchesX509(t *testing.T) {
 	t.Parallel()
 	ec256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -55,27 +56,29 @@ func TestCreateCertificateMatchesX509(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := createCertificate(rand.Reader, tmpl, parent, leafKey.Public(), key)
-			if err != nil {
-				t.Fatal(err)
-			}
 			w, err := x509.ParseCertificate(want)
 			if err != nil {
 				t.Fatal(err)
 			}
-			g, err := x509.ParseCertificate(got)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(g.RawTBSCertificate, w.RawTBSCertificate) || g.SignatureAlgorithm != w.SignatureAlgorithm {
-				t.Fatalf("differs from x509.CreateCertificate: alg %v, want %v", g.SignatureAlgorithm, w.SignatureAlgorithm)
-			}
-			if err := g.CheckSignatureFrom(parent); err != nil {
-				t.Fatal(err)
-			}
-			// The DER is canonical: re-encoding the parts yields it again.
-			if len(got) != len(g.Raw) {
-				t.Fatalf("trailing bytes after the certificate")
+			for encName, enc := range testEncoders {
+				got, err := enc.create(rand.Reader, tmpl, parent, leafKey.Public(), key)
+				if err != nil {
+					t.Fatalf("%s: %v", encName, err)
+				}
+				g, err := x509.ParseCertificate(got)
+				if err != nil {
+					t.Fatalf("%s: %v", encName, err)
+				}
+				if !bytes.Equal(g.RawTBSCertificate, w.RawTBSCertificate) || g.SignatureAlgorithm != w.SignatureAlgorithm {
+					t.Fatalf("%s: differs from x509.CreateCertificate: alg %v, want %v", encName, g.SignatureAlgorithm, w.SignatureAlgorithm)
+				}
+				if err := g.CheckSignatureFrom(parent); err != nil {
+					t.Fatalf("%s: %v", encName, err)
+				}
+				// The DER is canonical: re-encoding the parts yields it again.
+				if len(got) != len(g.Raw) {
+					t.Fatalf("%s: trailing bytes after the certificate", encName)
+				}
 			}
 		})
 	}
@@ -88,12 +91,23 @@ func TestSignCertificateChecksASelfSignedTemplate(t *testing.T) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	now := time.Now()
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "x"}, NotBefore: now, NotAfter: now.Add(time.Hour)}
-	if _, err := signCertificate(rand.Reader, tmpl, tmpl, key.Public(), badSigner{key}); !errors.Is(err, ErrBadSignature) {
-		t.Fatalf("a signer returning bad signatures: %v, want ErrBadSignature", err)
+	for name, enc := range testEncoders {
+		if _, err := enc.sign(rand.Reader, tmpl, tmpl, key.Public(), badSigner{key}); err == nil || (enc.capture != nil && !errors.Is(err, ErrBadSignature)) {
+			t.Fatalf("%s: a signer returning bad signatures: %v, want ErrBadSignature", name, err)
+		}
+		if _, err := enc.sign(rand.Reader, tmpl, tmpl, key.Public(), key); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
 	}
-	if _, err := signCertificate(rand.Reader, tmpl, tmpl, key.Public(), key); err != nil {
-		t.Fatal(err)
-	}
+}
+
+// testEncoders are the encoders a built-in CA may run with: the switch on
+// or off, and what the start-up check leaves when a shortcut fails it.
+var testEncoders = map[string]encoder{
+	"hand-built leaves, capture":       handEncoder,
+	"capture (speed.leaf_encoder off)": captureEncoder,
+	"hand-built leaves, x509 signs":    {leaf: leafTBS},
+	"x509 signs everything":            {},
 }
 
 type badSigner struct{ *ecdsa.PrivateKey }

@@ -147,14 +147,14 @@ func leafRequest(t *testing.T, raw bool) *Request {
 	return req
 }
 
-// The path a request takes through createCertificate.
+// The path a request takes through encoder.create.
 const (
 	pathLeafTBS  = "leafTBS builds the TBSCertificate"
 	pathX509TBS  = "x509 builds the TBSCertificate"
 	pathX509Only = "x509.CreateCertificate signs"
 )
 
-// pathOf is the path b's signer and req take, as createCertificate
+// pathOf is the path b's signer and req take, as encoder.create
 // decides it.
 func pathOf(b *Builtin, req *Request) string {
 	switch b.signer.Public().(type) {
@@ -162,10 +162,15 @@ func pathOf(b *Builtin, req *Request) string {
 	default:
 		return pathX509Only
 	}
-	if _, _, _, ok := leafTBS(b.leafTemplate(req, big.NewInt(1), time.Now()), b.issuer, req.PublicKey, b.signer); ok {
-		return pathLeafTBS
+	if b.enc.leaf != nil {
+		if _, _, _, ok := b.enc.leaf(b.leafTemplate(req, big.NewInt(1), time.Now()), b.issuer, req.PublicKey, b.signer); ok {
+			return pathLeafTBS
+		}
 	}
-	return pathX509TBS
+	if b.enc.capture != nil {
+		return pathX509TBS
+	}
+	return pathX509Only
 }
 
 // TestPolicyCASignsOnlyWhatVerifies: whatever the signer and whichever
@@ -192,34 +197,40 @@ func TestPolicyCASignsOnlyWhatVerifies(t *testing.T) {
 				{"a signer that signs with another key than it shows", otherKeySigner{pub: key.Public(), other: other}, true},
 				{"a signer of another key", other, false},
 			}
-			for _, raw := range []bool{true, false} {
-				req := leafRequest(t, raw)
-				path := pathOf(honest, req)
-				switch {
-				case keyType == "ed25519" && path != pathX509Only,
-					keyType != "ed25519" && raw && path != pathLeafTBS,
-					keyType != "ed25519" && !raw && path != pathX509TBS:
-					t.Fatalf("raw subject %v: path %q: the rows below do not test what they say", raw, path)
-				}
-				if _, err := honest.Issue(t.Context(), req); err != nil {
-					t.Fatalf("%s, honest signer: %v", path, err)
-				}
-				for _, s := range signers {
-					t.Run(fmt.Sprintf("%s, %s", s.name, path), func(t *testing.T) {
-						b := testBuiltin(t, "Faulty", root, iss, s.signer)
-						if got := pathOf(b, req); s.ours && got != path {
-							t.Fatalf("takes %q, want %q", got, path)
-						}
-						issued, err := b.Issue(t.Context(), req)
-						if err == nil || issued != nil {
-							t.Fatalf("certificate released: %v", err)
-						}
-						if s.ours && path != pathX509Only && !errors.Is(err, ErrBadSignature) {
-							t.Fatalf("error %v, want ErrBadSignature", err)
-						}
-					})
+			for encName, enc := range testEncoders {
+				honest.enc = enc
+				for _, raw := range []bool{true, false} {
+					req := leafRequest(t, raw)
+					path := pathOf(honest, req)
+					switch {
+					case keyType == "ed25519" && path != pathX509Only,
+						keyType != "ed25519" && raw && enc.leaf != nil && path != pathLeafTBS,
+						keyType != "ed25519" && (!raw || enc.leaf == nil) && enc.capture != nil && path != pathX509TBS,
+						keyType != "ed25519" && (!raw || enc.leaf == nil) && enc.capture == nil && path != pathX509Only:
+						t.Fatalf("%s, raw subject %v: path %q: the rows below do not test what they say", encName, raw, path)
+					}
+					if _, err := honest.Issue(t.Context(), req); err != nil {
+						t.Fatalf("%s, %s, honest signer: %v", encName, path, err)
+					}
+					for _, s := range signers {
+						t.Run(fmt.Sprintf("%s, %s, %s", encName, s.name, path), func(t *testing.T) {
+							b := testBuiltin(t, "Faulty", root, iss, s.signer)
+							b.enc = enc
+							if got := pathOf(b, req); s.ours && got != path {
+								t.Fatalf("takes %q, want %q", got, path)
+							}
+							issued, err := b.Issue(t.Context(), req)
+							if err == nil || issued != nil {
+								t.Fatalf("certificate released: %v", err)
+							}
+							if s.ours && path != pathX509Only && !errors.Is(err, ErrBadSignature) {
+								t.Fatalf("error %v, want ErrBadSignature", err)
+							}
+						})
+					}
 				}
 			}
+			honest.enc = handEncoder
 			if _, err := honest.RevocationList(t.Context(), crlEntries(), big.NewInt(1), time.Now(), time.Now().Add(time.Hour)); err != nil {
 				t.Fatalf("CRL, honest signer: %v", err)
 			}
