@@ -19,12 +19,14 @@ import (
 // leafTBS builds the TBSCertificate x509.CreateCertificate builds for a
 // leaf of the shape the built-in CA issues (see leafShape), byte for byte,
 // with the signature AlgorithmIdentifier and signer options it would use.
-// x509 gets there through reflection-driven encoding/asn1, 25 µs and over
-// 200 allocations per certificate on a 2-core machine, a quarter of the
-// CA's signing time; this takes a few microseconds. ok is false for
+// x509 gets there through reflection-driven encoding/asn1, a large share
+// of the CA's signing time; building by hand skips the reflection and
+// most allocations (docs/speed.md has the figures). ok is false for
 // anything else (another template shape, key or curve): the caller then
 // lets x509 build it. TestLeafTBSMatchesX509 holds the two to the same
-// bytes over templates of every shape this accepts.
+// bytes over templates of every shape this accepts, and checkEncoder
+// holds them to it again when a CA opens (speed.leaf_encoder turns it
+// off).
 func leafTBS(tmpl, parent *x509.Certificate, pub any, signer crypto.Signer) (tbs, alg []byte, opts crypto.SignerOpts, ok bool) {
 	alg, opts, ok = leafSigning(signer)
 	if !ok || !leafShape(tmpl, parent) || !signsFor(signer, parent) {

@@ -162,8 +162,9 @@ type Worker struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// Retention is how long a settled request (and the certificate issued
 	// for it) is kept after it was last read or written; it bounds Redis
-	// memory at about 6 KB per request. Defaults to 825 days, the longest
-	// validity a built-in CA grants, so a record outlives its certificate.
+	// memory (the README's Speed section has what a request takes).
+	// Defaults to 825 days, the longest validity a built-in CA grants, so
+	// a record outlives its certificate.
 	Retention time.Duration `yaml:"retention"`
 	// PollInterval is how often an idle worker asks Redis for new tasks: it
 	// bounds the pickup delay when the queue runs empty, at one small Lua

@@ -16,9 +16,10 @@ import (
 )
 
 // ParseCSR is x509.ParseCertificateRequest, faster for the CSRs clients
-// send. x509 decodes a CSR with encoding/asn1's reflection (about 12 µs
-// for a P-256 CSR, twice per enrollment: the API and the worker). A CSR
-// of the usual shape is read here with cryptobyte instead:
+// send. x509 decodes a CSR with encoding/asn1's reflection, and an
+// enrollment parses its CSR twice (the API and the worker; the README's
+// Speed section has the figures). A CSR of the usual shape is read here
+// with cryptobyte instead:
 //
 //   - version 0; a subject of PrintableString, UTF8String or IA5String
 //     values whose attribute types x509 names (2.5.4.x, emailAddress,
