@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -70,6 +71,11 @@ func (b *Builtin) useEncoder(enc encoder, log *slog.Logger) {
 // signer, neither of which is promised; both hold or not for the whole
 // life of a process, so one check at open is enough.
 func (b *Builtin) checkEncoder(enc encoder) (encoder, []string) {
+	switch b.signer.Public().(type) {
+	case *ecdsa.PublicKey, *rsa.PublicKey:
+	default:
+		return enc, nil // x509.CreateCertificate signs with other keys, whatever enc says
+	}
 	if enc.leaf == nil && enc.capture == nil {
 		return enc, nil
 	}

@@ -273,6 +273,18 @@ func TestSelfCheckPassesQuietly(t *testing.T) {
 	}
 }
 
+// A CA key the shortcuts do not serve (Ed25519) gives the check nothing
+// to say: x509.CreateCertificate signs with it whatever the encoder.
+func TestSelfCheckLeavesOtherKeysAlone(t *testing.T) {
+	t.Parallel()
+	root, iss, key := testHierarchy(t, "Edwards", "ed25519")
+	b := testBuiltin(t, "Edwards", root, iss, key)
+	if enc, problems := b.checkEncoder(handEncoder); enc.leaf == nil || enc.capture == nil || len(problems) > 0 {
+		t.Fatalf("hand-built %v, capture %v, problems %q", enc.leaf != nil, enc.capture != nil, problems)
+	}
+	issueGood(t, b, encoderRequest(t))
+}
+
 // x509 hashing the TBSCertificate itself and asking for a signature of
 // the digest is the capture's failure, not a signer's.
 func TestCaptureRefusesADigest(t *testing.T) {
