@@ -36,13 +36,13 @@ type Deps struct {
 // Catalog returns the step types by their `uses:` names.
 func Catalog(d *Deps) workflow.Catalog {
 	return workflow.Catalog{
-		"validate":            d.buildValidate,
-		"issue":               d.buildIssue,
+		workflow.ValidateStep: d.buildValidate,
+		workflow.IssueStep:    d.buildIssue,
 		workflow.RevokeStep:   d.buildRevoke,
-		"metadata":            d.buildMetadata,
-		"notify":              d.buildNotify,
-		"set":                 d.buildSet,
-		"http":                d.buildHTTP,
+		workflow.MetadataStep: d.buildMetadata,
+		workflow.NotifyStep:   d.buildNotify,
+		workflow.SetStep:      d.buildSet,
+		workflow.HTTPStep:     d.buildHTTP,
 		workflow.ApprovalStep: d.buildApproval,
 	}
 }

@@ -30,6 +30,23 @@ type Builder func(spec *Spec) (Step, error)
 // definitions in the field: never rename one.
 type Catalog map[string]Builder
 
+// The `uses:` names of certflow's step types: the keys of the catalogue
+// package steps builds, and the only place these names are spelt in Go.
+// Definitions in the field use them, so none may ever be renamed. Besides
+// the catalogue, three have a meaning of their own: IssueStep and
+// RevokeStep are the CA steps a definition gets appended (CAStep), and
+// ApprovalStep is how the API knows which steps take people's signals.
+const (
+	ValidateStep = "validate"
+	IssueStep    = "issue"
+	RevokeStep   = "revoke"
+	MetadataStep = "metadata"
+	NotifyStep   = "notify"
+	SetStep      = "set"
+	HTTPStep     = "http"
+	ApprovalStep = "approval"
+)
+
 // Spec is a step's entry in a definition, as its Builder sees it.
 type Spec struct {
 	ID      string
