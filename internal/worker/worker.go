@@ -515,6 +515,7 @@ func (w *Worker) Sweep(ctx context.Context) {
 // request.
 func (w *Worker) generatePFXKey(ctx context.Context, r *store.Request) (_ *store.Request, cause, err error) {
 	spec := r.Input.PFX
+	keySpec := pki.KeySpec(spec.Key)
 	if w.KEK == nil {
 		return r, nil, errors.New("PFX enrollment: this worker has no key-encryption key to seal the key with")
 	}
@@ -523,12 +524,12 @@ func (w *Worker) generatePFXKey(ctx context.Context, r *store.Request) (_ *store
 		if err != nil {
 			return r, fmt.Errorf("PFX subject: %w", err), nil
 		}
-		key, err := w.generateKey(ctx, spec.Key)
+		key, err := w.generateKey(ctx, keySpec)
 		if err != nil && ctx.Err() != nil {
 			return r, nil, err // no slot before the run's deadline: run again
 		}
 		if err != nil {
-			return r, fmt.Errorf("generate %s key: %w", spec.Key, err), nil
+			return r, fmt.Errorf("generate %s key: %w", keySpec, err), nil
 		}
 		csr, err := pki.NewCSR(key, pki.CSRRequest{Subject: subject, SANs: r.Input.SANs})
 		if err != nil {
@@ -543,7 +544,7 @@ func (w *Worker) generatePFXKey(ctx context.Context, r *store.Request) (_ *store
 		r.Subject, r.CommonName = subject.String(), subject.CommonName
 		err = w.Store.SetCSR(ctx, r, csr)
 		if err == nil {
-			w.Log.Info("PFX key generated", "request", r.ID, "key", spec.Key.String())
+			w.Log.Info("PFX key generated", "request", r.ID, "key", keySpec.String())
 			return r, nil, nil
 		}
 		if !errors.Is(err, store.ErrHasCSR) && !errors.Is(err, store.ErrConflict) || attempt == 9 {
