@@ -86,12 +86,15 @@ func (is Issue) Build(spec *workflow.Spec) (workflow.Step, error) {
 
 // issue returns the request's certificate, signing one only if none is
 // stored (store.ClaimIssue): a re-run after a crash, or a second worker,
-// gets the first one, without checking the policy again. A new
+// gets the first one, without checking the policy again. The claim the
+// worker took with its read of the request (run.IssueClaim) spares
+// ClaimIssue its round trip; a claim of another kind counts as none. A new
 // certificate is not stored here: it is the step's Result.Record, which
 // the checkpoint after the step writes together with the instance, and
 // the engine writes that checkpoint before any step with effects runs.
 func (is Issue) issue(ctx context.Context, run *workflow.Run, authority *workflow.Template, validity time.Duration) (workflow.Result, error) {
-	existing, claim, err := is.Store.ClaimIssue(ctx, run.RequestID)
+	pre, _ := run.IssueClaim.(*store.IssueClaim)
+	existing, claim, err := is.Store.ClaimIssue(ctx, run.RequestID, pre)
 	if err != nil {
 		// Another worker holds the issue lock, or Redis failed: not the
 		// step's fault; the queue runs it again later.

@@ -46,3 +46,37 @@ func TestIssueStepDeniesWhatTheCARefuses(t *testing.T) {
 		t.Fatalf("a certificate was stored: %v %v", c, err)
 	}
 }
+
+// The issue step signs under the claim its run was handed (the worker's,
+// taken with its read of the request); without it, that claim's lock
+// keeps the step out until the queue runs it again.
+func TestIssueStepUsesTheClaimItsRunIsHanded(t *testing.T) {
+	t.Parallel()
+	fx, _, _ := revokeFixture(t)
+	def, err := workflow.Parse("def.yaml", []byte("name: t\ntrigger: enrollment\nsteps:\n  - id: issue\n    uses: issue\n"), fx.catalog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	id, _ := fx.Store.NewID(ctx)
+	now := time.Now().UTC()
+	if _, _, err := fx.Store.Create(ctx, &store.Request{ID: id, Disposition: store.Queued, Submitted: now, Updated: now, Trigger: "enrollment"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	_, claim, err := fx.Store.GetForRun(ctx, id)
+	if err != nil || claim == nil {
+		t.Fatalf("GetForRun: %v, %v; want a claim", claim, err)
+	}
+	csr := newCSR(t, "P-256", "claim.example.com", "claim.example.com")
+	run := &workflow.Run{RequestID: id, StepID: "issue", CSR: csr, Log: nopLogger(),
+		Env: envFor(t, fx.Config, workflow.Request{ID: id, Template: config.DefaultTemplate}, csr, nil)}
+	var later *workflow.RetryLaterError
+	if _, err := def.Steps[0].Step.Run(ctx, run); !errors.As(err, &later) || !errors.Is(err, store.ErrBusy) {
+		t.Fatalf("issuing without the run's claim: %v, want a retry later (ErrBusy)", err)
+	}
+	run.IssueClaim = claim
+	res, err := def.Steps[0].Step.Run(ctx, run)
+	if err != nil || res.Record == nil || res.Certificate == nil {
+		t.Fatalf("issuing with the run's claim: %+v, %v; want a fresh certificate", res, err)
+	}
+}
