@@ -351,16 +351,16 @@ func (a *App) adminToken(fromEnv string) (string, error) {
 // what its steps use and nothing more (the set step uses nothing).
 func (a *App) Catalog() workflow.Catalog {
 	cfg := a.Config
-	notify := steps.Notify{Webhooks: a.Sender, Mailer: a.Mailer, AllowPrivate: cfg.Callbacks.AllowPrivate, SMTPAddr: cfg.SMTP.Addr}
+	channels := steps.Notify{Webhooks: a.Sender, Mailer: a.Mailer, AllowPrivate: cfg.Callbacks.AllowPrivate, SMTPAddr: cfg.SMTP.Addr}
 	return steps.Types{
 		Validate: steps.Validate{Config: cfg, CASubjects: a.caSubjects},
 		Issue:    steps.Issue{Config: cfg, CAs: a.CAs, CASubjects: a.caSubjects, Store: a.Store},
 		Revoke:   steps.Revoke{CAs: a.CAs, Store: a.Store},
 		Metadata: steps.Metadata{Fields: cfg.Metadata},
-		Notify:   notify,
+		Notify:   channels,
 		HTTP:     steps.HTTP{Client: callback.NewClient(cfg.Callbacks.AllowPrivate, cfg.Callbacks.Timeout), AllowPrivate: cfg.Callbacks.AllowPrivate},
 		// An approval's `notify:` tells the same channels as the notify step.
-		Approval: steps.Approval{Notify: notify},
+		Approval: steps.Approval{Notify: channels},
 	}.Catalog()
 }
 
