@@ -43,8 +43,8 @@ import (
 type Notify struct {
 	// Webhooks signs and posts webhook events.
 	Webhooks *callback.Sender
-	// Mailer sends email; nil without smtp.addr, and then an email is
-	// recorded as not sent.
+	// Mailer sends email. Without one (linting, or no smtp.addr) an email
+	// is recorded as not sent.
 	Mailer *notify.Mailer
 	// AllowPrivate is callbacks.allow_private: webhooks may go to
 	// private addresses.
