@@ -11,13 +11,13 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// approval suspends the request until people decide. While it waits the
-// instance is Suspended and the request PENDING, and no worker is held.
-// Decisions arrive as signals (POST /Workflow/Instances/{id}/Signals, or
-// Keyfactor's /Workflow/Certificates/Approve and /Deny); one denial ends
-// the request DENIED, quorum distinct approvals let it go on. The
-// requester may never decide their own request unless
-// allow_self_approval is set (four-eyes).
+// Approval is the approval step type: it suspends the request until people
+// decide. While it waits the instance is Suspended and the request PENDING,
+// and no worker is held. Decisions arrive as signals (POST
+// /Workflow/Instances/{id}/Signals, or Keyfactor's
+// /Workflow/Certificates/Approve and /Deny); one denial ends the request
+// DENIED, quorum distinct approvals let it go on. The requester may never
+// decide their own request unless allow_self_approval is set (four-eyes).
 //
 //	uses: approval
 //	if: any(sans.DNS, {# startsWith "*."})
@@ -32,6 +32,11 @@ import (
 //
 // Outputs: approved (bool), approvers (list), verdict, and notify's
 // outcome fields of the decision's notification.
+type Approval struct {
+	// Notify tells the channels of the step's `notify:`.
+	Notify Notify
+}
+
 type approvalWith struct {
 	Roles             []string        `yaml:"roles"`
 	Quorum            int             `yaml:"quorum"`
@@ -73,7 +78,8 @@ var (
 	_ workflow.Escalator = (*approvalStep)(nil)
 )
 
-func (d *Deps) buildApproval(spec *workflow.Spec) (workflow.Step, error) {
+// Build implements workflow.Builder.
+func (a Approval) Build(spec *workflow.Spec) (workflow.Step, error) {
 	var w approvalWith
 	if err := spec.DecodeWith(&w); err != nil {
 		return nil, err
@@ -138,7 +144,7 @@ func (d *Deps) buildApproval(spec *workflow.Spec) (workflow.Step, error) {
 		if w.Notify.Event != "" {
 			return nil, spec.Errorf(node, "notify.event: an approval's events are approval.pending and approval.decided; leave event out")
 		}
-		if s.notify, err = d.compileNotify(spec, node, w.Notify); err != nil {
+		if s.notify, err = a.Notify.compile(spec, node, w.Notify); err != nil {
 			return nil, err
 		}
 	}

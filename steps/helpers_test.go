@@ -88,7 +88,7 @@ func defaultConfig() *config.Config {
 // real step catalog.
 func parse(cfg *config.Config, lines ...string) (*workflow.Definition, error) {
 	src := []byte(strings.Join(lines, "\n") + "\n")
-	return workflow.Parse("def.yaml", src, steps.Catalog(&steps.Deps{Config: cfg}))
+	return workflow.Parse("def.yaml", src, steps.ForLint(cfg).Catalog())
 }
 
 // oneStep wraps step lines (indented under `steps:`) into an event

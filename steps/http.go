@@ -18,12 +18,12 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// http calls an external REST endpoint. The answer becomes the step's
-// outputs: steps.<id>.status, and steps.<id>.body — the decoded JSON when
-// the answer is JSON, else the text. An answer outside `expect` (default:
-// any 2xx) is a failure: 5xx, 408 and 429 are retried per the step's retry
-// policy, other statuses are not. Addresses in private ranges are refused
-// unless callbacks.allow_private.
+// HTTP is the http step type: it calls an external REST endpoint. The answer
+// becomes the step's outputs: steps.<id>.status, and steps.<id>.body — the
+// decoded JSON when the answer is JSON, else the text. An answer outside
+// `expect` (default: any 2xx) is a failure: 5xx, 408 and 429 are retried per
+// the step's retry policy, other statuses are not. Addresses in private
+// ranges are refused unless callbacks.allow_private.
 //
 // Values never change the shape of what is sent. In url, ${{ }} may fill
 // path segments only, each value escaped as one segment (url.PathEscape),
@@ -46,6 +46,15 @@ import (
 //	  expect: [200]
 //	timeout: 10s
 //	retry: {attempts: 3, backoff: 2s}
+type HTTP struct {
+	// Client makes the calls (callback.NewClient: it refuses private
+	// addresses as it dials, unless allowed).
+	Client *http.Client
+	// AllowPrivate is callbacks.allow_private: the URL may name a private
+	// address.
+	AllowPrivate bool
+}
+
 type httpWith struct {
 	Method  string               `yaml:"method"`
 	URL     yaml.Node            `yaml:"url"`
@@ -66,7 +75,8 @@ type queryParam struct {
 	value *workflow.Template
 }
 
-func (d *Deps) buildHTTP(spec *workflow.Spec) (workflow.Step, error) {
+// Build implements workflow.Builder.
+func (h HTTP) Build(spec *workflow.Spec) (workflow.Step, error) {
 	var w httpWith
 	if err := spec.DecodeWith(&w); err != nil {
 		return nil, err
@@ -140,7 +150,7 @@ func (d *Deps) buildHTTP(spec *workflow.Spec) (workflow.Step, error) {
 		}
 		// What logs, errors and steps.<id>.error may show of the target.
 		shown := method + " " + redact.URL(dest)
-		if err := callback.CheckURL(dest, d.Config.Callbacks.AllowPrivate); err != nil {
+		if err := callback.CheckURL(dest, h.AllowPrivate); err != nil {
 			return workflow.Result{}, workflow.Permanent(fmt.Errorf("%s: %w", shown, err))
 		}
 		var rd io.Reader
@@ -185,7 +195,7 @@ func (d *Deps) buildHTTP(spec *workflow.Spec) (workflow.Step, error) {
 			}
 			req.Header.Set(name, v)
 		}
-		resp, err := d.HTTP.Do(req)
+		resp, err := h.Client.Do(req)
 		if err != nil {
 			// The client's *url.Error repeats the URL, query and all: keep
 			// only its cause, after shown.

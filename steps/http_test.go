@@ -19,8 +19,9 @@ func parseWithHTTP(t *testing.T, allowPrivate bool, lines ...string) *workflow.D
 	t.Helper()
 	cfg := defaultConfig()
 	cfg.Callbacks.AllowPrivate = allowPrivate
-	def, err := workflow.Parse("def.yaml", []byte(strings.Join(oneStep(lines...), "\n")+"\n"),
-		steps.Catalog(&steps.Deps{Config: cfg, HTTP: callback.NewClient(allowPrivate, 5*time.Second)}))
+	types := steps.ForLint(cfg)
+	types.HTTP.Client = callback.NewClient(allowPrivate, 5*time.Second)
+	def, err := workflow.Parse("def.yaml", []byte(strings.Join(oneStep(lines...), "\n")+"\n"), types.Catalog())
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}

@@ -20,20 +20,37 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// issue submits the request to a CA. It is idempotent per request: a re-run
-// (a re-delivered task, two workers racing) returns the certificate already
-// issued and never signs twice.
+// Issue is the issue step type: it submits the request to a CA. It is
+// idempotent per request: a re-run (a re-delivered task, two workers
+// racing) returns the certificate already issued and never signs twice.
 //
 //	uses: issue
 //	with:
 //	  authority: "${{ request.CertificateAuthority }}"  # default: the request's, else one of the template's
 //	  validity: 2160h                                  # default: the template's; capped by the CA
+//
+// Before signing it checks the policy again (Config, CASubjects) and, in
+// the store, that the key was not revoked for compromise and that a
+// renewed certificate is still renewable.
+type Issue struct {
+	// Config has the templates, the CAs' settings and crl_base_url.
+	Config *config.Config
+	// CAs sign.
+	CAs *ca.Registry
+	// CASubjects are the CAs' subjects, which policy keeps out of issued
+	// certificates (nil: none known).
+	CASubjects *ca.Subjects
+	// Store holds the issue lock and the certificates.
+	Store *store.Store
+}
+
 type issueWith struct {
 	Authority yaml.Node `yaml:"authority"`
 	Validity  string    `yaml:"validity"`
 }
 
-func (d *Deps) buildIssue(spec *workflow.Spec) (workflow.Step, error) {
+// Build implements workflow.Builder.
+func (is Issue) Build(spec *workflow.Spec) (workflow.Step, error) {
 	if spec.Trigger == workflow.TriggerRevocation {
 		return nil, spec.Errorf(nil, "the issue step does not run in revocation workflows (their CA step is %s)", workflow.RevokeStep)
 	}
@@ -48,7 +65,7 @@ func (d *Deps) buildIssue(spec *workflow.Spec) (workflow.Step, error) {
 			return nil, err
 		}
 		if t.IsLiteral() {
-			if _, ok := d.Config.CA(t.Source); !ok {
+			if _, ok := is.Config.CA(t.Source); !ok {
 				return nil, spec.Errorf(&w.Authority, "authority: unknown certificate authority %q", t.Source)
 			}
 		}
@@ -63,18 +80,21 @@ func (d *Deps) buildIssue(spec *workflow.Spec) (workflow.Step, error) {
 		validity = v
 	}
 	return stepFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
-		return d.issue(ctx, run, authority, validity)
+		return is.issue(ctx, run, authority, validity)
 	}), nil
 }
 
 // issue returns the request's certificate, signing one only if none is
 // stored (store.ClaimIssue): a re-run after a crash, or a second worker,
-// gets the first one, without checking the policy again. A new
+// gets the first one, without checking the policy again. The claim the
+// worker took with its read of the request (run.IssueClaim) spares
+// ClaimIssue its round trip; a claim of another kind counts as none. A new
 // certificate is not stored here: it is the step's Result.Record, which
 // the checkpoint after the step writes together with the instance, and
 // the engine writes that checkpoint before any step with effects runs.
-func (d *Deps) issue(ctx context.Context, run *workflow.Run, authority *workflow.Template, validity time.Duration) (workflow.Result, error) {
-	existing, claim, err := d.Store.ClaimIssue(ctx, run.RequestID)
+func (is Issue) issue(ctx context.Context, run *workflow.Run, authority *workflow.Template, validity time.Duration) (workflow.Result, error) {
+	pre, _ := run.IssueClaim.(*store.IssueClaim)
+	existing, claim, err := is.Store.ClaimIssue(ctx, run.RequestID, pre)
 	if err != nil {
 		// Another worker holds the issue lock, or Redis failed: not the
 		// step's fault; the queue runs it again later.
@@ -84,7 +104,7 @@ func (d *Deps) issue(ctx context.Context, run *workflow.Run, authority *workflow
 		run.Log.Info("certificate already issued; reusing it", "certificate", existing.ID)
 		return issued(existing, false), nil
 	}
-	cert, err := d.sign(ctx, run, authority, validity)
+	cert, err := is.sign(ctx, run, authority, validity)
 	if err != nil {
 		claim.Release(context.WithoutCancel(ctx))
 		return workflow.Result{}, err
@@ -110,28 +130,28 @@ func issued(cert *store.Certificate, fresh bool) workflow.Result {
 }
 
 // sign has the chosen CA sign the request, within the template's policy.
-func (d *Deps) sign(ctx context.Context, run *workflow.Run, authority *workflow.Template, validity time.Duration) (*store.Certificate, error) {
+func (is Issue) sign(ctx context.Context, run *workflow.Run, authority *workflow.Template, validity time.Duration) (*store.Certificate, error) {
 	req := run.Env.Request
-	tmpl, caCfg, err := d.pickAuthority(run, authority)
+	tmpl, caCfg, err := is.pickAuthority(run, authority)
 	if err != nil {
 		return nil, err
 	}
 	// The template's policy binds every certificate, whatever steps the
 	// definition has before this one.
-	if msg := PolicyViolation(d.Config, d.CASubjects.All(), run, caCfg); msg != "" {
+	if msg := PolicyViolation(is.Config, is.CASubjects.All(), run, caCfg); msg != "" {
 		return nil, workflow.Deny("%s", msg)
 	}
 	// Checked at submit too; here again because the key may have been
 	// revoked for keyCompromise while the request waited (an approval).
-	if err := d.keyNotCompromised(ctx, run.CSR); err != nil {
+	if err := is.keyNotCompromised(ctx, run.CSR); err != nil {
 		return nil, err
 	}
 	if id := req.RenewalCertificateId; id != 0 {
-		if err := d.stillRenewable(ctx, id); err != nil {
+		if err := is.stillRenewable(ctx, id); err != nil {
 			return nil, err
 		}
 	}
-	auth, ok := d.CAs.Get(caCfg.Name)
+	auth, ok := is.CAs.Get(caCfg.Name)
 	if !ok {
 		return nil, workflow.Permanent(fmt.Errorf("certificate authority %s is configured but not loaded", caCfg.Name))
 	}
@@ -145,7 +165,7 @@ func (d *Deps) sign(ctx context.Context, run *workflow.Run, authority *workflow.
 	if err != nil {
 		return nil, workflow.Permanent(err)
 	}
-	if base := d.Config.CRLBaseURL; base != "" {
+	if base := is.Config.CRLBaseURL; base != "" {
 		caReq.CRLDistributionPoints = []string{CRLURL(base, caCfg.Name)}
 	}
 	issued, err := auth.Issue(ctx, caReq)
@@ -181,8 +201,8 @@ func (d *Deps) sign(ctx context.Context, run *workflow.Run, authority *workflow.
 // stillRenewable denies a renewal whose certificate was revoked, or is
 // being revoked, since the renewal was submitted (the API refuses both at
 // submit; a renewal waiting for approval must not outlive them).
-func (d *Deps) stillRenewable(ctx context.Context, certID int64) error {
-	old, err := d.Store.Certificate(ctx, certID)
+func (is Issue) stillRenewable(ctx context.Context, certID int64) error {
+	old, err := is.Store.Certificate(ctx, certID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return workflow.Deny("certificate %d, which this request renews, no longer exists", certID)
@@ -191,7 +211,7 @@ func (d *Deps) stillRenewable(ctx context.Context, certID int64) error {
 	case old.Revocation != nil:
 		return workflow.Deny("certificate %d, which this request renews, was revoked (reason %d): it is not renewed", certID, old.Revocation.Reason)
 	}
-	holder, err := d.Store.RevocationUnderWay(ctx, certID)
+	holder, err := is.Store.RevocationUnderWay(ctx, certID)
 	if err != nil {
 		return workflow.RetryLater(err)
 	}
@@ -203,12 +223,12 @@ func (d *Deps) stillRenewable(ctx context.Context, certID int64) error {
 
 // keyNotCompromised denies a CSR whose public key is one a certificate
 // was revoked for (keyCompromise): such a key is never certified again.
-func (d *Deps) keyNotCompromised(ctx context.Context, csr *x509.CertificateRequest) error {
+func (is Issue) keyNotCompromised(ctx context.Context, csr *x509.CertificateRequest) error {
 	keyID, err := pki.PublicKeyID(csr.PublicKey)
 	if err != nil {
 		return workflow.Deny("the CSR's public key cannot be encoded: %v", err)
 	}
-	compromised, err := d.Store.KeyCompromised(ctx, keyID)
+	compromised, err := is.Store.KeyCompromised(ctx, keyID)
 	switch {
 	case err != nil:
 		return workflow.RetryLater(err)
@@ -220,11 +240,11 @@ func (d *Deps) keyNotCompromised(ctx context.Context, csr *x509.CertificateReque
 
 // pickAuthority chooses the CA: the step's `authority`, else the request's
 // CertificateAuthority, else one of the template's at random.
-func (d *Deps) pickAuthority(run *workflow.Run, authority *workflow.Template) (*config.Template, *config.CA, error) {
+func (is Issue) pickAuthority(run *workflow.Run, authority *workflow.Template) (*config.Template, *config.CA, error) {
 	req := run.Env.Request
 	var tmpl *config.Template
 	if req.Template != "" {
-		t, ok := d.Config.Template(req.Template)
+		t, ok := is.Config.Template(req.Template)
 		if !ok {
 			return nil, nil, workflow.Deny("template %q no longer exists", req.Template)
 		}
@@ -246,7 +266,7 @@ func (d *Deps) pickAuthority(run *workflow.Run, authority *workflow.Template) (*
 		}
 		name = tmpl.CAs[rand.IntN(len(tmpl.CAs))]
 	}
-	c, ok := d.Config.CA(name)
+	c, ok := is.Config.CA(name)
 	if !ok {
 		return nil, nil, workflow.Deny("unknown certificate authority %q", name)
 	}

@@ -28,7 +28,7 @@ func twoCAConfig(t *testing.T) *config.Config {
 
 func TestPickAuthorityChoosesAmongTheTemplatesCAsAtRandom(t *testing.T) {
 	t.Parallel()
-	d := &Deps{Config: twoCAConfig(t)}
+	d := Issue{Config: twoCAConfig(t)}
 	run := &workflow.Run{Env: &workflow.Env{Request: workflow.Request{Template: config.DefaultTemplate}}}
 	counts := map[string]int{}
 	const n = 200

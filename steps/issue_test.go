@@ -68,7 +68,7 @@ func TestIssueStepIsAppendedToAnEnrollmentDefinition(t *testing.T) {
 
 func TestShippedDefinitionsLoadWithTheDefaultConfig(t *testing.T) {
 	t.Parallel()
-	set, err := workflow.Load(definitions.FS, steps.Catalog(&steps.Deps{Config: defaultConfig()}))
+	set, err := workflow.Load(definitions.FS, steps.ForLint(defaultConfig()).Catalog())
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}

@@ -12,25 +12,32 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// metadata sets certificate metadata fields from expressions. It is pure
-// (workflow.Pure): the fields travel in the instance, so the engine writes
-// no checkpoint of its own after it. When metadata
-// fields are configured, each name must be one of them and each value must
-// pass its field's type: a literal when the definition loads, an evaluated
-// template when the step runs (a failure is permanent). Values are stored
-// normalized (Boolean "TRUE" as "true", …). Hidden fields may be set here.
-// The names it sets are reserved: a requester may not supply them at
+// Metadata is the metadata step type: it sets certificate metadata fields
+// from expressions. It is pure (workflow.Pure): the fields travel in the
+// instance, so the engine writes no checkpoint of its own after it. When
+// metadata fields are configured, each name must be one of them and each
+// value must pass its field's type: a literal when the definition loads, an
+// evaluated template when the step runs (a failure is permanent). Values are
+// stored normalized (Boolean "TRUE" as "true", …). Hidden fields may be set
+// here. The names it sets are reserved: a requester may not supply them at
 // enrollment (workflow.MetadataSetter).
 //
 //	uses: metadata
 //	with:
 //	  set:
 //	    RequestedBy: "${{ requester.Name }}"
+type Metadata struct {
+	// Fields are the configured metadata fields (metadata:); none means
+	// any name and any text is taken.
+	Fields []config.MetaField
+}
+
 type metadataWith struct {
 	Set map[string]yaml.Node `yaml:"set"`
 }
 
-func (d *Deps) buildMetadata(spec *workflow.Spec) (workflow.Step, error) {
+// Build implements workflow.Builder.
+func (m Metadata) Build(spec *workflow.Spec) (workflow.Step, error) {
 	var w metadataWith
 	if err := spec.DecodeWith(&w); err != nil {
 		return nil, err
@@ -48,12 +55,12 @@ func (d *Deps) buildMetadata(spec *workflow.Spec) (workflow.Step, error) {
 	for _, name := range sortedNames(w.Set) {
 		node := w.Set[name]
 		var rule *metadata.Field
-		if len(d.Config.Metadata) > 0 {
-			i := slices.IndexFunc(d.Config.Metadata, func(f config.MetaField) bool { return strings.EqualFold(f.Name, name) })
+		if len(m.Fields) > 0 {
+			i := slices.IndexFunc(m.Fields, func(f config.MetaField) bool { return strings.EqualFold(f.Name, name) })
 			if i < 0 {
 				return nil, spec.Errorf(&node, "set: %q is not a configured metadata field", name)
 			}
-			f := &d.Config.Metadata[i]
+			f := &m.Fields[i]
 			name = f.Name // the configured spelling, so it overrides the request's value
 			rule = &metadata.Field{Type: f.Type, Validation: f.Validation, Message: f.Message, Options: f.Options}
 		}

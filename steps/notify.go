@@ -16,12 +16,12 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// notify tells people and systems. `log` writes a line to certflow's log;
-// `webhook` POSTs a signed (Standard Webhooks) JSON event; `email` sends a
-// plain-text mail through the configured SMTP server. A failed webhook or
-// email does not fail the request: the outcome is recorded in the step's
-// outputs (steps.<id>.delivered, steps.<id>.error; steps.<id>.email_sent,
-// steps.<id>.email_error).
+// Notify is the notify step type: it tells people and systems. `log` writes
+// a line to certflow's log; `webhook` POSTs a signed (Standard Webhooks)
+// JSON event; `email` sends a plain-text mail through the configured SMTP
+// server. A failed webhook or email does not fail the request: the outcome
+// is recorded in the step's outputs (steps.<id>.delivered, steps.<id>.error;
+// steps.<id>.email_sent, steps.<id>.email_error).
 //
 // The webhook's URL may embed ${{ }} in path segments only (each value
 // escaped as one segment), or be one ${{ }} that yields a whole URL (the
@@ -38,6 +38,21 @@ import (
 //	    to: [pki-team@example.com, "${{ steps.owner.body.email }}"]
 //	    subject: "certificate for ${{ csr.CommonName }}"
 //	    body: "serial ${{ certificate.SerialNumber }}, valid until ${{ certificate.NotAfter }}"
+//
+// An approval step's `notify:` channels are Notify's too (Approval).
+type Notify struct {
+	// Webhooks signs and posts webhook events.
+	Webhooks *callback.Sender
+	// Mailer sends email. Without one (linting, or no smtp.addr) an email
+	// is recorded as not sent.
+	Mailer *notify.Mailer
+	// AllowPrivate is callbacks.allow_private: webhooks may go to
+	// private addresses.
+	AllowPrivate bool
+	// SMTPAddr is smtp.addr: without it a definition may not send email.
+	SMTPAddr string
+}
+
 type notifyWith struct {
 	Log     yaml.Node  `yaml:"log"`
 	Webhook yaml.Node  `yaml:"webhook"`
@@ -95,12 +110,13 @@ func messageID(run *workflow.Run, event string) string {
 	return id
 }
 
-func (d *Deps) buildNotify(spec *workflow.Spec) (workflow.Step, error) {
+// Build implements workflow.Builder.
+func (nt Notify) Build(spec *workflow.Spec) (workflow.Step, error) {
 	var w notifyWith
 	if err := spec.DecodeWith(&w); err != nil {
 		return nil, err
 	}
-	n, err := d.compileNotify(spec, spec.With, &w)
+	n, err := nt.compile(spec, spec.With, &w)
 	if err != nil {
 		return nil, err
 	}
@@ -137,15 +153,15 @@ func (d *Deps) buildNotify(spec *workflow.Spec) (workflow.Step, error) {
 // notifier is a compiled set of notify channels: the notify step's, and
 // an approval step's `notify:`.
 type notifier struct {
-	d     *Deps
+	via   Notify
 	log   *workflow.Template
 	hook  *urlTemplate
 	email *email
 }
 
-// compileNotify compiles the channels of w, found at node.
-func (d *Deps) compileNotify(spec *workflow.Spec, node *yaml.Node, w *notifyWith) (*notifier, error) {
-	n := &notifier{d: d}
+// compile compiles the channels of w, found at node.
+func (nt Notify) compile(spec *workflow.Spec, node *yaml.Node, w *notifyWith) (*notifier, error) {
+	n := &notifier{via: nt}
 	var err error
 	if w.Log.Kind != 0 {
 		if n.log, err = spec.Template(w.Log.Value, &w.Log); err != nil {
@@ -158,7 +174,7 @@ func (d *Deps) compileNotify(spec *workflow.Spec, node *yaml.Node, w *notifyWith
 		}
 	}
 	if w.Email != nil {
-		if n.email, err = d.buildEmail(spec, node, w.Email); err != nil {
+		if n.email, err = nt.buildEmail(spec, node, w.Email); err != nil {
 			return nil, err
 		}
 	}
@@ -198,10 +214,10 @@ func (n *notifier) send(ctx context.Context, run *workflow.Run, event string, ap
 		out["logged"] = msg
 	}
 	if n.hook != nil {
-		out["delivered"], out["status"], out["error"] = n.d.postEvent(ctx, run, target, event, approval)
+		out["delivered"], out["status"], out["error"] = n.via.postEvent(ctx, run, target, event, approval)
 	}
 	if n.email != nil {
-		out["email_sent"], out["email_error"] = n.d.sendEmail(ctx, run, to, subject, body, event)
+		out["email_sent"], out["email_error"] = n.via.sendEmail(ctx, run, to, subject, body, event)
 	}
 	return out, nil
 }
@@ -215,9 +231,9 @@ func (n *notifier) logLine(run *workflow.Run) (string, error) {
 	return msg, nil
 }
 
-func (d *Deps) buildEmail(spec *workflow.Spec, parent *yaml.Node, w *emailWith) (*email, error) {
+func (nt Notify) buildEmail(spec *workflow.Spec, parent *yaml.Node, w *emailWith) (*email, error) {
 	node := workflow.MapValue(parent, "email")
-	if d.Config.SMTP.Addr == "" {
+	if nt.SMTPAddr == "" {
 		return nil, spec.Errorf(node, "email: no SMTP server is configured (smtp.addr)")
 	}
 	var m email
@@ -307,8 +323,8 @@ func (m *email) render(env *workflow.Env) (to []string, subject, body string, er
 	return to, subject, body, nil
 }
 
-func (d *Deps) postEvent(ctx context.Context, run *workflow.Run, target, event string, approval *ApprovalEvent) (bool, int, string) {
-	if err := callback.CheckURL(target, d.Config.Callbacks.AllowPrivate); err != nil {
+func (nt Notify) postEvent(ctx context.Context, run *workflow.Run, target, event string, approval *ApprovalEvent) (bool, int, string) {
+	if err := callback.CheckURL(target, nt.AllowPrivate); err != nil {
 		run.Log.Warn("notify webhook refused", "url", redact.URL(target), "err", err)
 		return false, 0, err.Error()
 	}
@@ -322,7 +338,7 @@ func (d *Deps) postEvent(ctx context.Context, run *workflow.Run, target, event s
 		ev.Certificate = &c
 	}
 	body, _ := json.Marshal(ev)
-	res := d.Webhooks.Post(ctx, target, messageID(run, event), body)
+	res := nt.Webhooks.Post(ctx, target, messageID(run, event), body)
 	if !res.OK() {
 		run.Log.Warn("notify webhook failed", "url", redact.URL(target), "status", res.Status, "err", res.Err)
 		return false, res.Status, res.Err.Error()
@@ -333,10 +349,10 @@ func (d *Deps) postEvent(ctx context.Context, run *workflow.Run, target, event s
 // sendEmail sends and reports the outcome as outputs; a failure is logged,
 // never returned. Send checks the evaluated recipients and subject (a line
 // break is refused: header injection), and its errors hold no password.
-func (d *Deps) sendEmail(ctx context.Context, run *workflow.Run, to []string, subject, body, event string) (bool, string) {
+func (nt Notify) sendEmail(ctx context.Context, run *workflow.Run, to []string, subject, body, event string) (bool, string) {
 	err := errors.New("email: no SMTP server is configured (smtp.addr)")
-	if d.Mailer != nil {
-		err = d.Mailer.Send(ctx, to, subject, body, messageID(run, event)+"@certflow")
+	if nt.Mailer != nil {
+		err = nt.Mailer.Send(ctx, to, subject, body, messageID(run, event)+"@certflow")
 	}
 	if err != nil {
 		run.Log.Warn("notify email failed", "recipients", len(to), "err", err)

@@ -27,7 +27,9 @@ func parseWithMailer(t *testing.T, smtp config.SMTP, lines ...string) *workflow.
 	if err != nil {
 		t.Fatalf("NewMailer: %v", err)
 	}
-	def, err := workflow.Parse("def.yaml", []byte(strings.Join(lines, "\n")+"\n"), steps.Catalog(&steps.Deps{Config: cfg, Mailer: m}))
+	types := steps.ForLint(cfg)
+	types.Notify.Mailer = m
+	def, err := workflow.Parse("def.yaml", []byte(strings.Join(lines, "\n")+"\n"), types.Catalog())
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
@@ -137,7 +139,7 @@ func TestNotifyEmailWithoutAMailerIsRecorded(t *testing.T) {
 	t.Parallel()
 	cfg := defaultConfig()
 	cfg.SMTP.Addr, cfg.SMTP.From = "127.0.0.1:25", "pki@example.com"
-	// Deps as for linting: no Mailer, as when smtp.ca_file could not be read.
+	// Steps as for linting: no Mailer, as when smtp.ca_file could not be read.
 	def := mustParse(t, cfg, oneStep(`  - id: tell`, `    uses: notify`, `    with: {email: {to: pki@example.com, subject: hi, body: hello}}`)...)
 	res, err := runStep(t, def, "tell", envFor(t, cfg, workflow.Request{ID: 7}, newCSR(t, "P-256", "www.example.com"), nil), nil)
 	if err != nil || res.Outputs["email_sent"] != false || !strings.Contains(res.Outputs["email_error"].(string), "smtp.addr") {

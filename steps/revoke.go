@@ -11,18 +11,27 @@ import (
 	"github.com/certflow/certflow/workflow"
 )
 
-// revoke is a revocation workflow's CA step: it records the revocation on
-// the certificate (reason, comment, effective date, who), puts the
-// certificate on its CA's revocation list and publishes a freshly signed
-// CRL. It takes no `with:`. The CRL entry's revocation date is when this
-// step ran; an earlier date the requester gave is its invalidityDate.
+// Revoke is the revoke step type, a revocation workflow's CA step: it
+// records the revocation on the certificate (reason, comment, effective
+// date, who), puts the certificate on its CA's revocation list and publishes
+// a freshly signed CRL. It takes no `with:`. The CRL entry's revocation date
+// is when this step ran; an earlier date the requester gave is its
+// invalidityDate.
 //
 //	uses: revoke
 //
 // It is idempotent per request: a re-run finds the certificate revoked by
 // its own request and only makes sure the list and the CRL carry it; a
 // certificate revoked meanwhile by another request denies this one.
-func (d *Deps) buildRevoke(spec *workflow.Spec) (workflow.Step, error) {
+type Revoke struct {
+	// CAs sign the CRL.
+	CAs *ca.Registry
+	// Store holds the certificates, the revocation lists and the CRLs.
+	Store *store.Store
+}
+
+// Build implements workflow.Builder.
+func (rv Revoke) Build(spec *workflow.Spec) (workflow.Step, error) {
 	if spec.Trigger != workflow.TriggerRevocation {
 		return nil, spec.Errorf(nil, "the revoke step runs only in revocation workflows")
 	}
@@ -30,10 +39,10 @@ func (d *Deps) buildRevoke(spec *workflow.Spec) (workflow.Step, error) {
 	if err := spec.DecodeWith(&w); err != nil {
 		return nil, err
 	}
-	return stepFunc(d.revoke), nil
+	return stepFunc(rv.revoke), nil
 }
 
-func (d *Deps) revoke(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
+func (rv Revoke) revoke(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
 	ask := run.Env.Request.Revocation
 	if ask.CertificateId <= 0 {
 		return workflow.Result{}, workflow.Permanent(errors.New("the request names no certificate to revoke"))
@@ -43,7 +52,7 @@ func (d *Deps) revoke(ctx context.Context, run *workflow.Run) (workflow.Result, 
 	if eff.IsZero() {
 		eff = now
 	}
-	cert, changed, err := d.Store.RevokeCertificate(ctx, ask.CertificateId, store.Revocation{
+	cert, changed, err := rv.Store.RevokeCertificate(ctx, ask.CertificateId, store.Revocation{
 		Reason: ask.Reason, Comment: ask.Comment, EffectiveDate: eff.UTC(), InvalidityDate: ask.InvalidityDate.UTC(), Date: now,
 		By: run.Env.Requester.Name, RequestID: run.RequestID,
 	})
@@ -56,12 +65,12 @@ func (d *Deps) revoke(ctx context.Context, run *workflow.Run) (workflow.Result, 
 		return workflow.Result{}, workflow.Deny("certificate %d was revoked already (by request %d)", cert.ID, cert.Revocation.RequestID)
 	}
 	rev := cert.Revocation
-	if err := d.Store.AddRevoked(ctx, cert.CAName(), store.RevokedEntry{
+	if err := rv.Store.AddRevoked(ctx, cert.CAName(), store.RevokedEntry{
 		Serial: cert.SerialNumber, RevokedAt: rev.Date, InvalidityDate: rev.InvalidityDate, Reason: rev.Reason, NotAfter: cert.NotAfter, CertificateID: cert.ID,
 	}); err != nil {
 		return workflow.Result{}, workflow.RetryLater(err)
 	}
-	auth, ok := d.CAs.Get(cert.CAName())
+	auth, ok := rv.CAs.Get(cert.CAName())
 	if !ok {
 		return workflow.Result{}, workflow.Permanent(fmt.Errorf("certificate authority %s is not loaded", cert.CAName()))
 	}
@@ -69,7 +78,7 @@ func (d *Deps) revoke(ctx context.Context, run *workflow.Run) (workflow.Result, 
 	if !ok {
 		return workflow.Result{}, workflow.Permanent(fmt.Errorf("certificate authority %s publishes no revocation list", cert.CAName()))
 	}
-	crl, err := ca.PublishCRL(ctx, d.Store, revoker, now)
+	crl, err := ca.PublishCRL(ctx, rv.Store, revoker, now)
 	if err != nil {
 		// The revocation is recorded; the CRL must carry it before the
 		// request may say REVOKED. The refresh loop would publish it too.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/certflow/certflow/definitions"
 	"github.com/certflow/certflow/internal/ca"
+	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/internal/testutil"
@@ -61,7 +62,7 @@ func TestRevokeStepLoads(t *testing.T) {
 
 func TestShippedRevocationDefinitionRevokesFirst(t *testing.T) {
 	t.Parallel()
-	set, err := workflow.Load(definitions.FS, steps.Catalog(&steps.Deps{Config: defaultConfig()}))
+	set, err := workflow.Load(definitions.FS, steps.ForLint(defaultConfig()).Catalog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,9 +72,26 @@ func TestShippedRevocationDefinitionRevokesFirst(t *testing.T) {
 	}
 }
 
+// fixture is what the issue and revoke steps use: a configuration, its
+// built-in CA and a store on the test Redis.
+type fixture struct {
+	Config *config.Config
+	CAs    *ca.Registry
+	Store  *store.Store
+}
+
+// catalog is certflow's steps with the issue and revoke steps wired to
+// the fixture (without CA subjects: policy does not know the CA's name).
+func (f *fixture) catalog() workflow.Catalog {
+	types := steps.ForLint(f.Config)
+	types.Issue = steps.Issue{Config: f.Config, CAs: f.CAs, Store: f.Store}
+	types.Revoke = steps.Revoke{CAs: f.CAs, Store: f.Store}
+	return types.Catalog()
+}
+
 // revokeFixture is a built-in CA, a store on the test Redis and an issued
 // certificate in it.
-func revokeFixture(t *testing.T) (*steps.Deps, *store.Certificate, *ca.Builtin) {
+func revokeFixture(t *testing.T) (*fixture, *store.Certificate, *ca.Builtin) {
 	t.Helper()
 	cfg := defaultConfig()
 	cfg.DataDir = t.TempDir()
@@ -110,13 +128,13 @@ func revokeFixture(t *testing.T) (*steps.Deps, *store.Certificate, *ca.Builtin) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &steps.Deps{Config: cfg, CAs: reg, Store: st, Log: nopLogger()}, cert, auth.(*ca.Builtin)
+	return &fixture{Config: cfg, CAs: reg, Store: st}, cert, auth.(*ca.Builtin)
 }
 
 func TestRevokeStepIsIdempotentAndRefusesARevokedCertificate(t *testing.T) {
 	t.Parallel()
-	deps, cert, builtin := revokeFixture(t)
-	def, err := workflow.Parse("def.yaml", []byte("name: t\ntrigger: revocation\nsteps:\n  - id: revoke\n    uses: revoke\n"), steps.Catalog(deps))
+	fx, cert, builtin := revokeFixture(t)
+	def, err := workflow.Parse("def.yaml", []byte("name: t\ntrigger: revocation\nsteps:\n  - id: revoke\n    uses: revoke\n"), fx.catalog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +148,7 @@ func TestRevokeStepIsIdempotentAndRefusesARevokedCertificate(t *testing.T) {
 	}
 	ctx := context.Background()
 	crlOf := func() *x509.RevocationList {
-		c, err := deps.Store.CRL(ctx, builtin.Name())
+		c, err := fx.Store.CRL(ctx, builtin.Name())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -176,7 +194,7 @@ func TestRevokeStepIsIdempotentAndRefusesARevokedCertificate(t *testing.T) {
 	if again.Number.Cmp(first.Number) <= 0 || len(again.RevokedCertificateEntries) != 1 {
 		t.Fatalf("re-run CRL: number %s after %s, %d entries", again.Number, first.Number, len(again.RevokedCertificateEntries))
 	}
-	stored, _ := deps.Store.Certificate(ctx, cert.ID)
+	stored, _ := fx.Store.Certificate(ctx, cert.ID)
 	if stored.Revocation == nil || stored.Revocation.RequestID != 50 || stored.Revocation.By != "alice" || stored.Revocation.Comment != "stolen" {
 		t.Fatalf("revocation record %+v", stored.Revocation)
 	}

@@ -8,19 +8,25 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// set computes variables for later steps, readable as vars.<name>. It is
-// pure (workflow.Pure): the engine writes no checkpoint of its own after it. Each
-// value is a string that may embed ${{ }}; a value that is one expression
-// keeps the expression's type. Variables (and the step's outputs, the
-// same values) are shown to approvers and administrators; a requester
-// sees one only when the definition's top-level `visible:` names it
-// (workflow.Visibility), so a set step may hold a token.
+// Set is the set step type: it computes variables for later steps,
+// readable as vars.<name>. It is pure (workflow.Pure): the engine writes
+// no checkpoint of its own after it. Each value is a string that may
+// embed ${{ }}; a value that is one expression keeps the expression's
+// type. Variables (and the step's outputs, the same values) are shown to
+// approvers and administrators; a requester sees one only when the
+// definition's top-level `visible:` names it (workflow.Visibility), so a
+// set step may hold a token.
 //
 //	uses: set
 //	with:
 //	  tier: "${{ csr.KeyBits >= 3072 ? 'high' : 'standard' }}"
 //	  owner_email: "${{ steps.owner.body.email }}"
-func (d *Deps) buildSet(spec *workflow.Spec) (workflow.Step, error) {
+//
+// It uses no service.
+type Set struct{}
+
+// Build implements workflow.Builder.
+func (Set) Build(spec *workflow.Spec) (workflow.Step, error) {
 	var w map[string]yaml.Node
 	if err := spec.DecodeWith(&w); err != nil {
 		return nil, err

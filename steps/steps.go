@@ -1,49 +1,61 @@
-// Package steps holds certflow's step types, one file each, each a
-// workflow.Step. Catalog wires them to the services they need.
+// Package steps holds certflow's step types, one file each. A step type
+// is a struct holding the services its steps use when they run (Issue
+// holds the CAs and the store, HTTP an HTTP client, …) with a Build
+// method, the workflow.Builder that compiles a definition's entry into a
+// workflow.Step. Types gathers one value of each, and Types.Catalog maps
+// their `uses:` names (the workflow.*Step constants) to their builders.
+//
+// Building reads at most the configuration, never a service: ForLint
+// gives the step types with the configuration alone, which is how
+// `certflow lint` loads definitions exactly as a running certflow does.
 package steps
 
 import (
 	"context"
-	"log/slog"
-	"net/http"
 	"regexp"
 
-	"github.com/certflow/certflow/internal/ca"
-	"github.com/certflow/certflow/internal/callback"
 	"github.com/certflow/certflow/internal/config"
-	"github.com/certflow/certflow/internal/notify"
-	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
 )
 
-// Deps are the services steps use at run time. For linting only Config is
-// needed: builders never touch the others.
-type Deps struct {
-	Config *config.Config
-	CAs    *ca.Registry
-	// CASubjects are the CAs' subjects, which policy keeps out of issued
-	// certificates (nil: none known, as when linting).
-	CASubjects *ca.Subjects
-	Store      *store.Store
-	Webhooks   *callback.Sender
-	// HTTP is the client of the http step (callback.NewClient).
-	HTTP *http.Client
-	Log  *slog.Logger
-	// Mailer sends the notify step's email; nil when smtp.addr is not set.
-	Mailer *notify.Mailer
+// Types is one value of each step type, wired to what its steps use. The
+// set step uses nothing and so has no field.
+type Types struct {
+	Validate Validate
+	Issue    Issue
+	Revoke   Revoke
+	Metadata Metadata
+	Notify   Notify
+	HTTP     HTTP
+	Approval Approval
 }
 
-// Catalog returns the step types by their `uses:` names.
-func Catalog(d *Deps) workflow.Catalog {
+// Catalog maps each step type's `uses:` name to its builder.
+func (t Types) Catalog() workflow.Catalog {
 	return workflow.Catalog{
-		"validate":            d.buildValidate,
-		"issue":               d.buildIssue,
-		workflow.RevokeStep:   d.buildRevoke,
-		"metadata":            d.buildMetadata,
-		"notify":              d.buildNotify,
-		"set":                 d.buildSet,
-		"http":                d.buildHTTP,
-		workflow.ApprovalStep: d.buildApproval,
+		workflow.ValidateStep: t.Validate.Build,
+		workflow.IssueStep:    t.Issue.Build,
+		workflow.RevokeStep:   t.Revoke.Build,
+		workflow.MetadataStep: t.Metadata.Build,
+		workflow.NotifyStep:   t.Notify.Build,
+		workflow.SetStep:      Set{}.Build,
+		workflow.HTTPStep:     t.HTTP.Build,
+		workflow.ApprovalStep: t.Approval.Build,
+	}
+}
+
+// ForLint returns the step types with what loading a definition reads, the
+// configuration, and no service: their builders check definitions as a
+// running certflow's do, but the steps they build must never run.
+func ForLint(cfg *config.Config) Types {
+	notify := Notify{AllowPrivate: cfg.Callbacks.AllowPrivate, SMTPAddr: cfg.SMTP.Addr}
+	return Types{
+		Validate: Validate{Config: cfg},
+		Issue:    Issue{Config: cfg},
+		Metadata: Metadata{Fields: cfg.Metadata},
+		Notify:   notify,
+		HTTP:     HTTP{AllowPrivate: cfg.Callbacks.AllowPrivate},
+		Approval: Approval{Notify: notify},
 	}
 }
 

@@ -6,24 +6,37 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/certflow/certflow/internal/ca"
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/policy"
 	"github.com/certflow/certflow/workflow"
 	"gopkg.in/yaml.v3"
 )
 
-// validate denies a request that breaks a rule. It is pure (workflow.Pure):
-// it only reads the request and the configuration, so the engine writes no
-// checkpoint of its own after it. With `policy: true` (the
-// default) the template's policy is checked first: key type and size,
-// curves, wildcards and RFC 2818. Then each `rules` entry's `check` must
-// hold, or the request is denied with its `message`.
+// Validate is the validate step type: it denies a request that breaks a
+// rule. It is pure (workflow.Pure): it only reads the request and the
+// configuration, so the engine writes no checkpoint of its own after it.
+// With `policy: true` (the default) the template's policy is checked
+// first: key type and size, curves, wildcards and RFC 2818. Then each
+// `rules` entry's `check` must hold, or the request is denied with its
+// `message`.
 //
 //	uses: validate
 //	with:
 //	  rules:
 //	    - check: all(sans.DNS, {# endsWith ".example.com"})
 //	      message: only names under example.com
+//
+// The policy check reads the configuration of the moment (templates, CAs)
+// and the CAs' own subjects.
+type Validate struct {
+	// Config has the templates and the CAs' settings.
+	Config *config.Config
+	// CASubjects are the CAs' subjects, which policy keeps out of issued
+	// certificates (nil: none known).
+	CASubjects *ca.Subjects
+}
+
 type validateWith struct {
 	Policy *bool       `yaml:"policy"`
 	Rules  []ruleInput `yaml:"rules"`
@@ -39,7 +52,8 @@ type rule struct {
 	message string
 }
 
-func (d *Deps) buildValidate(spec *workflow.Spec) (workflow.Step, error) {
+// Build implements workflow.Builder.
+func (v Validate) Build(spec *workflow.Spec) (workflow.Step, error) {
 	var w validateWith
 	if err := spec.DecodeWith(&w); err != nil {
 		return nil, err
@@ -61,7 +75,7 @@ func (d *Deps) buildValidate(spec *workflow.Spec) (workflow.Step, error) {
 	}
 	return pureFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
 		if policy {
-			if msg := d.templatePolicy(run); msg != "" {
+			if msg := PolicyViolation(v.Config, v.CASubjects.All(), run, nil); msg != "" {
 				return workflow.Result{}, workflow.Deny("%s", msg)
 			}
 		}
@@ -76,12 +90,6 @@ func (d *Deps) buildValidate(spec *workflow.Spec) (workflow.Step, error) {
 		}
 		return workflow.Result{}, nil
 	}), nil
-}
-
-// templatePolicy returns why the request breaks the policy that binds
-// it, or "".
-func (d *Deps) templatePolicy(run *workflow.Run) string {
-	return PolicyViolation(d.Config, d.CASubjects.All(), run, nil)
 }
 
 // PolicyViolation checks a run's request against the policy that binds it

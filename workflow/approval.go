@@ -79,10 +79,6 @@ const (
 	DecisionStop       = "stop"
 )
 
-// ApprovalStep is the `uses:` name of the step that waits for people's
-// decisions; the API knows its signals by it.
-const ApprovalStep = "approval"
-
 // SignalSuffix ends the key of an approval step's signal:
 // "<stepId>.ApprovalStatus", as Keyfactor names it.
 const SignalSuffix = ".ApprovalStatus"

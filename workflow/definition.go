@@ -197,17 +197,11 @@ func (rs *rawStep) policy(spec *Spec, node *yaml.Node, sd *StepDef) []error {
 
 var stepIDRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
 
-// IssueStep is the `uses:` name of the CA step of enrollment and renewal
-// workflows, RevokeStep that of revocation workflows. A definition of
-// those triggers has exactly one CA step, unconditioned; one that leaves
-// it out gets it appended (Keyfactor's workflow builder has the same rule).
-const (
-	IssueStep  = "issue"
-	RevokeStep = "revoke"
-)
-
 // CAStep returns the `uses:` name of trigger's CA step ("" when the
-// trigger has none).
+// trigger has none): IssueStep for enrollment and renewal, RevokeStep for
+// revocation. A definition of those triggers has exactly one CA step,
+// unconditioned; one that leaves it out gets it appended (Keyfactor's
+// workflow builder has the same rule).
 func CAStep(trigger string) string {
 	switch trigger {
 	case TriggerEnrollment, TriggerRenewal:

@@ -114,6 +114,9 @@ type Input struct {
 	csrEnv    CSR
 	SANs      SANs
 	Requester Requester
+	// IssueClaim, if set, is the caller's claim on issuing for this
+	// request, for the issue step (see the IssueClaim type).
+	IssueClaim IssueClaim
 }
 
 // NewInput prepares a request for the engine; addCN applies RFC 2818's
@@ -145,6 +148,14 @@ func (in *Input) Env(inst *Instance, now time.Time) *Env {
 	return env
 }
 
+// run is what step sd gets to work with, in env.
+func (in *Input) run(inst *Instance, sd *StepDef, env *Env, log *slog.Logger) *Run {
+	return &Run{
+		RequestID: in.Request.ID, InstanceID: inst.ID, StepID: sd.ID,
+		Env: env, CSR: in.CSR, Log: log, IssueClaim: in.IssueClaim,
+	}
+}
+
 // Checkpoint persists the instance, with the records in inst.Unsaved
 // (written atomically with it; then emptied). The engine calls it after
 // every step but a pure or skipped one or one whose effect waits in
@@ -157,9 +168,6 @@ type Checkpoint func(ctx context.Context, inst *Instance) error
 type Engine struct {
 	Log *slog.Logger
 	Now func() time.Time
-	// BeforeEffects, if set, is called before each step that is not pure
-	// runs (after its checkpoint, if one was due).
-	BeforeEffects func(ctx context.Context, sd *StepDef)
 }
 
 // Start pins a new instance to def.
@@ -217,16 +225,15 @@ func (e *Engine) Run(ctx context.Context, def *Definition, in *Input, inst *Inst
 					return fmt.Errorf("checkpoint before step %s: %w", sd.ID, err)
 				}
 			}
-			if e.BeforeEffects != nil {
-				e.BeforeEffects(ctx, sd)
+			if in.IssueClaim != nil && sd.Uses != IssueStep {
+				// Only the issue step uses the claim; held through this
+				// step it would only keep other workers from issuing.
+				in.IssueClaim.ReleaseUnused(context.WithoutCancel(ctx))
 			}
 		}
 		var res Result
 		if run && err == nil {
-			res, rec.Attempts, err = e.attempt(ctx, sd, &Run{
-				RequestID: in.Request.ID, InstanceID: inst.ID, StepID: sd.ID,
-				Env: env, CSR: in.CSR, Log: log,
-			})
+			res, rec.Attempts, err = e.attempt(ctx, sd, in.run(inst, sd, env, log))
 		}
 		var deny *DenyError
 		var later *RetryLaterError
@@ -350,10 +357,7 @@ func (e *Engine) Escalated(ctx context.Context, def *Definition, in *Input, inst
 	}
 	sd := def.Steps[inst.Next]
 	if s, ok := sd.Step.(Escalator); ok {
-		s.Escalated(ctx, &Run{
-			RequestID: in.Request.ID, InstanceID: inst.ID, StepID: sd.ID,
-			Env: in.Env(inst, e.now()), CSR: in.CSR, Log: e.log().With("step", sd.ID),
-		}, inst.Wait)
+		s.Escalated(ctx, in.run(inst, sd, in.Env(inst, e.now()), e.log().With("step", sd.ID)), inst.Wait)
 	}
 }
 
@@ -369,10 +373,7 @@ func (e *Engine) resume(ctx context.Context, def *Definition, in *Input, inst *I
 	log := e.log().With("step", sd.ID)
 	var res Result
 	if r, ok := sd.Step.(Resumer); ok {
-		res = r.Resume(ctx, &Run{
-			RequestID: in.Request.ID, InstanceID: inst.ID, StepID: sd.ID,
-			Env: in.Env(inst, now), CSR: in.CSR, Log: log,
-		}, w)
+		res = r.Resume(ctx, in.run(inst, sd, in.Env(inst, now), log), w)
 	}
 	rec := StepRecord{ID: sd.ID, Uses: sd.Uses, Started: w.Since, Finished: e.now(), Attempts: 1}
 	inst.Wait = nil

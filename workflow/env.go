@@ -55,11 +55,21 @@ type Request struct {
 
 // PFXSpec is what a PFX enrollment asks certflow to generate.
 type PFXSpec struct {
-	Subject      string      `json:"Subject"`
-	Key          pki.KeySpec `json:"Key"`
-	FriendlyName string      `json:"FriendlyName,omitempty"`
+	Subject      string  `json:"Subject"`
+	Key          KeySpec `json:"Key"`
+	FriendlyName string  `json:"FriendlyName,omitempty"`
 	// EndEntityFirst orders the archive leaf first (ChainOrder).
 	EndEntityFirst bool `json:"EndEntityFirst,omitempty"`
+}
+
+// KeySpec is the private key a PFX enrollment asks for: Type RSA (with
+// Bits), ECC (with Curve, e.g. P-256, and its Bits) or Ed25519. The API
+// fills it from pki.ParseKeySpec, and the worker generates the key from
+// it; both convert, as the fields are pki.KeySpec's.
+type KeySpec struct {
+	Type  string `json:"KeyType"`
+	Bits  int    `json:"KeyBits,omitempty"`
+	Curve string `json:"Curve,omitempty"`
 }
 
 // Revocation is a revocation request's ask: which certificate, why

@@ -27,7 +27,7 @@ func FuzzDefinitionParsing(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	cfg := config.Default()
-	catalog := steps.Catalog(&steps.Deps{Config: &cfg})
+	catalog := steps.ForLint(&cfg).Catalog()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) > 64<<10 {
 			return

@@ -231,42 +231,79 @@ func TestEngineDoesNotStartAStepWhenTheRecordBeforeItCannotBeSaved(t *testing.T)
 	}
 }
 
-// tracing returns an engine and a checkpoint that append to *events
-// "before <step>" when a step with effects is about to run (BeforeEffects)
-// and "save at <next>" for each checkpoint, which writes Unsaved.
+// tracing returns an engine and a checkpoint that appends "save at
+// <next>" to *events for each checkpoint, which writes Unsaved.
 func tracing(events *[]string) (*workflow.Engine, workflow.Checkpoint) {
-	e := newEngine()
-	e.BeforeEffects = func(_ context.Context, sd *workflow.StepDef) { *events = append(*events, "before "+sd.ID) }
-	return e, func(_ context.Context, inst *workflow.Instance) error {
+	return newEngine(), func(_ context.Context, inst *workflow.Instance) error {
 		*events = append(*events, fmt.Sprintf("save at %d", inst.Next))
 		inst.Unsaved = nil
 		return nil
 	}
 }
 
-// BeforeEffects is called before each step with effects that runs, after
-// the checkpoint due before it, and never for a pure or skipped step.
-func TestEngineCallsBeforeEffectsBeforeEachStepWithEffects(t *testing.T) {
+// tracedStep is a fake step with effects that appends "run <id>" to
+// *events, and "… with the claim" when its run has claim; with record,
+// its effect waits for the next checkpoint (Result.Record).
+type tracedStep struct {
+	events *[]string
+	claim  workflow.IssueClaim
+	record bool
+}
+
+func (s tracedStep) Run(_ context.Context, run *workflow.Run) (workflow.Result, error) {
+	ev := "run " + run.StepID
+	if s.claim != nil && run.IssueClaim == s.claim {
+		ev += " with the claim"
+	}
+	*s.events = append(*s.events, ev)
+	if s.record {
+		return workflow.Result{Record: "effect of " + run.StepID}, nil
+	}
+	return workflow.Result{}, nil
+}
+
+// traceClaim is an IssueClaim that appends "release" to *events each time
+// it is given up.
+type traceClaim struct{ events *[]string }
+
+func (c *traceClaim) ReleaseUnused(context.Context) { *c.events = append(*c.events, "release") }
+
+// The run's issue claim reaches the issue step, and the engine gives it up
+// before each other step with effects that runs, after the checkpoint due
+// before it, and never for a pure or skipped step.
+func TestEngineKeepsTheIssueClaimForTheIssueStep(t *testing.T) {
 	t.Parallel()
-	f := &fakes{}
+	var events []string
+	claim := &traceClaim{events: &events}
+	cat := recordingCatalog(&fakes{})
+	cat[workflow.IssueStep] = func(*workflow.Spec) (workflow.Step, error) {
+		return tracedStep{events: &events, claim: claim, record: true}, nil
+	}
+	cat["traced"] = func(*workflow.Spec) (workflow.Step, error) { return tracedStep{events: &events, claim: claim}, nil }
 	def, err := workflow.Parse("def.yaml", yamlLines(
 		`name: a`, `trigger: event:x`, `steps:`,
 		`  - {id: p, uses: pure}`,
-		`  - {id: issue, uses: recording}`,
-		`  - {id: skipped, uses: record, if: "false"}`,
-		`  - {id: tell, uses: record}`,
-	), recordingCatalog(f))
+		`  - {id: issue, uses: issue}`,
+		`  - {id: skipped, uses: traced, if: "false"}`,
+		`  - {id: tell, uses: traced}`,
+		`  - {id: again, uses: traced}`,
+	), cat)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var events []string
 	e, save := tracing(&events)
-	if err := e.Run(context.Background(), def, newInput(t, "www.example.com"), started(t, e, def), save); err != nil {
+	in := newInput(t, "www.example.com")
+	in.IssueClaim = claim
+	if err := e.Run(context.Background(), def, in, started(t, e, def), save); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"before issue", "save at 3", "before tell", "save at 4"}
+	want := []string{
+		"run issue with the claim", "save at 3", // the issue's record rides on the checkpoint before tell
+		"release", "run tell with the claim", "save at 4", // tell is handed the claim too, but given up
+		"release", "run again with the claim", "save at 5",
+	}
 	if !slices.Equal(events, want) {
-		t.Errorf("events %q, want %q", events, want)
+		t.Errorf("events %q\nwant %q", events, want)
 	}
 }
 
@@ -281,10 +318,14 @@ func (r reportingStep) Run(_ context.Context, run *workflow.Run) (workflow.Resul
 
 func (reportingStep) Pure() bool { return true }
 
+// reportingDef parses steps with a catalog of reporting, traced (a step
+// with effects that appends "run <id>") and recording's traced twin.
 func reportingDef(t *testing.T, events *[]string, steps ...string) *workflow.Definition {
 	t.Helper()
 	cat := recordingCatalog(&fakes{})
 	cat["reporting"] = func(*workflow.Spec) (workflow.Step, error) { return reportingStep{events: events}, nil }
+	cat["traced"] = func(*workflow.Spec) (workflow.Step, error) { return tracedStep{events: events}, nil }
+	cat["recording"] = func(*workflow.Spec) (workflow.Step, error) { return tracedStep{events: events, record: true}, nil }
 	def, err := workflow.Parse("def.yaml", yamlLines(append([]string{`name: a`, `trigger: event:x`, `steps:`}, steps...)...), cat)
 	if err != nil {
 		t.Fatal(err)
@@ -301,7 +342,7 @@ func TestEngineReportsAStepOnceItsCheckpointIsWritten(t *testing.T) {
 	def := reportingDef(t, &events,
 		`  - {id: issue, uses: recording}`,
 		`  - {id: rep, uses: reporting}`,
-		`  - {id: tell, uses: record}`,
+		`  - {id: tell, uses: traced}`,
 		`  - {id: rep2, uses: reporting}`,
 		`  - {id: last, uses: pure}`,
 	)
@@ -309,18 +350,18 @@ func TestEngineReportsAStepOnceItsCheckpointIsWritten(t *testing.T) {
 	if err := e.Run(context.Background(), def, newInput(t, "www.example.com"), started(t, e, def), save); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"before issue", "save at 2", "report rep", "before tell", "save at 3", "save at 5", "report rep2"}
+	want := []string{"run issue", "save at 2", "report rep", "run tell", "save at 3", "save at 5", "report rep2"}
 	if !slices.Equal(events, want) {
 		t.Errorf("events %q\nwant %q", events, want)
 	}
 	// Without a record pending, a report alone also gets its checkpoint
 	// before a step with effects.
 	events = nil
-	def = reportingDef(t, &events, `  - {id: rep, uses: reporting}`, `  - {id: tell, uses: record}`)
+	def = reportingDef(t, &events, `  - {id: rep, uses: reporting}`, `  - {id: tell, uses: traced}`)
 	if err := e.Run(context.Background(), def, newInput(t, "www.example.com"), started(t, e, def), save); err != nil {
 		t.Fatal(err)
 	}
-	want = []string{"save at 1", "report rep", "before tell", "save at 2"}
+	want = []string{"save at 1", "report rep", "run tell", "save at 2"}
 	if !slices.Equal(events, want) {
 		t.Errorf("events %q\nwant %q", events, want)
 	}

@@ -30,6 +30,24 @@ type Builder func(spec *Spec) (Step, error)
 // definitions in the field: never rename one.
 type Catalog map[string]Builder
 
+// The `uses:` names of certflow's step types: the keys of the catalogue
+// package steps builds, and the only place these names are spelt in Go.
+// Definitions in the field use them, so none may ever be renamed. Besides
+// the catalogue, three have a meaning of their own: IssueStep and
+// RevokeStep are the CA steps a definition gets appended (CAStep), the
+// engine keeps the run's IssueClaim for the issue step, and ApprovalStep
+// is how the API knows which steps take people's signals.
+const (
+	ValidateStep = "validate"
+	IssueStep    = "issue"
+	RevokeStep   = "revoke"
+	MetadataStep = "metadata"
+	NotifyStep   = "notify"
+	SetStep      = "set"
+	HTTPStep     = "http"
+	ApprovalStep = "approval"
+)
+
 // Spec is a step's entry in a definition, as its Builder sees it.
 type Spec struct {
 	ID      string
@@ -131,6 +149,23 @@ type Run struct {
 	// CSR is the parsed (and, at submit, verified) request.
 	CSR *x509.CertificateRequest
 	Log *slog.Logger
+	// IssueClaim is the run's claim on issuing (Input.IssueClaim), or
+	// nil: the issue step uses it rather than claim again.
+	IssueClaim IssueClaim
+}
+
+// IssueClaim is the right to issue a request's certificate, taken in
+// advance by whoever loaded the request: the worker takes the issue lock
+// in the round trip that reads the request (store.GetForRun), so that a
+// run that issues needs no round trip of its own for it. It reaches the
+// issue step as Run.IssueClaim, and the issue step hands it to the store.
+// Held while other steps with effects run (a webhook that takes a minute),
+// it would only keep other workers from issuing, so the engine gives it
+// up before any step with effects that is not the issue step.
+type IssueClaim interface {
+	// ReleaseUnused gives the claim up unless a certificate was signed
+	// under it. It may be called again; then it does nothing.
+	ReleaseUnused(ctx context.Context)
 }
 
 // Result is what a step hands back on success.

@@ -270,7 +270,7 @@ func lint(s app.Settings, paths []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	catalog := steps.Catalog(&steps.Deps{Config: cfg})
+	catalog := steps.ForLint(cfg).Catalog()
 	if len(paths) == 0 {
 		paths = []string{cfg.Definitions}
 	}

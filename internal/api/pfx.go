@@ -138,7 +138,7 @@ func (s *Server) decodePFXEnrollment(r *http.Request, caller *Identity) (*enroll
 	if err != nil {
 		return nil, err
 	}
-	e.req.Input.PFX = &workflow.PFXSpec{Subject: body.Subject, Key: spec, FriendlyName: body.CustomFriendlyName, EndEntityFirst: leafFirst}
+	e.req.Input.PFX = &workflow.PFXSpec{Subject: body.Subject, Key: workflow.KeySpec(spec), FriendlyName: body.CustomFriendlyName, EndEntityFirst: leafFirst}
 	e.req.Input.HasPrivateKey = true
 	e.req.Input.IncludeSubjectHeader = true
 	e.pfxPassword = body.Password

@@ -347,13 +347,21 @@ func (a *App) adminToken(fromEnv string) (string, error) {
 	return token, nil
 }
 
-// Catalog returns the step catalogue wired to this app's services.
+// Catalog returns the step types wired to this app's services, each with
+// what its steps use and nothing more (the set step uses nothing).
 func (a *App) Catalog() workflow.Catalog {
-	return steps.Catalog(&steps.Deps{
-		Config: a.Config, CAs: a.CAs, CASubjects: a.caSubjects, Store: a.Store, Webhooks: a.Sender, Log: a.Log,
-		HTTP:   callback.NewClient(a.Config.Callbacks.AllowPrivate, a.Config.Callbacks.Timeout),
-		Mailer: a.Mailer,
-	})
+	cfg := a.Config
+	channels := steps.Notify{Webhooks: a.Sender, Mailer: a.Mailer, AllowPrivate: cfg.Callbacks.AllowPrivate, SMTPAddr: cfg.SMTP.Addr}
+	return steps.Types{
+		Validate: steps.Validate{Config: cfg, CASubjects: a.caSubjects},
+		Issue:    steps.Issue{Config: cfg, CAs: a.CAs, CASubjects: a.caSubjects, Store: a.Store},
+		Revoke:   steps.Revoke{CAs: a.CAs, Store: a.Store},
+		Metadata: steps.Metadata{Fields: cfg.Metadata},
+		Notify:   channels,
+		HTTP:     steps.HTTP{Client: callback.NewClient(cfg.Callbacks.AllowPrivate, cfg.Callbacks.Timeout), AllowPrivate: cfg.Callbacks.AllowPrivate},
+		// An approval's `notify:` tells the same channels as the notify step.
+		Approval: steps.Approval{Notify: channels},
+	}.Catalog()
 }
 
 // DefinitionsFS returns where definitions come from: the configured folder,

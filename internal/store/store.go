@@ -969,22 +969,12 @@ func (s *Store) newClaim(ctx context.Context, pipe redis.Pipeliner, requestID in
 	return c, pipe.SetNX(ctx, c.key, c.token, issueLockTTL)
 }
 
-type claimKey struct{}
-
-// WithIssueClaim hands ClaimIssue a claim taken in advance (GetForRun).
-func WithIssueClaim(ctx context.Context, c *IssueClaim) context.Context {
-	if c == nil {
-		return ctx
-	}
-	return context.WithValue(ctx, claimKey{}, c)
-}
-
 // GetForRun loads a request for a workflow run and, in the same round
 // trip, claims its issuance in advance: the lock, then the record (whose
 // certificate field is ClaimIssue's check), in that order. The claim is
 // nil when the lock is held elsewhere or a certificate is stored (then the
 // lock, if taken, is left to expire, as ClaimIssue leaves it). Hand the
-// claim to the run's steps with WithIssueClaim, and ReleaseUnused it when
+// claim to the issue step's ClaimIssue (its pre), and ReleaseUnused it when
 // the run ends: a run that issues saves ClaimIssue's round trip, and one
 // that does not (a denial, a wait for approval, a revocation) pays one to
 // release it.
@@ -1033,11 +1023,11 @@ func (s *Store) GetForRun(ctx context.Context, id int64) (*Request, *IssueClaim,
 // workers running the same task at once (a lease lost during a Redis
 // stall) end with one certificate.
 //
-// A claim taken in advance by the run's GetForRun (WithIssueClaim) is
+// A claim taken in advance by the run's GetForRun (pre; nil if none) is
 // used as it is, with no round trip, while it is young: nobody else can
 // have stored a certificate since its check, as that needs the lock.
-func (s *Store) ClaimIssue(ctx context.Context, requestID int64) (existing *Certificate, claim *IssueClaim, err error) {
-	if pre, _ := ctx.Value(claimKey{}).(*IssueClaim); pre != nil && pre.requestID == requestID && !pre.done {
+func (s *Store) ClaimIssue(ctx context.Context, requestID int64, pre *IssueClaim) (existing *Certificate, claim *IssueClaim, err error) {
+	if pre != nil && pre.requestID == requestID && !pre.done {
 		if time.Since(pre.taken) < issueLockTTL/2 {
 			return nil, pre, nil
 		}
@@ -1081,7 +1071,7 @@ func (s *Store) ClaimIssue(ctx context.Context, requestID int64) (existing *Cert
 // IssueOnce returns the certificate of a request, calling sign to make one
 // only if none exists (see ClaimIssue), and stores it at once.
 func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx context.Context) (*Certificate, error)) (cert *Certificate, fresh bool, err error) {
-	existing, claim, err := s.ClaimIssue(ctx, requestID)
+	existing, claim, err := s.ClaimIssue(ctx, requestID, nil)
 	if err != nil || existing != nil {
 		return existing, false, err
 	}

@@ -133,7 +133,7 @@ func TestAnOldAdvanceClaimIsTakenAfresh(t *testing.T) {
 		t.Fatalf("GetForRun: %v, %v", pre, err)
 	}
 	pre.taken = time.Now().Add(-issueLockTTL)
-	_, claim, err := s.ClaimIssue(WithIssueClaim(ctx, pre), 2)
+	_, claim, err := s.ClaimIssue(ctx, 2, pre)
 	if err != nil || claim == nil || claim == pre {
 		t.Fatalf("ClaimIssue with an old claim = %v, %v; want a new claim", claim, err)
 	}

@@ -577,7 +577,7 @@ func requestKey(prefix string, id int64) string {
 func claimed(t *testing.T, s *store.Store) (*store.Request, *store.IssueClaim) {
 	t.Helper()
 	r := created(t, s)
-	existing, claim, err := s.ClaimIssue(context.Background(), r.ID)
+	existing, claim, err := s.ClaimIssue(context.Background(), r.ID, nil)
 	if err != nil || existing != nil || claim == nil {
 		t.Fatalf("ClaimIssue = %+v, %v, %v; want a claim", existing, claim, err)
 	}
@@ -618,7 +618,7 @@ func TestACheckpointStoresTheIssuedCertificateWithTheRecord(t *testing.T) {
 		t.Fatalf("expiry index %v, %v; want %d", score, err, cert.NotAfter.Unix())
 	}
 	// A re-run finds it: no second claim, no second certificate.
-	again, claim2, err := s.ClaimIssue(ctx, r.ID)
+	again, claim2, err := s.ClaimIssue(ctx, r.ID, nil)
 	if err != nil || claim2 != nil || again == nil || again.SerialNumber != "0C" {
 		t.Fatalf("ClaimIssue after the checkpoint = %+v, %v, %v; want the stored certificate", again, claim2, err)
 	}
@@ -698,7 +698,7 @@ func TestACheckpointThatLosesTheRecordStillKeepsItsCertificate(t *testing.T) {
 	if err != nil || got.Message != other.Message || got.Disposition != store.Queued {
 		t.Fatalf("record %+v, %v; want the other worker's", got, err)
 	}
-	existing, claim2, err := s.ClaimIssue(ctx, r.ID)
+	existing, claim2, err := s.ClaimIssue(ctx, r.ID, nil)
 	if err != nil || claim2 != nil || existing == nil || existing.SerialNumber != "0D" {
 		t.Fatalf("ClaimIssue after the lost checkpoint = %+v, %v, %v; want certificate 0D", existing, claim2, err)
 	}
@@ -785,10 +785,10 @@ func TestARunClaimsItsIssuanceWithItsRead(t *testing.T) {
 	if _, other, err := s.GetForRun(ctx, r.ID); err != nil || other != nil {
 		t.Fatalf("a concurrent GetForRun = %v, %v; want no claim", other, err)
 	}
-	if _, _, err := s.ClaimIssue(ctx, r.ID); !errors.Is(err, store.ErrBusy) {
+	if _, _, err := s.ClaimIssue(ctx, r.ID, nil); !errors.Is(err, store.ErrBusy) {
 		t.Fatalf("ClaimIssue without the run's claim = %v, want ErrBusy", err)
 	}
-	existing, same, err := s.ClaimIssue(store.WithIssueClaim(ctx, claim), r.ID)
+	existing, same, err := s.ClaimIssue(ctx, r.ID, claim)
 	if err != nil || existing != nil || same != claim {
 		t.Fatalf("ClaimIssue with the run's claim = %v, %v, %v; want that claim", existing, same, err)
 	}

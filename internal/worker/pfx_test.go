@@ -37,7 +37,7 @@ func TestTwoWorkersRunningAPFXRequestAgreeOnOneKey(t *testing.T) {
 		Input: workflow.Request{
 			Template: config.DefaultTemplate, Format: "PFX", HasPrivateKey: true,
 			SANs: map[string][]string{"dns": {"race.example.com"}},
-			PFX:  &workflow.PFXSpec{Subject: "CN=race.example.com", Key: pki.KeySpec{Type: "ECC", Bits: 256, Curve: "P-256"}},
+			PFX:  &workflow.PFXSpec{Subject: "CN=race.example.com", Key: workflow.KeySpec{Type: "ECC", Bits: 256, Curve: "P-256"}},
 		},
 		Instance: workflow.Instance{ID: s.InstanceID(id)},
 	}

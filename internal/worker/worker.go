@@ -50,7 +50,10 @@ type Worker struct {
 	pinned sync.Map // name@version → *workflow.Definition
 }
 
-var _ queue.Handlers = (*Worker)(nil)
+var (
+	_ queue.Handlers      = (*Worker)(nil)
+	_ workflow.IssueClaim = (*store.IssueClaim)(nil)
+)
 
 // definition returns the pinned version of a definition: the loaded one if
 // it is still current, else the source stored when it was loaded (by any
@@ -87,8 +90,8 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 	log := w.Log.With("request", id)
 	r, claim, err := w.Store.GetForRun(ctx, id)
 	if claim != nil {
-		// The issue step uses it; a run that does not issue gives it up.
-		ctx = store.WithIssueClaim(ctx, claim)
+		// The engine hands it to the issue step (Input.IssueClaim); a run
+		// that does not issue gives it up.
 		defer claim.ReleaseUnused(context.WithoutCancel(ctx))
 	}
 	if errors.Is(err, store.ErrWithdrawn) {
@@ -139,6 +142,9 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 	if err != nil {
 		return w.failRequest(ctx, r, nil, err)
 	}
+	if claim != nil {
+		in.IssueClaim = claim // not a nil *store.IssueClaim in the interface
+	}
 	defs := w.Defs.Load()
 	var def *workflow.Definition
 	if r.Instance.Definition == "" {
@@ -171,17 +177,6 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 	}
 	engine := *w.Engine
 	engine.Log = log
-	if claim != nil {
-		// The claim taken with the read serves an issue step that comes
-		// before any other step with effects; held through those (a
-		// webhook that takes a minute, a shutdown in the middle of it),
-		// it would only keep others from issuing.
-		engine.BeforeEffects = func(ctx context.Context, sd *workflow.StepDef) {
-			if sd.Uses != workflow.IssueStep {
-				claim.ReleaseUnused(context.WithoutCancel(ctx))
-			}
-		}
-	}
 	if err := engine.Run(ctx, def, in, &r.Instance, save); err != nil {
 		if errors.Is(err, store.ErrUnindexed) {
 			// Saved, certificate included: only the inventory's entries
@@ -515,6 +510,7 @@ func (w *Worker) Sweep(ctx context.Context) {
 // request.
 func (w *Worker) generatePFXKey(ctx context.Context, r *store.Request) (_ *store.Request, cause, err error) {
 	spec := r.Input.PFX
+	keySpec := pki.KeySpec(spec.Key)
 	if w.KEK == nil {
 		return r, nil, errors.New("PFX enrollment: this worker has no key-encryption key to seal the key with")
 	}
@@ -523,12 +519,12 @@ func (w *Worker) generatePFXKey(ctx context.Context, r *store.Request) (_ *store
 		if err != nil {
 			return r, fmt.Errorf("PFX subject: %w", err), nil
 		}
-		key, err := w.generateKey(ctx, spec.Key)
+		key, err := w.generateKey(ctx, keySpec)
 		if err != nil && ctx.Err() != nil {
 			return r, nil, err // no slot before the run's deadline: run again
 		}
 		if err != nil {
-			return r, fmt.Errorf("generate %s key: %w", spec.Key, err), nil
+			return r, fmt.Errorf("generate %s key: %w", keySpec, err), nil
 		}
 		csr, err := pki.NewCSR(key, pki.CSRRequest{Subject: subject, SANs: r.Input.SANs})
 		if err != nil {
@@ -543,7 +539,7 @@ func (w *Worker) generatePFXKey(ctx context.Context, r *store.Request) (_ *store
 		r.Subject, r.CommonName = subject.String(), subject.CommonName
 		err = w.Store.SetCSR(ctx, r, csr)
 		if err == nil {
-			w.Log.Info("PFX key generated", "request", r.ID, "key", spec.Key.String())
+			w.Log.Info("PFX key generated", "request", r.ID, "key", keySpec.String())
 			return r, nil, nil
 		}
 		if !errors.Is(err, store.ErrHasCSR) && !errors.Is(err, store.ErrConflict) || attempt == 9 {
