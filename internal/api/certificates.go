@@ -13,80 +13,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 )
-
-// CertificateRecord is Keyfactor's certificate (GET /Certificates/{id}
-// and the rows of GET /Certificates), field for field. Fields certflow has
-// no notion of (principals, certificate stores, key archives) keep
-// Keyfactor's names with null or empty values, so clients decode them.
-type CertificateRecord struct {
-	Id                       int64                `json:"Id"`
-	Thumbprint               string               `json:"Thumbprint"`
-	SerialNumber             string               `json:"SerialNumber"`
-	IssuedDN                 string               `json:"IssuedDN"`
-	IssuedCN                 string               `json:"IssuedCN"`
-	ImportDate               time.Time            `json:"ImportDate"`
-	NotBefore                time.Time            `json:"NotBefore"`
-	NotAfter                 time.Time            `json:"NotAfter"`
-	IssuerDN                 string               `json:"IssuerDN"`
-	PrincipalId              *int64               `json:"PrincipalId"`
-	TemplateId               int                  `json:"TemplateId"`
-	CertState                int                  `json:"CertState"`
-	KeySizeInBits            int                  `json:"KeySizeInBits"`
-	KeyType                  int                  `json:"KeyType"`
-	RequesterId              int                  `json:"RequesterId"`
-	IssuedOU                 *string              `json:"IssuedOU"`
-	IssuedEmail              *string              `json:"IssuedEmail"`
-	KeyUsage                 int                  `json:"KeyUsage"`
-	SigningAlgorithm         string               `json:"SigningAlgorithm"`
-	CertStateString          string               `json:"CertStateString"`
-	KeyTypeString            string               `json:"KeyTypeString"`
-	RevocationEffDate        *time.Time           `json:"RevocationEffDate"`
-	RevocationReason         *int                 `json:"RevocationReason"`
-	RevocationComment        *string              `json:"RevocationComment"`
-	CertificateAuthorityId   int                  `json:"CertificateAuthorityId"`
-	CertificateAuthorityName string               `json:"CertificateAuthorityName"`
-	TemplateName             string               `json:"TemplateName"`
-	ArchivedKey              bool                 `json:"ArchivedKey"`
-	HasPrivateKey            bool                 `json:"HasPrivateKey"`
-	PrincipalName            *string              `json:"PrincipalName"`
-	CertRequestId            int64                `json:"CertRequestId"`
-	RequesterName            string               `json:"RequesterName"`
-	ContentBytes             string               `json:"ContentBytes"`
-	ExtendedKeyUsages        []ExtendedKeyUsage   `json:"ExtendedKeyUsages"`
-	SubjectAltNameElements   []SubjectAltName     `json:"SubjectAltNameElements"`
-	CRLDistributionPoints    []CRLDistributionPnt `json:"CRLDistributionPoints"`
-	LocationsCount           []any                `json:"LocationsCount"`
-	SSLLocations             []any                `json:"SSLLocations"`
-	Locations                []any                `json:"Locations"`
-	Metadata                 map[string]string    `json:"Metadata"`
-	CertificateKeyId         int                  `json:"CertificateKeyId"`
-	KeyRecoverable           bool                 `json:"KeyRecoverable"`
-	Curve                    *string              `json:"Curve"`
-	OwnerRoleId              *int64               `json:"OwnerRoleId"`
-	OwnerRoleName            *string              `json:"OwnerRoleName"`
-}
-
-// SubjectAltName is one of a certificate's SANs; Type is the RFC 5280
-// GeneralName tag (1 email, 2 DNS, 6 URI, 7 IP).
-type SubjectAltName struct {
-	Id        int    `json:"Id"`
-	Value     string `json:"Value"`
-	Type      int    `json:"Type"`
-	ValueHash string `json:"ValueHash"`
-}
-
-// CRLDistributionPnt is one of a certificate's CRL distribution points.
-type CRLDistributionPnt struct {
-	Id      int    `json:"Id"`
-	Url     string `json:"Url"`
-	UrlHash string `json:"UrlHash"`
-}
 
 // Keyfactor's CertState values certflow uses, and their names.
 const (
@@ -159,8 +91,8 @@ func parseRenderOptions(q url.Values) (renderOptions, error) {
 }
 
 // certificateRecord renders an issued certificate with its request.
-func (s *Server) certificateRecord(r *store.Request, c *store.Certificate, o renderOptions) CertificateRecord {
-	out := CertificateRecord{
+func (s *Server) certificateRecord(r *store.Request, c *store.Certificate, o renderOptions) keyfactor.CertificateRecord {
+	out := keyfactor.CertificateRecord{
 		Id: c.ID, Thumbprint: c.Thumbprint, SerialNumber: c.SerialNumber, IssuedDN: c.SubjectDN, IssuedCN: c.IssuedCN,
 		ImportDate: c.Issued, NotBefore: c.NotBefore, NotAfter: c.NotAfter, IssuerDN: c.IssuerDN,
 		KeySizeInBits: c.KeySizeInBits, KeyType: keyfactorKeyTypes[c.KeyType], KeyTypeString: c.KeyType,
@@ -169,8 +101,8 @@ func (s *Server) certificateRecord(r *store.Request, c *store.Certificate, o ren
 		CertState: certStateActive, CertStateString: "Active",
 		CertificateAuthorityName: c.Authority, TemplateName: c.Template,
 		CertRequestId: c.RequestID, RequesterName: c.Requester, Curve: optString(c.Curve),
-		ExtendedKeyUsages: []ExtendedKeyUsage{}, SubjectAltNameElements: []SubjectAltName{},
-		CRLDistributionPoints: []CRLDistributionPnt{}, LocationsCount: []any{}, SSLLocations: []any{}, Locations: []any{},
+		ExtendedKeyUsages: []keyfactor.ExtendedKeyUsage{}, SubjectAltNameElements: []keyfactor.SubjectAltName{},
+		CRLDistributionPoints: []keyfactor.CRLDistributionPnt{}, LocationsCount: []any{}, SSLLocations: []any{}, Locations: []any{},
 		Metadata: map[string]string{},
 	}
 	if len(c.Chain) > 0 {
@@ -195,14 +127,14 @@ func (s *Server) certificateRecord(r *store.Request, c *store.Certificate, o ren
 		out.ExtendedKeyUsages = append(out.ExtendedKeyUsages, extendedKeyUsage(oid))
 	}
 	for i, san := range c.SANs {
-		out.SubjectAltNameElements = append(out.SubjectAltNameElements, SubjectAltName{Id: i + 1, Value: san.Value, Type: san.Type, ValueHash: hashHex(san.Value)})
+		out.SubjectAltNameElements = append(out.SubjectAltNameElements, keyfactor.SubjectAltName{Id: i + 1, Value: san.Value, Type: san.Type, ValueHash: hashHex(san.Value)})
 	}
 	for i, u := range c.CRLDistributionPoints {
-		out.CRLDistributionPoints = append(out.CRLDistributionPoints, CRLDistributionPnt{Id: i + 1, Url: u, UrlHash: hashHex(u)})
+		out.CRLDistributionPoints = append(out.CRLDistributionPoints, keyfactor.CRLDistributionPnt{Id: i + 1, Url: u, UrlHash: hashHex(u)})
 	}
 	if r != nil {
 		if o.metadata {
-			out.Metadata = requestMetadata(r)
+			out.Metadata = keyfactor.RequestMetadata(r)
 		}
 		if o.hasPrivateKey {
 			out.HasPrivateKey = len(r.PrivateKey) > 0 || r.Input.HasPrivateKey
@@ -261,7 +193,7 @@ func (s *Server) issuedCertificate(ctx context.Context, id int64, thumbprint str
 func (s *Server) loadCertificate(ctx context.Context, id int64, viewer *Identity) (*store.Request, *store.Certificate, error) {
 	r, c, err := s.issuedCertificate(ctx, id, "")
 	if errors.Is(err, store.ErrNotFound) || err == nil && !certificateVisible(r, viewer) {
-		return nil, nil, newError(http.StatusNotFound, CodeNotFound, "certificate %d: not found", id)
+		return nil, nil, newError(http.StatusNotFound, keyfactor.CodeNotFound, "certificate %d: not found", id)
 	}
 	return r, c, err
 }
@@ -294,7 +226,7 @@ var certificateFields = []string{
 	"certstate", "certstatestring", "templatename", "requestername", "certificateauthorityname", "keytypestring", "keysizeinbits",
 }
 
-func certificateField(c *CertificateRecord) func(string) string {
+func certificateField(c *keyfactor.CertificateRecord) func(string) string {
 	return func(f string) string {
 		switch f {
 		case "id":
@@ -438,7 +370,7 @@ func (s *Server) handleListCertificates(w http.ResponseWriter, r *http.Request) 
 	ctx, cancel := context.WithTimeout(r.Context(), 2*s.cfg.API.RedisTimeout)
 	defer cancel()
 	viewer := identity(r)
-	writePage(s, w, r, p, certificateField, func(offer func(CertificateRecord) bool) error {
+	writePage(s, w, r, p, certificateField, func(offer func(keyfactor.CertificateRecord) bool) error {
 		visit := func(req *store.Request, c *store.Certificate) bool {
 			return !certificateVisible(req, viewer) || offer(s.certificateRecord(req, c, o))
 		}
@@ -460,22 +392,6 @@ func (s *Server) handleListCertificates(w http.ResponseWriter, r *http.Request) 
 		}
 		return nil
 	})
-}
-
-// CertificateDownloadRequest is the body of POST /Certificates/Download.
-type CertificateDownloadRequest struct {
-	CertID       int64  `json:"CertID"`
-	SerialNumber string `json:"SerialNumber"`
-	IssuerDN     string `json:"IssuerDN"`
-	Thumbprint   string `json:"Thumbprint"`
-	IncludeChain bool   `json:"IncludeChain"`
-	ChainOrder   string `json:"ChainOrder"`
-}
-
-// CertificateDownloadResponse is Keyfactor's answer: the certificate (and
-// chain) in the requested format, base64.
-type CertificateDownloadResponse struct {
-	Content string `json:"Content"`
 }
 
 // sameDN compares distinguished names without regard to case or to the
@@ -530,7 +446,7 @@ func (s *Server) handleDownloadCertificate(w http.ResponseWriter, r *http.Reques
 		writeError(w, r, s.log, badField("x-certificateformat header", "unknown format %q: want PEM, DER or P7B", r.Header.Get("x-certificateformat")))
 		return
 	}
-	var body CertificateDownloadRequest
+	var body keyfactor.CertificateDownloadRequest
 	if err := decodeJSON(r, &body); err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -562,12 +478,12 @@ func (s *Server) handleDownloadCertificate(w http.ResponseWriter, r *http.Reques
 		var req *store.Request
 		req, c, err = s.issuedCertificate(ctx, 0, strings.ReplaceAll(body.Thumbprint, ":", ""))
 		if errors.Is(err, store.ErrNotFound) || err == nil && !certificateVisible(req, viewer) {
-			err = newError(http.StatusNotFound, CodeNotFound, "certificate with thumbprint %s: not found", body.Thumbprint)
+			err = newError(http.StatusNotFound, keyfactor.CodeNotFound, "certificate with thumbprint %s: not found", body.Thumbprint)
 		}
 	default:
 		_, c, err = s.certificateBySerial(ctx, body.SerialNumber, body.IssuerDN, func(req *store.Request) bool { return certificateVisible(req, viewer) })
 		if errors.Is(err, store.ErrNotFound) {
-			err = newError(http.StatusNotFound, CodeNotFound, "certificate with serial number %s from %s: not found", body.SerialNumber, body.IssuerDN)
+			err = newError(http.StatusNotFound, keyfactor.CodeNotFound, "certificate with serial number %s from %s: not found", body.SerialNumber, body.IssuerDN)
 		}
 	}
 	if err != nil {
@@ -598,5 +514,5 @@ func (s *Server) handleDownloadCertificate(w http.ResponseWriter, r *http.Reques
 		}
 		content = []byte(strings.Join(pems, ""))
 	}
-	writeJSON(w, http.StatusOK, CertificateDownloadResponse{Content: base64.StdEncoding.EncodeToString(content)})
+	writeJSON(w, http.StatusOK, keyfactor.CertificateDownloadResponse{Content: base64.StdEncoding.EncodeToString(content)})
 }

@@ -11,53 +11,11 @@ import (
 	"time"
 
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/policy"
 	"github.com/certflow/certflow/internal/store"
 )
-
-// CSRGenerationRequest is the body of POST /CSRGeneration/Generate, with
-// Keyfactor's field names.
-type CSRGenerationRequest struct {
-	Subject   string              `json:"Subject"`
-	KeyType   string              `json:"KeyType"`
-	KeyLength int                 `json:"KeyLength"`
-	Curve     string              `json:"Curve"`
-	Template  string              `json:"Template"`
-	SANs      map[string][]string `json:"SANs"`
-}
-
-// CSRContents is Keyfactor's answer to POST /CSRGeneration/Generate
-// ("CSR"); CSRText (the same PEM) and Id are certflow's, so that a client
-// can name the pending CSR without listing them all.
-type CSRContents struct {
-	CSR     string `json:"CSR"`
-	CSRText string `json:"CSRText"`
-	Id      int64  `json:"Id"`
-}
-
-// PendingCSRResponse is one entry of GET /CSRGeneration/Pending, as
-// Keyfactor's (Id, CSR, RequestTime, Subject as its parts), with certflow's
-// Requester, Template and KeyType.
-type PendingCSRResponse struct {
-	Id          int64     `json:"Id"`
-	CSR         string    `json:"CSR"`
-	RequestTime time.Time `json:"RequestTime"`
-	Subject     []string  `json:"Subject"`
-	Requester   string    `json:"Requester"`
-	Template    string    `json:"Template,omitempty"`
-	KeyType     string    `json:"KeyType"`
-}
-
-// CSRGenerationResponseModel is Keyfactor's answer to GET
-// /CSRGeneration/Pending/{id}: CSRFilePath (certflow keeps no files: null)
-// and CSRText, with certflow's Id and RequestTime.
-type CSRGenerationResponseModel struct {
-	CSRFilePath *string   `json:"CSRFilePath"`
-	CSRText     string    `json:"CSRText"`
-	Id          int64     `json:"Id"`
-	RequestTime time.Time `json:"RequestTime"`
-}
 
 // checkKeyPolicy refuses, before anything is generated, a key the
 // template does not allow, naming the field that chose it; without a
@@ -98,7 +56,7 @@ func keySpec(keyType string, keyLength int, curve string) (pki.KeySpec, error) {
 // use up.
 func (s *Server) handleGenerateCSR(w http.ResponseWriter, r *http.Request) {
 	caller := identity(r)
-	var body CSRGenerationRequest
+	var body keyfactor.CSRGenerationRequest
 	if err := decodeJSON(r, &body); err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -115,7 +73,7 @@ func (s *Server) handleGenerateCSR(w http.ResponseWriter, r *http.Request) {
 	}
 	defer slot.Release()
 	tooMany := func() {
-		writeError(w, r, s.log, newError(http.StatusConflict, CodeConflict,
+		writeError(w, r, s.log, newError(http.StatusConflict, keyfactor.CodeConflict,
 			"CSRGeneration: %s has %d pending CSRs, the most api.max_pending_csrs allows; enroll (forceEnroll=true) or delete some first", caller.Name, s.cfg.API.MaxPendingCSRs))
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
@@ -152,7 +110,7 @@ func (s *Server) handleGenerateCSR(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("CSR generated; its key is kept sealed", "csr", p.ID, "requester", p.Requester, "template", p.Template, "key", p.KeyType)
 	text := csrPEM(p.CSR)
-	writeJSON(w, http.StatusOK, CSRContents{CSR: text, CSRText: text, Id: p.ID})
+	writeJSON(w, http.StatusOK, keyfactor.CSRContents{CSR: text, CSRText: text, Id: p.ID})
 }
 
 // csrGeneration is a checked POST /CSRGeneration/Generate: what to make.
@@ -167,7 +125,7 @@ type csrGeneration struct {
 // checkCSRGeneration checks the body, without generating anything: the
 // subject, the key against the template's policy (or, without a template,
 // the default generation policy), the caller's access, the SANs.
-func (s *Server) checkCSRGeneration(body *CSRGenerationRequest, caller *Identity) (*csrGeneration, error) {
+func (s *Server) checkCSRGeneration(body *keyfactor.CSRGenerationRequest, caller *Identity) (*csrGeneration, error) {
 	subject, err := pki.ParseSubject(body.Subject)
 	if err != nil {
 		return nil, badField("Subject", "%v", err)
@@ -180,7 +138,7 @@ func (s *Server) checkCSRGeneration(body *CSRGenerationRequest, caller *Identity
 	if body.Template != "" {
 		t, ok := s.cfg.Template(body.Template)
 		if !ok {
-			return nil, &apiError{status: http.StatusBadRequest, code: CodeUnknownName, msg: fmt.Sprintf("Template: unknown template %q", body.Template)}
+			return nil, &apiError{status: http.StatusBadRequest, code: keyfactor.CodeUnknownName, msg: fmt.Sprintf("Template: unknown template %q", body.Template)}
 		}
 		tmpl = t
 	}
@@ -235,7 +193,7 @@ func (s *Server) loadPendingCSR(ctx context.Context, r *http.Request) (*store.Pe
 	}
 	p, err := s.store.PendingCSR(ctx, id)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !mayActOn(p.Requester, identity(r))) {
-		return nil, newError(http.StatusNotFound, CodeNotFound, "pending CSR %d: not found", id)
+		return nil, newError(http.StatusNotFound, keyfactor.CodeNotFound, "pending CSR %d: not found", id)
 	}
 	return p, err
 }
@@ -249,7 +207,7 @@ func (s *Server) handleGetPendingCSR(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, CSRGenerationResponseModel{CSRText: csrPEM(p.CSR), Id: p.ID, RequestTime: p.Created})
+	writeJSON(w, http.StatusOK, keyfactor.CSRGenerationResponseModel{CSRText: csrPEM(p.CSR), Id: p.ID, RequestTime: p.Created})
 }
 
 // handleDeletePendingCSR is DELETE /CSRGeneration/Pending/{id}: the
@@ -297,7 +255,7 @@ func (s *Server) handleDeletePendingCSRs(w http.ResponseWriter, r *http.Request)
 	}
 	for i, id := range ids {
 		if p := byID[id]; p == nil || !mayActOn(p.Requester, identity(r)) {
-			writeError(w, r, s.log, newError(http.StatusNotFound, CodeNotFound, "[%d]: pending CSR %d: not found", i, id))
+			writeError(w, r, s.log, newError(http.StatusNotFound, keyfactor.CodeNotFound, "[%d]: pending CSR %d: not found", i, id))
 			return
 		}
 	}
@@ -320,17 +278,17 @@ func (s *Server) handleListPendingCSRs(w http.ResponseWriter, r *http.Request) {
 	caller := identity(r)
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
 	defer cancel()
-	field := func(row *PendingCSRResponse) func(string) string {
+	field := func(row *keyfactor.PendingCSRResponse) func(string) string {
 		return func(f string) string {
 			return map[string]string{"requester": row.Requester, "template": row.Template}[f]
 		}
 	}
-	writePage(s, w, r, pg, field, func(offer func(PendingCSRResponse) bool) error {
+	writePage(s, w, r, pg, field, func(offer func(keyfactor.PendingCSRResponse) bool) error {
 		return walkIndex(ctx, listScan, s.store.PendingCSRIDs, s.store.PendingCSRs, func(p *store.PendingCSR) (bool, error) {
 			if !mayActOn(p.Requester, caller) {
 				return true, nil
 			}
-			return offer(PendingCSRResponse{Id: p.ID, CSR: csrPEM(p.CSR), RequestTime: p.Created, Subject: pki.SubjectParts(csrSubject(p.CSR)),
+			return offer(keyfactor.PendingCSRResponse{Id: p.ID, CSR: csrPEM(p.CSR), RequestTime: p.Created, Subject: pki.SubjectParts(csrSubject(p.CSR)),
 				Requester: p.Requester, Template: p.Template, KeyType: p.KeyType}), nil
 		})
 	})
@@ -356,7 +314,7 @@ func csrSubject(der []byte) []byte {
 func (s *Server) marryGeneratedKey(e *enrollment, p *store.PendingCSR) error {
 	caller := &Identity{Name: e.req.Requester.Name, Roles: e.req.Requester.Roles}
 	if !mayActOn(p.Requester, caller) {
-		return newError(http.StatusForbidden, CodeForbidden, "CSR: generated by certflow for another requester; only they or an administrator may enroll it")
+		return newError(http.StatusForbidden, keyfactor.CodeForbidden, "CSR: generated by certflow for another requester; only they or an administrator may enroll it")
 	}
 	if !e.req.Input.ForceEnroll {
 		return badField("forceEnroll", "the CSR was generated by certflow (pending CSR %d); enroll it with forceEnroll=true to marry the certificate to its stored private key", p.ID)
@@ -385,7 +343,7 @@ func (s *Server) claimGeneratedKey(ctx context.Context, e *enrollment) error {
 	case err != nil:
 		return err
 	case !claimed:
-		return newError(http.StatusConflict, CodeConflict, "CSR: pending CSR %d is being enrolled by another request; retry", p.ID)
+		return newError(http.StatusConflict, keyfactor.CodeConflict, "CSR: pending CSR %d is being enrolled by another request; retry", p.ID)
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/certflow/certflow/internal/callback"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/metadata"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/policy"
@@ -26,25 +27,6 @@ import (
 	"github.com/certflow/certflow/workflow"
 	"github.com/redis/go-redis/v9"
 )
-
-// EnrollmentCSRRequest is the body of POST /Enrollment/CSR, with
-// Keyfactor's field names. Unknown fields are ignored, as Keyfactor does, so
-// that newer clients keep working.
-type EnrollmentCSRRequest struct {
-	CSR                        string              `json:"CSR"`
-	PrivateKey                 string              `json:"PrivateKey"`
-	CertificateAuthority       string              `json:"CertificateAuthority"`
-	IncludeChain               *bool               `json:"IncludeChain"`
-	IncludeSubjectHeader       *bool               `json:"IncludeSubjectHeader"`
-	Timestamp                  string              `json:"Timestamp"`
-	OwnerRoleId                *int64              `json:"OwnerRoleId"`
-	OwnerRoleName              string              `json:"OwnerRoleName"`
-	Template                   string              `json:"Template"`
-	Metadata                   map[string]any      `json:"Metadata"`
-	SANs                       map[string][]string `json:"SANs"`
-	AdditionalEnrollmentFields map[string]any      `json:"AdditionalEnrollmentFields"`
-	CallbackUrl                string              `json:"CallbackUrl"`
-}
 
 // Bounds on client input that has no natural limit.
 const (
@@ -93,7 +75,7 @@ func (s *Server) decodeEnrollment(r *http.Request, caller *Identity) (*enrollmen
 			return nil, badField("forceEnroll", "want true or false, got %q", v)
 		}
 	}
-	var body EnrollmentCSRRequest
+	var body keyfactor.EnrollmentCSRRequest
 	if err := decodeJSON(r, &body); err != nil {
 		return nil, err
 	}
@@ -113,7 +95,7 @@ func (s *Server) decodeEnrollment(r *http.Request, caller *Identity) (*enrollmen
 // alike) and builds the request to store. der is the CSR as sent (nil for
 // a PFX enrollment, whose CSR the worker makes); csr is it parsed (for a
 // PFX enrollment, the shape of the CSR to come).
-func (s *Server) enrollmentOf(r *http.Request, caller *Identity, body *EnrollmentCSRRequest, format pki.Format, der []byte, csr *x509.CertificateRequest) (*enrollment, error) {
+func (s *Server) enrollmentOf(r *http.Request, caller *Identity, body *keyfactor.EnrollmentCSRRequest, format pki.Format, der []byte, csr *x509.CertificateRequest) (*enrollment, error) {
 	ts, err := parseTimestamp(body.Timestamp)
 	if err != nil {
 		return nil, err
@@ -208,14 +190,14 @@ func decodeCSRField(text string) ([]byte, *x509.CertificateRequest, error) {
 		return nil, nil, badField("CSR", "required: a PEM or base64 DER certificate signing request")
 	}
 	if len(text) > maxCSRText {
-		return nil, nil, &apiError{status: http.StatusBadRequest, code: CodeInvalidCSR, msg: fmt.Sprintf("CSR: longer than %d bytes", maxCSRText)}
+		return nil, nil, &apiError{status: http.StatusBadRequest, code: keyfactor.CodeInvalidCSR, msg: fmt.Sprintf("CSR: longer than %d bytes", maxCSRText)}
 	}
 	der, csr, err := pki.DecodeCSR(text)
 	if err == nil {
 		err = pki.VerifyCSR(csr)
 	}
 	if err != nil {
-		return nil, nil, &apiError{status: http.StatusBadRequest, code: CodeInvalidCSR, msg: "CSR: " + err.Error()}
+		return nil, nil, &apiError{status: http.StatusBadRequest, code: keyfactor.CodeInvalidCSR, msg: "CSR: " + err.Error()}
 	}
 	return der, csr, nil
 }
@@ -260,7 +242,8 @@ func jsonKind(goType string) string {
 	case goType == "bool" || goType == "*bool":
 		return "a boolean (true or false)"
 	// Before the integers: "map[string]interface {}" contains "int".
-	case strings.HasPrefix(goType, "map["), strings.HasPrefix(goType, "api."), strings.HasPrefix(goType, "*api."):
+	case strings.HasPrefix(goType, "map["), strings.HasPrefix(goType, "api."), strings.HasPrefix(goType, "*api."),
+		strings.HasPrefix(goType, "keyfactor."), strings.HasPrefix(goType, "*keyfactor."):
 		return "an object"
 	case strings.HasPrefix(goType, "[]"):
 		return "an array"
@@ -290,7 +273,7 @@ func (s *Server) checkTemplateAndCA(templateName, caName string) (*config.Templa
 	if caName != "" {
 		var ok bool
 		if ca, ok = s.cfg.CA(caName); !ok {
-			return nil, &apiError{status: http.StatusBadRequest, code: CodeUnknownName, msg: fmt.Sprintf("CertificateAuthority: unknown certificate authority %q", caName)}
+			return nil, &apiError{status: http.StatusBadRequest, code: keyfactor.CodeUnknownName, msg: fmt.Sprintf("CertificateAuthority: unknown certificate authority %q", caName)}
 		}
 	}
 	if templateName == "" {
@@ -301,7 +284,7 @@ func (s *Server) checkTemplateAndCA(templateName, caName string) (*config.Templa
 	}
 	tmpl, ok := s.cfg.Template(templateName)
 	if !ok {
-		return nil, &apiError{status: http.StatusBadRequest, code: CodeUnknownName, msg: fmt.Sprintf("Template: unknown template %q", templateName)}
+		return nil, &apiError{status: http.StatusBadRequest, code: keyfactor.CodeUnknownName, msg: fmt.Sprintf("Template: unknown template %q", templateName)}
 	}
 	if ca != nil {
 		served := false
@@ -322,7 +305,7 @@ func checkTemplateAccess(caller *Identity, tmpl *config.Template) error {
 	if tmpl == nil || tmpl.MayEnroll(caller.Roles) {
 		return nil
 	}
-	return newError(http.StatusForbidden, CodeForbidden, "Template: %s may not enroll with template %s (allowed: %s)", caller.Name, tmpl.Name, strings.Join(tmpl.AllowedRequesters, ", "))
+	return newError(http.StatusForbidden, keyfactor.CodeForbidden, "Template: %s may not enroll with template %s (allowed: %s)", caller.Name, tmpl.Name, strings.Join(tmpl.AllowedRequesters, ", "))
 }
 
 // caName is a request's CertificateAuthority in its one spelling, the
@@ -363,13 +346,13 @@ func (s *Server) checkOwner(id *int64, name string, tmpl *config.Template) (conf
 	case id != nil:
 		r, ok := s.cfg.RoleByID(*id)
 		if !ok {
-			return none, &apiError{status: http.StatusBadRequest, code: CodeUnknownName, msg: fmt.Sprintf("OwnerRoleId: no security role has id %d (GET /Security/Roles lists them)", *id)}
+			return none, &apiError{status: http.StatusBadRequest, code: keyfactor.CodeUnknownName, msg: fmt.Sprintf("OwnerRoleId: no security role has id %d (GET /Security/Roles lists them)", *id)}
 		}
 		return r, nil
 	case name != "":
 		r, ok := s.cfg.RoleByName(name)
 		if !ok {
-			return none, &apiError{status: http.StatusBadRequest, code: CodeUnknownName, msg: fmt.Sprintf("OwnerRoleName: no security role is called %q (GET /Security/Roles lists them)", name)}
+			return none, &apiError{status: http.StatusBadRequest, code: keyfactor.CodeUnknownName, msg: fmt.Sprintf("OwnerRoleName: no security role is called %q (GET /Security/Roles lists them)", name)}
 		}
 		return r, nil
 	}
@@ -459,7 +442,7 @@ func (s *Server) checkMetadata(in map[string]any, tmpl *config.Template) (map[st
 		}
 		global := s.cfg.MetaField(name)
 		if global == nil {
-			return nil, &apiError{status: http.StatusBadRequest, code: CodeUnknownName, msg: field + ": no such metadata field"}
+			return nil, &apiError{status: http.StatusBadRequest, code: keyfactor.CodeUnknownName, msg: field + ": no such metadata field"}
 		}
 		eff := tmpl.MetaField(global)
 		f := &eff
@@ -545,9 +528,9 @@ func checkAdditionalFields(in map[string]any, tmpl *config.Template) (map[string
 				known[i] = e.Name
 			}
 			if len(known) == 0 {
-				return nil, &apiError{status: http.StatusBadRequest, code: CodeUnknownName, msg: fmt.Sprintf("%s: template %s has no enrollment fields", field, tmpl.Name)}
+				return nil, &apiError{status: http.StatusBadRequest, code: keyfactor.CodeUnknownName, msg: fmt.Sprintf("%s: template %s has no enrollment fields", field, tmpl.Name)}
 			}
-			return nil, &apiError{status: http.StatusBadRequest, code: CodeUnknownName, msg: fmt.Sprintf("%s: template %s has no such enrollment field (it has %s)", field, tmpl.Name, strings.Join(known, ", "))}
+			return nil, &apiError{status: http.StatusBadRequest, code: keyfactor.CodeUnknownName, msg: fmt.Sprintf("%s: template %s has no such enrollment field (it has %s)", field, tmpl.Name, strings.Join(known, ", "))}
 		}
 		field = "AdditionalEnrollmentFields." + f.Name
 		if text == "" {
@@ -635,7 +618,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, e *enrollment) (
 	if len(e.req.CSR) > 0 {
 		id, err := pki.PublicKeyID(e.csr.PublicKey)
 		if err != nil {
-			writeError(w, r, s.log, &apiError{status: http.StatusBadRequest, code: CodeInvalidCSR, msg: "CSR: its public key cannot be encoded: " + err.Error()})
+			writeError(w, r, s.log, &apiError{status: http.StatusBadRequest, code: keyfactor.CodeInvalidCSR, msg: "CSR: its public key cannot be encoded: " + err.Error()})
 			return nil, false
 		}
 		e.barredKey = id
@@ -774,7 +757,7 @@ func (s *Server) create(ctx context.Context, e *enrollment, unlessKey string, al
 				return nil, false, err
 			}
 			if !sameSubmit(prev, req) {
-				return nil, false, newError(http.StatusConflict, CodeConflict, "Idempotency-Key header: already used for a different request (%d)", prevID)
+				return nil, false, newError(http.StatusConflict, keyfactor.CodeConflict, "Idempotency-Key header: already used for a different request (%d)", prevID)
 			}
 			return prev, true, nil
 		}
@@ -801,7 +784,7 @@ func (s *Server) firstRequest(ctx context.Context, id int64) (*store.Request, er
 			return r, err
 		}
 		if i == 20 {
-			return nil, newError(http.StatusConflict, CodeConflict, "Idempotency-Key header: the first request with this key is still being created or was refused; retry")
+			return nil, newError(http.StatusConflict, keyfactor.CodeConflict, "Idempotency-Key header: the first request with this key is still being created or was refused; retry")
 		}
 		select {
 		case <-ctx.Done():
@@ -846,7 +829,7 @@ func parsePrefer(values []string, def, max time.Duration) (wait time.Duration, a
 // Location while it runs.
 func (s *Server) writeEnrollment(w http.ResponseWriter, r *http.Request, req *store.Request, format pki.Format) {
 	s.writeAccepted(w, r, req, func(cert *store.Certificate) (any, error) {
-		return NewEnrollmentResponse(req, cert, format, identity(r))
+		return keyfactor.NewEnrollmentResponse(req, cert, format, roles(identity(r)))
 	})
 }
 
@@ -899,7 +882,7 @@ func (s *Server) handleGetRequest(w http.ResponseWriter, r *http.Request) {
 	// Someone else's request answers 404, not 403: ids are sequential and
 	// must not reveal what others requested. Its deciders may read it.
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !visible(req, caller)) {
-		writeError(w, r, s.log, newError(http.StatusNotFound, CodeNotFound, "request %d: not found", id))
+		writeError(w, r, s.log, newError(http.StatusNotFound, keyfactor.CodeNotFound, "request %d: not found", id))
 		return
 	}
 	if err != nil {
@@ -913,7 +896,7 @@ func (s *Server) handleGetRequest(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	st, err := newRequestStatus(req, cert, format, caller)
+	st, err := keyfactor.NewRequestStatus(req, cert, format, roles(caller))
 	if err == nil {
 		st.CertificateInformation.Pkcs12Blob, err = s.pfxBlobFor(ctx, req, cert, caller)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 )
@@ -41,4 +42,4 @@ func (s *Server) retainedKey(req *store.Request) (crypto.PrivateKey, []byte, err
 // such a key is never certified again, for anyone, on any path. The
 // issue step checks again before signing (the revocation may come while
 // the request waits).
-var errKeyCompromised = newError(http.StatusBadRequest, CodePolicy, "CSR: its key was revoked for key compromise and is never certified again; generate a new key")
+var errKeyCompromised = newError(http.StatusBadRequest, keyfactor.CodePolicy, "CSR: its key was revoked for key compromise and is never certified again; generate a new key")

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/certflow/certflow/internal/keyfactor"
 	"golang.org/x/time/rate"
 )
 
@@ -62,7 +63,7 @@ func (l *limiters) allow(key string) (bool, time.Duration) {
 // tooMany answers 429 with Retry-After in whole seconds (at least 1).
 func (s *Server) tooMany(w http.ResponseWriter, r *http.Request, wait time.Duration, what string) {
 	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(wait, time.Second).Seconds()))))
-	writeError(w, r, s.log, newError(http.StatusTooManyRequests, CodeRateLimited, "%s; retry after %s", what, wait.Round(time.Second)))
+	writeError(w, r, s.log, newError(http.StatusTooManyRequests, keyfactor.CodeRateLimited, "%s; retry after %s", what, wait.Round(time.Second)))
 }
 
 // clientAddr is the connection's remote address without the port.

@@ -11,54 +11,11 @@ import (
 	"unicode/utf8"
 
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
 )
-
-// EnrollmentPFXRequest is the body of POST /Enrollment/PFX with Keyfactor's
-// field names: the fields CSR enrollment shares (CSR and PrivateKey must
-// be absent), the subject and key to generate, and the archive's Password
-// and CustomFriendlyName.
-type EnrollmentPFXRequest struct {
-	EnrollmentCSRRequest
-	CustomFriendlyName          string `json:"CustomFriendlyName"`
-	Password                    string `json:"Password"`
-	PopulateMissingValuesFromAD bool   `json:"PopulateMissingValuesFromAD"`
-	Subject                     string `json:"Subject"`
-	RenewalCertificateId        int64  `json:"RenewalCertificateId"`
-	KeyType                     string `json:"KeyType"`
-	KeyLength                   int    `json:"KeyLength"`
-	Curve                       string `json:"Curve"`
-	ChainOrder                  string `json:"ChainOrder"`
-}
-
-// PFXEnrollmentResponse is Keyfactor's answer to POST /Enrollment/PFX.
-type PFXEnrollmentResponse struct {
-	CertificateInformation PFXCertificateInformation `json:"CertificateInformation"`
-	Metadata               map[string]string         `json:"Metadata"`
-}
-
-// PFXCertificateInformation is Keyfactor's (its PKCS#12 certificate
-// response), field for field: note KeyfactorId, not the CSR answer's
-// KeyfactorID. Password is null: the archive is protected by the caller's
-// own. Certificates (certflow) is the chain in PEM, as for CSR enrollment.
-type PFXCertificateInformation struct {
-	SerialNumber              string         `json:"SerialNumber"`
-	IssuerDN                  string         `json:"IssuerDN"`
-	Thumbprint                string         `json:"Thumbprint"`
-	KeyfactorId               int64          `json:"KeyfactorId"`
-	KeyfactorRequestId        int64          `json:"KeyfactorRequestId"`
-	Pkcs12Blob                string         `json:"Pkcs12Blob"`
-	Password                  *string        `json:"Password"`
-	WorkflowInstanceId        string         `json:"WorkflowInstanceId"`
-	WorkflowReferenceId       int64          `json:"WorkflowReferenceId"`
-	StoreIdsInvalidForRenewal []string       `json:"StoreIdsInvalidForRenewal"`
-	RequestDisposition        string         `json:"RequestDisposition"`
-	DispositionMessage        string         `json:"DispositionMessage"`
-	EnrollmentContext         map[string]any `json:"EnrollmentContext"`
-	Certificates              []string       `json:"Certificates"`
-}
 
 // maxFriendlyName bounds CustomFriendlyName.
 const maxFriendlyName = 128
@@ -92,7 +49,7 @@ func (s *Server) decodePFXEnrollment(r *http.Request, caller *Identity) (*enroll
 	default:
 		return nil, badField("x-certificateformat header", "%q is not supported for PFX enrollment: want PFX", f)
 	}
-	var body EnrollmentPFXRequest
+	var body keyfactor.EnrollmentPFXRequest
 	if err := decodeJSON(r, &body); err != nil {
 		return nil, err
 	}
@@ -148,7 +105,7 @@ func (s *Server) decodePFXEnrollment(r *http.Request, caller *Identity) (*enroll
 // pfxKeySpec is the key a PFX enrollment asks for; without KeyType,
 // KeyLength and Curve, the template's first allowed kind (RSA, then ECC,
 // then Ed25519), or RSA 2048 without a template.
-func pfxKeySpec(body *EnrollmentPFXRequest, tmpl *config.Template) (pki.KeySpec, error) {
+func pfxKeySpec(body *keyfactor.EnrollmentPFXRequest, tmpl *config.Template) (pki.KeySpec, error) {
 	if body.KeyType != "" || body.KeyLength != 0 || body.Curve != "" {
 		return keySpec(body.KeyType, body.KeyLength, body.Curve)
 	}
@@ -171,12 +128,12 @@ func pfxKeySpec(body *EnrollmentPFXRequest, tmpl *config.Template) (pki.KeySpec,
 // repeat, which must then match the first).
 func (s *Server) writePFX(w http.ResponseWriter, r *http.Request, req *store.Request, password string) {
 	s.writeAccepted(w, r, req, func(cert *store.Certificate) (any, error) {
-		er, err := NewEnrollmentResponse(req, cert, pki.FormatPEM, identity(r))
+		er, err := keyfactor.NewEnrollmentResponse(req, cert, pki.FormatPEM, roles(identity(r)))
 		if err != nil {
 			return nil, err
 		}
 		ci := er.CertificateInformation
-		out := &PFXEnrollmentResponse{Metadata: er.Metadata, CertificateInformation: PFXCertificateInformation{
+		out := &keyfactor.PFXEnrollmentResponse{Metadata: er.Metadata, CertificateInformation: keyfactor.PFXCertificateInformation{
 			SerialNumber: ci.SerialNumber, IssuerDN: ci.IssuerDN, Thumbprint: ci.Thumbprint, KeyfactorId: ci.KeyfactorID,
 			KeyfactorRequestId: ci.KeyfactorRequestId, WorkflowInstanceId: ci.WorkflowInstanceId, WorkflowReferenceId: ci.WorkflowReferenceId,
 			StoreIdsInvalidForRenewal: []string{}, RequestDisposition: ci.RequestDisposition, DispositionMessage: ci.DispositionMessage,
@@ -194,7 +151,7 @@ func (s *Server) writePFX(w http.ResponseWriter, r *http.Request, req *store.Req
 }
 
 // errWrongPFXPassword: a repeated submit's password is not the first's.
-var errWrongPFXPassword = newError(http.StatusConflict, CodeConflict, "Password: differs from the one this request was submitted with")
+var errWrongPFXPassword = newError(http.StatusConflict, keyfactor.CodeConflict, "Password: differs from the one this request was submitted with")
 
 // pkcs12Of builds a PFX request's archive: the issued chain (IncludeChain
 // as asked) and the retained key, protected by password ("" for the one

@@ -6,13 +6,10 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/policy"
 	"github.com/certflow/certflow/workflow"
 )
-
-// CodePolicy: the request is well formed but breaks the policy of its
-// template or standalone CA (internal/policy).
-const CodePolicy = "0xA0010006"
 
 // maxCSRText bounds a CSR field before anything decodes it: room for a
 // 4096-bit RSA request carrying the most SANs api.max_sans allows.
@@ -30,7 +27,7 @@ func (s *Server) checkPolicy(e *enrollment, in *workflow.Input, caller *Identity
 		if sanCount(e.csr, nil) > s.cfg.API.MaxSANs {
 			field = "CSR"
 		}
-		return newError(http.StatusBadRequest, CodePolicy, "%s: the request has %d subject alternative names, more than the %d allowed (api.max_sans)", field, n, s.cfg.API.MaxSANs)
+		return newError(http.StatusBadRequest, keyfactor.CodePolicy, "%s: the request has %d subject alternative names, more than the %d allowed (api.max_sans)", field, n, s.cfg.API.MaxSANs)
 	}
 	rules, err := s.rulesFor(e, caller)
 	if err != nil {
@@ -43,7 +40,7 @@ func (s *Server) checkPolicy(e *enrollment, in *workflow.Input, caller *Identity
 	if v == nil {
 		return nil
 	}
-	return newError(http.StatusBadRequest, CodePolicy, "%s: %s", violationField(v, e), v.Message)
+	return newError(http.StatusBadRequest, keyfactor.CodePolicy, "%s: %s", violationField(v, e), v.Message)
 }
 
 // rulesFor returns the rules that bind e: its template's, or those of the
@@ -58,7 +55,7 @@ func (s *Server) rulesFor(e *enrollment, caller *Identity) (*policy.Rules, error
 		return nil, badField("Template", "required unless CertificateAuthority names a standalone CA")
 	}
 	if !c.MayEnroll(caller.Roles) {
-		return nil, newError(http.StatusForbidden, CodeForbidden, "CertificateAuthority: %s may not enroll with certificate authority %s (allowed: %s)", caller.Name, c.Name, strings.Join(c.AllowedRequesters, ", "))
+		return nil, newError(http.StatusForbidden, keyfactor.CodeForbidden, "CertificateAuthority: %s may not enroll with certificate authority %s (allowed: %s)", caller.Name, c.Name, strings.Join(c.AllowedRequesters, ", "))
 	}
 	r := policy.ForCA(c)
 	return &r, nil

@@ -8,29 +8,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 )
-
-// CertificateRecoveryRequest is the body of POST /Certificates/Recover,
-// with Keyfactor's field names: the certificate by CertID, Thumbprint, or
-// SerialNumber and IssuerDN; the archive's Password; IncludeChain.
-type CertificateRecoveryRequest struct {
-	CertID       int64  `json:"CertID"`
-	Password     string `json:"Password"`
-	SerialNumber string `json:"SerialNumber"`
-	IssuerDN     string `json:"IssuerDN"`
-	Thumbprint   string `json:"Thumbprint"`
-	IncludeChain bool   `json:"IncludeChain"`
-	ChainOrder   string `json:"ChainOrder"`
-}
-
-// RecoveryResponse is Keyfactor's answer: the base64 PKCS#12 and a file
-// name for it.
-type RecoveryResponse struct {
-	PFX      string `json:"PFX"`
-	FileName string `json:"FileName"`
-}
 
 // handleRecover is POST /Certificates/Recover: the certificate with its
 // retained private key, as a PKCS#12 protected by the caller's Password.
@@ -41,7 +22,7 @@ func (s *Server) handleRecover(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, badField("x-certificateformat header", "%q is not supported for recovery: want PFX", f))
 		return
 	}
-	var body CertificateRecoveryRequest
+	var body keyfactor.CertificateRecoveryRequest
 	if err := decodeJSON(r, &body); err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -63,7 +44,7 @@ func (s *Server) handleRecover(w http.ResponseWriter, r *http.Request) {
 		err = store.ErrNotFound
 	}
 	if errors.Is(err, store.ErrNotFound) {
-		writeError(w, r, s.log, newError(http.StatusNotFound, CodeNotFound, "%s: no such certificate", field))
+		writeError(w, r, s.log, newError(http.StatusNotFound, keyfactor.CodeNotFound, "%s: no such certificate", field))
 		return
 	}
 	if err != nil {
@@ -85,12 +66,12 @@ func (s *Server) handleRecover(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("private key recovered", "certificate", cert.ID, "by", caller.Name)
-	writeJSON(w, http.StatusOK, RecoveryResponse{PFX: base64.StdEncoding.EncodeToString(pfx), FileName: pfxFileName(req.CommonName, cert.ID)})
+	writeJSON(w, http.StatusOK, keyfactor.RecoveryResponse{PFX: base64.StdEncoding.EncodeToString(pfx), FileName: pfxFileName(req.CommonName, cert.ID)})
 }
 
 // findCertificate resolves the body's identification to the certificate
 // and the request that issued it; field is the body field that named it.
-func (s *Server) findCertificate(ctx context.Context, b *CertificateRecoveryRequest) (req *store.Request, cert *store.Certificate, field string, err error) {
+func (s *Server) findCertificate(ctx context.Context, b *keyfactor.CertificateRecoveryRequest) (req *store.Request, cert *store.Certificate, field string, err error) {
 	switch {
 	case b.CertID != 0:
 		field = "CertID"

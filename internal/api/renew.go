@@ -17,43 +17,11 @@ import (
 	"time"
 
 	"github.com/certflow/certflow/internal/callback"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
 )
-
-// RenewalRequest is the body of POST /Enrollment/Renew, with Keyfactor's
-// field names, plus certflow's CSR, IncludeChain and CallbackUrl.
-type RenewalRequest struct {
-	CertificateId        *int64 `json:"CertificateId"`
-	Thumbprint           string `json:"Thumbprint"`
-	CertificateAuthority string `json:"CertificateAuthority"`
-	Template             string `json:"Template"`
-	Timestamp            string `json:"Timestamp"`
-	// CSR (certflow) renews with a new key. Without it the certificate's
-	// retained private key is used again.
-	CSR          string `json:"CSR"`
-	IncludeChain *bool  `json:"IncludeChain"`
-	CallbackUrl  string `json:"CallbackUrl"`
-}
-
-// RenewalResponse is Keyfactor's answer to POST /Enrollment/Renew, plus
-// certflow's workflow ids and the certificates (as enrollment answers them).
-type RenewalResponse struct {
-	KeyfactorId         int64    `json:"KeyfactorId"`
-	KeyfactorRequestId  int64    `json:"KeyfactorRequestId"`
-	Thumbprint          string   `json:"Thumbprint"`
-	SerialNumber        string   `json:"SerialNumber"`
-	IssuerDN            string   `json:"IssuerDN"`
-	RequestDisposition  string   `json:"RequestDisposition"`
-	DispositionMessage  string   `json:"DispositionMessage"`
-	Password            *string  `json:"Password"`
-	WorkflowInstanceId  string   `json:"WorkflowInstanceId"`
-	WorkflowReferenceId int64    `json:"WorkflowReferenceId"`
-	Certificates        []string `json:"Certificates"`
-	// RenewedCertificateId is the certificate this request renews.
-	RenewedCertificateId int64 `json:"RenewedCertificateId"`
-}
 
 // handleRenew is POST /Enrollment/Renew: a new request for the identity of
 // an issued certificate, run by the `renewal` trigger's workflow — or, when
@@ -69,12 +37,12 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.writeAccepted(w, r, req, func(cert *store.Certificate) (any, error) {
-		er, err := NewEnrollmentResponse(req, cert, "", identity(r))
+		er, err := keyfactor.NewEnrollmentResponse(req, cert, "", roles(identity(r)))
 		if err != nil {
 			return nil, err
 		}
 		ci := er.CertificateInformation
-		return &RenewalResponse{
+		return &keyfactor.RenewalResponse{
 			KeyfactorId: ci.KeyfactorID, KeyfactorRequestId: ci.KeyfactorRequestId,
 			Thumbprint: ci.Thumbprint, SerialNumber: ci.SerialNumber, IssuerDN: ci.IssuerDN,
 			RequestDisposition: ci.RequestDisposition, DispositionMessage: ci.DispositionMessage,
@@ -106,7 +74,7 @@ func (s *Server) decodeRenewal(r *http.Request, caller *Identity) (*enrollment, 
 		}
 		format = f
 	}
-	var body RenewalRequest
+	var body keyfactor.RenewalRequest
 	if err := decodeJSON(r, &body); err != nil {
 		return nil, err
 	}
@@ -246,7 +214,7 @@ func (s *Server) decodeRenewal(r *http.Request, caller *Identity) (*enrollment, 
 // CertificateId or Thumbprint (one of them), with the request that issued
 // it. Only its requester or an administrator may renew it; to anyone else
 // it does not exist.
-func (s *Server) renewedCertificate(r *http.Request, body RenewalRequest, caller *Identity) (*store.Request, *store.Certificate, error) {
+func (s *Server) renewedCertificate(r *http.Request, body keyfactor.RenewalRequest, caller *Identity) (*store.Request, *store.Certificate, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
 	defer cancel()
 	var id int64
@@ -267,7 +235,7 @@ func (s *Server) renewedCertificate(r *http.Request, body RenewalRequest, caller
 	default:
 		return nil, nil, badField("CertificateId", "required: the CertificateId or Thumbprint of the certificate to renew")
 	}
-	notFound := newError(http.StatusNotFound, CodeNotFound, "%s: no certificate %s", field, what)
+	notFound := newError(http.StatusNotFound, keyfactor.CodeNotFound, "%s: no certificate %s", field, what)
 	old, cert, err := s.issuedCertificate(ctx, id, thumbprint)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil, notFound
@@ -288,7 +256,7 @@ func (s *Server) renewedCertificate(r *http.Request, body RenewalRequest, caller
 // being revoked (a revocation waiting for approval: renewed now, the new
 // certificate would outlive the revocation, with the same key perhaps).
 // The error names the field that named the certificate.
-func (s *Server) checkRenewable(ctx context.Context, body RenewalRequest, cert *store.Certificate, leaf *x509.Certificate, now time.Time) error {
+func (s *Server) checkRenewable(ctx context.Context, body keyfactor.RenewalRequest, cert *store.Certificate, leaf *x509.Certificate, now time.Time) error {
 	field := "CertificateId"
 	if body.CertificateId == nil {
 		field = "Thumbprint"
@@ -307,7 +275,7 @@ func (s *Server) checkRenewable(ctx context.Context, body RenewalRequest, cert *
 		return err
 	}
 	if holder > 0 {
-		return newError(http.StatusConflict, CodeConflict, "%s: a revocation of certificate %d is under way (request %d); it cannot be renewed meanwhile", field, cert.ID, holder)
+		return newError(http.StatusConflict, keyfactor.CodeConflict, "%s: a revocation of certificate %d is under way (request %d); it cannot be renewed meanwhile", field, cert.ID, holder)
 	}
 	return nil
 }

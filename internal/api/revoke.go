@@ -12,39 +12,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
 )
-
-// RevokeCertificateRequest is the body of POST /Certificates/Revoke.
-type RevokeCertificateRequest struct {
-	CertificateIds []int64 `json:"CertificateIds"`
-	Reason         *int    `json:"Reason"`
-	Comment        string  `json:"Comment"`
-	EffectiveDate  string  `json:"EffectiveDate"`
-	CollectionId   *int64  `json:"CollectionId"`
-}
-
-// RevocationResponse is Keyfactor's answer to POST /Certificates/Revoke:
-// the ids revoked, and those whose revocation waits (for approval, or
-// still runs). Refused lists *(certflow)* the revocations the workflow
-// denied or that failed.
-type RevocationResponse struct {
-	RevokedIds     []int64               `json:"RevokedIds"`
-	SuspendedCerts []SuspendedRevocation `json:"SuspendedCerts"`
-	Refused        []SuspendedRevocation `json:"Refused"`
-}
-
-// SuspendedRevocation is Keyfactor's entry for a revocation that did not
-// complete at once, with certflow's request id and disposition beside.
-type SuspendedRevocation struct {
-	CertId             int64  `json:"CertId"`
-	WorkflowId         string `json:"WorkflowId"`
-	Message            string `json:"Message"`
-	KeyfactorRequestId int64  `json:"KeyfactorRequestId"`
-	RequestDisposition string `json:"RequestDisposition"`
-}
 
 // maxClockSkew is how far in the future an EffectiveDate may lie (a
 // client's clock ahead of ours); it is then taken as now. An earlier
@@ -58,7 +30,7 @@ const maxClockSkew = 5 * time.Minute
 // anything is written: an unknown or foreign id, a certificate revoked
 // already or being revoked refuses the whole call.
 func (s *Server) handleRevokeCertificates(w http.ResponseWriter, r *http.Request) {
-	var body RevokeCertificateRequest
+	var body keyfactor.RevokeCertificateRequest
 	if err := decodeJSON(r, &body); err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -94,15 +66,15 @@ func (s *Server) handleRevokeCertificates(w http.ResponseWriter, r *http.Request
 		}
 		switch {
 		case c == nil || !certificateVisible(q, caller):
-			writeError(w, r, s.log, newError(http.StatusNotFound, CodeNotFound, "%s: certificate %d: not found", field, id))
+			writeError(w, r, s.log, newError(http.StatusNotFound, keyfactor.CodeNotFound, "%s: certificate %d: not found", field, id))
 			return
 		case !mayActOn(q.Requester.Name, caller):
-			writeError(w, r, s.log, newError(http.StatusForbidden, CodeForbidden, "%s: %s may not revoke certificate %d: only its requester or an administrator may", field, caller.Name, id))
+			writeError(w, r, s.log, newError(http.StatusForbidden, keyfactor.CodeForbidden, "%s: %s may not revoke certificate %d: only its requester or an administrator may", field, caller.Name, id))
 			return
 		case c.Revocation != nil && (ask.Reason != store.ReasonKeyCompromise || c.Revocation.Reason == store.ReasonKeyCompromise):
 			// Revoked already; only a later finding of key compromise
 			// changes the reason (and bars the key).
-			writeError(w, r, s.log, newError(http.StatusConflict, CodeConflict, "%s: certificate %d is revoked already (reason %d, effective %s)", field, id, c.Revocation.Reason, c.Revocation.EffectiveDate.Format(time.RFC3339)))
+			writeError(w, r, s.log, newError(http.StatusConflict, keyfactor.CodeConflict, "%s: certificate %d is revoked already (reason %d, effective %s)", field, id, c.Revocation.Reason, c.Revocation.EffectiveDate.Format(time.RFC3339)))
 			return
 		}
 		if err := checkEffectiveDate(ask, c, field); err != nil {
@@ -111,7 +83,7 @@ func (s *Server) handleRevokeCertificates(w http.ResponseWriter, r *http.Request
 		}
 		holder, err := s.store.RevocationUnderWay(ctx, id)
 		if err == nil && holder > 0 {
-			err = newError(http.StatusConflict, CodeConflict, "%s: a revocation of certificate %d is under way (request %d)", field, id, holder)
+			err = newError(http.StatusConflict, keyfactor.CodeConflict, "%s: a revocation of certificate %d is under way (request %d)", field, id, holder)
 		}
 		if err != nil {
 			writeError(w, r, s.log, err)
@@ -135,13 +107,13 @@ func (s *Server) handleRevokeCertificates(w http.ResponseWriter, r *http.Request
 		writeError(w, r, s.log, err)
 		return
 	}
-	var refused []SuspendedRevocation
+	var refused []keyfactor.SuspendedRevocation
 	if err != nil {
 		// Some were accepted before Redis failed: they run, so the answer
 		// must say so; the others are refused, free to be asked again.
 		s.log.Warn("a revocation call was accepted in part", "accepted", len(reqs), "of", len(subs), "err", err)
 		for _, e := range subs[len(reqs):] {
-			refused = append(refused, SuspendedRevocation{
+			refused = append(refused, keyfactor.SuspendedRevocation{
 				CertId:  e.req.Input.Revocation.CertificateId,
 				Message: "not submitted: certflow's store did not answer; ask for this revocation again",
 			})
@@ -152,7 +124,7 @@ func (s *Server) handleRevokeCertificates(w http.ResponseWriter, r *http.Request
 
 // checkRevocation checks the body's fields (not the certificates) and
 // returns the revocation every request of the call carries.
-func checkRevocation(body *RevokeCertificateRequest, now time.Time) (workflow.Revocation, error) {
+func checkRevocation(body *keyfactor.RevokeCertificateRequest, now time.Time) (workflow.Revocation, error) {
 	var ask workflow.Revocation
 	switch {
 	case len(body.CertificateIds) == 0:
@@ -258,10 +230,10 @@ func (s *Server) submitRevocations(ctx context.Context, subs []*enrollment) ([]*
 		if err != nil {
 			release()
 			if errors.Is(err, store.ErrConflict) {
-				return nil, newError(http.StatusConflict, CodeConflict, "CertificateIds: a revocation of certificate %d is under way (request %d)", certID, holder)
+				return nil, newError(http.StatusConflict, keyfactor.CodeConflict, "CertificateIds: a revocation of certificate %d is under way (request %d)", certID, holder)
 			}
 			if errors.Is(err, store.ErrNotFound) {
-				return nil, newError(http.StatusNotFound, CodeNotFound, "CertificateIds: certificate %d: not found", certID)
+				return nil, newError(http.StatusNotFound, keyfactor.CodeNotFound, "CertificateIds: certificate %d: not found", certID)
 			}
 			return nil, err
 		}
@@ -284,14 +256,14 @@ func (s *Server) submitRevocations(ctx context.Context, subs []*enrollment) ([]*
 
 // answerRevocations waits (per Prefer, as enrollment does) for the
 // revocations to settle and answers Keyfactor's RevocationResponse.
-func (s *Server) answerRevocations(w http.ResponseWriter, r *http.Request, reqs []*store.Request, refused []SuspendedRevocation) {
+func (s *Server) answerRevocations(w http.ResponseWriter, r *http.Request, reqs []*store.Request, refused []keyfactor.SuspendedRevocation) {
 	wait, async := parsePrefer(r.Header.Values("Prefer"), s.cfg.API.SyncWait, s.cfg.API.MaxSyncWait)
 	if async {
 		wait = 0
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
-	res := RevocationResponse{RevokedIds: []int64{}, SuspendedCerts: []SuspendedRevocation{}, Refused: []SuspendedRevocation{}}
+	res := keyfactor.RevocationResponse{RevokedIds: []int64{}, SuspendedCerts: []keyfactor.SuspendedRevocation{}, Refused: []keyfactor.SuspendedRevocation{}}
 	for _, req := range reqs {
 		if wait > 0 {
 			if latest, err := s.waiters.Wait(ctx, req.ID); latest != nil {
@@ -300,9 +272,9 @@ func (s *Server) answerRevocations(w http.ResponseWriter, r *http.Request, reqs 
 				s.log.Warn("waiting for a revocation failed", "request", req.ID, "err", err)
 			}
 		}
-		entry := SuspendedRevocation{
+		entry := keyfactor.SuspendedRevocation{
 			CertId: req.Input.Revocation.CertificateId, WorkflowId: req.Instance.ID,
-			KeyfactorRequestId: req.ID, RequestDisposition: string(req.Disposition), Message: dispositionMessage(req, identity(r)),
+			KeyfactorRequestId: req.ID, RequestDisposition: string(req.Disposition), Message: keyfactor.DispositionMessage(req, roles(identity(r))),
 		}
 		switch req.Disposition {
 		case store.Revoked:
@@ -331,14 +303,14 @@ func (s *Server) handleGetCRL(w http.ResponseWriter, r *http.Request) {
 	}
 	c, ok := s.cfg.CA(name)
 	if !ok {
-		writeError(w, r, s.log, newError(http.StatusNotFound, CodeNotFound, "certificate authority %q: not found", name))
+		writeError(w, r, s.log, newError(http.StatusNotFound, keyfactor.CodeNotFound, "certificate authority %q: not found", name))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
 	defer cancel()
 	crl, err := s.store.CRL(ctx, c.Name)
 	if errors.Is(err, store.ErrNotFound) {
-		err = newError(http.StatusNotFound, CodeNotFound, "certificate authority %s has published no CRL yet (a worker publishes one when it starts)", c.Name)
+		err = newError(http.StatusNotFound, keyfactor.CodeNotFound, "certificate authority %s has published no CRL yet (a worker publishes one when it starts)", c.Name)
 	}
 	if err != nil {
 		writeError(w, r, s.log, err)

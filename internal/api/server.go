@@ -16,6 +16,7 @@ import (
 
 	"github.com/certflow/certflow/internal/ca"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
@@ -160,7 +161,7 @@ func (s *Server) route(pattern string, h http.HandlerFunc, roles ...string) {
 		id := login.id
 		if id == nil {
 			w.Header().Set("WWW-Authenticate", `Basic realm="certflow", charset="UTF-8"`)
-			writeError(w, r, s.log, newError(http.StatusUnauthorized, CodeUnauthorized, "authentication required: HTTP Basic or Bearer token"))
+			writeError(w, r, s.log, newError(http.StatusUnauthorized, keyfactor.CodeUnauthorized, "authentication required: HTTP Basic or Bearer token"))
 			return
 		}
 		if s.perIdentity != nil {
@@ -170,7 +171,7 @@ func (s *Server) route(pattern string, h http.HandlerFunc, roles ...string) {
 			}
 		}
 		if len(roles) > 0 && !id.Has(roles...) {
-			writeError(w, r, s.log, newError(http.StatusForbidden, CodeForbidden, "%s may not %s: needs role %s", id.Name, pattern, strings.Join(roles, " or ")))
+			writeError(w, r, s.log, newError(http.StatusForbidden, keyfactor.CodeForbidden, "%s may not %s: needs role %s", id.Name, pattern, strings.Join(roles, " or ")))
 			return
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))
@@ -211,7 +212,7 @@ func (s *Server) Handler() http.Handler {
 		defer func() {
 			if p := recover(); p != nil {
 				s.log.Error("panic in handler", "method", r.Method, "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
-				writeError(rec, r, s.log, newError(http.StatusInternalServerError, CodeInternal, "internal error"))
+				writeError(rec, r, s.log, newError(http.StatusInternalServerError, keyfactor.CodeInternal, "internal error"))
 			}
 			s.log.Debug("http", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start))
 		}()
@@ -241,10 +242,10 @@ func basePath(r *http.Request) string {
 
 func (s *Server) handleUnmatched(w http.ResponseWriter, r *http.Request) {
 	if _, p := s.paths.Handler(r); p != "" {
-		writeError(w, r, s.log, newError(http.StatusMethodNotAllowed, CodeMethodNotAllow, "%s is not allowed on %s", r.Method, r.URL.Path))
+		writeError(w, r, s.log, newError(http.StatusMethodNotAllowed, keyfactor.CodeMethodNotAllow, "%s is not allowed on %s", r.Method, r.URL.Path))
 		return
 	}
-	writeError(w, r, s.log, newError(http.StatusNotFound, CodeNotFound, "no endpoint %s %s", r.Method, r.URL.Path))
+	writeError(w, r, s.log, newError(http.StatusNotFound, keyfactor.CodeNotFound, "no endpoint %s %s", r.Method, r.URL.Path))
 }
 
 func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
 )
@@ -23,12 +24,12 @@ import (
 //     step outputs only what the definition's `visible:` names
 //     (workflow.Visibility). A definition no longer loaded shows nothing.
 //   - failure details (the text of errors): approvers and administrators
-//     (seesDetails).
+//     (keyfactor.SeesDetails).
 
 // seesState reports whether viewer sees all of r's instance state: an
 // approver or administrator, or one who may decide r's wait now.
 func seesState(r *store.Request, viewer *Identity) bool {
-	if seesDetails(viewer) {
+	if keyfactor.SeesDetails(roles(viewer)) {
 		return true
 	}
 	w := r.Instance.Wait
@@ -64,7 +65,7 @@ func (s *Server) checkReservedMetadata(in map[string]any) error {
 			continue
 		}
 		if reserved := s.reservedName(strings.TrimSpace(name)); reserved != "" {
-			return &apiError{status: http.StatusBadRequest, code: CodeInvalidField,
+			return &apiError{status: http.StatusBadRequest, code: keyfactor.CodeInvalidField,
 				msg: "Metadata." + reserved + ": set by the workflow; a request may not supply it"}
 		}
 	}

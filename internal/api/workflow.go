@@ -11,49 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
 )
-
-// Instance is Keyfactor's workflow instance, field for field, with
-// certflow's decision record and wait beside it.
-type Instance struct {
-	Id                     string             `json:"Id"`
-	Status                 string             `json:"Status"`
-	CurrentStepId          string             `json:"CurrentStepId"`
-	CurrentStepDisplayName string             `json:"CurrentStepDisplayName"`
-	CurrentStepUniqueName  string             `json:"CurrentStepUniqueName"`
-	StatusMessage          string             `json:"StatusMessage"`
-	Signals                []Signal           `json:"Signals"`
-	Definition             InstanceDefinition `json:"Definition"`
-	Title                  string             `json:"Title"`
-	LastModified           time.Time          `json:"LastModified"`
-	StartDate              time.Time          `json:"StartDate"`
-	InitialData            map[string]any     `json:"InitialData"`
-	CurrentStateData       map[string]any     `json:"CurrentStateData"`
-	ReferenceId            int64              `json:"ReferenceId"`
-	// certflow's: the request's disposition, what the instance waits for,
-	// and every decision taken on it.
-	RequestDisposition string              `json:"RequestDisposition"`
-	InitiatingUser     string              `json:"InitiatingUser"`
-	Wait               *workflow.Wait      `json:"Wait,omitempty"`
-	Decisions          []workflow.Decision `json:"Decisions"`
-}
-
-// Signal is one signal an instance's steps take.
-type Signal struct {
-	SignalName     string `json:"SignalName"`
-	StepSignalId   string `json:"StepSignalId"`
-	SignalReceived bool   `json:"SignalReceived"`
-}
-
-// InstanceDefinition names the definition version an instance is pinned to.
-type InstanceDefinition struct {
-	DefinitionId string `json:"DefinitionId"`
-	DisplayName  string `json:"DisplayName"`
-	Version      string `json:"Version"`
-	WorkflowType string `json:"WorkflowType"`
-}
 
 // instanceStatus is the instance's status in Keyfactor's names; a request
 // still queued counts as running.
@@ -65,15 +26,15 @@ func instanceStatus(r *store.Request) string {
 }
 
 // newInstance renders a request's workflow instance for viewer.
-func newInstance(r *store.Request, defs *workflow.Set, viewer *Identity) Instance {
+func newInstance(r *store.Request, defs *workflow.Set, viewer *Identity) keyfactor.Instance {
 	inst := &r.Instance
-	out := Instance{
-		Id: inst.ID, Status: instanceStatus(r), StatusMessage: dispositionMessage(r, viewer),
-		Definition:   InstanceDefinition{DefinitionId: inst.Definition, DisplayName: inst.Definition, Version: inst.Version, WorkflowType: r.Trigger},
+	out := keyfactor.Instance{
+		Id: inst.ID, Status: instanceStatus(r), StatusMessage: keyfactor.DispositionMessage(r, roles(viewer)),
+		Definition:   keyfactor.InstanceDefinition{DefinitionId: inst.Definition, DisplayName: inst.Definition, Version: inst.Version, WorkflowType: r.Trigger},
 		Title:        fmt.Sprintf("%s request %d", strings.ToUpper(r.Trigger[:1])+r.Trigger[1:], r.ID),
 		LastModified: r.Updated, StartDate: r.Submitted, ReferenceId: r.ID,
 		RequestDisposition: string(r.Disposition), InitiatingUser: r.Requester.Name,
-		Wait: inst.Wait, Decisions: inst.Decisions, Signals: []Signal{},
+		Wait: inst.Wait, Decisions: inst.Decisions, Signals: []keyfactor.Signal{},
 		InitialData: map[string]any{
 			"Template": r.Input.Template, "CertificateAuthority": r.Input.CertificateAuthority,
 			"SANs": r.Input.SANs, "Metadata": r.Input.Metadata, "Requester": r.Requester.Name,
@@ -100,7 +61,7 @@ func newInstance(r *store.Request, defs *workflow.Set, viewer *Identity) Instanc
 		received := slices.ContainsFunc(inst.Decisions, func(d workflow.Decision) bool {
 			return d.Step == step && d.Kind == workflow.DecisionSignal
 		})
-		out.Signals = append(out.Signals, Signal{SignalName: "ApprovalStatus", StepSignalId: step + workflow.SignalSuffix, SignalReceived: received})
+		out.Signals = append(out.Signals, keyfactor.Signal{SignalName: "ApprovalStatus", StepSignalId: step + workflow.SignalSuffix, SignalReceived: received})
 	}
 	return out
 }
@@ -163,7 +124,7 @@ func (s *Server) loadInstance(ctx context.Context, instanceID string, viewer *Id
 		err = store.ErrNotFound
 	}
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, newError(http.StatusNotFound, CodeNotFound, "workflow instance %s: not found", instanceID)
+		return nil, newError(http.StatusNotFound, keyfactor.CodeNotFound, "workflow instance %s: not found", instanceID)
 	}
 	return r, err
 }
@@ -183,7 +144,7 @@ func (s *Server) handleGetInstance(w http.ResponseWriter, r *http.Request) {
 // instanceFields are what GET /Workflow/Instances' queryString filters on.
 var instanceFields = []string{"status", "definition", "initiatinguser", "referenceid", "currentstepuniquename", "requestdisposition"}
 
-func instanceField(in *Instance) func(string) string {
+func instanceField(in *keyfactor.Instance) func(string) string {
 	return func(f string) string {
 		switch f {
 		case "status":
@@ -233,7 +194,7 @@ func list[T any](s *Server, w http.ResponseWriter, r *http.Request, fromPending 
 func (s *Server) listInstances(w http.ResponseWriter, r *http.Request, fromPending bool, keep func(*store.Request, *Identity) bool) {
 	defs := s.defs.Load()
 	list(s, w, r, fromPending, instanceFields, keep,
-		func(req *store.Request, viewer *Identity) Instance { return newInstance(req, defs, viewer) }, instanceField)
+		func(req *store.Request, viewer *Identity) keyfactor.Instance { return newInstance(req, defs, viewer) }, instanceField)
 }
 
 // walkPending visits the requests waiting for approval, the earliest
@@ -265,19 +226,13 @@ func (s *Server) handleMyInstances(w http.ResponseWriter, r *http.Request) {
 	s.listInstances(w, r, false, func(req *store.Request, viewer *Identity) bool { return req.Requester.Name == viewer.Name })
 }
 
-// SignalRequest is the body of POST /Workflow/Instances/{id}/Signals.
-type SignalRequest struct {
-	SignalKey string         `json:"SignalKey"`
-	Data      map[string]any `json:"Data"`
-}
-
 // maxComment bounds a decision's comment.
 const maxComment = 4096
 
 // handleSignal is POST /Workflow/Instances/{id}/Signals: an approver's
 // decision on the step the instance is suspended at.
 func (s *Server) handleSignal(w http.ResponseWriter, r *http.Request) {
-	var body SignalRequest
+	var body keyfactor.SignalRequest
 	if err := decodeJSON(r, &body); err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -388,13 +343,13 @@ func (s *Server) decide(ctx context.Context, id int64, who *Identity, step, sign
 	case errors.Is(err, errUnchanged):
 		return req, nil
 	case errors.Is(err, workflow.ErrNotWaiting):
-		return nil, newError(http.StatusConflict, CodeConflict, "workflow instance %s is not waiting for a decision at step %s (it is %s)", s.store.InstanceID(id), step, instanceStatusOf(req))
+		return nil, newError(http.StatusConflict, keyfactor.CodeConflict, "workflow instance %s is not waiting for a decision at step %s (it is %s)", s.store.InstanceID(id), step, instanceStatusOf(req))
 	case errors.Is(err, workflow.ErrNotApprover), errors.Is(err, workflow.ErrSelfApproval):
-		return nil, newError(http.StatusForbidden, CodeForbidden, "%s may not decide request %d: %v", who.Name, id, err)
+		return nil, newError(http.StatusForbidden, keyfactor.CodeForbidden, "%s may not decide request %d: %v", who.Name, id, err)
 	case errors.Is(err, workflow.ErrNoComment):
 		return nil, badField("Data.Comment", "required to deny: say why")
 	case errors.Is(err, store.ErrNotFound):
-		return nil, newError(http.StatusNotFound, CodeNotFound, "request %d: not found", id)
+		return nil, newError(http.StatusNotFound, keyfactor.CodeNotFound, "request %d: not found", id)
 	case err != nil:
 		return nil, err
 	}
@@ -435,16 +390,11 @@ func instanceStatusOf(r *store.Request) string {
 	return instanceStatus(r)
 }
 
-// StopRequest is the optional body of POST /Workflow/Instances/{id}/Stop.
-type StopRequest struct {
-	Comment string `json:"Comment"`
-}
-
 // handleStop is POST /Workflow/Instances/{id}/Stop (admin): reject a
 // suspended instance. A running one is refused with 409: a step in flight
 // (the CA's, say) may already have acted.
 func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {
-	var body StopRequest
+	var body keyfactor.StopRequest
 	if r.ContentLength != 0 {
 		if err := decodeJSON(r, &body); err != nil && !isEmptyBody(err) {
 			writeError(w, r, s.log, err)
@@ -509,7 +459,7 @@ func (s *Server) changeInstance(ctx context.Context, w http.ResponseWriter, r *h
 		req, err = s.store.Update(ctx, req.ID, change)
 	}
 	if errors.Is(err, refused) {
-		err = newError(http.StatusConflict, CodeConflict, "workflow instance %s is %s: %s", r.PathValue("id"), instanceStatusOf(req), why)
+		err = newError(http.StatusConflict, keyfactor.CodeConflict, "workflow instance %s is %s: %s", r.PathValue("id"), instanceStatusOf(req), why)
 	}
 	if err != nil {
 		writeError(w, r, s.log, err)
@@ -523,30 +473,14 @@ func isEmptyBody(err error) bool {
 	return errors.As(err, &ae) && strings.HasPrefix(ae.msg, "request body: empty")
 }
 
-// CertificateRequest is Keyfactor's row of its older approval queue
-// (GET /Workflow/Certificates/Pending and /Denied).
-type CertificateRequest struct {
-	Id                   int64             `json:"Id"`
-	CARequestId          string            `json:"CARequestId"`
-	CommonName           string            `json:"CommonName"`
-	DistinguishedName    string            `json:"DistinguishedName"`
-	SubmissionDate       time.Time         `json:"SubmissionDate"`
-	CertificateAuthority string            `json:"CertificateAuthority"`
-	Template             string            `json:"Template"`
-	Requester            string            `json:"Requester"`
-	State                int               `json:"State"`
-	StateString          string            `json:"StateString"`
-	Metadata             map[string]string `json:"Metadata"`
-}
-
 // Keyfactor's certificate states used by the approval queue.
 const (
 	stateDenied  = 3
 	statePending = 5
 )
 
-func (s *Server) newCertificateRequest(r *store.Request) CertificateRequest {
-	out := CertificateRequest{
+func (s *Server) newCertificateRequest(r *store.Request) keyfactor.CertificateRequest {
+	out := keyfactor.CertificateRequest{
 		Id: r.ID, CARequestId: strconv.FormatInt(r.ID, 10), SubmissionDate: r.Submitted,
 		CertificateAuthority: r.Input.CertificateAuthority, Template: r.Input.Template, Requester: r.Requester.Name,
 		Metadata: maps.Clone(r.Input.Metadata),
@@ -566,7 +500,7 @@ func (s *Server) newCertificateRequest(r *store.Request) CertificateRequest {
 
 var certificateRequestFields = []string{"id", "commonname", "requester", "template", "certificateauthority"}
 
-func certificateRequestField(c *CertificateRequest) func(string) string {
+func certificateRequestField(c *keyfactor.CertificateRequest) func(string) string {
 	return func(f string) string {
 		switch f {
 		case "id":
@@ -588,7 +522,9 @@ func (s *Server) listCertificateRequests(w http.ResponseWriter, r *http.Request,
 	keep := func(req *store.Request, viewer *Identity) bool {
 		return req.Disposition == disposition && visible(req, viewer)
 	}
-	render := func(req *store.Request, _ *Identity) CertificateRequest { return s.newCertificateRequest(req) }
+	render := func(req *store.Request, _ *Identity) keyfactor.CertificateRequest {
+		return s.newCertificateRequest(req)
+	}
 	list(s, w, r, disposition == store.Pending, certificateRequestFields, keep, render, certificateRequestField)
 }
 
@@ -600,30 +536,6 @@ func (s *Server) handlePendingCertificates(w http.ResponseWriter, r *http.Reques
 // handleDeniedCertificates is GET /Workflow/Certificates/Denied.
 func (s *Server) handleDeniedCertificates(w http.ResponseWriter, r *http.Request) {
 	s.listCertificateRequests(w, r, store.Denied)
-}
-
-// ProcessedCertificateRequest is one entry of an ApproveDenyResult.
-type ProcessedCertificateRequest struct {
-	CARequestId        string `json:"CARequestId"`
-	CAHost             string `json:"CAHost"`
-	CALogicalName      string `json:"CALogicalName"`
-	KeyfactorRequestId int64  `json:"KeyfactorRequestId"`
-	Comment            string `json:"Comment"`
-}
-
-// ApproveDenyResult answers POST /Workflow/Certificates/Approve and /Deny:
-// Successes are the approvals recorded, Denials the denials recorded,
-// Failures the ids whose decision was refused, each with the reason.
-type ApproveDenyResult struct {
-	Successes []ProcessedCertificateRequest `json:"Successes"`
-	Failures  []ProcessedCertificateRequest `json:"Failures"`
-	Denials   []ProcessedCertificateRequest `json:"Denials"`
-}
-
-// DenialRequest is the body of POST /Workflow/Certificates/Deny.
-type DenialRequest struct {
-	Comment               string  `json:"Comment"`
-	CertificateRequestIds []int64 `json:"CertificateRequestIds"`
 }
 
 // maxBatch bounds the ids one approve or deny call takes.
@@ -642,7 +554,7 @@ func (s *Server) handleApproveCertificates(w http.ResponseWriter, r *http.Reques
 
 // handleDenyCertificates is POST /Workflow/Certificates/Deny.
 func (s *Server) handleDenyCertificates(w http.ResponseWriter, r *http.Request) {
-	var body DenialRequest
+	var body keyfactor.DenialRequest
 	if err := decodeJSON(r, &body); err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -684,9 +596,9 @@ func (s *Server) decideBatch(w http.ResponseWriter, r *http.Request, ids []int64
 	ctx, cancel := context.WithTimeout(r.Context(), 2*s.cfg.API.RedisTimeout)
 	defer cancel()
 	who := identity(r)
-	res := ApproveDenyResult{Successes: []ProcessedCertificateRequest{}, Failures: []ProcessedCertificateRequest{}, Denials: []ProcessedCertificateRequest{}}
+	res := keyfactor.ApproveDenyResult{Successes: []keyfactor.ProcessedCertificateRequest{}, Failures: []keyfactor.ProcessedCertificateRequest{}, Denials: []keyfactor.ProcessedCertificateRequest{}}
 	for _, id := range slices.Compact(slices.Sorted(slices.Values(ids))) {
-		entry := ProcessedCertificateRequest{KeyfactorRequestId: id, CARequestId: strconv.FormatInt(id, 10), Comment: comment}
+		entry := keyfactor.ProcessedCertificateRequest{KeyfactorRequestId: id, CARequestId: strconv.FormatInt(id, 10), Comment: comment}
 		req, err := s.store.Get(ctx, id)
 		if err == nil && !visible(req, who) {
 			// Reported as an id that does not exist: nothing of the
