@@ -7,14 +7,13 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 
-	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/enroll"
 	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
@@ -149,50 +148,11 @@ func (s *Server) certificateRecord(r *store.Request, c *store.Certificate, o ren
 	return out
 }
 
-// certificateVisible reports whether viewer may see an issued certificate:
-// its requester, and approvers and administrators (who see every request).
-func certificateVisible(r *store.Request, viewer *Identity) bool {
-	return r.Requester.Name == viewer.Name || viewer.Has(config.RoleApprover)
-}
-
-// mayActOn reports whether caller may act on (recover, renew, revoke) what
-// requester asked for: the requester, or an administrator.
-func mayActOn(requester string, caller *Identity) bool {
-	return requester == caller.Name || caller.Has(config.RoleAdmin)
-}
-
-// issuedCertificate loads certificate id or, when id is 0, the one with
-// the SHA-1 thumbprint (hex, any case), with the request that issued it:
-// the one look-up by CertID/CertificateId or Thumbprint that Download,
-// Recover and Renew share. store.ErrNotFound when there is no such
-// certificate; whether the caller may see it is the caller's to check.
-func (s *Server) issuedCertificate(ctx context.Context, id int64, thumbprint string) (*store.Request, *store.Certificate, error) {
-	if id == 0 {
-		c, err := s.store.CertificateByThumbprint(ctx, thumbprint)
-		if err != nil {
-			return nil, nil, err
-		}
-		id = c.ID
-	}
-	r, err := s.store.Get(ctx, id)
-	if err != nil {
-		return nil, nil, err
-	}
-	c, err := r.Certificate()
-	if err == nil && c == nil {
-		err = fmt.Errorf("request %d issued no certificate: %w", id, store.ErrNotFound)
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	return r, c, nil
-}
-
 // loadCertificate loads certificate id with its request for viewer: 404
 // when there is none or it is another's the viewer may not see.
 func (s *Server) loadCertificate(ctx context.Context, id int64, viewer *Identity) (*store.Request, *store.Certificate, error) {
-	r, c, err := s.issuedCertificate(ctx, id, "")
-	if errors.Is(err, store.ErrNotFound) || err == nil && !certificateVisible(r, viewer) {
+	r, c, err := s.enroll.IssuedCertificate(ctx, id, "")
+	if errors.Is(err, store.ErrNotFound) || err == nil && !enroll.CertificateVisible(r, viewer) {
 		return nil, nil, newError(http.StatusNotFound, keyfactor.CodeNotFound, "certificate %d: not found", id)
 	}
 	return r, c, err
@@ -273,10 +233,6 @@ func deref(s *string) string {
 	return *s
 }
 
-// certScan bounds how many certificates one listing or search reads
-// when the query names no id or thumbprint.
-const certScan = 10000
-
 // directIDs returns the certificate ids a query pins down by an index
 // (Id or CertRequestId -eq N, Thumbprint -eq "…"), or ok false when it
 // pins down none and the inventory must be walked.
@@ -306,53 +262,6 @@ func (s *Server) directIDs(ctx context.Context, p page) (ids []int64, ok bool, e
 	return nil, false, nil
 }
 
-// walkIndex pages through an id index in ascending order (next returns
-// up to n ids after after), loading a hundred records per round trip
-// with load and visiting them until visit says stop, reading at most
-// limit ids. The certificate inventory and the pending CSRs are walked so.
-func walkIndex[T any](ctx context.Context, limit int,
-	next func(ctx context.Context, after, n int64) ([]int64, error),
-	load func(ctx context.Context, ids []int64) ([]T, error),
-	visit func(T) (more bool, err error),
-) error {
-	var after int64
-	for read := 0; read < limit; {
-		ids, err := next(ctx, after, int64(min(100, limit-read)))
-		if err != nil || len(ids) == 0 {
-			return err
-		}
-		after, read = ids[len(ids)-1], read+len(ids)
-		records, err := load(ctx, ids)
-		if err != nil {
-			return err
-		}
-		for _, rec := range records {
-			if more, err := visit(rec); err != nil || !more {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// walkCertificates visits issued certificates with their requests, the
-// oldest first, reading at most certScan of them.
-func (s *Server) walkCertificates(ctx context.Context, visit func(*store.Request, *store.Certificate) bool) error {
-	return walkIndex(ctx, certScan, s.store.CertificateIDs, s.store.GetMany, func(r *store.Request) (bool, error) {
-		return offerCertificate(r, visit)
-	})
-}
-
-// offerCertificate passes an issued request with its certificate to visit
-// (a request without one is passed over) and reports whether to go on.
-func offerCertificate(r *store.Request, visit func(*store.Request, *store.Certificate) bool) (more bool, err error) {
-	c, err := r.Certificate()
-	if err != nil || c == nil {
-		return err == nil, err
-	}
-	return visit(r, c), nil
-}
-
 // handleListCertificates is GET /Certificates: a JSON array, as
 // Keyfactor's, of the certificates the caller may see that match
 // pq.queryString, one page of them.
@@ -372,12 +281,12 @@ func (s *Server) handleListCertificates(w http.ResponseWriter, r *http.Request) 
 	viewer := identity(r)
 	writePage(s, w, r, p, certificateField, func(offer func(keyfactor.CertificateRecord) bool) error {
 		visit := func(req *store.Request, c *store.Certificate) bool {
-			return !certificateVisible(req, viewer) || offer(s.certificateRecord(req, c, o))
+			return !enroll.CertificateVisible(req, viewer) || offer(s.certificateRecord(req, c, o))
 		}
 		ids, direct, err := s.directIDs(ctx, p)
 		if err != nil || !direct {
 			if err == nil {
-				err = s.walkCertificates(ctx, visit)
+				err = s.enroll.WalkCertificates(ctx, visit)
 			}
 			return err
 		}
@@ -386,51 +295,12 @@ func (s *Server) handleListCertificates(w http.ResponseWriter, r *http.Request) 
 			return err
 		}
 		for _, req := range rs {
-			if more, err := offerCertificate(req, visit); err != nil || !more {
+			if more, err := enroll.OfferCertificate(req, visit); err != nil || !more {
 				return err
 			}
 		}
 		return nil
 	})
-}
-
-// sameDN compares distinguished names without regard to case or to the
-// spaces around separators (Keyfactor writes "CN=a, O=b", Go "CN=a,O=b";
-// "CN = a" is "cn=a" too).
-func sameDN(a, b string) bool {
-	norm := func(s string) string {
-		s = strings.ToLower(strings.TrimSpace(s))
-		for _, sep := range []string{",", "+", "="} {
-			parts := strings.Split(s, sep)
-			for i := range parts {
-				parts[i] = strings.TrimSpace(parts[i])
-			}
-			s = strings.Join(parts, sep)
-		}
-		return s
-	}
-	return norm(a) == norm(b)
-}
-
-// certificateBySerial finds the issued certificate with a serial number
-// (hex, any case, colons and leading zeros allowed) under an issuer DN
-// (see sameDN) that visible accepts, walking the inventory (bounded by
-// certScan); store.ErrNotFound when there is none.
-func (s *Server) certificateBySerial(ctx context.Context, serial, issuer string, visible func(*store.Request) bool) (*store.Request, *store.Certificate, error) {
-	serial = strings.TrimLeft(strings.ToUpper(strings.ReplaceAll(serial, ":", "")), "0")
-	var req *store.Request
-	var c *store.Certificate
-	err := s.walkCertificates(ctx, func(r *store.Request, cert *store.Certificate) bool {
-		if strings.TrimLeft(cert.SerialNumber, "0") == serial && sameDN(cert.IssuerDN, issuer) && visible(r) {
-			req, c = r, cert
-			return false
-		}
-		return true
-	})
-	if err == nil && c == nil {
-		err = fmt.Errorf("certificate with serial number %s from %s: %w", serial, issuer, store.ErrNotFound)
-	}
-	return req, c, err
 }
 
 // handleDownloadCertificate is POST /Certificates/Download: by CertID, by
@@ -451,7 +321,7 @@ func (s *Server) handleDownloadCertificate(w http.ResponseWriter, r *http.Reques
 		writeError(w, r, s.log, err)
 		return
 	}
-	leafFirst, err := chainOrder(body.ChainOrder, endEntityFirst)
+	leafFirst, err := enroll.ChainOrder(body.ChainOrder, enroll.EndEntityFirst)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -476,12 +346,12 @@ func (s *Server) handleDownloadCertificate(w http.ResponseWriter, r *http.Reques
 		_, c, err = s.loadCertificate(ctx, body.CertID, viewer)
 	case body.Thumbprint != "":
 		var req *store.Request
-		req, c, err = s.issuedCertificate(ctx, 0, strings.ReplaceAll(body.Thumbprint, ":", ""))
-		if errors.Is(err, store.ErrNotFound) || err == nil && !certificateVisible(req, viewer) {
+		req, c, err = s.enroll.IssuedCertificate(ctx, 0, strings.ReplaceAll(body.Thumbprint, ":", ""))
+		if errors.Is(err, store.ErrNotFound) || err == nil && !enroll.CertificateVisible(req, viewer) {
 			err = newError(http.StatusNotFound, keyfactor.CodeNotFound, "certificate with thumbprint %s: not found", body.Thumbprint)
 		}
 	default:
-		_, c, err = s.certificateBySerial(ctx, body.SerialNumber, body.IssuerDN, func(req *store.Request) bool { return certificateVisible(req, viewer) })
+		_, c, err = s.enroll.CertificateBySerial(ctx, body.SerialNumber, body.IssuerDN, func(req *store.Request) bool { return enroll.CertificateVisible(req, viewer) })
 		if errors.Is(err, store.ErrNotFound) {
 			err = newError(http.StatusNotFound, keyfactor.CodeNotFound, "certificate with serial number %s from %s: not found", body.SerialNumber, body.IssuerDN)
 		}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/certflow/certflow/internal/enroll"
 	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/store"
 )
@@ -28,15 +29,30 @@ func newError(status int, code, format string, args ...any) *apiError {
 	return &apiError{status: status, code: code, msg: fmt.Sprintf(format, args...)}
 }
 
+// kindStatus answers each kind of enroll.Error.
+var kindStatus = map[enroll.Kind]int{
+	enroll.Invalid:   http.StatusBadRequest,
+	enroll.Forbidden: http.StatusForbidden,
+	enroll.NotFound:  http.StatusNotFound,
+	enroll.Conflict:  http.StatusConflict,
+	enroll.TooMany:   http.StatusTooManyRequests,
+}
+
 // writeError is the one place errors become responses. Known errors keep
 // their message; anything else is logged in full and answered as a bare
 // 500 (or 503 when Redis is unreachable): internal text never reaches the
 // client.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	var ae *apiError
+	var ee *enroll.Error
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &ae):
+	case errors.As(err, &ee):
+		ae = newError(kindStatus[ee.Kind], ee.Code, "%s", ee.Message)
+		if ee.Kind == enroll.TooMany {
+			setRetryAfter(w, ee.RetryAfter)
+		}
 	case errors.As(err, &mbe):
 		ae = newError(http.StatusRequestEntityTooLarge, keyfactor.CodeTooLarge, "request body: larger than the %d-byte limit", mbe.Limit)
 	case store.Unavailable(err), errors.Is(err, store.ErrIDTaken): // the latter: Redis lost data; a retry gets a fresh id

@@ -62,7 +62,7 @@ func (l *limiters) allow(key string) (bool, time.Duration) {
 
 // tooMany answers 429 with Retry-After in whole seconds (at least 1).
 func (s *Server) tooMany(w http.ResponseWriter, r *http.Request, wait time.Duration, what string) {
-	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(wait, time.Second).Seconds()))))
+	setRetryAfter(w, wait)
 	writeError(w, r, s.log, newError(http.StatusTooManyRequests, keyfactor.CodeRateLimited, "%s; retry after %s", what, wait.Round(time.Second)))
 }
 
@@ -73,4 +73,9 @@ func clientAddr(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// setRetryAfter sets Retry-After to wait in whole seconds, at least 1.
+func setRetryAfter(w http.ResponseWriter, wait time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(wait, time.Second).Seconds()))))
 }

@@ -3,6 +3,7 @@ package api
 import (
 	"net/http"
 
+	"github.com/certflow/certflow/internal/enroll"
 	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 )
@@ -16,7 +17,7 @@ func (s *Server) handleParseCSR(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	_, csr, err := decodeCSRField(body.CSR)
+	_, csr, err := enroll.DecodeCSR(body.CSR)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return

@@ -1,7 +1,12 @@
 // Package api is certflow's HTTP front door in Keyfactor Command's REST
 // dialect: routing (case-insensitive, also under /KeyfactorAPI),
-// authentication and roles, request decoding and validation,
-// Keyfactor-shaped responses and errors.
+// authentication and roles, rate limits and the failed-login throttle,
+// reading bodies, headers and queries, waiting for a submit to settle
+// (Prefer), and answering with status codes, headers and
+// Keyfactor-shaped bodies (internal/keyfactor). What a request asks for is
+// done by internal/enroll: a handler decodes, calls one enroll.Service
+// operation and writes its answer; an *enroll.Error's kind becomes the
+// status (writeError).
 package api
 
 import (
@@ -16,21 +21,15 @@ import (
 
 	"github.com/certflow/certflow/internal/ca"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/enroll"
 	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
-	"github.com/redis/go-redis/v9"
 )
 
-// Enqueuer is what the API needs of the queue.
-type Enqueuer interface {
-	EnqueueRun(ctx context.Context, requestID, generation int64) error
-	// EnqueueRunAfter queues a new request's first run with writes (its
-	// record) done first, in the same round trip when it can.
-	EnqueueRunAfter(ctx context.Context, requestID, generation int64, writes func(redis.Pipeliner)) error
-	EnqueueResume(ctx context.Context, requestID int64, instanceID, step string, stage int, generation int64) error
-}
+// Enqueuer is what the API needs of the queue: what enrollment needs.
+type Enqueuer = enroll.Enqueuer
 
 // Options wire a Server.
 type Options struct {
@@ -52,19 +51,17 @@ type Options struct {
 	KeyPool *pki.KeyPool
 }
 
-// Server serves the API.
+// Server serves the API: HTTP in front of an enroll.Service.
 type Server struct {
 	cfg     *config.Config
 	store   *store.Store
-	queue   Enqueuer
 	waiters *store.Waiters
-	kek     *pki.KEK
 	auth    *Authenticator
 	log     *slog.Logger
 	defs    *atomic.Pointer[workflow.Set]
 	reload  func(ctx context.Context) error
-	// casubjects: see Options.CASubjects.
-	casubjects *ca.Subjects
+	// enroll runs what the handlers are asked to do.
+	enroll *enroll.Service
 	// mux routes lower-cased paths; paths (the same patterns without
 	// methods) tells 405 from 404.
 	mux       *http.ServeMux
@@ -73,8 +70,6 @@ type Server struct {
 	// perIdentity limits each caller's request rate (nil: unlimited).
 	// Failed logins are limited by the Authenticator.
 	perIdentity *limiters
-	// keyPool bounds the keys generated at once (CSR generation).
-	keyPool *pki.KeyPool
 }
 
 // keyfactorBase is Keyfactor's base path; every route is served under it too.
@@ -88,13 +83,13 @@ const ProductVersion = "10.5.0"
 // woken promptly (without it they poll once a second).
 func New(o Options) *Server {
 	s := &Server{
-		cfg: o.Config, store: o.Store, queue: o.Queue, kek: o.KEK, auth: o.Auth, log: o.Log, casubjects: o.CASubjects,
+		cfg: o.Config, store: o.Store, auth: o.Auth, log: o.Log,
 		defs: o.Definitions, reload: o.Reload,
 		waiters: o.Store.NewWaiters(), mux: http.NewServeMux(), paths: http.NewServeMux(),
-		keyPool: o.KeyPool,
-	}
-	if s.keyPool == nil {
-		s.keyPool = pki.NewKeyPool(o.Config.API.KeyGenerationConcurrency)
+		enroll: enroll.New(enroll.Options{
+			Config: o.Config, Store: o.Store, Queue: o.Queue, KEK: o.KEK, Log: o.Log,
+			Definitions: o.Definitions, CASubjects: o.CASubjects, KeyPool: o.KeyPool,
+		}),
 	}
 	if o.Config.API.RateLimit > 0 {
 		s.perIdentity = newLimiters(o.Config.API.RateLimit, o.Config.API.RateBurst)

@@ -1,6 +1,7 @@
 package keyfactor
 
 import (
+	"encoding/pem"
 	"time"
 )
 
@@ -45,4 +46,9 @@ type CSRGenerationResponseModel struct {
 	CSRText     string    `json:"CSRText"`
 	Id          int64     `json:"Id"`
 	RequestTime time.Time `json:"RequestTime"`
+}
+
+// CSRText is a CSR as Keyfactor's answers carry it: PEM.
+func CSRText(der []byte) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
 }

@@ -176,3 +176,28 @@ func NewRequestStatus(r *store.Request, cert *store.Certificate, format pki.Form
 	}
 	return st, nil
 }
+
+// NewPFXEnrollmentResponse is a PFX enrollment's answer made of its
+// enrollment response; the caller adds the Pkcs12Blob once issued.
+func NewPFXEnrollmentResponse(er *EnrollmentResponse) *PFXEnrollmentResponse {
+	ci := er.CertificateInformation
+	return &PFXEnrollmentResponse{Metadata: er.Metadata, CertificateInformation: PFXCertificateInformation{
+		SerialNumber: ci.SerialNumber, IssuerDN: ci.IssuerDN, Thumbprint: ci.Thumbprint, KeyfactorId: ci.KeyfactorID,
+		KeyfactorRequestId: ci.KeyfactorRequestId, WorkflowInstanceId: ci.WorkflowInstanceId, WorkflowReferenceId: ci.WorkflowReferenceId,
+		StoreIdsInvalidForRenewal: []string{}, RequestDisposition: ci.RequestDisposition, DispositionMessage: ci.DispositionMessage,
+		EnrollmentContext: ci.EnrollmentContext, Certificates: ci.Certificates,
+	}}
+}
+
+// NewRenewalResponse is a renewal's answer made of its enrollment
+// response; renewed is the id of the certificate it renews.
+func NewRenewalResponse(er *EnrollmentResponse, renewed int64) *RenewalResponse {
+	ci := er.CertificateInformation
+	return &RenewalResponse{
+		KeyfactorId: ci.KeyfactorID, KeyfactorRequestId: ci.KeyfactorRequestId,
+		Thumbprint: ci.Thumbprint, SerialNumber: ci.SerialNumber, IssuerDN: ci.IssuerDN,
+		RequestDisposition: ci.RequestDisposition, DispositionMessage: ci.DispositionMessage,
+		WorkflowInstanceId: ci.WorkflowInstanceId, WorkflowReferenceId: ci.WorkflowReferenceId,
+		Certificates: ci.Certificates, RenewedCertificateId: renewed,
+	}
+}

@@ -3,6 +3,7 @@ package keyfactor
 import (
 	"time"
 
+	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
 )
 
@@ -124,4 +125,13 @@ type DefinitionStep struct {
 	Backoff       string `json:"Backoff"`
 	Timeout       string `json:"Timeout,omitempty"`
 	OnError       string `json:"OnError"`
+}
+
+// InstanceStatus is the instance's status in Keyfactor's names; a request
+// still queued counts as running.
+func InstanceStatus(r *store.Request) string {
+	if r.Instance.Status == "" {
+		return string(workflow.StatusRunning)
+	}
+	return string(r.Instance.Status)
 }
