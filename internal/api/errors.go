@@ -38,17 +38,17 @@ var kindStatus = map[enroll.Kind]int{
 	enroll.TooMany:   http.StatusTooManyRequests,
 }
 
-// writeError is the one place errors become responses. Known errors keep
-// their message; anything else is logged in full and answered as a bare
-// 500 (or 503 when Redis is unreachable): internal text never reaches the
-// client.
+// writeError is the one place errors become responses. Known errors (an
+// apiError, an enroll.Error of a kind in kindStatus) keep their message;
+// anything else is logged in full and answered as a bare 500 (or 503 when
+// Redis is unreachable): internal text never reaches the client.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	var ae *apiError
 	var ee *enroll.Error
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &ae):
-	case errors.As(err, &ee):
+	case errors.As(err, &ee) && kindStatus[ee.Kind] != 0:
 		ae = newError(kindStatus[ee.Kind], ee.Code, "%s", ee.Message)
 		if ee.Kind == enroll.TooMany {
 			setRetryAfter(w, ee.RetryAfter)
