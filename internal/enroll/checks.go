@@ -33,6 +33,10 @@ const (
 // timestampLayouts are the ISO 8601 forms Keyfactor clients send.
 var timestampLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02T15:04:05"}
 
+// maxCSRText bounds a CSR field before anything decodes it: room for a
+// 4096-bit RSA request carrying the most SANs api.max_sans allows.
+const maxCSRText = 64 << 10
+
 // DecodeCSR reads a body's CSR field: required, PEM or base64 DER,
 // its signature (proof of possession) verified, once.
 func DecodeCSR(text string) ([]byte, *x509.CertificateRequest, error) {

@@ -10,10 +10,6 @@ import (
 	"github.com/certflow/certflow/workflow"
 )
 
-// maxCSRText bounds a CSR field before anything decodes it: room for a
-// 4096-bit RSA request carrying the most SANs api.max_sans allows.
-const maxCSRText = 64 << 10
-
 // checkPolicy holds a submit (CSR, PFX or renewal) to the policy that
 // binds it, before anything is stored: the SAN count, then its template's
 // rules or, without a template, its standalone CA's (which may also
@@ -26,7 +22,7 @@ func (s *Service) checkPolicy(e *enrollment, in *workflow.Input, caller *Caller)
 		if sanCount(e.csr, nil) > s.cfg.API.MaxSANs {
 			field = "CSR"
 		}
-		return newError(Invalid, keyfactor.CodePolicy, "%s: the request has %d subject alternative names, more than the %d allowed (api.max_sans)", field, n, s.cfg.API.MaxSANs)
+		return fieldError(Invalid, keyfactor.CodePolicy, field, "the request has %d subject alternative names, more than the %d allowed (api.max_sans)", n, s.cfg.API.MaxSANs)
 	}
 	rules, err := s.rulesFor(e, caller)
 	if err != nil {
@@ -39,7 +35,7 @@ func (s *Service) checkPolicy(e *enrollment, in *workflow.Input, caller *Caller)
 	if v == nil {
 		return nil
 	}
-	return newError(Invalid, keyfactor.CodePolicy, "%s: %s", violationField(v, e), v.Message)
+	return fieldError(Invalid, keyfactor.CodePolicy, violationField(v, e), "%s", v.Message)
 }
 
 // rulesFor returns the rules that bind e: its template's, or those of the

@@ -51,8 +51,10 @@ type CSRSubmit struct {
 
 // SubmitCSR is POST /Enrollment/CSR: it checks the body (CSR, template
 // and CA, owner, SANs, metadata, enrollment fields, callback, private
-// key), then submits it (Submit). A CSR certflow generated comes back
-// married to its stored key when ForceEnroll is set.
+// key), then submits it (submit: policy, workflow selection, store and
+// enqueue). A CSR certflow generated comes back married to its stored key
+// when ForceEnroll is set. It returns the stored request or, existing set,
+// the one the Idempotency-Key already names.
 func (s *Service) SubmitCSR(ctx context.Context, caller *Caller, body *keyfactor.EnrollmentCSRRequest, o CSRSubmit) (req *store.Request, existing bool, err error) {
 	e, err := s.checkCSR(caller, body, o)
 	if err != nil {
