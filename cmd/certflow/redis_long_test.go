@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certflow/certflow/internal/api"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/testutil"
 )
 
@@ -243,8 +243,8 @@ func (r *rig) checkUnavailable(t *testing.T, outage string, known int64) {
 			continue
 		}
 		var e map[string]any
-		if err := json.Unmarshal(res.body, &e); err != nil || len(e) != 2 || e["ErrorCode"] != api.CodeUnavailable || e["Message"] == "" {
-			t.Errorf("%s with Redis %s: body %s is not Keyfactor's error shape with code %s", res.what, outage, res.body, api.CodeUnavailable)
+		if err := json.Unmarshal(res.body, &e); err != nil || len(e) != 2 || e["ErrorCode"] != keyfactor.CodeUnavailable || e["Message"] == "" {
+			t.Errorf("%s with Redis %s: body %s is not Keyfactor's error shape with code %s", res.what, outage, res.body, keyfactor.CodeUnavailable)
 		}
 		t.Logf("%s with Redis %s: 503 in %v", res.what, outage, res.took.Round(time.Millisecond))
 	}

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,26 +18,11 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/enroll"
 )
 
-// Identity is an authenticated caller.
-type Identity struct {
-	Name  string
-	Roles []string
-}
-
-// Has reports whether the caller holds any of roles; admin holds them all.
-func (id *Identity) Has(roles ...string) bool {
-	if slices.Contains(id.Roles, config.RoleAdmin) {
-		return true
-	}
-	for _, r := range roles {
-		if slices.Contains(id.Roles, r) {
-			return true
-		}
-	}
-	return false
-}
+// Identity is an authenticated caller, as enrollment takes it.
+type Identity = enroll.Caller
 
 // Authenticator checks HTTP Basic and Bearer credentials against the
 // configured users, under a throttle of failed logins per client address
@@ -337,4 +321,13 @@ func cutPrefixFold(s, prefix string) (string, bool) {
 		return s[len(prefix):], true
 	}
 	return "", false
+}
+
+// roles are id's roles (nil for no identity), as keyfactor's renderings
+// take a viewer.
+func roles(id *Identity) []string {
+	if id == nil {
+		return nil
+	}
+	return id.Roles
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/certflow/certflow/internal/ca"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/metadata"
 	"github.com/certflow/certflow/internal/pki"
 )
@@ -22,205 +23,6 @@ import (
 // the configuration gives them. Field names follow Keyfactor's public
 // clients (keyfactor-go-client, keyfactor-go-client-sdk, the Java SDK);
 // what certflow has no notion of is zero or left out, never invented.
-
-// Template is Keyfactor's template object (GET /Templates).
-type Template struct {
-	Id               int    `json:"Id"`
-	CommonName       string `json:"CommonName"`
-	TemplateName     string `json:"TemplateName"`
-	Oid              string `json:"Oid,omitempty"`
-	KeySize          string `json:"KeySize"`
-	KeyType          string `json:"KeyType"`
-	ForestRoot       string `json:"ForestRoot,omitempty"`
-	FriendlyName     string `json:"FriendlyName"`
-	DisplayName      string `json:"DisplayName"`
-	KeyRetention     string `json:"KeyRetention"`
-	KeyRetentionDays int    `json:"KeyRetentionDays"`
-	KeyArchival      bool   `json:"KeyArchival"`
-	// EnrollmentFields and MetadataFields are the template's custom
-	// request attributes and metadata overrides.
-	EnrollmentFields       []TemplateEnrollmentField `json:"EnrollmentFields"`
-	MetadataFields         []TemplateMetadataField   `json:"MetadataFields"`
-	AllowedEnrollmentTypes int                       `json:"AllowedEnrollmentTypes"`
-	TemplateRegexes        []TemplateRegex           `json:"TemplateRegexes"`
-	UseAllowedRequesters   bool                      `json:"UseAllowedRequesters"`
-	AllowedRequesters      []string                  `json:"AllowedRequesters"`
-	RFCEnforcement         bool                      `json:"RFCEnforcement"`
-	RequiresApproval       bool                      `json:"RequiresApproval"`
-	// KeyUsage is the Windows bit mask Keyfactor uses (digitalSignature
-	// 128, nonRepudiation 64, keyEncipherment 32, dataEncipherment 16,
-	// keyAgreement 8).
-	KeyUsage          int                `json:"KeyUsage"`
-	ExtendedKeyUsages []ExtendedKeyUsage `json:"ExtendedKeyUsages"`
-	Curve             string             `json:"Curve,omitempty"`
-	TemplatePolicy    TemplatePolicy     `json:"TemplatePolicy"`
-}
-
-// TemplateEnrollmentField is a template's custom request attribute.
-type TemplateEnrollmentField struct {
-	Id      int      `json:"Id"`
-	Name    string   `json:"Name"`
-	Options []string `json:"Options"`
-	// DataType is 1 for String, 2 for MultipleChoice.
-	DataType int `json:"DataType"`
-	// Required *(certflow)*: the field must be given at enrollment.
-	Required bool `json:"Required"`
-}
-
-// TemplateMetadataField is a template's override of a metadata field.
-type TemplateMetadataField struct {
-	Id           int    `json:"Id"`
-	MetadataId   int    `json:"MetadataId"`
-	DefaultValue string `json:"DefaultValue"`
-	Validation   string `json:"Validation"`
-	// Enrollment is 0 Optional, 1 Required, 2 Hidden.
-	Enrollment int    `json:"Enrollment"`
-	Message    string `json:"Message"`
-	Options    string `json:"Options"`
-	// AllowAPI: certflow applies the override to API enrollments (the
-	// only kind it has).
-	AllowAPI bool `json:"AllowAPI"`
-}
-
-// TemplateRegex is a subject-part pattern; certflow's templates have none
-// (validate steps carry such rules).
-type TemplateRegex struct {
-	TemplateId  int    `json:"TemplateId"`
-	SubjectPart string `json:"SubjectPart"`
-	RegEx       string `json:"RegEx"`
-	Error       string `json:"Error"`
-}
-
-// ExtendedKeyUsage is an EKU with its OID.
-type ExtendedKeyUsage struct {
-	Id          int    `json:"Id"`
-	Oid         string `json:"Oid"`
-	DisplayName string `json:"DisplayName"`
-}
-
-// TemplatePolicy is the key and name policy a template enforces.
-type TemplatePolicy struct {
-	TemplateId int `json:"TemplateId"`
-	// RSAValidKeySizes in bits; ECCValidCurves as curve OIDs.
-	RSAValidKeySizes []int    `json:"RSAValidKeySizes"`
-	ECCValidCurves   []string `json:"ECCValidCurves"`
-	AllowKeyReuse    bool     `json:"AllowKeyReuse"`
-	AllowWildcards   bool     `json:"AllowWildcards"`
-	RFCEnforcement   bool     `json:"RFCEnforcement"`
-	// CertificateOwnerRole: 1 when the template requires an owner role,
-	// else 0 (certflow's numbering; Keyfactor does not publish its own).
-	CertificateOwnerRole int `json:"CertificateOwnerRole"`
-	// AllowEd25519 *(certflow)*: Ed25519 keys are accepted.
-	AllowEd25519 bool `json:"AllowEd25519"`
-}
-
-// CSRContext is Keyfactor's CSR enrollment context
-// (GET /Enrollment/CSR/Context/My): the templates the caller may enroll
-// with, and the standalone CAs.
-type CSRContext struct {
-	Templates     []ContextTemplate `json:"Templates"`
-	StandaloneCAs []ContextCA       `json:"StandaloneCAs"`
-}
-
-// ContextTemplate is one template of the CSR enrollment context.
-type ContextTemplate struct {
-	Id                      int                       `json:"Id"`
-	Name                    string                    `json:"Name"`
-	DisplayName             string                    `json:"DisplayName"`
-	Forest                  string                    `json:"Forest,omitempty"`
-	KeySize                 string                    `json:"KeySize"`
-	KeyType                 string                    `json:"KeyType"`
-	RequiresApproval        bool                      `json:"RequiresApproval"`
-	RFCEnforcement          bool                      `json:"RFCEnforcement"`
-	KeyRetention            string                    `json:"KeyRetention"`
-	KeyRetentionDays        int                       `json:"KeyRetentionDays"`
-	AllowedEnrollmentTypes  int                       `json:"AllowedEnrollmentTypes"`
-	CAs                     []ContextCA               `json:"CAs"`
-	EnrollmentFields        []TemplateEnrollmentField `json:"EnrollmentFields"`
-	MetadataFields          []TemplateMetadataField   `json:"MetadataFields"`
-	Regexes                 []TemplateRegex           `json:"Regexes"`
-	ExtendedKeyUsages       []ExtendedKeyUsage        `json:"ExtendedKeyUsages"`
-	Curve                   string                    `json:"Curve,omitempty"`
-	TemplateDefaultSettings []TemplateDefault         `json:"TemplateDefaultSettings"`
-	TemplatePolicy          TemplatePolicy            `json:"TemplatePolicy"`
-}
-
-// TemplateDefault is a default subject part; certflow's templates have none.
-type TemplateDefault struct {
-	SubjectPart string `json:"SubjectPart"`
-	Value       string `json:"Value"`
-}
-
-// ContextCA is a CA as the enrollment context names it: the name to give
-// as CertificateAuthority.
-type ContextCA struct {
-	Name            string `json:"Name"`
-	RFCEnforcement  bool   `json:"RFCEnforcement"`
-	SubscriberTerms bool   `json:"SubscriberTerms"`
-}
-
-// CertificateAuthority is Keyfactor's CA object (GET /CertificateAuthority).
-type CertificateAuthority struct {
-	Id                     int      `json:"Id"`
-	LogicalName            string   `json:"LogicalName"`
-	HostName               string   `json:"HostName"`
-	Delegate               bool     `json:"Delegate"`
-	DelegateEnrollment     bool     `json:"DelegateEnrollment"`
-	ForestRoot             string   `json:"ForestRoot,omitempty"`
-	Remote                 bool     `json:"Remote"`
-	Standalone             bool     `json:"Standalone"`
-	MonitorThresholds      bool     `json:"MonitorThresholds"`
-	IssuanceMax            int      `json:"IssuanceMax"`
-	IssuanceMin            int      `json:"IssuanceMin"`
-	DenialMax              int      `json:"DenialMax"`
-	FailureMax             int      `json:"FailureMax"`
-	RFCEnforcement         bool     `json:"RFCEnforcement"`
-	Properties             string   `json:"Properties"`
-	AllowedEnrollmentTypes int      `json:"AllowedEnrollmentTypes"`
-	KeyRetention           int      `json:"KeyRetention"`
-	KeyRetentionDays       int      `json:"KeyRetentionDays"`
-	ExplicitCredentials    bool     `json:"ExplicitCredentials"`
-	SubscriberTerms        bool     `json:"SubscriberTerms"`
-	UseAllowedRequesters   bool     `json:"UseAllowedRequesters"`
-	AllowedRequesters      []string `json:"AllowedRequesters"`
-	EnforceUniqueDN        bool     `json:"EnforceUniqueDN"`
-	// Certificates *(certflow)*: the CA's chain in PEM, issuing CA first,
-	// then the root; absent until the CA has been created (by the first
-	// worker to start).
-	Certificates []string `json:"Certificates,omitempty"`
-}
-
-// MetadataField is Keyfactor's metadata field object (GET /MetadataFields).
-type MetadataField struct {
-	Id          int    `json:"Id"`
-	Name        string `json:"Name"`
-	Description string `json:"Description"`
-	// DataType is 1 String, 2 Integer, 3 Date, 4 Boolean, 5
-	// MultipleChoice, 6 BigText, 7 Email.
-	DataType   int    `json:"DataType"`
-	Hint       string `json:"Hint"`
-	Validation string `json:"Validation"`
-	// Enrollment is 0 Optional, 1 Required, 2 Hidden.
-	Enrollment int    `json:"Enrollment"`
-	Message    string `json:"Message"`
-	// Options is Keyfactor's comma-separated list (MultipleChoice).
-	Options      string `json:"Options"`
-	DefaultValue string `json:"DefaultValue"`
-	DisplayOrder int    `json:"DisplayOrder"`
-}
-
-// SecurityRole is Keyfactor's security role object (GET /Security/Roles).
-type SecurityRole struct {
-	Id          int64    `json:"Id"`
-	Name        string   `json:"Name"`
-	Description string   `json:"Description"`
-	Enabled     bool     `json:"Enabled"`
-	Immutable   bool     `json:"Immutable"`
-	Valid       bool     `json:"Valid"`
-	Private     bool     `json:"Private"`
-	Identities  []any    `json:"Identities"`
-	Permissions []string `json:"Permissions"`
-}
 
 // Keyfactor's AllowedEnrollmentTypes bits.
 const (
@@ -238,26 +40,26 @@ func keyRetention(t *config.Template) string {
 
 // extendedKeyUsage describes an EKU by its OID, with its Id (its place
 // in pki.EKUs; 0 for one certflow does not know).
-func extendedKeyUsage(oid string) ExtendedKeyUsage {
+func extendedKeyUsage(oid string) keyfactor.ExtendedKeyUsage {
 	for i, e := range pki.EKUs {
 		if e.OID == oid {
-			return ExtendedKeyUsage{Id: i + 1, Oid: oid, DisplayName: e.Display}
+			return keyfactor.ExtendedKeyUsage{Id: i + 1, Oid: oid, DisplayName: e.Display}
 		}
 	}
-	return ExtendedKeyUsage{Oid: oid, DisplayName: oid}
+	return keyfactor.ExtendedKeyUsage{Oid: oid, DisplayName: oid}
 }
 
 // curveOIDs are the named curves' OIDs.
 var curveOIDs = map[string]string{"P-256": "1.2.840.10045.3.1.7", "P-384": "1.3.132.0.34", "P-521": "1.3.132.0.35"}
 
-func (s *Server) newTemplate(i int) Template {
+func (s *Server) newTemplate(i int) keyfactor.Template {
 	t := &s.cfg.Templates[i]
 	keyType, keySize := templateKey(t)
-	out := Template{
+	out := keyfactor.Template{
 		Id: i + 1, CommonName: t.Name, TemplateName: t.DisplayName, FriendlyName: t.DisplayName, DisplayName: t.DisplayName,
 		KeySize: keySize, KeyType: keyType, KeyRetention: keyRetention(t),
 		EnrollmentFields: enrollmentFields(t), MetadataFields: s.templateMetadataFields(t),
-		AllowedEnrollmentTypes: enrollPFX | enrollCSR, TemplateRegexes: []TemplateRegex{},
+		AllowedEnrollmentTypes: enrollPFX | enrollCSR, TemplateRegexes: []keyfactor.TemplateRegex{},
 		UseAllowedRequesters: len(t.AllowedRequesters) > 0, AllowedRequesters: nonNil(t.AllowedRequesters),
 		RFCEnforcement: t.RFCEnforcement, ExtendedKeyUsages: extendedKeyUsages(t), Curve: firstCurve(t),
 		TemplatePolicy: templatePolicy(i+1, t),
@@ -288,8 +90,8 @@ func firstCurve(t *config.Template) string {
 	return curveOIDs[t.ECCCurves[0]]
 }
 
-func templatePolicy(id int, t *config.Template) TemplatePolicy {
-	p := TemplatePolicy{
+func templatePolicy(id int, t *config.Template) keyfactor.TemplatePolicy {
+	p := keyfactor.TemplatePolicy{
 		TemplateId: id, RSAValidKeySizes: nonNil(t.RSAKeySizes), ECCValidCurves: []string{},
 		AllowWildcards: t.AllowWildcards, RFCEnforcement: t.RFCEnforcement, AllowEd25519: t.AllowEd25519,
 	}
@@ -302,25 +104,25 @@ func templatePolicy(id int, t *config.Template) TemplatePolicy {
 	return p
 }
 
-func enrollmentFields(t *config.Template) []TemplateEnrollmentField {
-	out := make([]TemplateEnrollmentField, len(t.EnrollmentFields))
+func enrollmentFields(t *config.Template) []keyfactor.TemplateEnrollmentField {
+	out := make([]keyfactor.TemplateEnrollmentField, len(t.EnrollmentFields))
 	for i, f := range t.EnrollmentFields {
 		dt := 1
 		if f.Type == config.EnrollmentFieldMultipleChoice {
 			dt = 2
 		}
-		out[i] = TemplateEnrollmentField{Id: i + 1, Name: f.Name, Options: nonNil(f.Options), DataType: dt, Required: f.Required}
+		out[i] = keyfactor.TemplateEnrollmentField{Id: i + 1, Name: f.Name, Options: nonNil(f.Options), DataType: dt, Required: f.Required}
 	}
 	return out
 }
 
 // templateMetadataFields lists every metadata field as it applies to t's
 // enrollments (Keyfactor lists them all), with the template's overrides.
-func (s *Server) templateMetadataFields(t *config.Template) []TemplateMetadataField {
-	out := make([]TemplateMetadataField, len(s.cfg.Metadata))
+func (s *Server) templateMetadataFields(t *config.Template) []keyfactor.TemplateMetadataField {
+	out := make([]keyfactor.TemplateMetadataField, len(s.cfg.Metadata))
 	for i := range s.cfg.Metadata {
 		f := t.MetaField(&s.cfg.Metadata[i])
-		out[i] = TemplateMetadataField{
+		out[i] = keyfactor.TemplateMetadataField{
 			Id: i + 1, MetadataId: i + 1, DefaultValue: f.DefaultValue, Validation: f.Validation,
 			Enrollment: enrollmentNumber(f.Enrollment), Message: f.Message, Options: strings.Join(f.Options, ","), AllowAPI: true,
 		}
@@ -328,8 +130,8 @@ func (s *Server) templateMetadataFields(t *config.Template) []TemplateMetadataFi
 	return out
 }
 
-func extendedKeyUsages(t *config.Template) []ExtendedKeyUsage {
-	out := []ExtendedKeyUsage{}
+func extendedKeyUsages(t *config.Template) []keyfactor.ExtendedKeyUsage {
+	out := []keyfactor.ExtendedKeyUsage{}
 	for _, u := range t.ExtKeyUsages {
 		if i := slices.IndexFunc(pki.EKUs, func(e pki.EKU) bool { return e.Name == u }); i >= 0 {
 			out = append(out, extendedKeyUsage(pki.EKUs[i].OID))
@@ -375,7 +177,7 @@ func catalogue[T any](n int, render func(i int) T) []T {
 func writeCatalogueItem[T any](s *Server, w http.ResponseWriter, r *http.Request, n int, what string, render func(i int) T) {
 	id, err := pathID(r, what)
 	if err == nil && id > int64(n) {
-		err = newError(http.StatusNotFound, CodeNotFound, "%s %d: not found", what, id)
+		err = newError(http.StatusNotFound, keyfactor.CodeNotFound, "%s %d: not found", what, id)
 	}
 	if err != nil {
 		writeError(w, r, s.log, err)
@@ -400,7 +202,7 @@ func (s *Server) handleTemplate(w http.ResponseWriter, r *http.Request) {
 // GET /Enrollment/PFX/Context/My: every template allows both enrollments.
 func (s *Server) handleCSRContext(w http.ResponseWriter, r *http.Request) {
 	caller := identity(r)
-	out := CSRContext{Templates: []ContextTemplate{}, StandaloneCAs: []ContextCA{}}
+	out := keyfactor.CSRContext{Templates: []keyfactor.ContextTemplate{}, StandaloneCAs: []keyfactor.ContextCA{}}
 	mayEnroll := caller.Has(config.RoleRequester)
 	for i := range s.cfg.Templates {
 		t := &s.cfg.Templates[i]
@@ -408,32 +210,32 @@ func (s *Server) handleCSRContext(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		keyType, keySize := templateKey(t)
-		ct := ContextTemplate{
+		ct := keyfactor.ContextTemplate{
 			Id: i + 1, Name: t.Name, DisplayName: t.DisplayName, KeySize: keySize, KeyType: keyType,
 			RFCEnforcement: t.RFCEnforcement, KeyRetention: keyRetention(t), AllowedEnrollmentTypes: enrollPFX | enrollCSR,
-			CAs: []ContextCA{}, EnrollmentFields: enrollmentFields(t), MetadataFields: s.templateMetadataFields(t),
-			Regexes: []TemplateRegex{}, ExtendedKeyUsages: extendedKeyUsages(t), Curve: firstCurve(t),
-			TemplateDefaultSettings: []TemplateDefault{}, TemplatePolicy: templatePolicy(i+1, t),
+			CAs: []keyfactor.ContextCA{}, EnrollmentFields: enrollmentFields(t), MetadataFields: s.templateMetadataFields(t),
+			Regexes: []keyfactor.TemplateRegex{}, ExtendedKeyUsages: extendedKeyUsages(t), Curve: firstCurve(t),
+			TemplateDefaultSettings: []keyfactor.TemplateDefault{}, TemplatePolicy: templatePolicy(i+1, t),
 		}
 		for _, name := range t.CAs {
 			if c, ok := s.cfg.CA(name); ok {
-				ct.CAs = append(ct.CAs, ContextCA{Name: c.QualifiedName(), RFCEnforcement: t.RFCEnforcement})
+				ct.CAs = append(ct.CAs, keyfactor.ContextCA{Name: c.QualifiedName(), RFCEnforcement: t.RFCEnforcement})
 			}
 		}
 		out.Templates = append(out.Templates, ct)
 	}
 	for i := range s.cfg.CAs {
 		if c := &s.cfg.CAs[i]; c.Standalone && mayEnroll && c.MayEnroll(caller.Roles) {
-			out.StandaloneCAs = append(out.StandaloneCAs, ContextCA{Name: c.QualifiedName()})
+			out.StandaloneCAs = append(out.StandaloneCAs, keyfactor.ContextCA{Name: c.QualifiedName()})
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) newCA(i int) CertificateAuthority {
+func (s *Server) newCA(i int) keyfactor.CertificateAuthority {
 	c := &s.cfg.CAs[i]
 	props, _ := json.Marshal(map[string]string{"Type": c.Type, "KeyType": c.KeyType, "MaxValidity": c.MaxValidity.Round(time.Second).String()})
-	out := CertificateAuthority{
+	out := keyfactor.CertificateAuthority{
 		Id: i + 1, LogicalName: c.Name, HostName: c.Host, Standalone: c.Standalone,
 		Properties: string(props), AllowedEnrollmentTypes: enrollPFX | enrollCSR, AllowedRequesters: []string{},
 	}
@@ -457,9 +259,9 @@ func (s *Server) handleCA(w http.ResponseWriter, r *http.Request) {
 	writeCatalogueItem(s, w, r, len(s.cfg.CAs), "certificate authority", s.newCA)
 }
 
-func (s *Server) newMetadataField(i int) MetadataField {
+func (s *Server) newMetadataField(i int) keyfactor.MetadataField {
 	f := &s.cfg.Metadata[i]
-	return MetadataField{
+	return keyfactor.MetadataField{
 		Id: i + 1, Name: f.Name, Description: f.Description, DataType: slices.Index(metadata.Types, f.Type) + 1,
 		Hint: f.Hint, Validation: f.Validation, Enrollment: enrollmentNumber(f.Enrollment), Message: f.Message,
 		Options: strings.Join(f.Options, ","), DefaultValue: f.DefaultValue, DisplayOrder: cmp.Or(f.DisplayOrder, i+1),
@@ -469,7 +271,7 @@ func (s *Server) newMetadataField(i int) MetadataField {
 // handleMetadataFields is GET /MetadataFields, in display order.
 func (s *Server) handleMetadataFields(w http.ResponseWriter, r *http.Request) {
 	out := catalogue(len(s.cfg.Metadata), s.newMetadataField)
-	slices.SortStableFunc(out, func(a, b MetadataField) int { return a.DisplayOrder - b.DisplayOrder })
+	slices.SortStableFunc(out, func(a, b keyfactor.MetadataField) int { return a.DisplayOrder - b.DisplayOrder })
 	writeJSON(w, http.StatusOK, out)
 }
 
@@ -481,7 +283,7 @@ func (s *Server) handleMetadataField(w http.ResponseWriter, r *http.Request) {
 	if strings.Trim(seg, "0123456789-+") != "" {
 		i := slices.IndexFunc(s.cfg.Metadata, func(f config.MetaField) bool { return strings.EqualFold(f.Name, seg) })
 		if i < 0 {
-			writeError(w, r, s.log, newError(http.StatusNotFound, CodeNotFound, "metadata field %q: not found", seg))
+			writeError(w, r, s.log, newError(http.StatusNotFound, keyfactor.CodeNotFound, "metadata field %q: not found", seg))
 			return
 		}
 		writeJSON(w, http.StatusOK, s.newMetadataField(i))
@@ -493,9 +295,9 @@ func (s *Server) handleMetadataField(w http.ResponseWriter, r *http.Request) {
 // handleSecurityRoles is GET /Security/Roles: the roles an owner can name.
 func (s *Server) handleSecurityRoles(w http.ResponseWriter, r *http.Request) {
 	roles := s.cfg.Roles()
-	out := make([]SecurityRole, len(roles))
+	out := make([]keyfactor.SecurityRole, len(roles))
 	for i, role := range roles {
-		out[i] = SecurityRole{
+		out[i] = keyfactor.SecurityRole{
 			Id: role.ID, Name: role.Name, Description: role.Description, Enabled: true, Valid: true,
 			Immutable: role.ID < config.MinSecurityRoleID, Identities: []any{}, Permissions: []string{},
 		}

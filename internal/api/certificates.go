@@ -7,86 +7,17 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
-	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/enroll"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 )
-
-// CertificateRecord is Keyfactor's certificate (GET /Certificates/{id}
-// and the rows of GET /Certificates), field for field. Fields certflow has
-// no notion of (principals, certificate stores, key archives) keep
-// Keyfactor's names with null or empty values, so clients decode them.
-type CertificateRecord struct {
-	Id                       int64                `json:"Id"`
-	Thumbprint               string               `json:"Thumbprint"`
-	SerialNumber             string               `json:"SerialNumber"`
-	IssuedDN                 string               `json:"IssuedDN"`
-	IssuedCN                 string               `json:"IssuedCN"`
-	ImportDate               time.Time            `json:"ImportDate"`
-	NotBefore                time.Time            `json:"NotBefore"`
-	NotAfter                 time.Time            `json:"NotAfter"`
-	IssuerDN                 string               `json:"IssuerDN"`
-	PrincipalId              *int64               `json:"PrincipalId"`
-	TemplateId               int                  `json:"TemplateId"`
-	CertState                int                  `json:"CertState"`
-	KeySizeInBits            int                  `json:"KeySizeInBits"`
-	KeyType                  int                  `json:"KeyType"`
-	RequesterId              int                  `json:"RequesterId"`
-	IssuedOU                 *string              `json:"IssuedOU"`
-	IssuedEmail              *string              `json:"IssuedEmail"`
-	KeyUsage                 int                  `json:"KeyUsage"`
-	SigningAlgorithm         string               `json:"SigningAlgorithm"`
-	CertStateString          string               `json:"CertStateString"`
-	KeyTypeString            string               `json:"KeyTypeString"`
-	RevocationEffDate        *time.Time           `json:"RevocationEffDate"`
-	RevocationReason         *int                 `json:"RevocationReason"`
-	RevocationComment        *string              `json:"RevocationComment"`
-	CertificateAuthorityId   int                  `json:"CertificateAuthorityId"`
-	CertificateAuthorityName string               `json:"CertificateAuthorityName"`
-	TemplateName             string               `json:"TemplateName"`
-	ArchivedKey              bool                 `json:"ArchivedKey"`
-	HasPrivateKey            bool                 `json:"HasPrivateKey"`
-	PrincipalName            *string              `json:"PrincipalName"`
-	CertRequestId            int64                `json:"CertRequestId"`
-	RequesterName            string               `json:"RequesterName"`
-	ContentBytes             string               `json:"ContentBytes"`
-	ExtendedKeyUsages        []ExtendedKeyUsage   `json:"ExtendedKeyUsages"`
-	SubjectAltNameElements   []SubjectAltName     `json:"SubjectAltNameElements"`
-	CRLDistributionPoints    []CRLDistributionPnt `json:"CRLDistributionPoints"`
-	LocationsCount           []any                `json:"LocationsCount"`
-	SSLLocations             []any                `json:"SSLLocations"`
-	Locations                []any                `json:"Locations"`
-	Metadata                 map[string]string    `json:"Metadata"`
-	CertificateKeyId         int                  `json:"CertificateKeyId"`
-	KeyRecoverable           bool                 `json:"KeyRecoverable"`
-	Curve                    *string              `json:"Curve"`
-	OwnerRoleId              *int64               `json:"OwnerRoleId"`
-	OwnerRoleName            *string              `json:"OwnerRoleName"`
-}
-
-// SubjectAltName is one of a certificate's SANs; Type is the RFC 5280
-// GeneralName tag (1 email, 2 DNS, 6 URI, 7 IP).
-type SubjectAltName struct {
-	Id        int    `json:"Id"`
-	Value     string `json:"Value"`
-	Type      int    `json:"Type"`
-	ValueHash string `json:"ValueHash"`
-}
-
-// CRLDistributionPnt is one of a certificate's CRL distribution points.
-type CRLDistributionPnt struct {
-	Id      int    `json:"Id"`
-	Url     string `json:"Url"`
-	UrlHash string `json:"UrlHash"`
-}
 
 // Keyfactor's CertState values certflow uses, and their names.
 const (
@@ -159,8 +90,8 @@ func parseRenderOptions(q url.Values) (renderOptions, error) {
 }
 
 // certificateRecord renders an issued certificate with its request.
-func (s *Server) certificateRecord(r *store.Request, c *store.Certificate, o renderOptions) CertificateRecord {
-	out := CertificateRecord{
+func (s *Server) certificateRecord(r *store.Request, c *store.Certificate, o renderOptions) keyfactor.CertificateRecord {
+	out := keyfactor.CertificateRecord{
 		Id: c.ID, Thumbprint: c.Thumbprint, SerialNumber: c.SerialNumber, IssuedDN: c.SubjectDN, IssuedCN: c.IssuedCN,
 		ImportDate: c.Issued, NotBefore: c.NotBefore, NotAfter: c.NotAfter, IssuerDN: c.IssuerDN,
 		KeySizeInBits: c.KeySizeInBits, KeyType: keyfactorKeyTypes[c.KeyType], KeyTypeString: c.KeyType,
@@ -169,8 +100,8 @@ func (s *Server) certificateRecord(r *store.Request, c *store.Certificate, o ren
 		CertState: certStateActive, CertStateString: "Active",
 		CertificateAuthorityName: c.Authority, TemplateName: c.Template,
 		CertRequestId: c.RequestID, RequesterName: c.Requester, Curve: optString(c.Curve),
-		ExtendedKeyUsages: []ExtendedKeyUsage{}, SubjectAltNameElements: []SubjectAltName{},
-		CRLDistributionPoints: []CRLDistributionPnt{}, LocationsCount: []any{}, SSLLocations: []any{}, Locations: []any{},
+		ExtendedKeyUsages: []keyfactor.ExtendedKeyUsage{}, SubjectAltNameElements: []keyfactor.SubjectAltName{},
+		CRLDistributionPoints: []keyfactor.CRLDistributionPnt{}, LocationsCount: []any{}, SSLLocations: []any{}, Locations: []any{},
 		Metadata: map[string]string{},
 	}
 	if len(c.Chain) > 0 {
@@ -195,14 +126,14 @@ func (s *Server) certificateRecord(r *store.Request, c *store.Certificate, o ren
 		out.ExtendedKeyUsages = append(out.ExtendedKeyUsages, extendedKeyUsage(oid))
 	}
 	for i, san := range c.SANs {
-		out.SubjectAltNameElements = append(out.SubjectAltNameElements, SubjectAltName{Id: i + 1, Value: san.Value, Type: san.Type, ValueHash: hashHex(san.Value)})
+		out.SubjectAltNameElements = append(out.SubjectAltNameElements, keyfactor.SubjectAltName{Id: i + 1, Value: san.Value, Type: san.Type, ValueHash: hashHex(san.Value)})
 	}
 	for i, u := range c.CRLDistributionPoints {
-		out.CRLDistributionPoints = append(out.CRLDistributionPoints, CRLDistributionPnt{Id: i + 1, Url: u, UrlHash: hashHex(u)})
+		out.CRLDistributionPoints = append(out.CRLDistributionPoints, keyfactor.CRLDistributionPnt{Id: i + 1, Url: u, UrlHash: hashHex(u)})
 	}
 	if r != nil {
 		if o.metadata {
-			out.Metadata = requestMetadata(r)
+			out.Metadata = keyfactor.RequestMetadata(r)
 		}
 		if o.hasPrivateKey {
 			out.HasPrivateKey = len(r.PrivateKey) > 0 || r.Input.HasPrivateKey
@@ -217,51 +148,12 @@ func (s *Server) certificateRecord(r *store.Request, c *store.Certificate, o ren
 	return out
 }
 
-// certificateVisible reports whether viewer may see an issued certificate:
-// its requester, and approvers and administrators (who see every request).
-func certificateVisible(r *store.Request, viewer *Identity) bool {
-	return r.Requester.Name == viewer.Name || viewer.Has(config.RoleApprover)
-}
-
-// mayActOn reports whether caller may act on (recover, renew, revoke) what
-// requester asked for: the requester, or an administrator.
-func mayActOn(requester string, caller *Identity) bool {
-	return requester == caller.Name || caller.Has(config.RoleAdmin)
-}
-
-// issuedCertificate loads certificate id or, when id is 0, the one with
-// the SHA-1 thumbprint (hex, any case), with the request that issued it:
-// the one look-up by CertID/CertificateId or Thumbprint that Download,
-// Recover and Renew share. store.ErrNotFound when there is no such
-// certificate; whether the caller may see it is the caller's to check.
-func (s *Server) issuedCertificate(ctx context.Context, id int64, thumbprint string) (*store.Request, *store.Certificate, error) {
-	if id == 0 {
-		c, err := s.store.CertificateByThumbprint(ctx, thumbprint)
-		if err != nil {
-			return nil, nil, err
-		}
-		id = c.ID
-	}
-	r, err := s.store.Get(ctx, id)
-	if err != nil {
-		return nil, nil, err
-	}
-	c, err := r.Certificate()
-	if err == nil && c == nil {
-		err = fmt.Errorf("request %d issued no certificate: %w", id, store.ErrNotFound)
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	return r, c, nil
-}
-
 // loadCertificate loads certificate id with its request for viewer: 404
 // when there is none or it is another's the viewer may not see.
 func (s *Server) loadCertificate(ctx context.Context, id int64, viewer *Identity) (*store.Request, *store.Certificate, error) {
-	r, c, err := s.issuedCertificate(ctx, id, "")
-	if errors.Is(err, store.ErrNotFound) || err == nil && !certificateVisible(r, viewer) {
-		return nil, nil, newError(http.StatusNotFound, CodeNotFound, "certificate %d: not found", id)
+	r, c, err := s.enroll.IssuedCertificate(ctx, id, "")
+	if errors.Is(err, store.ErrNotFound) || err == nil && !enroll.CertificateVisible(r, viewer) {
+		return nil, nil, newError(http.StatusNotFound, keyfactor.CodeNotFound, "certificate %d: not found", id)
 	}
 	return r, c, err
 }
@@ -294,7 +186,7 @@ var certificateFields = []string{
 	"certstate", "certstatestring", "templatename", "requestername", "certificateauthorityname", "keytypestring", "keysizeinbits",
 }
 
-func certificateField(c *CertificateRecord) func(string) string {
+func certificateField(c *keyfactor.CertificateRecord) func(string) string {
 	return func(f string) string {
 		switch f {
 		case "id":
@@ -341,10 +233,6 @@ func deref(s *string) string {
 	return *s
 }
 
-// certScan bounds how many certificates one listing or search reads
-// when the query names no id or thumbprint.
-const certScan = 10000
-
 // directIDs returns the certificate ids a query pins down by an index
 // (Id or CertRequestId -eq N, Thumbprint -eq "…"), or ok false when it
 // pins down none and the inventory must be walked.
@@ -374,53 +262,6 @@ func (s *Server) directIDs(ctx context.Context, p page) (ids []int64, ok bool, e
 	return nil, false, nil
 }
 
-// walkIndex pages through an id index in ascending order (next returns
-// up to n ids after after), loading a hundred records per round trip
-// with load and visiting them until visit says stop, reading at most
-// limit ids. The certificate inventory and the pending CSRs are walked so.
-func walkIndex[T any](ctx context.Context, limit int,
-	next func(ctx context.Context, after, n int64) ([]int64, error),
-	load func(ctx context.Context, ids []int64) ([]T, error),
-	visit func(T) (more bool, err error),
-) error {
-	var after int64
-	for read := 0; read < limit; {
-		ids, err := next(ctx, after, int64(min(100, limit-read)))
-		if err != nil || len(ids) == 0 {
-			return err
-		}
-		after, read = ids[len(ids)-1], read+len(ids)
-		records, err := load(ctx, ids)
-		if err != nil {
-			return err
-		}
-		for _, rec := range records {
-			if more, err := visit(rec); err != nil || !more {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// walkCertificates visits issued certificates with their requests, the
-// oldest first, reading at most certScan of them.
-func (s *Server) walkCertificates(ctx context.Context, visit func(*store.Request, *store.Certificate) bool) error {
-	return walkIndex(ctx, certScan, s.store.CertificateIDs, s.store.GetMany, func(r *store.Request) (bool, error) {
-		return offerCertificate(r, visit)
-	})
-}
-
-// offerCertificate passes an issued request with its certificate to visit
-// (a request without one is passed over) and reports whether to go on.
-func offerCertificate(r *store.Request, visit func(*store.Request, *store.Certificate) bool) (more bool, err error) {
-	c, err := r.Certificate()
-	if err != nil || c == nil {
-		return err == nil, err
-	}
-	return visit(r, c), nil
-}
-
 // handleListCertificates is GET /Certificates: a JSON array, as
 // Keyfactor's, of the certificates the caller may see that match
 // pq.queryString, one page of them.
@@ -438,14 +279,14 @@ func (s *Server) handleListCertificates(w http.ResponseWriter, r *http.Request) 
 	ctx, cancel := context.WithTimeout(r.Context(), 2*s.cfg.API.RedisTimeout)
 	defer cancel()
 	viewer := identity(r)
-	writePage(s, w, r, p, certificateField, func(offer func(CertificateRecord) bool) error {
+	writePage(s, w, r, p, certificateField, func(offer func(keyfactor.CertificateRecord) bool) error {
 		visit := func(req *store.Request, c *store.Certificate) bool {
-			return !certificateVisible(req, viewer) || offer(s.certificateRecord(req, c, o))
+			return !enroll.CertificateVisible(req, viewer) || offer(s.certificateRecord(req, c, o))
 		}
 		ids, direct, err := s.directIDs(ctx, p)
 		if err != nil || !direct {
 			if err == nil {
-				err = s.walkCertificates(ctx, visit)
+				err = s.enroll.WalkCertificates(ctx, visit)
 			}
 			return err
 		}
@@ -454,67 +295,12 @@ func (s *Server) handleListCertificates(w http.ResponseWriter, r *http.Request) 
 			return err
 		}
 		for _, req := range rs {
-			if more, err := offerCertificate(req, visit); err != nil || !more {
+			if more, err := enroll.OfferCertificate(req, visit); err != nil || !more {
 				return err
 			}
 		}
 		return nil
 	})
-}
-
-// CertificateDownloadRequest is the body of POST /Certificates/Download.
-type CertificateDownloadRequest struct {
-	CertID       int64  `json:"CertID"`
-	SerialNumber string `json:"SerialNumber"`
-	IssuerDN     string `json:"IssuerDN"`
-	Thumbprint   string `json:"Thumbprint"`
-	IncludeChain bool   `json:"IncludeChain"`
-	ChainOrder   string `json:"ChainOrder"`
-}
-
-// CertificateDownloadResponse is Keyfactor's answer: the certificate (and
-// chain) in the requested format, base64.
-type CertificateDownloadResponse struct {
-	Content string `json:"Content"`
-}
-
-// sameDN compares distinguished names without regard to case or to the
-// spaces around separators (Keyfactor writes "CN=a, O=b", Go "CN=a,O=b";
-// "CN = a" is "cn=a" too).
-func sameDN(a, b string) bool {
-	norm := func(s string) string {
-		s = strings.ToLower(strings.TrimSpace(s))
-		for _, sep := range []string{",", "+", "="} {
-			parts := strings.Split(s, sep)
-			for i := range parts {
-				parts[i] = strings.TrimSpace(parts[i])
-			}
-			s = strings.Join(parts, sep)
-		}
-		return s
-	}
-	return norm(a) == norm(b)
-}
-
-// certificateBySerial finds the issued certificate with a serial number
-// (hex, any case, colons and leading zeros allowed) under an issuer DN
-// (see sameDN) that visible accepts, walking the inventory (bounded by
-// certScan); store.ErrNotFound when there is none.
-func (s *Server) certificateBySerial(ctx context.Context, serial, issuer string, visible func(*store.Request) bool) (*store.Request, *store.Certificate, error) {
-	serial = strings.TrimLeft(strings.ToUpper(strings.ReplaceAll(serial, ":", "")), "0")
-	var req *store.Request
-	var c *store.Certificate
-	err := s.walkCertificates(ctx, func(r *store.Request, cert *store.Certificate) bool {
-		if strings.TrimLeft(cert.SerialNumber, "0") == serial && sameDN(cert.IssuerDN, issuer) && visible(r) {
-			req, c = r, cert
-			return false
-		}
-		return true
-	})
-	if err == nil && c == nil {
-		err = fmt.Errorf("certificate with serial number %s from %s: %w", serial, issuer, store.ErrNotFound)
-	}
-	return req, c, err
 }
 
 // handleDownloadCertificate is POST /Certificates/Download: by CertID, by
@@ -530,12 +316,12 @@ func (s *Server) handleDownloadCertificate(w http.ResponseWriter, r *http.Reques
 		writeError(w, r, s.log, badField("x-certificateformat header", "unknown format %q: want PEM, DER or P7B", r.Header.Get("x-certificateformat")))
 		return
 	}
-	var body CertificateDownloadRequest
+	var body keyfactor.CertificateDownloadRequest
 	if err := decodeJSON(r, &body); err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
-	leafFirst, err := chainOrder(body.ChainOrder, endEntityFirst)
+	leafFirst, err := enroll.ChainOrder(body.ChainOrder, enroll.EndEntityFirst)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -560,14 +346,14 @@ func (s *Server) handleDownloadCertificate(w http.ResponseWriter, r *http.Reques
 		_, c, err = s.loadCertificate(ctx, body.CertID, viewer)
 	case body.Thumbprint != "":
 		var req *store.Request
-		req, c, err = s.issuedCertificate(ctx, 0, strings.ReplaceAll(body.Thumbprint, ":", ""))
-		if errors.Is(err, store.ErrNotFound) || err == nil && !certificateVisible(req, viewer) {
-			err = newError(http.StatusNotFound, CodeNotFound, "certificate with thumbprint %s: not found", body.Thumbprint)
+		req, c, err = s.enroll.IssuedCertificate(ctx, 0, strings.ReplaceAll(body.Thumbprint, ":", ""))
+		if errors.Is(err, store.ErrNotFound) || err == nil && !enroll.CertificateVisible(req, viewer) {
+			err = newError(http.StatusNotFound, keyfactor.CodeNotFound, "certificate with thumbprint %s: not found", body.Thumbprint)
 		}
 	default:
-		_, c, err = s.certificateBySerial(ctx, body.SerialNumber, body.IssuerDN, func(req *store.Request) bool { return certificateVisible(req, viewer) })
+		_, c, err = s.enroll.CertificateBySerial(ctx, body.SerialNumber, body.IssuerDN, func(req *store.Request) bool { return enroll.CertificateVisible(req, viewer) })
 		if errors.Is(err, store.ErrNotFound) {
-			err = newError(http.StatusNotFound, CodeNotFound, "certificate with serial number %s from %s: not found", body.SerialNumber, body.IssuerDN)
+			err = newError(http.StatusNotFound, keyfactor.CodeNotFound, "certificate with serial number %s from %s: not found", body.SerialNumber, body.IssuerDN)
 		}
 	}
 	if err != nil {
@@ -598,5 +384,5 @@ func (s *Server) handleDownloadCertificate(w http.ResponseWriter, r *http.Reques
 		}
 		content = []byte(strings.Join(pems, ""))
 	}
-	writeJSON(w, http.StatusOK, CertificateDownloadResponse{Content: base64.StdEncoding.EncodeToString(content)})
+	writeJSON(w, http.StatusOK, keyfactor.CertificateDownloadResponse{Content: base64.StdEncoding.EncodeToString(content)})
 }

@@ -4,54 +4,25 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"time"
 
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/workflow"
 )
 
-// Definition is GET /Workflow/Definitions' description of one loaded
-// definition: Keyfactor's field names where it has them (Id, DisplayName,
-// WorkflowType, Steps[].UniqueName/ExtensionName), certflow's beside them.
-type Definition struct {
-	Id           string           `json:"Id"`
-	DisplayName  string           `json:"DisplayName"`
-	Description  string           `json:"Description"`
-	WorkflowType string           `json:"WorkflowType"`
-	Version      string           `json:"Version"`
-	Priority     int              `json:"Priority"`
-	Match        string           `json:"Match,omitempty"`
-	File         string           `json:"File"`
-	Steps        []DefinitionStep `json:"Steps"`
-	// Visible lists the vars and step outputs the definition shows
-	// requesters (its visible:); approvers see everything.
-	Visible []string `json:"Visible"`
-}
-
-// DefinitionStep is one step of a Definition.
-type DefinitionStep struct {
-	UniqueName    string `json:"UniqueName"`
-	ExtensionName string `json:"ExtensionName"`
-	Condition     string `json:"Condition,omitempty"`
-	Attempts      int    `json:"Attempts"`
-	Backoff       string `json:"Backoff"`
-	Timeout       string `json:"Timeout,omitempty"`
-	OnError       string `json:"OnError"`
-}
-
-func describeDefinitions(set *workflow.Set) []Definition {
+func describeDefinitions(set *workflow.Set) []keyfactor.Definition {
 	defs := set.All()
-	out := make([]Definition, 0, len(defs))
+	out := make([]keyfactor.Definition, 0, len(defs))
 	for _, d := range defs {
-		def := Definition{
+		def := keyfactor.Definition{
 			Id: d.Name, DisplayName: d.Name, Description: strings.TrimSpace(d.Description), WorkflowType: d.Trigger,
-			Version: d.Version, Priority: d.Priority, File: d.File, Steps: make([]DefinitionStep, 0, len(d.Steps)),
+			Version: d.Version, Priority: d.Priority, File: d.File, Steps: make([]keyfactor.DefinitionStep, 0, len(d.Steps)),
 			Visible: append([]string{}, d.Visible.Entries...),
 		}
 		if d.Match != nil {
 			def.Match = d.Match.Source
 		}
 		for _, s := range d.Steps {
-			st := DefinitionStep{UniqueName: s.ID, ExtensionName: s.Uses, Attempts: s.Retry.Attempts,
+			st := keyfactor.DefinitionStep{UniqueName: s.ID, ExtensionName: s.Uses, Attempts: s.Retry.Attempts,
 				Backoff: s.Retry.Backoff.String(), OnError: string(s.OnError)}
 			if s.If != nil {
 				st.Condition = s.If.Source
@@ -78,7 +49,7 @@ func (s *Server) handleReloadDefinitions(w http.ResponseWriter, r *http.Request)
 	if err := s.reload(r.Context()); err != nil {
 		var le *workflow.LoadError
 		if errors.As(err, &le) || strings.Contains(err.Error(), "do not lint") {
-			writeError(w, r, s.log, newError(http.StatusBadRequest, CodeInvalidDefinition, "%v", err))
+			writeError(w, r, s.log, newError(http.StatusBadRequest, keyfactor.CodeInvalidDefinition, "%v", err))
 			return
 		}
 		writeError(w, r, s.log, err)
@@ -86,34 +57,4 @@ func (s *Server) handleReloadDefinitions(w http.ResponseWriter, r *http.Request)
 	}
 	s.log.Info("workflow definitions reloaded", "by", identity(r).Name)
 	writeJSON(w, http.StatusOK, describeDefinitions(s.defs.Load()))
-}
-
-// input is e's request as the workflow will see it: the CSR described,
-// the SANs merged and normalised (RFC 2818's CN added where the template
-// enforces it).
-func (s *Server) input(e *enrollment) *workflow.Input {
-	addCN := false
-	if t, ok := s.cfg.Template(e.req.Input.Template); ok {
-		addCN = t.RFCEnforcement
-	}
-	return workflow.NewInput(e.req.Trigger, e.req.Input, e.csr, e.req.Requester, addCN)
-}
-
-// selectDefinition checks, before anything is stored, that a workflow will
-// take the request. The worker selects again when it runs (definitions may
-// be reloaded in between) and fails the request then if none matches.
-func (s *Server) selectDefinition(e *enrollment) error {
-	return s.selectFor(e, s.input(e))
-}
-
-// selectFor is selectDefinition with e's input at hand.
-func (s *Server) selectFor(e *enrollment, in *workflow.Input) error {
-	_, err := s.defs.Load().Select(e.req.Trigger, in.Env(&workflow.Instance{}, time.Now()))
-	switch {
-	case errors.Is(err, workflow.ErrNoDefinition):
-		return newError(http.StatusBadRequest, CodeNoWorkflow, "no %s workflow definition matches this request (template %q)", e.req.Trigger, e.req.Input.Template)
-	case err != nil:
-		return newError(http.StatusBadRequest, CodeNoWorkflow, "selecting the workflow: %v", err)
-	}
-	return nil
 }

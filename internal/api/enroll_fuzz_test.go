@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/app"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/internal/testutil"
@@ -32,7 +32,7 @@ const fuzzMaxBody = 4096
 // fields, the body itself, and the headers and query of the submit.
 func fieldNames() map[string]bool {
 	names := map[string]bool{"request body": true, "x-certificateformat header": true, "Idempotency-Key header": true, "forceEnroll": true}
-	rt := reflect.TypeFor[api.EnrollmentCSRRequest]()
+	rt := reflect.TypeFor[keyfactor.EnrollmentCSRRequest]()
 	for i := range rt.NumField() {
 		name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
 		names[name] = true
@@ -134,8 +134,8 @@ func checkRefusal(t *testing.T, names map[string]bool, rec *httptest.ResponseRec
 	code, _ := e["ErrorCode"].(string)
 	msg, _ := e["Message"].(string)
 	want := map[int][]string{
-		http.StatusBadRequest:            {api.CodeInvalidField, api.CodeInvalidCSR, api.CodeUnknownName, api.CodeNoWorkflow, api.CodePolicy},
-		http.StatusRequestEntityTooLarge: {api.CodeTooLarge},
+		http.StatusBadRequest:            {keyfactor.CodeInvalidField, keyfactor.CodeInvalidCSR, keyfactor.CodeUnknownName, keyfactor.CodeNoWorkflow, keyfactor.CodePolicy},
+		http.StatusRequestEntityTooLarge: {keyfactor.CodeTooLarge},
 	}[rec.Code]
 	if !contains(want, code) {
 		t.Fatalf("%d with ErrorCode %q, want one of %v: %s", rec.Code, code, want, rec.Body.String())

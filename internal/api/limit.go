@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/certflow/certflow/internal/keyfactor"
 	"golang.org/x/time/rate"
 )
 
@@ -61,8 +62,8 @@ func (l *limiters) allow(key string) (bool, time.Duration) {
 
 // tooMany answers 429 with Retry-After in whole seconds (at least 1).
 func (s *Server) tooMany(w http.ResponseWriter, r *http.Request, wait time.Duration, what string) {
-	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(wait, time.Second).Seconds()))))
-	writeError(w, r, s.log, newError(http.StatusTooManyRequests, CodeRateLimited, "%s; retry after %s", what, wait.Round(time.Second)))
+	setRetryAfter(w, wait)
+	writeError(w, r, s.log, newError(http.StatusTooManyRequests, keyfactor.CodeRateLimited, "%s; retry after %s", what, wait.Round(time.Second)))
 }
 
 // clientAddr is the connection's remote address without the port.
@@ -72,4 +73,9 @@ func clientAddr(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// setRetryAfter sets Retry-After to wait in whole seconds, at least 1.
+func setRetryAfter(w http.ResponseWriter, wait time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(wait, time.Second).Seconds()))))
 }

@@ -3,6 +3,8 @@ package api
 import (
 	"net/http"
 
+	"github.com/certflow/certflow/internal/enroll"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 )
 
@@ -10,12 +12,12 @@ import (
 // "Name=Value" string per attribute in the CSR's order, then its SANs in
 // the names Windows (and so Keyfactor's portal) gives them.
 func (s *Server) handleParseCSR(w http.ResponseWriter, r *http.Request) {
-	var body CSRContents // Keyfactor's model for this body too; only CSR is read
+	var body keyfactor.CSRContents // Keyfactor's model for this body too; only CSR is read
 	if err := decodeJSON(r, &body); err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
-	_, csr, err := decodeCSRField(body.CSR)
+	_, csr, err := enroll.DecodeCSR(body.CSR)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return

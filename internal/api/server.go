@@ -1,7 +1,12 @@
 // Package api is certflow's HTTP front door in Keyfactor Command's REST
 // dialect: routing (case-insensitive, also under /KeyfactorAPI),
-// authentication and roles, request decoding and validation,
-// Keyfactor-shaped responses and errors.
+// authentication and roles, rate limits and the failed-login throttle,
+// reading bodies, headers and queries, waiting for a submit to settle
+// (Prefer), and answering with status codes, headers and
+// Keyfactor-shaped bodies (internal/keyfactor). What a request asks for is
+// done by internal/enroll: a handler decodes, calls one enroll.Service
+// operation and writes its answer; an *enroll.Error's kind becomes the
+// status (writeError).
 package api
 
 import (
@@ -16,20 +21,15 @@ import (
 
 	"github.com/certflow/certflow/internal/ca"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/enroll"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
-	"github.com/redis/go-redis/v9"
 )
 
-// Enqueuer is what the API needs of the queue.
-type Enqueuer interface {
-	EnqueueRun(ctx context.Context, requestID, generation int64) error
-	// EnqueueRunAfter queues a new request's first run with writes (its
-	// record) done first, in the same round trip when it can.
-	EnqueueRunAfter(ctx context.Context, requestID, generation int64, writes func(redis.Pipeliner)) error
-	EnqueueResume(ctx context.Context, requestID int64, instanceID, step string, stage int, generation int64) error
-}
+// Enqueuer is what the API needs of the queue: what enrollment needs.
+type Enqueuer = enroll.Enqueuer
 
 // Options wire a Server.
 type Options struct {
@@ -51,19 +51,17 @@ type Options struct {
 	KeyPool *pki.KeyPool
 }
 
-// Server serves the API.
+// Server serves the API: HTTP in front of an enroll.Service.
 type Server struct {
 	cfg     *config.Config
 	store   *store.Store
-	queue   Enqueuer
 	waiters *store.Waiters
-	kek     *pki.KEK
 	auth    *Authenticator
 	log     *slog.Logger
 	defs    *atomic.Pointer[workflow.Set]
 	reload  func(ctx context.Context) error
-	// casubjects: see Options.CASubjects.
-	casubjects *ca.Subjects
+	// enroll runs what the handlers are asked to do.
+	enroll *enroll.Service
 	// mux routes lower-cased paths; paths (the same patterns without
 	// methods) tells 405 from 404.
 	mux       *http.ServeMux
@@ -72,8 +70,6 @@ type Server struct {
 	// perIdentity limits each caller's request rate (nil: unlimited).
 	// Failed logins are limited by the Authenticator.
 	perIdentity *limiters
-	// keyPool bounds the keys generated at once (CSR generation).
-	keyPool *pki.KeyPool
 }
 
 // keyfactorBase is Keyfactor's base path; every route is served under it too.
@@ -87,13 +83,13 @@ const ProductVersion = "10.5.0"
 // woken promptly (without it they poll once a second).
 func New(o Options) *Server {
 	s := &Server{
-		cfg: o.Config, store: o.Store, queue: o.Queue, kek: o.KEK, auth: o.Auth, log: o.Log, casubjects: o.CASubjects,
+		cfg: o.Config, store: o.Store, auth: o.Auth, log: o.Log,
 		defs: o.Definitions, reload: o.Reload,
 		waiters: o.Store.NewWaiters(), mux: http.NewServeMux(), paths: http.NewServeMux(),
-		keyPool: o.KeyPool,
-	}
-	if s.keyPool == nil {
-		s.keyPool = pki.NewKeyPool(o.Config.API.KeyGenerationConcurrency)
+		enroll: enroll.New(enroll.Options{
+			Config: o.Config, Store: o.Store, Queue: o.Queue, KEK: o.KEK, Log: o.Log,
+			Definitions: o.Definitions, CASubjects: o.CASubjects, KeyPool: o.KeyPool,
+		}),
 	}
 	if o.Config.API.RateLimit > 0 {
 		s.perIdentity = newLimiters(o.Config.API.RateLimit, o.Config.API.RateBurst)
@@ -160,7 +156,7 @@ func (s *Server) route(pattern string, h http.HandlerFunc, roles ...string) {
 		id := login.id
 		if id == nil {
 			w.Header().Set("WWW-Authenticate", `Basic realm="certflow", charset="UTF-8"`)
-			writeError(w, r, s.log, newError(http.StatusUnauthorized, CodeUnauthorized, "authentication required: HTTP Basic or Bearer token"))
+			writeError(w, r, s.log, newError(http.StatusUnauthorized, keyfactor.CodeUnauthorized, "authentication required: HTTP Basic or Bearer token"))
 			return
 		}
 		if s.perIdentity != nil {
@@ -170,7 +166,7 @@ func (s *Server) route(pattern string, h http.HandlerFunc, roles ...string) {
 			}
 		}
 		if len(roles) > 0 && !id.Has(roles...) {
-			writeError(w, r, s.log, newError(http.StatusForbidden, CodeForbidden, "%s may not %s: needs role %s", id.Name, pattern, strings.Join(roles, " or ")))
+			writeError(w, r, s.log, newError(http.StatusForbidden, keyfactor.CodeForbidden, "%s may not %s: needs role %s", id.Name, pattern, strings.Join(roles, " or ")))
 			return
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))
@@ -211,7 +207,7 @@ func (s *Server) Handler() http.Handler {
 		defer func() {
 			if p := recover(); p != nil {
 				s.log.Error("panic in handler", "method", r.Method, "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
-				writeError(rec, r, s.log, newError(http.StatusInternalServerError, CodeInternal, "internal error"))
+				writeError(rec, r, s.log, newError(http.StatusInternalServerError, keyfactor.CodeInternal, "internal error"))
 			}
 			s.log.Debug("http", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start))
 		}()
@@ -241,10 +237,10 @@ func basePath(r *http.Request) string {
 
 func (s *Server) handleUnmatched(w http.ResponseWriter, r *http.Request) {
 	if _, p := s.paths.Handler(r); p != "" {
-		writeError(w, r, s.log, newError(http.StatusMethodNotAllowed, CodeMethodNotAllow, "%s is not allowed on %s", r.Method, r.URL.Path))
+		writeError(w, r, s.log, newError(http.StatusMethodNotAllowed, keyfactor.CodeMethodNotAllow, "%s is not allowed on %s", r.Method, r.URL.Path))
 		return
 	}
-	writeError(w, r, s.log, newError(http.StatusNotFound, CodeNotFound, "no endpoint %s %s", r.Method, r.URL.Path))
+	writeError(w, r, s.log, newError(http.StatusNotFound, keyfactor.CodeNotFound, "no endpoint %s %s", r.Method, r.URL.Path))
 }
 
 func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {

@@ -9,71 +9,23 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
+	"github.com/certflow/certflow/internal/enroll"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
 )
 
-// Instance is Keyfactor's workflow instance, field for field, with
-// certflow's decision record and wait beside it.
-type Instance struct {
-	Id                     string             `json:"Id"`
-	Status                 string             `json:"Status"`
-	CurrentStepId          string             `json:"CurrentStepId"`
-	CurrentStepDisplayName string             `json:"CurrentStepDisplayName"`
-	CurrentStepUniqueName  string             `json:"CurrentStepUniqueName"`
-	StatusMessage          string             `json:"StatusMessage"`
-	Signals                []Signal           `json:"Signals"`
-	Definition             InstanceDefinition `json:"Definition"`
-	Title                  string             `json:"Title"`
-	LastModified           time.Time          `json:"LastModified"`
-	StartDate              time.Time          `json:"StartDate"`
-	InitialData            map[string]any     `json:"InitialData"`
-	CurrentStateData       map[string]any     `json:"CurrentStateData"`
-	ReferenceId            int64              `json:"ReferenceId"`
-	// certflow's: the request's disposition, what the instance waits for,
-	// and every decision taken on it.
-	RequestDisposition string              `json:"RequestDisposition"`
-	InitiatingUser     string              `json:"InitiatingUser"`
-	Wait               *workflow.Wait      `json:"Wait,omitempty"`
-	Decisions          []workflow.Decision `json:"Decisions"`
-}
-
-// Signal is one signal an instance's steps take.
-type Signal struct {
-	SignalName     string `json:"SignalName"`
-	StepSignalId   string `json:"StepSignalId"`
-	SignalReceived bool   `json:"SignalReceived"`
-}
-
-// InstanceDefinition names the definition version an instance is pinned to.
-type InstanceDefinition struct {
-	DefinitionId string `json:"DefinitionId"`
-	DisplayName  string `json:"DisplayName"`
-	Version      string `json:"Version"`
-	WorkflowType string `json:"WorkflowType"`
-}
-
-// instanceStatus is the instance's status in Keyfactor's names; a request
-// still queued counts as running.
-func instanceStatus(r *store.Request) string {
-	if r.Instance.Status == "" {
-		return string(workflow.StatusRunning)
-	}
-	return string(r.Instance.Status)
-}
-
 // newInstance renders a request's workflow instance for viewer.
-func newInstance(r *store.Request, defs *workflow.Set, viewer *Identity) Instance {
+func newInstance(r *store.Request, defs *workflow.Set, viewer *Identity) keyfactor.Instance {
 	inst := &r.Instance
-	out := Instance{
-		Id: inst.ID, Status: instanceStatus(r), StatusMessage: dispositionMessage(r, viewer),
-		Definition:   InstanceDefinition{DefinitionId: inst.Definition, DisplayName: inst.Definition, Version: inst.Version, WorkflowType: r.Trigger},
+	out := keyfactor.Instance{
+		Id: inst.ID, Status: keyfactor.InstanceStatus(r), StatusMessage: keyfactor.DispositionMessage(r, roles(viewer)),
+		Definition:   keyfactor.InstanceDefinition{DefinitionId: inst.Definition, DisplayName: inst.Definition, Version: inst.Version, WorkflowType: r.Trigger},
 		Title:        fmt.Sprintf("%s request %d", strings.ToUpper(r.Trigger[:1])+r.Trigger[1:], r.ID),
 		LastModified: r.Updated, StartDate: r.Submitted, ReferenceId: r.ID,
 		RequestDisposition: string(r.Disposition), InitiatingUser: r.Requester.Name,
-		Wait: inst.Wait, Decisions: inst.Decisions, Signals: []Signal{},
+		Wait: inst.Wait, Decisions: inst.Decisions, Signals: []keyfactor.Signal{},
 		InitialData: map[string]any{
 			"Template": r.Input.Template, "CertificateAuthority": r.Input.CertificateAuthority,
 			"SANs": r.Input.SANs, "Metadata": r.Input.Metadata, "Requester": r.Requester.Name,
@@ -96,83 +48,24 @@ func newInstance(r *store.Request, defs *workflow.Set, viewer *Identity) Instanc
 		}
 		out.CurrentStepId, out.CurrentStepDisplayName = out.CurrentStepUniqueName, out.CurrentStepUniqueName
 	}
-	for _, step := range approvalSteps(r, def) {
+	for _, step := range enroll.ApprovalSteps(r, def) {
 		received := slices.ContainsFunc(inst.Decisions, func(d workflow.Decision) bool {
 			return d.Step == step && d.Kind == workflow.DecisionSignal
 		})
-		out.Signals = append(out.Signals, Signal{SignalName: "ApprovalStatus", StepSignalId: step + workflow.SignalSuffix, SignalReceived: received})
+		out.Signals = append(out.Signals, keyfactor.Signal{SignalName: "ApprovalStatus", StepSignalId: step + workflow.SignalSuffix, SignalReceived: received})
 	}
 	return out
-}
-
-// approvalSteps are the ids of the approval steps of r's definition (def,
-// when loaded), else those r met so far.
-func approvalSteps(r *store.Request, def *workflow.Definition) []string {
-	var ids []string
-	if def != nil {
-		for _, s := range def.Steps {
-			if s.Uses == workflow.ApprovalStep {
-				ids = append(ids, s.ID)
-			}
-		}
-		return ids
-	}
-	for _, h := range r.Instance.History {
-		if h.Uses == workflow.ApprovalStep && !slices.Contains(ids, h.ID) {
-			ids = append(ids, h.ID)
-		}
-	}
-	if w := r.Instance.Wait; w != nil && !slices.Contains(ids, w.Step) {
-		ids = append(ids, w.Step)
-	}
-	return ids
-}
-
-// decider is the caller as the workflow judges decisions.
-func decider(id *Identity) workflow.Decider {
-	return workflow.Decider{Name: id.Name, Has: id.Has}
-}
-
-// visible reports whether viewer may see request r: its requester,
-// approvers (who read every request), and whoever may decide it now.
-func visible(r *store.Request, viewer *Identity) bool {
-	if certificateVisible(r, viewer) {
-		return true
-	}
-	w := r.Instance.Wait
-	return w != nil && r.Instance.MayDecide(w.Step, decider(viewer), r.Requester.Name) == nil
 }
 
 // assignedTo reports whether viewer may decide r now and has not yet.
 func assignedTo(r *store.Request, viewer *Identity) bool {
 	w := r.Instance.Wait
-	return w != nil && r.Instance.MayDecide(w.Step, decider(viewer), r.Requester.Name) == nil && !slices.Contains(w.Approvers, viewer.Name)
-}
-
-// loadInstance loads the request behind instance id for viewer: 404 when
-// it does not exist or viewer may not see it, the same answer for both
-// (ids are derived from sequential request ids: a difference would tell
-// what others requested).
-func (s *Server) loadInstance(ctx context.Context, instanceID string, viewer *Identity) (*store.Request, error) {
-	id, err := s.store.RequestIDOfInstance(instanceID)
-	var r *store.Request
-	if err == nil {
-		r, err = s.store.Get(ctx, id)
-	}
-	if err == nil && !visible(r, viewer) {
-		err = store.ErrNotFound
-	}
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, newError(http.StatusNotFound, CodeNotFound, "workflow instance %s: not found", instanceID)
-	}
-	return r, err
+	return w != nil && r.Instance.MayDecide(w.Step, viewer.Decider(), r.Requester.Name) == nil && !slices.Contains(w.Approvers, viewer.Name)
 }
 
 // handleGetInstance is GET /Workflow/Instances/{id}.
 func (s *Server) handleGetInstance(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
-	defer cancel()
-	req, err := s.loadInstance(ctx, r.PathValue("id"), identity(r))
+	req, err := s.enroll.Instance(r.Context(), identity(r), r.PathValue("id"))
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -183,7 +76,7 @@ func (s *Server) handleGetInstance(w http.ResponseWriter, r *http.Request) {
 // instanceFields are what GET /Workflow/Instances' queryString filters on.
 var instanceFields = []string{"status", "definition", "initiatinguser", "referenceid", "currentstepuniquename", "requestdisposition"}
 
-func instanceField(in *Instance) func(string) string {
+func instanceField(in *keyfactor.Instance) func(string) string {
 	return func(f string) string {
 		switch f {
 		case "status":
@@ -233,7 +126,7 @@ func list[T any](s *Server, w http.ResponseWriter, r *http.Request, fromPending 
 func (s *Server) listInstances(w http.ResponseWriter, r *http.Request, fromPending bool, keep func(*store.Request, *Identity) bool) {
 	defs := s.defs.Load()
 	list(s, w, r, fromPending, instanceFields, keep,
-		func(req *store.Request, viewer *Identity) Instance { return newInstance(req, defs, viewer) }, instanceField)
+		func(req *store.Request, viewer *Identity) keyfactor.Instance { return newInstance(req, defs, viewer) }, instanceField)
 }
 
 // walkPending visits the requests waiting for approval, the earliest
@@ -251,7 +144,7 @@ func (s *Server) walkPending(ctx context.Context, visit func(*store.Request) boo
 // handleListInstances is GET /Workflow/Instances: every instance the caller
 // may see.
 func (s *Server) handleListInstances(w http.ResponseWriter, r *http.Request) {
-	s.listInstances(w, r, false, visible)
+	s.listInstances(w, r, false, enroll.Visible)
 }
 
 // handleAssignedToMe is GET /Workflow/Instances/AssignedToMe: the
@@ -265,278 +158,52 @@ func (s *Server) handleMyInstances(w http.ResponseWriter, r *http.Request) {
 	s.listInstances(w, r, false, func(req *store.Request, viewer *Identity) bool { return req.Requester.Name == viewer.Name })
 }
 
-// SignalRequest is the body of POST /Workflow/Instances/{id}/Signals.
-type SignalRequest struct {
-	SignalKey string         `json:"SignalKey"`
-	Data      map[string]any `json:"Data"`
-}
-
-// maxComment bounds a decision's comment.
-const maxComment = 4096
-
 // handleSignal is POST /Workflow/Instances/{id}/Signals: an approver's
 // decision on the step the instance is suspended at.
 func (s *Server) handleSignal(w http.ResponseWriter, r *http.Request) {
-	var body SignalRequest
+	var body keyfactor.SignalRequest
 	if err := decodeJSON(r, &body); err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
-	step, ok := strings.CutSuffix(body.SignalKey, workflow.SignalSuffix)
-	if !ok || step == "" {
-		writeError(w, r, s.log, badField("SignalKey", "%q is not a signal certflow takes: want \"<stepId>%s\"", body.SignalKey, workflow.SignalSuffix))
-		return
-	}
-	approved, comment, err := decodeApproval(body.Data)
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
-	defer cancel()
-	req, err := s.loadInstance(ctx, r.PathValue("id"), identity(r))
-	// A key the pinned definition does not take is a client's mistake. An
-	// instance whose definition is not known here (not picked yet, or a
-	// version no longer loaded) cannot be judged so: it answers as not
-	// waiting at that step.
-	if def := s.definitionOfRequest(req); err == nil && def != nil && !slices.Contains(approvalSteps(req, def), step) {
-		err = badField("SignalKey", "the instance's workflow has no approval step %q", step)
-	}
-	if err == nil {
-		_, err = s.decide(ctx, req.ID, identity(r), step, body.SignalKey, approved, comment)
-	}
-	if err != nil {
+	if err := s.enroll.Signal(r.Context(), identity(r), r.PathValue("id"), &body); err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// definitionOfRequest returns the loaded definition a request is pinned
-// to, or nil.
-func (s *Server) definitionOfRequest(r *store.Request) *workflow.Definition {
-	if r == nil {
-		return nil
-	}
-	d, _ := s.defs.Load().Get(r.Instance.Definition, r.Instance.Version)
-	return d
-}
-
-// decodeApproval reads a signal's Data: Approved (true/false, or Keyfactor's
-// "True"/"False") and Comment.
-func decodeApproval(data map[string]any) (approved bool, comment string, err error) {
-	var rawApproved, rawComment any
-	for k, v := range data {
-		switch strings.ToLower(k) {
-		case "approved":
-			rawApproved = v
-		case "comment":
-			rawComment = v
-		}
-	}
-	switch v := rawApproved.(type) {
-	case bool:
-		approved = v
-	case string:
-		if approved, err = strconv.ParseBool(v); err != nil {
-			return false, "", badField("Data.Approved", "want true or false, got %q", v)
-		}
-	case nil:
-		return false, "", badField("Data.Approved", "required: true to approve, false to deny")
-	default:
-		return false, "", badField("Data.Approved", "want true or false")
-	}
-	switch v := rawComment.(type) {
-	case string:
-		comment = strings.TrimSpace(v)
-	case nil:
-	default:
-		return false, "", badField("Data.Comment", "want a string")
-	}
-	if len(comment) > maxComment {
-		return false, "", badField("Data.Comment", "longer than %d characters", maxComment)
-	}
-	if !approved && comment == "" {
-		return false, "", badField("Data.Comment", "required to deny: say why")
-	}
-	return approved, comment, nil
-}
-
-// errUnchanged ends an update that has nothing to write.
-var errUnchanged = errors.New("unchanged")
-
-// decide records who's decision on request id's wait at step. The record's
-// compare-and-set is the arbiter: of deciders (or a timeout) racing, each
-// sees the others' effect, and only the one that settles the wait
-// enqueues its resume, whose task id collapses any duplicate.
-func (s *Server) decide(ctx context.Context, id int64, who *Identity, step, signal string, approved bool, comment string) (*store.Request, error) {
-	var settled bool
-	req, err := s.store.Update(ctx, id, func(r *store.Request) error {
-		recorded, done, err := r.Instance.Decide(step, signal, decider(who), r.Requester.Name, approved, comment, time.Now().UTC())
-		settled = done
-		switch {
-		case err != nil:
-			return err
-		case !recorded:
-			return errUnchanged // the same approver again: counted once
-		case settled:
-			r.Disposition = store.Running // decided: the resume applies it
-		}
-		return nil
-	})
-	switch {
-	case errors.Is(err, errUnchanged):
-		return req, nil
-	case errors.Is(err, workflow.ErrNotWaiting):
-		return nil, newError(http.StatusConflict, CodeConflict, "workflow instance %s is not waiting for a decision at step %s (it is %s)", s.store.InstanceID(id), step, instanceStatusOf(req))
-	case errors.Is(err, workflow.ErrNotApprover), errors.Is(err, workflow.ErrSelfApproval):
-		return nil, newError(http.StatusForbidden, CodeForbidden, "%s may not decide request %d: %v", who.Name, id, err)
-	case errors.Is(err, workflow.ErrNoComment):
-		return nil, badField("Data.Comment", "required to deny: say why")
-	case errors.Is(err, store.ErrNotFound):
-		return nil, newError(http.StatusNotFound, CodeNotFound, "request %d: not found", id)
-	case err != nil:
-		return nil, err
-	}
-	verb := "approved"
-	if !approved {
-		verb = "denied"
-	}
-	s.log.Info("approval decision recorded", "request", id, "instance", req.Instance.ID, "step", step, "by", who.Name, "decision", verb, "settled", settled)
-	if settled {
-		s.resume(ctx, req, step)
-	}
-	return req, nil
-}
-
-// resume enqueues the run that applies a decided wait. The decision is
-// stored already: if the enqueue fails, the reconciler runs the request
-// (it is RUNNING again, in the open set), so the answer is still success.
-func (s *Server) resume(ctx context.Context, req *store.Request, step string) {
-	stage := 0
-	if n := len(req.Instance.Decisions); n > 0 {
-		stage = req.Instance.Decisions[n-1].Stage
-	}
-	if err := s.queue.EnqueueResume(context.WithoutCancel(ctx), req.ID, req.Instance.ID, step, stage, req.Generation); err != nil {
-		s.log.Warn("decision stored but its resume could not be enqueued; the reconciler will run the request", "request", req.ID, "err", err)
-	}
-}
-
-func instanceStatusOf(r *store.Request) string {
-	if r == nil {
-		return "unknown"
-	}
-	if r.Instance.Status == workflow.StatusSuspended && r.Instance.Wait != nil {
-		if r.Instance.Wait.Verdict != "" {
-			return "decided already (" + strings.ToLower(string(r.Instance.Wait.Verdict)) + ")"
-		}
-		return "suspended at step " + r.Instance.Wait.Step
-	}
-	return instanceStatus(r)
-}
-
-// StopRequest is the optional body of POST /Workflow/Instances/{id}/Stop.
-type StopRequest struct {
-	Comment string `json:"Comment"`
 }
 
 // handleStop is POST /Workflow/Instances/{id}/Stop (admin): reject a
 // suspended instance. A running one is refused with 409: a step in flight
 // (the CA's, say) may already have acted.
 func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {
-	var body StopRequest
+	var body keyfactor.StopRequest
 	if r.ContentLength != 0 {
 		if err := decodeJSON(r, &body); err != nil && !isEmptyBody(err) {
 			writeError(w, r, s.log, err)
 			return
 		}
 	}
-	if len(body.Comment) > maxComment {
-		writeError(w, r, s.log, badField("Comment", "longer than %d characters", maxComment))
+	if err := s.enroll.Stop(r.Context(), identity(r), r.PathValue("id"), &body); err != nil {
+		writeError(w, r, s.log, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
-	defer cancel()
-	who := identity(r)
-	var step string
-	req, ok := s.changeInstance(ctx, w, r, func(q *store.Request) error {
-		if q.Instance.Wait != nil {
-			step = q.Instance.Wait.Step
-		}
-		if err := q.Instance.Stop(who.Name, strings.TrimSpace(body.Comment), time.Now().UTC()); err != nil {
-			return err
-		}
-		q.Disposition = store.Running // decided: the resume rejects it
-		return nil
-	}, workflow.ErrNotWaiting, "only a suspended instance can be stopped")
-	if !ok {
-		return
-	}
-	s.log.Warn("workflow instance stopped by an administrator", "request", req.ID, "instance", req.Instance.ID, "by", who.Name)
-	s.resume(ctx, req, step)
 	w.WriteHeader(http.StatusNoContent)
 }
 
 // handleRestart is POST /Workflow/Instances/{id}/Restart (admin): run a
 // failed instance again from the step that failed.
 func (s *Server) handleRestart(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
-	defer cancel()
-	req, ok := s.changeInstance(ctx, w, r, func(q *store.Request) error {
-		if err := q.Instance.Restart(); err != nil {
-			return err
-		}
-		q.Disposition, q.Message = store.Queued, ""
-		q.Generation++ // a fresh task, whatever asynq keeps of the failed one
-		return nil
-	}, workflow.ErrTransition, "only a failed instance can be restarted")
-	if !ok {
+	if err := s.enroll.Restart(r.Context(), identity(r), r.PathValue("id")); err != nil {
+		writeError(w, r, s.log, err)
 		return
 	}
-	if err := s.queue.EnqueueRun(context.WithoutCancel(ctx), req.ID, req.Generation); err != nil {
-		s.log.Warn("restarted, but the run could not be enqueued; the reconciler will run it", "request", req.ID, "err", err)
-	}
-	s.log.Warn("failed workflow instance restarted by an administrator", "request", req.ID, "instance", req.Instance.ID, "by", identity(r).Name)
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// changeInstance applies change to the request of the instance the path
-// names, and answers the errors: a change refused with refused is 409,
-// saying why. It reports whether the change was stored.
-func (s *Server) changeInstance(ctx context.Context, w http.ResponseWriter, r *http.Request, change func(*store.Request) error, refused error, why string) (*store.Request, bool) {
-	req, err := s.loadInstance(ctx, r.PathValue("id"), identity(r))
-	if err == nil {
-		req, err = s.store.Update(ctx, req.ID, change)
-	}
-	if errors.Is(err, refused) {
-		err = newError(http.StatusConflict, CodeConflict, "workflow instance %s is %s: %s", r.PathValue("id"), instanceStatusOf(req), why)
-	}
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return nil, false
-	}
-	return req, true
 }
 
 func isEmptyBody(err error) bool {
 	var ae *apiError
 	return errors.As(err, &ae) && strings.HasPrefix(ae.msg, "request body: empty")
-}
-
-// CertificateRequest is Keyfactor's row of its older approval queue
-// (GET /Workflow/Certificates/Pending and /Denied).
-type CertificateRequest struct {
-	Id                   int64             `json:"Id"`
-	CARequestId          string            `json:"CARequestId"`
-	CommonName           string            `json:"CommonName"`
-	DistinguishedName    string            `json:"DistinguishedName"`
-	SubmissionDate       time.Time         `json:"SubmissionDate"`
-	CertificateAuthority string            `json:"CertificateAuthority"`
-	Template             string            `json:"Template"`
-	Requester            string            `json:"Requester"`
-	State                int               `json:"State"`
-	StateString          string            `json:"StateString"`
-	Metadata             map[string]string `json:"Metadata"`
 }
 
 // Keyfactor's certificate states used by the approval queue.
@@ -545,8 +212,8 @@ const (
 	statePending = 5
 )
 
-func (s *Server) newCertificateRequest(r *store.Request) CertificateRequest {
-	out := CertificateRequest{
+func (s *Server) newCertificateRequest(r *store.Request) keyfactor.CertificateRequest {
+	out := keyfactor.CertificateRequest{
 		Id: r.ID, CARequestId: strconv.FormatInt(r.ID, 10), SubmissionDate: r.Submitted,
 		CertificateAuthority: r.Input.CertificateAuthority, Template: r.Input.Template, Requester: r.Requester.Name,
 		Metadata: maps.Clone(r.Input.Metadata),
@@ -566,7 +233,7 @@ func (s *Server) newCertificateRequest(r *store.Request) CertificateRequest {
 
 var certificateRequestFields = []string{"id", "commonname", "requester", "template", "certificateauthority"}
 
-func certificateRequestField(c *CertificateRequest) func(string) string {
+func certificateRequestField(c *keyfactor.CertificateRequest) func(string) string {
 	return func(f string) string {
 		switch f {
 		case "id":
@@ -586,9 +253,11 @@ func certificateRequestField(c *CertificateRequest) func(string) string {
 
 func (s *Server) listCertificateRequests(w http.ResponseWriter, r *http.Request, disposition store.Disposition) {
 	keep := func(req *store.Request, viewer *Identity) bool {
-		return req.Disposition == disposition && visible(req, viewer)
+		return req.Disposition == disposition && enroll.Visible(req, viewer)
 	}
-	render := func(req *store.Request, _ *Identity) CertificateRequest { return s.newCertificateRequest(req) }
+	render := func(req *store.Request, _ *Identity) keyfactor.CertificateRequest {
+		return s.newCertificateRequest(req)
+	}
 	list(s, w, r, disposition == store.Pending, certificateRequestFields, keep, render, certificateRequestField)
 }
 
@@ -602,33 +271,6 @@ func (s *Server) handleDeniedCertificates(w http.ResponseWriter, r *http.Request
 	s.listCertificateRequests(w, r, store.Denied)
 }
 
-// ProcessedCertificateRequest is one entry of an ApproveDenyResult.
-type ProcessedCertificateRequest struct {
-	CARequestId        string `json:"CARequestId"`
-	CAHost             string `json:"CAHost"`
-	CALogicalName      string `json:"CALogicalName"`
-	KeyfactorRequestId int64  `json:"KeyfactorRequestId"`
-	Comment            string `json:"Comment"`
-}
-
-// ApproveDenyResult answers POST /Workflow/Certificates/Approve and /Deny:
-// Successes are the approvals recorded, Denials the denials recorded,
-// Failures the ids whose decision was refused, each with the reason.
-type ApproveDenyResult struct {
-	Successes []ProcessedCertificateRequest `json:"Successes"`
-	Failures  []ProcessedCertificateRequest `json:"Failures"`
-	Denials   []ProcessedCertificateRequest `json:"Denials"`
-}
-
-// DenialRequest is the body of POST /Workflow/Certificates/Deny.
-type DenialRequest struct {
-	Comment               string  `json:"Comment"`
-	CertificateRequestIds []int64 `json:"CertificateRequestIds"`
-}
-
-// maxBatch bounds the ids one approve or deny call takes.
-const maxBatch = 500
-
 // handleApproveCertificates is POST /Workflow/Certificates/Approve with a
 // JSON array of request ids.
 func (s *Server) handleApproveCertificates(w http.ResponseWriter, r *http.Request) {
@@ -637,103 +279,25 @@ func (s *Server) handleApproveCertificates(w http.ResponseWriter, r *http.Reques
 		writeError(w, r, s.log, err)
 		return
 	}
-	s.decideBatch(w, r, ids, true, "")
-}
-
-// handleDenyCertificates is POST /Workflow/Certificates/Deny.
-func (s *Server) handleDenyCertificates(w http.ResponseWriter, r *http.Request) {
-	var body DenialRequest
-	if err := decodeJSON(r, &body); err != nil {
+	res, err := s.enroll.Approve(r.Context(), identity(r), ids)
+	if err != nil {
 		writeError(w, r, s.log, err)
 		return
-	}
-	comment := strings.TrimSpace(body.Comment)
-	switch {
-	case comment == "":
-		writeError(w, r, s.log, badField("Comment", "required to deny: say why"))
-		return
-	case len(comment) > maxComment:
-		writeError(w, r, s.log, badField("Comment", "longer than %d characters", maxComment))
-		return
-	}
-	s.decideBatch(w, r, body.CertificateRequestIds, false, comment)
-}
-
-// decideBatch decides each request's current approval wait. A refusal for
-// one id is reported among the Failures, not as the call's status: the
-// others' decisions stand.
-func (s *Server) decideBatch(w http.ResponseWriter, r *http.Request, ids []int64, approved bool, comment string) {
-	field := "CertificateRequestIds"
-	if approved {
-		field = "request body"
-	}
-	switch {
-	case len(ids) == 0:
-		writeError(w, r, s.log, badField(field, "required: at least one certificate request id"))
-		return
-	case len(ids) > maxBatch:
-		writeError(w, r, s.log, badField(field, "more than %d ids", maxBatch))
-		return
-	}
-	for i, id := range ids {
-		if id <= 0 {
-			writeError(w, r, s.log, badField(fmt.Sprintf("%s[%d]", field, i), "want a positive request id, got %d", id))
-			return
-		}
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 2*s.cfg.API.RedisTimeout)
-	defer cancel()
-	who := identity(r)
-	res := ApproveDenyResult{Successes: []ProcessedCertificateRequest{}, Failures: []ProcessedCertificateRequest{}, Denials: []ProcessedCertificateRequest{}}
-	for _, id := range slices.Compact(slices.Sorted(slices.Values(ids))) {
-		entry := ProcessedCertificateRequest{KeyfactorRequestId: id, CARequestId: strconv.FormatInt(id, 10), Comment: comment}
-		req, err := s.store.Get(ctx, id)
-		if err == nil && !visible(req, who) {
-			// Reported as an id that does not exist: nothing of the
-			// request (its CA, its state) reaches who.
-			err = store.ErrNotFound
-		}
-		step := ""
-		if err == nil {
-			if wt := req.Instance.Wait; wt != nil {
-				step = wt.Step
-			}
-			entry.CAHost, entry.CALogicalName = s.caNames(req.Input.CertificateAuthority)
-		}
-		if err == nil {
-			_, err = s.decide(ctx, id, who, step, step+workflow.SignalSuffix, approved, comment)
-		}
-		var ae *apiError
-		switch {
-		case err == nil && approved:
-			res.Successes = append(res.Successes, entry)
-			continue
-		case err == nil:
-			res.Denials = append(res.Denials, entry)
-			continue
-		case errors.Is(err, store.ErrNotFound):
-			entry.Comment = fmt.Sprintf("request %d: not found", id)
-		case errors.As(err, &ae):
-			entry.Comment = ae.msg
-		case store.Unavailable(err):
-			writeError(w, r, s.log, err)
-			return
-		default:
-			s.log.Error("approval decision failed", "request", id, "err", err)
-			entry.Comment = "internal error"
-		}
-		res.Failures = append(res.Failures, entry)
 	}
 	writeJSON(w, http.StatusOK, res)
 }
 
-// caNames splits a request's CA into Keyfactor's host and logical name.
-func (s *Server) caNames(name string) (host, logical string) {
-	if name == "" {
-		return "", ""
+// handleDenyCertificates is POST /Workflow/Certificates/Deny.
+func (s *Server) handleDenyCertificates(w http.ResponseWriter, r *http.Request) {
+	var body keyfactor.DenialRequest
+	if err := decodeJSON(r, &body); err != nil {
+		writeError(w, r, s.log, err)
+		return
 	}
-	if ca, ok := s.cfg.CA(name); ok {
-		return ca.Host, ca.Name
+	res, err := s.enroll.Deny(r.Context(), identity(r), &body)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
 	}
-	return "", name
+	writeJSON(w, http.StatusOK, res)
 }

@@ -12,8 +12,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/testutil"
 )
@@ -27,7 +27,7 @@ func TestRateLimitsPerIdentity(t *testing.T) {
 		}
 	}
 	r := cf.Do(t, "GET", "/Status/Endpoints", nil, "Authorization", "Bearer "+testutil.AliceToken)
-	assertError(t, r, http.StatusTooManyRequests, api.CodeRateLimited, "alice")
+	assertError(t, r, http.StatusTooManyRequests, keyfactor.CodeRateLimited, "alice")
 	if s, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || s < 1 {
 		t.Fatalf("Retry-After %q, want whole seconds", r.Header.Get("Retry-After"))
 	}
@@ -46,7 +46,7 @@ func TestFailedAuthenticationsAreLimitedPerAddress(t *testing.T) {
 		}
 	}
 	r := cf.Do(t, "GET", "/Status/Endpoints", nil, "Authorization", "Bearer guess-again")
-	assertError(t, r, http.StatusTooManyRequests, api.CodeRateLimited, "failed authentications")
+	assertError(t, r, http.StatusTooManyRequests, keyfactor.CodeRateLimited, "failed authentications")
 	if r.Header.Get("Retry-After") == "" {
 		t.Fatal("no Retry-After")
 	}
@@ -54,7 +54,7 @@ func TestFailedAuthenticationsAreLimitedPerAddress(t *testing.T) {
 	// address is locked out, a valid token is refused too (see
 	// TestPolicyLoginThrottling for the way back).
 	r = cf.Do(t, "GET", "/Status/Endpoints", nil, "Authorization", "Bearer "+testutil.AliceToken)
-	assertError(t, r, http.StatusTooManyRequests, api.CodeRateLimited, "from this address")
+	assertError(t, r, http.StatusTooManyRequests, keyfactor.CodeRateLimited, "from this address")
 }
 
 func TestOversizedHeadersAreRefused(t *testing.T) {

@@ -23,8 +23,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/testutil"
 	"github.com/certflow/certflow/internal/worker"
 	"github.com/certflow/certflow/queue"
@@ -87,7 +87,7 @@ priority: %[2]d
 }
 
 // wfInstance is GET /Workflow/Instances/{id}, decoded by the documented
-// field names (not through api.Instance, so a wrong JSON tag shows).
+// field names (not through keyfactor.Instance, so a wrong JSON tag shows).
 type wfInstance struct {
 	Id                    string
 	Status                string
@@ -438,28 +438,28 @@ func TestSignalRefusalsChangeNothing(t *testing.T) {
 		code     string
 		message  string
 	}{
-		{"no SignalKey", inst, bob, map[string]any{"Data": approveData("")}, 400, api.CodeInvalidField, "SignalKey"},
-		{"a SignalKey of another kind", inst, bob, signalBody("approve.Status", approveData("")), 400, api.CodeInvalidField, "SignalKey"},
-		{"a SignalKey without a step", inst, bob, signalBody(".ApprovalStatus", approveData("")), 400, api.CodeInvalidField, "SignalKey"},
-		{"a step the workflow does not have", inst, bob, signalBody("nosuch.ApprovalStatus", approveData("")), 400, api.CodeInvalidField, "SignalKey"},
-		{"a step that is no approval", inst, bob, signalBody("issue.ApprovalStatus", approveData("")), 400, api.CodeInvalidField, "SignalKey"},
-		{"no Data", inst, bob, map[string]any{"SignalKey": key}, 400, api.CodeInvalidField, "Data.Approved"},
-		{"Approved missing", inst, bob, signalBody(key, map[string]any{"Comment": "ok"}), 400, api.CodeInvalidField, "Data.Approved"},
-		{"Approved not a boolean", inst, bob, signalBody(key, map[string]any{"Approved": "maybe"}), 400, api.CodeInvalidField, "Data.Approved"},
-		{"Approved a number", inst, bob, signalBody(key, map[string]any{"Approved": 1}), 400, api.CodeInvalidField, "Data.Approved"},
-		{"Comment not a string", inst, bob, signalBody(key, map[string]any{"Approved": true, "Comment": 42}), 400, api.CodeInvalidField, "Data.Comment"},
-		{"Comment too long", inst, bob, signalBody(key, approveData(strings.Repeat("x", 5000))), 400, api.CodeInvalidField, "Data.Comment"},
-		{"a denial without a comment", inst, bob, signalBody(key, map[string]any{"Approved": false}), 400, api.CodeInvalidField, "Data.Comment"},
-		{"a denial with a blank comment", inst, bob, signalBody(key, denyData("   ")), 400, api.CodeInvalidField, "Data.Comment"},
-		{`a "False" without a comment`, inst, bob, signalBody(key, map[string]any{"Approved": "False"}), 400, api.CodeInvalidField, "Data.Comment"},
-		{"a body that is not JSON", inst, bob, `{"SignalKey": `, 400, api.CodeInvalidField, "request body"},
-		{"the requester, who holds no approver role", inst, bearer(testutil.AliceToken), signalBody(key, approveData("")), 403, api.CodeForbidden, "not among the step's approvers"},
+		{"no SignalKey", inst, bob, map[string]any{"Data": approveData("")}, 400, keyfactor.CodeInvalidField, "SignalKey"},
+		{"a SignalKey of another kind", inst, bob, signalBody("approve.Status", approveData("")), 400, keyfactor.CodeInvalidField, "SignalKey"},
+		{"a SignalKey without a step", inst, bob, signalBody(".ApprovalStatus", approveData("")), 400, keyfactor.CodeInvalidField, "SignalKey"},
+		{"a step the workflow does not have", inst, bob, signalBody("nosuch.ApprovalStatus", approveData("")), 400, keyfactor.CodeInvalidField, "SignalKey"},
+		{"a step that is no approval", inst, bob, signalBody("issue.ApprovalStatus", approveData("")), 400, keyfactor.CodeInvalidField, "SignalKey"},
+		{"no Data", inst, bob, map[string]any{"SignalKey": key}, 400, keyfactor.CodeInvalidField, "Data.Approved"},
+		{"Approved missing", inst, bob, signalBody(key, map[string]any{"Comment": "ok"}), 400, keyfactor.CodeInvalidField, "Data.Approved"},
+		{"Approved not a boolean", inst, bob, signalBody(key, map[string]any{"Approved": "maybe"}), 400, keyfactor.CodeInvalidField, "Data.Approved"},
+		{"Approved a number", inst, bob, signalBody(key, map[string]any{"Approved": 1}), 400, keyfactor.CodeInvalidField, "Data.Approved"},
+		{"Comment not a string", inst, bob, signalBody(key, map[string]any{"Approved": true, "Comment": 42}), 400, keyfactor.CodeInvalidField, "Data.Comment"},
+		{"Comment too long", inst, bob, signalBody(key, approveData(strings.Repeat("x", 5000))), 400, keyfactor.CodeInvalidField, "Data.Comment"},
+		{"a denial without a comment", inst, bob, signalBody(key, map[string]any{"Approved": false}), 400, keyfactor.CodeInvalidField, "Data.Comment"},
+		{"a denial with a blank comment", inst, bob, signalBody(key, denyData("   ")), 400, keyfactor.CodeInvalidField, "Data.Comment"},
+		{`a "False" without a comment`, inst, bob, signalBody(key, map[string]any{"Approved": "False"}), 400, keyfactor.CodeInvalidField, "Data.Comment"},
+		{"a body that is not JSON", inst, bob, `{"SignalKey": `, 400, keyfactor.CodeInvalidField, "request body"},
+		{"the requester, who holds no approver role", inst, bearer(testutil.AliceToken), signalBody(key, approveData("")), 403, keyfactor.CodeForbidden, "not among the step's approvers"},
 		// Those who may not see the request are told it does not exist.
-		{"another requester", inst, carolBasic, signalBody(key, approveData("")), 404, api.CodeNotFound, "workflow instance " + inst + ": not found"},
-		{"a role the step does not name", inst, bearer(erinToken), signalBody(key, approveData("")), 404, api.CodeNotFound, "workflow instance " + inst + ": not found"},
-		{"a denial by an outsider", inst, bearer(erinToken), signalBody(key, denyData("no")), 404, api.CodeNotFound, "workflow instance " + inst + ": not found"},
-		{"an unknown instance", "00000000-0000-4000-8000-000000000000", bob, signalBody(key, approveData("")), 404, api.CodeNotFound, "not found"},
-		{"no credentials", inst, "", signalBody(key, approveData("")), 401, api.CodeUnauthorized, ""},
+		{"another requester", inst, carolBasic, signalBody(key, approveData("")), 404, keyfactor.CodeNotFound, "workflow instance " + inst + ": not found"},
+		{"a role the step does not name", inst, bearer(erinToken), signalBody(key, approveData("")), 404, keyfactor.CodeNotFound, "workflow instance " + inst + ": not found"},
+		{"a denial by an outsider", inst, bearer(erinToken), signalBody(key, denyData("no")), 404, keyfactor.CodeNotFound, "workflow instance " + inst + ": not found"},
+		{"an unknown instance", "00000000-0000-4000-8000-000000000000", bob, signalBody(key, approveData("")), 404, keyfactor.CodeNotFound, "not found"},
+		{"no credentials", inst, "", signalBody(key, approveData("")), 401, keyfactor.CodeUnauthorized, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -487,7 +487,7 @@ func TestSignalRefusalsChangeNothing(t *testing.T) {
 			{daveToken, denyData("too late")},
 			{testutil.AdminToken, denyData("admin too late")},
 		} {
-			assertError(t, signal(t, cf, inst, bearer(tc.token), signalBody(key, tc.data)), http.StatusConflict, api.CodeConflict, "not waiting")
+			assertError(t, signal(t, cf, inst, bearer(tc.token), signalBody(key, tc.data)), http.StatusConflict, keyfactor.CodeConflict, "not waiting")
 		}
 		in := getInstance(t, cf, inst, bob)
 		if in.Status != "Complete" || len(in.Decisions) != 1 || in.Decisions[0].By != "bob" {
@@ -525,7 +525,7 @@ func TestApprovalSelfApprovalIsRefusedUnlessAllowed(t *testing.T) {
 			}
 			r := signal(t, cf, inst, bearer(tc.requester), signalBody("approve.ApprovalStatus", tc.data))
 			if !tc.allowed {
-				assertError(t, r, http.StatusForbidden, api.CodeForbidden, "own request")
+				assertError(t, r, http.StatusForbidden, keyfactor.CodeForbidden, "own request")
 				if in := getInstance(t, cf, inst, bearer(testutil.AdminToken)); in.Status != "Suspended" || len(in.Decisions) != 0 {
 					t.Fatalf("a refused self-approval changed the instance: %s %v", in.Status, in.Decisions)
 				}
@@ -686,7 +686,7 @@ func TestApprovalRaces(t *testing.T) {
 					case http.StatusNoContent:
 						won = append(won, racers[j].name)
 					case http.StatusConflict:
-						assertError(t, r, http.StatusConflict, api.CodeConflict, inst)
+						assertError(t, r, http.StatusConflict, keyfactor.CodeConflict, inst)
 					default:
 						t.Fatalf("request %d, %s: %d %s; want 204 or 409", i, racers[j].name, r.Status, r.Body)
 					}
@@ -772,7 +772,7 @@ func TestApprovalDenialEndsTheRequest(t *testing.T) {
 			if in.Status != "Rejected" || len(in.Decisions) != 1 || in.Decisions[0].Approved || in.Decisions[0].Comment != tc.comment || in.Decisions[0].By != "bob" {
 				t.Fatalf("instance %s decisions %v", in.Status, in.Decisions)
 			}
-			assertError(t, signal(t, cf, inst, bearer(daveToken), signalBody("approve.ApprovalStatus", approveData("overrule"))), http.StatusConflict, api.CodeConflict, "not waiting")
+			assertError(t, signal(t, cf, inst, bearer(daveToken), signalBody("approve.ApprovalStatus", approveData("overrule"))), http.StatusConflict, keyfactor.CodeConflict, "not waiting")
 		})
 	}
 }
@@ -835,13 +835,13 @@ steps:
 			// Not yet waiting: 409, as for a wait that is over; the signal
 			// key is right, so it must not be refused as unknown (400).
 			r := signal(t, cf, inst, bearer(testutil.BobToken), signalBody("approve.ApprovalStatus", approveData("early")))
-			var e api.Error
+			var e keyfactor.Error
 			json.Unmarshal(r.Body, &e)
-			if r.Status != http.StatusConflict || e.ErrorCode != api.CodeConflict || !strings.Contains(e.Message, "not waiting") {
-				t.Errorf("a signal before the instance reached its approval step: %d %s %q; want 409 %s naming it not waiting", r.Status, e.ErrorCode, e.Message, api.CodeConflict)
+			if r.Status != http.StatusConflict || e.ErrorCode != keyfactor.CodeConflict || !strings.Contains(e.Message, "not waiting") {
+				t.Errorf("a signal before the instance reached its approval step: %d %s %q; want 409 %s naming it not waiting", r.Status, e.ErrorCode, e.Message, keyfactor.CodeConflict)
 			}
 			// Nor can a running instance be stopped: its step may act.
-			assertError(t, cf.Do(t, "POST", "/Workflow/Instances/"+inst+"/Stop", map[string]any{"Comment": "too early"}), http.StatusConflict, api.CodeConflict, inst)
+			assertError(t, cf.Do(t, "POST", "/Workflow/Instances/"+inst+"/Stop", map[string]any{"Comment": "too early"}), http.StatusConflict, keyfactor.CodeConflict, inst)
 			in := getInstance(t, cf, inst, bearer(testutil.AdminToken))
 			if in.Status != "Running" || len(in.Decisions) != 0 {
 				t.Fatalf("an early signal or stop changed the instance: %s %v", in.Status, in.Decisions)
@@ -886,7 +886,7 @@ func TestApprovalTimeoutDeniesOrEscalates(t *testing.T) {
 		if in.Status != "Rejected" {
 			t.Fatalf("instance %s", in.Status)
 		}
-		assertError(t, signal(t, cf, inst, bearer(testutil.BobToken), signalBody("approve.ApprovalStatus", approveData("late"))), http.StatusConflict, api.CodeConflict, "not waiting")
+		assertError(t, signal(t, cf, inst, bearer(testutil.BobToken), signalBody("approve.ApprovalStatus", approveData("late"))), http.StatusConflict, keyfactor.CodeConflict, "not waiting")
 	})
 
 	t.Run("escalate", func(t *testing.T) {
@@ -919,7 +919,7 @@ func TestApprovalTimeoutDeniesOrEscalates(t *testing.T) {
 		if got := listInstanceIDs(t, cf, "/Workflow/Instances/AssignedToMe", bearer(testutil.BobToken)); slices.Contains(got, inst) {
 			t.Fatalf("AssignedToMe for bob still lists the escalated request: %v", got)
 		}
-		assertError(t, signal(t, cf, inst, bearer(testutil.BobToken), signalBody("approve.ApprovalStatus", approveData("too late for me"))), http.StatusForbidden, api.CodeForbidden, "pki-leads")
+		assertError(t, signal(t, cf, inst, bearer(testutil.BobToken), signalBody("approve.ApprovalStatus", approveData("too late for me"))), http.StatusForbidden, keyfactor.CodeForbidden, "pki-leads")
 		mustSignal(t, cf, inst, erinToken, approveData("escalated and approved"))
 		assertIssuedOnce(t, cf, pollFinal(t, cf, id))
 		in = getInstance(t, cf, inst, bearer(testutil.AdminToken))
@@ -1126,7 +1126,7 @@ func TestKeyfactorPendingQueueApproveAndDeny(t *testing.T) {
 			map[string]any{"CertificateRequestIds": []int64{b}},
 			map[string]any{"Comment": "  ", "CertificateRequestIds": []int64{b}},
 		} {
-			assertError(t, cf.Do(t, "POST", "/Workflow/Certificates/Deny", body, "Authorization", bearer(testutil.BobToken)), http.StatusBadRequest, api.CodeInvalidField, "Comment")
+			assertError(t, cf.Do(t, "POST", "/Workflow/Certificates/Deny", body, "Authorization", bearer(testutil.BobToken)), http.StatusBadRequest, keyfactor.CodeInvalidField, "Comment")
 		}
 		if st := getRequest(t, cf, b); st.CertificateInformation.RequestDisposition != "PENDING" {
 			t.Fatalf("a refused deny changed the request: %s", st.CertificateInformation.RequestDisposition)
@@ -1162,9 +1162,9 @@ func TestKeyfactorPendingQueueApproveAndDeny(t *testing.T) {
 	})
 
 	t.Run("malformed batches", func(t *testing.T) {
-		assertError(t, cf.Do(t, "POST", "/Workflow/Certificates/Approve", []int64{}, "Authorization", bearer(testutil.BobToken)), http.StatusBadRequest, api.CodeInvalidField, "")
-		assertError(t, cf.Do(t, "POST", "/Workflow/Certificates/Approve", []int64{-1}, "Authorization", bearer(testutil.BobToken)), http.StatusBadRequest, api.CodeInvalidField, "")
-		assertError(t, cf.Do(t, "POST", "/Workflow/Certificates/Deny", map[string]any{"Comment": "x"}, "Authorization", bearer(testutil.BobToken)), http.StatusBadRequest, api.CodeInvalidField, "CertificateRequestIds")
+		assertError(t, cf.Do(t, "POST", "/Workflow/Certificates/Approve", []int64{}, "Authorization", bearer(testutil.BobToken)), http.StatusBadRequest, keyfactor.CodeInvalidField, "")
+		assertError(t, cf.Do(t, "POST", "/Workflow/Certificates/Approve", []int64{-1}, "Authorization", bearer(testutil.BobToken)), http.StatusBadRequest, keyfactor.CodeInvalidField, "")
+		assertError(t, cf.Do(t, "POST", "/Workflow/Certificates/Deny", map[string]any{"Comment": "x"}, "Authorization", bearer(testutil.BobToken)), http.StatusBadRequest, keyfactor.CodeInvalidField, "CertificateRequestIds")
 	})
 }
 
@@ -1177,10 +1177,10 @@ func TestStopAndRestartOfInstances(t *testing.T) {
 	restart := "/Workflow/Instances/" + inst + "/Restart"
 
 	for _, token := range []string{testutil.AliceToken, testutil.BobToken} {
-		assertError(t, cf.Do(t, "POST", stop, map[string]any{"Comment": "x"}, "Authorization", bearer(token)), http.StatusForbidden, api.CodeForbidden, "admin")
-		assertError(t, cf.Do(t, "POST", restart, nil, "Authorization", bearer(token)), http.StatusForbidden, api.CodeForbidden, "admin")
+		assertError(t, cf.Do(t, "POST", stop, map[string]any{"Comment": "x"}, "Authorization", bearer(token)), http.StatusForbidden, keyfactor.CodeForbidden, "admin")
+		assertError(t, cf.Do(t, "POST", restart, nil, "Authorization", bearer(token)), http.StatusForbidden, keyfactor.CodeForbidden, "admin")
 	}
-	assertError(t, cf.Do(t, "POST", restart, nil), http.StatusConflict, api.CodeConflict, "only a failed instance")
+	assertError(t, cf.Do(t, "POST", restart, nil), http.StatusConflict, keyfactor.CodeConflict, "only a failed instance")
 	if in := getInstance(t, cf, inst, bearer(testutil.AdminToken)); in.Status != "Suspended" || len(in.Decisions) != 0 {
 		t.Fatalf("refused stops and restarts changed the instance: %s %v", in.Status, in.Decisions)
 	}
@@ -1199,9 +1199,9 @@ func TestStopAndRestartOfInstances(t *testing.T) {
 	if in.Status != "Rejected" || len(in.Decisions) != 1 || in.Decisions[0].Kind != "stop" || in.Decisions[0].By != "admin" || in.Decisions[0].Step != "approve" {
 		t.Fatalf("stopped instance %s decisions %v", in.Status, in.Decisions)
 	}
-	assertError(t, cf.Do(t, "POST", stop, nil), http.StatusConflict, api.CodeConflict, inst)
-	assertError(t, cf.Do(t, "POST", restart, nil), http.StatusConflict, api.CodeConflict, "only a failed instance")
-	assertError(t, signal(t, cf, inst, bearer(testutil.BobToken), signalBody("approve.ApprovalStatus", approveData("after the stop"))), http.StatusConflict, api.CodeConflict, "not waiting")
+	assertError(t, cf.Do(t, "POST", stop, nil), http.StatusConflict, keyfactor.CodeConflict, inst)
+	assertError(t, cf.Do(t, "POST", restart, nil), http.StatusConflict, keyfactor.CodeConflict, "only a failed instance")
+	assertError(t, signal(t, cf, inst, bearer(testutil.BobToken), signalBody("approve.ApprovalStatus", approveData("after the stop"))), http.StatusConflict, keyfactor.CodeConflict, "not waiting")
 
 	t.Run("a stop without a body", func(t *testing.T) {
 		er := submitPending(t, cf, "stop.bare.example.com", testutil.AliceToken)
@@ -1217,10 +1217,10 @@ func TestStopAndRestartOfInstances(t *testing.T) {
 	t.Run("restart of a complete instance", func(t *testing.T) {
 		csr, _ := testutil.CSR(t, "done.example.com")
 		_, done := enroll(t, cf, testutil.EnrollBody(csr, nil))
-		assertError(t, cf.Do(t, "POST", "/Workflow/Instances/"+done.CertificateInformation.WorkflowInstanceId+"/Restart", nil), http.StatusConflict, api.CodeConflict, "only a failed instance")
+		assertError(t, cf.Do(t, "POST", "/Workflow/Instances/"+done.CertificateInformation.WorkflowInstanceId+"/Restart", nil), http.StatusConflict, keyfactor.CodeConflict, "only a failed instance")
 	})
 	t.Run("unknown instance", func(t *testing.T) {
-		assertError(t, cf.Do(t, "POST", "/Workflow/Instances/00000000-0000-4000-8000-000000000000/Stop", nil), http.StatusNotFound, api.CodeNotFound, "")
+		assertError(t, cf.Do(t, "POST", "/Workflow/Instances/00000000-0000-4000-8000-000000000000/Stop", nil), http.StatusNotFound, keyfactor.CodeNotFound, "")
 	})
 }
 
@@ -1344,7 +1344,7 @@ func TestRestartOfAFailedInstanceAroundAnApproval(t *testing.T) {
 			t.Fatalf("with the check failing: %s, timeline %s", st.CertificateInformation.RequestDisposition, timeline(st))
 		}
 		restart := "/Workflow/Instances/" + inst + "/Restart"
-		assertError(t, cf.Do(t, "POST", restart, nil, "Authorization", bearer(testutil.BobToken)), http.StatusForbidden, api.CodeForbidden, "admin")
+		assertError(t, cf.Do(t, "POST", restart, nil, "Authorization", bearer(testutil.BobToken)), http.StatusForbidden, keyfactor.CodeForbidden, "admin")
 		sw.set("/after")
 		if r := cf.Do(t, "POST", restart, nil); r.Status != http.StatusNoContent {
 			t.Fatalf("restart of a failed instance: %d %s", r.Status, r.Body)
@@ -1360,7 +1360,7 @@ func TestRestartOfAFailedInstanceAroundAnApproval(t *testing.T) {
 		if n := sw.count("/after"); n != 2 {
 			t.Fatalf("the check ran %d times, want 2", n)
 		}
-		assertError(t, cf.Do(t, "POST", restart, nil), http.StatusConflict, api.CodeConflict, "only a failed instance")
+		assertError(t, cf.Do(t, "POST", restart, nil), http.StatusConflict, keyfactor.CodeConflict, "only a failed instance")
 	})
 
 	t.Run("a failure before the approval waits for approval after the restart", func(t *testing.T) {
@@ -1371,7 +1371,7 @@ func TestRestartOfAFailedInstanceAroundAnApproval(t *testing.T) {
 			t.Fatalf("with the check failing: %d %s", resp.Status, resp.Body)
 		}
 		inst, id := er.CertificateInformation.WorkflowInstanceId, er.CertificateInformation.KeyfactorRequestId
-		assertError(t, signal(t, cf, inst, bearer(testutil.BobToken), signalBody("approve.ApprovalStatus", approveData("failed already"))), http.StatusConflict, api.CodeConflict, "not waiting")
+		assertError(t, signal(t, cf, inst, bearer(testutil.BobToken), signalBody("approve.ApprovalStatus", approveData("failed already"))), http.StatusConflict, keyfactor.CodeConflict, "not waiting")
 		sw.set("/before")
 		if r := cf.Do(t, "POST", "/Workflow/Instances/"+inst+"/Restart", nil); r.Status != http.StatusNoContent {
 			t.Fatalf("restart: %d %s", r.Status, r.Body)
@@ -1503,7 +1503,7 @@ func TestApprovalWaitKeepsItsRulesAcrossAReload(t *testing.T) {
 	}
 	// The waiting request keeps the roles it was suspended with.
 	// (To erin, who may not decide it, the request does not exist.)
-	assertError(t, signal(t, cf, old.WorkflowInstanceId, bearer(erinToken), signalBody("approve.ApprovalStatus", approveData("new rules"))), http.StatusNotFound, api.CodeNotFound, "not found")
+	assertError(t, signal(t, cf, old.WorkflowInstanceId, bearer(erinToken), signalBody("approve.ApprovalStatus", approveData("new rules"))), http.StatusNotFound, keyfactor.CodeNotFound, "not found")
 	mustSignal(t, cf, old.WorkflowInstanceId, testutil.BobToken, approveData("old rules"))
 	st := pollFinal(t, cf, old.KeyfactorRequestId)
 	assertIssuedOnce(t, cf, st)
@@ -1512,7 +1512,7 @@ func TestApprovalWaitKeepsItsRulesAcrossAReload(t *testing.T) {
 	}
 	// A new request waits under the new rules.
 	fresh := submitPending(t, cf, "reload.new.example.com", testutil.AliceToken).CertificateInformation
-	assertError(t, signal(t, cf, fresh.WorkflowInstanceId, bearer(testutil.BobToken), signalBody("approve.ApprovalStatus", approveData("old rules"))), http.StatusForbidden, api.CodeForbidden, "bob may not decide")
+	assertError(t, signal(t, cf, fresh.WorkflowInstanceId, bearer(testutil.BobToken), signalBody("approve.ApprovalStatus", approveData("old rules"))), http.StatusForbidden, keyfactor.CodeForbidden, "bob may not decide")
 	mustSignal(t, cf, fresh.WorkflowInstanceId, erinToken, approveData("new rules"))
 	if st := pollFinal(t, cf, fresh.KeyfactorRequestId); st.CertificateInformation.RequestDisposition != "ISSUED" || st.Metadata["After"] != "v2" {
 		t.Fatalf("the new request: %s %v", st.CertificateInformation.RequestDisposition, st.Metadata)
@@ -1535,8 +1535,8 @@ steps:
 	}
 	// erin may not see the request before it waits for her; the admin
 	// may, and is told it does not wait there yet.
-	assertError(t, second(erinToken, approveData("too soon")), http.StatusNotFound, api.CodeNotFound, "not found")
-	assertError(t, second(testutil.AdminToken, approveData("too soon")), http.StatusConflict, api.CodeConflict, "not waiting")
+	assertError(t, second(erinToken, approveData("too soon")), http.StatusNotFound, keyfactor.CodeNotFound, "not found")
+	assertError(t, second(testutil.AdminToken, approveData("too soon")), http.StatusConflict, keyfactor.CodeConflict, "not waiting")
 	mustSignal(t, cf, inst, testutil.BobToken, approveData("first"))
 	var in wfInstance
 	waitFor(t, "the second approval step", func() bool {
@@ -1552,8 +1552,8 @@ steps:
 	if got := listInstanceIDs(t, cf, "/Workflow/Instances/AssignedToMe", bearer(erinToken)); !slices.Contains(got, inst) {
 		t.Fatalf("AssignedToMe for erin: %v", got)
 	}
-	assertError(t, signal(t, cf, inst, bearer(testutil.BobToken), signalBody("approve.ApprovalStatus", approveData("again"))), http.StatusConflict, api.CodeConflict, "not waiting")
-	assertError(t, second(testutil.BobToken, approveData("not mine")), http.StatusForbidden, api.CodeForbidden, "pki-leads")
+	assertError(t, signal(t, cf, inst, bearer(testutil.BobToken), signalBody("approve.ApprovalStatus", approveData("again"))), http.StatusConflict, keyfactor.CodeConflict, "not waiting")
+	assertError(t, second(testutil.BobToken, approveData("not mine")), http.StatusForbidden, keyfactor.CodeForbidden, "pki-leads")
 	if r := second(erinToken, approveData("second")); r.Status != http.StatusNoContent {
 		t.Fatalf("erin's approval: %d %s", r.Status, r.Body)
 	}

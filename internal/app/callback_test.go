@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/callback"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/testutil"
 )
 
@@ -137,7 +137,7 @@ func TestCallbackToPrivateRangesIsRefusedUnlessAllowed(t *testing.T) {
 	csr, _ := testutil.CSR(t, "private.example.com")
 	for _, u := range []string{"http://127.0.0.1:9/x", "http://10.1.2.3/x", "http://[::1]/x", "http://localhost/x", "http://169.254.169.254/latest/meta-data"} {
 		r := cf.Do(t, "POST", "/Enrollment/CSR", testutil.EnrollBody(csr, map[string]any{"CallbackUrl": u}), "x-certificateformat", "PEM")
-		assertError(t, r, 400, api.CodeInvalidField, "CallbackUrl")
+		assertError(t, r, 400, keyfactor.CodeInvalidField, "CallbackUrl")
 	}
 }
 
@@ -157,9 +157,9 @@ func TestPrivateKeyRetention(t *testing.T) {
 	otherPKCS8, _ := x509.MarshalPKCS8PrivateKey(otherKey)
 
 	r := cf.Do(t, "POST", "/Enrollment/CSR", testutil.EnrollBody(csr, map[string]any{"Template": "Retained", "PrivateKey": base64.StdEncoding.EncodeToString(otherPKCS8)}), "x-certificateformat", "PEM")
-	assertError(t, r, 400, api.CodeInvalidField, "PrivateKey: does not match")
+	assertError(t, r, 400, keyfactor.CodeInvalidField, "PrivateKey: does not match")
 	r = cf.Do(t, "POST", "/Enrollment/CSR", testutil.EnrollBody(csr, map[string]any{"Template": "Retained", "PrivateKey": "bm90IGEga2V5"}), "x-certificateformat", "PEM")
-	assertError(t, r, 400, api.CodeInvalidField, "PrivateKey")
+	assertError(t, r, 400, keyfactor.CodeInvalidField, "PrivateKey")
 
 	resp, er := enroll(t, cf, testutil.EnrollBody(csr, map[string]any{"Template": "Retained", "PrivateKey": base64.StdEncoding.EncodeToString(pkcs8)}))
 	if resp.Status != http.StatusOK || er.CertificateInformation.RequestDisposition != "ISSUED" {

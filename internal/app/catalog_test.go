@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/testutil"
 )
@@ -132,7 +132,7 @@ func TestTemplatesAnswerKeyfactorsTemplateObjects(t *testing.T) {
 	hasKeys(t, "a template", raw[1], "Id", "CommonName", "TemplateName", "KeySize", "KeyType", "FriendlyName", "KeyRetention",
 		"KeyRetentionDays", "KeyArchival", "EnrollmentFields", "MetadataFields", "AllowedEnrollmentTypes", "TemplateRegexes",
 		"UseAllowedRequesters", "AllowedRequesters", "RFCEnforcement", "RequiresApproval", "KeyUsage", "ExtendedKeyUsages", "Curve", "TemplatePolicy")
-	var list []api.Template
+	var list []keyfactor.Template
 	getJSON(t, cf, "/Templates", testutil.AliceToken, &list)
 	web, internal := list[0], list[1]
 	if web.Id != 1 || web.CommonName != "WebServer" || web.TemplateName != "Web Server" || web.KeyType != "RSA" || web.KeySize != "2048" ||
@@ -142,25 +142,25 @@ func TestTemplatesAnswerKeyfactorsTemplateObjects(t *testing.T) {
 	if web.KeyUsage != 0x80|0x20 {
 		t.Errorf("WebServer KeyUsage = %d, want 160 (digitalSignature | keyEncipherment)", web.KeyUsage)
 	}
-	wantEKU := []api.ExtendedKeyUsage{{Id: 1, Oid: "1.3.6.1.5.5.7.3.1", DisplayName: "Server Authentication"}, {Id: 2, Oid: "1.3.6.1.5.5.7.3.2", DisplayName: "Client Authentication"}}
+	wantEKU := []keyfactor.ExtendedKeyUsage{{Id: 1, Oid: "1.3.6.1.5.5.7.3.1", DisplayName: "Server Authentication"}, {Id: 2, Oid: "1.3.6.1.5.5.7.3.2", DisplayName: "Client Authentication"}}
 	if !reflect.DeepEqual(web.ExtendedKeyUsages, wantEKU) {
 		t.Errorf("ExtendedKeyUsages = %+v", web.ExtendedKeyUsages)
 	}
-	wantPolicy := api.TemplatePolicy{TemplateId: 2, RSAValidKeySizes: []int{3072}, ECCValidCurves: []string{"1.3.132.0.34", "1.2.840.10045.3.1.7"}, RFCEnforcement: true, CertificateOwnerRole: 1}
+	wantPolicy := keyfactor.TemplatePolicy{TemplateId: 2, RSAValidKeySizes: []int{3072}, ECCValidCurves: []string{"1.3.132.0.34", "1.2.840.10045.3.1.7"}, RFCEnforcement: true, CertificateOwnerRole: 1}
 	if !reflect.DeepEqual(internal.TemplatePolicy, wantPolicy) {
 		t.Errorf("Internal TemplatePolicy = %+v\nwant %+v", internal.TemplatePolicy, wantPolicy)
 	}
 	if internal.Curve != "1.3.132.0.34" || !internal.UseAllowedRequesters || !slices.Equal(internal.AllowedRequesters, []string{"web-owners"}) {
 		t.Errorf("Internal = %+v", internal)
 	}
-	wantFields := []api.TemplateEnrollmentField{
+	wantFields := []keyfactor.TemplateEnrollmentField{
 		{Id: 1, Name: "Ticket", Options: []string{}, DataType: 1, Required: true},
 		{Id: 2, Name: "Zone", Options: []string{"dmz", "lan"}, DataType: 2},
 	}
 	if !reflect.DeepEqual(internal.EnrollmentFields, wantFields) {
 		t.Errorf("EnrollmentFields = %+v", internal.EnrollmentFields)
 	}
-	md := map[string]api.TemplateMetadataField{}
+	md := map[string]keyfactor.TemplateMetadataField{}
 	for _, f := range internal.MetadataFields {
 		md[cf.Config.Metadata[f.MetadataId-1].Name] = f
 	}
@@ -174,13 +174,13 @@ func TestTemplatesAnswerKeyfactorsTemplateObjects(t *testing.T) {
 	}
 
 	t.Run("one template by id", func(t *testing.T) {
-		var one api.Template
+		var one keyfactor.Template
 		getJSON(t, cf, "/Templates/2", testutil.AliceToken, &one)
 		if !reflect.DeepEqual(one, internal) {
 			t.Errorf("GET /Templates/2 = %+v\nwant %+v", one, internal)
 		}
-		assertError(t, cf.Do(t, "GET", "/Templates/3", nil), http.StatusNotFound, api.CodeNotFound, "template 3")
-		assertError(t, cf.Do(t, "GET", "/Templates/web", nil), http.StatusBadRequest, api.CodeInvalidField, "id: ")
+		assertError(t, cf.Do(t, "GET", "/Templates/3", nil), http.StatusNotFound, keyfactor.CodeNotFound, "template 3")
+		assertError(t, cf.Do(t, "GET", "/Templates/web", nil), http.StatusBadRequest, keyfactor.CodeInvalidField, "id: ")
 	})
 }
 
@@ -194,7 +194,7 @@ func TestCSRContextListsTheTemplatesTheCallerMayUse(t *testing.T) {
 		var raw map[string]any
 		getJSON(t, cf, "/Enrollment/CSR/Context/My", token, &raw)
 		hasKeys(t, "the context", raw, "Templates", "StandaloneCAs")
-		var ctx api.CSRContext
+		var ctx keyfactor.CSRContext
 		getJSON(t, cf, "/Enrollment/CSR/Context/My", token, &ctx)
 		var tn, sn []string
 		for _, tm := range ctx.Templates {
@@ -223,7 +223,7 @@ func TestCSRContextListsTheTemplatesTheCallerMayUse(t *testing.T) {
 		})
 	}
 	t.Run("the PFX context is the same", func(t *testing.T) {
-		var csrCtx, pfxCtx api.CSRContext
+		var csrCtx, pfxCtx keyfactor.CSRContext
 		getJSON(t, cf, "/Enrollment/CSR/Context/My", ownerToken, &csrCtx)
 		getJSON(t, cf, "/Enrollment/PFX/Context/My", ownerToken, &pfxCtx)
 		if !reflect.DeepEqual(csrCtx, pfxCtx) {
@@ -235,7 +235,7 @@ func TestCSRContextListsTheTemplatesTheCallerMayUse(t *testing.T) {
 		getJSON(t, cf, "/Enrollment/CSR/Context/My", ownerToken, &raw)
 		hasKeys(t, "a context template", raw.Templates[1], "Id", "Name", "DisplayName", "RequiresApproval", "KeyRetention", "CAs",
 			"EnrollmentFields", "MetadataFields", "Regexes", "AllowedEnrollmentTypes", "TemplateDefaultSettings", "TemplatePolicy")
-		var ctx api.CSRContext
+		var ctx keyfactor.CSRContext
 		getJSON(t, cf, "/Enrollment/CSR/Context/My", ownerToken, &ctx)
 		in := ctx.Templates[1]
 		if in.Id != 2 || in.DisplayName != "Internal Server" || len(in.CAs) != 1 || in.CAs[0].Name != `certflow\CertflowIssuingCA` ||
@@ -250,7 +250,7 @@ func TestATemplateTheCallerMayNotUseIsRefusedWith403(t *testing.T) {
 	cf := testutil.StartCertflow(t, catalogConfig(t))
 	csr, _ := testutil.CSR(t, "closed.example.com")
 	resp := cf.Do(t, "POST", "/Enrollment/CSR", internalBody(csr, nil), "x-certificateformat", "PEM", "Authorization", bearer(testutil.AliceToken))
-	assertError(t, resp, http.StatusForbidden, api.CodeForbidden, "Template: alice may not enroll with template Internal (allowed: web-owners)")
+	assertError(t, resp, http.StatusForbidden, keyfactor.CodeForbidden, "Template: alice may not enroll with template Internal (allowed: web-owners)")
 	assertNothingStored(t, cf)
 	r, er := enroll(t, cf, internalBody(csr, nil), "Authorization", bearer(ownerToken))
 	if r.Status != http.StatusOK || er.CertificateInformation.RequestDisposition != "ISSUED" {
@@ -262,7 +262,7 @@ func TestEnrollmentFieldsAreCheckedAndReachTheWorkflow(t *testing.T) {
 	t.Parallel()
 	cf := testutil.StartCertflow(t, catalogConfig(t))
 	csr, _ := testutil.CSR(t, "fields.example.com")
-	const E, U = api.CodeInvalidField, api.CodeUnknownName
+	const E, U = keyfactor.CodeInvalidField, keyfactor.CodeUnknownName
 	for _, tc := range []struct {
 		name     string
 		template string
@@ -337,7 +337,7 @@ func TestTemplateMetadataOverridesApplyToItsEnrollmentsOnly(t *testing.T) {
 	t.Parallel()
 	cf := testutil.StartCertflow(t, catalogConfig(t))
 	csr, _ := testutil.CSR(t, "md.example.com")
-	const E = api.CodeInvalidField
+	const E = keyfactor.CodeInvalidField
 	for _, tc := range []struct {
 		name string
 		md   map[string]any
@@ -369,7 +369,7 @@ func TestOwnerRoleIsResolvedAndStoredOnTheCertificate(t *testing.T) {
 	t.Parallel()
 	cf := testutil.StartCertflow(t, catalogConfig(t))
 	csr, _ := testutil.CSR(t, "owner.example.com")
-	const E, U = api.CodeInvalidField, api.CodeUnknownName
+	const E, U = keyfactor.CodeInvalidField, keyfactor.CodeUnknownName
 	for _, tc := range []struct {
 		name string
 		body map[string]any
@@ -442,7 +442,7 @@ func TestOwnerRoleIsResolvedAndStoredOnTheCertificate(t *testing.T) {
 		var raw []map[string]any
 		getJSON(t, cf, "/Security/Roles", testutil.AliceToken, &raw)
 		hasKeys(t, "a role", raw[0], "Id", "Name", "Description", "Enabled", "Immutable", "Valid", "Private", "Identities", "Permissions")
-		var roles []api.SecurityRole
+		var roles []keyfactor.SecurityRole
 		getJSON(t, cf, "/Security/Roles", testutil.AliceToken, &roles)
 		var got []string
 		for _, r := range roles {
@@ -461,9 +461,9 @@ func TestMetadataFieldsAnswerKeyfactorsObjects(t *testing.T) {
 	var raw []map[string]any
 	getJSON(t, cf, "/MetadataFields", testutil.AliceToken, &raw)
 	hasKeys(t, "a metadata field", raw[0], "Id", "Name", "Description", "DataType", "Hint", "Validation", "Enrollment", "Message", "Options", "DefaultValue", "DisplayOrder")
-	var fields []api.MetadataField
+	var fields []keyfactor.MetadataField
 	getJSON(t, cf, "/MetadataFields", testutil.AliceToken, &fields)
-	byName := map[string]api.MetadataField{}
+	byName := map[string]keyfactor.MetadataField{}
 	var order []string
 	for _, f := range fields {
 		byName[f.Name] = f
@@ -489,19 +489,19 @@ func TestMetadataFieldsAnswerKeyfactorsObjects(t *testing.T) {
 	if order[0] != "Team" || order[len(order)-1] != "RequestedBy" {
 		t.Errorf("order %v: want Team (display_order 1) first and RequestedBy (display_order 99) last", order)
 	}
-	var one api.MetadataField
+	var one keyfactor.MetadataField
 	getJSON(t, cf, fmt.Sprintf("/MetadataFields/%d", byName["Env"].Id), testutil.AliceToken, &one)
 	if !reflect.DeepEqual(one, byName["Env"]) {
 		t.Errorf("GET /MetadataFields/{id} = %+v, want %+v", one, byName["Env"])
 	}
-	var byNameOne api.MetadataField
+	var byNameOne keyfactor.MetadataField
 	getJSON(t, cf, "/MetadataFields/costcenter", testutil.AliceToken, &byNameOne)
 	if !reflect.DeepEqual(byNameOne, byName["CostCenter"]) {
 		t.Errorf("GET /MetadataFields/{name} = %+v, want %+v", byNameOne, byName["CostCenter"])
 	}
-	assertError(t, cf.Do(t, "GET", "/MetadataFields/Colour", nil), http.StatusNotFound, api.CodeNotFound, `metadata field "colour"`) // paths are matched lower-cased
-	assertError(t, cf.Do(t, "GET", "/MetadataFields/99", nil), http.StatusNotFound, api.CodeNotFound, "metadata field 99")
-	assertError(t, cf.Do(t, "GET", "/MetadataFields/0", nil), http.StatusBadRequest, api.CodeInvalidField, "id: ")
+	assertError(t, cf.Do(t, "GET", "/MetadataFields/Colour", nil), http.StatusNotFound, keyfactor.CodeNotFound, `metadata field "colour"`) // paths are matched lower-cased
+	assertError(t, cf.Do(t, "GET", "/MetadataFields/99", nil), http.StatusNotFound, keyfactor.CodeNotFound, "metadata field 99")
+	assertError(t, cf.Do(t, "GET", "/MetadataFields/0", nil), http.StatusBadRequest, keyfactor.CodeInvalidField, "id: ")
 }
 
 func typedMetadataWithDescriptions(c *config.Config) {
@@ -577,7 +577,7 @@ func TestTwoCAsIssueUnderTheirOwnRootsChosenAtRandom(t *testing.T) {
 		getJSON(t, cf, "/CertificateAuthority", testutil.AliceToken, &raw)
 		hasKeys(t, "a CA", raw[0], "Id", "LogicalName", "HostName", "Delegate", "Standalone", "MonitorThresholds", "IssuanceMax", "IssuanceMin",
 			"DenialMax", "FailureMax", "RFCEnforcement", "Properties", "AllowedEnrollmentTypes", "KeyRetention", "Certificates")
-		var cas []api.CertificateAuthority
+		var cas []keyfactor.CertificateAuthority
 		getJSON(t, cf, "/CertificateAuthority", testutil.AliceToken, &cas)
 		if len(cas) != 3 || cas[1].LogicalName != "SecondCA" || cas[1].HostName != "ca2" || cas[1].Standalone || !cas[2].Standalone || cas[1].Id != 2 {
 			t.Fatalf("CAs = %+v", cas)
@@ -598,12 +598,12 @@ func TestTwoCAsIssueUnderTheirOwnRootsChosenAtRandom(t *testing.T) {
 				t.Errorf("%s's first certificate is not its issuing CA under its root", cas[i].LogicalName)
 			}
 		}
-		var one api.CertificateAuthority
+		var one keyfactor.CertificateAuthority
 		getJSON(t, cf, "/CertificateAuthority/3", testutil.AliceToken, &one)
 		if one.LogicalName != "Standalone" {
 			t.Errorf("GET /CertificateAuthority/3 = %+v", one)
 		}
-		assertError(t, cf.Do(t, "GET", "/CertificateAuthority/4", nil), http.StatusNotFound, api.CodeNotFound, "certificate authority 4")
+		assertError(t, cf.Do(t, "GET", "/CertificateAuthority/4", nil), http.StatusNotFound, keyfactor.CodeNotFound, "certificate authority 4")
 	})
 }
 
@@ -636,7 +636,7 @@ func TestAStandaloneCAIssuesWithoutATemplateWhenNamed(t *testing.T) {
 	if err != nil || cert.Template != "" || cert.Authority != `ca3\Standalone` {
 		t.Errorf("certificate record: %+v (%v); want no template and the standalone authority", cert, err)
 	}
-	const E, U = api.CodeInvalidField, api.CodeUnknownName
+	const E, U = keyfactor.CodeInvalidField, keyfactor.CodeUnknownName
 	for _, tc := range []struct {
 		name string
 		body map[string]any
@@ -686,7 +686,7 @@ func TestRFC2818EnforcementAtEnrollment(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			csr, _ := testutil.CSR(t, tc.cn)
 			resp, _ := enroll(t, cf, testutil.EnrollBody(csr, nil))
-			assertError(t, resp, http.StatusBadRequest, api.CodePolicy, "CSR: template WebServer enforces RFC 2818: the request needs a DNS or IP subject alternative name")
+			assertError(t, resp, http.StatusBadRequest, keyfactor.CodePolicy, "CSR: template WebServer enforces RFC 2818: the request needs a DNS or IP subject alternative name")
 		})
 	}
 	t.Run("without enforcement such a request is issued without SANs", func(t *testing.T) {

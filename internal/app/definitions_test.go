@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/internal/testutil"
 	"github.com/certflow/certflow/internal/worker"
@@ -39,13 +39,13 @@ steps:
     with: {set: {Generation: "%s"}}
 `
 
-func listDefinitions(t *testing.T, cf *testutil.Certflow, auth string) []api.Definition {
+func listDefinitions(t *testing.T, cf *testutil.Certflow, auth string) []keyfactor.Definition {
 	t.Helper()
 	r := cf.Do(t, "GET", "/Workflow/Definitions", nil, "Authorization", auth)
 	if r.Status != 200 {
 		t.Fatalf("GET /Workflow/Definitions: %d %s", r.Status, r.Body)
 	}
-	var defs []api.Definition
+	var defs []keyfactor.Definition
 	r.JSON(t, &defs)
 	return defs
 }
@@ -56,7 +56,7 @@ func TestARequestNoDefinitionTakesIsRefusedAtSubmit(t *testing.T) {
 	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Definitions = dir })
 	csr, _ := testutil.CSR(t, "nomatch.example.com")
 	r := cf.Do(t, "POST", "/Enrollment/CSR", testutil.EnrollBody(csr, nil), "x-certificateformat", "PEM")
-	assertError(t, r, http.StatusBadRequest, api.CodeNoWorkflow, "no enrollment workflow definition matches")
+	assertError(t, r, http.StatusBadRequest, keyfactor.CodeNoWorkflow, "no enrollment workflow definition matches")
 	assertNothingStored(t, cf)
 }
 
@@ -123,13 +123,13 @@ func TestDefinitionsAreListedAndReloadedEverywhere(t *testing.T) {
 
 	t.Run("only an admin may reload", func(t *testing.T) {
 		r := first.Do(t, "POST", "/Workflow/Definitions/Reload", nil, "Authorization", "Bearer "+testutil.AliceToken)
-		assertError(t, r, http.StatusForbidden, api.CodeForbidden, "")
+		assertError(t, r, http.StatusForbidden, keyfactor.CodeForbidden, "")
 	})
 	t.Run("a set that does not lint changes nothing", func(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, "broken.yaml"), []byte("name: broken\ntrigger: enrollment\npriority: 5\nsteps:\n  - id: x\n    uses: validate\n    if: csr.Nope\n"), 0o644)
 		defer os.Remove(filepath.Join(dir, "broken.yaml"))
 		r := first.Do(t, "POST", "/Workflow/Definitions/Reload", nil)
-		assertError(t, r, http.StatusBadRequest, api.CodeInvalidDefinition, "broken.yaml:7:")
+		assertError(t, r, http.StatusBadRequest, keyfactor.CodeInvalidDefinition, "broken.yaml:7:")
 		if defs := listDefinitions(t, first, "Bearer "+testutil.AdminToken); len(defs) != 1 || defs[0].Version != v1 {
 			t.Fatalf("a refused reload changed the set: %+v", defs)
 		}

@@ -19,9 +19,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/app"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/testutil"
 )
@@ -345,9 +345,9 @@ func TestIdempotencyKeyReturnsTheFirstRequest(t *testing.T) {
 	}
 	other, _ := testutil.CSR(t, "other.example.com")
 	r3, _ := enroll(t, cf, testutil.EnrollBody(other, nil), "Idempotency-Key", "k-123")
-	assertError(t, r3, http.StatusConflict, api.CodeConflict, "Idempotency-Key")
+	assertError(t, r3, http.StatusConflict, keyfactor.CodeConflict, "Idempotency-Key")
 	r4, _ := enroll(t, cf, testutil.EnrollBody(csr, map[string]any{"IncludeChain": true}), "Idempotency-Key", "k-123")
-	assertError(t, r4, http.StatusConflict, api.CodeConflict, "Idempotency-Key")
+	assertError(t, r4, http.StatusConflict, keyfactor.CodeConflict, "Idempotency-Key")
 }
 
 func TestAPolicyRefusalIsAnsweredAtSubmitAndStoresNothing(t *testing.T) {
@@ -355,13 +355,13 @@ func TestAPolicyRefusalIsAnsweredAtSubmitAndStoresNothing(t *testing.T) {
 	cf := testutil.StartCertflow(t, nil)
 	csr, _ := testutil.CSR(t, "wild.example.com", "*.example.com")
 	resp, _ := enroll(t, cf, testutil.EnrollBody(csr, nil))
-	assertError(t, resp, http.StatusBadRequest, api.CodePolicy, `CSR: dns name "*.example.com": wildcard names are not allowed`)
+	assertError(t, resp, http.StatusBadRequest, keyfactor.CodePolicy, `CSR: dns name "*.example.com": wildcard names are not allowed`)
 	assertNothingStored(t, cf)
 }
 
 func assertError(t *testing.T, r *testutil.Response, status int, code, inMessage string) {
 	t.Helper()
-	var e api.Error
+	var e keyfactor.Error
 	if err := json.Unmarshal(r.Body, &e); err != nil {
 		t.Fatalf("status %d with a body that is not Keyfactor's error shape: %s", r.Status, r.Body)
 	}
@@ -379,7 +379,7 @@ func TestBadInputIsRefusedAndLeavesNothingBehind(t *testing.T) {
 	good := func(extra map[string]any) map[string]any { return testutil.EnrollBody(csr, extra) }
 	tampered := append([]byte(nil), csr...)
 	tampered[len(tampered)-5] ^= 0xff // inside the signature
-	const E, C, U = api.CodeInvalidField, api.CodeInvalidCSR, api.CodeUnknownName
+	const E, C, U = keyfactor.CodeInvalidField, keyfactor.CodeInvalidCSR, keyfactor.CodeUnknownName
 	cases := []struct {
 		name    string
 		body    any
@@ -419,7 +419,7 @@ func TestBadInputIsRefusedAndLeavesNothingBehind(t *testing.T) {
 		{"forceEnroll not a boolean", good(nil), []string{"query", "forceEnroll=maybe"}, 400, E, "forceEnroll"},
 		{"CallbackUrl with a scheme other than http(s)", good(map[string]any{"CallbackUrl": "ftp://example.com/x"}), nil, 400, E, "CallbackUrl"},
 		{"CallbackUrl that is not absolute", good(map[string]any{"CallbackUrl": "/relative"}), nil, 400, E, "CallbackUrl"},
-		{"body over the size limit", `{"CSR": "` + strings.Repeat("A", 2<<20) + `"}`, nil, 413, api.CodeTooLarge, "request body"},
+		{"body over the size limit", `{"CSR": "` + strings.Repeat("A", 2<<20) + `"}`, nil, 413, keyfactor.CodeTooLarge, "request body"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -465,12 +465,12 @@ func TestAuthentication(t *testing.T) {
 		status     int
 		code       string
 	}{
-		{"no credentials", "", 401, api.CodeUnauthorized},
-		{"unknown bearer token", "Bearer nope", 401, api.CodeUnauthorized},
-		{"wrong Basic password", basic("carol", "wrong"), 401, api.CodeUnauthorized},
-		{"unknown Basic user", basic("mallory", "x"), 401, api.CodeUnauthorized},
-		{"a token user's token as Basic password for another user", basic("carol", testutil.AliceToken), 401, api.CodeUnauthorized},
-		{"an approver may not request", "Bearer " + testutil.BobToken, 403, api.CodeForbidden},
+		{"no credentials", "", 401, keyfactor.CodeUnauthorized},
+		{"unknown bearer token", "Bearer nope", 401, keyfactor.CodeUnauthorized},
+		{"wrong Basic password", basic("carol", "wrong"), 401, keyfactor.CodeUnauthorized},
+		{"unknown Basic user", basic("mallory", "x"), 401, keyfactor.CodeUnauthorized},
+		{"a token user's token as Basic password for another user", basic("carol", testutil.AliceToken), 401, keyfactor.CodeUnauthorized},
+		{"an approver may not request", "Bearer " + testutil.BobToken, 403, keyfactor.CodeForbidden},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp := cf.Do(t, "POST", "/Enrollment/CSR", body, "x-certificateformat", "PEM", "Authorization", tc.auth)
@@ -502,10 +502,10 @@ func TestAuthentication(t *testing.T) {
 		}
 	})
 	t.Run("unknown paths are 404 and wrong methods 405, in Keyfactor's shape", func(t *testing.T) {
-		assertError(t, cf.Do(t, "GET", "/No/Such/Thing", nil), 404, api.CodeNotFound, "")
-		assertError(t, cf.Do(t, "GET", "/Enrollment/CSR", nil), 405, api.CodeMethodNotAllow, "")
-		assertError(t, cf.Do(t, "GET", "/Enrollment/Requests/abc", nil), 400, api.CodeInvalidField, "id")
-		assertError(t, cf.Do(t, "GET", "/Enrollment/Requests/987654", nil), 404, api.CodeNotFound, "987654")
+		assertError(t, cf.Do(t, "GET", "/No/Such/Thing", nil), 404, keyfactor.CodeNotFound, "")
+		assertError(t, cf.Do(t, "GET", "/Enrollment/CSR", nil), 405, keyfactor.CodeMethodNotAllow, "")
+		assertError(t, cf.Do(t, "GET", "/Enrollment/Requests/abc", nil), 400, keyfactor.CodeInvalidField, "id")
+		assertError(t, cf.Do(t, "GET", "/Enrollment/Requests/987654", nil), 404, keyfactor.CodeNotFound, "987654")
 	})
 }
 
@@ -540,7 +540,7 @@ func TestRedisOutageAnswers503(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("submit during the outage: %d, want 503", resp.StatusCode)
 	}
-	assertError(t, cf.Do(t, "POST", "/Enrollment/CSR", testutil.EnrollBody(csr, nil), "x-certificateformat", "PEM"), 503, api.CodeUnavailable, "unavailable")
+	assertError(t, cf.Do(t, "POST", "/Enrollment/CSR", testutil.EnrollBody(csr, nil), "x-certificateformat", "PEM"), 503, keyfactor.CodeUnavailable, "unavailable")
 	if r := cf.Do(t, "GET", "/readyz", nil); r.Status != 503 {
 		t.Fatalf("readyz during the outage: %d", r.Status)
 	}
@@ -630,7 +630,7 @@ func TestASubmitAnswers503Within5sWhenRedisHangsMidSubmit(t *testing.T) {
 		if !proxy.Frozen() {
 			t.Fatalf("the proxy never saw %s (%s)", at.what, at.command)
 		}
-		assertError(t, &testutil.Response{Status: resp.StatusCode, Body: body}, 503, api.CodeUnavailable, "unavailable")
+		assertError(t, &testutil.Response{Status: resp.StatusCode, Body: body}, 503, keyfactor.CodeUnavailable, "unavailable")
 		t.Logf("Redis hung at %s: 503 after %v", at.what, time.Since(start).Round(time.Millisecond))
 		proxy.Unfreeze()
 		if r, er := enroll(t, cf, testutil.EnrollBody(csr, nil)); r.Status != 200 || er.CertificateInformation.RequestDisposition != "ISSUED" {

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/testutil"
 )
 
@@ -80,7 +80,7 @@ func assertIdempotencyTable(t *testing.T, cf *testutil.Certflow, auth, key strin
 			if got != 0 {
 				t.Fatalf("a repeat that asks for something else was answered %d with request %d (the first is %d)", r.Status, got, id)
 			}
-			assertError(t, r, http.StatusConflict, api.CodeConflict, "Idempotency-Key header:")
+			assertError(t, r, http.StatusConflict, keyfactor.CodeConflict, "Idempotency-Key header:")
 			if n := requestCount(t, cf); n != records {
 				t.Fatalf("%d request records after the refused repeat, %d before", n, records)
 			}

@@ -14,8 +14,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/testutil"
 )
 
@@ -142,7 +142,7 @@ func TestPolicyInterpolationURLsAreShownWithoutQueryOrUserInfo(t *testing.T) {
 		u, _ := url.Parse(failing.URL)
 		u.User = url.UserPassword("user", "s3cr3t-tok-password")
 		r := cf.Do(t, "POST", "/Enrollment/CSR", testutil.EnrollBody(csr, map[string]any{"CallbackUrl": u.String() + "/cb"}), "x-certificateformat", "PEM")
-		assertError(t, r, http.StatusBadRequest, api.CodeInvalidField, "CallbackUrl")
+		assertError(t, r, http.StatusBadRequest, keyfactor.CodeInvalidField, "CallbackUrl")
 		if strings.Contains(string(r.Body), "s3cr3t") {
 			t.Fatalf("the refusal echoes the password: %s", r.Body)
 		}

@@ -12,8 +12,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/testutil"
 )
@@ -63,7 +63,7 @@ func TestPolicyKeyGenerationRefusesBeforeGenerating(t *testing.T) {
 		return b
 	}
 	const genPath, pfxPath = "/CSRGeneration/Generate", "/Enrollment/PFX"
-	const E = api.CodeInvalidField
+	const E = keyfactor.CodeInvalidField
 	cases := []struct {
 		name, path string
 		body       map[string]any
@@ -92,7 +92,7 @@ func TestPolicyKeyGenerationRefusesBeforeGenerating(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := cf.Do(t, "POST", tc.path, tc.body, "x-certificateformat", "PFX", "Authorization", bearer(testutil.AliceToken))
 			assertError(t, r, http.StatusBadRequest, E, tc.field)
-			var e api.Error
+			var e keyfactor.Error
 			r.JSON(t, &e)
 			if field, _, _ := strings.Cut(tc.field, ":"); !strings.HasPrefix(e.Message, field+":") {
 				t.Fatalf("the message does not start with the field: %s", r.Body)
@@ -150,7 +150,7 @@ func TestPolicyKeyGenerationPoolFullAnswers429(t *testing.T) {
 		<-inside // the slot is taken and the work begun
 	}
 	r := cf.Do(t, "POST", "/CSRGeneration/Generate", body, alice...)
-	assertError(t, r, http.StatusTooManyRequests, api.CodeRateLimited, "key generation: all 2 slots")
+	assertError(t, r, http.StatusTooManyRequests, keyfactor.CodeRateLimited, "key generation: all 2 slots")
 	if r.Header.Get("Retry-After") != "1" {
 		t.Errorf("Retry-After %q, want 1", r.Header.Get("Retry-After"))
 	}
@@ -251,7 +251,7 @@ func TestPolicyKeyGenerationRedisDownAnswers503BeforeAnyWork(t *testing.T) {
 		if !proxy.Frozen() {
 			t.Fatalf("the proxy never saw %s (%s)", at.what, at.command)
 		}
-		assertError(t, r, http.StatusServiceUnavailable, api.CodeUnavailable, "unavailable")
+		assertError(t, r, http.StatusServiceUnavailable, keyfactor.CodeUnavailable, "unavailable")
 		if n := generated.Load(); n != 0 {
 			t.Fatalf("Redis hung at %s: %d keys generated before the 503", at.what, n)
 		}

@@ -22,8 +22,8 @@ import (
 
 	"software.sslmate.com/src/go-pkcs12"
 
-	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/testutil"
 )
@@ -264,10 +264,10 @@ func TestCSRGenerationAndForceEnroll(t *testing.T) {
 	// Enrolled without forceEnroll: refused, and nothing written.
 	body := testutil.EnrollBody(der, nil)
 	r = cf.Do(t, "POST", "/Enrollment/CSR", body, append([]string{"x-certificateformat", "PEM"}, alice...)...)
-	assertError(t, r, 400, api.CodeInvalidField, "forceEnroll")
+	assertError(t, r, 400, keyfactor.CodeInvalidField, "forceEnroll")
 	// Someone else, even with forceEnroll: refused.
 	r = cf.Do(t, "POST", "/Enrollment/CSR?forceEnroll=true", body, "x-certificateformat", "PEM", "Authorization", carolBasic)
-	assertError(t, r, 403, api.CodeForbidden, "CSR")
+	assertError(t, r, 403, keyfactor.CodeForbidden, "CSR")
 	// Each refusal withdrew the id its submit had queued a run for (the
 	// generated key is found by the create itself); the worker drops
 	// those runs and their ids' markers.
@@ -362,7 +362,7 @@ func TestCSRGenerationRefusalsLeaveNothingBehind(t *testing.T) {
 		}
 		return b
 	}
-	const E, U = api.CodeInvalidField, api.CodeUnknownName
+	const E, U = keyfactor.CodeInvalidField, keyfactor.CodeUnknownName
 	for _, tc := range []struct {
 		name   string
 		body   any
@@ -390,7 +390,7 @@ func TestCSRGenerationRefusalsLeaveNothingBehind(t *testing.T) {
 			assertError(t, cf.Do(t, "POST", "/CSRGeneration/Generate", tc.body), tc.status, tc.code, tc.field)
 		})
 	}
-	assertError(t, cf.Do(t, "POST", "/CSRGeneration/Generate", good(map[string]any{"Template": "AdminsOnly"}), "Authorization", bearer(testutil.AliceToken)), 403, api.CodeForbidden, "Template: alice may not enroll with template AdminsOnly")
+	assertError(t, cf.Do(t, "POST", "/CSRGeneration/Generate", good(map[string]any{"Template": "AdminsOnly"}), "Authorization", bearer(testutil.AliceToken)), 403, keyfactor.CodeForbidden, "Template: alice may not enroll with template AdminsOnly")
 	if r := cf.Do(t, "POST", "/CSRGeneration/Generate", good(nil), "Authorization", bearer(testutil.BobToken)); r.Status != http.StatusForbidden {
 		t.Fatalf("an approver without the requester role generated a CSR: %d", r.Status)
 	}
@@ -428,7 +428,7 @@ func TestPendingCSRDeletion(t *testing.T) {
 			t.Fatalf("GET /CSRGeneration/Pending?%s: %v, want %v", q, got, want)
 		}
 	}
-	assertError(t, cf.Do(t, "GET", "/CSRGeneration/Pending?pq.queryString="+url.QueryEscape(`Color -eq "red"`), nil), 400, api.CodeInvalidField, "pq.queryString")
+	assertError(t, cf.Do(t, "GET", "/CSRGeneration/Pending?pq.queryString="+url.QueryEscape(`Color -eq "red"`), nil), 400, keyfactor.CodeInvalidField, "pq.queryString")
 	if r := cf.Do(t, "DELETE", path(a.Id), nil, "Authorization", carolBasic); r.Status != http.StatusNotFound {
 		t.Fatalf("carol deletes alice's pending CSR: %d, want 404", r.Status)
 	}
@@ -548,7 +548,7 @@ func TestPFXEnrollmentRefusalsLeaveNothingBehind(t *testing.T) {
 		tmpl.Name, tmpl.RSAKeySizes, tmpl.ECCCurves = "OnlyP384", []int{}, []string{"P-384"}
 		c.Templates = append(c.Templates, tmpl)
 	})
-	const E, U = api.CodeInvalidField, api.CodeUnknownName
+	const E, U = keyfactor.CodeInvalidField, keyfactor.CodeUnknownName
 	for _, tc := range []struct {
 		name    string
 		body    any
@@ -688,7 +688,7 @@ func TestKeyRecovery(t *testing.T) {
 	if _, certs := assertPKCS12(t, rec.PFX, pfxPassword, 3, "kept.example.com"); certs[0].Subject.CommonName != "kept.example.com" {
 		t.Fatalf("EndEntityFirst archive starts with %s", certs[0].Subject)
 	}
-	const E = api.CodeInvalidField
+	const E = keyfactor.CodeInvalidField
 	for _, tc := range []struct {
 		name   string
 		body   map[string]any
@@ -697,9 +697,9 @@ func TestKeyRecovery(t *testing.T) {
 		code   string
 		field  string
 	}{
-		{"someone else's certificate", map[string]any{"CertID": ki.KeyfactorID, "Password": pfxPassword}, []string{"Authorization", carolBasic}, 404, api.CodeNotFound, "CertID"},
-		{"an unknown certificate", map[string]any{"CertID": 99999, "Password": pfxPassword}, alice, 404, api.CodeNotFound, "CertID"},
-		{"an unknown thumbprint", map[string]any{"Thumbprint": strings.Repeat("AB", 20), "Password": pfxPassword}, alice, 404, api.CodeNotFound, "Thumbprint"},
+		{"someone else's certificate", map[string]any{"CertID": ki.KeyfactorID, "Password": pfxPassword}, []string{"Authorization", carolBasic}, 404, keyfactor.CodeNotFound, "CertID"},
+		{"an unknown certificate", map[string]any{"CertID": 99999, "Password": pfxPassword}, alice, 404, keyfactor.CodeNotFound, "CertID"},
+		{"an unknown thumbprint", map[string]any{"Thumbprint": strings.Repeat("AB", 20), "Password": pfxPassword}, alice, 404, keyfactor.CodeNotFound, "Thumbprint"},
 		{"a certificate without a retained key", map[string]any{"CertID": plain.CertificateInformation.KeyfactorID, "Password": pfxPassword}, alice, 400, E, "CertID: certificate"},
 		{"no password", map[string]any{"CertID": ki.KeyfactorID}, alice, 400, E, "Password: required"},
 		{"a short password", map[string]any{"CertID": ki.KeyfactorID, "Password": "short"}, alice, 400, E, "Password"},
@@ -734,10 +734,10 @@ func TestPFXIdempotencyKey(t *testing.T) {
 		t.Fatal("the repeat carries another key")
 	}
 	r := cf.Do(t, "POST", "/Enrollment/PFX", pfxBody(map[string]any{"Subject": "CN=other.example.com"}), "x-certificateformat", "PFX", "Idempotency-Key", "pfx-1")
-	assertError(t, r, 409, api.CodeConflict, "Idempotency-Key")
+	assertError(t, r, 409, keyfactor.CodeConflict, "Idempotency-Key")
 	// The password is part of what the submit asks (its fingerprint).
 	r = cf.Do(t, "POST", "/Enrollment/PFX", pfxBody(map[string]any{"Password": "another-password"}), "x-certificateformat", "PFX", "Idempotency-Key", "pfx-1")
-	assertError(t, r, 409, api.CodeConflict, "Idempotency-Key")
+	assertError(t, r, 409, keyfactor.CodeConflict, "Idempotency-Key")
 }
 
 // TestPFXEnrollmentRunsTheDefinitionsRules: the generated CSR goes through
@@ -853,7 +853,7 @@ func TestPendingCSRsPerRequesterAreBounded(t *testing.T) {
 		t.Fatalf("the first two were refused: %+v %+v", a, b)
 	}
 	seq, _ := cf.Redis.Get(t.Context(), cf.Prefix+":seq:csr").Int64()
-	assertError(t, cf.Do(t, "POST", "/CSRGeneration/Generate", body, alice...), 409, api.CodeConflict, "CSRGeneration: alice has 2 pending CSRs")
+	assertError(t, cf.Do(t, "POST", "/CSRGeneration/Generate", body, alice...), 409, keyfactor.CodeConflict, "CSRGeneration: alice has 2 pending CSRs")
 	if now, _ := cf.Redis.Get(t.Context(), cf.Prefix+":seq:csr").Int64(); now != seq {
 		t.Fatalf("a refused generation allocated a CSR id (%d → %d)", seq, now)
 	}
@@ -869,7 +869,7 @@ func TestPendingCSRsPerRequesterAreBounded(t *testing.T) {
 	if r, _ := generateCSR(t, cf, body, alice...); r.Status != http.StatusOK {
 		t.Fatalf("after a delete: %d %s", r.Status, r.Body)
 	}
-	assertError(t, cf.Do(t, "POST", "/CSRGeneration/Generate", body, alice...), 409, api.CodeConflict, "max_pending_csrs")
+	assertError(t, cf.Do(t, "POST", "/CSRGeneration/Generate", body, alice...), 409, keyfactor.CodeConflict, "max_pending_csrs")
 	if err := cf.Redis.Del(t.Context(), fmt.Sprintf("%s:csr:{%d}", cf.Prefix, b.Id)).Err(); err != nil {
 		t.Fatal(err)
 	}

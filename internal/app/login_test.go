@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/testutil"
 	"github.com/certflow/certflow/internal/testutil/testclock"
 )
@@ -153,8 +153,8 @@ func TestPolicyLoginThrottling(t *testing.T) {
 			}
 
 			r := loginFrom(t, cf, tt.right)
-			assertError(t, r, http.StatusTooManyRequests, api.CodeRateLimited, "failed authentications")
-			assertError(t, r, http.StatusTooManyRequests, api.CodeRateLimited, tt.limit)
+			assertError(t, r, http.StatusTooManyRequests, keyfactor.CodeRateLimited, "failed authentications")
+			assertError(t, r, http.StatusTooManyRequests, keyfactor.CodeRateLimited, tt.limit)
 			wait, err := strconv.Atoi(r.Header.Get("Retry-After"))
 			if err != nil || wait < 1 || time.Duration(wait)*time.Second > config.DefaultAuthMaxLockout {
 				t.Fatalf("Retry-After %q, want whole seconds up to the maximum lockout", r.Header.Get("Retry-After"))

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/testutil"
 )
 
@@ -47,7 +47,7 @@ func TestTypedMetadataIsRefusedAndLeavesNothingBehind(t *testing.T) {
 		}
 		return testutil.EnrollBody(csr, map[string]any{"Metadata": m})
 	}
-	const E, U = api.CodeInvalidField, api.CodeUnknownName
+	const E, U = keyfactor.CodeInvalidField, keyfactor.CodeUnknownName
 	cases := []struct {
 		name string
 		md   map[string]any

@@ -14,7 +14,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/certflow/certflow/internal/api"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/testutil"
 )
 
@@ -55,11 +55,11 @@ func TestParseCSRListsSubjectAndSANs(t *testing.T) {
 		code string
 		msg  string
 	}{
-		"missing CSR":              {map[string]any{}, api.CodeInvalidField, "CSR: required"},
-		"garbled CSR":              {map[string]any{"CSR": "nope"}, api.CodeInvalidCSR, "CSR:"},
-		"CSR that does not verify": {map[string]any{"CSR": base64.StdEncoding.EncodeToString(tampered)}, api.CodeInvalidCSR, "CSR: invalid CSR: signature"},
-		"CSR not a string":         {map[string]any{"CSR": 7}, api.CodeInvalidField, "CSR"},
-		"not JSON":                 {"{", api.CodeInvalidField, "request body"},
+		"missing CSR":              {map[string]any{}, keyfactor.CodeInvalidField, "CSR: required"},
+		"garbled CSR":              {map[string]any{"CSR": "nope"}, keyfactor.CodeInvalidCSR, "CSR:"},
+		"CSR that does not verify": {map[string]any{"CSR": base64.StdEncoding.EncodeToString(tampered)}, keyfactor.CodeInvalidCSR, "CSR: invalid CSR: signature"},
+		"CSR not a string":         {map[string]any{"CSR": 7}, keyfactor.CodeInvalidField, "CSR"},
+		"not JSON":                 {"{", keyfactor.CodeInvalidField, "request body"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			assertError(t, cf.Do(t, "POST", "/Enrollment/CSR/Parse", tc.body), 400, tc.code, tc.msg)

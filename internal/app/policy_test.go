@@ -24,9 +24,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/ca"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/testutil"
 )
 
@@ -94,7 +94,7 @@ func refuseAll(t *testing.T, cf *testutil.Certflow, rows []refusal) {
 		t.Run(tc.name, func(t *testing.T) {
 			auth := cmpOr(tc.auth, bearer(testutil.AliceToken))
 			resp, _ := enroll(t, cf, testutil.EnrollBody(tc.csr.der(t), tc.extra), "Authorization", auth)
-			assertError(t, resp, cmpOr(tc.status, http.StatusBadRequest), cmpOr(tc.code, api.CodePolicy), tc.want)
+			assertError(t, resp, cmpOr(tc.status, http.StatusBadRequest), cmpOr(tc.code, keyfactor.CodePolicy), tc.want)
 			if !strings.HasPrefix(errorMessage(t, resp), strings.SplitN(tc.want, ":", 2)[0]+":") {
 				t.Errorf("message %q does not start with its field", errorMessage(t, resp))
 			}
@@ -118,7 +118,7 @@ func cmpOr[T comparable](v, def T) T {
 
 func errorMessage(t *testing.T, r *testutil.Response) string {
 	t.Helper()
-	var e api.Error
+	var e keyfactor.Error
 	r.JSON(t, &e)
 	return e.Message
 }
@@ -156,7 +156,7 @@ func TestPolicySANTypesAndNames(t *testing.T) {
 		{name: "the root CA's subject", csr: csrSpec{raw: caCert[1].RawSubject, dns: []string{"web.example.com"}}, want: "CSR: subject: it is a certificate authority's subject"},
 		{name: "an upper-case wildcard", csr: csrSpec{cn: "web.example.com", dns: []string{"*.EXAMPLE.COM"}}, want: `CSR: dns name "*.example.com": wildcard names are not allowed`},
 		{name: "a partial wildcard w*", csr: csrSpec{cn: "web.example.com", dns: []string{"w*.example.com"}}, want: "CSR: dns name \"w*.example.com\": a wildcard must be the whole left-most label"},
-		{name: "a partial wildcard *w in the body", csr: csrSpec{cn: "web.example.com"}, extra: sans("dns", "*w.example.com"), code: api.CodeInvalidField, want: "SANs.dns[0]: \"*w.example.com\" is not a DNS name"},
+		{name: "a partial wildcard *w in the body", csr: csrSpec{cn: "web.example.com"}, extra: sans("dns", "*w.example.com"), code: keyfactor.CodeInvalidField, want: "SANs.dns[0]: \"*w.example.com\" is not a DNS name"},
 		{name: "a partial wildcard CN", csr: csrSpec{cn: "w*.example.com"}, want: "CSR: subject: common name \"w*.example.com\": a wildcard must be the whole left-most label"},
 		{name: "an IP address as a DNS name", csr: csrSpec{cn: "web.example.com", dns: []string{"10.1.2.3"}}, want: "CSR: dns name \"10.1.2.3\": the last label is numeric"},
 		{name: "a NUL in a DNS SAN", csr: csrSpec{cn: "web.example.com", dns: []string{"evil.com\x00.example.com"}}, want: "CSR: dns name \"evil.com?.example.com\""},
@@ -259,7 +259,7 @@ func TestPolicyStandaloneCA(t *testing.T) {
 		{name: "RSA 1024", csr: csrSpec{cn: "p.example.com", key: rsa1024}, extra: standalone, auth: paul, want: "CSR: certificate authority Partners does not allow RSA 1024-bit keys"},
 		{name: "Ed25519", csr: csrSpec{cn: "p.example.com", key: ed}, extra: standalone, auth: paul, want: "CSR: certificate authority Partners does not allow Ed25519 keys"},
 		{name: "a URI SAN", csr: csrSpec{cn: "p.example.com"}, extra: with(map[string]any{"SANs": map[string]any{"uri": []string{"spiffe://x/y"}}}), auth: paul, want: "SANs: certificate authority Partners does not allow uri"},
-		{name: "a requester without the CA's role", csr: csrSpec{cn: "p.example.com"}, extra: standalone, status: http.StatusForbidden, code: api.CodeForbidden, want: "CertificateAuthority: alice may not enroll with certificate authority Partners (allowed: partner-ops)"},
+		{name: "a requester without the CA's role", csr: csrSpec{cn: "p.example.com"}, extra: standalone, status: http.StatusForbidden, code: keyfactor.CodeForbidden, want: "CertificateAuthority: alice may not enroll with certificate authority Partners (allowed: partner-ops)"},
 	})
 	// Within the policy the CA issues, for at most its max_validity.
 	_, er := enroll(t, cf, testutil.EnrollBody(csrSpec{cn: "p.example.com"}.der(t), standalone), "Authorization", paul)
@@ -292,7 +292,7 @@ func TestPolicyWeakKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp, _ := enroll(t, cf, testutil.EnrollBody(der, nil))
-	assertError(t, resp, http.StatusBadRequest, api.CodeInvalidCSR, "CSR: invalid CSR: RSA public exponent must be 65537")
+	assertError(t, resp, http.StatusBadRequest, keyfactor.CodeInvalidCSR, "CSR: invalid CSR: RSA public exponent must be 65537")
 	assertNothingStored(t, cf)
 }
 
@@ -315,10 +315,10 @@ func TestPolicySizeLimits(t *testing.T) {
 	bigCSR := base64.StdEncoding.EncodeToString(csrSpec{cn: "big.example.com", dns: names(1500, "a-rather-long-host-name-to-fill-the-request-")}.der(t))
 	refuseAll(t, cf, []refusal{
 		{name: "101 SANs in the CSR", csr: csrSpec{cn: "n.example.com", dns: names(101, "c")}, want: "CSR: the request has 101 subject alternative names, more than the 100 allowed"},
-		{name: "101 SANs in the body", csr: csrSpec{cn: "n.example.com"}, extra: map[string]any{"SANs": map[string]any{"dns": names(101, "b")}}, code: api.CodeInvalidField, want: "SANs: more than 100 names"},
+		{name: "101 SANs in the body", csr: csrSpec{cn: "n.example.com"}, extra: map[string]any{"SANs": map[string]any{"dns": names(101, "b")}}, code: keyfactor.CodeInvalidField, want: "SANs: more than 100 names"},
 		{name: "60 in the CSR and 60 in the body", csr: csrSpec{cn: "n.example.com", dns: names(60, "c")}, extra: map[string]any{"SANs": map[string]any{"dns": names(60, "b")}}, want: "SANs: the request has 120 subject alternative names"},
-		{name: "a CSR over 64 KiB", csr: csrSpec{cn: "n.example.com"}, extra: map[string]any{"CSR": bigCSR}, code: api.CodeInvalidCSR, want: "CSR: longer than 65536 bytes"},
-		{name: "a PrivateKey over 8 KiB", csr: csrSpec{cn: "n.example.com"}, extra: map[string]any{"Template": "Retained", "PrivateKey": strings.Repeat("A", 9000)}, code: api.CodeInvalidField, want: "PrivateKey: longer than 8192 bytes"},
+		{name: "a CSR over 64 KiB", csr: csrSpec{cn: "n.example.com"}, extra: map[string]any{"CSR": bigCSR}, code: keyfactor.CodeInvalidCSR, want: "CSR: longer than 65536 bytes"},
+		{name: "a PrivateKey over 8 KiB", csr: csrSpec{cn: "n.example.com"}, extra: map[string]any{"Template": "Retained", "PrivateKey": strings.Repeat("A", 9000)}, code: keyfactor.CodeInvalidField, want: "PrivateKey: longer than 8192 bytes"},
 	})
 }
 
@@ -330,7 +330,7 @@ func TestPolicyStandaloneCAIsListedToItsRequestersOnly(t *testing.T) {
 		token string
 		want  int
 	}{{testutil.AliceToken, 0}, {paulToken, 1}, {testutil.AdminToken, 1}} {
-		var ctx api.CSRContext
+		var ctx keyfactor.CSRContext
 		getJSON(t, cf, "/Enrollment/CSR/Context/My", tc.token, &ctx)
 		if len(ctx.StandaloneCAs) != tc.want {
 			t.Errorf("%s sees standalone CAs %+v, want %d", tc.token, ctx.StandaloneCAs, tc.want)
@@ -365,13 +365,13 @@ func TestPolicyCompromiseFoundAfterARevocation(t *testing.T) {
 	first := fetchCRL(t, cf, "/CRL/"+config.DefaultCAName, chain[1], crlPEM).RevokedCertificateEntries
 	for _, reason := range []int{4, 5, 0} {
 		resp, _ := revoke(t, cf, alice, map[string]any{"CertificateIds": []int64{info.KeyfactorID}, "Reason": reason, "Comment": "again"})
-		assertError(t, resp, http.StatusConflict, api.CodeConflict, "CertificateIds[0]: certificate")
+		assertError(t, resp, http.StatusConflict, keyfactor.CodeConflict, "CertificateIds[0]: certificate")
 	}
 	if resp, _ := revoke(t, cf, admin, map[string]any{"CertificateIds": []int64{info.KeyfactorID}, "Reason": 1, "Comment": "found on a paste site"}); resp.Status != http.StatusOK {
 		t.Fatalf("revoke again for key compromise: %d %s", resp.Status, resp.Body)
 	}
 	resp, _ := enroll(t, cf, testutil.EnrollBody(csrSpec{cn: "k2.example.com", key: key}.der(t), nil), "Authorization", alice)
-	assertError(t, resp, http.StatusBadRequest, api.CodePolicy, "CSR: its key was revoked for key compromise")
+	assertError(t, resp, http.StatusBadRequest, keyfactor.CodePolicy, "CSR: its key was revoked for key compromise")
 	after := fetchCRL(t, cf, "/CRL/"+config.DefaultCAName, chain[1], crlPEM).RevokedCertificateEntries
 	if len(first) != 1 || len(after) != 1 {
 		t.Fatalf("CRL entries %d then %d, want 1 each", len(first), len(after))
@@ -504,7 +504,7 @@ func TestPolicyPFXSubjects(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := cf.Do(t, "POST", "/Enrollment/PFX", pfxBody(map[string]any{"Subject": tc.subject}), "x-certificateformat", "PFX", "Authorization", bearer(testutil.AliceToken))
-			assertError(t, r, http.StatusBadRequest, api.CodePolicy, tc.want)
+			assertError(t, r, http.StatusBadRequest, keyfactor.CodePolicy, tc.want)
 		})
 	}
 	assertNothingStored(t, cf)

@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/testutil"
 )
 
@@ -228,7 +228,7 @@ func TestPolicyRenewal(t *testing.T) {
 	renewPlain := func(n names) map[string]any {
 		return map[string]any{"CertificateId": plain.KeyfactorID, "CSR": csrFor(t, newKey(t), n)}
 	}
-	const E = api.CodeInvalidField
+	const E = keyfactor.CodeInvalidField
 	cases := []struct {
 		name  string
 		body  map[string]any
@@ -257,8 +257,8 @@ func TestPolicyRenewal(t *testing.T) {
 		{"a revoked certificate by thumbprint", map[string]any{"Thumbprint": stolen.Thumbprint, "CSR": csrFor(t, newKey(t), stolenNames)}, alice, "Thumbprint: certificate", 0, ""},
 		{"a revoked certificate by the admin", map[string]any{"CertificateId": stolen.KeyfactorID, "CSR": csrFor(t, newKey(t), stolenNames)}, admin, "CertificateId: certificate " + strconv.FormatInt(stolen.KeyfactorID, 10) + " is revoked", 0, ""},
 		{"a revoked certificate into another template", map[string]any{"CertificateId": stolen.KeyfactorID, "CSR": csrFor(t, newKey(t), stolenNames), "Template": "Plain"}, admin, "CertificateId: certificate", 0, ""},
-		{"a certificate whose revocation waits for approval", map[string]any{"CertificateId": leaving.KeyfactorID, "CSR": csrFor(t, newKey(t), leavingNames)}, alice, "CertificateId: a revocation of certificate", http.StatusConflict, api.CodeConflict},
-		{"a certificate whose revocation waits, by thumbprint and the admin", map[string]any{"Thumbprint": leaving.Thumbprint, "CSR": csrFor(t, newKey(t), leavingNames)}, admin, "Thumbprint: a revocation of certificate", http.StatusConflict, api.CodeConflict},
+		{"a certificate whose revocation waits for approval", map[string]any{"CertificateId": leaving.KeyfactorID, "CSR": csrFor(t, newKey(t), leavingNames)}, alice, "CertificateId: a revocation of certificate", http.StatusConflict, keyfactor.CodeConflict},
+		{"a certificate whose revocation waits, by thumbprint and the admin", map[string]any{"Thumbprint": leaving.Thumbprint, "CSR": csrFor(t, newKey(t), leavingNames)}, admin, "Thumbprint: a revocation of certificate", http.StatusConflict, keyfactor.CodeConflict},
 	}
 	ids, records := certificateIDs(t, cf), requestRecords(t, cf)
 	for _, tc := range cases {
@@ -426,7 +426,7 @@ func TestPolicyRenewalUnderATightenedKeyPolicy(t *testing.T) {
 		{"CertificateId": old.KeyfactorID, "CSR": base64.StdEncoding.EncodeToString(fresh)},
 	} {
 		resp, _ := renew(t, cf, body, "Authorization", "Bearer "+testutil.AliceToken)
-		assertError(t, resp, http.StatusBadRequest, api.CodePolicy, "CSR: template Retained does not allow RSA 2048-bit keys")
+		assertError(t, resp, http.StatusBadRequest, keyfactor.CodePolicy, "CSR: template Retained does not allow RSA 2048-bit keys")
 	}
 	if got := certificateIDs(t, cf); !slices.Equal(got, ids) {
 		t.Fatalf("certificates after the renewals: %v, were %v", got, ids)
@@ -501,9 +501,9 @@ func TestPolicyCompromisedKey(t *testing.T) {
 		for _, who := range []struct{ name, auth string }{{"alice", alice}, {"admin", admin}} {
 			t.Run(tc.name+" by "+who.name, func(t *testing.T) {
 				r := cf.Do(t, "POST", tc.path, tc.body, "x-certificateformat", "PEM", "Authorization", who.auth)
-				code := api.CodePolicy
+				code := keyfactor.CodePolicy
 				if strings.HasPrefix(tc.field, "CertificateId") {
-					code = api.CodeInvalidField
+					code = keyfactor.CodeInvalidField
 				}
 				assertError(t, r, http.StatusBadRequest, code, tc.field)
 			})

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/testutil"
 )
 
@@ -126,11 +126,11 @@ func TestRenewalWithANewCSR(t *testing.T) {
 
 	// No retained key: a CSR is needed.
 	r, _ := renew(t, cf, map[string]any{"CertificateId": old.KeyfactorID}, "Authorization", "Bearer "+testutil.AliceToken)
-	assertError(t, r, 400, api.CodeInvalidField, "CSR: required")
+	assertError(t, r, 400, keyfactor.CodeInvalidField, "CSR: required")
 	// Another subject is not a renewal.
 	other, _ := testutil.CSR(t, "other.example.com")
 	r, _ = renew(t, cf, map[string]any{"CertificateId": old.KeyfactorID, "CSR": base64.StdEncoding.EncodeToString(other)}, "Authorization", "Bearer "+testutil.AliceToken)
-	assertError(t, r, 400, api.CodeInvalidField, "CSR: its subject")
+	assertError(t, r, 400, keyfactor.CodeInvalidField, "CSR: its subject")
 
 	fresh, newKey := testutil.CSR(t, "rekey.example.com")
 	pemCSR := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: fresh}))
@@ -189,7 +189,7 @@ func TestRenewalRefusals(t *testing.T) {
 	freshB64 := base64.StdEncoding.EncodeToString(fresh)
 	alice := "Bearer " + testutil.AliceToken
 	carol := "Basic " + base64.StdEncoding.EncodeToString([]byte("carol:"+testutil.CarolPassword))
-	const E, N = api.CodeInvalidField, api.CodeNotFound
+	const E, N = keyfactor.CodeInvalidField, keyfactor.CodeNotFound
 	cases := []struct {
 		name   string
 		body   any
@@ -207,9 +207,9 @@ func TestRenewalRefusals(t *testing.T) {
 		{"unknown Thumbprint", map[string]any{"Thumbprint": "0000000000000000000000000000000000000000", "CSR": freshB64}, alice, 404, N, "Thumbprint"},
 		{"a request without a certificate", map[string]any{"CertificateId": denied.CertificateInformation.KeyfactorRequestId, "CSR": freshB64}, alice, 404, N, "CertificateId"},
 		{"another's certificate", map[string]any{"CertificateId": alices.KeyfactorID, "CSR": freshB64}, carol, 404, N, "CertificateId"},
-		{"unknown Template", map[string]any{"CertificateId": alices.KeyfactorID, "CSR": freshB64, "Template": "NoSuch"}, alice, 400, api.CodeUnknownName, "Template"},
+		{"unknown Template", map[string]any{"CertificateId": alices.KeyfactorID, "CSR": freshB64, "Template": "NoSuch"}, alice, 400, keyfactor.CodeUnknownName, "Template"},
 		{"a retained-key renewal under a template that keeps no keys", map[string]any{"CertificateId": alices.KeyfactorID}, alice, 400, E, "CSR: required"},
-		{"garbled CSR", map[string]any{"CertificateId": alices.KeyfactorID, "CSR": "garbage"}, alice, 400, api.CodeInvalidCSR, "CSR"},
+		{"garbled CSR", map[string]any{"CertificateId": alices.KeyfactorID, "CSR": "garbage"}, alice, 400, keyfactor.CodeInvalidCSR, "CSR"},
 		{"malformed Timestamp", map[string]any{"CertificateId": alices.KeyfactorID, "CSR": freshB64, "Timestamp": "soon"}, alice, 400, E, "Timestamp"},
 		{"private CallbackUrl scheme", map[string]any{"CertificateId": alices.KeyfactorID, "CSR": freshB64, "CallbackUrl": "ftp://x.example.com/"}, alice, 400, E, "CallbackUrl"},
 		{"not JSON", `{"CertificateId":`, alice, 400, E, "request body"},

@@ -17,8 +17,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/testutil"
 )
 
@@ -196,43 +196,43 @@ func TestPolicyVisibilityOfOthersRequests(t *testing.T) {
 		code   string
 		starts string
 	}{
-		{"GET the request", "GET", pending, idPath("/Enrollment/Requests/%d"), nil, 404, api.CodeNotFound, "request "},
-		{"GET the issued request", "GET", issued, idPath("/Enrollment/Requests/%d"), nil, 404, api.CodeNotFound, "request "},
-		{"GET the instance", "GET", pending, instPath("/Workflow/Instances/%s", nil), nil, 404, api.CodeNotFound, "workflow instance "},
-		{"GET the issued request's instance", "GET", issued, instPath("/Workflow/Instances/%s", nil), nil, 404, api.CodeNotFound, "workflow instance "},
-		{"approve by signal", "POST", pending, instPath("/Workflow/Instances/%s/Signals", signalBody("approve.ApprovalStatus", approveData("mine now"))), nil, 404, api.CodeNotFound, "workflow instance "},
-		{"deny by signal", "POST", pending, instPath("/Workflow/Instances/%s/Signals", signalBody("approve.ApprovalStatus", denyData("spite"))), nil, 404, api.CodeNotFound, "workflow instance "},
-		{"signal a step the workflow lacks (it told the workflow exists)", "POST", pending, instPath("/Workflow/Instances/%s/Signals", signalBody("nope.ApprovalStatus", approveData(""))), nil, 404, api.CodeNotFound, "workflow instance "},
-		{"signal a settled instance (it told its state)", "POST", issued, instPath("/Workflow/Instances/%s/Signals", signalBody("approve.ApprovalStatus", approveData(""))), nil, 404, api.CodeNotFound, "workflow instance "},
-		{"stop", "POST", pending, instPath("/Workflow/Instances/%s/Stop", map[string]any{"Comment": "x"}), nil, 403, api.CodeForbidden, "alice may not"},
-		{"restart", "POST", issued, instPath("/Workflow/Instances/%s/Restart", nil), nil, 403, api.CodeForbidden, "alice may not"},
+		{"GET the request", "GET", pending, idPath("/Enrollment/Requests/%d"), nil, 404, keyfactor.CodeNotFound, "request "},
+		{"GET the issued request", "GET", issued, idPath("/Enrollment/Requests/%d"), nil, 404, keyfactor.CodeNotFound, "request "},
+		{"GET the instance", "GET", pending, instPath("/Workflow/Instances/%s", nil), nil, 404, keyfactor.CodeNotFound, "workflow instance "},
+		{"GET the issued request's instance", "GET", issued, instPath("/Workflow/Instances/%s", nil), nil, 404, keyfactor.CodeNotFound, "workflow instance "},
+		{"approve by signal", "POST", pending, instPath("/Workflow/Instances/%s/Signals", signalBody("approve.ApprovalStatus", approveData("mine now"))), nil, 404, keyfactor.CodeNotFound, "workflow instance "},
+		{"deny by signal", "POST", pending, instPath("/Workflow/Instances/%s/Signals", signalBody("approve.ApprovalStatus", denyData("spite"))), nil, 404, keyfactor.CodeNotFound, "workflow instance "},
+		{"signal a step the workflow lacks (it told the workflow exists)", "POST", pending, instPath("/Workflow/Instances/%s/Signals", signalBody("nope.ApprovalStatus", approveData(""))), nil, 404, keyfactor.CodeNotFound, "workflow instance "},
+		{"signal a settled instance (it told its state)", "POST", issued, instPath("/Workflow/Instances/%s/Signals", signalBody("approve.ApprovalStatus", approveData(""))), nil, 404, keyfactor.CodeNotFound, "workflow instance "},
+		{"stop", "POST", pending, instPath("/Workflow/Instances/%s/Stop", map[string]any{"Comment": "x"}), nil, 403, keyfactor.CodeForbidden, "alice may not"},
+		{"restart", "POST", issued, instPath("/Workflow/Instances/%s/Restart", nil), nil, 403, keyfactor.CodeForbidden, "alice may not"},
 		{"legacy approve (it told the CA)", "POST", pending, func(x target) (string, any) { return "/Workflow/Certificates/Approve", []int64{x.id} }, nil, 200, "", `"Comment":"request <ID>: not found"`},
 		{"legacy deny (it told the CA)", "POST", pending, func(x target) (string, any) {
 			return "/Workflow/Certificates/Deny", map[string]any{"Comment": "spite", "CertificateRequestIds": []int64{x.id}}
 		}, nil, 200, "", `"Comment":"request <ID>: not found"`},
 		{"legacy approve of an issued request", "POST", issued, func(x target) (string, any) { return "/Workflow/Certificates/Approve", []int64{x.id} }, nil, 200, "", `"CAHost":""`},
-		{"GET the certificate", "GET", issued, idPath("/Certificates/%d"), nil, 404, api.CodeNotFound, "certificate "},
-		{"GET the pending request as a certificate", "GET", pending, idPath("/Certificates/%d"), nil, 404, api.CodeNotFound, "certificate "},
-		{"download by CertID", "POST", issued, func(x target) (string, any) { return "/Certificates/Download", map[string]any{"CertID": x.id} }, nil, 404, api.CodeNotFound, "certificate "},
-		{"download by Thumbprint", "POST", issued, func(x target) (string, any) { return "/Certificates/Download", map[string]any{"Thumbprint": x.thumb} }, nil, 404, api.CodeNotFound, "certificate with thumbprint"},
+		{"GET the certificate", "GET", issued, idPath("/Certificates/%d"), nil, 404, keyfactor.CodeNotFound, "certificate "},
+		{"GET the pending request as a certificate", "GET", pending, idPath("/Certificates/%d"), nil, 404, keyfactor.CodeNotFound, "certificate "},
+		{"download by CertID", "POST", issued, func(x target) (string, any) { return "/Certificates/Download", map[string]any{"CertID": x.id} }, nil, 404, keyfactor.CodeNotFound, "certificate "},
+		{"download by Thumbprint", "POST", issued, func(x target) (string, any) { return "/Certificates/Download", map[string]any{"Thumbprint": x.thumb} }, nil, 404, keyfactor.CodeNotFound, "certificate with thumbprint"},
 		{"download by SerialNumber", "POST", issued, func(x target) (string, any) {
 			return "/Certificates/Download", map[string]any{"SerialNumber": x.serial, "IssuerDN": x.issuer}
-		}, nil, 404, api.CodeNotFound, "certificate with serial number"},
-		{"recover by CertID", "POST", issued, recoverBody(func(x target) map[string]any { return map[string]any{"CertID": x.id} }), []string{"x-certificateformat", "PFX"}, 404, api.CodeNotFound, "CertID:"},
-		{"recover by Thumbprint", "POST", issued, recoverBody(func(x target) map[string]any { return map[string]any{"Thumbprint": x.thumb} }), []string{"x-certificateformat", "PFX"}, 404, api.CodeNotFound, "Thumbprint:"},
-		{"recover by SerialNumber", "POST", issued, recoverBody(func(x target) map[string]any { return map[string]any{"SerialNumber": x.serial, "IssuerDN": x.issuer} }), []string{"x-certificateformat", "PFX"}, 404, api.CodeNotFound, "SerialNumber:"},
+		}, nil, 404, keyfactor.CodeNotFound, "certificate with serial number"},
+		{"recover by CertID", "POST", issued, recoverBody(func(x target) map[string]any { return map[string]any{"CertID": x.id} }), []string{"x-certificateformat", "PFX"}, 404, keyfactor.CodeNotFound, "CertID:"},
+		{"recover by Thumbprint", "POST", issued, recoverBody(func(x target) map[string]any { return map[string]any{"Thumbprint": x.thumb} }), []string{"x-certificateformat", "PFX"}, 404, keyfactor.CodeNotFound, "Thumbprint:"},
+		{"recover by SerialNumber", "POST", issued, recoverBody(func(x target) map[string]any { return map[string]any{"SerialNumber": x.serial, "IssuerDN": x.issuer} }), []string{"x-certificateformat", "PFX"}, 404, keyfactor.CodeNotFound, "SerialNumber:"},
 		{"revoke", "POST", issued, func(x target) (string, any) {
 			return "/Certificates/Revoke", map[string]any{"CertificateIds": []int64{x.id}, "Reason": 1, "Comment": "spite"}
-		}, nil, 404, api.CodeNotFound, "CertificateIds[0]:"},
+		}, nil, 404, keyfactor.CodeNotFound, "CertificateIds[0]:"},
 		{"renew by CertificateId", "POST", issued, func(x target) (string, any) {
 			return "/Enrollment/Renew", map[string]any{"CertificateId": x.id}
-		}, []string{"x-certificateformat", "PEM"}, 404, api.CodeNotFound, "CertificateId:"},
+		}, []string{"x-certificateformat", "PEM"}, 404, keyfactor.CodeNotFound, "CertificateId:"},
 		{"renew by Thumbprint", "POST", issued, func(x target) (string, any) {
 			return "/Enrollment/Renew", map[string]any{"Thumbprint": x.thumb}
-		}, []string{"x-certificateformat", "PEM"}, 404, api.CodeNotFound, "Thumbprint:"},
-		{"GET the generated CSR", "GET", csr, idPath("/CSRGeneration/Pending/%d"), nil, 404, api.CodeNotFound, "pending CSR "},
-		{"DELETE the generated CSR", "DELETE", csr, idPath("/CSRGeneration/Pending/%d"), nil, 404, api.CodeNotFound, "pending CSR "},
-		{"DELETE the generated CSR in a batch", "DELETE", csr, func(x target) (string, any) { return "/CSRGeneration/Pending", []int64{x.id} }, nil, 404, api.CodeNotFound, "[0]: pending CSR "},
+		}, []string{"x-certificateformat", "PEM"}, 404, keyfactor.CodeNotFound, "Thumbprint:"},
+		{"GET the generated CSR", "GET", csr, idPath("/CSRGeneration/Pending/%d"), nil, 404, keyfactor.CodeNotFound, "pending CSR "},
+		{"DELETE the generated CSR", "DELETE", csr, idPath("/CSRGeneration/Pending/%d"), nil, 404, keyfactor.CodeNotFound, "pending CSR "},
+		{"DELETE the generated CSR in a batch", "DELETE", csr, func(x target) (string, any) { return "/CSRGeneration/Pending", []int64{x.id} }, nil, 404, keyfactor.CodeNotFound, "[0]: pending CSR "},
 		{"find the instance by ReferenceId", "GET", pending, func(x target) (string, any) {
 			return "/Workflow/Instances?pq.queryString=" + q(fmt.Sprintf(`ReferenceId -eq "%d"`, x.id)), nil
 		}, nil, 200, "", "[]"},
@@ -264,7 +264,7 @@ func TestPolicyVisibilityOfOthersRequests(t *testing.T) {
 				}
 				return
 			}
-			var e api.Error
+			var e keyfactor.Error
 			got.JSON(t, &e)
 			if got.Status != tt.status || e.ErrorCode != tt.code || !strings.HasPrefix(e.Message, tt.starts) {
 				t.Fatalf("%d %s %q; want %d %s starting %q", got.Status, e.ErrorCode, e.Message, tt.status, tt.code, tt.starts)
@@ -439,9 +439,9 @@ func TestPolicyVisibilityReservedMetadata(t *testing.T) {
 			t.Run(row.name, func(t *testing.T) {
 				csr, _ := testutil.CSR(t, "md.example.com")
 				r, _ := enroll(t, cf, testutil.EnrollBody(csr, map[string]any{"Metadata": row.md}), "Authorization", bearer(testutil.AliceToken))
-				assertError(t, r, http.StatusBadRequest, api.CodeInvalidField, row.field+": set by the workflow")
+				assertError(t, r, http.StatusBadRequest, keyfactor.CodeInvalidField, row.field+": set by the workflow")
 				r, _ = enrollPFX(t, cf, pfxBody(map[string]any{"Metadata": row.md}), "Authorization", bearer(testutil.AliceToken))
-				assertError(t, r, http.StatusBadRequest, api.CodeInvalidField, row.field+": set by the workflow")
+				assertError(t, r, http.StatusBadRequest, keyfactor.CodeInvalidField, row.field+": set by the workflow")
 			})
 		}
 		if after := seq(); after != before {

@@ -18,10 +18,10 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/ca"
 	"github.com/certflow/certflow/internal/callback"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/queue"
@@ -358,7 +358,7 @@ func (w *Worker) DeliverCallback(ctx context.Context, id int64) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
-	resp, err := api.NewEnrollmentResponse(r, cert, "", nil)
+	resp, err := keyfactor.NewEnrollmentResponse(r, cert, "", nil)
 	if err != nil {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}

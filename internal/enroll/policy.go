@@ -1,22 +1,14 @@
-package api
+package enroll
 
 import (
 	"crypto/x509"
-	"net/http"
 	"slices"
 	"strings"
 
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/policy"
 	"github.com/certflow/certflow/workflow"
 )
-
-// CodePolicy: the request is well formed but breaks the policy of its
-// template or standalone CA (internal/policy).
-const CodePolicy = "0xA0010006"
-
-// maxCSRText bounds a CSR field before anything decodes it: room for a
-// 4096-bit RSA request carrying the most SANs api.max_sans allows.
-const maxCSRText = 64 << 10
 
 // checkPolicy holds a submit (CSR, PFX or renewal) to the policy that
 // binds it, before anything is stored: the SAN count, then its template's
@@ -24,13 +16,13 @@ const maxCSRText = 64 << 10
 // restrict who enrolls). in is the request as the workflow will see it,
 // with the SANs merged and normalised. The answer names the field at
 // fault: CSR (or, for a PFX enrollment, Subject and KeyType), or SANs.
-func (s *Server) checkPolicy(e *enrollment, in *workflow.Input, caller *Identity) error {
+func (s *Service) checkPolicy(e *enrollment, in *workflow.Input, caller *Caller) error {
 	if n := sanCount(e.csr, e.req.Input.SANs); n > s.cfg.API.MaxSANs {
 		field := "SANs"
 		if sanCount(e.csr, nil) > s.cfg.API.MaxSANs {
 			field = "CSR"
 		}
-		return newError(http.StatusBadRequest, CodePolicy, "%s: the request has %d subject alternative names, more than the %d allowed (api.max_sans)", field, n, s.cfg.API.MaxSANs)
+		return fieldError(Invalid, keyfactor.CodePolicy, field, "the request has %d subject alternative names, more than the %d allowed (api.max_sans)", n, s.cfg.API.MaxSANs)
 	}
 	rules, err := s.rulesFor(e, caller)
 	if err != nil {
@@ -43,12 +35,12 @@ func (s *Server) checkPolicy(e *enrollment, in *workflow.Input, caller *Identity
 	if v == nil {
 		return nil
 	}
-	return newError(http.StatusBadRequest, CodePolicy, "%s: %s", violationField(v, e), v.Message)
+	return fieldError(Invalid, keyfactor.CodePolicy, violationField(v, e), "%s", v.Message)
 }
 
 // rulesFor returns the rules that bind e: its template's, or those of the
 // standalone CA it names, whose allowed_requesters the caller must match.
-func (s *Server) rulesFor(e *enrollment, caller *Identity) (*policy.Rules, error) {
+func (s *Service) rulesFor(e *enrollment, caller *Caller) (*policy.Rules, error) {
 	if t, ok := s.cfg.Template(e.req.Input.Template); ok {
 		r := policy.ForTemplate(t)
 		return &r, nil
@@ -58,7 +50,7 @@ func (s *Server) rulesFor(e *enrollment, caller *Identity) (*policy.Rules, error
 		return nil, badField("Template", "required unless CertificateAuthority names a standalone CA")
 	}
 	if !c.MayEnroll(caller.Roles) {
-		return nil, newError(http.StatusForbidden, CodeForbidden, "CertificateAuthority: %s may not enroll with certificate authority %s (allowed: %s)", caller.Name, c.Name, strings.Join(c.AllowedRequesters, ", "))
+		return nil, fieldError(Forbidden, keyfactor.CodeForbidden, "CertificateAuthority", "%s may not enroll with certificate authority %s (allowed: %s)", caller.Name, c.Name, strings.Join(c.AllowedRequesters, ", "))
 	}
 	r := policy.ForCA(c)
 	return &r, nil

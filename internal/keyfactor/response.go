@@ -1,4 +1,4 @@
-package api
+package keyfactor
 
 import (
 	"fmt"
@@ -72,23 +72,23 @@ type RequestSummary struct {
 }
 
 // NewEnrollmentResponse renders a request (and its certificate, when
-// issued) in Keyfactor's shape, for viewer (nil: an outside receiver, such
-// as a callback). format overrides the request's own certificate format
-// when not empty.
-func NewEnrollmentResponse(r *store.Request, cert *store.Certificate, format pki.Format, viewer *Identity) (*EnrollmentResponse, error) {
+// issued) in Keyfactor's shape, for a viewer holding the roles viewer (nil:
+// an outside receiver, such as a callback). format overrides the request's
+// own certificate format when not empty.
+func NewEnrollmentResponse(r *store.Request, cert *store.Certificate, format pki.Format, viewer []string) (*EnrollmentResponse, error) {
 	if format == "" {
 		format = pki.Format(r.Input.Format)
 	}
 	info := CertificateInformation{
 		KeyfactorRequestId:  r.ID,
 		RequestDisposition:  string(r.Disposition),
-		DispositionMessage:  dispositionMessage(r, viewer),
+		DispositionMessage:  DispositionMessage(r, viewer),
 		EnrollmentContext:   map[string]any{},
 		WorkflowInstanceId:  r.Instance.ID,
 		WorkflowReferenceId: r.ID,
 		Certificates:        []string{},
 	}
-	md := requestMetadata(r)
+	md := RequestMetadata(r)
 	if cert != nil {
 		chain := cert.Chain[:1]
 		if r.Input.IncludeChain {
@@ -105,9 +105,9 @@ func NewEnrollmentResponse(r *store.Request, cert *store.Certificate, format pki
 	return &EnrollmentResponse{CertificateInformation: info, Metadata: md}, nil
 }
 
-// requestMetadata is a request's certificate metadata: the values the
+// RequestMetadata is a request's certificate metadata: the values the
 // request set, then what its workflow set over them.
-func requestMetadata(r *store.Request) map[string]string {
+func RequestMetadata(r *store.Request) map[string]string {
 	md := maps.Clone(r.Input.Metadata)
 	if md == nil {
 		md = map[string]string{}
@@ -116,22 +116,27 @@ func requestMetadata(r *store.Request) map[string]string {
 	return md
 }
 
-// seesDetails reports whether viewer may read internal failure details
-// (step errors can carry internal host names and addresses).
-func seesDetails(viewer *Identity) bool {
-	return viewer != nil && viewer.Has(config.RoleApprover)
+// SeesDetails reports whether a viewer holding the roles viewer may read
+// internal failure details (step errors can carry internal host names and
+// addresses): approvers and administrators.
+func SeesDetails(viewer []string) bool {
+	return slices.Contains(viewer, config.RoleAdmin) || slices.Contains(viewer, config.RoleApprover)
 }
 
-// dispositionMessage is the request's message, except that the reason of a
-// failure is kept from requesters and callback receivers: it is internal.
-func dispositionMessage(r *store.Request, viewer *Identity) string {
-	if r.Disposition != store.Failed || seesDetails(viewer) {
+// DispositionMessage is the request's message for a viewer holding the
+// roles viewer, except that the reason of a failure is kept from
+// requesters and callback receivers: it is internal.
+func DispositionMessage(r *store.Request, viewer []string) string {
+	if r.Disposition != store.Failed || SeesDetails(viewer) {
 		return r.Message
 	}
 	return fmt.Sprintf("request %d failed; an administrator can see why in certflow's log and the request's timeline", r.ID)
 }
 
-func newRequestStatus(r *store.Request, cert *store.Certificate, format pki.Format, viewer *Identity) (*RequestStatus, error) {
+// NewRequestStatus renders GET /Enrollment/Requests/{id}'s answer for a
+// viewer holding the roles viewer: the enrollment response and the
+// request's history, step errors shown only to those who see details.
+func NewRequestStatus(r *store.Request, cert *store.Certificate, format pki.Format, viewer []string) (*RequestStatus, error) {
 	er, err := NewEnrollmentResponse(r, cert, format, viewer)
 	if err != nil {
 		return nil, err
@@ -156,7 +161,7 @@ func newRequestStatus(r *store.Request, cert *store.Certificate, format pki.Form
 	if st.Timeline == nil {
 		st.Timeline = []workflow.StepRecord{}
 	}
-	if !seesDetails(viewer) {
+	if !SeesDetails(viewer) {
 		// Requesters see each step's outcome, and a denial's reason, but
 		// not the text of errors.
 		st.Timeline = slices.Clone(st.Timeline)
@@ -170,4 +175,29 @@ func newRequestStatus(r *store.Request, cert *store.Certificate, format pki.Form
 		st.Callbacks = []store.CallbackAttempt{}
 	}
 	return st, nil
+}
+
+// NewPFXEnrollmentResponse is a PFX enrollment's answer made of its
+// enrollment response; the caller adds the Pkcs12Blob once issued.
+func NewPFXEnrollmentResponse(er *EnrollmentResponse) *PFXEnrollmentResponse {
+	ci := er.CertificateInformation
+	return &PFXEnrollmentResponse{Metadata: er.Metadata, CertificateInformation: PFXCertificateInformation{
+		SerialNumber: ci.SerialNumber, IssuerDN: ci.IssuerDN, Thumbprint: ci.Thumbprint, KeyfactorId: ci.KeyfactorID,
+		KeyfactorRequestId: ci.KeyfactorRequestId, WorkflowInstanceId: ci.WorkflowInstanceId, WorkflowReferenceId: ci.WorkflowReferenceId,
+		StoreIdsInvalidForRenewal: []string{}, RequestDisposition: ci.RequestDisposition, DispositionMessage: ci.DispositionMessage,
+		EnrollmentContext: ci.EnrollmentContext, Certificates: ci.Certificates,
+	}}
+}
+
+// NewRenewalResponse is a renewal's answer made of its enrollment
+// response; renewed is the id of the certificate it renews.
+func NewRenewalResponse(er *EnrollmentResponse, renewed int64) *RenewalResponse {
+	ci := er.CertificateInformation
+	return &RenewalResponse{
+		KeyfactorId: ci.KeyfactorID, KeyfactorRequestId: ci.KeyfactorRequestId,
+		Thumbprint: ci.Thumbprint, SerialNumber: ci.SerialNumber, IssuerDN: ci.IssuerDN,
+		RequestDisposition: ci.RequestDisposition, DispositionMessage: ci.DispositionMessage,
+		WorkflowInstanceId: ci.WorkflowInstanceId, WorkflowReferenceId: ci.WorkflowReferenceId,
+		Certificates: ci.Certificates, RenewedCertificateId: renewed,
+	}
 }

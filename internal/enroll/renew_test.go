@@ -1,4 +1,4 @@
-package api
+package enroll
 
 import (
 	"crypto/x509"

@@ -1,6 +1,8 @@
-package api
+package enroll
 
-import "testing"
+import (
+	"testing"
+)
 
 // Download and Recover find a certificate by SerialNumber and IssuerDN
 // with one comparison: Keyfactor's spacing, Go's, and either side's case

@@ -1,12 +1,12 @@
-package api
+package enroll
 
 import (
 	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net/http"
 
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 )
@@ -21,7 +21,7 @@ var errNoRetainedKey = errors.New("no private key is retained for this certifica
 // a PFX enrollment — it is read back here, for PFX answers and recovery.
 // The key never goes to a log; callers return it only inside a
 // password-protected PKCS#12.
-func (s *Server) retainedKey(req *store.Request) (crypto.PrivateKey, []byte, error) {
+func (s *Service) retainedKey(req *store.Request) (crypto.PrivateKey, []byte, error) {
 	if len(req.PrivateKey) == 0 {
 		return nil, nil, errNoRetainedKey
 	}
@@ -41,4 +41,4 @@ func (s *Server) retainedKey(req *store.Request) (crypto.PrivateKey, []byte, err
 // such a key is never certified again, for anyone, on any path. The
 // issue step checks again before signing (the revocation may come while
 // the request waits).
-var errKeyCompromised = newError(http.StatusBadRequest, CodePolicy, "CSR: its key was revoked for key compromise and is never certified again; generate a new key")
+var errKeyCompromised = fieldError(Invalid, keyfactor.CodePolicy, "CSR", "its key was revoked for key compromise and is never certified again; generate a new key")

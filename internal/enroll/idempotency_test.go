@@ -1,4 +1,4 @@
-package api
+package enroll
 
 import (
 	"crypto/rand"
@@ -44,7 +44,7 @@ func fingerprinted() *enrollment {
 // the request is covered without anyone remembering to.
 func TestSubmitFingerprintCoversEveryField(t *testing.T) {
 	t.Parallel()
-	s := &Server{kek: testKEK(t)}
+	s := &Service{kek: testKEK(t)}
 	ref := s.submitFingerprint(fingerprinted())
 	if ref == "" || ref != s.submitFingerprint(fingerprinted()) {
 		t.Fatalf("not deterministic: %q", ref)
@@ -79,7 +79,7 @@ func TestSubmitFingerprintCoversEveryField(t *testing.T) {
 	if s.submitFingerprint(e) != ref {
 		t.Error("the order of SAN values changed the fingerprint")
 	}
-	if (&Server{kek: testKEK(t)}).submitFingerprint(fingerprinted()) == ref {
+	if (&Service{kek: testKEK(t)}).submitFingerprint(fingerprinted()) == ref {
 		t.Error("another KEK gives the same fingerprint: it is not keyed")
 	}
 }
@@ -129,7 +129,7 @@ func change(t *testing.T, v reflect.Value) {
 // BenchmarkSubmitFingerprint: the cost a submit with an Idempotency-Key
 // pays (one per submit; none without a key).
 func BenchmarkSubmitFingerprint(b *testing.B) {
-	s := &Server{kek: testKEK(b)}
+	s := &Service{kek: testKEK(b)}
 	e := fingerprinted()
 	e.csr.RawTBSCertificateRequest = make([]byte, 400)
 	for b.Loop() {

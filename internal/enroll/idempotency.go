@@ -1,4 +1,4 @@
-package api
+package enroll
 
 import (
 	"bytes"
@@ -40,7 +40,7 @@ const fingerprintVersion = 1
 // repeats digest the same thing. The digest is keyed (a MAC under the
 // KEK): stored with the record, it must not let whoever reads Redis test
 // guesses of a PFX password against it.
-func (s *Server) submitFingerprint(e *enrollment) string {
+func (s *Service) submitFingerprint(e *enrollment) string {
 	in := e.req.Input
 	in.ID, in.Timestamp = 0, time.Time{}
 	if in.SANs != nil {
