@@ -21,9 +21,6 @@ import (
 	"github.com/certflow/certflow/internal/enroll"
 )
 
-// Identity is an authenticated caller, as enrollment takes it.
-type Identity = enroll.Caller
-
 // Authenticator checks HTTP Basic and Bearer credentials against the
 // configured users, under a throttle of failed logins per client address
 // and per user name that is consulted before any credential is checked.
@@ -35,7 +32,7 @@ type Identity = enroll.Caller
 // user's or nobody's, so neither the answer nor its time tells which names
 // exist.
 type Authenticator struct {
-	byToken map[[32]byte]*Identity
+	byToken map[[32]byte]*enroll.Caller
 	users   map[string]config.User
 	// dummy is compared against when there is no password hash to compare
 	// with (an unknown name, a token user): a bcrypt hash of the highest
@@ -60,7 +57,7 @@ type Authenticator struct {
 }
 
 type basicHit struct {
-	id      *Identity
+	id      *enroll.Caller
 	expires time.Time
 }
 
@@ -77,7 +74,7 @@ var errBusy = errors.New("too many logins are being checked at once")
 // when set, is a bearer token with the admin role (CERTFLOW_ADMIN_TOKEN).
 func NewAuthenticator(cfg *config.Config, adminToken string, log *slog.Logger) *Authenticator {
 	a := &Authenticator{
-		byToken: map[[32]byte]*Identity{}, users: map[string]config.User{}, basic: map[[32]byte]basicHit{},
+		byToken: map[[32]byte]*enroll.Caller{}, users: map[string]config.User{}, basic: map[[32]byte]basicHit{},
 		compare: bcrypt.CompareHashAndPassword, log: log,
 		checks: make(chan struct{}, max(2, runtime.GOMAXPROCS(0))), checkWait: checkWait,
 		byAddr: newThrottle(cfg.API.AuthFailuresPerMinute, time.Minute, cfg.API.AuthMaxLockout),
@@ -97,7 +94,7 @@ func NewAuthenticator(cfg *config.Config, adminToken string, log *slog.Logger) *
 		if u.Token == "" {
 			continue
 		}
-		id := &Identity{Name: u.Name, Roles: u.Roles}
+		id := &enroll.Caller{Name: u.Name, Roles: u.Roles}
 		if hexSum, ok := strings.CutPrefix(u.Token, "sha256:"); ok {
 			var sum [32]byte
 			if b, err := hex.DecodeString(hexSum); err == nil && len(b) == 32 {
@@ -109,7 +106,7 @@ func NewAuthenticator(cfg *config.Config, adminToken string, log *slog.Logger) *
 		a.byToken[sha256.Sum256([]byte(u.Token))] = id
 	}
 	if adminToken != "" {
-		a.byToken[sha256.Sum256([]byte(adminToken))] = &Identity{Name: config.AdminName, Roles: []string{config.RoleAdmin}}
+		a.byToken[sha256.Sum256([]byte(adminToken))] = &enroll.Caller{Name: config.AdminName, Roles: []string{config.RoleAdmin}}
 	}
 	if cost == 0 {
 		cost = bcrypt.DefaultCost
@@ -132,7 +129,7 @@ func (a *Authenticator) now() time.Time { return (*a.clock.Load())() }
 // loginResult is the outcome of login: an identity, a refusal (wait > 0: over
 // budget, answer 429), or neither (answer 401).
 type loginResult struct {
-	id   *Identity
+	id   *enroll.Caller
 	wait time.Duration
 	// why names the exhausted budget, for the 429's message.
 	why string
@@ -242,7 +239,7 @@ func credentialsOf(r *http.Request) credentials {
 // comparison whoever the name belongs to; a bearer token is one digest
 // look-up (it names no user, so its cost tells nothing). Its error is
 // errBusy, when no comparison could be made.
-func (a *Authenticator) verify(ctx context.Context, c credentials) (*Identity, error) {
+func (a *Authenticator) verify(ctx context.Context, c credentials) (*enroll.Caller, error) {
 	if c.kind == credBearer {
 		return a.byToken[sha256.Sum256([]byte(c.secret))], nil
 	}
@@ -271,7 +268,7 @@ func (a *Authenticator) verify(ctx context.Context, c credentials) (*Identity, e
 	if match, err := a.bcrypt(ctx, []byte(u.PasswordHash), c.secret); !match {
 		return nil, err
 	}
-	id := &Identity{Name: u.Name, Roles: u.Roles}
+	id := &enroll.Caller{Name: u.Name, Roles: u.Roles}
 	a.mu.Lock()
 	if len(a.basic) > 10000 {
 		clear(a.basic)
@@ -325,7 +322,7 @@ func cutPrefixFold(s, prefix string) (string, bool) {
 
 // roles are id's roles (nil for no identity), as keyfactor's renderings
 // take a viewer.
-func roles(id *Identity) []string {
+func roles(id *enroll.Caller) []string {
 	if id == nil {
 		return nil
 	}

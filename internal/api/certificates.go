@@ -150,7 +150,7 @@ func (s *Server) certificateRecord(r *store.Request, c *store.Certificate, o ren
 
 // loadCertificate loads certificate id with its request for viewer: 404
 // when there is none or it is another's the viewer may not see.
-func (s *Server) loadCertificate(ctx context.Context, id int64, viewer *Identity) (*store.Request, *store.Certificate, error) {
+func (s *Server) loadCertificate(ctx context.Context, id int64, viewer *enroll.Caller) (*store.Request, *store.Certificate, error) {
 	r, c, err := s.enroll.IssuedCertificate(ctx, id, "")
 	if errors.Is(err, store.ErrNotFound) || err == nil && !enroll.CertificateVisible(r, viewer) {
 		return nil, nil, newError(http.StatusNotFound, keyfactor.CodeNotFound, "certificate %d: not found", id)

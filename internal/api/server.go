@@ -28,14 +28,11 @@ import (
 	"github.com/certflow/certflow/workflow"
 )
 
-// Enqueuer is what the API needs of the queue: what enrollment needs.
-type Enqueuer = enroll.Enqueuer
-
 // Options wire a Server.
 type Options struct {
 	Config *config.Config
 	Store  *store.Store
-	Queue  Enqueuer
+	Queue  enroll.Enqueuer
 	KEK    *pki.KEK
 	Auth   *Authenticator
 	Log    *slog.Logger
@@ -194,8 +191,8 @@ func (s *Server) register(pattern string, h http.HandlerFunc) {
 type identityKey struct{}
 
 // identity returns the authenticated caller of an authenticated route.
-func identity(r *http.Request) *Identity {
-	id, _ := r.Context().Value(identityKey{}).(*Identity)
+func identity(r *http.Request) *enroll.Caller {
+	id, _ := r.Context().Value(identityKey{}).(*enroll.Caller)
 	return id
 }
 

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"github.com/certflow/certflow/internal/enroll"
 	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
@@ -23,7 +24,7 @@ import (
 
 // seesState reports whether viewer sees all of r's instance state: an
 // approver or administrator, or one who may decide r's wait now.
-func seesState(r *store.Request, viewer *Identity) bool {
+func seesState(r *store.Request, viewer *enroll.Caller) bool {
 	if keyfactor.SeesDetails(roles(viewer)) {
 		return true
 	}
@@ -35,7 +36,7 @@ func seesState(r *store.Request, viewer *Identity) bool {
 // Steps (step outputs), filtered by def's visibility for a viewer who does
 // not see everything (def nil: nothing shown), and Metadata (the
 // certificate's, which its requester reads on the certificate anyway).
-func currentState(r *store.Request, def *workflow.Definition, viewer *Identity) map[string]any {
+func currentState(r *store.Request, def *workflow.Definition, viewer *enroll.Caller) map[string]any {
 	inst := &r.Instance
 	if viewer != nil && seesState(r, viewer) {
 		return map[string]any{"Vars": inst.Vars, "Steps": inst.Outputs, "Metadata": inst.Metadata}

@@ -17,7 +17,7 @@ import (
 )
 
 // newInstance renders a request's workflow instance for viewer.
-func newInstance(r *store.Request, defs *workflow.Set, viewer *Identity) keyfactor.Instance {
+func newInstance(r *store.Request, defs *workflow.Set, viewer *enroll.Caller) keyfactor.Instance {
 	inst := &r.Instance
 	out := keyfactor.Instance{
 		Id: inst.ID, Status: keyfactor.InstanceStatus(r), StatusMessage: keyfactor.DispositionMessage(r, roles(viewer)),
@@ -58,7 +58,7 @@ func newInstance(r *store.Request, defs *workflow.Set, viewer *Identity) keyfact
 }
 
 // assignedTo reports whether viewer may decide r now and has not yet.
-func assignedTo(r *store.Request, viewer *Identity) bool {
+func assignedTo(r *store.Request, viewer *enroll.Caller) bool {
 	w := r.Instance.Wait
 	return w != nil && r.Instance.MayDecide(w.Step, viewer.Decider(), r.Requester.Name) == nil && !slices.Contains(w.Approvers, viewer.Name)
 }
@@ -101,7 +101,7 @@ func instanceField(in *keyfactor.Instance) func(string) string {
 // in it, render makes each a row, and field reads a row's values for the
 // queryString's terms.
 func list[T any](s *Server, w http.ResponseWriter, r *http.Request, fromPending bool, fields []string,
-	keep func(*store.Request, *Identity) bool, render func(*store.Request, *Identity) T, field func(*T) func(string) string) {
+	keep func(*store.Request, *enroll.Caller) bool, render func(*store.Request, *enroll.Caller) T, field func(*T) func(string) string) {
 	p, err := parsePage(r, fields...)
 	if err != nil {
 		writeError(w, r, s.log, err)
@@ -123,10 +123,12 @@ func list[T any](s *Server, w http.ResponseWriter, r *http.Request, fromPending 
 }
 
 // listInstances answers a listing of the instances keep picks.
-func (s *Server) listInstances(w http.ResponseWriter, r *http.Request, fromPending bool, keep func(*store.Request, *Identity) bool) {
+func (s *Server) listInstances(w http.ResponseWriter, r *http.Request, fromPending bool, keep func(*store.Request, *enroll.Caller) bool) {
 	defs := s.defs.Load()
 	list(s, w, r, fromPending, instanceFields, keep,
-		func(req *store.Request, viewer *Identity) keyfactor.Instance { return newInstance(req, defs, viewer) }, instanceField)
+		func(req *store.Request, viewer *enroll.Caller) keyfactor.Instance {
+			return newInstance(req, defs, viewer)
+		}, instanceField)
 }
 
 // walkPending visits the requests waiting for approval, the earliest
@@ -155,7 +157,7 @@ func (s *Server) handleAssignedToMe(w http.ResponseWriter, r *http.Request) {
 
 // handleMyInstances is GET /Workflow/Instances/My: the caller's own.
 func (s *Server) handleMyInstances(w http.ResponseWriter, r *http.Request) {
-	s.listInstances(w, r, false, func(req *store.Request, viewer *Identity) bool { return req.Requester.Name == viewer.Name })
+	s.listInstances(w, r, false, func(req *store.Request, viewer *enroll.Caller) bool { return req.Requester.Name == viewer.Name })
 }
 
 // handleSignal is POST /Workflow/Instances/{id}/Signals: an approver's
@@ -252,10 +254,10 @@ func certificateRequestField(c *keyfactor.CertificateRequest) func(string) strin
 }
 
 func (s *Server) listCertificateRequests(w http.ResponseWriter, r *http.Request, disposition store.Disposition) {
-	keep := func(req *store.Request, viewer *Identity) bool {
+	keep := func(req *store.Request, viewer *enroll.Caller) bool {
 		return req.Disposition == disposition && enroll.Visible(req, viewer)
 	}
-	render := func(req *store.Request, _ *Identity) keyfactor.CertificateRequest {
+	render := func(req *store.Request, _ *enroll.Caller) keyfactor.CertificateRequest {
 		return s.newCertificateRequest(req)
 	}
 	list(s, w, r, disposition == store.Pending, certificateRequestFields, keep, render, certificateRequestField)
