@@ -14,7 +14,22 @@ import (
 // CPU time with encoding/json.
 func marshal(v any) ([]byte, error) { return json.Marshal(v) }
 
-func unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+func unmarshal(data []byte, v any) error {
+	if err := json.Unmarshal(data, v); err != nil {
+		return corruptError{err}
+	}
+	return nil
+}
+
+// corruptError is a record that does not decode: ErrCorrupt, whatever
+// the decoder said (even io.ErrUnexpectedEOF, which from Redis's
+// connection would mean Redis is unreachable; see Unavailable). Its text
+// is the decoder's.
+type corruptError struct{ err error }
+
+func (e corruptError) Error() string        { return e.err.Error() }
+func (e corruptError) Unwrap() error        { return e.err }
+func (e corruptError) Is(target error) bool { return target == ErrCorrupt }
 
 // bytesOf is s as a byte slice, without copying it, for reading only. The
 // records Redis answers arrive as strings (a request's, twice per

@@ -47,6 +47,9 @@ var (
 	// withdrawn (ErrGeneratedKey) gives, while its marker lasts: its
 	// first run's task was queued, and finds nothing to run.
 	ErrWithdrawn = fmt.Errorf("%w (withdrawn before its first run)", ErrNotFound)
+	// ErrCorrupt: a record read from Redis does not decode. Redis
+	// answered, so it is not Unavailable: retrying will not help.
+	ErrCorrupt = errors.New("record does not decode")
 )
 
 // Store is certflow's Redis persistence.
@@ -101,9 +104,12 @@ func (s *Store) Redis() redis.UniversalClient { return s.rdb }
 func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }
 
 // Unavailable reports whether err means Redis could not be reached (as
-// opposed to a bad request or a bug): the API answers 503 for it.
+// opposed to a bad request, a corrupt record or a bug): the API answers
+// 503 for it. A record that does not decode (ErrCorrupt) is never
+// Unavailable, even when its decoder's error reads like a cut connection
+// (io.ErrUnexpectedEOF, "EOF"): Redis answered.
 func Unavailable(err error) bool {
-	if err == nil {
+	if err == nil || errors.Is(err, ErrCorrupt) {
 		return false
 	}
 	var ne net.Error
