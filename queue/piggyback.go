@@ -29,7 +29,7 @@ func (c *Client) EnqueueRunAfter(ctx context.Context, requestID, generation int6
 		return c.EnqueueRun(ctx, requestID, generation)
 	}
 	id := runTaskID(requestID, generation)
-	ride := &rider{taskKey: "asynq:{" + c.queue + "}:t:" + id, writes: writes}
+	ride := &rider{taskKey: TaskKey(c.queue, id), writes: writes}
 	if err := c.enqueueRun(context.WithValue(ctx, riderKey{}, ride), id, requestID, generation); err != nil {
 		return err
 	}

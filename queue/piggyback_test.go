@@ -25,7 +25,7 @@ func enqueueAfter(t *testing.T, c *queue.Client, rdb redis.UniversalClient, rt *
 	before := rt.N()
 	err := c.EnqueueRunAfter(ctx, id, 0, func(p redis.Pipeliner) {
 		p.Incr(ctx, prefix+":counter")
-		existed = p.Eval(ctx, existsBefore, []string{"asynq:{" + prefix + "}:t:run:" + strconv.FormatInt(id, 10) + ":0"})
+		existed = p.Eval(ctx, existsBefore, []string{queue.TaskKey(prefix, "run:"+strconv.FormatInt(id, 10)+":0")})
 	})
 	if err != nil {
 		t.Fatalf("EnqueueRunAfter: %v", err)
