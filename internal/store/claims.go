@@ -102,14 +102,16 @@ func (s *Store) GetForRun(ctx context.Context, id int64) (*Request, *IssueClaim,
 		claim = nil
 	case lockErr != nil || !locked:
 		claim = nil
-	case err != nil && !errors.Is(err, ErrNotFound):
-		// Unread (Redis failed, or the record does not decode): the
-		// retry must not find its own lock in the way.
+	case err != nil:
+		// Unread (Redis failed, or the record does not decode), or not
+		// there yet (a record may follow its task: the worker tries its
+		// task again, see queue.Client.EnqueueRunAfter): the retry must
+		// not find its own lock in the way.
 		claim.Release(context.WithoutCancel(ctx))
 		claim = nil
-	case err != nil || len(r.cert) > 0:
-		// A lock taken for a request that is gone or has its certificate
-		// is left to expire: nobody will issue for it.
+	case len(r.cert) > 0:
+		// A lock taken for a request that has its certificate is left to
+		// expire: nobody will issue for it.
 		claim = nil
 	}
 	return r, claim, err
