@@ -13,7 +13,7 @@ import (
 // idempotency key it first claims the key for r.ID: if another request
 // holds it, nothing is written and that request's id is returned with
 // existing = true. Every command touches one key (or one request's hash
-// tag), so the same code runs on Redis Cluster; the open set and the
+// tag) but the create script (see CreateQueued); the open set and the
 // instance index are derived and written after the record.
 func (s *Store) Create(ctx context.Context, r *Request, idemTTL time.Duration) (id int64, existing bool, err error) {
 	return s.CreateQueued(ctx, r, idemTTL, nil, KeyChecks{})
@@ -36,14 +36,13 @@ type Enqueue func(ctx context.Context, writes func(redis.Pipeliner)) error
 // refusal leaves nothing behind (not even a withdrawn id). With
 // checks.UnlessGenerated, the request is created only if no pending CSR
 // certflow generated has that key: else ErrGeneratedKey, and the caller
-// marries the key to a request of its own (new id). On one Redis that
-// check rides in the script that writes the record, so an ordinary
-// enrollment pays no round trip for it; the task, already queued then,
-// finds the id withdrawn (ErrWithdrawn) and is dropped. Elsewhere the
-// look-up goes first.
+// marries the key to a request of its own (new id). That check rides in
+// the script that writes the record, so an ordinary enrollment pays no
+// round trip for it; the task, already queued then, finds the id
+// withdrawn (ErrWithdrawn) and is dropped.
 //
-// On one Redis the script also refuses an id that is already a request's
-// (ErrIDTaken, see NewID): nothing is written over it.
+// The script also refuses an id that is already a request's (ErrIDTaken,
+// see NewID): nothing is written over it.
 func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Duration, enqueue Enqueue, checks KeyChecks) (id int64, existing bool, err error) {
 	id = r.ID
 	if id <= 0 {
@@ -57,15 +56,6 @@ func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Durat
 		}
 		if barred {
 			return 0, false, ErrKeyCompromised
-		}
-	}
-	if unlessKey != "" && !s.ordered {
-		n, err := s.rdb.Exists(ctx, s.keys.csrByKey(unlessKey)).Result()
-		if err != nil {
-			return 0, false, fmt.Errorf("look up pending CSR by key: %w", err)
-		}
-		if n > 0 {
-			return 0, false, ErrGeneratedKey
 		}
 	}
 	r.Input.ID, r.version, r.Progress, r.loaded = id, 1, r.Updated, r.Disposition
@@ -92,15 +82,8 @@ func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Durat
 			return s.CreateQueued(ctx, r, idemTTL, enqueue, checks)
 		}
 	}
-	var written []redis.Cmder
 	var created *redis.Cmd
 	writes := func(p redis.Pipeliner) {
-		if !s.ordered {
-			written = append(written,
-				p.HSet(ctx, s.keys.request(id), "v", 1, "d", data, "c", r.CSR),
-				p.ZAdd(ctx, s.keys.open(), redis.Z{Score: float64(r.Updated.UnixMilli()), Member: id}))
-			return
-		}
 		keys := []string{s.keys.request(id), s.keys.open()}
 		if unlessKey != "" {
 			keys = append(keys, s.keys.csrByKey(unlessKey))
@@ -108,18 +91,14 @@ func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Durat
 		// EVAL, not EVALSHA: a NOSCRIPT here would leave the task that
 		// follows in the pipeline without its record.
 		created = createScript.Eval(ctx, p, keys, data, r.CSR, r.Updated.UnixMilli(), id, withdrawnTTL.Milliseconds())
-		written = append(written, created)
 	}
 	if enqueue == nil {
 		_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { writes(p); return nil })
 	} else if err = enqueue(ctx, writes); err == nil {
-		if len(written) == 0 {
+		if created == nil {
 			err = errors.New("the enqueue did not send the record's writes")
-		}
-		for _, c := range written {
-			if err == nil {
-				err = c.Err()
-			}
+		} else {
+			err = created.Err()
 		}
 	}
 	if err == nil && created != nil {

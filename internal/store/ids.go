@@ -18,19 +18,11 @@ type idBlock struct {
 // order (they were never in order across concurrent submits anyway).
 const requestIDBlock = 32
 
-// NewID allocates a request id. On one Redis (see Store.ordered) it
-// reserves requestIDBlock ids at a time and hands them out without a
-// round trip; a request created under an id Redis forgot it gave (its
-// data lost) is refused with ErrIDTaken rather than written over another.
-// Elsewhere (Cluster, Ring), each id is its own INCR.
+// NewID allocates a request id. It reserves requestIDBlock ids at a time
+// and hands them out without a round trip; a request created under an id
+// Redis forgot it gave (its data lost) is refused with ErrIDTaken rather
+// than written over another.
 func (s *Store) NewID(ctx context.Context) (int64, error) {
-	if !s.ordered {
-		id, err := s.rdb.Incr(ctx, s.keys.requestSeq()).Result()
-		if err != nil {
-			return 0, fmt.Errorf("allocate request id: %w", err)
-		}
-		return id, nil
-	}
 	b := &s.ids
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -54,7 +54,7 @@ var (
 
 // Store is certflow's Redis persistence.
 type Store struct {
-	rdb  redis.UniversalClient
+	rdb  *redis.Client
 	keys keys
 	// ProgressEvery is how stale a request's progress score may get
 	// before a checkpoint refreshes it: checkpoints within it cost no
@@ -62,27 +62,28 @@ type Store struct {
 	ProgressEvery time.Duration
 	// forget batches settled ids' removal from the open set.
 	forget forgetQueue
-	// ordered: rdb is one Redis (a *redis.Client, Sentinel included),
-	// where a script may span keys of different slots and a pipeline's
-	// commands run in order. Only there do ids come in blocks and does
-	// creating a request check its id and CSR key in the same script.
-	ordered bool
-	ids     idBlock
-	// batch sends the worker's pipelines (a run's read, its checkpoints)
-	// together with other runs' (one Redis only).
-	batch *redisbatch.Batcher
+	ids    idBlock
+	// GroupCommit sends the worker's pipelines (a run's read, its
+	// checkpoints) together with other runs' (redisbatch); off, each is
+	// its own round trip. New turns it on; set it before the store is
+	// used (config.Speed.GroupCommit).
+	GroupCommit bool
+	batch       *redisbatch.Batcher
 }
 
 // DefaultProgressEvery is Store.ProgressEvery's default.
 const DefaultProgressEvery = time.Minute
 
-// New returns a store whose keys start with prefix.
-func New(rdb redis.UniversalClient, prefix string) *Store {
-	s := &Store{rdb: rdb, keys: keys{prefix: prefix}, ProgressEvery: DefaultProgressEvery}
-	if single, ok := rdb.(*redis.Client); ok {
-		s.ordered, s.batch = true, redisbatch.New(single)
-	}
-	return s
+// New returns a store whose keys start with prefix, on one Redis: rdb is
+// a *redis.Client (a Sentinel failover client is one too), never a
+// Cluster or Ring client. The store counts on what only one Redis gives:
+// a script may touch keys of different hash slots (creating a request
+// checks its id and CSR key in the script that writes it; a revocation
+// for keyCompromise bars the key in the same script), and a pipeline's
+// commands run in order on one connection (ids come in blocks; a new
+// request's record rides ahead of its task, queue.Client.EnqueueRunAfter).
+func New(rdb *redis.Client, prefix string) *Store {
+	return &Store{rdb: rdb, keys: keys{prefix: prefix}, ProgressEvery: DefaultProgressEvery, GroupCommit: true, batch: redisbatch.New(rdb)}
 }
 
 // execBatched runs pipe's commands, sent together with other goroutines'
@@ -90,7 +91,7 @@ func New(rdb redis.UniversalClient, prefix string) *Store {
 // before their outcome was known: the caller must not read them. Else
 // each command carries its own outcome.
 func (s *Store) execBatched(ctx context.Context, pipe redis.Pipeliner) error {
-	if s.batch == nil {
+	if !s.GroupCommit {
 		pipe.Exec(ctx) // each command carries its own outcome
 		return nil
 	}
@@ -98,7 +99,7 @@ func (s *Store) execBatched(ctx context.Context, pipe redis.Pipeliner) error {
 }
 
 // Redis returns the client the store uses (shared with asynq).
-func (s *Store) Redis() redis.UniversalClient { return s.rdb }
+func (s *Store) Redis() *redis.Client { return s.rdb }
 
 // Ping checks that Redis answers.
 func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }

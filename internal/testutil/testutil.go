@@ -42,7 +42,7 @@ func Prefix(t testing.TB) string {
 // Redis connects to the test Redis and returns a fresh prefix whose keys
 // (and asynq queue) are deleted when the test ends. Tests fail, not skip,
 // when Redis is unreachable: CI must provide it.
-func Redis(t testing.TB) (redis.UniversalClient, string) {
+func Redis(t testing.TB) (*redis.Client, string) {
 	t.Helper()
 	opts, err := redis.ParseURL(RedisURL())
 	if err != nil {
