@@ -48,16 +48,10 @@ func (c *Client) EnqueueRunAfter(ctx context.Context, requestID, generation int6
 		c.Probe(ctx) // a failure leaves it unprobed: writes first, below
 	}
 	id := runTaskID(requestID, generation)
-	if c.mode.Load() != riding {
-		if _, err := c.pipelined(ctx, writes); err != nil {
-			return err
-		}
-		return c.enqueueRun(ctx, id, requestID, generation)
-	}
 	ride := &rider{taskKey: TaskKey(c.queue, id), writes: writes}
-	if !c.hook.register(ride) {
-		// The same task is being enqueued by another call right now
-		// (it cannot carry two riders): this one goes writes-first.
+	// A task another call is enqueueing right now cannot carry a second
+	// rider: this one goes writes-first.
+	if c.mode.Load() != riding || !c.hook.register(ride) {
 		if _, err := c.pipelined(ctx, writes); err != nil {
 			return err
 		}
@@ -73,7 +67,7 @@ func (c *Client) EnqueueRunAfter(ctx context.Context, requestID, generation int6
 // missed handles an enqueue the hook did not recognise though the probe
 // had: asynq queued the task without the writes. They are written now,
 // and the process goes writes-first for good. A worker that dequeued the
-// task in between found no record: it tries once more a second later
+// task in between found no record: it tries once more a few seconds later
 // (worker.Worker.Run), by when the record is there.
 func (c *Client) missed(ctx context.Context, writes func(redis.Pipeliner)) error {
 	if c.mode.Swap(writesFirst) == riding {

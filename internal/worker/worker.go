@@ -101,7 +101,7 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 		if attempt, _ := queue.RetryInfo(ctx); attempt == 0 {
 			// Its record may be on its way: should the queue's piggyback
 			// miss an enqueue, the record follows the task at once
-			// (queue.Client.EnqueueRunAfter). The retry, a second later,
+			// (queue.Client.EnqueueRunAfter). The retry, seconds later,
 			// finds it.
 			log.Info("task for a request not stored (yet); trying once more")
 			return err
