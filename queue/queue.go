@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -44,23 +46,62 @@ type Payload struct {
 // Client enqueues certflow's tasks.
 type Client struct {
 	c   *asynq.Client
-	rdb redis.UniversalClient
-	// piggyback: rdb has the hook that sends writes with an enqueue
-	// (EnqueueRunAfter).
-	piggyback bool
-	queue     string
-	retry     int
-	timeout   time.Duration
-	cbRetry   int
+	rdb *redis.Client
+	// hook sends a new request's writes with its task's enqueue
+	// (EnqueueRunAfter); nil with the piggyback off.
+	hook *piggyback
+	// mode is how EnqueueRunAfter sends the writes: unprobed, riding or
+	// writesFirst.
+	mode atomic.Int32
+	// probing is held by the one Probe under way.
+	probing sync.Mutex
+	// batch groups the writes-first pipelines with others' (nil: group
+	// commit off).
+	batch *redisbatch.Batcher
+	// enqueueTask is asynq's enqueue (tests put another in its place, one
+	// the hook does not recognise).
+	enqueueTask func(context.Context, *asynq.Task, ...asynq.Option) (*asynq.TaskInfo, error)
+	log         *slog.Logger
+	queue       string
+	retry       int
+	timeout     time.Duration
+	cbRetry     int
 }
 
-// NewClient shares rdb with the store. On a single Redis it adds a hook
-// to rdb that lets EnqueueRunAfter send a request's record with its task.
-func NewClient(rdb redis.UniversalClient, queue string, maxRetry int, timeout time.Duration, callbackRetries int) *Client {
-	c := &Client{c: asynq.NewClientFromRedisClient(rdb), rdb: rdb, queue: queue, retry: maxRetry, timeout: timeout, cbRetry: callbackRetries}
-	if single, ok := rdb.(*redis.Client); ok {
-		single.AddHook(piggyback{rdb: single, batch: redisbatch.New(single)})
-		c.piggyback = true
+// Options are a Client's speed switches (config.Speed) and its log.
+type Options struct {
+	// Piggyback sends a new request's record with its task's enqueue
+	// (EnqueueRunAfter), once Probe found that it recognises asynq's
+	// enqueue. Off: the record is written first, then the task enqueued.
+	Piggyback bool
+	// GroupCommit sends the record-with-task pipelines together with
+	// other submits' (redisbatch). Off: each is its own round trip.
+	GroupCommit bool
+	// Log gets the piggyback's fallbacks (nil: slog's default).
+	Log *slog.Logger
+}
+
+// NewClient enqueues on queue through rdb, one Redis (a *redis.Client, a
+// Sentinel failover client included; never Cluster or Ring: the
+// piggyback counts on a pipeline's commands running in order), shared
+// with the store. With opts.Piggyback it adds the hook to rdb that lets
+// EnqueueRunAfter send a request's record with its task; call Probe at
+// start (EnqueueRunAfter probes itself if nobody has).
+func NewClient(rdb *redis.Client, queue string, maxRetry int, timeout time.Duration, callbackRetries int, opts Options) *Client {
+	c := &Client{c: asynq.NewClientFromRedisClient(rdb), rdb: rdb, log: opts.Log, queue: queue, retry: maxRetry, timeout: timeout, cbRetry: callbackRetries}
+	c.enqueueTask = c.c.EnqueueContext
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	if opts.GroupCommit {
+		c.batch = redisbatch.New(rdb)
+	}
+	if opts.Piggyback {
+		c.hook = newPiggyback(rdb, c.batch)
+		rdb.AddHook(c.hook)
+		c.mode.Store(unprobed)
+	} else {
+		c.mode.Store(writesFirst)
 	}
 	return c
 }
@@ -117,7 +158,7 @@ func waitID(instanceID, step string, stage int, generation int64) string {
 func (c *Client) enqueue(ctx context.Context, typ, id string, p Payload, opts ...asynq.Option) error {
 	payload, _ := json.Marshal(p)
 	opts = append(opts, asynq.Queue(c.queue), asynq.TaskID(id))
-	_, err := c.c.EnqueueContext(ctx, asynq.NewTask(typ, payload), opts...)
+	_, err := c.enqueueTask(ctx, asynq.NewTask(typ, payload), opts...)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
 		return nil // already queued or running
 	}

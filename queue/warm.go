@@ -16,9 +16,9 @@ import (
 // asynq starts a fresh goroutine for every task. A fresh goroutine starts
 // with a small stack, and a workflow run (CSR parse, expressions, signing,
 // go-redis) needs tens of kilobytes of it: the runtime grows the stack by
-// copying it, 2 KB to 4 to 8 to 16 to 32, walking every frame each time.
-// That was 3–4% of a worker's CPU. A goroutine kept for the next task keeps
-// the stack it grew. gRPC's server does the same for its streams
+// copying it, doubling it each time and walking every frame to do so
+// (docs/design-notes.md has what that cost, measured with certflow bench).
+// A goroutine kept for the next task keeps the stack it grew. gRPC's server does the same for its streams
 // (NumStreamWorkers).
 //
 // A handler that finds no idle goroutine gets a new one, so the pool never

@@ -96,7 +96,7 @@ func LoadConfig(s Settings) (*config.Config, error) {
 type App struct {
 	Config *config.Config
 	Log    *slog.Logger
-	Redis  redis.UniversalClient
+	Redis  *redis.Client
 	Store  *store.Store
 	Queue  *queue.Client
 	KEK    *pki.KEK
@@ -178,7 +178,18 @@ func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, ou
 	}
 	a.Store = store.New(a.Redis, cfg.KeyPrefix)
 	a.Store.ProgressEvery = cfg.Worker.ReconcileAfter / 4
-	a.Queue = queue.NewClient(a.Redis, cfg.Queue, cfg.Worker.MaxRetry, cfg.Worker.TaskTimeout, len(cfg.Callbacks.Schedule))
+	a.Store.GroupCommit = cfg.Speed.GroupCommit
+	a.Queue = queue.NewClient(a.Redis, cfg.Queue, cfg.Worker.MaxRetry, cfg.Worker.TaskTimeout, len(cfg.Callbacks.Schedule),
+		queue.Options{Piggyback: cfg.Speed.Piggyback, GroupCommit: cfg.Speed.GroupCommit, Log: log})
+	if role&RoleAPI != 0 {
+		// Only the API sends records with tasks. A Redis that does not
+		// answer yet leaves the probe to the first submit.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := a.Queue.Probe(ctx); err != nil {
+			log.Warn("could not check the piggyback at start; the first submit will", "err", err)
+		}
+		cancel()
+	}
 	if role&RoleWorker != 0 {
 		reg, made, err := ca.OpenAll(cfg, kek, true, ca.Logger(log)) // speed.leaf_encoder from cfg; its self-check reports to log
 		if err != nil {

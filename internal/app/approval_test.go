@@ -1257,7 +1257,7 @@ func TestEscalationTimeoutIsScheduledWhenTheFirstTryCouldNotEnqueueIt(t *testing
 	down := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	defer down.Close()
 	newWorker := func(q *queue.Client) *worker.Worker { return handWorker(cf, q) }
-	broken := newWorker(queue.NewClient(down, cf.Config.Queue, cf.Config.Worker.MaxRetry, cf.Config.Worker.TaskTimeout, 1))
+	broken := newWorker(queue.NewClient(down, cf.Config.Queue, cf.Config.Worker.MaxRetry, cf.Config.Worker.TaskTimeout, 1, queue.Options{}))
 	if err := broken.Timeout(ctx, id, gen, "approve", 0); err == nil {
 		t.Fatal("the timeout reported success though the next stage's timeout could not be enqueued")
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/testutil"
+	"github.com/certflow/certflow/queue"
 )
 
 // enrollResponse decodes the answer with integer ids, as Keyfactor's
@@ -611,7 +612,7 @@ func TestASubmitAnswers503Within5sWhenRedisHangsMidSubmit(t *testing.T) {
 	}
 	for _, at := range []struct{ what, command, key string }{
 		{"the request's write", "EVAL", cf.Prefix + ":request:{"},
-		{"the task's enqueue", "EVALSHA", "asynq:{" + cf.Prefix + "}:t:run:"},
+		{"the task's enqueue", "EVALSHA", queue.TaskKey(cf.Prefix, "run:")},
 	} {
 		proxy.FreezeAt(at.command, at.key)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -41,6 +41,7 @@ import (
 
 	"github.com/certflow/certflow/internal/app"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/queue"
 )
 
 // Options say what to measure.
@@ -256,13 +257,13 @@ func setup(ctx context.Context, o *Options) (target, token string, rdb redis.Uni
 
 // cleanup deletes what a bench run stored under its prefix and queue.
 func cleanup(ctx context.Context, rdb redis.UniversalClient, prefix string) {
-	for _, pattern := range []string{prefix + ":*", "asynq:{" + prefix + "}*", "asynq:{" + prefix + "-noop}*"} {
+	for _, pattern := range []string{prefix + ":*", queue.QueueKeyPrefix(prefix) + "*", queue.QueueKeyPrefix(prefix+"-noop") + "*"} {
 		iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
 		for iter.Next(ctx) {
 			rdb.Unlink(ctx, iter.Val())
 		}
 	}
-	rdb.SRem(ctx, "asynq:queues", prefix, prefix+"-noop")
+	rdb.SRem(ctx, queue.AllQueuesKey, prefix, prefix+"-noop")
 }
 
 func makeCSRs(n int, keyType string) ([][]byte, error) {

@@ -19,9 +19,9 @@ import (
 // after it. Each caller's commands stay together and in its order, so
 // what a pipeline relied on (lock, then read) still holds.
 //
-// On a 2-core machine a round trip costs this process 30–45 µs of CPU,
-// most of it the write system call, and Redis about 20 µs; a worker run
-// makes two of its own, which batches of a few runs share.
+// A round trip costs this process and Redis CPU whatever its size, most of
+// it the write system call; a worker run makes two of its own, which
+// batches of a few runs share.
 type Batcher struct {
 	rdb *redis.Client
 

@@ -134,11 +134,10 @@ return 1
 // by revoking its certificate for a harmless reason first.
 //
 // A revocation for keyCompromise also bars the certificate's public key
-// (KeyCompromised): on one Redis in the same script as the revocation;
-// elsewhere (Cluster, where the two keys lie in different slots) the key
-// is barred first, so that no revocation is ever recorded with its key
-// still certifiable. A certificate revoked for keyCompromise already has
-// its key barred again (idempotent), which repairs a bar lost to a crash.
+// (KeyCompromised) in the same script as the revocation, so that no
+// revocation is ever recorded with its key still certifiable. A
+// certificate revoked for keyCompromise already has its key barred again
+// (idempotent), which repairs a bar lost to a crash.
 func (s *Store) RevokeCertificate(ctx context.Context, id int64, rev Revocation) (c *Certificate, changed bool, err error) {
 	for attempt := 0; attempt < 10; attempt++ {
 		old, err := s.rdb.HGet(ctx, s.keys.request(id), "x").Bytes()
@@ -178,11 +177,6 @@ func (s *Store) RevokeCertificate(ctx context.Context, id int64, rev Revocation)
 			if keyID, err = certificateKeyID(c); err != nil {
 				return nil, false, err
 			}
-			if !s.ordered {
-				if err := s.barKey(ctx, c); err != nil {
-					return nil, false, err
-				}
-			}
 		}
 		c.Revocation = &next
 		data, err := marshal(c)
@@ -190,7 +184,7 @@ func (s *Store) RevokeCertificate(ctx context.Context, id int64, rev Revocation)
 			return nil, false, err
 		}
 		var res int64
-		if keyID != "" && s.ordered {
+		if keyID != "" {
 			res, err = revokeCompromisedScript.Run(ctx, s.rdb, []string{s.keys.request(id), s.keys.compromisedKeys()}, old, data, keyID).Int64()
 		} else {
 			res, err = certCASScript.Run(ctx, s.rdb, []string{s.keys.request(id)}, old, data).Int64()

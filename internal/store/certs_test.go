@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"math/big"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -154,63 +153,57 @@ func TestRevokeCertificateRecordsOnce(t *testing.T) {
 }
 
 // A revocation for keyCompromise bars the certificate's key with the
-// revocation itself, on one Redis (one script) and on a sharded client
-// (Ring here, Cluster alike: the bar first) alike; another reason bars
-// nothing; a re-run of a keyCompromise revocation bars the key again.
+// revocation itself, in one script; another reason bars nothing; a re-run
+// of a keyCompromise revocation bars the key again.
 func TestRevokeForKeyCompromiseBarsTheKey(t *testing.T) {
 	t.Parallel()
-	_, prefix, clients := oneAndSharded(t)
-	for _, c := range clients {
-		t.Run(c.name, func(t *testing.T) {
-			ctx := context.Background()
-			s := store.New(c.rdb, prefix+":"+strings.ReplaceAll(c.name, " ", ""))
-			keyID := func(k crypto.Signer) string {
-				id, err := pki.PublicKeyID(k.Public())
-				if err != nil {
-					t.Fatal(err)
-				}
-				return id
-			}
-			compromised := func(k crypto.Signer) bool {
-				ok, err := s.KeyCompromised(ctx, keyID(k))
-				if err != nil {
-					t.Fatal(err)
-				}
-				return ok
-			}
-			superseded, supersededKey := issuedWithKey(t, s, time.Now().Add(time.Hour), nil)
-			if _, changed, err := s.RevokeCertificate(ctx, superseded.ID, store.Revocation{Reason: 4, RequestID: 20}); err != nil || !changed {
-				t.Fatalf("revoke superseded: %v %v", changed, err)
-			}
-			if compromised(supersededKey) {
-				t.Fatal("a revocation for superseded barred the key")
-			}
-			stolen, stolenKey := issuedWithKey(t, s, time.Now().Add(time.Hour), nil)
-			// A second certificate for the same key, not revoked: the bar
-			// is on the key, whichever certificate carries it.
-			twin, _ := issuedWithKey(t, s, time.Now().Add(time.Hour), stolenKey)
-			if compromised(stolenKey) {
-				t.Fatal("a key is barred before any revocation")
-			}
-			if _, changed, err := s.RevokeCertificate(ctx, stolen.ID, store.Revocation{Reason: store.ReasonKeyCompromise, RequestID: 21}); err != nil || !changed {
-				t.Fatalf("revoke for keyCompromise: %v %v", changed, err)
-			}
-			if !compromised(stolenKey) {
-				t.Fatal("a revocation for keyCompromise did not bar the key")
-			}
-			if loaded, _ := s.Certificate(ctx, twin.ID); loaded.Revocation != nil {
-				t.Fatal("barring the key revoked the other certificate that carries it")
-			}
-			// Lost bar (a crash between the two writes on Cluster, or a
-			// revocation from before bars existed): a re-run restores it.
-			s.Redis().Del(ctx, prefix+":"+strings.ReplaceAll(c.name, " ", "")+":compromised-keys")
-			if _, changed, err := s.RevokeCertificate(ctx, stolen.ID, store.Revocation{Reason: store.ReasonKeyCompromise, RequestID: 21}); err != nil || changed {
-				t.Fatalf("re-run: %v %v", changed, err)
-			}
-			if !compromised(stolenKey) {
-				t.Fatal("a re-run of the keyCompromise revocation did not bar the key again")
-			}
-		})
+	s, _, prefix := setup(t)
+	ctx := context.Background()
+	keyID := func(k crypto.Signer) string {
+		id, err := pki.PublicKeyID(k.Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	compromised := func(k crypto.Signer) bool {
+		ok, err := s.KeyCompromised(ctx, keyID(k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	superseded, supersededKey := issuedWithKey(t, s, time.Now().Add(time.Hour), nil)
+	if _, changed, err := s.RevokeCertificate(ctx, superseded.ID, store.Revocation{Reason: 4, RequestID: 20}); err != nil || !changed {
+		t.Fatalf("revoke superseded: %v %v", changed, err)
+	}
+	if compromised(supersededKey) {
+		t.Fatal("a revocation for superseded barred the key")
+	}
+	stolen, stolenKey := issuedWithKey(t, s, time.Now().Add(time.Hour), nil)
+	// A second certificate for the same key, not revoked: the bar
+	// is on the key, whichever certificate carries it.
+	twin, _ := issuedWithKey(t, s, time.Now().Add(time.Hour), stolenKey)
+	if compromised(stolenKey) {
+		t.Fatal("a key is barred before any revocation")
+	}
+	if _, changed, err := s.RevokeCertificate(ctx, stolen.ID, store.Revocation{Reason: store.ReasonKeyCompromise, RequestID: 21}); err != nil || !changed {
+		t.Fatalf("revoke for keyCompromise: %v %v", changed, err)
+	}
+	if !compromised(stolenKey) {
+		t.Fatal("a revocation for keyCompromise did not bar the key")
+	}
+	if loaded, _ := s.Certificate(ctx, twin.ID); loaded.Revocation != nil {
+		t.Fatal("barring the key revoked the other certificate that carries it")
+	}
+	// Lost bar (a revocation from before bars existed): a re-run
+	// restores it.
+	s.Redis().Del(ctx, prefix+":compromised-keys")
+	if _, changed, err := s.RevokeCertificate(ctx, stolen.ID, store.Revocation{Reason: store.ReasonKeyCompromise, RequestID: 21}); err != nil || changed {
+		t.Fatalf("re-run: %v %v", changed, err)
+	}
+	if !compromised(stolenKey) {
+		t.Fatal("a re-run of the keyCompromise revocation did not bar the key again")
 	}
 }
 

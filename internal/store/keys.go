@@ -10,10 +10,9 @@ import (
 // keys builds every Redis key certflow uses; the layout lives here and
 // nowhere else. Keys of one request share the {<id>} hash tag, so what must
 // change together (the record, its certificate, its issue lock) stays in
-// one Redis Cluster slot. No script or transaction spans two slots on a
-// sharded client; on one Redis a few do (the create and the revocation
-// scripts), and a sharded client takes a path of separate writes instead
-// (Store.ordered).
+// one Redis Cluster slot. The store runs on one Redis (see New), where a
+// few scripts span two slots (the create and the revocation scripts):
+// those are what Cluster support would have to split.
 type keys struct{ prefix string }
 
 func (k keys) requestSeq() string { return k.prefix + ":seq:request" }

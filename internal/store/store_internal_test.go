@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
@@ -150,4 +151,19 @@ func quickStore(t *testing.T) (*Store, *redis.Client) {
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { rdb.Close() })
 	return New(rdb, "t"), rdb
+}
+
+// A decoder's io.ErrUnexpectedEOF is a corrupt record, not a cut
+// connection; the same error from the connection is Redis unavailable.
+func TestUnavailableTellsADecoderFromTheConnection(t *testing.T) {
+	decode := fmt.Errorf("decode request 1: %w", corruptError{io.ErrUnexpectedEOF})
+	if Unavailable(decode) || !errors.Is(decode, ErrCorrupt) {
+		t.Errorf("decoder's unexpected EOF: Unavailable %v, ErrCorrupt %v; want false, true", Unavailable(decode), errors.Is(decode, ErrCorrupt))
+	}
+	if err := unmarshal([]byte(`{"id":`), &Request{}); !errors.Is(err, ErrCorrupt) || Unavailable(err) {
+		t.Errorf("truncated record: %v, want ErrCorrupt and not Unavailable", err)
+	}
+	if conn := fmt.Errorf("load request 1: %w", io.ErrUnexpectedEOF); !Unavailable(conn) {
+		t.Error("a reply cut short by the connection is not counted as unavailable")
+	}
 }

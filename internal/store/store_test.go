@@ -20,7 +20,7 @@ import (
 	"github.com/certflow/certflow/workflow"
 )
 
-func setup(t *testing.T) (*store.Store, redis.UniversalClient, string) {
+func setup(t *testing.T) (*store.Store, *redis.Client, string) {
 	t.Helper()
 	rdb, prefix := testutil.Redis(t)
 	return store.New(rdb, prefix), rdb, prefix
@@ -816,6 +816,41 @@ func TestARunClaimsItsIssuanceWithItsRead(t *testing.T) {
 	if _, c, err := s.GetForRun(ctx, 1<<40); !errors.Is(err, store.ErrNotFound) || c != nil {
 		t.Fatalf("GetForRun of no request = %v, %v; want ErrNotFound and no claim", c, err)
 	}
+	// Nor does it keep a lock: the record may come after its task (the
+	// queue's late write), and the task's retry must be able to issue.
+	if n, _ := rdb.Exists(ctx, requestKey(prefix, 1<<40)+":issue-lock").Result(); n != 0 {
+		t.Fatal("GetForRun of no request left its issue lock")
+	}
+}
+
+// With group commit off (config speed.group_commit), each run's read is a
+// round trip of its own, however many runs read at once.
+func TestGetForRunWithoutGroupCommit(t *testing.T) {
+	t.Parallel()
+	s, rdb, _ := setup(t)
+	s.GroupCommit = false
+	ctx := context.Background()
+	var ids []int64
+	for range 16 {
+		ids = append(ids, created(t, s).ID)
+	}
+	trips := &testutil.RoundTrips{}
+	rdb.AddHook(trips)
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, claim, err := s.GetForRun(ctx, id)
+			if err != nil || r.ID != id || claim == nil {
+				t.Errorf("GetForRun(%d) = %v, %v", id, claim, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := trips.N(); n != int64(len(ids)) {
+		t.Errorf("%d round trips for %d reads at once, want %d (none shared)", n, len(ids), len(ids))
+	}
 }
 
 // A run whose record cannot be read does not keep the lock it took with
@@ -910,58 +945,51 @@ func TestCreateQueuedLeavesNothingBehindWhenItFails(t *testing.T) {
 // certflow generated has that key, and creates otherwise; a refused id
 // reads as withdrawn (not found) and leaves no open-set entry and no
 // idempotency key. On one Redis the check and the ids' blocks cost no
-// round trip of their own; on a sharded client (Ring here, Cluster alike)
-// the look-up goes first and each id is an INCR. Both must behave alike.
+// round trip of their own.
 func TestCreateQueuedUnlessTheKeyIsAGeneratedOne(t *testing.T) {
 	t.Parallel()
-	rdb, prefix, clients := oneAndSharded(t)
-	for _, c := range clients {
-		t.Run(c.name, func(t *testing.T) {
-			ctx := context.Background()
-			prefix := prefix + ":" + strings.ReplaceAll(c.name, " ", "")
-			s := store.New(c.rdb, prefix)
-			csrID, _ := s.NewCSRID(ctx)
-			p := &store.PendingCSR{ID: csrID, Requester: "alice", CSR: []byte{1}, KeyID: "genkey", PrivateKey: []byte("sealed"), Created: time.Now().UTC()}
-			if err := s.CreatePendingCSR(ctx, p, 100); err != nil {
-				t.Fatal(err)
-			}
-			enqueue := func(ctx context.Context, writes func(redis.Pipeliner)) error {
-				_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error { writes(p); return nil })
-				return err
-			}
-			r := newRequest(t, s, "alice", "idem-1")
-			if _, _, err := s.CreateQueued(ctx, r, time.Hour, enqueue, store.KeyChecks{UnlessGenerated: "genkey"}); !errors.Is(err, store.ErrGeneratedKey) {
-				t.Fatalf("create with a generated key: %v, want ErrGeneratedKey", err)
-			}
-			if _, err := s.Get(ctx, r.ID); !errors.Is(err, store.ErrNotFound) {
-				t.Errorf("the refused request reads as %v, want not found", err)
-			}
-			if n, _ := rdb.ZCard(ctx, prefix+":open").Result(); n != 0 {
-				t.Errorf("%d open-set entries after a refusal", n)
-			}
-			if keys, _ := rdb.Keys(ctx, prefix+":idempotency:*").Result(); len(keys) != 0 {
-				t.Errorf("idempotency keys %v left by a refusal", keys)
-			}
-			// The same submit, its key married (no check), goes through
-			// under a new id and may claim the idempotency key again.
-			again := newRequest(t, s, "alice", "idem-1")
-			if id, existing, err := s.CreateQueued(ctx, again, time.Hour, enqueue, store.KeyChecks{}); err != nil || existing || id != again.ID || id == r.ID {
-				t.Fatalf("create after the refusal = %d, %v, %v", id, existing, err)
-			}
-			other := newRequest(t, s, "alice", "")
-			if _, _, err := s.CreateQueued(ctx, other, time.Hour, enqueue, store.KeyChecks{UnlessGenerated: "otherkey"}); err != nil {
-				t.Fatalf("create with a key certflow did not generate: %v", err)
-			}
-			if got, err := s.Get(ctx, other.ID); err != nil || got.Disposition != store.Queued {
-				t.Fatalf("Get = %+v, %v", got, err)
-			}
-			if n, _ := rdb.ZCard(ctx, prefix+":open").Result(); n != 2 {
-				t.Errorf("%d open-set entries, want 2", n)
-			}
-			if ids := []int64{r.ID, again.ID, other.ID}; ids[1] != ids[0]+1 || ids[2] != ids[1]+1 {
-				t.Errorf("ids %v, want consecutive", ids)
-			}
-		})
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	csrID, _ := s.NewCSRID(ctx)
+	p := &store.PendingCSR{ID: csrID, Requester: "alice", CSR: []byte{1}, KeyID: "genkey", PrivateKey: []byte("sealed"), Created: time.Now().UTC()}
+	if err := s.CreatePendingCSR(ctx, p, 100); err != nil {
+		t.Fatal(err)
+	}
+	enqueue := func(ctx context.Context, writes func(redis.Pipeliner)) error {
+		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error { writes(p); return nil })
+		return err
+	}
+	r := newRequest(t, s, "alice", "idem-1")
+	if _, _, err := s.CreateQueued(ctx, r, time.Hour, enqueue, store.KeyChecks{UnlessGenerated: "genkey"}); !errors.Is(err, store.ErrGeneratedKey) {
+		t.Fatalf("create with a generated key: %v, want ErrGeneratedKey", err)
+	}
+	if _, err := s.Get(ctx, r.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the refused request reads as %v, want not found", err)
+	}
+	if n, _ := rdb.ZCard(ctx, prefix+":open").Result(); n != 0 {
+		t.Errorf("%d open-set entries after a refusal", n)
+	}
+	if keys, _ := rdb.Keys(ctx, prefix+":idempotency:*").Result(); len(keys) != 0 {
+		t.Errorf("idempotency keys %v left by a refusal", keys)
+	}
+	// The same submit, its key married (no check), goes through
+	// under a new id and may claim the idempotency key again.
+	again := newRequest(t, s, "alice", "idem-1")
+	if id, existing, err := s.CreateQueued(ctx, again, time.Hour, enqueue, store.KeyChecks{}); err != nil || existing || id != again.ID || id == r.ID {
+		t.Fatalf("create after the refusal = %d, %v, %v", id, existing, err)
+	}
+	other := newRequest(t, s, "alice", "")
+	if _, _, err := s.CreateQueued(ctx, other, time.Hour, enqueue, store.KeyChecks{UnlessGenerated: "otherkey"}); err != nil {
+		t.Fatalf("create with a key certflow did not generate: %v", err)
+	}
+	if got, err := s.Get(ctx, other.ID); err != nil || got.Disposition != store.Queued {
+		t.Fatalf("Get = %+v, %v", got, err)
+	}
+	if n, _ := rdb.ZCard(ctx, prefix+":open").Result(); n != 2 {
+		t.Errorf("%d open-set entries, want 2", n)
+	}
+	if ids := []int64{r.ID, again.ID, other.ID}; ids[1] != ids[0]+1 || ids[2] != ids[1]+1 {
+		t.Errorf("ids %v, want consecutive", ids)
 	}
 }
 
@@ -972,49 +1000,43 @@ func TestCreateQueuedUnlessTheKeyIsAGeneratedOne(t *testing.T) {
 // barred since is refused, not married.
 func TestCreateQueuedRefusesABarredKey(t *testing.T) {
 	t.Parallel()
-	rdb, prefix, clients := oneAndSharded(t)
-	for _, c := range clients {
-		t.Run(c.name, func(t *testing.T) {
-			ctx := context.Background()
-			prefix := prefix + ":" + strings.ReplaceAll(c.name, " ", "")
-			s := store.New(c.rdb, prefix)
-			if err := rdb.SAdd(ctx, prefix+":compromised-keys", "stolen").Err(); err != nil {
-				t.Fatal(err)
-			}
-			csrID, _ := s.NewCSRID(ctx)
-			p := &store.PendingCSR{ID: csrID, Requester: "alice", CSR: []byte{1}, KeyID: "stolen", PrivateKey: []byte("sealed"), Created: time.Now().UTC()}
-			if err := s.CreatePendingCSR(ctx, p, 100); err != nil {
-				t.Fatal(err)
-			}
-			enqueued := 0
-			enqueue := func(ctx context.Context, writes func(redis.Pipeliner)) error {
-				enqueued++
-				_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error { writes(p); return nil })
-				return err
-			}
-			for _, checks := range []store.KeyChecks{{Barred: "stolen"}, {Barred: "stolen", UnlessGenerated: "stolen"}} {
-				r := newRequest(t, s, "alice", "idem-barred")
-				if _, _, err := s.CreateQueued(ctx, r, time.Hour, enqueue, checks); !errors.Is(err, store.ErrKeyCompromised) {
-					t.Fatalf("create with a barred key (%+v): %v, want ErrKeyCompromised", checks, err)
-				}
-				if n, _ := rdb.Exists(ctx, requestKey(prefix, r.ID)).Result(); n != 0 {
-					t.Errorf("the refused request %d left its key behind", r.ID)
-				}
-			}
-			if enqueued != 0 {
-				t.Errorf("%d tasks enqueued for refused requests", enqueued)
-			}
-			if n, _ := rdb.ZCard(ctx, prefix+":open").Result(); n != 0 {
-				t.Errorf("%d open-set entries after refusals", n)
-			}
-			if keys, _ := rdb.Keys(ctx, prefix+":idempotency:*").Result(); len(keys) != 0 {
-				t.Errorf("idempotency keys %v left by a refusal", keys)
-			}
-			ok := newRequest(t, s, "alice", "idem-barred")
-			if id, existing, err := s.CreateQueued(ctx, ok, time.Hour, enqueue, store.KeyChecks{Barred: "fresh"}); err != nil || existing || id != ok.ID {
-				t.Fatalf("create with a fresh key = %d, %v, %v", id, existing, err)
-			}
-		})
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	if err := rdb.SAdd(ctx, prefix+":compromised-keys", "stolen").Err(); err != nil {
+		t.Fatal(err)
+	}
+	csrID, _ := s.NewCSRID(ctx)
+	p := &store.PendingCSR{ID: csrID, Requester: "alice", CSR: []byte{1}, KeyID: "stolen", PrivateKey: []byte("sealed"), Created: time.Now().UTC()}
+	if err := s.CreatePendingCSR(ctx, p, 100); err != nil {
+		t.Fatal(err)
+	}
+	enqueued := 0
+	enqueue := func(ctx context.Context, writes func(redis.Pipeliner)) error {
+		enqueued++
+		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error { writes(p); return nil })
+		return err
+	}
+	for _, checks := range []store.KeyChecks{{Barred: "stolen"}, {Barred: "stolen", UnlessGenerated: "stolen"}} {
+		r := newRequest(t, s, "alice", "idem-barred")
+		if _, _, err := s.CreateQueued(ctx, r, time.Hour, enqueue, checks); !errors.Is(err, store.ErrKeyCompromised) {
+			t.Fatalf("create with a barred key (%+v): %v, want ErrKeyCompromised", checks, err)
+		}
+		if n, _ := rdb.Exists(ctx, requestKey(prefix, r.ID)).Result(); n != 0 {
+			t.Errorf("the refused request %d left its key behind", r.ID)
+		}
+	}
+	if enqueued != 0 {
+		t.Errorf("%d tasks enqueued for refused requests", enqueued)
+	}
+	if n, _ := rdb.ZCard(ctx, prefix+":open").Result(); n != 0 {
+		t.Errorf("%d open-set entries after refusals", n)
+	}
+	if keys, _ := rdb.Keys(ctx, prefix+":idempotency:*").Result(); len(keys) != 0 {
+		t.Errorf("idempotency keys %v left by a refusal", keys)
+	}
+	ok := newRequest(t, s, "alice", "idem-barred")
+	if id, existing, err := s.CreateQueued(ctx, ok, time.Hour, enqueue, store.KeyChecks{Barred: "fresh"}); err != nil || existing || id != ok.ID {
+		t.Fatalf("create with a fresh key = %d, %v, %v", id, existing, err)
 	}
 }
 
@@ -1026,7 +1048,7 @@ func TestNewIDBlocksAndTakenIDs(t *testing.T) {
 	s, rdb, prefix := setup(t)
 	ctx := context.Background()
 	trips := &testutil.RoundTrips{}
-	rdb.(*redis.Client).AddHook(trips)
+	rdb.AddHook(trips)
 	var ids []int64
 	for range 40 {
 		id, err := s.NewID(ctx)
@@ -1074,22 +1096,4 @@ func TestNewIDBlocksAndTakenIDs(t *testing.T) {
 	if next, _ := s2.NewID(ctx); next <= 32 {
 		t.Errorf("after a taken id the next is %d, want one from a new block", next)
 	}
-}
-
-// namedClient is a Redis client a test runs against, by name.
-type namedClient struct {
-	name string
-	rdb  redis.UniversalClient
-}
-
-// oneAndSharded returns the test Redis as one client and as a sharded one
-// (a Ring of one shard: its pipelines and scripts go the way a Cluster
-// client's do), for tests that must behave alike on both, with the one
-// client and the key prefix they share.
-func oneAndSharded(t *testing.T) (redis.UniversalClient, string, []namedClient) {
-	rdb, prefix := testutil.Redis(t)
-	opts, _ := redis.ParseURL(testutil.RedisURL())
-	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"one": opts.Addr}, DB: opts.DB})
-	t.Cleanup(func() { ring.Close() })
-	return rdb, prefix, []namedClient{{"one Redis", rdb}, {"Ring", ring}}
 }

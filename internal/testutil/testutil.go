@@ -21,6 +21,8 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/certflow/certflow/queue"
 )
 
 // RedisURL is the real Redis tests use: CERTFLOW_TEST_REDIS_URL, default
@@ -40,7 +42,7 @@ func Prefix(t testing.TB) string {
 // Redis connects to the test Redis and returns a fresh prefix whose keys
 // (and asynq queue) are deleted when the test ends. Tests fail, not skip,
 // when Redis is unreachable: CI must provide it.
-func Redis(t testing.TB) (redis.UniversalClient, string) {
+func Redis(t testing.TB) (*redis.Client, string) {
 	t.Helper()
 	opts, err := redis.ParseURL(RedisURL())
 	if err != nil {
@@ -63,7 +65,7 @@ func Redis(t testing.TB) (redis.UniversalClient, string) {
 // Cleanup deletes every key of prefix and of the asynq queue named prefix.
 func Cleanup(rdb redis.UniversalClient, prefix string) {
 	ctx := context.Background()
-	for _, pattern := range []string{prefix + ":*", "asynq:{" + prefix + "}*"} {
+	for _, pattern := range []string{prefix + ":*", queue.QueueKeyPrefix(prefix) + "*"} {
 		iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
 		var batch []string
 		for iter.Next(ctx) {
@@ -77,7 +79,7 @@ func Cleanup(rdb redis.UniversalClient, prefix string) {
 			rdb.Unlink(ctx, batch...)
 		}
 	}
-	rdb.SRem(ctx, "asynq:queues", prefix)
+	rdb.SRem(ctx, queue.AllQueuesKey, prefix)
 }
 
 // Keys counts the keys under prefix.

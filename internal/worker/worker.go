@@ -101,6 +101,14 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 		return nil
 	}
 	if errors.Is(err, store.ErrNotFound) {
+		if attempt, _ := queue.RetryInfo(ctx); attempt == 0 {
+			// Its record may be on its way: should the queue's piggyback
+			// miss an enqueue, the record follows the task at once
+			// (queue.Client.EnqueueRunAfter). The retry, seconds later,
+			// finds it.
+			log.Info("task for a request not stored (yet); trying once more")
+			return err
+		}
 		log.Warn("task for a request that does not exist; dropping it")
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}

@@ -1,0 +1,119 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// CertificateOf returns the certificate issued for a request.
+func (s *Store) CertificateOf(ctx context.Context, requestID int64) (*Certificate, error) {
+	data, err := s.rdb.HGet(ctx, s.keys.request(requestID), "x").Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("certificate of request %d: %w", requestID, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load certificate of request %d: %w", requestID, err)
+	}
+	return decodeCertificate(requestID, data)
+}
+
+func decodeCertificate(requestID int64, data []byte) (*Certificate, error) {
+	c := &Certificate{}
+	if err := unmarshal(data, c); err != nil {
+		return nil, fmt.Errorf("decode certificate of request %d: %w", requestID, err)
+	}
+	return c, nil
+}
+
+// Certificate returns the certificate a Get found with the request: nil
+// (and no error) when none was issued.
+func (r *Request) Certificate() (*Certificate, error) {
+	if len(r.cert) == 0 {
+		return nil, nil
+	}
+	return decodeCertificate(r.ID, r.cert)
+}
+
+// Certificate loads a certificate by its id, which is the id of the
+// request that issued it.
+func (s *Store) Certificate(ctx context.Context, id int64) (*Certificate, error) {
+	return s.CertificateOf(ctx, id)
+}
+
+// CertificateByThumbprint loads a certificate by its SHA-1 thumbprint
+// (hex, any case).
+func (s *Store) CertificateByThumbprint(ctx context.Context, thumbprint string) (*Certificate, error) {
+	tp := strings.ToUpper(thumbprint)
+	id, err := s.rdb.Get(ctx, s.keys.thumbprint(tp)).Int64()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("certificate with thumbprint %s: %w", tp, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up thumbprint %s: %w", tp, err)
+	}
+	c, err := s.CertificateOf(ctx, id)
+	if err == nil && c.Thumbprint != tp {
+		// The index entry of a certificate that lost the race to be
+		// stored (see IssueOnce).
+		return nil, fmt.Errorf("certificate with thumbprint %s: %w", tp, ErrNotFound)
+	}
+	return c, err
+}
+
+// CertificateIDs returns up to limit certificate ids from the inventory,
+// oldest first, starting after id after (0: from the first).
+func (s *Store) CertificateIDs(ctx context.Context, after int64, limit int64) ([]int64, error) {
+	members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
+		Key: s.keys.certificates(), Start: "(" + strconv.FormatInt(after, 10), Stop: "+inf", ByScore: true, Count: limit,
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list certificates: %w", err)
+	}
+	return parseIDs(members), nil
+}
+
+// IndexStored writes the inventory's index entries of r's certificate
+// again, if it has one (they are idempotent).
+func (s *Store) IndexStored(ctx context.Context, r *Request) error {
+	c, err := r.Certificate()
+	if c == nil || err != nil {
+		return err
+	}
+	return s.indexCertificate(ctx, c)
+}
+
+// certIndexCmds queues the inventory's index entries of a stored
+// certificate on pipe: its id, its expiry and its thumbprint. Each is
+// idempotent.
+func certIndexCmds(ctx context.Context, k keys, pipe redis.Pipeliner, c *Certificate) []redis.Cmder {
+	return []redis.Cmder{
+		pipe.ZAdd(ctx, k.certificates(), redis.Z{Score: float64(c.ID), Member: c.ID}),
+		pipe.ZAdd(ctx, k.certExpiry(), redis.Z{Score: float64(c.NotAfter.Unix()), Member: c.ID}),
+		pipe.Set(ctx, k.thumbprint(c.Thumbprint), c.ID, 0),
+	}
+}
+
+// unindexCertificate removes the index entries written for a certificate
+// that was not stored (best effort: listings check the record anyway).
+func (s *Store) unindexCertificate(ctx context.Context, c *Certificate) {
+	pipe := s.rdb.Pipeline()
+	pipe.ZRem(ctx, s.keys.certificates(), c.ID)
+	pipe.ZRem(ctx, s.keys.certExpiry(), c.ID)
+	pipe.Del(ctx, s.keys.thumbprint(c.Thumbprint))
+	pipe.Exec(ctx)
+}
+
+// indexCertificate writes a stored certificate's index entries.
+func (s *Store) indexCertificate(ctx context.Context, c *Certificate) error {
+	pipe := s.rdb.Pipeline()
+	certIndexCmds(ctx, s.keys, pipe, c)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("index certificate %d: %w", c.ID, err)
+	}
+	return nil
+}

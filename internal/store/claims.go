@@ -1,0 +1,230 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// releaseScript deletes a lock only if we still hold it.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+// issueLockTTL bounds how long a crashed worker's issue lock blocks others.
+const issueLockTTL = time.Minute
+
+// IssueClaim is a held issue lock (see ClaimIssue).
+type IssueClaim struct {
+	s          *Store
+	key, token string
+	requestID  int64
+	taken      time.Time
+	// done: signed under it, or released.
+	done bool
+}
+
+// Release gives the lock up, unless another holds it by now. Call it when
+// no certificate will be stored under the claim; once one is, the lock is
+// left to expire (every later claim finds the certificate first). A nil
+// claim is a no-op.
+func (c *IssueClaim) Release(ctx context.Context) {
+	if c != nil {
+		c.done = true
+		releaseScript.Run(ctx, c.s.rdb, []string{c.key}, c.token)
+	}
+}
+
+// ReleaseUnused releases a claim nothing was signed under (GetForRun's,
+// when the run did not issue).
+func (c *IssueClaim) ReleaseUnused(ctx context.Context) {
+	if c != nil && !c.done {
+		c.Release(ctx)
+	}
+}
+
+// Signed readies a certificate made under the claim for storing: its id
+// is the request's, and a failed save releases the claim.
+func (c *IssueClaim) Signed(cert *Certificate, requestID int64) *Certificate {
+	c.done = true
+	cert.ID, cert.RequestID, cert.claim = requestID, requestID, c
+	return cert
+}
+
+// newClaim queues the taking of a request's issue lock on pipe.
+func (s *Store) newClaim(ctx context.Context, pipe redis.Pipeliner, requestID int64) (*IssueClaim, *redis.BoolCmd) {
+	c := &IssueClaim{s: s, key: s.keys.issueLock(requestID), token: randomToken(), requestID: requestID, taken: time.Now()}
+	return c, pipe.SetNX(ctx, c.key, c.token, issueLockTTL)
+}
+
+// GetForRun loads a request for a workflow run and, in the same round
+// trip, claims its issuance in advance: the lock, then the record (whose
+// certificate field is ClaimIssue's check), in that order. The claim is
+// nil when the lock is held elsewhere or a certificate is stored (then the
+// lock, if taken, is left to expire, as ClaimIssue leaves it). Hand the
+// claim to the issue step's ClaimIssue (its pre), and ReleaseUnused it when
+// the run ends: a run that issues saves ClaimIssue's round trip, and one
+// that does not (a denial, a wait for approval, a revocation) pays one to
+// release it.
+func (s *Store) GetForRun(ctx context.Context, id int64) (*Request, *IssueClaim, error) {
+	pipe := s.rdb.Pipeline()
+	claim, lock := s.newClaim(ctx, pipe, id)
+	get := pipe.HMGet(ctx, s.keys.request(id), "v", "d", "x", "c")
+	if err := s.execBatched(ctx, pipe); err != nil {
+		return nil, nil, fmt.Errorf("load request %d: %w", id, err)
+	}
+	r, err := loaded(id, get)
+	switch locked, lockErr := lock.Result(); {
+	case errors.Is(err, ErrWithdrawn):
+		// This is the withdrawn id's one task: nobody will run it, so
+		// its marker and the lock just taken go now.
+		bg := context.WithoutCancel(ctx)
+		if lockErr == nil && locked {
+			claim.Release(bg)
+		}
+		s.rdb.Del(bg, s.keys.request(id))
+		claim = nil
+	case lockErr != nil || !locked:
+		claim = nil
+	case err != nil:
+		// Unread (Redis failed, or the record does not decode), or not
+		// there yet (a record may follow its task: the worker tries its
+		// task again, see queue.Client.EnqueueRunAfter): the retry must
+		// not find its own lock in the way.
+		claim.Release(context.WithoutCancel(ctx))
+		claim = nil
+	case len(r.cert) > 0:
+		// A lock taken for a request that has its certificate is left to
+		// expire: nobody will issue for it.
+		claim = nil
+	}
+	return r, claim, err
+}
+
+// ClaimIssue starts an issuance for a request: it returns the request's
+// certificate if one is stored, else takes the request's issue lock, so
+// that one worker at a time signs for it (ErrBusy: another holds it). The
+// lock and the check after it go in one pipeline: Redis runs them in that
+// order, which is all that lock-then-check needs, in one round trip.
+//
+// A certificate made under the claim is stored with set-if-absent
+// (HSETNX on the request's own hash): by IssueOnce at once, or by the
+// checkpoint after the issue step (Save, Instance.Unsaved). Even two
+// workers running the same task at once (a lease lost during a Redis
+// stall) end with one certificate.
+//
+// A claim taken in advance by the run's GetForRun (pre; nil if none) is
+// used as it is, with no round trip, while it is young: nobody else can
+// have stored a certificate since its check, as that needs the lock.
+func (s *Store) ClaimIssue(ctx context.Context, requestID int64, pre *IssueClaim) (existing *Certificate, claim *IssueClaim, err error) {
+	if pre != nil && pre.requestID == requestID && !pre.done {
+		if time.Since(pre.taken) < issueLockTTL/2 {
+			return nil, pre, nil
+		}
+		pre.Release(context.WithoutCancel(ctx)) // too old to trust: claim afresh
+	}
+	pipe := s.rdb.Pipeline()
+	claim, lock := s.newClaim(ctx, pipe, requestID)
+	check := pipe.HGet(ctx, s.keys.request(requestID), "x")
+	pipe.Exec(ctx) // each command's own error is read below
+	ok, err := lock.Result()
+	if err != nil {
+		return nil, nil, fmt.Errorf("issue lock: %w", err)
+	}
+	data, checkErr := check.Bytes()
+	if checkErr == nil {
+		// Issued already (the lock, if we just took it, expires: every
+		// later call finds the certificate first). A re-run writes the
+		// inventory's index entries again: the round trip that stored
+		// the certificate may have lost them (its reply unread).
+		c, err := decodeCertificate(requestID, data)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := s.indexCertificate(ctx, c); err != nil {
+			return nil, nil, err
+		}
+		return c, nil, nil
+	}
+	if !ok {
+		// Held by another worker, or left to expire by a finished
+		// issuance whose certificate we could not read.
+		return nil, nil, ErrBusy
+	}
+	if !errors.Is(checkErr, redis.Nil) {
+		claim.Release(context.WithoutCancel(ctx))
+		return nil, nil, fmt.Errorf("load certificate of request %d: %w", requestID, checkErr)
+	}
+	return nil, claim, nil
+}
+
+// IssueOnce returns the certificate of a request, calling sign to make one
+// only if none exists (see ClaimIssue), and stores it at once.
+func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx context.Context) (*Certificate, error)) (cert *Certificate, fresh bool, err error) {
+	existing, claim, err := s.ClaimIssue(ctx, requestID, nil)
+	if err != nil || existing != nil {
+		return existing, false, err
+	}
+	stored := false
+	defer func() {
+		if !stored {
+			claim.Release(context.WithoutCancel(ctx))
+		}
+	}()
+	c, err := sign(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	claim.Signed(c, requestID)
+	data, err := marshal(c)
+	if err != nil {
+		return nil, false, err
+	}
+	// The inventory's index entries go in the same round trip. Should the
+	// set-if-absent lose, they name a certificate that never existed: the
+	// id is in the set already, a thumbprint lookup checks the record it
+	// lands on (CertificateByThumbprint), and the expiry is rewritten
+	// from the winner's certificate below (or by the next ClaimIssue).
+	pipe := s.rdb.Pipeline()
+	set := pipe.HSetNX(ctx, s.keys.request(requestID), "x", data)
+	index := certIndexCmds(ctx, s.keys, pipe, c)
+	pipe.Exec(ctx) // each command's own error is read below
+	won, err := set.Result()
+	if err != nil {
+		return nil, false, fmt.Errorf("store certificate: %w", err)
+	}
+	stored = true
+	if !won {
+		// Lost a race despite the lock (it expired under us): ours was
+		// never stored or returned, so it never existed outside this
+		// process. Our index entries are put right for the winner's.
+		c, err := s.CertificateOf(ctx, requestID)
+		if err == nil {
+			err = s.indexCertificate(ctx, c)
+		}
+		return c, false, err
+	}
+	for _, cmd := range index {
+		if err := cmd.Err(); err != nil {
+			// Stored but not indexed: once more, else the step's retry
+			// (which finds the certificate stored) indexes it.
+			if err := s.indexCertificate(ctx, c); err != nil {
+				return nil, false, err
+			}
+			break
+		}
+	}
+	return c, true, nil
+}
+
+func randomToken() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

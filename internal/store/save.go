@@ -1,0 +1,230 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// saveScript is the compare-and-set update of a request record; a
+// settled one is announced in the same call (PUBLISH names no key, so
+// this stays a one-slot script on Redis Cluster). The announcement
+// carries the record as saved (see announcement), so a client waiting
+// for it needs no read of its own. A certificate issued since the last
+// checkpoint (Instance.Unsaved) is stored with the record, only if the
+// request has none yet: -2 when it has, and nothing is written. It is
+// stored even when the record changed meanwhile (0): the signature is
+// made, and the next run must find it rather than sign again.
+// KEYS: request; ARGV: expected version, json, channel ("" for none),
+// "id disposition", certificate json ("" for none).
+var saveScript = redis.NewScript(`
+local v = redis.call('HGET', KEYS[1], 'v')
+if not v then return -1 end
+if ARGV[5] ~= '' and redis.call('HSETNX', KEYS[1], 'x', ARGV[5]) == 0 then return -2 end
+if v ~= ARGV[1] then return 0 end
+local nv = tonumber(v) + 1
+redis.call('HSET', KEYS[1], 'v', nv, 'd', ARGV[2])
+if ARGV[3] ~= '' then
+  local f = redis.call('HMGET', KEYS[1], 'x', 'c')
+  local x, c = f[1] or '', f[2] or ''
+  redis.call('PUBLISH', ARGV[3], ARGV[4] .. '\n' .. nv .. ' ' .. #ARGV[2] .. ' ' .. #x .. ' ' .. #c .. '\n' .. ARGV[2] .. x .. c)
+end
+return 1
+`)
+
+// Save writes r if nobody else has since it was read; otherwise it returns
+// ErrConflict and r is stale. On success r's version advances; a settled
+// request is announced to waiting clients in the same round trip and
+// leaves the open set (a final one with the next batch, see forgetLater),
+// while an unsettled one has its progress time refreshed, and one that was
+// settled (a decided PENDING request, a restarted FAILED one) rejoins the
+// open set at once. A request entering or leaving PENDING joins or leaves
+// the pending index. All of that is derived state: a settled id left in
+// the open set is dropped by the reconciler, waiters re-read once a
+// second, and pending listings re-check each record.
+//
+// A certificate in r.Instance.Unsaved (the issue step's Result.Record) is
+// stored in the same script, with its inventory index entries in the same
+// round trip. If the record changed since it was read, the certificate is
+// stored all the same (a re-run finds it instead of signing again: one
+// signature per request, whoever checkpoints) and Save returns
+// ErrConflict. If the request has a certificate already (another
+// worker's, after this one's issue lock expired), nothing is written, the
+// lock is released and Save returns ErrConflict.
+func (s *Store) Save(ctx context.Context, r *Request) error {
+	cert, err := unsavedCertificate(r)
+	if err != nil {
+		return err
+	}
+	r.Updated = time.Now().UTC()
+	settled := r.Disposition.Settled()
+	reopened := !settled && r.loaded.Settled()
+	refresh := !settled && (reopened || r.Updated.Sub(r.Progress) >= s.ProgressEvery)
+	if refresh {
+		r.Progress = r.Updated
+	}
+	data, err := marshal(r)
+	if err != nil {
+		return err
+	}
+	channel, message := "", ""
+	announce := strconv.FormatInt(r.ID, 10) + " " + string(r.Disposition)
+	if settled && r.Disposition != Pending {
+		// A PENDING request is announced after it joined the pending
+		// index (below), so whoever it wakes finds it listed.
+		channel, message = s.keys.events(), announce
+	}
+	res, certData, indexErr, err := s.runSave(ctx, r, data, channel, message, cert)
+	if cert != nil && (err != nil || res == -1 || res == -2) {
+		// Not stored, and never will be (a later save must not try
+		// again): the next run may sign.
+		cert.claim.Release(context.WithoutCancel(ctx))
+		if res < 0 {
+			r.Instance.Unsaved = nil
+		}
+	}
+	switch {
+	case err != nil:
+		return fmt.Errorf("save request %d: %w", r.ID, err)
+	case res == -1:
+		return fmt.Errorf("save request %d: %w", r.ID, ErrNotFound)
+	case res == 0:
+		return fmt.Errorf("save request %d: %w", r.ID, ErrConflict)
+	case res == -2:
+		return fmt.Errorf("save request %d: a certificate is stored for it already: %w", r.ID, ErrConflict)
+	}
+	r.version++
+	if cert != nil {
+		r.cert, r.Instance.Unsaved = certData, nil
+	}
+	was := r.loaded
+	r.loaded = r.Disposition
+	// The follow-ups, best effort (see above), in one round trip.
+	pipe := s.rdb.Pipeline()
+	switch {
+	case settled && r.Disposition.Final():
+		s.forgetLater(ctx, r.ID, r.Updated)
+	case settled:
+		// PENDING runs again later: leave the open set now (the re-adding
+		// comes with its decision).
+		pipe.ZRem(ctx, s.keys.open(), r.ID)
+	case refresh: // a reopened request too
+		pipe.ZAdd(ctx, s.keys.open(), redis.Z{Score: float64(r.Progress.UnixMilli()), Member: r.ID})
+	}
+	switch {
+	case r.Disposition == Pending:
+		// Scored by deadline (escalation moves it), so the overdue are
+		// found without reading the others; waits without a deadline
+		// come last, oldest first.
+		score := float64(noDeadline + r.Submitted.UnixMilli())
+		if w := r.Instance.Wait; w != nil && !w.Deadline.IsZero() {
+			score = float64(w.Deadline.UnixMilli())
+		}
+		pipe.ZAdd(ctx, s.keys.pending(), redis.Z{Score: score, Member: r.ID})
+		pipe.Publish(ctx, s.keys.events(), announce)
+	case was == Pending:
+		pipe.ZRem(ctx, s.keys.pending(), r.ID)
+	}
+	if pipe.Len() > 0 {
+		pipe.Exec(ctx)
+	}
+	// Saved, but the inventory lacks the certificate: the error sends the
+	// task back to the queue, whose next run indexes it (Worker.Run).
+	return indexErr
+}
+
+// unsavedCertificate is the certificate in r.Instance.Unsaved, if any: the
+// only record of an effect a checkpoint knows how to write.
+func unsavedCertificate(r *Request) (*Certificate, error) {
+	var cert *Certificate
+	for _, u := range r.Instance.Unsaved {
+		c, ok := u.(*Certificate)
+		if !ok || cert != nil {
+			return nil, fmt.Errorf("save request %d: cannot record %T with a checkpoint (one *store.Certificate at most)", r.ID, u)
+		}
+		cert = c
+	}
+	return cert, nil
+}
+
+// runSave runs saveScript. With a certificate, its inventory index
+// entries go in the same round trip, before the script: Redis runs a
+// pipeline in order, so a stored certificate implies they were written.
+// When the script does not store it, they are put right: for the
+// certificate stored before (-2), or removed (-1, no record). indexErr
+// reports a certificate stored whose index entries failed, even on a
+// second try.
+func (s *Store) runSave(ctx context.Context, r *Request, data []byte, channel, message string, cert *Certificate) (res int64, certData []byte, indexErr, err error) {
+	keys := []string{s.keys.request(r.ID)}
+	if cert == nil {
+		res, err = saveScript.Run(ctx, s.rdb, keys, r.version, data, channel, message, "").Int64()
+		return res, nil, nil, err
+	}
+	if cert.ID != r.ID || cert.RequestID != r.ID {
+		return 0, nil, nil, fmt.Errorf("its unsaved certificate is request %d's", cert.RequestID)
+	}
+	if certData, err = marshal(cert); err != nil {
+		return 0, nil, nil, err
+	}
+	exec := func(script func(context.Context, redis.Scripter, []string, ...any) *redis.Cmd) (*redis.Cmd, []redis.Cmder, error) {
+		pipe := s.rdb.Pipeline()
+		index := certIndexCmds(ctx, s.keys, pipe, cert)
+		cmd := script(ctx, pipe, keys, r.version, data, channel, message, certData)
+		return cmd, index, s.execBatched(ctx, pipe)
+	}
+	cmd, index, err := exec(saveScript.EvalSha)
+	if err == nil && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		cmd, index, err = exec(saveScript.Eval)
+	}
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	res, err = cmd.Int64()
+	switch {
+	case err != nil:
+		return res, nil, nil, err
+	case res == -2:
+		// Ours lost to a stored one: index that one (best effort; a
+		// later ClaimIssue does it again).
+		if c, err := s.CertificateOf(ctx, r.ID); err == nil {
+			s.indexCertificate(ctx, c)
+		}
+		return res, nil, nil, nil
+	case res == -1:
+		s.unindexCertificate(ctx, cert)
+		return res, nil, nil, nil
+	}
+	for _, c := range index {
+		if c.Err() != nil {
+			// Stored but not indexed: once more.
+			if err := s.indexCertificate(ctx, cert); err != nil {
+				return res, certData, fmt.Errorf("stored certificate %d but could not index it: %w: %w", cert.ID, ErrUnindexed, err), nil
+			}
+			break
+		}
+	}
+	return res, certData, nil, nil
+}
+
+// Update loads request id, applies change and saves it, retrying when
+// another writer got there first. change must be safe to run again on
+// the fresh record.
+func (s *Store) Update(ctx context.Context, id int64, change func(*Request) error) (*Request, error) {
+	for attempt := 0; ; attempt++ {
+		r, err := s.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := change(r); err != nil {
+			return r, err
+		}
+		err = s.Save(ctx, r)
+		if !errors.Is(err, ErrConflict) || attempt == 9 {
+			return r, err
+		}
+	}
+}
