@@ -22,6 +22,7 @@ import (
 	"github.com/certflow/certflow/internal/app"
 	"github.com/certflow/certflow/internal/bench"
 	"github.com/certflow/certflow/internal/ca"
+	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/steps"
 	"github.com/certflow/certflow/workflow"
@@ -40,7 +41,7 @@ Usage:
   certflow approve  [--url URL] [--comment C] ID ...
   certflow deny     [--url URL] --comment C ID ...
                               decide requests (request or instance ids)
-  certflow bench    --requests N --concurrency C [--target URL] [--key ec|rsa] [--rate R]
+  certflow bench    --requests N --concurrency C [--target URL] [--key ec|rsa] [--rate R] [--off piggyback,group_commit,leaf_encoder]
                     [--cpuprofile FILE] [--memprofile FILE]
                               enrollments per second against bare asynq in the same run
 
@@ -317,10 +318,20 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fset.Float64Var(&o.Rate, "rate", 0, "submissions per second, open loop (default: as fast as the clients go)")
 	fset.IntVar(&o.WorkerConcurrency, "worker-concurrency", 0, "worker (and baseline) concurrency (default: the worker default)")
 	fset.StringVar(&o.Definitions, "definitions", "", "definitions folder for the in-process certflow")
+	off := fset.String("off", "", "speed shortcuts the in-process certflow runs without, comma-separated: piggyback, group_commit, leaf_encoder (docs/speed.md)")
 	cpuProfile := fset.String("cpuprofile", "", "write a CPU profile of the timed enrollments to this file")
 	memProfile := fset.String("memprofile", "", "write an allocation profile of the run to this file")
 	if err := fset.Parse(args); err != nil {
 		return exitCode(2)
+	}
+	if *off != "" {
+		if o.Target != "" {
+			return errors.New("--off applies to the in-process certflow; a --target's own configuration decides its shortcuts")
+		}
+		o.Off = strings.Split(*off, ",")
+		if err := new(config.Speed).TurnOff(o.Off...); err != nil {
+			return err
+		}
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)

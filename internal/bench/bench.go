@@ -64,6 +64,9 @@ type Options struct {
 	WorkerConcurrency int
 	// Definitions folder for an in-process run.
 	Definitions string
+	// Off names the speed shortcuts an in-process certflow runs without
+	// (config.Speed.TurnOff), to measure each against its fallback.
+	Off []string
 	// Progress receives a progress line while it runs.
 	Progress io.Writer
 	// CPUProfile, if set, receives a CPU profile of the timed enrollment
@@ -229,6 +232,10 @@ func setup(ctx context.Context, o *Options) (target, token string, rdb redis.Uni
 	cfg.API.RateLimit = 0 // measuring, not defending
 	if o.Definitions != "" {
 		cfg.Definitions = o.Definitions
+	}
+	if err := cfg.Speed.TurnOff(o.Off...); err != nil {
+		os.RemoveAll(dir)
+		return "", "", nil, nil, err
 	}
 	token = "bench-" + randomHex(16)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))

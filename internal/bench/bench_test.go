@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/certflow/certflow/internal/testutil"
@@ -41,5 +42,36 @@ func TestRunMeasuresRealEnrollments(t *testing.T) {
 	}
 	if res.CPUusPerEnrollment <= 0 || res.RSSMB <= 0 || res.RedisBytesPerRequest <= 0 {
 		t.Errorf("CPU %v µs, RSS %v MB, Redis %v B per request", res.CPUusPerEnrollment, res.RSSMB, res.RedisBytesPerRequest)
+	}
+}
+
+// TestRunWithShortcutsOff runs the in-process certflow without its speed
+// shortcuts: it still enrolls, and one client at a time (so that group
+// commit has nothing to share) a submit costs a round trip more without
+// the piggyback, which is what the switch is for.
+func TestRunWithShortcutsOff(t *testing.T) {
+	redis := testutil.StartRedisServer(t)
+	run := func(off ...string) *Result {
+		t.Helper()
+		var progress bytes.Buffer
+		res, err := Run(context.Background(), Options{
+			Requests: 30, Concurrency: 1, WorkerConcurrency: 1, RedisURL: redis.URL(),
+			Definitions: testutil.DefinitionsDir(), Progress: &progress, Off: off,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Errors != 0 {
+			t.Fatalf("off %v: %d enrollments failed: %s", off, res.Errors, progress.String())
+		}
+		return res
+	}
+	on := run()
+	off := run("piggyback", "group_commit", "leaf_encoder")
+	if off.RoundTripsPerEnrollment < on.RoundTripsPerEnrollment+0.5 {
+		t.Errorf("round trips per enrollment: %v with the shortcuts, %v without; want about one more without", on.RoundTripsPerEnrollment, off.RoundTripsPerEnrollment)
+	}
+	if _, err := Run(context.Background(), Options{Requests: 1, Concurrency: 1, RedisURL: redis.URL(), Off: []string{"turbo"}}); err == nil || !strings.Contains(err.Error(), `"turbo"`) {
+		t.Errorf("an unknown shortcut: err = %v, want one naming it", err)
 	}
 }

@@ -202,6 +202,25 @@ type Speed struct {
 	LeafEncoder bool `yaml:"leaf_encoder"`
 }
 
+// TurnOff turns off the shortcuts named as in the file (piggyback,
+// group_commit, leaf_encoder): `certflow bench --off` measures what each
+// is worth.
+func (s *Speed) TurnOff(names ...string) error {
+	for _, name := range names {
+		switch strings.TrimSpace(name) {
+		case "piggyback":
+			s.Piggyback = false
+		case "group_commit":
+			s.GroupCommit = false
+		case "leaf_encoder":
+			s.LeafEncoder = false
+		default:
+			return fmt.Errorf("speed: no shortcut %q (want piggyback, group_commit or leaf_encoder)", name)
+		}
+	}
+	return nil
+}
+
 // Callbacks governs the result delivery to CallbackUrl.
 type Callbacks struct {
 	// SigningSecret is the Standard-Webhooks secret ("whsec_" + base64).

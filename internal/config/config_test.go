@@ -503,3 +503,19 @@ func TestQualifiedNameIsHostBackslashName(t *testing.T) {
 		t.Errorf("default CA QualifiedName = %q", got)
 	}
 }
+
+func TestSpeedTurnOff(t *testing.T) {
+	s := Default().Speed
+	if !s.Piggyback || !s.GroupCommit || !s.LeafEncoder {
+		t.Fatalf("defaults %+v: every shortcut should be on", s)
+	}
+	if err := s.TurnOff("group_commit", " leaf_encoder"); err != nil {
+		t.Fatal(err)
+	}
+	if want := (Speed{Piggyback: true}); s != want {
+		t.Errorf("after turning off group_commit and leaf_encoder: %+v, want %+v", s, want)
+	}
+	if err := s.TurnOff("piggyback", "warp"); err == nil || !strings.Contains(err.Error(), `"warp"`) {
+		t.Errorf("unknown shortcut: err = %v, want one naming it", err)
+	}
+}
