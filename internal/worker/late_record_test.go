@@ -45,20 +45,7 @@ func TestATaskWhoseRecordComesLateStillRuns(t *testing.T) {
 	if _, _, err := cf.App.Store.Create(ctx, r, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(15 * time.Second)
-	for {
-		got, err := cf.App.Store.Get(ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.Disposition == store.Issued {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the task's retry did not run the request: %s", got.Disposition)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitIssued(t, cf.App.Store, id, 15*time.Second, "the task's retry did not run the request")
 	if strings.Contains(cf.Logs.String(), "dropping it") {
 		t.Error("the task was dropped before its record came")
 	}

@@ -119,9 +119,16 @@ func TestTheReconcilerRunsARequestWhoseTaskWasLost(t *testing.T) {
 	if _, _, err := cf.App.Store.Create(ctx, r, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	waitIssued(t, cf.App.Store, id, 20*time.Second, "the reconciler did not pick the request up")
+}
+
+// waitIssued polls request id until it is ISSUED, failing with what and
+// its disposition if it is not within d.
+func waitIssued(t *testing.T, st *store.Store, id int64, d time.Duration, what string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for {
-		got, err := cf.App.Store.Get(ctx, id)
+		got, err := st.Get(context.Background(), id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,7 +136,7 @@ func TestTheReconcilerRunsARequestWhoseTaskWasLost(t *testing.T) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the reconciler did not pick the request up: %s", got.Disposition)
+			t.Fatalf("%s: %s", what, got.Disposition)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
