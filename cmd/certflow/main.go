@@ -129,10 +129,10 @@ func newLogger(w io.Writer) *slog.Logger {
 
 // defaultGOGC is the garbage collector's target for the long-running
 // commands when GOGC is not set: certflow's live heap is small and each
-// enrollment allocates a lot of short-lived memory, so collecting at 300%
-// growth instead of 100% costs about 20 MB more heap under load and saves
-// about 6% of the CPU time per enrollment (certflow bench, GOGC=100 against
-// 300, three pairs). GOGC in the environment takes precedence, and
+// enrollment allocates a lot of short-lived memory, so collecting less
+// often trades a little more heap for less CPU per enrollment (the
+// figures are in the README's configuration table and
+// docs/speed-history.md). GOGC in the environment takes precedence, and
 // GOMEMLIMIT caps the heap as usual.
 const defaultGOGC = 300
 
