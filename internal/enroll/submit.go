@@ -176,7 +176,7 @@ func (s *Service) enrollmentOf(caller *Caller, body *keyfactor.EnrollmentCSRRequ
 // revoked for key compromise, then storeAndEnqueue. allocated may be nil.
 func (s *Service) submit(ctx context.Context, e *enrollment, allocated func(id int64)) (req *store.Request, existing bool, err error) {
 	in := s.input(e)
-	if err := s.checkPolicy(e, in, e.caller); err != nil {
+	if err := s.checkPolicy(e, in); err != nil {
 		return nil, false, err
 	}
 	if err := s.selectFor(e, in); err != nil {
