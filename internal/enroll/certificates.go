@@ -124,3 +124,14 @@ func OfferCertificate(r *store.Request, visit func(*store.Request, *store.Certif
 	}
 	return visit(r, c), nil
 }
+
+// CertificateOf returns an issued request's certificate: the one read with
+// the record, else (a record from before it was issued) read now.
+func (s *Service) CertificateOf(ctx context.Context, req *store.Request) (*store.Certificate, error) {
+	if c, err := req.Certificate(); c != nil || err != nil {
+		return c, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.API.RedisTimeout)
+	defer cancel()
+	return s.store.CertificateOf(ctx, req.ID)
+}
