@@ -130,8 +130,10 @@ func (s *Service) GenerateCSR(ctx context.Context, caller *Caller, body *keyfact
 		return nil, tooMany(keyPoolRetryAfter, fmt.Sprintf("key generation: all %d slots (api.key_generation_concurrency) are busy", s.keyPool.Size()))
 	}
 	defer slot.Release()
-	noRoom := fieldError(Conflict, keyfactor.CodeConflict, "CSRGeneration",
-		"%s has %d pending CSRs, the most api.max_pending_csrs allows; enroll (forceEnroll=true) or delete some first", caller.Name, s.cfg.API.MaxPendingCSRs)
+	noRoom := func() error {
+		return fieldError(Conflict, keyfactor.CodeConflict, "CSRGeneration",
+			"%s has %d pending CSRs, the most api.max_pending_csrs allows; enroll (forceEnroll=true) or delete some first", caller.Name, s.cfg.API.MaxPendingCSRs)
+	}
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.API.RedisTimeout)
 	room, err := s.store.PendingCSRRoom(rctx, caller.Name, s.cfg.API.MaxPendingCSRs)
 	var id int64
@@ -143,7 +145,7 @@ func (s *Service) GenerateCSR(ctx context.Context, caller *Caller, body *keyfact
 		return nil, err
 	}
 	if !room {
-		return nil, noRoom
+		return nil, noRoom()
 	}
 	p, key, err := s.generateCSR(slot, g)
 	slot.Release()
@@ -155,7 +157,7 @@ func (s *Service) GenerateCSR(ctx context.Context, caller *Caller, body *keyfact
 	rctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), s.cfg.API.RedisTimeout)
 	defer cancel()
 	if err := s.store.CreatePendingCSR(rctx, p, s.cfg.API.MaxPendingCSRs); errors.Is(err, store.ErrTooMany) {
-		return nil, noRoom
+		return nil, noRoom()
 	} else if err != nil {
 		return nil, err
 	}
