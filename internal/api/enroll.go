@@ -1,11 +1,8 @@
 package api
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -17,60 +14,10 @@ import (
 	"github.com/certflow/certflow/internal/store"
 )
 
-// decodeJSON decodes one JSON object from the (size-limited) body and names
-// the field of a type mismatch.
-func decodeJSON(r *http.Request, v any) error {
-	data, err := io.ReadAll(r.Body)
-	if err != nil {
-		return err // *http.MaxBytesError → 413
-	}
-	if len(bytes.TrimSpace(data)) == 0 {
-		return badField("request body", "empty; want a JSON object")
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(v); err != nil {
-		var te *json.UnmarshalTypeError
-		var se *json.SyntaxError
-		switch {
-		case errors.As(err, &te) && te.Field != "":
-			return badField(te.Field, "want %s, got a JSON %s", jsonKind(te.Type.String()), te.Value)
-		case errors.As(err, &te):
-			// The body itself has the wrong shape; Go's text would name a
-			// Go type.
-			return badField("request body", "want %s, got a JSON %s", jsonKind(te.Type.String()), te.Value)
-		case errors.As(err, &se):
-			return badField("request body", "invalid JSON at byte %d: %v", se.Offset, se)
-		default:
-			return badField("request body", "invalid JSON: %v", err)
-		}
-	}
-	if dec.More() {
-		return badField("request body", "trailing data after the JSON object")
-	}
-	return nil
-}
-
-func jsonKind(goType string) string {
-	switch {
-	case goType == "string" || goType == "*string":
-		return "a string"
-	case goType == "bool" || goType == "*bool":
-		return "a boolean (true or false)"
-	// Before the integers: "map[string]interface {}" contains "int".
-	case strings.HasPrefix(goType, "map["), strings.HasPrefix(goType, "api."), strings.HasPrefix(goType, "*api."),
-		strings.HasPrefix(goType, "keyfactor."), strings.HasPrefix(goType, "*keyfactor."):
-		return "an object"
-	case strings.HasPrefix(goType, "[]"):
-		return "an array"
-	case strings.Contains(goType, "int"):
-		return "an integer"
-	}
-	return goType
-}
-
-// handleEnrollCSR is POST /Enrollment/CSR: the x-certificateformat
-// header, forceEnroll and the body, then enroll.Service.SubmitCSR, then
-// the answer (accept, writeEnrollment).
+// handleEnrollCSR is POST /Enrollment/CSR: it reads the
+// x-certificateformat header, forceEnroll and the body, runs
+// enroll.Service.SubmitCSR through accept (which waits for the request to
+// settle, per Prefer) and answers with writeEnrollment.
 func (s *Server) handleEnrollCSR(w http.ResponseWriter, r *http.Request) {
 	format, err := pki.ParseFormat(r.Header.Get("x-certificateformat"))
 	if err != nil {

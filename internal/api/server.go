@@ -6,7 +6,11 @@
 // Keyfactor-shaped bodies (internal/keyfactor). What a request asks for is
 // done by internal/enroll: a handler decodes, calls one enroll.Service
 // operation and writes its answer; an *enroll.Error's kind becomes the
-// status (writeError).
+// status (writeError). Reads that only render what the store holds (GET
+// of a request, an instance list, certificates, downloads, the pending
+// CSRs, the CRL) read the store here, under api.redis_timeout, and decide
+// what the caller may see with enroll's rules (enroll.Visible,
+// enroll.CertificateVisible, enroll.MayActOn).
 package api
 
 import (

@@ -56,7 +56,7 @@ func sameDN(a, b string) bool {
 // CertificateBySerial finds the issued certificate with a serial number
 // (hex, any case, colons and leading zeros allowed) under an issuer DN
 // (see sameDN) that visible accepts, walking the inventory (bounded by
-// CertScan); store.ErrNotFound when there is none.
+// certScan); store.ErrNotFound when there is none.
 func (s *Service) CertificateBySerial(ctx context.Context, serial, issuer string, visible func(*store.Request) bool) (*store.Request, *store.Certificate, error) {
 	serial = strings.TrimLeft(strings.ToUpper(strings.ReplaceAll(serial, ":", "")), "0")
 	var req *store.Request
@@ -74,9 +74,9 @@ func (s *Service) CertificateBySerial(ctx context.Context, serial, issuer string
 	return req, c, err
 }
 
-// CertScan bounds how many certificates one listing or search reads
+// certScan bounds how many certificates one listing or search reads
 // when the query names no id or thumbprint.
-const CertScan = 10000
+const certScan = 10000
 
 // WalkIndex pages through an id index in ascending order (next returns
 // up to n ids after after), loading a hundred records per round trip
@@ -108,9 +108,9 @@ func WalkIndex[T any](ctx context.Context, limit int,
 }
 
 // WalkCertificates visits issued certificates with their requests, the
-// oldest first, reading at most CertScan of them.
+// oldest first, reading at most certScan of them.
 func (s *Service) WalkCertificates(ctx context.Context, visit func(*store.Request, *store.Certificate) bool) error {
-	return WalkIndex(ctx, CertScan, s.store.CertificateIDs, s.store.GetMany, func(r *store.Request) (bool, error) {
+	return WalkIndex(ctx, certScan, s.store.CertificateIDs, s.store.GetMany, func(r *store.Request) (bool, error) {
 		return OfferCertificate(r, visit)
 	})
 }
@@ -123,4 +123,15 @@ func OfferCertificate(r *store.Request, visit func(*store.Request, *store.Certif
 		return err == nil, err
 	}
 	return visit(r, c), nil
+}
+
+// CertificateOf returns an issued request's certificate: the one read with
+// the record, else (a record from before it was issued) read now.
+func (s *Service) CertificateOf(ctx context.Context, req *store.Request) (*store.Certificate, error) {
+	if c, err := req.Certificate(); c != nil || err != nil {
+		return c, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.API.RedisTimeout)
+	defer cancel()
+	return s.store.CertificateOf(ctx, req.ID)
 }

@@ -101,7 +101,7 @@ func (s *Service) checkTemplateAndCA(templateName, caName string) (*config.Templ
 	return tmpl, nil
 }
 
-// checkTemplateAccess refuses, with 403 naming Template, a caller the
+// checkTemplateAccess refuses (Forbidden, naming Template) a caller the
 // template's allowed_requesters leave out. A standalone CA's request (nil
 // template) is not restricted.
 func checkTemplateAccess(caller *Caller, tmpl *config.Template) error {
@@ -384,7 +384,7 @@ func scalarText(field string, v any) (text string, given bool, err error) {
 	return "", false, badField(field, "want a string, number or boolean")
 }
 
-// checkReservedMetadata refuses, with 400 naming Metadata.<name>, a
+// checkReservedMetadata refuses (Invalid, naming Metadata.<name>) a
 // submitted metadata field that workflows set (workflow.Set.MetadataNames:
 // RequestedBy, ApprovedBy, Workflow and whatever a loaded definition's
 // metadata step sets), compared without regard to case, configured as a

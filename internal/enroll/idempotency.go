@@ -63,7 +63,7 @@ func (s *Service) submitFingerprint(e *enrollment) string {
 	}{fingerprintVersion, e.req.Trigger, tbs, in, e.pfxPassword})
 	if err != nil {
 		// Only maps of JSON scalars and plain fields: cannot fail. Were it
-		// to, no repeat would match (409), never a wrong one.
+		// to, no repeat would match (Conflict), never a wrong one.
 		return ""
 	}
 	var sum []byte

@@ -23,7 +23,7 @@ const maxFriendlyName = 128
 // a CSR enrollment checks but the CSR, plus the subject, the key to
 // generate, against the template's key policy: a refusal naming KeyType,
 // KeyLength or Curve, and the password) and submitted like a CSR
-// enrollment (Submit), but without a CSR: the worker generates the key and
+// enrollment (submit), but without a CSR: the worker generates the key and
 // the CSR before the workflow's steps run. idemKey is the Idempotency-Key;
 // allocated is as for CSRSubmit.Allocated.
 func (s *Service) SubmitPFX(ctx context.Context, caller *Caller, body *keyfactor.EnrollmentPFXRequest, idemKey string, allocated func(id int64)) (req *store.Request, existing bool, err error) {

@@ -16,7 +16,7 @@ import (
 // restrict who enrolls). in is the request as the workflow will see it,
 // with the SANs merged and normalised. The answer names the field at
 // fault: CSR (or, for a PFX enrollment, Subject and KeyType), or SANs.
-func (s *Service) checkPolicy(e *enrollment, in *workflow.Input, caller *Caller) error {
+func (s *Service) checkPolicy(e *enrollment, in *workflow.Input) error {
 	if n := sanCount(e.csr, e.req.Input.SANs); n > s.cfg.API.MaxSANs {
 		field := "SANs"
 		if sanCount(e.csr, nil) > s.cfg.API.MaxSANs {
@@ -24,7 +24,7 @@ func (s *Service) checkPolicy(e *enrollment, in *workflow.Input, caller *Caller)
 		}
 		return fieldError(Invalid, keyfactor.CodePolicy, field, "the request has %d subject alternative names, more than the %d allowed (api.max_sans)", n, s.cfg.API.MaxSANs)
 	}
-	rules, err := s.rulesFor(e, caller)
+	rules, err := s.rulesFor(e)
 	if err != nil {
 		return err
 	}
@@ -39,8 +39,9 @@ func (s *Service) checkPolicy(e *enrollment, in *workflow.Input, caller *Caller)
 }
 
 // rulesFor returns the rules that bind e: its template's, or those of the
-// standalone CA it names, whose allowed_requesters the caller must match.
-func (s *Service) rulesFor(e *enrollment, caller *Caller) (*policy.Rules, error) {
+// standalone CA it names, whose allowed_requesters e's caller must match.
+func (s *Service) rulesFor(e *enrollment) (*policy.Rules, error) {
+	caller := e.caller
 	if t, ok := s.cfg.Template(e.req.Input.Template); ok {
 		r := policy.ForTemplate(t)
 		return &r, nil

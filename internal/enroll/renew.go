@@ -34,8 +34,8 @@ import (
 // certificate must not be revoked (whoever asks, whatever key: an admin
 // enrolls anew), nor expired for longer than api.renewal_grace, and what
 // the renewal would certify — the CSR's subject (its DER) and SANs merged
-// as the workflow merges them — must be exactly the certificate's (400
-// naming CSR). A renewal that names another template is an enrollment
+// as the workflow merges them — must be exactly the certificate's (else
+// Invalid, naming CSR). A renewal that names another template is an enrollment
 // into it: it runs with trigger enrollment, so that template's enrollment
 // workflow, with its rules and approvals, decides.
 func (s *Service) SubmitRenewal(ctx context.Context, caller *Caller, body *keyfactor.RenewalRequest, format pki.Format, idemKey string, allocated func(id int64)) (req *store.Request, existing bool, err error) {

@@ -191,7 +191,7 @@ func (s *Service) revocationSubmit(issuing *store.Request, c *store.Certificate,
 
 // submitRevocations claims each certificate's revocation for a new
 // request, then stores and enqueues the requests. A claim lost to a
-// concurrent revocation refuses the call (409) and releases the claims
+// concurrent revocation refuses the call (Conflict) and releases the claims
 // taken; nothing else was written. Should storing or enqueueing fail
 // part-way, the requests accepted until then are returned with the error
 // (they run), and the rest have their claims released.

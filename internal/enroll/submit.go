@@ -14,11 +14,17 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// enrollment is a decoded, checked submit, ready to store.
+// enrollment is a decoded, checked submit, ready to store: what every
+// kind (CSR, PFX, renewal, revocation) hands to submit or, for a
+// revocation, to submitRevocations.
 type enrollment struct {
-	req        store.Request
-	csr        *x509.CertificateRequest // parsed and verified once, here
-	privateKey []byte                   // PKCS#8 DER, sealed once the request id is known
+	// caller is who submits it (nil for a revocation, which no policy
+	// judges).
+	caller *Caller
+	req    store.Request
+	csr    *x509.CertificateRequest // parsed and verified once, here
+	// privateKey is PKCS#8 DER, sealed once the request id is known.
+	privateKey []byte
 	// pfxPassword is a PFX enrollment's Password, sealed once the request
 	// id is known.
 	pfxPassword string
@@ -28,8 +34,6 @@ type enrollment struct {
 	// keyID names the CSR's public key (pki.PublicKeyID) when the submit
 	// may be a generated CSR coming back; storeAndEnqueue looks it up.
 	keyID string
-	// caller is who submits it.
-	caller *Caller
 	// barredKey names the CSR's public key (pki.PublicKeyID) for the
 	// create to refuse if it was revoked for key compromise ("": the key
 	// does not exist yet, a PFX enrollment's; the issue step checks it).
@@ -80,9 +84,10 @@ func (s *Service) checkCSR(caller *Caller, body *keyfactor.EnrollmentCSRRequest,
 }
 
 // enrollmentOf checks the fields every enrollment body shares (CSR and PFX
-// alike), and the Idempotency-Key idemKey, and builds the request to store. der is the CSR as sent (nil for
-// a PFX enrollment, whose CSR the worker makes); csr is it parsed (for a
-// PFX enrollment, the shape of the CSR to come).
+// alike) and the Idempotency-Key idemKey, and builds the request to
+// store. der is the CSR as sent (nil for a PFX enrollment, whose CSR the
+// worker makes); csr is it parsed (for a PFX enrollment, the shape of the
+// CSR to come).
 func (s *Service) enrollmentOf(caller *Caller, body *keyfactor.EnrollmentCSRRequest, format pki.Format, der []byte, csr *x509.CertificateRequest, idemKey string) (*enrollment, error) {
 	ts, err := parseTimestamp(body.Timestamp)
 	if err != nil {
@@ -176,7 +181,7 @@ func (s *Service) enrollmentOf(caller *Caller, body *keyfactor.EnrollmentCSRRequ
 // revoked for key compromise, then storeAndEnqueue. allocated may be nil.
 func (s *Service) submit(ctx context.Context, e *enrollment, allocated func(id int64)) (req *store.Request, existing bool, err error) {
 	in := s.input(e)
-	if err := s.checkPolicy(e, in, e.caller); err != nil {
+	if err := s.checkPolicy(e, in); err != nil {
 		return nil, false, err
 	}
 	if err := s.selectFor(e, in); err != nil {
@@ -325,15 +330,4 @@ func (s *Service) firstRequest(ctx context.Context, id int64) (*store.Request, e
 		case <-time.After(25 * time.Millisecond):
 		}
 	}
-}
-
-// CertificateOf returns an issued request's certificate: the one read with
-// the record, else (a record from before it was issued) read now.
-func (s *Service) CertificateOf(ctx context.Context, req *store.Request) (*store.Certificate, error) {
-	if c, err := req.Certificate(); c != nil || err != nil {
-		return c, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.API.RedisTimeout)
-	defer cancel()
-	return s.store.CertificateOf(ctx, req.ID)
 }
