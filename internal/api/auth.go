@@ -319,12 +319,3 @@ func cutPrefixFold(s, prefix string) (string, bool) {
 	}
 	return "", false
 }
-
-// roles are id's roles (nil for no identity), as keyfactor's renderings
-// take a viewer.
-func roles(id *enroll.Caller) []string {
-	if id == nil {
-		return nil
-	}
-	return id.Roles
-}

@@ -121,7 +121,7 @@ func parsePrefer(values []string, def, max time.Duration) (wait time.Duration, a
 // Location while it runs.
 func (s *Server) writeEnrollment(w http.ResponseWriter, r *http.Request, req *store.Request, format pki.Format) {
 	s.writeAccepted(w, r, req, func(cert *store.Certificate) (any, error) {
-		return keyfactor.NewEnrollmentResponse(req, cert, format, roles(identity(r)))
+		return keyfactor.NewEnrollmentResponse(req, cert, format, identity(r).RoleNames())
 	})
 }
 
@@ -188,7 +188,7 @@ func (s *Server) handleGetRequest(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	st, err := keyfactor.NewRequestStatus(req, cert, format, roles(caller))
+	st, err := keyfactor.NewRequestStatus(req, cert, format, caller.RoleNames())
 	if err == nil {
 		st.CertificateInformation.Pkcs12Blob, err = s.enroll.PFXBlobFor(req, cert, caller)
 	}

@@ -45,7 +45,7 @@ func (s *Server) handleEnrollPFX(w http.ResponseWriter, r *http.Request) {
 // repeat, which must then match the first).
 func (s *Server) writePFX(w http.ResponseWriter, r *http.Request, req *store.Request, password string) {
 	s.writeAccepted(w, r, req, func(cert *store.Certificate) (any, error) {
-		er, err := keyfactor.NewEnrollmentResponse(req, cert, pki.FormatPEM, roles(identity(r)))
+		er, err := keyfactor.NewEnrollmentResponse(req, cert, pki.FormatPEM, identity(r).RoleNames())
 		if err != nil {
 			return nil, err
 		}

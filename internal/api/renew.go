@@ -34,7 +34,7 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.writeAccepted(w, r, req, func(cert *store.Certificate) (any, error) {
-		er, err := keyfactor.NewEnrollmentResponse(req, cert, "", roles(identity(r)))
+		er, err := keyfactor.NewEnrollmentResponse(req, cert, "", identity(r).RoleNames())
 		if err != nil {
 			return nil, err
 		}

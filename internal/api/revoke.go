@@ -49,7 +49,7 @@ func (s *Server) answerRevocations(w http.ResponseWriter, r *http.Request, reqs 
 		}
 		entry := keyfactor.SuspendedRevocation{
 			CertId: req.Input.Revocation.CertificateId, WorkflowId: req.Instance.ID,
-			KeyfactorRequestId: req.ID, RequestDisposition: string(req.Disposition), Message: keyfactor.DispositionMessage(req, roles(identity(r))),
+			KeyfactorRequestId: req.ID, RequestDisposition: string(req.Disposition), Message: keyfactor.DispositionMessage(req, identity(r).RoleNames()),
 		}
 		switch req.Disposition {
 		case store.Revoked:

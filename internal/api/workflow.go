@@ -20,7 +20,7 @@ import (
 func newInstance(r *store.Request, defs *workflow.Set, viewer *enroll.Caller) keyfactor.Instance {
 	inst := &r.Instance
 	out := keyfactor.Instance{
-		Id: inst.ID, Status: keyfactor.InstanceStatus(r), StatusMessage: keyfactor.DispositionMessage(r, roles(viewer)),
+		Id: inst.ID, Status: keyfactor.InstanceStatus(r), StatusMessage: keyfactor.DispositionMessage(r, viewer.RoleNames()),
 		Definition:   keyfactor.InstanceDefinition{DefinitionId: inst.Definition, DisplayName: inst.Definition, Version: inst.Version, WorkflowType: r.Trigger},
 		Title:        fmt.Sprintf("%s request %d", strings.ToUpper(r.Trigger[:1])+r.Trigger[1:], r.ID),
 		LastModified: r.Updated, StartDate: r.Submitted, ReferenceId: r.ID,
@@ -39,7 +39,7 @@ func newInstance(r *store.Request, defs *workflow.Set, viewer *enroll.Caller) ke
 	if defs != nil {
 		def, _ = defs.Get(inst.Definition, inst.Version)
 	}
-	out.CurrentStateData = currentState(r, def, viewer)
+	out.CurrentStateData = enroll.CurrentState(r, def, viewer)
 	if !inst.Status.Terminal() && inst.Definition != "" {
 		if def != nil && inst.Next < len(def.Steps) {
 			out.CurrentStepUniqueName = def.Steps[inst.Next].ID

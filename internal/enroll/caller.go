@@ -4,7 +4,6 @@ import (
 	"slices"
 
 	"github.com/certflow/certflow/internal/config"
-	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/workflow"
 )
 
@@ -35,26 +34,4 @@ func (c *Caller) Decider() workflow.Decider {
 // requester is the caller as a request records who asked.
 func (c *Caller) requester() workflow.Requester {
 	return workflow.Requester{Name: c.Name, Roles: c.Roles}
-}
-
-// Visible reports whether viewer may see request r: its requester,
-// approvers (who read every request), and whoever may decide it now.
-func Visible(r *store.Request, viewer *Caller) bool {
-	if CertificateVisible(r, viewer) {
-		return true
-	}
-	w := r.Instance.Wait
-	return w != nil && r.Instance.MayDecide(w.Step, viewer.Decider(), r.Requester.Name) == nil
-}
-
-// CertificateVisible reports whether viewer may see an issued certificate:
-// its requester, and approvers and administrators (who see every request).
-func CertificateVisible(r *store.Request, viewer *Caller) bool {
-	return r.Requester.Name == viewer.Name || viewer.Has(config.RoleApprover)
-}
-
-// MayActOn reports whether caller may act on (recover, renew, revoke) what
-// requester asked for: the requester, or an administrator.
-func MayActOn(requester string, caller *Caller) bool {
-	return requester == caller.Name || caller.Has(config.RoleAdmin)
 }
