@@ -101,6 +101,9 @@ func (c *Client) pipelined(ctx context.Context, writes func(redis.Pipeliner)) ([
 // probeTimeout bounds the start-up probe.
 const probeTimeout = 5 * time.Second
 
+// probeCleanupTimeout bounds the removal of what the probe wrote.
+const probeCleanupTimeout = 500 * time.Millisecond
+
 // Probe checks that the piggyback recognises asynq's enqueue, once, before
 // EnqueueRunAfter relies on it: it enqueues a probe task with a write
 // riding on it, as EnqueueRunAfter does, to a queue of its own that no
@@ -126,10 +129,16 @@ func (c *Client) Probe(ctx context.Context) error {
 		asynq.MaxRetry(c.retry), asynq.Timeout(c.timeout), asynq.Queue(q), asynq.TaskID(id))
 	missed := c.hook.unregister(ride)
 	// Nothing of the probe stays: asynq's task hash, pending list and
-	// queue name.
-	cleanup := context.WithoutCancel(ctx)
-	c.rdb.Del(cleanup, key, PendingKey(q))
-	c.rdb.SRem(cleanup, AllQueuesKey, q)
+	// queue name. In one round trip, bounded on its own: the probe's
+	// deadline may be spent (a hung Redis), and its caller (the first
+	// submit, or the start) must not wait out a read timeout per command.
+	cleanup, stop := context.WithTimeout(context.WithoutCancel(ctx), probeCleanupTimeout)
+	c.rdb.Pipelined(cleanup, func(p redis.Pipeliner) error {
+		p.Del(cleanup, key, PendingKey(q))
+		p.SRem(cleanup, AllQueuesKey, q)
+		return nil
+	})
+	stop()
 	if err != nil {
 		return fmt.Errorf("queue: probe the piggyback: %w", err)
 	}
