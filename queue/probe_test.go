@@ -52,3 +52,33 @@ func TestAProbeOnAHungRedisKeepsToItsDeadline(t *testing.T) {
 		t.Errorf("the probe took %v with a deadline of 300ms", took)
 	}
 }
+
+// A probe whose clean-up does not get through (Redis failed just then)
+// leaves nothing in Redis for good: no task, pending or not, in its queue,
+// and nothing there without an expiry.
+func TestAProbeWhoseCleanUpFailsLeavesNothingForGood(t *testing.T) {
+	t.Parallel()
+	c, shared, proxy, prefix := proxiedClient(t)
+	proxy.FreezeAt("del", ":probe}")
+	if err := c.Probe(context.Background()); err != nil || !c.Piggybacking() {
+		t.Fatalf("probe: %v, piggybacking %v; want it on", err, c.Piggybacking())
+	}
+	if !proxy.Frozen() {
+		t.Fatal("the probe's clean-up did not reach the proxy")
+	}
+	proxy.Unfreeze()
+	ctx := context.Background()
+	probe := prefix + ":probe"
+	if n, _ := shared.LLen(ctx, queue.PendingKey(probe)).Result(); n != 0 {
+		t.Errorf("%d probe tasks pending in %s", n, probe)
+	}
+	keys, _ := shared.Keys(ctx, queue.QueueKeyPrefix(probe)+"*").Result()
+	for _, k := range keys {
+		if ttl, _ := shared.PTTL(ctx, k).Result(); ttl < 0 {
+			t.Errorf("the probe left %s for good", k)
+		}
+		if task, _ := shared.HExists(ctx, k, "msg").Result(); task {
+			t.Errorf("the probe left a task, %s", k)
+		}
+	}
+}
