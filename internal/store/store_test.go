@@ -1097,3 +1097,30 @@ func TestNewIDBlocksAndTakenIDs(t *testing.T) {
 		t.Errorf("after a taken id the next is %d, want one from a new block", next)
 	}
 }
+
+// An id withdrawn at its creation (its CSR's key was a generated one:
+// ErrGeneratedKey) is not a request: reads of many requests, and the
+// listings that walk the newest, skip it as they skip a missing id,
+// rather than fail while its marker lasts.
+func TestReadsOfManyRequestsSkipAWithdrawnID(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	kept := newRequest(t, s, "alice", "")
+	if _, _, err := s.Create(ctx, kept, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	withdrawn := newRequest(t, s, "alice", "")
+	rdb.Set(ctx, prefix+":csr-key:generated", 1, time.Hour)
+	if _, _, err := s.CreateQueued(ctx, withdrawn, time.Hour, nil, store.KeyChecks{UnlessGenerated: "generated"}); !errors.Is(err, store.ErrGeneratedKey) {
+		t.Fatalf("create with a generated key: %v, want ErrGeneratedKey", err)
+	}
+	rs, err := s.GetMany(ctx, []int64{withdrawn.ID, kept.ID})
+	if err != nil || len(rs) != 1 || rs[0].ID != kept.ID {
+		t.Errorf("GetMany = %d requests, %v; want request %d alone", len(rs), err, kept.ID)
+	}
+	var seen []int64
+	if _, err := s.Newest(ctx, 0, 100, func(r *store.Request) bool { seen = append(seen, r.ID); return true }); err != nil || len(seen) != 1 || seen[0] != kept.ID {
+		t.Errorf("Newest saw %v, %v; want request %d alone", seen, err, kept.ID)
+	}
+}
