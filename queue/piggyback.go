@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"sync"
@@ -101,15 +102,22 @@ func (c *Client) pipelined(ctx context.Context, writes func(redis.Pipeliner)) ([
 // probeTimeout bounds the start-up probe.
 const probeTimeout = 5 * time.Second
 
+// probeCleanupTimeout bounds the removal of what the probe wrote.
+const probeCleanupTimeout = 500 * time.Millisecond
+
 // Probe checks that the piggyback recognises asynq's enqueue, once, before
-// EnqueueRunAfter relies on it: it enqueues a probe task with a write
-// riding on it, as EnqueueRunAfter does, to a queue of its own that no
-// worker serves, and removes the task and the queue again. If the write
-// did not ride, or did not go before the task, the client goes
-// writes-first for the life of the process, with an error in the log
-// naming the asynq version. An error means Redis failed: the probe is
-// tried again by the next EnqueueRunAfter, which goes writes-first until
-// one succeeds. Without the piggyback, Probe does nothing.
+// EnqueueRunAfter relies on it: it enqueues a probe task, to a queue of its
+// own that no worker serves, with a write riding on it, as EnqueueRunAfter
+// does. The write makes the task's key itself (a hash that expires), so
+// when it rides ahead of asynq's enqueue, asynq finds the id taken and
+// queues nothing: no probe task ever exists, and should the clean-up not
+// get through, what the probe wrote expires. If asynq queued the task
+// instead, the write did not ride, or not ahead: the task is removed and
+// the client goes writes-first for the life of the process, with an error
+// in the log naming the asynq version. An error means Redis failed: the
+// probe is tried again by the next EnqueueRunAfter, which goes
+// writes-first until one succeeds. Without the piggyback, Probe does
+// nothing.
 func (c *Client) Probe(ctx context.Context) error {
 	if c.hook == nil || c.mode.Load() != unprobed || !c.probing.TryLock() {
 		return nil
@@ -119,21 +127,32 @@ func (c *Client) Probe(ctx context.Context) error {
 	defer cancel()
 	q, id := c.queue+":probe", "probe:"+randomHex()
 	key := TaskKey(q, id)
-	var before *redis.IntCmd
-	ride := &rider{taskKey: key, writes: func(p redis.Pipeliner) { before = p.Exists(ctx, key) }}
+	var placed *redis.BoolCmd
+	ride := &rider{taskKey: key, writes: func(p redis.Pipeliner) {
+		placed = p.HSetNX(ctx, key, "probe", 1)
+		p.PExpire(ctx, key, probeKeyTTL)
+	}}
 	c.hook.register(ride) // the key is new: nobody else rides it
 	_, err := c.enqueueTask(ctx, asynq.NewTask(typeProbe, nil),
 		asynq.MaxRetry(c.retry), asynq.Timeout(c.timeout), asynq.Queue(q), asynq.TaskID(id))
 	missed := c.hook.unregister(ride)
-	// Nothing of the probe stays: asynq's task hash, pending list and
-	// queue name.
-	cleanup := context.WithoutCancel(ctx)
-	c.rdb.Del(cleanup, key, PendingKey(q))
-	c.rdb.SRem(cleanup, AllQueuesKey, q)
-	if err != nil {
+	refused := errors.Is(err, asynq.ErrTaskIDConflict)
+	// Nothing of the probe stays: the key it made, or asynq's task and
+	// pending list, and the queue's name. In one round trip, bounded on
+	// its own: the probe's deadline may be spent (a hung Redis), and its
+	// caller (the first submit, or the start) must not wait out a read
+	// timeout per command.
+	cleanup, stop := context.WithTimeout(context.WithoutCancel(ctx), probeCleanupTimeout)
+	c.rdb.Pipelined(cleanup, func(p redis.Pipeliner) error {
+		p.Del(cleanup, key, PendingKey(q))
+		p.SRem(cleanup, AllQueuesKey, q)
+		return nil
+	})
+	stop()
+	if err != nil && !refused {
 		return fmt.Errorf("queue: probe the piggyback: %w", err)
 	}
-	if missed || before == nil || before.Err() != nil || before.Val() != 0 {
+	if missed || !refused || placed == nil || !placed.Val() {
 		c.mode.Store(writesFirst)
 		c.log.Error("queue: the piggyback does not recognise asynq's enqueue; new requests' records are written before their tasks (one round trip more each); report this with the asynq version",
 			"asynq", asynqVersion())
@@ -143,8 +162,12 @@ func (c *Client) Probe(ctx context.Context) error {
 	return nil
 }
 
+// probeKeyTTL is how long the key the probe makes outlives a clean-up
+// that did not get through.
+const probeKeyTTL = time.Minute
+
 // typeProbe is the probe's task type; no handler serves it, and its queue
-// has no worker.
+// has no worker (a configured queue's name has no colon).
 const typeProbe = "certflow:probe"
 
 // Piggybacking reports whether EnqueueRunAfter sends a new request's

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -82,6 +84,10 @@ func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Durat
 			return s.CreateQueued(ctx, r, idemTTL, enqueue, checks)
 		}
 	}
+	// What the script knows its own write by, once a checkpoint has
+	// changed the record.
+	sum := sha256.Sum256(data)
+	digest := hex.EncodeToString(sum[:8])
 	var created *redis.Cmd
 	writes := func(p redis.Pipeliner) {
 		keys := []string{s.keys.request(id), s.keys.open()}
@@ -90,7 +96,7 @@ func (s *Store) CreateQueued(ctx context.Context, r *Request, idemTTL time.Durat
 		}
 		// EVAL, not EVALSHA: a NOSCRIPT here would leave the task that
 		// follows in the pipeline without its record.
-		created = createScript.Eval(ctx, p, keys, data, r.CSR, r.Updated.UnixMilli(), id, withdrawnTTL.Milliseconds())
+		created = createScript.Eval(ctx, p, keys, data, r.CSR, r.Updated.UnixMilli(), id, withdrawnTTL.Milliseconds(), digest)
 	}
 	if enqueue == nil {
 		_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { writes(p); return nil })
@@ -142,15 +148,18 @@ type KeyChecks struct {
 // the hash gets only the withdrawn marker v=0, for withdrawnTTL). 1: made.
 // Run again on what it wrote itself, it answers the same (a request id is
 // never any other request's: NewID's blocks do not overlap, and a
-// withdrawn id's marker can only be its own).
+// withdrawn id's marker can only be its own), also once the record has
+// changed: the task that rode with the write may have run and
+// checkpointed before the write is sent again, so the record keeps the
+// digest of its first version (n), which no checkpoint changes.
 // KEYS: the request's hash, the open set[, the CSR-key index entry];
-// ARGV: record, CSR, open-set score, id, marker TTL (ms).
+// ARGV: record, CSR, open-set score, id, marker TTL (ms), record digest.
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then
 	-- Our own write, sent again (go-redis re-sends a pipeline whose
 	-- answer it lost): the same outcome again, not a taken id.
-	local v, d = unpack(redis.call('HMGET', KEYS[1], 'v', 'd'))
-	if d == ARGV[1] then return 1 end
+	local v, d, n = unpack(redis.call('HMGET', KEYS[1], 'v', 'd', 'n'))
+	if d == ARGV[1] or n == ARGV[6] then return 1 end
 	if v == '0' and not d then return 0 end
 	return -1
 end
@@ -159,7 +168,7 @@ if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then
 	redis.call('PEXPIRE', KEYS[1], ARGV[5])
 	return 0
 end
-redis.call('HSET', KEYS[1], 'v', '1', 'd', ARGV[1], 'c', ARGV[2])
+redis.call('HSET', KEYS[1], 'v', '1', 'd', ARGV[1], 'c', ARGV[2], 'n', ARGV[6])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 return 1
 `)

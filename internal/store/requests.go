@@ -57,7 +57,7 @@ func decodeRequest(id int64, vals []any) (*Request, error) {
 }
 
 // GetMany loads the requests with the given ids in one round trip;
-// missing ones are skipped.
+// missing ones are skipped, and so are withdrawn ids (not requests).
 func (s *Store) GetMany(ctx context.Context, ids []int64) ([]*Request, error) {
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(ids))
@@ -74,6 +74,9 @@ func (s *Store) GetMany(ctx context.Context, ids []int64) ([]*Request, error) {
 			continue
 		}
 		r, err := decodeRequest(ids[i], vals)
+		if errors.Is(err, ErrWithdrawn) {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -1097,3 +1097,76 @@ func TestNewIDBlocksAndTakenIDs(t *testing.T) {
 		t.Errorf("after a taken id the next is %d, want one from a new block", next)
 	}
 }
+
+// An id withdrawn at its creation (its CSR's key was a generated one:
+// ErrGeneratedKey) is not a request: reads of many requests, and the
+// listings that walk the newest, skip it as they skip a missing id,
+// rather than fail while its marker lasts.
+func TestReadsOfManyRequestsSkipAWithdrawnID(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	kept := newRequest(t, s, "alice", "")
+	if _, _, err := s.Create(ctx, kept, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	withdrawn := newRequest(t, s, "alice", "")
+	rdb.Set(ctx, prefix+":csr-key:generated", 1, time.Hour)
+	if _, _, err := s.CreateQueued(ctx, withdrawn, time.Hour, nil, store.KeyChecks{UnlessGenerated: "generated"}); !errors.Is(err, store.ErrGeneratedKey) {
+		t.Fatalf("create with a generated key: %v, want ErrGeneratedKey", err)
+	}
+	rs, err := s.GetMany(ctx, []int64{withdrawn.ID, kept.ID})
+	if err != nil || len(rs) != 1 || rs[0].ID != kept.ID {
+		t.Errorf("GetMany = %d requests, %v; want request %d alone", len(rs), err, kept.ID)
+	}
+	var seen []int64
+	if _, err := s.Newest(ctx, 0, 100, func(r *store.Request) bool { seen = append(seen, r.ID); return true }); err != nil || len(seen) != 1 || seen[0] != kept.ID {
+		t.Errorf("Newest saw %v, %v; want request %d alone", seen, err, kept.ID)
+	}
+}
+
+// go-redis sends a pipeline again when its answer is lost (a connection
+// cut after Redis ran it). A new request's record rides in one pipeline
+// with its task, so a worker may run the task, and checkpoint the record,
+// before the write comes again: that is still the submit's own write, not
+// an id another request took (the submit would then create a second
+// request for the same CSR, and a second certificate be issued).
+func TestACreateSentAgainAfterItsRunCheckpointedIsItsOwn(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	r := newRequest(t, s, "alice", "idem-again")
+	sends := 0
+	enqueue := func(ctx context.Context, writes func(redis.Pipeliner)) error {
+		send := func() error {
+			sends++
+			_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error { writes(p); return nil })
+			return err
+		}
+		if err := send(); err != nil {
+			return err
+		}
+		run, err := s.Get(ctx, r.ID) // the task's run, checkpointing
+		if err != nil {
+			return err
+		}
+		run.Disposition = store.Running
+		if err := s.Save(ctx, run); err != nil {
+			return err
+		}
+		return send() // the answer was lost: all of it again
+	}
+	id, existing, err := s.CreateQueued(ctx, r, time.Hour, enqueue, store.KeyChecks{})
+	if sends != 2 {
+		t.Fatalf("the writes were sent %d times, want 2", sends)
+	}
+	if err != nil || existing || id != r.ID {
+		t.Fatalf("CreateQueued = %d, %v, %v; want %d: the write sent again is the submit's own", id, existing, err, r.ID)
+	}
+	if got, err := s.Get(ctx, r.ID); err != nil || got.Disposition != store.Running {
+		t.Errorf("the record after the write came again: %+v, %v; want the run's checkpoint kept", got, err)
+	}
+	if keys, _ := rdb.Keys(ctx, prefix+":idempotency:*").Result(); len(keys) != 1 {
+		t.Errorf("idempotency keys %v, want the submit's, kept", keys)
+	}
+}

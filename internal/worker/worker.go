@@ -443,6 +443,12 @@ func (w *Worker) ReconcileOnce(ctx context.Context) (int, error) {
 		case errors.Is(err, errSettled), errors.Is(err, store.ErrNotFound):
 			w.Store.Forget(ctx, id) // not open any more: drop it from the open set
 			continue
+		case errors.Is(err, store.ErrCorrupt):
+			// Left for a human, and said so each pass. It never makes
+			// progress, so it heads the stale list for good: stopping
+			// at it would leave every request after it stuck.
+			w.Log.Error("reconcile: request record does not decode; skipped", "request", id, "err", err)
+			continue
 		case err != nil:
 			return n, err
 		}
