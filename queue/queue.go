@@ -1,6 +1,11 @@
 // Package queue is certflow's asynq wiring: task types and payloads, enqueue
 // helpers that give every task a deterministic id (so duplicates collapse),
-// and the worker server with its retry policy.
+// and the worker server with its retry policy. Two speed shortcuts live
+// here: the piggyback (piggyback.go), which sends a new request's record
+// in the same round trip as its task's enqueue and checks at start that it
+// still recognises asynq's enqueue, and the warm goroutines (warm.go) that
+// keep a grown stack for the next task. asynq's key layout is spelled once,
+// in keys.go.
 package queue
 
 import (
@@ -191,7 +196,7 @@ type ServerConfig struct {
 
 // NewServer returns an asynq server and the mux that routes certflow's
 // tasks to h.
-func NewServer(rdb redis.UniversalClient, cfg ServerConfig, h Handlers) (*asynq.Server, *asynq.ServeMux) {
+func NewServer(rdb *redis.Client, cfg ServerConfig, h Handlers) (*asynq.Server, *asynq.ServeMux) {
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:     cfg.Concurrency,
 		Queues:          map[string]int{cfg.Queue: 1},

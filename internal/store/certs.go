@@ -365,11 +365,6 @@ func (s *Store) AddRevoked(ctx context.Context, ca string, e RevokedEntry) error
 	return nil
 }
 
-// RemoveRevoked takes a (deleted, expired) certificate off its CA's list.
-func (s *Store) RemoveRevoked(ctx context.Context, ca, serial string) error {
-	return s.rdb.HDel(ctx, s.keys.caRevoked(ca), strings.ToUpper(serial)).Err()
-}
-
 // RevokedEntries returns a CA's revocation list, read in batches (HSCAN),
 // so a long list does not block Redis.
 func (s *Store) RevokedEntries(ctx context.Context, ca string) ([]RevokedEntry, error) {

@@ -1,7 +1,10 @@
 // Package store keeps certflow's records in Redis: requests with their
-// workflow instance, issued certificates, idempotency keys, and the
+// workflow instance, issued certificates and their inventory, revocations
+// and CRLs, generated CSRs awaiting enrollment, idempotency keys, and the
 // announcements that wake clients waiting for a result. The store is the
-// source of truth; the queue only delivers work.
+// source of truth; the queue only delivers work. It runs on one Redis
+// (docs/design-notes.md says what Redis Cluster would need); each concern
+// has its file, and every key is built in keys.go.
 package store
 
 import (

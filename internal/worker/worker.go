@@ -1,6 +1,9 @@
 // Package worker is what asynq runs: it loads a request from the store,
 // runs or resumes its workflow with checkpoints, settles it, and delivers
 // the result to its callback URL. Every handler tolerates being run twice.
+// Beside the task handlers it runs three loops: the reconciler (a request
+// that made no progress is run again), the retention sweep, and the CRL
+// refresh.
 package worker
 
 import (
