@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/enroll"
 	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
@@ -279,6 +280,10 @@ func (s *Server) handleListCertificates(w http.ResponseWriter, r *http.Request) 
 	ctx, cancel := context.WithTimeout(r.Context(), 2*s.cfg.API.RedisTimeout)
 	defer cancel()
 	viewer := identity(r)
+	if len(p.terms) == 0 && viewer.Has(config.RoleApprover) {
+		s.pageInventory(ctx, w, r, p, o)
+		return
+	}
 	writePage(s, w, r, p, certificateField, func(offer func(keyfactor.CertificateRecord) bool) error {
 		visit := func(req *store.Request, c *store.Certificate) bool {
 			return !enroll.CertificateVisible(req, viewer) || offer(s.certificateRecord(req, c, o))
@@ -301,6 +306,43 @@ func (s *Server) handleListCertificates(w http.ResponseWriter, r *http.Request) 
 		}
 		return nil
 	})
+}
+
+// pageInventory answers an unfiltered listing for a caller who sees every
+// certificate (approvers, administrators): the page is read by rank from
+// the inventory, so every page of any size of inventory is reached, and
+// X-Total-Count says how many certificates there are.
+func (s *Server) pageInventory(ctx context.Context, w http.ResponseWriter, r *http.Request, p page, o renderOptions) {
+	total, err := s.store.CertificateCount(ctx)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	ids, err := s.store.CertificateIDsAt(ctx, int64(p.number-1)*int64(p.limit), int64(p.limit))
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	rs, err := s.store.GetMany(ctx, ids)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	out := make([]keyfactor.CertificateRecord, 0, len(rs))
+	for _, req := range rs {
+		// A request leaving the inventory (retention) as it is read is
+		// passed over, as GetMany passes over one already gone.
+		_, err := enroll.OfferCertificate(req, func(req *store.Request, c *store.Certificate) bool {
+			out = append(out, s.certificateRecord(req, c, o))
+			return true
+		})
+		if err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+	}
+	w.Header().Set("X-Total-Count", strconv.FormatInt(total, 10))
+	writeJSON(w, http.StatusOK, out)
 }
 
 // handleDownloadCertificate is POST /Certificates/Download: by CertID, by

@@ -92,7 +92,7 @@ func (s *Server) handleListPendingCSRs(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writePage(s, w, r, pg, field, func(offer func(keyfactor.PendingCSRResponse) bool) error {
-		return enroll.WalkIndex(ctx, listScan, s.store.PendingCSRIDs, s.store.PendingCSRs, func(p *store.PendingCSR) (bool, error) {
+		return enroll.WalkIndex(ctx, s.cfg.API.MaxScan, s.store.PendingCSRIDs, s.store.PendingCSRs, func(p *store.PendingCSR) (bool, error) {
 			if !enroll.MayActOn(p.Requester, caller) {
 				return true, nil
 			}

@@ -14,8 +14,6 @@ import (
 const (
 	defaultReturnLimit = 50
 	maxReturnLimit     = 500
-	// listScan bounds how many records one listing reads (newest first).
-	listScan = 10000
 )
 
 // page is a decoded paging request.

@@ -110,14 +110,20 @@ func list[T any](s *Server, w http.ResponseWriter, r *http.Request, fromPending 
 	ctx, cancel := context.WithTimeout(r.Context(), 2*s.cfg.API.RedisTimeout)
 	defer cancel()
 	viewer := identity(r)
+	scan := s.cfg.API.MaxScan
 	writePage(s, w, r, p, field, func(offer func(T) bool) error {
+		full := false
 		visit := func(req *store.Request) bool {
-			return !keep(req, viewer) || offer(render(req, viewer))
+			full = keep(req, viewer) && !offer(render(req, viewer))
+			return !full
 		}
 		if fromPending {
-			return s.walkPending(ctx, visit)
+			return s.walkPending(ctx, scan, visit)
 		}
-		_, err := s.store.Newest(ctx, 0, listScan, visit)
+		next, err := s.store.Newest(ctx, 0, scan, visit)
+		if err == nil && next != 0 && !full {
+			err = enroll.TooBroad(scan)
+		}
 		return err
 	})
 }
@@ -132,15 +138,23 @@ func (s *Server) listInstances(w http.ResponseWriter, r *http.Request, fromPendi
 }
 
 // walkPending visits the requests waiting for approval, the earliest
-// deadline first.
-func (s *Server) walkPending(ctx context.Context, visit func(*store.Request) bool) error {
-	ids, err := s.store.PendingIDs(ctx, listScan)
+// deadline first, at most scan of them (then TooBroad, if visit still
+// wants more and more wait).
+func (s *Server) walkPending(ctx context.Context, scan int, visit func(*store.Request) bool) error {
+	ids, err := s.store.PendingIDs(ctx, int64(scan)+1)
 	if err != nil {
 		return err
 	}
-	return s.store.Visit(ctx, ids, func(req *store.Request) bool {
-		return req.Disposition != store.Pending || visit(req) // the index may lag the record
+	more := len(ids) > scan
+	stopped := false
+	err = s.store.Visit(ctx, ids[:min(len(ids), scan)], func(req *store.Request) bool {
+		stopped = req.Disposition == store.Pending && !visit(req) // the index may lag the record
+		return !stopped
 	})
+	if err == nil && more && !stopped {
+		err = enroll.TooBroad(scan)
+	}
+	return err
 }
 
 // handleListInstances is GET /Workflow/Instances: every instance the caller

@@ -131,6 +131,13 @@ type API struct {
 	// MaxSANs bounds the subject alternative names of one request, the
 	// CSR's and the body's SANs together. Defaults to 100.
 	MaxSANs int `yaml:"max_sans"`
+	// MaxScan bounds the records one listing or search reads when no
+	// index answers it (a queryString on a field that is not looked up
+	// directly, or a requester's own certificates). A listing that reaches
+	// it before its page is full is refused (400, 0xA0010007) rather than
+	// answered with what it found so far, which would look complete.
+	// Defaults to 10000.
+	MaxScan int `yaml:"max_scan"`
 	// KeyGenerationConcurrency bounds the private keys one API process
 	// generates at once (POST /CSRGeneration/Generate): a request that
 	// finds every slot taken answers 429 with Retry-After before doing any

@@ -21,6 +21,7 @@ const (
 	DefaultRedisTimeout    = 3 * time.Second
 	DefaultMaxPendingCSRs  = 100
 	DefaultMaxSANs         = 100
+	DefaultMaxScan         = 10000
 	DefaultConcurrency     = 32
 	DefaultMaxRetry        = 25
 	DefaultTaskTimeout     = 5 * time.Minute
@@ -66,6 +67,7 @@ func Default() Config {
 			AuthFailuresPerMinute: DefaultAuthFailuresPerMinute,
 			MaxPendingCSRs:        DefaultMaxPendingCSRs,
 			MaxSANs:               DefaultMaxSANs,
+			MaxScan:               DefaultMaxScan,
 			// Key generation is CPU-bound: more at once only slows each.
 			KeyGenerationConcurrency:   runtime.NumCPU(),
 			AuthFailuresPerUserPerHour: DefaultAuthFailuresPerUserPerHour,

@@ -108,6 +108,9 @@ func (a *API) validate(maxRenewalGrace time.Duration, bad func(format string, ar
 	if a.MaxSANs < 1 || a.MaxSANs > 10000 {
 		bad("api.max_sans: must be between 1 and 10000")
 	}
+	if a.MaxScan < 1 || a.MaxScan > 1000000 {
+		bad("api.max_scan: must be between 1 and 1000000")
+	}
 	if a.MaxPendingCSRs < 1 {
 		bad("api.max_pending_csrs: must be at least 1")
 	}

@@ -2,9 +2,11 @@ package enroll
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/store"
 )
 
@@ -56,7 +58,8 @@ func sameDN(a, b string) bool {
 // CertificateBySerial finds the issued certificate with a serial number
 // (hex, any case, colons and leading zeros allowed) under an issuer DN
 // (see sameDN) that visible accepts, walking the inventory (bounded by
-// certScan); store.ErrNotFound when there is none.
+// api.max_scan: beyond it, a TooBroad refusal naming SerialNumber);
+// store.ErrNotFound when there is none.
 func (s *Service) CertificateBySerial(ctx context.Context, serial, issuer string, visible func(*store.Request) bool) (*store.Request, *store.Certificate, error) {
 	serial = strings.TrimLeft(strings.ToUpper(strings.ReplaceAll(serial, ":", "")), "0")
 	var req *store.Request
@@ -71,24 +74,34 @@ func (s *Service) CertificateBySerial(ctx context.Context, serial, issuer string
 	if err == nil && c == nil {
 		err = fmt.Errorf("certificate with serial number %s from %s: %w", serial, issuer, store.ErrNotFound)
 	}
+	if e := (*Error)(nil); errors.As(err, &e) && e.Code == keyfactor.CodeTooBroad {
+		err = fieldError(Invalid, keyfactor.CodeTooBroad, "SerialNumber",
+			"the search read %d certificates (api.max_scan) without finding %s, and more remain unread; download by CertID or Thumbprint, which are looked up directly", s.cfg.API.MaxScan, serial)
+	}
 	return req, c, err
 }
-
-// certScan bounds how many certificates one listing or search reads
-// when the query names no id or thumbprint.
-const certScan = 10000
 
 // WalkIndex pages through an id index in ascending order (next returns
 // up to n ids after after), loading a hundred records per round trip
 // with load and visiting them until visit says stop, reading at most
-// limit ids. The certificate inventory and the pending CSRs are walked so.
+// limit ids. Should visit still want more when limit ids are read and
+// the index holds more, it answers TooBroad: never a partial walk that
+// looks finished. The certificate inventory and the pending CSRs are
+// walked so.
 func WalkIndex[T any](ctx context.Context, limit int,
 	next func(ctx context.Context, after, n int64) ([]int64, error),
 	load func(ctx context.Context, ids []int64) ([]T, error),
 	visit func(T) (more bool, err error),
 ) error {
 	var after int64
-	for read := 0; read < limit; {
+	for read := 0; ; {
+		if read >= limit {
+			rest, err := next(ctx, after, 1)
+			if err == nil && len(rest) > 0 {
+				err = TooBroad(read)
+			}
+			return err
+		}
 		ids, err := next(ctx, after, int64(min(100, limit-read)))
 		if err != nil || len(ids) == 0 {
 			return err
@@ -104,13 +117,13 @@ func WalkIndex[T any](ctx context.Context, limit int,
 			}
 		}
 	}
-	return nil
 }
 
 // WalkCertificates visits issued certificates with their requests, the
-// oldest first, reading at most certScan of them.
+// oldest first, reading at most api.max_scan of them (then TooBroad, if
+// visit still wants more and more remain).
 func (s *Service) WalkCertificates(ctx context.Context, visit func(*store.Request, *store.Certificate) bool) error {
-	return WalkIndex(ctx, certScan, s.store.CertificateIDs, s.store.GetMany, func(r *store.Request) (bool, error) {
+	return WalkIndex(ctx, s.cfg.API.MaxScan, s.store.CertificateIDs, s.store.GetMany, func(r *store.Request) (bool, error) {
 		return OfferCertificate(r, visit)
 	})
 }

@@ -55,6 +55,14 @@ func newError(kind Kind, code, format string, args ...any) *Error {
 	return &Error{Kind: kind, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
+// TooBroad refuses a listing that read its bound (api.max_scan) of
+// records without filling its page while more remained unread: what it
+// found so far would look like the whole answer.
+func TooBroad(read int) *Error {
+	return fieldError(Invalid, keyfactor.CodeTooBroad, "pq.queryString",
+		"the listing read %d records (api.max_scan) without filling its page, and more remain unread; narrow the query (certificates by Id, CertRequestId or Thumbprint -eq are looked up directly) or ask for a smaller page (pq.returnLimit)", read)
+}
+
 // tooMany refuses for want of capacity, as "what; retry after wait".
 func tooMany(wait time.Duration, what string) *Error {
 	return &Error{Kind: TooMany, Code: keyfactor.CodeRateLimited, Message: fmt.Sprintf("%s; retry after %s", what, wait.Round(time.Second)), RetryAfter: wait}

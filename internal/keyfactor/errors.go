@@ -41,3 +41,8 @@ const (
 // CodePolicy: the request is well formed but breaks the policy of its
 // template or standalone CA (internal/policy).
 const CodePolicy = "0xA0010006"
+
+// CodeTooBroad refuses a listing or search that would read more records
+// than api.max_scan allows before its page is full: answering with what it
+// found so far would look like the whole answer.
+const CodeTooBroad = "0xA0010007"

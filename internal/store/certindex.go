@@ -65,6 +65,29 @@ func (s *Store) CertificateByThumbprint(ctx context.Context, thumbprint string) 
 	return c, err
 }
 
+// CertificateIDsAt returns up to n certificate ids from the inventory,
+// oldest first, from position offset (0: the oldest): a page of the whole
+// inventory, read by rank (ZRANGE), whatever its size.
+func (s *Store) CertificateIDsAt(ctx context.Context, offset, n int64) ([]int64, error) {
+	if n <= 0 {
+		return nil, nil
+	}
+	members, err := s.rdb.ZRange(ctx, s.keys.certificates(), offset, offset+n-1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list certificates: %w", err)
+	}
+	return parseIDs(members), nil
+}
+
+// CertificateCount is how many certificates the inventory holds.
+func (s *Store) CertificateCount(ctx context.Context) (int64, error) {
+	n, err := s.rdb.ZCard(ctx, s.keys.certificates()).Result()
+	if err != nil {
+		return 0, fmt.Errorf("count certificates: %w", err)
+	}
+	return n, nil
+}
+
 // CertificateIDs returns up to limit certificate ids from the inventory,
 // oldest first, starting after id after (0: from the first).
 func (s *Store) CertificateIDs(ctx context.Context, after int64, limit int64) ([]int64, error) {
