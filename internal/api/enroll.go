@@ -24,9 +24,9 @@ func (s *Server) handleEnrollCSR(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, badField("x-certificateformat header", "%v", err))
 		return
 	}
-	o := enroll.CSRSubmit{Format: format, IdempotencyKey: r.Header.Get("Idempotency-Key")}
+	forceEnroll := false
 	if v := r.URL.Query().Get("forceEnroll"); v != "" {
-		if o.ForceEnroll, err = strconv.ParseBool(v); err != nil {
+		if forceEnroll, err = strconv.ParseBool(v); err != nil {
 			writeError(w, r, s.log, badField("forceEnroll", "want true or false, got %q", v))
 			return
 		}
@@ -37,8 +37,7 @@ func (s *Server) handleEnrollCSR(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req, ok := s.accept(w, r, func(ctx context.Context, allocated func(id int64)) (*store.Request, bool, error) {
-		o.Allocated = allocated
-		return s.enroll.SubmitCSR(ctx, identity(r), &body, o)
+		return s.enroll.SubmitCSR(ctx, identity(r), &body, format, forceEnroll, enroll.Submit{IdempotencyKey: r.Header.Get("Idempotency-Key"), Allocated: allocated})
 	})
 	if ok {
 		s.writeEnrollment(w, r, req, "")

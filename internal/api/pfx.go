@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/certflow/certflow/internal/enroll"
 	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
@@ -32,7 +33,7 @@ func (s *Server) handleEnrollPFX(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req, ok := s.accept(w, r, func(ctx context.Context, allocated func(id int64)) (*store.Request, bool, error) {
-		return s.enroll.SubmitPFX(ctx, identity(r), &body, r.Header.Get("Idempotency-Key"), allocated)
+		return s.enroll.SubmitPFX(ctx, identity(r), &body, enroll.Submit{IdempotencyKey: r.Header.Get("Idempotency-Key"), Allocated: allocated})
 	})
 	if ok {
 		s.writePFX(w, r, req, body.Password)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 
+	"github.com/certflow/certflow/internal/enroll"
 	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
@@ -28,7 +29,7 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req, ok := s.accept(w, r, func(ctx context.Context, allocated func(id int64)) (*store.Request, bool, error) {
-		return s.enroll.SubmitRenewal(ctx, identity(r), &body, format, r.Header.Get("Idempotency-Key"), allocated)
+		return s.enroll.SubmitRenewal(ctx, identity(r), &body, format, enroll.Submit{IdempotencyKey: r.Header.Get("Idempotency-Key"), Allocated: allocated})
 	})
 	if !ok {
 		return

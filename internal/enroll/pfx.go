@@ -24,14 +24,13 @@ const maxFriendlyName = 128
 // generate, against the template's key policy: a refusal naming KeyType,
 // KeyLength or Curve, and the password) and submitted like a CSR
 // enrollment (submit), but without a CSR: the worker generates the key and
-// the CSR before the workflow's steps run. idemKey is the Idempotency-Key;
-// allocated is as for CSRSubmit.Allocated.
-func (s *Service) SubmitPFX(ctx context.Context, caller *Caller, body *keyfactor.EnrollmentPFXRequest, idemKey string, allocated func(id int64)) (req *store.Request, existing bool, err error) {
-	e, err := s.checkPFX(caller, body, idemKey)
+// the CSR before the workflow's steps run.
+func (s *Service) SubmitPFX(ctx context.Context, caller *Caller, body *keyfactor.EnrollmentPFXRequest, o Submit) (req *store.Request, existing bool, err error) {
+	e, err := s.checkPFX(caller, body, o.IdempotencyKey)
 	if err != nil {
 		return nil, false, err
 	}
-	return s.submit(ctx, e, allocated)
+	return s.submit(ctx, e, o.Allocated)
 }
 
 // checkPFX is SubmitPFX's check: the enrollment a PFX order stands for,

@@ -38,12 +38,12 @@ import (
 // Invalid, naming CSR). A renewal that names another template is an enrollment
 // into it: it runs with trigger enrollment, so that template's enrollment
 // workflow, with its rules and approvals, decides.
-func (s *Service) SubmitRenewal(ctx context.Context, caller *Caller, body *keyfactor.RenewalRequest, format pki.Format, idemKey string, allocated func(id int64)) (req *store.Request, existing bool, err error) {
-	e, err := s.checkRenewal(ctx, caller, body, format, idemKey)
+func (s *Service) SubmitRenewal(ctx context.Context, caller *Caller, body *keyfactor.RenewalRequest, format pki.Format, o Submit) (req *store.Request, existing bool, err error) {
+	e, err := s.checkRenewal(ctx, caller, body, format, o.IdempotencyKey)
 	if err != nil {
 		return nil, false, err
 	}
-	return s.submit(ctx, e, allocated)
+	return s.submit(ctx, e, o.Allocated)
 }
 
 // checkRenewal is SubmitRenewal's check: the enrollment a renewal stands

@@ -52,7 +52,7 @@ func TestServiceEnrollsWithoutHTTP(t *testing.T) {
 	before := keysUnder(t, cf)
 	bad := body()
 	bad.Template = "NoSuchTemplate"
-	_, _, err = svc.SubmitCSR(ctx, alice, bad, enroll.CSRSubmit{Format: pki.FormatPEM})
+	_, _, err = svc.SubmitCSR(ctx, alice, bad, pki.FormatPEM, false, enroll.Submit{})
 	var refusal *enroll.Error
 	if !errors.As(err, &refusal) || refusal.Kind != enroll.Invalid || refusal.Field != "Template" || !strings.HasPrefix(refusal.Message, "Template: ") {
 		t.Fatalf("an unknown template: %#v, want an Invalid *enroll.Error naming Template", err)
@@ -63,7 +63,7 @@ func TestServiceEnrollsWithoutHTTP(t *testing.T) {
 
 	// An accepted one is stored, queued, run by the worker and issued.
 	var allocated int64
-	req, existing, err := svc.SubmitCSR(ctx, alice, body(), enroll.CSRSubmit{Format: pki.FormatPEM, Allocated: func(id int64) { allocated = id }})
+	req, existing, err := svc.SubmitCSR(ctx, alice, body(), pki.FormatPEM, false, enroll.Submit{Allocated: func(id int64) { allocated = id }})
 	if err != nil || existing || req.ID == 0 || req.ID != allocated || req.Requester.Name != "alice" {
 		t.Fatalf("SubmitCSR: %+v, existing %v, allocated %d, %v", req, existing, allocated, err)
 	}

@@ -40,11 +40,10 @@ type enrollment struct {
 	barredKey string
 }
 
-// CSRSubmit is what a CSR enrollment carries besides its body: the
-// certificate format, forceEnroll, and the Idempotency-Key.
-type CSRSubmit struct {
-	Format         pki.Format
-	ForceEnroll    bool
+// Submit is what every submit (CSR, PFX, renewal) carries besides its
+// body and its own options.
+type Submit struct {
+	// IdempotencyKey is the client's Idempotency-Key ("": none).
 	IdempotencyKey string
 	// Allocated, when not nil, is called with the new request's id before
 	// the request is enqueued (again, with another id, if the first was
@@ -57,10 +56,11 @@ type CSRSubmit struct {
 // and CA, owner, SANs, metadata, enrollment fields, callback, private
 // key), then submits it (submit: policy, workflow selection, store and
 // enqueue). A CSR certflow generated comes back married to its stored key
-// when ForceEnroll is set. It returns the stored request or, existing set,
-// the one the Idempotency-Key already names.
-func (s *Service) SubmitCSR(ctx context.Context, caller *Caller, body *keyfactor.EnrollmentCSRRequest, o CSRSubmit) (req *store.Request, existing bool, err error) {
-	e, err := s.checkCSR(caller, body, o)
+// when forceEnroll is set. format is the certificate format the answer
+// asks for. It returns the stored request or, existing set, the one the
+// Idempotency-Key already names.
+func (s *Service) SubmitCSR(ctx context.Context, caller *Caller, body *keyfactor.EnrollmentCSRRequest, format pki.Format, forceEnroll bool, o Submit) (req *store.Request, existing bool, err error) {
+	e, err := s.checkCSR(caller, body, format, forceEnroll, o.IdempotencyKey)
 	if err != nil {
 		return nil, false, err
 	}
@@ -70,16 +70,16 @@ func (s *Service) SubmitCSR(ctx context.Context, caller *Caller, body *keyfactor
 
 // checkCSR checks everything about a CSR enrollment that needs no Redis:
 // the body and the catalogue. Every problem is an *Error naming the field.
-func (s *Service) checkCSR(caller *Caller, body *keyfactor.EnrollmentCSRRequest, o CSRSubmit) (*enrollment, error) {
+func (s *Service) checkCSR(caller *Caller, body *keyfactor.EnrollmentCSRRequest, format pki.Format, forceEnroll bool, idemKey string) (*enrollment, error) {
 	der, csr, err := DecodeCSR(body.CSR)
 	if err != nil {
 		return nil, err
 	}
-	e, err := s.enrollmentOf(caller, body, o.Format, der, csr, o.IdempotencyKey)
+	e, err := s.enrollmentOf(caller, body, format, der, csr, idemKey)
 	if err != nil {
 		return nil, err
 	}
-	e.req.Input.ForceEnroll = o.ForceEnroll
+	e.req.Input.ForceEnroll = forceEnroll
 	return e, nil
 }
 
