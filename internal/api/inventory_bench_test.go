@@ -97,13 +97,22 @@ func BenchmarkInventory(b *testing.B) {
 			return float64(v)
 		}
 		var hash, tp float64
+		fields := map[string]float64{}
 		const samples = 200
 		for i := range samples {
 			c := inv.certs[i*len(inv.certs)/samples]
-			hash += sample(p + ":request:{" + strconv.FormatInt(c.id, 10) + "}")
+			key := p + ":request:{" + strconv.FormatInt(c.id, 10) + "}"
+			hash += sample(key)
 			tp += sample(p + ":thumbprint:" + c.thumbprint)
+			for _, f := range []string{"d", "c", "x"} {
+				fields[f] += float64(rdb.HStrLen(ctx, key, f).Val())
+			}
 		}
 		b.ReportMetric(hash/samples, "request-hash-bytes")
+		// Of which the record (d), the CSR (c), the certificate (x).
+		for f, v := range fields {
+			b.ReportMetric(v/samples, "field-"+f+"-bytes")
+		}
 		b.ReportMetric(tp/samples, "thumbprint-key-bytes")
 		b.ReportMetric(sample(p+":certificates")/float64(n), "certificates-zset-bytes/cert")
 		b.ReportMetric(sample(p+":certificates:expiry")/float64(n), "expiry-zset-bytes/cert")
@@ -226,7 +235,7 @@ type inventory struct {
 // loader reuses their DER, each stored certificate taking its own
 // serial number and thumbprint (the store indexes those fields, not
 // the DER).
-func leafPool(b *testing.B, size int) (leaves []*x509.Certificate, ca *x509.Certificate) {
+func leafPool(b *testing.B, size int) (leaves []*x509.Certificate, csrs [][]byte, ca *x509.Certificate) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		b.Fatal(err)
@@ -244,7 +253,7 @@ func leafPool(b *testing.B, size int) (leaves []*x509.Certificate, ca *x509.Cert
 	if ca, err = x509.ParseCertificate(der); err != nil {
 		b.Fatal(err)
 	}
-	leaves = make([]*x509.Certificate, size)
+	leaves, csrs = make([]*x509.Certificate, size), make([][]byte, size)
 	var wg sync.WaitGroup
 	errs := make(chan error, size)
 	for w := range 4 {
@@ -266,6 +275,9 @@ func leafPool(b *testing.B, size int) (leaves []*x509.Certificate, ca *x509.Cert
 				}
 				der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 				if err == nil {
+					csrs[i], err = x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: tmpl.Subject, DNSNames: tmpl.DNSNames}, key)
+				}
+				if err == nil {
 					leaves[i], err = x509.ParseCertificate(der)
 				}
 				if err != nil {
@@ -280,7 +292,7 @@ func leafPool(b *testing.B, size int) (leaves []*x509.Certificate, ca *x509.Cert
 	if err := <-errs; err != nil {
 		b.Fatal(err)
 	}
-	return leaves, ca
+	return leaves, csrs, ca
 }
 
 // loadInventory stores n settled, ISSUED requests with their
@@ -289,7 +301,7 @@ func leafPool(b *testing.B, size int) (leaves []*x509.Certificate, ca *x509.Cert
 // Save (settled). Many goroutines keep Redis busy: each record is a few
 // round trips.
 func loadInventory(b *testing.B, ctx context.Context, st *store.Store, n int) *inventory {
-	leaves, ca := leafPool(b, 1000)
+	leaves, csrs, ca := leafPool(b, 1000)
 	inv := &inventory{certs: make([]invCert, n), issuer: ca.Subject.String()}
 	templates := []string{"WebServer", "ClientAuth", "CodeSigning", "Device"}
 	requesters := []string{"alice", "carol", "svc-deploy", "svc-mdm", "bob"}
@@ -304,7 +316,7 @@ func loadInventory(b *testing.B, ctx context.Context, st *store.Store, n int) *i
 				if i >= n || failed.Load() != nil {
 					return
 				}
-				c, err := storeOne(ctx, st, i, leaves[i%len(leaves)], ca, templates[i%len(templates)], requesters[i%len(requesters)])
+				c, err := storeOne(ctx, st, i, leaves[i%len(leaves)], csrs[i%len(csrs)], ca, templates[i%len(templates)], requesters[i%len(requesters)])
 				if err != nil {
 					failed.Store(&err)
 					return
@@ -326,7 +338,7 @@ func loadInventory(b *testing.B, ctx context.Context, st *store.Store, n int) *i
 	return inv
 }
 
-func storeOne(ctx context.Context, st *store.Store, i int, leaf, ca *x509.Certificate, template, requester string) (invCert, error) {
+func storeOne(ctx context.Context, st *store.Store, i int, leaf *x509.Certificate, csr []byte, ca *x509.Certificate, template, requester string) (invCert, error) {
 	id, err := st.NewID(ctx)
 	if err != nil {
 		return invCert{}, err
@@ -342,7 +354,7 @@ func storeOne(ctx context.Context, st *store.Store, i int, leaf, ca *x509.Certif
 		},
 		Requester: workflow.Requester{Name: requester, Roles: []string{config.RoleRequester}},
 		Subject:   leaf.Subject.String(), CommonName: cn,
-		CSR: leaf.RawSubjectPublicKeyInfo, // a CSR's size, near enough
+		CSR: csr,
 	}
 	if _, _, err := st.Create(ctx, r, time.Hour); err != nil {
 		return invCert{}, err
