@@ -230,22 +230,9 @@ func TestListCertificatesByQuery(t *testing.T) {
 	carolID, carolChain := issueAs(t, cf, carolBasic, "alpha-carol.example.com", nil)
 	list := func(t *testing.T, auth, query string) []int64 {
 		t.Helper()
-		resp := cf.Do(t, "GET", "/Certificates?"+query, nil, "Authorization", auth)
-		if resp.Status != http.StatusOK {
-			t.Fatalf("list %q: %d %s", query, resp.Status, resp.Body)
-		}
-		if !strings.HasPrefix(string(resp.Body), "[") {
-			t.Fatalf("the answer is not a bare JSON array: %s", resp.Body)
-		}
-		var rows []certRecord
-		resp.JSON(t, &rows)
-		ids := []int64{}
-		for _, r := range rows {
-			ids = append(ids, r.Id)
-		}
-		return ids
+		return certIDs(t, cf.Do(t, "GET", "/Certificates?"+query, nil, "Authorization", auth))
 	}
-	q := func(s string) string { return "pq.queryString=" + url.QueryEscape(s) }
+	q := queryString
 	tp := func(c *x509.Certificate) string { return testutilThumbprint(c) }
 	tests := []struct {
 		name, auth, query string
@@ -288,6 +275,28 @@ func TestListCertificatesByQuery(t *testing.T) {
 }
 
 func testutilThumbprint(c *x509.Certificate) string { return pki.Thumbprint(c.Raw) }
+
+// certIDs are the ids of a GET /Certificates answer, which must be 200 and
+// a bare JSON array, as Keyfactor's.
+func certIDs(t *testing.T, resp *testutil.Response) []int64 {
+	t.Helper()
+	if resp.Status != http.StatusOK {
+		t.Fatalf("list: %d %s", resp.Status, resp.Body)
+	}
+	if !strings.HasPrefix(string(resp.Body), "[") {
+		t.Fatalf("the answer is not a bare JSON array: %s", resp.Body)
+	}
+	var rows []certRecord
+	resp.JSON(t, &rows)
+	ids := []int64{}
+	for _, r := range rows {
+		ids = append(ids, r.Id)
+	}
+	return ids
+}
+
+// queryString is a pq.queryString parameter for s.
+func queryString(s string) string { return "pq.queryString=" + url.QueryEscape(s) }
 
 // openssl runs the openssl CLI, failing the test when it fails.
 func openssl(t *testing.T, args ...string) string {

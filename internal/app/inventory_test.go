@@ -3,7 +3,6 @@ package app_test
 import (
 	"fmt"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"testing"
@@ -31,20 +30,7 @@ func TestListingsNeverStopSilentlyAtTheScanBound(t *testing.T) {
 	carolID, _ := issueAs(t, cf, carolBasic, "inv-carol.example.com", nil)
 	all = append(all, carolID)
 
-	ids := func(t *testing.T, resp *testutil.Response) []int64 {
-		t.Helper()
-		if resp.Status != http.StatusOK {
-			t.Fatalf("%d %s", resp.Status, resp.Body)
-		}
-		var rows []certRecord
-		resp.JSON(t, &rows)
-		out := []int64{}
-		for _, r := range rows {
-			out = append(out, r.Id)
-		}
-		return out
-	}
-	q := func(s string) string { return "pq.queryString=" + url.QueryEscape(s) }
+	ids, q := certIDs, queryString
 
 	t.Run("every page of the whole inventory, with its count", func(t *testing.T) {
 		for _, auth := range []string{admin, bob} {
