@@ -313,12 +313,7 @@ func (s *Server) handleListCertificates(w http.ResponseWriter, r *http.Request) 
 // the inventory, so every page of any size of inventory is reached, and
 // X-Total-Count says how many certificates there are.
 func (s *Server) pageInventory(ctx context.Context, w http.ResponseWriter, r *http.Request, p page, o renderOptions) {
-	total, err := s.store.CertificateCount(ctx)
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	ids, err := s.store.CertificateIDsAt(ctx, int64(p.number-1)*int64(p.limit), int64(p.limit))
+	ids, total, err := s.store.CertificatePage(ctx, int64(p.number-1)*int64(p.limit), int64(p.limit))
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return

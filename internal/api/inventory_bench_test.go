@@ -73,7 +73,7 @@ func BenchmarkInventory(b *testing.B) {
 	inv := loadInventory(b, ctx, st, n)
 	loaded := time.Since(start)
 	after := usedMemory(b, rdb)
-	if got, err := st.CertificateCount(ctx); err != nil || got != int64(n) {
+	if _, got, err := st.CertificatePage(ctx, 0, 0); err != nil || got != int64(n) {
 		b.Fatalf("inventory holds %d certificates (%v), want %d", got, err, n)
 	}
 
@@ -154,7 +154,7 @@ func BenchmarkInventory(b *testing.B) {
 	b.Run("deep-page-store", func(b *testing.B) {
 		measure(b, 200, func(r *mrand.Rand) bool {
 			off := deep - r.Int64N(int64(n)/10)
-			ids, err := st.CertificateIDsAt(ctx, off, 50)
+			ids, _, err := st.CertificatePage(ctx, off, 50)
 			if err == nil {
 				var rs []*store.Request
 				rs, err = st.GetMany(ctx, ids)

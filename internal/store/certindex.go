@@ -65,27 +65,24 @@ func (s *Store) CertificateByThumbprint(ctx context.Context, thumbprint string) 
 	return c, err
 }
 
-// CertificateIDsAt returns up to n certificate ids from the inventory,
-// oldest first, from position offset (0: the oldest): a page of the whole
-// inventory, read by rank (ZRANGE), whatever its size.
-func (s *Store) CertificateIDsAt(ctx context.Context, offset, n int64) ([]int64, error) {
-	if n <= 0 {
-		return nil, nil
+// CertificatePage returns up to n certificate ids from the inventory,
+// oldest first, from position offset (0: the oldest), and how many
+// certificates the inventory holds, in one round trip: a page of the
+// whole inventory, read by rank (ZRANGE), whatever its size.
+func (s *Store) CertificatePage(ctx context.Context, offset, n int64) (ids []int64, total int64, err error) {
+	pipe := s.rdb.Pipeline()
+	count := pipe.ZCard(ctx, s.keys.certificates())
+	var page *redis.StringSliceCmd
+	if n > 0 {
+		page = pipe.ZRange(ctx, s.keys.certificates(), offset, offset+n-1)
 	}
-	members, err := s.rdb.ZRange(ctx, s.keys.certificates(), offset, offset+n-1).Result()
-	if err != nil {
-		return nil, fmt.Errorf("list certificates: %w", err)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, 0, fmt.Errorf("list certificates: %w", err)
 	}
-	return parseIDs(members), nil
-}
-
-// CertificateCount is how many certificates the inventory holds.
-func (s *Store) CertificateCount(ctx context.Context) (int64, error) {
-	n, err := s.rdb.ZCard(ctx, s.keys.certificates()).Result()
-	if err != nil {
-		return 0, fmt.Errorf("count certificates: %w", err)
+	if page != nil {
+		ids = parseIDs(page.Val())
 	}
-	return n, nil
+	return ids, count.Val(), nil
 }
 
 // CertificateIDs returns up to limit certificate ids from the inventory,
