@@ -52,6 +52,29 @@ func TestListingsNeverStopSilentlyAtTheScanBound(t *testing.T) {
 		}
 	})
 
+	// What a requester must not get around: the rank path (every
+	// certificate, others' too) and the inventory's size.
+	t.Run("a requester never gets the inventory's pages or its count", func(t *testing.T) {
+		resp := cf.Do(t, "GET", "/Certificates?pq.returnLimit=2", nil, "Authorization", alice)
+		if got := ids(t, resp); !slices.Equal(got, all[:2]) {
+			t.Errorf("alice's first page %v, want her own %v", got, all[:2])
+		}
+		if h := resp.Header.Get("X-Total-Count"); h != "" {
+			t.Errorf("a requester's listing says X-Total-Count %q", h)
+		}
+		// carol's one certificate lies past the bound: she is refused, not
+		// shown an empty page nor anyone else's.
+		carol := cf.Do(t, "GET", "/Certificates?pq.returnLimit=1", nil, "Authorization", carolBasic)
+		wantError(t, carol, 400, keyfactor.CodeTooBroad, "pq.queryString")
+	})
+	t.Run("pages far past the end, and past the paging bound", func(t *testing.T) {
+		if got := ids(t, cf.Do(t, "GET", "/Certificates?pq.returnLimit=500&pq.pageReturned=1048576", nil, "Authorization", admin)); len(got) != 0 {
+			t.Errorf("page 1048576: %v, want none", got)
+		}
+		wantError(t, cf.Do(t, "GET", "/Certificates?pq.pageReturned=1048577", nil, "Authorization", admin), 400, keyfactor.CodeInvalidField, "pq.pageReturned")
+		wantError(t, cf.Do(t, "GET", "/Certificates?pq.pageReturned=-1", nil, "Authorization", admin), 400, keyfactor.CodeInvalidField, "pq.pageReturned")
+	})
+
 	refusals := []struct{ name, auth, query, prefix string }{
 		{"a requester's own, past the bound", alice, "pq.returnLimit=50", "pq.queryString"},
 		{"a filter matching past the bound", admin, q(`IssuedCN -eq "inv-carol.example.com"`), "pq.queryString"},
