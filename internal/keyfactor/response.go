@@ -2,7 +2,6 @@ package keyfactor
 
 import (
 	"fmt"
-	"maps"
 	"slices"
 	"time"
 
@@ -105,15 +104,13 @@ func NewEnrollmentResponse(r *store.Request, cert *store.Certificate, format pki
 	return &EnrollmentResponse{CertificateInformation: info, Metadata: md}, nil
 }
 
-// RequestMetadata is a request's certificate metadata: the values the
-// request set, then what its workflow set over them.
+// RequestMetadata is a request's certificate metadata (see
+// store.Request.Metadata), never nil.
 func RequestMetadata(r *store.Request) map[string]string {
-	md := maps.Clone(r.Input.Metadata)
-	if md == nil {
-		md = map[string]string{}
+	if md := r.Metadata(); md != nil {
+		return md
 	}
-	maps.Copy(md, r.Instance.Metadata)
-	return md
+	return map[string]string{}
 }
 
 // SeesDetails reports whether a viewer holding the roles viewer may read

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"maps"
 	"time"
 
 	"github.com/certflow/certflow/workflow"
@@ -125,6 +126,21 @@ type Certificate struct {
 	CRLDistributionPoints []string `json:"CRLDistributionPoints,omitempty"`
 	// Revocation is set once, by the revoke step that revoked it.
 	Revocation *Revocation `json:"Revocation,omitempty"`
+}
+
+// Metadata is the request's certificate metadata: the values the request
+// set, then what its workflow set over them (nil when there is none). It
+// is what the inventory's metadata index holds for its certificate.
+func (r *Request) Metadata() map[string]string {
+	if len(r.Input.Metadata) == 0 && len(r.Instance.Metadata) == 0 {
+		return nil
+	}
+	md := maps.Clone(r.Input.Metadata)
+	if md == nil {
+		md = make(map[string]string, len(r.Instance.Metadata))
+	}
+	maps.Copy(md, r.Instance.Metadata)
+	return md
 }
 
 // Ref is what the workflow environment sees of the certificate.
