@@ -98,13 +98,18 @@ func (c *Certificate) CAName() string {
 }
 
 // certCASScript replaces a certificate's JSON only if it is still what
-// the caller read (compare-and-set on the value; one key: Cluster-safe).
-// KEYS: request; ARGV: expected JSON, new JSON. -1: no certificate.
-var certCASScript = redis.NewScript(`
+// the caller read (compare-and-set on the value), and changes its index
+// entries in the same script (indexOps).
+// KEYS: request, the ops' keys; ARGV: expected JSON, new JSON, the
+// number of additions, the ops. -1: no certificate.
+var certCASScript = redis.NewScript(applyOpsLua + `
 local cur = redis.call('HGET', KEYS[1], 'x')
 if not cur then return -1 end
 if cur ~= ARGV[1] then return 0 end
+local n = tonumber(ARGV[3])
+apply(2, 4, n)
 redis.call('HSET', KEYS[1], 'x', ARGV[2])
+apply(2 + n, 4 + 3 * n, #KEYS - 1 - n)
 return 1
 `)
 
@@ -114,13 +119,17 @@ const ReasonKeyCompromise = 1
 // revokeCompromisedScript is certCASScript that also adds the
 // certificate's key to the compromised keys, in the same script: the
 // revocation is never recorded without its key being barred.
-// KEYS: request, compromised keys; ARGV: expected JSON, new JSON, key id.
-var revokeCompromisedScript = redis.NewScript(`
+// KEYS: request, compromised keys, the ops' keys; ARGV: expected JSON,
+// new JSON, key id, the number of additions, the ops.
+var revokeCompromisedScript = redis.NewScript(applyOpsLua + `
 local cur = redis.call('HGET', KEYS[1], 'x')
 if not cur then return -1 end
 if cur ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'x', ARGV[2])
+local n = tonumber(ARGV[4])
+apply(3, 5, n)
 redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('HSET', KEYS[1], 'x', ARGV[2])
+apply(3 + n, 5 + 3 * n, #KEYS - 2 - n)
 return 1
 `)
 
@@ -178,16 +187,21 @@ func (s *Store) RevokeCertificate(ctx context.Context, id int64, rev Revocation)
 				return nil, false, err
 			}
 		}
+		var ops indexOps
+		before := s.keys.certEntries(c)
 		c.Revocation = &next
+		ops.change(before, s.keys.certEntries(c))
 		data, err := marshal(c)
 		if err != nil {
 			return nil, false, err
 		}
 		var res int64
 		if keyID != "" {
-			res, err = revokeCompromisedScript.Run(ctx, s.rdb, []string{s.keys.request(id), s.keys.compromisedKeys()}, old, data, keyID).Int64()
+			keys, args := ops.encode([]string{s.keys.request(id), s.keys.compromisedKeys()}, []any{old, data, keyID, len(ops.adds)})
+			res, err = revokeCompromisedScript.Run(ctx, s.rdb, keys, args...).Int64()
 		} else {
-			res, err = certCASScript.Run(ctx, s.rdb, []string{s.keys.request(id)}, old, data).Int64()
+			keys, args := ops.encode([]string{s.keys.request(id)}, []any{old, data, len(ops.adds)})
+			res, err = certCASScript.Run(ctx, s.rdb, keys, args...).Int64()
 		}
 		switch {
 		case err != nil:

@@ -307,39 +307,3 @@ func TestSaveCRLKeepsTheHighestNumber(t *testing.T) {
 	}
 }
 
-// The inventory's index entries go in the round trip that stores the
-// certificate, but only the set-if-absent's reply is read: an index write
-// that failed (or a reply lost with the connection, which makes the issue
-// step run again) left the certificate issued but missing from GET
-// /Certificates and from thumbprint look-ups for good. A re-run that
-// finds the certificate stored writes its index entries again.
-func TestIssueOnceReRunRestoresTheInventoryIndexes(t *testing.T) {
-	t.Parallel()
-	s, rdb, prefix := setup(t)
-	ctx := context.Background()
-	notAfter := time.Now().Add(24 * time.Hour).Truncate(time.Second)
-	c := issued(t, s, notAfter)
-	// The index writes of the first round trip are lost.
-	if err := rdb.ZRem(ctx, prefix+":certificates", c.ID).Err(); err != nil {
-		t.Fatal(err)
-	}
-	rdb.ZRem(ctx, prefix+":certificates:expiry", c.ID)
-	rdb.Del(ctx, prefix+":thumbprint:"+c.Thumbprint)
-
-	again, fresh, err := s.IssueOnce(ctx, c.ID, func(context.Context) (*store.Certificate, error) {
-		t.Fatal("a re-run signed a second certificate")
-		return nil, nil
-	})
-	if err != nil || fresh || again.Thumbprint != c.Thumbprint {
-		t.Fatalf("re-run: %+v fresh %v err %v", again, fresh, err)
-	}
-	if ids, err := s.CertificateIDs(ctx, 0, 10); err != nil || !slices.Contains(ids, c.ID) {
-		t.Fatalf("inventory after the re-run: %v %v; want %d in it", ids, err, c.ID)
-	}
-	if byTP, err := s.CertificateByThumbprint(ctx, c.Thumbprint); err != nil || byTP.ID != c.ID {
-		t.Fatalf("thumbprint look-up after the re-run: %v %v", byTP, err)
-	}
-	if score, err := rdb.ZScore(ctx, prefix+":certificates:expiry", fmt.Sprint(c.ID)).Result(); err != nil || int64(score) != notAfter.Unix() {
-		t.Fatalf("expiry index after the re-run: %v %v; want %d", score, err, notAfter.Unix())
-	}
-}

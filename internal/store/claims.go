@@ -140,14 +140,10 @@ func (s *Store) ClaimIssue(ctx context.Context, requestID int64, pre *IssueClaim
 	data, checkErr := check.Bytes()
 	if checkErr == nil {
 		// Issued already (the lock, if we just took it, expires: every
-		// later call finds the certificate first). A re-run writes the
-		// inventory's index entries again: the round trip that stored
-		// the certificate may have lost them (its reply unread).
+		// later call finds the certificate first); its index entries
+		// were written by the script that stored it.
 		c, err := decodeCertificate(requestID, data)
 		if err != nil {
-			return nil, nil, err
-		}
-		if err := s.indexCertificate(ctx, c); err != nil {
 			return nil, nil, err
 		}
 		return c, nil, nil
@@ -186,16 +182,12 @@ func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx co
 	if err != nil {
 		return nil, false, err
 	}
-	// The inventory's index entries go in the same round trip. Should the
-	// set-if-absent lose, they name a certificate that never existed: the
-	// id is in the set already, a thumbprint lookup checks the record it
-	// lands on (CertificateByThumbprint), and the expiry is rewritten
-	// from the winner's certificate below (or by the next ClaimIssue).
-	pipe := s.rdb.Pipeline()
-	set := pipe.HSetNX(ctx, s.keys.request(requestID), "x", data)
-	index := certIndexCmds(ctx, s.keys, pipe, c)
-	pipe.Exec(ctx) // each command's own error is read below
-	won, err := set.Result()
+	// The certificate's index entries are written by the script that
+	// stores it (not its metadata's: IssueOnce knows no record).
+	var ops indexOps
+	ops.add(s.keys.certEntries(c))
+	keys, args := ops.encode([]string{s.keys.request(requestID)}, []any{data})
+	won, err := storeCertScript.Run(ctx, s.rdb, keys, args...).Bool()
 	if err != nil {
 		return nil, false, fmt.Errorf("store certificate: %w", err)
 	}
@@ -203,25 +195,22 @@ func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx co
 	if !won {
 		// Lost a race despite the lock (it expired under us): ours was
 		// never stored or returned, so it never existed outside this
-		// process. Our index entries are put right for the winner's.
+		// process.
 		c, err := s.CertificateOf(ctx, requestID)
-		if err == nil {
-			err = s.indexCertificate(ctx, c)
-		}
 		return c, false, err
-	}
-	for _, cmd := range index {
-		if err := cmd.Err(); err != nil {
-			// Stored but not indexed: once more, else the step's retry
-			// (which finds the certificate stored) indexes it.
-			if err := s.indexCertificate(ctx, c); err != nil {
-				return nil, false, err
-			}
-			break
-		}
 	}
 	return c, true, nil
 }
+
+// storeCertScript stores a certificate if the request has none, with its
+// index entries. KEYS: request, the ops' keys; ARGV: certificate JSON,
+// the ops. 1: stored; 0: the request had one.
+var storeCertScript = redis.NewScript(applyOpsLua + `
+if redis.call('HEXISTS', KEYS[1], 'x') == 1 then return 0 end
+apply(2, 2, #KEYS - 1)
+redis.call('HSET', KEYS[1], 'x', ARGV[1])
+return 1
+`)
 
 func randomToken() string {
 	b := make([]byte, 16)

@@ -40,7 +40,11 @@ type Request struct {
 	cert []byte
 	// loaded is the disposition as read (or created): Save derives the
 	// open and pending indexes' changes from it.
-	loaded      Disposition
+	loaded Disposition
+	// indexedMeta is the metadata the inventory's index holds for the
+	// request's certificate (what was read with it, then what Save
+	// wrote): Save changes the index by the difference.
+	indexedMeta map[string]string
 	Disposition Disposition        `json:"Disposition"`
 	Message     string             `json:"Message,omitempty"`
 	Submitted   time.Time          `json:"Submitted"`

@@ -16,9 +16,9 @@ import (
 // IDLETIME, available under the noeviction policy certflow requires).
 // Unsettled and pending requests are never swept, nor is a request whose
 // certificate has not expired yet (the certificate expiry index tells,
-// without touching the record). A deleted certificate leaves the
-// inventory's indexes (id, thumbprint, expiry) and its CA's revocation
-// list with it.
+// without touching the record). A deleted certificate leaves every index
+// of the inventory and its CA's revocation list in the same script that
+// deletes its record (deleteCertScript).
 func (s *Store) Sweep(ctx context.Context, retention time.Duration) (int, error) {
 	if err := s.flushForgotten(ctx); err != nil { // settled here, still in the open set
 		return 0, err
@@ -70,44 +70,65 @@ func (s *Store) Sweep(ctx context.Context, retention time.Duration) (int, error)
 			batch = batch[:0]
 			return nil
 		}
-		// The certificates about to go are read (touching only records
-		// that are deleted now, or kept for a certificate not expired
-		// yet that the expiry index did not know).
-		certs := map[int]*Certificate{}
+		// The certificates about to go are read with their records
+		// (touching only records that are deleted now, or kept for a
+		// certificate not expired yet that the expiry index did not know).
+		withRecord := map[int]*Request{}
 		if len(withCert) > 0 {
 			pipe = s.rdb.Pipeline()
-			x := make([]*redis.StringCmd, len(withCert))
+			get := make([]*redis.SliceCmd, len(withCert))
 			for j, i := range withCert {
-				x[j] = pipe.HGet(ctx, old[i], "x")
+				get[j] = pipe.HMGet(ctx, old[i], "v", "d", "x")
 			}
 			pipe.Exec(ctx) // each command's own error is read below
 			for j, i := range withCert {
-				data, err := x[j].Bytes()
+				vals, err := get[j].Result()
 				if err != nil {
 					continue
 				}
 				id, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(old[i], prefix), "}"), 10, 64)
-				if c, err := decodeCertificate(id, data); err == nil {
-					certs[i] = c
+				if r, err := decodeRequest(id, vals); err == nil && r != nil {
+					withRecord[i] = r
 				}
 			}
 		}
 		var gone []string
+		if len(withRecord) > 0 {
+			// Loaded first, so that the pipeline can run it by its SHA.
+			if err := deleteCertScript.Load(ctx, s.rdb).Err(); err != nil {
+				return err
+			}
+		}
 		pipe = s.rdb.Pipeline()
+		var deletes []*redis.Cmd
 		for i, k := range old {
-			c := certs[i]
-			if c != nil && c.NotAfter.After(now) {
+			r := withRecord[i]
+			if r == nil {
+				gone = append(gone, k)
 				continue
 			}
-			gone = append(gone, k)
-			if c == nil {
+			c, err := r.Certificate()
+			if err != nil || c == nil || c.NotAfter.After(now) {
 				continue
 			}
-			pipe.ZRem(ctx, s.keys.certificates(), c.ID)
-			pipe.ZRem(ctx, s.keys.certExpiry(), c.ID)
-			pipe.Del(ctx, s.keys.thumbprint(c.Thumbprint))
+			// The record and every index entry of its certificate go in
+			// one script, if the record is still the one read.
+			var ops indexOps
+			ops.remove(s.keys.inventoryEntries(c, r.Metadata()))
 			if c.Revocation != nil {
-				pipe.HDel(ctx, s.keys.caRevoked(c.CAName()), c.SerialNumber)
+				ops.remove([]indexEntry{{key: s.keys.caRevoked(c.CAName()), member: c.SerialNumber, hash: true}})
+			}
+			keys, args := ops.encode([]string{k}, []any{r.version})
+			deletes = append(deletes, deleteCertScript.EvalSha(ctx, pipe, keys, args...))
+		}
+		if len(deletes) > 0 {
+			pipe.Exec(ctx) // each command's own error is read below
+			for _, cmd := range deletes {
+				n, err := cmd.Int64()
+				if err != nil {
+					return err
+				}
+				deleted += int(n)
 			}
 		}
 		if len(gone) > 0 {
@@ -116,11 +137,6 @@ func (s *Store) Sweep(ctx context.Context, retention time.Duration) (int, error)
 				return err
 			}
 			deleted += int(n)
-			if pipe.Len() > 0 {
-				if _, err := pipe.Exec(ctx); err != nil {
-					return err
-				}
-			}
 		}
 		batch = batch[:0]
 		return nil
@@ -141,6 +157,16 @@ func (s *Store) Sweep(ctx context.Context, retention time.Duration) (int, error)
 	}
 	return deleted, flush()
 }
+
+// deleteCertScript deletes a request record with its certificate, if the
+// record is still at the version read, and its index entries (indexOps).
+// KEYS: request, the ops' keys; ARGV: version, the ops. 1: deleted.
+var deleteCertScript = redis.NewScript(applyOpsLua + `
+if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
+redis.call('UNLINK', KEYS[1])
+apply(2, 2, #KEYS - 1)
+return 1
+`)
 
 // ClaimSweep reports whether this process should sweep now: at most one
 // process per interval does.

@@ -19,15 +19,28 @@ import (
 // request has none yet: -2 when it has, and nothing is written. It is
 // stored even when the record changed meanwhile (0): the signature is
 // made, and the next run must find it rather than sign again.
-// KEYS: request; ARGV: expected version, json, channel ("" for none),
-// "id disposition", certificate json ("" for none).
-var saveScript = redis.NewScript(`
+//
+// The inventory's index entries change in the same script (indexOps):
+// the certificate's with it, its metadata's with the record (additions
+// before the write, removals after).
+// KEYS: request, then the ops' keys; ARGV: expected version, json,
+// channel ("" for none), "id disposition", certificate json ("" for
+// none), the number of the certificate's additions, of the metadata's
+// additions, then the ops (the certificate's, then the metadata's).
+var saveScript = redis.NewScript(applyOpsLua + `
 local v = redis.call('HGET', KEYS[1], 'v')
 if not v then return -1 end
-if ARGV[5] ~= '' and redis.call('HSETNX', KEYS[1], 'x', ARGV[5]) == 0 then return -2 end
-if v ~= ARGV[1] then return 0 end
+local cert = ARGV[5] ~= ''
+if cert and redis.call('HEXISTS', KEYS[1], 'x') == 1 then return -2 end
+local same = v == ARGV[1]
+local nc, na = tonumber(ARGV[6]), tonumber(ARGV[7])
+if cert then apply(2, 8, nc) end
+if same then apply(2 + nc, 8 + 3 * nc, na) end
+if cert then redis.call('HSET', KEYS[1], 'x', ARGV[5]) end
+if not same then return 0 end
 local nv = tonumber(v) + 1
 redis.call('HSET', KEYS[1], 'v', nv, 'd', ARGV[2])
+apply(2 + nc + na, 8 + 3 * (nc + na), #KEYS - 1 - nc - na)
 if ARGV[3] ~= '' then
   local f = redis.call('HMGET', KEYS[1], 'x', 'c')
   local x, c = f[1] or '', f[2] or ''
@@ -78,7 +91,7 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 		// index (below), so whoever it wakes finds it listed.
 		channel, message = s.keys.events(), announce
 	}
-	res, certData, indexErr, err := s.runSave(ctx, r, data, channel, message, cert)
+	res, certData, err := s.runSave(ctx, r, data, channel, message, cert)
 	if cert != nil && (err != nil || res == -1 || res == -2) {
 		// Not stored, and never will be (a later save must not try
 		// again): the next run may sign.
@@ -132,9 +145,7 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 	if pipe.Len() > 0 {
 		pipe.Exec(ctx)
 	}
-	// Saved, but the inventory lacks the certificate: the error sends the
-	// task back to the queue, whose next run indexes it (Worker.Run).
-	return indexErr
+	return nil
 }
 
 // unsavedCertificate is the certificate in r.Instance.Unsaved, if any: the
@@ -152,62 +163,52 @@ func unsavedCertificate(r *Request) (*Certificate, error) {
 }
 
 // runSave runs saveScript. With a certificate, its inventory index
-// entries go in the same round trip, before the script: Redis runs a
-// pipeline in order, so a stored certificate implies they were written.
-// When the script does not store it, they are put right: for the
-// certificate stored before (-2), or removed (-1, no record). indexErr
-// reports a certificate stored whose index entries failed, even on a
-// second try.
-func (s *Store) runSave(ctx context.Context, r *Request, data []byte, channel, message string, cert *Certificate) (res int64, certData []byte, indexErr, err error) {
-	keys := []string{s.keys.request(r.ID)}
+// entries are written by the script that stores it; a record whose
+// certificate's metadata changed has its metadata index entries changed
+// by the script that saves it.
+func (s *Store) runSave(ctx context.Context, r *Request, data []byte, channel, message string, cert *Certificate) (res int64, certData []byte, err error) {
+	if cert != nil {
+		if cert.ID != r.ID || cert.RequestID != r.ID {
+			return 0, nil, fmt.Errorf("its unsaved certificate is request %d's", cert.RequestID)
+		}
+		if certData, err = marshal(cert); err != nil {
+			return 0, nil, err
+		}
+	}
+	var certOps, mdOps indexOps
+	if cert != nil {
+		certOps.add(s.keys.certEntries(cert))
+	}
+	md := r.Metadata()
+	if cert != nil || len(r.cert) > 0 {
+		mdOps.change(s.keys.metadataEntries(r.ID, r.indexedMeta), s.keys.metadataEntries(r.ID, md))
+	}
+	keys, args := certOps.encode([]string{s.keys.request(r.ID)}, []any{r.version, data, channel, message, certData, len(certOps.adds), len(mdOps.adds)})
+	keys, args = mdOps.encode(keys, args)
 	if cert == nil {
-		res, err = saveScript.Run(ctx, s.rdb, keys, r.version, data, channel, message, "").Int64()
-		return res, nil, nil, err
-	}
-	if cert.ID != r.ID || cert.RequestID != r.ID {
-		return 0, nil, nil, fmt.Errorf("its unsaved certificate is request %d's", cert.RequestID)
-	}
-	if certData, err = marshal(cert); err != nil {
-		return 0, nil, nil, err
-	}
-	exec := func(script func(context.Context, redis.Scripter, []string, ...any) *redis.Cmd) (*redis.Cmd, []redis.Cmder, error) {
-		pipe := s.rdb.Pipeline()
-		index := certIndexCmds(ctx, s.keys, pipe, cert)
-		cmd := script(ctx, pipe, keys, r.version, data, channel, message, certData)
-		return cmd, index, s.execBatched(ctx, pipe)
-	}
-	cmd, index, err := exec(saveScript.EvalSha)
-	if err == nil && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-		cmd, index, err = exec(saveScript.Eval)
+		res, err = saveScript.Run(ctx, s.rdb, keys, args...).Int64()
+	} else {
+		// The save that stores a certificate shares its round trip with
+		// other goroutines' (execBatched): the issue path's group commit.
+		res, err = s.runBatched(ctx, saveScript, keys, args...)
 	}
 	if err != nil {
-		return 0, nil, nil, err
+		return 0, nil, err
 	}
-	res, err = cmd.Int64()
 	switch {
-	case err != nil:
-		return res, nil, nil, err
-	case res == -2:
-		// Ours lost to a stored one: index that one (best effort; a
-		// later ClaimIssue does it again).
-		if c, err := s.CertificateOf(ctx, r.ID); err == nil {
-			s.indexCertificate(ctx, c)
-		}
-		return res, nil, nil, nil
-	case res == -1:
-		s.unindexCertificate(ctx, cert)
-		return res, nil, nil, nil
-	}
-	for _, c := range index {
-		if c.Err() != nil {
-			// Stored but not indexed: once more.
-			if err := s.indexCertificate(ctx, cert); err != nil {
-				return res, certData, fmt.Errorf("stored certificate %d but could not index it: %w: %w", cert.ID, ErrUnindexed, err), nil
-			}
-			break
+	case res == 1:
+		r.indexedMeta = md
+	case res == 0 && cert != nil:
+		// The certificate is stored, but not this record, so not its
+		// metadata entries: the stored record's are written now (best
+		// effort: Store.CheckInventory finds what a crash here leaves).
+		if stored, err := s.Get(ctx, r.ID); err == nil {
+			var fix indexOps
+			fix.add(s.keys.metadataEntries(r.ID, stored.Metadata()))
+			s.applyOps(ctx, &fix)
 		}
 	}
-	return res, certData, nil, nil
+	return res, certData, nil
 }
 
 // Update loads request id, applies change and saves it, retrying when

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/certflow/certflow/internal/redisbatch"
-	"github.com/certflow/certflow/workflow"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -30,10 +29,6 @@ var (
 	ErrConflict = errors.New("record changed concurrently")
 	// ErrBusy: another worker holds the request's issue lock.
 	ErrBusy = errors.New("another worker is issuing for this request")
-	// ErrUnindexed: a save stored the record and its certificate, but the
-	// inventory's index entries could not be written; the request's next
-	// run writes them (Store.IndexStored). It wraps workflow.ErrSaved.
-	ErrUnindexed = fmt.Errorf("certificate not indexed (%w)", workflow.ErrSaved)
 	// ErrGeneratedKey: CreateQueued was asked to create a request unless
 	// its CSR's key is one certflow generated (a pending CSR's), and it
 	// is; nothing was created (see CreateQueued).

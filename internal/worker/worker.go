@@ -123,14 +123,6 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 		return nil
 	}
 	log = log.With("instance", r.Instance.ID)
-	if attempt, _ := queue.RetryInfo(ctx); attempt > 0 || !r.Disposition.Settled() {
-		// An earlier run may have stored the certificate with a checkpoint
-		// whose index entries failed (store.ErrUnindexed): write them
-		// again. No round trip for a request without a certificate.
-		if err := w.Store.IndexStored(ctx, r); err != nil {
-			return err
-		}
-	}
 	if r.Disposition.Settled() {
 		// A re-delivery after the request settled (we crashed before the
 		// task was acknowledged): make sure the callback went out, or the
@@ -189,17 +181,6 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 	engine := *w.Engine
 	engine.Log = log
 	if err := engine.Run(ctx, def, in, &r.Instance, save); err != nil {
-		if errors.Is(err, store.ErrUnindexed) {
-			// Saved, certificate included: only the inventory's entries
-			// are missing. Finish what a settled request needs, and let
-			// the queue's retry index it.
-			if r.Disposition.Settled() {
-				if aerr := w.afterSettle(ctx, r); aerr != nil {
-					return errors.Join(err, aerr)
-				}
-			}
-			return err
-		}
 		if _, last := queue.RetryInfo(ctx); last || errors.Is(err, workflow.ErrTransition) {
 			return w.failRequest(ctx, r, def, fmt.Errorf("retries exhausted: %w", err))
 		}
