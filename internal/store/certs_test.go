@@ -306,4 +306,3 @@ func TestSaveCRLKeepsTheHighestNumber(t *testing.T) {
 		t.Fatalf("CRL %+v %v", c, err)
 	}
 }
-
