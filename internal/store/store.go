@@ -15,6 +15,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -67,6 +68,8 @@ type Store struct {
 	// used (config.Speed.GroupCommit).
 	GroupCommit bool
 	batch       *redisbatch.Batcher
+	// inventoryReady caches InventoryReady's true.
+	inventoryReady atomic.Bool
 }
 
 // DefaultProgressEvery is Store.ProgressEvery's default.
