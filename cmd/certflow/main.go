@@ -19,11 +19,14 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/certflow/certflow/internal/app"
 	"github.com/certflow/certflow/internal/bench"
 	"github.com/certflow/certflow/internal/ca"
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/steps"
 	"github.com/certflow/certflow/workflow"
 )
@@ -41,6 +44,9 @@ Usage:
   certflow approve  [--url URL] [--comment C] ID ...
   certflow deny     [--url URL] --comment C ID ...
                               decide requests (request or instance ids)
+  certflow inventory check [--repair]
+                              compare the certificate inventory's indexes with the
+                              records; --repair adds what is missing, drops what is stale
   certflow bench    --requests N --concurrency C [--target URL] [--key ec|rsa] [--rate R] [--off piggyback,group_commit,leaf_encoder]
                     [--cpuprofile FILE] [--memprofile FILE]
                               enrollments per second against bare asynq in the same run
@@ -89,6 +95,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		cmd, args = "ca init", args[1:]
 	}
+	if cmd == "inventory" {
+		if len(args) == 0 || args[0] != "check" {
+			return errors.New("usage: certflow inventory check [--repair] [flags]")
+		}
+		cmd, args = "inventory check", args[1:]
+	}
 	fset := flag.NewFlagSet("certflow "+cmd, flag.ContinueOnError)
 	fset.SetOutput(stderr)
 	var s app.Settings
@@ -97,6 +109,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fset.StringVar(&s.DataDir, "data-dir", "", "data directory")
 	fset.StringVar(&s.Definitions, "definitions", "", "workflow definitions folder")
 	fset.StringVar(&s.Listen, "listen", "", "API listen address")
+	var repair bool
+	if cmd == "inventory check" {
+		fset.BoolVar(&repair, "repair", false, "add missing index entries and remove stale ones")
+	}
 	if err := fset.Parse(args); err != nil {
 		return exitCode(2)
 	}
@@ -113,6 +129,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return caInit(s, stdout)
 	case "lint":
 		return lint(s, fset.Args(), stdout)
+	case "inventory check":
+		return inventoryCheck(s, repair, stdout)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", cmd)
@@ -301,6 +319,57 @@ func lint(s app.Settings, paths []string, out io.Writer) error {
 		}
 	}
 	if failed {
+		return exitCode(1)
+	}
+	return nil
+}
+
+// inventoryCheck compares the certificate inventory's indexes with the
+// records (store.CheckInventory) and prints what it found; it exits 1 if
+// anything was wrong and not repaired.
+func inventoryCheck(s app.Settings, repair bool, out io.Writer) error {
+	cfg, err := app.LoadConfig(s)
+	if err != nil {
+		return err
+	}
+	if cfg.RedisURL == "" {
+		return errors.New("`certflow inventory check` reads the inventory in Redis: set CERTFLOW_REDIS_URL or --redis-url")
+	}
+	opts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return fmt.Errorf("redis url: %w", err)
+	}
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	st := store.New(rdb, cfg.KeyPrefix)
+	ctx := context.Background()
+	if ready, err := st.InventoryReady(ctx); err != nil {
+		return err
+	} else if !ready {
+		fmt.Fprintln(out, "the inventory's indexes were never built for this store (certflow builds them at start); building them now")
+		if _, err := st.BuildInventory(ctx); err != nil {
+			return err
+		}
+	}
+	rep, err := st.CheckInventory(ctx, repair)
+	if err != nil {
+		return err
+	}
+	for _, e := range rep.Missing {
+		fmt.Fprintln(out, "missing:", e)
+	}
+	for _, e := range rep.Stale {
+		fmt.Fprintln(out, "stale:  ", e)
+	}
+	verdict := "consistent"
+	switch {
+	case len(rep.Missing)+len(rep.Stale) > 0 && repair:
+		verdict = "repaired"
+	case len(rep.Missing)+len(rep.Stale) > 0:
+		verdict = "INCONSISTENT (run again with --repair)"
+	}
+	fmt.Fprintf(out, "%d certificates, %d missing index entries, %d stale: %s\n", rep.Certificates, len(rep.Missing), len(rep.Stale), verdict)
+	if len(rep.Missing)+len(rep.Stale) > 0 && !repair {
 		return exitCode(1)
 	}
 	return nil

@@ -181,93 +181,19 @@ func (s *Server) handleGetCertificate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.certificateRecord(req, c, o))
 }
 
-// certificateFields are what GET /Certificates' queryString filters on.
-var certificateFields = []string{
-	"id", "certrequestid", "thumbprint", "serialnumber", "issueddn", "issuedcn", "issuerdn", "issuedou", "issuedemail",
-	"certstate", "certstatestring", "templatename", "requestername", "certificateauthorityname", "keytypestring", "keysizeinbits",
-}
-
-func certificateField(c *keyfactor.CertificateRecord) func(string) string {
-	return func(f string) string {
-		switch f {
-		case "id":
-			return strconv.FormatInt(c.Id, 10)
-		case "certrequestid":
-			return strconv.FormatInt(c.CertRequestId, 10)
-		case "thumbprint":
-			return c.Thumbprint
-		case "serialnumber":
-			return c.SerialNumber
-		case "issueddn":
-			return c.IssuedDN
-		case "issuedcn":
-			return c.IssuedCN
-		case "issuerdn":
-			return c.IssuerDN
-		case "issuedou":
-			return deref(c.IssuedOU)
-		case "issuedemail":
-			return deref(c.IssuedEmail)
-		case "certstate":
-			return strconv.Itoa(c.CertState)
-		case "certstatestring":
-			return c.CertStateString
-		case "templatename":
-			return c.TemplateName
-		case "requestername":
-			return c.RequesterName
-		case "certificateauthorityname":
-			return c.CertificateAuthorityName
-		case "keytypestring":
-			return c.KeyTypeString
-		case "keysizeinbits":
-			return strconv.Itoa(c.KeySizeInBits)
-		}
-		return ""
-	}
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
-}
-
-// directIDs returns the certificate ids a query pins down by an index
-// (Id or CertRequestId -eq N, Thumbprint -eq "…"), or ok false when it
-// pins down none and the inventory must be walked.
-func (s *Server) directIDs(ctx context.Context, p page) (ids []int64, ok bool, err error) {
-	for _, t := range p.terms {
-		if t.op != "eq" {
-			continue
-		}
-		switch t.field {
-		case "id", "certrequestid":
-			id, err := strconv.ParseInt(t.value, 10, 64)
-			if err != nil || id <= 0 {
-				return nil, true, nil // no certificate has it
-			}
-			return []int64{id}, true, nil
-		case "thumbprint":
-			c, err := s.store.CertificateByThumbprint(ctx, t.value)
-			if errors.Is(err, store.ErrNotFound) {
-				return nil, true, nil
-			}
-			if err != nil {
-				return nil, true, err
-			}
-			return []int64{c.ID}, true, nil
-		}
-	}
-	return nil, false, nil
-}
-
 // handleListCertificates is GET /Certificates: a JSON array, as
-// Keyfactor's, of the certificates the caller may see that match
-// pq.queryString, one page of them.
+// Keyfactor's, of one page of the certificates the caller may see that
+// match pq.queryString, in the order of pq.sortField and
+// pq.sortAscending, answered from the inventory's indexes
+// (enroll.Service.SearchCertificates). X-Total-Count says how many match
+// in all, when the search knows it.
 func (s *Server) handleListCertificates(w http.ResponseWriter, r *http.Request) {
-	p, err := parsePage(r, certificateFields...)
+	p, err := parsePage(r)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	q, err := s.certificateQuery(r, p)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -279,65 +205,72 @@ func (s *Server) handleListCertificates(w http.ResponseWriter, r *http.Request) 
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*s.cfg.API.RedisTimeout)
 	defer cancel()
-	viewer := identity(r)
-	if len(p.terms) == 0 && viewer.Has(config.RoleApprover) {
-		s.pageInventory(ctx, w, r, p, o)
+	res, err := s.enroll.SearchCertificates(ctx, identity(r), q)
+	if err != nil {
+		writeError(w, r, s.log, err)
 		return
 	}
-	writePage(s, w, r, p, certificateField, func(offer func(keyfactor.CertificateRecord) bool) error {
-		visit := func(req *store.Request, c *store.Certificate) bool {
-			return !enroll.CertificateVisible(req, viewer) || offer(s.certificateRecord(req, c, o))
-		}
-		ids, direct, err := s.directIDs(ctx, p)
-		if err != nil || !direct {
-			if err == nil {
-				err = s.enroll.WalkCertificates(ctx, visit)
-			}
-			return err
-		}
-		rs, err := s.store.GetMany(ctx, ids)
-		if err != nil {
-			return err
-		}
-		for _, req := range rs {
-			if more, err := enroll.OfferCertificate(req, visit); err != nil || !more {
-				return err
-			}
-		}
-		return nil
-	})
+	out := make([]keyfactor.CertificateRecord, len(res.Matches))
+	for i, m := range res.Matches {
+		out[i] = s.certificateRecord(m.Request, m.Certificate, o)
+	}
+	if res.Total >= 0 {
+		w.Header().Set("X-Total-Count", strconv.FormatInt(res.Total, 10))
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
-// pageInventory answers an unfiltered listing for a caller who sees every
-// certificate (approvers, administrators): the page is read by rank from
-// the inventory, so every page of any size of inventory is reached, and
-// X-Total-Count says how many certificates there are.
-func (s *Server) pageInventory(ctx context.Context, w http.ResponseWriter, r *http.Request, p page, o renderOptions) {
-	ids, total, err := s.store.CertificatePage(ctx, int64(p.number-1)*int64(p.limit), int64(p.limit))
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+// certificateQuery makes a store.Query of a page's terms and the sort
+// parameters: Keyfactor's field names (any case), SAN for subject
+// alternative names, and metadata fields by their configured names or as
+// Metadata.<name>.
+func (s *Server) certificateQuery(r *http.Request, p page) (store.Query, error) {
+	q := store.Query{Offset: (p.number - 1) * p.limit, Limit: p.limit}
+	for _, t := range p.terms {
+		field := t.field
+		if store.OpsOf(field) == nil {
+			if name, ok := strings.CutPrefix(field, "metadata."); ok || s.isMetadataField(field) {
+				if !ok {
+					name = field
+				}
+				field = "metadata." + name
+			}
+		}
+		term := store.Term{Field: field, Op: t.op, Value: t.value}
+		if store.OpsOf(field) == nil {
+			return q, badField("pq.queryString", "unknown field %q (fields: %s, SAN, and metadata fields by name or as Metadata.<name>)", t.name, strings.Join(certificateFieldNames, ", "))
+		}
+		if err := store.CheckTerm(term); err != nil {
+			return q, badField("pq.queryString", "%v (fields: %s, SAN, and metadata fields by name or as Metadata.<name>)", err, strings.Join(certificateFieldNames, ", "))
+		}
+		q.Terms = append(q.Terms, term)
 	}
-	rs, err := s.store.GetMany(ctx, ids)
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	out := make([]keyfactor.CertificateRecord, 0, len(rs))
-	for _, req := range rs {
-		// A request leaving the inventory (retention) as it is read is
-		// passed over, as GetMany passes over one already gone.
-		_, err := enroll.OfferCertificate(req, func(req *store.Request, c *store.Certificate) bool {
-			out = append(out, s.certificateRecord(req, c, o))
-			return true
-		})
-		if err != nil {
-			writeError(w, r, s.log, err)
-			return
+	if v := queryParam(r.URL.Query(), "sortField"); v != "" {
+		q.Sort = strings.ToLower(v)
+		if !slices.Contains(store.SortFields, q.Sort) {
+			return q, badField("pq.sortField", "%q is not a sort order certflow serves: want one of Id, CertRequestId, NotAfter, NotBefore, IssuedCN, IssuedDN, SerialNumber", v)
 		}
 	}
-	w.Header().Set("X-Total-Count", strconv.FormatInt(total, 10))
-	writeJSON(w, http.StatusOK, out)
+	switch v := strings.ToLower(queryParam(r.URL.Query(), "sortAscending")); v {
+	case "", "0", "true":
+	case "1", "false":
+		q.Descending = true
+	default:
+		return q, badField("pq.sortAscending", "want 0 (ascending) or 1 (descending), as Keyfactor's SortOrder, got %q", v)
+	}
+	return q, nil
+}
+
+// certificateFieldNames are the fields of GET /Certificates' queryString,
+// as Keyfactor spells them (errors list them).
+var certificateFieldNames = []string{"Id", "CertRequestId", "Thumbprint", "SerialNumber", "IssuedDN", "IssuedCN", "IssuerDN",
+	"IssuedOU", "IssuedEmail", "CertState", "CertStateString", "TemplateName", "RequesterName", "CertificateAuthorityName",
+	"KeyTypeString", "KeySizeInBits", "NotBefore", "NotAfter"}
+
+// isMetadataField reports whether name (lower-case) is a configured
+// metadata field's.
+func (s *Server) isMetadataField(name string) bool {
+	return slices.ContainsFunc(s.cfg.Metadata, func(f config.MetaField) bool { return strings.EqualFold(f.Name, name) })
 }
 
 // handleDownloadCertificate is POST /Certificates/Download: by CertID, by

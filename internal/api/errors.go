@@ -36,6 +36,7 @@ var kindStatus = map[enroll.Kind]int{
 	enroll.NotFound:  http.StatusNotFound,
 	enroll.Conflict:  http.StatusConflict,
 	enroll.TooMany:   http.StatusTooManyRequests,
+	enroll.NotYet:    http.StatusServiceUnavailable,
 }
 
 // writeError is the one place errors become responses. Known errors (an
@@ -50,7 +51,7 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	case errors.As(err, &ae):
 	case errors.As(err, &ee) && kindStatus[ee.Kind] != 0:
 		ae = newError(kindStatus[ee.Kind], ee.Code, "%s", ee.Message)
-		if ee.Kind == enroll.TooMany {
+		if ee.Kind == enroll.TooMany || ee.Kind == enroll.NotYet {
 			setRetryAfter(w, ee.RetryAfter)
 		}
 	case errors.As(err, &mbe):

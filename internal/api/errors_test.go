@@ -31,6 +31,7 @@ func TestWriteErrorAnswersEachEnrollKind(t *testing.T) {
 		{&enroll.Error{Kind: enroll.Conflict, Code: keyfactor.CodeConflict, Message: "again"}, http.StatusConflict, ""},
 		{&enroll.Error{Kind: enroll.TooMany, Code: keyfactor.CodeRateLimited, Message: "busy", RetryAfter: 2500 * time.Millisecond}, http.StatusTooManyRequests, "3"},
 		{&enroll.Error{Kind: enroll.TooMany, Code: keyfactor.CodeRateLimited, Message: "busy"}, http.StatusTooManyRequests, "1"},
+		{&enroll.Error{Kind: enroll.NotYet, Code: keyfactor.CodeUnavailable, Message: "building", RetryAfter: 10 * time.Second}, http.StatusServiceUnavailable, "10"},
 	} {
 		for _, err := range []error{tc.err, fmt.Errorf("wrapped: %w", tc.err)} {
 			rec := httptest.NewRecorder()

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -22,12 +23,13 @@ type page struct {
 	terms         []term
 }
 
-// term is one `Field -op "value"` clause of a queryString.
+// term is one `Field -op "value"` clause of a queryString: field
+// lower-case, name as the caller spelled it.
 type term struct {
-	field, op, value string
+	field, op, value, name string
 }
 
-var termRE = regexp.MustCompile(`(?i)^\s*([A-Za-z][A-Za-z0-9]*)\s+-(eq|ne|contains|startswith)\s+(?:"([^"]*)"|(\S+))\s*$`)
+var termRE = regexp.MustCompile(`(?i)^\s*([A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z0-9_-]+)?)\s+-([a-z]+)\s+(?:"([^"]*)"|(\S+))\s*$`)
 var andRE = regexp.MustCompile(`(?i)\s+AND\s+`)
 
 // queryParam returns the value of a paging parameter under any of
@@ -45,7 +47,9 @@ func queryParam(q url.Values, name string) string {
 }
 
 // parsePage reads paging and the queryString, accepting only the fields
-// in fields (lower-case names). Errors name the parameter.
+// in fields (lower-case names) and the operators -eq, -ne, -contains and
+// -startswith; with no fields, any field and operator, for the caller to
+// check. Errors name the parameter.
 func parsePage(r *http.Request, fields ...string) (page, error) {
 	q := r.URL.Query()
 	p := page{number: 1, limit: defaultReturnLimit}
@@ -71,9 +75,16 @@ func parsePage(r *http.Request, fields ...string) (page, error) {
 	for _, clause := range andRE.Split(qs, -1) {
 		m := termRE.FindStringSubmatch(clause)
 		if m == nil {
-			return p, badField("pq.queryString", "%q is not a clause of the form Field -eq \"value\" (operators: -eq, -ne, -contains, -startswith; joined by AND)", clause)
+			return p, badField("pq.queryString", "%q is not a clause of the form Field -eq \"value\" (terms joined by AND)", clause)
 		}
-		t := term{field: strings.ToLower(m[1]), op: strings.ToLower(m[2]), value: m[3] + m[4]}
+		t := term{field: strings.ToLower(m[1]), op: strings.ToLower(m[2]), value: m[3] + m[4], name: m[1]}
+		if len(fields) == 0 {
+			p.terms = append(p.terms, t)
+			continue
+		}
+		if !slices.Contains([]string{"eq", "ne", "contains", "startswith"}, t.op) {
+			return p, badField("pq.queryString", "unknown operator -%s in %q (operators: -eq, -ne, -contains, -startswith)", t.op, clause)
+		}
 		known := false
 		for _, f := range fields {
 			known = known || f == t.field

@@ -182,6 +182,9 @@ func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, ou
 	a.Queue = queue.NewClient(a.Redis, cfg.Queue, cfg.Worker.MaxRetry, cfg.Worker.TaskTimeout, len(cfg.Callbacks.Schedule),
 		queue.Options{Piggyback: cfg.Speed.Piggyback, GroupCommit: cfg.Speed.GroupCommit, Log: log})
 	if role&RoleAPI != 0 {
+		a.buildInventory(log)
+	}
+	if role&RoleAPI != 0 {
 		// Only the API sends records with tasks. A Redis that does not
 		// answer yet leaves the probe to the first submit.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -212,6 +215,46 @@ func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, ou
 	}
 	ok = true
 	return a, nil
+}
+
+// inventoryBuildInline is the size of inventory whose indexes Open builds
+// before it returns (a few seconds at most); a larger one is built in the
+// background, searches refused until it is (enroll.SearchCertificates).
+const inventoryBuildInline = 20000
+
+// buildInventory writes the inventory's indexes for certificates stored
+// before them (store.BuildInventory), once per store: nothing to do on a
+// new store or one built already.
+func (a *App) buildInventory(log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ready, err := a.Store.InventoryReady(ctx)
+	if ready || err != nil {
+		if err != nil {
+			log.Warn("could not check the inventory's indexes at start; searches are refused until they are built", "err", err)
+		}
+		return
+	}
+	_, total, err := a.Store.CertificatePage(ctx, 0, 0)
+	if err != nil {
+		log.Warn("could not count the inventory at start", "err", err)
+		return
+	}
+	build := func() {
+		start := time.Now()
+		n, err := a.Store.BuildInventory(context.Background())
+		if err != nil {
+			log.Error("building the inventory's indexes failed; searches stay refused until a restart builds them", "err", err, "indexed", n)
+			return
+		}
+		log.Info("built the inventory's indexes", "certificates", n, "took", time.Since(start).Round(time.Millisecond))
+	}
+	if total <= inventoryBuildInline {
+		build()
+		return
+	}
+	log.Warn("building the inventory's indexes in the background; certificate searches are refused (503) until they are", "certificates", total)
+	go build()
 }
 
 // SecureDataDir keeps the data directory (the KEK, the sealed CA keys,

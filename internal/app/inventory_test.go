@@ -12,12 +12,14 @@ import (
 	"github.com/certflow/certflow/internal/testutil"
 )
 
-// No listing or search stops at its scan bound and answers as if it had
+// No listing or search stops at a bound and answers as if it had
 // finished. With api.max_scan at 4 and 7 certificates: an unfiltered
-// listing for those who see every certificate pages by rank and reaches
-// them all, with X-Total-Count; whatever has to walk the inventory and
-// reaches the bound before its page is full is refused (400, 0xA0010007,
-// naming what to narrow), never answered with a short page.
+// listing pages by rank and reaches them all, with X-Total-Count; a
+// requester's listing and every indexed search are answered in full
+// whatever the bound (the indexes read no record they do not return);
+// a search on a field no index answers that reaches the bound before its
+// page is full is refused (400, 0xA0010007, naming what to narrow),
+// never answered with a short page.
 func TestListingsNeverStopSilentlyAtTheScanBound(t *testing.T) {
 	t.Parallel()
 	cf := testutil.StartCertflow(t, func(c *config.Config) { c.API.MaxScan = 4 })
@@ -52,20 +54,25 @@ func TestListingsNeverStopSilentlyAtTheScanBound(t *testing.T) {
 		}
 	})
 
-	// What a requester must not get around: the rank path (every
-	// certificate, others' too) and the inventory's size.
-	t.Run("a requester never gets the inventory's pages or its count", func(t *testing.T) {
-		resp := cf.Do(t, "GET", "/Certificates?pq.returnLimit=2", nil, "Authorization", alice)
-		if got := ids(t, resp); !slices.Equal(got, all[:2]) {
-			t.Errorf("alice's first page %v, want her own %v", got, all[:2])
+	// What a requester must not get around: the others' certificates,
+	// and the inventory's size (her count is of her own).
+	t.Run("a requester pages through her own, counted", func(t *testing.T) {
+		for _, tt := range []struct {
+			auth string
+			want []int64
+		}{{alice, all[:6]}, {carolBasic, []int64{carolID}}} {
+			resp := cf.Do(t, "GET", "/Certificates?pq.returnLimit=50", nil, "Authorization", tt.auth)
+			if got := ids(t, resp); !slices.Equal(got, tt.want) {
+				t.Errorf("listing %v, want her own %v", got, tt.want)
+			}
+			if h := resp.Header.Get("X-Total-Count"); h != strconv.Itoa(len(tt.want)) {
+				t.Errorf("X-Total-Count %q, want %d (hers)", h, len(tt.want))
+			}
 		}
-		if h := resp.Header.Get("X-Total-Count"); h != "" {
-			t.Errorf("a requester's listing says X-Total-Count %q", h)
+		resp := cf.Do(t, "GET", "/Certificates?"+q(`IssuedCN -eq "inv-carol.example.com"`), nil, "Authorization", alice)
+		if got := ids(t, resp); len(got) != 0 || resp.Header.Get("X-Total-Count") != "0" {
+			t.Errorf("alice searching carol's certificate: %v, X-Total-Count %q; want none, 0", got, resp.Header.Get("X-Total-Count"))
 		}
-		// carol's one certificate lies past the bound: she is refused, not
-		// shown an empty page nor anyone else's.
-		carol := cf.Do(t, "GET", "/Certificates?pq.returnLimit=1", nil, "Authorization", carolBasic)
-		wantError(t, carol, 400, keyfactor.CodeTooBroad, "pq.queryString")
 	})
 	t.Run("pages far past the end, and past the paging bound", func(t *testing.T) {
 		if got := ids(t, cf.Do(t, "GET", "/Certificates?pq.returnLimit=500&pq.pageReturned=1048576", nil, "Authorization", admin)); len(got) != 0 {
@@ -76,9 +83,9 @@ func TestListingsNeverStopSilentlyAtTheScanBound(t *testing.T) {
 	})
 
 	refusals := []struct{ name, auth, query, prefix string }{
-		{"a requester's own, past the bound", alice, "pq.returnLimit=50", "pq.queryString"},
-		{"a filter matching past the bound", admin, q(`IssuedCN -eq "inv-carol.example.com"`), "pq.queryString"},
-		{"a filter matching early, the page not full", admin, q(`IssuedCN -contains "inv1"`), "pq.queryString"},
+		{"an unindexed field, past the bound", admin, q(`KeyTypeString -eq "ECC"`) + "&pq.returnLimit=50", "pq.queryString"},
+		{"an unindexed field on a requester's own, past the bound", alice, q(`KeyTypeString -eq "ECC"`) + "&pq.returnLimit=50", "pq.queryString"},
+		{"a name order over more than the bound", admin, q(`KeyTypeString -eq "ECC"`) + "&pq.sortField=IssuedCN", "pq.queryString"},
 	}
 	for _, tt := range refusals {
 		t.Run("refused: "+tt.name, func(t *testing.T) {
@@ -90,8 +97,13 @@ func TestListingsNeverStopSilentlyAtTheScanBound(t *testing.T) {
 		name, auth, query string
 		want              []int64
 	}{
-		{"a page that fills within the bound", alice, "pq.returnLimit=2", all[:2]},
+		{"a page that fills within the bound", alice, q(`KeyTypeString -eq "ECC"`) + "&pq.returnLimit=2", all[:2]},
+		{"an unindexed field on few certificates", carolBasic, q(`KeyTypeString -eq "ECC"`), []int64{carolID}},
+		{"an indexed name past the bound", admin, q(`IssuedCN -eq "inv-carol.example.com"`), []int64{carolID}},
+		{"-contains, from the name index", admin, q(`IssuedCN -contains "INV1"`), []int64{all[1]}},
+		{"a SAN prefix, newest first", admin, q(`SAN -startswith "inv"`) + "&pq.sortAscending=1", []int64{carolID, all[5], all[4], all[3], all[2], all[1], all[0]}},
 		{"a direct look-up past the bound", admin, q(fmt.Sprintf("CertRequestId -eq %d", carolID)), []int64{carolID}},
+		{"keyset paging by Id", admin, q(fmt.Sprintf("Id -gt %d", all[4])), all[5:]},
 	}
 	for _, tt := range answered {
 		t.Run(tt.name, func(t *testing.T) {
@@ -101,15 +113,15 @@ func TestListingsNeverStopSilentlyAtTheScanBound(t *testing.T) {
 		})
 	}
 
-	t.Run("download by a serial past the bound is refused, by id answered", func(t *testing.T) {
+	t.Run("download by serial and issuer, from the serial index", func(t *testing.T) {
 		_, rec := getCert(t, cf, admin, carolID, "")
-		body := map[string]any{"SerialNumber": rec.SerialNumber, "IssuerDN": rec.IssuerDN}
-		wantError(t, cf.Do(t, "POST", "/Certificates/Download", body, "Authorization", admin), 400, keyfactor.CodeTooBroad, "SerialNumber")
-		if resp := cf.Do(t, "POST", "/Certificates/Download", map[string]any{"CertID": carolID}, "Authorization", admin); resp.Status != http.StatusOK {
-			t.Errorf("download by CertID: %d %s", resp.Status, resp.Body)
+		body := map[string]any{"SerialNumber": "00:" + rec.SerialNumber, "IssuerDN": rec.IssuerDN}
+		if resp := cf.Do(t, "POST", "/Certificates/Download", body, "Authorization", admin); resp.Status != http.StatusOK {
+			t.Errorf("download by serial: %d %s", resp.Status, resp.Body)
 		}
+		// alice may not see carol's: the same 404 as no such serial.
+		wantError(t, cf.Do(t, "POST", "/Certificates/Download", body, "Authorization", alice), 404, keyfactor.CodeNotFound, "certificate with serial number")
 	})
-
 }
 
 // The instance listings walk request ids from the newest down, and ids

@@ -32,10 +32,12 @@ func TestRunMeasuresRealEnrollments(t *testing.T) {
 	if res.P50ms <= 0 || res.P99ms < res.P50ms {
 		t.Errorf("latencies: p50 %v ms, p99 %v ms", res.P50ms, res.P99ms)
 	}
-	// An enrollment is a handful of round trips and a few dozen commands;
-	// zero would mean the counters missed them.
-	if res.RedisCmdsPerEnrollment < 10 || res.RedisCmdsPerEnrollment > 40 {
-		t.Errorf("%v Redis commands per enrollment, want 10–40", res.RedisCmdsPerEnrollment)
+	// An enrollment is a handful of round trips and a few dozen commands
+	// (a dozen of them the inventory's index entries, written inside the
+	// script that stores the certificate); zero would mean the counters
+	// missed them.
+	if res.RedisCmdsPerEnrollment < 10 || res.RedisCmdsPerEnrollment > 60 {
+		t.Errorf("%v Redis commands per enrollment, want 10–60", res.RedisCmdsPerEnrollment)
 	}
 	if res.RoundTripsPerEnrollment < 1 || res.RoundTripsPerEnrollment > 10 || res.RoundTripsPerNoop < 2 {
 		t.Errorf("round trips: %v per enrollment, %v per no-op", res.RoundTripsPerEnrollment, res.RoundTripsPerNoop)

@@ -138,6 +138,11 @@ type API struct {
 	// answered with what it found so far, which would look complete.
 	// Defaults to 10000.
 	MaxScan int `yaml:"max_scan"`
+	// MaxIndexRead bounds the index entries one certificate search reads
+	// (ids to intersect, names a -contains scans). A search that reaches
+	// it before its page is known is refused like one that reaches
+	// MaxScan. Defaults to 1000000.
+	MaxIndexRead int `yaml:"max_index_read"`
 	// KeyGenerationConcurrency bounds the private keys one API process
 	// generates at once (POST /CSRGeneration/Generate): a request that
 	// finds every slot taken answers 429 with Retry-After before doing any

@@ -22,6 +22,7 @@ const (
 	DefaultMaxPendingCSRs  = 100
 	DefaultMaxSANs         = 100
 	DefaultMaxScan         = 10000
+	DefaultMaxIndexRead    = 1000000
 	DefaultConcurrency     = 32
 	DefaultMaxRetry        = 25
 	DefaultTaskTimeout     = 5 * time.Minute
@@ -68,6 +69,7 @@ func Default() Config {
 			MaxPendingCSRs:        DefaultMaxPendingCSRs,
 			MaxSANs:               DefaultMaxSANs,
 			MaxScan:               DefaultMaxScan,
+			MaxIndexRead:          DefaultMaxIndexRead,
 			// Key generation is CPU-bound: more at once only slows each.
 			KeyGenerationConcurrency:   runtime.NumCPU(),
 			AuthFailuresPerUserPerHour: DefaultAuthFailuresPerUserPerHour,

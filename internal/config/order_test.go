@@ -65,6 +65,7 @@ var wantOrder = []string{
 	"api.rate_limit: must be 0 (off) or positive, with api.rate_burst at least 1",
 	"api.max_sans: must be between 1 and 10000",
 	"api.max_scan: must be between 1 and 1000000",
+	"api.max_index_read: must be between 1000 and 100000000",
 	"api.max_pending_csrs: must be at least 1",
 	"api.key_generation_concurrency: must be at least 1",
 	"api.renewal_grace: must be between 0 and worker.retention (0s)",

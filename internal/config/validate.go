@@ -111,6 +111,9 @@ func (a *API) validate(maxRenewalGrace time.Duration, bad func(format string, ar
 	if a.MaxScan < 1 || a.MaxScan > 1000000 {
 		bad("api.max_scan: must be between 1 and 1000000")
 	}
+	if a.MaxIndexRead < 1000 || a.MaxIndexRead > 100000000 {
+		bad("api.max_index_read: must be between 1000 and 100000000")
+	}
 	if a.MaxPendingCSRs < 1 {
 		bad("api.max_pending_csrs: must be at least 1")
 	}

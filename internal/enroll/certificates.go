@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
+	"slices"
+	"time"
+
+	"github.com/certflow/certflow/internal/config"
 
 	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/store"
@@ -37,48 +40,72 @@ func (s *Service) IssuedCertificate(ctx context.Context, id int64, thumbprint st
 	return r, c, nil
 }
 
-// sameDN compares distinguished names without regard to case or to the
-// spaces around separators (Keyfactor writes "CN=a, O=b", Go "CN=a,O=b";
-// "CN = a" is "cn=a" too).
-func sameDN(a, b string) bool {
-	norm := func(s string) string {
-		s = strings.ToLower(strings.TrimSpace(s))
-		for _, sep := range []string{",", "+", "="} {
-			parts := strings.Split(s, sep)
-			for i := range parts {
-				parts[i] = strings.TrimSpace(parts[i])
-			}
-			s = strings.Join(parts, sep)
-		}
-		return s
+// SearchCertificates answers a certificate search for caller (the terms
+// checked with store.CheckTerm; bounds are set here from api.max_scan and
+// api.max_index_read): approvers and administrators search every
+// certificate, anyone else only those they requested (the search is
+// narrowed to them by the requester index, so neither the answer nor
+// its cost tells anything of others'). A search the bounds cannot answer
+// is refused (TooBroad), as is any but the unfiltered listing by id while
+// the inventory's indexes are being built.
+func (s *Service) SearchCertificates(ctx context.Context, caller *Caller, q store.Query) (*store.QueryResult, error) {
+	if !caller.Has(config.RoleApprover) {
+		q.Terms = append(slices.Clone(q.Terms), store.Term{Field: "requestername", Op: "eq", Value: caller.Name})
+		q.Visible = func(r *store.Request) bool { return CertificateVisible(r, caller) }
 	}
-	return norm(a) == norm(b)
+	q.MaxIndex, q.MaxRecords = s.cfg.API.MaxIndexRead, s.cfg.API.MaxScan
+	if len(q.Terms) > 0 || (q.Sort != "" && q.Sort != "id" && q.Sort != "certrequestid") {
+		ready, err := s.store.InventoryReady(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if !ready {
+			return nil, &Error{Kind: NotYet, Code: keyfactor.CodeUnavailable, RetryAfter: 10 * time.Second,
+				Message: "the certificate inventory's indexes are being built for the certificates stored before them; searches are answered once they are (GET /Certificates unfiltered, and look-ups by id, are answered now); retry after 10s"}
+		}
+	}
+	res, err := s.store.QueryCertificates(ctx, q)
+	var tb *store.TooBroadError
+	if errors.As(err, &tb) {
+		return nil, tooBroad(tb, q)
+	}
+	return res, err
+}
+
+// tooBroad is TooBroad for a search refused by its bounds.
+func tooBroad(tb *store.TooBroadError, q store.Query) *Error {
+	bound := "api.max_index_read"
+	if tb.Bound == "records" {
+		bound = "api.max_scan"
+	}
+	msg := fmt.Sprintf("the search read %d %s (%s) before its page was complete, and more remain unread; narrow it with a term an index answers (Id, Thumbprint, SerialNumber, IssuedCN, IssuedDN or SAN -eq/-startswith, NotAfter/NotBefore ranges, CertState, TemplateName, CertificateAuthorityName, RequesterName, metadata -eq)",
+		tb.Read, map[string]string{"index": "index entries", "records": "records"}[tb.Bound], bound)
+	if q.Sort == "" || q.Sort == "id" || q.Sort == "certrequestid" {
+		msg += ", or page by Id: add `AND Id -gt <the last Id you read>` and ask for page 1 again"
+	}
+	return fieldError(Invalid, keyfactor.CodeTooBroad, "pq.queryString", "%s", msg)
 }
 
 // CertificateBySerial finds the issued certificate with a serial number
 // (hex, any case, colons and leading zeros allowed) under an issuer DN
-// (see sameDN) that visible accepts, walking the inventory (bounded by
-// api.max_scan: beyond it, a TooBroad refusal naming SerialNumber);
-// store.ErrNotFound when there is none.
+// (compared as store.NormalizeDN does) that visible accepts, through the
+// serial number index; store.ErrNotFound when there is none.
 func (s *Service) CertificateBySerial(ctx context.Context, serial, issuer string, visible func(*store.Request) bool) (*store.Request, *store.Certificate, error) {
-	serial = strings.TrimLeft(strings.ToUpper(strings.ReplaceAll(serial, ":", "")), "0")
-	var req *store.Request
-	var c *store.Certificate
-	err := s.WalkCertificates(ctx, func(r *store.Request, cert *store.Certificate) bool {
-		if strings.TrimLeft(cert.SerialNumber, "0") == serial && sameDN(cert.IssuerDN, issuer) && visible(r) {
-			req, c = r, cert
-			return false
-		}
-		return true
+	res, err := s.store.QueryCertificates(ctx, store.Query{
+		Terms: []store.Term{{Field: "serialnumber", Op: "eq", Value: serial}, {Field: "issuerdn", Op: "eq", Value: issuer}},
+		Limit: 1, MaxIndex: s.cfg.API.MaxIndexRead, MaxRecords: s.cfg.API.MaxScan, Visible: visible,
 	})
-	if err == nil && c == nil {
-		err = fmt.Errorf("certificate with serial number %s from %s: %w", serial, issuer, store.ErrNotFound)
+	var tb *store.TooBroadError
+	switch {
+	case errors.As(err, &tb):
+		return nil, nil, fieldError(Invalid, keyfactor.CodeTooBroad, "SerialNumber",
+			"%d certificates carry serial number %s, more than the search reads (%s); download by CertID or Thumbprint", tb.Read, serial, map[string]string{"index": "api.max_index_read", "records": "api.max_scan"}[tb.Bound])
+	case err != nil:
+		return nil, nil, err
+	case len(res.Matches) == 0:
+		return nil, nil, fmt.Errorf("certificate with serial number %s from %s: %w", serial, issuer, store.ErrNotFound)
 	}
-	if e := (*Error)(nil); errors.As(err, &e) && e.Code == keyfactor.CodeTooBroad {
-		err = fieldError(Invalid, keyfactor.CodeTooBroad, "SerialNumber",
-			"the search read %d certificates (api.max_scan) without finding %s, and more remain unread; download by CertID or Thumbprint, which are looked up directly", s.cfg.API.MaxScan, serial)
-	}
-	return req, c, err
+	return res.Matches[0].Request, res.Matches[0].Certificate, nil
 }
 
 // WalkIndex pages through an id index in ascending order (next returns
@@ -117,15 +144,6 @@ func WalkIndex[T any](ctx context.Context, limit int,
 			}
 		}
 	}
-}
-
-// WalkCertificates visits issued certificates with their requests, the
-// oldest first, reading at most api.max_scan of them (then TooBroad, if
-// visit still wants more and more remain).
-func (s *Service) WalkCertificates(ctx context.Context, visit func(*store.Request, *store.Certificate) bool) error {
-	return WalkIndex(ctx, s.cfg.API.MaxScan, s.store.CertificateIDs, s.store.GetMany, func(r *store.Request) (bool, error) {
-		return OfferCertificate(r, visit)
-	})
 }
 
 // OfferCertificate passes an issued request with its certificate to visit

@@ -24,6 +24,9 @@ const (
 	Conflict
 	// TooMany: no capacity now; retry after RetryAfter (429).
 	TooMany
+	// NotYet: the service cannot answer this yet (the inventory's
+	// indexes are being built); retry after RetryAfter (503).
+	NotYet
 )
 
 // Error is a refusal: its kind, Keyfactor's error code, the request field
@@ -34,7 +37,7 @@ type Error struct {
 	Code    string
 	Field   string
 	Message string
-	// RetryAfter is when to try again (TooMany).
+	// RetryAfter is when to try again (TooMany, NotYet).
 	RetryAfter time.Duration
 }
 

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/certflow/certflow/internal/store"
 )
 
@@ -21,8 +23,9 @@ import (
 // (a new certificate for the same names, the old one superseded),
 // metadata updates, retention's deletes.
 type inventoryFixture struct {
-	s   *store.Store
-	ids []int64 // every certificate left
+	s      *store.Store
+	prefix string
+	ids    []int64 // every certificate left
 }
 
 var (
@@ -36,11 +39,11 @@ var (
 
 func newInventoryFixture(t *testing.T, n int) *inventoryFixture {
 	t.Helper()
-	s, _, _ := setup(t)
+	s, _, prefix := setup(t)
 	ctx := context.Background()
 	rnd := mrand.New(mrand.NewPCG(17, uint64(n)))
 	pick := func(xs []string) string { return xs[rnd.IntN(len(xs))] }
-	f := &inventoryFixture{s: s}
+	f := &inventoryFixture{s: s, prefix: prefix}
 	base := time.Now().UTC().Truncate(time.Second).Add(-60 * 24 * time.Hour)
 	issue := func(i int, cn string, sans []string) int64 {
 		r := newRequest(t, s, pick(fixRequesters), "")
@@ -439,5 +442,86 @@ func TestTermMatchesMeansWhatKeyfactorsOperatorsSay(t *testing.T) {
 		if err := store.CheckTerm(bad); err == nil {
 			t.Errorf("CheckTerm(%+v) accepted it", bad)
 		}
+	}
+}
+
+// CheckInventory finds every index entry a certificate lacks and every
+// entry naming no certificate (or one whose values are others), repairs
+// them, and finds nothing after; BuildInventory indexes a store written
+// before the indexes.
+func TestCheckInventoryFindsAndRepairsWhatTheIndexesGotWrong(t *testing.T) {
+	t.Parallel()
+	f := newInventoryFixture(t, 60)
+	s := f.s
+	ctx := context.Background()
+	rdb := s.Redis()
+	rep, err := s.CheckInventory(ctx, false)
+	if err != nil || rep.Certificates != len(f.ids) || len(rep.Missing)+len(rep.Stale) > 0 {
+		t.Fatalf("fresh inventory: %+v, %v; want %d certificates, nothing wrong", rep, err, len(f.ids))
+	}
+	c, err := s.Certificate(ctx, f.ids[3])
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := f.prefix
+	id := strconv.FormatInt(c.ID, 10)
+	lexID := string(rune('a'+len(id)-1)) + id
+	// Lost entries: its CN, its thumbprint, its expiry.
+	cnKey := prefix + ":inv:name:cn"
+	if n, err := rdb.ZRem(ctx, cnKey, strings.ToLower(c.IssuedCN)+"\x00"+lexID).Result(); n != 1 || err != nil {
+		t.Fatalf("ZREM of its CN entry: %d, %v", n, err)
+	}
+	rdb.Del(ctx, prefix+":thumbprint:"+c.Thumbprint)
+	rdb.ZRem(ctx, prefix+":certificates:expiry", id)
+	// Stale entries: an id that is no certificate, a name pointing at the
+	// wrong one, an expiry with the wrong date.
+	rdb.ZAdd(ctx, prefix+":inv:revoked", redis.Z{Score: 999999, Member: "999999"})
+	rdb.ZAdd(ctx, cnKey, redis.Z{Member: "not.its.name\x00" + lexID})
+	rdb.ZAdd(ctx, prefix+":certificates:expiry", redis.Z{Score: 1, Member: strconv.FormatInt(f.ids[5], 10)})
+	rep, err = s.CheckInventory(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The wrong expiry is both: its right entry is missing, the wrong
+	// one stale.
+	if len(rep.Missing) != 4 || len(rep.Stale) != 3 {
+		t.Fatalf("found missing %q, stale %q; want 4 and 3", rep.Missing, rep.Stale)
+	}
+	// A search that relied on the lost entry misses it until the repair.
+	q := store.Query{Terms: []store.Term{{Field: "issuedcn", Op: "eq", Value: c.IssuedCN}}, Limit: 1000, MaxIndex: 1_000_000, MaxRecords: 100_000}
+	if rep, err = s.CheckInventory(ctx, true); err != nil || !rep.Repaired {
+		t.Fatalf("repair: %+v, %v", rep, err)
+	}
+	if rep, err = s.CheckInventory(ctx, false); err != nil || len(rep.Missing)+len(rep.Stale) > 0 {
+		t.Fatalf("after the repair: %+v, %v; want nothing wrong", rep, err)
+	}
+	got, _, err := search(t, s, q, 1000)
+	if err != nil || !slices.Contains(got, c.ID) {
+		t.Fatalf("search after the repair: %v, %v; want %d in it", got, err, c.ID)
+	}
+
+	// A store from before the indexes: only the certificates set and the
+	// expiry and thumbprint keys. BuildInventory writes the rest, and
+	// searches are answered again.
+	for _, k := range rdb.Keys(ctx, prefix+":inv:*").Val() {
+		rdb.Del(ctx, k)
+	}
+	s2 := store.New(rdb, prefix)
+	if ready, err := s2.InventoryReady(ctx); err != nil || ready {
+		t.Fatalf("InventoryReady = %v, %v on a store without indexes", ready, err)
+	}
+	if n, err := s2.BuildInventory(ctx); err != nil || n != len(f.ids) {
+		t.Fatalf("BuildInventory = %d, %v; want %d", n, err, len(f.ids))
+	}
+	if ready, err := s2.InventoryReady(ctx); err != nil || !ready {
+		t.Fatalf("InventoryReady = %v, %v after the build", ready, err)
+	}
+	if rep, err = s2.CheckInventory(ctx, false); err != nil || len(rep.Missing)+len(rep.Stale) > 0 {
+		t.Fatalf("after the build: %+v, %v; want nothing wrong", rep, err)
+	}
+	all := f.all(t)
+	want := bruteForce(all, q)
+	if got, _, err := search(t, s2, q, 7); err != nil || !slices.Equal(got, want) {
+		t.Fatalf("search after the build: %v, %v; want %v", got, err, want)
 	}
 }

@@ -1,13 +1,15 @@
-package enroll
+package store_test
 
 import (
 	"testing"
+
+	"github.com/certflow/certflow/internal/store"
 )
 
-// Download and Recover find a certificate by SerialNumber and IssuerDN
-// with one comparison: Keyfactor's spacing, Go's, and either side's case
+// Download and Recover find a certificate by SerialNumber and IssuerDN,
+// and searches compare DNs, in one normal form: Keyfactor's spacing, Go's, and either side's case
 // name the same issuer; another issuer never matches.
-func TestSameDN(t *testing.T) {
+func TestNormalizeDN(t *testing.T) {
 	for _, tt := range []struct {
 		name string
 		a, b string
@@ -22,8 +24,8 @@ func TestSameDN(t *testing.T) {
 		{"a space inside a value is kept", "CN=IssuingCA", "CN=Issuing CA", false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := sameDN(tt.a, tt.b); got != tt.want {
-				t.Errorf("sameDN(%q, %q) = %v, want %v", tt.a, tt.b, got, tt.want)
+			if got := store.NormalizeDN(tt.a) == store.NormalizeDN(tt.b); got != tt.want {
+				t.Errorf("NormalizeDN(%q) == NormalizeDN(%q): %v, want %v", tt.a, tt.b, got, tt.want)
 			}
 		})
 	}
