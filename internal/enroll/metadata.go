@@ -178,8 +178,8 @@ func metadataAllValues(raw json.RawMessage) (map[string]any, map[string]bool, er
 // (else Forbidden), before anything is written. Each certificate's record
 // is then changed by compare-and-set (store.Update), so a workflow
 // checkpoint written meanwhile is kept (and one that follows finds its
-// record changed and runs again from the last). A record left as it was
-// is not written. Writing goes on when the client leaves; should Redis
+// record changed and runs again from the last). A record the edit leaves
+// as it was, as read or as found when writing, is not written. Writing goes on when the client leaves; should Redis
 // fail part-way, the certificates before are edited and the error says
 // so in the log: the edit can be sent again, to the same result. field
 // names ids[i] in refusals.
@@ -210,10 +210,10 @@ func (s *Service) editMetadata(ctx context.Context, caller *Caller, ids []int64,
 		case !caller.Has(config.RoleAdmin):
 			return fieldError(Forbidden, keyfactor.CodeForbidden, field(i), "%s may not change the metadata of certificate %d: only an administrator may", caller.Name, id)
 		}
-		if !seen[id] { // named twice: edited once
-			seen[id] = true
+		if !seen[id] && edit.apply(q) { // named twice: edited once
 			todo = append(todo, id)
 		}
+		seen[id] = true
 	}
 	write := context.WithoutCancel(ctx)
 	for n, id := range todo {
