@@ -308,11 +308,11 @@ steps:
 		for i := range n {
 			wg.Go(func() {
 				<-start
-				body := map[string]any{"Id": id, "Metadata": map[string]any{fmt.Sprintf("%s%d", prefix, i): fmt.Sprintf("v%d", i), "Team": fmt.Sprintf("%s%d", prefix, i)}}
-				if i%2 == 1 {
-					body = map[string]any{"CertificateIds": []int64{id}, "Metadata": body["Metadata"]}
+				fields := map[string]any{fmt.Sprintf("%s%d", prefix, i): fmt.Sprintf("v%d", i), "Team": fmt.Sprintf("%s%d", prefix, i)}
+				path, body := "/Certificates/Metadata", map[string]any{"Id": id, "Metadata": fields}
+				if i%2 == 1 { // half through the batch endpoint
+					path, body = "/Certificates/Metadata/All", map[string]any{"CertificateIds": []int64{id}, "Metadata": fields}
 				}
-				path := map[bool]string{false: "/Certificates/Metadata", true: "/Certificates/Metadata/All"}[i%2 == 1]
 				answers[i] = putMetadata(t, cf, adminAuth, path, body)
 			})
 		}
