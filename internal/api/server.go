@@ -135,6 +135,10 @@ func New(o Options) *Server {
 	s.route("GET /Certificates/{id}", s.handleGetCertificate)
 	s.route("POST /Certificates/Download", s.handleDownloadCertificate)
 	s.route("POST /Certificates/Revoke", s.handleRevokeCertificates, config.RoleRequester)
+	// Administrators only; enroll answers anyone else 403 or, for what
+	// they may not see, 404.
+	s.route("PUT /Certificates/Metadata", s.handleUpdateMetadata)
+	s.route("PUT /Certificates/Metadata/All", s.handleUpdateMetadataAll)
 	s.public("GET /CRL/{ca}", s.handleGetCRL)
 	s.mux.HandleFunc("/", s.handleUnmatched)
 	return s

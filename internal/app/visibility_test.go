@@ -224,6 +224,15 @@ func TestPolicyVisibilityOfOthersRequests(t *testing.T) {
 		{"revoke", "POST", issued, func(x target) (string, any) {
 			return "/Certificates/Revoke", map[string]any{"CertificateIds": []int64{x.id}, "Reason": 1, "Comment": "spite"}
 		}, nil, 404, keyfactor.CodeNotFound, "CertificateIds[0]:"},
+		{"change the certificate's metadata", "PUT", issued, func(x target) (string, any) {
+			return "/Certificates/Metadata", map[string]any{"Id": x.id, "Metadata": map[string]any{"Team": "spite"}}
+		}, nil, 404, keyfactor.CodeNotFound, "Id: certificate "},
+		{"change the pending request's metadata", "PUT", pending, func(x target) (string, any) {
+			return "/Certificates/Metadata", map[string]any{"Id": x.id, "Metadata": map[string]any{"Team": "spite"}}
+		}, nil, 404, keyfactor.CodeNotFound, "Id: certificate "},
+		{"change the certificate's metadata in a batch", "PUT", issued, func(x target) (string, any) {
+			return "/Certificates/Metadata/All", map[string]any{"CertificateIds": []int64{x.id}, "Metadata": map[string]any{"Team": "spite"}}
+		}, nil, 404, keyfactor.CodeNotFound, "CertificateIds[0]: certificate "},
 		{"renew by CertificateId", "POST", issued, func(x target) (string, any) {
 			return "/Enrollment/Renew", map[string]any{"CertificateId": x.id}
 		}, []string{"x-certificateformat", "PEM"}, 404, keyfactor.CodeNotFound, "CertificateId:"},

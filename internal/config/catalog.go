@@ -193,7 +193,8 @@ type MetaField struct {
 	// Type is String, Integer, Date, Boolean, MultipleChoice, BigText or
 	// Email. Defaults to String.
 	Type string `yaml:"type"`
-	// Enrollment is Optional, Required or Hidden (only workflows set it).
+	// Enrollment is Optional, Required or Hidden (never set at enrollment:
+	// by workflows, and administrators' edits of a certificate's metadata).
 	// Defaults to Optional.
 	Enrollment   string `yaml:"enrollment"`
 	DefaultValue string `yaml:"default_value"`

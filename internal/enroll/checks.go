@@ -223,33 +223,22 @@ func (s *Service) checkMetadata(in map[string]any, tmpl *config.Template) (map[s
 	if len(in) > maxMapEntries {
 		return nil, badField("Metadata", "more than %d fields", maxMapEntries)
 	}
-	rule := func(f *config.MetaField) metadata.Field {
-		return metadata.Field{Type: f.Type, Validation: f.Validation, Message: f.Message, Options: f.Options}
-	}
 	out := make(map[string]string, len(in))
 	for name, v := range in {
-		field := "Metadata." + name
-		if name == "" || len(name) > maxNameLen {
-			return nil, badField("Metadata", "field names must be 1–%d characters", maxNameLen)
-		}
-		text, given, err := scalarText(field, v)
+		key, global, text, given, err := s.metadataEntry(name, v)
 		if err != nil {
 			return nil, err
 		}
 		if !given {
 			continue
 		}
-		if len(s.cfg.Metadata) == 0 {
-			out[name] = text
-			continue
-		}
-		global := s.cfg.MetaField(name)
 		if global == nil {
-			return nil, fieldError(Invalid, keyfactor.CodeUnknownName, field, "no such metadata field")
+			out[key] = text
+			continue
 		}
 		eff := tmpl.MetaField(global)
 		f := &eff
-		field = "Metadata." + f.Name
+		field := "Metadata." + f.Name
 		if text == "" {
 			continue
 		}
@@ -262,11 +251,9 @@ func (s *Service) checkMetadata(in map[string]any, tmpl *config.Template) (map[s
 		if _, twice := out[f.Name]; twice {
 			return nil, badField(field, "given twice (field names ignore case)")
 		}
-		norm, err := metadata.Check(rule(f), text)
-		if err != nil {
-			return nil, badField(field, "%v", err)
+		if out[f.Name], err = checkMetadataValue(f, text); err != nil {
+			return nil, err
 		}
-		out[f.Name] = norm
 	}
 	for i := range s.cfg.Metadata {
 		g := &s.cfg.Metadata[i]
@@ -277,7 +264,7 @@ func (s *Service) checkMetadata(in map[string]any, tmpl *config.Template) (map[s
 		}
 		switch {
 		case f.DefaultValue != "":
-			norm, err := metadata.Check(rule(f), f.DefaultValue)
+			norm, err := metadata.Check(metadataRule(f), f.DefaultValue)
 			if err != nil { // config.Validate refuses such a default
 				return nil, fmt.Errorf("metadata field %s: default value: %w", f.Name, err)
 			}
@@ -295,6 +282,46 @@ func (s *Service) checkMetadata(in map[string]any, tmpl *config.Template) (map[s
 		return nil, nil
 	}
 	return out, nil
+}
+
+// metadataEntry reads one entry of a Metadata object, as a submit and an
+// edit of a certificate's metadata (UpdateMetadata) both take it: a name
+// of 1–maxNameLen characters; a JSON scalar as text (scalarText: null is
+// not given, and then nothing more is checked); when metadata fields are
+// configured, one of them (compared without case), returned as global
+// with key its configured spelling. With none configured, any name is
+// taken as is (global nil). The value itself is checked by
+// checkMetadataValue.
+func (s *Service) metadataEntry(name string, v any) (key string, global *config.MetaField, text string, given bool, err error) {
+	if name == "" || len(name) > maxNameLen {
+		return "", nil, "", false, badField("Metadata", "field names must be 1–%d characters", maxNameLen)
+	}
+	field := "Metadata." + name
+	if text, given, err = scalarText(field, v); err != nil || !given {
+		return name, nil, "", false, err
+	}
+	if len(s.cfg.Metadata) == 0 {
+		return name, nil, text, true, nil
+	}
+	if global = s.cfg.MetaField(name); global == nil {
+		return "", nil, "", false, fieldError(Invalid, keyfactor.CodeUnknownName, field, "no such metadata field")
+	}
+	return global.Name, global, text, true, nil
+}
+
+// checkMetadataValue checks a (non-empty) value against field f's type
+// and returns it normalized, or refuses it naming Metadata.<f.Name>.
+func checkMetadataValue(f *config.MetaField, text string) (string, error) {
+	norm, err := metadata.Check(metadataRule(f), text)
+	if err != nil {
+		return "", badField("Metadata."+f.Name, "%v", err)
+	}
+	return norm, nil
+}
+
+// metadataRule is the rule field f imposes on its values.
+func metadataRule(f *config.MetaField) metadata.Field {
+	return metadata.Field{Type: f.Type, Validation: f.Validation, Message: f.Message, Options: f.Options}
 }
 
 // checkAdditionalFields checks AdditionalEnrollmentFields against the

@@ -282,7 +282,8 @@ func (s *Service) changeInstance(ctx context.Context, caller *Caller, instanceID
 	return req, nil
 }
 
-// maxBatch bounds the ids one approve or deny call takes.
+// maxBatch bounds the ids one call on requests or certificates in bulk
+// takes (approve, deny, revoke, a metadata edit).
 const maxBatch = 500
 
 // caNames splits a request's CA into Keyfactor's host and logical name.

@@ -110,16 +110,8 @@ func (s *Service) Revoke(ctx context.Context, caller *Caller, body *keyfactor.Re
 // returns the revocation every request of the call carries.
 func checkRevocation(body *keyfactor.RevokeCertificateRequest, now time.Time) (workflow.Revocation, error) {
 	var ask workflow.Revocation
-	switch {
-	case len(body.CertificateIds) == 0:
-		return ask, badField("CertificateIds", "required: at least one certificate id")
-	case len(body.CertificateIds) > maxBatch:
-		return ask, badField("CertificateIds", "more than %d ids", maxBatch)
-	}
-	for i, id := range body.CertificateIds {
-		if id <= 0 {
-			return ask, badField(fmt.Sprintf("CertificateIds[%d]", i), "want a positive certificate id, got %d", id)
-		}
+	if err := checkCertificateIds(body.CertificateIds); err != nil {
+		return ask, err
 	}
 	if body.Reason != nil {
 		ask.Reason = *body.Reason
@@ -154,6 +146,23 @@ func checkRevocation(body *keyfactor.RevokeCertificateRequest, now time.Time) (w
 		}
 	}
 	return ask, nil
+}
+
+// checkCertificateIds checks the CertificateIds of a call on certificates
+// in bulk (revocation, a metadata edit): 1 to maxBatch positive ids.
+func checkCertificateIds(ids []int64) error {
+	switch {
+	case len(ids) == 0:
+		return badField("CertificateIds", "required: at least one certificate id")
+	case len(ids) > maxBatch:
+		return badField("CertificateIds", "more than %d ids", maxBatch)
+	}
+	for i, id := range ids {
+		if id <= 0 {
+			return badField(fmt.Sprintf("CertificateIds[%d]", i), "want a positive certificate id, got %d", id)
+		}
+	}
+	return nil
 }
 
 // checkEffectiveDate refuses an EffectiveDate before the certificate

@@ -133,8 +133,10 @@ type Certificate struct {
 }
 
 // Metadata is the request's certificate metadata: the values the request
-// set, then what its workflow set over them (nil when there is none). It
-// is what the inventory's metadata index holds for its certificate.
+// set, then what its workflow and administrators' edits (PUT
+// /Certificates/Metadata) set over them, an empty value there clearing
+// the field (nil when there is none). It is what the inventory's metadata
+// index holds for its certificate.
 func (r *Request) Metadata() map[string]string {
 	if len(r.Input.Metadata) == 0 && len(r.Instance.Metadata) == 0 {
 		return nil
@@ -143,7 +145,16 @@ func (r *Request) Metadata() map[string]string {
 	if md == nil {
 		md = make(map[string]string, len(r.Instance.Metadata))
 	}
-	maps.Copy(md, r.Instance.Metadata)
+	for k, v := range r.Instance.Metadata {
+		if v == "" {
+			delete(md, k)
+		} else {
+			md[k] = v
+		}
+	}
+	if len(md) == 0 {
+		return nil
+	}
 	return md
 }
 
