@@ -175,18 +175,22 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if rdb != nil {
 		redisCPUAfter, _ := redisCPU(ctx, rdb)
 		res.RedisCPUusPerEnrollment = (redisCPUAfter - redisCPUBefore) * 1e6 / float64(o.Requests)
-		after, _ := commandStats(ctx, rdb)
+		// An embedded Redis (no CERTFLOW_REDIS_URL) keeps no command
+		// statistics: then there are none to report.
+		after, err := commandStats(ctx, rdb)
 		memAfter, _ := usedMemory(ctx, rdb)
-		after["info"] -= 4 // the INFO calls themselves are not the enrollments'
-		res.RedisCommands = map[string]float64{}
-		var total int64
-		for cmd, n := range after {
-			if d := n - before[cmd]; d > 0 {
-				total += d
-				res.RedisCommands[cmd] = float64(d) / float64(o.Requests)
+		if err == nil && before != nil {
+			after["info"] -= 4 // the INFO calls themselves are not the enrollments'
+			res.RedisCommands = map[string]float64{}
+			var total int64
+			for cmd, n := range after {
+				if d := n - before[cmd]; d > 0 {
+					total += d
+					res.RedisCommands[cmd] = float64(d) / float64(o.Requests)
+				}
 			}
+			res.RedisCmdsPerEnrollment = float64(total) / float64(o.Requests)
 		}
-		res.RedisCmdsPerEnrollment = float64(total) / float64(o.Requests)
 		res.RedisBytesPerRequest = float64(memAfter-memBefore) / float64(o.Requests)
 	}
 	res.RSSMB = peakRSSMB()
