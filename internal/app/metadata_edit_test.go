@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -369,5 +370,38 @@ steps:
 	t.Logf("the http step ran %d times", g.calls.Load())
 	if n := signedFor(cf, id); n != 1 {
 		t.Errorf("signed %d times; want once", n)
+	}
+}
+
+// A search by metadata finds what an edit set and no longer what it
+// replaced or cleared: the edit changes the metadata index in the script
+// that writes the record. A workflow's own metadata is searchable too.
+func TestMetadataSearchFollowsEdits(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, editableMetadata)
+	a, _ := issueAs(t, cf, alice, "msearch-a.example.com", map[string]any{"Metadata": map[string]any{"Team": "web", "CostCenter": "100"}})
+	b, _ := issueAs(t, cf, alice, "msearch-b.example.com", map[string]any{"Metadata": map[string]any{"Team": "web", "CostCenter": "200"}})
+	find := func(q string) []int64 {
+		t.Helper()
+		return certIDs(t, cf.Do(t, "GET", "/Certificates?"+queryString(q), nil, "Authorization", "Bearer "+testutil.AdminToken))
+	}
+	if got := find(`Team -eq "WEB"`); !slices.Equal(got, []int64{a, b}) {
+		t.Fatalf("Team web: %v, want %v", got, []int64{a, b})
+	}
+	mustPutMetadata(t, cf, "/Certificates/Metadata", map[string]any{"Id": a, "Metadata": map[string]any{"Team": "ops", "CostCenter": ""}})
+	for _, tc := range []struct {
+		q    string
+		want []int64
+	}{
+		{`Team -eq "web"`, []int64{b}},
+		{`Metadata.Team -eq "ops"`, []int64{a}},
+		{`CostCenter -eq "100"`, nil},
+		{`CostCenter -eq ""`, []int64{a}},
+		{`CostCenter -eq "200"`, []int64{b}},
+		{`Metadata.Workflow -eq "enrollment-default" AND Team -eq "ops"`, []int64{a}},
+	} {
+		if got := find(tc.q); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.q, got, tc.want)
+		}
 	}
 }
