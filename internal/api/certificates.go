@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/enroll"
@@ -249,6 +250,28 @@ func (s *Server) certificateQuery(r *http.Request, p page) (store.Query, error) 
 		q.Sort = strings.ToLower(v)
 		if !slices.Contains(store.SortFields, q.Sort) {
 			return q, badField("pq.sortField", "%q is not a sort order certflow serves: want one of Id, CertRequestId, NotAfter, NotBefore, IssuedCN, IssuedDN, SerialNumber", v)
+		}
+	}
+	// Keyfactor's newer releases take includeRevoked and includeExpired
+	// (their default false); certflow's listing has always shown every
+	// certificate, so its default stays true, and false narrows.
+	for _, f := range []struct {
+		name string
+		term store.Term
+	}{
+		{"includeRevoked", store.Term{Field: "certstate", Op: "ne", Value: "2"}},
+		{"includeExpired", store.Term{Field: "notafter", Op: "gt", Value: time.Now().UTC().Format(time.RFC3339)}},
+	} {
+		v := queryParam(r.URL.Query(), f.name)
+		if v == "" {
+			continue
+		}
+		include, err := strconv.ParseBool(v)
+		if err != nil {
+			return q, badField(f.name, "want true or false, got %q", v)
+		}
+		if !include {
+			q.Terms = append(q.Terms, f.term)
 		}
 	}
 	switch v := strings.ToLower(queryParam(r.URL.Query(), "sortAscending")); v {

@@ -83,13 +83,18 @@ func TestListingsNeverStopSilentlyAtTheScanBound(t *testing.T) {
 	})
 
 	refusals := []struct{ name, auth, query, prefix string }{
+		{"includeRevoked not a boolean", admin, "includeRevoked=maybe", "includeRevoked"},
 		{"an unindexed field, past the bound", admin, q(`KeyTypeString -eq "ECC"`) + "&pq.returnLimit=50", "pq.queryString"},
 		{"an unindexed field on a requester's own, past the bound", alice, q(`KeyTypeString -eq "ECC"`) + "&pq.returnLimit=50", "pq.queryString"},
 		{"a name order over more than the bound", admin, q(`KeyTypeString -eq "ECC"`) + "&pq.sortField=IssuedCN", "pq.queryString"},
 	}
 	for _, tt := range refusals {
 		t.Run("refused: "+tt.name, func(t *testing.T) {
-			wantError(t, cf.Do(t, "GET", "/Certificates?"+tt.query, nil, "Authorization", tt.auth), 400, keyfactor.CodeTooBroad, tt.prefix)
+			code := keyfactor.CodeTooBroad
+			if tt.prefix != "pq.queryString" {
+				code = keyfactor.CodeInvalidField
+			}
+			wantError(t, cf.Do(t, "GET", "/Certificates?"+tt.query, nil, "Authorization", tt.auth), 400, code, tt.prefix)
 		})
 	}
 
@@ -104,6 +109,8 @@ func TestListingsNeverStopSilentlyAtTheScanBound(t *testing.T) {
 		{"a SAN prefix, newest first", admin, q(`SAN -startswith "inv"`) + "&pq.sortAscending=1", []int64{carolID, all[5], all[4], all[3], all[2], all[1], all[0]}},
 		{"a direct look-up past the bound", admin, q(fmt.Sprintf("CertRequestId -eq %d", carolID)), []int64{carolID}},
 		{"keyset paging by Id", admin, q(fmt.Sprintf("Id -gt %d", all[4])), all[5:]},
+		{"includeRevoked and includeExpired true: everything", admin, "includeRevoked=true&includeExpired=true", all},
+		{"includeExpired false: none has expired", admin, "includeExpired=false", all},
 	}
 	for _, tt := range answered {
 		t.Run(tt.name, func(t *testing.T) {
@@ -145,5 +152,34 @@ func TestInstanceListingsNeverStopSilentlyAtTheScanBound(t *testing.T) {
 	resp.JSON(t, &rows)
 	if len(rows) != 3 {
 		t.Errorf("%d instances, want a full page of 3", len(rows))
+	}
+}
+
+// A revocation moves the certificate from the active to the revoked
+// state's answers at once (the revoke script writes the index), and
+// includeRevoked=false leaves it out, as Keyfactor's does.
+func TestRevocationMovesACertificateBetweenStates(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	admin := "Bearer " + testutil.AdminToken
+	keep, _ := issueAs(t, cf, alice, "state-keep.example.com", nil)
+	gone, _ := issueAs(t, cf, alice, "state-gone.example.com", nil)
+	if resp, rr := revoke(t, cf, alice, map[string]any{"CertificateIds": []int64{gone}, "Reason": 4, "Comment": "superseded"}); resp.Status != http.StatusOK || !slices.Equal(rr.RevokedIds, []int64{gone}) {
+		t.Fatalf("revoke: %d %s", resp.Status, resp.Body)
+	}
+	for _, tc := range []struct {
+		auth, query string
+		want        []int64
+	}{
+		{admin, queryString(`CertState -eq 2`), []int64{gone}},
+		{admin, queryString(`CertStateString -eq "Active"`), []int64{keep}},
+		{alice, queryString(`CertState -ne 1`), []int64{gone}},
+		{admin, "includeRevoked=false", []int64{keep}},
+		{alice, "includeRevoked=false&" + queryString(`IssuedCN -startswith "state-"`), []int64{keep}},
+		{bob, "includeRevoked=true", []int64{keep, gone}},
+	} {
+		if got := certIDs(t, cf.Do(t, "GET", "/Certificates?"+tc.query, nil, "Authorization", tc.auth)); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.query, got, tc.want)
+		}
 	}
 }
