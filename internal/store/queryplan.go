@@ -203,7 +203,7 @@ func flipLex(min string) string {
 }
 
 // countSources fills every source's count and start in one round trip.
-func (s *Store) countSources(ctx context.Context, srcs []*source) error {
+func (s *Store) countSources(ctx context.Context, srcs []*source) (err error) {
 	pipe := s.rdb.Pipeline()
 	type pending struct {
 		src          *source
@@ -229,6 +229,13 @@ func (s *Store) countSources(ctx context.Context, srcs []*source) error {
 			p.count = pipe.ZCard(ctx, src.key)
 			p.below = pipe.ZCard(ctx, src.except) // subtracted below
 		case srcIDs:
+			// Only the ids that are certificates (an id looked up need
+			// not be one; a thumbprint key can outlive a lost race).
+			if len(src.ids) > 0 {
+				if src.ids, err = s.keep(ctx, &source{kind: srcSet, key: s.keys.certificates()}, src.ids); err != nil {
+					return err
+				}
+			}
 			src.count = int64(len(src.ids))
 			continue
 		}
@@ -555,7 +562,9 @@ func (s *Store) gather(ctx context.Context, q Query, order string, srcs []*sourc
 	}
 	if len(ids) > q.MaxRecords {
 		if byName {
-			return nil, &TooBroadError{Bound: "records", Read: q.MaxRecords}
+			// Too many to sort by their records: the name order's index
+			// is walked instead, narrowed as it goes.
+			return s.walk(ctx, q, order, srcs)
 		}
 		// Walked in order, the records read until the page is full.
 		keys, err := s.sortKeys(ctx, order, ids)
