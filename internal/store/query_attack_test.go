@@ -550,3 +550,18 @@ func TestAttackMetadataNamesFoldTheSameInIndexAndMatch(t *testing.T) {
 		}
 	}
 }
+
+// Id and CertRequestId ranges at the ends of int64: `Id -gt
+// 9223372036854775807` matches nothing (Term.Matches), and its count is
+// 0; the index's bound n+1 wraps to the lowest id (every certificate
+// counted). Likewise `Id -lt -9223372036854775808`.
+func TestAttackIdRangesAtTheEndsOfInt64(t *testing.T) {
+	t.Parallel()
+	a := newAttackInventory(t)
+	a.issue("alice", nil, nil)
+	a.issue("alice", nil, nil)
+	for _, sort := range []string{"", "notafter"} {
+		a.agree(store.Query{Terms: terms("id", "gt", "9223372036854775807"), Sort: sort}, 50, nil)
+		a.agree(store.Query{Terms: terms("certrequestid", "lt", "-9223372036854775808"), Sort: sort}, 50, nil)
+	}
+}
