@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -564,4 +565,68 @@ func TestAttackIdRangesAtTheEndsOfInt64(t *testing.T) {
 		a.agree(store.Query{Terms: terms("id", "gt", "9223372036854775807"), Sort: sort}, 50, nil)
 		a.agree(store.Query{Terms: terms("certrequestid", "lt", "-9223372036854775808"), Sort: sort}, 50, nil)
 	}
+}
+
+// pipelineTrap runs do once, just before the first pipeline that runs a
+// script (EVALSHA) naming key: a write racing the pipeline's script.
+type pipelineTrap struct {
+	key  string
+	once sync.Once
+	do   func()
+}
+
+func (h *pipelineTrap) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *pipelineTrap) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *pipelineTrap) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			if strings.EqualFold(c.Name(), "evalsha") && slices.Contains(c.Args(), any(h.key)) {
+				h.once.Do(h.do)
+				break
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// Retention's delete checks the record's version, but a revocation
+// changes the certificate (certCASScript) without changing the record's
+// version: a certificate revoked between the sweep's read and its delete
+// is deleted with the entries of the certificate as read (not revoked),
+// and its entry in the revoked index is left naming no certificate.
+func TestAttackSweepRacingARevocationLeavesNoEntry(t *testing.T) {
+	t.Parallel()
+	a := newAttackInventory(t)
+	ctx := context.Background()
+	id := a.issue("alice", nil, func(c *store.Certificate) {
+		c.NotAfter = time.Now().UTC().Truncate(time.Second).Add(-time.Hour)
+		c.NotBefore = c.NotAfter.Add(-24 * time.Hour)
+	})
+	_, rdb2, _ := setup(t)
+	other := store.New(rdb2, a.prefix) // another process's store on the same keys
+	a.rdb.AddHook(&pipelineTrap{key: a.prefix + ":request:{" + strconv.FormatInt(id, 10) + "}", do: func() {
+		if _, _, err := other.RevokeCertificate(ctx, id, store.Revocation{Reason: 4, RequestID: id, Date: time.Now()}); err != nil {
+			t.Errorf("the racing revocation: %v", err)
+		}
+	}})
+	n, err := a.s.Sweep(ctx, -time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := a.s.CheckInventory(ctx, false); err != nil || len(rep.Missing)+len(rep.Stale) > 0 {
+		t.Errorf("after the sweep (%d deleted) raced by a revocation: %v missing %q, stale %q; want nothing wrong", n, err, rep.Missing, rep.Stale)
+	}
+}
+
+// DN normalization drops the spaces around separators (Keyfactor's
+// "CN=a, O=b" is Go's "CN=a,O=b"), but a space after an escaped comma is
+// part of the value: the CN "a, b" (CN=a\, b) is not the CN "a,b"
+// (CN=a\,b), and `IssuedDN -eq "CN=a\, b"` must not find the latter.
+func TestAttackDNNormalizationKeepsEscapedSeparators(t *testing.T) {
+	t.Parallel()
+	a := newAttackInventory(t)
+	spaced := a.issue("alice", nil, func(c *store.Certificate) { c.IssuedCN, c.SubjectDN = "a, b", `CN=a\, b,O=Org` })
+	tight := a.issue("alice", nil, func(c *store.Certificate) { c.IssuedCN, c.SubjectDN = "a,b", `CN=a\,b,O=Org` })
+	a.agree(store.Query{Terms: terms("issueddn", "eq", `CN=a\, b, O=Org`)}, 50, []int64{spaced})
+	a.agree(store.Query{Terms: terms("issueddn", "eq", `CN=a\,b, O=Org`)}, 50, []int64{tight})
 }
