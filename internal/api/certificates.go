@@ -242,7 +242,7 @@ func (s *Server) certificateQuery(r *http.Request, p page) (store.Query, error) 
 			return q, badField("pq.queryString", "unknown field %q (fields: %s, SAN, and metadata fields by name or as Metadata.<name>)", t.name, strings.Join(certificateFieldNames, ", "))
 		}
 		if err := store.CheckTerm(term); err != nil {
-			return q, badField("pq.queryString", "%v (fields: %s, SAN, and metadata fields by name or as Metadata.<name>)", err, strings.Join(certificateFieldNames, ", "))
+			return q, badField("pq.queryString", "%v", err)
 		}
 		q.Terms = append(q.Terms, term)
 	}
@@ -273,6 +273,9 @@ func (s *Server) certificateQuery(r *http.Request, p page) (store.Query, error) 
 		if !include {
 			q.Terms = append(q.Terms, f.term)
 		}
+	}
+	if len(q.Terms) > store.MaxTerms {
+		return q, badField("pq.queryString", "at most %d terms (includeRevoked and includeExpired false count as one each), not %d", store.MaxTerms, len(q.Terms))
 	}
 	switch v := strings.ToLower(queryParam(r.URL.Query(), "sortAscending")); v {
 	case "", "0", "true":

@@ -29,8 +29,12 @@ type term struct {
 	field, op, value, name string
 }
 
-var termRE = regexp.MustCompile(`(?i)^\s*([A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z0-9_-]+)?)\s+-([a-z]+)\s+(?:"([^"]*)"|(\S+))\s*$`)
-var andRE = regexp.MustCompile(`(?i)\s+AND\s+`)
+// termRE reads one clause from the start of the rest of a queryString: a
+// quoted value may hold anything but a quote, AND included.
+var termRE = regexp.MustCompile(`(?i)^\s*([A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z0-9_-]+)?)\s+-([a-z]+)\s+(?:"([^"]*)"|([^\s"]+))`)
+
+// andRE reads the AND between two clauses.
+var andRE = regexp.MustCompile(`(?i)^\s+AND\s+`)
 
 // queryParam returns the value of a paging parameter under any of
 // Keyfactor's spellings.
@@ -72,10 +76,20 @@ func parsePage(r *http.Request, fields ...string) (page, error) {
 	if qs == "" {
 		return p, nil
 	}
-	for _, clause := range andRE.Split(qs, -1) {
-		m := termRE.FindStringSubmatch(clause)
+	for rest := qs; rest != ""; {
+		m := termRE.FindStringSubmatch(rest)
 		if m == nil {
-			return p, badField("pq.queryString", "%q is not a clause of the form Field -eq \"value\" (terms joined by AND)", clause)
+			return p, badField("pq.queryString", "%q is not a clause of the form Field -eq \"value\" (terms joined by AND)", rest)
+		}
+		clause := strings.TrimSpace(m[0])
+		if rest = rest[len(m[0]):]; rest != "" {
+			and := andRE.FindString(rest)
+			if and == "" {
+				return p, badField("pq.queryString", "%q follows %q: clauses are joined by AND", rest, clause)
+			}
+			if rest = rest[len(and):]; rest == "" {
+				return p, badField("pq.queryString", "AND ends the query: a clause must follow it")
+			}
 		}
 		t := term{field: strings.ToLower(m[1]), op: strings.ToLower(m[2]), value: m[3] + m[4], name: m[1]}
 		if len(fields) == 0 {

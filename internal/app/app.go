@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -243,6 +244,10 @@ func (a *App) buildInventory(log *slog.Logger) {
 	build := func() {
 		start := time.Now()
 		n, err := a.Store.BuildInventory(context.Background())
+		if errors.Is(err, store.ErrBuildBusy) {
+			log.Info("another process is building the inventory's indexes")
+			return
+		}
 		if err != nil {
 			log.Error("building the inventory's indexes failed; searches stay refused until a restart builds them", "err", err, "indexed", n)
 			return

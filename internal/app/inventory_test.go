@@ -69,9 +69,20 @@ func TestListingsNeverStopSilentlyAtTheScanBound(t *testing.T) {
 				t.Errorf("X-Total-Count %q, want %d (hers)", h, len(tt.want))
 			}
 		}
-		resp := cf.Do(t, "GET", "/Certificates?"+q(`IssuedCN -eq "inv-carol.example.com"`), nil, "Authorization", alice)
+		// A requester's search is answered from her own certificates
+		// alone: a name term is checked on her records (carol has one),
+		// and alice, who holds more than api.max_scan, is refused however
+		// few others' certificates carry the name: the refusal tells her
+		// nothing of them.
+		resp := cf.Do(t, "GET", "/Certificates?"+q(`IssuedCN -eq "inv0.example.com"`), nil, "Authorization", carolBasic)
 		if got := ids(t, resp); len(got) != 0 || resp.Header.Get("X-Total-Count") != "0" {
-			t.Errorf("alice searching carol's certificate: %v, X-Total-Count %q; want none, 0", got, resp.Header.Get("X-Total-Count"))
+			t.Errorf("carol searching alice's certificate: %v, X-Total-Count %q; want none, 0", got, resp.Header.Get("X-Total-Count"))
+		}
+		wantError(t, cf.Do(t, "GET", "/Certificates?"+q(`IssuedCN -eq "inv-carol.example.com"`), nil, "Authorization", alice), 400, keyfactor.CodeTooBroad, "pq.queryString")
+		wantError(t, cf.Do(t, "GET", "/Certificates?"+q(`IssuedCN -eq "inv0.example.com"`), nil, "Authorization", alice), 400, keyfactor.CodeTooBroad, "pq.queryString")
+		// Narrowed by an index she can use (Id ranges), she is answered.
+		if got := ids(t, cf.Do(t, "GET", "/Certificates?"+q(fmt.Sprintf(`IssuedCN -eq "inv0.example.com" AND Id -le %d`, all[2])), nil, "Authorization", alice)); !slices.Equal(got, all[:1]) {
+			t.Errorf("alice's narrowed search: %v, want %v", got, all[:1])
 		}
 	})
 	t.Run("pages far past the end, and past the paging bound", func(t *testing.T) {

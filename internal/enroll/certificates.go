@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/certflow/certflow/internal/config"
@@ -50,16 +49,17 @@ func (s *Service) IssuedCertificate(ctx context.Context, id int64, thumbprint st
 // the inventory's indexes are being built.
 func (s *Service) SearchCertificates(ctx context.Context, caller *Caller, q store.Query) (*store.QueryResult, error) {
 	if !caller.Has(config.RoleApprover) {
-		q.Terms = append(slices.Clone(q.Terms), store.Term{Field: "requestername", Op: "eq", Value: caller.Name})
+		q.Owner = caller.Name
 		q.Visible = func(r *store.Request) bool { return CertificateVisible(r, caller) }
 	}
 	q.MaxIndex, q.MaxRecords = s.cfg.API.MaxIndexRead, s.cfg.API.MaxScan
-	if len(q.Terms) > 0 || (q.Sort != "" && q.Sort != "id" && q.Sort != "certrequestid") {
+	if len(q.Terms) > 0 || q.Owner != "" || (q.Sort != "" && q.Sort != "id" && q.Sort != "certrequestid") {
 		ready, err := s.store.InventoryReady(ctx)
 		if err != nil {
 			return nil, err
 		}
 		if !ready {
+			s.buildInventoryLater()
 			return nil, &Error{Kind: NotYet, Code: keyfactor.CodeUnavailable, RetryAfter: 10 * time.Second,
 				Message: "the certificate inventory's indexes are being built for the certificates stored before them; searches are answered once they are (GET /Certificates unfiltered, and look-ups by id, are answered now); retry after 10s"}
 		}
@@ -70,6 +70,17 @@ func (s *Service) SearchCertificates(ctx context.Context, caller *Caller, q stor
 		return nil, tooBroad(tb, q)
 	}
 	return res, err
+}
+
+// buildInventoryLater starts store.BuildInventory in the background,
+// at most once a minute per process.
+func (s *Service) buildInventoryLater() {
+	now := time.Now().UnixNano()
+	last := s.inventoryBuild.Load()
+	if now-last < int64(time.Minute) || !s.inventoryBuild.CompareAndSwap(last, now) {
+		return
+	}
+	go s.store.BuildInventory(context.Background()) // another process's lock, or its error, leaves it for the next minute
 }
 
 // tooBroad is TooBroad for a search refused by its bounds.

@@ -68,6 +68,9 @@ type Service struct {
 	casubjects *ca.Subjects
 	// keyPool bounds the keys generated at once (CSR generation).
 	keyPool *pki.KeyPool
+	// inventoryBuild is when this process last started building the
+	// inventory's indexes (unix ns; see buildInventoryLater).
+	inventoryBuild atomic.Int64
 }
 
 // New builds the service.

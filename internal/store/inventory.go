@@ -99,7 +99,19 @@ func lexID(id int64) string {
 
 // nameMember is a name set's member for a value (normalized) of
 // certificate id.
-func nameMember(value string, id int64) string { return value + "\x00" + lexID(id) }
+func nameMember(value string, id int64) string { return indexValue(value) + "\x00" + lexID(id) }
+
+// indexValue encodes a value for a name set so that it holds no NUL (the
+// separator of its id): NUL becomes \x01\x01 and \x01 \x01\x02. The
+// encoding keeps byte order and prefixes, so ranges and prefixes of the
+// encoded values are those of the values; a search's value holds no
+// control character (CheckTerm), so -contains is exact on it too.
+func indexValue(v string) string {
+	if !strings.ContainsAny(v, "\x00\x01") {
+		return v
+	}
+	return strings.NewReplacer("\x01", "\x01\x02", "\x00", "\x01\x01").Replace(v)
+}
 
 // splitNameMember is nameMember's inverse.
 func splitNameMember(m string) (value string, id int64, ok bool) {
@@ -119,17 +131,33 @@ func NormalizeSerial(s string) string {
 
 // NormalizeDN is the form distinguished names are indexed and compared
 // in: lower-case, without the spaces around separators (Keyfactor writes
-// "CN=a, O=b", Go "CN=a,O=b"; "CN = a" is "cn=a" too).
+// "CN=a, O=b", Go "CN=a,O=b"; "CN = a" is "cn=a" too). An escaped
+// separator (`\,`) is part of its value, and so is an escaped space.
 func NormalizeDN(s string) string {
 	s = strings.ToLower(strings.TrimSpace(s))
-	for _, sep := range []string{",", "+", "="} {
-		parts := strings.Split(s, sep)
-		for i := range parts {
-			parts[i] = strings.TrimSpace(parts[i])
+	var b strings.Builder
+	part := func(p string) {
+		trimmed := strings.TrimRight(p, " ")
+		if n := len(trimmed) - len(strings.TrimRight(trimmed, "\\")); n%2 == 1 && trimmed != p {
+			trimmed += " " // an escaped space ends the value
 		}
-		s = strings.Join(parts, sep)
+		b.WriteString(strings.TrimLeft(trimmed, " "))
 	}
-	return s
+	start, escaped := 0, false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case escaped:
+			escaped = false
+		case c == '\\':
+			escaped = true
+		case c == ',' || c == '+' || c == '=':
+			part(s[start:i])
+			b.WriteByte(c)
+			start = i + 1
+		}
+	}
+	part(s[start:])
+	return b.String()
 }
 
 // indexEntry is one entry of an index: a member with a score in a sorted

@@ -12,10 +12,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// ErrInventoryBuilding refuses a search while the inventory's indexes are
-// being built for the certificates stored before them (BuildInventory):
-// until then an index could miss a certificate.
-var ErrInventoryBuilding = errors.New("the certificate inventory's indexes are being built")
+// ErrBuildBusy: another process is building the inventory's indexes.
+var ErrBuildBusy = errors.New("another process is building the inventory's indexes")
 
 // InventoryReady reports whether the inventory's indexes hold every
 // certificate: they were built (BuildInventory) for this layout. Once
@@ -40,16 +38,19 @@ func (s *Store) InventoryReady(ctx context.Context) (bool, error) {
 // inventory, then marks the indexes ready (InventoryReady). A store
 // written by a certflow from before the indexes needs it once; on a new
 // store it finds nothing to do. One process builds at a time (the others
-// return at once); certificates stored meanwhile are indexed by their
-// own writes. It returns how many certificates it indexed.
+// return ErrBuildBusy at once); certificates stored meanwhile are indexed
+// by their own writes. It returns how many certificates it indexed.
 func (s *Store) BuildInventory(ctx context.Context) (int, error) {
 	if ready, err := s.InventoryReady(ctx); ready || err != nil {
 		return 0, err
 	}
 	token := randomToken()
 	ok, err := s.rdb.SetNX(ctx, s.keys.invBuildLock(), token, time.Minute).Result()
-	if err != nil || !ok {
+	if err != nil {
 		return 0, err
+	}
+	if !ok {
+		return 0, ErrBuildBusy
 	}
 	defer releaseLock.Run(context.WithoutCancel(ctx), s.rdb, []string{s.keys.invBuildLock()}, token)
 	built := 0
@@ -83,10 +84,12 @@ return 0
 `)
 
 // repairScript adds a record's index entries if the record is still at
-// the version read. KEYS: request, the ops' keys; ARGV: version, the ops.
+// the version read; its metadata is then indexed (m is dropped: see
+// saveScript). KEYS: request, the ops' keys; ARGV: version, the ops.
 var repairScript = redis.NewScript(applyOpsLua + `
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
 apply(2, 2, #KEYS - 1)
+redis.call('HDEL', KEYS[1], 'm')
 return 1
 `)
 

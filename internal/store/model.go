@@ -41,9 +41,9 @@ type Request struct {
 	// loaded is the disposition as read (or created): Save derives the
 	// open and pending indexes' changes from it.
 	loaded Disposition
-	// indexedMeta is the metadata the inventory's index holds for the
-	// request's certificate (what was read with it, then what Save
-	// wrote): Save changes the index by the difference.
+	// indexedMeta is the metadata as read (then as Save wrote it): what
+	// the inventory's index holds for the request's certificate, if it
+	// has one indexed. Save changes the index by the difference.
 	indexedMeta map[string]string
 	Disposition Disposition        `json:"Disposition"`
 	Message     string             `json:"Message,omitempty"`

@@ -34,7 +34,9 @@ import (
 type Query struct {
 	Terms []Term
 	// Sort is the field the answer is ordered by (SortFields; "": Id),
-	// ascending unless Descending; ties are ordered by id.
+	// ascending unless Descending. Ties are ordered by id; in the date
+	// orders, as Redis orders equal scores, by the id's decimal digits
+	// (10 before 9).
 	Sort       string
 	Descending bool
 	// Offset and Limit select the page.
@@ -42,9 +44,13 @@ type Query struct {
 	// MaxIndex bounds the index entries one search reads; MaxRecords the
 	// records it loads to check terms no index answers.
 	MaxIndex, MaxRecords int
+	// Owner, if set, restricts the search to the certificates that
+	// requester (exactly) asked for, and makes its every choice depend on
+	// them alone (see QueryCertificates).
+	Owner string
 	// Visible, if set, is what the caller may see of the matches: a
-	// match it refuses is passed over (the caller adds the term that
-	// narrows the search to what it may see: see RequesterName).
+	// match it refuses is passed over (a defence in depth: Owner is what
+	// narrows a requester's search).
 	Visible func(*Request) bool
 }
 
@@ -160,6 +166,9 @@ func CheckTerm(t Term) error {
 	if !slices.Contains(ops, t.Op) {
 		return fmt.Errorf("field %s takes -%s, not -%s", t.Field, strings.Join(ops, ", -"), t.Op)
 	}
+	if i := strings.IndexFunc(t.Value, func(r rune) bool { return r < 0x20 || r == 0x7f }); i >= 0 {
+		return fmt.Errorf("field %s: the value holds a control character (%q)", t.Field, t.Value[i])
+	}
 	k, _ := kindOf(t.Field)
 	switch {
 	case k == kindDate:
@@ -192,16 +201,51 @@ func normalize(field, v string) string {
 	return strings.ToLower(v)
 }
 
+// normalizeFor is normalize for a term's value under its operator: a
+// serial number's -contains and -endswith keep the value's zeros (they
+// are digits of what is looked for, not padding).
+func normalizeFor(field, op, v string) string {
+	if field == "serialnumber" && (op == "contains" || op == "notcontains" || op == "endswith") {
+		return strings.ToUpper(strings.ReplaceAll(strings.TrimSpace(v), ":", ""))
+	}
+	return normalize(field, v)
+}
+
+// stateNamed is the state a CertState or CertStateString value names:
+// "active", "revoked", or "" for none.
+func stateNamed(field, v string) string {
+	if field == "certstate" {
+		switch n, _ := strconv.ParseInt(v, 10, 64); n {
+		case 1:
+			return "active"
+		case 2:
+			return "revoked"
+		}
+		return ""
+	}
+	switch strings.ToLower(v) {
+	case "active", "revoked":
+		return strings.ToLower(v)
+	}
+	return ""
+}
+
 // values are a certificate's values of a field (several for SAN).
 func values(field string, r *Request, c *Certificate) []string {
 	one := func(s string) []string { return []string{s} }
 	if name, ok := strings.CutPrefix(field, "metadata."); ok {
+		// Names compare lower-cased, as the index holds them; two names
+		// that differ only in case are two values of the field.
+		var out []string
 		for k, v := range r.Metadata() {
-			if strings.EqualFold(k, name) {
-				return one(v)
+			if strings.ToLower(k) == strings.ToLower(name) && v != "" {
+				out = append(out, v)
 			}
 		}
-		return one("")
+		if out == nil {
+			return one("")
+		}
+		return out
 	}
 	switch field {
 	case "id", "certrequestid":
@@ -286,7 +330,7 @@ func (t Term) matchOne(v string) bool {
 		}
 		return n == want
 	}
-	v, want := normalize(t.Field, v), normalize(t.Field, t.Value)
+	v, want := normalize(t.Field, v), normalizeFor(t.Field, t.Op, t.Value)
 	switch t.Op {
 	case "contains", "notcontains":
 		return strings.Contains(v, want)
@@ -299,24 +343,30 @@ func (t Term) matchOne(v string) bool {
 }
 
 // dateRange is the range of unix seconds a date term accepts (for -ne,
-// the range it refuses).
+// the range it refuses). Certificates' dates are whole seconds: a value
+// with a fraction falls between two of them. A day (2006-01-02) is its
+// 86 400 seconds: -eq is within it, -gt after it, -le up to its end.
 func dateRange(t Term) (lo, hi int64) {
 	at, day, _ := ParseDate(t.Value)
-	s := at.Unix()
-	switch t.Op {
-	case "gt":
-		return s + 1, math.MaxInt64
-	case "ge":
-		return s, math.MaxInt64
-	case "lt":
-		return math.MinInt64, s - 1
-	case "le":
-		return math.MinInt64, s
+	floor := at.Unix()
+	ceil, last := floor, floor
+	if at.Nanosecond() > 0 {
+		ceil++
 	}
 	if day {
-		return s, s + 86399
+		last = floor + 86399
 	}
-	return s, s
+	switch t.Op {
+	case "gt":
+		return last + 1, math.MaxInt64
+	case "ge":
+		return ceil, math.MaxInt64
+	case "lt":
+		return math.MinInt64, ceil - 1
+	case "le":
+		return math.MinInt64, last
+	}
+	return ceil, last
 }
 
 // matchesAll reports whether c satisfies every term.

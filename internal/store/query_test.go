@@ -418,7 +418,12 @@ func TestTermMatchesMeansWhatKeyfactorsOperatorsSay(t *testing.T) {
 		{store.Term{Field: "notafter", Op: "eq", Value: "2027-03-04T10:00:00Z"}, c, true},
 		{store.Term{Field: "notafter", Op: "lt", Value: "2027-03-04T10:00:00Z"}, c, false},
 		{store.Term{Field: "notafter", Op: "le", Value: "2027-03-04T10:00:00Z"}, c, true},
-		{store.Term{Field: "notafter", Op: "gt", Value: "2027-03-04"}, c, true},
+		{store.Term{Field: "notafter", Op: "gt", Value: "2027-03-04"}, c, false}, // after the whole day
+		{store.Term{Field: "notafter", Op: "gt", Value: "2027-03-03"}, c, true},
+		{store.Term{Field: "notafter", Op: "le", Value: "2027-03-04"}, c, true}, // up to the day's end
+		{store.Term{Field: "notafter", Op: "lt", Value: "2027-03-04"}, c, false},
+		{store.Term{Field: "notafter", Op: "lt", Value: "2027-03-04T10:00:00.5Z"}, c, true},
+		{store.Term{Field: "notafter", Op: "ge", Value: "2027-03-04T10:00:00.5Z"}, c, false},
 		{store.Term{Field: "notbefore", Op: "lt", Value: "2027-03-04"}, c, true},
 		{store.Term{Field: "metadata.owner", Op: "eq", Value: "team-a"}, c, true},
 		{store.Term{Field: "metadata.Env", Op: "eq", Value: ""}, c, true},

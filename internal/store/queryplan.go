@@ -44,10 +44,7 @@ type source struct {
 func (s *Store) sourceOf(ctx context.Context, t *Term) (*source, error) {
 	k := s.keys
 	name := func(field string) *source {
-		v := normalize(t.Field, t.Value)
-		if field == nameSerial {
-			v = NormalizeSerial(t.Value)
-		}
+		v := indexValue(normalizeFor(t.Field, t.Op, t.Value))
 		src := &source{kind: srcName, key: k.invNames(field), term: t, order: t.Field}
 		if field == nameSAN {
 			src.order = "" // several entries per certificate
@@ -79,13 +76,17 @@ func (s *Store) sourceOf(ctx context.Context, t *Term) (*source, error) {
 		}
 		return &source{kind: srcScore, key: key, lo: lo, hi: hi, term: t, order: order}
 	}
-	state := func(revoked bool) *source {
-		if t.Op == "ne" {
-			revoked = !revoked
-		} else if t.Op != "eq" {
+	// state answers CertState and CertStateString: st is the state the
+	// term's value names ("" for none).
+	state := func(st string) *source {
+		switch {
+		case t.Op != "eq" && t.Op != "ne":
 			return nil
-		}
-		if revoked {
+		case st == "" && t.Op == "eq": // no certificate is in a state of no name
+			return &source{kind: srcIDs, term: t, order: "id"}
+		case st == "": // every certificate is not in it
+			return &source{kind: srcSet, key: k.certificates(), term: t, order: "id"}
+		case (st == "revoked") == (t.Op == "eq"):
 			return &source{kind: srcSet, key: k.invRevoked(), term: t, order: "id"}
 		}
 		return &source{kind: srcNot, key: k.certificates(), except: k.invRevoked(), term: t, order: "id"}
@@ -107,10 +108,16 @@ func (s *Store) sourceOf(ctx context.Context, t *Term) (*source, error) {
 		case "eq":
 			return &source{kind: srcIDs, ids: []int64{n}, term: t, order: "id"}, nil
 		case "gt":
+			if n == math.MaxInt64 {
+				return &source{kind: srcIDs, term: t, order: "id"}, nil
+			}
 			lo = n + 1
 		case "ge":
 			lo = n
 		case "lt":
+			if n == math.MinInt64 {
+				return &source{kind: srcIDs, term: t, order: "id"}, nil
+			}
 			hi = n - 1
 		case "le":
 			hi = n
@@ -139,10 +146,8 @@ func (s *Store) sourceOf(ctx context.Context, t *Term) (*source, error) {
 		return name(nameDN), nil
 	case "san":
 		return name(nameSAN), nil
-	case "certstate":
-		return state(t.Value == "2"), nil
-	case "certstatestring":
-		return state(strings.EqualFold(t.Value, "revoked")), nil
+	case "certstate", "certstatestring":
+		return state(stateNamed(t.Field, t.Value)), nil
 	case "templatename":
 		return set(k.invSet(setTemplate, strings.ToLower(t.Value))), nil
 	case "certificateauthorityname":
@@ -202,6 +207,39 @@ func flipLex(min string) string {
 	return "[" + min[1:]
 }
 
+// search is one search under way: its query, its sources, and what it has
+// read so far against its bounds.
+type search struct {
+	s        *Store
+	q        Query
+	order    string
+	srcs     []*source
+	residual []Term // the terms no source answers
+	// owner is the source of q.Owner's certificates (nil: none): the
+	// search is answered from it alone (see QueryCertificates).
+	owner          *source
+	index, records int
+}
+
+// spendIndex counts n index entries read, refusing past q.MaxIndex.
+func (se *search) spendIndex(n int) error {
+	if se.index+n > se.q.MaxIndex {
+		return &TooBroadError{Bound: "index", Read: se.index}
+	}
+	se.index += n
+	return nil
+}
+
+// spendRecords counts n records read to check terms, refusing past
+// q.MaxRecords.
+func (se *search) spendRecords(n int) error {
+	if se.records+n > se.q.MaxRecords {
+		return &TooBroadError{Bound: "records", Read: se.records}
+	}
+	se.records += n
+	return nil
+}
+
 // countSources fills every source's count and start in one round trip.
 func (s *Store) countSources(ctx context.Context, srcs []*source) (err error) {
 	pipe := s.rdb.Pipeline()
@@ -232,7 +270,7 @@ func (s *Store) countSources(ctx context.Context, srcs []*source) (err error) {
 			// Only the ids that are certificates (an id looked up need
 			// not be one; a thumbprint key can outlive a lost race).
 			if len(src.ids) > 0 {
-				if src.ids, err = s.keep(ctx, &source{kind: srcSet, key: s.keys.certificates()}, src.ids); err != nil {
+				if src.ids, err = s.keep(ctx, nil, &source{kind: srcSet, key: s.keys.certificates()}, src.ids); err != nil {
 					return err
 				}
 			}
@@ -273,12 +311,15 @@ func (src *source) idOfMember(m string) (id int64, value string, ok bool) {
 
 // readRanks reads src's members from rank lo to hi (inclusive, counted
 // from its first member, in descending order if desc) as ids.
-func (s *Store) readRanks(ctx context.Context, src *source, lo, hi int64, desc bool) ([]int64, error) {
+func (se *search) readRanks(ctx context.Context, src *source, lo, hi int64, desc bool) ([]int64, error) {
+	if err := se.spendIndex(int(hi - lo + 1)); err != nil {
+		return nil, err
+	}
 	first, last := src.start+lo, src.start+hi
 	if desc {
 		first, last = src.start+src.count-1-hi, src.start+src.count-1-lo
 	}
-	members, err := s.rdb.ZRange(ctx, src.key, first, last).Result()
+	members, err := se.s.rdb.ZRange(ctx, src.key, first, last).Result()
 	if err != nil {
 		return nil, fmt.Errorf("read index: %w", err)
 	}
@@ -298,22 +339,25 @@ func (s *Store) readRanks(ctx context.Context, src *source, lo, hi int64, desc b
 const readChunk = 5000
 
 // readAll returns every id of src (srcScan: whose value it accepts),
-// reading at most bound entries (else a TooBroadError), sorted, once
-// each.
-func (s *Store) readAll(ctx context.Context, src *source, bound int) ([]int64, error) {
+// sorted, once each, counting what it reads.
+func (se *search) readAll(ctx context.Context, src *source) ([]int64, error) {
+	if src.all != nil {
+		return src.all, nil
+	}
 	if src.kind == srcIDs {
 		return slices.Clone(src.ids), nil
 	}
-	if src.count > int64(bound) {
-		return nil, &TooBroadError{Bound: "index", Read: bound}
-	}
-	var out []int64
 	n := src.count
 	if src.kind == srcNot {
 		n = src.size
 	}
+	var out []int64
 	for lo := int64(0); lo < n; lo += readChunk {
-		members, err := s.rdb.ZRange(ctx, src.key, src.start+lo, src.start+min(lo+readChunk, n)-1).Result()
+		hi := min(lo+readChunk, n) - 1
+		if err := se.spendIndex(int(hi - lo + 1)); err != nil {
+			return nil, err
+		}
+		members, err := se.s.rdb.ZRange(ctx, src.key, src.start+lo, src.start+hi).Result()
 		if err != nil {
 			return nil, fmt.Errorf("read index: %w", err)
 		}
@@ -325,14 +369,18 @@ func (s *Store) readAll(ctx context.Context, src *source, bound int) ([]int64, e
 		}
 	}
 	if src.kind == srcNot {
-		except, err := s.rdb.ZRange(ctx, src.except, 0, -1).Result()
+		except, err := se.s.rdb.ZRange(ctx, src.except, 0, -1).Result()
 		if err != nil {
 			return nil, fmt.Errorf("read index: %w", err)
+		}
+		if err := se.spendIndex(len(except)); err != nil {
+			return nil, err
 		}
 		out = subtractSorted(out, parseIDs(except))
 	}
 	slices.Sort(out)
-	return slices.Compact(out), nil
+	src.all = slices.Compact(out)
+	return src.all, nil
 }
 
 func subtractSorted(ids, drop []int64) []int64 {
@@ -353,10 +401,16 @@ func (src *source) ranked() bool {
 // without reading its record.
 func (src *source) members() bool { return src.kind != srcName && src.kind != srcScan }
 
-// keep narrows ids to src's members (src.members()), keeping their order.
-func (s *Store) keep(ctx context.Context, src *source, ids []int64) ([]int64, error) {
+// keep narrows ids to src's members (src.members()), keeping their order;
+// se (nil for none) counts the ids asked about.
+func (s *Store) keep(ctx context.Context, se *search, src *source, ids []int64) ([]int64, error) {
 	if src.kind == srcIDs {
 		return slices.DeleteFunc(ids, func(id int64) bool { return !slices.Contains(src.ids, id) }), nil
+	}
+	if se != nil {
+		if err := se.spendIndex(len(ids)); err != nil {
+			return nil, err
+		}
 	}
 	key := src.key
 	if src.kind == srcNot {
@@ -365,14 +419,9 @@ func (s *Store) keep(ctx context.Context, src *source, ids []int64) ([]int64, er
 	out := ids[:0:0]
 	for i := 0; i < len(ids); i += readChunk {
 		chunk := ids[i:min(i+readChunk, len(ids))]
-		args := make([]any, 0, 2+len(chunk))
-		args = append(args, "ZMSCORE", key)
-		for _, id := range chunk {
-			args = append(args, strconv.FormatInt(id, 10))
-		}
-		scores, err := s.rdb.Do(ctx, args...).Slice()
+		scores, err := s.zmscore(ctx, key, chunk)
 		if err != nil {
-			return nil, fmt.Errorf("read index: %w", err)
+			return nil, err
 		}
 		for j, id := range chunk {
 			score, in := scoreOf(scores[j])
@@ -388,6 +437,20 @@ func (s *Store) keep(ctx context.Context, src *source, ids []int64) ([]int64, er
 		}
 	}
 	return out, nil
+}
+
+// zmscore is ZMSCORE key ids... (nil for an id that is not a member).
+func (s *Store) zmscore(ctx context.Context, key string, ids []int64) ([]any, error) {
+	args := make([]any, 0, 2+len(ids))
+	args = append(args, "ZMSCORE", key)
+	for _, id := range ids {
+		args = append(args, strconv.FormatInt(id, 10))
+	}
+	scores, err := s.rdb.Do(ctx, args...).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("read index: %w", err)
+	}
+	return scores, nil
 }
 
 // scoreOf reads one score of a ZMSCORE reply (nil: not a member).
@@ -406,82 +469,96 @@ func scoreOf(v any) (int64, bool) {
 // answer from them alone; beyond it, the answer's order is walked.
 const gatherMax = 100_000
 
+// MaxTerms bounds the terms of one search.
+const MaxTerms = 20
+
 // QueryCertificates answers a search: a page of the matching certificates
 // in q's order, and their count when it is known. The terms must have
-// passed CheckTerm, q.Sort must be one of SortFields or "".
+// passed CheckTerm (at most MaxTerms), q.Sort must be one of SortFields
+// or "".
+//
+// With q.Owner, the search is of that requester's certificates, and every
+// choice it makes depends on them alone: they are read whole (up to
+// q.MaxIndex), narrowed by the other terms' id sets and by their records
+// (up to q.MaxRecords), never by reading another index whole or walking
+// the inventory. So neither its answer, nor its count, nor a refusal
+// tells the owner anything of others' certificates.
 func (s *Store) QueryCertificates(ctx context.Context, q Query) (*QueryResult, error) {
-	order := q.Sort
-	if order == "" || order == "certrequestid" {
-		order = "id"
+	if len(q.Terms) > MaxTerms {
+		return nil, fmt.Errorf("a search takes at most %d terms, not %d", MaxTerms, len(q.Terms))
 	}
-	var srcs []*source
-	var residual []Term
+	se := &search{s: s, q: q, order: q.Sort}
+	if se.order == "" || se.order == "certrequestid" {
+		se.order = "id"
+	}
 	for i := range q.Terms {
 		src, err := s.sourceOf(ctx, &q.Terms[i])
 		if err != nil {
 			return nil, err
 		}
 		if src == nil {
-			residual = append(residual, q.Terms[i])
+			se.residual = append(se.residual, q.Terms[i])
 			continue
 		}
-		srcs = append(srcs, src)
+		se.srcs = append(se.srcs, src)
 	}
-	if len(srcs) == 0 {
-		srcs = []*source{s.orderSource(order)}
+	if q.Owner != "" {
+		se.owner = &source{kind: srcSet, key: s.keys.invSet(setRequester, q.Owner), order: "id"}
+		se.srcs = append(se.srcs, se.owner)
 	}
-	if err := s.countSources(ctx, srcs); err != nil {
+	if len(se.srcs) == 0 {
+		se.srcs = []*source{s.orderSource(se.order)}
+	}
+	if err := s.countSources(ctx, se.srcs); err != nil {
 		return nil, err
 	}
-	slices.SortStableFunc(srcs, func(a, b *source) int { return cmp.Compare(a.count, b.count) })
-	if len(srcs) == 1 && len(residual) == 0 && srcs[0].order == order && srcs[0].ranked() {
-		return s.direct(ctx, q, srcs[0])
+	if se.owner == nil {
+		slices.SortStableFunc(se.srcs, func(a, b *source) int { return cmp.Compare(a.count, b.count) })
 	}
-	driver := -1
-	for i, src := range srcs {
+	only := se.srcs[0]
+	if len(se.srcs) == 1 && len(se.residual) == 0 && only.order == se.order && only.ranked() {
+		return se.direct(ctx, only)
+	}
+	if se.owner != nil {
+		return se.gather(ctx, slices.Index(se.srcs, se.owner))
+	}
+	for i, src := range se.srcs {
 		if src.kind != srcScan && src.count <= int64(min(gatherMax, q.MaxIndex)) {
-			driver = i
-			break
+			return se.gather(ctx, i)
 		}
 	}
-	if driver < 0 {
-		for i, src := range srcs {
-			if src.kind == srcScan && src.count <= int64(q.MaxIndex) {
-				driver = i
-				break
-			}
+	for i, src := range se.srcs {
+		if src.kind == srcScan && src.count <= int64(q.MaxIndex) {
+			return se.gather(ctx, i)
 		}
 	}
-	if driver >= 0 {
-		return s.gather(ctx, q, order, srcs, driver)
-	}
-	return s.walk(ctx, q, order, srcs)
+	return se.walk(ctx)
 }
 
 // direct reads the page by rank from the one source whose order is the
 // answer's: what an unfiltered listing, or a search by one indexed term
 // in that term's order, costs (one index read, one record read).
-func (s *Store) direct(ctx context.Context, q Query, src *source) (*QueryResult, error) {
+func (se *search) direct(ctx context.Context, src *source) (*QueryResult, error) {
 	res := &QueryResult{Total: src.count}
-	lo := int64(q.Offset)
+	lo := int64(se.q.Offset)
 	if lo >= src.count {
 		return res, nil
 	}
-	hi := min(lo+int64(q.Limit), src.count) - 1
+	hi := min(lo+int64(se.q.Limit), src.count) - 1
 	var ids []int64
 	var err error
 	if src.kind == srcIDs {
 		ids = src.ids[lo : hi+1]
-	} else if ids, err = s.readRanks(ctx, src, lo, hi, q.Descending); err != nil {
+	} else if ids, err = se.readRanks(ctx, src, lo, hi, se.q.Descending); err != nil {
 		return nil, err
 	}
-	res.Matches, err = s.loadMatches(ctx, q, ids, q.Terms)
+	res.Matches, err = se.s.loadMatches(ctx, se.q, ids)
 	return res, err
 }
 
-// loadMatches loads ids' records and keeps those that match terms and
-// that q.Visible accepts, in ids' order.
-func (s *Store) loadMatches(ctx context.Context, q Query, ids []int64, terms []Term) ([]Match, error) {
+// loadMatches loads ids' records and keeps those that match every term
+// and that q.Visible accepts, in ids' order.
+func (s *Store) loadMatches(ctx context.Context, q Query, ids []int64) ([]Match, error) {
 	var out []Match
 	for i := 0; i < len(ids); i += 500 {
 		rs, err := s.GetMany(ctx, ids[i:min(i+500, len(ids))])
@@ -493,7 +570,7 @@ func (s *Store) loadMatches(ctx context.Context, q Query, ids []int64, terms []T
 			if err != nil {
 				return nil, err
 			}
-			if c != nil && matchesAll(terms, r, c) && (q.Visible == nil || q.Visible(r)) {
+			if c != nil && matchesAll(q.Terms, r, c) && (q.Owner == "" || c.Requester == q.Owner) && (q.Visible == nil || q.Visible(r)) {
 				out = append(out, Match{Request: r, Certificate: c})
 			}
 		}
@@ -501,35 +578,69 @@ func (s *Store) loadMatches(ctx context.Context, q Query, ids []int64, terms []T
 	return out, nil
 }
 
+// checkRecords is loadMatches for records read to check terms: they count
+// against q.MaxRecords.
+func (se *search) checkRecords(ctx context.Context, ids []int64) ([]Match, error) {
+	if err := se.spendRecords(len(ids)); err != nil {
+		return nil, err
+	}
+	return se.s.loadMatches(ctx, se.q, ids)
+}
+
+// checkInOrder checks ids' records in order, a batch at a time, adding
+// the matches to matches, until there are want of them; it refuses only
+// when q.MaxRecords runs out before that, with ids left unread.
+func (se *search) checkInOrder(ctx context.Context, ids []int64, matches []Match, want int) ([]Match, bool, error) {
+	for i := 0; i < len(ids); {
+		n := min(200, len(ids)-i, se.q.MaxRecords-se.records)
+		if n == 0 {
+			return nil, false, &TooBroadError{Bound: "records", Read: se.records}
+		}
+		ms, err := se.checkRecords(ctx, ids[i:i+n])
+		if err != nil {
+			return nil, false, err
+		}
+		i += n
+		if matches = append(matches, ms...); len(matches) >= want {
+			return matches, true, nil
+		}
+	}
+	return matches, false, nil
+}
+
 // narrow keeps of ids those every source but skip accepts without a
-// record (ZMSCORE), or by reading the source whole when it is small
-// enough; it returns the terms left to check on the records.
-func (s *Store) narrow(ctx context.Context, q Query, srcs []*source, skip int, ids []int64) ([]int64, []Term, error) {
-	var onRecords []Term
-	for i, src := range srcs {
-		if i == skip || len(ids) == 0 {
+// record (ZMSCORE), or by reading a name source whole when it is small
+// enough (never for an owner's search); it reports whether terms are left
+// that only the records can check.
+func (se *search) narrow(ctx context.Context, skip *source, ids []int64) ([]int64, bool, error) {
+	onRecords := len(se.residual) > 0
+	for _, src := range se.srcs {
+		if src == skip {
 			continue
 		}
 		switch {
 		case src.members():
-			var err error
-			if ids, err = s.keep(ctx, src, ids); err != nil {
-				return nil, nil, err
+			if len(ids) == 0 {
+				continue
 			}
-		case src.kind == srcName && src.count <= int64(min(gatherMax, q.MaxIndex)):
-			if src.all == nil {
-				all, err := s.readAll(ctx, src, q.MaxIndex)
-				if err != nil {
-					return nil, nil, err
-				}
-				src.all = all
+			var err error
+			if ids, err = se.s.keep(ctx, se, src, ids); err != nil {
+				return nil, false, err
+			}
+		case src.kind == srcName && se.owner == nil && src.count <= int64(min(gatherMax, se.q.MaxIndex)):
+			if len(ids) == 0 {
+				continue
+			}
+			all, err := se.readAll(ctx, src)
+			if err != nil {
+				return nil, false, err
 			}
 			ids = slices.DeleteFunc(ids, func(id int64) bool {
-				_, found := slices.BinarySearch(src.all, id)
+				_, found := slices.BinarySearch(all, id)
 				return !found
 			})
 		default:
-			onRecords = append(onRecords, *src.term)
+			onRecords = true
 		}
 	}
 	return ids, onRecords, nil
@@ -537,60 +648,46 @@ func (s *Store) narrow(ctx context.Context, q Query, srcs []*source, skip int, i
 
 // gather answers from all the ids of srcs[driver], narrowed by the other
 // sources and, for the terms no index answers, by their records.
-func (s *Store) gather(ctx context.Context, q Query, order string, srcs []*source, driver int) (*QueryResult, error) {
-	ids, err := s.readAll(ctx, srcs[driver], q.MaxIndex)
+func (se *search) gather(ctx context.Context, driver int) (*QueryResult, error) {
+	ids, err := se.readAll(ctx, se.srcs[driver])
 	if err != nil {
 		return nil, err
 	}
-	ids, onRecords, err := s.narrow(ctx, q, srcs, driver, ids)
+	ids, onRecords, err := se.narrow(ctx, se.srcs[driver], slices.Clone(ids))
 	if err != nil {
 		return nil, err
 	}
-	onRecords = append(onRecords, residualTerms(q.Terms, srcs)...)
-	byName := order != "id" && order != "notafter" && order != "notbefore"
-	if len(onRecords) == 0 && !byName {
+	byName := se.order != "id" && se.order != "notafter" && se.order != "notbefore"
+	if !onRecords && !byName {
 		// Every term answered by an index: sort the ids, read the page.
-		keys, err := s.sortKeys(ctx, order, ids)
-		if err != nil {
+		if err := se.sortByIndex(ctx, ids); err != nil {
 			return nil, err
 		}
-		sortByKeys(ids, keys, q.Descending)
 		res := &QueryResult{Total: int64(len(ids))}
-		page := pageOf(ids, q.Offset, q.Limit)
-		res.Matches, err = s.loadMatches(ctx, q, page, q.Terms)
+		res.Matches, err = se.s.loadMatches(ctx, se.q, pageOf(ids, se.q.Offset, se.q.Limit))
 		return res, err
 	}
-	if len(ids) > q.MaxRecords {
+	if len(ids) > se.q.MaxRecords-se.records {
 		if byName {
+			if se.owner != nil {
+				return nil, &TooBroadError{Bound: "records", Read: se.records}
+			}
 			// Too many to sort by their records: the name order's index
 			// is walked instead, narrowed as it goes.
-			return s.walk(ctx, q, order, srcs)
+			return se.walk(ctx)
 		}
 		// Walked in order, the records read until the page is full.
-		keys, err := s.sortKeys(ctx, order, ids)
-		if err != nil {
+		if err := se.sortByIndex(ctx, ids); err != nil {
 			return nil, err
 		}
-		sortByKeys(ids, keys, q.Descending)
-		return s.walkIDs(ctx, q, ids, q.Terms)
+		return se.walkIDs(ctx, ids)
 	}
-	matches, err := s.loadMatches(ctx, q, ids, q.Terms)
+	matches, err := se.checkRecords(ctx, ids)
 	if err != nil {
 		return nil, err
 	}
-	sortMatches(matches, order, q.Descending)
-	return &QueryResult{Total: int64(len(matches)), Matches: pageOf(matches, q.Offset, q.Limit)}, nil
-}
-
-// residualTerms are the terms no source answers.
-func residualTerms(terms []Term, srcs []*source) []Term {
-	var out []Term
-	for i := range terms {
-		if !slices.ContainsFunc(srcs, func(src *source) bool { return src.term == &terms[i] }) {
-			out = append(out, terms[i])
-		}
-	}
-	return out
+	sortMatches(matches, se.order, se.q.Descending)
+	return &QueryResult{Total: int64(len(matches)), Matches: pageOf(matches, se.q.Offset, se.q.Limit)}, nil
 }
 
 func pageOf[T any](all []T, offset, limit int) []T {
@@ -600,37 +697,28 @@ func pageOf[T any](all []T, offset, limit int) []T {
 	return all[offset:min(offset+limit, len(all))]
 }
 
-// sortKeys returns ids' keys in a date order (their scores), or nil for
-// the id order.
-func (s *Store) sortKeys(ctx context.Context, order string, ids []int64) (map[int64]int64, error) {
-	key := map[string]string{"notafter": s.keys.certExpiry(), "notbefore": s.keys.invNotBefore()}[order]
-	if key == "" || len(ids) == 0 {
-		return nil, nil
-	}
-	keys := make(map[int64]int64, len(ids))
-	for i := 0; i < len(ids); i += readChunk {
-		chunk := ids[i:min(i+readChunk, len(ids))]
-		args := []any{"ZMSCORE", key}
-		for _, id := range chunk {
-			args = append(args, strconv.FormatInt(id, 10))
-		}
-		scores, err := s.rdb.Do(ctx, args...).Slice()
-		if err != nil {
-			return nil, fmt.Errorf("read index: %w", err)
-		}
-		for j, id := range chunk {
-			keys[id], _ = scoreOf(scores[j])
-		}
-	}
-	return keys, nil
-}
-
-// sortByKeys sorts ids as Redis orders a sorted set: by score (keys; nil:
-// the id), ties by member, the id in decimal.
-func sortByKeys(ids []int64, keys map[int64]int64, desc bool) {
-	if keys == nil {
+// sortByIndex sorts ids in the answer's order when it is the id's or a
+// date's (its index's scores, read with ZMSCORE), as Redis orders a
+// sorted set: by score, ties by member (the id in decimal).
+func (se *search) sortByIndex(ctx context.Context, ids []int64) error {
+	key := map[string]string{"notafter": se.s.keys.certExpiry(), "notbefore": se.s.keys.invNotBefore()}[se.order]
+	if key == "" {
 		slices.Sort(ids)
 	} else {
+		if err := se.spendIndex(len(ids)); err != nil {
+			return err
+		}
+		keys := make(map[int64]int64, len(ids))
+		for i := 0; i < len(ids); i += readChunk {
+			chunk := ids[i:min(i+readChunk, len(ids))]
+			scores, err := se.s.zmscore(ctx, key, chunk)
+			if err != nil {
+				return err
+			}
+			for j, id := range chunk {
+				keys[id], _ = scoreOf(scores[j])
+			}
+		}
 		slices.SortFunc(ids, func(a, b int64) int {
 			if c := cmp.Compare(keys[a], keys[b]); c != 0 {
 				return c
@@ -638,9 +726,10 @@ func sortByKeys(ids []int64, keys map[int64]int64, desc bool) {
 			return strings.Compare(strconv.FormatInt(a, 10), strconv.FormatInt(b, 10))
 		})
 	}
-	if desc {
+	if se.q.Descending {
 		slices.Reverse(ids)
 	}
+	return nil
 }
 
 // sortMatches sorts matches in an order as its index holds them.
@@ -658,8 +747,7 @@ func sortMatches(ms []Match, order string, desc bool) {
 			}
 			return strings.Compare(strconv.FormatInt(ca.ID, 10), strconv.FormatInt(cb.ID, 10))
 		case "issuedcn", "issueddn", "serialnumber":
-			va, vb := orderValue(order, ca), orderValue(order, cb)
-			if c := strings.Compare(va, vb); c != 0 {
+			if c := strings.Compare(orderValue(order, ca), orderValue(order, cb)); c != 0 {
 				return c
 			}
 		}
@@ -674,93 +762,74 @@ func sortMatches(ms []Match, order string, desc bool) {
 func orderValue(order string, c *Certificate) string {
 	switch order {
 	case "issuedcn":
-		return strings.ToLower(c.IssuedCN)
+		return indexValue(strings.ToLower(c.IssuedCN))
 	case "issueddn":
-		return NormalizeDN(c.SubjectDN)
+		return indexValue(NormalizeDN(c.SubjectDN))
 	}
-	return NormalizeSerial(c.SerialNumber)
+	return indexValue(NormalizeSerial(c.SerialNumber))
 }
 
-// walkIDs loads ids' records in order until the page is full, reading
-// at most q.MaxRecords of them.
-func (s *Store) walkIDs(ctx context.Context, q Query, ids []int64, terms []Term) (*QueryResult, error) {
-	var matches []Match
-	for read := 0; read < len(ids); {
-		if read >= q.MaxRecords {
-			return nil, &TooBroadError{Bound: "records", Read: read}
-		}
-		chunk := ids[read:min(read+200, len(ids), q.MaxRecords)]
-		read += len(chunk)
-		ms, err := s.loadMatches(ctx, q, chunk, terms)
-		if err != nil {
-			return nil, err
-		}
-		if matches = append(matches, ms...); len(matches) >= q.Offset+q.Limit {
-			return &QueryResult{Total: -1, Matches: pageOf(matches, q.Offset, q.Limit)}, nil
-		}
+// walkIDs checks ids' records in order until the page is full.
+func (se *search) walkIDs(ctx context.Context, ids []int64) (*QueryResult, error) {
+	matches, full, err := se.checkInOrder(ctx, ids, nil, se.q.Offset+se.q.Limit)
+	if err != nil {
+		return nil, err
 	}
-	return &QueryResult{Total: int64(len(matches)), Matches: pageOf(matches, q.Offset, q.Limit)}, nil
+	res := &QueryResult{Total: int64(len(matches)), Matches: pageOf(matches, se.q.Offset, se.q.Limit)}
+	if full {
+		res.Total = -1
+	}
+	return res, nil
 }
 
 // walk reads the answer's order index in order, a chunk at a time,
 // narrowing each chunk by every source and the records, until the page
 // is full or a bound is reached. The order index is the one source in
 // that order, if a term has one, else the whole inventory's.
-func (s *Store) walk(ctx context.Context, q Query, order string, srcs []*source) (*QueryResult, error) {
-	walked, skip := s.orderSource(order), -1
-	for i, src := range srcs {
-		if src.order == order && src.ranked() {
-			walked, skip = src, i
+func (se *search) walk(ctx context.Context) (*QueryResult, error) {
+	walked := se.s.orderSource(se.order)
+	for _, src := range se.srcs {
+		if src.order == se.order && src.ranked() {
+			walked = src
 			break
 		}
 	}
-	if skip < 0 {
-		if err := s.countSources(ctx, []*source{walked}); err != nil {
+	if !slices.Contains(se.srcs, walked) {
+		if err := se.s.countSources(ctx, []*source{walked}); err != nil {
 			return nil, err
 		}
 	}
-	residual := residualTerms(q.Terms, srcs)
+	want := se.q.Offset + se.q.Limit
 	var matches []Match
 	var passed []int64 // while no term needs a record
-	read, records := 0, 0
 	for lo := int64(0); lo < walked.count; lo += readChunk {
-		if read >= q.MaxIndex {
-			return nil, &TooBroadError{Bound: "index", Read: read}
-		}
-		ids, err := s.readRanks(ctx, walked, lo, min(lo+readChunk, walked.count)-1, q.Descending)
+		ids, err := se.readRanks(ctx, walked, lo, min(lo+readChunk, walked.count)-1, se.q.Descending)
 		if err != nil {
 			return nil, err
 		}
-		read += len(ids)
-		ids, onRecords, err := s.narrow(ctx, q, srcs, skip, ids)
+		ids, onRecords, err := se.narrow(ctx, walked, ids)
 		if err != nil {
 			return nil, err
 		}
-		if len(onRecords)+len(residual) == 0 {
+		if !onRecords {
 			// No term needs a record: only the page's are read.
-			if passed = append(passed, ids...); len(passed) >= q.Offset+q.Limit {
-				ms, err := s.loadMatches(ctx, q, pageOf(passed, q.Offset, q.Limit), q.Terms)
+			if passed = append(passed, ids...); len(passed) >= want {
+				ms, err := se.s.loadMatches(ctx, se.q, pageOf(passed, se.q.Offset, se.q.Limit))
 				return &QueryResult{Total: -1, Matches: ms}, err
 			}
 			continue
 		}
-		for i := 0; i < len(ids); i += 200 {
-			chunk := ids[i:min(i+200, len(ids))]
-			if records += len(chunk); records > q.MaxRecords {
-				return nil, &TooBroadError{Bound: "records", Read: records - len(chunk)}
-			}
-			ms, err := s.loadMatches(ctx, q, chunk, q.Terms)
-			if err != nil {
-				return nil, err
-			}
-			if matches = append(matches, ms...); len(matches) >= q.Offset+q.Limit {
-				return &QueryResult{Total: -1, Matches: pageOf(matches, q.Offset, q.Limit)}, nil
-			}
+		var full bool
+		if matches, full, err = se.checkInOrder(ctx, ids, matches, want); err != nil {
+			return nil, err
+		}
+		if full {
+			return &QueryResult{Total: -1, Matches: pageOf(matches, se.q.Offset, se.q.Limit)}, nil
 		}
 	}
 	if passed != nil {
-		ms, err := s.loadMatches(ctx, q, pageOf(passed, q.Offset, q.Limit), q.Terms)
+		ms, err := se.s.loadMatches(ctx, se.q, pageOf(passed, se.q.Offset, se.q.Limit))
 		return &QueryResult{Total: int64(len(passed)), Matches: ms}, err
 	}
-	return &QueryResult{Total: int64(len(matches)), Matches: pageOf(matches, q.Offset, q.Limit)}, nil
+	return &QueryResult{Total: int64(len(matches)), Matches: pageOf(matches, se.q.Offset, se.q.Limit)}, nil
 }

@@ -50,9 +50,7 @@ func decodeRequest(id int64, vals []any) (*Request, error) {
 	}
 	r.version, _ = strconv.ParseInt(v, 10, 64)
 	r.cert, r.loaded = bytesOf(str(2)), r.Disposition // read only by decodeCertificate
-	if len(r.cert) > 0 {
-		r.indexedMeta = r.Metadata()
-	}
+	r.indexedMeta = r.Metadata()
 	if c := str(3); c != "" {
 		r.CSR = []byte(c)
 	}

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"strconv"
 	"strings"
 	"time"
@@ -118,7 +120,8 @@ func (s *Store) Sweep(ctx context.Context, retention time.Duration) (int, error)
 			if c.Revocation != nil {
 				ops.remove([]indexEntry{{key: s.keys.caRevoked(c.CAName()), member: c.SerialNumber, hash: true}})
 			}
-			keys, args := ops.encode([]string{k}, []any{r.version})
+			sum := sha1.Sum(r.cert)
+			keys, args := ops.encode([]string{k}, []any{r.version, hex.EncodeToString(sum[:])})
 			deletes = append(deletes, deleteCertScript.EvalSha(ctx, pipe, keys, args...))
 		}
 		if len(deletes) > 0 {
@@ -159,12 +162,15 @@ func (s *Store) Sweep(ctx context.Context, retention time.Duration) (int, error)
 }
 
 // deleteCertScript deletes a request record with its certificate, if the
-// record is still at the version read, and its index entries (indexOps).
-// KEYS: request, the ops' keys; ARGV: version, the ops. 1: deleted.
+// record is still at the version read and its certificate as read (a
+// revocation changes it without the version), and its index entries
+// (indexOps). KEYS: request, the ops' keys; ARGV: version, the SHA-1 of
+// the certificate's JSON, the ops. 1: deleted.
 var deleteCertScript = redis.NewScript(applyOpsLua + `
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
+if redis.sha1hex(redis.call('HGET', KEYS[1], 'x') or '') ~= ARGV[2] then return 0 end
 redis.call('UNLINK', KEYS[1])
-apply(2, 2, #KEYS - 1)
+apply(2, 3, #KEYS - 1)
 return 1
 `)
 

@@ -21,26 +21,43 @@ import (
 // made, and the next run must find it rather than sign again.
 //
 // The inventory's index entries change in the same script (indexOps):
-// the certificate's with it, its metadata's with the record (additions
-// before the write, removals after).
+// the certificate's with it, its metadata's with the record, additions
+// before the write and removals after. The metadata's come in two forms,
+// and the script picks: all of them (full), when the certificate is new
+// to the index (stored by this script, or by one whose record lost its
+// compare-and-set, which marks the record with the field m), or the
+// difference between the metadata this writer read and what it writes
+// (diff), when the record has a certificate indexed with what it read.
+// Every save sends both, so a writer that read the record before its
+// certificate was stored keeps the index true all the same.
 // KEYS: request, then the ops' keys; ARGV: expected version, json,
 // channel ("" for none), "id disposition", certificate json ("" for
-// none), the number of the certificate's additions, of the metadata's
-// additions, then the ops (the certificate's, then the metadata's).
+// none), the number of the certificate's additions, of the full
+// metadata's, of the difference's additions and removals, then the ops
+// in that order.
 var saveScript = redis.NewScript(applyOpsLua + `
 local v = redis.call('HGET', KEYS[1], 'v')
 if not v then return -1 end
 local cert = ARGV[5] ~= ''
 if cert and redis.call('HEXISTS', KEYS[1], 'x') == 1 then return -2 end
 local same = v == ARGV[1]
-local nc, na = tonumber(ARGV[6]), tonumber(ARGV[7])
-if cert then apply(2, 8, nc) end
-if same then apply(2 + nc, 8 + 3 * nc, na) end
+local nc, nf, na = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local kf, ka, kr = 2 + nc, 2 + nc + nf, 2 + nc + nf + na
+local function at(k) return 10 + 3 * (k - 2) end
+local full = same and (cert or redis.call('HGET', KEYS[1], 'm') == '1')
+local diff = same and not full and redis.call('HEXISTS', KEYS[1], 'x') == 1
+if cert then apply(2, 10, nc) end
+if full then apply(kf, at(kf), nf) end
+if diff then apply(ka, at(ka), na) end
 if cert then redis.call('HSET', KEYS[1], 'x', ARGV[5]) end
-if not same then return 0 end
+if not same then
+  if cert then redis.call('HSET', KEYS[1], 'm', '1') end
+  return 0
+end
 local nv = tonumber(v) + 1
 redis.call('HSET', KEYS[1], 'v', nv, 'd', ARGV[2])
-apply(2 + nc + na, 8 + 3 * (nc + na), #KEYS - 1 - nc - na)
+if full then redis.call('HDEL', KEYS[1], 'm') end
+if diff then apply(kr, at(kr), tonumber(ARGV[9])) end
 if ARGV[3] ~= '' then
   local f = redis.call('HMGET', KEYS[1], 'x', 'c')
   local x, c = f[1] or '', f[2] or ''
@@ -165,7 +182,10 @@ func unsavedCertificate(r *Request) (*Certificate, error) {
 // runSave runs saveScript. With a certificate, its inventory index
 // entries are written by the script that stores it; a record whose
 // certificate's metadata changed has its metadata index entries changed
-// by the script that saves it.
+// by the script that saves it. A certificate stored while the record
+// lost its compare-and-set leaves its metadata unindexed (m=1) until the
+// record's next save, which a request's retry makes; CheckInventory
+// reports and repairs one left so.
 func (s *Store) runSave(ctx context.Context, r *Request, data []byte, channel, message string, cert *Certificate) (res int64, certData []byte, err error) {
 	if cert != nil {
 		if cert.ID != r.ID || cert.RequestID != r.ID {
@@ -175,16 +195,19 @@ func (s *Store) runSave(ctx context.Context, r *Request, data []byte, channel, m
 			return 0, nil, err
 		}
 	}
-	var certOps, mdOps indexOps
+	var certOps, full, diff indexOps
 	if cert != nil {
 		certOps.add(s.keys.certEntries(cert))
 	}
 	md := r.Metadata()
-	if cert != nil || len(r.cert) > 0 {
-		mdOps.change(s.keys.metadataEntries(r.ID, r.indexedMeta), s.keys.metadataEntries(r.ID, md))
+	full.add(s.keys.metadataEntries(r.ID, md))
+	if cert == nil {
+		diff.change(s.keys.metadataEntries(r.ID, r.indexedMeta), s.keys.metadataEntries(r.ID, md))
 	}
-	keys, args := certOps.encode([]string{s.keys.request(r.ID)}, []any{r.version, data, channel, message, certData, len(certOps.adds), len(mdOps.adds)})
-	keys, args = mdOps.encode(keys, args)
+	keys, args := certOps.encode([]string{s.keys.request(r.ID)}, []any{r.version, data, channel, message, certData,
+		len(certOps.adds), len(full.adds), len(diff.adds), len(diff.removes)})
+	keys, args = full.encode(keys, args)
+	keys, args = diff.encode(keys, args)
 	if cert == nil {
 		res, err = saveScript.Run(ctx, s.rdb, keys, args...).Int64()
 	} else {
@@ -195,18 +218,8 @@ func (s *Store) runSave(ctx context.Context, r *Request, data []byte, channel, m
 	if err != nil {
 		return 0, nil, err
 	}
-	switch {
-	case res == 1:
+	if res == 1 {
 		r.indexedMeta = md
-	case res == 0 && cert != nil:
-		// The certificate is stored, but not this record, so not its
-		// metadata entries: the stored record's are written now (best
-		// effort: Store.CheckInventory finds what a crash here leaves).
-		if stored, err := s.Get(ctx, r.ID); err == nil {
-			var fix indexOps
-			fix.add(s.keys.metadataEntries(r.ID, stored.Metadata()))
-			s.applyOps(ctx, &fix)
-		}
 	}
 	return res, certData, nil
 }
