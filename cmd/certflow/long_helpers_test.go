@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -329,16 +330,20 @@ func (r *rig) checkOneCertificateEach(ids []int64, exact bool, workerLogs ...*te
 	serials := map[string]string{} // serial → record key
 	withCert := 0
 	for _, key := range records {
-		data, err := r.rdb.HGet(ctx, key, "x").Bytes()
-		if errors.Is(err, redis.Nil) {
-			continue
-		}
+		has, err := r.rdb.HExists(ctx, key, "x").Result()
 		if err != nil {
 			r.t.Fatal(err)
 		}
+		if !has {
+			continue
+		}
 		withCert++
-		var c store.Certificate
-		if err := json.Unmarshal(data, &c); err != nil {
+		id, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(key, r.prefix+":request:{"), "}"), 10, 64)
+		if err != nil {
+			r.t.Fatalf("%s: not a request's key", key)
+		}
+		c, err := r.store.Certificate(ctx, id)
+		if err != nil {
 			r.t.Fatalf("%s: certificate does not decode: %v", key, err)
 		}
 		if other, dup := serials[c.SerialNumber]; dup {

@@ -19,15 +19,7 @@ func (s *Store) CertificateOf(ctx context.Context, requestID int64) (*Certificat
 	if err != nil {
 		return nil, fmt.Errorf("load certificate of request %d: %w", requestID, err)
 	}
-	return decodeCertificate(requestID, data)
-}
-
-func decodeCertificate(requestID int64, data []byte) (*Certificate, error) {
-	c := &Certificate{}
-	if err := unmarshal(data, c); err != nil {
-		return nil, fmt.Errorf("decode certificate of request %d: %w", requestID, err)
-	}
-	return c, nil
+	return s.decodeStored(ctx, requestID, data)
 }
 
 // Certificate returns the certificate a Get found with the request: nil
@@ -36,7 +28,7 @@ func (r *Request) Certificate() (*Certificate, error) {
 	if len(r.cert) == 0 {
 		return nil, nil
 	}
-	return decodeCertificate(r.ID, r.cert)
+	return decodeCertificate(r.ID, r.cert, r.issuers)
 }
 
 // Certificate loads a certificate by its id, which is the id of the

@@ -156,7 +156,7 @@ func (s *Store) RevokeCertificate(ctx context.Context, id int64, rev Revocation)
 		if err != nil {
 			return nil, false, fmt.Errorf("load certificate %d: %w", id, err)
 		}
-		c, err := decodeCertificate(id, old)
+		c, err := s.decodeStored(ctx, id, old)
 		if err != nil {
 			return nil, false, err
 		}
@@ -191,10 +191,12 @@ func (s *Store) RevokeCertificate(ctx context.Context, id int64, rev Revocation)
 		before := s.keys.certEntries(c)
 		c.Revocation = &next
 		ops.change(before, s.keys.certEntries(c))
-		data, err := marshal(c)
+		enc, err := s.encodeCertificate(c) // a certificate of the old format is rewritten in the new
 		if err != nil {
 			return nil, false, err
 		}
+		ops.add(enc.chainOps)
+		data := enc.data
 		var res int64
 		if keyID != "" {
 			keys, args := ops.encode([]string{s.keys.request(id), s.keys.compromisedKeys()}, []any{old, data, keyID, len(ops.adds)})
@@ -209,6 +211,7 @@ func (s *Store) RevokeCertificate(ctx context.Context, id int64, rev Revocation)
 		case res == -1:
 			return nil, false, fmt.Errorf("certificate %d: %w", id, ErrNotFound)
 		case res == 1:
+			s.chainStored(enc)
 			return c, true, nil
 		}
 	}

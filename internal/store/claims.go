@@ -79,7 +79,7 @@ func (s *Store) GetForRun(ctx context.Context, id int64) (*Request, *IssueClaim,
 	if err := s.execBatched(ctx, pipe); err != nil {
 		return nil, nil, fmt.Errorf("load request %d: %w", id, err)
 	}
-	r, err := loaded(id, get)
+	r, err := s.loaded(ctx, id, get)
 	switch locked, lockErr := lock.Result(); {
 	case errors.Is(err, ErrWithdrawn):
 		// This is the withdrawn id's one task: nobody will run it, so
@@ -142,7 +142,7 @@ func (s *Store) ClaimIssue(ctx context.Context, requestID int64, pre *IssueClaim
 		// Issued already (the lock, if we just took it, expires: every
 		// later call finds the certificate first); its index entries
 		// were written by the script that stored it.
-		c, err := decodeCertificate(requestID, data)
+		c, err := s.decodeStored(ctx, requestID, data)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -178,15 +178,17 @@ func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx co
 		return nil, false, err
 	}
 	claim.Signed(c, requestID)
-	data, err := marshal(c)
+	enc, err := s.encodeCertificate(c)
 	if err != nil {
 		return nil, false, err
 	}
 	// The certificate's index entries are written by the script that
-	// stores it (not its metadata's: IssueOnce knows no record).
+	// stores it (not its metadata's: IssueOnce knows no record), and so
+	// is its chain.
 	var ops indexOps
+	ops.add(enc.chainOps)
 	ops.add(s.keys.certEntries(c))
-	keys, args := ops.encode([]string{s.keys.request(requestID)}, []any{data})
+	keys, args := ops.encode([]string{s.keys.request(requestID)}, []any{enc.data})
 	won, err := storeCertScript.Run(ctx, s.rdb, keys, args...).Bool()
 	if err != nil {
 		return nil, false, fmt.Errorf("store certificate: %w", err)
@@ -199,6 +201,7 @@ func (s *Store) IssueOnce(ctx context.Context, requestID int64, sign func(ctx co
 		c, err := s.CertificateOf(ctx, requestID)
 		return c, false, err
 	}
+	s.chainStored(enc)
 	return c, true, nil
 }
 

@@ -17,7 +17,10 @@ type keys struct{ prefix string }
 
 func (k keys) requestSeq() string { return k.prefix + ":seq:request" }
 
-// request holds the request record: a hash of v (version) and d (JSON).
+// request holds the request record: a hash of v (version), d (the
+// record's JSON, packed once the request has settled: pack.go), c (the
+// CSR's DER), n (the create script's digest of the first d), and once
+// issued x (the certificate: certcodec.go) and rv (see below).
 func (k keys) request(id int64) string {
 	return k.prefix + ":request:{" + strconv.FormatInt(id, 10) + "}"
 }
@@ -28,6 +31,11 @@ func (k keys) certificates() string { return k.prefix + ":certificates" }
 
 // thumbprint maps a certificate's SHA-1 thumbprint (upper-case hex) to its id.
 func (k keys) thumbprint(tp string) string { return k.prefix + ":thumbprint:" + tp }
+
+// chain holds a certificate chain above a leaf, stored once for every
+// certificate issued with it, named by the SHA-256 of its bytes (see
+// certV1 in certcodec.go).
+func (k keys) chain(ref chainRef) string { return k.prefix + ":chain:" + hex.EncodeToString(ref[:]) }
 
 // certExpiry is a sorted set of certificate ids scored by their NotAfter
 // (unix seconds): the retention sweep reads it instead of the records, so

@@ -35,9 +35,13 @@ type Request struct {
 	ID int64 `json:"ID"`
 	// version is the record's compare-and-set version.
 	version int64
-	// cert is the issued certificate's JSON, as Get found it. Read only:
-	// it may share the memory of the string Redis answered (bytesOf).
+	// cert is the issued certificate as stored (certcodec.go), as Get
+	// found it. Read only: it may share the memory of the string Redis
+	// answered (bytesOf).
 	cert []byte
+	// issuers is the chain above cert's leaf when cert refers to a stored
+	// chain, resolved by whoever loaded the record (resolveChains).
+	issuers [][]byte
 	// loaded is the disposition as read (or created): Save derives the
 	// open and pending indexes' changes from it.
 	loaded Disposition
@@ -97,8 +101,11 @@ type Certificate struct {
 	RequestID int64 `json:"RequestID"`
 	// claim is the issue lock it was made under, until it is stored.
 	claim *IssueClaim
-	// Chain is DER, leaf first, up to and including the root.
-	Chain        [][]byte  `json:"Chain"`
+	// Chain is DER, leaf first, up to and including the root. It is
+	// stored as the leaf and a reference to the chain above it, which is
+	// stored once for all the certificates issued with it (certcodec.go);
+	// the DER above the leaf is shared with them: read only.
+	Chain        [][]byte  `json:"Chain,omitempty"`
 	SerialNumber string    `json:"SerialNumber"`
 	Thumbprint   string    `json:"Thumbprint"`
 	IssuerDN     string    `json:"IssuerDN"`

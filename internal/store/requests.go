@@ -11,11 +11,11 @@ import (
 
 // Get loads a request.
 func (s *Store) Get(ctx context.Context, id int64) (*Request, error) {
-	return loaded(id, s.rdb.HMGet(ctx, s.keys.request(id), "v", "d", "x", "c"))
+	return s.loaded(ctx, id, s.rdb.HMGet(ctx, s.keys.request(id), "v", "d", "x", "c"))
 }
 
 // loaded makes a request of the answer to an HMGET of its v, d, x and c.
-func loaded(id int64, get *redis.SliceCmd) (*Request, error) {
+func (s *Store) loaded(ctx context.Context, id int64, get *redis.SliceCmd) (*Request, error) {
 	vals, err := get.Result()
 	if err != nil {
 		return nil, fmt.Errorf("load request %d: %w", id, err)
@@ -23,6 +23,9 @@ func loaded(id int64, get *redis.SliceCmd) (*Request, error) {
 	r, err := decodeRequest(id, vals)
 	if r == nil && err == nil {
 		return nil, fmt.Errorf("request %d: %w", id, ErrNotFound)
+	}
+	if err == nil {
+		err = s.resolveChains(ctx, r)
 	}
 	return r, err
 }
@@ -45,7 +48,11 @@ func decodeRequest(id int64, vals []any) (*Request, error) {
 		return nil, nil
 	}
 	r := &Request{}
-	if err := unmarshal(bytesOf(d), r); err != nil {
+	js, err := unpack(nil, bytesOf(d))
+	if err != nil {
+		return nil, fmt.Errorf("decode request %d: %w: %w", id, err, ErrCorrupt)
+	}
+	if err := unmarshal(js, r); err != nil {
 		return nil, fmt.Errorf("decode request %d: %w", id, err)
 	}
 	r.version, _ = strconv.ParseInt(v, 10, 64)
@@ -84,6 +91,9 @@ func (s *Store) GetMany(ctx context.Context, ids []int64) ([]*Request, error) {
 		if r != nil {
 			out = append(out, r)
 		}
+	}
+	if err := s.resolveChains(ctx, out...); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

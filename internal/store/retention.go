@@ -93,6 +93,13 @@ func (s *Store) Sweep(ctx context.Context, retention time.Duration) (int, error)
 					withRecord[i] = r
 				}
 			}
+			rs := make([]*Request, 0, len(withRecord))
+			for _, r := range withRecord {
+				rs = append(rs, r)
+			}
+			if err := s.resolveChains(ctx, rs...); err != nil {
+				return err
+			}
 		}
 		var gone []string
 		if len(withRecord) > 0 {

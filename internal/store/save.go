@@ -101,6 +101,10 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 	if err != nil {
 		return err
 	}
+	if settled {
+		// What stays in Redis for long is packed (pack.go).
+		data = pack(make([]byte, 0, len(data)/2), data)
+	}
 	channel, message := "", ""
 	announce := strconv.FormatInt(r.ID, 10) + " " + string(r.Disposition)
 	if settled && r.Disposition != Pending {
@@ -130,6 +134,10 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 	r.version++
 	if cert != nil {
 		r.cert, r.Instance.Unsaved = certData, nil
+		r.issuers = nil
+		if len(cert.Chain) > 1 {
+			r.issuers = cert.Chain[1:]
+		}
 	}
 	was := r.loaded
 	r.loaded = r.Disposition
@@ -187,16 +195,19 @@ func unsavedCertificate(r *Request) (*Certificate, error) {
 // record's next save, which a request's retry makes; CheckInventory
 // reports and repairs one left so.
 func (s *Store) runSave(ctx context.Context, r *Request, data []byte, channel, message string, cert *Certificate) (res int64, certData []byte, err error) {
+	var enc *encodedCert
 	if cert != nil {
 		if cert.ID != r.ID || cert.RequestID != r.ID {
 			return 0, nil, fmt.Errorf("its unsaved certificate is request %d's", cert.RequestID)
 		}
-		if certData, err = marshal(cert); err != nil {
+		if enc, err = s.encodeCertificate(cert); err != nil {
 			return 0, nil, err
 		}
+		certData = enc.data
 	}
 	var certOps, full, diff indexOps
 	if cert != nil {
+		certOps.add(enc.chainOps) // the chain before the certificate that refers to it
 		certOps.add(s.keys.certEntries(cert))
 	}
 	md := r.Metadata()
@@ -217,6 +228,9 @@ func (s *Store) runSave(ctx context.Context, r *Request, data []byte, channel, m
 	}
 	if err != nil {
 		return 0, nil, err
+	}
+	if enc != nil && res >= 0 {
+		s.chainStored(enc)
 	}
 	if res == 1 {
 		r.indexedMeta = md

@@ -70,6 +70,8 @@ type Store struct {
 	batch       *redisbatch.Batcher
 	// inventoryReady caches InventoryReady's true.
 	inventoryReady atomic.Bool
+	// chains caches the certificate chains read and written (certcodec.go).
+	chains chainCache
 }
 
 // DefaultProgressEvery is Store.ProgressEvery's default.

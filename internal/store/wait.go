@@ -202,7 +202,9 @@ func (wt *Waiter) Wait(ctx context.Context) (*Request, error) {
 		case <-ctx.Done():
 			done = true
 		case r := <-wt.c:
-			if r != nil && r.Disposition.Settled() && r.version >= wt.seen {
+			// The certificate's chain comes from the cache (else from
+			// Redis, else the store is read below).
+			if r != nil && r.Disposition.Settled() && r.version >= wt.seen && wt.w.s.resolveChains(ctx, r) == nil {
 				return r, nil
 			}
 		case <-tick.C:
