@@ -1,11 +1,13 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -99,12 +101,11 @@ func (s *Store) encodeCertificate(c *Certificate) (*encodedCert, error) {
 	data := make([]byte, 0, 2+sha256.Size+binary.MaxVarintLen64+len(leaf)+len(js)/2)
 	data = append(data, certV1)
 	if len(c.Chain) > 1 {
-		blob := chainBlob(c.Chain[1:])
-		e.ref = sha256.Sum256(blob)
+		var write bool
+		e.ref, write = s.chains.name(c.Chain[1:])
 		data = append(append(data, 1), e.ref[:]...)
-		own, _ := parseChainBlob(blob) // the cache's own copy, not the caller's
-		if s.chains.put(e.ref, own) {
-			e.chainOps = []indexEntry{{key: s.keys.chain(e.ref), member: string(blob), str: true}}
+		if write {
+			e.chainOps = []indexEntry{{key: s.keys.chain(e.ref), member: string(chainBlob(c.Chain[1:])), str: true}}
 		}
 	} else {
 		data = append(data, 0)
@@ -260,7 +261,7 @@ func (s *Store) issuers(ctx context.Context, refs []chainRef) (map[chainRef][][]
 		if err != nil {
 			continue
 		}
-		s.chains.put(ref, chain)
+		s.chains.add(ref, chain)
 		out[ref] = chain
 	}
 	return out, nil
@@ -290,9 +291,15 @@ const chainCacheSize = 1024
 type chainCache struct {
 	mu sync.RWMutex
 	m  map[chainRef]*chainEntry
+	// last is the chain last named for a certificate to store: the next
+	// one is most likely issued with it too, and is named without hashing.
+	last *chainEntry
 }
 
 type chainEntry struct {
+	ref chainRef
+	// issuers is the cache's own copy: it is handed to every certificate
+	// decoded with the chain, and nobody changes it.
 	issuers [][]byte
 	// stored is when this process last wrote the chain key (zero: never).
 	stored time.Time
@@ -308,20 +315,39 @@ func (cc *chainCache) get(ref chainRef) ([][]byte, bool) {
 	return e.issuers, true
 }
 
-// put caches a chain (memory nobody else changes: it is handed to every
-// certificate decoded with it) and reports whether its key should be
-// written with a certificate about to be stored.
-func (cc *chainCache) put(ref chainRef, issuers [][]byte) (write bool) {
+// add caches the chain named ref (read from Redis: issuers is not shared).
+func (cc *chainCache) add(ref chainRef, issuers [][]byte) *chainEntry {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
+	return cc.addLocked(ref, issuers)
+}
+
+func (cc *chainCache) addLocked(ref chainRef, issuers [][]byte) *chainEntry {
 	if e, ok := cc.m[ref]; ok {
-		return time.Since(e.stored) >= chainRewrite
+		return e
 	}
 	if cc.m == nil || len(cc.m) >= chainCacheSize {
-		cc.m = map[chainRef]*chainEntry{}
+		cc.m, cc.last = map[chainRef]*chainEntry{}, nil
 	}
-	cc.m[ref] = &chainEntry{issuers: issuers}
-	return true
+	e := &chainEntry{ref: ref, issuers: issuers}
+	cc.m[ref] = e
+	return e
+}
+
+// name returns the name of the chain above a leaf about to be stored,
+// caching it, and whether its key should be written with the leaf's
+// certificate (this process has not stored it within chainRewrite).
+func (cc *chainCache) name(issuers [][]byte) (ref chainRef, write bool) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	e := cc.last
+	if e == nil || !slices.EqualFunc(e.issuers, issuers, bytes.Equal) {
+		blob := chainBlob(issuers)
+		own, _ := parseChainBlob(blob) // a copy of the caller's
+		e = cc.addLocked(sha256.Sum256(blob), own)
+		cc.last = e
+	}
+	return e.ref, time.Since(e.stored) >= chainRewrite
 }
 
 func (cc *chainCache) stored(ref chainRef) {

@@ -4,6 +4,8 @@ import (
 	_ "embed"
 	"encoding/binary"
 	"errors"
+	"math/bits"
+	"sync"
 )
 
 // Packing is how settled records are kept small in Redis: a settled
@@ -49,20 +51,30 @@ const (
 	lzHashBits = 12
 )
 
-// lzTable maps the hash of 4 bytes to where they were last seen (+1; 0:
-// never).
-type lzTable [1 << lzHashBits]int32
-
 func lzHash(u uint32) uint32 { return (u * 2654435761) >> (32 - lzHashBits) }
 
+// lzDictTable maps the hash of 4 bytes to where they are in a dictionary
+// (+1; 0: nowhere). Dictionaries are shorter than 64 KB.
+type lzDictTable [1 << lzHashBits]uint16
+
 // packDictV1Table indexes the dictionary, once.
-var packDictV1Table = func() *lzTable {
-	t := new(lzTable)
+var packDictV1Table = func() *lzDictTable {
+	t := new(lzDictTable)
 	for i := 0; i+lzMinMatch <= len(packDictV1); i++ {
-		t[lzHash(binary.LittleEndian.Uint32(packDictV1[i:]))] = int32(i + 1)
+		t[lzHash(binary.LittleEndian.Uint32(packDictV1[i:]))] = uint16(i + 1)
 	}
 	return t
 }()
+
+// lzState is an encoder's table of where 4 bytes of its input were last
+// seen: base+position+1, an entry at or below base being from an earlier
+// input, so that the table is reused without clearing it.
+type lzState struct {
+	table [1 << lzHashBits]uint32
+	base  uint32
+}
+
+var lzStates = sync.Pool{New: func() any { return new(lzState) }}
 
 // pack appends src packed to dst; when packing would not make it smaller,
 // src as it is (unless src starts with packV1: JSON never does).
@@ -93,8 +105,15 @@ func unpack(buf, data []byte) ([]byte, error) {
 
 // lzEncode appends src's tokens to dst: greedy, at each position the
 // longer of the last match in src and the one in the dictionary.
-func lzEncode(dst, src, dict []byte, dictTable *lzTable) []byte {
-	var table lzTable
+func lzEncode(dst, src, dict []byte, dictTable *lzDictTable) []byte {
+	st := lzStates.Get().(*lzState)
+	defer lzStates.Put(st)
+	if uint64(st.base)+uint64(len(src))+1 >= 1<<32 {
+		clear(st.table[:])
+		st.base = 0
+	}
+	base := st.base
+	st.base += uint32(len(src)) + 1
 	lit := 0 // start of the literals not written yet
 	emitLiterals := func(end int) {
 		for lit < end {
@@ -106,26 +125,21 @@ func lzEncode(dst, src, dict []byte, dictTable *lzTable) []byte {
 	}
 	i := 0
 	for i+lzMinMatch <= len(src) {
-		u := binary.LittleEndian.Uint32(src[i:])
-		h := lzHash(u)
+		h := lzHash(binary.LittleEndian.Uint32(src[i:]))
 		length, dist := 0, 0
-		if p := int(table[h]) - 1; p >= 0 && binary.LittleEndian.Uint32(src[p:]) == u {
-			n := lzMinMatch
-			for i+n < len(src) && src[p+n] == src[i+n] {
-				n++
+		if v := st.table[h]; v > base {
+			p := int(v - base - 1)
+			if n := matchLen(src[p:], src[i:]); n >= lzMinMatch {
+				length, dist = n, i-p
 			}
-			length, dist = n, i-p
 		}
-		if p := int(dictTable[h]) - 1; p >= 0 && binary.LittleEndian.Uint32(dict[p:]) == u {
-			n := lzMinMatch
-			for i+n < len(src) && p+n < len(dict) && dict[p+n] == src[i+n] {
-				n++
-			}
-			if n > length {
+		if v := dictTable[h]; v > 0 {
+			p := int(v - 1)
+			if n := matchLen(dict[p:], src[i:]); n >= lzMinMatch && n > length {
 				length, dist = n, i+len(dict)-p
 			}
 		}
-		table[h] = int32(i + 1)
+		st.table[h] = base + uint32(i) + 1
 		if length == 0 {
 			i++
 			continue
@@ -144,13 +158,28 @@ func lzEncode(dst, src, dict []byte, dictTable *lzTable) []byte {
 			n -= m
 		}
 		if j := i + length - 1; j+lzMinMatch <= len(src) {
-			table[lzHash(binary.LittleEndian.Uint32(src[j:]))] = int32(j + 1)
+			st.table[lzHash(binary.LittleEndian.Uint32(src[j:]))] = base + uint32(j) + 1
 		}
 		i += length
 		lit = i
 	}
 	emitLiterals(len(src))
 	return dst
+}
+
+// matchLen is the length of the common prefix of a and b.
+func matchLen(a, b []byte) int {
+	n := 0
+	for len(a) >= 8 && len(b) >= 8 {
+		if x := binary.LittleEndian.Uint64(a) ^ binary.LittleEndian.Uint64(b); x != 0 {
+			return n + bits.TrailingZeros64(x)/8
+		}
+		a, b, n = a[8:], b[8:], n+8
+	}
+	for len(a) > 0 && len(b) > 0 && a[0] == b[0] {
+		a, b, n = a[1:], b[1:], n+1
+	}
+	return n
 }
 
 // lzDecode appends what src's tokens say to dst. Whatever src holds, it
