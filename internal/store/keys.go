@@ -20,7 +20,8 @@ func (k keys) requestSeq() string { return k.prefix + ":seq:request" }
 // request holds the request record: a hash of v (version), d (the
 // record's JSON, packed once the request has settled: pack.go), c (the
 // CSR's DER), n (the create script's digest of the first d), and once
-// issued x (the certificate: certcodec.go) and rv (see below).
+// issued x (the certificate: certcodec.go), rv (see below) and, for a
+// while, m (see saveScript).
 func (k keys) request(id int64) string {
 	return k.prefix + ":request:{" + strconv.FormatInt(id, 10) + "}"
 }
