@@ -361,6 +361,9 @@ func inventoryCheck(s app.Settings, repair bool, out io.Writer) error {
 	for _, e := range rep.Stale {
 		fmt.Fprintln(out, "stale:  ", e)
 	}
+	for _, id := range rep.Unreadable {
+		fmt.Fprintf(out, "unreadable: the certificate of request %d does not decode; its index entries are left as they are\n", id)
+	}
 	verdict := "consistent"
 	switch {
 	case len(rep.Missing)+len(rep.Stale) > 0 && repair:
@@ -368,8 +371,11 @@ func inventoryCheck(s app.Settings, repair bool, out io.Writer) error {
 	case len(rep.Missing)+len(rep.Stale) > 0:
 		verdict = "INCONSISTENT (run again with --repair)"
 	}
+	if len(rep.Unreadable) > 0 {
+		verdict += fmt.Sprintf("; %d certificates unreadable (see above)", len(rep.Unreadable))
+	}
 	fmt.Fprintf(out, "%d certificates, %d missing index entries, %d stale: %s\n", rep.Certificates, len(rep.Missing), len(rep.Stale), verdict)
-	if len(rep.Missing)+len(rep.Stale) > 0 && !repair {
+	if (len(rep.Missing)+len(rep.Stale) > 0 && !repair) || len(rep.Unreadable) > 0 {
 		return exitCode(1)
 	}
 	return nil

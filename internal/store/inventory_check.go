@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -128,6 +127,10 @@ type InventoryReport struct {
 	// not; Stale the entries that name no certificate, or one whose
 	// values are others. Each is "key member" (a thumbprint key: "key").
 	Missing, Stale []string
+	// Unreadable are the requests whose certificate does not decode (a
+	// chain key lost, a corrupt record): their entries are neither
+	// checked nor removed, and the check is not consistent while any is.
+	Unreadable []int64
 	// Repaired is whether they were put right.
 	Repaired bool
 }
@@ -141,21 +144,18 @@ func (s *Store) CheckInventory(ctx context.Context, repair bool) (*InventoryRepo
 	rep := &InventoryReport{Repaired: repair}
 	// Every certificate's entries are there: the request records are
 	// walked (not the certificates index, which could lack one).
-	prefix := s.keys.prefix + ":request:{"
-	iter := s.rdb.Scan(ctx, 0, prefix+"*}", 500).Iterator()
-	var batch []int64
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		defer func() { batch = batch[:0] }()
+	err := s.scanRequests(ctx, func(_ []string, batch []int64) error {
 		rs, err := s.GetMany(ctx, batch)
 		if err != nil {
 			return err
 		}
 		for _, r := range rs {
 			c, err := r.Certificate()
-			if err != nil || c == nil {
+			if err != nil {
+				rep.Unreadable = append(rep.Unreadable, r.ID)
+				continue
+			}
+			if c == nil {
 				continue
 			}
 			rep.Certificates++
@@ -177,22 +177,8 @@ func (s *Store) CheckInventory(ctx context.Context, repair bool) (*InventoryRepo
 			}
 		}
 		return nil
-	}
-	for iter.Next(ctx) {
-		id, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(iter.Val(), prefix), "}"), 10, 64)
-		if err != nil {
-			continue // not a request record
-		}
-		if batch = append(batch, id); len(batch) == 200 {
-			if err := flush(); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if err := iter.Err(); err != nil {
-		return nil, err
-	}
-	if err := flush(); err != nil {
+	})
+	if err != nil {
 		return nil, err
 	}
 	// Every entry is its certificate's.
@@ -323,14 +309,18 @@ func (s *Store) notOwn(ctx context.Context, es []indexEntry, ids []int64) ([]ind
 		return nil, err
 	}
 	own := map[int64][]indexEntry{}
+	unreadable := map[int64]bool{}
 	for _, r := range rs {
-		if c, err := r.Certificate(); err == nil && c != nil {
+		switch c, err := r.Certificate(); {
+		case err != nil:
+			unreadable[r.ID] = true // neither its entries' nor another's: left alone
+		case c != nil:
 			own[r.ID] = s.keys.inventoryEntries(c, r.Metadata())
 		}
 	}
 	var out []indexEntry
 	for i, e := range es {
-		if !slices.Contains(own[ids[i]], e) {
+		if !unreadable[ids[i]] && !slices.Contains(own[ids[i]], e) {
 			out = append(out, e)
 		}
 	}

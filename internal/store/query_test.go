@@ -530,3 +530,29 @@ func TestCheckInventoryFindsAndRepairsWhatTheIndexesGotWrong(t *testing.T) {
 		t.Fatalf("search after the build: %v, %v; want %v", got, err, want)
 	}
 }
+
+// A certificate that does not decode (a corrupt record, a chain key lost)
+// is reported unreadable; the check neither calls its entries stale nor
+// removes them on repair.
+func TestCheckInventoryLeavesAnUnreadableCertificatesEntries(t *testing.T) {
+	t.Parallel()
+	f := newInventoryFixture(t, 12)
+	ctx := context.Background()
+	rdb := f.s.Redis()
+	id := f.ids[2]
+	key := f.prefix + ":request:{" + strconv.FormatInt(id, 10) + "}"
+	if err := rdb.HSet(ctx, key, "x", "\x01\x07not a certificate").Err(); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := rdb.ZCard(ctx, f.prefix+":inv:name:cn").Result()
+	rep, err := f.s.CheckInventory(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(rep.Unreadable, []int64{id}) || len(rep.Stale)+len(rep.Missing) > 0 {
+		t.Fatalf("report %+v; want request %d unreadable, nothing else", rep, id)
+	}
+	if after, _ := rdb.ZCard(ctx, f.prefix+":inv:name:cn").Result(); after != before {
+		t.Fatalf("the repair removed entries: %d CN entries, were %d", after, before)
+	}
+}

@@ -26,13 +26,8 @@ func (s *Store) Sweep(ctx context.Context, retention time.Duration) (int, error)
 		return 0, err
 	}
 	prefix := s.keys.prefix + ":request:{"
-	iter := s.rdb.Scan(ctx, 0, prefix+"*}", 500).Iterator()
 	deleted := 0
-	var batch []string
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
+	err := s.scanRequests(ctx, func(batch []string, _ []int64) error {
 		now := time.Now()
 		pipe := s.rdb.Pipeline()
 		idle := make([]*redis.DurationCmd, len(batch))
@@ -69,7 +64,6 @@ func (s *Store) Sweep(ctx context.Context, retention time.Duration) (int, error)
 			old = append(old, k)
 		}
 		if len(old) == 0 {
-			batch = batch[:0]
 			return nil
 		}
 		// The certificates about to go are read with their records
@@ -148,24 +142,43 @@ func (s *Store) Sweep(ctx context.Context, retention time.Duration) (int, error)
 			}
 			deleted += int(n)
 		}
-		batch = batch[:0]
 		return nil
+	})
+	return deleted, err
+}
+
+// scanRequests walks every request record with SCAN, passing their keys
+// and ids to visit 200 at a time (a key that is no record's is passed
+// over).
+func (s *Store) scanRequests(ctx context.Context, visit func(keys []string, ids []int64) error) error {
+	prefix := s.keys.prefix + ":request:{"
+	iter := s.rdb.Scan(ctx, 0, prefix+"*}", 500).Iterator()
+	var keys []string
+	var ids []int64
+	flush := func() error {
+		if len(keys) == 0 {
+			return nil
+		}
+		err := visit(keys, ids)
+		keys, ids = keys[:0], ids[:0]
+		return err
 	}
 	for iter.Next(ctx) {
-		k := iter.Val()
-		if _, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(k, prefix), "}"), 10, 64); err != nil {
+		id, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(iter.Val(), prefix), "}"), 10, 64)
+		if err != nil {
 			continue // not a request record
 		}
-		if batch = append(batch, k); len(batch) == 200 {
+		keys, ids = append(keys, iter.Val()), append(ids, id)
+		if len(keys) == 200 {
 			if err := flush(); err != nil {
-				return deleted, err
+				return err
 			}
 		}
 	}
 	if err := iter.Err(); err != nil {
-		return deleted, err
+		return err
 	}
-	return deleted, flush()
+	return flush()
 }
 
 // deleteCertScript deletes a request record with its certificate, if the
