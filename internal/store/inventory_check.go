@@ -99,6 +99,11 @@ func (s *Store) indexRecords(ctx context.Context, ids []int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// Loaded first, so that the pipeline can run it by its SHA (a
+	// pipeline cannot fall back to EVAL on a Redis that lacks it).
+	if err := repairScript.Load(ctx, s.rdb).Err(); err != nil {
+		return 0, fmt.Errorf("index certificates: %w", err)
+	}
 	pipe := s.rdb.Pipeline()
 	n := 0
 	for _, r := range rs {
@@ -109,7 +114,7 @@ func (s *Store) indexRecords(ctx context.Context, ids []int64) (int, error) {
 		var ops indexOps
 		ops.add(s.keys.inventoryEntries(c, r.Metadata()))
 		keys, args := ops.encode([]string{s.keys.request(r.ID)}, []any{r.version})
-		repairScript.Run(ctx, pipe, keys, args...)
+		repairScript.EvalSha(ctx, pipe, keys, args...)
 		n++
 	}
 	if _, err := pipe.Exec(ctx); err != nil {

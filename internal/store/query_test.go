@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certflow/certflow/internal/store"
+	"github.com/certflow/certflow/internal/testutil"
 )
 
 // inventoryFixture is an inventory written through the store's own write
@@ -554,5 +555,49 @@ func TestCheckInventoryLeavesAnUnreadableCertificatesEntries(t *testing.T) {
 	}
 	if after, _ := rdb.ZCard(ctx, f.prefix+":inv:name:cn").Result(); after != before {
 		t.Fatalf("the repair removed entries: %d CN entries, were %d", after, before)
+	}
+}
+
+// BuildInventory works on a Redis that has never run its scripts (a
+// restart, a fresh replica): a pipeline cannot fall back from EVALSHA to
+// EVAL, so the build loads its script first.
+func TestBuildInventoryOnARedisThatNeverSawItsScript(t *testing.T) {
+	t.Parallel()
+	srv := testutil.StartRedisServer(t)
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(srv.Port)})
+	t.Cleanup(func() { rdb.Close() })
+	ctx := context.Background()
+	s := store.New(rdb, "build")
+	var ids []int64
+	for i := range 3 {
+		r := newRequest(t, s, "alice", "")
+		if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		_, claim, err := s.ClaimIssue(ctx, r.ID, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Instance.Unsaved = []any{claim.Signed(&store.Certificate{SerialNumber: fmt.Sprintf("0%d", i+1), Thumbprint: fmt.Sprintf("%040X", r.ID),
+			IssuedCN: fmt.Sprintf("build%d.example.com", i), NotAfter: time.Now().Add(time.Hour).UTC().Truncate(time.Second)}, r.ID)}
+		r.Disposition = store.Issued
+		if err := s.Save(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID)
+	}
+	// A store from before the indexes, on a Redis without the scripts.
+	for _, k := range rdb.Keys(ctx, "build:inv:*").Val() {
+		rdb.Del(ctx, k)
+	}
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := store.New(rdb, "build")
+	if n, err := fresh.BuildInventory(ctx); err != nil || n != len(ids) {
+		t.Fatalf("BuildInventory = %d, %v; want %d", n, err, len(ids))
+	}
+	if rep, err := fresh.CheckInventory(ctx, false); err != nil || len(rep.Missing)+len(rep.Stale) > 0 || rep.Certificates != len(ids) {
+		t.Fatalf("after the build: %+v, %v", rep, err)
 	}
 }

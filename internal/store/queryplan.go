@@ -502,6 +502,7 @@ func (s *Store) QueryCertificates(ctx context.Context, q Query) (*QueryResult, e
 		}
 		se.srcs = append(se.srcs, src)
 	}
+	se.srcs = mergeRanges(se.srcs)
 	if q.Owner != "" {
 		se.owner = &source{kind: srcSet, key: s.keys.invSet(setRequester, q.Owner), order: "id"}
 		se.srcs = append(se.srcs, se.owner)
@@ -533,6 +534,22 @@ func (s *Store) QueryCertificates(ctx context.Context, q Query) (*QueryResult, e
 		}
 	}
 	return se.walk(ctx)
+}
+
+// mergeRanges makes one source of the score ranges on one index
+// (`NotAfter -ge X AND NotAfter -lt Y`, `Id -gt N AND Id -le M`): their
+// intersection, read and counted by rank like one.
+func mergeRanges(srcs []*source) []*source {
+	var out []*source
+	for _, src := range srcs {
+		i := slices.IndexFunc(out, func(o *source) bool { return o.kind == srcScore && src.kind == srcScore && o.key == src.key })
+		if i < 0 {
+			out = append(out, src)
+			continue
+		}
+		out[i].lo, out[i].hi = max(out[i].lo, src.lo), min(out[i].hi, src.hi)
+	}
+	return out
 }
 
 // direct reads the page by rank from the one source whose order is the
@@ -769,6 +786,16 @@ func orderValue(order string, c *Certificate) string {
 	return indexValue(NormalizeSerial(c.SerialNumber))
 }
 
+// knownTotal is the count of a search answered by one source that counts
+// its certificates exactly (one entry each, no term left to the
+// records), else -1.
+func (se *search) knownTotal() int64 {
+	if len(se.srcs) == 1 && len(se.residual) == 0 && (se.srcs[0].ranked() || se.srcs[0].kind == srcNot) {
+		return se.srcs[0].count
+	}
+	return -1
+}
+
 // walkIDs checks ids' records in order until the page is full.
 func (se *search) walkIDs(ctx context.Context, ids []int64) (*QueryResult, error) {
 	matches, full, err := se.checkInOrder(ctx, ids, nil, se.q.Offset+se.q.Limit)
@@ -815,7 +842,7 @@ func (se *search) walk(ctx context.Context) (*QueryResult, error) {
 			// No term needs a record: only the page's are read.
 			if passed = append(passed, ids...); len(passed) >= want {
 				ms, err := se.s.loadMatches(ctx, se.q, pageOf(passed, se.q.Offset, se.q.Limit))
-				return &QueryResult{Total: -1, Matches: ms}, err
+				return &QueryResult{Total: se.knownTotal(), Matches: ms}, err
 			}
 			continue
 		}
