@@ -601,3 +601,30 @@ func TestBuildInventoryOnARedisThatNeverSawItsScript(t *testing.T) {
 		t.Fatalf("after the build: %+v, %v", rep, err)
 	}
 }
+
+// The active certificates (`CertState -eq 1`, `CertStateString -eq
+// "Active"`, `CertState -ne 2`) are paged by rank arithmetic over the
+// revoked set: every page in both directions is what the brute force
+// says, with its count.
+func TestActiveCertificatesPageByRank(t *testing.T) {
+	t.Parallel()
+	f := newInventoryFixture(t, 300)
+	all := f.all(t)
+	for _, term := range []store.Term{{Field: "certstate", Op: "eq", Value: "1"}, {Field: "certstatestring", Op: "eq", Value: "active"}, {Field: "certstate", Op: "ne", Value: "2"}} {
+		for _, desc := range []bool{false, true} {
+			for _, limit := range []int{1, 7, 64, 500} {
+				q := store.Query{Terms: []store.Term{term}, Descending: desc, MaxIndex: 1_000_000, MaxRecords: 100_000}
+				want := bruteForce(all, q)
+				got, totals, err := search(t, f.s, q, limit)
+				if err != nil || !slices.Equal(got, want) {
+					t.Fatalf("%+v desc %v pages of %d: %v, %v\nwant %v", term, desc, limit, head(got), err, head(want))
+				}
+				for _, total := range totals {
+					if total != int64(len(want)) {
+						t.Fatalf("%+v: total %d, want %d", term, total, len(want))
+					}
+				}
+			}
+		}
+	}
+}

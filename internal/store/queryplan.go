@@ -520,6 +520,9 @@ func (s *Store) QueryCertificates(ctx context.Context, q Query) (*QueryResult, e
 	if len(se.srcs) == 1 && len(se.residual) == 0 && only.order == se.order && only.ranked() {
 		return se.direct(ctx, only)
 	}
+	if len(se.srcs) == 1 && len(se.residual) == 0 && only.kind == srcNot && se.order == "id" {
+		return se.directActive(ctx, only)
+	}
 	if se.owner != nil {
 		return se.gather(ctx, slices.Index(se.srcs, se.owner))
 	}
@@ -568,6 +571,72 @@ func (se *search) direct(ctx context.Context, src *source) (*QueryResult, error)
 		ids = src.ids[lo : hi+1]
 	} else if ids, err = se.readRanks(ctx, src, lo, hi, se.q.Descending); err != nil {
 		return nil, err
+	}
+	res.Matches, err = se.s.loadMatches(ctx, se.q, ids)
+	return res, err
+}
+
+// activeRankScript finds the rank, in the inventory, of the certificate
+// that is the k-th (from 0) not revoked, by id: the smallest rank r at
+// which r+1 less the revoked ids up to r's is k+1, by bisection (the
+// revoked set is scored by id, so each probe is two O(log N) calls).
+// KEYS: certificates, revoked; ARGV: k. -1: there are not k+1.
+var activeRankScript = redis.NewScript(`
+local k = tonumber(ARGV[1])
+local n = redis.call('ZCARD', KEYS[1])
+local lo, hi = k, math.min(k + redis.call('ZCARD', KEYS[2]), n - 1)
+if lo > hi then return -1 end
+while lo < hi do
+  local mid = math.floor((lo + hi) / 2)
+  local id = redis.call('ZRANGE', KEYS[1], mid, mid, 'WITHSCORES')[2]
+  if mid + 1 - redis.call('ZCOUNT', KEYS[2], '-inf', id) >= k + 1 then hi = mid else lo = mid + 1 end
+end
+return lo
+`)
+
+// directActive pages the certificates that are not revoked (a lone
+// `CertState -eq 1`) as if they had an index of their own: the page's
+// first rank in the inventory is found by activeRankScript, and the
+// inventory is read from there, passing over the revoked.
+func (se *search) directActive(ctx context.Context, src *source) (*QueryResult, error) {
+	res := &QueryResult{Total: src.count}
+	if int64(se.q.Offset) >= src.count {
+		return res, nil
+	}
+	k := int64(se.q.Offset)
+	if se.q.Descending {
+		k = src.count - 1 - k // the page's first, counted from the lowest id
+	}
+	r, err := activeRankScript.Run(ctx, se.s.rdb, []string{src.key, src.except}, k).Int64()
+	if err != nil || r < 0 {
+		return res, err
+	}
+	all := &source{kind: srcSet, key: src.key, order: "id", count: src.size}
+	revoked := &source{kind: srcNot, except: src.except}
+	var ids []int64
+	for len(ids) < se.q.Limit {
+		lo, hi := r, r+int64(se.q.Limit)+63 // ranks, ascending
+		if se.q.Descending {
+			lo, hi = r-int64(se.q.Limit)-63, r
+		}
+		lo, hi = max(lo, 0), min(hi, all.count-1)
+		if lo > hi {
+			break
+		}
+		chunk, err := se.readRanks(ctx, all, lo, hi, false)
+		if err != nil {
+			return nil, err
+		}
+		if se.q.Descending {
+			slices.Reverse(chunk)
+			r = lo - 1
+		} else {
+			r = hi + 1
+		}
+		if chunk, err = se.s.keep(ctx, se, revoked, chunk); err != nil {
+			return nil, err
+		}
+		ids = append(ids, chunk[:min(len(chunk), se.q.Limit-len(ids))]...)
 	}
 	res.Matches, err = se.s.loadMatches(ctx, se.q, ids)
 	return res, err
