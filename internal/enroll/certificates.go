@@ -157,16 +157,6 @@ func WalkIndex[T any](ctx context.Context, limit int,
 	}
 }
 
-// OfferCertificate passes an issued request with its certificate to visit
-// (a request without one is passed over) and reports whether to go on.
-func OfferCertificate(r *store.Request, visit func(*store.Request, *store.Certificate) bool) (more bool, err error) {
-	c, err := r.Certificate()
-	if err != nil || c == nil {
-		return err == nil, err
-	}
-	return visit(r, c), nil
-}
-
 // CertificateOf returns an issued request's certificate: the one read with
 // the record, else (a record from before it was issued) read now.
 func (s *Service) CertificateOf(ctx context.Context, req *store.Request) (*store.Certificate, error) {
