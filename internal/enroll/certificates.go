@@ -124,8 +124,8 @@ func (s *Service) CertificateBySerial(ctx context.Context, serial, issuer string
 // with load and visiting them until visit says stop, reading at most
 // limit ids. Should visit still want more when limit ids are read and
 // the index holds more, it answers TooBroad: never a partial walk that
-// looks finished. The certificate inventory and the pending CSRs are
-// walked so.
+// looks finished. The pending CSRs are walked so (certificates are
+// searched through their indexes: SearchCertificates).
 func WalkIndex[T any](ctx context.Context, limit int,
 	next func(ctx context.Context, after, n int64) ([]int64, error),
 	load func(ctx context.Context, ids []int64) ([]T, error),

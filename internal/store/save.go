@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"time"
 
@@ -211,9 +212,10 @@ func (s *Store) runSave(ctx context.Context, r *Request, data []byte, channel, m
 		certOps.add(s.keys.certEntries(cert))
 	}
 	md := r.Metadata()
-	full.add(s.keys.metadataEntries(r.ID, md))
-	if cert == nil {
-		diff.change(s.keys.metadataEntries(r.ID, r.indexedMeta), s.keys.metadataEntries(r.ID, md))
+	mdEntries := s.keys.metadataEntries(r.ID, md)
+	full.add(mdEntries)
+	if cert == nil && !maps.Equal(r.indexedMeta, md) {
+		diff.change(s.keys.metadataEntries(r.ID, r.indexedMeta), mdEntries)
 	}
 	keys, args := certOps.encode([]string{s.keys.request(r.ID)}, []any{r.version, data, channel, message, certData,
 		len(certOps.adds), len(full.adds), len(diff.adds), len(diff.removes)})
