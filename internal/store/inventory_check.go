@@ -154,6 +154,8 @@ func (s *Store) CheckInventory(ctx context.Context, repair bool) (*InventoryRepo
 		if err != nil {
 			return err
 		}
+		var certs []*Request
+		var wants [][]indexEntry
 		for _, r := range rs {
 			c, err := r.Certificate()
 			if err != nil {
@@ -164,11 +166,14 @@ func (s *Store) CheckInventory(ctx context.Context, repair bool) (*InventoryRepo
 				continue
 			}
 			rep.Certificates++
-			want := s.keys.inventoryEntries(c, r.Metadata())
-			missing, err := s.missingEntries(ctx, want)
-			if err != nil {
-				return err
-			}
+			certs, wants = append(certs, r), append(wants, s.keys.inventoryEntries(c, r.Metadata()))
+		}
+		missings, err := s.missingEntries(ctx, wants)
+		if err != nil {
+			return err
+		}
+		for i, r := range certs {
+			missing := missings[i]
 			for _, e := range missing {
 				rep.Missing = append(rep.Missing, e.String())
 			}
@@ -223,37 +228,43 @@ func (e indexEntry) String() string {
 	return e.key + " " + strconv.Quote(e.member)
 }
 
-// missingEntries returns the entries of want that are not in Redis.
-func (s *Store) missingEntries(ctx context.Context, want []indexEntry) ([]indexEntry, error) {
+// missingEntries returns, for each list of wanted entries, those that
+// are not in Redis, asking for all of them in one round trip.
+func (s *Store) missingEntries(ctx context.Context, wants [][]indexEntry) ([][]indexEntry, error) {
 	pipe := s.rdb.Pipeline()
-	scores := make([]*redis.FloatCmd, len(want))
-	strs := make([]*redis.StringCmd, len(want))
-	for i, e := range want {
-		if e.str {
-			strs[i] = pipe.Get(ctx, e.key)
-		} else {
-			scores[i] = pipe.ZScore(ctx, e.key, e.member)
+	scores := make([][]*redis.FloatCmd, len(wants))
+	strs := make([][]*redis.StringCmd, len(wants))
+	for i, want := range wants {
+		scores[i], strs[i] = make([]*redis.FloatCmd, len(want)), make([]*redis.StringCmd, len(want))
+		for j, e := range want {
+			if e.str {
+				strs[i][j] = pipe.Get(ctx, e.key)
+			} else {
+				scores[i][j] = pipe.ZScore(ctx, e.key, e.member)
+			}
 		}
 	}
 	pipe.Exec(ctx) // each command's own error is read below
-	var out []indexEntry
-	for i, e := range want {
-		if e.str {
-			v, err := strs[i].Result()
+	out := make([][]indexEntry, len(wants))
+	for i, want := range wants {
+		for j, e := range want {
+			if e.str {
+				v, err := strs[i][j].Result()
+				if err != nil && !errors.Is(err, redis.Nil) {
+					return nil, err
+				}
+				if v != e.member {
+					out[i] = append(out[i], e)
+				}
+				continue
+			}
+			score, err := scores[i][j].Result()
 			if err != nil && !errors.Is(err, redis.Nil) {
 				return nil, err
 			}
-			if v != e.member {
-				out = append(out, e)
+			if err != nil || int64(score) != e.score {
+				out[i] = append(out[i], e)
 			}
-			continue
-		}
-		score, err := scores[i].Result()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, err
-		}
-		if err != nil || int64(score) != e.score {
-			out = append(out, e)
 		}
 	}
 	return out, nil
