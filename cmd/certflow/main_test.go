@@ -163,8 +163,14 @@ func TestFirstRunServesWithZeroSetupAndItsCurlExampleWorks(t *testing.T) {
 
 func run2(t *testing.T, dir string, args ...string) (string, int) {
 	t.Helper()
+	return runEnv(t, dir, nil, args...)
+}
+
+// runEnv is run2 with env added to the clean environment.
+func runEnv(t *testing.T, dir string, env []string, args ...string) (string, int) {
+	t.Helper()
 	cmd := exec.Command(binary, args...)
-	cmd.Dir, cmd.Env = dir, cleanEnv()
+	cmd.Dir, cmd.Env = dir, append(cleanEnv(), env...)
 	out, err := cmd.CombinedOutput()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
@@ -353,16 +359,7 @@ func TestInventoryCheckFindsAndRepairs(t *testing.T) {
 	}
 	check := func(args ...string) (string, int) {
 		t.Helper()
-		cmd := exec.Command(binary, append([]string{"inventory", "check", "--config", "certflow.yaml"}, args...)...)
-		cmd.Dir, cmd.Env = dir, append(cleanEnv(), "CERTFLOW_REDIS_URL="+testutil.RedisURL())
-		out, err := cmd.CombinedOutput()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return string(out), code
+		return runEnv(t, dir, []string{"CERTFLOW_REDIS_URL=" + testutil.RedisURL()}, append([]string{"inventory", "check", "--config", "certflow.yaml"}, args...)...)
 	}
 	if out, code := check(); code != 1 || !strings.Contains(out, "stale:   "+prefix+`:inv:revoked "999"`) || !strings.Contains(out, "INCONSISTENT") {
 		t.Fatalf("check: exit %d\n%s", code, out)
