@@ -83,14 +83,18 @@ func (s *Service) buildInventoryLater() {
 	go s.store.BuildInventory(context.Background()) // another process's lock, or its error, leaves it for the next minute
 }
 
+// boundSetting names the setting behind the bound a search reached.
+func boundSetting(tb *store.TooBroadError) string {
+	if tb.Bound == "records" {
+		return "api.max_scan"
+	}
+	return "api.max_index_read"
+}
+
 // tooBroad is TooBroad for a search refused by its bounds.
 func tooBroad(tb *store.TooBroadError, q store.Query) *Error {
-	bound := "api.max_index_read"
-	if tb.Bound == "records" {
-		bound = "api.max_scan"
-	}
 	msg := fmt.Sprintf("the search read %d %s (%s) before its page was complete, and more remain unread; narrow it with a term an index answers (Id, Thumbprint, SerialNumber, IssuedCN, IssuedDN or SAN -eq/-startswith, NotAfter/NotBefore ranges, CertState, TemplateName, CertificateAuthorityName, RequesterName, metadata -eq)",
-		tb.Read, map[string]string{"index": "index entries", "records": "records"}[tb.Bound], bound)
+		tb.Read, map[string]string{"index": "index entries", "records": "records"}[tb.Bound], boundSetting(tb))
 	if q.Sort == "" || q.Sort == "id" || q.Sort == "certrequestid" {
 		msg += ", or page by Id: add `AND Id -gt <the last Id you read>` and ask for page 1 again"
 	}
@@ -110,7 +114,7 @@ func (s *Service) CertificateBySerial(ctx context.Context, serial, issuer string
 	switch {
 	case errors.As(err, &tb):
 		return nil, nil, fieldError(Invalid, keyfactor.CodeTooBroad, "SerialNumber",
-			"%d certificates carry serial number %s, more than the search reads (%s); download by CertID or Thumbprint", tb.Read, serial, map[string]string{"index": "api.max_index_read", "records": "api.max_scan"}[tb.Bound])
+			"%d certificates carry serial number %s, more than the search reads (%s); download by CertID or Thumbprint", tb.Read, serial, boundSetting(tb))
 	case err != nil:
 		return nil, nil, err
 	case len(res.Matches) == 0:
