@@ -805,17 +805,21 @@ func (se *search) sortByIndex(ctx context.Context, ids []int64) error {
 				keys[id], _ = scoreOf(scores[j])
 			}
 		}
-		slices.SortFunc(ids, func(a, b int64) int {
-			if c := cmp.Compare(keys[a], keys[b]); c != 0 {
-				return c
-			}
-			return strings.Compare(strconv.FormatInt(a, 10), strconv.FormatInt(b, 10))
-		})
+		slices.SortFunc(ids, func(a, b int64) int { return byScore(keys[a], keys[b], a, b) })
 	}
 	if se.q.Descending {
 		slices.Reverse(ids)
 	}
 	return nil
+}
+
+// byScore orders two ids as a sorted set does: by score, ties by member
+// (the id in decimal: 10 before 9).
+func byScore(ka, kb, a, b int64) int {
+	if c := cmp.Compare(ka, kb); c != 0 {
+		return c
+	}
+	return strings.Compare(strconv.FormatInt(a, 10), strconv.FormatInt(b, 10))
 }
 
 // sortMatches sorts matches in an order as its index holds them.
@@ -828,10 +832,7 @@ func sortMatches(ms []Match, order string, desc bool) {
 			if order == "notbefore" {
 				ka, kb = ca.NotBefore.Unix(), cb.NotBefore.Unix()
 			}
-			if c := cmp.Compare(ka, kb); c != 0 {
-				return c
-			}
-			return strings.Compare(strconv.FormatInt(ca.ID, 10), strconv.FormatInt(cb.ID, 10))
+			return byScore(ka, kb, ca.ID, cb.ID)
 		case "issuedcn", "issueddn", "serialnumber":
 			if c := strings.Compare(orderValue(order, ca), orderValue(order, cb)); c != 0 {
 				return c
