@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -242,5 +243,57 @@ func TestAttackWritePathsKeepTheInventoryChecked(t *testing.T) {
 		if got := certIDs(t, resp); !slices.Equal(got, tc.want) || resp.Header.Get("X-Total-Count") != strconv.Itoa(len(tc.want)) {
 			t.Errorf("%s: %v (X-Total-Count %s), want %v", tc.query, got, resp.Header.Get("X-Total-Count"), tc.want)
 		}
+	}
+}
+
+// A requester naming another user's certificate by every key a search
+// takes (its id, request id, thumbprint, serial, an id range around it,
+// its exact names) finds nothing and counts nothing: the same answer as
+// for a certificate that does not exist.
+func TestAttackARequesterNamingAnothersCertificateFindsNothing(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	admin := "Bearer " + testutil.AdminToken
+	issueAs(t, cf, alice, "own.example.com", nil)
+	carols, _ := issueAs(t, cf, carolBasic, "carols.example.com", nil)
+	_, rec := getCert(t, cf, admin, carols, "")
+	for _, q := range []string{
+		fmt.Sprintf("Id -eq %d", carols),
+		fmt.Sprintf("CertRequestId -eq %d", carols),
+		fmt.Sprintf("Id -ge %d AND Id -le %d", carols, carols),
+		`Thumbprint -eq "` + rec.Thumbprint + `"`,
+		`SerialNumber -eq "` + rec.SerialNumber + `"`,
+		`IssuedCN -eq "carols.example.com"`,
+		`SAN -startswith "carols"`,
+		`RequesterName -eq "carol"`,
+	} {
+		resp := cf.Do(t, "GET", "/Certificates?"+queryString(q), nil, "Authorization", alice)
+		if got := certIDs(t, resp); len(got) != 0 || resp.Header.Get("X-Total-Count") != "0" {
+			t.Errorf("alice: %s: %v, X-Total-Count %q; want none, 0", q, got, resp.Header.Get("X-Total-Count"))
+		}
+	}
+}
+
+// Oversized searches are refused naming the query, not answered at any
+// cost: more than 20 terms (includeRevoked=false and includeExpired=false
+// count), and an unknown or misplaced operator. A long value is only a
+// long value: answered (nothing), not an error.
+func TestAttackOversizedSearchesAreRefused(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	admin := "Bearer " + testutil.AdminToken
+	issueAs(t, cf, alice, "big.example.com", nil)
+	twenty := strings.TrimSuffix(strings.Repeat(`IssuedCN -ne "x" AND `, 20), " AND ")
+	if resp := cf.Do(t, "GET", "/Certificates?"+queryString(twenty), nil, "Authorization", admin); resp.Status != http.StatusOK {
+		t.Fatalf("20 terms: %d %s", resp.Status, resp.Body)
+	}
+	wantError(t, cf.Do(t, "GET", "/Certificates?"+queryString(twenty+` AND IssuedCN -ne "y"`), nil, "Authorization", admin), 400, keyfactor.CodeInvalidField, "pq.queryString: at most 20 terms")
+	wantError(t, cf.Do(t, "GET", "/Certificates?includeRevoked=false&"+queryString(twenty), nil, "Authorization", admin), 400, keyfactor.CodeInvalidField, "pq.queryString: at most 20 terms")
+	wantError(t, cf.Do(t, "GET", "/Certificates?"+queryString(`IssuedCN -like "x"`), nil, "Authorization", admin), 400, keyfactor.CodeInvalidField, "pq.queryString: field issuedcn takes")
+	wantError(t, cf.Do(t, "GET", "/Certificates?"+queryString(`NotAfter -contains "2027"`), nil, "Authorization", admin), 400, keyfactor.CodeInvalidField, "pq.queryString: field notafter takes")
+	long := strings.Repeat("a", 64<<10)
+	resp := cf.Do(t, "GET", "/Certificates?"+queryString(`IssuedCN -contains "`+long+`"`), nil, "Authorization", admin)
+	if got := certIDs(t, resp); len(got) != 0 || resp.Header.Get("X-Total-Count") != "0" {
+		t.Fatalf("a 64 KiB value: %v, X-Total-Count %q", got, resp.Header.Get("X-Total-Count"))
 	}
 }

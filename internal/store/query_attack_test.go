@@ -609,3 +609,35 @@ func TestAttackDNNormalizationKeepsEscapedSeparators(t *testing.T) {
 	a.agree(store.Query{Terms: terms("issueddn", "eq", `CN=a\, b, O=Org`)}, 50, []int64{spaced})
 	a.agree(store.Query{Terms: terms("issueddn", "eq", `CN=a\,b, O=Org`)}, 50, []int64{tight})
 }
+
+// Every kind of subject alternative name is a SAN value of the index, not
+// only DNS names; and a subject with two CNs is searched by what its
+// record shows: IssuedCN is the one the certificate answers with, the DN
+// holds both. Index and brute force agree on each.
+func TestAttackOtherSANTypesAndASecondCN(t *testing.T) {
+	t.Parallel()
+	a := newAttackInventory(t)
+	id := a.issue("alice", nil, func(c *store.Certificate) {
+		c.IssuedCN, c.SubjectDN = "second.example.com", "CN=first.example.com,CN=second.example.com"
+		c.SANs = []store.SAN{{Type: store.SANIP, Value: "10.0.0.7"}, {Type: store.SANEmail, Value: "Ops@Example.com"},
+			{Type: store.SANURI, Value: "spiffe://example.com/svc"}, {Type: store.SANDNS, Value: "svc.example.com"}}
+	})
+	other := a.issue("alice", nil, nil)
+	for _, tc := range []struct {
+		q    []store.Term
+		want []int64
+	}{
+		{terms("san", "eq", "10.0.0.7"), []int64{id}},
+		{terms("san", "startswith", "10.0."), []int64{id}},
+		{terms("san", "eq", "ops@example.com"), []int64{id}},
+		{terms("san", "startswith", "spiffe://example.com/"), []int64{id}},
+		{terms("san", "contains", "example.com/sv"), []int64{id}},
+		{terms("san", "ne", "10.0.0.7", "id", "le", strconv.FormatInt(other, 10)), []int64{other}},
+		{terms("issuedcn", "eq", "second.example.com"), []int64{id}},
+		{terms("issuedcn", "eq", "first.example.com"), nil},
+		{terms("issueddn", "contains", "cn=first.example.com"), []int64{id}},
+		{terms("issueddn", "startswith", "CN = first.example.com , CN="), []int64{id}},
+	} {
+		a.agree(store.Query{Terms: tc.q}, 50, tc.want)
+	}
+}
