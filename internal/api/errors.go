@@ -42,11 +42,14 @@ var kindStatus = map[enroll.Kind]int{
 // writeError is the one place errors become responses. Known errors (an
 // apiError, an enroll.Error of a kind in kindStatus) keep their message;
 // anything else is logged in full and answered as a bare 500 (or 503 when
-// Redis is unreachable): internal text never reaches the client.
+// Redis is unavailable): internal text never reaches the client. Every
+// refusal is logged with its reason and the request id the client got in
+// X-Request-Id (refuse).
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	var ae *apiError
 	var ee *enroll.Error
 	var mbe *http.MaxBytesError
+	var internal error // what the client is not told
 	switch {
 	case errors.As(err, &ae):
 	case errors.As(err, &ee) && kindStatus[ee.Kind] != 0:
@@ -57,14 +60,45 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	case errors.As(err, &mbe):
 		ae = newError(http.StatusRequestEntityTooLarge, keyfactor.CodeTooLarge, "request body: larger than the %d-byte limit", mbe.Limit)
 	case store.Unavailable(err), errors.Is(err, store.ErrIDTaken): // the latter: Redis lost data; a retry gets a fresh id
-		log.Error("store unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		internal = err
 		ae = newError(http.StatusServiceUnavailable, keyfactor.CodeUnavailable, "the certificate store is unavailable; retry later")
 		w.Header().Set("Retry-After", "5")
 	default:
-		log.Error("internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+		internal = err
 		ae = newError(http.StatusInternalServerError, keyfactor.CodeInternal, "internal error")
 	}
+	refuse(log, r, ae, internal)
 	writeJSON(w, ae.status, keyfactor.Error{ErrorCode: ae.code, Message: ae.msg})
+}
+
+// maxLoggedMessage bounds a refusal's message in the log: messages quote
+// what the client sent, which an attacker may make as long as a body.
+const maxLoggedMessage = 512
+
+// refuse logs a refusal: at info level (the client's mistake or a limit),
+// at error level from 500 on (certflow's or Redis's, with the internal
+// error the client was not told). The path is logged without its query,
+// which may carry anything the client typed; credentials are never logged.
+func refuse(log *slog.Logger, r *http.Request, ae *apiError, internal error) {
+	level := slog.LevelInfo
+	if ae.status >= 500 {
+		level = slog.LevelError
+	}
+	msg := ae.msg
+	if len(msg) > maxLoggedMessage {
+		msg = msg[:maxLoggedMessage] + "…"
+	}
+	attrs := []slog.Attr{
+		slog.String("request_id", requestID(r)), slog.String("method", r.Method), slog.String("path", loggedPath(r)),
+		slog.Int("status", ae.status), slog.String("code", ae.code), slog.String("message", msg),
+	}
+	if id := identity(r); id != nil {
+		attrs = append(attrs, slog.String("user", id.Name))
+	}
+	if internal != nil {
+		attrs = append(attrs, slog.Any("err", internal))
+	}
+	log.LogAttrs(r.Context(), level, "refused", attrs...)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -3,10 +3,12 @@ package api
 import (
 	"encoding/json"
 	"fmt"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,5 +56,37 @@ func TestWriteErrorAnswersEachEnrollKind(t *testing.T) {
 	writeError(rec, httptest.NewRequest("POST", "/x", nil), log, &enroll.Error{Kind: 99, Code: "x", Message: "secret"})
 	if rec.Code != http.StatusInternalServerError {
 		t.Errorf("unknown kind: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// TestRefusalsAreLoggedAtTheirLevel: a refusal of the client's request is
+// logged at info with its reason, bounded in length; a 500 or 503 at error
+// level with the internal error the client was not told.
+func TestRefusalsAreLoggedAtTheirLevel(t *testing.T) {
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	for _, tc := range []struct {
+		err       error
+		want      []string
+		clientMsg string
+	}{
+		{badField("CSR", "want base64, got %q", strings.Repeat("x", 4096)), []string{"level=INFO", "status=400", "message=\"CSR: want base64", "…\""}, "CSR: want base64"},
+		{errors.New("dial tcp 10.0.0.5:6379: boom"), []string{"level=ERROR", "status=500", "message=\"internal error\"", "err=\"dial tcp 10.0.0.5:6379: boom\""}, "internal error"},
+	} {
+		logs.Reset()
+		rec := httptest.NewRecorder()
+		writeError(rec, httptest.NewRequest("POST", "/x?password=hunter2", nil), log, tc.err)
+		line := logs.String()
+		for _, want := range tc.want {
+			if !strings.Contains(line, want) {
+				t.Errorf("%v: log lacks %q: %s", tc.err, want, line)
+			}
+		}
+		if len(line) > 1024 || strings.Contains(line, "hunter2") || !strings.Contains(line, "path=/x ") {
+			t.Errorf("%v: log line unbounded, or with the query: %s", tc.err, line)
+		}
+		if !strings.HasPrefix(rec.Body.String(), `{"ErrorCode"`) || !strings.Contains(rec.Body.String(), tc.clientMsg) || strings.Contains(rec.Body.String(), "10.0.0.5") {
+			t.Errorf("%v: answered %s", tc.err, rec.Body)
+		}
 	}
 }
