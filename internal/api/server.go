@@ -98,6 +98,7 @@ func New(o Options) *Server {
 	s.public("GET /healthz", s.handleHealthz)
 	s.route("GET /readyz", s.handleReadyz)
 	s.route("GET /Status/Endpoints", s.handleEndpoints)
+	s.public("GET /openapi.json", s.handleOpenAPI) // it describes the API, no data
 	s.route("POST /Enrollment/CSR", s.handleEnrollCSR, config.RoleRequester)
 	s.route("POST /Enrollment/CSR/Parse", s.handleParseCSR)
 	s.route("POST /Enrollment/Renew", s.handleRenew, config.RoleRequester)
