@@ -252,7 +252,7 @@ func (op operation) document(sc *schemas, method, path string) map[string]any {
 	for _, a := range op.answers {
 		responses[strconv.Itoa(a.status)] = a.document(sc)
 	}
-	for _, status := range op.refusalsOf() {
+	for _, status := range op.refusalsOf(path) {
 		if _, taken := responses[strconv.Itoa(status)]; !taken {
 			responses[strconv.Itoa(status)] = ref("responses", refusalNames[status])
 		}
@@ -264,14 +264,17 @@ func (op operation) document(sc *schemas, method, path string) map[string]any {
 // refusalsOf is what the operation may refuse with: every one a 500;
 // authenticated ones 401, 403 (roles, or what enroll forbids), 429 (rate
 // limits) and 503 (Redis); those with inputs 400; with a body 413; with a
-// path parameter 404; and the operation's own.
-func (op operation) refusalsOf() []int {
+// path parameter 400 and 404; and the operation's own.
+func (op operation) refusalsOf(path string) []int {
 	out := append([]int{http.StatusInternalServerError}, op.refusals...)
 	if !op.public {
 		out = append(out, http.StatusUnauthorized, http.StatusForbidden, http.StatusTooManyRequests, http.StatusServiceUnavailable)
 	}
-	if op.body != nil || len(op.params) > 0 || op.pathSchema != nil {
+	if op.body != nil || len(op.params) > 0 || strings.Contains(path, "{") {
 		out = append(out, http.StatusBadRequest)
+	}
+	if strings.Contains(path, "{") {
+		out = append(out, http.StatusNotFound)
 	}
 	if op.body != nil {
 		out = append(out, http.StatusRequestEntityTooLarge)

@@ -48,7 +48,7 @@ func (s *schemas) schema(t reflect.Type, required bool) map[string]any {
 	case t == timeType:
 		out = map[string]any{"type": "string", "format": "date-time"}
 	case t == rawType || t.Kind() == reflect.Interface:
-		return map[string]any{} // any JSON, null included
+		return map[string]any{"nullable": true} // any JSON, null included
 	case t.Kind() == reflect.Struct:
 		out = map[string]any{"$ref": "#/components/schemas/" + s.component(t, required)}
 		if nullable {
