@@ -99,7 +99,7 @@ var operations = map[string]operation{
 		params: append([]string{"CertificateFormatPFX"}, submitHdrs...), body: keyfactor.EnrollmentPFXRequest{},
 		answers: submitted(keyfactor.PFXEnrollmentResponse{}), refusals: []int{http.StatusNotFound, http.StatusConflict}},
 	"POST /CSRGeneration/Generate": {summary: "Generate a key and CSR here; the key is kept sealed as a pending CSR.", roles: []string{config.RoleRequester},
-		body: keyfactor.CSRGenerationRequest{}, answers: ok(keyfactor.CSRContents{})},
+		body: keyfactor.CSRGenerationRequest{}, answers: ok(keyfactor.CSRContents{}), refusals: []int{http.StatusConflict}},
 	"GET /CSRGeneration/Pending":         {summary: "The caller's pending CSRs (an administrator's: all).", params: paging, answers: ok([]keyfactor.PendingCSRResponse{})},
 	"DELETE /CSRGeneration/Pending":      {summary: "Delete pending CSRs by id: all of them, or none.", body: []int64{}, answers: noContent, refusals: []int{http.StatusNotFound}},
 	"GET /CSRGeneration/Pending/{id}":    {summary: "One pending CSR.", answers: ok(keyfactor.CSRGenerationResponseModel{})},
@@ -208,7 +208,8 @@ const apiDescription = "certflow speaks Keyfactor Command's REST dialect (its pa
 	"its additions are marked (certflow). Paths match without regard to case and are served at the root and under /KeyfactorAPI. " +
 	"JSON field names in request bodies match without regard to case, as Go's decoder does. " +
 	"Every answer carries X-Request-Id; every refusal is {\"ErrorCode\", \"Message\"} (the message names the field) and is logged with that id. " +
-	"A path certflow does not serve answers 404, a method it does not serve on a path 405, both in that shape."
+	"A path certflow does not serve answers 404, a method it does not serve on a path 405, both in that shape. " +
+	"Headers over 64 KiB are refused 431 by the HTTP server itself, in plain text."
 
 // document renders one operation.
 func (op operation) document(sc *schemas, method, path string) map[string]any {
@@ -257,6 +258,7 @@ func (op operation) document(sc *schemas, method, path string) map[string]any {
 			responses[strconv.Itoa(status)] = ref("responses", refusalNames[status])
 		}
 	}
+	responses[strconv.Itoa(http.StatusRequestHeaderFieldsTooLarge)] = ref("responses", "HeadersTooLarge")
 	out["responses"] = responses
 	return out
 }
@@ -340,6 +342,11 @@ func refusalResponses(errSchema map[string]any) map[string]any {
 			"headers":     hdrs,
 			"content":     map[string]any{"application/json": map[string]any{"schema": errSchema}},
 		}
+	}
+	// Go's HTTP server answers this one before certflow sees the request.
+	out["HeadersTooLarge"] = map[string]any{
+		"description": "The request's headers are over 64 KiB: answered by the HTTP server before certflow reads the request, in plain text and without X-Request-Id.",
+		"content":     map[string]any{"text/plain": map[string]any{"schema": str}},
 	}
 	return out
 }
