@@ -106,16 +106,13 @@ func (s *schemas) component(t reflect.Type, required bool) string {
 // written to req), as encoding/json sees them.
 func (s *schemas) fields(t reflect.Type, required bool, props map[string]any, req *[]string) {
 	for f := range t.Fields() {
-		if !f.IsExported() {
-			continue
-		}
 		tag := f.Tag.Get("json")
-		if tag == "-" {
-			continue
-		}
 		name, opts, _ := strings.Cut(tag, ",")
 		if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
-			s.fields(f.Type, required, props, req)
+			s.fields(f.Type, required, props, req) // promoted, even from an unexported type
+			continue
+		}
+		if !f.IsExported() || tag == "-" {
 			continue
 		}
 		if name == "" {
