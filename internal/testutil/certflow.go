@@ -160,7 +160,7 @@ func (c *Certflow) Do(t testing.TB, method, path string, body any, headers ...st
 }
 
 // Do is Certflow.Do against any base URL. The exchange is checked against
-// certflow's OpenAPI document (checkContract).
+// certflow's OpenAPI document (CheckContract).
 func Do(t testing.TB, base, method, path string, body any, headers ...string) *Response {
 	t.Helper()
 	var sent []byte
@@ -206,7 +206,7 @@ func Do(t testing.TB, base, method, path string, body any, headers ...string) *R
 		t.Fatal(err)
 	}
 	out := &Response{Status: resp.StatusCode, Header: resp.Header, Body: data}
-	checkContract(t, req, sent, out)
+	CheckContract(t, req, sent, out)
 	return out
 }
 

@@ -43,8 +43,9 @@ var Contract = sync.OnceValues(func() (*openapi3.T, error) {
 	return doc, nil
 })
 
-// checkContract validates one exchange of Do against the document.
-func checkContract(t testing.TB, req *http.Request, reqBody []byte, resp *Response) {
+// CheckContract validates one exchange (Do makes it for each of its own;
+// a test with a client of its own calls it) against the document.
+func CheckContract(t testing.TB, req *http.Request, reqBody []byte, resp *Response) {
 	t.Helper()
 	if _, bench := t.(*testing.B); bench {
 		return

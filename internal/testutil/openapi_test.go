@@ -59,7 +59,7 @@ func TestContractCheckNamesTheOperationAndWhy(t *testing.T) {
 			req.Header.Set("Content-Type", "application/json")
 		}
 		rec := &recorder{TB: t}
-		checkContract(rec, req, []byte(tc.body), &Response{Status: tc.status, Header: tc.header, Body: []byte(tc.answer)})
+		CheckContract(rec, req, []byte(tc.body), &Response{Status: tc.status, Header: tc.header, Body: []byte(tc.answer)})
 		got := strings.Join(rec.errs, "\n")
 		if len(tc.want) == 0 && got != "" {
 			t.Errorf("%s: unexpected: %s", tc.name, got)
