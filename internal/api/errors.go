@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"unicode/utf8"
 
 	"github.com/certflow/certflow/internal/enroll"
 	"github.com/certflow/certflow/internal/keyfactor"
@@ -71,9 +72,22 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	writeJSON(w, ae.status, keyfactor.Error{ErrorCode: ae.code, Message: ae.msg})
 }
 
-// maxLoggedMessage bounds a refusal's message in the log: messages quote
-// what the client sent, which an attacker may make as long as a body.
-const maxLoggedMessage = 512
+// maxLogged bounds a refusal's message and path in the log: messages
+// quote what the client sent, which an attacker may make as long as a
+// body, and a path may be as long as the headers.
+const maxLogged = 512
+
+// bounded cuts s to maxLogged bytes (at a rune boundary), marking the cut.
+func bounded(s string) string {
+	if len(s) <= maxLogged {
+		return s
+	}
+	cut := maxLogged
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
 
 // refuse logs a refusal: at info level (the client's mistake or a limit),
 // at error level from 500 on (certflow's or Redis's, with the internal
@@ -84,13 +98,9 @@ func refuse(log *slog.Logger, r *http.Request, ae *apiError, internal error) {
 	if ae.status >= 500 {
 		level = slog.LevelError
 	}
-	msg := ae.msg
-	if len(msg) > maxLoggedMessage {
-		msg = msg[:maxLoggedMessage] + "…"
-	}
 	attrs := []slog.Attr{
-		slog.String("request_id", requestID(r)), slog.String("method", r.Method), slog.String("path", loggedPath(r)),
-		slog.Int("status", ae.status), slog.String("code", ae.code), slog.String("message", msg),
+		slog.String("request_id", requestID(r)), slog.String("method", r.Method), slog.String("path", bounded(loggedPath(r))),
+		slog.Int("status", ae.status), slog.String("code", ae.code), slog.String("message", bounded(ae.msg)),
 	}
 	if id := identity(r); id != nil {
 		attrs = append(attrs, slog.String("user", id.Name))

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/certflow/certflow/internal/enroll"
 	"github.com/certflow/certflow/internal/keyfactor"
@@ -70,19 +71,23 @@ func TestRefusalsAreLoggedAtTheirLevel(t *testing.T) {
 		want      []string
 		clientMsg string
 	}{
-		{badField("CSR", "want base64, got %q", strings.Repeat("x", 4096)), []string{"level=INFO", "status=400", "message=\"CSR: want base64", "…\""}, "CSR: want base64"},
+		{badField("CSR", "want base64, got %q", strings.Repeat("é", 4096)), []string{"level=INFO", "status=400", "message=\"CSR: want base64", "…\"", "path=/xxxxx"}, "CSR: want base64"},
 		{errors.New("dial tcp 10.0.0.5:6379: boom"), []string{"level=ERROR", "status=500", "message=\"internal error\"", "err=\"dial tcp 10.0.0.5:6379: boom\""}, "internal error"},
 	} {
 		logs.Reset()
 		rec := httptest.NewRecorder()
-		writeError(rec, httptest.NewRequest("POST", "/x?password=hunter2", nil), log, tc.err)
+		path := "/x"
+		if tc.clientMsg != "internal error" {
+			path = "/" + strings.Repeat("x", 8192)
+		}
+		writeError(rec, httptest.NewRequest("POST", path+"?password=hunter2", nil), log, tc.err)
 		line := logs.String()
 		for _, want := range tc.want {
 			if !strings.Contains(line, want) {
 				t.Errorf("%v: log lacks %q: %s", tc.err, want, line)
 			}
 		}
-		if len(line) > 1024 || strings.Contains(line, "hunter2") || !strings.Contains(line, "path=/x ") {
+		if len(line) > 1536 || strings.Contains(line, "hunter2") || !utf8.ValidString(line) {
 			t.Errorf("%v: log line unbounded, or with the query: %s", tc.err, line)
 		}
 		if !strings.HasPrefix(rec.Body.String(), `{"ErrorCode"`) || !strings.Contains(rec.Body.String(), tc.clientMsg) || strings.Contains(rec.Body.String(), "10.0.0.5") {
