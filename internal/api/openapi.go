@@ -396,7 +396,7 @@ var parameters = map[string]any{
 		false, str),
 	"CertificateFormatRequired": header("x-certificateformat", "PEM or DER: the encoding of CertificateInformation.Certificates (any case).", true, str),
 	"CertificateFormat":         header("x-certificateformat", "PEM or DER (any case): the encoding of the certificates in the answer.", false, str),
-	"CertificateFormatPFX":      header("x-certificateformat", "PFX (or PEM, ZIP): Keyfactor's clients send it; the answer is PKCS#12.", true, str),
+	"CertificateFormatPFX":      header("x-certificateformat", "PFX (any case), as Keyfactor's clients send it; the answer is PKCS#12.", true, str),
 	"CertificateFormatRecover":  header("x-certificateformat", "PFX when given.", false, str),
 	"CertificateFormatDownload": header("x-certificateformat", "PEM (the default), DER (the leaf alone) or P7B.", false, str),
 	"forceEnroll":               queryParameter("forceEnroll", "true to enroll a CSR certflow generated (POST /CSRGeneration/Generate), married to its stored key.", boolean),
