@@ -6,6 +6,9 @@ import (
 	"reflect"
 	"strings"
 	"time"
+
+	"github.com/certflow/certflow/internal/store"
+	"github.com/certflow/certflow/workflow"
 )
 
 // schemas turns Go types into OpenAPI 3.0 schemas as encoding/json writes
@@ -27,6 +30,27 @@ type schemaUse struct {
 	t        reflect.Type
 	required bool
 }
+
+// enums are the values a string field of an answer takes, by
+// "Type.Field": the constants the code writes, so a new one it starts
+// writing without the contract saying so fails the end-to-end suite.
+var enums = func() map[string][]string {
+	dispositions := []string{}
+	for _, d := range []store.Disposition{store.Queued, store.Running, store.Pending, store.Issued, store.Denied, store.Failed, store.Cancelled, store.Revoked} {
+		dispositions = append(dispositions, string(d))
+	}
+	statuses := []string{}
+	for _, s := range []workflow.Status{workflow.StatusRunning, workflow.StatusSuspended, workflow.StatusComplete, workflow.StatusRejected, workflow.StatusFailed} {
+		statuses = append(statuses, string(s))
+	}
+	return map[string][]string{
+		"CertificateInformation.RequestDisposition":    dispositions,
+		"PFXCertificateInformation.RequestDisposition": dispositions,
+		"RenewalResponse.RequestDisposition":           dispositions,
+		"Instance.RequestDisposition":                  dispositions,
+		"Instance.Status":                              statuses,
+	}
+}()
 
 var (
 	timeType = reflect.TypeFor[time.Time]()
@@ -119,6 +143,9 @@ func (s *schemas) fields(t reflect.Type, required bool, props map[string]any, re
 			name = f.Name
 		}
 		props[name] = s.schema(f.Type, required)
+		if values, ok := enums[t.Name()+"."+name]; ok {
+			props[name].(map[string]any)["enum"] = values
+		}
 		if required && !strings.Contains(","+opts+",", ",omitempty,") && !strings.Contains(","+opts+",", ",omitzero,") {
 			*req = append(*req, name)
 		}
