@@ -209,7 +209,8 @@ const apiDescription = "certflow speaks Keyfactor Command's REST dialect (its pa
 	"JSON field names in request bodies match without regard to case, as Go's decoder does. " +
 	"Every answer carries X-Request-Id; every refusal is {\"ErrorCode\", \"Message\"} (the message names the field) and is logged with that id. " +
 	"A path certflow does not serve answers 404, a method it does not serve on a path 405, both in that shape. " +
-	"Headers over 64 KiB are refused 431 by the HTTP server itself, in plain text."
+	"Headers over 64 KiB are refused 431 by the HTTP server itself, in plain text. " +
+	"info.version is the Keyfactor Command API level certflow answers as (x-keyfactor-product-version)."
 
 // document renders one operation.
 func (op operation) document(sc *schemas, method, path string) map[string]any {

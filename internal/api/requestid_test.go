@@ -71,7 +71,13 @@ func TestRequestIDOnEveryAnswerAndInTheRefusalsLog(t *testing.T) {
 			t.Errorf("the 401's log line lacks %q: %s", want, line)
 		}
 	}
-	for _, leak := range []string{secret, password, creds} {
+	const token = "not-a-token-of-anyone-4f9a"
+	if r := cf.Do(t, "GET", "/Templates", nil, "Authorization", "Bearer "+token); r.Status != http.StatusUnauthorized {
+		t.Fatalf("wrong bearer token: %d", r.Status)
+	} else if line := logLine(t, cf, r.Header.Get(api.RequestIDHeader)); !strings.Contains(line, "status=401") {
+		t.Errorf("the 401's log line: %s", line)
+	}
+	for _, leak := range []string{secret, password, creds, token} {
 		if strings.Contains(cf.Logs.String(), leak) {
 			t.Errorf("the log carries %q:\n%s", leak, cf.Logs)
 		}
