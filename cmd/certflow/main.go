@@ -361,7 +361,11 @@ func lint(s app.Settings, paths []string, out io.Writer) error {
 			continue
 		}
 		for _, d := range set.All() {
-			fmt.Fprintf(out, "ok  %s  %s (trigger %s, priority %d, %d steps, version %s)\n", filepath.Join(p, d.File), d.Name, d.Trigger, d.Priority, len(d.Steps), d.Version)
+			file := p // a file named on the command line is shown as given, once
+			if st == nil || st.IsDir() {
+				file = filepath.Join(p, d.File)
+			}
+			fmt.Fprintf(out, "ok  %s  %s (trigger %s, priority %d, %d steps, version %s)\n", file, d.Name, d.Trigger, d.Priority, len(d.Steps), d.Version)
 		}
 	}
 	if failed {

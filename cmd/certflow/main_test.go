@@ -200,6 +200,27 @@ func TestLintReportsPositionsAndExitCodes(t *testing.T) {
 			t.Errorf("lint output lacks %q:\n%s", want, out)
 		}
 	}
+	// Every error of a step is reported, in file order, not only its
+	// first: an unknown key does not hide the step's bad condition, nor
+	// one bad variable the next.
+	os.WriteFile(bad, []byte("name: bad\ntrigger: enrollment\nsteps:\n  - id: check\n    uses: validate\n    chek: x\n    if: csr.CommonNam == \"x\"\n  - id: vars\n    uses: set\n    with:\n      a: ${{ nope }}\n      b: ${{ alsonope }}\n"), 0o644)
+	out, code = run2(t, dir, "lint", bad)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	want := []string{`bad.yaml:6:5: step "check": unknown key "chek"`, `bad.yaml:7:`, `bad.yaml:11:`, `bad.yaml:12:`}
+	if code != 1 || len(lines) != len(want) {
+		t.Fatalf("lint: exit %d, want 1 and %d lines:\n%s", code, len(want), out)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Errorf("line %d = %q, want it to start %q", i+1, lines[i], w)
+		}
+	}
+	// A file named on the command line is shown once, as given.
+	good := filepath.Join(repoDefs, "enrollment-default.yaml")
+	out, code = run2(t, dir, "lint", good)
+	if code != 0 || !strings.HasPrefix(out, "ok  "+good+"  enrollment-default ") {
+		t.Errorf("lint %s: exit %d\n%s", good, code, out)
+	}
 }
 
 // TestLintRefusesValuesSplicedIntoJSONOrAQuery: lint reports, at their
