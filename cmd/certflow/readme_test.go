@@ -64,7 +64,7 @@ func TestREADMEWalkThrough(t *testing.T) {
 		nil, // build, start, wait, key and CSR: set -e checks them
 		{`"RequestDisposition":"ISSUED"`, `"KeyfactorRequestId":1`, "-----BEGIN CERTIFICATE-----"},
 		{"Location: ", "/Enrollment/Requests/2", `"Id":2`},
-		{`"KeyfactorRequestId":3`, `"RequestDisposition":"ISSUED"`, `"ErrorCode":`, "Idempotency-Key"},
+		{`"KeyfactorRequestId":3`, `"RequestDisposition":"ISSUED"`, `"ErrorCode":"0xA0040001"`, "Idempotency-Key header: already used for a different request (3)"},
 		{"Revocation", "Serial Number:", "Key Compromise"},
 		{`"RenewedCertificateId":2`, `"RequestDisposition":"ISSUED"`},
 	}
