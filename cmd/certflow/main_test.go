@@ -203,10 +203,11 @@ func TestLintReportsPositionsAndExitCodes(t *testing.T) {
 	// Every error of a step is reported, in file order, not only its
 	// first: an unknown key does not hide the step's bad condition, nor
 	// one bad variable the next.
-	os.WriteFile(bad, []byte("name: bad\ntrigger: enrollment\nsteps:\n  - id: check\n    uses: validate\n    chek: x\n    if: csr.CommonNam == \"x\"\n  - id: vars\n    uses: set\n    with:\n      a: ${{ nope }}\n      b: ${{ alsonope }}\n"), 0o644)
+	os.WriteFile(bad, []byte("name: bad\ntrigger: enrollment\nsteps:\n  - id: check\n    uses: validate\n    chek: x\n    if: csr.CommonNam == \"x\"\n  - id: vars\n    uses: set\n    with:\n      a: ${{ nope }}\n      b: ${{ alsonope }}\n  - id: gate\n    uses: approval\n    with:\n      quorum: 99\n      on_timeout: later\n"), 0o644)
 	out, code = run2(t, dir, "lint", bad)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	want := []string{`bad.yaml:6:5: step "check": unknown key "chek"`, `bad.yaml:7:`, `bad.yaml:11:`, `bad.yaml:12:`}
+	want := []string{`bad.yaml:6:5: step "check": unknown key "chek"`, `bad.yaml:7:`, `bad.yaml:11:`, `bad.yaml:12:`,
+		`bad.yaml:16:15: step "gate": quorum: 99`, `bad.yaml:17:19: step "gate": on_timeout: "later"`}
 	if code != 1 || len(lines) != len(want) {
 		t.Fatalf("lint: exit %d, want 1 and %d lines:\n%s", code, len(want), out)
 	}
