@@ -21,11 +21,8 @@ func TestRunMeasuresRealEnrollments(t *testing.T) {
 		Requests: 60, Concurrency: 4, WorkerConcurrency: 4, RedisURL: redis.URL(),
 		Definitions: testutil.DefinitionsDir(), Progress: &progress,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Errors != 0 {
-		t.Fatalf("%d enrollments failed: %s", res.Errors, progress.String())
+	if err != nil { // any enrollment not issued fails the run
+		t.Fatalf("%v\n%s", err, progress.String())
 	}
 	if res.EnrollmentsPerS <= 0 || res.AsynqNoopPerS <= 0 || res.Ratio != res.EnrollmentsPerS/res.AsynqNoopPerS {
 		t.Errorf("rates: %v enrollments/s, %v no-ops/s, ratio %v", res.EnrollmentsPerS, res.AsynqNoopPerS, res.Ratio)
@@ -63,9 +60,6 @@ func TestRunWithShortcutsOff(t *testing.T) {
 		})
 		if err != nil {
 			t.Fatal(err)
-		}
-		if res.Errors != 0 {
-			t.Fatalf("off %v: %d enrollments failed: %s", off, res.Errors, progress.String())
 		}
 		return res
 	}
