@@ -69,7 +69,7 @@ var (
 // operations is every route of New, documented.
 var operations = map[string]operation{
 	"GET /healthz": {summary: "Liveness: the process answers. (certflow)", public: true, answers: ok(map[string]string{})},
-	"GET /readyz":  {summary: "Readiness: Redis answers. (certflow)", answers: []answer{{status: http.StatusOK, body: map[string]string{}}, {status: http.StatusServiceUnavailable, body: map[string]string{}, desc: "Not ready: Redis does not answer."}}},
+	"GET /readyz":  {summary: "Readiness: Redis answers. Public: orchestrators probe it; it says ready or not, nothing else. (certflow)", public: true, answers: []answer{{status: http.StatusOK, body: map[string]string{}}, {status: http.StatusServiceUnavailable, body: map[string]string{}, desc: "Not ready: Redis does not answer."}}},
 	"GET /openapi.json": {summary: "This document. Public: it describes the API, no data. (certflow)", public: true,
 		answers: []answer{{status: http.StatusOK, body: map[string]any{}}}},
 	"GET /Status/Endpoints": {summary: "The endpoints served, as \"METHOD /path\"; Keyfactor's clients call it as their login check.",

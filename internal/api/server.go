@@ -96,7 +96,7 @@ func New(o Options) *Server {
 		s.perIdentity = newLimiters(o.Config.API.RateLimit, o.Config.API.RateBurst)
 	}
 	s.public("GET /healthz", s.handleHealthz)
-	s.route("GET /readyz", s.handleReadyz)
+	s.public("GET /readyz", s.handleReadyz) // orchestrators probe it without credentials
 	s.route("GET /Status/Endpoints", s.handleEndpoints)
 	s.public("GET /openapi.json", s.handleOpenAPI) // it describes the API, no data
 	s.route("POST /Enrollment/CSR", s.handleEnrollCSR, config.RoleRequester)

@@ -484,11 +484,13 @@ func TestAuthentication(t *testing.T) {
 			t.Fatalf("status %d: %s", resp.Status, resp.Body)
 		}
 	})
-	t.Run("healthz is public, readyz and the rest are not", func(t *testing.T) {
-		if r := cf.Do(t, "GET", "/healthz", nil, "Authorization", ""); r.Status != 200 {
-			t.Fatalf("healthz: %d", r.Status)
+	t.Run("healthz and readyz are public, the rest is not", func(t *testing.T) {
+		for _, p := range []string{"/healthz", "/readyz"} {
+			if r := cf.Do(t, "GET", p, nil, "Authorization", ""); r.Status != 200 {
+				t.Fatalf("%s without credentials: %d", p, r.Status)
+			}
 		}
-		for _, p := range []string{"/readyz", "/Status/Endpoints", "/Enrollment/Requests/1"} {
+		for _, p := range []string{"/Status/Endpoints", "/Enrollment/Requests/1"} {
 			if r := cf.Do(t, "GET", p, nil, "Authorization", ""); r.Status != 401 {
 				t.Fatalf("%s without credentials: %d", p, r.Status)
 			}
