@@ -29,6 +29,11 @@ import (
 // not hold (key rotation), and checks iss, aud, exp, nbf and the signature
 // with one of the allowed (asymmetric) algorithms.
 //
+// go-oidc keeps the keys it fetched for as long as it lives, so a key the
+// issuer has withdrawn would still verify tokens until some other key made
+// it fetch again; certflow starts from a fresh key set every keyCacheTTL,
+// which bounds a withdrawn key's life.
+//
 // Discovery is lazy: certflow starts whether or not the issuer answers.
 // Until it has answered once, a JWT is answered 503, and the discovery is
 // tried again at most every discoveryRetry, so an identity provider that
@@ -41,7 +46,9 @@ type oidcVerifier struct {
 	now    func() time.Time // the Authenticator's clock, for the retry pacing
 
 	mu       sync.Mutex
+	provider *oidc.Provider
 	verifier *oidc.IDTokenVerifier
+	keysAt   time.Time // when verifier's key set was made
 	retryAt  time.Time // no discovery before this, after a failed one
 	failure  error
 }
@@ -56,6 +63,9 @@ const (
 	idpTimeout = 10 * time.Second
 	// discoveryRetry is how often a failing discovery is tried again.
 	discoveryRetry = 10 * time.Second
+	// keyCacheTTL is how long a fetched key set is trusted without asking
+	// the issuer again (it is asked sooner for a key it does not hold).
+	keyCacheTTL = 10 * time.Minute
 	// maxTokenUserName bounds the user name a token's claim gives.
 	maxTokenUserName = 128
 )
@@ -127,7 +137,10 @@ func (b *boundedBody) Read(p []byte) (int, error) {
 func (o *oidcVerifier) discover(ctx context.Context) (*oidc.IDTokenVerifier, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.verifier != nil {
+	if o.provider != nil {
+		if o.now().After(o.keysAt.Add(keyCacheTTL)) {
+			o.newKeySet()
+		}
 		return o.verifier, nil
 	}
 	if o.now().Before(o.retryAt) {
@@ -142,15 +155,23 @@ func (o *oidcVerifier) discover(ctx context.Context) (*oidc.IDTokenVerifier, err
 			"issuer", o.cfg.Issuer, "err", truncate(err.Error(), 300))
 		return nil, o.failure
 	}
+	o.provider = p
+	o.newKeySet()
+	o.log.Info("identity provider discovered: bearer JWTs are checked against it", "issuer", o.cfg.Issuer, "audience", o.cfg.Audience)
+	return o.verifier, nil
+}
+
+// newKeySet makes the verifier anew, with an empty key set that the next
+// token fills from the issuer's JWKS. o.mu is held.
+func (o *oidcVerifier) newKeySet() {
 	skew := o.cfg.ClockSkew
-	o.verifier = p.VerifierContext(oidc.ClientContext(context.Background(), o.client), &oidc.Config{
+	o.verifier = o.provider.VerifierContext(oidc.ClientContext(context.Background(), o.client), &oidc.Config{
 		ClientID:             o.cfg.Audience,
 		SupportedSigningAlgs: o.cfg.AllowedAlgs,
 		// exp is judged skew later than now.
 		Now: func() time.Time { return time.Now().Add(-skew) },
 	})
-	o.log.Info("identity provider discovered: bearer JWTs are checked against it", "issuer", o.cfg.Issuer, "audience", o.cfg.Audience)
-	return o.verifier, nil
+	o.keysAt = o.now()
 }
 
 // check verifies raw, a JWT-shaped bearer token. A token refused comes
