@@ -268,7 +268,25 @@ func TestOIDCRefusesBadTokens(t *testing.T) {
 	if r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(good)); r.Status != http.StatusOK {
 		t.Fatalf("the provider's own token after the bad ones: %d %s", r.Status, r.Body)
 	}
-	assertNotLogged(t, cf, good)
+	lately := mint(testutil.IdPMint{ExpiresIn: seconds(-20)})
+	if r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(lately)); r.Status != http.StatusOK {
+		t.Fatalf("a token expired 20s ago, within the 1m clock skew: %d %s", r.Status, r.Body)
+	}
+	assertNotLogged(t, cf, good, lately)
+
+	// Refused JWTs spend the address's failed-login budget like wrong
+	// static tokens: a guesser is locked out, the right token included.
+	forgedToken := signJWT(t, jose.RS256, stranger, kid, goodClaims(idp))
+	status := 0
+	for range config.DefaultAuthFailuresPerMinute {
+		status = cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(forgedToken)).Status
+	}
+	if status != http.StatusTooManyRequests {
+		t.Fatalf("after %d more forged tokens: %d, want 429", config.DefaultAuthFailuresPerMinute, status)
+	}
+	if r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(good)); r.Status != http.StatusTooManyRequests {
+		t.Fatalf("the right token while locked out: %d, want 429", r.Status)
+	}
 }
 
 func TestOIDCFollowsKeyRotation(t *testing.T) {
