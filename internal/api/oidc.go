@@ -18,21 +18,16 @@ import (
 	"unicode"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/go-jose/go-jose/v4"
 
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/enroll"
 )
 
-// oidcVerifier checks JWT access tokens against auth.oidc's issuer: its
-// signing keys come from the issuer's discovery document and JWKS through
-// go-oidc, which fetches the JWKS again when a token names a key it does
-// not hold (key rotation), and checks iss, aud, exp, nbf and the signature
-// with one of the allowed (asymmetric) algorithms.
-//
-// go-oidc keeps the keys it fetched for as long as it lives, so a key the
-// issuer has withdrawn would still verify tokens until some other key made
-// it fetch again; certflow starts from a fresh key set every keyCacheTTL,
-// which bounds a withdrawn key's life.
+// oidcVerifier checks JWT access tokens against auth.oidc's issuer:
+// go-oidc reads the issuer's discovery document and checks iss, aud, exp,
+// nbf and the signature, with one of the allowed (asymmetric) algorithms,
+// by a key of the issuer's JWKS (keySet, which follows key rotation).
 //
 // Discovery is lazy: certflow starts whether or not the issuer answers.
 // Until it has answered once, a JWT is answered 503, and the discovery is
@@ -46,11 +41,8 @@ type oidcVerifier struct {
 	now    func() time.Time // the Authenticator's clock, for the retry pacing
 
 	mu       sync.Mutex
-	provider *oidc.Provider
 	verifier *oidc.IDTokenVerifier
-	keysAt   time.Time // when verifier's key set was made
 	retryAt  time.Time // no discovery before this, after a failed one
-	failure  error
 }
 
 const (
@@ -63,9 +55,6 @@ const (
 	idpTimeout = 10 * time.Second
 	// discoveryRetry is how often a failing discovery is tried again.
 	discoveryRetry = 10 * time.Second
-	// keyCacheTTL is how long a fetched key set is trusted without asking
-	// the issuer again (it is asked sooner for a key it does not hold).
-	keyCacheTTL = 10 * time.Minute
 	// maxTokenUserName bounds the user name a token's claim gives.
 	maxTokenUserName = 128
 )
@@ -137,41 +126,44 @@ func (b *boundedBody) Read(p []byte) (int, error) {
 func (o *oidcVerifier) discover(ctx context.Context) (*oidc.IDTokenVerifier, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.provider != nil {
-		if o.now().After(o.keysAt.Add(keyCacheTTL)) {
-			o.newKeySet()
-		}
+	if o.verifier != nil {
 		return o.verifier, nil
 	}
 	if o.now().Before(o.retryAt) {
-		return nil, o.failure
+		return nil, errIdPUnavailable
 	}
 	ctx, cancel := context.WithTimeout(oidc.ClientContext(context.WithoutCancel(ctx), o.client), idpTimeout)
 	defer cancel()
+	var doc struct {
+		JWKSURL string `json:"jwks_uri"`
+	}
 	p, err := oidc.NewProvider(ctx, o.cfg.Issuer)
+	if err == nil {
+		err = p.Claims(&doc)
+	}
+	if err == nil && doc.JWKSURL == "" {
+		err = errors.New("the discovery document has no jwks_uri")
+	}
 	if err != nil {
-		o.retryAt, o.failure = o.now().Add(discoveryRetry), errIdPUnavailable
+		o.retryAt = o.now().Add(discoveryRetry)
 		o.log.Warn("identity provider: discovery failed; bearer JWTs are answered 503 until it succeeds (tried again on demand, at most every 10s)",
 			"issuer", o.cfg.Issuer, "err", truncate(err.Error(), 300))
-		return nil, o.failure
+		return nil, errIdPUnavailable
 	}
-	o.provider = p
-	o.newKeySet()
-	o.log.Info("identity provider discovered: bearer JWTs are checked against it", "issuer", o.cfg.Issuer, "audience", o.cfg.Audience)
-	return o.verifier, nil
-}
-
-// newKeySet makes the verifier anew, with an empty key set that the next
-// token fills from the issuer's JWKS. o.mu is held.
-func (o *oidcVerifier) newKeySet() {
+	algs := make([]jose.SignatureAlgorithm, len(o.cfg.AllowedAlgs))
+	for i, a := range o.cfg.AllowedAlgs {
+		algs[i] = jose.SignatureAlgorithm(a)
+	}
+	keys := &keySet{url: doc.JWKSURL, client: o.client, algs: algs, now: o.now, log: o.log}
 	skew := o.cfg.ClockSkew
-	o.verifier = o.provider.VerifierContext(oidc.ClientContext(context.Background(), o.client), &oidc.Config{
+	o.verifier = oidc.NewVerifier(o.cfg.Issuer, keys, &oidc.Config{
 		ClientID:             o.cfg.Audience,
 		SupportedSigningAlgs: o.cfg.AllowedAlgs,
 		// exp is judged skew later than now.
 		Now: func() time.Time { return time.Now().Add(-skew) },
 	})
-	o.keysAt = o.now()
+	o.log.Info("identity provider discovered: bearer JWTs are checked against it", "issuer", o.cfg.Issuer, "audience", o.cfg.Audience)
+	return o.verifier, nil
 }
 
 // check verifies raw, a JWT-shaped bearer token. A token refused comes
@@ -190,7 +182,6 @@ func (o *oidcVerifier) check(ctx context.Context, raw string) (id *enroll.Caller
 		if why := refusalOf(err); why != "" {
 			return nil, "bearer token: " + why, nil
 		}
-		o.log.Warn("identity provider: could not fetch its signing keys", "issuer", o.cfg.Issuer, "err", truncate(err.Error(), 300))
 		return nil, "", errIdPUnavailable
 	}
 	if tok.IssuedAt.After(time.Now().Add(o.cfg.ClockSkew)) {

@@ -289,9 +289,23 @@ func TestOIDCRefusesBadTokens(t *testing.T) {
 	}
 }
 
+// stepClock freezes cf's authentication clock (which paces the key set's
+// fetches and ages it) and returns a function that moves it on.
+func stepClock(cf *testutil.Certflow) func(d time.Duration) {
+	now := time.Now()
+	step := func(d time.Duration) {
+		now = now.Add(d)
+		at := now
+		cf.App.Auth.SetClock(func() time.Time { return at })
+	}
+	step(0)
+	return step
+}
+
 func TestOIDCFollowsKeyRotation(t *testing.T) {
 	t.Parallel()
 	cf, idp := startOIDC(t)
+	step := stepClock(cf)
 	accepted := func(tok string) bool {
 		t.Helper()
 		r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(tok))
@@ -306,13 +320,14 @@ func TestOIDCFollowsKeyRotation(t *testing.T) {
 	}
 	fetches := idp.JWKSFetches(t)
 
+	step(time.Minute)
 	idp.Rotate(t)
 	second := clientToken(t, idp, idpEnroller)
 	if !accepted(second) {
 		t.Fatal("a token signed by the new key is refused")
 	}
-	if n := idp.JWKSFetches(t); n <= fetches {
-		t.Fatalf("the JWKS was not fetched again for the new key (%d fetches, %d before)", n, fetches)
+	if n := idp.JWKSFetches(t); n != fetches+1 {
+		t.Fatalf("the JWKS was fetched %d times for the new key, want once", n-fetches)
 	}
 	if !accepted(old) {
 		t.Fatal("a token of the old key, still published, is refused")
@@ -320,6 +335,7 @@ func TestOIDCFollowsKeyRotation(t *testing.T) {
 
 	// The provider withdraws the old key and rotates again: the new key
 	// makes certflow fetch the set, which no longer holds the old key.
+	step(time.Minute)
 	idp.Retire(t)
 	idp.Rotate(t)
 	if third := clientToken(t, idp, idpEnroller); !accepted(third) {
@@ -333,14 +349,62 @@ func TestOIDCFollowsKeyRotation(t *testing.T) {
 	// fetched anew once it is older than its time to live.
 	idp.Retire(t)
 	if !accepted(second) {
-		t.Fatal("the second key's token is refused while the cached set holds it")
+		t.Fatal("the second key's token is refused while the held set has its key")
 	}
-	cf.App.Auth.SetClock(func() time.Time { return time.Now().Add(11 * time.Minute) })
+	step(11 * time.Minute)
 	if accepted(second) {
 		t.Fatal("a withdrawn key's token is accepted after the key set's time to live")
 	}
 	if r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(second)); !strings.Contains(string(r.Body), "unknown key") {
 		t.Fatalf("a withdrawn key's token: %s", r.Body)
+	}
+}
+
+func TestOIDCUnknownKeysCostTheProviderOneFetchAPause(t *testing.T) {
+	t.Parallel()
+	cf, idp := startOIDC(t)
+	if r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(clientToken(t, idp, idpEnroller))); r.Status != http.StatusOK {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
+	step := stepClock(cf)
+	step(time.Minute)
+	fetches := idp.JWKSFetches(t)
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		tok := signJWT(t, jose.RS256, key, "unknown-"+strconv.Itoa(i), goodClaims(idp))
+		assertError(t, cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(tok)), http.StatusUnauthorized, keyfactor.CodeUnauthorized, "unknown key")
+	}
+	if n := idp.JWKSFetches(t) - fetches; n != 1 {
+		t.Fatalf("10 tokens naming unknown keys made %d fetches of the JWKS, want 1", n)
+	}
+}
+
+func TestOIDCProviderDownAfterDiscovery(t *testing.T) {
+	t.Parallel()
+	cf, idp := startOIDC(t)
+	tok := clientToken(t, idp, idpEnroller)
+	if r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(tok)); r.Status != http.StatusOK {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
+	idp.Stop()
+	step := stepClock(cf)
+	step(11 * time.Minute) // the held set is past its time to live; fetching it fails
+	if r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(tok)); r.Status != http.StatusOK {
+		t.Fatalf("a token of a known key while the provider is down: %d %s", r.Status, r.Body)
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	step(time.Minute)
+	unknown := signJWT(t, jose.RS256, key, "unknown", goodClaims(idp))
+	r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(unknown))
+	assertError(t, r, http.StatusServiceUnavailable, keyfactor.CodeUnavailable, "bearer token: the identity provider is unreachable")
+	if !strings.Contains(cf.Logs.String(), "could not fetch its signing keys; keeping the ones held") {
+		t.Fatal("the failed fetch is not logged")
 	}
 }
 

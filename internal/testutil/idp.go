@@ -40,6 +40,7 @@ type IdP struct {
 	Audience string
 	CAFile   string // the CA that signed its certificate (PEM)
 	start    func()
+	stop     func()
 }
 
 // IdPAudience is the aud of StartIdP's tokens.
@@ -68,7 +69,7 @@ func ReserveIdP(t testing.TB, clients ...IdPClient) *IdP {
 		if err != nil {
 			t.Fatal(err)
 		}
-		runServer(t, "idp", exec.Command(bin, "-addr", addr, "-cert", certFile, "-key", keyFile,
+		p.stop = runServer(t, "idp", exec.Command(bin, "-addr", addr, "-cert", certFile, "-key", keyFile,
 			"-clients", clientsFile, "-audience", IdPAudience), addr)
 	}
 	return p
@@ -85,6 +86,9 @@ func StartIdP(t testing.TB, clients ...IdPClient) *IdP {
 
 // Start starts a provider ReserveIdP reserved.
 func (p *IdP) Start() { p.start() }
+
+// Stop kills the provider's process (it loses its keys and state).
+func (p *IdP) Stop() { p.stop() }
 
 // Config is auth.oidc for p, trusting its CA, with the defaults for the rest.
 func (p *IdP) Config() config.OIDC {
