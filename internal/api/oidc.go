@@ -3,13 +3,11 @@ package api
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -22,6 +20,7 @@ import (
 
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/enroll"
+	"github.com/certflow/certflow/internal/pki"
 )
 
 // oidcVerifier checks JWT access tokens against auth.oidc's issuer:
@@ -68,18 +67,9 @@ var roleNameRE = regexp.MustCompile(config.RolePattern)
 // newOIDCVerifier prepares cfg's verifier; the issuer is first asked in
 // the background, so that the log says early whether it answers.
 func newOIDCVerifier(cfg config.OIDC, now func() time.Time, log *slog.Logger) (*oidcVerifier, error) {
-	roots, err := x509.SystemCertPool()
+	roots, err := pki.RootsWith(cfg.CAFile)
 	if err != nil {
-		roots = x509.NewCertPool()
-	}
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("auth.oidc.ca_file: %w", err)
-		}
-		if !roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("auth.oidc.ca_file: no PEM certificate in %s", cfg.CAFile)
-		}
+		return nil, fmt.Errorf("auth.oidc.ca_file: %w", err)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
@@ -202,26 +192,27 @@ func (o *oidcVerifier) check(ctx context.Context, raw string) (id *enroll.Caller
 // token's fault (the key set could not be fetched).
 func refusalOf(err error) string {
 	var expired *oidc.TokenExpiredError
-	msg := err.Error()
-	switch {
-	case errors.As(err, &expired):
+	if errors.As(err, &expired) {
 		return "expired"
-	case strings.Contains(msg, "fetching keys"):
-		return ""
-	case strings.Contains(msg, "unexpected signature algorithm"):
-		return "signature algorithm not accepted"
-	case strings.Contains(msg, "malformed jwt"):
-		return "malformed"
-	case strings.Contains(msg, "failed to verify"):
-		return "signed by an unknown key, or the signature does not verify"
-	case strings.Contains(msg, "different provider"):
-		return "issued by another issuer"
-	case strings.Contains(msg, "expected audience"):
-		return "not issued for this audience"
-	case strings.Contains(msg, "nbf"):
-		return "not valid yet (nbf)"
+	}
+	for _, r := range refusals {
+		if strings.Contains(err.Error(), r.says) {
+			return r.why
+		}
 	}
 	return "not valid"
+}
+
+// refusals are go-oidc's and keySet's errors (what they say) in the
+// general terms a client is told; the first that matches is the reason.
+var refusals = []struct{ says, why string }{
+	{"fetching keys", ""},
+	{"unexpected signature algorithm", "signature algorithm not accepted"},
+	{"malformed jwt", "malformed"},
+	{"failed to verify", "signed by an unknown key, or the signature does not verify"},
+	{"different provider", "issued by another issuer"},
+	{"expected audience", "not issued for this audience"},
+	{"nbf", "not valid yet (nbf)"},
 }
 
 // roles are the certflow roles claims give: the values of the roles claim
