@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/certflow/certflow/internal/redact"
 )
 
 // keySet is the issuer's JWKS as certflow trusts it, the oidc.KeySet that
@@ -103,7 +105,7 @@ func (k *keySet) current(ctx context.Context, unknownKey bool) ([]jose.JSONWebKe
 	k.triedAt = now
 	keys, err := k.fetch(ctx)
 	if err != nil {
-		k.log.Warn("identity provider: could not fetch its signing keys; keeping the ones held", "jwks_uri", k.url, "held", len(k.keys), "err", truncate(err.Error(), 300))
+		k.log.Warn("identity provider: could not fetch its signing keys; keeping the ones held", "jwks_uri", redact.URL(k.url), "held", len(k.keys), "err", truncate(err.Error(), 300))
 		return k.keys, errKeysUnavailable
 	}
 	k.keys, k.fetchedAt = keys, now
@@ -121,7 +123,7 @@ func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 	}
 	resp, err := k.client.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, redact.Error(err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
@@ -129,13 +131,13 @@ func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s answered %s", k.url, resp.Status)
+		return nil, fmt.Errorf("%s answered %s", redact.URL(k.url), resp.Status)
 	}
 	var raw struct {
 		Keys []json.RawMessage `json:"keys"`
 	}
 	if err := json.Unmarshal(body, &raw); err != nil {
-		return nil, fmt.Errorf("%s: not a JWKS: %w", k.url, err)
+		return nil, fmt.Errorf("%s: not a JWKS: %w", redact.URL(k.url), err)
 	}
 	var keys []jose.JSONWebKey
 	for _, r := range raw.Keys {
