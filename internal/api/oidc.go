@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/enroll"
 	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/redact"
 )
 
 // oidcVerifier checks JWT access tokens against auth.oidc's issuer:
@@ -131,8 +133,8 @@ func (o *oidcVerifier) discover(ctx context.Context) (*oidc.IDTokenVerifier, err
 	if err == nil {
 		err = p.Claims(&doc)
 	}
-	if err == nil && doc.JWKSURL == "" {
-		err = errors.New("the discovery document has no jwks_uri")
+	if err == nil {
+		err = checkJWKSURL(doc.JWKSURL)
 	}
 	if err != nil {
 		o.retryAt = o.now().Add(discoveryRetry)
@@ -154,6 +156,22 @@ func (o *oidcVerifier) discover(ctx context.Context) (*oidc.IDTokenVerifier, err
 	})
 	o.log.Info("identity provider discovered: bearer JWTs are checked against it", "issuer", o.cfg.Issuer, "audience", o.cfg.Audience)
 	return o.verifier, nil
+}
+
+// checkJWKSURL refuses a discovery document's jwks_uri that is missing or
+// would fetch the keys unprotected (http, but to a loopback host): whoever
+// could change them in transit could sign tokens.
+func checkJWKSURL(raw string) error {
+	u, err := url.Parse(raw)
+	switch {
+	case raw == "":
+		return errors.New("the discovery document has no jwks_uri")
+	case err != nil || u.Host == "":
+		return fmt.Errorf("jwks_uri %q is not an absolute URL", redact.URL(raw))
+	case u.Scheme != "https" && !(u.Scheme == "http" && config.IsLoopbackHost(u.Hostname())):
+		return fmt.Errorf("jwks_uri %s: want https (http only for a loopback host)", redact.URL(raw))
+	}
+	return nil
 }
 
 // check verifies raw, a JWT-shaped bearer token. A token refused comes
@@ -183,7 +201,7 @@ func (o *oidcVerifier) check(ctx context.Context, raw string) (id *enroll.Caller
 	}
 	name, ok := claims[o.cfg.UsernameClaim].(string)
 	if !ok || name == "" || len(name) > maxTokenUserName || strings.ContainsFunc(name, unicode.IsControl) {
-		return nil, fmt.Sprintf("bearer token: claim %q is not a user name (a string of 1 to %d characters)", o.cfg.UsernameClaim, maxTokenUserName), nil
+		return nil, fmt.Sprintf("bearer token: claim %q is not a user name (a string of 1 to %d bytes)", o.cfg.UsernameClaim, maxTokenUserName), nil
 	}
 	return &enroll.Caller{Name: o.cfg.UsernamePrefix + name, Roles: o.roles(claims)}, "", nil
 }

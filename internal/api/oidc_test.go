@@ -74,3 +74,25 @@ func TestOversizedJWTIsRefusedBeforeTheIssuerIsAsked(t *testing.T) {
 		t.Fatal("an oversized token made certflow ask the issuer")
 	}
 }
+
+func TestJWKSURLMustBeProtected(t *testing.T) {
+	t.Parallel()
+	for raw, ok := range map[string]bool{
+		"https://idp.example.com/jwks": true,
+		"http://127.0.0.1:8081/jwks":   true,
+		"http://localhost/jwks":        true,
+		"http://idp.example.com/jwks":  false,
+		"ftp://idp.example.com/jwks":   false,
+		"/jwks":                        false,
+		"":                             false,
+		"https://idp.example.com/jwks?secret=s3cr": true,
+	} {
+		err := checkJWKSURL(raw)
+		if (err == nil) != ok {
+			t.Errorf("checkJWKSURL(%q) = %v, want ok %v", raw, err, ok)
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cr") {
+			t.Errorf("the error shows the query: %v", err)
+		}
+	}
+}

@@ -195,7 +195,7 @@ func (s *SMTP) validate(bad func(format string, args ...any)) {
 		host, port, err := net.SplitHostPort(s.Addr)
 		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
 			bad("smtp.addr: %q is not host:port", s.Addr)
-		} else if s.TLS == "none" && !isLoopbackHost(host) {
+		} else if s.TLS == "none" && !IsLoopbackHost(host) {
 			bad("smtp.tls: none is only allowed for a loopback smtp.addr, not %q", host)
 		}
 		if _, err := mail.ParseAddress(s.From); err != nil {
@@ -292,7 +292,7 @@ func (o *OIDC) validate(bad func(format string, args ...any)) {
 	switch {
 	case err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "":
 		bad("auth.oidc.issuer: want an absolute URL without credentials, query or fragment (https://idp.example.com/realms/pki), got %q", o.Issuer)
-	case u.Scheme == "http" && !isLoopbackHost(u.Hostname()):
+	case u.Scheme == "http" && !IsLoopbackHost(u.Hostname()):
 		bad("auth.oidc.issuer: http only for a loopback host (its keys would travel unprotected); use https")
 	case u.Scheme != "https" && u.Scheme != "http":
 		bad("auth.oidc.issuer: want https, got %q", u.Scheme)
@@ -328,8 +328,8 @@ func (o *OIDC) validate(bad func(format string, args ...any)) {
 	}
 }
 
-// isLoopbackHost reports whether host is localhost or a loopback address.
-func isLoopbackHost(host string) bool {
+// IsLoopbackHost reports whether host is localhost or a loopback address.
+func IsLoopbackHost(host string) bool {
 	if host == "localhost" {
 		return true
 	}
