@@ -49,6 +49,8 @@ type Authenticator struct {
 
 	// oidc checks JWT-shaped bearer tokens when auth.oidc is on (UseOIDC).
 	oidc *oidcVerifier
+	// jwtAdminToken: the admin token is JWT-shaped, which UseOIDC refuses.
+	jwtAdminToken bool
 
 	byAddr, byName *throttle
 	clock          atomic.Pointer[func() time.Time]
@@ -108,6 +110,7 @@ func NewAuthenticator(cfg *config.Config, adminToken string, log *slog.Logger) *
 		}
 		a.byToken[sha256.Sum256([]byte(u.Token))] = id
 	}
+	a.jwtAdminToken = config.LooksLikeJWT(adminToken)
 	if adminToken != "" {
 		a.byToken[sha256.Sum256([]byte(adminToken))] = &enroll.Caller{Name: config.AdminName, Roles: []string{config.RoleAdmin}}
 	}
@@ -124,12 +127,16 @@ func NewAuthenticator(cfg *config.Config, adminToken string, log *slog.Logger) *
 }
 
 // UseOIDC makes a's bearer JWTs checked against cfg's issuer (when
-// cfg.Enabled). Its error is a bad auth.oidc.ca_file. With it on, a
-// JWT-shaped bearer token is only ever checked as a JWT, never looked up
-// among the configured tokens.
+// cfg.Enabled). With it on, a JWT-shaped bearer token is only ever
+// checked as a JWT, never looked up among the configured tokens; its
+// errors are a bad auth.oidc.ca_file and a JWT-shaped admin token, which
+// could then never log in.
 func (a *Authenticator) UseOIDC(cfg config.OIDC) error {
 	if !cfg.Enabled() {
 		return nil
+	}
+	if a.jwtAdminToken {
+		return errors.New("CERTFLOW_ADMIN_TOKEN looks like a JWT: with auth.oidc on, it would be checked against the issuer and never log in; choose another")
 	}
 	o, err := newOIDCVerifier(cfg, a.now, a.log)
 	if err != nil {

@@ -96,3 +96,17 @@ func TestJWKSURLMustBeProtected(t *testing.T) {
 		}
 	}
 }
+
+func TestUseOIDCRefusesAJWTShapedAdminToken(t *testing.T) {
+	t.Parallel()
+	cfg := config.Default()
+	cfg.Auth.OIDC.Issuer, cfg.Auth.OIDC.Audience = "https://127.0.0.1:1", "certflow"
+	a := NewAuthenticator(&cfg, "eyJhbGciOiJSUzI1NiJ9.e30.c2ln", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := a.UseOIDC(cfg.Auth.OIDC); err == nil || !strings.HasPrefix(err.Error(), "CERTFLOW_ADMIN_TOKEN looks like a JWT") {
+		t.Fatalf("UseOIDC = %v", err)
+	}
+	cfg.Auth.OIDC.Issuer, cfg.Auth.OIDC.Audience = "", ""
+	if err := a.UseOIDC(cfg.Auth.OIDC); err != nil {
+		t.Fatalf("auth.oidc off: %v", err)
+	}
+}
