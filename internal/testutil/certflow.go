@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -160,22 +159,27 @@ func (c *Certflow) Do(t testing.TB, method, path string, body any, headers ...st
 	return Do(t, c.URL, method, path, body, headers...)
 }
 
-// Do is Certflow.Do against any base URL.
+// Do is Certflow.Do against any base URL. The exchange is checked against
+// certflow's OpenAPI document (CheckContract).
 func Do(t testing.TB, base, method, path string, body any, headers ...string) *Response {
 	t.Helper()
-	var rd io.Reader
+	var sent []byte
 	switch b := body.(type) {
 	case nil:
 	case string:
-		rd = strings.NewReader(b)
+		sent = []byte(b)
 	case []byte:
-		rd = bytes.NewReader(b)
+		sent = b
 	default:
 		data, err := json.Marshal(b)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rd = bytes.NewReader(data)
+		sent = data
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(sent)
 	}
 	req, err := http.NewRequest(method, base+path, rd)
 	if err != nil {
@@ -201,7 +205,9 @@ func Do(t testing.TB, base, method, path string, body any, headers ...string) *R
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: data}
+	out := &Response{Status: resp.StatusCode, Header: resp.Header, Body: data}
+	CheckContract(t, req, sent, out)
+	return out
 }
 
 // EnrollBody is a valid POST /Enrollment/CSR body for csr, with extra
