@@ -14,6 +14,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"net/http"
@@ -159,10 +160,16 @@ func (s *Server) route(pattern string, h http.HandlerFunc, roles ...string) {
 			s.tooMany(w, r, login.wait, login.why)
 			return
 		}
+		if login.down != "" {
+			w.Header().Set("Retry-After", "10")
+			writeError(w, r, s.log, newError(http.StatusServiceUnavailable, keyfactor.CodeUnavailable, "bearer token: %s", login.down))
+			return
+		}
 		id := login.id
 		if id == nil {
 			w.Header().Set("WWW-Authenticate", `Basic realm="certflow", charset="UTF-8"`)
-			writeError(w, r, s.log, newError(http.StatusUnauthorized, keyfactor.CodeUnauthorized, "authentication required: HTTP Basic or Bearer token"))
+			w.Header().Add("WWW-Authenticate", `Bearer realm="certflow"`)
+			writeError(w, r, s.log, newError(http.StatusUnauthorized, keyfactor.CodeUnauthorized, "%s", cmp.Or(login.refusal, "authentication required: HTTP Basic or Bearer token")))
 			return
 		}
 		r = r.WithContext(context.WithValue(r.Context(), identityKey{}, id)) // refusals from here on log the user

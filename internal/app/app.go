@@ -213,6 +213,9 @@ func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, ou
 			return nil, err
 		}
 		a.Auth = api.NewAuthenticator(cfg, token, log)
+		if err := a.Auth.UseOIDC(cfg.Auth.OIDC); err != nil {
+			return nil, err
+		}
 	}
 	ok = true
 	return a, nil

@@ -276,7 +276,52 @@ type SMTP struct {
 // Auth lists who may call the API.
 type Auth struct {
 	Users []User `yaml:"users"`
+	// OIDC accepts JWT access tokens from an OAuth 2.0 / OpenID Connect
+	// identity provider as bearer tokens. Off unless issuer is set.
+	OIDC OIDC `yaml:"oidc"`
 }
+
+// OIDC is an identity provider whose JWT access tokens (typically from
+// the client-credentials grant) certflow accepts as bearer tokens, their
+// signing keys found through the issuer's discovery document and JWKS.
+type OIDC struct {
+	// Issuer is the provider's issuer URL, exactly as its tokens' iss
+	// claim and its discovery document name it; https, or http only for a
+	// loopback host. Defaults to empty: OIDC is off.
+	Issuer string `yaml:"issuer"`
+	// Audience must be one of a token's aud values: the identifier the
+	// provider gives certflow as a resource. Required with Issuer.
+	Audience string `yaml:"audience"`
+	// UsernameClaim is the claim whose value (a string) names the caller.
+	// Defaults to "sub".
+	UsernameClaim string `yaml:"username_claim"`
+	// UsernamePrefix is put before every token user's name, so that no
+	// token can take a configured user's name or the admin token's
+	// identity; configured users' names may not start with it. Not
+	// empty. Defaults to "oidc:".
+	UsernamePrefix string `yaml:"username_prefix"`
+	// RolesClaim is the claim holding the caller's roles, a string or a
+	// list of strings; a dotted path reaches into objects
+	// (realm_access.roles). Defaults to "roles".
+	RolesClaim string `yaml:"roles_claim"`
+	// RoleMap maps the provider's role (or group) values to certflow
+	// roles; values it does not name give no role. Without it, the
+	// values are certflow role names as they are.
+	RoleMap map[string]string `yaml:"role_map"`
+	// AllowedAlgs are the signature algorithms accepted; asymmetric only
+	// (HS256 and none are never accepted). Defaults to RS256, RS384,
+	// RS512, PS256, PS384, PS512, ES256, ES384, ES512 and EdDSA.
+	AllowedAlgs []string `yaml:"allowed_algs"`
+	// CAFile is a PEM file of roots trusted, besides the system's, to
+	// verify the issuer's HTTPS. Defaults to empty: the system roots only.
+	CAFile string `yaml:"ca_file"`
+	// ClockSkew is how far past its exp a token is still accepted, and
+	// how far in the future its iat may be. Defaults to 1m.
+	ClockSkew time.Duration `yaml:"clock_skew"`
+}
+
+// Enabled reports whether bearer JWTs are checked against an issuer.
+func (o *OIDC) Enabled() bool { return o.Issuer != "" }
 
 // User is one API identity. Exactly one of Token and PasswordHash is set:
 // Token is a bearer token (plain, or "sha256:<hex>" of it); PasswordHash is

@@ -44,6 +44,17 @@ const (
 	DefaultAuthMaxLockout             = 15 * time.Minute
 )
 
+// OIDC defaults: Auth.OIDC's claims, prefix, algorithms and skew.
+const (
+	DefaultOIDCUsernameClaim  = "sub"
+	DefaultOIDCUsernamePrefix = "oidc:"
+	DefaultOIDCRolesClaim     = "roles"
+	DefaultOIDCClockSkew      = time.Minute
+)
+
+// DefaultOIDCAlgs are the asymmetric JWS algorithms accepted by default.
+var DefaultOIDCAlgs = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
 // DefaultCallbackSchedule follows the Standard Webhooks recommendation.
 var DefaultCallbackSchedule = []time.Duration{
 	5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour,
@@ -88,6 +99,10 @@ func Default() Config {
 		Callbacks: Callbacks{Timeout: DefaultCallbackTimeout, Schedule: slices.Clone(DefaultCallbackSchedule)},
 		SMTP:      SMTP{TLS: "starttls", Timeout: 30 * time.Second},
 		Speed:     Speed{Piggyback: true, GroupCommit: true, LeafEncoder: true},
+		Auth: Auth{OIDC: OIDC{
+			UsernameClaim: DefaultOIDCUsernameClaim, UsernamePrefix: DefaultOIDCUsernamePrefix,
+			RolesClaim: DefaultOIDCRolesClaim, AllowedAlgs: slices.Clone(DefaultOIDCAlgs), ClockSkew: DefaultOIDCClockSkew,
+		}},
 		CAs: []CA{CA{
 			Name: DefaultCAName, Host: DefaultCAHost, Type: "builtin", KeyType: "ecdsa-p256",
 			MaxValidity: 825 * 24 * time.Hour,
