@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/testutil"
 	"github.com/certflow/certflow/internal/tlsserve"
 )
 
@@ -38,30 +39,6 @@ func (c *clock) Add(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
-}
-
-// logBuffer collects a source's log lines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *logBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
-func newKEK(t *testing.T) *pki.KEK {
-	t.Helper()
-	raw := make([]byte, 32)
-	rand.Read(raw)
-	kek, err := pki.NewKEK(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kek
 }
 
 // serve runs an HTTPS server with src's configuration on a loopback port,
@@ -112,7 +89,7 @@ func bundlePool(t *testing.T, path string) *x509.CertPool {
 	return pool
 }
 
-func openIssued(t *testing.T, dataDir string, kek *pki.KEK, c *clock, names []string, log *logBuffer) *tlsserve.Source {
+func openIssued(t *testing.T, dataDir string, kek *pki.KEK, c *clock, names []string, log *testutil.SyncBuffer) *tlsserve.Source {
 	t.Helper()
 	o := tlsserve.Options{DataDir: dataDir, KEK: kek, Names: names, Validity: 3 * time.Hour}
 	if c != nil {
@@ -135,7 +112,7 @@ func openIssued(t *testing.T, dataDir string, kek *pki.KEK, c *clock, names []st
 func TestIssuedCertificateVerifiesAgainstTheBundle(t *testing.T) {
 	t.Parallel()
 	dataDir := t.TempDir()
-	src := openIssued(t, dataDir, newKEK(t), nil, []string{"certflow.example.com", "localhost", "127.0.0.1", "::1"}, nil)
+	src := openIssued(t, dataDir, testutil.KEK(t), nil, []string{"certflow.example.com", "localhost", "127.0.0.1", "::1"}, nil)
 	if want := filepath.Join(dataDir, tlsserve.BundleFile); src.BundlePath() != want {
 		t.Fatalf("bundle at %s, want %s", src.BundlePath(), want)
 	}
@@ -226,10 +203,10 @@ func opensslCheck(t *testing.T, addr, bundle string) {
 // other takes the renewed one from disk; a change of names reissues it.
 func TestIssuedCertificateIsSharedAndRenewed(t *testing.T) {
 	t.Parallel()
-	dataDir, kek := t.TempDir(), newKEK(t)
+	dataDir, kek := t.TempDir(), testutil.KEK(t)
 	names := []string{"localhost", "127.0.0.1"}
 	c1, c2 := &clock{now: time.Now()}, &clock{now: time.Now()}
-	log := &logBuffer{}
+	log := &testutil.SyncBuffer{}
 	a := openIssued(t, dataDir, kek, c1, names, log)
 	b := openIssued(t, dataDir, kek, c2, names, nil)
 	first := a.Certificate().Leaf
@@ -276,7 +253,7 @@ func TestIssuedCertificateIsSharedAndRenewed(t *testing.T) {
 	}
 	// A KEK that does not open the stored key cannot use it, and cannot
 	// open the server CA either: the start is refused.
-	if _, err := tlsserve.Open(tlsserve.Options{DataDir: dataDir, KEK: newKEK(t), Names: names, Validity: 3 * time.Hour}); err == nil {
+	if _, err := tlsserve.Open(tlsserve.Options{DataDir: dataDir, KEK: testutil.KEK(t), Names: names, Validity: 3 * time.Hour}); err == nil {
 		t.Fatal("opened with another KEK")
 	}
 }
@@ -324,7 +301,7 @@ func TestFilesAreReloadedWithoutRestart(t *testing.T) {
 	certFile, keyFile := filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
 	ca := newTestCA(t)
 	ca.write(t, certFile, keyFile, 100)
-	log := &logBuffer{}
+	log := &testutil.SyncBuffer{}
 	src, err := tlsserve.Open(tlsserve.Options{CertFile: certFile, KeyFile: keyFile, Log: slog.New(slog.NewTextHandler(log, nil))})
 	if err != nil {
 		t.Fatal(err)
