@@ -98,6 +98,7 @@ func New(o Options) *Server {
 	s.public("GET /healthz", s.handleHealthz)
 	s.route("GET /readyz", s.handleReadyz)
 	s.route("GET /Status/Endpoints", s.handleEndpoints)
+	s.public("GET /openapi.json", s.handleOpenAPI) // it describes the API, no data
 	s.route("POST /Enrollment/CSR", s.handleEnrollCSR, config.RoleRequester)
 	s.route("POST /Enrollment/CSR/Parse", s.handleParseCSR)
 	s.route("POST /Enrollment/Renew", s.handleRenew, config.RoleRequester)
@@ -165,6 +166,7 @@ func (s *Server) route(pattern string, h http.HandlerFunc, roles ...string) {
 			writeError(w, r, s.log, newError(http.StatusUnauthorized, keyfactor.CodeUnauthorized, "authentication required: HTTP Basic or Bearer token"))
 			return
 		}
+		r = r.WithContext(context.WithValue(r.Context(), identityKey{}, id)) // refusals from here on log the user
 		if s.perIdentity != nil {
 			if ok, wait := s.perIdentity.allow(id.Name); !ok {
 				s.tooMany(w, r, wait, "rate limit of "+id.Name+" reached")
@@ -175,7 +177,7 @@ func (s *Server) route(pattern string, h http.HandlerFunc, roles ...string) {
 			writeError(w, r, s.log, newError(http.StatusForbidden, keyfactor.CodeForbidden, "%s may not %s: needs role %s", id.Name, pattern, strings.Join(roles, " or ")))
 			return
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))
+		h(w, r)
 	})
 }
 
@@ -210,12 +212,13 @@ func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		r = withRequestID(rec, r)
 		defer func() {
 			if p := recover(); p != nil {
-				s.log.Error("panic in handler", "method", r.Method, "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+				s.log.Error("panic in handler", "request_id", requestID(r), "method", r.Method, "path", loggedPath(r), "panic", p, "stack", string(debug.Stack()))
 				writeError(rec, r, s.log, newError(http.StatusInternalServerError, keyfactor.CodeInternal, "internal error"))
 			}
-			s.log.Debug("http", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start))
+			s.log.Debug("http", "request_id", requestID(r), "method", r.Method, "path", loggedPath(r), "status", rec.status, "duration", time.Since(start))
 		}()
 		if r.Body != nil {
 			r.Body = http.MaxBytesReader(rec, r.Body, s.cfg.API.MaxBodyBytes)

@@ -38,7 +38,7 @@ func TestListingsClampReturnLimit(t *testing.T) {
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			auth := []string{"Authorization", bearer(tc.token)}
-			for _, limit := range []string{"1000", "501", "99999999999999999999999"} {
+			for _, limit := range []string{"1000", "501"} { // past int64 too: TestParsePage
 				r := cf.Do(t, "GET", tc.path+"?pq.returnLimit="+limit+"&pq.pageReturned=1", nil, auth...)
 				var rows []struct{ Id any }
 				if r.Status != http.StatusOK {

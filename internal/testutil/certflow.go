@@ -15,7 +15,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -192,7 +191,8 @@ func (c *Certflow) Do(t testing.TB, method, path string, body any, headers ...st
 	return Do(t, c.URL, method, path, body, headers...)
 }
 
-// Do is Certflow.Do against any base URL.
+// Do is Certflow.Do against any base URL. The exchange is checked against
+// certflow's OpenAPI document (CheckContract).
 func Do(t testing.TB, base, method, path string, body any, headers ...string) *Response {
 	t.Helper()
 	return DoWith(t, &http.Client{Timeout: 60 * time.Second}, base, method, path, body, headers...)
@@ -201,19 +201,23 @@ func Do(t testing.TB, base, method, path string, body any, headers ...string) *R
 // DoWith is Do through client (an HTTPS client, say).
 func DoWith(t testing.TB, client *http.Client, base, method, path string, body any, headers ...string) *Response {
 	t.Helper()
-	var rd io.Reader
+	var sent []byte
 	switch b := body.(type) {
 	case nil:
 	case string:
-		rd = strings.NewReader(b)
+		sent = []byte(b)
 	case []byte:
-		rd = bytes.NewReader(b)
+		sent = b
 	default:
 		data, err := json.Marshal(b)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rd = bytes.NewReader(data)
+		sent = data
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(sent)
 	}
 	req, err := http.NewRequest(method, base+path, rd)
 	if err != nil {
@@ -239,7 +243,9 @@ func DoWith(t testing.TB, client *http.Client, base, method, path string, body a
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: data}
+	out := &Response{Status: resp.StatusCode, Header: resp.Header, Body: data}
+	CheckContract(t, req, sent, out)
+	return out
 }
 
 // EnrollBody is a valid POST /Enrollment/CSR body for csr, with extra
