@@ -82,7 +82,9 @@ func settingFlags(fset *flag.FlagSet, s *app.Settings, names ...string) {
 		case "definitions":
 			fset.StringVar(&s.Definitions, n, "", "workflow definitions folder (CERTFLOW_DEFINITIONS; default definitions/, else the shipped set)")
 		case "listen":
-			fset.StringVar(&s.Listen, n, "", "API listen address (CERTFLOW_LISTEN; default 127.0.0.1:8080)")
+			fset.StringVar(&s.Listen, n, "", "API plain-HTTP listen address (CERTFLOW_LISTEN; default 127.0.0.1:8080)")
+		case "tls-listen":
+			fset.StringVar(&s.TLSListen, n, "", "API HTTPS listen address, off for none (CERTFLOW_TLS_LISTEN; default 127.0.0.1:8443)")
 		default:
 			panic("settingFlags: unknown setting " + n)
 		}

@@ -61,7 +61,11 @@ Settings (flags of serve, api, worker; each also an environment variable):
   --redis-url URL        CERTFLOW_REDIS_URL     redis://host:port/db; empty: embedded in-memory Redis
   --data-dir DIR         CERTFLOW_DATA_DIR      CA files, KEK, generated secrets (default .certflow)
   --definitions DIR      CERTFLOW_DEFINITIONS   workflow definitions (default definitions/)
-  --listen ADDR          CERTFLOW_LISTEN        API address (default 127.0.0.1:8080)
+  --listen ADDR          CERTFLOW_LISTEN        API plain-HTTP address (default 127.0.0.1:8080; loopback
+                                                unless CERTFLOW_ALLOW_PLAIN_HTTP=true)
+  --tls-listen ADDR      CERTFLOW_TLS_LISTEN    API HTTPS address (default 127.0.0.1:8443; off: none)
+                         CERTFLOW_TLS_CERT_FILE, CERTFLOW_TLS_KEY_FILE
+                                                HTTPS certificate and key (default: issued by certflow)
                          CERTFLOW_KEK_FILE      key-encryption key (default <data-dir>/kek)
                          CERTFLOW_ADMIN_TOKEN   an admin bearer token
                          CERTFLOW_LOG_LEVEL     debug, info (default), warn, error
@@ -141,7 +145,7 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 			"worker": "Run the workers only, against the Redis the API uses.",
 		}[cmd]
 		fset = newFlagSet(cmd, "[flags]", about, stderr)
-		settingFlags(fset, &s, "config", "redis-url", "data-dir", "definitions", "listen")
+		settingFlags(fset, &s, "config", "redis-url", "data-dir", "definitions", "listen", "tls-listen")
 	case "ca init":
 		fset = newFlagSet(cmd, "[flags]", "Create the built-in CA hierarchies (and the KEK) in the data directory; existing ones are kept.", stderr)
 		settingFlags(fset, &s, "config", "data-dir")
@@ -261,6 +265,7 @@ func reloadOnHUP(ctx context.Context, a *app.App) {
 		case <-ctx.Done():
 			return
 		case <-hup:
+			a.ReloadTLS()
 			if err := a.Reload(ctx); err != nil {
 				a.Log.Error("SIGHUP: reload refused; keeping the loaded definitions", "err", err)
 			}
@@ -287,9 +292,25 @@ Try it (a P-256 key and CSR with openssl, then a synchronous enrollment):
 
 Add -H "Prefer: respond-async" to get 202 and a Location to poll.
 `, base, auth)
+	printHTTPS(out, a)
 	if a.Embedded() {
 		fmt.Fprintln(out, "\nRunning on an embedded in-memory Redis: requests and certificates are lost when certflow stops.")
 	}
+}
+
+// printHTTPS says where HTTPS is served and what a client must trust.
+func printHTTPS(out io.Writer, a *app.App) {
+	addr := a.HTTPSAddr()
+	if addr == nil {
+		return
+	}
+	fmt.Fprintf(out, "\nHTTPS (HTTP/2, TLS 1.2+) on https://%s", addr)
+	if bundle := a.TLS.BundlePath(); bundle != "" {
+		fmt.Fprintf(out, " for %s;\nclients trust the CA bundle %s (e.g. curl --cacert %s https://localhost:%d/Status/Endpoints)\n",
+			strings.Join(a.TLS.Names(), ", "), bundle, bundle, addr.(*net.TCPAddr).Port)
+		return
+	}
+	fmt.Fprintf(out, " with the certificate in %s\n", a.Config.TLS.CertFile)
 }
 
 func fileExists(path string) bool {

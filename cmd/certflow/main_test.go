@@ -40,7 +40,9 @@ func TestMain(m *testing.M) {
 // cleanEnv is the environment without any CERTFLOW_ setting, as on a
 // newcomer's machine.
 func cleanEnv() []string {
-	var env []string
+	// Each process's HTTPS on a port of its own: the default 8443 would
+	// be taken by the first of the processes tests run side by side.
+	env := []string{"CERTFLOW_TLS_LISTEN=127.0.0.1:0"}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "CERTFLOW_") {
 			env = append(env, kv)

@@ -52,7 +52,7 @@ func TestRequestIDOnEveryAnswerAndInTheRefusalsLog(t *testing.T) {
 		t.Fatalf("bad query: %d with id %q: %s", bad.Status, id, bad.Body)
 	}
 	line := logLine(t, cf, id)
-	for _, want := range []string{"level=INFO", "method=GET", "path=/KeyfactorAPI/Certificates ", "status=400", "code=" + e.ErrorCode, "user=", `pq.returnLimit: want an integer`} {
+	for _, want := range []string{"level=INFO", "method=GET", "path=/KeyfactorAPI/Certificates ", "status=400", "code=" + e.ErrorCode, "user=", `pq.returnLimit: want a positive integer`} {
 		if !strings.Contains(line, want) {
 			t.Errorf("the refusal's log line lacks %q: %s", want, line)
 		}

@@ -113,6 +113,7 @@ func New(o Options) *Server {
 	s.route("GET /MetadataFields", s.handleMetadataFields)
 	s.route("GET /MetadataFields/{id}", s.handleMetadataField)
 	s.route("GET /Security/Roles", s.handleSecurityRoles)
+	s.route("GET /Security/Roles/{id}", s.handleSecurityRole)
 	s.route("POST /Enrollment/PFX", s.handleEnrollPFX, config.RoleRequester)
 	s.route("POST /CSRGeneration/Generate", s.handleGenerateCSR, config.RoleRequester)
 	s.route("GET /CSRGeneration/Pending", s.handleListPendingCSRs)

@@ -232,6 +232,7 @@ func setup(ctx context.Context, o *Options) (target, token string, rdb redis.Uni
 		return "", "", nil, nil, err
 	}
 	cfg.DataDir, cfg.Listen = dir, "127.0.0.1:0"
+	cfg.TLS.Listen = config.TLSOff // the bench speaks plain HTTP; 8443 may be another certflow's
 	cfg.KEKFile = dir + "/kek"
 	cfg.Worker.Concurrency = o.WorkerConcurrency
 	cfg.API.MaxSyncWait = 10 * time.Minute

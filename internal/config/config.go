@@ -21,8 +21,15 @@ import (
 
 // Config is the whole configuration file.
 type Config struct {
-	// Listen is the API's address. Defaults to 127.0.0.1:8080.
+	// Listen is the API's plain-HTTP address. Defaults to 127.0.0.1:8080.
+	// It must be a loopback address unless AllowPlainHTTP is set: HTTP
+	// elsewhere carries credentials in the clear.
 	Listen string `yaml:"listen"`
+	// AllowPlainHTTP lets Listen be an address that is not loopback
+	// (behind a TLS-terminating proxy, say). Defaults to false.
+	AllowPlainHTTP bool `yaml:"allow_plain_http"`
+	// TLS is the API's HTTPS listener.
+	TLS TLS `yaml:"tls"`
 	// RedisURL is redis://[user:pass@]host:port/db. Empty means: start an
 	// embedded in-memory Redis (first run only; nothing survives a restart).
 	RedisURL string `yaml:"redis_url"`
@@ -158,6 +165,31 @@ type API struct {
 	// RedisTimeout bounds each store call made while answering a request, so
 	// an unreachable Redis yields 503 rather than a hang. Defaults to 3s.
 	RedisTimeout time.Duration `yaml:"redis_timeout"`
+}
+
+// TLS is the API's HTTPS listener: certflow serves TLS itself, with the
+// certificate and key files given, or else with a server certificate its
+// own built-in CA issues (internal/tlsserve).
+type TLS struct {
+	// Listen is the HTTPS address; "off" serves no HTTPS. Defaults to
+	// 127.0.0.1:8443.
+	Listen string `yaml:"listen"`
+	// CertFile and KeyFile are PEM files (the certificate first, then its
+	// chain; the key in PKCS#8, PKCS#1 or SEC 1), reloaded when they
+	// change and on SIGHUP. Both or neither. Defaults to empty: a server
+	// certificate issued by certflow for Names.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// Names are the host names and IP addresses the issued server
+	// certificate is for. Defaults to localhost, 127.0.0.1, ::1 and the
+	// host's name.
+	Names []string `yaml:"names"`
+	// Validity is the issued server certificate's lifetime; certflow
+	// renews it after two thirds of it. Defaults to 720h (30 days).
+	Validity time.Duration `yaml:"validity"`
+	// ReloadInterval is how often the files (or the issued certificate's
+	// age) are checked. Defaults to 5s.
+	ReloadInterval time.Duration `yaml:"reload_interval"`
 }
 
 // Worker tunes the asynq side.

@@ -10,6 +10,9 @@ import (
 // Defaults, exported so docs and tests can name them.
 const (
 	DefaultListen          = "127.0.0.1:8080"
+	DefaultTLSListen       = "127.0.0.1:8443"
+	DefaultTLSValidity     = 30 * 24 * time.Hour
+	DefaultTLSReload       = 5 * time.Second
 	DefaultDataDir         = ".certflow"
 	DefaultDefinitions     = "definitions"
 	DefaultKeyPrefix       = "certflow"
@@ -64,6 +67,7 @@ var DefaultCallbackSchedule = []time.Duration{
 func Default() Config {
 	return Config{
 		Listen:      DefaultListen,
+		TLS:         TLS{Listen: DefaultTLSListen, Validity: DefaultTLSValidity, ReloadInterval: DefaultTLSReload},
 		DataDir:     DefaultDataDir,
 		Definitions: DefaultDefinitions,
 		KeyPrefix:   DefaultKeyPrefix,

@@ -45,6 +45,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.SMTP.validate(bad)
+	c.TLS.validate(bad)
 	c.Auth.validate(bad)
 	caNames := map[string]bool{}
 	for i := range c.CAs {
@@ -580,4 +581,53 @@ func checkName(field, name string, seen map[string]bool, bad func(string, ...any
 		bad("%s.name: %q appears twice", field, name)
 	}
 	seen[strings.ToLower(name)] = true
+}
+
+// TLSOff is the tls.listen that serves no HTTPS.
+const TLSOff = "off"
+
+// validate checks the tls section.
+func (t *TLS) validate(bad func(format string, args ...any)) {
+	if t.Listen != TLSOff {
+		if _, _, err := net.SplitHostPort(t.Listen); err != nil {
+			bad("tls.listen: want host:port or %q, got %q", TLSOff, t.Listen)
+		}
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		bad("tls.cert_file and tls.key_file: give both or neither")
+	}
+	for i, n := range t.Names {
+		if net.ParseIP(n) == nil && !dnsNameRE.MatchString(n) {
+			bad("tls.names[%d]: %q is neither a host name nor an IP address", i, n)
+		}
+	}
+	if t.Validity < time.Hour || t.Validity > 397*24*time.Hour {
+		bad("tls.validity: want a duration from 1h to 9528h (397 days), got %s", t.Validity)
+	}
+	if t.ReloadInterval < 100*time.Millisecond {
+		bad("tls.reload_interval: want at least 100ms, got %s", t.ReloadInterval)
+	}
+}
+
+// dnsNameRE is a host name the server certificate can carry.
+var dnsNameRE = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
+
+// CheckPlainListen refuses a plain-HTTP listen address that is not
+// loopback unless allow_plain_http says so: tokens and passwords would
+// cross the network in the clear. A host name counts as loopback only
+// when it is "localhost".
+func (c *Config) CheckPlainListen() error {
+	if c.AllowPlainHTTP {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: want host:port, got %q", c.Listen)
+	}
+	if ip := net.ParseIP(host); (ip != nil && ip.IsLoopback()) || strings.EqualFold(host, "localhost") {
+		return nil
+	}
+	return fmt.Errorf("listen: %q serves plain HTTP beyond this host, where credentials would cross the network in the clear: "+
+		"use a loopback address (127.0.0.1:8080) and HTTPS (tls.listen, CERTFLOW_TLS_LISTEN) for the network, "+
+		"or set allow_plain_http: true (CERTFLOW_ALLOW_PLAIN_HTTP=true) behind a TLS-terminating proxy", c.Listen)
 }
