@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -66,6 +67,7 @@ func TestREADMEWalkThrough(t *testing.T) {
 		{"Location: ", "/Enrollment/Requests/2", `"Id":2`},
 		{`"KeyfactorRequestId":3`, `"RequestDisposition":"ISSUED"`, `"ErrorCode":"0xA0040001"`, "Idempotency-Key header: already used for a different request (3)"},
 		{"Revocation", "Serial Number:", "Key Compromise"},
+		nil, // the OpenAPI document, saved to a file: checked below
 		{`"RenewedCertificateId":2`, `"RequestDisposition":"ISSUED"`},
 	}
 	if len(blocks) != len(expect) {
@@ -142,6 +144,13 @@ func TestREADMEWalkThrough(t *testing.T) {
 	}
 	if strings.Contains(parts[3], `"KeyfactorRequestId":4`) {
 		t.Errorf("the repeated submit made a second request:\n%s", parts[3])
+	}
+	var doc struct {
+		OpenAPI string         `json:"openapi"`
+		Paths   map[string]any `json:"paths"`
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "certflow-openapi.json")); err != nil || json.Unmarshal(b, &doc) != nil || !strings.HasPrefix(doc.OpenAPI, "3.") || doc.Paths["/Enrollment/CSR"] == nil {
+		t.Errorf("the saved OpenAPI document is not one (%v): openapi %q, %d paths", err, doc.OpenAPI, len(doc.Paths))
 	}
 	// Everything the walk-through wrote is ignored by git.
 	gitDir := filepath.Join(t.TempDir(), "probe.git")

@@ -73,6 +73,16 @@ func checkShape(file string, n *yaml.Node, t reflect.Type) error {
 			for i, c := range n.Content {
 				walk(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
 			}
+		case t.Kind() == reflect.Map:
+			if n.Kind != yaml.MappingNode {
+				bad(n, "%s: want a mapping, got %s", at, shown(n))
+				return
+			}
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k := n.Content[i]
+				walk(k, t.Key(), fmt.Sprintf("%s[%s]", path, strconv.Quote(k.Value)))
+				walk(n.Content[i+1], t.Elem(), fmt.Sprintf("%s[%s]", path, strconv.Quote(k.Value)))
+			}
 		case n.Kind != yaml.ScalarNode:
 			bad(n, "%s: want a single value, got a %s", at, map[yaml.Kind]string{yaml.MappingNode: "mapping", yaml.SequenceNode: "list"}[n.Kind])
 		case n.Decode(reflect.New(t).Interface()) != nil:

@@ -32,7 +32,7 @@ templates:
     rsa_key_size: [2048]
 speed: 3
 frobnicate: 1
-`), 0o600)
+`+"auth:\n  oidc:\n    role_map: [a]\n"), 0o600)
 	_, err := Load(path)
 	if err == nil {
 		t.Fatal("a file full of mistakes loaded")
@@ -49,7 +49,8 @@ frobnicate: 1
 		`:15: certificate_authorities[0]: unknown key "hots" (did you mean "host"?)`,
 		`:18: templates[0]: unknown key "rsa_key_size" (did you mean "rsa_key_sizes"?)`,
 		`:19: speed: want a mapping of keys, got 3`,
-		`:20: unknown key "frobnicate" (known: api, `,
+		`:20: unknown key "frobnicate" (known: allow_plain_http, api, `,
+		`:23: auth.oidc.role_map: want a mapping, got a list`,
 	}
 	lines := strings.Split(err.Error(), "\n")
 	if len(lines) != len(want) {
@@ -65,9 +66,10 @@ frobnicate: 1
 	}
 	// What yaml.v3 accepts is not refused: YAML 1.1 booleans, quoted
 	// durations, empty values, hex numbers.
-	os.WriteFile(path, []byte("callbacks:\n  allow_private: yes\nworker:\n  poll_interval: \"20ms\"\n  concurrency: 0x10\napi:\n"), 0o600)
+	// A mapping of values (role_map) is walked key by key.
+	os.WriteFile(path, []byte("callbacks:\n  allow_private: yes\nworker:\n  poll_interval: \"20ms\"\n  concurrency: 0x10\napi:\nauth:\n  oidc:\n    issuer: https://idp.example.com\n    audience: certflow\n    role_map: {pki-admins: admin}\n"), 0o600)
 	cfg, err := Load(path)
-	if err != nil || !cfg.Callbacks.AllowPrivate || cfg.Worker.Concurrency != 16 {
+	if err != nil || !cfg.Callbacks.AllowPrivate || cfg.Worker.Concurrency != 16 || cfg.Auth.OIDC.RoleMap["pki-admins"] != "admin" {
 		t.Fatalf("a valid file: %v, %+v", err, cfg.Worker)
 	}
 }
