@@ -1,9 +1,14 @@
 package ca_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/asn1"
+	"math/big"
+	"os/exec"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -86,3 +91,101 @@ func TestPublishCRLListsUnexpiredRevocationsSignedByTheIssuingCA(t *testing.T) {
 }
 
 func parseCRL(der []byte) (*x509.RevocationList, error) { return x509.ParseRevocationList(der) }
+
+// A store that forgot the CRL counter (the in-memory Redis restarted, a
+// Redis restored from an older backup) still gets a CRL numbered above the
+// last one the CA signed: the number is at least the signing time. Both
+// x509 and OpenSSL read the numbers.
+func TestCRLNumbersIncreaseWhenTheStoreForgetsTheCounter(t *testing.T) {
+	t.Parallel()
+	b, _, err := ca.OpenBuiltin(t.TempDir(), "Forgetful", "ecdsa-p256", newKEK(t), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var last *big.Int
+	for i := range 3 {
+		rdb, prefix := testutil.Redis(t) // a fresh, empty store each time
+		crl, err := ca.PublishCRL(ctx, store.New(rdb, prefix), b, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		parsed, err := x509.ParseRevocationList(crl.DER)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if parsed.Number.Int64() != crl.Number || opensslCRLNumber(t, crl.DER).Cmp(parsed.Number) != 0 {
+			t.Fatalf("CRL %d: x509 reads number %s, openssl %s, published %d", i, parsed.Number, opensslCRLNumber(t, crl.DER), crl.Number)
+		}
+		if last != nil && parsed.Number.Cmp(last) <= 0 {
+			t.Fatalf("CRL %d of a fresh store: number %s after %s", i, parsed.Number, last)
+		}
+		last = parsed.Number
+	}
+}
+
+// Workers re-signing one CA's CRL at once each get a number of their own,
+// and the published CRL is the highest numbered.
+func TestConcurrentCRLSignersGetDistinctNumbers(t *testing.T) {
+	t.Parallel()
+	b, _, err := ca.OpenBuiltin(t.TempDir(), "Busy", "ecdsa-p256", newKEK(t), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb, prefix := testutil.Redis(t)
+	st := store.New(rdb, prefix)
+	ctx := context.Background()
+	now := time.Now() // one instant: the floor is the same for all of them
+	const signers = 16
+	numbers := make(chan int64, signers)
+	var wg sync.WaitGroup
+	for range signers {
+		wg.Go(func() {
+			crl, err := ca.PublishCRL(ctx, st, b, now)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			numbers <- crl.Number
+		})
+	}
+	wg.Wait()
+	close(numbers)
+	seen := map[int64]bool{}
+	var highest int64
+	for n := range numbers {
+		if seen[n] {
+			t.Fatalf("number %d given twice", n)
+		}
+		seen[n] = true
+		highest = max(highest, n)
+	}
+	published, err := st.CRL(ctx, "Busy")
+	if err != nil || published.Number != highest || len(seen) != signers || highest < ca.CRLNumberFloor(now) {
+		t.Fatalf("published %+v (%v), highest %d of %d numbers", published, err, highest, len(seen))
+	}
+}
+
+// opensslCRLNumber is the CRL Number `openssl crl -text` prints for der.
+func opensslCRLNumber(t *testing.T, der []byte) *big.Int {
+	t.Helper()
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Skip("no openssl on PATH")
+	}
+	cmd := exec.Command(openssl, "crl", "-inform", "DER", "-noout", "-text")
+	cmd.Stdin = bytes.NewReader(der)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl crl: %v\n%s", err, out)
+	}
+	_, rest, ok := strings.Cut(string(out), "X509v3 CRL Number:")
+	if !ok {
+		t.Fatalf("openssl printed no CRL number:\n%s", out)
+	}
+	n, ok := new(big.Int).SetString(strings.Fields(rest)[0], 10)
+	if !ok {
+		t.Fatalf("openssl's CRL number %q is not a decimal", strings.Fields(rest)[0])
+	}
+	return n
+}
