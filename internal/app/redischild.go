@@ -137,7 +137,7 @@ func socketPath(dir string) (string, error) {
 	return "", fmt.Errorf("the path of redis-server's socket, %s, is longer than a unix socket name may be (%d bytes): use a shorter --data-dir, or set CERTFLOW_REDIS_URL", abs, maxSocketPath)
 }
 
-// URL is where the child listens, for go-redis.
+// options say where the child listens, for go-redis.
 func (c *childRedis) options() *redis.Options {
 	return &redis.Options{Network: "unix", Addr: c.socket}
 }
@@ -145,7 +145,7 @@ func (c *childRedis) options() *redis.Options {
 // answers reports whether a redis-server answers on the socket at all (an
 // error reply, such as LOADING while it replays its file, is an answer).
 func (c *childRedis) answers(ctx context.Context) bool {
-	rdb := redis.NewClient(&redis.Options{Network: "unix", Addr: c.socket, MaxRetries: -1, DialTimeout: time.Second})
+	rdb := redis.NewClient(&redis.Options{Network: "unix", Addr: c.socket, MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: time.Second})
 	defer rdb.Close()
 	err := rdb.Ping(ctx).Err()
 	var rerr redis.Error
@@ -235,6 +235,7 @@ func (c *childRedis) stopLeftover(log *slog.Logger) error {
 	}
 	for _, sig := range []os.Signal{syscall.SIGTERM, syscall.SIGKILL} {
 		p.Signal(sig)
+		p.Signal(syscall.SIGCONT) // a stopped process acts on SIGTERM only once it runs
 		wctx, cancel := context.WithTimeout(context.Background(), childRedisTimeout)
 		for ourRedis(pid, c.dir) && sleep(wctx, 50*time.Millisecond) == nil {
 		}

@@ -1,13 +1,10 @@
 package ca_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/asn1"
 	"math/big"
-	"os/exec"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -114,8 +111,8 @@ func TestCRLNumbersIncreaseWhenTheStoreForgetsTheCounter(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if parsed.Number.Int64() != crl.Number || opensslCRLNumber(t, crl.DER).Cmp(parsed.Number) != 0 {
-			t.Fatalf("CRL %d: x509 reads number %s, openssl %s, published %d", i, parsed.Number, opensslCRLNumber(t, crl.DER), crl.Number)
+		if parsed.Number.Int64() != crl.Number || testutil.OpenSSLCRLNumber(t, crl.DER).Cmp(parsed.Number) != 0 {
+			t.Fatalf("CRL %d: x509 reads number %s, openssl %s, published %d", i, parsed.Number, testutil.OpenSSLCRLNumber(t, crl.DER), crl.Number)
 		}
 		if last != nil && parsed.Number.Cmp(last) <= 0 {
 			t.Fatalf("CRL %d of a fresh store: number %s after %s", i, parsed.Number, last)
@@ -164,28 +161,4 @@ func TestConcurrentCRLSignersGetDistinctNumbers(t *testing.T) {
 	if err != nil || published.Number != highest || len(seen) != signers || highest < ca.CRLNumberFloor(now) {
 		t.Fatalf("published %+v (%v), highest %d of %d numbers", published, err, highest, len(seen))
 	}
-}
-
-// opensslCRLNumber is the CRL Number `openssl crl -text` prints for der.
-func opensslCRLNumber(t *testing.T, der []byte) *big.Int {
-	t.Helper()
-	openssl, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Skip("no openssl on PATH")
-	}
-	cmd := exec.Command(openssl, "crl", "-inform", "DER", "-noout", "-text")
-	cmd.Stdin = bytes.NewReader(der)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("openssl crl: %v\n%s", err, out)
-	}
-	_, rest, ok := strings.Cut(string(out), "X509v3 CRL Number:")
-	if !ok {
-		t.Fatalf("openssl printed no CRL number:\n%s", out)
-	}
-	n, ok := new(big.Int).SetString(strings.Fields(rest)[0], 10)
-	if !ok {
-		t.Fatalf("openssl's CRL number %q is not a decimal", strings.Fields(rest)[0])
-	}
-	return n
 }
