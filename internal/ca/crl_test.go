@@ -16,12 +16,7 @@ import (
 
 func TestPublishCRLListsUnexpiredRevocationsSignedByTheIssuingCA(t *testing.T) {
 	t.Parallel()
-	b, _, err := ca.OpenBuiltin(t.TempDir(), "Corp", "rsa-2048", newKEK(t), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb, prefix := testutil.Redis(t)
-	st := store.New(rdb, prefix)
+	b, st := openCA(t, "Corp", "rsa-2048"), newStore(t)
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)
 	for _, e := range []store.RevokedEntry{
@@ -95,15 +90,11 @@ func parseCRL(der []byte) (*x509.RevocationList, error) { return x509.ParseRevoc
 // x509 and OpenSSL read the numbers.
 func TestCRLNumbersIncreaseWhenTheStoreForgetsTheCounter(t *testing.T) {
 	t.Parallel()
-	b, _, err := ca.OpenBuiltin(t.TempDir(), "Forgetful", "ecdsa-p256", newKEK(t), true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := openCA(t, "Forgetful", "ecdsa-p256")
 	ctx := context.Background()
 	var last *big.Int
 	for i := range 3 {
-		rdb, prefix := testutil.Redis(t) // a fresh, empty store each time
-		crl, err := ca.PublishCRL(ctx, store.New(rdb, prefix), b, time.Now())
+		crl, err := ca.PublishCRL(ctx, newStore(t), b, time.Now()) // a fresh, empty store each time
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,12 +116,7 @@ func TestCRLNumbersIncreaseWhenTheStoreForgetsTheCounter(t *testing.T) {
 // and the published CRL is the highest numbered.
 func TestConcurrentCRLSignersGetDistinctNumbers(t *testing.T) {
 	t.Parallel()
-	b, _, err := ca.OpenBuiltin(t.TempDir(), "Busy", "ecdsa-p256", newKEK(t), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb, prefix := testutil.Redis(t)
-	st := store.New(rdb, prefix)
+	b, st := openCA(t, "Busy", "ecdsa-p256"), newStore(t)
 	ctx := context.Background()
 	now := time.Now() // one instant: the floor is the same for all of them
 	const signers = 16
@@ -161,4 +147,20 @@ func TestConcurrentCRLSignersGetDistinctNumbers(t *testing.T) {
 	if err != nil || published.Number != highest || len(seen) != signers || highest < ca.CRLNumberFloor(now) {
 		t.Fatalf("published %+v (%v), highest %d of %d numbers", published, err, highest, len(seen))
 	}
+}
+
+// openCA opens a new built-in CA hierarchy named name.
+func openCA(t *testing.T, name, keyType string) *ca.Builtin {
+	t.Helper()
+	b, _, err := ca.OpenBuiltin(t.TempDir(), name, keyType, newKEK(t), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// newStore is an empty store under a prefix of the test's own.
+func newStore(t *testing.T) *store.Store {
+	rdb, prefix := testutil.Redis(t)
+	return store.New(rdb, prefix)
 }
