@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -16,14 +17,19 @@ func childProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 }
 
-// ourRedis reports whether pid is a live process whose working directory
-// is dir: a redis-server an earlier certflow started there (it runs in
-// that folder), not another process that reuses the pid.
+// ourRedis reports whether pid is a live redis-server whose working
+// directory is dir: one an earlier certflow started there (it runs in that
+// folder), not another process that reuses the pid (a shell in the folder
+// included).
 func ourRedis(pid int, dir string) bool {
-	cwd, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "cwd"))
+	proc := filepath.Join("/proc", strconv.Itoa(pid))
+	cwd, err := os.Readlink(filepath.Join(proc, "cwd"))
 	if err != nil {
 		return false // gone, a zombie, or not ours to read
 	}
-	abs, err := filepath.Abs(dir)
-	return err == nil && cwd == abs
+	cmdline, err := os.ReadFile(filepath.Join(proc, "cmdline"))
+	name, _, _ := strings.Cut(string(cmdline), " ") // redis-server rewrites its title: "redis-server unixsocket:…"
+	name, _, _ = strings.Cut(name, "\x00")
+	abs, aerr := filepath.Abs(dir)
+	return err == nil && aerr == nil && cwd == abs && filepath.Base(name) == "redis-server"
 }

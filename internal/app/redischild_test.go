@@ -5,7 +5,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -66,10 +68,24 @@ func TestALeftoverChildRedisIsStoppedAndItsDataKept(t *testing.T) {
 	if _, err := os.Stat(pidFile); err == nil {
 		t.Fatal("the pid file outlived a clean stop")
 	}
-	os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600) // a reused pid: this test
+	// A reused pid: a process that is not redis-server, working in the
+	// folder (a shell someone left there).
+	other := exec.Command("sleep", "60")
+	other.Dir = filepath.Join(dir, "redis")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { other.Process.Kill(); other.Wait() }()
+	if ourRedis(other.Process.Pid, filepath.Join(dir, "redis")) {
+		t.Fatal("a process working in the folder that is not redis-server would be signalled")
+	}
+	os.WriteFile(pidFile, []byte(strconv.Itoa(other.Process.Pid)+"\n"), 0o600)
 	fourth := startChild(t, dir)
 	if v, err := childClient(t, fourth).Get(ctx, "kept").Result(); err != nil || v != "2" {
 		t.Fatalf("after a stale pid file: %q %v", v, err)
+	}
+	if runtime.GOOS == "linux" && !ourRedis(fourth.cmd.Process.Pid, fourth.dir) {
+		t.Fatal("the child is not recognised as the folder's redis-server")
 	}
 }
 
