@@ -2,6 +2,7 @@ package steps
 
 import (
 	"context"
+	"errors"
 	"regexp"
 	"slices"
 	"time"
@@ -94,59 +95,63 @@ func (a Approval) Build(spec *workflow.Spec) (workflow.Step, error) {
 	if len(s.roles) == 0 {
 		s.roles = []string{config.RoleApprover}
 	}
+	// Every problem is reported, not only the first: lint shows them all.
+	var errs []error
 	if err := checkRoles(spec, at("roles"), "roles", s.roles); err != nil {
-		return nil, err
+		errs = append(errs, err)
 	}
 	switch {
 	case w.Quorum == 0:
 		s.quorum = 1
 	case w.Quorum < 1 || w.Quorum > maxQuorum:
-		return nil, spec.Errorf(at("quorum"), "quorum: %d is outside 1–%d", w.Quorum, maxQuorum)
+		errs = append(errs, spec.Errorf(at("quorum"), "quorum: %d is outside 1–%d", w.Quorum, maxQuorum))
 	}
 	var err error
+	timeoutErr := false
 	if s.timeout, err = approvalTimeout(spec, at("timeout"), "timeout", w.Timeout); err != nil {
-		return nil, err
+		errs, timeoutErr = append(errs, err), true
 	}
 	switch w.OnTimeout {
 	case "":
 		s.onTimeout = workflow.OnTimeoutDeny
 	case workflow.OnTimeoutDeny, workflow.OnTimeoutEscalate:
 	default:
-		return nil, spec.Errorf(at("on_timeout"), "on_timeout: %q (want deny or escalate)", w.OnTimeout)
+		errs = append(errs, spec.Errorf(at("on_timeout"), "on_timeout: %q (want deny or escalate)", w.OnTimeout))
 	}
-	if w.OnTimeout != "" && s.timeout == 0 {
-		return nil, spec.Errorf(at("on_timeout"), "on_timeout needs a timeout")
+	if (w.OnTimeout == workflow.OnTimeoutDeny || w.OnTimeout == workflow.OnTimeoutEscalate) && s.timeout == 0 && !timeoutErr {
+		errs = append(errs, spec.Errorf(at("on_timeout"), "on_timeout needs a timeout"))
 	}
 	switch {
 	case s.onTimeout == workflow.OnTimeoutEscalate && w.Escalate == nil:
-		return nil, spec.Errorf(at("on_timeout"), "on_timeout: escalate needs escalate: {roles: […], timeout: …}")
+		errs = append(errs, spec.Errorf(at("on_timeout"), "on_timeout: escalate needs escalate: {roles: […], timeout: …}"))
 	case s.onTimeout != workflow.OnTimeoutEscalate && w.Escalate != nil:
-		return nil, spec.Errorf(at("escalate"), "escalate: only used with on_timeout: escalate")
+		errs = append(errs, spec.Errorf(at("escalate"), "escalate: only used with on_timeout: escalate"))
 	case w.Escalate != nil:
 		node := at("escalate")
 		if len(w.Escalate.Roles) == 0 {
-			return nil, spec.Errorf(node, "escalate.roles: required: who decides after the timeout")
-		}
-		if err := checkRoles(spec, node, "escalate.roles", w.Escalate.Roles); err != nil {
-			return nil, err
+			errs = append(errs, spec.Errorf(node, "escalate.roles: required: who decides after the timeout"))
+		} else if err := checkRoles(spec, node, "escalate.roles", w.Escalate.Roles); err != nil {
+			errs = append(errs, err)
 		}
 		t, err := approvalTimeout(spec, node, "escalate.timeout", w.Escalate.Timeout)
-		if err != nil {
-			return nil, err
-		}
-		if t == 0 {
-			return nil, spec.Errorf(node, "escalate.timeout: required (e.g. 24h)")
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case t == 0:
+			errs = append(errs, spec.Errorf(node, "escalate.timeout: required (e.g. 24h)"))
 		}
 		s.escalate = &workflow.Escalation{Roles: w.Escalate.Roles, Timeout: t}
 	}
 	if w.Notify != nil {
 		node := at("notify")
 		if w.Notify.Event != "" {
-			return nil, spec.Errorf(node, "notify.event: an approval's events are approval.pending and approval.decided; leave event out")
+			errs = append(errs, spec.Errorf(node, "notify.event: an approval's events are approval.pending and approval.decided; leave event out"))
+		} else if s.notify, err = a.Notify.compile(spec, node, w.Notify); err != nil {
+			errs = append(errs, err)
 		}
-		if s.notify, err = a.Notify.compile(spec, node, w.Notify); err != nil {
-			return nil, err
-		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return s, nil
 }

@@ -81,30 +81,39 @@ func (h HTTP) Build(spec *workflow.Spec) (workflow.Step, error) {
 	if err := spec.DecodeWith(&w); err != nil {
 		return nil, err
 	}
+	// Every problem is reported, not only the first: lint shows them all.
+	var errs []error
+	at := func(key string) *yaml.Node {
+		if n := workflow.MapValue(spec.With, key); n != nil {
+			return n
+		}
+		return spec.With
+	}
 	method := strings.ToUpper(w.Method)
 	if method == "" {
 		method = "GET"
 	}
 	if !slices.Contains(httpMethods, method) {
-		return nil, spec.Errorf(spec.With, "method: %q (want one of %s)", w.Method, strings.Join(httpMethods, ", "))
+		errs = append(errs, spec.Errorf(at("method"), "method: %q (want one of %s)", w.Method, strings.Join(httpMethods, ", ")))
 	}
+	var target *urlTemplate
+	var err error
 	if w.URL.Kind != yaml.ScalarNode || w.URL.Value == "" {
-		return nil, spec.Errorf(spec.With, "url: required")
-	}
-	target, err := compileURL(spec, &w.URL, "url", false)
-	if err != nil {
-		return nil, err
+		errs = append(errs, spec.Errorf(spec.With, "url: required"))
+	} else if target, err = compileURL(spec, &w.URL, "url", false); err != nil {
+		errs = append(errs, err)
 	}
 	query, err := compileQuery(spec, &w.Query)
 	if err != nil {
-		return nil, err
+		errs = append(errs, err)
 	}
 	headers := make(map[string]*workflow.Template, len(w.Headers))
 	for _, name := range sortedNames(w.Headers) {
 		node := w.Headers[name]
 		t, err := spec.Template(node.Value, &node)
 		if err != nil {
-			return nil, err
+			errs = append(errs, err)
+			continue
 		}
 		headers[http.CanonicalHeaderKey(name)] = t
 	}
@@ -118,23 +127,27 @@ func (h HTTP) Build(spec *workflow.Spec) (workflow.Step, error) {
 			break
 		}
 		if text, err = spec.Template(w.Body.Value, &w.Body); err != nil {
-			return nil, err
+			errs = append(errs, err)
+			break
 		}
 		// The content type follows the body as written, never a value:
 		// a value that reads as JSON is still text.
 		jsonText = looksJSON(w.Body.Value)
 		if jsonText && !text.IsLiteral() {
-			return nil, spec.Errorf(&w.Body, "body: a JSON body written as a string may not embed ${{ }} (a value holding a quote would close its string and add keys); write the body as YAML, e.g. body: {host: \"${{ csr.CommonName }}\"}, and certflow encodes the JSON")
+			errs = append(errs, spec.Errorf(&w.Body, "body: a JSON body written as a string may not embed ${{ }} (a value holding a quote would close its string and add keys); write the body as YAML, e.g. body: {host: \"${{ csr.CommonName }}\"}, and certflow encodes the JSON"))
 		}
 	default:
 		if data, err = compileBody(spec, &w.Body, "body"); err != nil {
-			return nil, err
+			errs = append(errs, err)
 		}
 	}
 	for _, code := range w.Expect {
 		if code < 100 || code > 599 {
-			return nil, spec.Errorf(spec.With, "expect: %d is not an HTTP status", code)
+			errs = append(errs, spec.Errorf(at("expect"), "expect: %d is not an HTTP status", code))
 		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return stepFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
 		dest, err := target.render(run.Env)

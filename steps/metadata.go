@@ -2,6 +2,7 @@ package steps
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -52,35 +53,44 @@ func (m Metadata) Build(spec *workflow.Spec) (workflow.Step, error) {
 		rule *metadata.Field
 	}
 	fields := make(map[string]setting, len(w.Set))
+	var errs []error
 	for _, name := range sortedNames(w.Set) {
 		node := w.Set[name]
 		var rule *metadata.Field
 		if len(m.Fields) > 0 {
 			i := slices.IndexFunc(m.Fields, func(f config.MetaField) bool { return strings.EqualFold(f.Name, name) })
 			if i < 0 {
-				return nil, spec.Errorf(&node, "set: %q is not a configured metadata field", name)
+				errs = append(errs, spec.Errorf(&node, "set: %q is not a configured metadata field", name))
+				continue
 			}
 			f := &m.Fields[i]
 			name = f.Name // the configured spelling, so it overrides the request's value
 			rule = &metadata.Field{Type: f.Type, Validation: f.Validation, Message: f.Message, Options: f.Options}
 		}
 		if _, twice := fields[name]; twice {
-			return nil, spec.Errorf(&node, "set.%s: given twice (field names ignore case)", name)
+			errs = append(errs, spec.Errorf(&node, "set.%s: given twice (field names ignore case)", name))
+			continue
 		}
 		if node.Kind != yaml.ScalarNode {
-			return nil, spec.Errorf(&node, "set.%s: want a string (may embed ${{ }})", name)
+			errs = append(errs, spec.Errorf(&node, "set.%s: want a string (may embed ${{ }})", name))
+			continue
 		}
 		t, err := spec.Template(node.Value, &node)
 		if err != nil {
-			return nil, err
+			errs = append(errs, err)
+			continue
 		}
 		if rule != nil && t.IsLiteral() {
 			v, _ := t.String(nil) // no expressions: nothing to evaluate
 			if _, err := metadata.Check(*rule, v); err != nil {
-				return nil, spec.Errorf(&node, "set.%s: %v", name, err)
+				errs = append(errs, spec.Errorf(&node, "set.%s: %v", name, err))
+				continue
 			}
 		}
 		fields[name] = setting{tmpl: t, rule: rule}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return metadataStep{names: sortedNames(fields), pureFunc: func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
 		md := make(map[string]string, len(fields))

@@ -2,6 +2,7 @@ package steps
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/certflow/certflow/workflow"
@@ -35,19 +36,26 @@ func (Set) Build(spec *workflow.Spec) (workflow.Step, error) {
 		return nil, spec.Errorf(spec.With, "set needs at least one variable under with:")
 	}
 	vars := make(map[string]*workflow.Template, len(w))
+	var errs []error
 	for _, name := range sortedNames(w) {
 		node := w[name]
 		if !stepVarRE.MatchString(name) {
-			return nil, spec.Errorf(&node, "variable name %q: want letters, digits and _, starting with a letter", name)
+			errs = append(errs, spec.Errorf(&node, "variable name %q: want letters, digits and _, starting with a letter", name))
+			continue
 		}
 		if node.Kind != yaml.ScalarNode {
-			return nil, spec.Errorf(&node, "%s: want a value (may embed ${{ }})", name)
+			errs = append(errs, spec.Errorf(&node, "%s: want a value (may embed ${{ }})", name))
+			continue
 		}
 		t, err := spec.Template(node.Value, &node)
 		if err != nil {
-			return nil, err
+			errs = append(errs, err)
+			continue
 		}
 		vars[name] = t
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return pureFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
 		out := make(map[string]any, len(vars))

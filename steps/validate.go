@@ -3,6 +3,7 @@ package steps
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -60,18 +61,25 @@ func (v Validate) Build(spec *workflow.Spec) (workflow.Step, error) {
 	}
 	policy := w.Policy == nil || *w.Policy
 	rules := make([]rule, 0, len(w.Rules))
+	var errs []error
 	for i, r := range w.Rules {
 		if r.Check.Kind != yaml.ScalarNode {
-			return nil, spec.Errorf(spec.With, "rules[%d].check: required, a boolean expression", i)
+			errs = append(errs, spec.Errorf(spec.With, "rules[%d].check: required, a boolean expression", i))
+			continue
 		}
 		if strings.TrimSpace(r.Message) == "" {
-			return nil, spec.Errorf(&r.Check, "rules[%d].message: required (it is what the requester is told)", i)
+			errs = append(errs, spec.Errorf(&r.Check, "rules[%d].message: required (it is what the requester is told)", i))
+			continue
 		}
 		p, err := spec.Bool(r.Check.Value, &r.Check)
 		if err != nil {
-			return nil, err
+			errs = append(errs, err)
+			continue
 		}
 		rules = append(rules, rule{check: p, message: r.Message})
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return pureFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
 		if policy {

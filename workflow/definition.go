@@ -2,6 +2,7 @@ package workflow
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -266,11 +267,18 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 	for i := range raw.Steps {
 		node := &raw.Steps[i]
 		var rs rawStep
-		if err := decodeStrict(file, node, &rs, true); err != nil {
-			id := ""
-			if n := MapValue(node, "id"); n != nil {
-				id = n.Value
-			}
+		id := ""
+		if n := MapValue(node, "id"); n != nil {
+			id = n.Value
+		}
+		// An unknown key is reported and the step checked on without
+		// it, so that one run of lint shows every error in the step.
+		var keyErrs []error
+		checkKeys(file, node, reflect.TypeOf(&rs), &keyErrs)
+		for _, err := range keyErrs {
+			errs = append(errs, tagStep(err, id))
+		}
+		if err := decodeStrict(file, node, &rs, false); err != nil {
 			errs = append(errs, tagStep(err, id))
 			continue
 		}
@@ -285,11 +293,6 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 			errs = append(errs, spec.Errorf(MapValue(node, "id"), "duplicate step id"))
 		}
 		seen[rs.ID] = true
-		build, ok := catalog[rs.Uses]
-		if !ok {
-			errs = append(errs, spec.Errorf(MapValue(node, "uses"), "unknown step type %q (known: %s)", rs.Uses, strings.Join(catalogNames(catalog), ", ")))
-			continue
-		}
 		sd := &StepDef{ID: rs.ID, Uses: rs.Uses, Pos: spec.Pos}
 		errs = append(errs, rs.policy(spec, node, sd)...)
 		if caStep != "" && rs.Uses == caStep {
@@ -304,6 +307,11 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 				errs = append(errs, err)
 			}
 			sd.If = p
+		}
+		build, ok := catalog[rs.Uses]
+		if !ok {
+			errs = append(errs, spec.Errorf(MapValue(node, "uses"), "unknown step type %q (known: %s)", rs.Uses, strings.Join(catalogNames(catalog), ", ")))
+			continue
 		}
 		step, err := build(spec)
 		if err != nil {
@@ -355,9 +363,40 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 	errs = append(errs, verrs...)
 	def.Visible, def.SetsMetadata = vis, metadataNames(def.Steps)
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, errors.Join(inFileOrder(errs)...)
 	}
 	return def, nil
+}
+
+// inFileOrder flattens joined errors and orders them by position, so
+// that lint lists a file's problems top to bottom.
+func inFileOrder(errs []error) []error {
+	var flat []error
+	var walk func(error)
+	walk = func(e error) {
+		if u, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range u.Unwrap() {
+				walk(x)
+			}
+			return
+		}
+		flat = append(flat, e)
+	}
+	for _, e := range errs {
+		walk(e)
+	}
+	pos := func(e error) Pos {
+		var le *LoadError
+		if errors.As(e, &le) {
+			return le.Pos
+		}
+		return Pos{}
+	}
+	slices.SortStableFunc(flat, func(a, b error) int {
+		pa, pb := pos(a), pos(b)
+		return cmp.Or(cmp.Compare(pa.Line, pb.Line), cmp.Compare(pa.Column, pb.Column))
+	})
+	return flat
 }
 
 // Set is a consistent set of loaded definitions.

@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,14 +14,6 @@ import (
 	"text/tabwriter"
 	"time"
 )
-
-const approveUsage = `usage:
-  certflow pending [--url URL]                         what you may decide now
-  certflow approve [--url URL] [--comment C] ID ...    approve requests (request or instance ids)
-  certflow deny    [--url URL] --comment C ID ...      deny requests; the comment is required
-The token is CERTFLOW_TOKEN (or CERTFLOW_ADMIN_TOKEN); the URL defaults to
-CERTFLOW_URL, else http://127.0.0.1:8080.
-`
 
 // client talks to a running certflow's API as one identity.
 type client struct {
@@ -73,12 +64,37 @@ func (c *client) do(method, path string, body any, out any) error {
 // runApprove is `certflow pending`, `approve` and `deny`: an approver's
 // tools over the API (Keyfactor's approval queue and instance endpoints).
 func runApprove(cmd string, args []string, stdout, stderr io.Writer) error {
-	fset := flag.NewFlagSet("certflow "+cmd, flag.ContinueOnError)
-	fset.SetOutput(stderr)
-	fset.Usage = func() { fmt.Fprint(stderr, approveUsage) }
+	synopsis := map[string]string{
+		"pending": "[--url URL]",
+		"approve": "[--url URL] [--comment C] ID ...",
+		"deny":    "[--url URL] --comment C ID ...",
+	}[cmd]
+	about := map[string]string{
+		"pending": "List what waits for your decision.",
+		"approve": "Approve requests (request or instance ids) at the approval step they wait at.",
+		"deny":    "Deny requests (request or instance ids); the comment, saying why, is required.",
+	}[cmd] + "\nThe token is CERTFLOW_TOKEN (or CERTFLOW_ADMIN_TOKEN); the URL defaults to\nCERTFLOW_URL, else http://127.0.0.1:8080."
+	fset := newFlagSet(cmd, synopsis, about, stderr)
 	url := fset.String("url", cmp.Or(os.Getenv("CERTFLOW_URL"), "http://127.0.0.1:8080"), "certflow's API")
-	comment := fset.String("comment", "", "the decision's comment (required to deny)")
-	if err := fset.Parse(args); err != nil {
+	comment := new(string)
+	if cmd != "pending" {
+		fset.StringVar(comment, "comment", "", "the decision's comment (required to deny)")
+	}
+	ids, err := parseArgs(fset, args)
+	if err != nil {
+		return err
+	}
+	if cmd == "pending" {
+		if err := noArgs(fset, ids); err != nil {
+			return err
+		}
+	} else if len(ids) == 0 {
+		fmt.Fprintf(stderr, "certflow %s: name at least one request or instance id\n", cmd)
+		fset.Usage()
+		return exitCode(2)
+	}
+	if cmd == "deny" && strings.TrimSpace(*comment) == "" {
+		fmt.Fprintln(stderr, "certflow deny: a comment is required: --comment \"why it is denied\" (the requester reads it)")
 		return exitCode(2)
 	}
 	c := &client{base: strings.TrimSuffix(*url, "/"), token: cmp.Or(os.Getenv("CERTFLOW_TOKEN"), os.Getenv("CERTFLOW_ADMIN_TOKEN")), http: &http.Client{Timeout: 30 * time.Second}}
@@ -88,15 +104,8 @@ func runApprove(cmd string, args []string, stdout, stderr io.Writer) error {
 	if cmd == "pending" {
 		return listPending(c, stdout)
 	}
-	if fset.NArg() == 0 {
-		fmt.Fprint(stderr, approveUsage)
-		return exitCode(2)
-	}
-	if cmd == "deny" && strings.TrimSpace(*comment) == "" {
-		return errors.New("deny needs --comment: say why")
-	}
 	failed := false
-	for _, arg := range fset.Args() {
+	for _, arg := range ids {
 		id, err := c.decide(arg, cmd == "approve", strings.TrimSpace(*comment))
 		switch {
 		case err != nil:

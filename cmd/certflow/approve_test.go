@@ -58,7 +58,8 @@ func TestTheApproverCommands(t *testing.T) {
 	if out, err := cli("deny", strconv.FormatInt(second, 10)); err == nil || !strings.Contains(err.Error()+out, "--comment") {
 		t.Errorf("deny without a comment = %q, %v; want a refusal asking for --comment", out, err)
 	}
-	if out, err := cli("approve", "--comment", "looks right", strconv.FormatInt(first, 10)); err != nil || !strings.Contains(out, "approved") {
+	// The flag may follow the id, as people type it.
+	if out, err := cli("approve", strconv.FormatInt(first, 10), "--comment", "looks right"); err != nil || !strings.Contains(out, "approved") {
 		t.Fatalf("approve = %q, %v", out, err)
 	}
 	if out, err := cli("deny", "--comment", "not ours", secondInstance); err != nil || !strings.Contains(out, "denied") {

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -47,16 +48,24 @@ Usage:
   certflow inventory check [--repair]
                               compare the certificate inventory's indexes with the
                               records; --repair adds what is missing, drops what is stale
+  certflow healthcheck [--url URL] [--redis]
+                              exit 0 if certflow answers /readyz (or Redis answers), else 1
   certflow bench    --requests N --concurrency C [--target URL] [--key ec|rsa] [--rate R] [--off piggyback,group_commit,leaf_encoder]
                     [--cpuprofile FILE] [--memprofile FILE]
                               enrollments per second against bare asynq in the same run
+  certflow version            the version, commit and Go release
+  certflow help COMMAND       a command's own flags (as does COMMAND --help)
 
-Flags (each also an environment variable):
+Settings (flags of serve, api, worker; each also an environment variable):
   --config FILE          CERTFLOW_CONFIG        configuration file (optional)
   --redis-url URL        CERTFLOW_REDIS_URL     redis://host:port/db; empty: embedded in-memory Redis
   --data-dir DIR         CERTFLOW_DATA_DIR      CA files, KEK, generated secrets (default .certflow)
   --definitions DIR      CERTFLOW_DEFINITIONS   workflow definitions (default definitions/)
-  --listen ADDR          CERTFLOW_LISTEN        API address (default 127.0.0.1:8080)
+  --listen ADDR          CERTFLOW_LISTEN        API plain-HTTP address (default 127.0.0.1:8080; loopback
+                                                unless CERTFLOW_ALLOW_PLAIN_HTTP=true)
+  --tls-listen ADDR      CERTFLOW_TLS_LISTEN    API HTTPS address (default 127.0.0.1:8443; off: none)
+                         CERTFLOW_TLS_CERT_FILE, CERTFLOW_TLS_KEY_FILE
+                                                HTTPS certificate and key (default: issued by certflow)
                          CERTFLOW_KEK_FILE      key-encryption key (default <data-dir>/kek)
                          CERTFLOW_ADMIN_TOKEN   an admin bearer token
                          CERTFLOW_LOG_LEVEL     debug, info (default), warn, error
@@ -78,43 +87,87 @@ type exitCode int
 func (e exitCode) Error() string { return fmt.Sprintf("exit %d", int(e)) }
 
 func run(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+	err := dispatch(args, stdout, stderr)
+	if errors.Is(err, errHelpShown) {
+		return nil
+	}
+	return err
+}
+
+// dispatch runs one command. Each command has its own flag set, so its
+// --help shows only its flags, and refuses arguments it does not take
+// (exit 2).
+func dispatch(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
 	cmd, args := args[0], args[1:]
-	if cmd == "bench" {
+	switch cmd {
+	case "help":
+		return helpFor(args, stdout)
+	case "version", "--version":
+		fset := newFlagSet("version", "", "Print the version, the commit it was built from and the Go release.", stderr)
+		pos, err := parseArgs(fset, args)
+		if err != nil {
+			return err
+		}
+		if err := noArgs(fset, pos); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, versionLine())
+		return nil
+	case "bench":
 		return runBench(args, stdout, stderr)
-	}
-	if cmd == "pending" || cmd == "approve" || cmd == "deny" {
+	case "pending", "approve", "deny":
 		return runApprove(cmd, args, stdout, stderr)
-	}
-	if cmd == "ca" {
-		if len(args) == 0 || args[0] != "init" {
-			return errors.New("usage: certflow ca init [flags]")
+	case "healthcheck":
+		return runHealthcheck(args, stdout, stderr)
+	case "ca", "inventory":
+		sub := map[string]string{"ca": "init", "inventory": "check"}[cmd]
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			args = append([]string{sub}, args...)
 		}
-		cmd, args = "ca init", args[1:]
-	}
-	if cmd == "inventory" {
-		if len(args) == 0 || args[0] != "check" {
-			return errors.New("usage: certflow inventory check [--repair] [flags]")
+		if len(args) == 0 || args[0] != sub {
+			fmt.Fprintf(stderr, "usage: certflow %s %s [flags] (see certflow help %[1]s)\n", cmd, sub)
+			return exitCode(2)
 		}
-		cmd, args = "inventory check", args[1:]
+		cmd, args = cmd+" "+sub, args[1:]
 	}
-	fset := flag.NewFlagSet("certflow "+cmd, flag.ContinueOnError)
-	fset.SetOutput(stderr)
 	var s app.Settings
-	fset.StringVar(&s.ConfigPath, "config", "", "configuration file")
-	fset.StringVar(&s.RedisURL, "redis-url", "", "Redis URL")
-	fset.StringVar(&s.DataDir, "data-dir", "", "data directory")
-	fset.StringVar(&s.Definitions, "definitions", "", "workflow definitions folder")
-	fset.StringVar(&s.Listen, "listen", "", "API listen address")
+	var fset *flag.FlagSet
 	var repair bool
-	if cmd == "inventory check" {
+	switch cmd {
+	case "serve", "api", "worker":
+		about := map[string]string{
+			"serve":  "Run the API and the workers in one process. With no Redis configured it runs an embedded one.",
+			"api":    "Run the API only; workers (certflow worker) share the work through Redis.",
+			"worker": "Run the workers only, against the Redis the API uses.",
+		}[cmd]
+		fset = newFlagSet(cmd, "[flags]", about, stderr)
+		settingFlags(fset, &s, "config", "redis-url", "data-dir", "definitions", "listen", "tls-listen")
+	case "ca init":
+		fset = newFlagSet(cmd, "[flags]", "Create the built-in CA hierarchies (and the KEK) in the data directory; existing ones are kept.", stderr)
+		settingFlags(fset, &s, "config", "data-dir")
+	case "lint":
+		fset = newFlagSet(cmd, "[flags] [file or folder ...]", "Check workflow definitions (default: the configured folder); print every error, exit 1 on any.", stderr)
+		settingFlags(fset, &s, "config", "definitions")
+	case "inventory check":
+		fset = newFlagSet(cmd, "[--repair] [flags]", "Compare the certificate inventory's indexes in Redis with the records; exit 1 on a difference not repaired.", stderr)
+		settingFlags(fset, &s, "config", "redis-url")
 		fset.BoolVar(&repair, "repair", false, "add missing index entries and remove stale ones")
-	}
-	if err := fset.Parse(args); err != nil {
+	default:
+		fmt.Fprintf(stderr, "certflow: unknown command %q\n\n%s", cmd, usage)
 		return exitCode(2)
+	}
+	positional, err := parseArgs(fset, args)
+	if err != nil {
+		return err
+	}
+	if cmd != "lint" {
+		if err := noArgs(fset, positional); err != nil {
+			return err
+		}
 	}
 	s = s.FromEnv()
 	log := newLogger(stderr)
@@ -128,12 +181,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "ca init":
 		return caInit(s, stdout)
 	case "lint":
-		return lint(s, fset.Args(), stdout)
-	case "inventory check":
-		return inventoryCheck(s, repair, stdout)
+		return lint(s, positional, stdout)
 	default:
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q", cmd)
+		return inventoryCheck(s, repair, stdout)
 	}
 }
 
@@ -215,6 +265,7 @@ func reloadOnHUP(ctx context.Context, a *app.App) {
 		case <-ctx.Done():
 			return
 		case <-hup:
+			a.ReloadTLS()
 			if err := a.Reload(ctx); err != nil {
 				a.Log.Error("SIGHUP: reload refused; keeping the loaded definitions", "err", err)
 			}
@@ -269,6 +320,7 @@ Try it (a P-256 key and CSR with openssl, then a synchronous enrollment):
 
 Add -H "Prefer: respond-async" to get 202 and a Location to poll.
 `, base, auth)
+	printHTTPS(out, a)
 	switch st := a.StoreStatus(); {
 	case !st.Persistent:
 		fmt.Fprintln(out, "\nRunning on an in-memory Redis: "+st.RestartLoses)
@@ -276,6 +328,21 @@ Add -H "Prefer: respond-async" to get 202 and a Location to poll.
 		fmt.Fprintf(out, "\nRecords are kept by a redis-server certflow runs, in %s.\n", filepath.Join(a.Config.DataDir, "redis"))
 	}
 	fmt.Fprintln(out)
+}
+
+// printHTTPS says where HTTPS is served and what a client must trust.
+func printHTTPS(out io.Writer, a *app.App) {
+	addr := a.HTTPSAddr()
+	if addr == nil {
+		return
+	}
+	fmt.Fprintf(out, "\nHTTPS (HTTP/2, TLS 1.2+) on https://%s", addr)
+	if bundle := a.TLS.BundlePath(); bundle != "" {
+		fmt.Fprintf(out, " for %s;\nclients trust the CA bundle %s (e.g. curl --cacert %s https://localhost:%d/Status/Endpoints)\n",
+			strings.Join(a.TLS.Names(), ", "), bundle, bundle, addr.(*net.TCPAddr).Port)
+		return
+	}
+	fmt.Fprintf(out, " with the certificate in %s\n", a.Config.TLS.CertFile)
 }
 
 func fileExists(path string) bool {
@@ -347,7 +414,11 @@ func lint(s app.Settings, paths []string, out io.Writer) error {
 			continue
 		}
 		for _, d := range set.All() {
-			fmt.Fprintf(out, "ok  %s  %s (trigger %s, priority %d, %d steps, version %s)\n", filepath.Join(p, d.File), d.Name, d.Trigger, d.Priority, len(d.Steps), d.Version)
+			file := p // a file named on the command line is shown as given, once
+			if st == nil || st.IsDir() {
+				file = filepath.Join(p, d.File)
+			}
+			fmt.Fprintf(out, "ok  %s  %s (trigger %s, priority %d, %d steps, version %s)\n", file, d.Name, d.Trigger, d.Priority, len(d.Steps), d.Version)
 		}
 	}
 	if failed {
@@ -415,8 +486,11 @@ func inventoryCheck(s app.Settings, repair bool, out io.Writer) error {
 
 // runBench is `certflow bench`: see internal/bench.
 func runBench(args []string, stdout, stderr io.Writer) error {
-	fset := flag.NewFlagSet("certflow bench", flag.ContinueOnError)
-	fset.SetOutput(stderr)
+	fset := newFlagSet("bench", "--requests N --concurrency C [--target URL] [flags]",
+		"Enroll N distinct CSRs over HTTP and time bare asynq no-op tasks in the same run.\n"+
+			"Without --target it runs certflow in-process against CERTFLOW_REDIS_URL (or an embedded Redis).\n"+
+			"With --target the token is CERTFLOW_TOKEN (or CERTFLOW_ADMIN_TOKEN), as for certflow pending.\n"+
+			"Any enrollment that does not come back issued (a 429, say) fails the run: exit 1, saying why.", stderr)
 	var o bench.Options
 	fset.IntVar(&o.Requests, "requests", 1000, "enrollments to make")
 	fset.IntVar(&o.Concurrency, "concurrency", 32, "concurrent HTTP clients")
@@ -428,8 +502,12 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	off := fset.String("off", "", "speed shortcuts the in-process certflow runs without, comma-separated: piggyback, group_commit, leaf_encoder (docs/speed.md)")
 	cpuProfile := fset.String("cpuprofile", "", "write a CPU profile of the timed enrollments to this file")
 	memProfile := fset.String("memprofile", "", "write an allocation profile of the run to this file")
-	if err := fset.Parse(args); err != nil {
-		return exitCode(2)
+	positional, err := parseArgs(fset, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(fset, positional); err != nil {
+		return err
 	}
 	if *off != "" {
 		if o.Target != "" {
@@ -450,10 +528,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	tuneGC() // as the server commands do: the baseline runs under it too
 	o.RedisURL = os.Getenv("CERTFLOW_REDIS_URL")
-	o.Token = os.Getenv("CERTFLOW_ADMIN_TOKEN")
+	o.Token = cmp.Or(os.Getenv("CERTFLOW_TOKEN"), os.Getenv("CERTFLOW_ADMIN_TOKEN"))
 	o.Progress = stderr
 	if o.Target != "" && o.Token == "" {
-		return errors.New("--target needs CERTFLOW_ADMIN_TOKEN (a token with the requester or admin role)")
+		return errors.New("--target needs CERTFLOW_TOKEN (a token with the requester or admin role; CERTFLOW_ADMIN_TOKEN is read when it is unset)")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -40,7 +40,9 @@ func TestMain(m *testing.M) {
 // cleanEnv is the environment without any CERTFLOW_ setting, as on a
 // newcomer's machine.
 func cleanEnv() []string {
-	var env []string
+	// Each process's HTTPS on a port of its own: the default 8443 would
+	// be taken by the first of the processes tests run side by side.
+	env := []string{"CERTFLOW_TLS_LISTEN=127.0.0.1:0"}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "CERTFLOW_") {
 			env = append(env, kv)
@@ -205,6 +207,42 @@ func TestLintReportsPositionsAndExitCodes(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("lint output lacks %q:\n%s", want, out)
 		}
+	}
+	// Every error of a step is reported, in file order, not only its
+	// first: an unknown key does not hide the step's bad condition, nor
+	// one bad variable the next.
+	os.WriteFile(bad, []byte("name: bad\ntrigger: enrollment\nsteps:\n  - id: check\n    uses: validate\n    chek: x\n    if: csr.CommonNam == \"x\"\n  - id: vars\n    uses: set\n    with:\n      a: ${{ nope }}\n      b: ${{ alsonope }}\n  - id: gate\n    uses: approval\n    with:\n      quorum: 99\n      on_timeout: later\n"), 0o644)
+	out, code = run2(t, dir, "lint", bad)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	want := []string{`bad.yaml:6:5: step "check": unknown key "chek"`, `bad.yaml:7:`, `bad.yaml:11:`, `bad.yaml:12:`,
+		`bad.yaml:16:15: step "gate": quorum: 99`, `bad.yaml:17:19: step "gate": on_timeout: "later"`}
+	if code != 1 || len(lines) != len(want) {
+		t.Fatalf("lint: exit %d, want 1 and %d lines:\n%s", code, len(want), out)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Errorf("line %d = %q, want it to start %q", i+1, lines[i], w)
+		}
+	}
+	// So are an http step's: method, URL, header, body and expected
+	// status, each at its own line.
+	os.WriteFile(bad, []byte("name: h\ntrigger: enrollment\nsteps:\n  - id: call\n    uses: http\n    with:\n      method: FETCH\n      url: \"https://x.example.com/a?q=${{ csr.CommonName }}\"\n      headers:\n        X-A: ${{ nope }}\n      body: '{\"a\": \"${{ csr.CommonName }}\"}'\n      expect: [42]\n"), 0o644)
+	out, code = run2(t, dir, "lint", bad)
+	lines = strings.Split(strings.TrimSpace(out), "\n")
+	want = []string{`bad.yaml:7:15: step "call": method:`, `bad.yaml:8:12: step "call": url:`, `bad.yaml:10:14:`, `bad.yaml:11:13: step "call": body:`, `bad.yaml:12:15: step "call": expect: 42`}
+	if code != 1 || len(lines) != len(want) {
+		t.Fatalf("lint: exit %d, want 1 and %d lines:\n%s", code, len(want), out)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Errorf("line %d = %q, want it to start %q", i+1, lines[i], w)
+		}
+	}
+	// A file named on the command line is shown once, as given.
+	good := filepath.Join(repoDefs, "enrollment-default.yaml")
+	out, code = run2(t, dir, "lint", good)
+	if code != 0 || !strings.HasPrefix(out, "ok  "+good+"  enrollment-default ") {
+		t.Errorf("lint %s: exit %d\n%s", good, code, out)
 	}
 }
 

@@ -47,6 +47,11 @@ type Authenticator struct {
 	checkWait time.Duration
 	busyLog   atomic.Int64 // unix seconds of the last "busy" warning
 
+	// oidc checks JWT-shaped bearer tokens when auth.oidc is on (UseOIDC).
+	oidc *oidcVerifier
+	// jwtAdminToken: the admin token is JWT-shaped, which UseOIDC refuses.
+	jwtAdminToken bool
+
 	byAddr, byName *throttle
 	clock          atomic.Pointer[func() time.Time]
 	log            *slog.Logger
@@ -105,6 +110,7 @@ func NewAuthenticator(cfg *config.Config, adminToken string, log *slog.Logger) *
 		}
 		a.byToken[sha256.Sum256([]byte(u.Token))] = id
 	}
+	a.jwtAdminToken = config.LooksLikeJWT(adminToken)
 	if adminToken != "" {
 		a.byToken[sha256.Sum256([]byte(adminToken))] = &enroll.Caller{Name: config.AdminName, Roles: []string{config.RoleAdmin}}
 	}
@@ -120,6 +126,26 @@ func NewAuthenticator(cfg *config.Config, adminToken string, log *slog.Logger) *
 	return a
 }
 
+// UseOIDC makes a's bearer JWTs checked against cfg's issuer (when
+// cfg.Enabled). With it on, a JWT-shaped bearer token is only ever
+// checked as a JWT, never looked up among the configured tokens; its
+// errors are a bad auth.oidc.ca_file and a JWT-shaped admin token, which
+// could then never log in.
+func (a *Authenticator) UseOIDC(cfg config.OIDC) error {
+	if !cfg.Enabled() {
+		return nil
+	}
+	if a.jwtAdminToken {
+		return errors.New("CERTFLOW_ADMIN_TOKEN looks like a JWT: with auth.oidc on, it would be checked against the issuer and never log in; choose another")
+	}
+	o, err := newOIDCVerifier(cfg, a.now, a.log)
+	if err != nil {
+		return err
+	}
+	a.oidc = o
+	return nil
+}
+
 // SetClock replaces the throttles' clock (time.Now), for tests that step
 // through lockouts without sleeping.
 func (a *Authenticator) SetClock(now func() time.Time) { a.clock.Store(&now) }
@@ -133,6 +159,12 @@ type loginResult struct {
 	wait time.Duration
 	// why names the exhausted budget, for the 429's message.
 	why string
+	// refusal says why credentials were refused, for the 401's message
+	// ("" for the usual one).
+	refusal string
+	// down: the credentials could not be checked (the identity provider
+	// is unreachable); answer 503 with this message.
+	down string
 }
 
 // login authenticates r's caller. The throttles come first: while r's
@@ -161,11 +193,21 @@ func (a *Authenticator) login(r *http.Request) loginResult {
 			return a.refused(ref, "user", addr, cred.user)
 		}
 	}
-	id, err := a.verify(r.Context(), cred)
-	if err != nil { // errBusy: nothing was checked, nothing is counted
+	var id *enroll.Caller
+	var refusal string
+	var err error
+	if cred.kind == credBearer && a.oidc != nil && config.LooksLikeJWT(cred.secret) {
+		id, refusal, err = a.oidc.check(r.Context(), cred.secret)
+	} else {
+		id, err = a.verify(r.Context(), cred)
+	}
+	if err != nil { // errBusy, errIdPUnavailable: nothing was checked, nothing is counted
 		a.byAddr.cancel(addr)
 		if name != "" {
 			a.byName.cancel(name)
+		}
+		if errors.Is(err, errIdPUnavailable) {
+			return loginResult{down: err.Error()}
 		}
 		if t := time.Now().Unix(); a.busyLog.Load() < t-60 {
 			a.busyLog.Store(t)
@@ -181,6 +223,9 @@ func (a *Authenticator) login(r *http.Request) loginResult {
 		}
 		return loginResult{id: id}
 	}
+	if refusal != "" {
+		a.log.Info("login refused: "+refusal, "addr", addr)
+	}
 	if d := a.byAddr.fail(addr, now); d > 0 {
 		a.log.Info("login locked out: too many failed authentications from this address", "addr", addr, "user", logName(cred.user), "for", d)
 	}
@@ -189,7 +234,7 @@ func (a *Authenticator) login(r *http.Request) loginResult {
 			a.log.Info("login locked out: too many failed authentications for this user name", "addr", addr, "user", logName(cred.user), "for", d)
 		}
 	}
-	return loginResult{}
+	return loginResult{refusal: refusal}
 }
 
 func (a *Authenticator) refused(ref *refusal, limit, addr, user string) loginResult {
@@ -306,12 +351,7 @@ func nameKey(user string) string {
 }
 
 // logName is a user name as the log shows it: at most 64 bytes of it.
-func logName(user string) string {
-	if len(user) > 64 {
-		return user[:64] + "…"
-	}
-	return user
-}
+func logName(user string) string { return truncate(user, 64) }
 
 func cutPrefixFold(s, prefix string) (string, bool) {
 	if len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix) {

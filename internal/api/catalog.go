@@ -292,15 +292,53 @@ func (s *Server) handleMetadataField(w http.ResponseWriter, r *http.Request) {
 	writeCatalogueItem(s, w, r, len(s.cfg.Metadata), "metadata field", s.newMetadataField)
 }
 
-// handleSecurityRoles is GET /Security/Roles: the roles an owner can name.
+// handleSecurityRoles is GET /Security/Roles: the roles an owner can name,
+// those pq.queryString asks for (Id, Name), paged. A client that looks a
+// role up by name must get that role or none, never the first role.
 func (s *Server) handleSecurityRoles(w http.ResponseWriter, r *http.Request) {
-	roles := s.cfg.Roles()
-	out := make([]keyfactor.SecurityRole, len(roles))
-	for i, role := range roles {
-		out[i] = keyfactor.SecurityRole{
-			Id: role.ID, Name: role.Name, Description: role.Description, Enabled: true, Valid: true,
-			Immutable: role.ID < config.MinSecurityRoleID, Identities: []any{}, Permissions: []string{},
+	p, err := parsePage(r, "id", "name")
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	field := func(role *keyfactor.SecurityRole) func(string) string {
+		return func(f string) string {
+			if f == "id" {
+				return strconv.FormatInt(role.Id, 10)
+			}
+			return role.Name
 		}
 	}
-	writeJSON(w, http.StatusOK, out)
+	roles := s.cfg.Roles()
+	writePage(s, w, r, p, field, func(offer func(keyfactor.SecurityRole) bool) error {
+		for _, role := range roles {
+			if !offer(newSecurityRole(role)) {
+				break
+			}
+		}
+		return nil
+	})
+}
+
+// handleSecurityRole is GET /Security/Roles/{id}.
+func (s *Server) handleSecurityRole(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r, "security role")
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	role, ok := s.cfg.RoleByID(id)
+	if !ok {
+		writeError(w, r, s.log, newError(http.StatusNotFound, keyfactor.CodeNotFound, "security role %d: not found", id))
+		return
+	}
+	writeJSON(w, http.StatusOK, newSecurityRole(role))
+}
+
+// newSecurityRole is a role in Keyfactor's shape.
+func newSecurityRole(role config.SecurityRole) keyfactor.SecurityRole {
+	return keyfactor.SecurityRole{
+		Id: role.ID, Name: role.Name, Description: role.Description, Enabled: true, Valid: true,
+		Immutable: role.ID < config.MinSecurityRoleID, Identities: []any{}, Permissions: []string{},
+	}
 }

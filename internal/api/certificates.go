@@ -317,7 +317,7 @@ func (s *Server) handleDownloadCertificate(w http.ResponseWriter, r *http.Reques
 		writeError(w, r, s.log, err)
 		return
 	}
-	leafFirst, err := enroll.ChainOrder(body.ChainOrder, enroll.EndEntityFirst)
+	leafFirst, err := enroll.ChainOrder(body.ChainOrder)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"unicode/utf8"
 
 	"github.com/certflow/certflow/internal/enroll"
 	"github.com/certflow/certflow/internal/keyfactor"
@@ -42,11 +43,14 @@ var kindStatus = map[enroll.Kind]int{
 // writeError is the one place errors become responses. Known errors (an
 // apiError, an enroll.Error of a kind in kindStatus) keep their message;
 // anything else is logged in full and answered as a bare 500 (or 503 when
-// Redis is unreachable): internal text never reaches the client.
+// Redis is unavailable): internal text never reaches the client. Every
+// refusal is logged with its reason and the request id the client got in
+// X-Request-Id (refuse).
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	var ae *apiError
 	var ee *enroll.Error
 	var mbe *http.MaxBytesError
+	var internal error // what the client is not told
 	switch {
 	case errors.As(err, &ae):
 	case errors.As(err, &ee) && kindStatus[ee.Kind] != 0:
@@ -57,14 +61,54 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	case errors.As(err, &mbe):
 		ae = newError(http.StatusRequestEntityTooLarge, keyfactor.CodeTooLarge, "request body: larger than the %d-byte limit", mbe.Limit)
 	case store.Unavailable(err), errors.Is(err, store.ErrIDTaken): // the latter: Redis lost data; a retry gets a fresh id
-		log.Error("store unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		internal = err
 		ae = newError(http.StatusServiceUnavailable, keyfactor.CodeUnavailable, "the certificate store is unavailable; retry later")
 		w.Header().Set("Retry-After", "5")
 	default:
-		log.Error("internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+		internal = err
 		ae = newError(http.StatusInternalServerError, keyfactor.CodeInternal, "internal error")
 	}
+	refuse(log, r, ae, internal)
 	writeJSON(w, ae.status, keyfactor.Error{ErrorCode: ae.code, Message: ae.msg})
+}
+
+// maxLogged bounds a refusal's message and path in the log: messages
+// quote what the client sent, which an attacker may make as long as a
+// body, and a path may be as long as the headers.
+const maxLogged = 512
+
+// bounded cuts s to maxLogged bytes (at a rune boundary), marking the cut.
+func bounded(s string) string {
+	if len(s) <= maxLogged {
+		return s
+	}
+	cut := maxLogged
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// refuse logs a refusal: at info level (the client's mistake or a limit),
+// at error level from 500 on (certflow's or Redis's, with the internal
+// error the client was not told). The path is logged without its query,
+// which may carry anything the client typed; credentials are never logged.
+func refuse(log *slog.Logger, r *http.Request, ae *apiError, internal error) {
+	level := slog.LevelInfo
+	if ae.status >= 500 {
+		level = slog.LevelError
+	}
+	attrs := []slog.Attr{
+		slog.String("request_id", requestID(r)), slog.String("method", r.Method), slog.String("path", bounded(loggedPath(r))),
+		slog.Int("status", ae.status), slog.String("code", ae.code), slog.String("message", bounded(ae.msg)),
+	}
+	if id := identity(r); id != nil {
+		attrs = append(attrs, slog.String("user", id.Name))
+	}
+	if internal != nil {
+		attrs = append(attrs, slog.Any("err", internal))
+	}
+	log.LogAttrs(r.Context(), level, "refused", attrs...)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

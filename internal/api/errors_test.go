@@ -2,13 +2,16 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/certflow/certflow/internal/enroll"
 	"github.com/certflow/certflow/internal/keyfactor"
@@ -54,5 +57,41 @@ func TestWriteErrorAnswersEachEnrollKind(t *testing.T) {
 	writeError(rec, httptest.NewRequest("POST", "/x", nil), log, &enroll.Error{Kind: 99, Code: "x", Message: "secret"})
 	if rec.Code != http.StatusInternalServerError {
 		t.Errorf("unknown kind: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// TestRefusalsAreLoggedAtTheirLevel: a refusal of the client's request is
+// logged at info with its reason, bounded in length; a 500 or 503 at error
+// level with the internal error the client was not told.
+func TestRefusalsAreLoggedAtTheirLevel(t *testing.T) {
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	for _, tc := range []struct {
+		err       error
+		want      []string
+		clientMsg string
+	}{
+		{badField("CSR", "want base64, got %q", strings.Repeat("é", 4096)), []string{"level=INFO", "status=400", "message=\"CSR: want base64", "…\"", "path=/xxxxx"}, "CSR: want base64"},
+		{errors.New("dial tcp 10.0.0.5:6379: boom"), []string{"level=ERROR", "status=500", "message=\"internal error\"", "err=\"dial tcp 10.0.0.5:6379: boom\""}, "internal error"},
+	} {
+		logs.Reset()
+		rec := httptest.NewRecorder()
+		path := "/x"
+		if tc.clientMsg != "internal error" {
+			path = "/" + strings.Repeat("x", 8192)
+		}
+		writeError(rec, httptest.NewRequest("POST", path+"?password=hunter2", nil), log, tc.err)
+		line := logs.String()
+		for _, want := range tc.want {
+			if !strings.Contains(line, want) {
+				t.Errorf("%v: log lacks %q: %s", tc.err, want, line)
+			}
+		}
+		if len(line) > 1536 || strings.Contains(line, "hunter2") || !utf8.ValidString(line) {
+			t.Errorf("%v: log line unbounded, or with the query: %s", tc.err, line)
+		}
+		if !strings.HasPrefix(rec.Body.String(), `{"ErrorCode"`) || !strings.Contains(rec.Body.String(), tc.clientMsg) || strings.Contains(rec.Body.String(), "10.0.0.5") {
+			t.Errorf("%v: answered %s", tc.err, rec.Body)
+		}
 	}
 }

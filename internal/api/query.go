@@ -11,7 +11,8 @@ import (
 
 // Paging and query parameters of Keyfactor's list endpoints. Keyfactor's
 // clients send them as pq.queryString, pq.pageReturned, pq.returnLimit (or
-// query.…, or bare); names match without regard to case.
+// query.…, or bare); names match without regard to case. A returnLimit
+// over maxReturnLimit is answered with maxReturnLimit records per page.
 const (
 	defaultReturnLimit = 50
 	maxReturnLimit     = 500
@@ -35,6 +36,11 @@ var termRE = regexp.MustCompile(`(?i)^\s*([A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z0-9_-]
 
 // andRE reads the AND between two clauses.
 var andRE = regexp.MustCompile(`(?i)^\s+AND\s+`)
+
+// isDigits reports whether s is ASCII digits only.
+func isDigits(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
+}
 
 // queryParam returns the value of a paging parameter under any of
 // Keyfactor's spellings.
@@ -61,16 +67,26 @@ func parsePage(r *http.Request, fields ...string) (page, error) {
 		name string
 		dst  *int
 		max  int
-	}{{"pageReturned", &p.number, 1 << 20}, {"returnLimit", &p.limit, maxReturnLimit}} {
+		// clamp answers a larger number with max instead of refusing it:
+		// Keyfactor's clients always send pq.returnLimit=1000, and a
+		// shorter page is what a client that pages expects anyway.
+		clamp bool
+	}{{"pageReturned", &p.number, 1 << 20, false}, {"returnLimit", &p.limit, maxReturnLimit, true}} {
 		v := queryParam(q, f.name)
 		if v == "" {
 			continue
 		}
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > f.max {
+		if err != nil && f.clamp && isDigits(v) {
+			n, err = f.max, nil // too large for an int: still only digits
+		}
+		if err != nil || n < 1 || (n > f.max && !f.clamp) {
+			if f.clamp {
+				return p, badField("pq."+f.name, "want a positive integer (at most %d are answered), got %q", f.max, v)
+			}
 			return p, badField("pq."+f.name, "want an integer from 1 to %d, got %q", f.max, v)
 		}
-		*f.dst = n
+		*f.dst = min(n, f.max)
 	}
 	qs := strings.TrimSpace(queryParam(q, "queryString"))
 	if qs == "" {

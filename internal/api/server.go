@@ -14,6 +14,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"net/http"
@@ -115,6 +116,7 @@ func New(o Options) *Server {
 	s.public("GET /readyz", s.handleReadyz)
 	s.route("GET /Status", s.handleStatus)
 	s.route("GET /Status/Endpoints", s.handleEndpoints)
+	s.public("GET /openapi.json", s.handleOpenAPI) // it describes the API, no data
 	s.route("POST /Enrollment/CSR", s.handleEnrollCSR, config.RoleRequester)
 	s.route("POST /Enrollment/CSR/Parse", s.handleParseCSR)
 	s.route("POST /Enrollment/Renew", s.handleRenew, config.RoleRequester)
@@ -128,6 +130,7 @@ func New(o Options) *Server {
 	s.route("GET /MetadataFields", s.handleMetadataFields)
 	s.route("GET /MetadataFields/{id}", s.handleMetadataField)
 	s.route("GET /Security/Roles", s.handleSecurityRoles)
+	s.route("GET /Security/Roles/{id}", s.handleSecurityRole)
 	s.route("POST /Enrollment/PFX", s.handleEnrollPFX, config.RoleRequester)
 	s.route("POST /CSRGeneration/Generate", s.handleGenerateCSR, config.RoleRequester)
 	s.route("GET /CSRGeneration/Pending", s.handleListPendingCSRs)
@@ -175,12 +178,19 @@ func (s *Server) route(pattern string, h http.HandlerFunc, roles ...string) {
 			s.tooMany(w, r, login.wait, login.why)
 			return
 		}
+		if login.down != "" {
+			w.Header().Set("Retry-After", "10")
+			writeError(w, r, s.log, newError(http.StatusServiceUnavailable, keyfactor.CodeUnavailable, "bearer token: %s", login.down))
+			return
+		}
 		id := login.id
 		if id == nil {
 			w.Header().Set("WWW-Authenticate", `Basic realm="certflow", charset="UTF-8"`)
-			writeError(w, r, s.log, newError(http.StatusUnauthorized, keyfactor.CodeUnauthorized, "authentication required: HTTP Basic or Bearer token"))
+			w.Header().Add("WWW-Authenticate", `Bearer realm="certflow"`)
+			writeError(w, r, s.log, newError(http.StatusUnauthorized, keyfactor.CodeUnauthorized, "%s", cmp.Or(login.refusal, "authentication required: HTTP Basic or Bearer token")))
 			return
 		}
+		r = r.WithContext(context.WithValue(r.Context(), identityKey{}, id)) // refusals from here on log the user
 		if s.perIdentity != nil {
 			if ok, wait := s.perIdentity.allow(id.Name); !ok {
 				s.tooMany(w, r, wait, "rate limit of "+id.Name+" reached")
@@ -191,7 +201,7 @@ func (s *Server) route(pattern string, h http.HandlerFunc, roles ...string) {
 			writeError(w, r, s.log, newError(http.StatusForbidden, keyfactor.CodeForbidden, "%s may not %s: needs role %s", id.Name, pattern, strings.Join(roles, " or ")))
 			return
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))
+		h(w, r)
 	})
 }
 
@@ -226,12 +236,13 @@ func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		r = withRequestID(rec, r)
 		defer func() {
 			if p := recover(); p != nil {
-				s.log.Error("panic in handler", "method", r.Method, "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+				s.log.Error("panic in handler", "request_id", requestID(r), "method", r.Method, "path", loggedPath(r), "panic", p, "stack", string(debug.Stack()))
 				writeError(rec, r, s.log, newError(http.StatusInternalServerError, keyfactor.CodeInternal, "internal error"))
 			}
-			s.log.Debug("http", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start))
+			s.log.Debug("http", "request_id", requestID(r), "method", r.Method, "path", loggedPath(r), "status", rec.status, "duration", time.Since(start))
 		}()
 		if r.Body != nil {
 			r.Body = http.MaxBytesReader(rec, r.Body, s.cfg.API.MaxBodyBytes)
@@ -283,7 +294,12 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 // handleStatus says where records are kept and what a restart loses
 // (certflow's own; Keyfactor has none).
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"Store": s.storeStatus})
+	writeJSON(w, http.StatusOK, StatusResponse{Store: s.storeStatus})
+}
+
+// StatusResponse is GET /Status's body.
+type StatusResponse struct {
+	Store StoreStatus
 }
 
 func (s *Server) handleEndpoints(w http.ResponseWriter, r *http.Request) {

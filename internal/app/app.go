@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +36,7 @@ import (
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/secretfile"
 	"github.com/certflow/certflow/internal/store"
+	"github.com/certflow/certflow/internal/tlsserve"
 	"github.com/certflow/certflow/internal/worker"
 	"github.com/certflow/certflow/queue"
 	"github.com/certflow/certflow/steps"
@@ -51,6 +53,13 @@ type Settings struct {
 	Listen      string
 	KEKFile     string
 	AdminToken  string
+	// TLSListen is the HTTPS address (tls.listen); TLSCertFile and
+	// TLSKeyFile its certificate and key; AllowPlainHTTP "true" permits a
+	// plain listen address that is not loopback.
+	TLSListen      string
+	TLSCertFile    string
+	TLSKeyFile     string
+	AllowPlainHTTP string
 }
 
 // FromEnv fills empty fields from CERTFLOW_* environment variables.
@@ -67,6 +76,10 @@ func (s Settings) FromEnv() Settings {
 	env(&s.Listen, "CERTFLOW_LISTEN")
 	env(&s.KEKFile, "CERTFLOW_KEK_FILE")
 	env(&s.AdminToken, "CERTFLOW_ADMIN_TOKEN")
+	env(&s.TLSListen, "CERTFLOW_TLS_LISTEN")
+	env(&s.TLSCertFile, "CERTFLOW_TLS_CERT_FILE")
+	env(&s.TLSKeyFile, "CERTFLOW_TLS_KEY_FILE")
+	env(&s.AllowPlainHTTP, "CERTFLOW_ALLOW_PLAIN_HTTP")
 	return s
 }
 
@@ -86,6 +99,16 @@ func LoadConfig(s Settings) (*config.Config, error) {
 	set(&cfg.Definitions, s.Definitions)
 	set(&cfg.Listen, s.Listen)
 	set(&cfg.KEKFile, s.KEKFile)
+	set(&cfg.TLS.Listen, s.TLSListen)
+	set(&cfg.TLS.CertFile, s.TLSCertFile)
+	set(&cfg.TLS.KeyFile, s.TLSKeyFile)
+	if s.AllowPlainHTTP != "" {
+		allow, err := strconv.ParseBool(s.AllowPlainHTTP)
+		if err != nil {
+			return nil, fmt.Errorf("CERTFLOW_ALLOW_PLAIN_HTTP: want true or false, got %q", s.AllowPlainHTTP)
+		}
+		cfg.AllowPlainHTTP = allow
+	}
 	set(&cfg.SMTP.Password, os.Getenv("CERTFLOW_SMTP_PASSWORD"))
 	if cfg.KEKFile == "" {
 		cfg.KEKFile = filepath.Join(cfg.DataDir, "kek")
@@ -129,6 +152,10 @@ type App struct {
 	// caSubjects are the CAs' subjects, which policy keeps out of
 	// issued certificates.
 	caSubjects *ca.Subjects
+	// TLS is the HTTPS certificate (nil with tls.listen off, or in a
+	// worker); tlsAddr the HTTPS listener's address once ServeAPI bound it.
+	TLS     *tlsserve.Source
+	tlsAddr net.Addr
 }
 
 // Role says which halves of certflow a process runs.
@@ -215,15 +242,54 @@ func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, ou
 		return nil, err
 	}
 	if role&RoleAPI != 0 {
+		if err := a.openTLS(); err != nil {
+			return nil, err
+		}
 		token, err := a.adminToken(adminToken)
 		if err != nil {
 			return nil, err
 		}
 		a.Auth = api.NewAuthenticator(cfg, token, log)
+		if err := a.Auth.UseOIDC(cfg.Auth.OIDC); err != nil {
+			return nil, err
+		}
 	}
 	ok = true
 	return a, nil
 }
+
+// openTLS refuses a plain listener beyond loopback unless allowed, and
+// loads (or issues) the HTTPS certificate.
+func (a *App) openTLS() error {
+	cfg := a.Config
+	if err := cfg.CheckPlainListen(); err != nil {
+		return err
+	}
+	if cfg.TLS.Listen == config.TLSOff {
+		return nil
+	}
+	src, err := tlsserve.Open(tlsserve.Options{
+		CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, Names: cfg.TLS.Names,
+		DataDir: cfg.DataDir, KEK: a.KEK, Validity: cfg.TLS.Validity, Log: a.Log,
+	})
+	if err != nil {
+		return err
+	}
+	a.TLS = src
+	return nil
+}
+
+// ReloadTLS reloads the HTTPS certificate files now (SIGHUP), or renews
+// the issued certificate if due; a failure keeps the served one.
+func (a *App) ReloadTLS() {
+	if a.TLS != nil {
+		a.TLS.Refresh()
+	}
+}
+
+// HTTPSAddr is the HTTPS listener's address, nil when there is none or
+// before ServeAPI has called its ready function.
+func (a *App) HTTPSAddr() net.Addr { return a.tlsAddr }
 
 // inventoryBuildInline is the size of inventory whose indexes Open builds
 // before it returns (a few seconds at most); a larger one is built in the
@@ -587,13 +653,22 @@ func (a *App) APIServer() *api.Server {
 	})
 }
 
-// ServeAPI listens on the configured address until ctx ends, then shuts
-// down gracefully. ready, if not nil, receives the bound address.
+// ServeAPI listens on the configured address (plain HTTP) and on
+// tls.listen (HTTPS, HTTP/2) until ctx ends, then shuts down gracefully.
+// ready, if not nil, receives the plain address; HTTPSAddr is set by then.
 func (a *App) ServeAPI(ctx context.Context, ready func(addr net.Addr)) error {
 	srv := a.APIServer()
 	ln, err := net.Listen("tcp", a.Config.Listen)
 	if err != nil {
 		return err
+	}
+	var tlsLn net.Listener
+	if a.TLS != nil {
+		if tlsLn, err = net.Listen("tcp", a.Config.TLS.Listen); err != nil {
+			ln.Close()
+			return fmt.Errorf("tls.listen: %w", err)
+		}
+		a.tlsAddr = tlsLn.Addr()
 	}
 	hs := &http.Server{
 		Handler:           srv.Handler(),
@@ -607,10 +682,17 @@ func (a *App) ServeAPI(ctx context.Context, ready func(addr net.Addr)) error {
 	lctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go srv.Listen(lctx)
+	errc := make(chan error, 2)
+	if tlsLn != nil {
+		// ServeTLS adds HTTP/2 to the configuration's protocols; the
+		// certificate comes from a.TLS at each handshake.
+		hs.TLSConfig = a.TLS.Config()
+		go a.TLS.Run(lctx, a.Config.TLS.ReloadInterval)
+		go func() { errc <- hs.ServeTLS(tlsLn, "", "") }()
+	}
 	if ready != nil {
 		ready(ln.Addr())
 	}
-	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
 	case err := <-errc:

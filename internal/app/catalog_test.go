@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -451,6 +452,65 @@ func TestOwnerRoleIsResolvedAndStoredOnTheCertificate(t *testing.T) {
 		want := []string{"1 requester true", "2 approver true", "3 admin true", "10 pki-admins false", "11 web-owners false"}
 		if !slices.Equal(got, want) {
 			t.Errorf("roles = %v, want %v", got, want)
+		}
+	})
+
+	// A client looking a role up by name gets that role or none: before,
+	// the query was ignored and the first role came back.
+	t.Run("GET /Security/Roles honours pq.queryString", func(t *testing.T) {
+		q := func(query string) string { return "/Security/Roles?pq.queryString=" + url.QueryEscape(query) }
+		for query, want := range map[string][]string{
+			`Name -eq "web-owners"`:                          {"web-owners"},
+			`name -eq "WEB-OWNERS"`:                          {"web-owners"},
+			`Name -eq "nobody"`:                              {},
+			`Name -contains "owner"`:                         {"web-owners"},
+			`Name -startswith "a"`:                           {"approver", "admin"},
+			`Id -eq 10`:                                      {"pki-admins"},
+			`Id -eq "3"`:                                     {"admin"},
+			`Name -ne "admin" AND Name -startswith "a"`:      {"approver"},
+			`Name -contains "-" AND Id -eq 11`:               {"web-owners"},
+			`Name -eq "web-owners" AND Name -eq "requester"`: {},
+		} {
+			var roles []keyfactor.SecurityRole
+			getJSON(t, cf, q(query), testutil.AliceToken, &roles)
+			got := []string{}
+			for _, r := range roles {
+				got = append(got, r.Name)
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("%s: roles %v, want %v", query, got, want)
+			}
+		}
+		var page []keyfactor.SecurityRole
+		getJSON(t, cf, "/Security/Roles?pq.returnLimit=2&pq.pageReturned=2", testutil.AliceToken, &page)
+		if len(page) != 2 || page[0].Name != "admin" || page[1].Name != "pki-admins" {
+			t.Errorf("page 2 of 2 per page: %+v", page)
+		}
+		for query, field := range map[string]string{
+			`Description -eq "x"`: `pq.queryString: unknown field "Description"`,
+			`Name -like "x"`:      "pq.queryString: unknown operator -like",
+			`Name -eq`:            "pq.queryString",
+		} {
+			wantError(t, cf.Do(t, "GET", q(query), nil, "Authorization", bearer(testutil.AliceToken)), 400, keyfactor.CodeInvalidField, field)
+		}
+	})
+
+	t.Run("GET /Security/Roles/{id}", func(t *testing.T) {
+		var raw map[string]any
+		getJSON(t, cf, "/Security/Roles/11", testutil.AliceToken, &raw)
+		hasKeys(t, "a role", raw, "Id", "Name", "Description", "Enabled", "Immutable", "Valid", "Private", "Identities", "Permissions")
+		var role keyfactor.SecurityRole
+		getJSON(t, cf, "/Security/Roles/2", testutil.AliceToken, &role)
+		if role.Id != 2 || role.Name != "approver" || !role.Immutable {
+			t.Errorf("role 2: %+v", role)
+		}
+		alice := []string{"Authorization", bearer(testutil.AliceToken)}
+		wantError(t, cf.Do(t, "GET", "/Security/Roles/99", nil, alice...), 404, keyfactor.CodeNotFound, "security role 99: not found")
+		for _, id := range []string{"web-owners", "0", "-1", "1.5", "99999999999999999999"} {
+			wantError(t, cf.Do(t, "GET", "/Security/Roles/"+id, nil, alice...), 400, keyfactor.CodeInvalidField, "id: want a positive integer security role id")
+		}
+		if r := cf.Do(t, "GET", "/Security/Roles/2", nil, "Authorization", ""); r.Status != http.StatusUnauthorized {
+			t.Errorf("without credentials: %d", r.Status)
 		}
 	})
 }

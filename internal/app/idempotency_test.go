@@ -182,12 +182,13 @@ func TestPolicyIdempotencyKeyPFX(t *testing.T) {
 		row("another key size", map[string]any{"KeyType": "RSA", "KeyLength": 3072}),
 		row("another key type", map[string]any{"KeyType": "ECC", "Curve": "P-256"}),
 		row("a friendly name", map[string]any{"CustomFriendlyName": "mine"}),
-		row("another chain order", map[string]any{"ChainOrder": "EndEntityFirst"}),
+		row("another chain order", map[string]any{"ChainOrder": "RootFirst"}),
 		row("the chain asked for", map[string]any{"IncludeChain": true}),
 	}
 	same := []idemSubmit{
 		row("a new Timestamp", map[string]any{"Timestamp": time.Now().UTC().Add(time.Minute).Format(time.RFC3339)}),
 		row("the default key spelled out", map[string]any{"KeyType": "RSA", "KeyLength": 2048}),
+		row("the default chain order spelled out", map[string]any{"ChainOrder": "EndEntityFirst"}),
 	}
 	assertIdempotencyTable(t, cf, bearer(testutil.AliceToken), "pfx-1", row("first", nil), differ, same)
 }

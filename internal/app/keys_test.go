@@ -317,10 +317,10 @@ func TestCSRGenerationAndForceEnroll(t *testing.T) {
 	var rec struct{ PFX, FileName string }
 	r.JSON(t, &rec)
 	key, certs := assertPKCS12(t, rec.PFX, pfxPassword, 3, "gen.example.com")
-	// Keyfactor's order, which its Go client relies on: root first, the
-	// leaf last.
-	if !bytes.Equal(certs[0].RawSubject, certs[0].RawIssuer) || certs[2].Subject.CommonName != "gen.example.com" {
-		t.Fatalf("archive order: %s, %s, %s; want root first, leaf last", certs[0].Subject, certs[1].Subject, certs[2].Subject)
+	// The default order, which Keyfactor 10+ clients decode: the leaf
+	// first, the root last.
+	if certs[0].Subject.CommonName != "gen.example.com" || !bytes.Equal(certs[2].RawSubject, certs[2].RawIssuer) {
+		t.Fatalf("archive order: %s, %s, %s; want the leaf first, the root last", certs[0].Subject, certs[1].Subject, certs[2].Subject)
 	}
 	if d, _ := x509.MarshalPKCS8PrivateKey(key); !bytes.Equal(d, pkcs8) || rec.FileName != "gen.example.com.pfx" {
 		t.Fatalf("recovered another key, or file name %q", rec.FileName)
@@ -488,8 +488,11 @@ func TestPFXEnrollmentIssuesAReadableArchive(t *testing.T) {
 			if pki.Thumbprint(leaf.Raw) != info.Thumbprint || leaf.Subject.String() != "CN=pfx.example.com,O=Certflow Tests" {
 				t.Fatalf("archive certificate %s does not match the answer's %s", leaf.Subject, info.Thumbprint)
 			}
+			if certs[0] != leaf {
+				t.Fatalf("the archive starts with %s: the default ChainOrder puts the leaf first", certs[0].Subject)
+			}
 			if tc.wantCerts == 3 {
-				verifyChain(t, leafFirst(certs, "pfx.example.com"), "pfx.example.com")
+				verifyChain(t, certs, "pfx.example.com")
 			}
 			if name, _ := tc.extra["CustomFriendlyName"].(string); name != "" {
 				der, _ := base64.StdEncoding.DecodeString(info.Pkcs12Blob)
@@ -681,12 +684,15 @@ func TestKeyRecovery(t *testing.T) {
 			})
 		}
 	}
-	// ChainOrder EndEntityFirst: the leaf before its chain.
-	r := recover(map[string]any{"CertID": ki.KeyfactorID, "Password": pfxPassword, "IncludeChain": true, "ChainOrder": "EndEntityFirst"}, alice...)
-	var rec struct{ PFX string }
-	r.JSON(t, &rec)
-	if _, certs := assertPKCS12(t, rec.PFX, pfxPassword, 3, "kept.example.com"); certs[0].Subject.CommonName != "kept.example.com" {
-		t.Fatalf("EndEntityFirst archive starts with %s", certs[0].Subject)
+	// ChainOrder: the leaf first by default and with EndEntityFirst; the
+	// root first, the leaf last, with RootFirst.
+	for order, wantFirst := range map[string]string{"": "kept.example.com", "EndEntityFirst": "kept.example.com", "rootfirst": config.DefaultCAName + " Root"} {
+		r := recover(map[string]any{"CertID": ki.KeyfactorID, "Password": pfxPassword, "IncludeChain": true, "ChainOrder": order}, alice...)
+		var rec struct{ PFX string }
+		r.JSON(t, &rec)
+		if _, certs := assertPKCS12(t, rec.PFX, pfxPassword, 3, "kept.example.com"); certs[0].Subject.CommonName != wantFirst {
+			t.Fatalf("ChainOrder %q: the archive starts with %s, want %s", order, certs[0].Subject, wantFirst)
+		}
 	}
 	const E = keyfactor.CodeInvalidField
 	for _, tc := range []struct {

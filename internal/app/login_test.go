@@ -47,7 +47,9 @@ func loginFrom(t *testing.T, cf *testutil.Certflow, c credential) *testutil.Resp
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	return &testutil.Response{Status: resp.StatusCode, Header: resp.Header, Body: body}
+	out := &testutil.Response{Status: resp.StatusCode, Header: resp.Header, Body: body}
+	testutil.CheckContract(t, req, nil, out)
+	return out
 }
 
 // TestPolicyLoginThrottling: each row is a guesser's run of failed logins.

@@ -50,7 +50,8 @@ type Options struct {
 	Concurrency int
 	// Target is a running certflow's base URL; empty starts one in-process.
 	Target string
-	// Token authenticates against Target (CERTFLOW_ADMIN_TOKEN).
+	// Token authenticates against Target (CERTFLOW_TOKEN, else
+	// CERTFLOW_ADMIN_TOKEN: the approver commands' variables).
 	Token string
 	// Key is the CSRs' key type: "ec" (P-256) or "rsa" (2048).
 	Key string
@@ -102,7 +103,9 @@ type Result struct {
 	// depend on the machine's load.
 	RoundTripsPerEnrollment float64 `json:"round_trips_per_enrollment,omitempty"`
 	RoundTripsPerNoop       float64 `json:"round_trips_per_noop,omitempty"`
-	Errors                  int     `json:"errors"`
+	// Errors is always 0: a run in which any enrollment failed returns
+	// an error instead of figures. Kept for readers of the JSON line.
+	Errors int `json:"errors"`
 	// RedisCommands breaks RedisCmdsPerEnrollment down by command
 	// (commands run inside Lua scripts count under their own names).
 	RedisCommands map[string]float64 `json:"-"`
@@ -155,7 +158,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	cpuBefore, rtBefore := processCPU(), roundTrips.n.Load()
-	lat, elapsed, errs, err := enroll(ctx, target, token, csrs, o.Concurrency, o.Rate, progress)
+	lat, elapsed, err := enroll(ctx, target, token, csrs, o.Concurrency, o.Rate, progress)
 	if o.CPUProfile != nil {
 		pprof.StopCPUProfile()
 	}
@@ -166,8 +169,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Target == "" {
 		res.RoundTripsPerEnrollment = float64(roundTrips.n.Load()-rtBefore) / float64(o.Requests)
 	}
-	res.Errors = errs
-	res.EnrollmentsPerS = float64(o.Requests-errs) / elapsed.Seconds()
+	res.EnrollmentsPerS = float64(o.Requests) / elapsed.Seconds()
 	if res.AsynqNoopPerS > 0 {
 		res.Ratio = res.EnrollmentsPerS / res.AsynqNoopPerS
 	}
@@ -230,6 +232,7 @@ func setup(ctx context.Context, o *Options) (target, token string, rdb redis.Uni
 		return "", "", nil, nil, err
 	}
 	cfg.DataDir, cfg.Listen = dir, "127.0.0.1:0"
+	cfg.TLS.Listen = config.TLSOff // the bench speaks plain HTTP; 8443 may be another certflow's
 	cfg.KEKFile = dir + "/kek"
 	cfg.Worker.Concurrency = o.WorkerConcurrency
 	cfg.API.MaxSyncWait = 10 * time.Minute
@@ -311,8 +314,10 @@ func makeCSRs(n int, keyType string) ([][]byte, error) {
 }
 
 // enroll submits every CSR synchronously (the API answers once the
-// workflow settled), so each latency is submit-to-issued.
-func enroll(ctx context.Context, target, token string, csrs [][]byte, concurrency int, rate float64, progress io.Writer) ([]time.Duration, time.Duration, int, error) {
+// workflow settled), so each latency is submit-to-issued. Any submit
+// that did not come back issued fails the run: a throughput of refused
+// requests (429 from a rate-limited target, say) measures nothing.
+func enroll(ctx context.Context, target, token string, csrs [][]byte, concurrency int, rate float64, progress io.Writer) ([]time.Duration, time.Duration, error) {
 	headers := http.Header{
 		"Authorization": {"Bearer " + token}, "Content-Type": {"application/json"}, "X-Certificateformat": {"DER"},
 	}
@@ -320,15 +325,15 @@ func enroll(ctx context.Context, target, token string, csrs [][]byte, concurrenc
 	for i := range clients {
 		c, err := newLoadClient(target, headers)
 		if err != nil {
-			return nil, 0, 0, err
+			return nil, 0, err
 		}
 		defer c.Close()
 		clients[i] = c
 	}
 	template, _ := json.Marshal(config.DefaultTemplate)
 	lat := make([]time.Duration, len(csrs))
-	var next, done, failed atomic.Int64
-	var firstErr atomic.Value
+	var next, done atomic.Int64
+	var failures tally
 	start := time.Now()
 	stopProgress := make(chan struct{})
 	go func() {
@@ -361,8 +366,7 @@ func enroll(ctx context.Context, target, token string, csrs [][]byte, concurrenc
 				t0 := time.Now()
 				body = enrollmentBody(body[:0], csrs[i], template, t0)
 				if err := submit(ctx, client, body); err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err)
+					failures.add(err)
 					continue
 				}
 				lat[i] = time.Since(t0)
@@ -374,8 +378,8 @@ func enroll(ctx context.Context, target, token string, csrs [][]byte, concurrenc
 	elapsed := time.Since(start)
 	close(stopProgress)
 	fmt.Fprintf(progress, "\r%d/%d issued in %s\n", done.Load(), len(csrs), elapsed.Round(time.Millisecond))
-	if e, ok := firstErr.Load().(error); ok {
-		fmt.Fprintf(progress, "%d failed; first: %v\n", failed.Load(), e)
+	if failures.n > 0 {
+		return nil, elapsed, fmt.Errorf("%d of %d enrollments failed, so the run measures nothing: %s", failures.n, len(csrs), &failures)
 	}
 	ok := lat[:0:0]
 	for _, l := range lat {
@@ -383,7 +387,44 @@ func enroll(ctx context.Context, target, token string, csrs [][]byte, concurrenc
 			ok = append(ok, l)
 		}
 	}
-	return ok, elapsed, int(failed.Load()), nil
+	return ok, elapsed, nil
+}
+
+// tally counts failed submits by reason, for the run's error.
+type tally struct {
+	mu      sync.Mutex
+	n       int
+	reasons map[string]int
+	order   []string
+}
+
+func (t *tally) add(err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.reasons == nil {
+		t.reasons = map[string]int{}
+	}
+	reason := err.Error()
+	if t.reasons[reason] == 0 {
+		t.order = append(t.order, reason)
+	}
+	t.reasons[reason]++
+	t.n++
+}
+
+// String names the reasons, most frequent first (at most 5).
+func (t *tally) String() string {
+	order := slices.Clone(t.order)
+	slices.SortStableFunc(order, func(a, b string) int { return t.reasons[b] - t.reasons[a] })
+	var parts []string
+	for i, r := range order {
+		if i == 5 {
+			parts = append(parts, fmt.Sprintf("and %d other reasons", len(order)-5))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%d × %s", t.reasons[r], r))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // enrollmentBody appends POST /Enrollment/CSR's JSON body for csr (DER)
@@ -411,9 +452,26 @@ func submit(ctx context.Context, client *loadClient, body []byte) error {
 		return fmt.Errorf("answer %d: %w", status, err)
 	}
 	if d := answer.CertificateInformation.RequestDisposition; status != 200 || d != "ISSUED" {
-		return fmt.Errorf("answer %d %s", status, d)
+		return refusal(status, d, data)
 	}
 	return nil
+}
+
+// refusal says why a submit did not come back issued: the status, the
+// disposition or Keyfactor's Message, and what to do about a 429.
+func refusal(status int, disposition string, data []byte) error {
+	var e struct{ ErrorCode, Message string }
+	json.Unmarshal(data, &e)
+	why := fmt.Sprintf("%d %s", status, http.StatusText(status))
+	switch {
+	case status == http.StatusTooManyRequests:
+		why += " (rate limited: the target's api.rate_limit and rate_burst are per identity; raise them for the bench user or lower --concurrency / --rate)"
+	case e.Message != "":
+		why += ": " + e.Message
+	case disposition != "":
+		why += ", disposition " + disposition
+	}
+	return errors.New(why)
 }
 
 // asynqBaseline enqueues n no-op tasks from `enqueuers` goroutines while

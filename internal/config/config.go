@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -20,8 +21,15 @@ import (
 
 // Config is the whole configuration file.
 type Config struct {
-	// Listen is the API's address. Defaults to 127.0.0.1:8080.
+	// Listen is the API's plain-HTTP address. Defaults to 127.0.0.1:8080.
+	// It must be a loopback address unless AllowPlainHTTP is set: HTTP
+	// elsewhere carries credentials in the clear.
 	Listen string `yaml:"listen"`
+	// AllowPlainHTTP lets Listen be an address that is not loopback
+	// (behind a TLS-terminating proxy, say). Defaults to false.
+	AllowPlainHTTP bool `yaml:"allow_plain_http"`
+	// TLS is the API's HTTPS listener.
+	TLS TLS `yaml:"tls"`
 	// RedisURL is redis://[user:pass@]host:port/db. Empty means: start an
 	// embedded in-memory Redis (first run only; nothing survives a restart).
 	RedisURL string `yaml:"redis_url"`
@@ -159,6 +167,31 @@ type API struct {
 	RedisTimeout time.Duration `yaml:"redis_timeout"`
 }
 
+// TLS is the API's HTTPS listener: certflow serves TLS itself, with the
+// certificate and key files given, or else with a server certificate its
+// own built-in CA issues (internal/tlsserve).
+type TLS struct {
+	// Listen is the HTTPS address; "off" serves no HTTPS. Defaults to
+	// 127.0.0.1:8443.
+	Listen string `yaml:"listen"`
+	// CertFile and KeyFile are PEM files (the certificate first, then its
+	// chain; the key in PKCS#8, PKCS#1 or SEC 1), reloaded when they
+	// change and on SIGHUP. Both or neither. Defaults to empty: a server
+	// certificate issued by certflow for Names.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// Names are the host names and IP addresses the issued server
+	// certificate is for. Defaults to localhost, 127.0.0.1, ::1 and the
+	// host's name.
+	Names []string `yaml:"names"`
+	// Validity is the issued server certificate's lifetime; certflow
+	// renews it after two thirds of it. Defaults to 720h (30 days).
+	Validity time.Duration `yaml:"validity"`
+	// ReloadInterval is how often the files (or the issued certificate's
+	// age) are checked. Defaults to 5s.
+	ReloadInterval time.Duration `yaml:"reload_interval"`
+}
+
 // Worker tunes the asynq side.
 type Worker struct {
 	// Concurrency is the number of tasks one worker process runs at once.
@@ -275,7 +308,52 @@ type SMTP struct {
 // Auth lists who may call the API.
 type Auth struct {
 	Users []User `yaml:"users"`
+	// OIDC accepts JWT access tokens from an OAuth 2.0 / OpenID Connect
+	// identity provider as bearer tokens. Off unless issuer is set.
+	OIDC OIDC `yaml:"oidc"`
 }
+
+// OIDC is an identity provider whose JWT access tokens (typically from
+// the client-credentials grant) certflow accepts as bearer tokens, their
+// signing keys found through the issuer's discovery document and JWKS.
+type OIDC struct {
+	// Issuer is the provider's issuer URL, exactly as its tokens' iss
+	// claim and its discovery document name it; https, or http only for a
+	// loopback host. Defaults to empty: OIDC is off.
+	Issuer string `yaml:"issuer"`
+	// Audience must be one of a token's aud values: the identifier the
+	// provider gives certflow as a resource. Required with Issuer.
+	Audience string `yaml:"audience"`
+	// UsernameClaim is the claim whose value (a string) names the caller.
+	// Defaults to "sub".
+	UsernameClaim string `yaml:"username_claim"`
+	// UsernamePrefix is put before every token user's name, so that no
+	// token can take a configured user's name or the admin token's
+	// identity; configured users' names may not start with it. Not
+	// empty. Defaults to "oidc:".
+	UsernamePrefix string `yaml:"username_prefix"`
+	// RolesClaim is the claim holding the caller's roles, a string or a
+	// list of strings; a dotted path reaches into objects
+	// (realm_access.roles). Defaults to "roles".
+	RolesClaim string `yaml:"roles_claim"`
+	// RoleMap maps the provider's role (or group) values to certflow
+	// roles; values it does not name give no role. Without it, the
+	// values are certflow role names as they are.
+	RoleMap map[string]string `yaml:"role_map"`
+	// AllowedAlgs are the signature algorithms accepted; asymmetric only
+	// (HS256 and none are never accepted). Defaults to RS256, RS384,
+	// RS512, PS256, PS384, PS512, ES256, ES384, ES512 and EdDSA.
+	AllowedAlgs []string `yaml:"allowed_algs"`
+	// CAFile is a PEM file of roots trusted, besides the system's, to
+	// verify the issuer's HTTPS. Defaults to empty: the system roots only.
+	CAFile string `yaml:"ca_file"`
+	// ClockSkew is how far past its exp a token is still accepted, and
+	// how far in the future its iat may be. Defaults to 1m.
+	ClockSkew time.Duration `yaml:"clock_skew"`
+}
+
+// Enabled reports whether bearer JWTs are checked against an issuer.
+func (o *OIDC) Enabled() bool { return o.Issuer != "" }
 
 // User is one API identity. Exactly one of Token and PasswordHash is set:
 // Token is a bearer token (plain, or "sha256:<hex>" of it); PasswordHash is
@@ -316,6 +394,15 @@ func Load(path string) (Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return cfg, fmt.Errorf("read config: %w", err)
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if len(root.Content) > 0 {
+		if err := checkShape(path, root.Content[0], reflect.TypeOf(cfg)); err != nil {
+			return cfg, err
+		}
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)

@@ -253,6 +253,16 @@ func TestValidateNamesTheFieldOfEachError(t *testing.T) {
 		{"max_retry 0", func(c *Config) { c.Worker.MaxRetry = 0 }, "worker.max_retry"},
 		{"servers 0", func(c *Config) { c.Worker.Servers = 0 }, "worker.servers"},
 		{"empty callback schedule", func(c *Config) { c.Callbacks.Schedule = nil }, "callbacks.schedule"},
+		{"tls.listen without a port", func(c *Config) { c.TLS.Listen = "127.0.0.1" }, "tls.listen"},
+		{"tls.listen empty", func(c *Config) { c.TLS.Listen = "" }, "tls.listen"},
+		{"tls.cert_file without tls.key_file", func(c *Config) { c.TLS.CertFile = "server.crt" }, "tls.cert_file and tls.key_file"},
+		{"tls.key_file without tls.cert_file", func(c *Config) { c.TLS.KeyFile = "server.key" }, "tls.cert_file and tls.key_file"},
+		{"tls.names with a wildcard", func(c *Config) { c.TLS.Names = []string{"localhost", "*.example.com"} }, "tls.names[1]"},
+		{"tls.names with a URL", func(c *Config) { c.TLS.Names = []string{"https://certflow"} }, "tls.names[0]"},
+		{"tls.names with an empty name", func(c *Config) { c.TLS.Names = []string{""} }, "tls.names[0]"},
+		{"tls.validity below an hour", func(c *Config) { c.TLS.Validity = time.Minute }, "tls.validity"},
+		{"tls.validity above 397 days", func(c *Config) { c.TLS.Validity = 398 * 24 * time.Hour }, "tls.validity"},
+		{"tls.reload_interval zero", func(c *Config) { c.TLS.ReloadInterval = 0 }, "tls.reload_interval"},
 		{"user without a name", func(c *Config) {
 			c.Auth.Users = []User{user("", "t", "")}
 		}, "auth.users[0].name"},
@@ -346,6 +356,11 @@ func TestValidateAcceptsGoodVariations(t *testing.T) {
 	}{
 		{"redis URL", func(c *Config) { c.RedisURL = "redis://127.0.0.1:6379/0" }},
 		{"rediss URL", func(c *Config) { c.RedisURL = "rediss://user:pw@redis:6380/1" }},
+		{"tls off", func(c *Config) { c.TLS.Listen = TLSOff }},
+		{"tls with files, names and a year", func(c *Config) {
+			c.TLS = TLS{Listen: "0.0.0.0:443", CertFile: "/etc/certflow/tls.crt", KeyFile: "/etc/certflow/tls.key",
+				Names: []string{"certflow.example.com", "certflow", "10.0.0.7", "fe80::1"}, Validity: 397 * 24 * time.Hour, ReloadInterval: time.Minute}
+		}},
 		{"users of every kind", func(c *Config) {
 			c.Auth.Users = []User{
 				{Name: "plain", Token: "s3cr3t", Roles: []string{RoleRequester}},
@@ -517,5 +532,36 @@ func TestSpeedTurnOff(t *testing.T) {
 	}
 	if err := s.TurnOff("piggyback", "warp"); err == nil || !strings.Contains(err.Error(), `"warp"`) {
 		t.Errorf("unknown shortcut: err = %v, want one naming it", err)
+	}
+}
+
+// TestPlainHTTPBeyondLoopbackNeedsTheOptIn: credentials cross a plain
+// listener in the clear, so only loopback serves it unless
+// allow_plain_http says otherwise; the refusal names the setting.
+func TestPlainHTTPBeyondLoopbackNeedsTheOptIn(t *testing.T) {
+	t.Parallel()
+	for listen, allowed := range map[string]bool{
+		"127.0.0.1:8080": true, "127.0.0.2:8080": true, "[::1]:8080": true, "localhost:8080": true, "LOCALHOST:0": true,
+		"0.0.0.0:8080": false, ":8080": false, "[::]:8080": false, "192.168.1.5:8080": false, "certflow.example.com:8080": false,
+		"localhost.example.com:8080": false, "[::ffff:10.0.0.1]:8080": false,
+	} {
+		c := Default()
+		c.Listen = listen
+		err := c.CheckPlainListen()
+		if allowed != (err == nil) {
+			t.Errorf("listen %s: %v (allowed: %v)", listen, err, allowed)
+		}
+		if err != nil && !strings.Contains(err.Error(), "allow_plain_http") {
+			t.Errorf("listen %s: the refusal does not name allow_plain_http: %v", listen, err)
+		}
+		c.AllowPlainHTTP = true
+		if err := c.CheckPlainListen(); err != nil {
+			t.Errorf("listen %s with allow_plain_http: %v", listen, err)
+		}
+	}
+	c := Default()
+	c.Listen = "nonsense"
+	if err := c.CheckPlainListen(); err == nil || !strings.HasPrefix(err.Error(), "listen:") {
+		t.Errorf("listen without a port: %v", err)
 	}
 }

@@ -10,6 +10,9 @@ import (
 // Defaults, exported so docs and tests can name them.
 const (
 	DefaultListen          = "127.0.0.1:8080"
+	DefaultTLSListen       = "127.0.0.1:8443"
+	DefaultTLSValidity     = 30 * 24 * time.Hour
+	DefaultTLSReload       = 5 * time.Second
 	DefaultDataDir         = ".certflow"
 	DefaultDefinitions     = "definitions"
 	DefaultKeyPrefix       = "certflow"
@@ -44,6 +47,17 @@ const (
 	DefaultAuthMaxLockout             = 15 * time.Minute
 )
 
+// OIDC defaults: Auth.OIDC's claims, prefix, algorithms and skew.
+const (
+	DefaultOIDCUsernameClaim  = "sub"
+	DefaultOIDCUsernamePrefix = "oidc:"
+	DefaultOIDCRolesClaim     = "roles"
+	DefaultOIDCClockSkew      = time.Minute
+)
+
+// DefaultOIDCAlgs are the asymmetric JWS algorithms accepted by default.
+var DefaultOIDCAlgs = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
 // DefaultCallbackSchedule follows the Standard Webhooks recommendation.
 var DefaultCallbackSchedule = []time.Duration{
 	5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour,
@@ -53,6 +67,7 @@ var DefaultCallbackSchedule = []time.Duration{
 func Default() Config {
 	return Config{
 		Listen:      DefaultListen,
+		TLS:         TLS{Listen: DefaultTLSListen, Validity: DefaultTLSValidity, ReloadInterval: DefaultTLSReload},
 		DataDir:     DefaultDataDir,
 		Definitions: DefaultDefinitions,
 		KeyPrefix:   DefaultKeyPrefix,
@@ -88,6 +103,10 @@ func Default() Config {
 		Callbacks: Callbacks{Timeout: DefaultCallbackTimeout, Schedule: slices.Clone(DefaultCallbackSchedule)},
 		SMTP:      SMTP{TLS: "starttls", Timeout: 30 * time.Second},
 		Speed:     Speed{Piggyback: true, GroupCommit: true, LeafEncoder: true},
+		Auth: Auth{OIDC: OIDC{
+			UsernameClaim: DefaultOIDCUsernameClaim, UsernamePrefix: DefaultOIDCUsernamePrefix,
+			RolesClaim: DefaultOIDCRolesClaim, AllowedAlgs: slices.Clone(DefaultOIDCAlgs), ClockSkew: DefaultOIDCClockSkew,
+		}},
 		CAs: []CA{CA{
 			Name: DefaultCAName, Host: DefaultCAHost, Type: "builtin", KeyType: "ecdsa-p256",
 			MaxValidity: 825 * 24 * time.Hour,

@@ -45,6 +45,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.SMTP.validate(bad)
+	c.TLS.validate(bad)
 	c.Auth.validate(bad)
 	caNames := map[string]bool{}
 	for i := range c.CAs {
@@ -195,7 +196,7 @@ func (s *SMTP) validate(bad func(format string, args ...any)) {
 		host, port, err := net.SplitHostPort(s.Addr)
 		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
 			bad("smtp.addr: %q is not host:port", s.Addr)
-		} else if ip := net.ParseIP(host); s.TLS == "none" && host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		} else if s.TLS == "none" && !IsLoopbackHost(host) {
 			bad("smtp.tls: none is only allowed for a loopback smtp.addr, not %q", host)
 		}
 		if _, err := mail.ParseAddress(s.From); err != nil {
@@ -238,15 +239,103 @@ func (a *Auth) validate(bad func(format string, args ...any)) {
 			}
 		}
 		for _, r := range u.Roles {
-			builtin := slices.ContainsFunc([]string{RoleRequester, RoleApprover, RoleAdmin}, func(b string) bool { return strings.EqualFold(b, r) })
-			switch {
-			case !roleRE.MatchString(r):
-				bad("%s.roles: %q is not a role name (letters, digits, -, _ and .; built in: requester, approver, admin)", field, r)
-			case builtin && r != strings.ToLower(r):
-				bad("%s.roles: %q: the built-in roles are spelt requester, approver and admin", field, r)
+			checkRole(field+".roles", r, bad)
+		}
+		if a.OIDC.Enabled() {
+			if strings.HasPrefix(u.Name, a.OIDC.UsernamePrefix) && a.OIDC.UsernamePrefix != "" {
+				bad("%s.name: %q starts with auth.oidc.username_prefix %q, which only token users' names do", field, u.Name, a.OIDC.UsernamePrefix)
+			}
+			if LooksLikeJWT(u.Token) {
+				bad("%s.token: looks like a JWT; with auth.oidc on, a JWT-shaped bearer token is only ever checked against the issuer", field)
 			}
 		}
 	}
+	a.OIDC.validate(bad)
+}
+
+// checkRole checks a role name given at field.
+func checkRole(field, r string, bad func(format string, args ...any)) {
+	builtin := slices.ContainsFunc([]string{RoleRequester, RoleApprover, RoleAdmin}, func(b string) bool { return strings.EqualFold(b, r) })
+	switch {
+	case !roleRE.MatchString(r):
+		bad("%s: %q is not a role name (letters, digits, -, _ and .; built in: requester, approver, admin)", field, r)
+	case builtin && r != strings.ToLower(r):
+		bad("%s: %q: the built-in roles are spelt requester, approver and admin", field, r)
+	}
+}
+
+// LooksLikeJWT reports whether a bearer token has a JWS compact
+// serialization's shape: three base64url parts, the first a JSON object.
+// With auth.oidc on, such a token is only checked against the issuer.
+func LooksLikeJWT(token string) bool {
+	header, rest, ok := strings.Cut(token, ".")
+	if !ok || strings.Count(rest, ".") != 1 || !strings.HasPrefix(header, "eyJ") {
+		return false // "eyJ": base64url of `{"`
+	}
+	return true
+}
+
+// maxOIDCClockSkew bounds auth.oidc.clock_skew: more would keep an
+// expired token good for long.
+const maxOIDCClockSkew = 5 * time.Minute
+
+// validate checks auth.oidc: an https issuer (http only on loopback), an
+// audience, claims to read, a prefix that sets token users apart, roles
+// that are role names, and only asymmetric algorithms.
+func (o *OIDC) validate(bad func(format string, args ...any)) {
+	if !o.Enabled() {
+		if o.Audience != "" || o.CAFile != "" || len(o.RoleMap) > 0 {
+			bad("auth.oidc.issuer: required when auth.oidc sets audience, ca_file or role_map")
+		}
+		return
+	}
+	u, err := url.Parse(o.Issuer)
+	switch {
+	case err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "":
+		bad("auth.oidc.issuer: want an absolute URL without credentials, query or fragment (https://idp.example.com/realms/pki), got %q", o.Issuer)
+	case u.Scheme == "http" && !IsLoopbackHost(u.Hostname()):
+		bad("auth.oidc.issuer: http only for a loopback host (its keys would travel unprotected); use https")
+	case u.Scheme != "https" && u.Scheme != "http":
+		bad("auth.oidc.issuer: want https, got %q", u.Scheme)
+	}
+	if o.Audience == "" {
+		bad("auth.oidc.audience: required with auth.oidc.issuer (the aud value the provider puts in certflow's tokens)")
+	}
+	if o.UsernameClaim == "" {
+		bad("auth.oidc.username_claim: required (default sub)")
+	}
+	if o.RolesClaim == "" || slices.Contains(strings.Split(o.RolesClaim, "."), "") {
+		bad("auth.oidc.roles_claim: want a claim name or a dotted path (realm_access.roles), got %q", o.RolesClaim)
+	}
+	if o.UsernamePrefix == "" || len(o.UsernamePrefix) > 32 || strings.ContainsFunc(o.UsernamePrefix, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		bad("auth.oidc.username_prefix: want 1 to 32 characters without spaces (default %q): it keeps token users apart from configured users and admin", DefaultOIDCUsernamePrefix)
+	}
+	for _, k := range slices.Sorted(maps.Keys(o.RoleMap)) {
+		if k == "" {
+			bad("auth.oidc.role_map: an empty provider role")
+		}
+		checkRole(fmt.Sprintf("auth.oidc.role_map[%q]", k), o.RoleMap[k], bad)
+	}
+	if len(o.AllowedAlgs) == 0 {
+		bad("auth.oidc.allowed_algs: at least one is required")
+	}
+	for _, alg := range o.AllowedAlgs {
+		if !slices.Contains(DefaultOIDCAlgs, alg) {
+			bad("auth.oidc.allowed_algs: %q is not accepted (asymmetric only: %s)", alg, strings.Join(DefaultOIDCAlgs, ", "))
+		}
+	}
+	if o.ClockSkew < 0 || o.ClockSkew > maxOIDCClockSkew {
+		bad("auth.oidc.clock_skew: want 0 to %s, got %s", maxOIDCClockSkew, o.ClockSkew)
+	}
+}
+
+// IsLoopbackHost reports whether host is localhost or a loopback address.
+func IsLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // validate checks one of certificate_authorities (field) but for its
@@ -492,4 +581,53 @@ func checkName(field, name string, seen map[string]bool, bad func(string, ...any
 		bad("%s.name: %q appears twice", field, name)
 	}
 	seen[strings.ToLower(name)] = true
+}
+
+// TLSOff is the tls.listen that serves no HTTPS.
+const TLSOff = "off"
+
+// validate checks the tls section.
+func (t *TLS) validate(bad func(format string, args ...any)) {
+	if t.Listen != TLSOff {
+		if _, _, err := net.SplitHostPort(t.Listen); err != nil {
+			bad("tls.listen: want host:port or %q, got %q", TLSOff, t.Listen)
+		}
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		bad("tls.cert_file and tls.key_file: give both or neither")
+	}
+	for i, n := range t.Names {
+		if net.ParseIP(n) == nil && !dnsNameRE.MatchString(n) {
+			bad("tls.names[%d]: %q is neither a host name nor an IP address", i, n)
+		}
+	}
+	if t.Validity < time.Hour || t.Validity > 397*24*time.Hour {
+		bad("tls.validity: want a duration from 1h to 9528h (397 days), got %s", t.Validity)
+	}
+	if t.ReloadInterval < 100*time.Millisecond {
+		bad("tls.reload_interval: want at least 100ms, got %s", t.ReloadInterval)
+	}
+}
+
+// dnsNameRE is a host name the server certificate can carry.
+var dnsNameRE = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
+
+// CheckPlainListen refuses a plain-HTTP listen address that is not
+// loopback unless allow_plain_http says so: tokens and passwords would
+// cross the network in the clear. A host name counts as loopback only
+// when it is "localhost".
+func (c *Config) CheckPlainListen() error {
+	if c.AllowPlainHTTP {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: want host:port, got %q", c.Listen)
+	}
+	if ip := net.ParseIP(host); (ip != nil && ip.IsLoopback()) || strings.EqualFold(host, "localhost") {
+		return nil
+	}
+	return fmt.Errorf("listen: %q serves plain HTTP beyond this host, where credentials would cross the network in the clear: "+
+		"use a loopback address (127.0.0.1:8080) and HTTPS (tls.listen, CERTFLOW_TLS_LISTEN) for the network, "+
+		"or set allow_plain_http: true (CERTFLOW_ALLOW_PLAIN_HTTP=true) behind a TLS-terminating proxy", c.Listen)
 }

@@ -74,7 +74,7 @@ func (s *Service) checkPFX(caller *Caller, body *keyfactor.EnrollmentPFXRequest,
 	if err != nil {
 		return nil, err
 	}
-	leafFirst, err := ChainOrder(body.ChainOrder, RootFirst)
+	leafFirst, err := ChainOrder(body.ChainOrder)
 	if err != nil {
 		return nil, err
 	}
@@ -156,22 +156,16 @@ func samePFX(a, b *workflow.PFXSpec) bool {
 }
 
 // ChainOrder reads Keyfactor's ChainOrder, "RootFirst" or
-// "EndEntityFirst" (any case); empty is def (PKCS#12 archives put the
-// root first, as Keyfactor's do; a download puts the leaf first).
-func ChainOrder(s string, def bool) (endEntityFirst bool, err error) {
+// "EndEntityFirst" (any case); empty is the leaf first, everywhere:
+// Keyfactor 10+ clients decode a PKCS#12 archive's first certificate as
+// the leaf, and given the root first they took the root for the
+// certificate they enrolled.
+func ChainOrder(s string) (endEntityFirst bool, err error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "":
-		return def, nil
+	case "", "endentityfirst":
+		return true, nil
 	case "rootfirst":
 		return false, nil
-	case "endentityfirst":
-		return true, nil
 	}
 	return false, badField("ChainOrder", "%q: want RootFirst or EndEntityFirst", s)
 }
-
-// Defaults of ChainOrder.
-const (
-	RootFirst      = false
-	EndEntityFirst = true
-)

@@ -20,7 +20,7 @@ func (s *Service) Recover(ctx context.Context, caller *Caller, body *keyfactor.C
 	if err := pki.CheckPFXPassword(body.Password); err != nil {
 		return nil, badField("Password", "%v", err)
 	}
-	leafFirst, err := ChainOrder(body.ChainOrder, RootFirst)
+	leafFirst, err := ChainOrder(body.ChainOrder)
 	if err != nil {
 		return nil, err
 	}

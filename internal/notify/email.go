@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"mime"
@@ -20,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/pki"
 )
 
 // Mailer sends plain-text mail through the configured SMTP server. It is
@@ -46,18 +46,9 @@ func NewMailer(cfg config.SMTP) (*Mailer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("smtp.from: %w", err)
 	}
-	roots, err := x509.SystemCertPool()
+	roots, err := pki.RootsWith(cfg.CAFile)
 	if err != nil {
-		roots = x509.NewCertPool()
-	}
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("smtp.ca_file: %w", err)
-		}
-		if !roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("smtp.ca_file: no PEM certificate in %s", cfg.CAFile)
-		}
+		return nil, fmt.Errorf("smtp.ca_file: %w", err)
 	}
 	helo, err := os.Hostname()
 	if err != nil || strings.ContainsAny(helo, " \r\n") || helo == "" {

@@ -55,11 +55,10 @@ type PKCS12Options struct {
 	// FriendlyName, when not empty, labels the key and its certificate
 	// (PKCS#9 friendlyName: the name Windows shows once imported).
 	FriendlyName string
-	// EndEntityFirst puts the leaf before the CA certificates. The default
-	// is Keyfactor's order: the key first, then the CA certificates from
-	// the root down, the leaf last — the order Keyfactor's Go client
-	// (keyfactor-go-client, used by its Terraform provider) relies on when
-	// it decodes a recovered PFX.
+	// EndEntityFirst puts the leaf before the CA certificates, the order
+	// Keyfactor 10+ clients decode (the API's default, enroll.ChainOrder).
+	// Without it: the key first, then the CA certificates from the root
+	// down, the leaf last (ChainOrder RootFirst).
 	EndEntityFirst bool
 }
 

@@ -3,15 +3,18 @@ package testutil
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,13 +30,16 @@ import (
 // Certflow is a whole certflow (API and worker in one process, as `serve`
 // runs it) against the real test Redis, under a key prefix of its own.
 type Certflow struct {
-	URL    string
-	Config *config.Config
-	App    *app.App
-	Redis  redis.UniversalClient
-	Prefix string
-	Logs   *SyncBuffer
-	stop   func()
+	URL string
+	// HTTPSURL is the HTTPS listener's (https://localhost:port, the name
+	// the issued server certificate is for); HTTPSClient trusts it.
+	HTTPSURL string
+	Config   *config.Config
+	App      *app.App
+	Redis    redis.UniversalClient
+	Prefix   string
+	Logs     *SyncBuffer
+	stop     func()
 }
 
 // Stop stops this certflow (API and worker) before the test ends, as a
@@ -71,6 +77,7 @@ func TestConfig(t testing.TB, prefix string) *config.Config {
 	cfg.KEKFile = filepath.Join(cfg.DataDir, "kek")
 	cfg.Definitions = DefinitionsDir()
 	cfg.Listen = "127.0.0.1:0"
+	cfg.TLS.Listen = "127.0.0.1:0"
 	cfg.API.SyncWait = 10 * time.Second
 	cfg.Callbacks.AllowPrivate = true
 	cfg.Callbacks.Schedule = []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond}
@@ -134,7 +141,31 @@ func StartCertflow(t testing.TB, mutate func(*config.Config)) *Certflow {
 	if !ok {
 		t.FailNow()
 	}
-	return &Certflow{URL: "http://" + addr.String(), Config: cfg, App: a, Redis: rdb, Prefix: prefix, Logs: logs, stop: stop}
+	cf := &Certflow{URL: "http://" + addr.String(), Config: cfg, App: a, Redis: rdb, Prefix: prefix, Logs: logs, stop: stop}
+	if tlsAddr := a.HTTPSAddr(); tlsAddr != nil {
+		cf.HTTPSURL = fmt.Sprintf("https://localhost:%d", tlsAddr.(*net.TCPAddr).Port)
+	}
+	return cf
+}
+
+// HTTPSClient is a client of the HTTPS listener that trusts only the CA
+// bundle certflow wrote (or, with tls.cert_file, the roots given), and
+// verifies the server's name as any client would.
+func (c *Certflow) HTTPSClient(t testing.TB, roots ...*x509.Certificate) *http.Client {
+	t.Helper()
+	pool := x509.NewCertPool()
+	if bundle := c.App.TLS.BundlePath(); bundle != "" {
+		data, err := os.ReadFile(bundle)
+		if err != nil || !pool.AppendCertsFromPEM(data) {
+			t.Fatalf("CA bundle %s: %v", bundle, err)
+		}
+	}
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	return &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true,
+	}}
 }
 
 // Response is an HTTP answer.
@@ -160,22 +191,33 @@ func (c *Certflow) Do(t testing.TB, method, path string, body any, headers ...st
 	return Do(t, c.URL, method, path, body, headers...)
 }
 
-// Do is Certflow.Do against any base URL.
+// Do is Certflow.Do against any base URL. The exchange is checked against
+// certflow's OpenAPI document (CheckContract).
 func Do(t testing.TB, base, method, path string, body any, headers ...string) *Response {
 	t.Helper()
-	var rd io.Reader
+	return DoWith(t, &http.Client{Timeout: 60 * time.Second}, base, method, path, body, headers...)
+}
+
+// DoWith is Do through client (an HTTPS client, say).
+func DoWith(t testing.TB, client *http.Client, base, method, path string, body any, headers ...string) *Response {
+	t.Helper()
+	var sent []byte
 	switch b := body.(type) {
 	case nil:
 	case string:
-		rd = strings.NewReader(b)
+		sent = []byte(b)
 	case []byte:
-		rd = bytes.NewReader(b)
+		sent = b
 	default:
 		data, err := json.Marshal(b)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rd = bytes.NewReader(data)
+		sent = data
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(sent)
 	}
 	req, err := http.NewRequest(method, base+path, rd)
 	if err != nil {
@@ -192,7 +234,7 @@ func Do(t testing.TB, base, method, path string, body any, headers ...string) *R
 		}
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -201,7 +243,9 @@ func Do(t testing.TB, base, method, path string, body any, headers ...string) *R
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: data}
+	out := &Response{Status: resp.StatusCode, Header: resp.Header, Body: data}
+	CheckContract(t, req, sent, out)
+	return out
 }
 
 // EnrollBody is a valid POST /Enrollment/CSR body for csr, with extra

@@ -70,19 +70,23 @@ type SMTPAuthEvent struct {
 	OK        bool   `json:"ok"`
 }
 
-// smtpdBinary builds internal/notify/testdata/smtpd once per test process,
-// into a temporary folder named after the process. Without a TestMain
-// nothing removes it when the process ends, so each build first removes
-// the folders of test processes that have ended.
-var smtpdBinary = sync.OnceValues(func() (string, error) {
-	removeEndedSMTPBuilds()
+// smtpdBinary builds internal/notify/testdata/smtpd once per test process.
+var smtpdBinary = sync.OnceValues(func() (string, error) { return buildTestdata("notify", "smtpd") })
+
+// buildTestdata builds internal/<pkg>/testdata/<name> into a temporary
+// folder named after the test process. Without a TestMain nothing removes
+// it when the process ends, so each build first removes the folders of
+// test processes that have ended.
+func buildTestdata(pkg, name string) (string, error) {
+	prefix := buildPrefix + name + "-" // then <pid>-<random>
+	removeEndedBuilds(prefix)
 	_, file, _, _ := runtime.Caller(0)
-	src := filepath.Join(filepath.Dir(file), "..", "notify", "testdata", "smtpd")
-	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", smtpBuildPrefix, os.Getpid()))
+	src := filepath.Join(filepath.Dir(file), "..", pkg, "testdata", name)
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", prefix, os.Getpid()))
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "smtpd")
+	bin := filepath.Join(dir, name)
 	cmd := exec.Command("go", "build", "-o", bin, ".")
 	cmd.Dir = src
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -90,16 +94,16 @@ var smtpdBinary = sync.OnceValues(func() (string, error) {
 		return "", fmt.Errorf("build %s: %v\n%s", src, err, out)
 	}
 	return bin, nil
-})
+}
 
-const smtpBuildPrefix = "certflow-smtpd-" // then <pid>-<random>
+const buildPrefix = "certflow-"
 
-// removeEndedSMTPBuilds removes smtpdBinary's folders whose process is no
-// longer running. One it cannot tell about (another user's, say) stays.
-func removeEndedSMTPBuilds() {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), smtpBuildPrefix+"*-*"))
+// removeEndedBuilds removes buildTestdata's folders (prefix) whose process
+// is no longer running. One it cannot tell about (another user's, say) stays.
+func removeEndedBuilds(prefix string) {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), prefix+"*-*"))
 	for _, dir := range dirs {
-		pid, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(dir), smtpBuildPrefix), "-")
+		pid, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(dir), prefix), "-")
 		n, err := strconv.Atoi(pid)
 		if err != nil || n == os.Getpid() {
 			continue
@@ -133,6 +137,15 @@ func StartSMTPServer(t testing.TB, opts SMTPOptions) *SMTPServer {
 	}
 	cmd := exec.Command(bin, "-addr", s.Addr, "-dir", s.Dir, "-cert", certFile, "-key", keyFile,
 		"-tls", opts.TLS, "-user", SMTPUser, "-pass", SMTPPassword, "-stall="+strconv.FormatBool(opts.Stall))
+	runServer(t, "smtpd", cmd, s.Addr)
+	return s
+}
+
+// runServer starts cmd, a server that will listen on addr, and returns
+// once addr accepts connections; the process is killed when the test
+// ends (its output logged if the test failed), or by the returned stop.
+func runServer(t testing.TB, name string, cmd *exec.Cmd, addr string) (stop func()) {
+	t.Helper()
 	var output SyncBuffer
 	cmd.Stdout, cmd.Stderr = &output, &output
 	if err := cmd.Start(); err != nil {
@@ -140,26 +153,29 @@ func StartSMTPServer(t testing.TB, opts SMTPOptions) *SMTPServer {
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
+	stop = sync.OnceFunc(func() {
 		cmd.Process.Kill()
 		<-exited
+	})
+	t.Cleanup(func() {
+		stop()
 		if t.Failed() {
-			t.Logf("smtpd output:\n%s", output.String())
+			t.Logf("%s output:\n%s", name, output.String())
 		}
 	})
 	for deadline := time.Now().Add(3 * time.Second); ; {
-		c, err := net.DialTimeout("tcp", s.Addr, 100*time.Millisecond)
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
 		if err == nil {
 			c.Close()
-			return s
+			return stop
 		}
 		select {
 		case <-exited:
-			t.Fatalf("smtpd exited: %s", output.String())
+			t.Fatalf("%s exited: %s", name, output.String())
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("smtpd does not accept connections on %s: %v", s.Addr, err)
+			t.Fatalf("%s does not accept connections on %s: %v", name, addr, err)
 		}
 	}
 }

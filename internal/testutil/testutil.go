@@ -22,6 +22,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/queue"
 )
 
@@ -90,6 +91,18 @@ func Keys(t testing.TB, rdb redis.UniversalClient, prefix string) []string {
 		t.Fatal(err)
 	}
 	return keys
+}
+
+// KEK is a fresh random key-encryption key.
+func KEK(t testing.TB) *pki.KEK {
+	t.Helper()
+	raw := make([]byte, 32)
+	rand.Read(raw)
+	kek, err := pki.NewKEK(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kek
 }
 
 // CSR makes a P-256 CSR (DER) for cn with the given DNS SANs.

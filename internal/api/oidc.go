@@ -1,0 +1,288 @@
+package api
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/enroll"
+	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/redact"
+)
+
+// oidcVerifier checks JWT access tokens against auth.oidc's issuer:
+// go-oidc reads the issuer's discovery document and checks iss, aud, exp,
+// nbf and the signature, with one of the allowed (asymmetric) algorithms,
+// by a key of the issuer's JWKS (keySet, which follows key rotation).
+//
+// Discovery is lazy: certflow starts whether or not the issuer answers.
+// Until it has answered once, a JWT is answered 503, and the discovery is
+// tried again at most every discoveryRetry, so an identity provider that
+// is briefly down delays token logins without stopping certflow or being
+// flooded by it.
+type oidcVerifier struct {
+	cfg    config.OIDC
+	client *http.Client
+	log    *slog.Logger
+	now    func() time.Time // the Authenticator's clock, for the retry pacing
+
+	mu       sync.Mutex
+	verifier *oidc.IDTokenVerifier
+	retryAt  time.Time // no discovery before this, after a failed one
+}
+
+const (
+	// maxJWTBytes bounds a bearer JWT before anything parses it; providers'
+	// access tokens are a few KiB even with many groups.
+	maxJWTBytes = 16 << 10
+	// maxIdPBody bounds what certflow reads of a discovery document or JWKS.
+	maxIdPBody = 1 << 20
+	// idpTimeout bounds one call to the identity provider.
+	idpTimeout = 10 * time.Second
+	// discoveryRetry is how often a failing discovery is tried again.
+	discoveryRetry = 10 * time.Second
+	// maxTokenUserName bounds the user name a token's claim gives.
+	maxTokenUserName = 128
+)
+
+// errIdPUnavailable is a JWT that could not be checked because the
+// identity provider did not answer (discovery or a JWKS refetch failed).
+var errIdPUnavailable = errors.New("the identity provider is unreachable; retry later")
+
+var roleNameRE = regexp.MustCompile(config.RolePattern)
+
+// newOIDCVerifier prepares cfg's verifier; the issuer is first asked in
+// the background, so that the log says early whether it answers.
+func newOIDCVerifier(cfg config.OIDC, now func() time.Time, log *slog.Logger) (*oidcVerifier, error) {
+	roots, err := pki.RootsWith(cfg.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("auth.oidc.ca_file: %w", err)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	o := &oidcVerifier{
+		cfg: cfg, now: now, log: log,
+		client: &http.Client{Timeout: idpTimeout, Transport: boundedBodies{tr}},
+	}
+	go o.discover(context.Background())
+	return o, nil
+}
+
+// boundedBodies fails the reading of a response body past maxIdPBody: go-oidc
+// reads discovery documents and key sets whole.
+type boundedBodies struct{ next http.RoundTripper }
+
+func (b boundedBodies) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := b.next.RoundTrip(r)
+	if err == nil {
+		resp.Body = &boundedBody{ReadCloser: resp.Body, left: maxIdPBody}
+	}
+	return resp, err
+}
+
+type boundedBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, fmt.Errorf("identity provider's answer is larger than %d bytes", maxIdPBody)
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+// discover returns the verifier, asking the issuer for its discovery
+// document when it has not answered yet (at most every discoveryRetry).
+// Concurrent callers wait for the one discovery under way.
+func (o *oidcVerifier) discover(ctx context.Context) (*oidc.IDTokenVerifier, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.verifier != nil {
+		return o.verifier, nil
+	}
+	if o.now().Before(o.retryAt) {
+		return nil, errIdPUnavailable
+	}
+	ctx, cancel := context.WithTimeout(oidc.ClientContext(context.WithoutCancel(ctx), o.client), idpTimeout)
+	defer cancel()
+	var doc struct {
+		JWKSURL string `json:"jwks_uri"`
+	}
+	p, err := oidc.NewProvider(ctx, o.cfg.Issuer)
+	if err == nil {
+		err = p.Claims(&doc)
+	}
+	if err == nil {
+		err = checkJWKSURL(doc.JWKSURL)
+	}
+	if err != nil {
+		o.retryAt = o.now().Add(discoveryRetry)
+		o.log.Warn("identity provider: discovery failed; bearer JWTs are answered 503 until it succeeds (tried again on demand, at most every 10s)",
+			"issuer", o.cfg.Issuer, "err", truncate(err.Error(), 300))
+		return nil, errIdPUnavailable
+	}
+	algs := make([]jose.SignatureAlgorithm, len(o.cfg.AllowedAlgs))
+	for i, a := range o.cfg.AllowedAlgs {
+		algs[i] = jose.SignatureAlgorithm(a)
+	}
+	keys := &keySet{url: doc.JWKSURL, client: o.client, algs: algs, now: o.now, log: o.log}
+	skew := o.cfg.ClockSkew
+	o.verifier = oidc.NewVerifier(o.cfg.Issuer, keys, &oidc.Config{
+		ClientID:             o.cfg.Audience,
+		SupportedSigningAlgs: o.cfg.AllowedAlgs,
+		// exp is judged skew later than now.
+		Now: func() time.Time { return time.Now().Add(-skew) },
+	})
+	o.log.Info("identity provider discovered: bearer JWTs are checked against it", "issuer", o.cfg.Issuer, "audience", o.cfg.Audience)
+	return o.verifier, nil
+}
+
+// checkJWKSURL refuses a discovery document's jwks_uri that is missing or
+// would fetch the keys unprotected (http, but to a loopback host): whoever
+// could change them in transit could sign tokens.
+func checkJWKSURL(raw string) error {
+	u, err := url.Parse(raw)
+	switch {
+	case raw == "":
+		return errors.New("the discovery document has no jwks_uri")
+	case err != nil || u.Host == "":
+		return fmt.Errorf("jwks_uri %q is not an absolute URL", redact.URL(raw))
+	case u.Scheme != "https" && !(u.Scheme == "http" && config.IsLoopbackHost(u.Hostname())):
+		return fmt.Errorf("jwks_uri %s: want https (http only for a loopback host)", redact.URL(raw))
+	}
+	return nil
+}
+
+// check verifies raw, a JWT-shaped bearer token. A token refused comes
+// with why, said in general terms for the client (never echoing the
+// token); errIdPUnavailable is a token that could not be checked.
+func (o *oidcVerifier) check(ctx context.Context, raw string) (id *enroll.Caller, why string, err error) {
+	if len(raw) > maxJWTBytes {
+		return nil, fmt.Sprintf("bearer token: longer than %d bytes", maxJWTBytes), nil
+	}
+	v, err := o.discover(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	tok, err := v.Verify(ctx, raw)
+	if err != nil {
+		if why := refusalOf(err); why != "" {
+			return nil, "bearer token: " + why, nil
+		}
+		return nil, "", errIdPUnavailable
+	}
+	if tok.IssuedAt.After(time.Now().Add(o.cfg.ClockSkew)) {
+		return nil, "bearer token: issued in the future (iat)", nil
+	}
+	var claims map[string]any
+	if err := tok.Claims(&claims); err != nil {
+		return nil, "bearer token: malformed claims", nil
+	}
+	name, ok := claims[o.cfg.UsernameClaim].(string)
+	if !ok || name == "" || len(name) > maxTokenUserName || strings.ContainsFunc(name, unicode.IsControl) {
+		return nil, fmt.Sprintf("bearer token: claim %q is not a user name (a string of 1 to %d bytes)", o.cfg.UsernameClaim, maxTokenUserName), nil
+	}
+	return &enroll.Caller{Name: o.cfg.UsernamePrefix + name, Roles: o.roles(claims)}, "", nil
+}
+
+// refusalOf says why go-oidc refused a token, or "" when it was not the
+// token's fault (the key set could not be fetched).
+func refusalOf(err error) string {
+	var expired *oidc.TokenExpiredError
+	if errors.As(err, &expired) {
+		return "expired"
+	}
+	for _, r := range refusals {
+		if strings.Contains(err.Error(), r.says) {
+			return r.why
+		}
+	}
+	return "not valid"
+}
+
+// refusals are go-oidc's and keySet's errors (what they say) in the
+// general terms a client is told; the first that matches is the reason.
+var refusals = []struct{ says, why string }{
+	{"fetching keys", ""},
+	{"unexpected signature algorithm", "signature algorithm not accepted"},
+	{"malformed jwt", "malformed"},
+	{"failed to verify", "signed by an unknown key, or the signature does not verify"},
+	{"different provider", "issued by another issuer"},
+	{"expected audience", "not issued for this audience"},
+	{"nbf", "not valid yet (nbf)"},
+}
+
+// roles are the certflow roles claims give: the values of the roles claim
+// (a string of space-separated values, or a list of strings) through
+// role_map, or as they are without one.
+func (o *oidcVerifier) roles(claims map[string]any) []string {
+	var values []string
+	switch v := claimAt(claims, o.cfg.RolesClaim).(type) {
+	case string:
+		values = strings.Fields(v)
+	case []any:
+		for _, e := range v {
+			if s, ok := e.(string); ok {
+				values = append(values, s)
+			}
+		}
+	}
+	var roles []string
+	for _, v := range values {
+		role := v
+		if len(o.cfg.RoleMap) > 0 {
+			role = o.cfg.RoleMap[v]
+		}
+		if roleNameRE.MatchString(role) && !slices.Contains(roles, role) {
+			roles = append(roles, role)
+		}
+	}
+	return roles
+}
+
+// claimAt is the claim named path: a top-level claim of that very name
+// (names may hold dots, as URL-named claims do), else the dotted path
+// through nested objects.
+func claimAt(claims map[string]any, path string) any {
+	if v, ok := claims[path]; ok {
+		return v
+	}
+	var v any = claims
+	for _, part := range strings.Split(path, ".") {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[part]
+	}
+	return v
+}
+
+// truncate shortens s to at most n bytes for a log line.
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}

@@ -1,0 +1,112 @@
+package api
+
+import (
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/certflow/certflow/internal/config"
+)
+
+func TestOIDCRolesFromTheClaim(t *testing.T) {
+	t.Parallel()
+	claims := map[string]any{
+		"roles":                          []any{"requester", "approver", 7, "not a role", "requester"},
+		"scope":                          "pki.enroll  openid pki.approve",
+		"realm_access":                   map[string]any{"roles": []any{"pki-requesters", "offline_access"}},
+		"https://example.com/roles":      []any{"pki-approvers"},
+		"https://example":                map[string]any{"com/roles": []any{"wrong"}},
+		"resource_access":                map[string]any{"certflow": "not an object"},
+		"groups":                         map[string]any{"a": "b"},
+		"realm_access.roles.not.present": nil,
+	}
+	mapped := map[string]string{"pki-requesters": "requester", "pki-approvers": "approver", "pki.enroll": "requester", "offline_access": "bad role!"}
+	for _, tc := range []struct {
+		claim   string
+		roleMap map[string]string
+		want    []string
+	}{
+		{"roles", nil, []string{"requester", "approver"}},
+		{"roles", mapped, nil},
+		{"scope", mapped, []string{"requester"}},
+		{"scope", nil, []string{"pki.enroll", "openid", "pki.approve"}},
+		{"realm_access.roles", mapped, []string{"requester"}},
+		{"https://example.com/roles", mapped, []string{"approver"}},
+		{"resource_access.certflow.roles", nil, nil},
+		{"groups", nil, nil},
+		{"absent", nil, nil},
+	} {
+		o := &oidcVerifier{cfg: config.OIDC{RolesClaim: tc.claim, RoleMap: tc.roleMap}}
+		if got := o.roles(claims); !slices.Equal(got, tc.want) {
+			t.Errorf("roles from %s (map %v) = %q, want %q", tc.claim, tc.roleMap != nil, got, tc.want)
+		}
+	}
+}
+
+func TestUseOIDCRefusesABadCAFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.txt")
+	os.WriteFile(notPEM, []byte("not a certificate"), 0o600)
+	for file, says := range map[string]string{filepath.Join(dir, "missing.pem"): "no such file", notPEM: "no PEM certificate"} {
+		cfg := config.Default()
+		cfg.Auth.OIDC.Issuer, cfg.Auth.OIDC.Audience, cfg.Auth.OIDC.CAFile = "https://127.0.0.1:1", "certflow", file
+		err := NewAuthenticator(&cfg, "", slog.New(slog.NewTextHandler(io.Discard, nil))).UseOIDC(cfg.Auth.OIDC)
+		if err == nil || !strings.HasPrefix(err.Error(), "auth.oidc.ca_file: ") || !strings.Contains(err.Error(), says) {
+			t.Errorf("ca_file %s: %v; want auth.oidc.ca_file: … %s", filepath.Base(file), err, says)
+		}
+	}
+}
+
+func TestOversizedJWTIsRefusedBeforeTheIssuerIsAsked(t *testing.T) {
+	t.Parallel()
+	o := &oidcVerifier{cfg: config.OIDC{Issuer: "https://127.0.0.1:1"}, now: time.Now}
+	id, why, err := o.check(t.Context(), "eyJ"+strings.Repeat("A", maxJWTBytes)+".e30.x")
+	if id != nil || err != nil || why != "bearer token: longer than 16384 bytes" {
+		t.Fatalf("check = %v, %q, %v", id, why, err)
+	}
+	if o.verifier != nil || !o.retryAt.IsZero() {
+		t.Fatal("an oversized token made certflow ask the issuer")
+	}
+}
+
+func TestJWKSURLMustBeProtected(t *testing.T) {
+	t.Parallel()
+	for raw, ok := range map[string]bool{
+		"https://idp.example.com/jwks": true,
+		"http://127.0.0.1:8081/jwks":   true,
+		"http://localhost/jwks":        true,
+		"http://idp.example.com/jwks":  false,
+		"ftp://idp.example.com/jwks":   false,
+		"/jwks":                        false,
+		"":                             false,
+		"https://idp.example.com/jwks?secret=s3cr": true,
+	} {
+		err := checkJWKSURL(raw)
+		if (err == nil) != ok {
+			t.Errorf("checkJWKSURL(%q) = %v, want ok %v", raw, err, ok)
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cr") {
+			t.Errorf("the error shows the query: %v", err)
+		}
+	}
+}
+
+func TestUseOIDCRefusesAJWTShapedAdminToken(t *testing.T) {
+	t.Parallel()
+	cfg := config.Default()
+	cfg.Auth.OIDC.Issuer, cfg.Auth.OIDC.Audience = "https://127.0.0.1:1", "certflow"
+	a := NewAuthenticator(&cfg, "eyJhbGciOiJSUzI1NiJ9.e30.c2ln", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := a.UseOIDC(cfg.Auth.OIDC); err == nil || !strings.HasPrefix(err.Error(), "CERTFLOW_ADMIN_TOKEN looks like a JWT") {
+		t.Fatalf("UseOIDC = %v", err)
+	}
+	cfg.Auth.OIDC.Issuer, cfg.Auth.OIDC.Audience = "", ""
+	if err := a.UseOIDC(cfg.Auth.OIDC); err != nil {
+		t.Fatalf("auth.oidc off: %v", err)
+	}
+}
