@@ -235,7 +235,7 @@ func serve(s app.Settings, role app.Role, log *slog.Logger, out io.Writer) error
 	}
 	if role&app.RoleAPI != 0 {
 		go func() {
-			errc <- a.ServeAPI(ctx, func(addr net.Addr) { printWelcome(out, a, addr) })
+			errc <- a.ServeAPI(ctx, func(addr net.Addr) { go announce(ctx, out, a, addr) })
 		}()
 	}
 	n := 0
@@ -273,10 +273,38 @@ func reloadOnHUP(ctx context.Context, a *app.App) {
 	}
 }
 
-func printWelcome(out io.Writer, a *app.App, addr net.Addr) {
+// ReadyPrefix starts the line serve and api print on standard output once
+// the API listens, Redis answers and the CA and admin token files exist:
+// "certflow ready: <base URL>", then " (admin token in <file>)" when the
+// token was generated. Scripts wait for it (or poll GET /readyz); its
+// shape is kept stable.
+const ReadyPrefix = "certflow ready: "
+
+// announce prints what a newcomer needs once the API listens: the ready
+// line, after the "try it" example. While Redis does not answer it says
+// so plainly instead, and prints them once Redis does.
+func announce(ctx context.Context, out io.Writer, a *app.App, addr net.Addr) {
 	base := "http://" + addr.String()
+	if err := a.WaitRedis(ctx, 0); err != nil {
+		fmt.Fprintf(out, "\ncertflow is listening on %s but is NOT READY: Redis at %s does not answer.\n"+
+			"Requests get 503 until it does; check the Redis URL (--redis-url, CERTFLOW_REDIS_URL or redis_url).\n", base, a.RedisAddr())
+		if a.WaitRedis(ctx, -1) != nil {
+			return
+		}
+	}
+	token := filepath.Join(a.Config.DataDir, "admin-token")
+	generated := fileExists(token) && os.Getenv("CERTFLOW_ADMIN_TOKEN") == "" && len(a.Config.Auth.Users) == 0
+	printWelcome(out, a, base, token, generated)
+	ready := ReadyPrefix + base
+	if generated {
+		ready += " (admin token in " + token + ")"
+	}
+	fmt.Fprintln(out, ready)
+}
+
+func printWelcome(out io.Writer, a *app.App, base, token string, generated bool) {
 	auth := `-H "Authorization: Bearer $CERTFLOW_ADMIN_TOKEN"`
-	if token := filepath.Join(a.Config.DataDir, "admin-token"); fileExists(token) && os.Getenv("CERTFLOW_ADMIN_TOKEN") == "" {
+	if generated {
 		auth = fmt.Sprintf(`-H "Authorization: Bearer $(cat %s)"`, token)
 	}
 	fmt.Fprintf(out, `
@@ -293,9 +321,13 @@ Try it (a P-256 key and CSR with openssl, then a synchronous enrollment):
 Add -H "Prefer: respond-async" to get 202 and a Location to poll.
 `, base, auth)
 	printHTTPS(out, a)
-	if a.Embedded() {
-		fmt.Fprintln(out, "\nRunning on an embedded in-memory Redis: requests and certificates are lost when certflow stops.")
+	switch st := a.StoreStatus(); {
+	case !st.Persistent:
+		fmt.Fprintln(out, "\nRunning on an in-memory Redis: "+st.RestartLoses)
+	case a.Config.RedisURL == "":
+		fmt.Fprintf(out, "\nRecords are kept by a redis-server certflow runs, in %s.\n", filepath.Join(a.Config.DataDir, "redis"))
 	}
+	fmt.Fprintln(out)
 }
 
 // printHTTPS says where HTTPS is served and what a client must trust.

@@ -72,6 +72,8 @@ var operations = map[string]operation{
 	"GET /readyz":  {summary: "Readiness: Redis answers. Public: orchestrators probe it; it says ready or not, nothing else. (certflow)", public: true, answers: []answer{{status: http.StatusOK, body: map[string]string{}}, {status: http.StatusServiceUnavailable, body: map[string]string{}, desc: "Not ready: Redis does not answer."}}},
 	"GET /openapi.json": {summary: "This document. Public: it describes the API, no data. (certflow)", public: true,
 		answers: []answer{{status: http.StatusOK, body: map[string]any{}}}},
+	"GET /Status": {summary: "Where records are kept (a Redis configured, the redis-server certflow runs, or in-memory) and what a restart loses. (certflow)",
+		answers: ok(StatusResponse{})},
 	"GET /Status/Endpoints": {summary: "The endpoints served, as \"METHOD /path\"; Keyfactor's clients call it as their login check.",
 		answers: []answer{{status: http.StatusOK, body: []string{}, headers: []string{"ProductVersion"}}}},
 	"POST /Enrollment/CSR": {summary: "Enroll a CSR; a workflow decides, approvals may hold it.", roles: []string{config.RoleRequester},

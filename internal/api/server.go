@@ -51,6 +51,19 @@ type Options struct {
 	// KeyPool bounds server-side key generation (nil: a pool of
 	// api.key_generation_concurrency slots of the server's own).
 	KeyPool *pki.KeyPool
+	// StoreStatus says where records are kept, for GET /Status.
+	StoreStatus StoreStatus
+}
+
+// StoreStatus says where a certflow keeps its records and what a restart
+// loses (GET /Status).
+type StoreStatus struct {
+	// Redis names the Redis: configured, run by certflow, or in-memory.
+	Redis string
+	// Persistent is false when a restart loses the records.
+	Persistent bool
+	// RestartLoses says what a restart loses, when it loses anything.
+	RestartLoses string `json:",omitempty"`
 }
 
 // Server serves the API: HTTP in front of an enroll.Service.
@@ -72,6 +85,7 @@ type Server struct {
 	// perIdentity limits each caller's request rate (nil: unlimited).
 	// Failed logins are limited by the Authenticator.
 	perIdentity *limiters
+	storeStatus StoreStatus
 }
 
 // keyfactorBase is Keyfactor's base path; every route is served under it too.
@@ -86,7 +100,7 @@ const ProductVersion = "10.5.0"
 func New(o Options) *Server {
 	s := &Server{
 		cfg: o.Config, store: o.Store, auth: o.Auth, log: o.Log,
-		defs: o.Definitions, reload: o.Reload,
+		defs: o.Definitions, reload: o.Reload, storeStatus: o.StoreStatus,
 		waiters: o.Store.NewWaiters(), mux: http.NewServeMux(), paths: http.NewServeMux(),
 		enroll: enroll.New(enroll.Options{
 			Config: o.Config, Store: o.Store, Queue: o.Queue, KEK: o.KEK, Log: o.Log,
@@ -97,7 +111,10 @@ func New(o Options) *Server {
 		s.perIdentity = newLimiters(o.Config.API.RateLimit, o.Config.API.RateBurst)
 	}
 	s.public("GET /healthz", s.handleHealthz)
-	s.public("GET /readyz", s.handleReadyz) // orchestrators probe it without credentials
+	// Orchestrators probe readiness without credentials; the answer says
+	// ready or not and nothing more (no addresses, no errors).
+	s.public("GET /readyz", s.handleReadyz)
+	s.route("GET /Status", s.handleStatus)
 	s.route("GET /Status/Endpoints", s.handleEndpoints)
 	s.public("GET /openapi.json", s.handleOpenAPI) // it describes the API, no data
 	s.route("POST /Enrollment/CSR", s.handleEnrollCSR, config.RoleRequester)
@@ -268,10 +285,21 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
 		s.log.Warn("not ready: Redis does not answer", "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "redis": "unreachable"})
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "redis": "ok"})
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// handleStatus says where records are kept and what a restart loses
+// (certflow's own; Keyfactor has none).
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, StatusResponse{Store: s.storeStatus})
+}
+
+// StatusResponse is GET /Status's body.
+type StatusResponse struct {
+	Store StoreStatus
 }
 
 func (s *Server) handleEndpoints(w http.ResponseWriter, r *http.Request) {

@@ -138,6 +138,13 @@ type App struct {
 	KeyPool       *pki.KeyPool
 	WorkerKeyPool *pki.KeyPool
 	embedded      *miniredis.Miniredis
+	// child is the redis-server run for a certflow with no Redis
+	// configured (nil: none).
+	child *childRedis
+	// redisDown: Redis did not answer at start. The start-up steps that
+	// need it are skipped then, rather than each failing with a warning
+	// of its own after a dial timeout.
+	redisDown bool
 	// Out receives the human-facing start-up text (not the log).
 	Out io.Writer
 	// id tells this process's reload announcements from others'.
@@ -171,10 +178,10 @@ func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, ou
 			a.Close()
 		}
 	}()
-	if err := a.connectRedis(); err != nil {
+	if err := SecureDataDir(cfg.DataDir, log); err != nil {
 		return nil, err
 	}
-	if err := SecureDataDir(cfg.DataDir, log); err != nil {
+	if err := a.connectRedis(); err != nil {
 		return nil, err
 	}
 	// Only the default location is created on first start: a KEK path
@@ -209,10 +216,10 @@ func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, ou
 	a.Store.GroupCommit = cfg.Speed.GroupCommit
 	a.Queue = queue.NewClient(a.Redis, cfg.Queue, cfg.Worker.MaxRetry, cfg.Worker.TaskTimeout, len(cfg.Callbacks.Schedule),
 		queue.Options{Piggyback: cfg.Speed.Piggyback, GroupCommit: cfg.Speed.GroupCommit, Log: log})
-	if role&RoleAPI != 0 {
+	if role&RoleAPI != 0 && !a.redisDown {
 		a.buildInventory(log)
 	}
-	if role&RoleAPI != 0 {
+	if role&RoleAPI != 0 && !a.redisDown {
 		// Only the API sends records with tasks. A Redis that does not
 		// answer yet leaves the probe to the first submit.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -381,23 +388,28 @@ func WarnOnExposedConfigSecrets(s Settings, cfg *config.Config, log *slog.Logger
 	}
 }
 
+// redisClientLog routes go-redis's own log lines (a dial failing, again
+// and again, while Redis is down) to certflow's log at debug level:
+// certflow says what a Redis failure means itself, once, in its terms.
+type redisClientLog struct{ log *slog.Logger }
+
+func (l redisClientLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.Debug("redis client: " + fmt.Sprintf(format, v...))
+}
+
 func (a *App) connectRedis() error {
-	url := a.Config.RedisURL
-	if url == "" {
-		m := miniredis.NewMiniRedis()
-		// Without ClockTTL, TTLs never run out in miniredis and asynq's
-		// leases and locks would be held for ever.
-		m.ClockTTL(true)
-		if err := m.StartAddr("127.0.0.1:0"); err != nil {
-			return fmt.Errorf("start embedded Redis: %w", err)
-		}
-		a.embedded = m
-		url = "redis://" + m.Addr() + "/0"
-		a.Log.Warn("no Redis configured (CERTFLOW_REDIS_URL / --redis-url): using an embedded in-memory Redis; NOTHING SURVIVES A RESTART", "addr", m.Addr())
+	// go-redis has one logger per process: the last certflow opened in it
+	// (tests open several) gets the lines.
+	redis.SetLogger(redisClientLog{a.Log})
+	var opts *redis.Options
+	var err error
+	if a.Config.RedisURL == "" {
+		opts, err = a.zeroSetupRedis()
+	} else if opts, err = redis.ParseURL(a.Config.RedisURL); err != nil {
+		err = fmt.Errorf("redis url: %w", err)
 	}
-	opts, err := redis.ParseURL(url)
 	if err != nil {
-		return fmt.Errorf("redis url: %w", err)
+		return err
 	}
 	opts.DialTimeout = 2 * time.Second
 	opts.ReadTimeout = 3 * time.Second
@@ -413,15 +425,83 @@ func (a *App) connectRedis() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := a.Redis.Ping(ctx).Err(); err != nil {
-		// Start anyway: /readyz reports it and requests answer 503 until
-		// Redis is back.
-		a.Log.Error("Redis does not answer yet; requests will get 503 until it does", "addr", opts.Addr, "err", err)
+		// Start anyway (Redis may come up after certflow): /readyz says
+		// not ready and requests answer 503 until Redis answers.
+		a.redisDown = true
+		a.Log.Error("Redis does not answer: certflow runs, but answers 503 (and /readyz not ready) until it does; check the Redis URL (--redis-url, CERTFLOW_REDIS_URL or redis_url)", "addr", opts.Addr, "err", err)
 	}
 	return nil
 }
 
-// Embedded reports whether the process runs its own in-memory Redis.
-func (a *App) Embedded() bool { return a.embedded != nil }
+// RedisAddr is the address of the Redis this certflow uses (no
+// credentials), for messages.
+func (a *App) RedisAddr() string { return a.Redis.Options().Addr }
+
+// WaitRedis returns once Redis answers, or with an error after within
+// (0: one try; negative: until ctx ends).
+func (a *App) WaitRedis(ctx context.Context, within time.Duration) error {
+	if within >= 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, max(within, 2*time.Second))
+		defer cancel()
+	}
+	for {
+		err := a.Redis.Ping(ctx).Err()
+		if err == nil || within == 0 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// zeroSetupRedis is the Redis of a certflow with none configured: a
+// redis-server child keeping its data in the data directory when
+// redis-server is on the PATH (childRedis), else an in-memory one, with a
+// plain warning of what a restart loses. A redis-server that is there but
+// does not start is an error, not a reason to fall back to memory.
+func (a *App) zeroSetupRedis() (*redis.Options, error) {
+	child, err := startChildRedis(a.Config.DataDir, a.Log)
+	if err == nil {
+		a.child = child
+		a.Log.Info("no Redis configured: running redis-server with its data in the data directory (append-only file); it stops with certflow", "dir", child.dir)
+		return child.options(), nil
+	}
+	if !errors.Is(err, errNoRedisServer) {
+		return nil, fmt.Errorf("no Redis configured, and the redis-server certflow runs then did not start: %w", err)
+	}
+	m := miniredis.NewMiniRedis()
+	// Without ClockTTL, TTLs never run out in miniredis and asynq's
+	// leases and locks would be held for ever.
+	m.ClockTTL(true)
+	if err := m.StartAddr("127.0.0.1:0"); err != nil {
+		return nil, fmt.Errorf("start embedded Redis: %w", err)
+	}
+	a.embedded = m
+	a.Log.Warn("no Redis configured and no redis-server on the PATH: using an in-memory Redis. " + InMemoryLoss)
+	return &redis.Options{Addr: m.Addr()}, nil
+}
+
+// InMemoryLoss says what a restart of a certflow on its in-memory Redis
+// loses, and how to keep it; printed at start and answered by GET /Status.
+const InMemoryLoss = "NOTHING SURVIVES A RESTART but the CA in the data directory: requests, certificate records and revocations are lost, " +
+	"and a revoked certificate is no longer on the CRL. Install redis-server (certflow then runs it, its data in the data directory) or set CERTFLOW_REDIS_URL."
+
+// StoreStatus says where this certflow keeps its records and what a
+// restart loses (GET /Status).
+func (a *App) StoreStatus() api.StoreStatus {
+	switch {
+	case a.embedded != nil:
+		return api.StoreStatus{Redis: "in-memory", Persistent: false, RestartLoses: InMemoryLoss}
+	case a.child != nil:
+		return api.StoreStatus{Redis: "redis-server run by certflow, append-only file in the data directory", Persistent: true}
+	default:
+		return api.StoreStatus{Redis: "configured (redis_url)", Persistent: true}
+	}
+}
 
 func (a *App) webhookSecret() (callback.Secret, error) {
 	if s := a.Config.Callbacks.SigningSecret; s != "" {
@@ -518,8 +598,10 @@ func (a *App) LoadDefinitions() error {
 	for _, d := range set.All() {
 		if err := a.Store.SaveDefinition(ctx, d.Name, d.Version, d.Source); err != nil {
 			// Instances pinned to this version can still run here; other
-			// processes store it when they load it.
-			a.Log.Warn("could not keep the definition's source in Redis", "name", d.Name, "version", d.Version, "err", err)
+			// processes store it when they load it. The rest would fail
+			// the same way, each after a timeout.
+			a.Log.Warn("could not keep the definitions' sources in Redis", "name", d.Name, "version", d.Version, "err", err)
+			break
 		}
 	}
 	a.Defs.Store(set)
@@ -567,6 +649,7 @@ func (a *App) APIServer() *api.Server {
 	return api.New(api.Options{
 		Config: a.Config, Store: a.Store, Queue: a.Queue, KEK: a.KEK, Auth: a.Auth, Log: a.Log,
 		Definitions: &a.Defs, Reload: a.Reload, CASubjects: a.caSubjects, KeyPool: a.KeyPool,
+		StoreStatus: a.StoreStatus(),
 	})
 }
 
@@ -659,6 +742,8 @@ func (a *App) RunWorker(ctx context.Context) error {
 		}
 		servers = append(servers, srv)
 	}
+	fmt.Fprintf(a.Out, "certflow worker running: queue %s, concurrency %d over %d servers, Redis %s\n",
+		a.Config.Queue, a.Config.Worker.Concurrency, n, a.RedisAddr())
 	go w.Reconcile(ctx)
 	go w.Sweep(ctx)
 	go w.RefreshCRLs(ctx)
@@ -674,5 +759,8 @@ func (a *App) Close() {
 	}
 	if a.embedded != nil {
 		a.embedded.Close()
+	}
+	if a.child != nil {
+		a.child.Stop()
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certflow/certflow/internal/api"
 	"github.com/certflow/certflow/internal/app"
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/keyfactor"
@@ -484,16 +485,25 @@ func TestAuthentication(t *testing.T) {
 			t.Fatalf("status %d: %s", resp.Status, resp.Body)
 		}
 	})
-	t.Run("healthz and readyz are public, the rest is not", func(t *testing.T) {
-		for _, p := range []string{"/healthz", "/readyz"} {
-			if r := cf.Do(t, "GET", p, nil, "Authorization", ""); r.Status != 200 {
-				t.Fatalf("%s without credentials: %d", p, r.Status)
-			}
+	t.Run("healthz and readyz are public and say nothing more, the rest is not", func(t *testing.T) {
+		if r := cf.Do(t, "GET", "/healthz", nil, "Authorization", ""); r.Status != 200 {
+			t.Fatalf("healthz: %d", r.Status)
 		}
-		for _, p := range []string{"/Status/Endpoints", "/Enrollment/Requests/1"} {
+		if r := cf.Do(t, "GET", "/readyz", nil, "Authorization", ""); r.Status != 200 || strings.TrimSpace(string(r.Body)) != `{"status":"ready"}` {
+			t.Fatalf("readyz without credentials: %d %s", r.Status, r.Body)
+		}
+		for _, p := range []string{"/Status", "/Status/Endpoints", "/Enrollment/Requests/1"} {
 			if r := cf.Do(t, "GET", p, nil, "Authorization", ""); r.Status != 401 {
 				t.Fatalf("%s without credentials: %d", p, r.Status)
 			}
+		}
+	})
+	t.Run("Status says where records are kept", func(t *testing.T) {
+		r := cf.Do(t, "GET", "/Status", nil, "Authorization", "Bearer "+testutil.BobToken)
+		var st struct{ Store api.StoreStatus }
+		r.JSON(t, &st)
+		if r.Status != 200 || !st.Store.Persistent || st.Store.RestartLoses != "" || !strings.Contains(st.Store.Redis, "configured") {
+			t.Fatalf("status %d: %s", r.Status, r.Body)
 		}
 	})
 	t.Run("Status/Endpoints lists the surface", func(t *testing.T) {

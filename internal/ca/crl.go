@@ -79,7 +79,7 @@ const (
 
 // CRLStore is what publishing a CRL needs of the store.
 type CRLStore interface {
-	NextCRLNumber(ctx context.Context, ca string) (int64, error)
+	NextCRLNumber(ctx context.Context, ca string, floor int64) (int64, error)
 	RevokedEntries(ctx context.Context, ca string) ([]store.RevokedEntry, error)
 	SaveCRL(ctx context.Context, ca string, c *store.CRL) (bool, error)
 	CRL(ctx context.Context, ca string) (*store.CRL, error)
@@ -87,13 +87,26 @@ type CRLStore interface {
 	ReleaseCRLRefresh(ctx context.Context, ca string) error
 }
 
+// CRLNumberFloor is the least number a CRL signed at now may carry: now
+// in microseconds since 1970. The store's counter alone would start again
+// at 1 if the store forgot it (the in-memory Redis of `certflow serve`
+// restarted, a Redis restored from an older backup), and relying parties
+// that hold a CRL with a higher number would keep the old list (RFC 5280
+// 5.2.3: numbers only increase). With the floor the numbers keep
+// increasing across such a loss as long as the clock does not go back
+// past the last CRL's signing time. Microseconds: the counter runs ahead
+// of the clock only if more than a million CRLs are signed a second, and
+// the numbers stay below 2^53 (exact in JSON numbers) until the year
+// 2255 and far below RFC 5280's 20 octets.
+func CRLNumberFloor(now time.Time) int64 { return now.UnixMicro() }
+
 // PublishCRL signs a fresh CRL of the CA's revoked certificates that have
 // not expired yet and publishes it. The number is taken before the
 // entries are read, so of two signers racing the one published (the
 // higher number) holds every entry either saw.
 func PublishCRL(ctx context.Context, st CRLStore, r Revoker, now time.Time) (*store.CRL, error) {
 	name := r.Name()
-	n, err := st.NextCRLNumber(ctx, name)
+	n, err := st.NextCRLNumber(ctx, name, CRLNumberFloor(now))
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/asn1"
+	"math/big"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,12 +16,7 @@ import (
 
 func TestPublishCRLListsUnexpiredRevocationsSignedByTheIssuingCA(t *testing.T) {
 	t.Parallel()
-	b, _, err := ca.OpenBuiltin(t.TempDir(), "Corp", "rsa-2048", newKEK(t), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb, prefix := testutil.Redis(t)
-	st := store.New(rdb, prefix)
+	b, st := openCA(t, "Corp", "rsa-2048"), newStore(t)
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)
 	for _, e := range []store.RevokedEntry{
@@ -86,3 +83,84 @@ func TestPublishCRLListsUnexpiredRevocationsSignedByTheIssuingCA(t *testing.T) {
 }
 
 func parseCRL(der []byte) (*x509.RevocationList, error) { return x509.ParseRevocationList(der) }
+
+// A store that forgot the CRL counter (the in-memory Redis restarted, a
+// Redis restored from an older backup) still gets a CRL numbered above the
+// last one the CA signed: the number is at least the signing time. Both
+// x509 and OpenSSL read the numbers.
+func TestCRLNumbersIncreaseWhenTheStoreForgetsTheCounter(t *testing.T) {
+	t.Parallel()
+	b := openCA(t, "Forgetful", "ecdsa-p256")
+	ctx := context.Background()
+	var last *big.Int
+	for i := range 3 {
+		crl, err := ca.PublishCRL(ctx, newStore(t), b, time.Now()) // a fresh, empty store each time
+		if err != nil {
+			t.Fatal(err)
+		}
+		parsed, err := x509.ParseRevocationList(crl.DER)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if parsed.Number.Int64() != crl.Number || testutil.OpenSSLCRLNumber(t, crl.DER).Cmp(parsed.Number) != 0 {
+			t.Fatalf("CRL %d: x509 reads number %s, openssl %s, published %d", i, parsed.Number, testutil.OpenSSLCRLNumber(t, crl.DER), crl.Number)
+		}
+		if last != nil && parsed.Number.Cmp(last) <= 0 {
+			t.Fatalf("CRL %d of a fresh store: number %s after %s", i, parsed.Number, last)
+		}
+		last = parsed.Number
+	}
+}
+
+// Workers re-signing one CA's CRL at once each get a number of their own,
+// and the published CRL is the highest numbered.
+func TestConcurrentCRLSignersGetDistinctNumbers(t *testing.T) {
+	t.Parallel()
+	b, st := openCA(t, "Busy", "ecdsa-p256"), newStore(t)
+	ctx := context.Background()
+	now := time.Now() // one instant: the floor is the same for all of them
+	const signers = 16
+	numbers := make(chan int64, signers)
+	var wg sync.WaitGroup
+	for range signers {
+		wg.Go(func() {
+			crl, err := ca.PublishCRL(ctx, st, b, now)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			numbers <- crl.Number
+		})
+	}
+	wg.Wait()
+	close(numbers)
+	seen := map[int64]bool{}
+	var highest int64
+	for n := range numbers {
+		if seen[n] {
+			t.Fatalf("number %d given twice", n)
+		}
+		seen[n] = true
+		highest = max(highest, n)
+	}
+	published, err := st.CRL(ctx, "Busy")
+	if err != nil || published.Number != highest || len(seen) != signers || highest < ca.CRLNumberFloor(now) {
+		t.Fatalf("published %+v (%v), highest %d of %d numbers", published, err, highest, len(seen))
+	}
+}
+
+// openCA opens a new built-in CA hierarchy named name.
+func openCA(t *testing.T, name, keyType string) *ca.Builtin {
+	t.Helper()
+	b, _, err := ca.OpenBuiltin(t.TempDir(), name, keyType, newKEK(t), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// newStore is an empty store under a prefix of the test's own.
+func newStore(t *testing.T) *store.Store {
+	rdb, prefix := testutil.Redis(t)
+	return store.New(rdb, prefix)
+}

@@ -441,16 +441,36 @@ type CRL struct {
 	NextUpdate time.Time
 }
 
-// NextCRLNumber allocates a CA's next CRL number. Take it before reading
-// the entries that go in the CRL: then the CRL with the highest number
-// holds every entry whose signer took a number (see SaveCRL).
-func (s *Store) NextCRLNumber(ctx context.Context, ca string) (int64, error) {
-	n, err := s.rdb.Incr(ctx, s.keys.caCRLNumber(ca)).Result()
+// NextCRLNumber allocates a CA's next CRL number: the counter's next
+// value, or floor when that is higher (the counter is then set to floor).
+// Take it before reading the entries that go in the CRL: then the CRL
+// with the highest number holds every entry whose signer took a number
+// (see SaveCRL). The counter is incremented atomically in Redis, so
+// numbers stay unique and increasing however many workers sign at once;
+// the floor (ca.CRLNumberFloor: the signing time) keeps them increasing
+// when the counter was lost (an in-memory store restarted, a Redis
+// restored from an older backup).
+func (s *Store) NextCRLNumber(ctx context.Context, ca string, floor int64) (int64, error) {
+	n, err := nextCRLNumberScript.Run(ctx, s.rdb, []string{s.keys.caCRLNumber(ca)}, strconv.FormatInt(max(floor, 0), 10)).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("allocate a CRL number for %s: %w", ca, err)
 	}
 	return n, nil
 }
+
+// nextCRLNumberScript is INCR with a floor. KEYS: crl-number; ARGV: floor
+// (a decimal without sign or leading zeros). It compares and answers the
+// decimal strings, not Lua's numbers: those are doubles, exact only up to
+// 2^53.
+var nextCRLNumberScript = redis.NewScript(`
+redis.call('INCR', KEYS[1])
+local n, f = redis.call('GET', KEYS[1]), ARGV[1]
+if #n < #f or (#n == #f and n < f) then
+  redis.call('SET', KEYS[1], f)
+  return f
+end
+return n
+`)
 
 // saveCRLScript stores a CRL unless one with a higher number is stored.
 // KEYS: crl; ARGV: number, der, thisUpdate, nextUpdate (unix seconds).

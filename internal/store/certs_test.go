@@ -289,8 +289,8 @@ func TestSaveCRLKeepsTheHighestNumber(t *testing.T) {
 	if _, err := s.CRL(ctx, "TestCA"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("no CRL yet: %v", err)
 	}
-	n1, _ := s.NextCRLNumber(ctx, "TestCA")
-	n2, _ := s.NextCRLNumber(ctx, "testca") // names ignore case
+	n1, _ := s.NextCRLNumber(ctx, "TestCA", 0)
+	n2, _ := s.NextCRLNumber(ctx, "testca", 0) // names ignore case
 	if n2 != n1+1 {
 		t.Fatalf("numbers %d then %d", n1, n2)
 	}
@@ -304,5 +304,23 @@ func TestSaveCRLKeepsTheHighestNumber(t *testing.T) {
 	c, err := s.CRL(ctx, "TESTCA")
 	if err != nil || c.Number != n2 || string(c.DER) != "two" || !c.NextUpdate.Equal(now.Add(time.Hour)) {
 		t.Fatalf("CRL %+v %v", c, err)
+	}
+}
+
+// The counter goes up by one unless the floor is higher; then it jumps to
+// the floor and counts on from there (a lower floor later changes
+// nothing), exactly, above 2^53 too (Lua's numbers are doubles).
+func TestNextCRLNumberTakesTheFloorWhenTheCounterIsBelowIt(t *testing.T) {
+	t.Parallel()
+	s, _, _ := setup(t)
+	ctx := context.Background()
+	const big = 1<<60 + 3
+	for i, c := range []struct{ floor, want int64 }{
+		{0, 1}, {0, 2}, {1000, 1000}, {5, 1001}, {1001, 1002}, {big, big}, {0, big + 1}, {-7, big + 2},
+	} {
+		n, err := s.NextCRLNumber(ctx, "FloorCA", c.floor)
+		if err != nil || n != c.want {
+			t.Fatalf("call %d, floor %d: %d, want %d (%v)", i, c.floor, n, c.want, err)
+		}
 	}
 }
