@@ -335,8 +335,9 @@ func enroll(ctx context.Context, target, token string, csrs [][]byte, concurrenc
 	var next, done atomic.Int64
 	var failures tally
 	start := time.Now()
-	stopProgress := make(chan struct{})
+	stopProgress, progressStopped := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(progressStopped)
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
 		for {
@@ -377,6 +378,7 @@ func enroll(ctx context.Context, target, token string, csrs [][]byte, concurrenc
 	wg.Wait()
 	elapsed := time.Since(start)
 	close(stopProgress)
+	<-progressStopped // its last line is written before the summary, not beside it
 	fmt.Fprintf(progress, "\r%d/%d issued in %s\n", done.Load(), len(csrs), elapsed.Round(time.Millisecond))
 	if failures.n > 0 {
 		return nil, elapsed, fmt.Errorf("%d of %d enrollments failed, so the run measures nothing: %s", failures.n, len(csrs), &failures)
