@@ -49,6 +49,23 @@ const (
 	keyRefetchPause = 5 * time.Second
 )
 
+// verifyNote is what VerifySignature tells the check that called it
+// (through the context, as go-oidc's verifier stands between them):
+// whether a key verified the signature, and whether the keys could not be
+// fetched. Only keysUnavailable makes a token "could not be checked": no
+// text of an error, which may quote the token, decides that.
+type verifyNote struct{ signed, keysUnavailable bool }
+
+type verifyNoteKey struct{}
+
+// noteOf is ctx's note, or a throwaway one.
+func noteOf(ctx context.Context) *verifyNote {
+	if n, ok := ctx.Value(verifyNoteKey{}).(*verifyNote); ok {
+		return n
+	}
+	return &verifyNote{}
+}
+
 // errKeysUnavailable: the JWKS could not be fetched and no key held
 // verifies the token.
 var errKeysUnavailable = errors.New("fetching keys: the issuer's JWKS could not be fetched")
@@ -60,17 +77,21 @@ func (k *keySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error
 		return nil, fmt.Errorf("malformed jwt: %w", err)
 	}
 	kid := jws.Signatures[0].Header.KeyID
+	note := noteOf(ctx)
 	keys, err := k.current(ctx, false)
 	if payload, ok := verifyWith(jws, keys, kid); ok {
+		note.signed = true
 		return payload, nil
 	}
 	if err == nil {
 		keys, err = k.current(ctx, true)
 		if payload, ok := verifyWith(jws, keys, kid); ok {
+			note.signed = true
 			return payload, nil
 		}
 	}
 	if err != nil {
+		note.keysUnavailable = true
 		return nil, err
 	}
 	return nil, errors.New("failed to verify signature: no key of the issuer's verifies it")

@@ -442,3 +442,32 @@ func TestOIDCProviderDownAtStart(t *testing.T) {
 	}
 	assertNotLogged(t, cf, tok, jwtShaped)
 }
+
+// An unsigned token whose header alg is the text of one of go-oidc's
+// errors ("fetching keys" once made certflow take it for an unreachable
+// provider: 503, the failed-login budget refunded, an error-level log
+// line) is a token with an algorithm not accepted: 401, counted.
+func TestOIDCAttackerTextChoosesNoReason(t *testing.T) {
+	t.Parallel()
+	cf, idp := startOIDC(t)
+	claims, _ := json.Marshal(goodClaims(idp))
+	texts := []string{"fetching keys", "expected audience", "different provider", "nbf", "RS256 fetching keys"}
+	for _, alg := range texts {
+		head, _ := json.Marshal(map[string]string{"alg": alg, "typ": "JWT"})
+		tok := b64(string(head)) + "." + b64(string(claims)) + ".c2ln"
+		r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(tok))
+		assertError(t, r, http.StatusUnauthorized, keyfactor.CodeUnauthorized, "bearer token: signature algorithm not accepted")
+	}
+	if strings.Contains(cf.Logs.String(), "level=ERROR") {
+		t.Fatal("a forged token made an error-level log line")
+	}
+	head, _ := json.Marshal(map[string]string{"alg": "fetching keys", "typ": "JWT"})
+	tok := b64(string(head)) + "." + b64(string(claims)) + ".c2ln"
+	status := 0
+	for range config.DefaultAuthFailuresPerMinute + 1 - len(texts) {
+		status = cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(tok)).Status
+	}
+	if status != http.StatusTooManyRequests {
+		t.Fatalf("after %d such tokens: %d, want 429 (the budget was not spent)", config.DefaultAuthFailuresPerMinute+1, status)
+	}
+}
