@@ -211,11 +211,48 @@ func (o *oidcVerifier) check(ctx context.Context, raw string) (id *enroll.Caller
 	if err := tok.Claims(&claims); err != nil {
 		return nil, "bearer token: malformed claims", nil
 	}
+	if why := o.notAnAccessToken(jws.Signatures[0].Header, claims); why != "" {
+		return nil, "bearer token: " + why, nil
+	}
 	name, ok := claims[o.cfg.UsernameClaim].(string)
 	if !ok || name == "" || len(name) > maxTokenUserName || strings.ContainsFunc(name, unicode.IsControl) {
 		return nil, fmt.Sprintf("bearer token: claim %q is not a user name (a string of 1 to %d bytes)", o.cfg.UsernameClaim, maxTokenUserName), nil
 	}
 	return &enroll.Caller{Name: o.cfg.UsernamePrefix + name, Roles: o.roles(claims)}, "", nil
+}
+
+// notAnAccessToken says why a token the issuer signed for certflow's
+// audience is still not one certflow takes, or "": an ID token (a web
+// front end's, for the same audience, must not be replayable against the
+// API: RFC 9068 section 2.1, RFC 8725 section 3.11) shows by a header typ
+// other than at+jwt or JWT, a nonce or at_hash claim, or Keycloak's claim
+// typ "ID"; with auth.oidc.allowed_clients, the client it was issued to
+// (azp, else client_id) must be listed.
+func (o *oidcVerifier) notAnAccessToken(h jose.Header, claims map[string]any) string {
+	if typ, ok := h.ExtraHeaders[jose.HeaderType]; ok {
+		s, _ := typ.(string)
+		if s = strings.TrimPrefix(strings.ToLower(s), "application/"); s != "at+jwt" && s != "jwt" {
+			return "not an access token (header typ)"
+		}
+	}
+	for _, c := range []string{"nonce", "at_hash"} {
+		if _, ok := claims[c]; ok {
+			return fmt.Sprintf("an ID token, not an access token (claim %s)", c)
+		}
+	}
+	if typ, _ := claims["typ"].(string); strings.EqualFold(typ, "ID") {
+		return "an ID token, not an access token (claim typ)"
+	}
+	if len(o.cfg.AllowedClients) > 0 {
+		client, _ := claims["azp"].(string)
+		if client == "" {
+			client, _ = claims["client_id"].(string)
+		}
+		if !slices.Contains(o.cfg.AllowedClients, client) {
+			return "issued to a client not allowed (azp or client_id)"
+		}
+	}
+	return ""
 }
 
 // algs are auth.oidc.allowed_algs as go-jose names them.

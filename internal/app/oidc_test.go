@@ -49,8 +49,8 @@ func oidcConfig(idp *testutil.IdP) config.OIDC {
 
 // startOIDC starts an identity provider and a certflow that accepts its
 // tokens, with an approval gate for "gate." names and the shipped
-// enrollment definition for the rest.
-func startOIDC(t *testing.T) (*testutil.Certflow, *testutil.IdP) {
+// enrollment definition for the rest; changes change its auth.oidc.
+func startOIDC(t *testing.T, changes ...func(o *config.OIDC)) (*testutil.Certflow, *testutil.IdP) {
 	t.Helper()
 	idp := testutil.StartIdP(t, idpClients...)
 	def, err := os.ReadFile(filepath.Join(testutil.DefinitionsDir(), "enrollment-default.yaml"))
@@ -61,6 +61,9 @@ func startOIDC(t *testing.T) (*testutil.Certflow, *testutil.IdP) {
 	cf := testutil.StartCertflow(t, func(c *config.Config) {
 		c.Definitions = dir
 		c.Auth.OIDC = oidcConfig(idp)
+		for _, change := range changes {
+			change(&c.Auth.OIDC)
+		}
 	})
 	return cf, idp
 }
@@ -251,6 +254,13 @@ func TestOIDCRefusesBadTokens(t *testing.T) {
 		{"HS256 keyed with the provider's public key", signJWT(t, jose.HS256, pubPEM, kid, goodClaims(idp)), "bearer token: signature algorithm not accepted"},
 		{"HS256 keyed with the public key's DER", signJWT(t, jose.HS256, der, kid, with(nil)), "bearer token: signature algorithm not accepted"},
 		{"malformed", "eyJhbGciOiJSUzI1NiJ9.e30.%%%", "bearer token: malformed"},
+		{"an ID token's header typ", mint(testutil.IdPMint{Typ: "id_token+jwt"}), "bearer token: not an access token (header typ)"},
+		{"a logout token's header typ", mint(testutil.IdPMint{Typ: "application/logout+jwt"}), "bearer token: not an access token (header typ)"},
+		{"an empty header typ", mint(testutil.IdPMint{Typ: " "}), "bearer token: not an access token (header typ)"},
+		{"a nonce", mint(testutil.IdPMint{Claims: map[string]any{"nonce": "n-0S6_WzA2Mj"}}), "bearer token: an ID token, not an access token (claim nonce)"},
+		{"an at_hash", mint(testutil.IdPMint{Claims: map[string]any{"at_hash": "77QmUPtjPfzWtF2AnpK9RQ"}}), "bearer token: an ID token, not an access token (claim at_hash)"},
+		{"Keycloak's claim typ ID", mint(testutil.IdPMint{Claims: map[string]any{"typ": "ID"}}), "bearer token: an ID token, not an access token (claim typ)"},
+		{"Keycloak's ID token", mint(testutil.IdPMint{Typ: "JWT", Claims: map[string]any{"typ": "ID", "nonce": "n-0S6_WzA2Mj", "azp": "certflow-web", "at_hash": "77QmUPtjPfzWtF2AnpK9RQ"}}), "bearer token: an ID token, not an access token"},
 		{"oversized", "eyJ" + strings.Repeat("A", 20000) + ".e30.sig", "bearer token: longer than 16384 bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -267,6 +277,12 @@ func TestOIDCRefusesBadTokens(t *testing.T) {
 	}
 	if r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(good)); r.Status != http.StatusOK {
 		t.Fatalf("the provider's own token after the bad ones: %d %s", r.Status, r.Body)
+	}
+	for _, typ := range []string{"-", "JWT", "jwt", "AT+JWT", "application/at+jwt", "Application/JWT"} {
+		tok := mint(testutil.IdPMint{Typ: typ, Claims: map[string]any{"typ": "Bearer"}})
+		if r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(tok)); r.Status != http.StatusOK {
+			t.Fatalf("an access token with header typ %q: %d %s", typ, r.Status, r.Body)
+		}
 	}
 	lately := mint(testutil.IdPMint{ExpiresIn: seconds(-20)})
 	if r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(lately)); r.Status != http.StatusOK {
@@ -469,5 +485,33 @@ func TestOIDCAttackerTextChoosesNoReason(t *testing.T) {
 	}
 	if status != http.StatusTooManyRequests {
 		t.Fatalf("after %d such tokens: %d, want 429 (the budget was not spent)", config.DefaultAuthFailuresPerMinute+1, status)
+	}
+}
+
+func TestOIDCAllowedClients(t *testing.T) {
+	t.Parallel()
+	cf, idp := startOIDC(t, func(o *config.OIDC) { o.AllowedClients = []string{idpEnroller.ID, "ci-bot"} })
+	for _, tc := range []struct {
+		name  string
+		token string
+		ok    bool
+	}{
+		{"a listed client's token", clientToken(t, idp, idpEnroller), true},
+		{"another client's token", clientToken(t, idp, idpApprover), false},
+		{"a listed client by client_id, without azp", idp.Mint(t, testutil.IdPMint{Client: idpApprover.ID, Claims: map[string]any{"azp": nil, "client_id": "ci-bot"}}), true},
+		{"azp decides over client_id", idp.Mint(t, testutil.IdPMint{Client: idpEnroller.ID, Claims: map[string]any{"azp": "certflow-web"}}), false},
+		{"neither azp nor client_id", idp.Mint(t, testutil.IdPMint{Client: idpEnroller.ID, Claims: map[string]any{"azp": nil, "client_id": nil}}), false},
+		{"a listed id as a number", idp.Mint(t, testutil.IdPMint{Client: idpEnroller.ID, Claims: map[string]any{"azp": nil, "client_id": 7}}), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(tc.token))
+			if tc.ok {
+				if r.Status != http.StatusOK {
+					t.Fatalf("%d %s", r.Status, r.Body)
+				}
+				return
+			}
+			assertError(t, r, http.StatusUnauthorized, keyfactor.CodeUnauthorized, "bearer token: issued to a client not allowed (azp or client_id)")
+		})
 	}
 }

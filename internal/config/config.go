@@ -344,6 +344,10 @@ type OIDC struct {
 	// (HS256 and none are never accepted). Defaults to RS256, RS384,
 	// RS512, PS256, PS384, PS512, ES256, ES384, ES512 and EdDSA.
 	AllowedAlgs []string `yaml:"allowed_algs"`
+	// AllowedClients, when set, are the only OAuth clients whose tokens
+	// are taken: a token's azp (else its client_id) must be one of them.
+	// Defaults to empty: any client the issuer gives certflow's audience.
+	AllowedClients []string `yaml:"allowed_clients"`
 	// CAFile is a PEM file of roots trusted, besides the system's, to
 	// verify the issuer's HTTPS. Defaults to empty: the system roots only.
 	CAFile string `yaml:"ca_file"`

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/certflow/certflow/internal/metadata"
 	"golang.org/x/crypto/bcrypt"
@@ -284,8 +285,8 @@ const maxOIDCClockSkew = 5 * time.Minute
 // that are role names, and only asymmetric algorithms.
 func (o *OIDC) validate(bad func(format string, args ...any)) {
 	if !o.Enabled() {
-		if o.Audience != "" || o.CAFile != "" || len(o.RoleMap) > 0 {
-			bad("auth.oidc.issuer: required when auth.oidc sets audience, ca_file or role_map")
+		if o.Audience != "" || o.CAFile != "" || len(o.RoleMap) > 0 || len(o.AllowedClients) > 0 {
+			bad("auth.oidc.issuer: required when auth.oidc sets audience, ca_file, role_map or allowed_clients")
 		}
 		return
 	}
@@ -315,6 +316,11 @@ func (o *OIDC) validate(bad func(format string, args ...any)) {
 			bad("auth.oidc.role_map: an empty provider role")
 		}
 		checkRole(fmt.Sprintf("auth.oidc.role_map[%q]", k), o.RoleMap[k], bad)
+	}
+	for i, c := range o.AllowedClients {
+		if c == "" || len(c) > 255 || strings.ContainsFunc(c, unicode.IsControl) {
+			bad("auth.oidc.allowed_clients[%d]: want a client id (1 to 255 bytes, no control characters)", i)
+		}
 	}
 	if len(o.AllowedAlgs) == 0 {
 		bad("auth.oidc.allowed_algs: at least one is required")

@@ -128,7 +128,8 @@ type IdPMint struct {
 	ExpiresIn *int           `json:"expires_in,omitempty"` // seconds; negative: expired
 	Aud       string         `json:"aud,omitempty"`
 	Iss       string         `json:"iss,omitempty"`
-	Claims    map[string]any `json:"claims,omitempty"`
+	Claims    map[string]any `json:"claims,omitempty"` // a nil value: the claim is null
+	Typ       string         `json:"typ,omitempty"`    // the header typ; default at+jwt, "-" for none
 }
 
 // Mint has p sign a token for m.Client, changed as m says.

@@ -13,7 +13,8 @@
 //	POST /admin/retire  only the current signing key stays published
 //	POST /admin/mint    a token as /token would issue it, with the JSON body's
 //	                    changes: {"client", "expires_in" (seconds, may be
-//	                    negative), "aud", "iss", "claims"}
+//	                    negative), "aud", "iss", "claims", "typ" (the
+//	                    header typ; default at+jwt, "-" for none)}
 //	GET  /admin/stats   {"jwks_fetches": n}
 //
 // Tokens are RS256 JWTs signed with go-jose: iss, aud, sub, azp,
@@ -165,7 +166,7 @@ func (s *server) token(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 401, map[string]string{"error": "invalid_client"})
 		return
 	}
-	tok, err := s.sign(s.claims(c, *ttl))
+	tok, err := s.sign(s.claims(c, *ttl), "at+jwt")
 	if err != nil {
 		writeJSON(w, 500, map[string]string{"error": "server_error"})
 		return
@@ -187,12 +188,16 @@ func (s *server) claims(c Client, ttl time.Duration) map[string]any {
 	return claims
 }
 
-func (s *server) sign(claims map[string]any) (string, error) {
+// sign signs claims with the current key, with header typ ("-": none).
+func (s *server) sign(claims map[string]any, typ string) (string, error) {
 	s.mu.Lock()
 	key := s.signing
 	s.mu.Unlock()
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
-		(&jose.SignerOptions{}).WithType("at+jwt").WithHeader(jose.HeaderKey("kid"), key.KeyID))
+	opts := (&jose.SignerOptions{}).WithHeader(jose.HeaderKey("kid"), key.KeyID)
+	if typ != "-" {
+		opts = opts.WithType(jose.ContentType(typ))
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key}, opts)
 	if err != nil {
 		return "", err
 	}
@@ -207,6 +212,7 @@ func (s *server) mint(w http.ResponseWriter, r *http.Request) {
 		Aud       string         `json:"aud"`
 		Iss       string         `json:"iss"`
 		Claims    map[string]any `json:"claims"`
+		Typ       string         `json:"typ"`
 	}
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 		writeJSON(w, 400, map[string]string{"error": err.Error()})
@@ -231,7 +237,10 @@ func (s *server) mint(w http.ResponseWriter, r *http.Request) {
 	for k, v := range req.Claims {
 		claims[k] = v
 	}
-	tok, err := s.sign(claims)
+	if req.Typ == "" {
+		req.Typ = "at+jwt"
+	}
+	tok, err := s.sign(claims, req.Typ)
 	if err != nil {
 		writeJSON(w, 500, map[string]string{"error": err.Error()})
 		return
