@@ -14,7 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -43,9 +43,9 @@ type oidcVerifier struct {
 	log    *slog.Logger
 	now    func() time.Time // the Authenticator's clock, for the retry pacing
 
-	mu       sync.Mutex
-	verifier *oidc.IDTokenVerifier
-	retryAt  time.Time // no discovery before this, after a failed one
+	verifier  atomic.Pointer[oidc.IDTokenVerifier] // set once discovery succeeds
+	discovery flight                               // its lock guards retryAt
+	retryAt   time.Time                            // no discovery before this, after a failed one
 }
 
 const (
@@ -116,16 +116,29 @@ func (b *boundedBody) Read(p []byte) (int, error) {
 
 // discover returns the verifier, asking the issuer for its discovery
 // document when it has not answered yet (at most every discoveryRetry).
-// Concurrent callers wait for the one discovery under way.
+// Once it has, nothing waits; before, concurrent callers wait for the one
+// discovery under way (or their own request's end), with no lock held
+// through it.
 func (o *oidcVerifier) discover(ctx context.Context) (*oidc.IDTokenVerifier, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.verifier != nil {
-		return o.verifier, nil
+	if v := o.verifier.Load(); v != nil {
+		return v, nil
 	}
-	if o.now().Before(o.retryAt) {
-		return nil, errIdPUnavailable
+	o.discovery.do(ctx, func() bool {
+		if o.now().Before(o.retryAt) {
+			return false
+		}
+		o.retryAt = o.now().Add(discoveryRetry) // and again from its end, if it fails
+		return true
+	}, func() { o.discoverNow(ctx) })
+	if v := o.verifier.Load(); v != nil {
+		return v, nil
 	}
+	return nil, errIdPUnavailable
+}
+
+// discoverNow reads the issuer's discovery document and makes the
+// verifier of its keys.
+func (o *oidcVerifier) discoverNow(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(oidc.ClientContext(context.WithoutCancel(ctx), o.client), idpTimeout)
 	defer cancel()
 	var doc struct {
@@ -139,21 +152,22 @@ func (o *oidcVerifier) discover(ctx context.Context) (*oidc.IDTokenVerifier, err
 		err = checkJWKSURL(doc.JWKSURL)
 	}
 	if err != nil {
+		o.discovery.mu.Lock()
 		o.retryAt = o.now().Add(discoveryRetry)
+		o.discovery.mu.Unlock()
 		o.log.Warn("identity provider: discovery failed; bearer JWTs are answered 503 until it succeeds (tried again on demand, at most every 10s)",
 			"issuer", o.cfg.Issuer, "err", truncate(err.Error(), 300))
-		return nil, errIdPUnavailable
+		return
 	}
 	keys := &keySet{url: doc.JWKSURL, client: o.client, algs: o.algs(), now: o.now, log: o.log}
 	skew := o.cfg.ClockSkew
-	o.verifier = oidc.NewVerifier(o.cfg.Issuer, keys, &oidc.Config{
+	o.verifier.Store(oidc.NewVerifier(o.cfg.Issuer, keys, &oidc.Config{
 		ClientID:             o.cfg.Audience,
 		SupportedSigningAlgs: o.cfg.AllowedAlgs,
 		// exp is judged skew later than now.
 		Now: func() time.Time { return time.Now().Add(-skew) },
-	})
+	}))
 	o.log.Info("identity provider discovered: bearer JWTs are checked against it", "issuer", o.cfg.Issuer, "audience", o.cfg.Audience)
-	return o.verifier, nil
 }
 
 // checkJWKSURL refuses a discovery document's jwks_uri that is missing or

@@ -70,7 +70,7 @@ func TestOversizedJWTIsRefusedBeforeTheIssuerIsAsked(t *testing.T) {
 	if id != nil || err != nil || why != "bearer token: longer than 16384 bytes" {
 		t.Fatalf("check = %v, %q, %v", id, why, err)
 	}
-	if o.verifier != nil || !o.retryAt.IsZero() {
+	if o.verifier.Load() != nil || !o.retryAt.IsZero() {
 		t.Fatal("an oversized token made certflow ask the issuer")
 	}
 }

@@ -515,3 +515,66 @@ func TestOIDCAllowedClients(t *testing.T) {
 		})
 	}
 }
+
+// A JWKS fetch that hangs (a token naming a key certflow lacks made it
+// ask) holds up only the tokens that need it: a token of a key held is
+// answered while the fetch still hangs (its client gives up long before
+// the fetch's own 10s timeout), and the waiting token gets its answer
+// from that one fetch once the provider answers.
+func TestOIDCKnownKeysDoNotWaitForAHangingFetch(t *testing.T) {
+	t.Parallel()
+	cf, idp := startOIDC(t)
+	known := clientToken(t, idp, idpEnroller)
+	if r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(known)); r.Status != http.StatusOK {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
+	stepClock(cf)(time.Minute) // past the pause between fetches; the set held is still fresh
+	fetches := idp.JWKSFetches(t)
+	idp.SetJWKS(t, "hang")
+	t.Cleanup(func() { idp.SetJWKS(t, "serve") })
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknown := signJWT(t, jose.RS256, key, "made-up", goodClaims(idp))
+	answered := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", cf.URL+"/Workflow/Certificates/Pending", nil)
+		req.Header.Set("Authorization", bearer(unknown))
+		resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+		if err != nil {
+			answered <- 0
+			return
+		}
+		resp.Body.Close()
+		answered <- resp.StatusCode
+	}()
+	for idp.JWKSHanging(t) == 0 { // until the unknown key's fetch reaches the provider
+		select {
+		case status := <-answered:
+			t.Fatalf("the unknown key's token was answered (%d) without a fetch", status)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+
+	r := testutil.DoWith(t, &http.Client{Timeout: 3 * time.Second}, cf.URL, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(known))
+	if r.Status != http.StatusOK {
+		t.Fatalf("a known key's token while a fetch hangs: %d %s", r.Status, r.Body)
+	}
+	select {
+	case status := <-answered:
+		t.Fatalf("the unknown key's token was answered (%d) before the provider answered", status)
+	default:
+	}
+	if n := idp.JWKSHanging(t); n != 1 {
+		t.Fatalf("%d fetches hang, want the one", n)
+	}
+
+	idp.SetJWKS(t, "serve")
+	if status := <-answered; status != http.StatusUnauthorized {
+		t.Fatalf("the unknown key's token once the provider answered: %d, want 401", status)
+	}
+	if n := idp.JWKSFetches(t) - fetches; n != 1 {
+		t.Fatalf("%d fetches, want 1", n)
+	}
+}

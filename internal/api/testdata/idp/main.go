@@ -15,7 +15,9 @@
 //	                    changes: {"client", "expires_in" (seconds, may be
 //	                    negative), "aud", "iss", "claims", "typ" (the
 //	                    header typ; default at+jwt, "-" for none)}
-//	GET  /admin/stats   {"jwks_fetches": n}
+//	POST /admin/jwks    how /jwks answers from now on: {"mode": "serve"}, "fail"
+//	                    (503) or "hang" (no answer until the mode changes)
+//	GET  /admin/stats   {"jwks_fetches": n, "jwks_hanging": n}
 //
 // Tokens are RS256 JWTs signed with go-jose: iss, aud, sub, azp,
 // client_id, iat, nbf, exp, jti and the client's own claims.
@@ -59,10 +61,13 @@ var (
 type server struct {
 	clients map[string]Client
 	fetches atomic.Int64
+	hanging atomic.Int64 // /jwks requests held by the "hang" mode
 
 	mu        sync.Mutex
 	signing   jose.JSONWebKey   // private
 	published []jose.JSONWebKey // public, the signing key's among them
+	jwksMode  string            // "serve" (""), "fail" or "hang"
+	release   chan struct{}     // closed when "hang" ends
 }
 
 func main() {
@@ -96,8 +101,9 @@ func main() {
 	mux.HandleFunc("POST /admin/rotate", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"kid": s.rotate()}) })
 	mux.HandleFunc("POST /admin/retire", s.retire)
 	mux.HandleFunc("POST /admin/mint", s.mint)
+	mux.HandleFunc("POST /admin/jwks", s.setJWKSMode)
 	mux.HandleFunc("GET /admin/stats", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, 200, map[string]int64{"jwks_fetches": s.fetches.Load()})
+		writeJSON(w, 200, map[string]int64{"jwks_fetches": s.fetches.Load(), "jwks_hanging": s.hanging.Load()})
 	})
 	srv := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	var err error
@@ -143,8 +149,45 @@ func (s *server) discovery(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// setJWKSMode sets how /jwks answers; leaving "hang" lets the held
+// requests through.
+func (s *server) setJWKSMode(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Mode string `json:"mode"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || (req.Mode != "serve" && req.Mode != "fail" && req.Mode != "hang") {
+		writeJSON(w, 400, map[string]string{"error": "want {\"mode\": serve|fail|hang}"})
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.jwksMode == "hang" && req.Mode != "hang" {
+		close(s.release)
+	}
+	if s.jwksMode != "hang" && req.Mode == "hang" {
+		s.release = make(chan struct{})
+	}
+	s.jwksMode = req.Mode
+	w.WriteHeader(http.StatusNoContent)
+}
+
 func (s *server) jwks(w http.ResponseWriter, r *http.Request) {
 	s.fetches.Add(1)
+	s.mu.Lock()
+	mode, release := s.jwksMode, s.release
+	s.mu.Unlock()
+	switch mode {
+	case "fail":
+		writeJSON(w, 503, map[string]string{"error": "temporarily_unavailable"})
+		return
+	case "hang":
+		s.hanging.Add(1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		s.hanging.Add(-1)
+	}
 	s.mu.Lock()
 	set := jose.JSONWebKeySet{Keys: append([]jose.JSONWebKey(nil), s.published...)}
 	s.mu.Unlock()
