@@ -29,6 +29,9 @@ import (
 //     key the issuer withdraws stops verifying within that time;
 //   - a failed fetch keeps the set it had, so that an identity provider
 //     that is down does not stop tokens of keys already known;
+//   - keys older than maxAge (no fetch has succeeded since) are dropped:
+//     tokens are answered 503 until a fetch succeeds, so a key the
+//     issuer withdrew while unreachable does not verify for ever;
 //   - no lock is held through a fetch: a token whose key the set holds
 //     is verified without waiting, even while a fetch hangs; one that
 //     needs a fetch waits for the one under way (at most idpTimeout, or
@@ -39,6 +42,7 @@ type keySet struct {
 	algs   []jose.SignatureAlgorithm
 	now    func() time.Time
 	log    *slog.Logger
+	maxAge time.Duration // auth.oidc.max_key_age
 
 	held   atomic.Pointer[heldKeys] // replaced whole by a fetch that succeeds
 	failed atomic.Bool              // the last fetch failed
@@ -136,6 +140,11 @@ func (k *keySet) refresh(ctx context.Context) ([]jose.JSONWebKey, error) {
 		return true
 	}, func() { k.fetchAndKeep(ctx, started) })
 	h := k.held.Load()
+	if h != nil && k.now().Sub(h.fetchedAt) > k.maxAge && k.held.CompareAndSwap(h, nil) {
+		k.log.Warn("identity provider: the signing keys held are older than auth.oidc.max_key_age; dropped, bearer JWTs are answered 503 until a fetch succeeds",
+			"jwks_uri", redact.URL(k.url), "fetched", h.fetchedAt, "max_key_age", k.maxAge)
+		h = nil
+	}
 	var keys []jose.JSONWebKey
 	if h != nil {
 		keys = h.keys

@@ -159,7 +159,7 @@ func (o *oidcVerifier) discoverNow(ctx context.Context) {
 			"issuer", o.cfg.Issuer, "err", truncate(err.Error(), 300))
 		return
 	}
-	keys := &keySet{url: doc.JWKSURL, client: o.client, algs: o.algs(), now: o.now, log: o.log}
+	keys := &keySet{url: doc.JWKSURL, client: o.client, algs: o.algs(), now: o.now, log: o.log, maxAge: o.cfg.MaxKeyAge}
 	skew := o.cfg.ClockSkew
 	o.verifier.Store(oidc.NewVerifier(o.cfg.Issuer, keys, &oidc.Config{
 		ClientID:             o.cfg.Audience,

@@ -578,3 +578,36 @@ func TestOIDCKnownKeysDoNotWaitForAHangingFetch(t *testing.T) {
 		t.Fatalf("%d fetches, want 1", n)
 	}
 }
+
+// Keys held are trusted while the provider is unreachable, but not for
+// ever: past auth.oidc.max_key_age since the last fetch that succeeded
+// they are dropped, and tokens get 503 until a fetch succeeds again.
+func TestOIDCKeysHeldExpireAfterMaxKeyAge(t *testing.T) {
+	t.Parallel()
+	cf, idp := startOIDC(t, func(o *config.OIDC) { o.MaxKeyAge = time.Hour })
+	tok := clientToken(t, idp, idpEnroller)
+	get := func() *testutil.Response {
+		return cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(tok))
+	}
+	if r := get(); r.Status != http.StatusOK {
+		t.Fatalf("%d %s", r.Status, r.Body)
+	}
+	step := stepClock(cf)
+	idp.SetJWKS(t, "fail")
+	step(30 * time.Minute)
+	if r := get(); r.Status != http.StatusOK {
+		t.Fatalf("a known key's token, the keys 30m old and the provider failing: %d %s", r.Status, r.Body)
+	}
+	step(31 * time.Minute)
+	assertError(t, get(), http.StatusServiceUnavailable, keyfactor.CodeUnavailable, "bearer token: the identity provider is unreachable")
+	if !strings.Contains(cf.Logs.String(), "older than auth.oidc.max_key_age; dropped") {
+		t.Fatal("dropping the keys is not logged")
+	}
+	step(time.Second) // within the pause: no fetch, and no keys to fall back on
+	assertError(t, get(), http.StatusServiceUnavailable, keyfactor.CodeUnavailable, "bearer token: the identity provider is unreachable")
+	idp.SetJWKS(t, "serve")
+	step(10 * time.Second)
+	if r := get(); r.Status != http.StatusOK {
+		t.Fatalf("a known key's token once a fetch succeeds again: %d %s", r.Status, r.Body)
+	}
+}

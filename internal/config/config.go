@@ -354,6 +354,11 @@ type OIDC struct {
 	// ClockSkew is how far past its exp a token is still accepted, and
 	// how far in the future its iat may be. Defaults to 1m.
 	ClockSkew time.Duration `yaml:"clock_skew"`
+	// MaxKeyAge is how long the issuer's signing keys are trusted without
+	// a successful fetch: past it, while the provider is unreachable, the
+	// keys held are dropped (a key it withdrew meanwhile must not verify
+	// for ever) and bearer JWTs are answered 503. Defaults to 24h.
+	MaxKeyAge time.Duration `yaml:"max_key_age"`
 }
 
 // Enabled reports whether bearer JWTs are checked against an issuer.

@@ -280,6 +280,11 @@ func LooksLikeJWT(token string) bool {
 // expired token good for long.
 const maxOIDCClockSkew = 5 * time.Minute
 
+// MinOIDCMaxKeyAge bounds auth.oidc.max_key_age from below: the key set is
+// fetched anew every 10 minutes, so a shorter age would drop keys a
+// working provider still serves.
+const MinOIDCMaxKeyAge = 10 * time.Minute
+
 // validate checks auth.oidc: an https issuer (http only on loopback), an
 // audience, claims to read, a prefix that sets token users apart, roles
 // that are role names, and only asymmetric algorithms.
@@ -332,6 +337,9 @@ func (o *OIDC) validate(bad func(format string, args ...any)) {
 	}
 	if o.ClockSkew < 0 || o.ClockSkew > maxOIDCClockSkew {
 		bad("auth.oidc.clock_skew: want 0 to %s, got %s", maxOIDCClockSkew, o.ClockSkew)
+	}
+	if o.MaxKeyAge < MinOIDCMaxKeyAge {
+		bad("auth.oidc.max_key_age: want at least %s (the key set is fetched anew every 10m), got %s", MinOIDCMaxKeyAge, o.MaxKeyAge)
 	}
 }
 
