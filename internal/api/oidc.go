@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -58,6 +59,8 @@ const (
 	idpTimeout = 10 * time.Second
 	// discoveryRetry is how often a failing discovery is tried again.
 	discoveryRetry = 10 * time.Second
+	// maxIdPRedirects bounds the redirects followed for one request.
+	maxIdPRedirects = 3
 	// maxTokenUserName bounds the user name a token's claim gives.
 	maxTokenUserName = 128
 )
@@ -75,14 +78,28 @@ func newOIDCVerifier(cfg config.OIDC, now func() time.Time, log *slog.Logger) (*
 	if err != nil {
 		return nil, fmt.Errorf("auth.oidc.ca_file: %w", err)
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-	o := &oidcVerifier{
-		cfg: cfg, now: now, log: log,
-		client: &http.Client{Timeout: idpTimeout, Transport: boundedBodies{tr}},
-	}
+	o := &oidcVerifier{cfg: cfg, now: now, log: log, client: idpClient(roots)}
 	go o.discover(context.Background())
 	return o, nil
+}
+
+// idpClient is the HTTP client for the identity provider: its answers
+// bounded in time and size, its redirects held to the rule its URLs are
+// (https, or http to a loopback host), at most maxIdPRedirects of them: a
+// redirect must not take the discovery document or the keys over plain
+// HTTP, where whoever changes them in transit could sign tokens.
+func idpClient(roots *x509.CertPool) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	return &http.Client{
+		Timeout: idpTimeout, Transport: boundedBodies{tr},
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) > maxIdPRedirects {
+				return fmt.Errorf("stopped after %d redirects", maxIdPRedirects)
+			}
+			return protectedURL(req.URL, "redirect to")
+		},
+	}
 }
 
 // boundedBodies fails the reading of a response body past maxIdPBody: go-oidc
@@ -171,17 +188,28 @@ func (o *oidcVerifier) discoverNow(ctx context.Context) {
 }
 
 // checkJWKSURL refuses a discovery document's jwks_uri that is missing or
-// would fetch the keys unprotected (http, but to a loopback host): whoever
-// could change them in transit could sign tokens.
+// would fetch the keys unprotected.
 func checkJWKSURL(raw string) error {
 	u, err := url.Parse(raw)
 	switch {
 	case raw == "":
 		return errors.New("the discovery document has no jwks_uri")
-	case err != nil || u.Host == "":
+	case err != nil:
 		return fmt.Errorf("jwks_uri %q is not an absolute URL", redact.URL(raw))
+	}
+	return protectedURL(u, "jwks_uri")
+}
+
+// protectedURL refuses a URL to the identity provider that is not
+// absolute or would carry its answer unprotected (http, but to a loopback
+// host): whoever could change the keys in transit could sign tokens. what
+// names the URL in the error.
+func protectedURL(u *url.URL, what string) error {
+	switch {
+	case u.Host == "":
+		return fmt.Errorf("%s %q is not an absolute URL", what, redact.URL(u.String()))
 	case u.Scheme != "https" && !(u.Scheme == "http" && config.IsLoopbackHost(u.Hostname())):
-		return fmt.Errorf("jwks_uri %s: want https (http only for a loopback host)", redact.URL(raw))
+		return fmt.Errorf("%s %s: want https (http only for a loopback host)", what, redact.URL(u.String()))
 	}
 	return nil
 }
