@@ -359,7 +359,10 @@ func (o *oidcVerifier) refusalOf(err error, note *verifyNote, jws *jose.JSONWebS
 
 // roles are the certflow roles claims give: the values of the roles claim
 // (a string of space-separated values, or a list of strings) through
-// role_map, or as they are without one.
+// role_map, or as they are without one, but for admin (in any case): a
+// provider role that happens to be named admin (a realm's own
+// administrators, say) must not make its holders certflow's admin unless
+// role_map says so.
 func (o *oidcVerifier) roles(claims map[string]any) []string {
 	var values []string
 	switch v := claimAt(claims, o.cfg.RolesClaim).(type) {
@@ -377,6 +380,8 @@ func (o *oidcVerifier) roles(claims map[string]any) []string {
 		role := v
 		if len(o.cfg.RoleMap) > 0 {
 			role = o.cfg.RoleMap[v]
+		} else if strings.EqualFold(role, config.RoleAdmin) {
+			continue // admin only through role_map: see roles' comment
 		}
 		if roleNameRE.MatchString(role) && !slices.Contains(roles, role) {
 			roles = append(roles, role)

@@ -18,7 +18,8 @@ import (
 func TestOIDCRolesFromTheClaim(t *testing.T) {
 	t.Parallel()
 	claims := map[string]any{
-		"roles":                          []any{"requester", "approver", 7, "not a role", "requester"},
+		"roles":                          []any{"requester", "approver", 7, "not a role", "requester", "admin", "Admin"},
+		"admins":                         "pki-admins admin",
 		"scope":                          "pki.enroll  openid pki.approve",
 		"realm_access":                   map[string]any{"roles": []any{"pki-requesters", "offline_access"}},
 		"https://example.com/roles":      []any{"pki-approvers"},
@@ -35,6 +36,9 @@ func TestOIDCRolesFromTheClaim(t *testing.T) {
 	}{
 		{"roles", nil, []string{"requester", "approver"}},
 		{"roles", mapped, nil},
+		{"admins", nil, []string{"pki-admins"}},
+		{"admins", map[string]string{"pki-admins": "admin"}, []string{"admin"}},
+		{"admins", map[string]string{"admin": "admin"}, []string{"admin"}},
 		{"scope", mapped, []string{"requester"}},
 		{"scope", nil, []string{"pki.enroll", "openid", "pki.approve"}},
 		{"realm_access.roles", mapped, []string{"requester"}},

@@ -338,7 +338,8 @@ type OIDC struct {
 	RolesClaim string `yaml:"roles_claim"`
 	// RoleMap maps the provider's role (or group) values to certflow
 	// roles; values it does not name give no role. Without it, the
-	// values are certflow role names as they are.
+	// values are certflow role names as they are, except admin (in any
+	// case), which a token only gets through the map.
 	RoleMap map[string]string `yaml:"role_map"`
 	// AllowedAlgs are the signature algorithms accepted; asymmetric only
 	// (HS256 and none are never accepted). Defaults to RS256, RS384,
