@@ -231,7 +231,7 @@ func (o *oidcVerifier) check(ctx context.Context, raw string) (id *enroll.Caller
 		return nil, "bearer token: signature algorithm not accepted", nil
 	}
 	jws, err := jose.ParseSigned(raw, o.algs())
-	if err != nil {
+	if err != nil || len(jws.Signatures) != 1 {
 		return nil, "bearer token: malformed", nil
 	}
 	v, err := o.discover(ctx)

@@ -74,6 +74,17 @@ func clientToken(t *testing.T, idp *testutil.IdP, c testutil.IdPClient) string {
 	return idp.Token(t, c.ID, c.Secret)
 }
 
+// acceptedToken is idpEnroller's token, once cf has accepted it (and so
+// fetched the provider's keys).
+func acceptedToken(t *testing.T, cf *testutil.Certflow, idp *testutil.IdP) string {
+	t.Helper()
+	tok := clientToken(t, idp, idpEnroller)
+	if r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(tok)); r.Status != http.StatusOK {
+		t.Fatalf("the provider's token: %d %s", r.Status, r.Body)
+	}
+	return tok
+}
+
 // assertNotLogged fails when any of secrets is in certflow's logs.
 func assertNotLogged(t *testing.T, cf *testutil.Certflow, secrets ...string) {
 	t.Helper()
@@ -401,10 +412,7 @@ func TestOIDCUnknownKeysCostTheProviderOneFetchAPause(t *testing.T) {
 func TestOIDCProviderDownAfterDiscovery(t *testing.T) {
 	t.Parallel()
 	cf, idp := startOIDC(t)
-	tok := clientToken(t, idp, idpEnroller)
-	if r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(tok)); r.Status != http.StatusOK {
-		t.Fatalf("%d %s", r.Status, r.Body)
-	}
+	tok := acceptedToken(t, cf, idp)
 	idp.Stop()
 	step := stepClock(cf)
 	step(11 * time.Minute) // the held set is past its time to live; fetching it fails
@@ -524,10 +532,7 @@ func TestOIDCAllowedClients(t *testing.T) {
 func TestOIDCKnownKeysDoNotWaitForAHangingFetch(t *testing.T) {
 	t.Parallel()
 	cf, idp := startOIDC(t)
-	known := clientToken(t, idp, idpEnroller)
-	if r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(known)); r.Status != http.StatusOK {
-		t.Fatalf("%d %s", r.Status, r.Body)
-	}
+	known := acceptedToken(t, cf, idp)
 	stepClock(cf)(time.Minute) // past the pause between fetches; the set held is still fresh
 	fetches := idp.JWKSFetches(t)
 	idp.SetJWKS(t, "hang")
@@ -585,12 +590,9 @@ func TestOIDCKnownKeysDoNotWaitForAHangingFetch(t *testing.T) {
 func TestOIDCKeysHeldExpireAfterMaxKeyAge(t *testing.T) {
 	t.Parallel()
 	cf, idp := startOIDC(t, func(o *config.OIDC) { o.MaxKeyAge = time.Hour })
-	tok := clientToken(t, idp, idpEnroller)
+	tok := acceptedToken(t, cf, idp)
 	get := func() *testutil.Response {
 		return cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(tok))
-	}
-	if r := get(); r.Status != http.StatusOK {
-		t.Fatalf("%d %s", r.Status, r.Body)
 	}
 	step := stepClock(cf)
 	idp.SetJWKS(t, "fail")
