@@ -3,6 +3,9 @@ package api
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +15,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -41,9 +44,9 @@ type oidcVerifier struct {
 	log    *slog.Logger
 	now    func() time.Time // the Authenticator's clock, for the retry pacing
 
-	mu       sync.Mutex
-	verifier *oidc.IDTokenVerifier
-	retryAt  time.Time // no discovery before this, after a failed one
+	verifier  atomic.Pointer[oidc.IDTokenVerifier] // set once discovery succeeds
+	discovery flight                               // its lock guards retryAt
+	retryAt   time.Time                            // no discovery before this, after a failed one
 }
 
 const (
@@ -56,6 +59,8 @@ const (
 	idpTimeout = 10 * time.Second
 	// discoveryRetry is how often a failing discovery is tried again.
 	discoveryRetry = 10 * time.Second
+	// maxIdPRedirects bounds the redirects followed for one request.
+	maxIdPRedirects = 3
 	// maxTokenUserName bounds the user name a token's claim gives.
 	maxTokenUserName = 128
 )
@@ -73,14 +78,28 @@ func newOIDCVerifier(cfg config.OIDC, now func() time.Time, log *slog.Logger) (*
 	if err != nil {
 		return nil, fmt.Errorf("auth.oidc.ca_file: %w", err)
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-	o := &oidcVerifier{
-		cfg: cfg, now: now, log: log,
-		client: &http.Client{Timeout: idpTimeout, Transport: boundedBodies{tr}},
-	}
+	o := &oidcVerifier{cfg: cfg, now: now, log: log, client: idpClient(roots)}
 	go o.discover(context.Background())
 	return o, nil
+}
+
+// idpClient is the HTTP client for the identity provider: its answers
+// bounded in time and size, its redirects held to the rule its URLs are
+// (https, or http to a loopback host), at most maxIdPRedirects of them: a
+// redirect must not take the discovery document or the keys over plain
+// HTTP, where whoever changes them in transit could sign tokens.
+func idpClient(roots *x509.CertPool) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	return &http.Client{
+		Timeout: idpTimeout, Transport: boundedBodies{tr},
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) > maxIdPRedirects {
+				return fmt.Errorf("stopped after %d redirects", maxIdPRedirects)
+			}
+			return protectedURL(req.URL, "redirect to")
+		},
+	}
 }
 
 // boundedBodies fails the reading of a response body past maxIdPBody: go-oidc
@@ -114,16 +133,29 @@ func (b *boundedBody) Read(p []byte) (int, error) {
 
 // discover returns the verifier, asking the issuer for its discovery
 // document when it has not answered yet (at most every discoveryRetry).
-// Concurrent callers wait for the one discovery under way.
+// Once it has, nothing waits; before, concurrent callers wait for the one
+// discovery under way (or their own request's end), with no lock held
+// through it.
 func (o *oidcVerifier) discover(ctx context.Context) (*oidc.IDTokenVerifier, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.verifier != nil {
-		return o.verifier, nil
+	if v := o.verifier.Load(); v != nil {
+		return v, nil
 	}
-	if o.now().Before(o.retryAt) {
-		return nil, errIdPUnavailable
+	o.discovery.do(ctx, func() bool {
+		if o.now().Before(o.retryAt) {
+			return false
+		}
+		o.retryAt = o.now().Add(discoveryRetry) // and again from its end, if it fails
+		return true
+	}, func() { o.discoverNow(ctx) })
+	if v := o.verifier.Load(); v != nil {
+		return v, nil
 	}
+	return nil, errIdPUnavailable
+}
+
+// discoverNow reads the issuer's discovery document and makes the
+// verifier of its keys.
+func (o *oidcVerifier) discoverNow(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(oidc.ClientContext(context.WithoutCancel(ctx), o.client), idpTimeout)
 	defer cancel()
 	var doc struct {
@@ -137,39 +169,47 @@ func (o *oidcVerifier) discover(ctx context.Context) (*oidc.IDTokenVerifier, err
 		err = checkJWKSURL(doc.JWKSURL)
 	}
 	if err != nil {
+		o.discovery.mu.Lock()
 		o.retryAt = o.now().Add(discoveryRetry)
+		o.discovery.mu.Unlock()
 		o.log.Warn("identity provider: discovery failed; bearer JWTs are answered 503 until it succeeds (tried again on demand, at most every 10s)",
 			"issuer", o.cfg.Issuer, "err", truncate(err.Error(), 300))
-		return nil, errIdPUnavailable
+		return
 	}
-	algs := make([]jose.SignatureAlgorithm, len(o.cfg.AllowedAlgs))
-	for i, a := range o.cfg.AllowedAlgs {
-		algs[i] = jose.SignatureAlgorithm(a)
-	}
-	keys := &keySet{url: doc.JWKSURL, client: o.client, algs: algs, now: o.now, log: o.log}
+	keys := &keySet{url: doc.JWKSURL, client: o.client, algs: o.algs(), now: o.now, log: o.log, maxAge: o.cfg.MaxKeyAge}
 	skew := o.cfg.ClockSkew
-	o.verifier = oidc.NewVerifier(o.cfg.Issuer, keys, &oidc.Config{
+	o.verifier.Store(oidc.NewVerifier(o.cfg.Issuer, keys, &oidc.Config{
 		ClientID:             o.cfg.Audience,
 		SupportedSigningAlgs: o.cfg.AllowedAlgs,
 		// exp is judged skew later than now.
 		Now: func() time.Time { return time.Now().Add(-skew) },
-	})
+	}))
 	o.log.Info("identity provider discovered: bearer JWTs are checked against it", "issuer", o.cfg.Issuer, "audience", o.cfg.Audience)
-	return o.verifier, nil
 }
 
 // checkJWKSURL refuses a discovery document's jwks_uri that is missing or
-// would fetch the keys unprotected (http, but to a loopback host): whoever
-// could change them in transit could sign tokens.
+// would fetch the keys unprotected.
 func checkJWKSURL(raw string) error {
 	u, err := url.Parse(raw)
 	switch {
 	case raw == "":
 		return errors.New("the discovery document has no jwks_uri")
-	case err != nil || u.Host == "":
+	case err != nil:
 		return fmt.Errorf("jwks_uri %q is not an absolute URL", redact.URL(raw))
+	}
+	return protectedURL(u, "jwks_uri")
+}
+
+// protectedURL refuses a URL to the identity provider that is not
+// absolute or would carry its answer unprotected (http, but to a loopback
+// host): whoever could change the keys in transit could sign tokens. what
+// names the URL in the error.
+func protectedURL(u *url.URL, what string) error {
+	switch {
+	case u.Host == "":
+		return fmt.Errorf("%s %q is not an absolute URL", what, redact.URL(u.String()))
 	case u.Scheme != "https" && !(u.Scheme == "http" && config.IsLoopbackHost(u.Hostname())):
-		return fmt.Errorf("jwks_uri %s: want https (http only for a loopback host)", redact.URL(raw))
+		return fmt.Errorf("%s %s: want https (http only for a loopback host)", what, redact.URL(u.String()))
 	}
 	return nil
 }
@@ -177,20 +217,34 @@ func checkJWKSURL(raw string) error {
 // check verifies raw, a JWT-shaped bearer token. A token refused comes
 // with why, said in general terms for the client (never echoing the
 // token); errIdPUnavailable is a token that could not be checked.
+//
+// Why is never read from go-oidc's or go-jose's error text, which quotes
+// parts of the token (its alg header, for one): it comes from checks of
+// certflow's own, and only the key set's own note that its keys could not
+// be fetched makes a token "could not be checked" (503, not counted as a
+// failed login).
 func (o *oidcVerifier) check(ctx context.Context, raw string) (id *enroll.Caller, why string, err error) {
 	if len(raw) > maxJWTBytes {
 		return nil, fmt.Sprintf("bearer token: longer than %d bytes", maxJWTBytes), nil
+	}
+	if !o.algAllowed(raw) {
+		return nil, "bearer token: signature algorithm not accepted", nil
+	}
+	jws, err := jose.ParseSigned(raw, o.algs())
+	if err != nil || len(jws.Signatures) != 1 {
+		return nil, "bearer token: malformed", nil
 	}
 	v, err := o.discover(ctx)
 	if err != nil {
 		return nil, "", err
 	}
-	tok, err := v.Verify(ctx, raw)
+	note := &verifyNote{}
+	tok, err := v.Verify(context.WithValue(ctx, verifyNoteKey{}, note), raw)
 	if err != nil {
-		if why := refusalOf(err); why != "" {
-			return nil, "bearer token: " + why, nil
+		if note.keysUnavailable {
+			return nil, "", errIdPUnavailable
 		}
-		return nil, "", errIdPUnavailable
+		return nil, "bearer token: " + o.refusalOf(err, note, jws), nil
 	}
 	if tok.IssuedAt.After(time.Now().Add(o.cfg.ClockSkew)) {
 		return nil, "bearer token: issued in the future (iat)", nil
@@ -199,6 +253,9 @@ func (o *oidcVerifier) check(ctx context.Context, raw string) (id *enroll.Caller
 	if err := tok.Claims(&claims); err != nil {
 		return nil, "bearer token: malformed claims", nil
 	}
+	if why := o.notAnAccessToken(jws.Signatures[0].Header, claims); why != "" {
+		return nil, "bearer token: " + why, nil
+	}
 	name, ok := claims[o.cfg.UsernameClaim].(string)
 	if !ok || name == "" || len(name) > maxTokenUserName || strings.ContainsFunc(name, unicode.IsControl) {
 		return nil, fmt.Sprintf("bearer token: claim %q is not a user name (a string of 1 to %d bytes)", o.cfg.UsernameClaim, maxTokenUserName), nil
@@ -206,36 +263,106 @@ func (o *oidcVerifier) check(ctx context.Context, raw string) (id *enroll.Caller
 	return &enroll.Caller{Name: o.cfg.UsernamePrefix + name, Roles: o.roles(claims)}, "", nil
 }
 
-// refusalOf says why go-oidc refused a token, or "" when it was not the
-// token's fault (the key set could not be fetched).
-func refusalOf(err error) string {
+// notAnAccessToken says why a token the issuer signed for certflow's
+// audience is still not one certflow takes, or "": an ID token (a web
+// front end's, for the same audience, must not be replayable against the
+// API: RFC 9068 section 2.1, RFC 8725 section 3.11) shows by a header typ
+// other than at+jwt or JWT, a nonce or at_hash claim, or Keycloak's claim
+// typ "ID"; with auth.oidc.allowed_clients, the client it was issued to
+// (azp, else client_id) must be listed.
+func (o *oidcVerifier) notAnAccessToken(h jose.Header, claims map[string]any) string {
+	if typ, ok := h.ExtraHeaders[jose.HeaderType]; ok {
+		s, _ := typ.(string)
+		if s = strings.TrimPrefix(strings.ToLower(s), "application/"); s != "at+jwt" && s != "jwt" {
+			return "not an access token (header typ)"
+		}
+	}
+	for _, c := range []string{"nonce", "at_hash"} {
+		if _, ok := claims[c]; ok {
+			return fmt.Sprintf("an ID token, not an access token (claim %s)", c)
+		}
+	}
+	if typ, _ := claims["typ"].(string); strings.EqualFold(typ, "ID") {
+		return "an ID token, not an access token (claim typ)"
+	}
+	if len(o.cfg.AllowedClients) > 0 {
+		client, _ := claims["azp"].(string)
+		if client == "" {
+			client, _ = claims["client_id"].(string)
+		}
+		if !slices.Contains(o.cfg.AllowedClients, client) {
+			return "issued to a client not allowed (azp or client_id)"
+		}
+	}
+	return ""
+}
+
+// algs are auth.oidc.allowed_algs as go-jose names them.
+func (o *oidcVerifier) algs() []jose.SignatureAlgorithm {
+	algs := make([]jose.SignatureAlgorithm, len(o.cfg.AllowedAlgs))
+	for i, a := range o.cfg.AllowedAlgs {
+		algs[i] = jose.SignatureAlgorithm(a)
+	}
+	return algs
+}
+
+// algAllowed reports whether raw's header names an allowed algorithm; a
+// header that does not parse passes, for go-jose to refuse as malformed.
+func (o *oidcVerifier) algAllowed(raw string) bool {
+	head, _, _ := strings.Cut(raw, ".")
+	b, err := base64.RawURLEncoding.DecodeString(head)
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	if err != nil || json.Unmarshal(b, &h) != nil {
+		return true
+	}
+	return slices.Contains(o.cfg.AllowedAlgs, h.Alg)
+}
+
+// refusalOf says why go-oidc refused jws, a token whose algorithm is
+// allowed and that parses: a signature no key verifies, or, signed, which
+// of certflow's own readings of its claims fails (go-oidc checks the
+// signature before the claims). The claims only choose the message.
+func (o *oidcVerifier) refusalOf(err error, note *verifyNote, jws *jose.JSONWebSignature) string {
+	if !note.signed {
+		return "signed by an unknown key, or the signature does not verify"
+	}
 	var expired *oidc.TokenExpiredError
 	if errors.As(err, &expired) {
 		return "expired"
 	}
-	for _, r := range refusals {
-		if strings.Contains(err.Error(), r.says) {
-			return r.why
-		}
+	var c struct {
+		Iss string          `json:"iss"`
+		Aud json.RawMessage `json:"aud"`
+		Nbf *float64        `json:"nbf"`
+	}
+	if json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &c) != nil {
+		return "malformed"
+	}
+	var auds []string
+	if json.Unmarshal(c.Aud, &auds) != nil {
+		var one string
+		json.Unmarshal(c.Aud, &one)
+		auds = []string{one}
+	}
+	switch {
+	case c.Iss != o.cfg.Issuer:
+		return "issued by another issuer"
+	case !slices.Contains(auds, o.cfg.Audience):
+		return "not issued for this audience"
+	case c.Nbf != nil && time.Unix(int64(*c.Nbf), 0).After(time.Now()):
+		return "not valid yet (nbf)"
 	}
 	return "not valid"
 }
 
-// refusals are go-oidc's and keySet's errors (what they say) in the
-// general terms a client is told; the first that matches is the reason.
-var refusals = []struct{ says, why string }{
-	{"fetching keys", ""},
-	{"unexpected signature algorithm", "signature algorithm not accepted"},
-	{"malformed jwt", "malformed"},
-	{"failed to verify", "signed by an unknown key, or the signature does not verify"},
-	{"different provider", "issued by another issuer"},
-	{"expected audience", "not issued for this audience"},
-	{"nbf", "not valid yet (nbf)"},
-}
-
 // roles are the certflow roles claims give: the values of the roles claim
 // (a string of space-separated values, or a list of strings) through
-// role_map, or as they are without one.
+// role_map, or as they are without one, but for admin (in any case): a
+// provider role that happens to be named admin (a realm's own
+// administrators, say) must not make its holders certflow's admin unless
+// role_map says so.
 func (o *oidcVerifier) roles(claims map[string]any) []string {
 	var values []string
 	switch v := claimAt(claims, o.cfg.RolesClaim).(type) {
@@ -253,6 +380,8 @@ func (o *oidcVerifier) roles(claims map[string]any) []string {
 		role := v
 		if len(o.cfg.RoleMap) > 0 {
 			role = o.cfg.RoleMap[v]
+		} else if strings.EqualFold(role, config.RoleAdmin) {
+			continue // admin only through role_map: see roles' comment
 		}
 		if roleNameRE.MatchString(role) && !slices.Contains(roles, role) {
 			roles = append(roles, role)

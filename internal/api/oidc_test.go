@@ -3,6 +3,8 @@ package api
 import (
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,7 +18,8 @@ import (
 func TestOIDCRolesFromTheClaim(t *testing.T) {
 	t.Parallel()
 	claims := map[string]any{
-		"roles":                          []any{"requester", "approver", 7, "not a role", "requester"},
+		"roles":                          []any{"requester", "approver", 7, "not a role", "requester", "admin", "Admin"},
+		"admins":                         "pki-admins admin",
 		"scope":                          "pki.enroll  openid pki.approve",
 		"realm_access":                   map[string]any{"roles": []any{"pki-requesters", "offline_access"}},
 		"https://example.com/roles":      []any{"pki-approvers"},
@@ -33,6 +36,9 @@ func TestOIDCRolesFromTheClaim(t *testing.T) {
 	}{
 		{"roles", nil, []string{"requester", "approver"}},
 		{"roles", mapped, nil},
+		{"admins", nil, []string{"pki-admins"}},
+		{"admins", map[string]string{"pki-admins": "admin"}, []string{"admin"}},
+		{"admins", map[string]string{"admin": "admin"}, []string{"admin"}},
 		{"scope", mapped, []string{"requester"}},
 		{"scope", nil, []string{"pki.enroll", "openid", "pki.approve"}},
 		{"realm_access.roles", mapped, []string{"requester"}},
@@ -70,7 +76,7 @@ func TestOversizedJWTIsRefusedBeforeTheIssuerIsAsked(t *testing.T) {
 	if id != nil || err != nil || why != "bearer token: longer than 16384 bytes" {
 		t.Fatalf("check = %v, %q, %v", id, why, err)
 	}
-	if o.verifier != nil || !o.retryAt.IsZero() {
+	if o.verifier.Load() != nil || !o.retryAt.IsZero() {
 		t.Fatal("an oversized token made certflow ask the issuer")
 	}
 }
@@ -108,5 +114,41 @@ func TestUseOIDCRefusesAJWTShapedAdminToken(t *testing.T) {
 	cfg.Auth.OIDC.Issuer, cfg.Auth.OIDC.Audience = "", ""
 	if err := a.UseOIDC(cfg.Auth.OIDC); err != nil {
 		t.Fatalf("auth.oidc off: %v", err)
+	}
+}
+
+// The identity provider's redirects are followed only to where its URLs
+// may point (https, or http to a loopback host), and only a few times.
+func TestOIDCRedirectsStayProtected(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/jwks":
+			w.Write([]byte(`{"keys": []}`))
+		case "/moved":
+			http.Redirect(w, r, "/jwks", http.StatusFound)
+		case "/to-plain-http":
+			http.Redirect(w, r, "http://idp.example.com/jwks?secret=s3cr", http.StatusFound)
+		case "/to-ftp":
+			http.Redirect(w, r, "ftp://127.0.0.1/jwks", http.StatusMovedPermanently)
+		case "/loop":
+			http.Redirect(w, r, "/loop", http.StatusTemporaryRedirect)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	for path, says := range map[string]string{
+		"/moved":         "",
+		"/to-plain-http": "redirect to http://idp.example.com/jwks?…: want https (http only for a loopback host)",
+		"/to-ftp":        "redirect to ftp://127.0.0.1/jwks: want https",
+		"/loop":          "stopped after 3 redirects",
+	} {
+		k := &keySet{url: srv.URL + path, client: idpClient(nil)}
+		_, err := k.fetch(t.Context())
+		if says == "" && err != nil || says != "" && (err == nil || !strings.Contains(err.Error(), says)) {
+			t.Errorf("fetching %s: %v, want %q", path, err, says)
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cr") {
+			t.Errorf("the error shows the query: %v", err)
+		}
 	}
 }

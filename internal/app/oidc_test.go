@@ -49,8 +49,8 @@ func oidcConfig(idp *testutil.IdP) config.OIDC {
 
 // startOIDC starts an identity provider and a certflow that accepts its
 // tokens, with an approval gate for "gate." names and the shipped
-// enrollment definition for the rest.
-func startOIDC(t *testing.T) (*testutil.Certflow, *testutil.IdP) {
+// enrollment definition for the rest; changes change its auth.oidc.
+func startOIDC(t *testing.T, changes ...func(o *config.OIDC)) (*testutil.Certflow, *testutil.IdP) {
 	t.Helper()
 	idp := testutil.StartIdP(t, idpClients...)
 	def, err := os.ReadFile(filepath.Join(testutil.DefinitionsDir(), "enrollment-default.yaml"))
@@ -61,6 +61,9 @@ func startOIDC(t *testing.T) (*testutil.Certflow, *testutil.IdP) {
 	cf := testutil.StartCertflow(t, func(c *config.Config) {
 		c.Definitions = dir
 		c.Auth.OIDC = oidcConfig(idp)
+		for _, change := range changes {
+			change(&c.Auth.OIDC)
+		}
 	})
 	return cf, idp
 }
@@ -69,6 +72,17 @@ func startOIDC(t *testing.T) (*testutil.Certflow, *testutil.IdP) {
 func clientToken(t *testing.T, idp *testutil.IdP, c testutil.IdPClient) string {
 	t.Helper()
 	return idp.Token(t, c.ID, c.Secret)
+}
+
+// acceptedToken is idpEnroller's token, once cf has accepted it (and so
+// fetched the provider's keys).
+func acceptedToken(t *testing.T, cf *testutil.Certflow, idp *testutil.IdP) string {
+	t.Helper()
+	tok := clientToken(t, idp, idpEnroller)
+	if r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(tok)); r.Status != http.StatusOK {
+		t.Fatalf("the provider's token: %d %s", r.Status, r.Body)
+	}
+	return tok
 }
 
 // assertNotLogged fails when any of secrets is in certflow's logs.
@@ -251,6 +265,13 @@ func TestOIDCRefusesBadTokens(t *testing.T) {
 		{"HS256 keyed with the provider's public key", signJWT(t, jose.HS256, pubPEM, kid, goodClaims(idp)), "bearer token: signature algorithm not accepted"},
 		{"HS256 keyed with the public key's DER", signJWT(t, jose.HS256, der, kid, with(nil)), "bearer token: signature algorithm not accepted"},
 		{"malformed", "eyJhbGciOiJSUzI1NiJ9.e30.%%%", "bearer token: malformed"},
+		{"an ID token's header typ", mint(testutil.IdPMint{Typ: "id_token+jwt"}), "bearer token: not an access token (header typ)"},
+		{"a logout token's header typ", mint(testutil.IdPMint{Typ: "application/logout+jwt"}), "bearer token: not an access token (header typ)"},
+		{"an empty header typ", mint(testutil.IdPMint{Typ: " "}), "bearer token: not an access token (header typ)"},
+		{"a nonce", mint(testutil.IdPMint{Claims: map[string]any{"nonce": "n-0S6_WzA2Mj"}}), "bearer token: an ID token, not an access token (claim nonce)"},
+		{"an at_hash", mint(testutil.IdPMint{Claims: map[string]any{"at_hash": "77QmUPtjPfzWtF2AnpK9RQ"}}), "bearer token: an ID token, not an access token (claim at_hash)"},
+		{"Keycloak's claim typ ID", mint(testutil.IdPMint{Claims: map[string]any{"typ": "ID"}}), "bearer token: an ID token, not an access token (claim typ)"},
+		{"Keycloak's ID token", mint(testutil.IdPMint{Typ: "JWT", Claims: map[string]any{"typ": "ID", "nonce": "n-0S6_WzA2Mj", "azp": "certflow-web", "at_hash": "77QmUPtjPfzWtF2AnpK9RQ"}}), "bearer token: an ID token, not an access token"},
 		{"oversized", "eyJ" + strings.Repeat("A", 20000) + ".e30.sig", "bearer token: longer than 16384 bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -267,6 +288,12 @@ func TestOIDCRefusesBadTokens(t *testing.T) {
 	}
 	if r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(good)); r.Status != http.StatusOK {
 		t.Fatalf("the provider's own token after the bad ones: %d %s", r.Status, r.Body)
+	}
+	for _, typ := range []string{"-", "JWT", "jwt", "AT+JWT", "application/at+jwt", "Application/JWT"} {
+		tok := mint(testutil.IdPMint{Typ: typ, Claims: map[string]any{"typ": "Bearer"}})
+		if r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(tok)); r.Status != http.StatusOK {
+			t.Fatalf("an access token with header typ %q: %d %s", typ, r.Status, r.Body)
+		}
 	}
 	lately := mint(testutil.IdPMint{ExpiresIn: seconds(-20)})
 	if r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(lately)); r.Status != http.StatusOK {
@@ -385,10 +412,7 @@ func TestOIDCUnknownKeysCostTheProviderOneFetchAPause(t *testing.T) {
 func TestOIDCProviderDownAfterDiscovery(t *testing.T) {
 	t.Parallel()
 	cf, idp := startOIDC(t)
-	tok := clientToken(t, idp, idpEnroller)
-	if r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(tok)); r.Status != http.StatusOK {
-		t.Fatalf("%d %s", r.Status, r.Body)
-	}
+	tok := acceptedToken(t, cf, idp)
 	idp.Stop()
 	step := stepClock(cf)
 	step(11 * time.Minute) // the held set is past its time to live; fetching it fails
@@ -441,4 +465,151 @@ func TestOIDCProviderDownAtStart(t *testing.T) {
 		t.Fatalf("a token once the provider is up: %d %s", r.Status, r.Body)
 	}
 	assertNotLogged(t, cf, tok, jwtShaped)
+}
+
+// An unsigned token whose header alg is the text of one of go-oidc's
+// errors ("fetching keys" once made certflow take it for an unreachable
+// provider: 503, the failed-login budget refunded, an error-level log
+// line) is a token with an algorithm not accepted: 401, counted.
+func TestOIDCAttackerTextChoosesNoReason(t *testing.T) {
+	t.Parallel()
+	cf, idp := startOIDC(t)
+	claims, _ := json.Marshal(goodClaims(idp))
+	texts := []string{"fetching keys", "expected audience", "different provider", "nbf", "RS256 fetching keys"}
+	for _, alg := range texts {
+		head, _ := json.Marshal(map[string]string{"alg": alg, "typ": "JWT"})
+		tok := b64(string(head)) + "." + b64(string(claims)) + ".c2ln"
+		r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(tok))
+		assertError(t, r, http.StatusUnauthorized, keyfactor.CodeUnauthorized, "bearer token: signature algorithm not accepted")
+	}
+	if strings.Contains(cf.Logs.String(), "level=ERROR") {
+		t.Fatal("a forged token made an error-level log line")
+	}
+	head, _ := json.Marshal(map[string]string{"alg": "fetching keys", "typ": "JWT"})
+	tok := b64(string(head)) + "." + b64(string(claims)) + ".c2ln"
+	status := 0
+	for range config.DefaultAuthFailuresPerMinute + 1 - len(texts) {
+		status = cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(tok)).Status
+	}
+	if status != http.StatusTooManyRequests {
+		t.Fatalf("after %d such tokens: %d, want 429 (the budget was not spent)", config.DefaultAuthFailuresPerMinute+1, status)
+	}
+}
+
+func TestOIDCAllowedClients(t *testing.T) {
+	t.Parallel()
+	cf, idp := startOIDC(t, func(o *config.OIDC) { o.AllowedClients = []string{idpEnroller.ID, "ci-bot"} })
+	for _, tc := range []struct {
+		name  string
+		token string
+		ok    bool
+	}{
+		{"a listed client's token", clientToken(t, idp, idpEnroller), true},
+		{"another client's token", clientToken(t, idp, idpApprover), false},
+		{"a listed client by client_id, without azp", idp.Mint(t, testutil.IdPMint{Client: idpApprover.ID, Claims: map[string]any{"azp": nil, "client_id": "ci-bot"}}), true},
+		{"azp decides over client_id", idp.Mint(t, testutil.IdPMint{Client: idpEnroller.ID, Claims: map[string]any{"azp": "certflow-web"}}), false},
+		{"neither azp nor client_id", idp.Mint(t, testutil.IdPMint{Client: idpEnroller.ID, Claims: map[string]any{"azp": nil, "client_id": nil}}), false},
+		{"a listed id as a number", idp.Mint(t, testutil.IdPMint{Client: idpEnroller.ID, Claims: map[string]any{"azp": nil, "client_id": 7}}), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(tc.token))
+			if tc.ok {
+				if r.Status != http.StatusOK {
+					t.Fatalf("%d %s", r.Status, r.Body)
+				}
+				return
+			}
+			assertError(t, r, http.StatusUnauthorized, keyfactor.CodeUnauthorized, "bearer token: issued to a client not allowed (azp or client_id)")
+		})
+	}
+}
+
+// A JWKS fetch that hangs (a token naming a key certflow lacks made it
+// ask) holds up only the tokens that need it: a token of a key held is
+// answered while the fetch still hangs (its client gives up long before
+// the fetch's own 10s timeout), and the waiting token gets its answer
+// from that one fetch once the provider answers.
+func TestOIDCKnownKeysDoNotWaitForAHangingFetch(t *testing.T) {
+	t.Parallel()
+	cf, idp := startOIDC(t)
+	known := acceptedToken(t, cf, idp)
+	stepClock(cf)(time.Minute) // past the pause between fetches; the set held is still fresh
+	fetches := idp.JWKSFetches(t)
+	idp.SetJWKS(t, "hang")
+	t.Cleanup(func() { idp.SetJWKS(t, "serve") })
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknown := signJWT(t, jose.RS256, key, "made-up", goodClaims(idp))
+	answered := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", cf.URL+"/Workflow/Certificates/Pending", nil)
+		req.Header.Set("Authorization", bearer(unknown))
+		resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+		if err != nil {
+			answered <- 0
+			return
+		}
+		resp.Body.Close()
+		answered <- resp.StatusCode
+	}()
+	for idp.JWKSHanging(t) == 0 { // until the unknown key's fetch reaches the provider
+		select {
+		case status := <-answered:
+			t.Fatalf("the unknown key's token was answered (%d) without a fetch", status)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+
+	r := testutil.DoWith(t, &http.Client{Timeout: 3 * time.Second}, cf.URL, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(known))
+	if r.Status != http.StatusOK {
+		t.Fatalf("a known key's token while a fetch hangs: %d %s", r.Status, r.Body)
+	}
+	select {
+	case status := <-answered:
+		t.Fatalf("the unknown key's token was answered (%d) before the provider answered", status)
+	default:
+	}
+	if n := idp.JWKSHanging(t); n != 1 {
+		t.Fatalf("%d fetches hang, want the one", n)
+	}
+
+	idp.SetJWKS(t, "serve")
+	if status := <-answered; status != http.StatusUnauthorized {
+		t.Fatalf("the unknown key's token once the provider answered: %d, want 401", status)
+	}
+	if n := idp.JWKSFetches(t) - fetches; n != 1 {
+		t.Fatalf("%d fetches, want 1", n)
+	}
+}
+
+// Keys held are trusted while the provider is unreachable, but not for
+// ever: past auth.oidc.max_key_age since the last fetch that succeeded
+// they are dropped, and tokens get 503 until a fetch succeeds again.
+func TestOIDCKeysHeldExpireAfterMaxKeyAge(t *testing.T) {
+	t.Parallel()
+	cf, idp := startOIDC(t, func(o *config.OIDC) { o.MaxKeyAge = time.Hour })
+	tok := acceptedToken(t, cf, idp)
+	get := func() *testutil.Response {
+		return cf.Do(t, "GET", "/Workflow/Certificates/Pending", nil, "Authorization", bearer(tok))
+	}
+	step := stepClock(cf)
+	idp.SetJWKS(t, "fail")
+	step(30 * time.Minute)
+	if r := get(); r.Status != http.StatusOK {
+		t.Fatalf("a known key's token, the keys 30m old and the provider failing: %d %s", r.Status, r.Body)
+	}
+	step(31 * time.Minute)
+	assertError(t, get(), http.StatusServiceUnavailable, keyfactor.CodeUnavailable, "bearer token: the identity provider is unreachable")
+	if !strings.Contains(cf.Logs.String(), "older than auth.oidc.max_key_age; dropped") {
+		t.Fatal("dropping the keys is not logged")
+	}
+	step(time.Second) // within the pause: no fetch, and no keys to fall back on
+	assertError(t, get(), http.StatusServiceUnavailable, keyfactor.CodeUnavailable, "bearer token: the identity provider is unreachable")
+	idp.SetJWKS(t, "serve")
+	step(10 * time.Second)
+	if r := get(); r.Status != http.StatusOK {
+		t.Fatalf("a known key's token once a fetch succeeds again: %d %s", r.Status, r.Body)
+	}
 }

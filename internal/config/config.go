@@ -338,18 +338,28 @@ type OIDC struct {
 	RolesClaim string `yaml:"roles_claim"`
 	// RoleMap maps the provider's role (or group) values to certflow
 	// roles; values it does not name give no role. Without it, the
-	// values are certflow role names as they are.
+	// values are certflow role names as they are, except admin (in any
+	// case), which a token only gets through the map.
 	RoleMap map[string]string `yaml:"role_map"`
 	// AllowedAlgs are the signature algorithms accepted; asymmetric only
 	// (HS256 and none are never accepted). Defaults to RS256, RS384,
 	// RS512, PS256, PS384, PS512, ES256, ES384, ES512 and EdDSA.
 	AllowedAlgs []string `yaml:"allowed_algs"`
+	// AllowedClients, when set, are the only OAuth clients whose tokens
+	// are taken: a token's azp (else its client_id) must be one of them.
+	// Defaults to empty: any client the issuer gives certflow's audience.
+	AllowedClients []string `yaml:"allowed_clients"`
 	// CAFile is a PEM file of roots trusted, besides the system's, to
 	// verify the issuer's HTTPS. Defaults to empty: the system roots only.
 	CAFile string `yaml:"ca_file"`
 	// ClockSkew is how far past its exp a token is still accepted, and
 	// how far in the future its iat may be. Defaults to 1m.
 	ClockSkew time.Duration `yaml:"clock_skew"`
+	// MaxKeyAge is how long the issuer's signing keys are trusted without
+	// a successful fetch: past it, while the provider is unreachable, the
+	// keys held are dropped (a key it withdrew meanwhile must not verify
+	// for ever) and bearer JWTs are answered 503. Defaults to 24h.
+	MaxKeyAge time.Duration `yaml:"max_key_age"`
 }
 
 // Enabled reports whether bearer JWTs are checked against an issuer.

@@ -53,6 +53,7 @@ const (
 	DefaultOIDCUsernamePrefix = "oidc:"
 	DefaultOIDCRolesClaim     = "roles"
 	DefaultOIDCClockSkew      = time.Minute
+	DefaultOIDCMaxKeyAge      = 24 * time.Hour
 )
 
 // DefaultOIDCAlgs are the asymmetric JWS algorithms accepted by default.
@@ -106,6 +107,7 @@ func Default() Config {
 		Auth: Auth{OIDC: OIDC{
 			UsernameClaim: DefaultOIDCUsernameClaim, UsernamePrefix: DefaultOIDCUsernamePrefix,
 			RolesClaim: DefaultOIDCRolesClaim, AllowedAlgs: slices.Clone(DefaultOIDCAlgs), ClockSkew: DefaultOIDCClockSkew,
+			MaxKeyAge: DefaultOIDCMaxKeyAge,
 		}},
 		CAs: []CA{CA{
 			Name: DefaultCAName, Host: DefaultCAHost, Type: "builtin", KeyType: "ecdsa-p256",

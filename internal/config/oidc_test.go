@@ -41,6 +41,12 @@ func TestOIDCValidateNamesTheKey(t *testing.T) {
 		{"role_map to a bad role name", on(func(o *OIDC) { o.RoleMap = map[string]string{"pki": "pki approvers"} }), `auth.oidc.role_map["pki"]`, "not a role name"},
 		{"role_map to a built-in role in another case", on(func(o *OIDC) { o.RoleMap = map[string]string{"pki": "Admin"} }), `auth.oidc.role_map["pki"]`, "spelt"},
 		{"role_map from an empty value", on(func(o *OIDC) { o.RoleMap = map[string]string{"": "requester"} }), "auth.oidc.role_map", "empty"},
+		{"allowed_clients without issuer", func(c *Config) { c.Auth.OIDC.AllowedClients = []string{"ci"} }, "auth.oidc.issuer", "allowed_clients"},
+		{"an empty allowed client", on(func(o *OIDC) { o.AllowedClients = []string{"ci", ""} }), "auth.oidc.allowed_clients[1]", "want a client id"},
+		{"an allowed client with a newline", on(func(o *OIDC) { o.AllowedClients = []string{"ci\nx"} }), "auth.oidc.allowed_clients[0]", "no control characters"},
+		{"an allowed client too long", on(func(o *OIDC) { o.AllowedClients = []string{strings.Repeat("c", 256)} }), "auth.oidc.allowed_clients[0]", "1 to 255 bytes"},
+		{"max_key_age below the refetch interval", on(func(o *OIDC) { o.MaxKeyAge = 5 * time.Minute }), "auth.oidc.max_key_age", "want at least 10m0s"},
+		{"max_key_age zero", on(func(o *OIDC) { o.MaxKeyAge = 0 }), "auth.oidc.max_key_age", "got 0s"},
 		{"HS256", on(func(o *OIDC) { o.AllowedAlgs = []string{"RS256", "HS256"} }), "auth.oidc.allowed_algs", `"HS256" is not accepted`},
 		{"none", on(func(o *OIDC) { o.AllowedAlgs = []string{"none"} }), "auth.oidc.allowed_algs", `"none" is not accepted`},
 		{"no algorithm", on(func(o *OIDC) { o.AllowedAlgs = nil }), "auth.oidc.allowed_algs", "at least one"},
@@ -78,6 +84,8 @@ func TestOIDCValidateAcceptsGoodVariations(t *testing.T) {
 		"a role map to custom roles":   func(o *OIDC) { o.RoleMap = map[string]string{"PKI Admins": "admin", "g-1": "pki-leads"} },
 		"one algorithm, no clock skew": func(o *OIDC) { o.AllowedAlgs, o.ClockSkew = []string{"ES256"}, 0 },
 		"another prefix":               func(o *OIDC) { o.UsernamePrefix = "idp/" },
+		"allowed clients":              func(o *OIDC) { o.AllowedClients = []string{"pki-enroller", "ci"} },
+		"keys trusted a week":          func(o *OIDC) { o.MaxKeyAge = 7 * 24 * time.Hour },
 	} {
 		c := Default()
 		oidcOn(&c)
@@ -112,7 +120,7 @@ func TestOIDCLoadKeepsTheDefaultsAFileLeavesOut(t *testing.T) {
 	want := OIDC{
 		Issuer: "https://idp.example.com", Audience: "certflow", UsernameClaim: "sub", UsernamePrefix: "oidc:",
 		RolesClaim: "realm_access.roles", RoleMap: map[string]string{"pki-requesters": "requester"},
-		AllowedAlgs: DefaultOIDCAlgs, ClockSkew: time.Minute,
+		AllowedAlgs: DefaultOIDCAlgs, ClockSkew: time.Minute, MaxKeyAge: 24 * time.Hour,
 	}
 	if !reflect.DeepEqual(c.Auth.OIDC, want) {
 		t.Fatalf("auth.oidc = %+v, want %+v", c.Auth.OIDC, want)

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/certflow/certflow/internal/metadata"
 	"golang.org/x/crypto/bcrypt"
@@ -279,13 +280,18 @@ func LooksLikeJWT(token string) bool {
 // expired token good for long.
 const maxOIDCClockSkew = 5 * time.Minute
 
+// MinOIDCMaxKeyAge bounds auth.oidc.max_key_age from below: the key set is
+// fetched anew every 10 minutes, so a shorter age would drop keys a
+// working provider still serves.
+const MinOIDCMaxKeyAge = 10 * time.Minute
+
 // validate checks auth.oidc: an https issuer (http only on loopback), an
 // audience, claims to read, a prefix that sets token users apart, roles
 // that are role names, and only asymmetric algorithms.
 func (o *OIDC) validate(bad func(format string, args ...any)) {
 	if !o.Enabled() {
-		if o.Audience != "" || o.CAFile != "" || len(o.RoleMap) > 0 {
-			bad("auth.oidc.issuer: required when auth.oidc sets audience, ca_file or role_map")
+		if o.Audience != "" || o.CAFile != "" || len(o.RoleMap) > 0 || len(o.AllowedClients) > 0 {
+			bad("auth.oidc.issuer: required when auth.oidc sets audience, ca_file, role_map or allowed_clients")
 		}
 		return
 	}
@@ -316,6 +322,11 @@ func (o *OIDC) validate(bad func(format string, args ...any)) {
 		}
 		checkRole(fmt.Sprintf("auth.oidc.role_map[%q]", k), o.RoleMap[k], bad)
 	}
+	for i, c := range o.AllowedClients {
+		if c == "" || len(c) > 255 || strings.ContainsFunc(c, unicode.IsControl) {
+			bad("auth.oidc.allowed_clients[%d]: want a client id (1 to 255 bytes, no control characters)", i)
+		}
+	}
 	if len(o.AllowedAlgs) == 0 {
 		bad("auth.oidc.allowed_algs: at least one is required")
 	}
@@ -326,6 +337,9 @@ func (o *OIDC) validate(bad func(format string, args ...any)) {
 	}
 	if o.ClockSkew < 0 || o.ClockSkew > maxOIDCClockSkew {
 		bad("auth.oidc.clock_skew: want 0 to %s, got %s", maxOIDCClockSkew, o.ClockSkew)
+	}
+	if o.MaxKeyAge < MinOIDCMaxKeyAge {
+		bad("auth.oidc.max_key_age: want at least %s (the key set is fetched anew every 10m), got %s", MinOIDCMaxKeyAge, o.MaxKeyAge)
 	}
 }
 

@@ -128,7 +128,8 @@ type IdPMint struct {
 	ExpiresIn *int           `json:"expires_in,omitempty"` // seconds; negative: expired
 	Aud       string         `json:"aud,omitempty"`
 	Iss       string         `json:"iss,omitempty"`
-	Claims    map[string]any `json:"claims,omitempty"`
+	Claims    map[string]any `json:"claims,omitempty"` // a nil value: the claim is null
+	Typ       string         `json:"typ,omitempty"`    // the header typ; default at+jwt, "-" for none
 }
 
 // Mint has p sign a token for m.Client, changed as m says.
@@ -147,14 +148,32 @@ func (p *IdP) Rotate(t testing.TB) { p.admin(t, "POST", "/admin/rotate", nil, ni
 // Retire publishes only the current signing key.
 func (p *IdP) Retire(t testing.TB) { p.admin(t, "POST", "/admin/retire", nil, nil) }
 
-// JWKSFetches is how many times the JWKS was read.
+// JWKSFetches is how many times the JWKS was asked for.
 func (p *IdP) JWKSFetches(t testing.TB) int {
 	t.Helper()
-	var out struct {
-		N int `json:"jwks_fetches"`
-	}
+	return p.stats(t).Fetches
+}
+
+// JWKSHanging is how many JWKS requests the "hang" mode holds.
+func (p *IdP) JWKSHanging(t testing.TB) int {
+	t.Helper()
+	return p.stats(t).Hanging
+}
+
+func (p *IdP) stats(t testing.TB) (out struct {
+	Fetches int `json:"jwks_fetches"`
+	Hanging int `json:"jwks_hanging"`
+}) {
+	t.Helper()
 	p.admin(t, "GET", "/admin/stats", nil, &out)
-	return out.N
+	return out
+}
+
+// SetJWKS sets how the provider answers for its JWKS from now on: "serve",
+// "fail" (503) or "hang" (no answer until the mode changes).
+func (p *IdP) SetJWKS(t testing.TB, mode string) {
+	t.Helper()
+	p.admin(t, "POST", "/admin/jwks", map[string]string{"mode": mode}, nil)
 }
 
 // JWKS is the published key set, as it is served.

@@ -13,8 +13,11 @@
 //	POST /admin/retire  only the current signing key stays published
 //	POST /admin/mint    a token as /token would issue it, with the JSON body's
 //	                    changes: {"client", "expires_in" (seconds, may be
-//	                    negative), "aud", "iss", "claims"}
-//	GET  /admin/stats   {"jwks_fetches": n}
+//	                    negative), "aud", "iss", "claims", "typ" (the
+//	                    header typ; default at+jwt, "-" for none)}
+//	POST /admin/jwks    how /jwks answers from now on: {"mode": "serve"}, "fail"
+//	                    (503) or "hang" (no answer until the mode changes)
+//	GET  /admin/stats   {"jwks_fetches": n, "jwks_hanging": n}
 //
 // Tokens are RS256 JWTs signed with go-jose: iss, aud, sub, azp,
 // client_id, iat, nbf, exp, jti and the client's own claims.
@@ -58,10 +61,13 @@ var (
 type server struct {
 	clients map[string]Client
 	fetches atomic.Int64
+	hanging atomic.Int64 // /jwks requests held by the "hang" mode
 
 	mu        sync.Mutex
 	signing   jose.JSONWebKey   // private
 	published []jose.JSONWebKey // public, the signing key's among them
+	jwksMode  string            // "serve" (""), "fail" or "hang"
+	release   chan struct{}     // closed when "hang" ends
 }
 
 func main() {
@@ -95,8 +101,9 @@ func main() {
 	mux.HandleFunc("POST /admin/rotate", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"kid": s.rotate()}) })
 	mux.HandleFunc("POST /admin/retire", s.retire)
 	mux.HandleFunc("POST /admin/mint", s.mint)
+	mux.HandleFunc("POST /admin/jwks", s.setJWKSMode)
 	mux.HandleFunc("GET /admin/stats", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, 200, map[string]int64{"jwks_fetches": s.fetches.Load()})
+		writeJSON(w, 200, map[string]int64{"jwks_fetches": s.fetches.Load(), "jwks_hanging": s.hanging.Load()})
 	})
 	srv := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	var err error
@@ -142,8 +149,45 @@ func (s *server) discovery(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// setJWKSMode sets how /jwks answers; leaving "hang" lets the held
+// requests through.
+func (s *server) setJWKSMode(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Mode string `json:"mode"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || (req.Mode != "serve" && req.Mode != "fail" && req.Mode != "hang") {
+		writeJSON(w, 400, map[string]string{"error": "want {\"mode\": serve|fail|hang}"})
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.jwksMode == "hang" && req.Mode != "hang" {
+		close(s.release)
+	}
+	if s.jwksMode != "hang" && req.Mode == "hang" {
+		s.release = make(chan struct{})
+	}
+	s.jwksMode = req.Mode
+	w.WriteHeader(http.StatusNoContent)
+}
+
 func (s *server) jwks(w http.ResponseWriter, r *http.Request) {
 	s.fetches.Add(1)
+	s.mu.Lock()
+	mode, release := s.jwksMode, s.release
+	s.mu.Unlock()
+	switch mode {
+	case "fail":
+		writeJSON(w, 503, map[string]string{"error": "temporarily_unavailable"})
+		return
+	case "hang":
+		s.hanging.Add(1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		s.hanging.Add(-1)
+	}
 	s.mu.Lock()
 	set := jose.JSONWebKeySet{Keys: append([]jose.JSONWebKey(nil), s.published...)}
 	s.mu.Unlock()
@@ -165,7 +209,7 @@ func (s *server) token(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 401, map[string]string{"error": "invalid_client"})
 		return
 	}
-	tok, err := s.sign(s.claims(c, *ttl))
+	tok, err := s.sign(s.claims(c, *ttl), "at+jwt")
 	if err != nil {
 		writeJSON(w, 500, map[string]string{"error": "server_error"})
 		return
@@ -187,12 +231,16 @@ func (s *server) claims(c Client, ttl time.Duration) map[string]any {
 	return claims
 }
 
-func (s *server) sign(claims map[string]any) (string, error) {
+// sign signs claims with the current key, with header typ ("-": none).
+func (s *server) sign(claims map[string]any, typ string) (string, error) {
 	s.mu.Lock()
 	key := s.signing
 	s.mu.Unlock()
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
-		(&jose.SignerOptions{}).WithType("at+jwt").WithHeader(jose.HeaderKey("kid"), key.KeyID))
+	opts := (&jose.SignerOptions{}).WithHeader(jose.HeaderKey("kid"), key.KeyID)
+	if typ != "-" {
+		opts = opts.WithType(jose.ContentType(typ))
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key}, opts)
 	if err != nil {
 		return "", err
 	}
@@ -207,6 +255,7 @@ func (s *server) mint(w http.ResponseWriter, r *http.Request) {
 		Aud       string         `json:"aud"`
 		Iss       string         `json:"iss"`
 		Claims    map[string]any `json:"claims"`
+		Typ       string         `json:"typ"`
 	}
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 		writeJSON(w, 400, map[string]string{"error": err.Error()})
@@ -231,7 +280,10 @@ func (s *server) mint(w http.ResponseWriter, r *http.Request) {
 	for k, v := range req.Claims {
 		claims[k] = v
 	}
-	tok, err := s.sign(claims)
+	if req.Typ == "" {
+		req.Typ = "at+jwt"
+	}
+	tok, err := s.sign(claims, req.Typ)
 	if err != nil {
 		writeJSON(w, 500, map[string]string{"error": err.Error()})
 		return
