@@ -316,7 +316,7 @@ Try it (a P-256 key and CSR with openssl, then a synchronous enrollment):
       -subj "/CN=demo.example.com" -outform DER -out demo.csr
   curl -s %[1]s/Enrollment/CSR %[2]s \
       -H "Content-Type: application/json" -H "x-certificateformat: PEM" \
-      -d "{\"CSR\": \"$(base64 -w0 demo.csr)\", \"Template\": \"WebServer\", \"IncludeChain\": true, \"Timestamp\": \"$(date -u +%%Y-%%m-%%dT%%H:%%M:%%SZ)\"}"
+      -d "{\"CSR\": \"$(openssl base64 -A -in demo.csr)\", \"Template\": \"WebServer\", \"IncludeChain\": true, \"Timestamp\": \"$(date -u +%%Y-%%m-%%dT%%H:%%M:%%SZ)\"}"
 
 Add -H "Prefer: respond-async" to get 202 and a Location to poll.
 `, base, auth)
