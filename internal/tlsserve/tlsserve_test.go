@@ -289,6 +289,9 @@ func (c *testCA) write(t *testing.T, certFile, keyFile string, n int64) {
 	}
 	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
 	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	// A fresh key file, as an operator's tooling writes one: WriteFile
+	// keeps an existing file's mode, and a case below leaves it 0644.
+	os.Remove(keyFile)
 	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
 }
 
