@@ -58,15 +58,17 @@ func (is Issue) Build(spec *workflow.Spec) (workflow.Step, error) {
 	if err := spec.DecodeWith(&w); err != nil {
 		return nil, err
 	}
+	// Both settings are checked, so lint reports every mistake at once.
+	var errs []error
 	var authority *workflow.Template
 	if w.Authority.Kind != 0 {
 		t, err := spec.Template(w.Authority.Value, &w.Authority)
-		if err != nil {
-			return nil, err
-		}
-		if t.IsLiteral() {
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case t.IsLiteral():
 			if _, ok := is.Config.CA(t.Source); !ok {
-				return nil, spec.Errorf(&w.Authority, "authority: unknown certificate authority %q", t.Source)
+				errs = append(errs, spec.Errorf(&w.Authority, "authority: unknown certificate authority %q", t.Source))
 			}
 		}
 		authority = t
@@ -75,9 +77,12 @@ func (is Issue) Build(spec *workflow.Spec) (workflow.Step, error) {
 	if w.Validity != "" {
 		v, err := time.ParseDuration(w.Validity)
 		if err != nil || v <= 0 {
-			return nil, spec.Errorf(spec.With, "validity: %q is not a positive duration (e.g. 2160h)", w.Validity)
+			errs = append(errs, spec.Errorf(spec.With, "validity: %q is not a positive duration (e.g. 2160h)", w.Validity))
 		}
 		validity = v
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return stepFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
 		return is.issue(ctx, run, authority, validity)

@@ -162,21 +162,26 @@ type notifier struct {
 // compile compiles the channels of w, found at node.
 func (nt Notify) compile(spec *workflow.Spec, node *yaml.Node, w *notifyWith) (*notifier, error) {
 	n := &notifier{via: nt}
+	// Every channel is compiled, so lint reports every mistake at once.
+	var errs []error
 	var err error
 	if w.Log.Kind != 0 {
 		if n.log, err = spec.Template(w.Log.Value, &w.Log); err != nil {
-			return nil, err
+			errs = append(errs, err)
 		}
 	}
 	if w.Webhook.Kind != 0 {
 		if n.hook, err = compileURL(spec, &w.Webhook, "webhook", true); err != nil {
-			return nil, err
+			errs = append(errs, err)
 		}
 	}
 	if w.Email != nil {
 		if n.email, err = nt.buildEmail(spec, node, w.Email); err != nil {
-			return nil, err
+			errs = append(errs, err)
 		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	if n.log == nil && n.hook == nil && n.email == nil {
 		return nil, spec.Errorf(node, "notify needs at least one of log and webhook, or email")
@@ -244,20 +249,24 @@ func (nt Notify) buildEmail(spec *workflow.Spec, parent *yaml.Node, w *emailWith
 	case yaml.SequenceNode:
 		toNodes = w.To.Content
 	}
+	var errs []error
 	if len(toNodes) == 0 {
-		return nil, spec.Errorf(node, "email.to: required (an address or a list of them)")
+		errs = append(errs, spec.Errorf(node, "email.to: required (an address or a list of them)"))
 	}
 	for _, n := range toNodes {
 		if n.Kind != yaml.ScalarNode || n.Value == "" {
-			return nil, spec.Errorf(n, "email.to: want an address (may embed ${{ }})")
+			errs = append(errs, spec.Errorf(n, "email.to: want an address (may embed ${{ }})"))
+			continue
 		}
 		t, err := spec.Template(n.Value, n)
 		if err != nil {
-			return nil, err
+			errs = append(errs, err)
+			continue
 		}
 		if t.IsLiteral() {
 			if err := notify.CheckAddress(t.Source); err != nil {
-				return nil, spec.Errorf(n, "email.to: %v", err)
+				errs = append(errs, spec.Errorf(n, "email.to: %v", err))
+				continue
 			}
 		}
 		m.to = append(m.to, t)
@@ -268,13 +277,18 @@ func (nt Notify) buildEmail(spec *workflow.Spec, parent *yaml.Node, w *emailWith
 		dst  **workflow.Template
 	}{{"subject", &w.Subject, &m.subject}, {"body", &w.Body, &m.body}} {
 		if f.node.Kind != yaml.ScalarNode || f.node.Value == "" {
-			return nil, spec.Errorf(node, "email.%s: required (a string, may embed ${{ }})", f.name)
+			errs = append(errs, spec.Errorf(node, "email.%s: required (a string, may embed ${{ }})", f.name))
+			continue
 		}
 		t, err := spec.Template(f.node.Value, f.node)
 		if err != nil {
-			return nil, err
+			errs = append(errs, err)
+			continue
 		}
 		*f.dst = t
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return &m, nil
 }

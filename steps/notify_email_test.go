@@ -188,3 +188,35 @@ func TestNotifyEmailLoads(t *testing.T) {
 		})
 	}
 }
+
+// TestNotifyAndIssueReportEveryError: a notify step with a bad log
+// template, a bad recipient and no subject reports all three, and an
+// issue step both its unknown authority and its bad validity, so lint
+// shows every mistake at once rather than one per run.
+func TestNotifyAndIssueReportEveryError(t *testing.T) {
+	t.Parallel()
+	cfg := defaultConfig()
+	cfg.SMTP.Addr, cfg.SMTP.From = "smtp.example.com:587", "pki@example.com"
+	_, err := parse(cfg, oneStep(`  - id: tell`, `    uses: notify`, `    with:`,
+		`      log: "for ${{ csr.CN }}"`,
+		`      email:`,
+		`        to: [pki]`,
+		`        body: hello`)...)
+	if err == nil {
+		t.Fatal("a notify step with three mistakes loaded")
+	}
+	for _, want := range []string{"def.yaml:7:", "CN", `def.yaml:9:`, `email.to: address "pki"`, "email.subject: required"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the errors lack %q:\n%v", want, err)
+		}
+	}
+	_, err = parse(cfg, "name: t", "trigger: enrollment", "steps:", `  - id: sign`, `    uses: issue`, `    with: {authority: Nope, validity: soon}`)
+	if err == nil {
+		t.Fatal("an issue step with two mistakes loaded")
+	}
+	for _, want := range []string{`authority: unknown certificate authority "Nope"`, `validity: "soon" is not a positive duration`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the errors lack %q:\n%v", want, err)
+		}
+	}
+}
