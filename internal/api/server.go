@@ -86,6 +86,9 @@ type Server struct {
 	// Failed logins are limited by the Authenticator.
 	perIdentity *limiters
 	storeStatus StoreStatus
+	// proxies are api.trusted_proxies: behind one, the client is read from
+	// X-Forwarded-For (proxy.go).
+	proxies trustedProxies
 }
 
 // keyfactorBase is Keyfactor's base path; every route is served under it too.
@@ -107,6 +110,7 @@ func New(o Options) *Server {
 			Definitions: o.Definitions, CASubjects: o.CASubjects, KeyPool: o.KeyPool,
 		}),
 	}
+	s.proxies = parseTrustedProxies(o.Config.API.TrustedProxies)
 	if o.Config.API.RateLimit > 0 {
 		s.perIdentity = newLimiters(o.Config.API.RateLimit, o.Config.API.RateBurst)
 	}
@@ -236,6 +240,13 @@ func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		// Rate limits, the login throttle and the logs all read RemoteAddr:
+		// behind a trusted proxy it is the client's (a shallow copy: a
+		// handler does not modify the request it is given).
+		if addr := s.proxies.clientAddr(r); addr != r.RemoteAddr {
+			r = r.WithContext(r.Context())
+			r.RemoteAddr = addr
+		}
 		r = withRequestID(rec, r)
 		defer func() {
 			if p := recover(); p != nil {

@@ -219,3 +219,45 @@ func TestLoginLockoutsDouble(t *testing.T) {
 		t.Fatalf("second lockout %ds, want %d", second, 2*first)
 	}
 }
+
+// TestLoginThrottleBehindTrustedProxies: behind a TLS-terminating proxy
+// every client arrives from the proxy's address. With the proxy in
+// api.trusted_proxies a guesser is locked out by its own forwarded
+// address and others behind the same proxy still log in; without it,
+// a forwarded address the client writes itself does not escape the
+// lockout of the address it connects from.
+func TestLoginThrottleBehindTrustedProxies(t *testing.T) {
+	t.Parallel()
+	guess := func(cf *testutil.Certflow, xff string) int {
+		return cf.Do(t, "GET", "/Status/Endpoints", nil, "Authorization", "Bearer guess", "X-Forwarded-For", xff).Status
+	}
+	login := func(cf *testutil.Certflow, xff string) int {
+		return cf.Do(t, "GET", "/Status/Endpoints", nil, "Authorization", "Bearer "+testutil.AliceToken, "X-Forwarded-For", xff).Status
+	}
+	locked := func(cf *testutil.Certflow, xff func(i int) string) {
+		t.Helper()
+		for i := 0; ; i++ {
+			if i > 10*config.DefaultAuthFailuresPerMinute {
+				t.Fatal("guessing was never locked out")
+			}
+			if guess(cf, xff(i)) == http.StatusTooManyRequests {
+				return
+			}
+		}
+	}
+
+	behind := testutil.StartCertflow(t, func(c *config.Config) { c.API.TrustedProxies = []string{"127.0.0.0/8"} })
+	locked(behind, func(int) string { return "198.51.100.1" })
+	if got := login(behind, "198.51.100.1"); got != http.StatusTooManyRequests {
+		t.Errorf("the guesser's own address logged in: %d, want 429", got)
+	}
+	if got := login(behind, "198.51.100.2"); got != http.StatusOK {
+		t.Errorf("another client behind the same proxy: %d, want 200", got)
+	}
+
+	direct := testutil.StartCertflow(t, nil)
+	locked(direct, func(i int) string { return "198.51.100." + strconv.Itoa(i%250+1) })
+	if got := login(direct, "203.0.113.77"); got != http.StatusTooManyRequests {
+		t.Errorf("a client-written X-Forwarded-For escaped the lockout: %d, want 429", got)
+	}
+}

@@ -109,6 +109,13 @@ type API struct {
 	// RateBurst is how many requests an identity may make at once above
 	// the rate. Defaults to 200.
 	RateBurst int `yaml:"rate_burst"`
+	// TrustedProxies are the addresses (IPs or CIDR prefixes) of the
+	// TLS-terminating proxies in front of certflow. A request from one of
+	// them is taken to come from the right-most address of its
+	// X-Forwarded-For that is not itself a trusted proxy, so rate limits,
+	// the login throttle and the logs see the real client rather than one
+	// shared proxy address. Empty (the default): X-Forwarded-For is ignored.
+	TrustedProxies []string `yaml:"trusted_proxies"`
 	// AuthFailuresPerMinute is each client address's budget of failed
 	// authentications (a wrong password or token; a request without
 	// credentials costs nothing): that many at once, then that many per

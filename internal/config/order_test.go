@@ -134,3 +134,21 @@ var wantOrder = []string{
 	"templates[1].enrollment_fields[1].options: only MultipleChoice fields have options",
 	"templates[1].enrollment_fields[2].options: a MultipleChoice field needs at least one option",
 }
+
+// api.trusted_proxies takes IP addresses and CIDR prefixes; anything else
+// is refused naming the entry.
+func TestTrustedProxiesAreAddressesOrPrefixes(t *testing.T) {
+	t.Parallel()
+	c := Default()
+	c.API.TrustedProxies = []string{"10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "::ffff:10.1.1.1"}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("good proxies refused: %v", err)
+	}
+	for _, bad := range []string{"proxy.example.com", "10.0.0.0/33", "", "10.0.0.1:8080"} {
+		c.API.TrustedProxies = []string{"10.0.0.0/8", bad}
+		err := c.Validate()
+		if want := `api.trusted_proxies[1]: "` + bad + `" is not an IP address or a CIDR prefix`; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", bad, err, want)
+		}
+	}
+}

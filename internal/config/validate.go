@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net"
 	"net/mail"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
@@ -106,6 +107,11 @@ func (a *API) validate(maxRenewalGrace time.Duration, bad func(format string, ar
 	}
 	if a.RateLimit < 0 || (a.RateLimit > 0 && a.RateBurst < 1) {
 		bad("api.rate_limit: must be 0 (off) or positive, with api.rate_burst at least 1")
+	}
+	for i, p := range a.TrustedProxies {
+		if _, err := ParseProxy(p); err != nil {
+			bad("api.trusted_proxies[%d]: %q is not an IP address or a CIDR prefix (e.g. 10.0.0.0/8)", i, p)
+		}
 	}
 	if a.MaxSANs < 1 || a.MaxSANs > 10000 {
 		bad("api.max_sans: must be between 1 and 10000")
@@ -644,4 +650,18 @@ func (c *Config) CheckPlainListen() error {
 	return fmt.Errorf("listen: %q serves plain HTTP beyond this host, where credentials would cross the network in the clear: "+
 		"use a loopback address (127.0.0.1:8080) and HTTPS (tls.listen, CERTFLOW_TLS_LISTEN) for the network, "+
 		"or set allow_plain_http: true (CERTFLOW_ALLOW_PLAIN_HTTP=true) behind a TLS-terminating proxy", c.Listen)
+}
+
+// ParseProxy reads one api.trusted_proxies entry: a CIDR prefix, or an IP
+// address (a prefix of its whole length).
+func ParseProxy(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }

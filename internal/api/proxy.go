@@ -1,0 +1,72 @@
+package api
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+
+	"github.com/certflow/certflow/internal/config"
+)
+
+// maxForwardedHops bounds how many X-Forwarded-For entries are read from
+// the right: a chain of proxies is short, and a client may send a long
+// header of its own in front of the addresses the proxies appended.
+const maxForwardedHops = 16
+
+// trustedProxies is api.trusted_proxies, parsed (validated at load).
+type trustedProxies []netip.Prefix
+
+func parseTrustedProxies(entries []string) trustedProxies {
+	var ps trustedProxies
+	for _, e := range entries {
+		if p, err := config.ParseProxy(e); err == nil {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+func (ps trustedProxies) trusts(a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a.Unmap()) {
+			return true
+		}
+	}
+	return false
+}
+
+// clientAddr is the client's address as RemoteAddr should carry it: the
+// connection's own, unless that is a trusted proxy, in which case the
+// right-most X-Forwarded-For address that is not a trusted proxy (the
+// left part of the header is the client's to write, so it is never
+// believed past the first untrusted hop). A header that does not parse
+// leaves the last trusted hop: the proxy's address, throttled as one
+// client, never an address a client chose.
+func (ps trustedProxies) clientAddr(r *http.Request) string {
+	if len(ps) == 0 {
+		return r.RemoteAddr
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	peer, err := netip.ParseAddr(host)
+	if err != nil || !ps.trusts(peer) {
+		return r.RemoteAddr
+	}
+	var hops []string
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(v, ",")...)
+	}
+	for i := len(hops) - 1; i >= 0 && i >= len(hops)-maxForwardedHops; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break
+		}
+		if !ps.trusts(a) {
+			return net.JoinHostPort(a.Unmap().String(), "0")
+		}
+	}
+	return r.RemoteAddr
+}
