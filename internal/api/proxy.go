@@ -55,17 +55,26 @@ func (ps trustedProxies) clientAddr(r *http.Request) string {
 	if err != nil || !ps.trusts(peer) {
 		return r.RemoteAddr
 	}
-	var hops []string
-	for _, v := range r.Header.Values("X-Forwarded-For") {
-		hops = append(hops, strings.Split(v, ",")...)
-	}
-	for i := len(hops) - 1; i >= 0 && i >= len(hops)-maxForwardedHops; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			break
-		}
-		if !ps.trusts(a) {
-			return net.JoinHostPort(a.Unmap().String(), "0")
+	// Read from the right, entry by entry, at most maxForwardedHops of
+	// them: the header's left part may be a client's megabyte of commas.
+	values := r.Header.Values("X-Forwarded-For")
+	read := 0
+	for v := len(values) - 1; v >= 0 && read < maxForwardedHops; v-- {
+		rest := values[v]
+		for read < maxForwardedHops {
+			i := strings.LastIndexByte(rest, ',')
+			a, err := netip.ParseAddr(strings.TrimSpace(rest[i+1:]))
+			if err != nil {
+				return r.RemoteAddr
+			}
+			if !ps.trusts(a) {
+				return net.JoinHostPort(a.Unmap().String(), "0")
+			}
+			read++
+			if i < 0 {
+				break
+			}
+			rest = rest[:i]
 		}
 	}
 	return r.RemoteAddr

@@ -31,6 +31,8 @@ func TestTrustedProxiesClientAddr(t *testing.T) {
 		{"only trusted hops: the proxy", "10.1.2.3:4000", []string{"10.0.0.9"}, "10.1.2.3:4000"},
 		{"more hops than are read: the proxy", "10.1.2.3:4000", []string{strings.Repeat("10.0.0.1, ", 20) + "10.0.0.2"}, "10.1.2.3:4000"},
 		{"a long client-written prefix is not read", "10.1.2.3:4000", []string{long}, "198.51.100.9:0"},
+		{"a megabyte of commas before the real client", "10.1.2.3:4000", []string{strings.Repeat(",", 1<<20) + "198.51.100.9"}, "198.51.100.9:0"},
+		{"an empty entry next to the proxy stays the proxy", "10.1.2.3:4000", []string{strings.Repeat(",", 1<<20)}, "10.1.2.3:4000"},
 	} {
 		r := httptest.NewRequest("GET", "/", nil)
 		r.RemoteAddr = tt.remote
