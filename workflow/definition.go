@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/robfig/cron/v3"
 	"gopkg.in/yaml.v3"
 )
 
@@ -24,9 +25,13 @@ type Definition struct {
 	Name        string
 	Description string
 	Trigger     string
-	Match       *Program // nil: matches everything
-	Priority    int
-	Steps       []*StepDef
+	// Schedule is a schedule definition's cron schedule (Trigger
+	// "schedule"), ScheduleSpec its text; nil for every other trigger.
+	Schedule     cron.Schedule
+	ScheduleSpec string
+	Match        *Program // nil: matches everything
+	Priority     int
+	Steps        []*StepDef
 	// Version is the content hash of the file the definition came from; a
 	// running instance is pinned to it.
 	Version string
@@ -137,6 +142,7 @@ type rawDefinition struct {
 	Name        string    `yaml:"name"`
 	Description string    `yaml:"description"`
 	Trigger     string    `yaml:"trigger"`
+	Schedule    string    `yaml:"schedule"`
 	Match       yaml.Node `yaml:"match"`
 	Priority    int       `yaml:"priority"`
 	// Visible lists the vars and step outputs requesters may see.
@@ -246,8 +252,25 @@ func Parse(file string, data []byte, catalog Catalog) (*Definition, error) {
 	if raw.Name == "" {
 		errs = append(errs, &LoadError{Pos: at("name"), Msg: "name is required"})
 	}
-	if !slices.Contains(triggers, raw.Trigger) && !strings.HasPrefix(raw.Trigger, "event:") {
-		errs = append(errs, &LoadError{Pos: at("trigger"), Msg: fmt.Sprintf("trigger %q: want enrollment, renewal, revocation or event:<name>", raw.Trigger)})
+	switch {
+	case slices.Contains(triggers, raw.Trigger):
+	case raw.Trigger == TriggerSchedule:
+		if raw.Schedule == "" {
+			errs = append(errs, &LoadError{Pos: at("trigger"), Msg: `trigger schedule: a cron expression is required (schedule: "0 6 * * *")`})
+		} else if sched, err := ParseSchedule(raw.Schedule); err != nil {
+			errs = append(errs, &LoadError{Pos: at("schedule"), Msg: err.Error()})
+		} else {
+			def.Schedule, def.ScheduleSpec = sched, raw.Schedule
+		}
+	case strings.HasPrefix(raw.Trigger, eventTriggerPrefix):
+		if err := checkEventTrigger(raw.Trigger); err != nil {
+			errs = append(errs, &LoadError{Pos: at("trigger"), Msg: err.Error()})
+		}
+	default:
+		errs = append(errs, &LoadError{Pos: at("trigger"), Msg: fmt.Sprintf("trigger %q: want enrollment, renewal, revocation, schedule, event:<name> or event:<prefix>.*", raw.Trigger)})
+	}
+	if raw.Schedule != "" && raw.Trigger != TriggerSchedule {
+		errs = append(errs, &LoadError{Pos: at("schedule"), Msg: "schedule: only a definition with trigger: schedule has one"})
 	}
 	if raw.Match.Kind != 0 {
 		if p, err := CompileBool(raw.Match.Value, PosOf(file, &raw.Match)); err != nil {
@@ -453,7 +476,9 @@ func LoadFiles(fsys fs.FS, files []string, catalog Catalog) (*Set, error) {
 			errs = append(errs, &LoadError{Pos: Pos{File: d.File, Line: 1, Column: 1}, Msg: fmt.Sprintf("definition name %q is also used by %s", d.Name, prev.File)})
 		}
 		names[d.Name] = d
-		if i > 0 && set.defs[i-1].Trigger == d.Trigger && set.defs[i-1].Priority == d.Priority {
+		// Every event definition that matches runs (fan-out): only the
+		// request triggers select one, and must never tie.
+		if i > 0 && !EventTrigger(d.Trigger) && set.defs[i-1].Trigger == d.Trigger && set.defs[i-1].Priority == d.Priority {
 			errs = append(errs, &LoadError{Pos: Pos{File: d.File, Line: 1, Column: 1}, Msg: fmt.Sprintf("definitions %q (%s) and %q tie on trigger %s and priority %d", d.Name, set.defs[i-1].File, set.defs[i-1].Name, d.Trigger, d.Priority)})
 		}
 		set.byVersion[d.Name+"@"+d.Version] = d
@@ -487,6 +512,46 @@ func (s *Set) Select(trigger string, env *Env) (*Definition, error) {
 		}
 	}
 	return nil, fmt.Errorf("%w trigger %s", ErrNoDefinition, trigger)
+}
+
+// ForEvent returns the definitions an event starts, whatever their match
+// says (the dispatcher evaluates it): those whose trigger names the
+// event (TriggerMatches), or, for a schedule's slot, the schedule
+// definition it names. They come by trigger, then priority.
+func (s *Set) ForEvent(ev *Event) []*Definition {
+	var out []*Definition
+	for _, d := range s.defs {
+		switch {
+		case ev.Name == EventSchedule:
+			if d.Trigger == TriggerSchedule && d.Name == ev.Data["Definition"] {
+				out = append(out, d)
+			}
+		case TriggerMatches(d.Trigger, ev.Name):
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// Named returns the loaded definition called name.
+func (s *Set) Named(name string) (*Definition, bool) {
+	for _, d := range s.defs {
+		if d.Name == name {
+			return d, true
+		}
+	}
+	return nil, false
+}
+
+// Scheduled returns the schedule definitions.
+func (s *Set) Scheduled() []*Definition {
+	var out []*Definition
+	for _, d := range s.defs {
+		if d.Trigger == TriggerSchedule {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // Get returns the definition with the given name and version.

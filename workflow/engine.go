@@ -117,6 +117,11 @@ type Input struct {
 	// IssueClaim, if set, is the caller's claim on issuing for this
 	// request, for the issue step (see the IssueClaim type).
 	IssueClaim IssueClaim
+	// Event is what started an event-triggered run (zero otherwise), and
+	// Certificate the certificate it concerns (nil: none), as
+	// expressions see them (event, certificate).
+	Event       Event
+	Certificate *Certificate
 }
 
 // NewInput prepares a request for the engine; addCN applies RFC 2818's
@@ -134,7 +139,7 @@ func NewInput(trigger string, req Request, csr *x509.CertificateRequest, request
 func (in *Input) Env(inst *Instance, now time.Time) *Env {
 	env := &Env{
 		Request: in.Request, CSR: in.csrEnv, SANs: in.SANs, Requester: in.Requester,
-		Steps: inst.Outputs, Vars: inst.Vars, Now: now,
+		Steps: inst.Outputs, Vars: inst.Vars, Now: now, Event: in.Event,
 	}
 	if env.Steps == nil {
 		env.Steps = map[string]map[string]any{}
@@ -142,8 +147,11 @@ func (in *Input) Env(inst *Instance, now time.Time) *Env {
 	if env.Vars == nil {
 		env.Vars = map[string]any{}
 	}
-	if inst.Certificate != nil {
+	switch {
+	case inst.Certificate != nil:
 		env.Certificate = *inst.Certificate
+	case in.Certificate != nil:
+		env.Certificate = *in.Certificate
 	}
 	return env
 }

@@ -22,7 +22,9 @@ type Env struct {
 	Steps       map[string]map[string]any `expr:"steps"`
 	Vars        map[string]any            `expr:"vars"`
 	Certificate Certificate               `expr:"certificate"`
-	Now         time.Time                 `expr:"now"`
+	// Event is what started an event-triggered run (zero otherwise).
+	Event Event     `expr:"event"`
+	Now   time.Time `expr:"now"`
 }
 
 // Request is an enrollment request as the workflow sees it: the client's
@@ -131,10 +133,21 @@ type Certificate struct {
 	NotBefore    time.Time `json:"NotBefore"`
 	NotAfter     time.Time `json:"NotAfter"`
 	Authority    string    `json:"Authority"`
+	// The fields below are filled for the certificate an event concerns
+	// (Input.Certificate), read fresh when its run starts or resumes;
+	// an issued certificate's instance record does not keep them.
+	Template string            `json:"-"`
+	Metadata map[string]string `json:"-"`
+	Revoked  bool              `json:"-"`
+	// SupersededBy is the certificate that renewed this one (0: none).
+	SupersededBy int64 `json:"-"`
 }
 
 // NewCSR describes a parsed CSR for expressions.
 func NewCSR(c *x509.CertificateRequest) CSR {
+	if c == nil {
+		return CSR{} // an event about no certificate
+	}
 	keyType, bits, _ := pki.DescribeKey(c.PublicKey)
 	out := CSR{
 		Subject:            pki.NameString(c.RawSubject, c.Subject),

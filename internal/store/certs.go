@@ -12,6 +12,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certflow/certflow/workflow"
+
 	"github.com/certflow/certflow/internal/pki"
 )
 
@@ -49,6 +51,8 @@ type Revocation struct {
 	// By is who asked; RequestID the revocation request that did it.
 	By        string `json:"By"`
 	RequestID int64  `json:"RequestID"`
+	// Depth is the revocation request's EventDepth, for its event.
+	Depth int `json:"-"`
 }
 
 // Describe fills the certificate's descriptive fields (subject parts,
@@ -191,6 +195,16 @@ func (s *Store) RevokeCertificate(ctx context.Context, id int64, rev Revocation)
 		before := s.keys.certEntries(c)
 		c.Revocation = &next
 		ops.change(before, s.keys.certEntries(c))
+		// The watch warns no more of a revoked certificate's expiry, and
+		// the event goes with the revocation.
+		ops.remove([]indexEntry{{key: s.keys.expiryDue(), member: strconv.FormatInt(id, 10)}})
+		ops.add(s.eventEntries([]workflow.Event{{
+			Name: workflow.EventCertificateRevoked, CertificateID: id, RequestID: next.RequestID, Depth: next.Depth,
+			Data: map[string]any{
+				"Reason": next.Reason, "Comment": next.Comment, "RevokedBy": next.By, "SerialNumber": c.SerialNumber,
+				"IssuedCN": c.IssuedCN, "Template": c.Template, "CertificateAuthority": c.Authority,
+			},
+		}}))
 		enc, err := s.encodeCertificate(c) // a certificate of the old format is rewritten in the new
 		if err != nil {
 			return nil, false, err

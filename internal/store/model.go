@@ -83,7 +83,24 @@ type Request struct {
 	Progress  time.Time         `json:"Progress"`
 	Instance  workflow.Instance `json:"Instance"`
 	Callbacks []CallbackAttempt `json:"Callbacks,omitempty"`
+	// Event is, for an event-triggered run (Trigger EventRunTrigger),
+	// the event that started it.
+	Event *workflow.Event `json:"Event,omitempty"`
+	// EventDepth is, for a request an event-triggered run made (a
+	// renewal, a revocation, an enrollment), the depth of the events its
+	// changes emit: one more than the run's event's (workflow.Event.Depth).
+	EventDepth int `json:"EventDepth,omitempty"`
+	// emit are events the next Save writes with the record (Emit).
+	emit []workflow.Event
 }
+
+// EventRunTrigger is the Trigger of an event-triggered run's record: its
+// definition is named at creation (CreateEventRun), not selected.
+const EventRunTrigger = "event"
+
+// Completed ends an event-triggered run whose workflow completed (it
+// issues nothing of its own).
+const Completed Disposition = "COMPLETED"
 
 // CallbackAttempt records one delivery of the result to CallbackUrl.
 type CallbackAttempt struct {

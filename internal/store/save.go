@@ -31,23 +31,29 @@ import (
 // (diff), when the record has a certificate indexed with what it read.
 // Every save sends both, so a writer that read the record before its
 // certificate was stored keeps the index true all the same.
+//
+// Events go with what makes them true (events.go): the certificate's
+// (certificate.issued, …) are among its ops, the record's (a change of
+// disposition, or what the caller queued with Request.Emit) are the last
+// group, applied after the record is written, only if it is.
 // KEYS: request, then the ops' keys; ARGV: expected version, json,
 // channel ("" for none), "id disposition", certificate json ("" for
-// none), the number of the certificate's additions, of the full
-// metadata's, of the difference's additions and removals, then the ops
-// in that order.
+// none), the number of the certificate's ops, of the full metadata's,
+// of the difference's additions and removals, of the record's events,
+// then the ops in that order.
 var saveScript = redis.NewScript(applyOpsLua + `
 local v = redis.call('HGET', KEYS[1], 'v')
 if not v then return -1 end
 local cert = ARGV[5] ~= ''
 if cert and redis.call('HEXISTS', KEYS[1], 'x') == 1 then return -2 end
 local same = v == ARGV[1]
-local nc, nf, na = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local nc, nf, na, nr = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local kf, ka, kr = 2 + nc, 2 + nc + nf, 2 + nc + nf + na
-local function at(k) return 10 + 3 * (k - 2) end
+local ke = kr + nr
+local function at(k) return 11 + 3 * (k - 2) end
 local full = same and (cert or redis.call('HGET', KEYS[1], 'm') == '1')
 local diff = same and not full and redis.call('HEXISTS', KEYS[1], 'x') == 1
-if cert then apply(2, 10, nc) end
+if cert then apply(2, 11, nc) end
 if full then apply(kf, at(kf), nf) end
 if diff then apply(ka, at(ka), na) end
 if cert then redis.call('HSET', KEYS[1], 'x', ARGV[5]) end
@@ -58,7 +64,8 @@ end
 local nv = tonumber(v) + 1
 redis.call('HSET', KEYS[1], 'v', nv, 'd', ARGV[2])
 if full then redis.call('HDEL', KEYS[1], 'm') end
-if diff then apply(kr, at(kr), tonumber(ARGV[9])) end
+if diff then apply(kr, at(kr), nr) end
+apply(ke, at(ke), tonumber(ARGV[10]))
 if ARGV[3] ~= '' then
   local f = redis.call('HMGET', KEYS[1], 'x', 'c')
   local x, c = f[1] or '', f[2] or ''
@@ -206,11 +213,16 @@ func (s *Store) runSave(ctx context.Context, r *Request, data []byte, channel, m
 		}
 		certData = enc.data
 	}
-	var certOps, full, diff indexOps
+	var certOps, full, diff, recordEvents indexOps
+	certEvents, recEvents := s.lifecycle(r, cert)
 	if cert != nil {
 		certOps.add(enc.chainOps) // the chain before the certificate that refers to it
 		certOps.add(s.keys.certEntries(cert))
+		certOps.add(s.certOpsOf(r, cert))
+		certOps.add(s.eventEntries(certEvents))
+		certOps.remove(s.certRemovesOf(r))
 	}
+	recordEvents.add(s.eventEntries(recEvents))
 	md := r.Metadata()
 	mdEntries := s.keys.metadataEntries(r.ID, md)
 	full.add(mdEntries)
@@ -218,9 +230,10 @@ func (s *Store) runSave(ctx context.Context, r *Request, data []byte, channel, m
 		diff.change(s.keys.metadataEntries(r.ID, r.indexedMeta), mdEntries)
 	}
 	keys, args := certOps.encode([]string{s.keys.request(r.ID)}, []any{r.version, data, channel, message, certData,
-		len(certOps.adds), len(full.adds), len(diff.adds), len(diff.removes)})
+		len(certOps.adds) + len(certOps.removes), len(full.adds), len(diff.adds), len(diff.removes), len(recordEvents.adds)})
 	keys, args = full.encode(keys, args)
 	keys, args = diff.encode(keys, args)
+	keys, args = recordEvents.encode(keys, args)
 	if cert == nil {
 		res, err = saveScript.Run(ctx, s.rdb, keys, args...).Int64()
 	} else {
@@ -236,6 +249,7 @@ func (s *Store) runSave(ctx context.Context, r *Request, data []byte, channel, m
 	}
 	if res == 1 {
 		r.indexedMeta = md
+		r.emit = nil
 	}
 	return res, certData, nil
 }

@@ -72,6 +72,14 @@ type Store struct {
 	inventoryReady atomic.Bool
 	// chains caches the certificate chains read and written (certcodec.go).
 	chains chainCache
+	// EventRetention is how long the event log keeps an event (0: for
+	// ever); New sets DefaultEventRetention.
+	EventRetention time.Duration
+	// ExpiryLead is how long before its NotAfter a certificate's first
+	// expiry event may be due: the largest expiry-watch threshold. A
+	// stored certificate joins the expiry watch's due set scored by
+	// NotAfter minus it (expiry.go).
+	ExpiryLead time.Duration
 }
 
 // DefaultProgressEvery is Store.ProgressEvery's default.
@@ -86,7 +94,7 @@ const DefaultProgressEvery = time.Minute
 // commands run in order on one connection (ids come in blocks; a new
 // request's record rides ahead of its task, queue.Client.EnqueueRunAfter).
 func New(rdb *redis.Client, prefix string) *Store {
-	return &Store{rdb: rdb, keys: keys{prefix: prefix}, ProgressEvery: DefaultProgressEvery, GroupCommit: true, batch: redisbatch.New(rdb)}
+	return &Store{rdb: rdb, keys: keys{prefix: prefix}, ProgressEvery: DefaultProgressEvery, GroupCommit: true, batch: redisbatch.New(rdb), EventRetention: DefaultEventRetention}
 }
 
 // execBatched runs pipe's commands, sent together with other goroutines'
