@@ -213,6 +213,7 @@ func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, ou
 	}
 	a.Store = store.New(a.Redis, cfg.KeyPrefix)
 	a.Store.ProgressEvery = cfg.Worker.ReconcileAfter / 4
+	a.Store.EventRetention = cfg.Events.Retention
 	a.Store.GroupCommit = cfg.Speed.GroupCommit
 	a.Queue = queue.NewClient(a.Redis, cfg.Queue, cfg.Worker.MaxRetry, cfg.Worker.TaskTimeout, len(cfg.Callbacks.Schedule),
 		queue.Options{Piggyback: cfg.Speed.Piggyback, GroupCommit: cfg.Speed.GroupCommit, Log: log})

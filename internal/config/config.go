@@ -59,6 +59,9 @@ type Config struct {
 	Templates []Template  `yaml:"templates"`
 	Metadata  []MetaField `yaml:"metadata_fields"`
 	SMTP      SMTP        `yaml:"smtp"`
+	// Events governs the event log and event-triggered workflows
+	// (docs/events.md).
+	Events Events `yaml:"events"`
 	// Speed switches certflow's speed shortcuts off, one by one; each has a
 	// plain fallback that does the same work more slowly.
 	Speed Speed `yaml:"speed"`
@@ -272,6 +275,16 @@ func (s *Speed) TurnOff(names ...string) error {
 	}
 	return nil
 }
+
+// Events governs the event log and the workflows events trigger.
+type Events struct {
+	// Retention is how long the event log keeps an event, and how long a
+	// repeated external event Id is refused. Defaults to 720h (30 days).
+	Retention time.Duration `yaml:"retention"`
+}
+
+// DefaultEventRetention is events.retention's default.
+const DefaultEventRetention = 30 * 24 * time.Hour
 
 // Callbacks governs the result delivery to CallbackUrl.
 type Callbacks struct {

@@ -41,7 +41,7 @@ func (c *Config) Validate() error {
 	}
 	c.Worker.validate(bad)
 	c.Callbacks.validate(bad)
-	for _, d := range slices.Concat(c.API.durations(), c.Worker.durations(), c.Callbacks.durations(), c.SMTP.durations()) {
+	for _, d := range slices.Concat(c.API.durations(), c.Worker.durations(), c.Callbacks.durations(), c.SMTP.durations(), c.Events.durations()) {
 		if d.value <= 0 {
 			bad("%s: must be positive", d.name)
 		}
@@ -187,6 +187,11 @@ func (cb *Callbacks) validate(bad func(format string, args ...any)) {
 			bad("callbacks.schedule[%d]: must be positive", i)
 		}
 	}
+}
+
+// durations are the events section's durations that must be positive.
+func (e *Events) durations() []durationSetting {
+	return []durationSetting{{"events.retention", e.Retention}}
 }
 
 // durations are the callbacks section's durations that must be positive.
