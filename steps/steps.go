@@ -28,6 +28,7 @@ type Types struct {
 	Notify   Notify
 	HTTP     HTTP
 	Approval Approval
+	Search   Search
 }
 
 // Catalog maps each step type's `uses:` name to its builder.
@@ -41,6 +42,7 @@ func (t Types) Catalog() workflow.Catalog {
 		workflow.SetStep:      Set{}.Build,
 		workflow.HTTPStep:     t.HTTP.Build,
 		workflow.ApprovalStep: t.Approval.Build,
+		workflow.SearchStep:   t.Search.Build,
 	}
 }
 
@@ -56,6 +58,7 @@ func ForLint(cfg *config.Config) Types {
 		Notify:   notify,
 		HTTP:     HTTP{AllowPrivate: cfg.Callbacks.AllowPrivate},
 		Approval: Approval{Notify: notify},
+		Search:   Search{Config: cfg},
 	}
 }
 

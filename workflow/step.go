@@ -46,6 +46,9 @@ const (
 	SetStep      = "set"
 	HTTPStep     = "http"
 	ApprovalStep = "approval"
+	// SearchStep reads the inventory or the pending requests, for
+	// event-triggered and schedule definitions (a digest, a reminder).
+	SearchStep = "search"
 )
 
 // Spec is a step's entry in a definition, as its Builder sees it.

@@ -567,6 +567,7 @@ func (a *App) Catalog() workflow.Catalog {
 		HTTP:     steps.HTTP{Client: callback.NewClient(cfg.Callbacks.AllowPrivate, cfg.Callbacks.Timeout), AllowPrivate: cfg.Callbacks.AllowPrivate},
 		// An approval's `notify:` tells the same channels as the notify step.
 		Approval: steps.Approval{Notify: channels},
+		Search:   steps.Search{Store: a.Store, Config: cfg},
 	}.Catalog()
 }
 
