@@ -19,7 +19,9 @@ import (
 )
 
 // Types is one value of each step type, wired to what its steps use. The
-// set step uses nothing and so has no field.
+// set step uses nothing and so has no field. The steps that act on
+// certificates (renew, enroll, and revoke and metadata in event-triggered
+// definitions) share one Actions: WithActions wires it into all four.
 type Types struct {
 	Validate Validate
 	Issue    Issue
@@ -29,6 +31,8 @@ type Types struct {
 	HTTP     HTTP
 	Approval Approval
 	Search   Search
+	Renew    Renew
+	Enroll   Enroll
 }
 
 // Catalog maps each step type's `uses:` name to its builder.
@@ -43,7 +47,16 @@ func (t Types) Catalog() workflow.Catalog {
 		workflow.HTTPStep:     t.HTTP.Build,
 		workflow.ApprovalStep: t.Approval.Build,
 		workflow.SearchStep:   t.Search.Build,
+		workflow.RenewStep:    t.Renew.Build,
+		workflow.EnrollStep:   t.Enroll.Build,
 	}
+}
+
+// WithActions returns t with a wired into every step type that acts on
+// certificates.
+func (t Types) WithActions(a Actions) Types {
+	t.Renew.Actions, t.Enroll.Actions, t.Revoke.Actions, t.Metadata.Actions = a, a, a, a
+	return t
 }
 
 // ForLint returns the step types with what loading a definition reads, the
