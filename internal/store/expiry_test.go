@@ -457,3 +457,100 @@ func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 		return next(ctx, cmds)
 	}
 }
+
+// A change of thresholds rebuilds the due set from how far each
+// certificate got: thresholds it was warned for (or passed over) are not
+// warned again, new ones still ahead of it are.
+func TestChangedThresholdsRebuildTheDueSetWithoutWarningTwice(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := watched(t)
+	ctx := context.Background()
+	t0 := time.Now()
+	a := issuedRenewing(t, s, t0.Add(20*day), 0) // gets its 30d warning now
+	b := issuedRenewing(t, s, t0.Add(100*day), 0)
+	pass(t, s, t0)
+	// New thresholds: 30d and 7d stay, 14d goes, 21d and 10d come.
+	next := []store.ExpiryThreshold{{Name: "30d", Lead: 30 * day}, {Name: "21d", Lead: 21 * day}, {Name: "10d", Lead: 10 * day}, {Name: "7d", Lead: 7 * day}}
+	n, err := s.PrepareExpiryWatch(ctx, t0, next)
+	if err != nil || n != 2 {
+		t.Fatalf("rebuild = %d, %v; want 2 re-scored", n, err)
+	}
+	if n, err := s.PrepareExpiryWatch(ctx, t0, next); err != nil || n != 0 {
+		t.Fatalf("a second start rebuilt %d (%v), want nothing", n, err)
+	}
+	for _, at := range []time.Duration{0, time.Hour, 11 * day, 14 * day, 21 * day, 70 * day, 79 * day, 90 * day, 93 * day, 100 * day} {
+		if _, err := s.ExpiryPass(ctx, t0.Add(at), next); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{
+		fmt.Sprintf("certificate.expiring %d 30d", a.ID), // before the change
+		fmt.Sprintf("certificate.expiring %d 10d", a.ID), // 21d was behind it: not warned
+		fmt.Sprintf("certificate.expiring %d 7d", a.ID),
+		fmt.Sprintf("certificate.expired %d ", a.ID),
+		fmt.Sprintf("certificate.expiring %d 30d", b.ID),
+		fmt.Sprintf("certificate.expiring %d 21d", b.ID),
+		fmt.Sprintf("certificate.expiring %d 10d", b.ID),
+		fmt.Sprintf("certificate.expiring %d 7d", b.ID),
+		fmt.Sprintf("certificate.expired %d ", b.ID),
+	}
+	if got := summary(expiryEvents(t, rdb, prefix)); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("events\n%v\nwant\n%v", got, want)
+	}
+}
+
+// Certificates stored before the watch (not in the due set, or scored
+// with no lead) join it when it first starts, as if stored then; revoked
+// and renewed ones do not, nor do ones already expired.
+func TestTheFirstStartWatchesCertificatesStoredBefore(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t) // no lead: as stored before the watch
+	ctx := context.Background()
+	t0 := time.Now()
+	soon := issuedRenewing(t, s, t0.Add(3*day), 0)
+	later := issuedRenewing(t, s, t0.Add(50*day), 0)
+	expired := issuedRenewing(t, s, t0.Add(-day), 0)
+	revoked := issuedRenewing(t, s, t0.Add(3*day), 0)
+	if _, _, err := s.RevokeCertificate(ctx, revoked.ID, store.Revocation{Reason: 1, RequestID: 999}); err != nil {
+		t.Fatal(err)
+	}
+	due, config, _ := store.ExpiryKeys(s)
+	rdb.ZRem(ctx, due, later.ID, expired.ID) // stored before the due set existed
+	rdb.ZAdd(ctx, due, redis.Z{Score: float64(t0.Add(time.Hour).Unix()), Member: revoked.ID})
+	n, err := s.PrepareExpiryWatch(ctx, t0, testThresholds)
+	if err != nil || n != 2 {
+		t.Fatalf("first start re-scored %d (%v), want 2", n, err)
+	}
+	if v, _ := rdb.Get(ctx, config).Result(); v != "v1:2592000,1209600,604800,86400" {
+		t.Errorf("recorded thresholds %q", v)
+	}
+	pass(t, s, t0)
+	pass(t, s, t0.Add(21*day))
+	want := []string{
+		fmt.Sprintf("certificate.expiring %d 7d", soon.ID), fmt.Sprintf("certificate.expired %d ", soon.ID),
+		fmt.Sprintf("certificate.expiring %d 30d", later.ID),
+	}
+	if got := summary(expiryEvents(t, rdb, prefix)); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("events %v, want %v", got, want)
+	}
+}
+
+// Only one process rebuilds at a time; a store with no certificates just
+// records its thresholds.
+func TestPrepareExpiryWatchTakesTheLock(t *testing.T) {
+	t.Parallel()
+	s, rdb, _ := setup(t)
+	ctx := context.Background()
+	_, config, lock := store.ExpiryKeys(s)
+	if n, err := s.PrepareExpiryWatch(ctx, time.Now(), testThresholds); err != nil || n != 0 {
+		t.Fatalf("empty store: %d, %v", n, err)
+	}
+	if v, _ := rdb.Get(ctx, config).Result(); v == "" {
+		t.Fatal("an empty store's thresholds are not recorded")
+	}
+	issuedRenewing(t, s, time.Now().Add(day), 0)
+	rdb.Set(ctx, lock, "other", time.Minute)
+	if _, err := s.PrepareExpiryWatch(ctx, time.Now(), testThresholds[:2]); !errors.Is(err, store.ErrExpiryBusy) {
+		t.Errorf("rebuild under another's lock: %v, want ErrExpiryBusy", err)
+	}
+}
