@@ -103,7 +103,7 @@ func Default() Config {
 		},
 		Callbacks: Callbacks{Timeout: DefaultCallbackTimeout, Schedule: slices.Clone(DefaultCallbackSchedule)},
 		SMTP:      SMTP{TLS: "starttls", Timeout: 30 * time.Second},
-		Events:    Events{Retention: DefaultEventRetention},
+		Events:    Events{Retention: DefaultEventRetention, PublisherRoles: []string{DefaultEventPublisherRole}},
 		Speed:     Speed{Piggyback: true, GroupCommit: true, LeafEncoder: true},
 		Auth: Auth{OIDC: OIDC{
 			UsernameClaim: DefaultOIDCUsernameClaim, UsernamePrefix: DefaultOIDCUsernamePrefix,
