@@ -387,7 +387,7 @@ func (s *Server) eventQuery(r *http.Request) (store.EventQuery, error) {
 	if p.number > 1 {
 		return store.EventQuery{}, badField("pq.pageReturned", "GET /Events pages by cursor: pass the %s header's value as cursor", nextCursorHeader)
 	}
-	q := store.EventQuery{Limit: p.limit}
+	q := store.EventQuery{Limit: p.limit, Budget: s.cfg.API.MaxScan}
 	v := r.URL.Query()
 	if q.Name = queryParam(v, "name"); q.Name != "" {
 		if err := workflow.CheckEventName(strings.TrimSuffix(q.Name, ".*")); err != nil {

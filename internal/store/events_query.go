@@ -39,8 +39,7 @@ type EventQuery struct {
 	Cursor string
 	// Limit is the page's size (at least 1).
 	Limit int
-	// Budget bounds the entries read (0: the Store's EventReadBudget, or
-	// the constant's).
+	// Budget bounds the entries read (0: EventReadBudget).
 	Budget int
 }
 
@@ -81,9 +80,6 @@ func (q EventQuery) matches(ev *workflow.Event) bool {
 func (s *Store) QueryEvents(ctx context.Context, q EventQuery) (EventPage, error) {
 	var page EventPage
 	budget := q.Budget
-	if budget <= 0 {
-		budget = s.EventReadBudget
-	}
 	if budget <= 0 {
 		budget = EventReadBudget
 	}

@@ -75,10 +75,6 @@ type Store struct {
 	// EventRetention is how long the event log keeps an event (0: for
 	// ever); New sets DefaultEventRetention.
 	EventRetention time.Duration
-	// EventReadBudget bounds the log entries one QueryEvents reads when
-	// its query sets no budget (0: the constant EventReadBudget); tests
-	// make it small.
-	EventReadBudget int
 	// ExpiryLead is how long before its NotAfter a certificate's first
 	// expiry event may be due: the largest expiry-watch threshold. A
 	// stored certificate joins the expiry watch's due set scored by
