@@ -12,11 +12,13 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -157,6 +159,8 @@ type App struct {
 	// worker); tlsAddr the HTTPS listener's address once ServeAPI bound it.
 	TLS     *tlsserve.Source
 	tlsAddr net.Addr
+	// eventSources are events.sources loaded (their secrets read).
+	eventSources map[string]*api.EventSource
 }
 
 // Role says which halves of certflow a process runs.
@@ -207,6 +211,9 @@ func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, ou
 		return nil, err
 	}
 	a.Sender = callback.NewSender(secret, cfg.Callbacks.AllowPrivate, cfg.Callbacks.Timeout)
+	if a.eventSources, err = api.LoadEventSources(cfg.Events.Sources); err != nil {
+		return nil, err
+	}
 	if cfg.SMTP.Addr != "" {
 		if a.Mailer, err = notify.NewMailer(cfg.SMTP); err != nil {
 			return nil, fmt.Errorf("smtp: %w", err)
@@ -378,6 +385,11 @@ func WarnOnExposedConfigSecrets(s Settings, cfg *config.Config, log *slog.Logger
 	}
 	if cfg.Callbacks.SigningSecret != "" {
 		held = append(held, "callbacks.signing_secret")
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Events.Sources)) {
+		if cfg.Events.Sources[name].Secret != "" {
+			held = append(held, "events.sources."+name+".secret")
+		}
 	}
 	if cfg.SMTP.Password != "" && os.Getenv("CERTFLOW_SMTP_PASSWORD") == "" {
 		held = append(held, "smtp.password")
@@ -663,7 +675,7 @@ func (a *App) APIServer() *api.Server {
 	return api.New(api.Options{
 		Config: a.Config, Store: a.Store, Queue: a.Queue, KEK: a.KEK, Auth: a.Auth, Log: a.Log,
 		Definitions: &a.Defs, Reload: a.Reload, CASubjects: a.caSubjects, KeyPool: a.KeyPool,
-		StoreStatus: a.StoreStatus(),
+		StoreStatus: a.StoreStatus(), EventSources: a.eventSources,
 	})
 }
 

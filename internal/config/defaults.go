@@ -103,7 +103,7 @@ func Default() Config {
 		},
 		Callbacks: Callbacks{Timeout: DefaultCallbackTimeout, Schedule: slices.Clone(DefaultCallbackSchedule)},
 		SMTP:      SMTP{TLS: "starttls", Timeout: 30 * time.Second},
-		Events: Events{Retention: DefaultEventRetention, ExpiryWatch: ExpiryWatch{
+		Events: Events{Retention: DefaultEventRetention, PublisherRoles: []string{DefaultEventPublisherRole}, ExpiryWatch: ExpiryWatch{
 			Enabled: true, Thresholds: slices.Clone(DefaultExpiryThresholds), Interval: DefaultExpiryInterval,
 		}},
 		Speed: Speed{Piggyback: true, GroupCommit: true, LeafEncoder: true},

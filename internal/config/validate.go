@@ -23,6 +23,9 @@ import (
 	"github.com/certflow/certflow/internal/pki"
 )
 
+// sourceNameRE is an event source's name (events.sources).
+var sourceNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 // Validate checks the whole configuration; its errors name the setting.
@@ -190,15 +193,52 @@ func (cb *Callbacks) validate(bad func(format string, args ...any)) {
 	}
 }
 
+// validate checks the events section's roles and sources (the event
+// names a source may post are checked against certflow's reserved names
+// where the sources are loaded, internal/api: this package cannot know
+// them).
+func (e *Events) validate(bad func(format string, args ...any)) {
+	e.validateExpiryWatch(bad)
+	for i, r := range e.PublisherRoles {
+		checkRole(fmt.Sprintf("events.publisher_roles[%d]", i), r, bad)
+	}
+	for i, r := range e.ReaderRoles {
+		checkRole(fmt.Sprintf("events.reader_roles[%d]", i), r, bad)
+	}
+	for _, name := range slices.Sorted(maps.Keys(e.Sources)) {
+		src, field := e.Sources[name], "events.sources."+name
+		if !sourceNameRE.MatchString(name) {
+			bad("events.sources: %q is not a source name (1-64 lower-case letters, digits, ., _ and -, starting with a letter or digit: it is a path segment, and paths match without regard to case)", name)
+		}
+		switch {
+		case src.Secret == "" && src.SecretFile == "":
+			bad("%s: secret or secret_file is required", field)
+		case src.Secret != "" && src.SecretFile != "":
+			bad("%s: give secret or secret_file, not both", field)
+		}
+		if len(src.Names) == 0 {
+			bad("%s.names: required: the events this source may post (a name, or prefix.*)", field)
+		}
+		for j, n := range src.Names {
+			if strings.TrimSpace(n) == "" {
+				bad("%s.names[%d]: empty", field, j)
+			}
+		}
+		if src.Tolerance < 0 || src.Tolerance > MaxEventSourceTolerance {
+			bad("%s.tolerance: want a positive duration up to %s, got %s", field, MaxEventSourceTolerance, src.Tolerance)
+		}
+	}
+}
+
 // durations are the events section's durations that must be positive.
 func (e *Events) durations() []durationSetting {
 	return []durationSetting{{"events.retention", e.Retention}, {"events.expiry_watch.interval", e.ExpiryWatch.Interval}}
 }
 
-// validate checks the events section but for its durations: the expiry
-// watch's thresholds are durations or whole days, positive, distinct
-// and few (each is a step of every certificate's way to expiry).
-func (e *Events) validate(bad func(format string, args ...any)) {
+// validateExpiryWatch checks the expiry watch but for its interval: its
+// thresholds are durations or whole days, positive, distinct and few
+// (each is a step of every certificate's way to expiry).
+func (e *Events) validateExpiryWatch(bad func(format string, args ...any)) {
 	const field = "events.expiry_watch.thresholds"
 	ts := e.ExpiryWatch.Thresholds
 	if len(ts) > MaxExpiryThresholds {
