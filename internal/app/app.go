@@ -557,7 +557,14 @@ func (a *App) adminToken(fromEnv string) (string, error) {
 // what its steps use and nothing more (the set step uses nothing).
 func (a *App) Catalog() workflow.Catalog {
 	cfg := a.Config
-	channels := steps.Notify{Webhooks: a.Sender, Mailer: a.Mailer, AllowPrivate: cfg.Callbacks.AllowPrivate, SMTPAddr: cfg.SMTP.Addr}
+	channels := steps.Notify{AllowPrivate: cfg.Callbacks.AllowPrivate, SMTPAddr: cfg.SMTP.Addr}
+	// Interfaces: a nil pointer in one would not read as "none".
+	if a.Sender != nil {
+		channels.Webhooks = a.Sender
+	}
+	if a.Mailer != nil {
+		channels.Mailer = a.Mailer
+	}
 	return steps.Types{
 		Validate: steps.Validate{Config: cfg, CASubjects: a.caSubjects},
 		Issue:    steps.Issue{Config: cfg, CAs: a.CAs, CASubjects: a.caSubjects, Store: a.Store},
