@@ -160,6 +160,9 @@ type Expectation struct {
 	Logs []string `yaml:"logs" json:"logs,omitempty"`
 	// Actions are the recorded effects of steps that act on certificates.
 	Actions []ExpectedAction `yaml:"actions" json:"actions,omitempty"`
+	// Refused: each a part of a decision the approval refused (in order);
+	// without it, a refused decision fails the case.
+	Refused []string `yaml:"refused" json:"refused,omitempty"`
 	// Runs are expectations per definition, when an event starts several.
 	Runs map[string]*Expectation `yaml:"runs" json:"runs,omitempty"`
 
@@ -190,7 +193,19 @@ type ExpectedAction struct {
 
 // testFile is a test file's shape.
 type testFile struct {
-	Cases []yaml.Node `yaml:"cases"`
+	// Templates change templates of the configuration for this file's
+	// cases, by name: {WebServer: {allow_wildcards: true}}.
+	Templates map[string]yaml.Node `yaml:"templates"`
+	Cases     []yaml.Node          `yaml:"cases"`
+}
+
+// TestFile is a parsed test file.
+type TestFile struct {
+	Path  string
+	Cases []*TestCase
+	// Templates are its template changes (see testFile), with the line
+	// of each.
+	Templates map[string]*yaml.Node
 }
 
 // Limits on what a case may ask.
@@ -201,7 +216,7 @@ const (
 
 // ParseFile reads a test file's cases. Every problem found is returned,
 // each as "file:line: ...".
-func ParseFile(file string, data []byte) ([]*TestCase, error) {
+func ParseFile(file string, data []byte) (*TestFile, error) {
 	if len(data) > 16*maxCaseBytes {
 		return nil, fmt.Errorf("%s: larger than %d bytes", file, 16*maxCaseBytes)
 	}
@@ -244,7 +259,14 @@ func ParseFile(file string, data []byte) ([]*TestCase, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	return cases, nil
+	tf2 := &TestFile{Path: file, Cases: cases}
+	if len(tf.Templates) > 0 {
+		tf2.Templates = map[string]*yaml.Node{}
+		for name := range tf.Templates {
+			tf2.Templates[name] = yamlValue(yamlValue(doc, "templates"), name)
+		}
+	}
+	return tf2, nil
 }
 
 // ParseCase reads one case (YAML or JSON: JSON is YAML) with the keys of
@@ -569,15 +591,10 @@ func checkKeys(file string, n *yaml.Node, t reflect.Type, path string, errs *[]e
 		t = t.Elem()
 	}
 	switch {
+	case t == reflect.TypeFor[yaml.Node]():
+		// checked where it is decoded
 	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
-		fields := map[string]reflect.Type{}
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if f.IsExported() && name != "" && name != "-" {
-				fields[name] = f.Type
-			}
-		}
+		fields := yamlFields(t)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k := n.Content[i]
 			ft, ok := fields[k.Value]
@@ -605,6 +622,24 @@ func checkKeys(file string, n *yaml.Node, t reflect.Type, path string, errs *[]e
 			checkKeys(file, n.Content[i+1], t.Elem(), join(path, n.Content[i].Value), errs)
 		}
 	}
+}
+
+// yamlFields are a struct's YAML keys, inline structs' included.
+func yamlFields(t reflect.Type) map[string]reflect.Type {
+	fields := map[string]reflect.Type{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		switch {
+		case strings.Contains(opts, "inline") && f.Type.Kind() == reflect.Struct:
+			for k, v := range yamlFields(f.Type) {
+				fields[k] = v
+			}
+		case f.IsExported() && name != "" && name != "-":
+			fields[name] = f.Type
+		}
+	}
+	return fields
 }
 
 func join(path, key string) string {

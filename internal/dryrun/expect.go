@@ -105,7 +105,7 @@ func whyNot(rep *TestReport, name string) string {
 
 func (e *Expectation) hasRunKeys() bool {
 	return e.Disposition != "" || e.MessageContains != "" || e.Steps != nil || e.Skipped != nil || e.Metadata != nil ||
-		e.Vars != nil || e.Notifications != nil || e.Logs != nil || e.Actions != nil
+		e.Vars != nil || e.Notifications != nil || e.Logs != nil || e.Actions != nil || e.Refused != nil
 }
 
 func checkRun(r *TestRun, e *Expectation, path string, fail func(string, string, ...any)) {
@@ -134,14 +134,8 @@ func checkRun(r *TestRun, e *Expectation, path string, fail func(string, string,
 		fail(path+".skipped", "expected skipped [%s], got [%s]", strings.Join(e.Skipped, ", "), strings.Join(skipped, ", "))
 	}
 	for _, k := range sortedKeys(e.Metadata) {
-		want := e.Metadata[k]
-		got, ok := r.Metadata[k]
-		switch {
-		case want == "" && ok:
-			fail(path+".metadata."+k, "expected metadata %s not to be set, got %q", k, got)
-		case want != "" && !ok:
-			fail(path+".metadata."+k, "expected metadata %s = %q, got none set", k, want)
-		case want != got:
+		// A field not set reads as "", as a certificate's metadata does.
+		if want, got := e.Metadata[k], r.Metadata[k]; want != got {
 			fail(path+".metadata."+k, "expected metadata %s = %q, got %q", k, want, got)
 		}
 	}
@@ -186,6 +180,20 @@ func checkRun(r *TestRun, e *Expectation, path string, fail func(string, string,
 				break
 			}
 			j++
+		}
+	}
+	switch {
+	case e.Refused == nil:
+		for _, msg := range r.Refused {
+			fail(path, "a decision was refused: %s (expect it with refused:)", msg)
+		}
+	case len(e.Refused) != len(r.Refused):
+		fail(path+".refused", "expected %d refused decisions, got %d: %q", len(e.Refused), len(r.Refused), r.Refused)
+	default:
+		for i, want := range e.Refused {
+			if !strings.Contains(r.Refused[i], want) {
+				fail(fmt.Sprintf("%s.refused[%d]", path, i), "expected refused decision %d to contain %q, got %q", i+1, want, r.Refused[i])
+			}
 		}
 	}
 	if e.Actions != nil {

@@ -188,7 +188,9 @@ type session struct {
 	// problems are faults of the case, not of the definition (an http
 	// step with no stubbed answer): each fails the case.
 	problems []string
-	steps    int
+	// refused are decisions an approval refused.
+	refused []string
+	steps   int
 }
 
 type sessionKey struct{}
@@ -214,6 +216,12 @@ func (s *session) problem(format string, args ...any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.problems = append(s.problems, fmt.Sprintf(format, args...))
+}
+
+func (s *session) refuse(format string, args ...any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refused = append(s.refused, fmt.Sprintf(format, args...))
 }
 
 // recorder stands in for the webhook sender, the mailer and the http

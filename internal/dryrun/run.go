@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,7 +42,46 @@ const MaxStepAttempts = 1000
 // recording services, and runs test cases on them.
 type Harness struct {
 	cfg     *config.Config
+	opts    Options
 	catalog workflow.Catalog
+}
+
+// WithTemplates is a harness whose configuration has the named templates
+// changed as a test file's `templates:` says (file names it in errors).
+func (h *Harness) WithTemplates(file string, changes map[string]*yaml.Node) (*Harness, error) {
+	cfg := *h.cfg
+	cfg.Templates = slices.Clone(cfg.Templates)
+	var errs []error
+	for _, name := range sortedKeys(changes) {
+		node := changes[name]
+		i := slices.IndexFunc(cfg.Templates, func(t config.Template) bool { return strings.EqualFold(t.Name, name) })
+		if i < 0 {
+			errs = append(errs, fmt.Errorf("%s:%d: templates.%s: the configuration has no such template", file, node.Line, name))
+			continue
+		}
+		var kerrs []error
+		checkKeys(file, node, reflect.TypeFor[config.Template](), "templates."+name, &kerrs)
+		if len(kerrs) > 0 {
+			errs = append(errs, kerrs...)
+			continue
+		}
+		t := cfg.Templates[i]
+		if err := node.Decode(&t); err != nil {
+			errs = append(errs, fmt.Errorf("%s:%d: templates.%s: %s", file, node.Line, name, cleanYAMLError(err)))
+			continue
+		}
+		t.Name = cfg.Templates[i].Name
+		cfg.Templates[i] = t
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: templates: %w", file, err)
+	}
+	o := h.opts
+	o.Config = &cfg
+	return New(o)
 }
 
 // New builds the harness's catalogue: steps.ForLint's step types, with
@@ -63,7 +103,7 @@ func New(o Options) (*Harness, error) {
 	types.Notify.Webhooks, types.Notify.Mailer = rec, rec
 	types.HTTP.Client = &http.Client{Transport: rec, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	types.Approval.Notify = types.Notify
-	h := &Harness{cfg: cfg, catalog: workflow.Catalog{}}
+	h := &Harness{cfg: cfg, opts: o, catalog: workflow.Catalog{}}
 	for uses, build := range types.Catalog() {
 		h.catalog[uses] = func(spec *workflow.Spec) (workflow.Step, error) {
 			st, err := build(spec)
@@ -179,6 +219,9 @@ type TestRun struct {
 	HTTP          []TestHTTPCall      `json:"http"`
 	Actions       []TestAction        `json:"actions"`
 	Decisions     []workflow.Decision `json:"decisions,omitempty"`
+	// Refused are the case's decisions the approval refused (the
+	// requester deciding their own request, say).
+	Refused []string `json:"refused,omitempty"`
 }
 
 // TestStep is what became of one step.
@@ -477,7 +520,7 @@ func (h *Harness) execute(ctx context.Context, def *workflow.Definition, in *wor
 		run.Steps = append(run.Steps, st)
 	}
 	s.mu.Lock()
-	run.Notifications, run.HTTP, run.Actions = s.notes, s.calls, s.actions
+	run.Notifications, run.HTTP, run.Actions, run.Refused = s.notes, s.calls, s.actions, s.refused
 	for _, p := range s.problems {
 		rep.Problems = append(rep.Problems, def.Name+": "+p)
 	}
@@ -511,7 +554,7 @@ func (h *Harness) decide(ctx context.Context, eng *workflow.Engine, def *workflo
 		}
 		for _, n := range names {
 			if _, _, err := inst.Decide(step, step+workflow.SignalSuffix, who(n), in.Requester.Name, true, d.Comment, w.Since); err != nil {
-				s.problem("approval %s: approval by %s refused: %v", step, n, err)
+				s.refuse("approval %s: approval by %s refused: %v", step, n, err)
 				return
 			}
 		}
@@ -521,7 +564,7 @@ func (h *Harness) decide(ctx context.Context, eng *workflow.Engine, def *workflo
 		}
 		comment := cmpOr(d.Comment, "denied in a test")
 		if _, _, err := inst.Decide(step, step+workflow.SignalSuffix, who(names[0]), in.Requester.Name, false, comment, w.Since); err != nil {
-			s.problem("approval %s: denial by %s refused: %v", step, names[0], err)
+			s.refuse("approval %s: denial by %s refused: %v", step, names[0], err)
 		}
 	case "timeout":
 		if w.Deadline.IsZero() {

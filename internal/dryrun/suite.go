@@ -102,14 +102,27 @@ func (h *Harness) RunFolder(ctx context.Context, fsys fs.FS, dir string, only ..
 			errs = append(errs, err)
 			continue
 		}
-		cases, err := ParseFile(shown, data)
+		tf, err := ParseFile(shown, data)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
+		fset := set
+		if len(tf.Templates) > 0 {
+			// The file's cases run with its templates: the definitions
+			// are built again against that configuration.
+			fh, err := h.WithTemplates(shown, tf.Templates)
+			if err == nil {
+				fset, err = fh.Load(fsys)
+			}
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
 		fr := FileResult{File: shown}
-		for _, c := range cases {
-			rep := h.Run(ctx, set, c)
+		for _, c := range tf.Cases {
+			rep := h.Run(ctx, fset, c)
 			fr.Cases = append(fr.Cases, CaseResult{Case: c, Report: rep, Failures: c.Check(rep)})
 		}
 		res.Files = append(res.Files, fr)
