@@ -42,6 +42,11 @@ type Issue struct {
 	CASubjects *ca.Subjects
 	// Store holds the issue lock and the certificates.
 	Store *store.Store
+	// DryRun issues without a store (`certflow test`, POST
+	// /Workflow/Definitions/Test): no issue lock, no look-up of a
+	// revoked key or of the renewed certificate, and the certificate is
+	// no Result.Record, so nothing is stored. Its CAs are throwaway ones.
+	DryRun bool
 }
 
 type issueWith struct {
@@ -98,6 +103,14 @@ func (is Issue) Build(spec *workflow.Spec) (workflow.Step, error) {
 // the checkpoint after the step writes together with the instance, and
 // the engine writes that checkpoint before any step with effects runs.
 func (is Issue) issue(ctx context.Context, run *workflow.Run, authority *workflow.Template, validity time.Duration) (workflow.Result, error) {
+	if is.DryRun {
+		cert, err := is.sign(ctx, run, authority, validity)
+		if err != nil {
+			return workflow.Result{}, err
+		}
+		cert.ID = run.RequestID
+		return issued(cert, false), nil
+	}
 	pre, _ := run.IssueClaim.(*store.IssueClaim)
 	existing, claim, err := is.Store.ClaimIssue(ctx, run.RequestID, pre)
 	if err != nil {
@@ -148,12 +161,15 @@ func (is Issue) sign(ctx context.Context, run *workflow.Run, authority *workflow
 	}
 	// Checked at submit too; here again because the key may have been
 	// revoked for keyCompromise while the request waited (an approval).
-	if err := is.keyNotCompromised(ctx, run.CSR); err != nil {
-		return nil, err
-	}
-	if id := req.RenewalCertificateId; id != 0 {
-		if err := is.stillRenewable(ctx, id); err != nil {
+	// A dry run has no store to ask either.
+	if !is.DryRun {
+		if err := is.keyNotCompromised(ctx, run.CSR); err != nil {
 			return nil, err
+		}
+		if id := req.RenewalCertificateId; id != 0 {
+			if err := is.stillRenewable(ctx, id); err != nil {
+				return nil, err
+			}
 		}
 	}
 	auth, ok := is.CAs.Get(caCfg.Name)

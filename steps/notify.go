@@ -41,16 +41,28 @@ import (
 //
 // An approval step's `notify:` channels are Notify's too (Approval).
 type Notify struct {
-	// Webhooks signs and posts webhook events.
-	Webhooks *callback.Sender
-	// Mailer sends email. Without one (linting, or no smtp.addr) an email
-	// is recorded as not sent.
-	Mailer *notify.Mailer
+	// Webhooks signs and posts webhook events (a *callback.Sender).
+	Webhooks WebhookSender
+	// Mailer sends email (a *notify.Mailer). Without one (linting, or no
+	// smtp.addr) an email is recorded as not sent.
+	Mailer MailSender
 	// AllowPrivate is callbacks.allow_private: webhooks may go to
 	// private addresses.
 	AllowPrivate bool
 	// SMTPAddr is smtp.addr: without it a definition may not send email.
 	SMTPAddr string
+}
+
+// WebhookSender posts a signed webhook event: a *callback.Sender, or
+// what records it instead (`certflow test`, internal/dryrun).
+type WebhookSender interface {
+	Post(ctx context.Context, target, id string, body []byte) callback.Delivery
+}
+
+// MailSender sends an email: a *notify.Mailer, or what records it
+// instead (`certflow test`, internal/dryrun).
+type MailSender interface {
+	Send(ctx context.Context, to []string, subject, body, messageID string) error
 }
 
 type notifyWith struct {

@@ -430,9 +430,9 @@ type Set struct {
 	reserved []string
 }
 
-// Load parses every *.yaml / *.yml file in fsys's root. Two definitions
-// that tie on trigger and priority are an error: selection must never
-// depend on file order.
+// Load parses every *.yaml / *.yml file in fsys's root but test files
+// (IsTestFile). Two definitions that tie on trigger and priority are an
+// error: selection must never depend on file order.
 func Load(fsys fs.FS, catalog Catalog) (*Set, error) {
 	entries, err := fs.ReadDir(fsys, ".")
 	if err != nil {
@@ -440,11 +440,24 @@ func Load(fsys fs.FS, catalog Catalog) (*Set, error) {
 	}
 	var files []string
 	for _, e := range entries {
-		if !e.IsDir() && (strings.HasSuffix(e.Name(), ".yaml") || strings.HasSuffix(e.Name(), ".yml")) {
+		if !e.IsDir() && IsDefinitionFile(e.Name()) {
 			files = append(files, e.Name())
 		}
 	}
 	return LoadFiles(fsys, files, catalog)
+}
+
+// IsTestFile reports whether name is a definition test file
+// (<name>.test.yaml or .test.yml, see `certflow test`): kept beside the
+// definitions, never loaded as one.
+func IsTestFile(name string) bool {
+	return strings.HasSuffix(name, ".test.yaml") || strings.HasSuffix(name, ".test.yml")
+}
+
+// IsDefinitionFile reports whether Load reads name as a definition: a
+// *.yaml or *.yml file that is not a test file.
+func IsDefinitionFile(name string) bool {
+	return (strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")) && !IsTestFile(name)
 }
 
 // LoadFiles parses the named files of fsys as one set.

@@ -26,6 +26,7 @@ import (
 	"github.com/certflow/certflow/internal/bench"
 	"github.com/certflow/certflow/internal/ca"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/dryrun"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/steps"
@@ -41,6 +42,9 @@ Usage:
   certflow ca init  [flags]   create the built-in CA hierarchies
   certflow lint     [flags] [file or folder ...]
                               check workflow definitions; exit 1 on any error
+  certflow test     [flags] [file or folder ...]
+                              run the test cases kept beside definitions (*.test.yaml)
+                              with no Redis, CA or network; exit 1 on any failure
   certflow pending  [--url URL]          what waits for your decision (CERTFLOW_TOKEN)
   certflow approve  [--url URL] [--comment C] ID ...
   certflow deny     [--url URL] --comment C ID ...
@@ -152,6 +156,11 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 	case "lint":
 		fset = newFlagSet(cmd, "[flags] [file or folder ...]", "Check workflow definitions (default: the configured folder); print every error, exit 1 on any.", stderr)
 		settingFlags(fset, &s, "config", "definitions")
+	case "test":
+		fset = newFlagSet(cmd, "[flags] [file or folder ...]", "Run the test cases kept beside workflow definitions (<name>.test.yaml; default: the configured\n"+
+			"folder and the folders under it) with no Redis, CA or network: print ok or FAIL per case and\n"+
+			"file:line for each failure; exit 1 on any failure or load error. See docs/testing-definitions.md.", stderr)
+		settingFlags(fset, &s, "config", "definitions")
 	case "inventory check":
 		fset = newFlagSet(cmd, "[--repair] [flags]", "Compare the certificate inventory's indexes in Redis with the records; exit 1 on a difference not repaired.", stderr)
 		settingFlags(fset, &s, "config", "redis-url")
@@ -164,7 +173,7 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if cmd != "lint" {
+	if cmd != "lint" && cmd != "test" {
 		if err := noArgs(fset, positional); err != nil {
 			return err
 		}
@@ -182,6 +191,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return caInit(s, stdout)
 	case "lint":
 		return lint(s, positional, stdout)
+	case "test":
+		return testDefinitions(s, positional, stdout)
 	default:
 		return inventoryCheck(s, repair, stdout)
 	}
@@ -422,6 +433,40 @@ func lint(s app.Settings, paths []string, out io.Writer) error {
 		}
 	}
 	if failed {
+		return exitCode(1)
+	}
+	return nil
+}
+
+// testDefinitions runs the test cases kept beside definitions (default:
+// the configured folder, or the shipped set when the default folder does
+// not exist) and prints each case's outcome; it exits 1 on any failure.
+func testDefinitions(s app.Settings, paths []string, out io.Writer) error {
+	cfg, err := app.LoadConfig(s)
+	if err != nil {
+		return err
+	}
+	h, err := dryrun.New(dryrun.Options{Config: cfg})
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	var results []dryrun.FolderResult
+	if len(paths) == 0 {
+		if st, err := os.Stat(cfg.Definitions); err == nil && st.IsDir() {
+			paths = []string{cfg.Definitions}
+		} else {
+			fsys, where, err := app.DefinitionsFS(cfg.Definitions)
+			if err != nil {
+				return err
+			}
+			results = append(results, h.RunFolder(ctx, fsys, where))
+		}
+	}
+	for _, p := range paths {
+		results = append(results, h.RunPath(ctx, p)...)
+	}
+	if !dryrun.Print(out, results) {
 		return exitCode(1)
 	}
 	return nil

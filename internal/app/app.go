@@ -577,7 +577,14 @@ func (a *App) adminToken(fromEnv string) (string, error) {
 // pool.
 func (a *App) Catalog() workflow.Catalog {
 	cfg := a.Config
-	channels := steps.Notify{Webhooks: a.Sender, Mailer: a.Mailer, AllowPrivate: cfg.Callbacks.AllowPrivate, SMTPAddr: cfg.SMTP.Addr}
+	channels := steps.Notify{AllowPrivate: cfg.Callbacks.AllowPrivate, SMTPAddr: cfg.SMTP.Addr}
+	// Interfaces: a nil pointer in one would not read as "none".
+	if a.Sender != nil {
+		channels.Webhooks = a.Sender
+	}
+	if a.Mailer != nil {
+		channels.Mailer = a.Mailer
+	}
 	actions := enroll.New(enroll.Options{
 		Config: cfg, Store: a.Store, Queue: a.Queue, KEK: a.KEK, Log: a.Log,
 		Definitions: &a.Defs, CASubjects: a.caSubjects, KeyPool: a.WorkerKeyPool,

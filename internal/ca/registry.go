@@ -20,6 +20,16 @@ func (r *Registry) Get(name string) (Authority, bool) {
 	return a, ok
 }
 
+// NewRegistry holds the given authorities by their names (the
+// throwaway CAs of a dry run, internal/dryrun).
+func NewRegistry(auths ...Authority) *Registry {
+	reg := &Registry{byName: make(map[string]Authority, len(auths))}
+	for _, a := range auths {
+		reg.byName[strings.ToLower(a.Name())] = a
+	}
+	return reg
+}
+
 // OpenAll opens every configured CA, creating built-in hierarchies that do
 // not exist yet when create is set. created lists the names it made. The
 // built-in CAs use the hand-built leaf encoder as cfg's speed.leaf_encoder
