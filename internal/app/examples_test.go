@@ -1,0 +1,454 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"mime/quotedprintable"
+	"net/http"
+	"net/http/httptest"
+	"net/mail"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certflow/certflow/internal/callback"
+	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/store"
+	"github.com/certflow/certflow/internal/testutil"
+	"github.com/certflow/certflow/workflow"
+)
+
+// examplesDir is a definitions folder holding the shipped definitions and
+// the named examples, their placeholders replaced by repl (old, new, …).
+func examplesDir(t *testing.T, repl []string, names ...string) string {
+	t.Helper()
+	extra := map[string]string{}
+	r := strings.NewReplacer(repl...)
+	for _, name := range names {
+		src, err := os.ReadFile(filepath.Join(testutil.DefinitionsDir(), "examples", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		extra[name] = r.Replace(string(src))
+	}
+	return shippedPlus(t, extra)
+}
+
+// exampleFiles are the example definitions shipped (not their tests).
+func exampleFiles(t *testing.T) []string {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(testutil.DefinitionsDir(), "examples", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, p := range paths {
+		if !strings.HasSuffix(p, ".test.yaml") {
+			out = append(out, filepath.Base(p))
+		}
+	}
+	return out
+}
+
+// Every shipped example loads, all of them together with the shipped
+// definitions, in a certflow configured as the examples say (smtp.addr
+// for their e-mail).
+func TestEveryShippedExampleLoads(t *testing.T) {
+	t.Parallel()
+	names := exampleFiles(t)
+	for _, want := range []string{"auto-renew.yaml", "auto-renew-tell-owner.yaml", "expiry-digest.yaml", "pending-reminder.yaml", "decommission-revoke.yaml", "web-server.yaml"} {
+		found := false
+		for _, n := range names {
+			found = found || n == want
+		}
+		if !found {
+			t.Errorf("example %s is missing", want)
+		}
+	}
+	dir := examplesDir(t, nil, names...)
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		c.Definitions = dir
+		c.SMTP = config.SMTP{Addr: "127.0.0.1:2525", From: "pki@example.com", TLS: "none", Timeout: time.Second}
+	})
+	set := cf.App.Defs.Load()
+	for _, n := range []string{"auto-renew", "auto-renew-tell-owner", "expiry-digest", "pending-reminder", "decommission-revoke", "web-server"} {
+		if _, ok := set.Named(n); !ok {
+			t.Errorf("definition %s is not loaded", n)
+		}
+	}
+}
+
+// hookReceiver is a webhook endpoint that verifies each delivery's
+// Standard Webhooks signature with the configured secret and keeps the
+// verified bodies; a delivery that does not verify is answered 401 and
+// counted.
+type hookReceiver struct {
+	secret callback.Secret
+	mu     sync.Mutex
+	bodies []map[string]any
+	bad    int
+}
+
+func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	ts, err := strconv.ParseInt(r.Header.Get("webhook-timestamp"), 10, 64)
+	ok := err == nil && time.Since(time.Unix(ts, 0)).Abs() < 5*time.Minute &&
+		h.secret.Verify(r.Header.Get("webhook-id"), ts, body, r.Header.Get("webhook-signature"))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !ok {
+		h.bad++
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	var m map[string]any
+	json.Unmarshal(body, &m)
+	h.bodies = append(h.bodies, m)
+}
+
+func (h *hookReceiver) verified() ([]map[string]any, int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]map[string]any(nil), h.bodies...), h.bad
+}
+
+// newSigningSecret is a fresh Standard Webhooks secret, as text and parsed.
+func newSigningSecret(t *testing.T) (string, callback.Secret) {
+	t.Helper()
+	raw := make([]byte, 32)
+	rand.Read(raw)
+	text := "whsec_" + base64.StdEncoding.EncodeToString(raw)
+	s, err := callback.ParseSecret(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return text, s
+}
+
+// certPublicKey is the DER public key of a certificate id.
+func certPublicKey(t *testing.T, cf *testutil.Certflow, id int64) []byte {
+	t.Helper()
+	c, err := cf.App.Store.Certificate(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(c.Chain[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(leaf.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// auto-renew and auto-renew-tell-owner: a certificate passing its expiry
+// threshold is renewed once with the same key by certflow:automation,
+// and its owner (Owner metadata) gets an e-mail and a signed webhook.
+func TestExampleAutoRenewRenewsOnceAndTellsTheOwner(t *testing.T) {
+	t.Parallel()
+	smtpd := testutil.StartSMTPServer(t, testutil.SMTPOptions{})
+	secretText, secret := newSigningSecret(t)
+	hooks := &hookReceiver{secret: secret}
+	hookSrv := httptest.NewServer(hooks)
+	defer hookSrv.Close()
+	dir := examplesDir(t, []string{"https://hooks.example.com", hookSrv.URL}, "auto-renew.yaml", "auto-renew-tell-owner.yaml")
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		c.Definitions = dir
+		c.SMTP = smtpd.Config()
+		c.Callbacks.SigningSecret = secretText
+		// Announced 5 s after issue (as if 14 days before expiry): a
+		// renewed certificate is announced 5 s after it is issued, and
+		// renewed in turn, which the assertions allow for.
+		c.Templates[0].Validity = 2 * time.Minute
+		c.Events.ExpiryWatch.Thresholds = []string{"115s"}
+		c.Events.ExpiryWatch.Interval = 200 * time.Millisecond
+	})
+	ctx := context.Background()
+	csr, _ := testutil.CSR(t, "renew-me.example.com", "renew-me.example.com")
+	resp, er := enroll(t, cf, testutil.EnrollBody(csr, map[string]any{"Metadata": map[string]any{"Owner": "owner@example.com"}}), "Authorization", bearer(testutil.AliceToken))
+	if resp.Status != http.StatusOK || er.CertificateInformation.RequestDisposition != "ISSUED" {
+		t.Fatalf("enroll: %d %s", resp.Status, resp.Body)
+	}
+	old := er.CertificateInformation.KeyfactorID
+	var renewed int64
+	waitForLong(t, "the certificate's renewal", 60*time.Second, func() bool {
+		renewed, _ = cf.App.Store.SupersededBy(ctx, old)
+		return renewed != 0
+	})
+	rec, err := cf.App.Store.Get(ctx, renewed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Input.RenewalCertificateId != old || rec.Requester.Name != "certflow:automation" || rec.Disposition != store.Issued {
+		t.Fatalf("renewal %d: renews %d, by %s, %s", renewed, rec.Input.RenewalCertificateId, rec.Requester.Name, rec.Disposition)
+	}
+	if !bytes.Equal(certPublicKey(t, cf, old), certPublicKey(t, cf, renewed)) {
+		t.Fatal("the renewal certifies another key")
+	}
+	// The owner is told: one e-mail to the Owner address, one verified
+	// webhook about the new certificate.
+	var msgs []testutil.SMTPMessage
+	waitForLong(t, "the owner's e-mail", 30*time.Second, func() bool {
+		msgs = nil
+		for _, m := range smtpd.Messages(t) {
+			if strings.Contains(m.Data, "renewed certificate "+strconv.FormatInt(old, 10)+" ") {
+				msgs = append(msgs, m)
+			}
+		}
+		return len(msgs) > 0
+	})
+	if len(msgs) != 1 || len(msgs[0].To) != 1 || msgs[0].To[0] != "owner@example.com" {
+		t.Fatalf("owner e-mails: %+v", msgs)
+	}
+	m, err := mail.ReadMessage(strings.NewReader(msgs[0].Data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Header.Get("Subject"); got != "certificate for renew-me.example.com renewed" {
+		t.Errorf("subject %q", got)
+	}
+	var mine []map[string]any
+	waitForLong(t, "the owner's webhook", 30*time.Second, func() bool {
+		bodies, _ := hooks.verified()
+		mine = nil
+		for _, b := range bodies {
+			if c, _ := b["certificate"].(map[string]any); c != nil && num(c["ID"]) == renewed {
+				mine = append(mine, b)
+			}
+		}
+		return len(mine) > 0
+	})
+	if _, bad := hooks.verified(); bad != 0 || len(mine) != 1 || mine[0]["type"] != "certificate.renewed" || mine[0]["common_name"] != "renew-me.example.com" {
+		t.Fatalf("webhooks about %d: %+v (%d unverified)", renewed, mine, bad)
+	}
+	// One renewal of the original however often it was announced and
+	// dispatched: every certificate but the original renews another,
+	// and only one renews the original.
+	all, err := cf.Redis.ZRange(ctx, cf.Prefix+":certificates", 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	of := map[int64]int{}
+	for _, s := range all {
+		id, _ := strconv.ParseInt(s, 10, 64)
+		r, err := cf.App.Store.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id != old {
+			of[r.Input.RenewalCertificateId]++
+		}
+	}
+	if of[old] != 1 || of[0] != 0 {
+		t.Fatalf("renewals by the certificate they renew: %v", of)
+	}
+}
+
+// mailBody is a message's body, its transfer encoding undone.
+func mailBody(t *testing.T, m *mail.Message) []byte {
+	t.Helper()
+	var r io.Reader = m.Body
+	if strings.EqualFold(m.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
+		r = quotedprintable.NewReader(m.Body)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// waitForLong is waitFor with a bound of its own.
+func waitForLong(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// fireSlot makes definition name's schedule fire the slot at (as the
+// scheduler does at that time) and waits for its run to settle.
+func fireSlot(t *testing.T, cf *testutil.Certflow, name string, at time.Time) *store.Request {
+	t.Helper()
+	ctx := context.Background()
+	cf.App.Worker().ScheduleOnce(ctx, at)
+	var run *store.Request
+	waitForLong(t, name+"'s run", 30*time.Second, func() bool {
+		for _, ev := range eventsNamed(t, cf, workflow.EventSchedule) {
+			if ev.Data["Definition"] != name {
+				continue
+			}
+			runs, _ := cf.App.Store.EventRuns(ctx, ev.ID)
+			if runs[name] == 0 {
+				return false
+			}
+			run, _ = cf.App.Store.Get(ctx, runs[name])
+			return run != nil && run.Disposition.Final()
+		}
+		return false
+	})
+	if run.Disposition != store.Completed {
+		t.Fatalf("%s: %s %q", name, run.Disposition, run.Message)
+	}
+	return run
+}
+
+// expiry-digest: at its slot, one e-mail lists the certificates expiring
+// within 30 days, soonest first.
+func TestExampleExpiryDigestMailsTheCertificatesExpiringSoon(t *testing.T) {
+	t.Parallel()
+	smtpd := testutil.StartSMTPServer(t, testutil.SMTPOptions{})
+	dir := examplesDir(t, nil, "expiry-digest.yaml")
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		c.Definitions = dir
+		c.SMTP = smtpd.Config()
+		c.Templates[0].Validity = 10 * 24 * time.Hour
+	})
+	for _, cn := range []string{"first.digest.example.com", "second.digest.example.com"} {
+		csr, _ := testutil.CSR(t, cn, cn)
+		if resp, er := enroll(t, cf, testutil.EnrollBody(csr, map[string]any{"Metadata": map[string]any{"Owner": "web@example.com"}}), "Authorization", bearer(testutil.AliceToken)); er.CertificateInformation.RequestDisposition != "ISSUED" {
+			t.Fatalf("enroll %s: %d %s", cn, resp.Status, resp.Body)
+		}
+	}
+	now := time.Now()
+	seven := time.Date(now.Year(), now.Month(), now.Day(), 7, 0, 30, 0, time.Local)
+	run := fireSlot(t, cf, "expiry-digest", seven)
+	if out := run.Instance.Outputs["soon"]; num(out["count"]) != 2 {
+		t.Fatalf("search outputs %+v", out)
+	}
+	msgs := smtpd.Messages(t)
+	if len(msgs) != 1 || msgs[0].To[0] != "pki-team@example.com" {
+		t.Fatalf("messages %+v", msgs)
+	}
+	m, _ := mail.ReadMessage(strings.NewReader(msgs[0].Data))
+	body := mailBody(t, m)
+	if m.Header.Get("Subject") != "2 certificates expire within 30 days" {
+		t.Errorf("subject %q", m.Header.Get("Subject"))
+	}
+	text := string(body)
+	i, j := strings.Index(text, "first.digest.example.com"), strings.Index(text, "second.digest.example.com")
+	if i < 0 || j < i || !strings.Contains(text, "owner web@example.com") {
+		t.Fatalf("digest body:\n%s", text)
+	}
+}
+
+// pending-reminder: at its slot, approvers are reminded of the requests
+// waiting for more than 24 hours, not of newer ones.
+func TestExamplePendingReminderRemindsOfRequestsWaitingOverADay(t *testing.T) {
+	t.Parallel()
+	smtpd := testutil.StartSMTPServer(t, testutil.SMTPOptions{})
+	dir := examplesDir(t, nil, "pending-reminder.yaml")
+	dir2 := filepath.Join(dir, "wait.yaml")
+	os.WriteFile(dir2, []byte(waitDef), 0o644)
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		c.Definitions = dir
+		c.SMTP = smtpd.Config()
+	})
+	ctx := context.Background()
+	var ids []int64
+	for _, cn := range []string{"wait.old.example.com", "wait.new.example.com"} {
+		csr, _ := testutil.CSR(t, cn, cn)
+		_, er := enroll(t, cf, testutil.EnrollBody(csr, nil), "Authorization", bearer(testutil.AliceToken))
+		if er.CertificateInformation.RequestDisposition != "PENDING" {
+			t.Fatalf("enroll %s: %+v", cn, er.CertificateInformation)
+		}
+		ids = append(ids, er.CertificateInformation.KeyfactorRequestId)
+	}
+	// The first has waited for 25 hours.
+	if _, err := cf.App.Store.Update(ctx, ids[0], func(r *store.Request) error {
+		r.Submitted = r.Submitted.Add(-25 * time.Hour)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	top := time.Now().Truncate(time.Hour).Add(30 * time.Second)
+	run := fireSlot(t, cf, "pending-reminder", top)
+	if out := run.Instance.Outputs["waiting"]; num(out["count"]) != 1 {
+		t.Fatalf("search outputs %+v", out)
+	}
+	msgs := smtpd.Messages(t)
+	if len(msgs) != 1 || msgs[0].To[0] != "pki-approvers@example.com" {
+		t.Fatalf("messages %+v", msgs)
+	}
+	m, _ := mail.ReadMessage(strings.NewReader(msgs[0].Data))
+	body := mailBody(t, m)
+	text := string(body)
+	if !strings.Contains(text, "#"+strconv.FormatInt(ids[0], 10)+"  wait.old.example.com  by alice") || !strings.Contains(text, "(pki-approvers)") ||
+		strings.Contains(text, "wait.new.example.com") || m.Header.Get("Subject") != "1 certificate requests wait for approval" {
+		t.Fatalf("reminder %q:\n%s", m.Header.Get("Subject"), text)
+	}
+}
+
+// decommission-revoke: an external host.decommissioned event revokes the
+// certificates naming the host, reason cessationOfOperation, and no
+// other; sent twice with one Id, it runs once.
+func TestExampleDecommissionRevokesTheHostsCertificates(t *testing.T) {
+	t.Parallel()
+	dir := examplesDir(t, nil, "decommission-revoke.yaml")
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		c.Definitions = dir
+		c.Auth.Users = append(c.Auth.Users, config.User{Name: "cmdb", Token: "cmdb-token", Roles: []string{config.DefaultEventPublisherRole}})
+	})
+	ctx := context.Background()
+	issue := func(cn string, dns ...string) int64 {
+		csr, _ := testutil.CSR(t, cn, dns...)
+		_, er := enroll(t, cf, testutil.EnrollBody(csr, nil), "Authorization", bearer(testutil.AliceToken))
+		if er.CertificateInformation.RequestDisposition != "ISSUED" {
+			t.Fatalf("enroll %s: %+v", cn, er.CertificateInformation)
+		}
+		return er.CertificateInformation.KeyfactorID
+	}
+	a := issue("web1.example.com", "web1.example.com")
+	b := issue("shop.example.com", "shop.example.com", "web1.example.com")
+	other := issue("web10.example.com", "web10.example.com")
+	ev := map[string]any{"Name": "host.decommissioned", "Id": "cmdb-change-4711", "Data": map[string]any{"host": "web1.example.com"}}
+	for i := 0; i < 2; i++ {
+		if r := cf.Do(t, "POST", "/Events", ev, "Authorization", "Bearer cmdb-token"); r.Status != http.StatusCreated && r.Status != http.StatusOK {
+			t.Fatalf("post %d: %d %s", i, r.Status, r.Body)
+		}
+	}
+	revoked := func(id int64) bool {
+		c, err := cf.App.Store.Certificate(ctx, id)
+		return err == nil && c.Revocation != nil
+	}
+	waitForLong(t, "the revocations", 30*time.Second, func() bool { return revoked(a) && revoked(b) })
+	for _, id := range []int64{a, b} {
+		c, _ := cf.App.Store.Certificate(ctx, id)
+		if c.Revocation.Reason != 5 {
+			t.Errorf("certificate %d revoked with reason %d, want 5 (cessationOfOperation)", id, c.Revocation.Reason)
+		}
+	}
+	evs := eventsNamed(t, cf, "host.decommissioned")
+	if len(evs) != 1 {
+		t.Fatalf("%d host.decommissioned events logged, want 1", len(evs))
+	}
+	runs, _ := cf.App.Store.EventRuns(ctx, evs[0].ID)
+	if len(runs) != 1 || runs["decommission-revoke"] == 0 {
+		t.Fatalf("runs %v", runs)
+	}
+	waitForLong(t, "the run", 30*time.Second, func() bool {
+		r, _ := cf.App.Store.Get(ctx, runs["decommission-revoke"])
+		return r != nil && r.Disposition.Final()
+	})
+	if revoked(other) {
+		t.Fatal("a certificate for another host (web10) was revoked")
+	}
+	if n := len(eventsNamed(t, cf, workflow.EventCertificateRevoked)); n != 2 {
+		t.Fatalf("%d certificate.revoked events, want 2", n)
+	}
+}
