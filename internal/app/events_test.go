@@ -134,6 +134,19 @@ func TestAnIssuedCertificateEmitsItsEventAndStartsEachMatchingDefinitionOnce(t *
 	if n, _ := cf.Redis.ZCard(ctx, cf.Prefix+":certificates").Result(); n != 1 {
 		t.Fatalf("%d certificates", n)
 	}
+
+	// An event deep in a chain of automation starts nothing.
+	deep := ev
+	deep.Depth = workflow.MaxEventDepth + 1
+	deepID, _, err := cf.App.Store.AppendEvent(ctx, deep, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deep.ID = deepID
+	w.DispatchEvents(ctx, []*workflow.Event{&deep}, cf.App.Log)
+	if runs, _ := cf.App.Store.EventRuns(ctx, deepID); len(runs) != 0 {
+		t.Fatalf("an event of depth %d started runs: %v", deep.Depth, runs)
+	}
 }
 
 const deniedDef = `name: denied-everything
