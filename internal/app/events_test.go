@@ -238,3 +238,31 @@ func mustSchedule(t *testing.T, spec string) interface{ Next(time.Time) time.Tim
 	}
 	return s
 }
+
+func TestApprovalEventsFollowTheDecisions(t *testing.T) {
+	t.Parallel()
+	cf := startApprovals(t, gated("quorum", 0, "{roles: [approver], quorum: 2}"))
+	er := submitPending(t, cf, "quorum.example.com", testutil.AliceToken)
+	id := er.CertificateInformation.KeyfactorRequestId
+	pending := eventsNamed(t, cf, workflow.EventRequestPending)
+	if len(pending) != 1 || pending[0].RequestID != id || pending[0].Data["Step"] != "approve" || pending[0].Data["Quorum"] != float64(2) {
+		t.Fatalf("request.pending: %+v", pending)
+	}
+	instance := er.CertificateInformation.WorkflowInstanceId
+	mustSignal(t, cf, instance, testutil.BobToken, approveData("one"))
+	if evs := eventsNamed(t, cf, workflow.EventRequestApproved); len(evs) != 0 {
+		t.Fatalf("approved after one of two approvals: %+v", evs)
+	}
+	mustSignal(t, cf, instance, daveToken, approveData("two"))
+	waitFor(t, "the issue", func() bool { return len(eventsNamed(t, cf, workflow.EventCertificateIssued)) == 1 })
+	approved := eventsNamed(t, cf, workflow.EventRequestApproved)
+	if len(approved) != 1 || approved[0].RequestID != id {
+		t.Fatalf("request.approved: %+v", approved)
+	}
+	if got := approved[0].Data["Approvers"]; len(got.([]any)) != 2 {
+		t.Fatalf("approvers %v", got)
+	}
+	if len(eventsNamed(t, cf, workflow.EventRequestPending)) != 1 {
+		t.Fatal("request.pending written again")
+	}
+}
