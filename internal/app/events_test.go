@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -264,5 +265,31 @@ func TestApprovalEventsFollowTheDecisions(t *testing.T) {
 	}
 	if len(eventsNamed(t, cf, workflow.EventRequestPending)) != 1 {
 		t.Fatal("request.pending written again")
+	}
+}
+
+func TestACallbackThatSpendsItsRetriesEmitsCallbackFailedOnce(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	h := &hook{statuses: []int{500}}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	csr, _ := testutil.CSR(t, "cbfail.example.com")
+	resp, er := enroll(t, cf, testutil.EnrollBody(csr, map[string]any{"CallbackUrl": srv.URL + "/hook?token=s3cret"}), "Prefer", "respond-async")
+	if resp.Status != http.StatusAccepted {
+		t.Fatalf("status %d", resp.Status)
+	}
+	attempts := 1 + len(cf.Config.Callbacks.Schedule)
+	waitFor(t, "callback.failed", func() bool { return len(eventsNamed(t, cf, workflow.EventCallbackFailed)) > 0 })
+	evs := eventsNamed(t, cf, workflow.EventCallbackFailed)
+	if len(evs) != 1 || len(h.deliveries()) != attempts {
+		t.Fatalf("%d callback.failed events after %d deliveries (want 1 after %d)", len(evs), len(h.deliveries()), attempts)
+	}
+	ev := evs[0]
+	if ev.RequestID != er.CertificateInformation.KeyfactorRequestId || ev.Data["Attempts"] != float64(attempts) || ev.Data["Status"] != float64(500) {
+		t.Fatalf("callback.failed: %+v", ev)
+	}
+	if u := ev.Data["CallbackUrl"].(string); strings.Contains(u, "s3cret") || !strings.HasPrefix(u, srv.URL+"/hook") {
+		t.Fatalf("callback.failed carries the URL %q (want it without its query)", u)
 	}
 }
