@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -134,6 +135,19 @@ func TestAnIssuedCertificateEmitsItsEventAndStartsEachMatchingDefinitionOnce(t *
 	if n, _ := cf.Redis.ZCard(ctx, cf.Prefix+":certificates").Result(); n != 1 {
 		t.Fatalf("%d certificates", n)
 	}
+
+	// An event deep in a chain of automation starts nothing.
+	deep := ev
+	deep.Depth = workflow.MaxEventDepth + 1
+	deepID, _, err := cf.App.Store.AppendEvent(ctx, deep, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deep.ID = deepID
+	w.DispatchEvents(ctx, []*workflow.Event{&deep}, cf.App.Log)
+	if runs, _ := cf.App.Store.EventRuns(ctx, deepID); len(runs) != 0 {
+		t.Fatalf("an event of depth %d started runs: %v", deep.Depth, runs)
+	}
 }
 
 const deniedDef = `name: denied-everything
@@ -224,4 +238,58 @@ func mustSchedule(t *testing.T, spec string) interface{ Next(time.Time) time.Tim
 		t.Fatal(err)
 	}
 	return s
+}
+
+func TestApprovalEventsFollowTheDecisions(t *testing.T) {
+	t.Parallel()
+	cf := startApprovals(t, gated("quorum", 0, "{roles: [approver], quorum: 2}"))
+	er := submitPending(t, cf, "quorum.example.com", testutil.AliceToken)
+	id := er.CertificateInformation.KeyfactorRequestId
+	pending := eventsNamed(t, cf, workflow.EventRequestPending)
+	if len(pending) != 1 || pending[0].RequestID != id || pending[0].Data["Step"] != "approve" || pending[0].Data["Quorum"] != float64(2) {
+		t.Fatalf("request.pending: %+v", pending)
+	}
+	instance := er.CertificateInformation.WorkflowInstanceId
+	mustSignal(t, cf, instance, testutil.BobToken, approveData("one"))
+	if evs := eventsNamed(t, cf, workflow.EventRequestApproved); len(evs) != 0 {
+		t.Fatalf("approved after one of two approvals: %+v", evs)
+	}
+	mustSignal(t, cf, instance, daveToken, approveData("two"))
+	waitFor(t, "the issue", func() bool { return len(eventsNamed(t, cf, workflow.EventCertificateIssued)) == 1 })
+	approved := eventsNamed(t, cf, workflow.EventRequestApproved)
+	if len(approved) != 1 || approved[0].RequestID != id {
+		t.Fatalf("request.approved: %+v", approved)
+	}
+	if got := approved[0].Data["Approvers"]; len(got.([]any)) != 2 {
+		t.Fatalf("approvers %v", got)
+	}
+	if len(eventsNamed(t, cf, workflow.EventRequestPending)) != 1 {
+		t.Fatal("request.pending written again")
+	}
+}
+
+func TestACallbackThatSpendsItsRetriesEmitsCallbackFailedOnce(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	h := &hook{statuses: []int{500}}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	csr, _ := testutil.CSR(t, "cbfail.example.com")
+	resp, er := enroll(t, cf, testutil.EnrollBody(csr, map[string]any{"CallbackUrl": srv.URL + "/hook?token=s3cret"}), "Prefer", "respond-async")
+	if resp.Status != http.StatusAccepted {
+		t.Fatalf("status %d", resp.Status)
+	}
+	attempts := 1 + len(cf.Config.Callbacks.Schedule)
+	waitFor(t, "callback.failed", func() bool { return len(eventsNamed(t, cf, workflow.EventCallbackFailed)) > 0 })
+	evs := eventsNamed(t, cf, workflow.EventCallbackFailed)
+	if len(evs) != 1 || len(h.deliveries()) != attempts {
+		t.Fatalf("%d callback.failed events after %d deliveries (want 1 after %d)", len(evs), len(h.deliveries()), attempts)
+	}
+	ev := evs[0]
+	if ev.RequestID != er.CertificateInformation.KeyfactorRequestId || ev.Data["Attempts"] != float64(attempts) || ev.Data["Status"] != float64(500) {
+		t.Fatalf("callback.failed: %+v", ev)
+	}
+	if u := ev.Data["CallbackUrl"].(string); strings.Contains(u, "s3cret") || !strings.HasPrefix(u, srv.URL+"/hook") {
+		t.Fatalf("callback.failed carries the URL %q (want it without its query)", u)
+	}
 }

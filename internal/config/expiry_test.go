@@ -62,6 +62,7 @@ func TestExpiryWatchBadValuesNameTheKey(t *testing.T) {
 		{"thresholds: [-1d]", `events.expiry_watch.thresholds[0]: "-1d" must be positive`},
 		{"thresholds: [-5m]", `events.expiry_watch.thresholds[0]: "-5m" must be positive`},
 		{"thresholds: [1d, 7d, 24h]", `events.expiry_watch.thresholds[2]: "24h" is the same as events.expiry_watch.thresholds[0] ("1d")`},
+		{"thresholds: [500ms]", `events.expiry_watch.thresholds[0]: "500ms" is under a second`},
 		{"thresholds: [d]", `events.expiry_watch.thresholds[0]: "d" is not a duration`},
 		{"thresholds: [1.5d]", `events.expiry_watch.thresholds[0]: "1.5d" is not a duration`},
 		{"thresholds: [99999999999999999999d]", `events.expiry_watch.thresholds[0]: "99999999999999999999d" is more than 100 years`},

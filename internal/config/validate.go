@@ -252,6 +252,8 @@ func (e *Events) validateExpiryWatch(bad func(format string, args ...any)) {
 			bad("%s[%d]: %v", field, i, err)
 		case d <= 0:
 			bad("%s[%d]: %q must be positive", field, i, s)
+		case d < time.Second:
+			bad("%s[%d]: %q is under a second (the watch counts whole seconds)", field, i, s)
 		default:
 			if j, dup := seen[d]; dup {
 				bad("%s[%d]: %q is the same as %s[%d] (%q)", field, i, s, field, j, ts[j])

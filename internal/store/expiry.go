@@ -445,7 +445,13 @@ func (s *Store) PrepareExpiryWatch(ctx context.Context, now time.Time, threshold
 			return 0, fmt.Errorf("count certificates: %w", err)
 		}
 		if n == 0 {
-			return 0, s.rdb.SetNX(ctx, s.keys.expiryConfig(), want, 0).Err()
+			ok, err := s.rdb.SetNX(ctx, s.keys.expiryConfig(), want, 0).Result()
+			if err != nil || ok {
+				return 0, err
+			}
+			// Another process recorded its thresholds meanwhile: compare
+			// with those (they are recorded now, so this recurses once).
+			return s.PrepareExpiryWatch(ctx, now, thresholds)
 		}
 	}
 	lock, err := s.lockExpiry(ctx)
