@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -339,5 +341,44 @@ func TestAutomationEnrollsAndEditsMetadata(t *testing.T) {
 	stored, _ := cf.App.Store.Get(ctx, first.RequestID)
 	if md := stored.Metadata(); md["Team"] != "platform" || md["Workflow"] != "automation" {
 		t.Fatalf("metadata %v", md)
+	}
+}
+
+const renewalWithApproval = `name: renewal-approved
+trigger: renewal
+steps:
+  - id: gate
+    uses: approval
+  - id: issue
+    uses: issue
+`
+
+func TestAutomationMakesNoSecondRenewalWhileTheFirstWaits(t *testing.T) {
+	t.Parallel()
+	files := map[string]string{"renewal-default.yaml": renewalWithApproval}
+	for _, name := range []string{"enrollment-default.yaml", "revocation-default.yaml"} {
+		src, err := os.ReadFile(filepath.Join(testutil.DefinitionsDir(), name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[name] = string(src)
+	}
+	dir := defsDir(t, files)
+	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Definitions = dir })
+	ctx := context.Background()
+	act := automation(cf)
+	certID := issueFor(t, cf, "wait.example.com", "wait.example.com")
+	first, err := act.Renew(ctx, steps.RenewOrder{Origin: steps.Origin{RunID: 930001, Step: "renew", Depth: 1}, CertificateID: certID})
+	if err != nil || first.RequestID == 0 {
+		t.Fatalf("Renew: %+v %v", first, err)
+	}
+	waitFor(t, "the renewal to wait for approval", func() bool {
+		r, _ := cf.App.Store.Get(ctx, first.RequestID)
+		return r != nil && r.Disposition == store.Pending
+	})
+	// The next threshold's event, another run: the renewal waiting is enough.
+	second, err := act.Renew(ctx, steps.RenewOrder{Origin: steps.Origin{RunID: 930002, Step: "renew", Depth: 1}, CertificateID: certID})
+	if err != nil || second.RequestID != 0 || second.Skipped != fmt.Sprintf("being renewed by request %d", first.RequestID) {
+		t.Fatalf("a second renewal while the first waits: %+v %v", second, err)
 	}
 }
