@@ -17,6 +17,7 @@ func TestCatalogHoldsEveryStepTypeUnderItsConstant(t *testing.T) {
 		workflow.ValidateStep, workflow.IssueStep, workflow.RevokeStep, workflow.MetadataStep,
 		workflow.NotifyStep, workflow.SetStep, workflow.HTTPStep, workflow.ApprovalStep,
 		workflow.SearchStep,
+		workflow.RenewStep, workflow.EnrollStep,
 	}
 	var got []string
 	for name, build := range steps.ForLint(defaultConfig()).Catalog() {

@@ -123,14 +123,14 @@ type Input struct {
 	// expressions see them (event, certificate).
 	Event       Event
 	Certificate *Certificate
-	// RunID is an event-triggered run's own request id (Run.RequestID);
-	// Request is then the request the event concerns.
-	RunID int64
 	// EventDepth is the request's own store.Request.EventDepth: for a
 	// request an event-triggered run made, one more than that run's
 	// event's Depth (0 otherwise). Steps that record an effect with an
 	// event of its own (the revoke step) pass it on (Run.EventDepth).
 	EventDepth int
+	// RunID is an event-triggered run's own request id (Run.RequestID);
+	// Request is then the request the event concerns.
+	RunID int64
 }
 
 // NewInput prepares a request for the engine; addCN applies RFC 2818's

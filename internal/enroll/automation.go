@@ -102,6 +102,18 @@ func (a *Automation) Renew(ctx context.Context, o steps.RenewOrder) (steps.Outco
 	if rev := cert.Revocation; rev != nil {
 		return steps.Outcome{CertificateID: id, Skipped: fmt.Sprintf("revoked (reason %d)", rev.Reason)}, nil
 	}
+	for _, under := range []struct {
+		what string
+		of   func(context.Context, int64) (int64, error)
+	}{{"renewed", s.store.RenewalUnderWay}, {"revoked", s.store.RevocationUnderWay}} {
+		holder, err := under.of(ctx, id)
+		if err != nil {
+			return steps.Outcome{}, err
+		}
+		if holder != 0 {
+			return steps.Outcome{CertificateID: id, Skipped: fmt.Sprintf("being %s by request %d", under.what, holder)}, nil
+		}
+	}
 	body := &keyfactor.RenewalRequest{CertificateId: &id}
 	var newKey []byte
 	switch {
@@ -154,6 +166,14 @@ func (a *Automation) Renew(ctx context.Context, o steps.RenewOrder) (steps.Outco
 	req, existing, err := s.submit(ctx, e, nil)
 	if err != nil {
 		return a.again(ctx, key, err, id)
+	}
+	if !existing {
+		// Noted after the submit: two runs renewing one certificate at
+		// the same moment (not two thresholds' events, days apart) could
+		// both submit; the idempotency key covers one run's repeats.
+		if err := s.store.NoteRenewal(context.WithoutCancel(ctx), id, req.ID); err != nil {
+			s.log.Warn("renewal submitted but not noted on the certificate", "certificate", id, "request", req.ID, "err", err)
+		}
 	}
 	return steps.Outcome{RequestID: req.ID, CertificateID: id, Existing: existing}, nil
 }

@@ -208,16 +208,7 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 
 // input prepares the request for the engine.
 func (w *Worker) input(ctx context.Context, r *store.Request) (*workflow.Input, error) {
-	var in *workflow.Input
-	var err error
-	if r.Trigger == store.EventRunTrigger {
-		if r.Event == nil {
-			return nil, errors.New("event run without its event")
-		}
-		in, err = w.eventInput(ctx, r.Event, r.ID)
-	} else {
-		in, err = w.requestInput(ctx, r)
-	}
+	in, err := w.requestInput(ctx, r)
 	if in != nil {
 		in.EventDepth = r.EventDepth
 	}
@@ -226,6 +217,12 @@ func (w *Worker) input(ctx context.Context, r *store.Request) (*workflow.Input, 
 
 // requestInput is input but for what every kind of request shares.
 func (w *Worker) requestInput(ctx context.Context, r *store.Request) (*workflow.Input, error) {
+	if r.Trigger == store.EventRunTrigger {
+		if r.Event == nil {
+			return nil, errors.New("event run without its event")
+		}
+		return w.eventInput(ctx, r.Event, r.ID)
+	}
 	if r.CSR == nil && r.Trigger == workflow.TriggerRevocation {
 		return w.revocationInput(ctx, r)
 	}
