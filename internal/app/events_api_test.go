@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -188,6 +189,35 @@ func TestPostEventIsAcceptedOncePerSourceAndId(t *testing.T) {
 	}
 	if evs, _ := listEvents(t, cf, "name=host.decommissioned"); len(evs) != 2 {
 		t.Fatalf("want 2 events, the log holds %d", len(evs))
+	}
+
+	// Concurrent posts of one new Id: one 201, the rest 200 with its event.
+	var wg sync.WaitGroup
+	answers := make([]*testutil.Response, 8)
+	for i := range answers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answers[i] = cf.Do(t, "POST", "/Events", map[string]any{"Name": "host.decommissioned", "Id": "race-1"}, asUser(publisherToken)...)
+		}()
+	}
+	wg.Wait()
+	created, raceID := 0, ""
+	for _, a := range answers {
+		var e workflow.Event
+		a.JSON(t, &e)
+		if raceID != "" && e.ID != raceID {
+			t.Errorf("concurrent posts answered events %s and %s", raceID, e.ID)
+		}
+		raceID = e.ID
+		if a.Status == http.StatusCreated {
+			created++
+		} else if a.Status != http.StatusOK || a.Header.Get("Idempotent-Replayed") != "true" {
+			t.Errorf("a concurrent post: %d %s", a.Status, a.Body)
+		}
+	}
+	if created != 1 {
+		t.Errorf("%d of 8 concurrent posts of one Id were created", created)
 	}
 
 	// Roles.
