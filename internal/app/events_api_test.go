@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certflow/certflow/internal/app"
 	"github.com/certflow/certflow/internal/callback"
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/keyfactor"
@@ -663,4 +666,24 @@ func TestGetEventShowsTheRunsItStarted(t *testing.T) {
 	for _, id := range []string{"1-0", "99999999999999-0", "abc", "1-2-3", strings.Repeat("9", 30) + "-0"} {
 		assertError(t, cf.Do(t, "GET", "/Events/"+id, nil), http.StatusNotFound, keyfactor.CodeNotFound, "event \""+id[:min(len(id), 20)])
 	}
+}
+
+// TestASourceThatCouldPostCertflowsEventsStopsTheAPI: the API does not
+// start with a source allowed certflow's own events, naming the key; a
+// worker, which checks no signatures, does not read the sources.
+func TestASourceThatCouldPostCertflowsEventsStopsTheAPI(t *testing.T) {
+	t.Parallel()
+	_, prefix := testutil.Redis(t)
+	cfg := testutil.TestConfig(t, prefix)
+	cfg.Events.Sources = map[string]config.EventSource{"cmdb": {Secret: cmdbSecret, Names: []string{"host.*", "certificate.*"}}}
+	_, err := app.Open(cfg, app.RoleAPI, testutil.AdminToken, slog.New(slog.DiscardHandler), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `events.sources.cmdb.names[1]: "certificate.*" is certflow's own`) {
+		t.Fatalf("Open: %v", err)
+	}
+	cfg.Events.Sources = map[string]config.EventSource{"cmdb": {SecretFile: filepath.Join(t.TempDir(), "absent"), Names: []string{"host.*"}}}
+	a, err := app.Open(cfg, app.RoleWorker, testutil.AdminToken, slog.New(slog.DiscardHandler), io.Discard)
+	if err != nil {
+		t.Fatalf("a worker with a source's secret file absent: %v", err)
+	}
+	a.Close()
 }
