@@ -719,14 +719,20 @@ func (a *App) ServeAPI(ctx context.Context, ready func(addr net.Addr)) error {
 	return hs.Shutdown(sctx)
 }
 
-// RunWorker processes tasks until ctx ends, then lets in-flight tasks
-// finish (or hands them back) within the shutdown timeout.
-func (a *App) RunWorker(ctx context.Context) error {
-	w := &worker.Worker{
+// Worker is the worker half's task handlers and loops, wired to a's
+// services (RunWorker runs them; tests call them directly).
+func (a *App) Worker() *worker.Worker {
+	return &worker.Worker{
 		Config: a.Config, Store: a.Store, Queue: a.Queue, Defs: &a.Defs, Catalog: a.Catalog(),
 		Engine: &workflow.Engine{Log: a.Log}, Callbacks: a.Sender, KEK: a.KEK, Log: a.Log, CAs: a.CAs,
 		KeyPool: a.WorkerKeyPool,
 	}
+}
+
+// RunWorker processes tasks until ctx ends, then lets in-flight tasks
+// finish (or hands them back) within the shutdown timeout.
+func (a *App) RunWorker(ctx context.Context) error {
+	w := a.Worker()
 	// worker.servers asynq servers share the concurrency: each dequeues in
 	// a loop of its own, so one sleeping on an empty queue does not hold
 	// up pickup (see config.Worker.Servers).
@@ -762,6 +768,8 @@ func (a *App) RunWorker(ctx context.Context) error {
 	go w.Reconcile(ctx)
 	go w.Sweep(ctx)
 	go w.RefreshCRLs(ctx)
+	go w.Dispatch(ctx)
+	go w.Schedule(ctx)
 	<-ctx.Done()
 	stop() // in parallel: each has the whole shutdown timeout, not a share of it
 	return nil
