@@ -687,3 +687,95 @@ func TestASourceThatCouldPostCertflowsEventsStopsTheAPI(t *testing.T) {
 	}
 	a.Close()
 }
+
+const onHostDef = `name: on-host-gone
+trigger: event:host.*
+match: event.Data.Host endsWith ".example.com"
+steps:
+  - id: note
+    uses: notify
+    with:
+      log: "host ${{ event.Data.Host }} is gone (${{ event.Name }} from ${{ event.Source }})"
+`
+
+const onlyDeploysDef = `name: only-deploys
+trigger: event:host.decommissioned
+match: event.Data.Kind == "deploy"
+steps:
+  - id: note
+    uses: notify
+    with: {log: "never"}
+`
+
+// TestAnExternalEventSentTwiceRunsOnce: an event posted twice with one Id,
+// and a signed delivery replayed, each start the matching definition once
+// through the real dispatcher; GET /Events/{id} shows the run completed
+// and the definition whose match did not hold.
+func TestAnExternalEventSentTwiceRunsOnce(t *testing.T) {
+	t.Parallel()
+	dir := shippedPlus(t, map[string]string{"on-host-gone.yaml": onHostDef, "only-deploys.yaml": onlyDeploysDef})
+	sources := withSources(t)
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		sources(c)
+		c.Definitions = dir
+	})
+	body := map[string]any{"Name": "host.decommissioned", "Id": "chg-42", "Data": map[string]any{"Host": "web9.example.com"}}
+	first := cf.Do(t, "POST", "/Events", body, asUser(publisherToken)...)
+	second := cf.Do(t, "POST", "/Events", body, asUser(publisherToken)...)
+	if first.Status != http.StatusCreated || second.Status != http.StatusOK {
+		t.Fatalf("posts: %d, %d", first.Status, second.Status)
+	}
+	var ev workflow.Event
+	first.JSON(t, &ev)
+	signed := signedDelivery{source: "cmdb", secret: cmdbSecret, id: "msg_42", ts: time.Now(), body: `{"Name":"host.retired","Data":{"Host":"db9.example.com"}}`}
+	sent, replayed := signed.send(t, cf), signed.send(t, cf)
+	if sent.Status != http.StatusCreated || replayed.Status != http.StatusOK {
+		t.Fatalf("signed: %d, %d", sent.Status, replayed.Status)
+	}
+	var sev workflow.Event
+	sent.JSON(t, &sev)
+
+	type detail struct {
+		workflow.Event
+		Runs []struct {
+			Definition, RequestDisposition, Status, InstanceId string
+			Started                                            bool
+			RequestId                                          int64
+		}
+	}
+	for _, e := range []workflow.Event{ev, sev} {
+		var d detail
+		waitFor(t, "the runs of "+e.Name+" to settle", func() bool {
+			cf.Do(t, "GET", "/Events/"+e.ID, nil, asUser(readerToken)...).JSON(t, &d)
+			for _, r := range d.Runs {
+				if r.Started && r.RequestDisposition != string(store.Completed) {
+					return false
+				}
+			}
+			return len(d.Runs) == map[string]int{"host.decommissioned": 2, "host.retired": 1}[e.Name]
+		})
+		for _, r := range d.Runs {
+			switch r.Definition {
+			case "on-host-gone":
+				if !r.Started || r.RequestId == 0 || r.InstanceId != cf.App.Store.InstanceID(r.RequestId) || r.Status != string(workflow.StatusComplete) {
+					t.Errorf("%s: the run %+v", e.Name, r)
+				}
+			case "only-deploys":
+				if r.Started {
+					t.Errorf("%s: a definition whose match is false ran: %+v", e.Name, r)
+				}
+			default:
+				t.Errorf("%s: an unexpected run %+v", e.Name, r)
+			}
+		}
+	}
+	logs := cf.Logs.String()
+	for _, want := range []string{"host web9.example.com is gone (host.decommissioned from cmdb)", "host db9.example.com is gone (host.retired from webhook:cmdb)"} {
+		if n := strings.Count(logs, want); n != 1 {
+			t.Errorf("%q logged %d times, want once", want, n)
+		}
+	}
+	if evs, _ := listEvents(t, cf, "name=host.*"); len(evs) != 2 {
+		t.Errorf("the log holds %d host events, want 2", len(evs))
+	}
+}
