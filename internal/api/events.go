@@ -278,9 +278,20 @@ func (s *Server) handleSourceEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	whID := r.Header.Get("webhook-id")
 	ts, tsErr := strconv.ParseInt(r.Header.Get("webhook-timestamp"), 10, 64)
-	verified := secret.Verify(whID, ts, body, r.Header.Get("webhook-signature")) // computed whatever else failed
-	verified = verified && src != nil && tsErr == nil && validWebhookID(whID)
+	sigOK := secret.Verify(whID, ts, body, r.Header.Get("webhook-signature")) // computed whatever else failed
+	verified := sigOK && src != nil && tsErr == nil && validWebhookID(whID)
 	refuse := func(msg string) {
+		// The operator learns what failed; the client does not.
+		why := "signature does not verify"
+		switch {
+		case src == nil:
+			why = "no such source"
+		case !validWebhookID(whID) || tsErr != nil:
+			why = "webhook-id or webhook-timestamp missing or malformed"
+		case verified:
+			why = "timestamp outside the tolerance"
+		}
+		s.log.Info("signed event refused: "+why, "source", truncate(r.PathValue("name"), 64), "addr", addr)
 		if d := s.auth.byAddr.fail(addr, s.auth.now()); d > 0 {
 			s.log.Info("login locked out: too many failed authentications from this address", "addr", addr, "for", d)
 		}

@@ -211,9 +211,6 @@ func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, ou
 		return nil, err
 	}
 	a.Sender = callback.NewSender(secret, cfg.Callbacks.AllowPrivate, cfg.Callbacks.Timeout)
-	if a.eventSources, err = api.LoadEventSources(cfg.Events.Sources); err != nil {
-		return nil, err
-	}
 	if cfg.SMTP.Addr != "" {
 		if a.Mailer, err = notify.NewMailer(cfg.SMTP); err != nil {
 			return nil, fmt.Errorf("smtp: %w", err)
@@ -263,6 +260,11 @@ func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, ou
 		}
 		a.Auth = api.NewAuthenticator(cfg, token, log)
 		if err := a.Auth.UseOIDC(cfg.Auth.OIDC); err != nil {
+			return nil, err
+		}
+		// Only the API checks signed events: a worker needs no source's
+		// secret.
+		if a.eventSources, err = api.LoadEventSources(cfg.Events.Sources); err != nil {
 			return nil, err
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -11,9 +13,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/certflow/certflow/internal/app"
 	"github.com/certflow/certflow/internal/callback"
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/keyfactor"
@@ -188,6 +192,35 @@ func TestPostEventIsAcceptedOncePerSourceAndId(t *testing.T) {
 	}
 	if evs, _ := listEvents(t, cf, "name=host.decommissioned"); len(evs) != 2 {
 		t.Fatalf("want 2 events, the log holds %d", len(evs))
+	}
+
+	// Concurrent posts of one new Id: one 201, the rest 200 with its event.
+	var wg sync.WaitGroup
+	answers := make([]*testutil.Response, 8)
+	for i := range answers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answers[i] = cf.Do(t, "POST", "/Events", map[string]any{"Name": "host.decommissioned", "Id": "race-1"}, asUser(publisherToken)...)
+		}()
+	}
+	wg.Wait()
+	created, raceID := 0, ""
+	for _, a := range answers {
+		var e workflow.Event
+		a.JSON(t, &e)
+		if raceID != "" && e.ID != raceID {
+			t.Errorf("concurrent posts answered events %s and %s", raceID, e.ID)
+		}
+		raceID = e.ID
+		if a.Status == http.StatusCreated {
+			created++
+		} else if a.Status != http.StatusOK || a.Header.Get("Idempotent-Replayed") != "true" {
+			t.Errorf("a concurrent post: %d %s", a.Status, a.Body)
+		}
+	}
+	if created != 1 {
+		t.Errorf("%d of 8 concurrent posts of one Id were created", created)
 	}
 
 	// Roles.
@@ -632,5 +665,117 @@ func TestGetEventShowsTheRunsItStarted(t *testing.T) {
 	}
 	for _, id := range []string{"1-0", "99999999999999-0", "abc", "1-2-3", strings.Repeat("9", 30) + "-0"} {
 		assertError(t, cf.Do(t, "GET", "/Events/"+id, nil), http.StatusNotFound, keyfactor.CodeNotFound, "event \""+id[:min(len(id), 20)])
+	}
+}
+
+// TestASourceThatCouldPostCertflowsEventsStopsTheAPI: the API does not
+// start with a source allowed certflow's own events, naming the key; a
+// worker, which checks no signatures, does not read the sources.
+func TestASourceThatCouldPostCertflowsEventsStopsTheAPI(t *testing.T) {
+	t.Parallel()
+	_, prefix := testutil.Redis(t)
+	cfg := testutil.TestConfig(t, prefix)
+	cfg.Events.Sources = map[string]config.EventSource{"cmdb": {Secret: cmdbSecret, Names: []string{"host.*", "certificate.*"}}}
+	_, err := app.Open(cfg, app.RoleAPI, testutil.AdminToken, slog.New(slog.DiscardHandler), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `events.sources.cmdb.names[1]: "certificate.*" is certflow's own`) {
+		t.Fatalf("Open: %v", err)
+	}
+	cfg.Events.Sources = map[string]config.EventSource{"cmdb": {SecretFile: filepath.Join(t.TempDir(), "absent"), Names: []string{"host.*"}}}
+	a, err := app.Open(cfg, app.RoleWorker, testutil.AdminToken, slog.New(slog.DiscardHandler), io.Discard)
+	if err != nil {
+		t.Fatalf("a worker with a source's secret file absent: %v", err)
+	}
+	a.Close()
+}
+
+const onHostDef = `name: on-host-gone
+trigger: event:host.*
+match: event.Data.Host endsWith ".example.com"
+steps:
+  - id: note
+    uses: notify
+    with:
+      log: "host ${{ event.Data.Host }} is gone (${{ event.Name }} from ${{ event.Source }})"
+`
+
+const onlyDeploysDef = `name: only-deploys
+trigger: event:host.decommissioned
+match: event.Data.Kind == "deploy"
+steps:
+  - id: note
+    uses: notify
+    with: {log: "never"}
+`
+
+// TestAnExternalEventSentTwiceRunsOnce: an event posted twice with one Id,
+// and a signed delivery replayed, each start the matching definition once
+// through the real dispatcher; GET /Events/{id} shows the run completed
+// and the definition whose match did not hold.
+func TestAnExternalEventSentTwiceRunsOnce(t *testing.T) {
+	t.Parallel()
+	dir := shippedPlus(t, map[string]string{"on-host-gone.yaml": onHostDef, "only-deploys.yaml": onlyDeploysDef})
+	sources := withSources(t)
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		sources(c)
+		c.Definitions = dir
+	})
+	body := map[string]any{"Name": "host.decommissioned", "Id": "chg-42", "Data": map[string]any{"Host": "web9.example.com"}}
+	first := cf.Do(t, "POST", "/Events", body, asUser(publisherToken)...)
+	second := cf.Do(t, "POST", "/Events", body, asUser(publisherToken)...)
+	if first.Status != http.StatusCreated || second.Status != http.StatusOK {
+		t.Fatalf("posts: %d, %d", first.Status, second.Status)
+	}
+	var ev workflow.Event
+	first.JSON(t, &ev)
+	signed := signedDelivery{source: "cmdb", secret: cmdbSecret, id: "msg_42", ts: time.Now(), body: `{"Name":"host.retired","Data":{"Host":"db9.example.com"}}`}
+	sent, replayed := signed.send(t, cf), signed.send(t, cf)
+	if sent.Status != http.StatusCreated || replayed.Status != http.StatusOK {
+		t.Fatalf("signed: %d, %d", sent.Status, replayed.Status)
+	}
+	var sev workflow.Event
+	sent.JSON(t, &sev)
+
+	type detail struct {
+		workflow.Event
+		Runs []struct {
+			Definition, RequestDisposition, Status, InstanceId string
+			Started                                            bool
+			RequestId                                          int64
+		}
+	}
+	for _, e := range []workflow.Event{ev, sev} {
+		var d detail
+		waitFor(t, "the runs of "+e.Name+" to settle", func() bool {
+			cf.Do(t, "GET", "/Events/"+e.ID, nil, asUser(readerToken)...).JSON(t, &d)
+			for _, r := range d.Runs {
+				if r.Started && r.RequestDisposition != string(store.Completed) {
+					return false
+				}
+			}
+			return len(d.Runs) == map[string]int{"host.decommissioned": 2, "host.retired": 1}[e.Name]
+		})
+		for _, r := range d.Runs {
+			switch r.Definition {
+			case "on-host-gone":
+				if !r.Started || r.RequestId == 0 || r.InstanceId != cf.App.Store.InstanceID(r.RequestId) || r.Status != string(workflow.StatusComplete) {
+					t.Errorf("%s: the run %+v", e.Name, r)
+				}
+			case "only-deploys":
+				if r.Started {
+					t.Errorf("%s: a definition whose match is false ran: %+v", e.Name, r)
+				}
+			default:
+				t.Errorf("%s: an unexpected run %+v", e.Name, r)
+			}
+		}
+	}
+	logs := cf.Logs.String()
+	for _, want := range []string{"host web9.example.com is gone (host.decommissioned from cmdb)", "host db9.example.com is gone (host.retired from webhook:cmdb)"} {
+		if n := strings.Count(logs, want); n != 1 {
+			t.Errorf("%q logged %d times, want once", want, n)
+		}
+	}
+	if evs, _ := listEvents(t, cf, "name=host.*"); len(evs) != 2 {
+		t.Errorf("the log holds %d host events, want 2", len(evs))
 	}
 }

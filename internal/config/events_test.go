@@ -69,3 +69,31 @@ func TestValidateEventsNamesTheField(t *testing.T) {
 		t.Errorf("a good source: %v", err)
 	}
 }
+
+// TestLoadEventsSection: the events section as docs/events.md writes it
+// loads; an unknown key inside a source is named.
+func TestLoadEventsSection(t *testing.T) {
+	t.Parallel()
+	c, err := Load(writeConfig(t, `events:
+  retention: 240h
+  reader_roles: [auditor]
+  sources:
+    cmdb:
+      secret_file: /etc/certflow/cmdb-webhook-secret
+      names: [host.*]
+      tolerance: 2m
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := c.Events.Sources["cmdb"]
+	if c.Events.Retention != 240*time.Hour || !slices.Equal(c.Events.ReaderRoles, []string{"auditor"}) ||
+		!slices.Equal(c.Events.PublisherRoles, []string{"event-publisher"}) ||
+		src.SecretFile != "/etc/certflow/cmdb-webhook-secret" || !slices.Equal(src.Names, []string{"host.*"}) || src.Tolerance != 2*time.Minute {
+		t.Fatalf("loaded %+v", c.Events)
+	}
+	_, err = Load(writeConfig(t, "events:\n  sources:\n    cmdb:\n      secret: whsec_x\n      name: [a]\n"))
+	if err == nil || !strings.Contains(err.Error(), `events.sources["cmdb"]: unknown key "name" (did you mean "names"?)`) {
+		t.Errorf("an unknown key in a source: %v", err)
+	}
+}
