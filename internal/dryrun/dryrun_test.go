@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/fstest"
+	"time"
 
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/dryrun"
@@ -351,4 +353,65 @@ func lineHas(out, prefix, want string) bool {
 		}
 	}
 	return false
+}
+
+// TestIssueSignsWithAThrowawayCAHonouringTheCSR checks the dry run's
+// certificate: the CSR's subject and SANs, the step's validity, a CA that
+// is not the configured one.
+func TestIssueSignsWithAThrowawayCAHonouringTheCSR(t *testing.T) {
+	t.Parallel()
+	h := harness(t)
+	set, err := h.Load(fstest.MapFS{"short.yaml": {Data: []byte("name: short\ntrigger: enrollment\nsteps:\n  - id: issue\n    uses: issue\n    with: {validity: 24h}\n")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := dryrun.ParseCase([]byte(`{"name": "x", "request": {"template": "WebServer", "subject": "CN=a.example.com,O=Example", "sans": {"dns": ["b.example.com"]}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := h.Run(context.Background(), set, c)
+	if len(rep.Runs) != 1 || rep.Runs[0].Disposition != "ISSUED" {
+		t.Fatalf("%+v", rep)
+	}
+	ct := rep.Runs[0].Certificate
+	if !strings.Contains(ct.Subject, "CN=a.example.com") || !strings.Contains(ct.Subject, "O=Example") {
+		t.Errorf("subject %q", ct.Subject)
+	}
+	// WebServer enforces RFC 2818: the CN joins the CSR's names.
+	if strings.Join(ct.SANs.DNS, ",") != "b.example.com,a.example.com" {
+		t.Errorf("SANs %v", ct.SANs)
+	}
+	if d := ct.NotAfter.Sub(ct.NotBefore); d != 24*time.Hour {
+		t.Errorf("validity %s, want the step's 24h", d)
+	}
+	if !strings.Contains(ct.Issuer, "(dry run)") || ct.Authority != `certflow\CertflowIssuingCA` {
+		t.Errorf("issuer %q, authority %q", ct.Issuer, ct.Authority)
+	}
+	if out := rep.Runs[0].Steps[0].Outputs; out["serial"] == "" || out["authority"] != `certflow\CertflowIssuingCA` {
+		t.Errorf("outputs %v", out)
+	}
+}
+
+func TestABadCaseIsRefusedNamingTheField(t *testing.T) {
+	t.Parallel()
+	for body, want := range map[string]string{
+		`{"name": "x", "request": {}, "approvals": {"gate": "maybe"}}`:                    `approvals.gate: "maybe" (want approve, deny or timeout)`,
+		`{"name": "x", "request": {}, "approvals": {"gate": {"by": "pat"}}}`:              "approvals.gate: decision: required",
+		`{"name": "x", "request": {}, "http": {"owner": {"status": 42}}}`:                 "http.owner.status: 42 is not an HTTP status",
+		`{"name": "x", "request": {"sans": {"dsn": ["a"]}}}`:                              `request.sans: unknown kind "dsn"`,
+		`{"name": "x", "request": {"subject": "CN"}}`:                                     "request.subject:",
+		`{"name": "x", "request": {"renews": 3}}`:                                         "request.renews: only a renewal",
+		`{"name": "x", "request": {}, "event": {"name": "a"}}`:                            "event: a case has a request or an event, not both",
+		`{"name": "x", "request": {}, "expect": {"disposition": "DONE"}}`:                 `expect.disposition: "DONE"`,
+		`{"name": "x", "request": {}, "expect": {"notifications": [{"channel": "log"}]}}`: "expect.notifications[0].channel",
+		`{"name": "x", "request": {}, "expect": {"runs": {"a": {"definitions": ["b"]}}}}`: "expect.runs.a: runs and definitions belong to the case's expect",
+		`{"name": "", "request": {}}`:                                                     "name: required",
+		`{"name": "x", "event": {"certificate": {"id": 1, "not_after": "tomorrow"}}}`:     "event.certificate.not_after",
+		`{"name": "x", "request": {"requester": {"name": "a", "role": "b"}}}`:             `request.requester: unknown key "role"`,
+	} {
+		_, err := dryrun.ParseCase([]byte(body))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", body, err, want)
+		}
+	}
 }
