@@ -45,7 +45,7 @@ func folder(t *testing.T, files map[string]string) string {
 func run(t *testing.T, dir string) (string, bool) {
 	t.Helper()
 	var out bytes.Buffer
-	ok := dryrun.Print(&out, harness(t).RunPath(context.Background(), dir))
+	ok := dryrun.Print(&out, harness(t).RunPath(context.Background(), dir), false)
 	return out.String(), ok
 }
 

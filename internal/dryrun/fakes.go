@@ -311,7 +311,11 @@ func (recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 		body = []byte(b)
 		resp.Header.Set("Content-Type", "text/plain")
 	default:
-		body, _ = json.Marshal(b)
+		var err error
+		if body, err = json.Marshal(b); err != nil {
+			s.problem("step %s: the stubbed answer's body is not JSON: %v", step, err)
+			return nil, fmt.Errorf("dry run: the stubbed body is not JSON: %w", err)
+		}
 		resp.Header.Set("Content-Type", "application/json")
 	}
 	for k, v := range stub.Headers {
