@@ -718,6 +718,10 @@ func TestLoadReadsOnlyYAMLFilesInTheRoot(t *testing.T) {
 		"README.md":      &fstest.MapFile{Data: []byte("not: [a definition")},
 		"sub/c.yaml":     definitionFile("c", "enrollment", 3, ""),
 		"notes.yaml.bak": &fstest.MapFile{Data: []byte("{")},
+		// Test files (certflow test) sit beside definitions and are no
+		// definitions: not even a valid-looking one is loaded.
+		"a.test.yaml": definitionFile("a-test", "enrollment", 9, ""),
+		"b.test.yml":  &fstest.MapFile{Data: []byte("cases: [")},
 	}, (&fakes{}).Catalog())
 	if err != nil {
 		t.Fatalf("Load: %v", err)

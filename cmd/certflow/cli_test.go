@@ -45,6 +45,7 @@ func TestEachCommandsHelpShowsItsOwnFlags(t *testing.T) {
 		want, not []string
 	}{
 		{[]string{"lint"}, []string{"usage: certflow lint", "-definitions", "-config"}, []string{"-listen", "-redis-url"}},
+		{[]string{"test"}, []string{"usage: certflow test", "-definitions", "-config", "test.yaml"}, []string{"-listen", "-redis-url"}},
 		{[]string{"serve"}, []string{"usage: certflow serve", "-listen", "-redis-url", "-data-dir"}, []string{"-repair", "-comment"}},
 		{[]string{"ca", "init"}, []string{"usage: certflow ca init", "-data-dir"}, []string{"-listen"}},
 		{[]string{"inventory", "check"}, []string{"usage: certflow inventory check", "-repair", "-redis-url"}, []string{"-listen"}},

@@ -140,7 +140,7 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 	}
 	var s app.Settings
 	var fset *flag.FlagSet
-	var repair bool
+	var repair, verbose bool
 	switch cmd {
 	case "serve", "api", "worker":
 		about := map[string]string{
@@ -161,6 +161,7 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 			"folder and the folders under it) with no Redis, CA or network: print ok or FAIL per case and\n"+
 			"file:line for each failure; exit 1 on any failure or load error. See docs/testing-definitions.md.", stderr)
 		settingFlags(fset, &s, "config", "definitions")
+		fset.BoolVar(&verbose, "v", false, "also show what each case's runs did: steps, notifications, calls, actions")
 	case "inventory check":
 		fset = newFlagSet(cmd, "[--repair] [flags]", "Compare the certificate inventory's indexes in Redis with the records; exit 1 on a difference not repaired.", stderr)
 		settingFlags(fset, &s, "config", "redis-url")
@@ -192,7 +193,7 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 	case "lint":
 		return lint(s, positional, stdout)
 	case "test":
-		return testDefinitions(s, positional, stdout)
+		return testDefinitions(s, positional, verbose, stdout)
 	default:
 		return inventoryCheck(s, repair, stdout)
 	}
@@ -441,7 +442,7 @@ func lint(s app.Settings, paths []string, out io.Writer) error {
 // testDefinitions runs the test cases kept beside definitions (default:
 // the configured folder, or the shipped set when the default folder does
 // not exist) and prints each case's outcome; it exits 1 on any failure.
-func testDefinitions(s app.Settings, paths []string, out io.Writer) error {
+func testDefinitions(s app.Settings, paths []string, verbose bool, out io.Writer) error {
 	cfg, err := app.LoadConfig(s)
 	if err != nil {
 		return err
@@ -466,7 +467,7 @@ func testDefinitions(s app.Settings, paths []string, out io.Writer) error {
 	for _, p := range paths {
 		results = append(results, h.RunPath(ctx, p)...)
 	}
-	if !dryrun.Print(out, results) {
+	if !dryrun.Print(out, results, verbose) {
 		return exitCode(1)
 	}
 	return nil

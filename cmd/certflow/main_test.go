@@ -249,6 +249,40 @@ func TestLintReportsPositionsAndExitCodes(t *testing.T) {
 // TestLintRefusesValuesSplicedIntoJSONOrAQuery: lint reports, at their
 // lines and naming the step, a JSON body written as a string around
 // ${{ }} and a ${{ }} in a URL's query, and says what to write instead.
+// certflow test runs the shipped definitions' tests (with the examples'
+// folder under them), the shipped set's when no definitions folder
+// exists, and reports a failing case at file:line with exit 1.
+func TestTestCommandRunsTestFilesAndReportsFailuresAtTheirLine(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	repoDefs, _ := filepath.Abs("../../definitions")
+	// Examples that e-mail are built only with an SMTP server configured.
+	conf := filepath.Join(dir, "certflow.yaml")
+	os.WriteFile(conf, []byte("smtp:\n  addr: smtp.example.com:587\n  from: certflow@example.com\n"), 0o644)
+	out, code := run2(t, dir, "test", "--config", conf, repoDefs)
+	if code != 0 || !strings.Contains(out, "ok    "+filepath.ToSlash(filepath.Join(repoDefs, "examples", "web-server.test.yaml"))) ||
+		!strings.Contains(out, " passed, 0 failed") {
+		t.Fatalf("test of the shipped definitions: exit %d\n%s", code, out)
+	}
+	out, code = run2(t, dir, "test")
+	if code != 0 || !strings.Contains(out, "(shipped definitions)/enrollment-default.test.yaml") {
+		t.Fatalf("test with no definitions folder: exit %d\n%s", code, out)
+	}
+	defs := filepath.Join(dir, "defs")
+	os.Mkdir(defs, 0o755)
+	os.WriteFile(filepath.Join(defs, "mine.yaml"), []byte("name: mine\ntrigger: enrollment\nsteps:\n  - id: issue\n    uses: issue\n"), 0o644)
+	os.WriteFile(filepath.Join(defs, "mine.test.yaml"), []byte("cases:\n  - name: issued\n    request: {template: WebServer}\n    expect:\n      disposition: DENIED\n"), 0o644)
+	out, code = run2(t, dir, "test", filepath.Join(defs, "mine.yaml"))
+	want := filepath.Join(defs, "mine.test.yaml") + `:5: case "issued": expected disposition DENIED, got ISSUED`
+	if code != 1 || !strings.Contains(out, want) || !strings.Contains(out, "1 cases: 0 passed, 1 failed") {
+		t.Fatalf("a failing case: exit %d, want 1 and %q:\n%s", code, want, out)
+	}
+	// The test file is not a definition: lint and serve never read it.
+	if out, code := run2(t, dir, "lint", defs); code != 0 || strings.Contains(out, "mine.test") {
+		t.Fatalf("lint of a folder with a test file: exit %d\n%s", code, out)
+	}
+}
+
 func TestLintRefusesValuesSplicedIntoJSONOrAQuery(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()

@@ -1,10 +1,15 @@
 package api
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
+	"time"
 
+	"github.com/certflow/certflow/internal/dryrun"
 	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/workflow"
 )
@@ -57,4 +62,48 @@ func (s *Server) handleReloadDefinitions(w http.ResponseWriter, r *http.Request)
 	}
 	s.log.Info("workflow definitions reloaded", "by", identity(r).Name)
 	writeJSON(w, http.StatusOK, describeDefinitions(s.defs.Load()))
+}
+
+// dryRunTimeout bounds one dry run (POST /Workflow/Definitions/Test).
+const dryRunTimeout = 10 * time.Second
+
+// handleTestDefinitions is POST /Workflow/Definitions/Test: one test case
+// (docs/testing-definitions.md) run against the loaded definitions, built
+// again with the dry run's step types: nothing is issued, sent or stored.
+func (s *Server) handleTestDefinitions(w http.ResponseWriter, r *http.Request) {
+	data, err := io.ReadAll(r.Body)
+	if err != nil {
+		writeError(w, r, s.log, err) // *http.MaxBytesError → 413
+		return
+	}
+	if t := bytes.TrimSpace(data); len(t) == 0 || t[0] != '{' {
+		writeError(w, r, s.log, badField("request body", "want a JSON object: a test case"))
+		return
+	}
+	c, err := dryrun.ParseCase(data)
+	if err != nil {
+		writeError(w, r, s.log, newError(http.StatusBadRequest, keyfactor.CodeInvalidField, "%v", err))
+		return
+	}
+	h, err := dryrun.New(dryrun.Options{Config: s.cfg, CASubjects: s.caSubjects})
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	set, err := h.Rebuild(s.defs.Load())
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), dryRunTimeout)
+	defer cancel()
+	rep := h.Run(ctx, set, c)
+	ans := dryrun.TestAnswer{TestReport: *rep}
+	if c.Expect != nil {
+		ans.Failures = c.Check(rep)
+		passed := len(ans.Failures) == 0
+		ans.Passed = &passed
+	}
+	s.log.Info("workflow definitions dry-run", "by", identity(r).Name, "trigger", rep.Trigger, "runs", len(rep.Runs))
+	writeJSON(w, http.StatusOK, ans)
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/dryrun"
 	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/workflow"
 )
@@ -116,6 +117,8 @@ var operations = map[string]operation{
 	"GET /Workflow/Definitions": {summary: "The loaded workflow definitions. (certflow)", answers: ok([]keyfactor.Definition{})},
 	"POST /Workflow/Definitions/Reload": {summary: "Reload the definitions in every process; a set that does not lint changes nothing (400). (certflow)",
 		roles: []string{config.RoleAdmin}, refusals: []int{http.StatusBadRequest}, answers: ok([]keyfactor.Definition{})},
+	"POST /Workflow/Definitions/Test": {summary: "Dry-run a test case (a request or an event, stubbed http answers and approvals, optional expect) against the loaded definitions: which definition runs, why each other does not, what each step would do. Nothing is issued, sent or stored. (certflow)",
+		roles: []string{config.RoleAdmin}, body: dryrun.TestCase{}, refusals: []int{http.StatusBadRequest}, answers: ok(dryrun.TestAnswer{})},
 	"GET /Workflow/Instances":              {summary: "Every instance the caller may see, newest first.", params: paging, answers: ok([]keyfactor.Instance{})},
 	"GET /Workflow/Instances/AssignedToMe": {summary: "The instances the caller may decide now.", params: paging, answers: ok([]keyfactor.Instance{})},
 	"GET /Workflow/Instances/My":           {summary: "The caller's own instances.", params: paging, answers: ok([]keyfactor.Instance{})},

@@ -90,6 +90,9 @@ type Server struct {
 	// Failed logins are limited by the Authenticator.
 	perIdentity *limiters
 	storeStatus StoreStatus
+	// caSubjects are the CAs' subjects (dry runs keep them out of
+	// certificates as issuing does).
+	caSubjects *ca.Subjects
 	// proxies are api.trusted_proxies: behind one, the client is read from
 	// X-Forwarded-For (proxy.go).
 	proxies trustedProxies
@@ -111,7 +114,7 @@ const ProductVersion = "10.5.0"
 func New(o Options) *Server {
 	s := &Server{
 		cfg: o.Config, store: o.Store, auth: o.Auth, log: o.Log,
-		defs: o.Definitions, reload: o.Reload, storeStatus: o.StoreStatus,
+		defs: o.Definitions, reload: o.Reload, storeStatus: o.StoreStatus, caSubjects: o.CASubjects,
 		waiters: o.Store.NewWaiters(), mux: http.NewServeMux(), paths: http.NewServeMux(),
 		enroll: enroll.New(enroll.Options{
 			Config: o.Config, Store: o.Store, Queue: o.Queue, KEK: o.KEK, Log: o.Log,
@@ -153,6 +156,7 @@ func New(o Options) *Server {
 	s.route("POST /Certificates/Recover", s.handleRecover)
 	s.route("GET /Workflow/Definitions", s.handleListDefinitions)
 	s.route("POST /Workflow/Definitions/Reload", s.handleReloadDefinitions, config.RoleAdmin)
+	s.route("POST /Workflow/Definitions/Test", s.handleTestDefinitions, config.RoleAdmin)
 	s.route("GET /Workflow/Instances", s.handleListInstances)
 	s.route("GET /Workflow/Instances/AssignedToMe", s.handleAssignedToMe)
 	s.route("GET /Workflow/Instances/My", s.handleMyInstances)

@@ -523,24 +523,30 @@ func (c *TestCase) Line(path string) int {
 // File is the test file the case came from ("" for one posted).
 func (c *TestCase) File() string { return c.file }
 
-// nodeAt returns the deepest node of path that exists under n.
+// nodeAt returns the deepest node of path that exists under n: for a
+// mapping key, the key's node (where a reader looks for it), for a list
+// item the item's.
 func nodeAt(n *yaml.Node, path string) *yaml.Node {
-	cur := n
+	cur, shown := n, n
 	for _, part := range splitPath(path) {
-		next := (*yaml.Node)(nil)
+		var next, at *yaml.Node
 		if idx, ok := part.index(); ok {
 			if cur.Kind == yaml.SequenceNode && idx < len(cur.Content) {
-				next = cur.Content[idx]
+				next, at = cur.Content[idx], cur.Content[idx]
 			}
-		} else {
-			next = yamlValue(cur, part.key)
+		} else if cur.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(cur.Content); i += 2 {
+				if cur.Content[i].Value == part.key {
+					next, at = cur.Content[i+1], cur.Content[i]
+				}
+			}
 		}
 		if next == nil {
-			return cur
+			return shown
 		}
-		cur = next
+		cur, shown = next, at
 	}
-	return cur
+	return shown
 }
 
 type pathPart struct {

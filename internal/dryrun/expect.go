@@ -33,6 +33,17 @@ func (c *TestCase) Format(fs []Failure) []string {
 	return out
 }
 
+// TestAnswer is the answer of POST /Workflow/Definitions/Test: the
+// report and, when the case has an expect, whether it holds.
+type TestAnswer struct {
+	TestReport
+	// Passed is whether every expectation held (absent without expect).
+	Passed *bool `json:"passed,omitempty"`
+	// Failures are the expectations that did not hold; a line is the
+	// body's.
+	Failures []Failure `json:"failures,omitempty"`
+}
+
 // Check compares a dry run's report with the case's expectations.
 func (c *TestCase) Check(rep *TestReport) []Failure {
 	var fs []Failure

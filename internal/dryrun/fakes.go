@@ -45,8 +45,15 @@ func keySpec(s string) (pki.KeySpec, error) {
 	if err != nil {
 		return pki.KeySpec{}, fmt.Errorf("%q: %v (want e.g. \"ECC P-256\", \"RSA 2048\", \"Ed25519\")", s, err)
 	}
+	if spec.Type == "RSA" && spec.Bits > maxRSABits {
+		// Generating one takes seconds: a dry run has no use for it.
+		return pki.KeySpec{}, fmt.Errorf("%q: a test key has at most %d bits", s, maxRSABits)
+	}
 	return spec, nil
 }
+
+// maxRSABits bounds a test CSR's RSA key.
+const maxRSABits = 4096
 
 // keys caches one throwaway key per key spec: generating RSA 4096 keys
 // for every case would be slow, and nothing depends on their being new.
@@ -304,7 +311,11 @@ func (recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 		body = []byte(b)
 		resp.Header.Set("Content-Type", "text/plain")
 	default:
-		body, _ = json.Marshal(b)
+		var err error
+		if body, err = json.Marshal(b); err != nil {
+			s.problem("step %s: the stubbed answer's body is not JSON: %v", step, err)
+			return nil, fmt.Errorf("dry run: the stubbed body is not JSON: %w", err)
+		}
 		resp.Header.Set("Content-Type", "application/json")
 	}
 	for k, v := range stub.Headers {

@@ -245,6 +245,9 @@ type TestIssued struct {
 	Serial    string    `json:"serial"`
 	NotBefore time.Time `json:"not_before"`
 	NotAfter  time.Time `json:"not_after"`
+	// SANs are the names it was issued for: the CSR's and the request's,
+	// merged as policy sees them.
+	SANs workflow.SANs `json:"sans"`
 }
 
 // TestAction is a recorded effect of a step that acts (renew, revoke,
@@ -501,7 +504,8 @@ func (h *Harness) execute(ctx context.Context, def *workflow.Definition, in *wor
 	}
 	if inst.Certificate != nil && def.Trigger != workflow.TriggerRevocation {
 		ct := inst.Certificate
-		run.Certificate = &TestIssued{Subject: ct.SubjectDN, Issuer: ct.IssuerDN, Authority: ct.Authority, Serial: ct.SerialNumber, NotBefore: ct.NotBefore, NotAfter: ct.NotAfter}
+		run.Certificate = &TestIssued{Subject: ct.SubjectDN, Issuer: ct.IssuerDN, Authority: ct.Authority, Serial: ct.SerialNumber,
+			NotBefore: ct.NotBefore, NotAfter: ct.NotAfter, SANs: in.SANs}
 	}
 	byID := map[string]*workflow.StepDef{}
 	for _, sd := range def.Steps {

@@ -192,7 +192,7 @@ func (h *Harness) RunPath(ctx context.Context, p string) []FolderResult {
 // Print writes results as `certflow test` shows them: ok or FAIL per
 // case, each failure as "file:line: case "name": …", definitions
 // without tests, and a summary. It reports whether everything passed.
-func Print(w io.Writer, results []FolderResult) bool {
+func Print(w io.Writer, results []FolderResult, verbose bool) bool {
 	passed, failed, broken := 0, 0, 0
 	var untested []string
 	for _, r := range results {
@@ -201,12 +201,15 @@ func Print(w io.Writer, results []FolderResult) bool {
 				if len(c.Failures) == 0 {
 					passed++
 					fmt.Fprintf(w, "ok    %s:%d  %s\n", f.File, c.Case.Line(""), c.Case.Name)
-					continue
+				} else {
+					failed++
+					fmt.Fprintf(w, "FAIL  %s:%d  %s\n", f.File, c.Case.Line(""), c.Case.Name)
+					for _, line := range c.Case.Format(c.Failures) {
+						fmt.Fprintf(w, "      %s\n", line)
+					}
 				}
-				failed++
-				fmt.Fprintf(w, "FAIL  %s:%d  %s\n", f.File, c.Case.Line(""), c.Case.Name)
-				for _, line := range c.Case.Format(c.Failures) {
-					fmt.Fprintf(w, "      %s\n", line)
+				if verbose {
+					describe(w, c.Report)
 				}
 			}
 		}
@@ -229,4 +232,49 @@ func Print(w io.Writer, results []FolderResult) bool {
 
 func indent(s string) string {
 	return strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n      ")
+}
+
+// describe writes what a case's runs did, for certflow test -v.
+func describe(w io.Writer, rep *TestReport) {
+	if len(rep.Runs) == 0 {
+		fmt.Fprintf(w, "      no definition runs for %s\n", rep.Trigger)
+	}
+	for _, r := range rep.Runs {
+		name := r.Definition
+		if name == "" {
+			name = "(no definition)"
+		}
+		fmt.Fprintf(w, "      %s: %s", name, r.Disposition)
+		if r.Message != "" {
+			fmt.Fprintf(w, " (%s)", r.Message)
+		}
+		fmt.Fprintln(w)
+		for _, st := range r.Steps {
+			fmt.Fprintf(w, "        %-16s %-10s %s", st.ID, st.Uses, st.Outcome)
+			if st.If != "" {
+				fmt.Fprintf(w, "  if %s", st.If)
+			}
+			fmt.Fprintln(w)
+		}
+		for _, n := range r.Notifications {
+			switch n.Channel {
+			case "email":
+				fmt.Fprintf(w, "        %s: e-mail to %s: %q\n", n.Step, strings.Join(n.To, ", "), n.Subject)
+			case "webhook":
+				fmt.Fprintf(w, "        %s: webhook %s to %s\n", n.Step, n.Event, n.URL)
+			default:
+				fmt.Fprintf(w, "        %s: log %q\n", n.Step, n.Message)
+			}
+		}
+		for _, c := range r.HTTP {
+			answer := fmt.Sprint(c.Status)
+			if c.Error != "" {
+				answer = "error: " + c.Error
+			}
+			fmt.Fprintf(w, "        %s: %s %s -> %s\n", c.Step, c.Method, c.URL, answer)
+		}
+		for _, a := range r.Actions {
+			fmt.Fprintf(w, "        %s: %s certificate %d with %s\n", a.Step, a.Uses, a.Certificate, show(a.With))
+		}
+	}
 }
