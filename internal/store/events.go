@@ -276,7 +276,7 @@ func (s *Store) lifecycle(r *Request, cert *Certificate) (withCert, withRecord [
 		if old := r.Input.RenewalCertificateId; old != 0 {
 			renewed := ev(workflow.EventCertificateRenewed, map[string]any{
 				"RenewedCertificateId": old, "SerialNumber": cert.SerialNumber, "NotAfter": data["NotAfter"],
-				"IssuedCN": cert.IssuedCN, "Template": cert.Template,
+				"IssuedCN": cert.IssuedCN, "Template": cert.Template, "Requester": cert.Requester,
 			})
 			renewed.CertificateID = cert.ID
 			withCert = append(withCert, renewed)
