@@ -393,7 +393,7 @@ auth:
 			t.Fatalf("%s of %d: %+v", name, renewed, evs)
 		}
 		if name == workflow.EventCertificateRenewed {
-			if fmt.Sprint(evs[0].Data["RenewedCertificateId"]) != strconv.FormatInt(old, 10) {
+			if fmt.Sprint(evs[0].Data["RenewedCertificateId"]) != strconv.FormatInt(old, 10) || evs[0].Data["Requester"] != "certflow:automation" {
 				t.Fatalf("certificate.renewed does not name %d: %+v", old, evs[0].Data)
 			}
 			ren := detail(evs[0].ID)
