@@ -280,6 +280,11 @@ auth:
 			t.Fatal(err)
 		}
 	}
+	// Exactly one new certificate: the renewed one's own threshold is
+	// 40 s away, so nothing else can have been issued yet.
+	if n, err := rdb.ZCard(ctx, prefix+":certificates").Result(); err != nil || n != 2 {
+		t.Fatalf("%d certificates (%v), want the original and its renewal", n, err)
+	}
 	rec, err := st.Get(ctx, renewed)
 	if err != nil {
 		t.Fatal(err)
