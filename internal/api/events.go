@@ -216,16 +216,16 @@ func (s *Server) handlePostEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	who := identity(r).Name
 	ev.Source = who
-	s.appendExternal(w, r, ev, []string{"user\x00" + who + "\x00id\x00" + in.Id})
+	s.appendExternal(w, r, ev, []string{"user\x00" + who + "\x00id\x00" + in.Id}, s.cfg.Events.Retention)
 }
 
 // appendExternal writes an external event once per once-key and answers
 // it: 201 the first time, 200 with the first event and
 // Idempotent-Replayed: true on a repeat.
-func (s *Server) appendExternal(w http.ResponseWriter, r *http.Request, ev workflow.Event, onceKeys []string) {
+func (s *Server) appendExternal(w http.ResponseWriter, r *http.Request, ev workflow.Event, onceKeys []string, onceFor time.Duration) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.API.RedisTimeout)
 	defer cancel()
-	id, dup, err := s.store.AppendEventOnce(ctx, ev, onceKeys, s.cfg.Events.Retention)
+	id, dup, err := s.store.AppendEventOnce(ctx, ev, onceKeys, onceFor)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -336,7 +336,10 @@ func (s *Server) handleSourceEvent(w http.ResponseWriter, r *http.Request) {
 	if in.Id != "" {
 		keys = append(keys, "source\x00"+src.name+"\x00id\x00"+in.Id)
 	}
-	s.appendExternal(w, r, ev, keys)
+	// A delivery is refused as stale once it is more than tolerance old,
+	// so its webhook-id is remembered at least that long, whatever
+	// events.retention says: a replay is either stale or known.
+	s.appendExternal(w, r, ev, keys, max(s.cfg.Events.Retention, 2*src.tolerance))
 }
 
 // validWebhookID: 1-256 bytes of printable ASCII without spaces.

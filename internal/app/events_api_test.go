@@ -779,3 +779,30 @@ func TestAnExternalEventSentTwiceRunsOnce(t *testing.T) {
 		t.Errorf("the log holds %d host events, want 2", len(evs))
 	}
 }
+
+// TestAReplayIsRefusedEvenWhenRetentionIsShorterThanTheTolerance: a
+// delivery is remembered at least as long as its timestamp keeps it
+// acceptable, whatever events.retention: a replay after the retention
+// (the event itself gone from the log) still starts nothing.
+func TestAReplayIsRefusedEvenWhenRetentionIsShorterThanTheTolerance(t *testing.T) {
+	t.Parallel()
+	sources := withSources(t)
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		sources(c)
+		c.Events.Retention = 500 * time.Millisecond
+	})
+	d := signedDelivery{source: "cmdb", secret: cmdbSecret, id: "msg_short", ts: time.Now(), body: `{"Name":"host.down"}`}
+	first := d.send(t, cf)
+	if first.Status != http.StatusCreated {
+		t.Fatalf("%d %s", first.Status, first.Body)
+	}
+	var ev workflow.Event
+	first.JSON(t, &ev)
+	time.Sleep(time.Second) // past the retention, within the 2m tolerance
+	again := d.send(t, cf)
+	var ev2 workflow.Event
+	again.JSON(t, &ev2)
+	if again.Status != http.StatusOK || again.Header.Get("Idempotent-Replayed") != "true" || ev2.ID != ev.ID {
+		t.Fatalf("a replay after the retention: %d %s", again.Status, again.Body)
+	}
+}

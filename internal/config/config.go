@@ -317,6 +317,25 @@ type EventSource struct {
 // DefaultEventRetention is events.retention's default.
 const DefaultEventRetention = 30 * 24 * time.Hour
 
+// DefaultEventPublisherRole is events.publisher_roles's default.
+const DefaultEventPublisherRole = "event-publisher"
+
+// DefaultEventSourceTolerance is an event source's default tolerance,
+// and MaxEventSourceTolerance its largest: the longer it is, the longer
+// a captured delivery could be replayed were its webhook-id forgotten.
+const (
+	DefaultEventSourceTolerance = 5 * time.Minute
+	MaxEventSourceTolerance     = time.Hour
+)
+
+// ToleranceOrDefault is the source's tolerance, its default when unset.
+func (s EventSource) ToleranceOrDefault() time.Duration {
+	if s.Tolerance == 0 {
+		return DefaultEventSourceTolerance
+	}
+	return s.Tolerance
+}
+
 // ExpiryWatch is the periodic job that emits certificate.expiring once
 // per certificate per threshold and certificate.expired once
 // (docs/events.md, "Expiry watch").
@@ -378,25 +397,6 @@ func (e *ExpiryWatch) ParsedThresholds() []ExpiryThreshold {
 	}
 	slices.SortFunc(out, func(a, b ExpiryThreshold) int { return cmp.Compare(b.Lead, a.Lead) })
 	return out
-}
-
-// DefaultEventPublisherRole is events.publisher_roles's default.
-const DefaultEventPublisherRole = "event-publisher"
-
-// DefaultEventSourceTolerance is an event source's default tolerance,
-// and MaxEventSourceTolerance its largest: the longer it is, the longer
-// a captured delivery could be replayed were its webhook-id forgotten.
-const (
-	DefaultEventSourceTolerance = 5 * time.Minute
-	MaxEventSourceTolerance     = time.Hour
-)
-
-// ToleranceOrDefault is the source's tolerance, its default when unset.
-func (s EventSource) ToleranceOrDefault() time.Duration {
-	if s.Tolerance == 0 {
-		return DefaultEventSourceTolerance
-	}
-	return s.Tolerance
 }
 
 // Callbacks governs the result delivery to CallbackUrl.
@@ -511,11 +511,6 @@ type User struct {
 // AdminName is the identity of the CERTFLOW_ADMIN_TOKEN bearer; no
 // configured user may take it (requests are owned by name).
 const AdminName = "admin"
-
-// SystemNamePrefix starts the names of certflow's own callers (such as
-// certflow:automation, the requester of what event-triggered definitions
-// submit): no configured user or token user may be named so.
-const SystemNamePrefix = "certflow:"
 
 // Roles with built-in meaning: requester enrolls, approver reads every
 // request and is an approval step's default decider, admin may do

@@ -103,9 +103,9 @@ func Default() Config {
 		},
 		Callbacks: Callbacks{Timeout: DefaultCallbackTimeout, Schedule: slices.Clone(DefaultCallbackSchedule)},
 		SMTP:      SMTP{TLS: "starttls", Timeout: 30 * time.Second},
-		Events: Events{Retention: DefaultEventRetention, PublisherRoles: []string{DefaultEventPublisherRole}, ExpiryWatch: ExpiryWatch{
+		Events: Events{Retention: DefaultEventRetention, ExpiryWatch: ExpiryWatch{
 			Enabled: true, Thresholds: slices.Clone(DefaultExpiryThresholds), Interval: DefaultExpiryInterval,
-		}},
+		}, PublisherRoles: []string{DefaultEventPublisherRole}},
 		Speed: Speed{Piggyback: true, GroupCommit: true, LeafEncoder: true},
 		Auth: Auth{OIDC: OIDC{
 			UsernameClaim: DefaultOIDCUsernameClaim, UsernamePrefix: DefaultOIDCUsernamePrefix,

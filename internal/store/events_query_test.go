@@ -115,3 +115,26 @@ func TestAppendEventOnceDedupsByAnyKey(t *testing.T) {
 		t.Errorf("%d events logged, want 2", len(page.Events))
 	}
 }
+
+// BenchmarkQueryEventsFullBudget is the cost of the most a GET /Events
+// call reads: a filter that matches nothing over EventReadBudget (10,000)
+// entries. Reported per call, with entries read per second.
+func BenchmarkQueryEventsFullBudget(b *testing.B) {
+	rdb, prefix := testutil.Redis(b)
+	s := store.New(rdb, prefix)
+	ctx := context.Background()
+	data := map[string]any{"SerialNumber": "0a1b2c3d4e5f", "Template": "WebServer", "IssuedCN": "web.example.com"}
+	for range store.EventReadBudget {
+		if _, _, err := s.AppendEvent(ctx, workflow.Event{Name: "certificate.issued", CertificateID: 1, Data: data}, "", time.Hour); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		page, err := s.QueryEvents(ctx, store.EventQuery{Name: "host.*", Limit: 50})
+		if err != nil || !page.Exhausted || len(page.Events) != 0 {
+			b.Fatalf("%+v %v", page, err)
+		}
+	}
+	b.ReportMetric(float64(store.EventReadBudget)*float64(b.N)/b.Elapsed().Seconds(), "entries/s")
+}
