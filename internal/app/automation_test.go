@@ -3,7 +3,9 @@ package app_test
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -380,5 +382,56 @@ func TestAutomationMakesNoSecondRenewalWhileTheFirstWaits(t *testing.T) {
 	second, err := act.Renew(ctx, steps.RenewOrder{Origin: steps.Origin{RunID: 930002, Step: "renew", Depth: 1}, CertificateID: certID})
 	if err != nil || second.RequestID != 0 || second.Skipped != fmt.Sprintf("being renewed by request %d", first.RequestID) {
 		t.Fatalf("a second renewal while the first waits: %+v %v", second, err)
+	}
+}
+
+func TestAutomationRenewsWithTheRetainedKeyOrANewRetainedOne(t *testing.T) {
+	t.Parallel()
+	cf := retainingCertflow(t)
+	ctx := context.Background()
+	act := automation(cf)
+	issueRetained := func(cn string) int64 {
+		csr, key := testutil.CSR(t, cn, cn)
+		pkcs8, _ := x509.MarshalPKCS8PrivateKey(key)
+		resp, er := enroll(t, cf, testutil.EnrollBody(csr, map[string]any{
+			"Template": "Retained", "PrivateKey": base64.StdEncoding.EncodeToString(pkcs8),
+		}), "Authorization", bearer(testutil.AliceToken))
+		if resp.Status != http.StatusOK || er.CertificateInformation.RequestDisposition != "ISSUED" {
+			t.Fatalf("enroll: %d %s", resp.Status, resp.Body)
+		}
+		return er.CertificateInformation.KeyfactorID
+	}
+	spki := func(id int64) []byte {
+		c, err := cf.App.Store.Certificate(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, _ := x509.ParseCertificate(c.Chain[0])
+		return leaf.RawSubjectPublicKeyInfo
+	}
+	for _, newKey := range []bool{false, true} {
+		old := issueRetained(fmt.Sprintf("retained-%t.example.com", newKey))
+		o, err := act.Renew(ctx, steps.RenewOrder{Origin: steps.Origin{RunID: 940000, Step: fmt.Sprint(newKey)}, CertificateID: old, NewKey: newKey})
+		if err != nil || o.RequestID == 0 {
+			t.Fatalf("Renew(new key %t): %+v %v", newKey, o, err)
+		}
+		r := settled(t, cf, o.RequestID)
+		c, _ := r.Certificate()
+		if r.Disposition != store.Issued || c == nil {
+			t.Fatalf("renewal %s %q", r.Disposition, r.Message)
+		}
+		if same := bytes.Equal(spki(old), spki(c.ID)); same == newKey {
+			t.Fatalf("new key %t: the renewal certified the same key: %t", newKey, same)
+		}
+		// The renewal retains the key its certificate certifies.
+		der, err := cf.App.KEK.Open(r.PrivateKey, []byte(fmt.Sprintf("certflow-request/%d", r.ID)))
+		if err != nil {
+			t.Fatalf("new key %t: the renewal retains no key: %v", newKey, err)
+		}
+		key, _ := x509.ParsePKCS8PrivateKey(der)
+		pub, _ := x509.MarshalPKIXPublicKey(key.(interface{ Public() crypto.PublicKey }).Public())
+		if !bytes.Equal(pub, spki(c.ID)) {
+			t.Fatalf("new key %t: the retained key is not the certified one", newKey)
+		}
 	}
 }

@@ -118,8 +118,8 @@ func (a *Automation) Renew(ctx context.Context, o steps.RenewOrder) (steps.Outco
 	var newKey []byte
 	switch {
 	case o.NewKey:
-		tmpl, ok := s.cfg.Template(old.Input.Template)
-		if !ok || !tmpl.KeyRetention {
+		tmpl, _ := s.cfg.Template(old.Input.Template)
+		if !s.retains(old.Input.Template) {
 			return steps.Outcome{}, workflow.Permanent(fmt.Errorf("key: new: template %q does not retain private keys (key_retention), so a key certflow generated for certificate %d could never be recovered; renew with key: retained", old.Input.Template, id))
 		}
 		leaf, err := x509.ParseCertificate(cert.Chain[0])
@@ -147,9 +147,11 @@ func (a *Automation) Renew(ctx context.Context, o steps.RenewOrder) (steps.Outco
 			return steps.Outcome{}, err
 		}
 		body.CSR = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
-	case len(old.PrivateKey) == 0:
-		// certflow never held this key: the renewal certifies the public
-		// key of the CSR its holder sent, again.
+	case len(old.PrivateKey) == 0 || !s.retains(old.Input.Template):
+		// certflow never held this key (or the template no longer
+		// retains keys, so the renewal may not carry it): the renewal
+		// certifies the public key of the CSR the certificate was
+		// issued from, again.
 		if len(old.CSR) == 0 {
 			return steps.Outcome{}, workflow.Permanent(fmt.Errorf("certificate %d has neither a retained private key nor the CSR it was issued from; renew it with a CSR (POST /Enrollment/Renew) or with key: new", id))
 		}
@@ -176,6 +178,12 @@ func (a *Automation) Renew(ctx context.Context, o steps.RenewOrder) (steps.Outco
 		}
 	}
 	return steps.Outcome{RequestID: req.ID, CertificateID: id, Existing: existing}, nil
+}
+
+// retains reports whether template name retains private keys.
+func (s *Service) retains(name string) bool {
+	t, ok := s.cfg.Template(name)
+	return ok && t.KeyRetention
 }
 
 // Revoke implements steps.Actions: Revoke's revocation of one
