@@ -435,3 +435,34 @@ func TestAutomationRenewsWithTheRetainedKeyOrANewRetainedOne(t *testing.T) {
 		}
 	}
 }
+
+func TestAutomationEnrollsAGeneratedKeyWhereTheTemplateRetainsIt(t *testing.T) {
+	t.Parallel()
+	cf := retainingCertflow(t)
+	ctx := context.Background()
+	act := automation(cf)
+	order := steps.EnrollOrder{Origin: steps.Origin{RunID: 950001, Step: "enroll", Depth: 1}, Template: "Retained",
+		Subject: "CN=gen.example.com", SANs: map[string][]string{"dns": {"gen.example.com"}}}
+	first, err := act.Enroll(ctx, order)
+	if err != nil || first.RequestID == 0 {
+		t.Fatalf("Enroll: %+v %v", first, err)
+	}
+	again, err := act.Enroll(ctx, order)
+	if err != nil || again.RequestID != first.RequestID || !again.Existing {
+		t.Fatalf("a repeat made %+v (%v), want request %d", again, err, first.RequestID)
+	}
+	r := settled(t, cf, first.RequestID)
+	c, _ := r.Certificate()
+	if r.Disposition != store.Issued || c == nil || len(r.PrivateKey) == 0 || r.Requester.Name != steps.Actor {
+		t.Fatalf("enrollment %s %q by %s, key retained %t", r.Disposition, r.Message, r.Requester.Name, len(r.PrivateKey) > 0)
+	}
+	leaf, _ := x509.ParseCertificate(c.Chain[0])
+	if leaf.Subject.CommonName != "gen.example.com" || len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != "gen.example.com" {
+		t.Fatalf("issued %s %v", leaf.Subject, leaf.DNSNames)
+	}
+	// An administrator recovers the key with a password of their own.
+	resp := cf.Do(t, "POST", "/Certificates/Recover", map[string]any{"CertID": c.ID, "Password": "recover-it-1234"}, "Authorization", bearer(testutil.AdminToken))
+	if resp.Status != http.StatusOK {
+		t.Fatalf("recover: %d %s", resp.Status, resp.Body)
+	}
+}
