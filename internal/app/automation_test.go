@@ -12,7 +12,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/certflow/certflow/internal/config"
@@ -464,5 +466,62 @@ func TestAutomationEnrollsAGeneratedKeyWhereTheTemplateRetainsIt(t *testing.T) {
 	resp := cf.Do(t, "POST", "/Certificates/Recover", map[string]any{"CertID": c.ID, "Password": "recover-it-1234"}, "Authorization", bearer(testutil.AdminToken))
 	if resp.Status != http.StatusOK {
 		t.Fatalf("recover: %d %s", resp.Status, resp.Body)
+	}
+}
+
+func TestAutomationAttemptsAtOnceMakeOneRequest(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	ctx := context.Background()
+	act := automation(cf)
+	renewed := issueFor(t, cf, "race-renew.example.com", "race-renew.example.com")
+	revoked := issueFor(t, cf, "race-revoke.example.com", "race-revoke.example.com")
+	const attempts = 6
+	type result struct {
+		o   steps.Outcome
+		err error
+	}
+	race := func(do func() (steps.Outcome, error)) []result {
+		out := make([]result, attempts)
+		var wg sync.WaitGroup
+		for i := range out {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				o, err := do()
+				out[i] = result{o, err}
+			}()
+		}
+		wg.Wait()
+		return out
+	}
+	for what, rs := range map[string][]result{
+		"renew": race(func() (steps.Outcome, error) {
+			return act.Renew(ctx, steps.RenewOrder{Origin: steps.Origin{RunID: 960001, Step: "renew"}, CertificateID: renewed})
+		}),
+		"revoke": race(func() (steps.Outcome, error) {
+			return act.Revoke(ctx, steps.RevokeOrder{Origin: steps.Origin{RunID: 960002, Step: "revoke"}, CertificateID: revoked, Comment: "race"})
+		}),
+	} {
+		for i, r := range rs {
+			if r.err != nil || r.o.RequestID == 0 || r.o.RequestID != rs[0].o.RequestID {
+				t.Fatalf("%s attempt %d: %+v %v; first %+v: every attempt must answer one request", what, i, r.o, r.err, rs[0].o)
+			}
+		}
+	}
+	// Two certificates, one renewal, one revocation: four records.
+	record := regexp.MustCompile(`:request:\{\d+\}$`)
+	var records []string
+	iter := cf.Redis.Scan(ctx, 0, cf.Prefix+":request:*", 1000).Iterator()
+	for iter.Next(ctx) {
+		if record.MatchString(iter.Val()) {
+			records = append(records, iter.Val())
+		}
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(records) != 4 {
+		t.Fatalf("request records %v: want the two certificates, one renewal and one revocation", records)
 	}
 }

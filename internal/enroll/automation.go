@@ -213,6 +213,10 @@ func (a *Automation) Revoke(ctx context.Context, o steps.RevokeOrder) (steps.Out
 		return steps.Outcome{}, err
 	}
 	if holder > 0 {
+		// An attempt of this step at the same time may have made it.
+		if prev, err := a.earlier(ctx, key); err == nil && prev == holder {
+			return steps.Outcome{RequestID: prev, CertificateID: id, Existing: true}, nil
+		}
 		return steps.Outcome{CertificateID: id, Skipped: fmt.Sprintf("being revoked by request %d", holder)}, nil
 	}
 	e, err := s.revocationSubmit(q, c, automationCaller, ask, now)
@@ -224,10 +228,21 @@ func (a *Automation) Revoke(ctx context.Context, o steps.RevokeOrder) (steps.Out
 	}
 	e.req.IdempotencyKey, e.req.EventDepth = key, o.Depth
 	req, existing, err := a.submitRevocation(ctx, e)
+	var other *revocationUnderWay
+	if errors.As(err, &other) {
+		return steps.Outcome{CertificateID: id, Skipped: fmt.Sprintf("being revoked by request %d", other.holder)}, nil
+	}
 	if err != nil {
 		return steps.Outcome{}, acted(err)
 	}
 	return steps.Outcome{RequestID: req.ID, CertificateID: id, Existing: existing}, nil
+}
+
+// revocationUnderWay: another request holds the certificate's revocation.
+type revocationUnderWay struct{ holder int64 }
+
+func (e *revocationUnderWay) Error() string {
+	return fmt.Sprintf("a revocation is under way (request %d)", e.holder)
 }
 
 // submitRevocation is submitRevocations for one revocation that carries
@@ -247,10 +262,20 @@ func (a *Automation) submitRevocation(ctx context.Context, e *enrollment) (*stor
 	holder, err := s.store.ClaimRevocation(ctx, certID, id, s.store.RevocationOver)
 	switch {
 	case errors.Is(err, store.ErrConflict):
-		if prev, lerr := a.earlier(ctx, req.IdempotencyKey); lerr == nil && prev == holder {
-			return &store.Request{ID: prev}, true, nil
+		// Another attempt of this step may hold it, its request not yet
+		// stored under the key: wait for the key a moment.
+		for i := 0; i < 20; i++ {
+			prev, lerr := a.earlier(ctx, req.IdempotencyKey)
+			if lerr == nil && prev == holder {
+				return &store.Request{ID: prev}, true, nil
+			}
+			select {
+			case <-ctx.Done():
+				return nil, false, ctx.Err()
+			case <-time.After(25 * time.Millisecond):
+			}
 		}
-		return nil, false, fieldError(Conflict, keyfactor.CodeConflict, "certificate", "a revocation of certificate %d is under way (request %d)", certID, holder)
+		return nil, false, &revocationUnderWay{holder: holder}
 	case errors.Is(err, store.ErrNotFound):
 		return nil, false, fieldError(NotFound, keyfactor.CodeNotFound, "certificate", "certificate %d: not found", certID)
 	case err != nil:
