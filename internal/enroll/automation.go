@@ -111,6 +111,10 @@ func (a *Automation) Renew(ctx context.Context, o steps.RenewOrder) (steps.Outco
 			return steps.Outcome{}, err
 		}
 		if holder != 0 {
+			// An attempt of this step at the same time may have made it.
+			if prev, err := a.earlier(ctx, key); err == nil && prev == holder {
+				return steps.Outcome{RequestID: prev, CertificateID: id, Existing: true}, nil
+			}
 			return steps.Outcome{CertificateID: id, Skipped: fmt.Sprintf("being %s by request %d", under.what, holder)}, nil
 		}
 	}
