@@ -215,6 +215,9 @@ func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, ou
 	a.Store = store.New(a.Redis, cfg.KeyPrefix)
 	a.Store.ProgressEvery = cfg.Worker.ReconcileAfter / 4
 	a.Store.EventRetention = cfg.Events.Retention
+	// A stored certificate joins the expiry watch's due set at its first
+	// threshold (a process with the watch off still keeps the set right).
+	a.Store.ExpiryLead = store.ExpiryLeadOf(worker.ExpiryThresholds(cfg.Events.ExpiryWatch))
 	a.Store.GroupCommit = cfg.Speed.GroupCommit
 	a.Queue = queue.NewClient(a.Redis, cfg.Queue, cfg.Worker.MaxRetry, cfg.Worker.TaskTimeout, len(cfg.Callbacks.Schedule),
 		queue.Options{Piggyback: cfg.Speed.Piggyback, GroupCommit: cfg.Speed.GroupCommit, Log: log})
@@ -765,6 +768,7 @@ func (a *App) RunWorker(ctx context.Context) error {
 	go w.RefreshCRLs(ctx)
 	go w.Dispatch(ctx)
 	go w.Schedule(ctx)
+	go w.WatchExpiry(ctx)
 	<-ctx.Done()
 	stop() // in parallel: each has the whole shutdown timeout, not a share of it
 	return nil

@@ -1,9 +1,9 @@
 // Package worker is what asynq runs: it loads a request from the store,
 // runs or resumes its workflow with checkpoints, settles it, and delivers
 // the result to its callback URL. Every handler tolerates being run twice.
-// Beside the task handlers it runs three loops: the reconciler (a request
-// that made no progress is run again), the retention sweep, and the CRL
-// refresh.
+// Beside the task handlers it runs four loops: the reconciler (a request
+// that made no progress is run again), the retention sweep, the CRL
+// refresh, and the expiry watch.
 package worker
 
 import (
