@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/certflow/certflow/internal/config"
 	enrollsvc "github.com/certflow/certflow/internal/enroll"
@@ -523,5 +524,68 @@ func TestAutomationAttemptsAtOnceMakeOneRequest(t *testing.T) {
 	}
 	if len(records) != 4 {
 		t.Fatalf("request records %v: want the two certificates, one renewal and one revocation", records)
+	}
+}
+
+const autoRenewDef = `name: auto-renew
+trigger: event:certificate.expiring
+# Renew what people asked for; what automation renewed is renewed by hand
+# (with certificates shorter-lived than the threshold, as here, the
+# renewal would be announced at once and renewed again).
+match: requester.Name != "certflow:automation" && !certificate.Revoked && certificate.SupersededBy == 0
+steps:
+  - id: renew
+    uses: renew
+  - id: tell
+    uses: notify
+    with:
+      log: "auto-renew: certificate ${{ certificate.ID }} → request ${{ steps.renew.request }} ${{ steps.renew.skipped ?? '' }}"
+`
+
+func TestTheExpiryWatchAndAnAutoRenewDefinitionRenewOnce(t *testing.T) {
+	t.Parallel()
+	dir := shippedPlus(t, map[string]string{"auto-renew.yaml": autoRenewDef})
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		c.Definitions = dir
+		c.Templates[0].Validity = 30 * time.Minute
+		c.Events.ExpiryWatch.Thresholds = []string{"1h"}
+		c.Events.ExpiryWatch.Interval = 50 * time.Millisecond
+	})
+	ctx := context.Background()
+	oldID := issueFor(t, cf, "auto.example.com", "auto.example.com")
+	var newID int64
+	waitFor(t, "the certificate to be renewed", func() bool {
+		newID, _ = cf.App.Store.SupersededBy(ctx, oldID)
+		return newID != 0
+	})
+	time.Sleep(500 * time.Millisecond) // passes and dispatches enough for a second renewal, were there one
+	renewed := eventsNamed(t, cf, workflow.EventCertificateRenewed)
+	if len(renewed) != 1 || renewed[0].CertificateID != newID || renewed[0].Depth != 1 {
+		t.Fatalf("certificate.renewed events %+v: want one, of %d, depth 1", renewed, newID)
+	}
+	expiring := eventsNamed(t, cf, workflow.EventCertificateExpiring)
+	var ofOld int
+	for _, ev := range expiring {
+		if ev.CertificateID == oldID {
+			ofOld++
+			if ev.Depth != 0 {
+				t.Fatalf("the watch's event %+v has a depth", ev)
+			}
+			runs, _ := cf.App.Store.EventRuns(ctx, ev.ID)
+			run := settled(t, cf, runs["auto-renew"])
+			if run.Disposition != store.Completed || outputID(t, run, "renew", "request") != newID {
+				t.Fatalf("run %s %q: outputs %v; want the renewal %d", run.Disposition, run.Message, run.Instance.Outputs["renew"], newID)
+			}
+		}
+	}
+	if ofOld != 1 {
+		t.Fatalf("%d certificate.expiring events of the old certificate", ofOld)
+	}
+	r, _ := cf.App.Store.Get(ctx, newID)
+	if r.Requester.Name != steps.Actor || r.Input.RenewalCertificateId != oldID {
+		t.Fatalf("renewal by %s of %d", r.Requester.Name, r.Input.RenewalCertificateId)
+	}
+	if n, _ := cf.Redis.ZCard(ctx, cf.Prefix+":certificates").Result(); n != 2 {
+		t.Fatalf("%d certificates, want the old and one renewal", n)
 	}
 }
