@@ -69,6 +69,7 @@ func ForLint(cfg *config.Config) Types {
 		Notify:   notify,
 		HTTP:     HTTP{AllowPrivate: cfg.Callbacks.AllowPrivate},
 		Approval: Approval{Notify: notify},
+		Enroll:   Enroll{Config: cfg},
 	}
 }
 

@@ -579,6 +579,7 @@ func (a *App) Catalog() workflow.Catalog {
 		HTTP:     steps.HTTP{Client: callback.NewClient(cfg.Callbacks.AllowPrivate, cfg.Callbacks.Timeout), AllowPrivate: cfg.Callbacks.AllowPrivate},
 		// An approval's `notify:` tells the same channels as the notify step.
 		Approval: steps.Approval{Notify: channels},
+		Enroll:   steps.Enroll{Config: cfg},
 	}.WithActions(actions).Catalog()
 }
 
