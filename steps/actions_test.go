@@ -126,8 +126,11 @@ func TestActingStepsLoadOnlyWhereTheyMeanSomething(t *testing.T) {
 		{"revoke with a second expression outside the quotes", oneStep("  - id: r", "    uses: revoke", `    with: {query: 'SAN -eq "${{ event.Data.host }}" AND IssuedCN -eq ${{ event.Data.cn }}', comment: x}`), "expression 2 stands outside"},
 		{"metadata naming a certificate in an enrollment definition", []string{"name: t", "trigger: enrollment", "steps:", "  - id: m", "    uses: metadata", "    with: {certificate: '5', set: {A: b}}"}, "only an event-triggered or schedule definition's metadata step names a certificate"},
 		{"enroll with both a CSR and a subject", oneStep("  - id: e", "    uses: enroll", "    with: {template: WebServer, csr: x, subject: CN=x}"), "not both"},
+		{"enroll with a CSR and a bad SAN expression", oneStep("  - id: e", "    uses: enroll", "    with: {template: WebServer, csr: x, sans: {dns: ['${{ event. }}']}}"), `def.yaml:6:59: step "e": expression "event."`},
 		{"enroll with neither a CSR nor a subject", oneStep("  - id: e", "    uses: enroll", "    with: {template: WebServer}"), "one is required"},
 		{"enroll without a template", oneStep("  - id: e", "    uses: enroll", "    with: {subject: CN=x}"), "template: required"},
+		{"enroll into a template that does not exist", oneStep("  - id: e", "    uses: enroll", "    with: {template: NoSuch, csr: x}"), `no template "NoSuch" is configured`},
+		{"enroll a generated key into a template that does not retain keys", oneStep("  - id: e", "    uses: enroll", "    with: {template: WebServer, subject: CN=x}"), "does not retain private keys"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -380,11 +383,11 @@ func TestEnrollStepSubmitsOnce(t *testing.T) {
 	t.Parallel()
 	rec := &recorder{}
 	def, err := parseActing(rec, oneStep("  - id: en", "    uses: enroll",
-		`    with: {template: WebServer, subject: "CN=${{ event.Data.host }}", sans: {dns: ["${{ event.Data.host }}"]}, metadata: {Owner: ops}}`)...)
+		`    with: {template: "${{ event.Data.template }}", subject: "CN=${{ event.Data.host }}", sans: {dns: ["${{ event.Data.host }}"]}, metadata: {Owner: ops}}`)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := workflow.Event{Name: "host.added", Depth: 2, Data: map[string]any{"host": "web9.example.com"}}
+	ev := workflow.Event{Name: "host.added", Depth: 2, Data: map[string]any{"host": "web9.example.com", "template": "WebServer"}}
 	for range 2 {
 		if _, err := runStep(t, def, "en", eventEnv(ev, nil), nil); err != nil {
 			t.Fatal(err)

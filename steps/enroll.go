@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/workflow"
 	"gopkg.in/yaml.v3"
 )
@@ -32,6 +33,9 @@ import (
 //	  metadata:
 //	    Owner: "${{ event.Data.owner }}"
 type Enroll struct {
+	// Config, when set, checks a literal template at load: it must exist
+	// and, for a subject (a generated key), retain keys.
+	Config *config.Config
 	// Actions submit the enrollment (nil in certflow lint).
 	Actions Actions
 }
@@ -103,6 +107,15 @@ func (en Enroll) Build(spec *workflow.Spec) (workflow.Step, error) {
 		n := w.Metadata[name]
 		if t := text("metadata."+name, &n, true); t != nil {
 			md[name] = t
+		}
+	}
+	if tmpl != nil && tmpl.IsLiteral() && en.Config != nil {
+		name, _ := tmpl.String(nil)
+		switch t, ok := en.Config.Template(strings.TrimSpace(name)); {
+		case !ok:
+			errs = append(errs, spec.Errorf(&w.Template, "template: no template %q is configured", name))
+		case w.Subject.Kind != 0 && !t.KeyRetention:
+			errs = append(errs, spec.Errorf(&w.Subject, "subject: template %s does not retain private keys (key_retention), so a key certflow generated could never be recovered; give a csr", t.Name))
 		}
 	}
 	if len(errs) > 0 {

@@ -72,6 +72,7 @@ func ForLint(cfg *config.Config) Types {
 		HTTP:     HTTP{AllowPrivate: cfg.Callbacks.AllowPrivate},
 		Approval: Approval{Notify: notify},
 		Search:   Search{Config: cfg},
+		Enroll:   Enroll{Config: cfg},
 	}
 }
 

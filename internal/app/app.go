@@ -601,6 +601,7 @@ func (a *App) Catalog() workflow.Catalog {
 		// An approval's `notify:` tells the same channels as the notify step.
 		Approval: steps.Approval{Notify: channels},
 		Search:   steps.Search{Store: a.Store, Config: cfg},
+		Enroll:   steps.Enroll{Config: cfg},
 	}.WithActions(actions).Catalog()
 }
 

@@ -3,15 +3,20 @@ package app_test
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/certflow/certflow/internal/config"
 	enrollsvc "github.com/certflow/certflow/internal/enroll"
@@ -380,5 +385,207 @@ func TestAutomationMakesNoSecondRenewalWhileTheFirstWaits(t *testing.T) {
 	second, err := act.Renew(ctx, steps.RenewOrder{Origin: steps.Origin{RunID: 930002, Step: "renew", Depth: 1}, CertificateID: certID})
 	if err != nil || second.RequestID != 0 || second.Skipped != fmt.Sprintf("being renewed by request %d", first.RequestID) {
 		t.Fatalf("a second renewal while the first waits: %+v %v", second, err)
+	}
+}
+
+func TestAutomationRenewsWithTheRetainedKeyOrANewRetainedOne(t *testing.T) {
+	t.Parallel()
+	cf := retainingCertflow(t)
+	ctx := context.Background()
+	act := automation(cf)
+	issueRetained := func(cn string) int64 {
+		csr, key := testutil.CSR(t, cn, cn)
+		pkcs8, _ := x509.MarshalPKCS8PrivateKey(key)
+		resp, er := enroll(t, cf, testutil.EnrollBody(csr, map[string]any{
+			"Template": "Retained", "PrivateKey": base64.StdEncoding.EncodeToString(pkcs8),
+		}), "Authorization", bearer(testutil.AliceToken))
+		if resp.Status != http.StatusOK || er.CertificateInformation.RequestDisposition != "ISSUED" {
+			t.Fatalf("enroll: %d %s", resp.Status, resp.Body)
+		}
+		return er.CertificateInformation.KeyfactorID
+	}
+	spki := func(id int64) []byte {
+		c, err := cf.App.Store.Certificate(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, _ := x509.ParseCertificate(c.Chain[0])
+		return leaf.RawSubjectPublicKeyInfo
+	}
+	for _, newKey := range []bool{false, true} {
+		old := issueRetained(fmt.Sprintf("retained-%t.example.com", newKey))
+		o, err := act.Renew(ctx, steps.RenewOrder{Origin: steps.Origin{RunID: 940000, Step: fmt.Sprint(newKey)}, CertificateID: old, NewKey: newKey})
+		if err != nil || o.RequestID == 0 {
+			t.Fatalf("Renew(new key %t): %+v %v", newKey, o, err)
+		}
+		r := settled(t, cf, o.RequestID)
+		c, _ := r.Certificate()
+		if r.Disposition != store.Issued || c == nil {
+			t.Fatalf("renewal %s %q", r.Disposition, r.Message)
+		}
+		if same := bytes.Equal(spki(old), spki(c.ID)); same == newKey {
+			t.Fatalf("new key %t: the renewal certified the same key: %t", newKey, same)
+		}
+		// The renewal retains the key its certificate certifies.
+		der, err := cf.App.KEK.Open(r.PrivateKey, []byte(fmt.Sprintf("certflow-request/%d", r.ID)))
+		if err != nil {
+			t.Fatalf("new key %t: the renewal retains no key: %v", newKey, err)
+		}
+		key, _ := x509.ParsePKCS8PrivateKey(der)
+		pub, _ := x509.MarshalPKIXPublicKey(key.(interface{ Public() crypto.PublicKey }).Public())
+		if !bytes.Equal(pub, spki(c.ID)) {
+			t.Fatalf("new key %t: the retained key is not the certified one", newKey)
+		}
+	}
+}
+
+func TestAutomationEnrollsAGeneratedKeyWhereTheTemplateRetainsIt(t *testing.T) {
+	t.Parallel()
+	cf := retainingCertflow(t)
+	ctx := context.Background()
+	act := automation(cf)
+	order := steps.EnrollOrder{Origin: steps.Origin{RunID: 950001, Step: "enroll", Depth: 1}, Template: "Retained",
+		Subject: "CN=gen.example.com", SANs: map[string][]string{"dns": {"gen.example.com"}}}
+	first, err := act.Enroll(ctx, order)
+	if err != nil || first.RequestID == 0 {
+		t.Fatalf("Enroll: %+v %v", first, err)
+	}
+	again, err := act.Enroll(ctx, order)
+	if err != nil || again.RequestID != first.RequestID || !again.Existing {
+		t.Fatalf("a repeat made %+v (%v), want request %d", again, err, first.RequestID)
+	}
+	r := settled(t, cf, first.RequestID)
+	c, _ := r.Certificate()
+	if r.Disposition != store.Issued || c == nil || len(r.PrivateKey) == 0 || r.Requester.Name != steps.Actor {
+		t.Fatalf("enrollment %s %q by %s, key retained %t", r.Disposition, r.Message, r.Requester.Name, len(r.PrivateKey) > 0)
+	}
+	leaf, _ := x509.ParseCertificate(c.Chain[0])
+	if leaf.Subject.CommonName != "gen.example.com" || len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != "gen.example.com" {
+		t.Fatalf("issued %s %v", leaf.Subject, leaf.DNSNames)
+	}
+	// An administrator recovers the key with a password of their own.
+	resp := cf.Do(t, "POST", "/Certificates/Recover", map[string]any{"CertID": c.ID, "Password": "recover-it-1234"}, "Authorization", bearer(testutil.AdminToken))
+	if resp.Status != http.StatusOK {
+		t.Fatalf("recover: %d %s", resp.Status, resp.Body)
+	}
+}
+
+func TestAutomationAttemptsAtOnceMakeOneRequest(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	ctx := context.Background()
+	act := automation(cf)
+	renewed := issueFor(t, cf, "race-renew.example.com", "race-renew.example.com")
+	revoked := issueFor(t, cf, "race-revoke.example.com", "race-revoke.example.com")
+	const attempts = 6
+	type result struct {
+		o   steps.Outcome
+		err error
+	}
+	race := func(do func() (steps.Outcome, error)) []result {
+		out := make([]result, attempts)
+		var wg sync.WaitGroup
+		for i := range out {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				o, err := do()
+				out[i] = result{o, err}
+			}()
+		}
+		wg.Wait()
+		return out
+	}
+	for what, rs := range map[string][]result{
+		"renew": race(func() (steps.Outcome, error) {
+			return act.Renew(ctx, steps.RenewOrder{Origin: steps.Origin{RunID: 960001, Step: "renew"}, CertificateID: renewed})
+		}),
+		"revoke": race(func() (steps.Outcome, error) {
+			return act.Revoke(ctx, steps.RevokeOrder{Origin: steps.Origin{RunID: 960002, Step: "revoke"}, CertificateID: revoked, Comment: "race"})
+		}),
+	} {
+		for i, r := range rs {
+			if r.err != nil || r.o.RequestID == 0 || r.o.RequestID != rs[0].o.RequestID {
+				t.Fatalf("%s attempt %d: %+v %v; first %+v: every attempt must answer one request", what, i, r.o, r.err, rs[0].o)
+			}
+		}
+	}
+	// Two certificates, one renewal, one revocation: four records.
+	record := regexp.MustCompile(`:request:\{\d+\}$`)
+	var records []string
+	iter := cf.Redis.Scan(ctx, 0, cf.Prefix+":request:*", 1000).Iterator()
+	for iter.Next(ctx) {
+		if record.MatchString(iter.Val()) {
+			records = append(records, iter.Val())
+		}
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(records) != 4 {
+		t.Fatalf("request records %v: want the two certificates, one renewal and one revocation", records)
+	}
+}
+
+const autoRenewDef = `name: auto-renew
+trigger: event:certificate.expiring
+# Renew what people asked for; what automation renewed is renewed by hand
+# (with certificates shorter-lived than the threshold, as here, the
+# renewal would be announced at once and renewed again).
+match: requester.Name != "certflow:automation" && !certificate.Revoked && certificate.SupersededBy == 0
+steps:
+  - id: renew
+    uses: renew
+  - id: tell
+    uses: notify
+    with:
+      log: "auto-renew: certificate ${{ certificate.ID }} → request ${{ steps.renew.request }} ${{ steps.renew.skipped ?? '' }}"
+`
+
+func TestTheExpiryWatchAndAnAutoRenewDefinitionRenewOnce(t *testing.T) {
+	t.Parallel()
+	dir := shippedPlus(t, map[string]string{"auto-renew.yaml": autoRenewDef})
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		c.Definitions = dir
+		c.Templates[0].Validity = 30 * time.Minute
+		c.Events.ExpiryWatch.Thresholds = []string{"1h"}
+		c.Events.ExpiryWatch.Interval = 50 * time.Millisecond
+	})
+	ctx := context.Background()
+	oldID := issueFor(t, cf, "auto.example.com", "auto.example.com")
+	var newID int64
+	waitFor(t, "the certificate to be renewed", func() bool {
+		newID, _ = cf.App.Store.SupersededBy(ctx, oldID)
+		return newID != 0
+	})
+	time.Sleep(500 * time.Millisecond) // passes and dispatches enough for a second renewal, were there one
+	renewed := eventsNamed(t, cf, workflow.EventCertificateRenewed)
+	if len(renewed) != 1 || renewed[0].CertificateID != newID || renewed[0].Depth != 1 {
+		t.Fatalf("certificate.renewed events %+v: want one, of %d, depth 1", renewed, newID)
+	}
+	expiring := eventsNamed(t, cf, workflow.EventCertificateExpiring)
+	var ofOld int
+	for _, ev := range expiring {
+		if ev.CertificateID == oldID {
+			ofOld++
+			if ev.Depth != 0 {
+				t.Fatalf("the watch's event %+v has a depth", ev)
+			}
+			runs, _ := cf.App.Store.EventRuns(ctx, ev.ID)
+			run := settled(t, cf, runs["auto-renew"])
+			if run.Disposition != store.Completed || outputID(t, run, "renew", "request") != newID {
+				t.Fatalf("run %s %q: outputs %v; want the renewal %d", run.Disposition, run.Message, run.Instance.Outputs["renew"], newID)
+			}
+		}
+	}
+	if ofOld != 1 {
+		t.Fatalf("%d certificate.expiring events of the old certificate", ofOld)
+	}
+	r, _ := cf.App.Store.Get(ctx, newID)
+	if r.Requester.Name != steps.Actor || r.Input.RenewalCertificateId != oldID {
+		t.Fatalf("renewal by %s of %d", r.Requester.Name, r.Input.RenewalCertificateId)
+	}
+	if n, _ := cf.Redis.ZCard(ctx, cf.Prefix+":certificates").Result(); n != 2 {
+		t.Fatalf("%d certificates, want the old and one renewal", n)
 	}
 }

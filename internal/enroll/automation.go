@@ -111,6 +111,10 @@ func (a *Automation) Renew(ctx context.Context, o steps.RenewOrder) (steps.Outco
 			return steps.Outcome{}, err
 		}
 		if holder != 0 {
+			// An attempt of this step at the same time may have made it.
+			if prev, err := a.earlier(ctx, key); err == nil && prev == holder {
+				return steps.Outcome{RequestID: prev, CertificateID: id, Existing: true}, nil
+			}
 			return steps.Outcome{CertificateID: id, Skipped: fmt.Sprintf("being %s by request %d", under.what, holder)}, nil
 		}
 	}
@@ -118,8 +122,8 @@ func (a *Automation) Renew(ctx context.Context, o steps.RenewOrder) (steps.Outco
 	var newKey []byte
 	switch {
 	case o.NewKey:
-		tmpl, ok := s.cfg.Template(old.Input.Template)
-		if !ok || !tmpl.KeyRetention {
+		tmpl, _ := s.cfg.Template(old.Input.Template)
+		if !s.retains(old.Input.Template) {
 			return steps.Outcome{}, workflow.Permanent(fmt.Errorf("key: new: template %q does not retain private keys (key_retention), so a key certflow generated for certificate %d could never be recovered; renew with key: retained", old.Input.Template, id))
 		}
 		leaf, err := x509.ParseCertificate(cert.Chain[0])
@@ -147,9 +151,11 @@ func (a *Automation) Renew(ctx context.Context, o steps.RenewOrder) (steps.Outco
 			return steps.Outcome{}, err
 		}
 		body.CSR = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
-	case len(old.PrivateKey) == 0:
-		// certflow never held this key: the renewal certifies the public
-		// key of the CSR its holder sent, again.
+	case len(old.PrivateKey) == 0 || !s.retains(old.Input.Template):
+		// certflow never held this key (or the template no longer
+		// retains keys, so the renewal may not carry it): the renewal
+		// certifies the public key of the CSR the certificate was
+		// issued from, again.
 		if len(old.CSR) == 0 {
 			return steps.Outcome{}, workflow.Permanent(fmt.Errorf("certificate %d has neither a retained private key nor the CSR it was issued from; renew it with a CSR (POST /Enrollment/Renew) or with key: new", id))
 		}
@@ -176,6 +182,12 @@ func (a *Automation) Renew(ctx context.Context, o steps.RenewOrder) (steps.Outco
 		}
 	}
 	return steps.Outcome{RequestID: req.ID, CertificateID: id, Existing: existing}, nil
+}
+
+// retains reports whether template name retains private keys.
+func (s *Service) retains(name string) bool {
+	t, ok := s.cfg.Template(name)
+	return ok && t.KeyRetention
 }
 
 // Revoke implements steps.Actions: Revoke's revocation of one
@@ -205,6 +217,10 @@ func (a *Automation) Revoke(ctx context.Context, o steps.RevokeOrder) (steps.Out
 		return steps.Outcome{}, err
 	}
 	if holder > 0 {
+		// An attempt of this step at the same time may have made it.
+		if prev, err := a.earlier(ctx, key); err == nil && prev == holder {
+			return steps.Outcome{RequestID: prev, CertificateID: id, Existing: true}, nil
+		}
 		return steps.Outcome{CertificateID: id, Skipped: fmt.Sprintf("being revoked by request %d", holder)}, nil
 	}
 	e, err := s.revocationSubmit(q, c, automationCaller, ask, now)
@@ -216,10 +232,21 @@ func (a *Automation) Revoke(ctx context.Context, o steps.RevokeOrder) (steps.Out
 	}
 	e.req.IdempotencyKey, e.req.EventDepth = key, o.Depth
 	req, existing, err := a.submitRevocation(ctx, e)
+	var other *revocationUnderWay
+	if errors.As(err, &other) {
+		return steps.Outcome{CertificateID: id, Skipped: fmt.Sprintf("being revoked by request %d", other.holder)}, nil
+	}
 	if err != nil {
 		return steps.Outcome{}, acted(err)
 	}
 	return steps.Outcome{RequestID: req.ID, CertificateID: id, Existing: existing}, nil
+}
+
+// revocationUnderWay: another request holds the certificate's revocation.
+type revocationUnderWay struct{ holder int64 }
+
+func (e *revocationUnderWay) Error() string {
+	return fmt.Sprintf("a revocation is under way (request %d)", e.holder)
 }
 
 // submitRevocation is submitRevocations for one revocation that carries
@@ -239,10 +266,20 @@ func (a *Automation) submitRevocation(ctx context.Context, e *enrollment) (*stor
 	holder, err := s.store.ClaimRevocation(ctx, certID, id, s.store.RevocationOver)
 	switch {
 	case errors.Is(err, store.ErrConflict):
-		if prev, lerr := a.earlier(ctx, req.IdempotencyKey); lerr == nil && prev == holder {
-			return &store.Request{ID: prev}, true, nil
+		// Another attempt of this step may hold it, its request not yet
+		// stored under the key: wait for the key a moment.
+		for i := 0; i < 20; i++ {
+			prev, lerr := a.earlier(ctx, req.IdempotencyKey)
+			if lerr == nil && prev == holder {
+				return &store.Request{ID: prev}, true, nil
+			}
+			select {
+			case <-ctx.Done():
+				return nil, false, ctx.Err()
+			case <-time.After(25 * time.Millisecond):
+			}
 		}
-		return nil, false, fieldError(Conflict, keyfactor.CodeConflict, "certificate", "a revocation of certificate %d is under way (request %d)", certID, holder)
+		return nil, false, &revocationUnderWay{holder: holder}
 	case errors.Is(err, store.ErrNotFound):
 		return nil, false, fieldError(NotFound, keyfactor.CodeNotFound, "certificate", "certificate %d: not found", certID)
 	case err != nil:
