@@ -9,7 +9,8 @@
 // # Definitions
 //
 // A definition is one YAML file: a name, a trigger (enrollment, renewal,
-// revocation, or event:<name>), an optional match expression and a
+// revocation, event:<name>, event:<prefix>.* or schedule with a
+// schedule: cron expression; see event.go), an optional match expression and a
 // priority, an optional visible: list, and its steps. Each step has an
 // id, the step type it uses:, and optionally if: (a condition), with:
 // (the type's settings), timeout:, retry: and on_error:.
@@ -57,7 +58,9 @@
 //
 // # Selection and versions
 //
-// Set.Select picks, for a trigger, the definition of highest priority
+// For an event, Set.ForEvent names every definition it triggers (fan-out:
+// the caller evaluates each match and runs each that holds).
+// Set.Select picks, for a request trigger, the definition of highest priority
 // whose match holds (two that tie on trigger and priority are refused at
 // load, so the choice never depends on file order). A definition's
 // Version is its content hash; Engine.Start pins a new Instance to

@@ -1,6 +1,7 @@
 package workflow
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -122,6 +123,9 @@ type Input struct {
 	// expressions see them (event, certificate).
 	Event       Event
 	Certificate *Certificate
+	// RunID is an event-triggered run's own request id (Run.RequestID);
+	// Request is then the request the event concerns.
+	RunID int64
 }
 
 // NewInput prepares a request for the engine; addCN applies RFC 2818's
@@ -159,7 +163,7 @@ func (in *Input) Env(inst *Instance, now time.Time) *Env {
 // run is what step sd gets to work with, in env.
 func (in *Input) run(inst *Instance, sd *StepDef, env *Env, log *slog.Logger) *Run {
 	return &Run{
-		RequestID: in.Request.ID, InstanceID: inst.ID, StepID: sd.ID,
+		RequestID: cmp.Or(in.RunID, in.Request.ID), InstanceID: inst.ID, StepID: sd.ID,
 		Env: env, CSR: in.CSR, Log: log, IssueClaim: in.IssueClaim,
 	}
 }

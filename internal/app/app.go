@@ -214,6 +214,9 @@ func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, ou
 	a.Store = store.New(a.Redis, cfg.KeyPrefix)
 	a.Store.ProgressEvery = cfg.Worker.ReconcileAfter / 4
 	a.Store.EventRetention = cfg.Events.Retention
+	// A stored certificate joins the expiry watch's due set at its first
+	// threshold (a process with the watch off still keeps the set right).
+	a.Store.ExpiryLead = store.ExpiryLeadOf(worker.ExpiryThresholds(cfg.Events.ExpiryWatch))
 	a.Store.GroupCommit = cfg.Speed.GroupCommit
 	a.Queue = queue.NewClient(a.Redis, cfg.Queue, cfg.Worker.MaxRetry, cfg.Worker.TaskTimeout, len(cfg.Callbacks.Schedule),
 		queue.Options{Piggyback: cfg.Speed.Piggyback, GroupCommit: cfg.Speed.GroupCommit, Log: log})
@@ -712,14 +715,20 @@ func (a *App) ServeAPI(ctx context.Context, ready func(addr net.Addr)) error {
 	return hs.Shutdown(sctx)
 }
 
-// RunWorker processes tasks until ctx ends, then lets in-flight tasks
-// finish (or hands them back) within the shutdown timeout.
-func (a *App) RunWorker(ctx context.Context) error {
-	w := &worker.Worker{
+// Worker is the worker half's task handlers and loops, wired to a's
+// services (RunWorker runs them; tests call them directly).
+func (a *App) Worker() *worker.Worker {
+	return &worker.Worker{
 		Config: a.Config, Store: a.Store, Queue: a.Queue, Defs: &a.Defs, Catalog: a.Catalog(),
 		Engine: &workflow.Engine{Log: a.Log}, Callbacks: a.Sender, KEK: a.KEK, Log: a.Log, CAs: a.CAs,
 		KeyPool: a.WorkerKeyPool,
 	}
+}
+
+// RunWorker processes tasks until ctx ends, then lets in-flight tasks
+// finish (or hands them back) within the shutdown timeout.
+func (a *App) RunWorker(ctx context.Context) error {
+	w := a.Worker()
 	// worker.servers asynq servers share the concurrency: each dequeues in
 	// a loop of its own, so one sleeping on an empty queue does not hold
 	// up pickup (see config.Worker.Servers).
@@ -755,6 +764,9 @@ func (a *App) RunWorker(ctx context.Context) error {
 	go w.Reconcile(ctx)
 	go w.Sweep(ctx)
 	go w.RefreshCRLs(ctx)
+	go w.Dispatch(ctx)
+	go w.Schedule(ctx)
+	go w.WatchExpiry(ctx)
 	<-ctx.Done()
 	stop() // in parallel: each has the whole shutdown timeout, not a share of it
 	return nil

@@ -910,6 +910,15 @@ func TestApprovalTimeoutDeniesOrEscalates(t *testing.T) {
 		if esc := decisionKinds(in.Decisions, "escalation"); len(esc) != 1 || esc[0].Stage != 0 || !strings.Contains(esc[0].Comment, "pki-leads") {
 			t.Fatalf("decisions %v; want one escalation naming pki-leads", in.Decisions)
 		}
+		var esc []workflow.Event
+		for _, ev := range eventsNamed(t, cf, workflow.EventApprovalEscalated) {
+			if ev.RequestID == id {
+				esc = append(esc, ev)
+			}
+		}
+		if len(esc) != 1 || esc[0].Data["Stage"] != float64(1) || !slices.Equal(esc[0].Data["Roles"].([]any), []any{"pki-leads"}) {
+			t.Fatalf("approval.escalated events: %+v", esc)
+		}
 		if got := listInstanceIDs(t, cf, "/Workflow/Instances/AssignedToMe", bearer(erinToken)); !slices.Contains(got, inst) {
 			t.Fatalf("AssignedToMe for erin (pki-leads) after the escalation = %v", got)
 		}

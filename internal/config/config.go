@@ -6,6 +6,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -281,10 +283,75 @@ type Events struct {
 	// Retention is how long the event log keeps an event, and how long a
 	// repeated external event Id is refused. Defaults to 720h (30 days).
 	Retention time.Duration `yaml:"retention"`
+	// ExpiryWatch emits certificate.expiring and certificate.expired.
+	ExpiryWatch ExpiryWatch `yaml:"expiry_watch"`
 }
 
 // DefaultEventRetention is events.retention's default.
 const DefaultEventRetention = 30 * 24 * time.Hour
+
+// ExpiryWatch is the periodic job that emits certificate.expiring once
+// per certificate per threshold and certificate.expired once
+// (docs/events.md, "Expiry watch").
+type ExpiryWatch struct {
+	// Enabled runs the watch in worker processes. Defaults to true.
+	Enabled bool `yaml:"enabled"`
+	// Thresholds are how long before its NotAfter a certificate is
+	// announced as expiring: Go durations ("36h") or whole days ("14d").
+	// Defaults to 30d, 14d, 7d, 1d. At most MaxExpiryThresholds, distinct
+	// and positive; an empty list announces expiry only.
+	Thresholds []string `yaml:"thresholds"`
+	// Interval is how often a pass looks for what is due. Defaults to 1m.
+	Interval time.Duration `yaml:"interval"`
+}
+
+// Expiry watch defaults and bounds.
+var DefaultExpiryThresholds = []string{"30d", "14d", "7d", "1d"}
+
+const (
+	DefaultExpiryInterval = time.Minute
+	MaxExpiryThresholds   = 10
+)
+
+// ExpiryThreshold is one parsed expiry_watch threshold.
+type ExpiryThreshold struct {
+	// Text is the threshold as configured ("14d"), what events carry.
+	Text string
+	Lead time.Duration
+}
+
+// ParseExpiryThreshold reads a threshold: a Go duration ("36h", "90m")
+// or a whole number of days ("14d").
+func ParseExpiryThreshold(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		digits := strings.TrimPrefix(days, "-")
+		if digits != "" && strings.Trim(digits, "0123456789") == "" {
+			n, err := strconv.ParseInt(days, 10, 64)
+			if err != nil || n > 100*365 || n < -100*365 {
+				return 0, fmt.Errorf("%q is more than 100 years", s)
+			}
+			return time.Duration(n) * 24 * time.Hour, nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration like 14d or 36h", s)
+	}
+	return d, nil
+}
+
+// ParsedThresholds returns the thresholds parsed, largest first (what
+// Validate checks: call it on a validated config).
+func (e *ExpiryWatch) ParsedThresholds() []ExpiryThreshold {
+	out := make([]ExpiryThreshold, 0, len(e.Thresholds))
+	for _, s := range e.Thresholds {
+		if d, err := ParseExpiryThreshold(s); err == nil && d > 0 {
+			out = append(out, ExpiryThreshold{Text: s, Lead: d})
+		}
+	}
+	slices.SortFunc(out, func(a, b ExpiryThreshold) int { return cmp.Compare(b.Lead, a.Lead) })
+	return out
+}
 
 // Callbacks governs the result delivery to CallbackUrl.
 type Callbacks struct {

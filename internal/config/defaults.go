@@ -103,8 +103,10 @@ func Default() Config {
 		},
 		Callbacks: Callbacks{Timeout: DefaultCallbackTimeout, Schedule: slices.Clone(DefaultCallbackSchedule)},
 		SMTP:      SMTP{TLS: "starttls", Timeout: 30 * time.Second},
-		Events:    Events{Retention: DefaultEventRetention},
-		Speed:     Speed{Piggyback: true, GroupCommit: true, LeafEncoder: true},
+		Events: Events{Retention: DefaultEventRetention, ExpiryWatch: ExpiryWatch{
+			Enabled: true, Thresholds: slices.Clone(DefaultExpiryThresholds), Interval: DefaultExpiryInterval,
+		}},
+		Speed: Speed{Piggyback: true, GroupCommit: true, LeafEncoder: true},
 		Auth: Auth{OIDC: OIDC{
 			UsernameClaim: DefaultOIDCUsernameClaim, UsernamePrefix: DefaultOIDCUsernamePrefix,
 			RolesClaim: DefaultOIDCRolesClaim, AllowedAlgs: slices.Clone(DefaultOIDCAlgs), ClockSkew: DefaultOIDCClockSkew,
@@ -136,6 +138,9 @@ func (c *Config) fillDefaults() {
 		c.Queue = c.KeyPrefix
 	}
 	def := Default()
+	if c.Events.ExpiryWatch.Thresholds == nil { // "thresholds:" with no value; [] is an empty list
+		c.Events.ExpiryWatch.Thresholds = def.Events.ExpiryWatch.Thresholds
+	}
 	dca, dt := def.CAs[0], def.Templates[0]
 	for i := range c.CAs {
 		ca := &c.CAs[i]

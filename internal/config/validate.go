@@ -41,6 +41,7 @@ func (c *Config) Validate() error {
 	}
 	c.Worker.validate(bad)
 	c.Callbacks.validate(bad)
+	c.Events.validate(bad)
 	for _, d := range slices.Concat(c.API.durations(), c.Worker.durations(), c.Callbacks.durations(), c.SMTP.durations(), c.Events.durations()) {
 		if d.value <= 0 {
 			bad("%s: must be positive", d.name)
@@ -191,7 +192,36 @@ func (cb *Callbacks) validate(bad func(format string, args ...any)) {
 
 // durations are the events section's durations that must be positive.
 func (e *Events) durations() []durationSetting {
-	return []durationSetting{{"events.retention", e.Retention}}
+	return []durationSetting{{"events.retention", e.Retention}, {"events.expiry_watch.interval", e.ExpiryWatch.Interval}}
+}
+
+// validate checks the events section but for its durations: the expiry
+// watch's thresholds are durations or whole days, positive, distinct
+// and few (each is a step of every certificate's way to expiry).
+func (e *Events) validate(bad func(format string, args ...any)) {
+	const field = "events.expiry_watch.thresholds"
+	ts := e.ExpiryWatch.Thresholds
+	if len(ts) > MaxExpiryThresholds {
+		bad("%s: %d thresholds, at most %d", field, len(ts), MaxExpiryThresholds)
+	}
+	seen := map[time.Duration]int{}
+	for i, s := range ts {
+		d, err := ParseExpiryThreshold(s)
+		switch {
+		case err != nil:
+			bad("%s[%d]: %v", field, i, err)
+		case d <= 0:
+			bad("%s[%d]: %q must be positive", field, i, s)
+		case d < time.Second:
+			bad("%s[%d]: %q is under a second (the watch counts whole seconds)", field, i, s)
+		default:
+			if j, dup := seen[d]; dup {
+				bad("%s[%d]: %q is the same as %s[%d] (%q)", field, i, s, field, j, ts[j])
+			} else {
+				seen[d] = i
+			}
+		}
+	}
 }
 
 // durations are the callbacks section's durations that must be positive.

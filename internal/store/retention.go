@@ -118,6 +118,11 @@ func (s *Store) Sweep(ctx context.Context, retention time.Duration) (int, error)
 			// one script, if the record is still the one read.
 			var ops indexOps
 			ops.remove(s.keys.inventoryEntries(c, r.Metadata()))
+			// It leaves the expiry watch (whose certificate.expired, if
+			// still pending, is not written for a certificate no longer
+			// kept) and the renewed certificates' links.
+			member := strconv.FormatInt(c.ID, 10)
+			ops.remove([]indexEntry{{key: s.keys.expiryDue(), member: member}, {key: s.keys.superseded(), member: member}})
 			if c.Revocation != nil {
 				ops.remove([]indexEntry{{key: s.keys.caRevoked(c.CAName()), member: c.SerialNumber, hash: true}})
 			}

@@ -80,6 +80,11 @@ type Store struct {
 	// stored certificate joins the expiry watch's due set scored by
 	// NotAfter minus it (expiry.go).
 	ExpiryLead time.Duration
+	// expiryLockFor overrides the expiry watch's lock TTL (tests).
+	expiryLockFor time.Duration
+	// expiryBatchHook is called after each batch of an expiry pass
+	// (tests: a crash between batches).
+	expiryBatchHook func(batch int)
 }
 
 // DefaultProgressEvery is Store.ProgressEvery's default.

@@ -1,9 +1,9 @@
 // Package worker is what asynq runs: it loads a request from the store,
 // runs or resumes its workflow with checkpoints, settles it, and delivers
 // the result to its callback URL. Every handler tolerates being run twice.
-// Beside the task handlers it runs three loops: the reconciler (a request
-// that made no progress is run again), the retention sweep, and the CRL
-// refresh.
+// Beside the task handlers it runs four loops: the reconciler (a request
+// that made no progress is run again), the retention sweep, the CRL
+// refresh, and the expiry watch.
 package worker
 
 import (
@@ -26,6 +26,7 @@ import (
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/redact"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/queue"
 	"github.com/certflow/certflow/workflow"
@@ -150,7 +151,23 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 	}
 	defs := w.Defs.Load()
 	var def *workflow.Definition
-	if r.Instance.Definition == "" {
+	if r.Instance.Status == "" && r.Trigger == store.EventRunTrigger {
+		// The dispatcher chose the definition, and its version, by the
+		// event; the first checkpoint starts the instance on it.
+		def, err = w.definition(ctx, r.Instance.Definition, r.Instance.Version)
+		if errors.Is(err, store.ErrNotFound) || (err != nil && !store.Unavailable(err)) {
+			return w.failRequest(ctx, r, nil, fmt.Errorf("definition %s version %s: %w", r.Instance.Definition, r.Instance.Version, err))
+		}
+		if err != nil {
+			return err
+		}
+		r.Instance.Definition, r.Instance.Version = "", ""
+		if err := w.Engine.Start(&r.Instance, def); err != nil {
+			return w.failRequest(ctx, r, nil, err)
+		}
+		r.Disposition = store.Running
+		log.Info("event workflow started", "definition", def.Name, "version", def.Version, "event", r.Event.ID, "name", r.Event.Name)
+	} else if r.Instance.Definition == "" {
 		def, err = defs.Select(r.Trigger, in.Env(&r.Instance, time.Now()))
 		if err != nil {
 			return w.failRequest(ctx, r, nil, err)
@@ -191,6 +208,12 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 
 // input prepares the request for the engine.
 func (w *Worker) input(ctx context.Context, r *store.Request) (*workflow.Input, error) {
+	if r.Trigger == store.EventRunTrigger {
+		if r.Event == nil {
+			return nil, errors.New("event run without its event")
+		}
+		return w.eventInput(ctx, r.Event, r.ID)
+	}
 	if r.CSR == nil && r.Trigger == workflow.TriggerRevocation {
 		return w.revocationInput(ctx, r)
 	}
@@ -216,6 +239,8 @@ func settle(r *store.Request) {
 	case workflow.StatusComplete:
 		if r.Trigger == workflow.TriggerRevocation {
 			settleRevocation(r)
+		} else if r.Trigger == store.EventRunTrigger {
+			settleEventRun(r)
 		} else if inst.Certificate != nil {
 			r.Disposition, r.Message = store.Issued, "Issued by "+inst.Certificate.Authority
 		} else {
@@ -276,6 +301,13 @@ func (w *Worker) Timeout(ctx context.Context, id, generation int64, step string,
 			r.Disposition = store.Running // decided: the run below applies it
 		case !escalated:
 			return errStale
+		default:
+			wt := r.Instance.Wait
+			data := map[string]any{"Step": wt.Step, "Stage": wt.Stage, "Roles": wt.Roles, "Template": r.Input.Template, "CommonName": r.CommonName}
+			if !wt.Deadline.IsZero() {
+				data["Deadline"] = wt.Deadline.UTC().Format(time.RFC3339)
+			}
+			r.Emit(workflow.Event{Name: workflow.EventApprovalEscalated, RequestID: id, Depth: r.EventDepth, Data: data})
 		}
 		return nil
 	})
@@ -356,7 +388,7 @@ func (w *Worker) DeliverCallback(ctx context.Context, id int64) error {
 	}
 	body, _ := json.Marshal(resp)
 	msgID := "certflow-" + strconv.FormatInt(id, 10) + "-" + string(r.Disposition)
-	attempt, _ := queue.RetryInfo(ctx)
+	attempt, last := queue.RetryInfo(ctx)
 	res := w.Callbacks.Post(ctx, r.Input.CallbackUrl, msgID, body)
 	rec := store.CallbackAttempt{Attempt: attempt + 1, At: time.Now().UTC(), MessageID: msgID, Status: res.Status, Delivered: res.OK()}
 	if res.Err != nil {
@@ -364,6 +396,13 @@ func (w *Worker) DeliverCallback(ctx context.Context, id int64) error {
 	}
 	if _, err := w.Store.Update(ctx, id, func(r *store.Request) error {
 		r.Callbacks = append(r.Callbacks, rec)
+		if last && !res.OK() && !res.Gone() {
+			// The last attempt: the event goes with its record.
+			r.Emit(workflow.Event{Name: workflow.EventCallbackFailed, RequestID: id, Depth: r.EventDepth, Data: map[string]any{
+				"Attempts": attempt + 1, "Status": res.Status, "Error": rec.Error, "Disposition": string(r.Disposition),
+				"CallbackUrl": redact.URL(r.Input.CallbackUrl),
+			}})
+		}
 		return nil
 	}); err != nil {
 		w.Log.Warn("record callback attempt", "request", id, "err", err)
