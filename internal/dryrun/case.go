@@ -98,28 +98,37 @@ type TestRevocation struct {
 
 // TestEvent is an event as event-triggered definitions see it.
 type TestEvent struct {
-	Name        string           `yaml:"name" json:"name"`
-	Time        string           `yaml:"time" json:"time,omitempty"`
-	Data        map[string]any   `yaml:"data" json:"data,omitempty"`
-	Source      string           `yaml:"source" json:"source,omitempty"`
-	ID          string           `yaml:"id" json:"id,omitempty"`
-	Request     int64            `yaml:"request" json:"request,omitempty"`
+	Name   string         `yaml:"name" json:"name"`
+	Time   string         `yaml:"time" json:"time,omitempty"`
+	Data   map[string]any `yaml:"data" json:"data,omitempty"`
+	Source string         `yaml:"source" json:"source,omitempty"`
+	ID     string         `yaml:"id" json:"id,omitempty"`
+	// Request is the request the event concerns (default: the
+	// certificate's, whose id is its request's).
+	Request int64 `yaml:"request" json:"request,omitempty"`
+	// Requester is who asked for that request.
+	Requester   TestRequester    `yaml:"requester" json:"requester,omitzero"`
 	Certificate *TestCertificate `yaml:"certificate" json:"certificate,omitempty"`
+	// Depth counts the event-triggered runs that led to the event.
+	Depth int `yaml:"depth" json:"depth,omitempty"`
 }
 
 // TestCertificate is the certificate an event concerns.
 type TestCertificate struct {
-	ID           int64             `yaml:"id" json:"id"`
-	Subject      string            `yaml:"subject" json:"subject,omitempty"`
-	Serial       string            `yaml:"serial" json:"serial,omitempty"`
-	Issuer       string            `yaml:"issuer" json:"issuer,omitempty"`
-	Authority    string            `yaml:"authority" json:"authority,omitempty"`
-	NotBefore    string            `yaml:"not_before" json:"not_before,omitempty"`
-	NotAfter     string            `yaml:"not_after" json:"not_after,omitempty"`
-	Template     string            `yaml:"template" json:"template,omitempty"`
-	Metadata     map[string]string `yaml:"metadata" json:"metadata,omitempty"`
-	Revoked      bool              `yaml:"revoked" json:"revoked,omitempty"`
-	SupersededBy int64             `yaml:"superseded_by" json:"superseded_by,omitempty"`
+	ID      int64  `yaml:"id" json:"id"`
+	Subject string `yaml:"subject" json:"subject,omitempty"`
+	// SANs are its names (dns, ip4, ip6, uri, rfc822): with the subject,
+	// what csr and sans show.
+	SANs         map[string][]string `yaml:"sans" json:"sans,omitempty"`
+	Serial       string              `yaml:"serial" json:"serial,omitempty"`
+	Issuer       string              `yaml:"issuer" json:"issuer,omitempty"`
+	Authority    string              `yaml:"authority" json:"authority,omitempty"`
+	NotBefore    string              `yaml:"not_before" json:"not_before,omitempty"`
+	NotAfter     string              `yaml:"not_after" json:"not_after,omitempty"`
+	Template     string              `yaml:"template" json:"template,omitempty"`
+	Metadata     map[string]string   `yaml:"metadata" json:"metadata,omitempty"`
+	Revoked      bool                `yaml:"revoked" json:"revoked,omitempty"`
+	SupersededBy int64               `yaml:"superseded_by" json:"superseded_by,omitempty"`
 }
 
 // HTTPStub is the answer an http step gets.
@@ -365,6 +374,11 @@ func parseCase(file string, node *yaml.Node) (*TestCase, error) {
 			if ct.Subject != "" {
 				if _, err := subjectName(ct.Subject); err != nil {
 					bad("event.certificate.subject", "%v", err)
+				}
+			}
+			for kind := range ct.SANs {
+				if !slices.Contains([]string{"dns", "ip4", "ip6", "uri", "rfc822"}, kind) {
+					bad("event.certificate.sans", "unknown kind %q (want dns, ip4, ip6, uri or rfc822)", kind)
 				}
 			}
 		}

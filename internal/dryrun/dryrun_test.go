@@ -415,3 +415,58 @@ func TestABadCaseIsRefusedNamingTheField(t *testing.T) {
 		}
 	}
 }
+
+// An event run sees what the dispatcher gives it: the certificate's
+// subject and names as csr and sans, the request it was issued for and
+// its requester; an event too deep in a chain of automation starts none.
+func TestAnEventRunSeesTheCertificateAndItsRequest(t *testing.T) {
+	t.Parallel()
+	dir := folder(t, map[string]string{
+		"decom.yaml": `name: decom
+trigger: event:host.decommissioned
+match: 'any(sans.DNS, {# == event.Data.Host})'
+steps:
+  - id: say
+    uses: notify
+    with:
+      log: "${{ csr.CommonName }} of ${{ requester.Name }}, request ${{ request.ID }} (${{ request.Template }}), revoked: ${{ certificate.Revoked }}"
+`,
+		"decom.test.yaml": `cases:
+  - name: a certificate naming the host
+    event:
+      name: host.decommissioned
+      data: {Host: old.example.com}
+      requester: {name: alice}
+      certificate: {id: 12, subject: CN=old.example.com, sans: {dns: [old.example.com]}, template: WebServer}
+    expect:
+      definition: decom
+      logs: ["old.example.com of alice, request 12 (WebServer), revoked: false"]
+  - name: another host's certificate
+    event:
+      name: host.decommissioned
+      data: {Host: other.example.com}
+      certificate: {id: 12, subject: CN=old.example.com, sans: {dns: [old.example.com]}}
+    expect: {definition: none}
+  - name: too deep in a chain of automation
+    event:
+      name: host.decommissioned
+      depth: 5
+      data: {Host: old.example.com}
+      certificate: {id: 12, sans: {dns: [old.example.com]}}
+    expect: {definition: none}
+`})
+	out, ok := run(t, dir)
+	if !ok {
+		t.Fatal(out)
+	}
+	h := harness(t)
+	set, err := h.Load(os.DirFS(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := dryrun.ParseCase([]byte(`{"name": "deep", "event": {"name": "host.decommissioned", "depth": 5}}`))
+	rep := h.Run(context.Background(), set, c)
+	if len(rep.Definitions) != 1 || !strings.Contains(rep.Definitions[0].Reason, "5 deep in a chain of automation") {
+		t.Fatalf("%+v", rep.Definitions)
+	}
+}

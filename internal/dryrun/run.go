@@ -3,6 +3,7 @@ package dryrun
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"github.com/certflow/certflow/internal/ca"
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/steps"
 	"github.com/certflow/certflow/workflow"
 	"gopkg.in/yaml.v3"
@@ -287,27 +289,7 @@ func (h *Harness) runRequest(ctx context.Context, set *workflow.Set, c *TestCase
 	fail := func(err error) {
 		rep.Problems = append(rep.Problems, err.Error())
 	}
-	spec, err := keySpec(r.Key)
-	if err != nil {
-		fail(err)
-		return
-	}
-	key, err := throwawayKey(spec)
-	if err != nil {
-		fail(err)
-		return
-	}
-	name, err := subjectName(r.Subject)
-	if err != nil {
-		fail(err)
-		return
-	}
-	der, err := pki.NewCSR(key, pki.CSRRequest{Subject: name, SANs: r.SANs})
-	if err != nil {
-		fail(fmt.Errorf("request: %w", err))
-		return
-	}
-	csr, err := pki.ParseCSR(der)
+	csr, err := throwawayCSR(r.Key, r.Subject, r.SANs)
 	if err != nil {
 		fail(fmt.Errorf("request: %w", err))
 		return
@@ -380,7 +362,29 @@ func (h *Harness) runRequest(ctx context.Context, set *workflow.Set, c *TestCase
 			Steps: []TestStep{}, Notifications: []TestNotification{}, HTTP: []TestHTTPCall{}, Actions: []TestAction{}})
 		return
 	}
-	rep.Runs = append(rep.Runs, h.execute(ctx, chosen, in, inst, c, now, 1, rep))
+	in.Request.ID = 1
+	rep.Runs = append(rep.Runs, h.execute(ctx, chosen, in, inst, c, now, rep))
+}
+
+// throwawayCSR is a CSR for subject and sans, under a throwaway key.
+func throwawayCSR(keyText, subject string, sans map[string][]string) (*x509.CertificateRequest, error) {
+	spec, err := keySpec(keyText)
+	if err != nil {
+		return nil, err
+	}
+	key, err := throwawayKey(spec)
+	if err != nil {
+		return nil, err
+	}
+	name, err := subjectName(subject)
+	if err != nil {
+		return nil, err
+	}
+	der, err := pki.NewCSR(key, pki.CSRRequest{Subject: name, SANs: sans})
+	if err != nil {
+		return nil, err
+	}
+	return pki.ParseCSR(der)
 }
 
 func (h *Harness) runEvent(ctx context.Context, set *workflow.Set, c *TestCase, now time.Time, rep *TestReport) {
@@ -394,7 +398,10 @@ func (h *Harness) runEvent(ctx context.Context, set *workflow.Set, c *TestCase, 
 		ID: strconv.FormatInt(now.UnixMilli(), 10) + "-0", Name: e.Name, Time: at, RequestID: e.Request,
 		Data: e.Data, Source: cmpOr(e.Source, "certflow"), ExternalID: e.ID,
 	}
+	ev.Depth = e.Depth
 	var cert *workflow.Certificate
+	var csr *x509.CertificateRequest
+	req := workflow.Request{ID: e.Request, Timestamp: now}
 	if tc := e.Certificate; tc != nil {
 		nb, _ := parseTime(tc.NotBefore)
 		na, _ := parseTime(tc.NotAfter)
@@ -410,11 +417,31 @@ func (h *Harness) runEvent(ctx context.Context, set *workflow.Set, c *TestCase, 
 			Revoked: tc.Revoked, SupersededBy: tc.SupersededBy,
 		}
 		ev.CertificateID = tc.ID
+		// As the dispatcher reads them: the request the certificate was
+		// issued for (its id is the certificate's), and csr and sans
+		// from the certificate.
+		req.ID = cmpOr(req.ID, tc.ID)
+		req.Template, req.Metadata = tc.Template, tc.Metadata
+		if tc.Subject != "" || len(tc.SANs) > 0 {
+			var err error
+			if csr, err = throwawayCSR("", tc.Subject, tc.SANs); err != nil {
+				rep.Problems = append(rep.Problems, fmt.Sprintf("event.certificate: %v", err))
+				return
+			}
+		}
 	}
+	requester := workflow.Requester{Name: e.Requester.Name, Roles: e.Requester.Roles}
+	in := workflow.NewInput(store.EventRunTrigger, req, csr, requester, false)
+	in.Event, in.Certificate = ev, cert
 	starts := set.ForEvent(&ev)
 	n := int64(0)
 	for _, d := range set.All() {
 		cand := candidate(d)
+		if slices.Contains(starts, d) && ev.Depth > workflow.MaxEventDepth {
+			cand.Reason = fmt.Sprintf("the event is %d deep in a chain of automation (more than %d): it starts no runs", ev.Depth, workflow.MaxEventDepth)
+			rep.Definitions = append(rep.Definitions, cand)
+			continue
+		}
 		if !slices.Contains(starts, d) {
 			switch {
 			case !workflow.EventTrigger(d.Trigger):
@@ -427,7 +454,6 @@ func (h *Harness) runEvent(ctx context.Context, set *workflow.Set, c *TestCase, 
 			rep.Definitions = append(rep.Definitions, cand)
 			continue
 		}
-		in := &workflow.Input{Trigger: d.Trigger, Request: workflow.Request{Timestamp: now}, Event: ev, Certificate: cert}
 		inst := &workflow.Instance{ID: "dry-run-" + d.Name}
 		m, err := evalMatch(d, in.Env(inst, now))
 		cand.Matched = m
@@ -439,8 +465,9 @@ func (h *Harness) runEvent(ctx context.Context, set *workflow.Set, c *TestCase, 
 		default:
 			cand.Runs, cand.Reason = true, "runs: every event definition whose trigger names the event and whose match holds runs"
 			n++
-			in.Request.ID = n
-			rep.Runs = append(rep.Runs, h.execute(ctx, d, in, inst, c, now, n, rep))
+			run := *in // each run its own id; the request it concerns stays
+			run.RunID = 1000 + n
+			rep.Runs = append(rep.Runs, h.execute(ctx, d, &run, inst, c, now, rep))
 		}
 		rep.Definitions = append(rep.Definitions, cand)
 	}
@@ -448,10 +475,9 @@ func (h *Harness) runEvent(ctx context.Context, set *workflow.Set, c *TestCase, 
 
 // execute runs def for in, applying the case's approval decisions, and
 // reports what it did.
-func (h *Harness) execute(ctx context.Context, def *workflow.Definition, in *workflow.Input, inst *workflow.Instance, c *TestCase, now time.Time, id int64, rep *TestReport) TestRun {
+func (h *Harness) execute(ctx context.Context, def *workflow.Definition, in *workflow.Input, inst *workflow.Instance, c *TestCase, now time.Time, rep *TestReport) TestRun {
 	s := &session{c: c}
 	ctx = context.WithValue(ctx, sessionKey{}, s)
-	in.Request.ID = id
 	eng := &workflow.Engine{Log: slog.New(&logRecorder{s: s}), Now: func() time.Time { return now }}
 	save := func(context.Context, *workflow.Instance) error { return nil }
 	err := eng.Start(inst, def)
