@@ -470,3 +470,23 @@ steps:
 		t.Fatalf("%+v", rep.Definitions)
 	}
 }
+
+// A schedule's slot is the event schedule.fired naming the definition.
+func TestAScheduleSlotRunsItsDefinition(t *testing.T) {
+	t.Parallel()
+	dir := folder(t, map[string]string{
+		"nightly.yaml": "name: nightly\ntrigger: schedule\nschedule: \"0 2 * * *\"\nsteps:\n  - id: say\n    uses: notify\n    with: {log: \"slot ${{ event.Data.Slot }}\"}\n",
+		"weekly.yaml":  "name: weekly\ntrigger: schedule\nschedule: \"0 3 * * 1\"\nsteps:\n  - id: say\n    uses: notify\n    with: {log: weekly}\n",
+		"nightly.test.yaml": `cases:
+  - name: the nightly slot
+    event: {name: schedule.fired, data: {Definition: nightly, Slot: "2026-03-01T02:00:00Z"}}
+    expect: {definition: nightly, disposition: COMPLETED, logs: ["slot 2026-03-01T02:00:00Z"]}
+`, "weekly.test.yaml": `cases:
+  - name: the weekly slot
+    event: {name: schedule.fired, data: {Definition: weekly}}
+    expect: {definition: weekly, logs: [weekly]}
+`})
+	if out, ok := run(t, dir); !ok {
+		t.Fatal(out)
+	}
+}
