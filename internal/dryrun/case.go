@@ -221,6 +221,7 @@ type TestFile struct {
 const (
 	maxCases     = 1000
 	maxCaseBytes = 1 << 20
+	maxDeciders  = 20
 )
 
 // ParseFile reads a test file's cases. Every problem found is returned,
@@ -499,6 +500,9 @@ func decisions(v any) ([]decision, error) {
 			}
 			if d.Verdict == "" {
 				return decision{}, fmt.Errorf("decision: required (approve, deny or timeout)")
+			}
+			if len(d.By) > maxDeciders {
+				return decision{}, fmt.Errorf("by: at most %d names (an approval's quorum is at most 20)", maxDeciders)
 			}
 			return d, nil
 		}
