@@ -395,19 +395,20 @@ func TestIssueSignsWithAThrowawayCAHonouringTheCSR(t *testing.T) {
 func TestABadCaseIsRefusedNamingTheField(t *testing.T) {
 	t.Parallel()
 	for body, want := range map[string]string{
-		`{"name": "x", "request": {}, "approvals": {"gate": "maybe"}}`:                    `approvals.gate: "maybe" (want approve, deny or timeout)`,
-		`{"name": "x", "request": {}, "approvals": {"gate": {"by": "pat"}}}`:              "approvals.gate: decision: required",
-		`{"name": "x", "request": {}, "http": {"owner": {"status": 42}}}`:                 "http.owner.status: 42 is not an HTTP status",
-		`{"name": "x", "request": {"sans": {"dsn": ["a"]}}}`:                              `request.sans: unknown kind "dsn"`,
-		`{"name": "x", "request": {"subject": "CN"}}`:                                     "request.subject:",
-		`{"name": "x", "request": {"renews": 3}}`:                                         "request.renews: only a renewal",
-		`{"name": "x", "request": {}, "event": {"name": "a"}}`:                            "event: a case has a request or an event, not both",
-		`{"name": "x", "request": {}, "expect": {"disposition": "DONE"}}`:                 `expect.disposition: "DONE"`,
-		`{"name": "x", "request": {}, "expect": {"notifications": [{"channel": "log"}]}}`: "expect.notifications[0].channel",
-		`{"name": "x", "request": {}, "expect": {"runs": {"a": {"definitions": ["b"]}}}}`: "expect.runs.a: runs and definitions belong to the case's expect",
-		`{"name": "", "request": {}}`:                                                     "name: required",
-		`{"name": "x", "event": {"certificate": {"id": 1, "not_after": "tomorrow"}}}`:     "event.certificate.not_after",
-		`{"name": "x", "request": {"requester": {"name": "a", "role": "b"}}}`:             `request.requester: unknown key "role"`,
+		`{"name": "x", "request": {}, "approvals": {"gate": "maybe"}}`:                                                                `approvals.gate: "maybe" (want approve, deny or timeout)`,
+		`{"name": "x", "request": {}, "approvals": {"gate": {"by": "pat"}}}`:                                                          "approvals.gate: decision: required",
+		`{"name": "x", "request": {}, "http": {"owner": {"status": 42}}}`:                                                             "http.owner.status: 42 is not an HTTP status",
+		`{"name": "x", "request": {}, "approvals": {"gate": {"decision": "approve", "by": [` + strings.Repeat(`"a",`, 21) + `"b"]}}}`: "approvals.gate: by: at most 20 names",
+		`{"name": "x", "request": {"sans": {"dsn": ["a"]}}}`:                                                                          `request.sans: unknown kind "dsn"`,
+		`{"name": "x", "request": {"subject": "CN"}}`:                                                                                 "request.subject:",
+		`{"name": "x", "request": {"renews": 3}}`:                                                                                     "request.renews: only a renewal",
+		`{"name": "x", "request": {}, "event": {"name": "a"}}`:                                                                        "event: a case has a request or an event, not both",
+		`{"name": "x", "request": {}, "expect": {"disposition": "DONE"}}`:                                                             `expect.disposition: "DONE"`,
+		`{"name": "x", "request": {}, "expect": {"notifications": [{"channel": "log"}]}}`:                                             "expect.notifications[0].channel",
+		`{"name": "x", "request": {}, "expect": {"runs": {"a": {"definitions": ["b"]}}}}`:                                             "expect.runs.a: runs and definitions belong to the case's expect",
+		`{"name": "", "request": {}}`:                                                                                                 "name: required",
+		`{"name": "x", "event": {"certificate": {"id": 1, "not_after": "tomorrow"}}}`:                                                 "event.certificate.not_after",
+		`{"name": "x", "request": {"requester": {"name": "a", "role": "b"}}}`:                                                         `request.requester: unknown key "role"`,
 	} {
 		_, err := dryrun.ParseCase([]byte(body))
 		if err == nil || !strings.Contains(err.Error(), want) {
