@@ -1,6 +1,7 @@
 package dryrun
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/x509"
@@ -308,13 +309,13 @@ func (h *Harness) runRequest(ctx context.Context, set *workflow.Set, c *TestCase
 	inst := &workflow.Instance{ID: "dry-run"}
 	switch trigger {
 	case workflow.TriggerRenewal:
-		req.RenewalCertificateId = cmpOr(r.Renews, 1)
+		req.RenewalCertificateId = cmp.Or(r.Renews, 1)
 	case workflow.TriggerRevocation:
 		ask := TestRevocation{}
 		if r.Revoke != nil {
 			ask = *r.Revoke
 		}
-		id := cmpOr(ask.Certificate, 1)
+		id := cmp.Or(ask.Certificate, 1)
 		req.Revocation = workflow.Revocation{CertificateId: id, Reason: ask.Reason, Comment: ask.Comment, EffectiveDate: now}
 		// The certificate to revoke: the request's subject, as the
 		// worker reads it from the stored certificate.
@@ -396,7 +397,7 @@ func (h *Harness) runEvent(ctx context.Context, set *workflow.Set, c *TestCase, 
 	}
 	ev := workflow.Event{
 		ID: strconv.FormatInt(now.UnixMilli(), 10) + "-0", Name: e.Name, Time: at, RequestID: e.Request,
-		Data: e.Data, Source: cmpOr(e.Source, "certflow"), ExternalID: e.ID,
+		Data: e.Data, Source: cmp.Or(e.Source, "certflow"), ExternalID: e.ID,
 	}
 	ev.Depth = e.Depth
 	var cert *workflow.Certificate
@@ -411,8 +412,8 @@ func (h *Harness) runEvent(ctx context.Context, set *workflow.Set, c *TestCase, 
 			subject = n.String()
 		}
 		cert = &workflow.Certificate{
-			ID: tc.ID, SerialNumber: cmpOr(tc.Serial, randomSerial()), SubjectDN: subject,
-			IssuerDN: cmpOr(tc.Issuer, "CN="+h.defaultCA()+" (dry run)"), Authority: cmpOr(tc.Authority, h.defaultCA()),
+			ID: tc.ID, SerialNumber: cmp.Or(tc.Serial, randomSerial()), SubjectDN: subject,
+			IssuerDN: cmp.Or(tc.Issuer, "CN="+h.defaultCA()+" (dry run)"), Authority: cmp.Or(tc.Authority, h.defaultCA()),
 			NotBefore: nb, NotAfter: na, Template: tc.Template, Metadata: tc.Metadata,
 			Revoked: tc.Revoked, SupersededBy: tc.SupersededBy,
 		}
@@ -420,7 +421,7 @@ func (h *Harness) runEvent(ctx context.Context, set *workflow.Set, c *TestCase, 
 		// As the dispatcher reads them: the request the certificate was
 		// issued for (its id is the certificate's), and csr and sans
 		// from the certificate.
-		req.ID = cmpOr(req.ID, tc.ID)
+		req.ID = cmp.Or(req.ID, tc.ID)
 		req.Template, req.Metadata = tc.Template, tc.Metadata
 		if tc.Subject != "" || len(tc.SANs) > 0 {
 			var err error
@@ -592,7 +593,7 @@ func (h *Harness) decide(ctx context.Context, eng *workflow.Engine, def *workflo
 		if len(names) == 0 {
 			names = []string{"approver-1"}
 		}
-		comment := cmpOr(d.Comment, "denied in a test")
+		comment := cmp.Or(d.Comment, "denied in a test")
 		if _, _, err := inst.Decide(step, step+workflow.SignalSuffix, who(names[0]), in.Requester.Name, false, comment, w.Since); err != nil {
 			s.refuse("approval %s: denial by %s refused: %v", step, names[0], err)
 		}
@@ -647,13 +648,6 @@ func randomSerial() string {
 	return strings.ToUpper(hex.EncodeToString(b))
 }
 
-func cmpOr[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
-}
 
 // probe wraps every step a harness builds: it tells the recording
 // services which step is speaking (through the context), bounds the
