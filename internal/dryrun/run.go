@@ -648,7 +648,6 @@ func randomSerial() string {
 	return strings.ToUpper(hex.EncodeToString(b))
 }
 
-
 // probe wraps every step a harness builds: it tells the recording
 // services which step is speaking (through the context), bounds the
 // attempts of a run, fails an http step the case gave no answer for, and
