@@ -174,8 +174,6 @@ type Expectation struct {
 	Refused []string `yaml:"refused" json:"refused,omitempty"`
 	// Runs are expectations per definition, when an event starts several.
 	Runs map[string]*Expectation `yaml:"runs" json:"runs,omitempty"`
-
-	node *yaml.Node
 }
 
 // ExpectedNotification is one e-mail or webhook. Only what is given is
@@ -318,9 +316,6 @@ func parseCase(file string, node *yaml.Node) (*TestCase, error) {
 	if err := node.Decode(c); err != nil {
 		return nil, fmt.Errorf("%s%v", at(node), cleanYAMLError(err))
 	}
-	if c.Expect != nil {
-		c.Expect.attach(yamlValue(node, "expect"))
-	}
 	bad := func(path string, format string, args ...any) {
 		n := nodeAt(node, path)
 		errs = append(errs, fmt.Errorf("%s%s: %s", at(n), path, fmt.Sprintf(format, args...)))
@@ -442,15 +437,6 @@ func (e *Expectation) check(path string, bad func(string, string, ...any), top b
 	}
 }
 
-// attach keeps the expectation's node (and its runs'), for lines.
-func (e *Expectation) attach(n *yaml.Node) {
-	e.node = n
-	for name, r := range e.Runs {
-		if r != nil {
-			r.attach(yamlValue(yamlValue(n, "runs"), name))
-		}
-	}
-}
 
 // decision is one stage's decision on an approval.
 type decision struct {
