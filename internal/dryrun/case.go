@@ -437,7 +437,6 @@ func (e *Expectation) check(path string, bad func(string, string, ...any), top b
 	}
 }
 
-
 // decision is one stage's decision on an approval.
 type decision struct {
 	Verdict string // approve, deny, timeout
