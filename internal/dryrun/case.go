@@ -98,28 +98,37 @@ type TestRevocation struct {
 
 // TestEvent is an event as event-triggered definitions see it.
 type TestEvent struct {
-	Name        string           `yaml:"name" json:"name"`
-	Time        string           `yaml:"time" json:"time,omitempty"`
-	Data        map[string]any   `yaml:"data" json:"data,omitempty"`
-	Source      string           `yaml:"source" json:"source,omitempty"`
-	ID          string           `yaml:"id" json:"id,omitempty"`
-	Request     int64            `yaml:"request" json:"request,omitempty"`
+	Name   string         `yaml:"name" json:"name"`
+	Time   string         `yaml:"time" json:"time,omitempty"`
+	Data   map[string]any `yaml:"data" json:"data,omitempty"`
+	Source string         `yaml:"source" json:"source,omitempty"`
+	ID     string         `yaml:"id" json:"id,omitempty"`
+	// Request is the request the event concerns (default: the
+	// certificate's, whose id is its request's).
+	Request int64 `yaml:"request" json:"request,omitempty"`
+	// Requester is who asked for that request.
+	Requester   TestRequester    `yaml:"requester" json:"requester,omitzero"`
 	Certificate *TestCertificate `yaml:"certificate" json:"certificate,omitempty"`
+	// Depth counts the event-triggered runs that led to the event.
+	Depth int `yaml:"depth" json:"depth,omitempty"`
 }
 
 // TestCertificate is the certificate an event concerns.
 type TestCertificate struct {
-	ID           int64             `yaml:"id" json:"id"`
-	Subject      string            `yaml:"subject" json:"subject,omitempty"`
-	Serial       string            `yaml:"serial" json:"serial,omitempty"`
-	Issuer       string            `yaml:"issuer" json:"issuer,omitempty"`
-	Authority    string            `yaml:"authority" json:"authority,omitempty"`
-	NotBefore    string            `yaml:"not_before" json:"not_before,omitempty"`
-	NotAfter     string            `yaml:"not_after" json:"not_after,omitempty"`
-	Template     string            `yaml:"template" json:"template,omitempty"`
-	Metadata     map[string]string `yaml:"metadata" json:"metadata,omitempty"`
-	Revoked      bool              `yaml:"revoked" json:"revoked,omitempty"`
-	SupersededBy int64             `yaml:"superseded_by" json:"superseded_by,omitempty"`
+	ID      int64  `yaml:"id" json:"id"`
+	Subject string `yaml:"subject" json:"subject,omitempty"`
+	// SANs are its names (dns, ip4, ip6, uri, rfc822): with the subject,
+	// what csr and sans show.
+	SANs         map[string][]string `yaml:"sans" json:"sans,omitempty"`
+	Serial       string              `yaml:"serial" json:"serial,omitempty"`
+	Issuer       string              `yaml:"issuer" json:"issuer,omitempty"`
+	Authority    string              `yaml:"authority" json:"authority,omitempty"`
+	NotBefore    string              `yaml:"not_before" json:"not_before,omitempty"`
+	NotAfter     string              `yaml:"not_after" json:"not_after,omitempty"`
+	Template     string              `yaml:"template" json:"template,omitempty"`
+	Metadata     map[string]string   `yaml:"metadata" json:"metadata,omitempty"`
+	Revoked      bool                `yaml:"revoked" json:"revoked,omitempty"`
+	SupersededBy int64               `yaml:"superseded_by" json:"superseded_by,omitempty"`
 }
 
 // HTTPStub is the answer an http step gets.
@@ -165,8 +174,6 @@ type Expectation struct {
 	Refused []string `yaml:"refused" json:"refused,omitempty"`
 	// Runs are expectations per definition, when an event starts several.
 	Runs map[string]*Expectation `yaml:"runs" json:"runs,omitempty"`
-
-	node *yaml.Node
 }
 
 // ExpectedNotification is one e-mail or webhook. Only what is given is
@@ -212,6 +219,7 @@ type TestFile struct {
 const (
 	maxCases     = 1000
 	maxCaseBytes = 1 << 20
+	maxDeciders  = 20
 )
 
 // ParseFile reads a test file's cases. Every problem found is returned,
@@ -308,9 +316,6 @@ func parseCase(file string, node *yaml.Node) (*TestCase, error) {
 	if err := node.Decode(c); err != nil {
 		return nil, fmt.Errorf("%s%v", at(node), cleanYAMLError(err))
 	}
-	if c.Expect != nil {
-		c.Expect.attach(yamlValue(node, "expect"))
-	}
 	bad := func(path string, format string, args ...any) {
 		n := nodeAt(node, path)
 		errs = append(errs, fmt.Errorf("%s%s: %s", at(n), path, fmt.Sprintf(format, args...)))
@@ -365,6 +370,11 @@ func parseCase(file string, node *yaml.Node) (*TestCase, error) {
 			if ct.Subject != "" {
 				if _, err := subjectName(ct.Subject); err != nil {
 					bad("event.certificate.subject", "%v", err)
+				}
+			}
+			for kind := range ct.SANs {
+				if !slices.Contains([]string{"dns", "ip4", "ip6", "uri", "rfc822"}, kind) {
+					bad("event.certificate.sans", "unknown kind %q (want dns, ip4, ip6, uri or rfc822)", kind)
 				}
 			}
 		}
@@ -427,16 +437,6 @@ func (e *Expectation) check(path string, bad func(string, string, ...any), top b
 	}
 }
 
-// attach keeps the expectation's node (and its runs'), for lines.
-func (e *Expectation) attach(n *yaml.Node) {
-	e.node = n
-	for name, r := range e.Runs {
-		if r != nil {
-			r.attach(yamlValue(yamlValue(n, "runs"), name))
-		}
-	}
-}
-
 // decision is one stage's decision on an approval.
 type decision struct {
 	Verdict string // approve, deny, timeout
@@ -485,6 +485,9 @@ func decisions(v any) ([]decision, error) {
 			}
 			if d.Verdict == "" {
 				return decision{}, fmt.Errorf("decision: required (approve, deny or timeout)")
+			}
+			if len(d.By) > maxDeciders {
+				return decision{}, fmt.Errorf("by: at most %d names (an approval's quorum is at most 20)", maxDeciders)
 			}
 			return d, nil
 		}

@@ -395,23 +395,99 @@ func TestIssueSignsWithAThrowawayCAHonouringTheCSR(t *testing.T) {
 func TestABadCaseIsRefusedNamingTheField(t *testing.T) {
 	t.Parallel()
 	for body, want := range map[string]string{
-		`{"name": "x", "request": {}, "approvals": {"gate": "maybe"}}`:                    `approvals.gate: "maybe" (want approve, deny or timeout)`,
-		`{"name": "x", "request": {}, "approvals": {"gate": {"by": "pat"}}}`:              "approvals.gate: decision: required",
-		`{"name": "x", "request": {}, "http": {"owner": {"status": 42}}}`:                 "http.owner.status: 42 is not an HTTP status",
-		`{"name": "x", "request": {"sans": {"dsn": ["a"]}}}`:                              `request.sans: unknown kind "dsn"`,
-		`{"name": "x", "request": {"subject": "CN"}}`:                                     "request.subject:",
-		`{"name": "x", "request": {"renews": 3}}`:                                         "request.renews: only a renewal",
-		`{"name": "x", "request": {}, "event": {"name": "a"}}`:                            "event: a case has a request or an event, not both",
-		`{"name": "x", "request": {}, "expect": {"disposition": "DONE"}}`:                 `expect.disposition: "DONE"`,
-		`{"name": "x", "request": {}, "expect": {"notifications": [{"channel": "log"}]}}`: "expect.notifications[0].channel",
-		`{"name": "x", "request": {}, "expect": {"runs": {"a": {"definitions": ["b"]}}}}`: "expect.runs.a: runs and definitions belong to the case's expect",
-		`{"name": "", "request": {}}`:                                                     "name: required",
-		`{"name": "x", "event": {"certificate": {"id": 1, "not_after": "tomorrow"}}}`:     "event.certificate.not_after",
-		`{"name": "x", "request": {"requester": {"name": "a", "role": "b"}}}`:             `request.requester: unknown key "role"`,
+		`{"name": "x", "request": {}, "approvals": {"gate": "maybe"}}`:                                                                `approvals.gate: "maybe" (want approve, deny or timeout)`,
+		`{"name": "x", "request": {}, "approvals": {"gate": {"by": "pat"}}}`:                                                          "approvals.gate: decision: required",
+		`{"name": "x", "request": {}, "http": {"owner": {"status": 42}}}`:                                                             "http.owner.status: 42 is not an HTTP status",
+		`{"name": "x", "request": {}, "approvals": {"gate": {"decision": "approve", "by": [` + strings.Repeat(`"a",`, 21) + `"b"]}}}`: "approvals.gate: by: at most 20 names",
+		`{"name": "x", "request": {"sans": {"dsn": ["a"]}}}`:                                                                          `request.sans: unknown kind "dsn"`,
+		`{"name": "x", "request": {"subject": "CN"}}`:                                                                                 "request.subject:",
+		`{"name": "x", "request": {"renews": 3}}`:                                                                                     "request.renews: only a renewal",
+		`{"name": "x", "request": {}, "event": {"name": "a"}}`:                                                                        "event: a case has a request or an event, not both",
+		`{"name": "x", "request": {}, "expect": {"disposition": "DONE"}}`:                                                             `expect.disposition: "DONE"`,
+		`{"name": "x", "request": {}, "expect": {"notifications": [{"channel": "log"}]}}`:                                             "expect.notifications[0].channel",
+		`{"name": "x", "request": {}, "expect": {"runs": {"a": {"definitions": ["b"]}}}}`:                                             "expect.runs.a: runs and definitions belong to the case's expect",
+		`{"name": "", "request": {}}`:                                                                                                 "name: required",
+		`{"name": "x", "event": {"certificate": {"id": 1, "not_after": "tomorrow"}}}`:                                                 "event.certificate.not_after",
+		`{"name": "x", "request": {"requester": {"name": "a", "role": "b"}}}`:                                                         `request.requester: unknown key "role"`,
 	} {
 		_, err := dryrun.ParseCase([]byte(body))
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want %q", body, err, want)
 		}
+	}
+}
+
+// An event run sees what the dispatcher gives it: the certificate's
+// subject and names as csr and sans, the request it was issued for and
+// its requester; an event too deep in a chain of automation starts none.
+func TestAnEventRunSeesTheCertificateAndItsRequest(t *testing.T) {
+	t.Parallel()
+	dir := folder(t, map[string]string{
+		"decom.yaml": `name: decom
+trigger: event:host.decommissioned
+match: 'any(sans.DNS, {# == event.Data.Host})'
+steps:
+  - id: say
+    uses: notify
+    with:
+      log: "${{ csr.CommonName }} of ${{ requester.Name }}, request ${{ request.ID }} (${{ request.Template }}), revoked: ${{ certificate.Revoked }}"
+`,
+		"decom.test.yaml": `cases:
+  - name: a certificate naming the host
+    event:
+      name: host.decommissioned
+      data: {Host: old.example.com}
+      requester: {name: alice}
+      certificate: {id: 12, subject: CN=old.example.com, sans: {dns: [old.example.com]}, template: WebServer}
+    expect:
+      definition: decom
+      logs: ["old.example.com of alice, request 12 (WebServer), revoked: false"]
+  - name: another host's certificate
+    event:
+      name: host.decommissioned
+      data: {Host: other.example.com}
+      certificate: {id: 12, subject: CN=old.example.com, sans: {dns: [old.example.com]}}
+    expect: {definition: none}
+  - name: too deep in a chain of automation
+    event:
+      name: host.decommissioned
+      depth: 5
+      data: {Host: old.example.com}
+      certificate: {id: 12, sans: {dns: [old.example.com]}}
+    expect: {definition: none}
+`})
+	out, ok := run(t, dir)
+	if !ok {
+		t.Fatal(out)
+	}
+	h := harness(t)
+	set, err := h.Load(os.DirFS(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := dryrun.ParseCase([]byte(`{"name": "deep", "event": {"name": "host.decommissioned", "depth": 5}}`))
+	rep := h.Run(context.Background(), set, c)
+	if len(rep.Definitions) != 1 || !strings.Contains(rep.Definitions[0].Reason, "5 deep in a chain of automation") {
+		t.Fatalf("%+v", rep.Definitions)
+	}
+}
+
+// A schedule's slot is the event schedule.fired naming the definition.
+func TestAScheduleSlotRunsItsDefinition(t *testing.T) {
+	t.Parallel()
+	dir := folder(t, map[string]string{
+		"nightly.yaml": "name: nightly\ntrigger: schedule\nschedule: \"0 2 * * *\"\nsteps:\n  - id: say\n    uses: notify\n    with: {log: \"slot ${{ event.Data.Slot }}\"}\n",
+		"weekly.yaml":  "name: weekly\ntrigger: schedule\nschedule: \"0 3 * * 1\"\nsteps:\n  - id: say\n    uses: notify\n    with: {log: weekly}\n",
+		"nightly.test.yaml": `cases:
+  - name: the nightly slot
+    event: {name: schedule.fired, data: {Definition: nightly, Slot: "2026-03-01T02:00:00Z"}}
+    expect: {definition: nightly, disposition: COMPLETED, logs: ["slot 2026-03-01T02:00:00Z"]}
+`, "weekly.test.yaml": `cases:
+  - name: the weekly slot
+    event: {name: schedule.fired, data: {Definition: weekly}}
+    expect: {definition: weekly, logs: [weekly]}
+`})
+	if out, ok := run(t, dir); !ok {
+		t.Fatal(out)
 	}
 }

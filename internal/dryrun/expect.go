@@ -16,7 +16,7 @@ type Failure struct {
 	Msg  string `json:"message"`
 }
 
-// String is "file:line: case "name": msg" for a case from a file.
+// format is "file:line: case "name": msg" for a case from a file.
 func (f Failure) format(c *TestCase) string {
 	if c.file == "" {
 		return fmt.Sprintf("case %q: %s", c.Name, f.Msg)

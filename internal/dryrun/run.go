@@ -1,8 +1,10 @@
 package dryrun
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -20,6 +22,7 @@ import (
 	"github.com/certflow/certflow/internal/ca"
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/steps"
 	"github.com/certflow/certflow/workflow"
 	"gopkg.in/yaml.v3"
@@ -287,27 +290,7 @@ func (h *Harness) runRequest(ctx context.Context, set *workflow.Set, c *TestCase
 	fail := func(err error) {
 		rep.Problems = append(rep.Problems, err.Error())
 	}
-	spec, err := keySpec(r.Key)
-	if err != nil {
-		fail(err)
-		return
-	}
-	key, err := throwawayKey(spec)
-	if err != nil {
-		fail(err)
-		return
-	}
-	name, err := subjectName(r.Subject)
-	if err != nil {
-		fail(err)
-		return
-	}
-	der, err := pki.NewCSR(key, pki.CSRRequest{Subject: name, SANs: r.SANs})
-	if err != nil {
-		fail(fmt.Errorf("request: %w", err))
-		return
-	}
-	csr, err := pki.ParseCSR(der)
+	csr, err := throwawayCSR(r.Key, r.Subject, r.SANs)
 	if err != nil {
 		fail(fmt.Errorf("request: %w", err))
 		return
@@ -326,13 +309,13 @@ func (h *Harness) runRequest(ctx context.Context, set *workflow.Set, c *TestCase
 	inst := &workflow.Instance{ID: "dry-run"}
 	switch trigger {
 	case workflow.TriggerRenewal:
-		req.RenewalCertificateId = cmpOr(r.Renews, 1)
+		req.RenewalCertificateId = cmp.Or(r.Renews, 1)
 	case workflow.TriggerRevocation:
 		ask := TestRevocation{}
 		if r.Revoke != nil {
 			ask = *r.Revoke
 		}
-		id := cmpOr(ask.Certificate, 1)
+		id := cmp.Or(ask.Certificate, 1)
 		req.Revocation = workflow.Revocation{CertificateId: id, Reason: ask.Reason, Comment: ask.Comment, EffectiveDate: now}
 		// The certificate to revoke: the request's subject, as the
 		// worker reads it from the stored certificate.
@@ -380,7 +363,29 @@ func (h *Harness) runRequest(ctx context.Context, set *workflow.Set, c *TestCase
 			Steps: []TestStep{}, Notifications: []TestNotification{}, HTTP: []TestHTTPCall{}, Actions: []TestAction{}})
 		return
 	}
-	rep.Runs = append(rep.Runs, h.execute(ctx, chosen, in, inst, c, now, 1, rep))
+	in.Request.ID = 1
+	rep.Runs = append(rep.Runs, h.execute(ctx, chosen, in, inst, c, now, rep))
+}
+
+// throwawayCSR is a CSR for subject and sans, under a throwaway key.
+func throwawayCSR(keyText, subject string, sans map[string][]string) (*x509.CertificateRequest, error) {
+	spec, err := keySpec(keyText)
+	if err != nil {
+		return nil, err
+	}
+	key, err := throwawayKey(spec)
+	if err != nil {
+		return nil, err
+	}
+	name, err := subjectName(subject)
+	if err != nil {
+		return nil, err
+	}
+	der, err := pki.NewCSR(key, pki.CSRRequest{Subject: name, SANs: sans})
+	if err != nil {
+		return nil, err
+	}
+	return pki.ParseCSR(der)
 }
 
 func (h *Harness) runEvent(ctx context.Context, set *workflow.Set, c *TestCase, now time.Time, rep *TestReport) {
@@ -392,9 +397,12 @@ func (h *Harness) runEvent(ctx context.Context, set *workflow.Set, c *TestCase, 
 	}
 	ev := workflow.Event{
 		ID: strconv.FormatInt(now.UnixMilli(), 10) + "-0", Name: e.Name, Time: at, RequestID: e.Request,
-		Data: e.Data, Source: cmpOr(e.Source, "certflow"), ExternalID: e.ID,
+		Data: e.Data, Source: cmp.Or(e.Source, "certflow"), ExternalID: e.ID,
 	}
+	ev.Depth = e.Depth
 	var cert *workflow.Certificate
+	var csr *x509.CertificateRequest
+	req := workflow.Request{ID: e.Request, Timestamp: now}
 	if tc := e.Certificate; tc != nil {
 		nb, _ := parseTime(tc.NotBefore)
 		na, _ := parseTime(tc.NotAfter)
@@ -404,17 +412,37 @@ func (h *Harness) runEvent(ctx context.Context, set *workflow.Set, c *TestCase, 
 			subject = n.String()
 		}
 		cert = &workflow.Certificate{
-			ID: tc.ID, SerialNumber: cmpOr(tc.Serial, randomSerial()), SubjectDN: subject,
-			IssuerDN: cmpOr(tc.Issuer, "CN="+h.defaultCA()+" (dry run)"), Authority: cmpOr(tc.Authority, h.defaultCA()),
+			ID: tc.ID, SerialNumber: cmp.Or(tc.Serial, randomSerial()), SubjectDN: subject,
+			IssuerDN: cmp.Or(tc.Issuer, "CN="+h.defaultCA()+" (dry run)"), Authority: cmp.Or(tc.Authority, h.defaultCA()),
 			NotBefore: nb, NotAfter: na, Template: tc.Template, Metadata: tc.Metadata,
 			Revoked: tc.Revoked, SupersededBy: tc.SupersededBy,
 		}
 		ev.CertificateID = tc.ID
+		// As the dispatcher reads them: the request the certificate was
+		// issued for (its id is the certificate's), and csr and sans
+		// from the certificate.
+		req.ID = cmp.Or(req.ID, tc.ID)
+		req.Template, req.Metadata = tc.Template, tc.Metadata
+		if tc.Subject != "" || len(tc.SANs) > 0 {
+			var err error
+			if csr, err = throwawayCSR("", tc.Subject, tc.SANs); err != nil {
+				rep.Problems = append(rep.Problems, fmt.Sprintf("event.certificate: %v", err))
+				return
+			}
+		}
 	}
+	requester := workflow.Requester{Name: e.Requester.Name, Roles: e.Requester.Roles}
+	in := workflow.NewInput(store.EventRunTrigger, req, csr, requester, false)
+	in.Event, in.Certificate = ev, cert
 	starts := set.ForEvent(&ev)
 	n := int64(0)
 	for _, d := range set.All() {
 		cand := candidate(d)
+		if slices.Contains(starts, d) && ev.Depth > workflow.MaxEventDepth {
+			cand.Reason = fmt.Sprintf("the event is %d deep in a chain of automation (more than %d): it starts no runs", ev.Depth, workflow.MaxEventDepth)
+			rep.Definitions = append(rep.Definitions, cand)
+			continue
+		}
 		if !slices.Contains(starts, d) {
 			switch {
 			case !workflow.EventTrigger(d.Trigger):
@@ -427,7 +455,6 @@ func (h *Harness) runEvent(ctx context.Context, set *workflow.Set, c *TestCase, 
 			rep.Definitions = append(rep.Definitions, cand)
 			continue
 		}
-		in := &workflow.Input{Trigger: d.Trigger, Request: workflow.Request{Timestamp: now}, Event: ev, Certificate: cert}
 		inst := &workflow.Instance{ID: "dry-run-" + d.Name}
 		m, err := evalMatch(d, in.Env(inst, now))
 		cand.Matched = m
@@ -439,8 +466,9 @@ func (h *Harness) runEvent(ctx context.Context, set *workflow.Set, c *TestCase, 
 		default:
 			cand.Runs, cand.Reason = true, "runs: every event definition whose trigger names the event and whose match holds runs"
 			n++
-			in.Request.ID = n
-			rep.Runs = append(rep.Runs, h.execute(ctx, d, in, inst, c, now, n, rep))
+			run := *in // each run its own id; the request it concerns stays
+			run.RunID = 1000 + n
+			rep.Runs = append(rep.Runs, h.execute(ctx, d, &run, inst, c, now, rep))
 		}
 		rep.Definitions = append(rep.Definitions, cand)
 	}
@@ -448,10 +476,9 @@ func (h *Harness) runEvent(ctx context.Context, set *workflow.Set, c *TestCase, 
 
 // execute runs def for in, applying the case's approval decisions, and
 // reports what it did.
-func (h *Harness) execute(ctx context.Context, def *workflow.Definition, in *workflow.Input, inst *workflow.Instance, c *TestCase, now time.Time, id int64, rep *TestReport) TestRun {
+func (h *Harness) execute(ctx context.Context, def *workflow.Definition, in *workflow.Input, inst *workflow.Instance, c *TestCase, now time.Time, rep *TestReport) TestRun {
 	s := &session{c: c}
 	ctx = context.WithValue(ctx, sessionKey{}, s)
-	in.Request.ID = id
 	eng := &workflow.Engine{Log: slog.New(&logRecorder{s: s}), Now: func() time.Time { return now }}
 	save := func(context.Context, *workflow.Instance) error { return nil }
 	err := eng.Start(inst, def)
@@ -566,7 +593,7 @@ func (h *Harness) decide(ctx context.Context, eng *workflow.Engine, def *workflo
 		if len(names) == 0 {
 			names = []string{"approver-1"}
 		}
-		comment := cmpOr(d.Comment, "denied in a test")
+		comment := cmp.Or(d.Comment, "denied in a test")
 		if _, _, err := inst.Decide(step, step+workflow.SignalSuffix, who(names[0]), in.Requester.Name, false, comment, w.Since); err != nil {
 			s.refuse("approval %s: denial by %s refused: %v", step, names[0], err)
 		}
@@ -619,14 +646,6 @@ func randomSerial() string {
 	b := make([]byte, 16)
 	rand.Read(b)
 	return strings.ToUpper(hex.EncodeToString(b))
-}
-
-func cmpOr[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // probe wraps every step a harness builds: it tells the recording
