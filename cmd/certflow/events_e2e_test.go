@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"mime/quotedprintable"
 	"net/http"
 	"net/http/httptest"
 	"net/mail"
@@ -321,7 +322,7 @@ auth:
 		}
 		time.Sleep(200 * time.Millisecond)
 		for _, m := range smtpd.Messages(t) {
-			if strings.Contains(m.Data, "certificate "+strconv.FormatInt(old, 10)+" for renew-e2e") {
+			if strings.Contains(mailText(m.Data), "renewed certificate "+strconv.FormatInt(old, 10)+" for renew-e2e.example.com") {
 				msgs = append(msgs, m)
 			}
 		}
@@ -485,6 +486,21 @@ func countAll(ws []e2eWorker, text string) int {
 		n += strings.Count(w.logs.String(), text)
 	}
 	return n
+}
+
+// mailText is a message's body, its quoted-printable encoding undone
+// (soft line breaks may split any phrase); "" when it does not parse.
+func mailText(data string) string {
+	m, err := mail.ReadMessage(strings.NewReader(data))
+	if err != nil {
+		return ""
+	}
+	var r io.Reader = m.Body
+	if strings.EqualFold(m.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
+		r = quotedprintable.NewReader(m.Body)
+	}
+	b, _ := io.ReadAll(r)
+	return string(b)
 }
 
 func mustCert(t *testing.T, st *store.Store, id int64) *x509.Certificate {

@@ -202,7 +202,7 @@ func TestExampleAutoRenewRenewsOnceAndTellsTheOwner(t *testing.T) {
 	waitForLong(t, "the owner's e-mail", 30*time.Second, func() bool {
 		msgs = nil
 		for _, m := range smtpd.Messages(t) {
-			if strings.Contains(m.Data, "renewed certificate "+strconv.FormatInt(old, 10)+" ") {
+			if msg, err := mail.ReadMessage(strings.NewReader(m.Data)); err == nil && strings.Contains(string(mailBody(t, msg)), "renewed certificate "+strconv.FormatInt(old, 10)+" ") {
 				msgs = append(msgs, m)
 			}
 		}
