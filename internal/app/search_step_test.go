@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -145,4 +146,43 @@ func num(v any) int64 {
 		return int64(x)
 	}
 	return -1
+}
+
+const broadDef = `name: broad
+trigger: event:test.broad
+steps:
+  - id: find
+    uses: search
+    with:
+      certificates: 'IssuedCN -ne "nothing.example.com"'
+`
+
+// A search its bounds cannot answer fails the run, naming the step's
+// certificates: and what to do, rather than answering part of the
+// inventory as if it were all.
+func TestSearchStepRefusesASearchOverItsBounds(t *testing.T) {
+	t.Parallel()
+	dir := shippedPlus(t, map[string]string{"broad.yaml": broadDef})
+	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Definitions = dir; c.API.MaxScan = 1 })
+	ctx := context.Background()
+	for i := range 3 {
+		cn := fmt.Sprintf("b%d.broad.example.com", i)
+		csr, _ := testutil.CSR(t, cn, cn)
+		if _, er := enroll(t, cf, testutil.EnrollBody(csr, nil), "Authorization", bearer(testutil.AliceToken)); er.CertificateInformation.RequestDisposition != "ISSUED" {
+			t.Fatalf("enroll %s: %+v", cn, er.CertificateInformation)
+		}
+	}
+	evID, _, err := cf.App.Store.AppendEvent(ctx, workflow.Event{Name: "test.broad", Time: time.Now().UTC(), Source: "test"}, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var run *store.Request
+	waitFor(t, "the run", func() bool {
+		runs, _ := cf.App.Store.EventRuns(ctx, evID)
+		run, _ = cf.App.Store.Get(ctx, runs["broad"])
+		return run != nil && run.Disposition.Final()
+	})
+	if run.Disposition != store.Failed || !strings.Contains(run.Message, "certificates:") || !strings.Contains(run.Message, "narrow") {
+		t.Fatalf("run: %s %q, want FAILED naming certificates: and how to narrow it", run.Disposition, run.Message)
+	}
 }
