@@ -40,8 +40,10 @@ const (
 // Metadata.<name>), answered by the inventory's indexes under the bounds
 // of api.max_index_read and api.max_scan. Its clauses are read when the
 // definition loads; an expression may stand only in a clause's value,
-// where its result is that value whole (a time is written RFC 3339), so
-// what an event carries can never add a clause or change a field. The
+// where its result is that value whole (a time is written RFC 3339; an
+// empty result fails the step, as -contains "" would match everything),
+// so what an event carries can never add a clause, change a field or
+// widen the search to every certificate. The
 // outputs are certificates (a list of maps: Id, IssuedCN, SerialNumber,
 // NotAfter as RFC 3339, Template, Requester, Metadata), count (how many
 // are in the list), total (how many match, -1 when the search does not
@@ -317,10 +319,7 @@ type certSearch struct {
 func (certSearch) Pure() bool { return true }
 
 func (cs certSearch) Run(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
-	if cs.sr.Store == nil {
-		return workflow.Result{}, workflow.Permanent(errors.New("no inventory is wired into this process"))
-	}
-	q := store.Query{Sort: cs.sort, Limit: cs.limit + 1, MaxIndex: cs.sr.Config.API.MaxIndexRead, MaxRecords: cs.sr.Config.API.MaxScan}
+	q := store.Query{Sort: cs.sort, Limit: cs.limit + 1}
 	for _, c := range cs.clauses {
 		v, err := c.value.Value(run.Env)
 		if err != nil {
@@ -334,12 +333,20 @@ func (cs certSearch) Run(ctx context.Context, run *workflow.Run) (workflow.Resul
 		default:
 			text = fmt.Sprint(x)
 		}
+		if !c.value.IsLiteral() && strings.TrimSpace(text) == "" {
+			// -contains "" would match every certificate.
+			return workflow.Result{}, workflow.Permanent(fmt.Errorf("certificates: %s -%s: the value %s is empty; a value from an expression must not be", c.field, c.op, c.value.Source))
+		}
 		t := store.Term{Field: c.field, Op: c.op, Value: text}
 		if err := store.CheckTerm(t); err != nil {
 			return workflow.Result{}, workflow.Permanent(fmt.Errorf("certificates: %w", err))
 		}
 		q.Terms = append(q.Terms, t)
 	}
+	if cs.sr.Store == nil {
+		return workflow.Result{}, workflow.Permanent(errors.New("no inventory is wired into this process"))
+	}
+	q.MaxIndex, q.MaxRecords = cs.sr.Config.API.MaxIndexRead, cs.sr.Config.API.MaxScan
 	res, err := cs.sr.Store.QueryCertificates(ctx, q)
 	var tb *store.TooBroadError
 	switch {

@@ -1,6 +1,8 @@
 package steps_test
 
 import (
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/certflow/certflow/steps"
@@ -96,5 +98,25 @@ func TestSearchStepWithoutAStoreFails(t *testing.T) {
 	env := envFor(t, defaultConfig(), workflow.Request{}, nil, nil)
 	if _, err := runStep(t, def, "find", env, nil); err == nil {
 		t.Fatal("a search with no store ran")
+	}
+}
+
+// What expressions give is checked when the step runs, before anything
+// is searched: an empty value (-contains "" would match every
+// certificate), or a value of the wrong kind, fails the step naming the
+// clause.
+func TestSearchStepRefusesBadValuesFromExpressions(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ query, want string }{
+		{`'IssuedCN -contains "${{ event.Data.host }}"'`, "issuedcn -contains: the value"},
+		{`'NotAfter -le "${{ event.Data.host }}x"'`, "not a date"},
+	} {
+		def := mustParse(t, defaultConfig(), oneStep(`  - id: find`, `    uses: search`, `    with: {certificates: `+c.query+`}`)...)
+		env := envFor(t, defaultConfig(), workflow.Request{}, nil, nil)
+		_, err := runStep(t, def, "find", env, nil)
+		var perm *workflow.PermanentError
+		if !errors.As(err, &perm) || !strings.Contains(err.Error(), "certificates:") || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want a permanent error naming certificates: and %q", c.query, err, c.want)
+		}
 	}
 }
