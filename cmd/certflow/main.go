@@ -408,6 +408,21 @@ func lint(s app.Settings, paths []string, out io.Writer) error {
 	for _, p := range paths {
 		var set *workflow.Set
 		st, err := os.Stat(p)
+		if err == nil && !st.IsDir() && workflow.IsTestFile(p) {
+			// A test file named on the command line is checked as one.
+			var tf *dryrun.TestFile
+			data, err := os.ReadFile(p)
+			if err == nil {
+				tf, err = dryrun.ParseFile(p, data)
+			}
+			if err != nil {
+				failed = true
+				fmt.Fprintln(out, strings.TrimSpace(err.Error()))
+				continue
+			}
+			fmt.Fprintf(out, "ok  %s  %d test cases (certflow test runs them)\n", p, len(tf.Cases))
+			continue
+		}
 		switch {
 		case err != nil && p == cfg.Definitions:
 			var fsys fs.FS

@@ -280,9 +280,17 @@ func TestTestCommandRunsTestFilesAndReportsFailuresAtTheirLine(t *testing.T) {
 	if code != 1 || !strings.Contains(out, want) || !strings.Contains(out, "1 cases: 0 passed, 1 failed") {
 		t.Fatalf("a failing case: exit %d, want 1 and %q:\n%s", code, want, out)
 	}
-	// The test file is not a definition: lint and serve never read it.
+	// The test file is not a definition: lint and serve never read it;
+	// named on lint's command line, it is checked as a test file.
 	if out, code := run2(t, dir, "lint", defs); code != 0 || strings.Contains(out, "mine.test") {
 		t.Fatalf("lint of a folder with a test file: exit %d\n%s", code, out)
+	}
+	if out, code := run2(t, dir, "lint", filepath.Join(defs, "mine.test.yaml")); code != 0 || !strings.Contains(out, "1 test cases") {
+		t.Fatalf("lint of a test file: exit %d\n%s", code, out)
+	}
+	os.WriteFile(filepath.Join(defs, "mine.test.yaml"), []byte("cases:\n  - name: issued\n    request: {template: WebServer}\n    expect:\n      dispositon: DENIED\n"), 0o644)
+	if out, code := run2(t, dir, "lint", filepath.Join(defs, "mine.test.yaml")); code != 1 || !strings.Contains(out, `mine.test.yaml:5: expect: unknown key "dispositon"`) {
+		t.Fatalf("lint of a broken test file: exit %d\n%s", code, out)
 	}
 }
 

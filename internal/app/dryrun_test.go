@@ -202,6 +202,12 @@ func TestDefinitionsTestDryRunsAgainstTheLoadedSet(t *testing.T) {
 			}
 		}
 	})
+	t.Run("a body over api.max_body_bytes is refused unread", func(t *testing.T) {
+		big := `{"name": "x", "request": {"metadata": {"a": "` + strings.Repeat("x", 2<<20) + `"}}}`
+		if resp := cf.Do(t, "POST", "/Workflow/Definitions/Test", big); resp.Status != http.StatusRequestEntityTooLarge {
+			t.Fatalf("%d %.200s", resp.Status, resp.Body)
+		}
+	})
 	t.Run("only an administrator may dry-run", func(t *testing.T) {
 		resp := cf.Do(t, "POST", "/Workflow/Definitions/Test", map[string]any{"name": "x", "request": map[string]any{}}, "Authorization", "Bearer "+testutil.AliceToken)
 		if resp.Status != http.StatusForbidden {
