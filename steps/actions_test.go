@@ -126,6 +126,7 @@ func TestActingStepsLoadOnlyWhereTheyMeanSomething(t *testing.T) {
 		{"revoke with a second expression outside the quotes", oneStep("  - id: r", "    uses: revoke", `    with: {query: 'SAN -eq "${{ event.Data.host }}" AND IssuedCN -eq ${{ event.Data.cn }}', comment: x}`), "expression 2 stands outside"},
 		{"metadata naming a certificate in an enrollment definition", []string{"name: t", "trigger: enrollment", "steps:", "  - id: m", "    uses: metadata", "    with: {certificate: '5', set: {A: b}}"}, "only an event-triggered or schedule definition's metadata step names a certificate"},
 		{"enroll with both a CSR and a subject", oneStep("  - id: e", "    uses: enroll", "    with: {template: WebServer, csr: x, subject: CN=x}"), "not both"},
+		{"enroll with an unknown SAN type", oneStep("  - id: e", "    uses: enroll", "    with: {template: WebServer, csr: x, sans: {dnsname: [a.example.com]}}"), "sans.dnsname: unknown SAN type"},
 		{"enroll with a CSR and a bad SAN expression", oneStep("  - id: e", "    uses: enroll", "    with: {template: WebServer, csr: x, sans: {dns: ['${{ event. }}']}}"), `def.yaml:6:59: step "e": expression "event."`},
 		{"enroll with neither a CSR nor a subject", oneStep("  - id: e", "    uses: enroll", "    with: {template: WebServer}"), "one is required"},
 		{"enroll without a template", oneStep("  - id: e", "    uses: enroll", "    with: {subject: CN=x}"), "template: required"},
