@@ -51,7 +51,7 @@ func jsonKind(goType string) string {
 	case goType == "bool" || goType == "*bool":
 		return "a boolean (true or false)"
 	// Before the integers: "map[string]interface {}" contains "int".
-	case strings.HasPrefix(goType, "map["), strings.HasPrefix(goType, "keyfactor."), strings.HasPrefix(goType, "*keyfactor."):
+	case strings.HasPrefix(goType, "map["), strings.HasPrefix(goType, "keyfactor."), strings.HasPrefix(goType, "*keyfactor."), strings.HasPrefix(goType, "api."):
 		return "an object"
 	case strings.HasPrefix(goType, "[]"):
 		return "an array"

@@ -11,6 +11,7 @@ import (
 
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/keyfactor"
+	"github.com/certflow/certflow/workflow"
 )
 
 // The contract: GET /openapi.json is an OpenAPI 3.0 document of every
@@ -24,9 +25,12 @@ import (
 // operation documents one route, keyed by its pattern in New.
 type operation struct {
 	summary string
-	public  bool     // no credentials (New registers it with s.public)
-	roles   []string // a role the caller needs beyond authentication (admin holds all)
-	params  []string // names in components.parameters, beyond X-Request-Id
+	public  bool // no credentials (New registers it with s.public)
+	// signed: no credentials but a Standard Webhooks signature (New
+	// registers it with s.public; the handler checks the signature).
+	signed bool
+	roles  []string // a role the caller needs beyond authentication (admin holds all)
+	params []string // names in components.parameters, beyond X-Request-Id
 	// pathSchema is the path parameter's schema (nil: a positive integer).
 	pathSchema map[string]any
 	body       any  // a value of the request body's Go type; nil: none
@@ -141,6 +145,24 @@ var operations = map[string]operation{
 		body: keyfactor.MetadataUpdateRequest{}, answers: noContent, refusals: []int{http.StatusNotFound}},
 	"PUT /Certificates/Metadata/All": {summary: "Set or clear metadata fields of up to 500 certificates, all or nothing (administrators).",
 		body: keyfactor.MetadataAllUpdateRequest{}, answers: noContent, refusals: []int{http.StatusNotFound}},
+	"POST /Events": {summary: "Post an external event that starts the workflows it triggers; a repeated Id from the same caller is accepted once (200, Idempotent-Replayed: true, the first event). (certflow)",
+		roles: []string{config.RoleAdmin, "a role in events.publisher_roles (default event-publisher)"}, body: EventRequest{},
+		answers: []answer{
+			{status: http.StatusCreated, body: workflow.Event{}, headers: []string{"EventLocation"}, desc: "Accepted: the event as the log keeps it."},
+			{status: http.StatusOK, body: workflow.Event{}, headers: []string{"IdempotentReplayed"}, desc: "A repeated Id: the first event; nothing new starts."},
+		}},
+	"POST /Events/Sources/{name}": {summary: "An event from a configured source (events.sources), authenticated by its Standard Webhooks signature instead of a token; a replayed webhook-id or a repeated Id is accepted once. (certflow)",
+		signed: true, pathSchema: anyString, params: []string{"WebhookId", "WebhookTimestamp", "WebhookSignature"}, body: EventRequest{},
+		answers: []answer{
+			{status: http.StatusCreated, body: workflow.Event{}, headers: []string{"EventLocation"}, desc: "Accepted: the event as the log keeps it."},
+			{status: http.StatusOK, body: workflow.Event{}, headers: []string{"IdempotentReplayed"}, desc: "A replayed delivery or repeated Id: the first event; nothing new starts."},
+		}},
+	"GET /Events": {summary: "The event log, newest first, filtered; X-Next-Cursor, when present, says more may follow (also when the read budget ran out before the page filled) and continues it as cursor. (certflow)",
+		roles:   []string{config.RoleAdmin, "a role in events.reader_roles"},
+		params:  []string{"returnLimit", "pageReturned", "eventName", "certificateId", "requestId", "eventsAfter", "eventsBefore", "eventCursor"},
+		answers: []answer{{status: http.StatusOK, body: []workflow.Event{}, headers: []string{"NextCursor"}}}},
+	"GET /Events/{id}": {summary: "One event and the runs it started: each triggered definition, whether its match held, and its run's request, instance, status and outcome. (certflow)",
+		roles: []string{config.RoleAdmin, "a role in events.reader_roles"}, pathSchema: anyString, answers: ok(EventDetail{})},
 	"GET /CRL/{ca}": {summary: "The CA's CRL (DER). Public: relying parties fetch CRLs without credentials.", public: true, pathSchema: anyString,
 		answers:  []answer{{status: http.StatusOK, media: "application/pkix-crl", headers: []string{"LastModified", "Expires"}}},
 		refusals: []int{http.StatusNotFound, http.StatusServiceUnavailable}},
@@ -198,6 +220,8 @@ func openAPIDocument() map[string]any {
 			"securitySchemes": map[string]any{
 				"basic":  map[string]any{"type": "http", "scheme": "basic", "description": "A configured user's name and password."},
 				"bearer": map[string]any{"type": "http", "scheme": "bearer", "description": "A configured user's API token, or an OAuth 2.0 access token (JWT) of the configured OIDC issuer."},
+				"standardWebhooks": map[string]any{"type": "apiKey", "in": "header", "name": "webhook-signature",
+					"description": "Standard Webhooks: webhook-signature holds v1,<base64 HMAC-SHA256 of webhook-id.webhook-timestamp.body> under the source's secret (events.sources); webhook-timestamp within the source's tolerance. A failure spends the address's failed-login budget."},
 			},
 			"parameters": parameters,
 			"headers":    headers,
@@ -227,8 +251,11 @@ func (op operation) document(sc *schemas, method, path string) map[string]any {
 	if op.public {
 		out["security"] = []any{}
 	}
+	if op.signed {
+		out["security"] = []any{map[string]any{"standardWebhooks": []string{}}}
+	}
 	params := []any{ref("parameters", "RequestId")}
-	if !op.public {
+	if !op.public && !op.signed {
 		params = append(params, ref("parameters", "RequestedWith"), ref("parameters", "ApiVersion"))
 	}
 	for _, p := range op.params {
@@ -415,12 +442,22 @@ var parameters = map[string]any{
 	"includeLocations":          queryParameter("includeLocations", "Accepted; certflow knows no locations.", boolean),
 	"verbose":                   queryParameter("verbose", "Accepted (an integer).", integer),
 	"collectionId":              queryParameter("collectionId", "Accepted (an integer).", integer),
+	"eventName":                 queryParameter("name", "An event name, or prefix.* for every name under prefix.", str),
+	"certificateId":             queryParameter("certificateId", "Events concerning this certificate.", integer),
+	"requestId":                 queryParameter("requestId", "Events concerning this request.", integer),
+	"eventsAfter":               queryParameter("after", "Events the log wrote at or after this RFC 3339 time.", map[string]any{"type": "string", "format": "date-time"}),
+	"eventsBefore":              queryParameter("before", "Events the log wrote before this RFC 3339 time.", map[string]any{"type": "string", "format": "date-time"}),
+	"eventCursor":               queryParameter("cursor", "Continue a listing: events older than this event id (an X-Next-Cursor value).", str),
+	"WebhookId":                 header("webhook-id", "The delivery's id (1-256 printable ASCII); a replayed one is accepted once.", true, str),
+	"WebhookTimestamp":          header("webhook-timestamp", "The delivery's time, unix seconds; within the source's tolerance of certflow's clock, either way.", true, integer),
+	"WebhookSignature":          header("webhook-signature", "v1,<base64 signature>, space-separated when several (key rotation).", true, str),
 }
 
 // headerNames are the answer headers' names, by their components.headers key.
 var headerNames = map[string]string{
 	"Location": "Location", "Retry-After": "Retry-After", "TotalCount": "X-Total-Count",
 	"ProductVersion": "x-keyfactor-product-version", "LastModified": "Last-Modified", "Expires": "Expires",
+	"EventLocation": "Location", "IdempotentReplayed": "Idempotent-Replayed", "NextCursor": "X-Next-Cursor",
 }
 
 // headers are components.headers.
@@ -434,4 +471,7 @@ var headers = map[string]any{
 	"LastModified":       map[string]any{"description": "The CRL's thisUpdate.", "required": true, "schema": str},
 	"Expires":            map[string]any{"description": "The CRL's nextUpdate.", "required": true, "schema": str},
 	"WWWAuthenticate":    map[string]any{"description": "Basic realm=\"certflow\".", "required": true, "schema": str},
+	"EventLocation":      map[string]any{"description": "The event: /Events/{id}, under /KeyfactorAPI when the client used it.", "required": true, "schema": str},
+	"IdempotentReplayed": map[string]any{"description": "true: the event was posted before under this Id (or webhook-id); the body is the first event.", "required": true, "schema": str},
+	"NextCursor":         map[string]any{"description": "More events may follow: pass this as cursor. Absent when the listing is complete.", "schema": str},
 }

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/certflow/certflow/internal/ca"
+	"github.com/certflow/certflow/internal/callback"
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/enroll"
 	"github.com/certflow/certflow/internal/keyfactor"
@@ -53,6 +54,9 @@ type Options struct {
 	KeyPool *pki.KeyPool
 	// StoreStatus says where records are kept, for GET /Status.
 	StoreStatus StoreStatus
+	// EventSources are the signed event sources (LoadEventSources), by
+	// name.
+	EventSources map[string]*EventSource
 }
 
 // StoreStatus says where a certflow keeps its records and what a restart
@@ -89,6 +93,10 @@ type Server struct {
 	// proxies are api.trusted_proxies: behind one, the client is read from
 	// X-Forwarded-For (proxy.go).
 	proxies trustedProxies
+	// sources are the signed event sources; an unknown one's delivery is
+	// checked against dummySource (events.go).
+	sources     map[string]*EventSource
+	dummySource callback.Secret
 }
 
 // keyfactorBase is Keyfactor's base path; every route is served under it too.
@@ -111,6 +119,7 @@ func New(o Options) *Server {
 		}),
 	}
 	s.proxies = parseTrustedProxies(o.Config.API.TrustedProxies)
+	s.sources, s.dummySource = o.EventSources, newDummySource()
 	if o.Config.API.RateLimit > 0 {
 		s.perIdentity = newLimiters(o.Config.API.RateLimit, o.Config.API.RateBurst)
 	}
@@ -164,6 +173,11 @@ func New(o Options) *Server {
 	s.route("PUT /Certificates/Metadata", s.handleUpdateMetadata)
 	s.route("PUT /Certificates/Metadata/All", s.handleUpdateMetadataAll)
 	s.public("GET /CRL/{ca}", s.handleGetCRL)
+	// The event log (events.go): external events, and reading the log.
+	s.route("POST /Events", s.handlePostEvent, append([]string{config.RoleAdmin}, o.Config.Events.PublisherRoles...)...)
+	s.public("POST /Events/Sources/{name}", s.handleSourceEvent) // authenticated by its signature
+	s.route("GET /Events", s.handleListEvents, append([]string{config.RoleAdmin}, o.Config.Events.ReaderRoles...)...)
+	s.route("GET /Events/{id}", s.handleGetEvent, append([]string{config.RoleAdmin}, o.Config.Events.ReaderRoles...)...)
 	s.mux.HandleFunc("/", s.handleUnmatched)
 	return s
 }

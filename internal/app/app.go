@@ -12,11 +12,13 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -157,6 +159,8 @@ type App struct {
 	// worker); tlsAddr the HTTPS listener's address once ServeAPI bound it.
 	TLS     *tlsserve.Source
 	tlsAddr net.Addr
+	// eventSources are events.sources loaded (their secrets read).
+	eventSources map[string]*api.EventSource
 }
 
 // Role says which halves of certflow a process runs.
@@ -256,6 +260,11 @@ func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, ou
 		}
 		a.Auth = api.NewAuthenticator(cfg, token, log)
 		if err := a.Auth.UseOIDC(cfg.Auth.OIDC); err != nil {
+			return nil, err
+		}
+		// Only the API checks signed events: a worker needs no source's
+		// secret.
+		if a.eventSources, err = api.LoadEventSources(cfg.Events.Sources); err != nil {
 			return nil, err
 		}
 	}
@@ -378,6 +387,11 @@ func WarnOnExposedConfigSecrets(s Settings, cfg *config.Config, log *slog.Logger
 	}
 	if cfg.Callbacks.SigningSecret != "" {
 		held = append(held, "callbacks.signing_secret")
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Events.Sources)) {
+		if cfg.Events.Sources[name].Secret != "" {
+			held = append(held, "events.sources."+name+".secret")
+		}
 	}
 	if cfg.SMTP.Password != "" && os.Getenv("CERTFLOW_SMTP_PASSWORD") == "" {
 		held = append(held, "smtp.password")
@@ -663,7 +677,7 @@ func (a *App) APIServer() *api.Server {
 	return api.New(api.Options{
 		Config: a.Config, Store: a.Store, Queue: a.Queue, KEK: a.KEK, Auth: a.Auth, Log: a.Log,
 		Definitions: &a.Defs, Reload: a.Reload, CASubjects: a.caSubjects, KeyPool: a.KeyPool,
-		StoreStatus: a.StoreStatus(),
+		StoreStatus: a.StoreStatus(), EventSources: a.eventSources,
 	})
 }
 

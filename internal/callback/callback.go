@@ -10,6 +10,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -75,6 +76,33 @@ func (s Secret) Sign(id string, timestamp int64, body []byte) string {
 	mac.Write(body)
 	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }
+
+// Verify reports whether header, a webhook-signature value (one or more
+// space-separated "v1,<base64>" signatures, as a sender rotating its key
+// sends), holds the signature of this delivery under s: the same
+// computation as Sign, compared in constant time. Signatures of other
+// versions are ignored. A zero Secret verifies nothing.
+func (s Secret) Verify(id string, timestamp int64, body []byte, header string) bool {
+	if s.key == nil {
+		return false
+	}
+	want := []byte(s.Sign(id, timestamp, body))
+	ok := false
+	for i, sig := range strings.Fields(header) {
+		if i >= maxSignatures {
+			break
+		}
+		if !strings.HasPrefix(sig, "v1,") {
+			continue
+		}
+		// No early exit: every candidate costs one comparison.
+		ok = subtle.ConstantTimeCompare([]byte(sig), want) == 1 || ok
+	}
+	return ok
+}
+
+// maxSignatures bounds how many signatures of one header Verify looks at.
+const maxSignatures = 8
 
 // ErrForbiddenAddress is returned for targets in ranges not allowed.
 var ErrForbiddenAddress = errors.New("address is in a private or reserved range")

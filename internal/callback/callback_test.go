@@ -94,6 +94,44 @@ func TestSignDependsOnEveryInput(t *testing.T) {
 	}
 }
 
+// TestVerifyAcceptsTheVectorAndNothingElse: Verify accepts the
+// specification's vector, alone or among other (rotated, other-version)
+// signatures, and refuses any change of id, timestamp, body, secret or
+// signature, and a zero Secret.
+func TestVerifyAcceptsTheVectorAndNothingElse(t *testing.T) {
+	t.Parallel()
+	s := mustSecret(t, vectorSecret)
+	other := mustSecret(t, base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 24)))
+	body := []byte(vectorBody)
+	otherSig := other.Sign(vectorID, vectorTimestamp, body)
+	for _, h := range []string{
+		vectorSignature,
+		otherSig + " " + vectorSignature,
+		"v2,abc " + vectorSignature + "  ",
+	} {
+		if !s.Verify(vectorID, vectorTimestamp, body, h) {
+			t.Errorf("Verify refused %q", h)
+		}
+	}
+	refused := map[string]bool{
+		"another id":             s.Verify(vectorID+"x", vectorTimestamp, body, vectorSignature),
+		"another timestamp":      s.Verify(vectorID, vectorTimestamp+1, body, vectorSignature),
+		"another body":           s.Verify(vectorID, vectorTimestamp, []byte(`{"test": 2432232315}`), vectorSignature),
+		"another secret":         other.Verify(vectorID, vectorTimestamp, body, vectorSignature),
+		"only another's":         s.Verify(vectorID, vectorTimestamp, body, otherSig),
+		"no signature":           s.Verify(vectorID, vectorTimestamp, body, ""),
+		"without v1,":            s.Verify(vectorID, vectorTimestamp, body, strings.TrimPrefix(vectorSignature, "v1,")),
+		"as v2":                  s.Verify(vectorID, vectorTimestamp, body, "v2,"+strings.TrimPrefix(vectorSignature, "v1,")),
+		"a zero secret":          Secret{}.Verify(vectorID, vectorTimestamp, body, vectorSignature),
+		"past the 8th signature": s.Verify(vectorID, vectorTimestamp, body, strings.Repeat(otherSig+" ", 8)+vectorSignature),
+	}
+	for name, ok := range refused {
+		if ok {
+			t.Errorf("%s: Verify accepted it", name)
+		}
+	}
+}
+
 func TestParseSecretRejectsShortOrInvalidSecrets(t *testing.T) {
 	t.Parallel()
 	b64 := func(n int) string { return base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0xab}, n)) }

@@ -285,10 +285,56 @@ type Events struct {
 	Retention time.Duration `yaml:"retention"`
 	// ExpiryWatch emits certificate.expiring and certificate.expired.
 	ExpiryWatch ExpiryWatch `yaml:"expiry_watch"`
+	// PublisherRoles may post events (POST /Events), besides admin.
+	// Defaults to [event-publisher].
+	PublisherRoles []string `yaml:"publisher_roles"`
+	// ReaderRoles may read the event log (GET /Events, GET /Events/{id}),
+	// besides admin. Defaults to none.
+	ReaderRoles []string `yaml:"reader_roles"`
+	// Sources are the systems that post events without a token, signed
+	// the Standard Webhooks way (POST /Events/Sources/{name}), by name.
+	// Defaults to none.
+	Sources map[string]EventSource `yaml:"sources"`
+}
+
+// EventSource is a system that posts events signed with a secret of its
+// own (Standard Webhooks).
+type EventSource struct {
+	// Secret is the signing secret, "whsec_" + base64 of at least 16
+	// bytes; or SecretFile names a file holding it (mode 0600, read as
+	// the callback secret is). Exactly one of them is required.
+	Secret     string `yaml:"secret"`
+	SecretFile string `yaml:"secret_file"`
+	// Names are the events the source may post: a name, or "prefix.*"
+	// for every name under prefix; never certflow's own (request.,
+	// certificate., …). Required.
+	Names []string `yaml:"names"`
+	// Tolerance is how far webhook-timestamp may be from now, either
+	// way. Defaults to 5m; at most 1h.
+	Tolerance time.Duration `yaml:"tolerance"`
 }
 
 // DefaultEventRetention is events.retention's default.
 const DefaultEventRetention = 30 * 24 * time.Hour
+
+// DefaultEventPublisherRole is events.publisher_roles's default.
+const DefaultEventPublisherRole = "event-publisher"
+
+// DefaultEventSourceTolerance is an event source's default tolerance,
+// and MaxEventSourceTolerance its largest: the longer it is, the longer
+// a captured delivery could be replayed were its webhook-id forgotten.
+const (
+	DefaultEventSourceTolerance = 5 * time.Minute
+	MaxEventSourceTolerance     = time.Hour
+)
+
+// ToleranceOrDefault is the source's tolerance, its default when unset.
+func (s EventSource) ToleranceOrDefault() time.Duration {
+	if s.Tolerance == 0 {
+		return DefaultEventSourceTolerance
+	}
+	return s.Tolerance
+}
 
 // ExpiryWatch is the periodic job that emits certificate.expiring once
 // per certificate per threshold and certificate.expired once

@@ -105,7 +105,7 @@ func Default() Config {
 		SMTP:      SMTP{TLS: "starttls", Timeout: 30 * time.Second},
 		Events: Events{Retention: DefaultEventRetention, ExpiryWatch: ExpiryWatch{
 			Enabled: true, Thresholds: slices.Clone(DefaultExpiryThresholds), Interval: DefaultExpiryInterval,
-		}},
+		}, PublisherRoles: []string{DefaultEventPublisherRole}},
 		Speed: Speed{Piggyback: true, GroupCommit: true, LeafEncoder: true},
 		Auth: Auth{OIDC: OIDC{
 			UsernameClaim: DefaultOIDCUsernameClaim, UsernamePrefix: DefaultOIDCUsernamePrefix,

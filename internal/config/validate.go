@@ -23,6 +23,9 @@ import (
 	"github.com/certflow/certflow/internal/pki"
 )
 
+// sourceNameRE is an event source's name (events.sources).
+var sourceNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 // Validate checks the whole configuration; its errors name the setting.
@@ -42,6 +45,7 @@ func (c *Config) Validate() error {
 	c.Worker.validate(bad)
 	c.Callbacks.validate(bad)
 	c.Events.validate(bad)
+	c.Events.validateAccess(bad)
 	for _, d := range slices.Concat(c.API.durations(), c.Worker.durations(), c.Callbacks.durations(), c.SMTP.durations(), c.Events.durations()) {
 		if d.value <= 0 {
 			bad("%s: must be positive", d.name)
@@ -186,6 +190,42 @@ func (cb *Callbacks) validate(bad func(format string, args ...any)) {
 	for i, d := range cb.Schedule {
 		if d <= 0 {
 			bad("callbacks.schedule[%d]: must be positive", i)
+		}
+	}
+}
+
+// validateAccess checks the events section's roles and sources (the
+// event names a source may post are checked against certflow's reserved
+// names where the sources are loaded, internal/api: this package cannot
+// know them).
+func (e *Events) validateAccess(bad func(format string, args ...any)) {
+	for i, r := range e.PublisherRoles {
+		checkRole(fmt.Sprintf("events.publisher_roles[%d]", i), r, bad)
+	}
+	for i, r := range e.ReaderRoles {
+		checkRole(fmt.Sprintf("events.reader_roles[%d]", i), r, bad)
+	}
+	for _, name := range slices.Sorted(maps.Keys(e.Sources)) {
+		src, field := e.Sources[name], "events.sources."+name
+		if !sourceNameRE.MatchString(name) {
+			bad("events.sources: %q is not a source name (1-64 lower-case letters, digits, ., _ and -, starting with a letter or digit: it is a path segment, and paths match without regard to case)", name)
+		}
+		switch {
+		case src.Secret == "" && src.SecretFile == "":
+			bad("%s: secret or secret_file is required", field)
+		case src.Secret != "" && src.SecretFile != "":
+			bad("%s: give secret or secret_file, not both", field)
+		}
+		if len(src.Names) == 0 {
+			bad("%s.names: required: the events this source may post (a name, or prefix.*)", field)
+		}
+		for j, n := range src.Names {
+			if strings.TrimSpace(n) == "" {
+				bad("%s.names[%d]: empty", field, j)
+			}
+		}
+		if src.Tolerance < 0 || src.Tolerance > MaxEventSourceTolerance {
+			bad("%s.tolerance: want a positive duration up to %s, got %s", field, MaxEventSourceTolerance, src.Tolerance)
 		}
 	}
 }
