@@ -185,6 +185,6 @@ func (en Enroll) Build(spec *workflow.Spec) (workflow.Step, error) {
 			return workflow.Result{}, err
 		}
 		run.Log.Info("enrollment submitted", "request", out.RequestID, "template", o.Template, "repeat", out.Existing)
-		return workflow.Result{Outputs: out.outputs()}, nil
+		return workflow.Result{Outputs: map[string]any{"request": out.RequestID}}, nil
 	}), nil
 }
