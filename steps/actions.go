@@ -179,6 +179,9 @@ type certificateTarget struct {
 
 func compileTarget(spec *workflow.Spec, node *yaml.Node) (certificateTarget, error) {
 	if node == nil || node.Kind == 0 {
+		if spec.Trigger == workflow.TriggerSchedule {
+			return certificateTarget{}, spec.Errorf(spec.With, "certificate: required in a schedule definition, whose event concerns no certificate (an expression giving a certificate id)")
+		}
 		return certificateTarget{}, nil
 	}
 	if node.Kind != yaml.ScalarNode || strings.TrimSpace(node.Value) == "" {

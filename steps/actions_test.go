@@ -125,7 +125,10 @@ func TestActingStepsLoadOnlyWhereTheyMeanSomething(t *testing.T) {
 		{"revoke with an expression outside the query's quotes", oneStep("  - id: r", "    uses: revoke", `    with: {query: 'SAN -eq ${{ event.Data.host }}', comment: x}`), "outside a quoted value"},
 		{"revoke with a second expression outside the quotes", oneStep("  - id: r", "    uses: revoke", `    with: {query: 'SAN -eq "${{ event.Data.host }}" AND IssuedCN -eq ${{ event.Data.cn }}', comment: x}`), "expression 2 stands outside"},
 		{"metadata naming a certificate in an enrollment definition", []string{"name: t", "trigger: enrollment", "steps:", "  - id: m", "    uses: metadata", "    with: {certificate: '5', set: {A: b}}"}, "only an event-triggered or schedule definition's metadata step names a certificate"},
+		{"renew in a schedule definition without naming a certificate", []string{"name: t", "trigger: schedule", `schedule: "@daily"`, "steps:", "  - id: r", "    uses: renew"}, "certificate: required in a schedule definition"},
+		{"metadata in a schedule definition without naming a certificate", []string{"name: t", "trigger: schedule", `schedule: "@daily"`, "steps:", "  - id: m", "    uses: metadata", "    with: {set: {A: b}}"}, "certificate: required in a schedule definition"},
 		{"enroll with both a CSR and a subject", oneStep("  - id: e", "    uses: enroll", "    with: {template: WebServer, csr: x, subject: CN=x}"), "not both"},
+		{"enroll with an unknown SAN type", oneStep("  - id: e", "    uses: enroll", "    with: {template: WebServer, csr: x, sans: {dnsname: [a.example.com]}}"), "sans.dnsname: unknown SAN type"},
 		{"enroll with a CSR and a bad SAN expression", oneStep("  - id: e", "    uses: enroll", "    with: {template: WebServer, csr: x, sans: {dns: ['${{ event. }}']}}"), `def.yaml:6:59: step "e": expression "event."`},
 		{"enroll with neither a CSR nor a subject", oneStep("  - id: e", "    uses: enroll", "    with: {template: WebServer}"), "one is required"},
 		{"enroll without a template", oneStep("  - id: e", "    uses: enroll", "    with: {subject: CN=x}"), "template: required"},
@@ -140,6 +143,16 @@ func TestActingStepsLoadOnlyWhereTheyMeanSomething(t *testing.T) {
 				t.Fatalf("Parse: %v; want an error containing %q", err, tt.err)
 			}
 		})
+	}
+	// Where they do mean something, they load.
+	for name, lines := range map[string][]string{
+		"a schedule revoking by query":            {"name: t", "trigger: schedule", `schedule: "@daily"`, "steps:", "  - id: r", "    uses: revoke", `    with: {query: 'IssuedCN -eq "retired.example.com"', comment: retired}`},
+		"a schedule renewing a named certificate": {"name: t", "trigger: schedule", `schedule: "@daily"`, "steps:", "  - id: r", "    uses: renew", "    with: {certificate: '42'}"},
+		"an event renewing its certificate":       oneStep("  - id: r", "    uses: renew"),
+	} {
+		if _, err := parseActing(&recorder{}, lines...); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 	// The CA steps of request workflows are unchanged.
 	for _, trig := range []string{"revocation"} {

@@ -92,6 +92,10 @@ func (en Enroll) Build(spec *workflow.Spec) (workflow.Step, error) {
 	sans := map[string][]*workflow.Template{}
 	count := 0
 	for _, kind := range sortedNames(w.SANs) {
+		if !workflow.SANKind(kind) {
+			errs = append(errs, spec.Errorf(spec.With, "sans.%s: unknown SAN type (want dns, ip4, ip6, uri or rfc822)", kind))
+			continue
+		}
 		for i := range w.SANs[kind] {
 			count++
 			if t := text(fmt.Sprintf("sans.%s[%d]", kind, i), &w.SANs[kind][i], true); t != nil {
@@ -181,6 +185,6 @@ func (en Enroll) Build(spec *workflow.Spec) (workflow.Step, error) {
 			return workflow.Result{}, err
 		}
 		run.Log.Info("enrollment submitted", "request", out.RequestID, "template", o.Template, "repeat", out.Existing)
-		return workflow.Result{Outputs: out.outputs()}, nil
+		return workflow.Result{Outputs: map[string]any{"request": out.RequestID}}, nil
 	}), nil
 }

@@ -62,10 +62,10 @@ func (m Metadata) Build(spec *workflow.Spec) (workflow.Step, error) {
 	}
 	event := workflow.EventTrigger(spec.Trigger)
 	var target certificateTarget
-	if w.Certificate.Kind != 0 {
-		if !event {
-			return nil, spec.Errorf(&w.Certificate, "certificate: only an event-triggered or schedule definition's metadata step names a certificate; here the step sets the request's own")
-		}
+	switch {
+	case w.Certificate.Kind != 0 && !event:
+		return nil, spec.Errorf(&w.Certificate, "certificate: only an event-triggered or schedule definition's metadata step names a certificate; here the step sets the request's own")
+	case event:
 		t, err := compileTarget(spec, &w.Certificate)
 		if err != nil {
 			return nil, err

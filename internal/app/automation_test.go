@@ -162,7 +162,7 @@ steps:
 func TestAnExternalEventRevokesEveryCertificateNamingTheHostAndNoOther(t *testing.T) {
 	t.Parallel()
 	dir := shippedPlus(t, map[string]string{"decommission.yaml": decommissionDef})
-	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Definitions = dir })
+	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Definitions = dir; withEventUsers(c) })
 	ctx := context.Background()
 	gone1 := issueFor(t, cf, "a.gone.example.com", "gone.example.com")
 	gone2 := issueFor(t, cf, "b.gone.example.com", "gone.example.com", "b.gone.example.com")
@@ -174,7 +174,27 @@ func TestAnExternalEventRevokesEveryCertificateNamingTheHostAndNoOther(t *testin
 		t.Fatalf("hostile run %s %q, want FAILED", hostile.Disposition, hostile.Message)
 	}
 
-	run := fire(t, cf, workflow.Event{Name: "host.decommissioned", Data: map[string]any{"host": "gone.example.com"}}, "decommission")
+	// The CMDB posts the event, twice with one Id: one event, one run.
+	var posted workflow.Event
+	for i := range 2 {
+		resp := cf.Do(t, "POST", "/Events", map[string]any{"Name": "host.decommissioned", "Id": "chg-77", "Data": map[string]any{"host": "gone.example.com"}}, asUser(publisherToken)...)
+		if resp.Status != http.StatusCreated && resp.Status != http.StatusOK {
+			t.Fatalf("post %d: %d %s", i, resp.Status, resp.Body)
+		}
+		var ev workflow.Event
+		resp.JSON(t, &ev)
+		if i > 0 && ev.ID != posted.ID {
+			t.Fatalf("the repeated Id made event %s, the first %s", ev.ID, posted.ID)
+		}
+		posted = ev
+	}
+	var runID int64
+	waitFor(t, "the decommission run", func() bool {
+		runs, _ := cf.App.Store.EventRuns(ctx, posted.ID)
+		runID = runs["decommission"]
+		return runID != 0
+	})
+	run := settled(t, cf, runID)
 	if run.Disposition != store.Completed {
 		t.Fatalf("run %s: %s", run.Disposition, run.Message)
 	}
