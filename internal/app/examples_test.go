@@ -33,12 +33,21 @@ func examplesDir(t *testing.T, repl []string, names ...string) string {
 	t.Helper()
 	extra := map[string]string{}
 	r := strings.NewReplacer(repl...)
+	found := map[string]bool{}
 	for _, name := range names {
 		src, err := os.ReadFile(filepath.Join(testutil.DefinitionsDir(), "examples", name))
 		if err != nil {
 			t.Fatal(err)
 		}
+		for i := 0; i < len(repl); i += 2 {
+			found[repl[i]] = found[repl[i]] || strings.Contains(string(src), repl[i])
+		}
 		extra[name] = r.Replace(string(src))
+	}
+	for old, ok := range found {
+		if !ok {
+			t.Fatalf("no example holds %q to replace: the example changed under its test", old)
+		}
 	}
 	return shippedPlus(t, extra)
 }
@@ -281,16 +290,29 @@ func waitForLong(t *testing.T, what string, within time.Duration, cond func() bo
 	}
 }
 
-// fireSlot makes definition name's schedule fire the slot at (as the
-// scheduler does at that time) and waits for its run to settle.
-func fireSlot(t *testing.T, cf *testutil.Certflow, name string, at time.Time) *store.Request {
+// yearly replaces an example's schedule with one a year (at new year),
+// so that the worker's own scheduler does not fire it while the test
+// sets the scene: the test fires its slot (fireSlot, newYear).
+func yearly(schedule string) []string {
+	return []string{`schedule: "` + schedule + `"`, `schedule: "0 0 1 1 *"`}
+}
+
+// newYear is this year's slot of yearly's schedule.
+func newYear() time.Time { return time.Date(time.Now().Year(), 1, 1, 0, 0, 0, 0, time.Local) }
+
+// fireSlot makes definition name's schedule fire its slot at slot (as
+// the scheduler does 30 s after it) and waits for that slot's run to
+// settle. Pass a slot in the past: the worker's own scheduler fires the
+// current one, perhaps before the test has set the scene.
+func fireSlot(t *testing.T, cf *testutil.Certflow, name string, slot time.Time) *store.Request {
 	t.Helper()
 	ctx := context.Background()
-	cf.App.Worker().ScheduleOnce(ctx, at)
+	cf.App.Worker().ScheduleOnce(ctx, slot.Add(30*time.Second))
+	want := slot.UTC().Format(time.RFC3339)
 	var run *store.Request
 	waitForLong(t, name+"'s run", 30*time.Second, func() bool {
 		for _, ev := range eventsNamed(t, cf, workflow.EventSchedule) {
-			if ev.Data["Definition"] != name {
+			if ev.Data["Definition"] != name || ev.Data["Slot"] != want {
 				continue
 			}
 			runs, _ := cf.App.Store.EventRuns(ctx, ev.ID)
@@ -313,7 +335,7 @@ func fireSlot(t *testing.T, cf *testutil.Certflow, name string, at time.Time) *s
 func TestExampleExpiryDigestMailsTheCertificatesExpiringSoon(t *testing.T) {
 	t.Parallel()
 	smtpd := testutil.StartSMTPServer(t, testutil.SMTPOptions{})
-	dir := examplesDir(t, nil, "expiry-digest.yaml")
+	dir := examplesDir(t, yearly("0 7 * * *"), "expiry-digest.yaml")
 	cf := testutil.StartCertflow(t, func(c *config.Config) {
 		c.Definitions = dir
 		c.SMTP = smtpd.Config()
@@ -325,9 +347,7 @@ func TestExampleExpiryDigestMailsTheCertificatesExpiringSoon(t *testing.T) {
 			t.Fatalf("enroll %s: %d %s", cn, resp.Status, resp.Body)
 		}
 	}
-	now := time.Now()
-	seven := time.Date(now.Year(), now.Month(), now.Day(), 7, 0, 30, 0, time.Local)
-	run := fireSlot(t, cf, "expiry-digest", seven)
+	run := fireSlot(t, cf, "expiry-digest", newYear())
 	if out := run.Instance.Outputs["soon"]; num(out["count"]) != 2 {
 		t.Fatalf("search outputs %+v", out)
 	}
@@ -352,7 +372,7 @@ func TestExampleExpiryDigestMailsTheCertificatesExpiringSoon(t *testing.T) {
 func TestExamplePendingReminderRemindsOfRequestsWaitingOverADay(t *testing.T) {
 	t.Parallel()
 	smtpd := testutil.StartSMTPServer(t, testutil.SMTPOptions{})
-	dir := examplesDir(t, nil, "pending-reminder.yaml")
+	dir := examplesDir(t, yearly("0 * * * *"), "pending-reminder.yaml")
 	dir2 := filepath.Join(dir, "wait.yaml")
 	os.WriteFile(dir2, []byte(waitDef), 0o644)
 	cf := testutil.StartCertflow(t, func(c *config.Config) {
@@ -376,8 +396,7 @@ func TestExamplePendingReminderRemindsOfRequestsWaitingOverADay(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	top := time.Now().Truncate(time.Hour).Add(30 * time.Second)
-	run := fireSlot(t, cf, "pending-reminder", top)
+	run := fireSlot(t, cf, "pending-reminder", newYear())
 	if out := run.Instance.Outputs["waiting"]; num(out["count"]) != 1 {
 		t.Fatalf("search outputs %+v", out)
 	}
