@@ -103,6 +103,17 @@ func afterLookup(lines ...string) []string {
 	return oneStep(append([]string{`  - id: lookup`, `    uses: set`, `    with: {source: "x"}`}, lines...)...)
 }
 
+// enrollStep wraps step lines into an enrollment definition (the issue
+// step appended): where a step behaves as for a request, not an event.
+func enrollStep(lines ...string) []string {
+	return append([]string{"name: t", "trigger: enrollment", "steps:"}, lines...)
+}
+
+// enrollAfterLookup is afterLookup in an enrollment definition.
+func enrollAfterLookup(lines ...string) []string {
+	return enrollStep(append([]string{`  - id: lookup`, `    uses: set`, `    with: {source: "x"}`}, lines...)...)
+}
+
 func mustParse(t *testing.T, cfg *config.Config, lines ...string) *workflow.Definition {
 	t.Helper()
 	def, err := parse(cfg, lines...)

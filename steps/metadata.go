@@ -27,14 +27,31 @@ import (
 //	with:
 //	  set:
 //	    RequestedBy: "${{ requester.Name }}"
+//
+// In an event-triggered or schedule definition it edits an issued
+// certificate instead — the one the event concerns, or the one
+// `certificate:` names — as PUT /Certificates/Metadata does (Actions),
+// with the same checks; it is not pure there, reserves no names, and
+// setting a field to the value it has changes nothing, so a repeat is
+// harmless.
+//
+//	uses: metadata
+//	with:
+//	  certificate: steps.renew.certificate   # default: the event's
+//	  set:
+//	    RenewalRequest: "${{ steps.renew.request }}"
 type Metadata struct {
 	// Fields are the configured metadata fields (metadata:); none means
 	// any name and any text is taken.
 	Fields []config.MetaField
+	// Actions edit certificates for event-triggered definitions (nil in
+	// certflow lint).
+	Actions Actions
 }
 
 type metadataWith struct {
-	Set map[string]yaml.Node `yaml:"set"`
+	Set         map[string]yaml.Node `yaml:"set"`
+	Certificate yaml.Node            `yaml:"certificate"`
 }
 
 // Build implements workflow.Builder.
@@ -42,6 +59,18 @@ func (m Metadata) Build(spec *workflow.Spec) (workflow.Step, error) {
 	var w metadataWith
 	if err := spec.DecodeWith(&w); err != nil {
 		return nil, err
+	}
+	event := workflow.EventTrigger(spec.Trigger)
+	var target certificateTarget
+	switch {
+	case w.Certificate.Kind != 0 && !event:
+		return nil, spec.Errorf(&w.Certificate, "certificate: only an event-triggered or schedule definition's metadata step names a certificate; here the step sets the request's own")
+	case event:
+		t, err := compileTarget(spec, &w.Certificate)
+		if err != nil {
+			return nil, err
+		}
+		target = t
 	}
 	if len(w.Set) == 0 {
 		return nil, spec.Errorf(spec.With, "set: at least one field is required")
@@ -92,17 +121,52 @@ func (m Metadata) Build(spec *workflow.Spec) (workflow.Step, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	return metadataStep{names: sortedNames(fields), pureFunc: func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
+	// values evaluates the fields; clear lets a value be empty (an edit
+	// clears the field), unchecked.
+	values := func(run *workflow.Run, clear bool) (map[string]string, error) {
 		md := make(map[string]string, len(fields))
 		for name, f := range fields {
 			v, err := f.tmpl.String(run.Env)
-			if err == nil && f.rule != nil {
+			if err == nil && f.rule != nil && !(clear && v == "") {
 				v, err = metadata.Check(*f.rule, v)
 			}
 			if err != nil {
-				return workflow.Result{}, workflow.Permanent(fmt.Errorf("set.%s: %w", name, err))
+				return nil, workflow.Permanent(fmt.Errorf("set.%s: %w", name, err))
 			}
 			md[name] = v
+		}
+		return md, nil
+	}
+	if event {
+		return stepFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
+			if err := needActions(m.Actions); err != nil {
+				return workflow.Result{}, err
+			}
+			id, err := target.id(run)
+			if err != nil {
+				return workflow.Result{}, err
+			}
+			md, err := values(run, true)
+			if err != nil {
+				return workflow.Result{}, err
+			}
+			o, err := m.Actions.SetMetadata(ctx, MetadataOrder{Origin: originOf(run), CertificateID: id, Values: md})
+			if err != nil {
+				return workflow.Result{}, err
+			}
+			out := make(map[string]any, len(md)+2)
+			for k, v := range md {
+				out[k] = v
+			}
+			out["certificate"] = id
+			out["changed"] = o.Skipped == ""
+			return workflow.Result{Outputs: out}, nil
+		}), nil
+	}
+	return metadataStep{names: sortedNames(fields), pureFunc: func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
+		md, err := values(run, false)
+		if err != nil {
+			return workflow.Result{}, err
 		}
 		out := make(map[string]any, len(md))
 		for k, v := range md {

@@ -12,7 +12,7 @@ import (
 func TestMetadataStepSetsFieldsFromTemplates(t *testing.T) {
 	t.Parallel()
 	cfg := defaultConfig()
-	def := mustParse(t, cfg, afterLookup(
+	def := mustParse(t, cfg, enrollAfterLookup(
 		`  - id: tag`,
 		`    uses: metadata`,
 		`    with:`,
@@ -54,7 +54,7 @@ func TestMetadataStepSetsFieldsFromTemplates(t *testing.T) {
 func TestMetadataStepEvaluationErrorIsPermanent(t *testing.T) {
 	t.Parallel()
 	cfg := defaultConfig()
-	def := mustParse(t, cfg, afterLookup(
+	def := mustParse(t, cfg, enrollAfterLookup(
 		`  - id: tag`,
 		`    uses: metadata`,
 		`    with:`,
@@ -74,7 +74,7 @@ func TestMetadataStepAcceptsConfiguredFieldsIgnoringCase(t *testing.T) {
 	t.Parallel()
 	cfg := defaultConfig()
 	cfg.Metadata = []config.MetaField{{Name: "RequestedBy"}, {Name: "Owner"}}
-	if _, err := parse(cfg, oneStep(
+	if _, err := parse(cfg, enrollStep(
 		`  - id: tag`,
 		`    uses: metadata`,
 		`    with:`,
@@ -95,7 +95,7 @@ func TestMetadataStepUsesTheConfiguredFieldName(t *testing.T) {
 	t.Parallel()
 	cfg := defaultConfig()
 	cfg.Metadata = []config.MetaField{{Name: "Owner"}}
-	def := mustParse(t, cfg, oneStep(
+	def := mustParse(t, cfg, enrollStep(
 		`  - id: tag`, `    uses: metadata`, `    with:`, `      set:`, `        owner: pki-team`,
 	)...)
 	res, err := runStep(t, def, "tag", envFor(t, cfg, workflow.Request{}, newCSR(t, "P-256", "x"), nil), nil)
@@ -169,7 +169,7 @@ func TestMetadataStepLoadErrors(t *testing.T) {
 			t.Parallel()
 			cfg := defaultConfig()
 			cfg.Metadata = tt.fields
-			_, err := parse(cfg, oneStep(tt.step...)...)
+			_, err := parse(cfg, enrollStep(tt.step...)...)
 			wantLoadError(t, err, tt.line, "tag", tt.want...)
 		})
 	}
@@ -179,7 +179,7 @@ func TestMetadataStepNamesTheFieldsItSetsInTheirConfiguredSpelling(t *testing.T)
 	t.Parallel()
 	cfg := defaultConfig()
 	cfg.Metadata = []config.MetaField{{Name: "RequestedBy"}, {Name: "Owner"}}
-	def := mustParse(t, cfg, oneStep(
+	def := mustParse(t, cfg, enrollStep(
 		`  - id: tag`,
 		`    uses: metadata`,
 		`    with:`,

@@ -33,7 +33,7 @@ func typedFields(t *testing.T) *config.Config {
 func TestMetadataStepStoresNormalizedTypedValues(t *testing.T) {
 	t.Parallel()
 	cfg := typedFields(t)
-	def := mustParse(t, cfg, afterLookup(
+	def := mustParse(t, cfg, enrollAfterLookup(
 		`  - id: tag`,
 		`    uses: metadata`,
 		`    with:`,
@@ -92,7 +92,7 @@ func TestMetadataStepRefusesABadLiteralAtLoad(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := parse(typedFields(t), oneStep(
+			_, err := parse(typedFields(t), enrollStep(
 				`  - id: tag`, `    uses: metadata`, `    with:`, `      set:`,
 				`        `+tt.field+`: `+tt.value,
 			)...)
@@ -103,7 +103,7 @@ func TestMetadataStepRefusesABadLiteralAtLoad(t *testing.T) {
 
 func TestMetadataStepLoadErrorIsAtTheBadValue(t *testing.T) {
 	t.Parallel()
-	_, err := parse(typedFields(t), oneStep(
+	_, err := parse(typedFields(t), enrollStep(
 		`  - id: tag`, `    uses: metadata`, `    with:`, `      set:`,
 		`        Team: web`,
 		`        Count: "${{ 1 + 1 }}"`,
@@ -118,7 +118,7 @@ func TestMetadataStepChecksTemplatesOnlyWhenItRuns(t *testing.T) {
 	// A template's value is unknown until it runs: it loads, and its
 	// evaluated value is checked then.
 	cfg := typedFields(t)
-	def := mustParse(t, cfg, afterLookup(
+	def := mustParse(t, cfg, enrollAfterLookup(
 		`  - id: tag`, `    uses: metadata`, `    with:`, `      set:`,
 		`        Count: "${{ steps.lookup.count }}"`,
 	)...)
@@ -156,7 +156,7 @@ func TestMetadataStepChecksTemplatesOnlyWhenItRuns(t *testing.T) {
 func TestMetadataStepTemplateFailingAPatternIsPermanent(t *testing.T) {
 	t.Parallel()
 	cfg := typedFields(t)
-	def := mustParse(t, cfg, oneStep(
+	def := mustParse(t, cfg, enrollStep(
 		`  - id: tag`, `    uses: metadata`, `    with:`, `      set:`,
 		`        Team: "${{ csr.CommonName }}"`,
 	)...)
@@ -170,7 +170,7 @@ func TestMetadataStepTemplateFailingAPatternIsPermanent(t *testing.T) {
 func TestMetadataStepWithoutConfiguredFieldsChecksNothing(t *testing.T) {
 	t.Parallel()
 	cfg := defaultConfig()
-	def := mustParse(t, cfg, oneStep(
+	def := mustParse(t, cfg, enrollStep(
 		`  - id: tag`, `    uses: metadata`, `    with:`, `      set:`,
 		`        Count: "+007"`,
 		`        Internal: "TRUE"`,
@@ -186,7 +186,7 @@ func TestMetadataStepWithoutConfiguredFieldsChecksNothing(t *testing.T) {
 
 func TestMetadataStepRefusesOneFieldSetTwice(t *testing.T) {
 	t.Parallel()
-	_, err := parse(typedFields(t), oneStep(
+	_, err := parse(typedFields(t), enrollStep(
 		`  - id: tag`, `    uses: metadata`, `    with:`, `      set:`,
 		`        Team: web`,
 		`        team: ops`,

@@ -23,17 +23,26 @@ import (
 // It is idempotent per request: a re-run finds the certificate revoked by
 // its own request and only makes sure the list and the CRL carry it; a
 // certificate revoked meanwhile by another request denies this one.
+//
+// In an event-triggered or schedule definition the revoke step is
+// another one: it submits revocation requests (see eventRevoke).
 type Revoke struct {
 	// CAs sign the CRL.
 	CAs *ca.Registry
 	// Store holds the certificates, the revocation lists and the CRLs.
 	Store *store.Store
+	// Actions submit the revocations of event-triggered definitions'
+	// revoke steps (nil in certflow lint).
+	Actions Actions
 }
 
 // Build implements workflow.Builder.
 func (rv Revoke) Build(spec *workflow.Spec) (workflow.Step, error) {
+	if workflow.EventTrigger(spec.Trigger) {
+		return rv.buildEvent(spec)
+	}
 	if spec.Trigger != workflow.TriggerRevocation {
-		return nil, spec.Errorf(nil, "the revoke step runs only in revocation workflows")
+		return nil, spec.Errorf(nil, "the revoke step runs only in revocation workflows (where it revokes the request's certificate) and in event-triggered or schedule definitions (where it submits revocations)")
 	}
 	var w struct{}
 	if err := spec.DecodeWith(&w); err != nil {
@@ -54,7 +63,7 @@ func (rv Revoke) revoke(ctx context.Context, run *workflow.Run) (workflow.Result
 	}
 	cert, changed, err := rv.Store.RevokeCertificate(ctx, ask.CertificateId, store.Revocation{
 		Reason: ask.Reason, Comment: ask.Comment, EffectiveDate: eff.UTC(), InvalidityDate: ask.InvalidityDate.UTC(), Date: now,
-		By: run.Env.Requester.Name, RequestID: run.RequestID,
+		By: run.Env.Requester.Name, RequestID: run.RequestID, Depth: run.EventDepth,
 	})
 	switch {
 	case errors.Is(err, store.ErrNotFound):

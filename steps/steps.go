@@ -19,7 +19,9 @@ import (
 )
 
 // Types is one value of each step type, wired to what its steps use. The
-// set step uses nothing and so has no field.
+// set step uses nothing and so has no field. The steps that act on
+// certificates (renew, enroll, and revoke and metadata in event-triggered
+// definitions) share one Actions: WithActions wires it into all four.
 type Types struct {
 	Validate Validate
 	Issue    Issue
@@ -28,6 +30,8 @@ type Types struct {
 	Notify   Notify
 	HTTP     HTTP
 	Approval Approval
+	Renew    Renew
+	Enroll   Enroll
 }
 
 // Catalog maps each step type's `uses:` name to its builder.
@@ -41,7 +45,16 @@ func (t Types) Catalog() workflow.Catalog {
 		workflow.SetStep:      Set{}.Build,
 		workflow.HTTPStep:     t.HTTP.Build,
 		workflow.ApprovalStep: t.Approval.Build,
+		workflow.RenewStep:    t.Renew.Build,
+		workflow.EnrollStep:   t.Enroll.Build,
 	}
+}
+
+// WithActions returns t with a wired into every step type that acts on
+// certificates.
+func (t Types) WithActions(a Actions) Types {
+	t.Renew.Actions, t.Enroll.Actions, t.Revoke.Actions, t.Metadata.Actions = a, a, a, a
+	return t
 }
 
 // ForLint returns the step types with what loading a definition reads, the
@@ -56,6 +69,7 @@ func ForLint(cfg *config.Config) Types {
 		Notify:   notify,
 		HTTP:     HTTP{AllowPrivate: cfg.Callbacks.AllowPrivate},
 		Approval: Approval{Notify: notify},
+		Enroll:   Enroll{Config: cfg},
 	}
 }
 

@@ -16,6 +16,7 @@ func TestCatalogHoldsEveryStepTypeUnderItsConstant(t *testing.T) {
 	want := []string{
 		workflow.ValidateStep, workflow.IssueStep, workflow.RevokeStep, workflow.MetadataStep,
 		workflow.NotifyStep, workflow.SetStep, workflow.HTTPStep, workflow.ApprovalStep,
+		workflow.RenewStep, workflow.EnrollStep,
 	}
 	var got []string
 	for name, build := range steps.ForLint(defaultConfig()).Catalog() {

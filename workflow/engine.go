@@ -123,6 +123,11 @@ type Input struct {
 	// expressions see them (event, certificate).
 	Event       Event
 	Certificate *Certificate
+	// EventDepth is the request's own store.Request.EventDepth: for a
+	// request an event-triggered run made, one more than that run's
+	// event's Depth (0 otherwise). Steps that record an effect with an
+	// event of its own (the revoke step) pass it on (Run.EventDepth).
+	EventDepth int
 	// RunID is an event-triggered run's own request id (Run.RequestID);
 	// Request is then the request the event concerns.
 	RunID int64
@@ -165,6 +170,7 @@ func (in *Input) run(inst *Instance, sd *StepDef, env *Env, log *slog.Logger) *R
 	return &Run{
 		RequestID: cmp.Or(in.RunID, in.Request.ID), InstanceID: inst.ID, StepID: sd.ID,
 		Env: env, CSR: in.CSR, Log: log, IssueClaim: in.IssueClaim,
+		EventDepth: in.EventDepth,
 	}
 }
 

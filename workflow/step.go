@@ -46,6 +46,11 @@ const (
 	SetStep      = "set"
 	HTTPStep     = "http"
 	ApprovalStep = "approval"
+	// RenewStep and EnrollStep act on certificates from event-triggered
+	// (and schedule) definitions: they submit requests that the ordinary
+	// workflows run (as do RevokeStep and MetadataStep there).
+	RenewStep  = "renew"
+	EnrollStep = "enroll"
 )
 
 // Spec is a step's entry in a definition, as its Builder sees it.
@@ -152,6 +157,9 @@ type Run struct {
 	// IssueClaim is the run's claim on issuing (Input.IssueClaim), or
 	// nil: the issue step uses it rather than claim again.
 	IssueClaim IssueClaim
+	// EventDepth is the request's own event depth (Input.EventDepth): the
+	// Depth its changes' events carry.
+	EventDepth int
 }
 
 // IssueClaim is the right to issue a request's certificate, taken in

@@ -34,6 +34,7 @@ import (
 	"github.com/certflow/certflow/internal/ca"
 	"github.com/certflow/certflow/internal/callback"
 	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/enroll"
 	"github.com/certflow/certflow/internal/notify"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/secretfile"
@@ -571,7 +572,11 @@ func (a *App) adminToken(fromEnv string) (string, error) {
 }
 
 // Catalog returns the step types wired to this app's services, each with
-// what its steps use and nothing more (the set step uses nothing).
+// what its steps use and nothing more (the set step uses nothing). The
+// steps that act on certificates from event-triggered definitions submit
+// their requests through an enrollment service of their own
+// (enroll.Service.Automation), whose key generation shares the worker's
+// pool.
 func (a *App) Catalog() workflow.Catalog {
 	cfg := a.Config
 	channels := steps.Notify{AllowPrivate: cfg.Callbacks.AllowPrivate, SMTPAddr: cfg.SMTP.Addr}
@@ -582,6 +587,10 @@ func (a *App) Catalog() workflow.Catalog {
 	if a.Mailer != nil {
 		channels.Mailer = a.Mailer
 	}
+	actions := enroll.New(enroll.Options{
+		Config: cfg, Store: a.Store, Queue: a.Queue, KEK: a.KEK, Log: a.Log,
+		Definitions: &a.Defs, CASubjects: a.caSubjects, KeyPool: a.WorkerKeyPool,
+	}).Automation()
 	return steps.Types{
 		Validate: steps.Validate{Config: cfg, CASubjects: a.caSubjects},
 		Issue:    steps.Issue{Config: cfg, CAs: a.CAs, CASubjects: a.caSubjects, Store: a.Store},
@@ -591,7 +600,8 @@ func (a *App) Catalog() workflow.Catalog {
 		HTTP:     steps.HTTP{Client: callback.NewClient(cfg.Callbacks.AllowPrivate, cfg.Callbacks.Timeout), AllowPrivate: cfg.Callbacks.AllowPrivate},
 		// An approval's `notify:` tells the same channels as the notify step.
 		Approval: steps.Approval{Notify: channels},
-	}.Catalog()
+		Enroll:   steps.Enroll{Config: cfg},
+	}.WithActions(actions).Catalog()
 }
 
 // DefinitionsFS returns where definitions come from: the configured folder,

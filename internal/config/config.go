@@ -512,6 +512,11 @@ type User struct {
 // configured user may take it (requests are owned by name).
 const AdminName = "admin"
 
+// SystemNamePrefix starts the names of certflow's own callers (such as
+// certflow:automation, the requester of what event-triggered definitions
+// submit): no configured user or token user may be named so.
+const SystemNamePrefix = "certflow:"
+
 // Roles with built-in meaning: requester enrolls, approver reads every
 // request and is an approval step's default decider, admin may do
 // everything. Any other role name (RolePattern) is the organisation's own,

@@ -56,6 +56,11 @@ func TestOIDCValidateNamesTheKey(t *testing.T) {
 			oidcOn(c)
 			c.Auth.Users = []User{{Name: "oidc:ci", Token: "t", Roles: []string{RoleRequester}}}
 		}, "auth.users[0].name", "username_prefix"},
+		{"a username prefix in certflow's own namespace", on(func(o *OIDC) { o.UsernamePrefix = "certflow:" }), "auth.oidc.username_prefix", "certflow's own callers"},
+		{"a username prefix that certflow's own names extend", on(func(o *OIDC) { o.UsernamePrefix = "cert" }), "auth.oidc.username_prefix", "certflow's own callers"},
+		{"a configured user named as certflow's automation", func(c *Config) {
+			c.Auth.Users = []User{{Name: "certflow:automation", Token: "t", Roles: []string{RoleAdmin}}}
+		}, "auth.users[0].name", "certflow's own callers"},
 		{"a configured token shaped like a JWT", func(c *Config) {
 			oidcOn(c)
 			c.Auth.Users = []User{{Name: "ci", Token: "eyJhbGciOiJSUzI1NiJ9.e30.c2ln", Roles: []string{RoleRequester}}}

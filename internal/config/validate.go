@@ -303,6 +303,8 @@ func (a *Auth) validate(bad func(format string, args ...any)) {
 			bad("%s.name: required", field)
 		case u.Name == AdminName:
 			bad("%s.name: %q is reserved for CERTFLOW_ADMIN_TOKEN's identity", field, u.Name)
+		case strings.HasPrefix(u.Name, SystemNamePrefix):
+			bad("%s.name: %q: names starting %q are certflow's own callers' (certflow:automation makes the requests of event-triggered definitions)", field, u.Name, SystemNamePrefix)
 		case seenUser[u.Name]:
 			bad("%s.name: %q appears twice", field, u.Name)
 		}
@@ -396,6 +398,8 @@ func (o *OIDC) validate(bad func(format string, args ...any)) {
 	}
 	if o.UsernamePrefix == "" || len(o.UsernamePrefix) > 32 || strings.ContainsFunc(o.UsernamePrefix, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
 		bad("auth.oidc.username_prefix: want 1 to 32 characters without spaces (default %q): it keeps token users apart from configured users and admin", DefaultOIDCUsernamePrefix)
+	} else if strings.HasPrefix(SystemNamePrefix, o.UsernamePrefix) || strings.HasPrefix(o.UsernamePrefix, SystemNamePrefix) {
+		bad("auth.oidc.username_prefix: %q would let a token user be named like certflow's own callers (%q…)", o.UsernamePrefix, SystemNamePrefix)
 	}
 	for _, k := range slices.Sorted(maps.Keys(o.RoleMap)) {
 		if k == "" {

@@ -29,7 +29,8 @@ func (s *Service) UpdateMetadata(ctx context.Context, caller *Caller, body *keyf
 	if err != nil {
 		return err
 	}
-	return s.editMetadata(ctx, caller, []int64{*body.Id}, func(int) string { return "Id" }, edit)
+	_, err = s.editMetadata(ctx, caller, []int64{*body.Id}, func(int) string { return "Id" }, edit)
+	return err
 }
 
 // UpdateMetadataAll is PUT /Certificates/Metadata/All: one edit, as
@@ -51,7 +52,8 @@ func (s *Service) UpdateMetadataAll(ctx context.Context, caller *Caller, body *k
 	if err != nil {
 		return err
 	}
-	return s.editMetadata(ctx, caller, body.CertificateIds, func(i int) string { return fmt.Sprintf("CertificateIds[%d]", i) }, edit)
+	_, err = s.editMetadata(ctx, caller, body.CertificateIds, func(i int) string { return fmt.Sprintf("CertificateIds[%d]", i) }, edit)
+	return err
 }
 
 // metadataEdit is a checked edit of certificates' metadata.
@@ -95,6 +97,13 @@ func (e *metadataEdit) apply(r *store.Request) bool {
 // Hidden fields (never set at enrollment) may be edited. keep names the
 // fields (as given) that are not to overwrite a value.
 func (s *Service) checkMetadataEdit(in map[string]any, keep map[string]bool) (*metadataEdit, error) {
+	return s.checkMetadataEditBy(in, keep, false)
+}
+
+// checkMetadataEditBy is checkMetadataEdit; byWorkflow lets the edit set
+// the fields workflows set (an event-triggered definition's metadata
+// step: Automation.SetMetadata).
+func (s *Service) checkMetadataEditBy(in map[string]any, keep map[string]bool, byWorkflow bool) (*metadataEdit, error) {
 	switch {
 	case len(in) == 0:
 		return nil, badField("Metadata", "required: at least one field to set (a value) or clear (an empty string)")
@@ -103,7 +112,7 @@ func (s *Service) checkMetadataEdit(in map[string]any, keep map[string]bool) (*m
 	}
 	e := &metadataEdit{values: make(map[string]string, len(in)), keep: map[string]bool{}}
 	for _, name := range slices.Sorted(maps.Keys(in)) { // the same field named every time
-		if reserved := s.reservedName(strings.TrimSpace(name)); reserved != "" {
+		if reserved := s.reservedName(strings.TrimSpace(name)); reserved != "" && !byWorkflow {
 			return nil, badField("Metadata."+reserved, "set by the workflow; an edit may not set or clear it")
 		}
 		v := in[name]
@@ -182,13 +191,13 @@ func metadataAllValues(raw json.RawMessage) (map[string]any, map[string]bool, er
 // as it was, as read or as found when writing, is not written. Writing goes on when the client leaves; should Redis
 // fail part-way, the certificates before are edited and the error says
 // so in the log: the edit can be sent again, to the same result. field
-// names ids[i] in refusals.
-func (s *Service) editMetadata(ctx context.Context, caller *Caller, ids []int64, field func(i int) string, edit *metadataEdit) error {
+// names ids[i] in refusals. It returns how many certificates it changed.
+func (s *Service) editMetadata(ctx context.Context, caller *Caller, ids []int64, field func(i int) string, edit *metadataEdit) (int, error) {
 	lookup, cancel := context.WithTimeout(ctx, 2*s.cfg.API.RedisTimeout)
 	defer cancel()
 	rs, err := s.store.GetMany(lookup, ids)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	byID := make(map[int64]*store.Request, len(rs))
 	for _, q := range rs {
@@ -201,14 +210,14 @@ func (s *Service) editMetadata(ctx context.Context, caller *Caller, ids []int64,
 		var c *store.Certificate
 		if q != nil {
 			if c, err = q.Certificate(); err != nil {
-				return err
+				return 0, err
 			}
 		}
 		switch {
 		case c == nil || !CertificateVisible(q, caller):
-			return fieldError(NotFound, keyfactor.CodeNotFound, field(i), "certificate %d: not found", id)
+			return 0, fieldError(NotFound, keyfactor.CodeNotFound, field(i), "certificate %d: not found", id)
 		case !caller.Has(config.RoleAdmin):
-			return fieldError(Forbidden, keyfactor.CodeForbidden, field(i), "%s may not change the metadata of certificate %d: only an administrator may", caller.Name, id)
+			return 0, fieldError(Forbidden, keyfactor.CodeForbidden, field(i), "%s may not change the metadata of certificate %d: only an administrator may", caller.Name, id)
 		}
 		if !seen[id] && edit.apply(q) { // named twice: edited once
 			todo = append(todo, id)
@@ -216,6 +225,7 @@ func (s *Service) editMetadata(ctx context.Context, caller *Caller, ids []int64,
 		seen[id] = true
 	}
 	write := context.WithoutCancel(ctx)
+	written := 0
 	for n, id := range todo {
 		wctx, cancel := context.WithTimeout(write, 2*s.cfg.API.RedisTimeout)
 		_, err := s.store.Update(wctx, id, func(r *store.Request) error {
@@ -233,13 +243,14 @@ func (s *Service) editMetadata(ctx context.Context, caller *Caller, ids []int64,
 		}
 		switch {
 		case errors.Is(err, store.ErrNotFound): // deleted since it was read
-			return fieldError(NotFound, keyfactor.CodeNotFound, field(slices.Index(ids, id)), "certificate %d: not found", id)
+			return 0, fieldError(NotFound, keyfactor.CodeNotFound, field(slices.Index(ids, id)), "certificate %d: not found", id)
 		case errors.Is(err, store.ErrConflict):
-			return fieldError(Conflict, keyfactor.CodeConflict, field(slices.Index(ids, id)), "certificate %d changed on every try; send the edit again", id)
+			return 0, fieldError(Conflict, keyfactor.CodeConflict, field(slices.Index(ids, id)), "certificate %d changed on every try; send the edit again", id)
 		case err != nil:
-			return err
+			return 0, err
 		}
+		written++
 	}
-	s.log.Info("certificate metadata changed", "certificates", len(todo), "fields", slices.Sorted(maps.Keys(edit.values)), "by", caller.Name)
-	return nil
+	s.log.Info("certificate metadata changed", "certificates", written, "fields", slices.Sorted(maps.Keys(edit.values)), "by", caller.Name)
+	return written, nil
 }

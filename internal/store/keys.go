@@ -45,7 +45,8 @@ func (k keys) certExpiry() string { return k.prefix + ":certificates:expiry" }
 
 // A certificate's pending or done revocation is claimed in the field
 // "rv" of its request's hash (the id of the revocation request), so the
-// claim and the certificate share a slot.
+// claim and the certificate share a slot; the renewal the renew step
+// submitted for it is noted in the field "rn" (NoteRenewal).
 
 // ca names the keys of one CA's revocation list; they share the
 // {<name>} hash tag (name lower-cased).

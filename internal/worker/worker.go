@@ -208,6 +208,15 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 
 // input prepares the request for the engine.
 func (w *Worker) input(ctx context.Context, r *store.Request) (*workflow.Input, error) {
+	in, err := w.requestInput(ctx, r)
+	if in != nil {
+		in.EventDepth = r.EventDepth
+	}
+	return in, err
+}
+
+// requestInput is input but for what every kind of request shares.
+func (w *Worker) requestInput(ctx context.Context, r *store.Request) (*workflow.Input, error) {
 	if r.Trigger == store.EventRunTrigger {
 		if r.Event == nil {
 			return nil, errors.New("event run without its event")
