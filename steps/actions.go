@@ -76,12 +76,18 @@ func originOf(run *workflow.Run) Origin {
 // Key is the Idempotency-Key of the request the step makes about
 // certificate certID (0: none, an enrollment).
 func (o Origin) Key(certID int64) string {
-	k := "certflow-run:" + strconv.FormatInt(o.RunID, 10) + ":" + o.Step
+	k := KeyPrefix + strconv.FormatInt(o.RunID, 10) + ":" + o.Step
 	if certID != 0 {
 		k += ":" + strconv.FormatInt(certID, 10)
 	}
 	return k
 }
+
+// KeyPrefix starts every Idempotency-Key an action carries. Clients may
+// not send one that starts so (enroll refuses it): a requester who
+// guessed a run's key could otherwise make the automation take their own
+// request for the one it was about to make.
+const KeyPrefix = "certflow-run:"
 
 // RenewOrder asks for a renewal.
 type RenewOrder struct {

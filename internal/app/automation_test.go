@@ -20,6 +20,7 @@ import (
 
 	"github.com/certflow/certflow/internal/config"
 	enrollsvc "github.com/certflow/certflow/internal/enroll"
+	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/internal/testutil"
 	"github.com/certflow/certflow/steps"
@@ -114,7 +115,7 @@ func TestAnEventRenewsItsCertificateOnceWithTheSameKey(t *testing.T) {
 	if renewal.Disposition != store.Issued {
 		t.Fatalf("renewal %s: %s", renewal.Disposition, renewal.Message)
 	}
-	if renewal.Trigger != workflow.TriggerRenewal || renewal.Requester.Name != steps.Actor || renewal.EventDepth != 1 || renewal.Input.RenewalCertificateId != oldID {
+	if renewal.Trigger != workflow.TriggerRenewal || renewal.Requester.Name != "alice" || renewal.EventDepth != 1 || renewal.Input.RenewalCertificateId != oldID {
 		t.Fatalf("renewal: trigger %s, requester %s, depth %d, renews %d", renewal.Trigger, renewal.Requester.Name, renewal.EventDepth, renewal.Input.RenewalCertificateId)
 	}
 	oldCert, _ := cf.App.Store.Certificate(ctx, oldID)
@@ -257,7 +258,7 @@ func TestAutomationMakesOneRequestPerOrigin(t *testing.T) {
 		t.Fatalf("a repeat made %+v (%v), want the first request %d", second, err, first.RequestID)
 	}
 	r := settled(t, cf, first.RequestID)
-	if r.EventDepth != 2 || r.Requester.Name != steps.Actor || r.IdempotencyKey != origin.Key(certID) {
+	if r.EventDepth != 2 || r.Requester.Name != "alice" || r.IdempotencyKey != origin.Key(certID) {
 		t.Fatalf("renewal: depth %d requester %s key %q", r.EventDepth, r.Requester.Name, r.IdempotencyKey)
 	}
 	// Another run: the certificate is superseded now.
@@ -551,8 +552,8 @@ const autoRenewDef = `name: auto-renew
 trigger: event:certificate.expiring
 # Renew what people asked for; what automation renewed is renewed by hand
 # (with certificates shorter-lived than the threshold, as here, the
-# renewal would be announced at once and renewed again).
-match: requester.Name != "certflow:automation" && !certificate.Revoked && certificate.SupersededBy == 0
+# renewal would be announced at once, with depth 1, and renewed again).
+match: event.Depth == 0 && !certificate.Revoked && certificate.SupersededBy == 0
 steps:
   - id: renew
     uses: renew
@@ -602,10 +603,46 @@ func TestTheExpiryWatchAndAnAutoRenewDefinitionRenewOnce(t *testing.T) {
 		t.Fatalf("%d certificate.expiring events of the old certificate", ofOld)
 	}
 	r, _ := cf.App.Store.Get(ctx, newID)
-	if r.Requester.Name != steps.Actor || r.Input.RenewalCertificateId != oldID {
-		t.Fatalf("renewal by %s of %d", r.Requester.Name, r.Input.RenewalCertificateId)
+	if r.Requester.Name != "alice" || r.Input.RenewalCertificateId != oldID {
+		t.Fatalf("renewal by %s of %d (want alice's, whose certificate it renews)", r.Requester.Name, r.Input.RenewalCertificateId)
 	}
+	// alice sees her renewed certificate, as she saw the old one.
+	if resp := cf.Do(t, "GET", fmt.Sprintf("/Certificates/%d", newID), nil, "Authorization", bearer(testutil.AliceToken)); resp.Status != http.StatusOK {
+		t.Fatalf("alice reads her renewed certificate: %d %s", resp.Status, resp.Body)
+	}
+	// Its expiry events carry the renewal's depth: the definition's
+	// match (event.Depth == 0) leaves it alone.
+	waitFor(t, "the renewed certificate's own expiry event", func() bool {
+		for _, ev := range eventsNamed(t, cf, workflow.EventCertificateExpiring) {
+			if ev.CertificateID == newID {
+				return ev.Depth == 1
+			}
+		}
+		return false
+	})
 	if n, _ := cf.Redis.ZCard(ctx, cf.Prefix+":certificates").Result(); n != 2 {
 		t.Fatalf("%d certificates, want the old and one renewal", n)
+	}
+}
+
+func TestClientsMayNotSendTheAutomationsIdempotencyKeys(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	id := issueFor(t, cf, "keys.example.com", "keys.example.com")
+	csr, _ := testutil.CSR(t, "keys2.example.com", "keys2.example.com")
+	key := steps.Origin{RunID: 12345, Step: "renew"}.Key(id)
+	for _, c := range []struct {
+		path, format string
+		body         map[string]any
+	}{
+		{"/Enrollment/CSR", "PEM", testutil.EnrollBody(csr, nil)},
+		{"/Enrollment/Renew", "PEM", map[string]any{"CertificateId": id}},
+		{"/Enrollment/PFX", "PFX", map[string]any{"Subject": "CN=keys3.example.com", "Template": "WebServer", "Password": "Secret-Pass-1", "KeyType": "ECC", "KeyLength": 256}},
+	} {
+		resp := cf.Do(t, "POST", c.path, c.body, "Authorization", bearer(testutil.AliceToken), "Idempotency-Key", key, "x-certificateformat", c.format)
+		assertError(t, resp, http.StatusBadRequest, keyfactor.CodeInvalidField, "certflow-run:")
+	}
+	if n, _ := cf.Redis.ZCard(context.Background(), cf.Prefix+":certificates").Result(); n != 1 {
+		t.Fatalf("%d certificates after the refusals", n)
 	}
 }

@@ -50,18 +50,24 @@ func acted(err error) error {
 
 // earlier returns the request an earlier attempt made under key (0: none).
 func (a *Automation) earlier(ctx context.Context, key string) (int64, error) {
+	return a.earlierOf(ctx, automationCaller.Name, key)
+}
+
+// earlierOf is earlier for a request made in caller's name (a renewal is
+// its certificate's requester's).
+func (a *Automation) earlierOf(ctx context.Context, caller, key string) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.s.cfg.API.RedisTimeout)
 	defer cancel()
-	return a.s.store.IdempotentRequest(ctx, automationCaller.Name, key)
+	return a.s.store.IdempotentRequest(ctx, caller, key)
 }
 
 // again answers a submit that lost the race for its key to a concurrent
 // attempt (a Conflict on the Idempotency-Key): the request that attempt
 // made, when there is one.
-func (a *Automation) again(ctx context.Context, key string, err error, certID int64) (steps.Outcome, error) {
+func (a *Automation) again(ctx context.Context, caller, key string, err error, certID int64) (steps.Outcome, error) {
 	var e *Error
 	if errors.As(err, &e) && e.Kind == Conflict && e.Field == "Idempotency-Key header" {
-		if prev, lerr := a.earlier(ctx, key); lerr == nil && prev != 0 {
+		if prev, lerr := a.earlierOf(ctx, caller, key); lerr == nil && prev != 0 {
 			return steps.Outcome{RequestID: prev, CertificateID: certID, Existing: true}, nil
 		}
 	}
@@ -85,7 +91,17 @@ func (a *Automation) target(ctx context.Context, id int64) (*store.Request, *sto
 // retains.
 func (a *Automation) Renew(ctx context.Context, o steps.RenewOrder) (steps.Outcome, error) {
 	s, id, key := a.s, o.CertificateID, o.Key(o.CertificateID)
-	if prev, err := a.earlier(ctx, key); err != nil || prev != 0 {
+	old, cert, err := a.target(ctx, id)
+	if err != nil {
+		return steps.Outcome{}, err
+	}
+	// The renewal is the certificate's requester's, as if they had asked
+	// for it: they see, recover and deploy the new certificate, and it
+	// passes the checks their renewal would (template access, policy),
+	// so automation never issues what its owner could not get. The
+	// administrator's definition only decides when.
+	owner := &Caller{Name: old.Requester.Name, Roles: old.Requester.Roles}
+	if prev, err := a.earlierOf(ctx, owner.Name, key); err != nil || prev != 0 {
 		return steps.Outcome{RequestID: prev, CertificateID: id, Existing: prev != 0}, err
 	}
 	by, err := s.store.SupersededBy(ctx, id)
@@ -94,10 +110,6 @@ func (a *Automation) Renew(ctx context.Context, o steps.RenewOrder) (steps.Outco
 	}
 	if by != 0 {
 		return steps.Outcome{CertificateID: id, Skipped: fmt.Sprintf("superseded by %d", by)}, nil
-	}
-	old, cert, err := a.target(ctx, id)
-	if err != nil {
-		return steps.Outcome{}, err
 	}
 	if rev := cert.Revocation; rev != nil {
 		return steps.Outcome{CertificateID: id, Skipped: fmt.Sprintf("revoked (reason %d)", rev.Reason)}, nil
@@ -112,7 +124,7 @@ func (a *Automation) Renew(ctx context.Context, o steps.RenewOrder) (steps.Outco
 		}
 		if holder != 0 {
 			// An attempt of this step at the same time may have made it.
-			if prev, err := a.earlier(ctx, key); err == nil && prev == holder {
+			if prev, err := a.earlierOf(ctx, owner.Name, key); err == nil && prev == holder {
 				return steps.Outcome{RequestID: prev, CertificateID: id, Existing: true}, nil
 			}
 			return steps.Outcome{CertificateID: id, Skipped: fmt.Sprintf("being %s by request %d", under.what, holder)}, nil
@@ -161,7 +173,7 @@ func (a *Automation) Renew(ctx context.Context, o steps.RenewOrder) (steps.Outco
 		}
 		body.CSR = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: old.CSR}))
 	}
-	e, err := s.checkRenewal(ctx, automationCaller, body, pki.FormatPEM, key)
+	e, err := s.checkRenewal(ctx, owner, body, pki.FormatPEM, key)
 	if err != nil {
 		return steps.Outcome{}, acted(err)
 	}
@@ -171,7 +183,7 @@ func (a *Automation) Renew(ctx context.Context, o steps.RenewOrder) (steps.Outco
 	e.req.EventDepth = o.Depth
 	req, existing, err := s.submit(ctx, e, nil)
 	if err != nil {
-		return a.again(ctx, key, err, id)
+		return a.again(ctx, owner.Name, key, err, id)
 	}
 	if !existing {
 		// Noted after the submit: two runs renewing one certificate at
@@ -340,7 +352,7 @@ func (a *Automation) Enroll(ctx context.Context, o steps.EnrollOrder) (steps.Out
 	e.req.EventDepth = o.Depth
 	req, existing, err := s.submit(ctx, e, nil)
 	if err != nil {
-		return a.again(ctx, key, err, 0)
+		return a.again(ctx, automationCaller.Name, key, err, 0)
 	}
 	return steps.Outcome{RequestID: req.ID, Existing: existing}, nil
 }
@@ -477,4 +489,13 @@ func (s *Service) parseCertificateQuery(qs string) ([]store.Term, error) {
 		}
 	}
 	return terms, nil
+}
+
+// checkClientKey refuses a client's Idempotency-Key in the automation's
+// namespace (steps.KeyPrefix).
+func checkClientKey(key string) error {
+	if strings.HasPrefix(key, steps.KeyPrefix) {
+		return badField("Idempotency-Key header", "keys starting %q are certflow's own", steps.KeyPrefix)
+	}
+	return nil
 }

@@ -26,6 +26,9 @@ const maxFriendlyName = 128
 // enrollment (submit), but without a CSR: the worker generates the key and
 // the CSR before the workflow's steps run.
 func (s *Service) SubmitPFX(ctx context.Context, caller *Caller, body *keyfactor.EnrollmentPFXRequest, o Submit) (req *store.Request, existing bool, err error) {
+	if err := checkClientKey(o.IdempotencyKey); err != nil {
+		return nil, false, err
+	}
 	e, err := s.checkPFX(caller, body, o.IdempotencyKey)
 	if err != nil {
 		return nil, false, err

@@ -39,6 +39,9 @@ import (
 // into it: it runs with trigger enrollment, so that template's enrollment
 // workflow, with its rules and approvals, decides.
 func (s *Service) SubmitRenewal(ctx context.Context, caller *Caller, body *keyfactor.RenewalRequest, format pki.Format, o Submit) (req *store.Request, existing bool, err error) {
+	if err := checkClientKey(o.IdempotencyKey); err != nil {
+		return nil, false, err
+	}
 	e, err := s.checkRenewal(ctx, caller, body, format, o.IdempotencyKey)
 	if err != nil {
 		return nil, false, err

@@ -60,6 +60,9 @@ type Submit struct {
 // asks for. It returns the stored request or, existing set, the one the
 // Idempotency-Key already names.
 func (s *Service) SubmitCSR(ctx context.Context, caller *Caller, body *keyfactor.EnrollmentCSRRequest, format pki.Format, forceEnroll bool, o Submit) (req *store.Request, existing bool, err error) {
+	if err := checkClientKey(o.IdempotencyKey); err != nil {
+		return nil, false, err
+	}
 	e, err := s.checkCSR(caller, body, format, forceEnroll, o.IdempotencyKey)
 	if err != nil {
 		return nil, false, err

@@ -323,8 +323,18 @@ func (s *Store) certOpsOf(r *Request, cert *Certificate) []indexEntry {
 		out = append(out,
 			indexEntry{key: s.keys.superseded(), score: cert.ID, member: strconv.FormatInt(old, 10)})
 	}
+	if r.EventDepth > 0 {
+		// Its expiry events carry the depth of the automation that made
+		// it, like its certificate.issued: a definition that renews what
+		// it renewed stops at workflow.MaxEventDepth.
+		out = append(out, indexEntry{key: s.keys.eventDepth(), score: int64(r.EventDepth), member: id})
+	}
 	return out
 }
+
+// eventDepth is a sorted set of the certificates requests made by
+// event-triggered runs issued, scored by the requests' EventDepth.
+func (k keys) eventDepth() string { return k.prefix + ":inv:depth" }
 
 // certRemovesOf are the ops that come with storing cert for a renewal:
 // the certificate it supersedes leaves the expiry watch.

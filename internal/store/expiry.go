@@ -119,7 +119,7 @@ func thresholdArgs(args []any, th []ExpiryThreshold) []any {
 
 // expiryPassLua decides the due certificates of one batch. KEYS: the due
 // set, the certificates' NotAfter index, the revoked set, the superseded
-// set, the event log. ARGV: now (unix s), now (RFC 3339), the log's min
+// set, the event log, the certificates' event depths. ARGV: now (unix s), now (RFC 3339), the log's min
 // id, the thresholds (thresholdArgs), then 6 per certificate: id, serial,
 // IssuedCN, template, NotAfter (RFC 3339), 1 if its record was read (0:
 // it is gone). An id no longer due (a concurrent pass took it) is left
@@ -152,6 +152,8 @@ while i + 5 <= #ARGV do
       local cid = tonumber(id)
       local data = {SerialNumber = ARGV[i + 1], IssuedCN = ARGV[i + 2], Template = ARGV[i + 3], NotAfter = ARGV[i + 4]}
       local ev = {Time = ARGV[2], CertificateId = cid, RequestId = cid, Source = 'certflow', Data = data}
+      local depth = redis.call('ZSCORE', KEYS[6], id)
+      if depth then ev.Depth = tonumber(depth) end
       if na <= now then
         ev.Name = 'certificate.expired'
         emit(ev)
@@ -392,7 +394,7 @@ func (s *Store) expiryBatch(ctx context.Context, now time.Time, thresholds []Exp
 		}
 		args = append(args, m, c.SerialNumber, c.IssuedCN, c.Template, c.NotAfter.UTC().Format(time.RFC3339), 1)
 	}
-	keys := []string{s.keys.expiryDue(), s.keys.certExpiry(), s.keys.invRevoked(), s.keys.superseded(), s.keys.eventLog()}
+	keys := []string{s.keys.expiryDue(), s.keys.certExpiry(), s.keys.invRevoked(), s.keys.superseded(), s.keys.eventLog(), s.keys.eventDepth()}
 	res, err := expiryPassScript.Run(ctx, s.rdb, keys, args...).Int64Slice()
 	if err != nil {
 		return out, fmt.Errorf("expiry pass: %w", err)

@@ -122,7 +122,7 @@ func (s *Store) Sweep(ctx context.Context, retention time.Duration) (int, error)
 			// still pending, is not written for a certificate no longer
 			// kept) and the renewed certificates' links.
 			member := strconv.FormatInt(c.ID, 10)
-			ops.remove([]indexEntry{{key: s.keys.expiryDue(), member: member}, {key: s.keys.superseded(), member: member}})
+			ops.remove([]indexEntry{{key: s.keys.expiryDue(), member: member}, {key: s.keys.superseded(), member: member}, {key: s.keys.eventDepth(), member: member}})
 			if c.Revocation != nil {
 				ops.remove([]indexEntry{{key: s.keys.caRevoked(c.CAName()), member: c.SerialNumber, hash: true}})
 			}
