@@ -290,7 +290,9 @@ auth:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.Disposition != store.Issued || rec.Input.RenewalCertificateId != old || rec.Requester.Name != "certflow:automation" {
+	// Made in the name of the certificate's requester, one deep in a
+	// chain of automation.
+	if rec.Disposition != store.Issued || rec.Input.RenewalCertificateId != old || rec.Requester.Name != "alice" || rec.EventDepth != 1 {
 		t.Fatalf("renewal %d: %s, renews %d, by %s", renewed, rec.Disposition, rec.Input.RenewalCertificateId, rec.Requester.Name)
 	}
 	h.mu.Lock()
@@ -399,7 +401,7 @@ auth:
 			t.Fatalf("%s of %d: %+v", name, renewed, evs)
 		}
 		if name == workflow.EventCertificateRenewed {
-			if fmt.Sprint(evs[0].Data["RenewedCertificateId"]) != strconv.FormatInt(old, 10) || evs[0].Data["Requester"] != "certflow:automation" {
+			if fmt.Sprint(evs[0].Data["RenewedCertificateId"]) != strconv.FormatInt(old, 10) || evs[0].Data["Requester"] != "alice" {
 				t.Fatalf("certificate.renewed does not name %d: %+v", old, evs[0].Data)
 			}
 			ren := detail(evs[0].ID)

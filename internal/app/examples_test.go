@@ -162,7 +162,7 @@ func certPublicKey(t *testing.T, cf *testutil.Certflow, id int64) []byte {
 }
 
 // auto-renew and auto-renew-tell-owner: a certificate passing its expiry
-// threshold is renewed once with the same key by certflow:automation,
+// threshold is renewed once with the same key, in its requester's name,
 // and its owner (Owner metadata) gets an e-mail and a signed webhook.
 func TestExampleAutoRenewRenewsOnceAndTellsTheOwner(t *testing.T) {
 	t.Parallel()
@@ -199,7 +199,7 @@ func TestExampleAutoRenewRenewsOnceAndTellsTheOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.Input.RenewalCertificateId != old || rec.Requester.Name != "certflow:automation" || rec.Disposition != store.Issued {
+	if rec.Input.RenewalCertificateId != old || rec.Requester.Name != "alice" || rec.Disposition != store.Issued || rec.EventDepth != 1 {
 		t.Fatalf("renewal %d: renews %d, by %s, %s", renewed, rec.Input.RenewalCertificateId, rec.Requester.Name, rec.Disposition)
 	}
 	if !bytes.Equal(certPublicKey(t, cf, old), certPublicKey(t, cf, renewed)) {
