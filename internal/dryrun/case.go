@@ -19,6 +19,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/certflow/certflow/workflow"
 	"io"
 	"reflect"
 	"slices"
@@ -271,7 +272,7 @@ func ParseFile(file string, data []byte) (*TestFile, error) {
 	if len(tf.Templates) > 0 {
 		tf2.Templates = map[string]*yaml.Node{}
 		for name := range tf.Templates {
-			tf2.Templates[name] = yamlValue(yamlValue(doc, "templates"), name)
+			tf2.Templates[name] = workflow.MapValue(workflow.MapValue(doc, "templates"), name)
 		}
 	}
 	return tf2, nil
@@ -578,19 +579,6 @@ func splitPath(path string) []pathPart {
 		}
 	}
 	return out
-}
-
-// yamlValue is a mapping's value for key, or nil.
-func yamlValue(n *yaml.Node, key string) *yaml.Node {
-	if n == nil || n.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return n.Content[i+1]
-		}
-	}
-	return nil
 }
 
 // checkKeys reports every mapping key t's struct types do not declare

@@ -3,6 +3,7 @@ package dryrun
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -90,7 +91,7 @@ func (c *TestCase) Check(rep *TestReport) []Failure {
 			fail("expect", "%d definitions ran (%s): give each one's expectations under runs: {<definition>: {…}}", len(rep.Runs), strings.Join(ran, ", "))
 		}
 	}
-	for _, name := range sortedKeys(e.Runs) {
+	for _, name := range slices.Sorted(maps.Keys(e.Runs)) {
 		sub := e.Runs[name]
 		i := slices.IndexFunc(rep.Runs, func(r TestRun) bool { return r.Definition == name })
 		if i < 0 {
@@ -144,13 +145,13 @@ func checkRun(r *TestRun, e *Expectation, path string, fail func(string, string,
 	if e.Skipped != nil && !slices.Equal(e.Skipped, skipped) {
 		fail(path+".skipped", "expected skipped [%s], got [%s]", strings.Join(e.Skipped, ", "), strings.Join(skipped, ", "))
 	}
-	for _, k := range sortedKeys(e.Metadata) {
+	for _, k := range slices.Sorted(maps.Keys(e.Metadata)) {
 		// A field not set reads as "", as a certificate's metadata does.
 		if want, got := e.Metadata[k], r.Metadata[k]; want != got {
 			fail(path+".metadata."+k, "expected metadata %s = %q, got %q", k, want, got)
 		}
 	}
-	for _, k := range sortedKeys(e.Vars) {
+	for _, k := range slices.Sorted(maps.Keys(e.Vars)) {
 		got, ok := r.Vars[k]
 		if !ok {
 			fail(path+".vars."+k, "expected vars.%s = %s, got none set", k, show(e.Vars[k]))
@@ -262,7 +263,7 @@ func (x *ExpectedAction) mismatch(a *TestAction) string {
 	if x.Certificate != 0 && x.Certificate != a.Certificate {
 		diffs = append(diffs, fmt.Sprintf("expected certificate %d, got %d", x.Certificate, a.Certificate))
 	}
-	for _, k := range sortedKeys(x.With) {
+	for _, k := range slices.Sorted(maps.Keys(x.With)) {
 		got, ok := a.With[k]
 		if !ok {
 			diffs = append(diffs, fmt.Sprintf("expected with.%s = %s, got none", k, show(x.With[k])))
@@ -319,13 +320,4 @@ func show(v any) string {
 		return fmt.Sprint(v)
 	}
 	return string(b)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

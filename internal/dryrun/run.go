@@ -55,7 +55,7 @@ func (h *Harness) WithTemplates(file string, changes map[string]*yaml.Node) (*Ha
 	cfg := *h.cfg
 	cfg.Templates = slices.Clone(cfg.Templates)
 	var errs []error
-	for _, name := range sortedKeys(changes) {
+	for _, name := range slices.Sorted(maps.Keys(changes)) {
 		node := changes[name]
 		i := slices.IndexFunc(cfg.Templates, func(t config.Template) bool { return strings.EqualFold(t.Name, name) })
 		if i < 0 {

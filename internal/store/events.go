@@ -77,43 +77,12 @@ func (s *Store) eventEntries(evs []workflow.Event) []indexEntry {
 	return out
 }
 
-// appendEventScript appends one event unless its once-key names one
-// already: then it returns that event's id and 0; else the new id and 1.
-// KEYS: the log, the once-key ("" for none: the log again); ARGV: JSON,
-// min id, the once-key's TTL (ms).
-var appendEventScript = redis.NewScript(`
-local once = KEYS[2] ~= KEYS[1]
-if once then
-  local prev = redis.call('GET', KEYS[2])
-  if prev then return {prev, 0} end
-end
-local id
-if ARGV[2] ~= '0' then
-  id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[2], '*', 'e', ARGV[1])
-else
-  id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
-end
-if once then redis.call('SET', KEYS[2], id, 'PX', ARGV[3]) end
-return {id, 1}
-`)
-
 // AppendEvent writes an event that comes with no record change: an
 // external one, a schedule's slot. With a once-key, the event is written
 // only if no event was written under that key in the last onceFor; dup
-// then reports it, and id is that first event's.
+// then reports it, and id is that first event's (AppendEventOnce).
 func (s *Store) AppendEvent(ctx context.Context, ev workflow.Event, onceKey string, onceFor time.Duration) (id string, dup bool, err error) {
-	e := s.eventEntry(ev)
-	ks := []string{e.key, e.key}
-	if onceKey != "" {
-		ks[1] = s.keys.eventOnce(onceKey)
-	}
-	res, err := appendEventScript.Run(ctx, s.rdb, ks, e.member, e.score, max(onceFor.Milliseconds(), 1)).Slice()
-	if err != nil {
-		return "", false, fmt.Errorf("append event %s: %w", ev.Name, err)
-	}
-	id, _ = res[0].(string)
-	n, _ := res[1].(int64)
-	return id, n == 0, nil
+	return s.AppendEventOnce(ctx, ev, []string{onceKey}, onceFor)
 }
 
 // decodeEvent reads a log entry.
