@@ -119,7 +119,8 @@ func thresholdArgs(args []any, th []ExpiryThreshold) []any {
 
 // expiryPassLua decides the due certificates of one batch. KEYS: the due
 // set, the certificates' NotAfter index, the revoked set, the superseded
-// set, the event log, the certificates' event depths. ARGV: now (unix s), now (RFC 3339), the log's min
+// set, the event log, the certificates' event depths, their NotBefore
+// index. ARGV: now (unix s), now (RFC 3339), the log's min
 // id, the thresholds (thresholdArgs), then 6 per certificate: id, serial,
 // IssuedCN, template, NotAfter (RFC 3339), 1 if its record was read (0:
 // it is gone). An id no longer due (a concurrent pass took it) is left
@@ -152,10 +153,19 @@ while i + 5 <= #ARGV do
       local cid = tonumber(id)
       local data = {SerialNumber = ARGV[i + 1], IssuedCN = ARGV[i + 2], Template = ARGV[i + 3], NotAfter = ARGV[i + 4]}
       local ev = {Time = ARGV[2], CertificateId = cid, RequestId = cid, Source = 'certflow', Data = data}
+      -- A certificate automation made (it has a depth) and that was born
+      -- inside the window it is warned for is announced as a consequence
+      -- of that automation, with its depth, so that a definition renewing
+      -- what it renewed stops at the depth limit; one that lived beyond
+      -- the window is announced afresh (depth 0), and renews every year.
       local depth = redis.call('ZSCORE', KEYS[6], id)
-      if depth then ev.Depth = tonumber(depth) end
+      local nb = redis.call('ZSCORE', KEYS[7], id)
+      local function inherit(lead)
+        if depth and nb and tonumber(nb) >= na - lead then ev.Depth = tonumber(depth) end
+      end
       if na <= now then
         ev.Name = 'certificate.expired'
+        inherit(nt > 0 and leads[1] or 0)
         emit(ev)
         redis.call('ZREM', KEYS[1], id)
         expired = expired + 1
@@ -175,6 +185,7 @@ while i + 5 <= #ARGV do
           data.ThresholdSeconds = leads[pick]
           data.DaysLeft = left / 86400
           ev.Name = 'certificate.expiring'
+          inherit(leads[pick])
           emit(ev)
           expiring = expiring + 1
         end
@@ -394,7 +405,7 @@ func (s *Store) expiryBatch(ctx context.Context, now time.Time, thresholds []Exp
 		}
 		args = append(args, m, c.SerialNumber, c.IssuedCN, c.Template, c.NotAfter.UTC().Format(time.RFC3339), 1)
 	}
-	keys := []string{s.keys.expiryDue(), s.keys.certExpiry(), s.keys.invRevoked(), s.keys.superseded(), s.keys.eventLog(), s.keys.eventDepth()}
+	keys := []string{s.keys.expiryDue(), s.keys.certExpiry(), s.keys.invRevoked(), s.keys.superseded(), s.keys.eventLog(), s.keys.eventDepth(), s.keys.invNotBefore()}
 	res, err := expiryPassScript.Run(ctx, s.rdb, keys, args...).Int64Slice()
 	if err != nil {
 		return out, fmt.Errorf("expiry pass: %w", err)

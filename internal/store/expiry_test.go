@@ -45,6 +45,13 @@ func watched(t *testing.T) (*store.Store, *redis.Client, string) {
 // issuedRenewing stores a certificate valid until notAfter for a request
 // renewing certificate old (0: none), with a CN and template.
 func issuedRenewing(t testing.TB, s *store.Store, notAfter time.Time, old int64) *store.Certificate {
+	return issuedBy(t, s, notAfter.Add(-400*day), notAfter, old, 0)
+}
+
+// issuedBy stores a certificate valid from notBefore to notAfter, renewing
+// old (0: none), by a request an event-triggered run of depth made (0:
+// a person's).
+func issuedBy(t testing.TB, s *store.Store, notBefore, notAfter time.Time, old int64, depth int) *store.Certificate {
 	t.Helper()
 	ctx := context.Background()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -52,7 +59,7 @@ func issuedRenewing(t testing.TB, s *store.Store, notAfter time.Time, old int64)
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "watch.example.com"},
-		NotBefore: notAfter.Add(-400 * day), NotAfter: notAfter}
+		NotBefore: notBefore, NotAfter: notAfter}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +73,7 @@ func issuedRenewing(t testing.TB, s *store.Store, notAfter time.Time, old int64)
 		ID: id, Disposition: store.Queued, Submitted: now, Updated: now, Trigger: "enrollment",
 		Requester: workflow.Requester{Name: "alice"}, CSR: []byte{1, 2, 3, byte(id)}, Instance: workflow.Instance{ID: s.InstanceID(id)},
 	}
-	r.Input.RenewalCertificateId = old
+	r.Input.RenewalCertificateId, r.EventDepth = old, depth
 	if _, _, err := s.Create(ctx, r, time.Hour); err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +85,7 @@ func issuedRenewing(t testing.TB, s *store.Store, notAfter time.Time, old int64)
 	}
 	c := claim.Signed(&store.Certificate{
 		Chain: [][]byte{der}, SerialNumber: fmt.Sprintf("0B%04X", r.ID), Thumbprint: fmt.Sprintf("TQ%038d", r.ID),
-		Authority: `certflow\TestCA`, NotBefore: notAfter.Add(-400 * day), NotAfter: notAfter,
+		Authority: `certflow\TestCA`, NotBefore: notBefore, NotAfter: notAfter,
 		IssuedCN: "watch.example.com", Template: "WebServer",
 	}, r.ID)
 	r.Instance.Unsaved = []any{c}
@@ -552,5 +559,28 @@ func TestPrepareExpiryWatchTakesTheLock(t *testing.T) {
 	rdb.Set(ctx, lock, "other", time.Minute)
 	if _, err := s.PrepareExpiryWatch(ctx, time.Now(), testThresholds[:2]); !errors.Is(err, store.ErrExpiryBusy) {
 		t.Errorf("rebuild under another's lock: %v, want ErrExpiryBusy", err)
+	}
+}
+
+func TestExpiryEventsOfAutomationsCertificatesCarryItsDepthOnlyWhenBornInTheirWindow(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := watched(t)
+	now := time.Now().UTC()
+	// Both made by a run of depth 2, both 10 days from expiry (inside the
+	// 14d threshold): one lived a year, one was born 3 days ago, inside
+	// the 14-day window (as a renewal shorter-lived than the threshold is).
+	lived := issuedBy(t, s, now.Add(-355*day), now.Add(10*day), 0, 2)
+	born := issuedBy(t, s, now.Add(-3*day), now.Add(10*day), 0, 2)
+	person := issuedBy(t, s, now.Add(-3*day), now.Add(10*day), 0, 0)
+	pass(t, s, now)
+	depth := map[int64]int{}
+	for _, ev := range expiryEvents(t, rdb, prefix) {
+		depth[ev.CertificateID] = ev.Depth
+		if ev.Name != workflow.EventCertificateExpiring || ev.Data["Threshold"] != "14d" {
+			t.Fatalf("event %+v", ev)
+		}
+	}
+	if len(depth) != 3 || depth[lived.ID] != 0 || depth[born.ID] != 2 || depth[person.ID] != 0 {
+		t.Fatalf("depths %v: want 0 for the one that lived beyond its window, 2 for the one born in it, 0 for a person's", depth)
 	}
 }
