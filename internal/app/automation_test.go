@@ -693,3 +693,31 @@ func TestConcurrentRunsRenewACertificateOnce(t *testing.T) {
 		t.Fatalf("runs made renewal requests %v: want exactly one renewal of certificate %d", made, certID)
 	}
 }
+
+// A revoke step's query value comes from event data, and the step
+// refuses an empty one (-contains "" matches every certificate). But the
+// inventory compares values normalized: a serial number without colons
+// and leading zeros, a thumbprint without colons. An event carrying ":"
+// or "0" made `SerialNumber -startswith "${{ event.Data.serial }}"` match
+// every certificate, and a revoke step revoke them all (up to its bound).
+func TestAutomationQueriesRefuseAValueEmptyOnceNormalized(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	ctx := context.Background()
+	act := automation(cf)
+	issueFor(t, cf, "norm1.example.com", "norm1.example.com")
+	issueFor(t, cf, "norm2.example.com", "norm2.example.com")
+	for _, q := range []string{
+		`SerialNumber -startswith "0"`,
+		`SerialNumber -contains ":"`,
+		`SerialNumber -endswith ": :"`,
+		`Thumbprint -contains ":"`,
+		`IssuedCN -eq "norm1.example.com" AND SerialNumber -startswith "00:"`,
+	} {
+		ids, err := act.FindCertificates(ctx, q, 100)
+		var perm *workflow.PermanentError
+		if err == nil || !errors.As(err, &perm) || !strings.Contains(err.Error(), "empty") {
+			t.Errorf("FindCertificates(%s) = %v, %v: want a permanent refusal saying the value is empty", q, ids, err)
+		}
+	}
+}

@@ -423,6 +423,14 @@ func (a *Automation) FindCertificates(ctx context.Context, query string, limit i
 	if len(terms) == 0 {
 		return nil, workflow.Permanent(errors.New("query: at least one clause is required"))
 	}
+	// The step refuses an empty value from an expression; one empty only
+	// once normalized ("0" or ":" of a serial number) would widen the
+	// query to every certificate as much.
+	for _, t := range terms {
+		if store.MatchesEverything(t) {
+			return nil, workflow.Permanent(fmt.Errorf("query: %s -%s %q: the value is empty once normalized as the inventory compares it, and would match every certificate", t.Field, t.Op, t.Value))
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, 2*s.cfg.API.RedisTimeout)
 	defer cancel()
 	ready, err := s.store.InventoryReady(ctx)
