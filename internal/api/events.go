@@ -307,7 +307,7 @@ func (s *Server) handleSourceEvent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.auth.byAddr.release(addr)
-	caller := &enroll.Caller{Name: "webhook:" + src.name}
+	caller := &enroll.Caller{Name: config.EventSourceNamePrefix + src.name}
 	r = r.WithContext(context.WithValue(r.Context(), identityKey{}, caller))
 	if s.perIdentity != nil {
 		if ok, wait := s.perIdentity.allow(caller.Name); !ok {
