@@ -307,7 +307,7 @@ func (s *Server) handleSourceEvent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.auth.byAddr.release(addr)
-	caller := &enroll.Caller{Name: "webhook:" + src.name}
+	caller := &enroll.Caller{Name: config.EventSourceNamePrefix + src.name}
 	r = r.WithContext(context.WithValue(r.Context(), identityKey{}, caller))
 	if s.perIdentity != nil {
 		if ok, wait := s.perIdentity.allow(caller.Name); !ok {
@@ -385,8 +385,28 @@ func (s *Server) handleListEvents(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(nextCursorHeader, page.Next)
 	}
 	out := make([]*workflow.Event, 0, len(page.Events))
-	out = append(out, page.Events...)
+	viewer := identity(r).RoleNames()
+	for _, ev := range page.Events {
+		out = append(out, eventFor(ev, viewer))
+	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// eventFor is ev as a viewer holding the roles viewer may see it: a
+// request.failed event's Message is the failure's reason, internal (step
+// errors name internal hosts and addresses), which only approvers and
+// administrators see, as keyfactor.DispositionMessage has it.
+func eventFor(ev *workflow.Event, viewer []string) *workflow.Event {
+	if ev.Name != workflow.EventRequestFailed || keyfactor.SeesDetails(viewer) {
+		return ev
+	}
+	if _, ok := ev.Data["Message"]; !ok {
+		return ev
+	}
+	out := *ev
+	out.Data = maps.Clone(ev.Data)
+	out.Data["Message"] = fmt.Sprintf("request %d failed; an administrator can see why in certflow's log and the request's timeline", ev.RequestID)
+	return &out
 }
 
 // eventQuery reads GET /Events's parameters; errors name the parameter.
@@ -475,8 +495,8 @@ func (s *Server) handleGetEvent(w http.ResponseWriter, r *http.Request) {
 	for _, req := range reqs {
 		byID[req.ID] = req
 	}
-	out := EventDetail{Event: *ev, Runs: []EventRun{}}
 	viewer := identity(r).RoleNames()
+	out := EventDetail{Event: *eventFor(ev, viewer), Runs: []EventRun{}}
 	for _, def := range slices.Sorted(maps.Keys(runs)) {
 		run := EventRun{Definition: def, Started: runs[def] != 0}
 		if rid := runs[def]; rid != 0 {

@@ -646,3 +646,78 @@ func TestClientsMayNotSendTheAutomationsIdempotencyKeys(t *testing.T) {
 		t.Fatalf("%d certificates after the refusals", n)
 	}
 }
+
+// Two definitions that renew on one certificate.expiring event run at
+// once: each run has its own Idempotency-Key, so only the certificate
+// can tell them apart. One renewal may be made, however the runs
+// interleave; the other run's step skips it (or is tried again, and
+// then skips it).
+func TestConcurrentRunsRenewACertificateOnce(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	ctx := context.Background()
+	act := automation(cf)
+	certID := issueFor(t, cf, "fanout-renew.example.com", "fanout-renew.example.com")
+	const runs = 6
+	made := make([]int64, runs)
+	var wg sync.WaitGroup
+	for i := range made {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o := steps.RenewOrder{Origin: steps.Origin{RunID: int64(970001 + i), Step: "renew", Depth: 1}, CertificateID: certID}
+			for try := 0; try < 50; try++ { // the step's retries
+				out, err := act.Renew(ctx, o)
+				if err == nil {
+					made[i] = out.RequestID
+					return
+				}
+				var perm *workflow.PermanentError
+				if errors.As(err, &perm) {
+					t.Errorf("run %d: %v", i, err)
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			t.Errorf("run %d: still refused after its retries", i)
+		}()
+	}
+	wg.Wait()
+	distinct := map[int64]bool{}
+	for _, id := range made {
+		if id != 0 {
+			distinct[id] = true
+		}
+	}
+	if len(distinct) != 1 {
+		t.Fatalf("runs made renewal requests %v: want exactly one renewal of certificate %d", made, certID)
+	}
+}
+
+// A revoke step's query value comes from event data, and the step
+// refuses an empty one (-contains "" matches every certificate). But the
+// inventory compares values normalized: a serial number without colons
+// and leading zeros, a thumbprint without colons. An event carrying ":"
+// or "0" made `SerialNumber -startswith "${{ event.Data.serial }}"` match
+// every certificate, and a revoke step revoke them all (up to its bound).
+func TestAutomationQueriesRefuseAValueEmptyOnceNormalized(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	ctx := context.Background()
+	act := automation(cf)
+	issueFor(t, cf, "norm1.example.com", "norm1.example.com")
+	issueFor(t, cf, "norm2.example.com", "norm2.example.com")
+	for _, q := range []string{
+		`SerialNumber -startswith "0"`,
+		`SerialNumber -contains ":"`,
+		`SerialNumber -endswith ": :"`,
+		`Thumbprint -contains ":"`,
+		`IssuedCN -eq "norm1.example.com" AND SerialNumber -startswith "00:"`,
+	} {
+		ids, err := act.FindCertificates(ctx, q, 100)
+		var perm *workflow.PermanentError
+		if err == nil || !errors.As(err, &perm) || !strings.Contains(err.Error(), "empty") {
+			t.Errorf("FindCertificates(%s) = %v, %v: want a permanent refusal saying the value is empty", q, ids, err)
+		}
+	}
+}

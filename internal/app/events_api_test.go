@@ -806,3 +806,39 @@ func TestAReplayIsRefusedEvenWhenRetentionIsShorterThanTheTolerance(t *testing.T
 		t.Fatalf("a replay after the retention: %d %s", again.Status, again.Body)
 	}
 }
+
+// A failed request's reason is internal (step errors name internal hosts
+// and addresses): GET /Enrollment/Requests shows it only to approvers and
+// administrators. Its request.failed event carried it in Data.Message to
+// every reader of the event log.
+func TestTheEventLogKeepsFailureReasonsFromReaders(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, withEventUsers)
+	ctx := context.Background()
+	secret := "issue: dial tcp 10.1.2.3:8443: connection refused"
+	id, _, err := cf.App.Store.AppendEvent(ctx, workflow.Event{
+		Name: workflow.EventRequestFailed, RequestID: 77, Source: "certflow", Time: time.Now().UTC(),
+		Data: map[string]any{"Disposition": "FAILED", "Template": "WebServer", "Requester": "alice", "Message": secret},
+	}, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, who := range []struct {
+		token string
+		sees  bool
+	}{{readerToken, false}, {testutil.AdminToken, true}} {
+		var list []workflow.Event
+		cf.Do(t, "GET", "/Events?name=request.failed", nil, asUser(who.token)...).JSON(t, &list)
+		var one workflow.Event
+		cf.Do(t, "GET", "/Events/"+id, nil, asUser(who.token)...).JSON(t, &one)
+		if len(list) != 1 {
+			t.Fatalf("GET /Events?name=request.failed: %d events", len(list))
+		}
+		for where, ev := range map[string]workflow.Event{"GET /Events": list[0], "GET /Events/{id}": one} {
+			msg, _ := ev.Data["Message"].(string)
+			if (msg == secret) != who.sees || msg == "" || ev.Data["Requester"] != "alice" {
+				t.Errorf("%s as %s: Data %v (sees details: %v)", where, who.token, ev.Data, who.sees)
+			}
+		}
+	}
+}

@@ -517,6 +517,12 @@ const AdminName = "admin"
 // submit): no configured user or token user may be named so.
 const SystemNamePrefix = "certflow:"
 
+// EventSourceNamePrefix starts the name a signed event source posts as
+// (webhook:<source>, POST /Events/Sources/{name}): no user may take such
+// a name, or they would post events as the source, which definitions
+// trust by event.Source.
+const EventSourceNamePrefix = "webhook:"
+
 // Roles with built-in meaning: requester enrolls, approver reads every
 // request and is an approval step's default decider, admin may do
 // everything. Any other role name (RolePattern) is the organisation's own,

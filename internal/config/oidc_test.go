@@ -61,6 +61,14 @@ func TestOIDCValidateNamesTheKey(t *testing.T) {
 		{"a configured user named as certflow's automation", func(c *Config) {
 			c.Auth.Users = []User{{Name: "certflow:automation", Token: "t", Roles: []string{RoleAdmin}}}
 		}, "auth.users[0].name", "certflow's own callers"},
+		// A signed event source posts as webhook:<name>, and definitions
+		// trust event.Source: a user so named would post as the source
+		// (and spend its rate limit).
+		{"a configured user named as a signed event source", func(c *Config) {
+			c.Auth.Users = []User{{Name: "webhook:cmdb", Token: "t", Roles: []string{DefaultEventPublisherRole}}}
+		}, "auth.users[0].name", "signed event sources"},
+		{"a username prefix in the signed sources' namespace", on(func(o *OIDC) { o.UsernamePrefix = "webhook:" }), "auth.oidc.username_prefix", "signed event sources"},
+		{"a username prefix that the signed sources' names extend", on(func(o *OIDC) { o.UsernamePrefix = "web" }), "auth.oidc.username_prefix", "signed event sources"},
 		{"a configured token shaped like a JWT", func(c *Config) {
 			oidcOn(c)
 			c.Auth.Users = []User{{Name: "ci", Token: "eyJhbGciOiJSUzI1NiJ9.e30.c2ln", Roles: []string{RoleRequester}}}

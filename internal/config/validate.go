@@ -305,6 +305,8 @@ func (a *Auth) validate(bad func(format string, args ...any)) {
 			bad("%s.name: %q is reserved for CERTFLOW_ADMIN_TOKEN's identity", field, u.Name)
 		case strings.HasPrefix(u.Name, SystemNamePrefix):
 			bad("%s.name: %q: names starting %q are certflow's own callers' (certflow:automation makes the requests of event-triggered definitions)", field, u.Name, SystemNamePrefix)
+		case strings.HasPrefix(u.Name, EventSourceNamePrefix):
+			bad("%s.name: %q: names starting %q are the signed event sources' (events.sources)", field, u.Name, EventSourceNamePrefix)
 		case seenUser[u.Name]:
 			bad("%s.name: %q appears twice", field, u.Name)
 		}
@@ -400,6 +402,8 @@ func (o *OIDC) validate(bad func(format string, args ...any)) {
 		bad("auth.oidc.username_prefix: want 1 to 32 characters without spaces (default %q): it keeps token users apart from configured users and admin", DefaultOIDCUsernamePrefix)
 	} else if strings.HasPrefix(SystemNamePrefix, o.UsernamePrefix) || strings.HasPrefix(o.UsernamePrefix, SystemNamePrefix) {
 		bad("auth.oidc.username_prefix: %q would let a token user be named like certflow's own callers (%q…)", o.UsernamePrefix, SystemNamePrefix)
+	} else if strings.HasPrefix(EventSourceNamePrefix, o.UsernamePrefix) || strings.HasPrefix(o.UsernamePrefix, EventSourceNamePrefix) {
+		bad("auth.oidc.username_prefix: %q would let a token user be named like the signed event sources (%q…)", o.UsernamePrefix, EventSourceNamePrefix)
 	}
 	for _, k := range slices.Sorted(maps.Keys(o.RoleMap)) {
 		if k == "" {

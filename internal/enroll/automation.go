@@ -101,6 +101,14 @@ func (a *Automation) Renew(ctx context.Context, o steps.RenewOrder) (steps.Outco
 	// so automation never issues what its owner could not get. The
 	// administrator's definition only decides when.
 	owner := &Caller{Name: old.Requester.Name, Roles: old.Requester.Roles}
+	// Runs at the same time (two definitions on one event, each with its
+	// own key) decide and submit one after the other: the second finds
+	// the first's renewal under way (NoteRenewal, below) and skips.
+	release, err := s.store.LockRenewal(ctx, id, renewLockWait(s.cfg.API.RedisTimeout))
+	if err != nil {
+		return steps.Outcome{}, err
+	}
+	defer release()
 	if prev, err := a.earlierOf(ctx, owner.Name, key); err != nil || prev != 0 {
 		return steps.Outcome{RequestID: prev, CertificateID: id, Existing: prev != 0}, err
 	}
@@ -186,14 +194,19 @@ func (a *Automation) Renew(ctx context.Context, o steps.RenewOrder) (steps.Outco
 		return a.again(ctx, owner.Name, key, err, id)
 	}
 	if !existing {
-		// Noted after the submit: two runs renewing one certificate at
-		// the same moment (not two thresholds' events, days apart) could
-		// both submit; the idempotency key covers one run's repeats.
+		// Noted under the renewal lock, so that a run at the same moment
+		// finds it; the idempotency key covers one run's repeats.
 		if err := s.store.NoteRenewal(context.WithoutCancel(ctx), id, req.ID); err != nil {
 			s.log.Warn("renewal submitted but not noted on the certificate", "certificate", id, "request", req.ID, "err", err)
 		}
 	}
 	return steps.Outcome{RequestID: req.ID, CertificateID: id, Existing: existing}, nil
+}
+
+// renewLockWait is how long a renewal waits for another run's to be
+// submitted: its checks, a key generated and the submit's round trips.
+func renewLockWait(redisTimeout time.Duration) time.Duration {
+	return 10*time.Second + 4*redisTimeout
 }
 
 // retains reports whether template name retains private keys.
@@ -409,6 +422,14 @@ func (a *Automation) FindCertificates(ctx context.Context, query string, limit i
 	}
 	if len(terms) == 0 {
 		return nil, workflow.Permanent(errors.New("query: at least one clause is required"))
+	}
+	// The step refuses an empty value from an expression; one empty only
+	// once normalized ("0" or ":" of a serial number) would widen the
+	// query to every certificate as much.
+	for _, t := range terms {
+		if store.MatchesEverything(t) {
+			return nil, workflow.Permanent(fmt.Errorf("query: %s -%s %q: the value is empty once normalized as the inventory compares it, and would match every certificate", t.Field, t.Op, t.Value))
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*s.cfg.API.RedisTimeout)
 	defer cancel()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -62,4 +64,41 @@ func (s *Store) RenewalUnderWay(ctx context.Context, certID int64) (int64, error
 		return 0, err
 	}
 	return id, nil
+}
+
+// renewLock is held while an automated renewal of certificate id is
+// decided and submitted (LockRenewal).
+func (k keys) renewLock(id int64) string {
+	return k.prefix + ":renew-lock:{" + strconv.FormatInt(id, 10) + "}"
+}
+
+// renewLockTTL bounds how long a crashed holder blocks the next renewal.
+const renewLockTTL = time.Minute
+
+// LockRenewal takes the lock under which an automated renewal of
+// certificate certID checks RenewalUnderWay, submits and notes its
+// request, so that runs at the same time (two definitions on one event)
+// cannot both find no renewal under way and both submit one. It waits
+// for a holder (up to wait) and returns the release, or an error that
+// a retry may clear.
+func (s *Store) LockRenewal(ctx context.Context, certID int64, wait time.Duration) (release func(), err error) {
+	key, token := s.keys.renewLock(certID), randomToken()
+	deadline := time.Now().Add(wait)
+	for {
+		ok, err := s.rdb.SetNX(ctx, key, token, renewLockTTL).Result()
+		if err != nil {
+			return nil, fmt.Errorf("lock the renewal of certificate %d: %w", certID, err)
+		}
+		if ok {
+			return func() { releaseScript.Run(context.WithoutCancel(ctx), s.rdb, []string{key}, token) }, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("certificate %d: another renewal is still being submitted after %s; tried again later", certID, wait)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
 }

@@ -201,6 +201,17 @@ func normalize(field, v string) string {
 	return strings.ToLower(v)
 }
 
+// MatchesEverything reports whether t is a -contains, -startswith or
+// -endswith whose value is empty (or only spaces) as the inventory
+// compares it, normalized (a serial number's "0" or ":", a thumbprint's
+// ":"): it matches every certificate.
+func MatchesEverything(t Term) bool {
+	if k, _ := kindOf(t.Field); k != kindString || (t.Op != "contains" && t.Op != "startswith" && t.Op != "endswith") {
+		return false
+	}
+	return strings.TrimSpace(normalizeFor(t.Field, t.Op, t.Value)) == ""
+}
+
 // normalizeFor is normalize for a term's value under its operator: a
 // serial number's -contains and -endswith keep the value's zeros (they
 // are digits of what is looked for, not padding).
