@@ -396,21 +396,34 @@ func TestEnrollStepSubmitsOnce(t *testing.T) {
 	t.Parallel()
 	rec := &recorder{}
 	def, err := parseActing(rec, oneStep("  - id: en", "    uses: enroll",
-		`    with: {template: "${{ event.Data.template }}", subject: "CN=${{ event.Data.host }}", sans: {dns: ["${{ event.Data.host }}"]}, metadata: {Owner: ops}}`)...)
+		`    with: {template: WebServer, csr: "${{ event.Data.csr }}", sans: {dns: ["${{ event.Data.host }}"]}, metadata: {Owner: ops}}`)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := workflow.Event{Name: "host.added", Depth: 2, Data: map[string]any{"host": "web9.example.com", "template": "WebServer"}}
+	ev := workflow.Event{Name: "host.added", Depth: 2, Data: map[string]any{"host": "web9.example.com", "csr": "-----BEGIN CERTIFICATE REQUEST-----"}}
 	for range 2 {
 		if _, err := runStep(t, def, "en", eventEnv(ev, nil), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
 	o := rec.enrolls[0]
-	if o.Template != "WebServer" || o.Subject != "CN=web9.example.com" || fmt.Sprint(o.SANs) != "map[dns:[web9.example.com]]" || o.Metadata["Owner"] != "ops" || o.Depth != 3 {
+	if o.Template != "WebServer" || o.CSR != "-----BEGIN CERTIFICATE REQUEST-----" || fmt.Sprint(o.SANs) != "map[dns:[web9.example.com]]" || o.Metadata["Owner"] != "ops" || o.Depth != 3 {
 		t.Fatalf("order %+v", o)
 	}
 	if len(rec.byKey) != 1 {
 		t.Fatalf("requests %v: want one", rec.byKey)
+	}
+}
+
+func TestEnrollStepsTemplateAndCAAreTheDefinitionsNotTheEvents(t *testing.T) {
+	t.Parallel()
+	for _, with := range []string{
+		`    with: {template: "${{ event.Data.template }}", subject: "CN=a.example.com"}`,
+		`    with: {template: WebServer, ca: "${{ event.Data.ca }}", subject: "CN=a.example.com"}`,
+	} {
+		_, err := parseActing(&recorder{}, oneStep("  - id: en", "    uses: enroll", with)...)
+		if err == nil || !strings.Contains(err.Error(), "must be written out, not computed") {
+			t.Errorf("%s: error %v, want the computed template or CA refused", with, err)
+		}
 	}
 }

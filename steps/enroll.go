@@ -81,6 +81,18 @@ func (en Enroll) Build(spec *workflow.Spec) (workflow.Step, error) {
 	}
 	tmpl := text("template", &w.Template, true)
 	ca := text("ca", &w.CA, false)
+	// The step enrolls with an administrator's authority: what an event's
+	// sender may ask for is bounded by the template's policy, so the
+	// definition, not the event, names the template and the CA.
+	for _, f := range []struct {
+		name string
+		t    *workflow.Template
+		n    *yaml.Node
+	}{{"template", tmpl, &w.Template}, {"ca", ca, &w.CA}} {
+		if f.t != nil && !f.t.IsLiteral() {
+			errs = append(errs, spec.Errorf(f.n, "%s: must be written out, not computed: the step enrolls with an administrator's authority, and the template's policy is what bounds the event's data", f.name))
+		}
+	}
 	csr := text("csr", &w.CSR, false)
 	subject := text("subject", &w.Subject, false)
 	switch {

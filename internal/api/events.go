@@ -336,10 +336,11 @@ func (s *Server) handleSourceEvent(w http.ResponseWriter, r *http.Request) {
 	if in.Id != "" {
 		keys = append(keys, "source\x00"+src.name+"\x00id\x00"+in.Id)
 	}
-	// A delivery is refused as stale once it is more than tolerance old,
-	// so its webhook-id is remembered at least that long, whatever
-	// events.retention says: a replay is either stale or known.
-	s.appendExternal(w, r, ev, keys, max(s.cfg.Events.Retention, 2*src.tolerance))
+	// A delivery is refused once its timestamp is more than tolerance
+	// away from now (either way), so its webhook-id is remembered for the
+	// whole window it could be accepted in, plus a minute for clocks,
+	// whatever events.retention says: a replay is either stale or known.
+	s.appendExternal(w, r, ev, keys, max(s.cfg.Events.Retention, 2*src.tolerance+time.Minute))
 }
 
 // validWebhookID: 1-256 bytes of printable ASCII without spaces.

@@ -112,16 +112,6 @@ func (a *Automation) Renew(ctx context.Context, o steps.RenewOrder) (steps.Outco
 	if prev, err := a.earlierOf(ctx, owner.Name, key); err != nil || prev != 0 {
 		return steps.Outcome{RequestID: prev, CertificateID: id, Existing: prev != 0}, err
 	}
-	by, err := s.store.SupersededBy(ctx, id)
-	if err != nil {
-		return steps.Outcome{}, err
-	}
-	if by != 0 {
-		return steps.Outcome{CertificateID: id, Skipped: fmt.Sprintf("superseded by %d", by)}, nil
-	}
-	if rev := cert.Revocation; rev != nil {
-		return steps.Outcome{CertificateID: id, Skipped: fmt.Sprintf("revoked (reason %d)", rev.Reason)}, nil
-	}
 	for _, under := range []struct {
 		what string
 		of   func(context.Context, int64) (int64, error)
@@ -137,6 +127,22 @@ func (a *Automation) Renew(ctx context.Context, o steps.RenewOrder) (steps.Outco
 			}
 			return steps.Outcome{CertificateID: id, Skipped: fmt.Sprintf("being %s by request %d", under.what, holder)}, nil
 		}
+	}
+	// Read again after the under-way checks: a renewal or revocation that
+	// finished since the first read is no longer under way, and shows
+	// here instead.
+	if old, cert, err = a.target(ctx, id); err != nil {
+		return steps.Outcome{}, err
+	}
+	by, err := s.store.SupersededBy(ctx, id)
+	if err != nil {
+		return steps.Outcome{}, err
+	}
+	if by != 0 {
+		return steps.Outcome{CertificateID: id, Skipped: fmt.Sprintf("superseded by %d", by)}, nil
+	}
+	if rev := cert.Revocation; rev != nil {
+		return steps.Outcome{CertificateID: id, Skipped: fmt.Sprintf("revoked (reason %d)", rev.Reason)}, nil
 	}
 	body := &keyfactor.RenewalRequest{CertificateId: &id}
 	var newKey []byte
