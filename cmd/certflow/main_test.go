@@ -267,6 +267,13 @@ func TestTestCommandRunsTestFilesAndReportsFailuresAtTheirLine(t *testing.T) {
 		!strings.Contains(out, " passed, 0 failed") {
 		t.Fatalf("test of the shipped definitions: exit %d\n%s", code, out)
 	}
+	// Without a mail server configured, e-mailing examples are tested all
+	// the same (a test sends nothing), with a note that certflow itself
+	// would not load them.
+	out, code = run2(t, dir, "test", repoDefs)
+	if code != 0 || !strings.Contains(out, "note: smtp.addr is not configured") || !strings.Contains(out, "auto-renew-tell-owner.test.yaml") {
+		t.Fatalf("test of the shipped definitions without smtp: exit %d\n%s", code, out)
+	}
 	out, code = run2(t, dir, "test")
 	if code != 0 || !strings.Contains(out, "(shipped definitions)/enrollment-default.test.yaml") {
 		t.Fatalf("test with no definitions folder: exit %d\n%s", code, out)
