@@ -69,6 +69,7 @@ func TestREADMEWalkThrough(t *testing.T) {
 		{"Revocation", "Serial Number:", "Key Compromise"},
 		nil, // the OpenAPI document, saved to a file: checked below
 		{`"RenewedCertificateId":2`, `"RequestDisposition":"ISSUED"`},
+		{`"Name":"certificate.renewed"`, `"RenewedCertificateId":2`, `"Name":"certificate.issued"`},
 	}
 	if len(blocks) != len(expect) {
 		t.Fatalf("the walk-through has %d sh blocks, this test expects %d: say what each new one answers\n%q", len(blocks), len(expect), blocks)
