@@ -30,6 +30,11 @@ const (
 	// claimIdle is how long an event may stay read and unacknowledged
 	// before another dispatcher takes it over (its reader crashed).
 	claimIdle = 30 * time.Second
+	// dispatchGather is how long a dispatcher lets events gather after a
+	// read that did not fill its batch: under load it reads them in
+	// batches, a read and an acknowledgement per batch rather than per
+	// few events, for a delay automation does not notice.
+	dispatchGather = 50 * time.Millisecond
 )
 
 // Dispatch reads the event log as one consumer of the dispatchers' group
@@ -69,6 +74,9 @@ func (w *Worker) Dispatch(ctx context.Context) {
 			continue
 		}
 		w.DispatchEvents(ctx, evs, log)
+		if n := len(evs); n > 0 && n < dispatchBatch {
+			sleep(ctx, dispatchGather)
+		}
 	}
 }
 
