@@ -721,3 +721,38 @@ func TestAutomationQueriesRefuseAValueEmptyOnceNormalized(t *testing.T) {
 		}
 	}
 }
+
+func TestARenewalIsMadeWithItsOwnersRolesOfNow(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, nil)
+	ctx := context.Background()
+	gone := issueFor(t, cf, "gone.example.com", "gone.example.com")
+	demoted := issueFor(t, cf, "demoted.example.com", "demoted.example.com")
+	// An enrollment service whose configuration no longer has alice (as
+	// after an edit and a restart), and one where she lost her role.
+	with := func(users []config.User) *enrollsvc.Automation {
+		cfg := *cf.App.Config
+		cfg.Auth.Users = users
+		a := cf.App
+		return enrollsvc.New(enrollsvc.Options{Config: &cfg, Store: a.Store, Queue: a.Queue, KEK: a.KEK, Log: a.Log, Definitions: &a.Defs}).Automation()
+	}
+	var others []config.User
+	for _, u := range cf.App.Config.Auth.Users {
+		if u.Name != "alice" {
+			others = append(others, u)
+		}
+	}
+	out, err := with(others).Renew(ctx, steps.RenewOrder{Origin: steps.Origin{RunID: 910001, Step: "renew"}, CertificateID: gone})
+	var perm *workflow.PermanentError
+	if err == nil || !errors.As(err, &perm) || !strings.Contains(err.Error(), `requester "alice" is no longer a configured user`) || out.RequestID != 0 {
+		t.Fatalf("renewal for a removed user: %+v %v", out, err)
+	}
+	out, err = with(append(others, config.User{Name: "alice", Token: testutil.AliceToken, Roles: []string{config.RoleApprover}})).
+		Renew(ctx, steps.RenewOrder{Origin: steps.Origin{RunID: 910002, Step: "renew"}, CertificateID: demoted})
+	if err == nil || out.RequestID != 0 || !errors.As(err, &perm) || !strings.Contains(err.Error(), "alice may not enroll with template WebServer") {
+		t.Fatalf("renewal for a user who lost the requester role: %+v %v", out, err)
+	}
+	if n, _ := cf.Redis.ZCard(ctx, cf.Prefix+":certificates").Result(); n != 2 {
+		t.Fatalf("%d certificates: a renewal was issued", n)
+	}
+}

@@ -100,7 +100,10 @@ func (a *Automation) Renew(ctx context.Context, o steps.RenewOrder) (steps.Outco
 	// passes the checks their renewal would (template access, policy),
 	// so automation never issues what its owner could not get. The
 	// administrator's definition only decides when.
-	owner := &Caller{Name: old.Requester.Name, Roles: old.Requester.Roles}
+	owner, err := a.ownerNow(id, old.Requester)
+	if err != nil {
+		return steps.Outcome{}, err
+	}
 	// Runs at the same time (two definitions on one event, each with its
 	// own key) decide and submit one after the other: the second finds
 	// the first's renewal under way (NoteRenewal, below) and skips.
@@ -525,4 +528,30 @@ func checkClientKey(key string) error {
 		return badField("Idempotency-Key header", "keys starting %q are certflow's own", steps.KeyPrefix)
 	}
 	return nil
+}
+
+// ownerNow is who a renewal of certificate id is made for: its requester,
+// with the roles they hold now where certflow knows them — a configured
+// user's from the configuration, the admin token's admin — so that a
+// requester whose roles were taken away, or who was removed, gets no
+// renewal their own request would not get. An identity provider's user
+// keeps the roles their token carried when they asked: certflow learns a
+// token user's roles only from a token. certflow's own callers are
+// themselves.
+func (a *Automation) ownerNow(id int64, r workflow.Requester) (*Caller, error) {
+	auth := a.s.cfg.Auth
+	switch {
+	case r.Name == config.AdminName:
+		return &Caller{Name: r.Name, Roles: []string{config.RoleAdmin}}, nil
+	case strings.HasPrefix(r.Name, config.SystemNamePrefix):
+		return &Caller{Name: r.Name, Roles: automationCaller.Roles}, nil
+	case auth.OIDC.Issuer != "" && auth.OIDC.UsernamePrefix != "" && strings.HasPrefix(r.Name, auth.OIDC.UsernamePrefix):
+		return &Caller{Name: r.Name, Roles: r.Roles}, nil
+	}
+	for _, u := range auth.Users {
+		if u.Name == r.Name {
+			return &Caller{Name: u.Name, Roles: u.Roles}, nil
+		}
+	}
+	return nil, workflow.Permanent(fmt.Errorf("certificate %d's requester %q is no longer a configured user: it is renewed by nobody on their behalf (an administrator may renew it by hand)", id, r.Name))
 }
