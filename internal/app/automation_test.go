@@ -407,6 +407,23 @@ func TestAutomationMakesNoSecondRenewalWhileTheFirstWaits(t *testing.T) {
 	if err != nil || second.RequestID != 0 || second.Skipped != fmt.Sprintf("being renewed by request %d", first.RequestID) {
 		t.Fatalf("a second renewal while the first waits: %+v %v", second, err)
 	}
+
+	// A renewal its owner asked for by hand, waiting too, is enough as
+	// well: automation does not put a second one beside it.
+	other := issueFor(t, cf, "hand.example.com", "hand.example.com")
+	handCSR, _ := testutil.CSR(t, "hand.example.com", "hand.example.com")
+	resp, rr := renew(t, cf, map[string]any{"CertificateId": other, "CSR": base64.StdEncoding.EncodeToString(handCSR)}, "Authorization", bearer(testutil.AliceToken), "x-certificateformat", "PEM", "Prefer", "respond-async")
+	if resp.Status != http.StatusAccepted && resp.Status != http.StatusOK {
+		t.Fatalf("renewal by hand: %d %s", resp.Status, resp.Body)
+	}
+	waitFor(t, "the renewal by hand to wait for approval", func() bool {
+		r, _ := cf.App.Store.Get(ctx, rr.KeyfactorRequestId)
+		return r != nil && r.Disposition == store.Pending
+	})
+	third, err := act.Renew(ctx, steps.RenewOrder{Origin: steps.Origin{RunID: 930003, Step: "renew", Depth: 1}, CertificateID: other})
+	if err != nil || third.RequestID != 0 || third.Skipped != fmt.Sprintf("being renewed by request %d", rr.KeyfactorRequestId) {
+		t.Fatalf("an automated renewal beside one asked for by hand: %+v %v", third, err)
+	}
 }
 
 func TestAutomationRenewsWithTheRetainedKeyOrANewRetainedOne(t *testing.T) {

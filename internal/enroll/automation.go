@@ -205,9 +205,7 @@ func (a *Automation) Renew(ctx context.Context, o steps.RenewOrder) (steps.Outco
 	if !existing {
 		// Noted under the renewal lock, so that a run at the same moment
 		// finds it; the idempotency key covers one run's repeats.
-		if err := s.store.NoteRenewal(context.WithoutCancel(ctx), id, req.ID); err != nil {
-			s.log.Warn("renewal submitted but not noted on the certificate", "certificate", id, "request", req.ID, "err", err)
-		}
+		s.noteRenewal(ctx, req)
 	}
 	return steps.Outcome{RequestID: req.ID, CertificateID: id, Existing: existing}, nil
 }

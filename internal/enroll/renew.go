@@ -46,7 +46,25 @@ func (s *Service) SubmitRenewal(ctx context.Context, caller *Caller, body *keyfa
 	if err != nil {
 		return nil, false, err
 	}
-	return s.submit(ctx, e, o.Allocated)
+	req, existing, err = s.submit(ctx, e, o.Allocated)
+	if err == nil && !existing {
+		s.noteRenewal(ctx, req)
+	}
+	return req, existing, err
+}
+
+// noteRenewal marks the certificate a new renewal request renews as being
+// renewed (Store.NoteRenewal), so that a renew step finds it under way and
+// makes no second renewal beside it. Best effort: the renewal stands
+// without the mark.
+func (s *Service) noteRenewal(ctx context.Context, req *store.Request) {
+	id := req.Input.RenewalCertificateId
+	if id == 0 {
+		return
+	}
+	if err := s.store.NoteRenewal(context.WithoutCancel(ctx), id, req.ID); err != nil {
+		s.log.Warn("renewal submitted but not noted on the certificate", "certificate", id, "request", req.ID, "err", err)
+	}
 }
 
 // checkRenewal is SubmitRenewal's check: the enrollment a renewal stands
