@@ -3,10 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -25,29 +22,26 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certflow/certflow/internal/callback"
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/internal/testutil"
 	"github.com/certflow/certflow/workflow"
 )
 
-// e2eHold answers webhooks (verifying their Standard Webhooks signature
-// with the configured secret) and the renewal workflow's /hold call,
-// the first of which it holds until released (or its caller dies).
+// e2eHold answers webhooks (testutil.SignedHooks: verified with the
+// configured secret) and the renewal workflow's /hold call, the first of
+// which it holds until released (or its caller dies).
 type e2eHold struct {
-	secret  callback.Secret
+	testutil.SignedHooks
 	mu      sync.Mutex
 	holds   int
-	hooks   []map[string]any
-	bad     int
 	arrived chan struct{}
 	release chan struct{}
 }
 
 func (h *e2eHold) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
 	if r.URL.Path == "/hold" {
+		io.Copy(io.Discard, r.Body)
 		h.mu.Lock()
 		h.holds++
 		first := h.holds == 1
@@ -64,25 +58,7 @@ func (h *e2eHold) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, `{"ok": true}`)
 		return
 	}
-	ts, err := strconv.ParseInt(r.Header.Get("webhook-timestamp"), 10, 64)
-	ok := err == nil && time.Since(time.Unix(ts, 0)).Abs() < 5*time.Minute &&
-		h.secret.Verify(r.Header.Get("webhook-id"), ts, body, r.Header.Get("webhook-signature"))
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if !ok {
-		h.bad++
-		w.WriteHeader(http.StatusUnauthorized)
-		return
-	}
-	var m map[string]any
-	json.Unmarshal(body, &m)
-	h.hooks = append(h.hooks, m)
-}
-
-func (h *e2eHold) verified() ([]map[string]any, int) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return append([]map[string]any(nil), h.hooks...), h.bad
+	h.SignedHooks.ServeHTTP(w, r)
 }
 
 // e2eEvent is an event as GET /Events answers it, with its runs (GET
@@ -114,14 +90,8 @@ func TestEventDrivenAutomationEndToEnd(t *testing.T) {
 	rdb, prefix := testutil.Redis(t)
 	ctx := context.Background()
 	smtpd := testutil.StartSMTPServer(t, testutil.SMTPOptions{})
-	raw := make([]byte, 32)
-	rand.Read(raw)
-	secretText := "whsec_" + base64.StdEncoding.EncodeToString(raw)
-	secret, err := callback.ParseSecret(secretText)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &e2eHold{secret: secret, arrived: make(chan struct{}, 1), release: make(chan struct{})}
+	secretText, secret := testutil.NewSigningSecret(t)
+	h := &e2eHold{SignedHooks: testutil.SignedHooks{Secret: secret}, arrived: make(chan struct{}, 1), release: make(chan struct{})}
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	defer close(h.release)
@@ -342,14 +312,14 @@ auth:
 			t.Fatal("the owner's webhook never arrived")
 		}
 		time.Sleep(200 * time.Millisecond)
-		all, _ := h.verified()
+		all, _ := h.Verified()
 		for _, b := range all {
 			if c, _ := b["certificate"].(map[string]any); c != nil && int64(c["ID"].(float64)) == renewed {
 				hooks = append(hooks, b)
 			}
 		}
 	}
-	if _, bad := h.verified(); bad != 0 || len(hooks) != 1 || hooks[0]["type"] != "certificate.renewed" {
+	if _, bad := h.Verified(); bad != 0 || len(hooks) != 1 || hooks[0]["type"] != "certificate.renewed" {
 		t.Fatalf("webhooks about %d: %+v (%d failed verification)", renewed, hooks, bad)
 	}
 

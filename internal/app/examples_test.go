@@ -3,10 +3,7 @@ package app_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
 	"io"
 	"mime/quotedprintable"
 	"net/http"
@@ -16,11 +13,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/certflow/certflow/internal/callback"
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/internal/testutil"
@@ -96,53 +91,6 @@ func TestEveryShippedExampleLoads(t *testing.T) {
 	}
 }
 
-// hookReceiver is a webhook endpoint that verifies each delivery's
-// Standard Webhooks signature with the configured secret and keeps the
-// verified bodies; a delivery that does not verify is answered 401 and
-// counted.
-type hookReceiver struct {
-	secret callback.Secret
-	mu     sync.Mutex
-	bodies []map[string]any
-	bad    int
-}
-
-func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	ts, err := strconv.ParseInt(r.Header.Get("webhook-timestamp"), 10, 64)
-	ok := err == nil && time.Since(time.Unix(ts, 0)).Abs() < 5*time.Minute &&
-		h.secret.Verify(r.Header.Get("webhook-id"), ts, body, r.Header.Get("webhook-signature"))
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if !ok {
-		h.bad++
-		w.WriteHeader(http.StatusUnauthorized)
-		return
-	}
-	var m map[string]any
-	json.Unmarshal(body, &m)
-	h.bodies = append(h.bodies, m)
-}
-
-func (h *hookReceiver) verified() ([]map[string]any, int) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return append([]map[string]any(nil), h.bodies...), h.bad
-}
-
-// newSigningSecret is a fresh Standard Webhooks secret, as text and parsed.
-func newSigningSecret(t *testing.T) (string, callback.Secret) {
-	t.Helper()
-	raw := make([]byte, 32)
-	rand.Read(raw)
-	text := "whsec_" + base64.StdEncoding.EncodeToString(raw)
-	s, err := callback.ParseSecret(text)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return text, s
-}
-
 // certPublicKey is the DER public key of a certificate id.
 func certPublicKey(t *testing.T, cf *testutil.Certflow, id int64) []byte {
 	t.Helper()
@@ -167,8 +115,8 @@ func certPublicKey(t *testing.T, cf *testutil.Certflow, id int64) []byte {
 func TestExampleAutoRenewRenewsOnceAndTellsTheOwner(t *testing.T) {
 	t.Parallel()
 	smtpd := testutil.StartSMTPServer(t, testutil.SMTPOptions{})
-	secretText, secret := newSigningSecret(t)
-	hooks := &hookReceiver{secret: secret}
+	secretText, secret := testutil.NewSigningSecret(t)
+	hooks := &testutil.SignedHooks{Secret: secret}
 	hookSrv := httptest.NewServer(hooks)
 	defer hookSrv.Close()
 	dir := examplesDir(t, []string{"https://hooks.example.com", hookSrv.URL}, "auto-renew.yaml", "auto-renew-tell-owner.yaml")
@@ -229,7 +177,7 @@ func TestExampleAutoRenewRenewsOnceAndTellsTheOwner(t *testing.T) {
 	}
 	var mine []map[string]any
 	waitForLong(t, "the owner's webhook", 30*time.Second, func() bool {
-		bodies, _ := hooks.verified()
+		bodies, _ := hooks.Verified()
 		mine = nil
 		for _, b := range bodies {
 			if c, _ := b["certificate"].(map[string]any); c != nil && num(c["ID"]) == renewed {
@@ -238,7 +186,7 @@ func TestExampleAutoRenewRenewsOnceAndTellsTheOwner(t *testing.T) {
 		}
 		return len(mine) > 0
 	})
-	if _, bad := hooks.verified(); bad != 0 || len(mine) != 1 || mine[0]["type"] != "certificate.renewed" || mine[0]["common_name"] != "renew-me.example.com" {
+	if _, bad := hooks.Verified(); bad != 0 || len(mine) != 1 || mine[0]["type"] != "certificate.renewed" || mine[0]["common_name"] != "renew-me.example.com" {
 		t.Fatalf("webhooks about %d: %+v (%d unverified)", renewed, mine, bad)
 	}
 	// One renewal of the original however often it was announced and
