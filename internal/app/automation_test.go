@@ -10,8 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -101,7 +99,7 @@ steps:
 
 func TestAnEventRenewsItsCertificateOnceWithTheSameKey(t *testing.T) {
 	t.Parallel()
-	dir := shippedPlus(t, map[string]string{"rotate.yaml": rotateDef})
+	dir := shippedDefinitionsWith(t, map[string]string{"rotate.yaml": rotateDef})
 	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Definitions = dir })
 	ctx := context.Background()
 	oldID := issueFor(t, cf, "rotate.example.com", "rotate.example.com")
@@ -162,7 +160,7 @@ steps:
 
 func TestAnExternalEventRevokesEveryCertificateNamingTheHostAndNoOther(t *testing.T) {
 	t.Parallel()
-	dir := shippedPlus(t, map[string]string{"decommission.yaml": decommissionDef})
+	dir := shippedDefinitionsWith(t, map[string]string{"decommission.yaml": decommissionDef})
 	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Definitions = dir; withEventUsers(c) })
 	ctx := context.Background()
 	gone1 := issueFor(t, cf, "a.gone.example.com", "gone.example.com")
@@ -381,15 +379,7 @@ steps:
 
 func TestAutomationMakesNoSecondRenewalWhileTheFirstWaits(t *testing.T) {
 	t.Parallel()
-	files := map[string]string{"renewal-default.yaml": renewalWithApproval}
-	for _, name := range []string{"enrollment-default.yaml", "revocation-default.yaml"} {
-		src, err := os.ReadFile(filepath.Join(testutil.DefinitionsDir(), name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[name] = string(src)
-	}
-	dir := defsDir(t, files)
+	dir := shippedDefinitionsWith(t, map[string]string{"renewal-default.yaml": renewalWithApproval})
 	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Definitions = dir })
 	ctx := context.Background()
 	act := automation(cf)
@@ -582,7 +572,7 @@ steps:
 
 func TestTheExpiryWatchAndAnAutoRenewDefinitionRenewOnce(t *testing.T) {
 	t.Parallel()
-	dir := shippedPlus(t, map[string]string{"auto-renew.yaml": autoRenewDef})
+	dir := shippedDefinitionsWith(t, map[string]string{"auto-renew.yaml": autoRenewDef})
 	cf := testutil.StartCertflow(t, func(c *config.Config) {
 		c.Definitions = dir
 		c.Templates[0].Validity = 30 * time.Minute

@@ -713,7 +713,7 @@ steps:
 // and the definition whose match did not hold.
 func TestAnExternalEventSentTwiceRunsOnce(t *testing.T) {
 	t.Parallel()
-	dir := shippedPlus(t, map[string]string{"on-host-gone.yaml": onHostDef, "only-deploys.yaml": onlyDeploysDef})
+	dir := shippedDefinitionsWith(t, map[string]string{"on-host-gone.yaml": onHostDef, "only-deploys.yaml": onlyDeploysDef})
 	sources := withSources(t)
 	cf := testutil.StartCertflow(t, func(c *config.Config) {
 		sources(c)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,23 +13,6 @@ import (
 	"github.com/certflow/certflow/internal/testutil"
 	"github.com/certflow/certflow/workflow"
 )
-
-// shippedPlus is the shipped definitions folder with extra files.
-func shippedPlus(t *testing.T, extra map[string]string) string {
-	t.Helper()
-	files := map[string]string{}
-	for _, name := range []string{"enrollment-default.yaml", "renewal-default.yaml", "revocation-default.yaml"} {
-		src, err := os.ReadFile(filepath.Join(testutil.DefinitionsDir(), name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[name] = string(src)
-	}
-	for k, v := range extra {
-		files[k] = v
-	}
-	return defsDir(t, files)
-}
 
 // eventsNamed lists the event log's events of a name, oldest first.
 func eventsNamed(t *testing.T, cf *testutil.Certflow, name string) []workflow.Event {
@@ -75,7 +56,7 @@ steps:
 
 func TestAnIssuedCertificateEmitsItsEventAndStartsEachMatchingDefinitionOnce(t *testing.T) {
 	t.Parallel()
-	dir := shippedPlus(t, map[string]string{"on-issued.yaml": onIssuedDef, "never.yaml": neverDef})
+	dir := shippedDefinitionsWith(t, map[string]string{"on-issued.yaml": onIssuedDef, "never.yaml": neverDef})
 	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Definitions = dir })
 	csr, _ := testutil.CSR(t, "events.example.com", "events.example.com")
 	resp, er := enroll(t, cf, testutil.EnrollBody(csr, map[string]any{"Metadata": map[string]any{"Team": "web"}}), "Authorization", bearer(testutil.AliceToken))
@@ -167,7 +148,7 @@ steps:
 
 func TestRequestLifecycleEventsAreWrittenWithTheirChange(t *testing.T) {
 	t.Parallel()
-	dir := shippedPlus(t, map[string]string{"denied.yaml": deniedDef})
+	dir := shippedDefinitionsWith(t, map[string]string{"denied.yaml": deniedDef})
 	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Definitions = dir })
 	csr, _ := testutil.CSR(t, "deny.example.com", "deny.example.com")
 	resp, er := enroll(t, cf, testutil.EnrollBody(csr, nil), "Authorization", bearer(testutil.AliceToken))
@@ -195,7 +176,7 @@ steps:
 
 func TestAScheduleFiresOncePerSlotAcrossWorkers(t *testing.T) {
 	t.Parallel()
-	dir := shippedPlus(t, map[string]string{"tick.yaml": everyMinuteDef})
+	dir := shippedDefinitionsWith(t, map[string]string{"tick.yaml": everyMinuteDef})
 	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Definitions = dir })
 	ctx := context.Background()
 	now := time.Now()

@@ -44,7 +44,7 @@ func examplesDir(t *testing.T, repl []string, names ...string) string {
 			t.Fatalf("no example holds %q to replace: the example changed under its test", old)
 		}
 	}
-	return shippedPlus(t, extra)
+	return shippedDefinitionsWith(t, extra)
 }
 
 // exampleFiles are the example definitions shipped (not their tests).

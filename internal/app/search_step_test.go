@@ -61,7 +61,7 @@ steps:
 // requests filtered by age with the roles they wait for.
 func TestSearchStepFindsCertificatesAndPendingRequests(t *testing.T) {
 	t.Parallel()
-	dir := shippedPlus(t, map[string]string{"digest.yaml": searchDef, "wait.yaml": waitDef})
+	dir := shippedDefinitionsWith(t, map[string]string{"digest.yaml": searchDef, "wait.yaml": waitDef})
 	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Definitions = dir })
 	ctx := context.Background()
 	var ids []int64
@@ -162,7 +162,7 @@ steps:
 // inventory as if it were all.
 func TestSearchStepRefusesASearchOverItsBounds(t *testing.T) {
 	t.Parallel()
-	dir := shippedPlus(t, map[string]string{"broad.yaml": broadDef})
+	dir := shippedDefinitionsWith(t, map[string]string{"broad.yaml": broadDef})
 	cf := testutil.StartCertflow(t, func(c *config.Config) { c.Definitions = dir; c.API.MaxScan = 1 })
 	ctx := context.Background()
 	for i := range 3 {
