@@ -64,14 +64,8 @@ auth:
     - {name: dave, token: dave-token, roles: [approver]}
 `, prefix)
 	os.WriteFile(filepath.Join(dir, "certflow.yaml"), []byte(cfg), 0o600)
-	port := testutil.FreePort(t)
-	env = []string{
-		"CERTFLOW_REDIS_URL=" + testutil.RedisURL(), "CERTFLOW_CONFIG=certflow.yaml",
-		"CERTFLOW_DEFINITIONS=defs", fmt.Sprintf("CERTFLOW_LISTEN=127.0.0.1:%d", port),
-	}
-	if out, code := run2(t, dir, "ca", "init", "--config", "certflow.yaml"); code != 0 {
-		t.Fatalf("ca init: %s", out)
-	}
+	var port int
+	env, port = splitEnv(t, dir)
 	_, apiLogs := startProcess(t, dir, env, "api")
 	waitForText(t, apiLogs, "listening on")
 	return dir, env, fmt.Sprintf("http://127.0.0.1:%d", port)

@@ -163,14 +163,7 @@ auth:
     - {name: cmdb, token: cmdb-token, roles: [event-publisher]}
 `, prefix, secretText, sm.Addr, sm.From, sm.Username, sm.Password, sm.TLS, sm.CAFile, config.DefaultCAName)
 	os.WriteFile(filepath.Join(dir, "certflow.yaml"), []byte(cfg), 0o600)
-	port := testutil.FreePort(t)
-	env := []string{
-		"CERTFLOW_REDIS_URL=" + testutil.RedisURL(), "CERTFLOW_CONFIG=certflow.yaml",
-		"CERTFLOW_DEFINITIONS=defs", fmt.Sprintf("CERTFLOW_LISTEN=127.0.0.1:%d", port),
-	}
-	if out, code := run2(t, dir, "ca", "init", "--config", "certflow.yaml"); code != 0 {
-		t.Fatalf("ca init: %s", out)
-	}
+	env, port := splitEnv(t, dir)
 	_, apiLogs := startProcess(t, dir, env, "api")
 	var workers []e2eWorker
 	for i := 0; i < 3; i++ {

@@ -377,6 +377,22 @@ func TestCAInitAndSplitRoles(t *testing.T) {
 
 // startProcess runs the binary with args and env in dir; it is killed when
 // the test ends.
+// splitEnv makes the CAs of dir's certflow.yaml (ca init) and returns the
+// environment of api and worker processes sharing it, its defs folder and
+// the test Redis, the api listening on port.
+func splitEnv(t *testing.T, dir string) (env []string, port int) {
+	t.Helper()
+	port = testutil.FreePort(t)
+	env = []string{
+		"CERTFLOW_REDIS_URL=" + testutil.RedisURL(), "CERTFLOW_CONFIG=certflow.yaml",
+		"CERTFLOW_DEFINITIONS=defs", fmt.Sprintf("CERTFLOW_LISTEN=127.0.0.1:%d", port),
+	}
+	if out, code := run2(t, dir, "ca", "init", "--config", "certflow.yaml"); code != 0 {
+		t.Fatalf("ca init: %s", out)
+	}
+	return env, port
+}
+
 func startProcess(t *testing.T, dir string, env []string, args ...string) (*exec.Cmd, *testutil.SyncBuffer) {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
