@@ -513,10 +513,7 @@ func (s *Set) Select(trigger string, env *Env) (*Definition, error) {
 		if d.Trigger != trigger {
 			continue
 		}
-		if d.Match == nil {
-			return d, nil
-		}
-		ok, err := d.Match.Bool(env)
+		ok, err := d.Matches(env)
 		if err != nil {
 			return nil, fmt.Errorf("definition %s: match: %w", d.Name, err)
 		}
@@ -525,6 +522,15 @@ func (s *Set) Select(trigger string, env *Env) (*Definition, error) {
 		}
 	}
 	return nil, fmt.Errorf("%w trigger %s", ErrNoDefinition, trigger)
+}
+
+// Matches reports whether d's match holds in env (a definition without
+// one matches everything).
+func (d *Definition) Matches(env *Env) (bool, error) {
+	if d.Match == nil {
+		return true, nil
+	}
+	return d.Match.Bool(env)
 }
 
 // ForEvent returns the definitions an event starts, whatever their match

@@ -619,13 +619,9 @@ func candidate(d *workflow.Definition) TestCandidate {
 
 // evalMatch is a definition's match in env (true when it has none).
 func evalMatch(d *workflow.Definition, env *workflow.Env) (*bool, error) {
-	ok := true
-	if d.Match != nil {
-		v, err := d.Match.Bool(env)
-		if err != nil {
-			return nil, err
-		}
-		ok = v
+	ok, err := d.Matches(env)
+	if err != nil {
+		return nil, err
 	}
 	return &ok, nil
 }

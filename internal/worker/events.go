@@ -116,14 +116,12 @@ func (w *Worker) dispatch(ctx context.Context, ev *workflow.Event, log *slog.Log
 	if err != nil {
 		return err
 	}
+	env := in.Env(&workflow.Instance{}, time.Now())
 	for _, def := range defs {
-		ok := true
-		if def.Match != nil {
-			var merr error
-			if ok, merr = def.Match.Bool(in.Env(&workflow.Instance{}, time.Now())); merr != nil {
-				log.Warn("definition's match failed on the event; not run", "definition", def.Name, "event", ev.ID, "err", merr)
-				ok = false
-			}
+		ok, merr := def.Matches(env)
+		if merr != nil {
+			log.Warn("definition's match failed on the event; not run", "definition", def.Name, "event", ev.ID, "err", merr)
+			ok = false
 		}
 		var r *store.Request
 		if ok {
