@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -98,7 +99,7 @@ func decodeEvent(m redis.XMessage) (*workflow.Event, error) {
 
 // Event returns the event with the given id.
 func (s *Store) Event(ctx context.Context, id string) (*workflow.Event, error) {
-	if !validEventID(id) {
+	if !ValidEventID(id) {
 		return nil, fmt.Errorf("event %q: %w", id, ErrNotFound)
 	}
 	ms, err := s.rdb.XRange(ctx, s.keys.eventLog(), id, id).Result()
@@ -111,24 +112,19 @@ func (s *Store) Event(ctx context.Context, id string) (*workflow.Event, error) {
 	return decodeEvent(ms[0])
 }
 
-// validEventID reports whether id is a stream id: <ms>-<seq>.
-func validEventID(id string) bool {
-	ms, seq, ok := cutDash(id)
-	if !ok {
-		return false
-	}
-	_, err1 := strconv.ParseUint(ms, 10, 64)
-	_, err2 := strconv.ParseUint(seq, 10, 64)
-	return err1 == nil && err2 == nil
+// ValidEventID reports whether id has an event id's shape: a stream id,
+// <ms>-<seq>.
+func ValidEventID(id string) bool {
+	_, _, ok := parseEventID(id)
+	return ok
 }
 
-func cutDash(s string) (string, string, bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '-' {
-			return s[:i], s[i+1:], i > 0 && i < len(s)-1
-		}
-	}
-	return "", "", false
+// parseEventID splits a stream id <ms>-<seq> into its numbers.
+func parseEventID(id string) (ms, seq uint64, ok bool) {
+	a, b, found := strings.Cut(id, "-")
+	ms, err1 := strconv.ParseUint(a, 10, 64)
+	seq, err2 := strconv.ParseUint(b, 10, 64)
+	return ms, seq, found && err1 == nil && err2 == nil
 }
 
 // EventRuns returns the runs event id started: definition name → request

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strconv"
@@ -93,7 +94,7 @@ func (s *Store) QueryEvents(ctx context.Context, q EventQuery) (EventPage, error
 		end = strconv.FormatInt(ms-1, 10) // its every sequence number
 	}
 	if q.Cursor != "" {
-		if !validEventID(q.Cursor) {
+		if !ValidEventID(q.Cursor) {
 			return page, fmt.Errorf("cursor %q: %w", q.Cursor, ErrNotFound)
 		}
 		prev, ok := previousEventID(q.Cursor)
@@ -157,9 +158,7 @@ func (s *Store) QueryEvents(ctx context.Context, q EventQuery) (EventPage, error
 
 // previousEventID is the greatest stream id below id (false: id is 0-0).
 func previousEventID(id string) (string, bool) {
-	msPart, seqPart, _ := cutDash(id)
-	ms, _ := strconv.ParseUint(msPart, 10, 64)
-	seq, _ := strconv.ParseUint(seqPart, 10, 64)
+	ms, seq, _ := parseEventID(id)
 	switch {
 	case seq > 0:
 		return fmt.Sprintf("%d-%d", ms, seq-1), true
@@ -171,29 +170,10 @@ func previousEventID(id string) (string, bool) {
 
 // compareEventIDs orders two full stream ids.
 func compareEventIDs(a, b string) int {
-	am, as, _ := cutDash(a)
-	bm, bs, _ := cutDash(b)
-	x, _ := strconv.ParseUint(am, 10, 64)
-	y, _ := strconv.ParseUint(bm, 10, 64)
-	if x != y {
-		if x < y {
-			return -1
-		}
-		return 1
-	}
-	x, _ = strconv.ParseUint(as, 10, 64)
-	y, _ = strconv.ParseUint(bs, 10, 64)
-	switch {
-	case x < y:
-		return -1
-	case x > y:
-		return 1
-	}
-	return 0
+	am, as, _ := parseEventID(a)
+	bm, bs, _ := parseEventID(b)
+	return cmp.Or(cmp.Compare(am, bm), cmp.Compare(as, bs))
 }
-
-// ValidEventID reports whether id has an event id's shape (<ms>-<seq>).
-func ValidEventID(id string) bool { return validEventID(id) }
 
 // appendEventOnceScript appends one event unless one of its once-keys
 // names one already: then it returns that event's id and 0 (the first
