@@ -1,12 +1,14 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -98,11 +100,7 @@ func sortedThresholds(th []ExpiryThreshold) []ExpiryThreshold {
 			out = append(out, t)
 		}
 	}
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && out[j].Lead > out[j-1].Lead; j-- {
-			out[j], out[j-1] = out[j-1], out[j]
-		}
-	}
+	slices.SortStableFunc(out, func(a, b ExpiryThreshold) int { return cmp.Compare(b.Lead, a.Lead) })
 	return out
 }
 
