@@ -141,11 +141,12 @@ func LoadEventSources(sources map[string]config.EventSource) (map[string]*EventS
 
 // checkEventRequest validates a posted event; idRequired for POST /Events.
 func checkEventRequest(in EventRequest, idRequired bool) (workflow.Event, error) {
+	nameErr := workflow.CheckEventName(in.Name)
 	switch {
 	case in.Name == "":
 		return workflow.Event{}, badField("Name", "required: the event's name, e.g. host.decommissioned")
-	case workflow.CheckEventName(in.Name) != nil:
-		return workflow.Event{}, badField("Name", "%v", workflow.CheckEventName(in.Name))
+	case nameErr != nil:
+		return workflow.Event{}, badField("Name", "%v", nameErr)
 	case workflow.ReservedEvent(in.Name):
 		return workflow.Event{}, badField("Name", "%q is certflow's own: events under request., certificate., approval., callback., schedule. and certflow. are emitted by certflow only", in.Name)
 	case in.Id == "" && idRequired:

@@ -1,9 +1,9 @@
 // Package worker is what asynq runs: it loads a request from the store,
 // runs or resumes its workflow with checkpoints, settles it, and delivers
 // the result to its callback URL. Every handler tolerates being run twice.
-// Beside the task handlers it runs four loops: the reconciler (a request
+// Beside the task handlers it runs six loops: the reconciler (a request
 // that made no progress is run again), the retention sweep, the CRL
-// refresh, and the expiry watch.
+// refresh, the expiry watch, the event dispatcher and the scheduler.
 package worker
 
 import (
@@ -151,9 +151,13 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 	}
 	defs := w.Defs.Load()
 	var def *workflow.Definition
-	if r.Instance.Status == "" && r.Trigger == store.EventRunTrigger {
-		// The dispatcher chose the definition, and its version, by the
-		// event; the first checkpoint starts the instance on it.
+	if r.Instance.Definition == "" {
+		if def, err = defs.Select(r.Trigger, in.Env(&r.Instance, time.Now())); err != nil {
+			return w.failRequest(ctx, r, nil, err)
+		}
+	} else {
+		// Pinned: a resumed instance, or an event run the dispatcher
+		// pinned to the version whose match it evaluated.
 		def, err = w.definition(ctx, r.Instance.Definition, r.Instance.Version)
 		if errors.Is(err, store.ErrNotFound) || (err != nil && !store.Unavailable(err)) {
 			return w.failRequest(ctx, r, nil, fmt.Errorf("definition %s version %s: %w", r.Instance.Definition, r.Instance.Version, err))
@@ -161,34 +165,22 @@ func (w *Worker) Run(ctx context.Context, id, generation int64) error {
 		if err != nil {
 			return err
 		}
-		r.Instance.Definition, r.Instance.Version = "", ""
-		if err := w.Engine.Start(&r.Instance, def); err != nil {
-			return w.failRequest(ctx, r, nil, err)
-		}
-		r.Disposition = store.Running
-		log.Info("event workflow started", "definition", def.Name, "version", def.Version, "event", r.Event.ID, "name", r.Event.Name)
-	} else if r.Instance.Definition == "" {
-		def, err = defs.Select(r.Trigger, in.Env(&r.Instance, time.Now()))
-		if err != nil {
-			return w.failRequest(ctx, r, nil, err)
-		}
+	}
+	if r.Instance.Status == "" {
 		if err := w.Engine.Start(&r.Instance, def); err != nil {
 			return w.failRequest(ctx, r, nil, err)
 		}
 		// Not saved on its own: the first checkpoint persists the pinned
 		// version with its outcome. A crash before it selects again, which
 		// is right, as nothing with effects finished on the version chosen
-		// (pure steps are not checkpointed, see workflow.Pure).
+		// (pure steps are not checkpointed, see workflow.Pure); an event
+		// run starts again on the version it was pinned to.
 		r.Disposition = store.Running
+		if r.Event != nil {
+			log = log.With("event", r.Event.ID, "event_name", r.Event.Name)
+		}
 		log.Info("workflow started", "definition", def.Name, "version", def.Version)
 	} else {
-		def, err = w.definition(ctx, r.Instance.Definition, r.Instance.Version)
-		if errors.Is(err, store.ErrNotFound) || (err != nil && !store.Unavailable(err)) {
-			return w.failRequest(ctx, r, nil, fmt.Errorf("definition %s version %s: %w", r.Instance.Definition, r.Instance.Version, err))
-		}
-		if err != nil {
-			return err
-		}
 		log.Info("workflow resumed", "definition", def.Name, "version", def.Version, "step", r.Instance.Next)
 	}
 	save := func(ctx context.Context, inst *workflow.Instance) error {
