@@ -842,3 +842,31 @@ func TestTheEventLogKeepsFailureReasonsFromReaders(t *testing.T) {
 		}
 	}
 }
+
+// A publisher names an event and gives its data; what certflow decides —
+// who posted it, the certificate and request it concerns, its depth in a
+// chain of automation, its time — is not theirs to give: a posted
+// CertificateId would hand a definition someone else's certificate, a
+// Source of "certflow" would pass for certflow's own, a Depth past the
+// limit would silence definitions.
+func TestAPublisherCannotSetWhatCertflowDecides(t *testing.T) {
+	t.Parallel()
+	cf := testutil.StartCertflow(t, withEventUsers)
+	body := map[string]any{
+		"Name": "host.decommissioned", "Id": "smuggle-1", "Data": map[string]any{"host": "a.example.com"},
+		"CertificateId": 1, "RequestId": 1, "Depth": 99, "Source": "certflow", "ExternalId": "other",
+		"Time": "2001-01-01T00:00:00Z",
+	}
+	resp := cf.Do(t, "POST", "/Events", body, asUser(publisherToken)...)
+	if resp.Status != http.StatusCreated {
+		t.Fatalf("post: %d %s", resp.Status, resp.Body)
+	}
+	evs, _ := listEvents(t, cf, "name=host.decommissioned")
+	if len(evs) != 1 {
+		t.Fatalf("%d events logged", len(evs))
+	}
+	ev := evs[0]
+	if ev.Source != "cmdb" || ev.CertificateID != 0 || ev.RequestID != 0 || ev.Depth != 0 || ev.ExternalID != "smuggle-1" || time.Since(ev.Time) > time.Minute {
+		t.Fatalf("the posted event took fields certflow decides: %+v", ev)
+	}
+}
