@@ -25,6 +25,9 @@ type Authority interface {
 // of a verified CSR, the SANs after policy merged the request's with the
 // CSR's, and the profile the template dictates.
 type Request struct {
+	// CSR is the request's CSR (DER), signature checked: what an
+	// Orderer finalizes its order with.
+	CSR         []byte
 	Subject     pkix.Name
 	RawSubject  []byte // the CSR's subject, byte for byte; preferred over Subject when set
 	PublicKey   any

@@ -56,6 +56,9 @@ func (s *Subjects) All() []string {
 	var out []string
 	complete := true
 	for _, c := range s.cfg.CAs {
+		if c.Type != config.CATypeBuiltin {
+			continue // an external CA's certificates are not in the data dir
+		}
 		chain, err := ReadChain(s.cfg.DataDir, c.Name)
 		if err != nil {
 			complete = false

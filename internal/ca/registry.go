@@ -36,10 +36,23 @@ func NewRegistry(auths ...Authority) *Registry {
 // says; opts come after that.
 func OpenAll(cfg *config.Config, kek *pki.KEK, create bool, opts ...Option) (reg *Registry, created []string, err error) {
 	opts = append([]Option{LeafEncoder(cfg.Speed.LeafEncoder)}, opts...)
+	var o openOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	reg = &Registry{byName: make(map[string]Authority, len(cfg.CAs))}
-	for _, c := range cfg.CAs {
+	for i := range cfg.CAs {
+		c := &cfg.CAs[i]
+		if open, ok := o.external[c.Type]; ok {
+			a, err := open(c)
+			if err != nil {
+				return nil, nil, fmt.Errorf("certificate authority %s: %w", c.Name, err)
+			}
+			reg.byName[strings.ToLower(c.Name)] = a
+			continue
+		}
 		switch c.Type {
-		case "builtin":
+		case config.CATypeBuiltin:
 			b, made, err := OpenBuiltin(cfg.DataDir, c.Name, c.KeyType, kek, create, opts...)
 			if err != nil {
 				return nil, nil, err
@@ -48,6 +61,9 @@ func OpenAll(cfg *config.Config, kek *pki.KEK, create bool, opts ...Option) (reg
 				created = append(created, c.Name)
 			}
 			reg.byName[strings.ToLower(c.Name)] = b
+		case config.CATypeACME:
+			// Opened by the External opener its callers pass (the
+			// worker); `certflow ca init` has nothing to create for it.
 		default:
 			return nil, nil, fmt.Errorf("certificate authority %s: unsupported type %q", c.Name, c.Type)
 		}

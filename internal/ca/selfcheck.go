@@ -11,6 +11,7 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"github.com/certflow/certflow/internal/config"
 	"log/slog"
 	"net"
 	"net/url"
@@ -24,6 +25,8 @@ type Option func(*openOptions)
 type openOptions struct {
 	enc encoder
 	log *slog.Logger
+	// external opens the CAs of a type certflow does not sign for (acme).
+	external map[string]func(*config.CA) (Authority, error)
 }
 
 // LeafEncoder turns the hand-built leaf encoder on or off (config's
@@ -43,6 +46,17 @@ func LeafEncoder(on bool) Option {
 // Defaults to slog.Default().
 func Logger(log *slog.Logger) Option {
 	return func(o *openOptions) { o.log = log }
+}
+
+// External has OpenAll open the CAs of type typ with open (internal/acme
+// for acme: package ca knows no external protocol).
+func External(typ string, open func(*config.CA) (Authority, error)) Option {
+	return func(o *openOptions) {
+		if o.external == nil {
+			o.external = map[string]func(*config.CA) (Authority, error){}
+		}
+		o.external[typ] = open
+	}
 }
 
 // withEncoder opens the CA with enc, for tests to hand it faulty shortcuts.

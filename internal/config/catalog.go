@@ -13,8 +13,11 @@ type CA struct {
 	Name string `yaml:"name"`
 	// Host is the host part of Keyfactor's "host\\logical" form.
 	Host string `yaml:"host"`
-	// Type is "builtin" (the only kind so far).
+	// Type is "builtin" (certflow signs) or "acme" (an external CA
+	// reached over RFC 8555, configured by ACME).
 	Type string `yaml:"type"`
+	// ACME configures a CA of type acme.
+	ACME *ACME `yaml:"acme"`
 	// KeyType of the CA's own keys: "ecdsa-p256" (default), "ecdsa-p384",
 	// "rsa-2048", "rsa-3072", "rsa-4096".
 	KeyType string `yaml:"key_type"`

@@ -149,6 +149,9 @@ func (c *Config) fillDefaults() {
 		ca.KeyType = cmp.Or(ca.KeyType, dca.KeyType)
 		ca.MaxValidity = cmp.Or(ca.MaxValidity, dca.MaxValidity)
 		*ca = ca.WithPolicyDefaults()
+		if ca.ACME != nil {
+			ca.ACME.withACMEDefaults()
+		}
 	}
 	for i := range c.Templates {
 		t := &c.Templates[i]

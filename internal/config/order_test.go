@@ -99,7 +99,7 @@ var wantOrder = []string{
 	"auth.users[3].name: \"bob\" appears twice",
 	"certificate_authorities[1].name: \"bad name\" is not a valid name",
 	"certificate_authorities[1].host: \"bad host\" is not a valid host name",
-	"certificate_authorities[1].type: \"adcs\" is not supported (want builtin)",
+	"certificate_authorities[1].type: \"adcs\" is not supported (want builtin or acme)",
 	"certificate_authorities[1].key_type: \"rsa-1024\" (want ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096)",
 	"certificate_authorities[1].max_validity: must be positive",
 	"certificate_authorities[1].rsa_key_sizes: 1024 is outside 2048–8192",

@@ -447,8 +447,19 @@ func (ca *CA) validate(field string, bad func(format string, args ...any)) {
 	if !nameRE.MatchString(ca.Host) {
 		bad("%s.host: %q is not a valid host name", field, ca.Host)
 	}
-	if ca.Type != "builtin" {
-		bad("%s.type: %q is not supported (want builtin)", field, ca.Type)
+	switch ca.Type {
+	case CATypeBuiltin:
+		if ca.ACME != nil {
+			bad("%s.acme: only a CA of type acme takes acme settings", field)
+		}
+	case CATypeACME:
+		if ca.ACME == nil {
+			bad("%s.acme: a CA of type acme needs its acme settings (directory, …)", field)
+		} else {
+			ca.ACME.validate(field, bad)
+		}
+	default:
+		bad("%s.type: %q is not supported (want builtin or acme)", field, ca.Type)
 	}
 	if !slices.Contains([]string{"ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072", "rsa-4096"}, ca.KeyType) {
 		bad("%s.key_type: %q (want ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096)", field, ca.KeyType)
