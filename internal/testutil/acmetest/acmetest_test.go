@@ -348,3 +348,44 @@ func TestBinaryUnknownTool(t *testing.T) {
 		t.Fatalf("err = %v, want unknown tool", err)
 	}
 }
+
+func TestStepCAHTTP01(t *testing.T) {
+	t.Parallel()
+	dns := StartChallSrv(t)
+	h := startHTTP01(t)
+	s := StartStepCA(t, StepCAOptions{Resolver: dns.DNSAddr, HTTPPort: h.port})
+	const name = "stepca-http.acmetest.example.com"
+	c := obtain(t, s.HTTPClient(), s.DirectoryURL, name, h.solver())
+	verify(t, c, name, []*x509.Certificate{s.Root})
+}
+
+func TestChallSrvRecords(t *testing.T) {
+	t.Parallel()
+	c := StartChallSrv(t)
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, c.DNSAddr)
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	if addrs, err := r.LookupHost(ctx, "any.acmetest.example.com"); err != nil || len(addrs) != 1 || addrs[0] != "127.0.0.1" {
+		t.Fatalf("default A: %v, %v; want [127.0.0.1]", addrs, err)
+	}
+	c.AddA(t, "moved.acmetest.example.com", "192.0.2.7")
+	if addrs, err := r.LookupHost(ctx, "moved.acmetest.example.com"); err != nil || len(addrs) != 1 || addrs[0] != "192.0.2.7" {
+		t.Fatalf("added A: %v, %v; want [192.0.2.7]", addrs, err)
+	}
+
+	const fqdn = "_acme-challenge.txt.acmetest.example.com."
+	c.SetTXT(t, fqdn, "one")
+	c.SetTXT(t, strings.TrimSuffix(fqdn, "."), "two")
+	txt, err := r.LookupTXT(ctx, fqdn)
+	if err != nil || len(txt) != 2 {
+		t.Fatalf("TXT: %v, %v; want one and two", txt, err)
+	}
+	c.ClearTXT(t, fqdn)
+	if txt, err := r.LookupTXT(ctx, fqdn); err == nil && len(txt) > 0 {
+		t.Fatalf("TXT after ClearTXT: %v", txt)
+	}
+}
