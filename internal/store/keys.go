@@ -137,3 +137,16 @@ func (k keys) pendingCSRsOf(requester string) string {
 // to its pending CSR id, so that the CSR is recognised when it comes back
 // through POST /Enrollment/CSR.
 func (k keys) csrByKey(keyID string) string { return k.prefix + ":csr-key:" + keyID }
+
+// acmeAccount is a hash of one ACME CA's accounts (name lower-cased, in
+// its own {<name>} hash tag), one per directory URL: k:<dir> holds the
+// account key sealed under the KEK, u:<dir> the account URL (its kid)
+// once registered, where <dir> is the hex SHA-256 of the directory URL
+// (a CA pointed at a new directory gets a new account there).
+func (k keys) acmeAccount(ca string) string {
+	return k.prefix + ":acme:{" + strings.ToLower(ca) + "}:account"
+}
+
+// acmeHTTP01 holds the key authorization answering one http-01
+// challenge token, for whichever API process the ACME CA reaches.
+func (k keys) acmeHTTP01(token string) string { return k.prefix + ":acme:http01:" + token }
