@@ -212,6 +212,9 @@ func issuedForCSR(iss *ca.Issued, csr *x509.CertificateRequest) error {
 	if err != nil || got != want {
 		return errors.New("returned a certificate for another public key than the CSR's")
 	}
+	if iss.Leaf.IsCA {
+		return errors.New("returned a CA certificate, not an end-entity one")
+	}
 	if !bytes.Equal(iss.Chain[0], iss.Leaf.Raw) {
 		return errors.New("returned a chain that does not start with its certificate")
 	}

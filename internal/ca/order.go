@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Orderer is a certificate authority that issues by order, taking seconds
@@ -98,24 +99,46 @@ func (p *Problem) Refusal() bool {
 }
 
 // Error renders the problem for DispositionMessage: its type, detail and
-// subproblems, as the CA gave them.
+// subproblems, as the CA gave them, bounded (a CA's detail is not ours to
+// let grow a record without end: each text to 512 bytes, 10 subproblems).
 func (p *Problem) Error() string {
 	var b strings.Builder
-	b.WriteString(cmpOr(p.Type, "about:blank"))
+	b.WriteString(clip(cmpOr(p.Type, "about:blank")))
 	if p.Detail != "" {
-		b.WriteString(": " + p.Detail)
+		b.WriteString(": " + clip(p.Detail))
 	}
-	for _, s := range p.Subproblems {
+	for i, s := range p.Subproblems {
+		if i == maxSubproblems {
+			fmt.Fprintf(&b, "; and %d more", len(p.Subproblems)-i)
+			break
+		}
 		b.WriteString("; ")
 		if s.Identifier != "" {
-			b.WriteString(s.Identifier + ": ")
+			b.WriteString(clip(s.Identifier) + ": ")
 		}
-		b.WriteString(s.Type)
+		b.WriteString(clip(s.Type))
 		if s.Detail != "" {
-			b.WriteString(": " + s.Detail)
+			b.WriteString(": " + clip(s.Detail))
 		}
 	}
 	return b.String()
+}
+
+const (
+	maxProblemText = 512
+	maxSubproblems = 10
+)
+
+// clip bounds one of a CA's texts, on a rune boundary.
+func clip(s string) string {
+	if len(s) <= maxProblemText {
+		return s
+	}
+	cut := maxProblemText
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 func cmpOr(a, b string) string {
