@@ -24,8 +24,8 @@ const (
 // ACME configures a certificate authority of type acme: an external CA
 // reached over RFC 8555. certflow is the ACME client; the CA signs.
 type ACME struct {
-	// Directory is the CA's ACME directory URL (https; http only for a
-	// loopback host).
+	// Directory is the CA's ACME directory URL (https: RFC 8555 asks for
+	// it, and the ACME client speaks nothing else).
 	Directory string `yaml:"directory"`
 	// Contact are the account's contact URLs (mailto:…).
 	Contact []string `yaml:"contact"`
@@ -143,10 +143,8 @@ func (a *ACME) validate(field string, bad func(format string, args ...any)) {
 	switch {
 	case a.Directory == "":
 		bad("%s.directory: required (the CA's ACME directory URL)", field)
-	case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
-		bad("%s.directory: %q is not an http(s) URL", field, a.Directory)
-	case u.Scheme == "http" && !IsLoopbackHost(u.Hostname()):
-		bad("%s.directory: %q: plain http only to a loopback address; an ACME directory is https", field, a.Directory)
+	case err != nil || u.Host == "" || u.Scheme != "https":
+		bad("%s.directory: %q is not an https URL (RFC 8555 §6.1)", field, redactedURL(a.Directory))
 	case u.User != nil:
 		bad("%s.directory: must not carry credentials", field)
 	}
@@ -192,16 +190,19 @@ func (a *ACME) validate(field string, bad func(format string, args ...any)) {
 	}
 }
 
-// String names the CA's directory for logs and listings, without
-// credentials or query.
-func (a *ACME) String() string {
-	u, err := url.Parse(a.Directory)
+// redactedURL is raw without credentials or query, for messages.
+func redactedURL(raw string) string {
+	u, err := url.Parse(raw)
 	if err != nil {
-		return "(unparsable directory URL)"
+		return "(unparsable URL)"
 	}
 	u.User, u.RawQuery, u.Fragment = nil, "", ""
-	return fmt.Sprint(u)
+	return u.String()
 }
+
+// String names the CA's directory for logs and listings, without
+// credentials or query.
+func (a *ACME) String() string { return redactedURL(a.Directory) }
 
 // NewACMECA is a CA of type acme named name, with every setting a file
 // would leave out at its default (for tests and `certflow bench`).

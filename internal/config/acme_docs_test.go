@@ -69,7 +69,7 @@ func TestBadACMESettingsAreRefusedByName(t *testing.T) {
 		want   string
 	}{
 		{"no directory", func(c *config.CA) { c.ACME.Directory = "" }, "acme.directory: required"},
-		{"plain http beyond loopback", func(c *config.CA) { c.ACME.Directory = "http://ca.example/dir" }, "acme.directory"},
+		{"plain http", func(c *config.CA) { c.ACME.Directory = "http://127.0.0.1/dir" }, "acme.directory: \"http://127.0.0.1/dir\" is not an https URL"},
 		{"credentials in the URL", func(c *config.CA) { c.ACME.Directory = "https://u:p@ca.example/dir" }, "must not carry credentials"},
 		{"a contact that is not mailto", func(c *config.CA) { c.ACME.Contact = []string{"pki@example.com"} }, "acme.contact[0]"},
 		{"EAB without its key", func(c *config.CA) { c.ACME.EAB = &config.EAB{KeyID: "k"} }, "external_account_binding: set one of"},
