@@ -112,3 +112,13 @@ func (a *Authority) eabKey() (string, error) {
 	}
 	return strings.TrimSpace(string(b)), nil
 }
+
+// AccountURL is the CA's URL of certflow's account (its kid), registering
+// the account if it is not yet.
+func (a *Authority) AccountURL(ctx context.Context) (string, error) {
+	core, err := a.client(ctx)
+	if err != nil {
+		return "", err
+	}
+	return core.GetKID(), nil
+}

@@ -198,11 +198,17 @@ func (a *Authority) Advance(ctx context.Context, req *ca.Request, o ca.Order) (c
 		return p, nil
 	case legoacme.StatusInvalid:
 		a.cleanup(ctx, core, &st)
+		azp := a.authzProblem(ctx, core, ord.Order)
 		if ord.Error != nil {
-			return p, problem(ord.Error)
-		}
-		if prob := a.authzProblem(ctx, core, ord.Order); prob != nil {
+			prob := problem(ord.Error)
+			if len(prob.Subproblems) == 0 && azp != nil {
+				// Name the identifier that failed.
+				prob.Subproblems = azp.Subproblems
+			}
 			return p, prob
+		}
+		if azp != nil {
+			return p, azp
 		}
 		return p, &ca.Problem{Type: "about:blank", Detail: "the CA made the order invalid without saying why"}
 	default: // processing, or a status to wait out
@@ -285,7 +291,7 @@ func (a *Authority) authorize(ctx context.Context, core *api.Core, ord legoacme.
 
 // authzRefusal is an invalid authorization's problem: its challenge's
 // error, with the identifier.
-func authzRefusal(az legoacme.Authorization) error {
+func authzRefusal(az legoacme.Authorization) *ca.Problem {
 	for _, c := range az.Challenges {
 		if c.Error != nil {
 			p := problem(c.Error)
@@ -299,7 +305,7 @@ func authzRefusal(az legoacme.Authorization) error {
 }
 
 // authzProblem finds the problem of an invalid order that names none.
-func (a *Authority) authzProblem(ctx context.Context, core *api.Core, ord legoacme.Order) error {
+func (a *Authority) authzProblem(ctx context.Context, core *api.Core, ord legoacme.Order) *ca.Problem {
 	for _, u := range ord.Authorizations {
 		az, err := core.Authorizations.Get(ctx, u)
 		if err == nil && az.Status == legoacme.StatusInvalid {
