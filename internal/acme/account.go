@@ -54,9 +54,10 @@ func (a *Authority) client(ctx context.Context) (*api.Core, error) {
 		return nil, fmt.Errorf("acme %s: account key is a %T", a.name, parsed)
 	}
 	ctx, slot := withRetryAfter(ctx)
+	a.transport.directory.set(0)
 	core, err := api.New(a.httpClient(), a.ua, dir, rec.URL, key)
 	if err != nil {
-		return nil, a.mapErr("directory", err, slot)
+		return nil, a.mapErr("directory", err, &a.transport.directory)
 	}
 	if rec.URL == "" {
 		acct := legoacme.Account{Contact: a.cfg.Contact, TermsOfServiceAgreed: true}

@@ -61,7 +61,7 @@ type Authority struct {
 	kek       *pki.KEK
 	log       *slog.Logger
 	ua        string
-	transport http.RoundTripper
+	transport *retryAfterTransport
 	presenter Presenter
 
 	mu   sync.Mutex
@@ -186,11 +186,22 @@ func withRetryAfter(ctx context.Context) (context.Context, *retryAfterSlot) {
 	return context.WithValue(ctx, retryAfterKey{}, s), s
 }
 
-type retryAfterTransport struct{ base http.RoundTripper }
+// retryAfterTransport fills the request's slot, or, for a request
+// without one (lego fetches the directory with a context of its own),
+// the transport's: the account setup, which alone makes such requests,
+// reads it under the Authority's lock.
+type retryAfterTransport struct {
+	base      http.RoundTripper
+	directory retryAfterSlot
+}
 
 func (t *retryAfterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.base.RoundTrip(req)
-	if s, ok := req.Context().Value(retryAfterKey{}).(*retryAfterSlot); ok && err == nil {
+	if err == nil {
+		s, ok := req.Context().Value(retryAfterKey{}).(*retryAfterSlot)
+		if !ok {
+			s = &t.directory
+		}
 		s.set(parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()))
 	}
 	return resp, err

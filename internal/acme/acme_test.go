@@ -3,6 +3,9 @@ package acme_test
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -76,10 +79,17 @@ func request(t *testing.T, cn string, dns ...string) *ca.Request {
 // polls would (waiting what the CA asks, at most a second here).
 func drive(t *testing.T, a *acme.Authority, req *ca.Request, o ca.Order) (ca.Progress, error) {
 	t.Helper()
+	return driveSeen(t, a, req, o, func(ca.Progress) {})
+}
+
+// driveSeen is drive, showing seen each progress.
+func driveSeen(t *testing.T, a *acme.Authority, req *ca.Request, o ca.Order, seen func(ca.Progress)) (ca.Progress, error) {
+	t.Helper()
 	ctx := context.Background()
 	deadline := time.Now().Add(2 * time.Minute) // a hang guard, not a speed check
 	for {
 		p, err := a.Advance(ctx, req, o)
+		seen(p)
 		if err != nil || p.Issued != nil {
 			return p, err
 		}
@@ -140,11 +150,21 @@ func TestIssueByHTTP01ThroughPebble(t *testing.T) {
 	if o.URL == "" {
 		t.Fatal("Place gave no order URL")
 	}
-	p, err := drive(t, a, req, o)
+	// Pebble answers the finalization "processing", asking to be asked
+	// again later (Retry-After): Advance reports it.
+	var processing []ca.Progress
+	p, err := driveSeen(t, a, req, o, func(p ca.Progress) {
+		if p.Status == "processing" {
+			processing = append(processing, p)
+		}
+	})
 	if err != nil {
 		t.Fatalf("Advance: %v", err)
 	}
 	checkIssued(t, p, req, pb.Roots(t), "www.example.test", "api.example.test")
+	if len(processing) == 0 || processing[0].RetryAfter <= 0 || processing[0].RetryAfter > 3*time.Second {
+		t.Fatalf("progress while processing: %+v; want Pebble's Retry-After (3s)", processing)
+	}
 	if p.Order.URL != o.URL {
 		t.Fatalf("order URL changed: %s → %s", o.URL, p.Order.URL)
 	}
@@ -158,6 +178,22 @@ func TestIssueByHTTP01ThroughPebble(t *testing.T) {
 	}
 	if _, err := a.Issue(context.Background(), req); !errors.Is(err, acme.ErrIssuesByOrder) {
 		t.Fatalf("Issue: %v; want ErrIssuesByOrder", err)
+	}
+
+	// An IP address identifier, validated over http-01 too.
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}, k)
+	ipReq := &ca.Request{CSR: der}
+	o, err = a.Place(context.Background(), ipReq)
+	if err != nil {
+		t.Fatalf("Place for an IP address: %v", err)
+	}
+	p, err = drive(t, a, ipReq, o)
+	if err != nil {
+		t.Fatalf("Advance for an IP address: %v", err)
+	}
+	if ips := p.Issued.Leaf.IPAddresses; len(ips) != 1 || !ips[0].Equal(net.IPv4(127, 0, 0, 1)) || len(p.Issued.Leaf.DNSNames) != 0 {
+		t.Fatalf("certificate for %v %v; want 127.0.0.1 alone", ips, p.Issued.Leaf.DNSNames)
 	}
 }
 

@@ -110,7 +110,7 @@ func startPebble(t *testing.T, o pebbleOptions) *pebble {
 		"externalAccountBindingRequired": len(o.EAB) > 0,
 		"externalAccountMACKeys":         o.EAB,
 		"domainBlocklist":                o.Blocklist,
-		"retryAfter":                     map[string]int{"authz": 1, "order": 1},
+		"retryAfter":                     map[string]int{"authz": 1, "order": 3},
 		"profiles":                       map[string]any{"default": map[string]any{"description": "default", "validityPeriod": 7776000}},
 	}}
 	b, _ := json.Marshal(cfg)
