@@ -102,9 +102,15 @@ func (is Issue) Build(spec *workflow.Spec) (workflow.Step, error) {
 // certificate is not stored here: it is the step's Result.Record, which
 // the checkpoint after the step writes together with the instance, and
 // the engine writes that checkpoint before any step with effects runs.
+// A CA that issues by order (ca.Orderer: ACME) takes the order path
+// (issue_order.go), which may suspend the instance instead.
 func (is Issue) issue(ctx context.Context, run *workflow.Run, authority *workflow.Template, validity time.Duration) (workflow.Result, error) {
 	if is.DryRun {
-		cert, err := is.sign(ctx, run, authority, validity)
+		p, err := is.prepare(ctx, run, authority, validity, "")
+		if err != nil {
+			return workflow.Result{}, err
+		}
+		cert, err := is.sign(ctx, run, p)
 		if err != nil {
 			return workflow.Result{}, err
 		}
@@ -122,11 +128,36 @@ func (is Issue) issue(ctx context.Context, run *workflow.Run, authority *workflo
 		run.Log.Info("certificate already issued; reusing it", "certificate", existing.ID)
 		return issued(existing, false), nil
 	}
-	cert, err := is.sign(ctx, run, authority, validity)
+	signed := false
+	defer func() {
+		if !signed {
+			claim.Release(context.WithoutCancel(ctx))
+		}
+	}()
+	// An order placed with an external CA binds the request to that CA,
+	// whatever the step would choose now.
+	rec, err := is.recordedOrder(ctx, run.RequestID)
 	if err != nil {
-		claim.Release(context.WithoutCancel(ctx))
 		return workflow.Result{}, err
 	}
+	p, err := is.prepare(ctx, run, authority, validity, rec.Authority)
+	if err != nil {
+		return workflow.Result{}, err
+	}
+	if o, ok := p.auth.(ca.Orderer); ok {
+		res, cert, err := is.order(ctx, run, claim, o, p, rec)
+		if cert != nil {
+			signed = true
+			claim.Signed(cert, run.RequestID)
+			run.Log.Info("certificate issued", "certificate", cert.ID, "serial", cert.SerialNumber, "authority", cert.Authority)
+		}
+		return res, err
+	}
+	cert, err := is.sign(ctx, run, p)
+	if err != nil {
+		return workflow.Result{}, err
+	}
+	signed = true
 	claim.Signed(cert, run.RequestID)
 	run.Log.Info("certificate issued", "certificate", cert.ID, "serial", cert.SerialNumber, "authority", cert.Authority)
 	return issued(cert, true), nil
@@ -147,34 +178,46 @@ func issued(cert *store.Certificate, fresh bool) workflow.Result {
 	return res
 }
 
-// sign has the chosen CA sign the request, within the template's policy.
-func (is Issue) sign(ctx context.Context, run *workflow.Run, authority *workflow.Template, validity time.Duration) (*store.Certificate, error) {
+// prepared is a request made ready for its CA: the CA chosen, the policy
+// checked again, and what the CA is asked to sign.
+type prepared struct {
+	tmpl *config.Template
+	ca   *config.CA
+	auth ca.Authority
+	req  *ca.Request
+}
+
+// prepare chooses the CA (the one named by bound, when an order binds the
+// request to it) and checks, again, what the CA may sign: the template's
+// policy, that the key was not revoked for compromise, that a renewed
+// certificate is still renewable.
+func (is Issue) prepare(ctx context.Context, run *workflow.Run, authority *workflow.Template, validity time.Duration, bound string) (prepared, error) {
 	req := run.Env.Request
-	tmpl, caCfg, err := is.pickAuthority(run, authority)
+	tmpl, caCfg, err := is.pickAuthority(run, authority, bound)
 	if err != nil {
-		return nil, err
+		return prepared{}, err
 	}
 	// The template's policy binds every certificate, whatever steps the
 	// definition has before this one.
 	if msg := PolicyViolation(is.Config, is.CASubjects.All(), run, caCfg); msg != "" {
-		return nil, workflow.Deny("%s", msg)
+		return prepared{}, workflow.Deny("%s", msg)
 	}
 	// Checked at submit too; here again because the key may have been
 	// revoked for keyCompromise while the request waited (an approval).
 	// A dry run has no store to ask either.
 	if !is.DryRun {
 		if err := is.keyNotCompromised(ctx, run.CSR); err != nil {
-			return nil, err
+			return prepared{}, err
 		}
 		if id := req.RenewalCertificateId; id != 0 {
 			if err := is.stillRenewable(ctx, id); err != nil {
-				return nil, err
+				return prepared{}, err
 			}
 		}
 	}
 	auth, ok := is.CAs.Get(caCfg.Name)
 	if !ok {
-		return nil, workflow.Permanent(fmt.Errorf("certificate authority %s is configured but not loaded", caCfg.Name))
+		return prepared{}, workflow.Permanent(fmt.Errorf("certificate authority %s is configured but not loaded", caCfg.Name))
 	}
 	if validity == 0 && tmpl != nil {
 		validity = tmpl.Validity
@@ -184,21 +227,31 @@ func (is Issue) sign(ctx context.Context, run *workflow.Run, authority *workflow
 	}
 	caReq, err := caRequest(run, tmpl, validity)
 	if err != nil {
-		return nil, workflow.Permanent(err)
+		return prepared{}, workflow.Permanent(err)
 	}
-	if base := is.Config.CRLBaseURL; base != "" {
+	if base := is.Config.CRLBaseURL; base != "" && !caCfg.IsACME() {
 		caReq.CRLDistributionPoints = []string{CRLURL(base, caCfg.Name)}
 	}
-	issued, err := auth.Issue(ctx, caReq)
+	return prepared{tmpl: tmpl, ca: caCfg, auth: auth, req: caReq}, nil
+}
+
+// sign has a CA that signs at once (the built-in one) sign the request.
+func (is Issue) sign(ctx context.Context, run *workflow.Run, p prepared) (*store.Certificate, error) {
+	issued, err := p.auth.Issue(ctx, p.req)
 	if errors.Is(err, ca.ErrRefused) {
 		// The CA's own last line of policy: asking again will not help.
-		return nil, workflow.Deny("certificate authority %s: %v", caCfg.Name, err)
+		return nil, workflow.Deny("certificate authority %s: %v", p.ca.Name, err)
 	}
 	if err != nil {
 		// The CA's own failure: the step's retry policy and on_error decide.
-		return nil, fmt.Errorf("certificate authority %s: %w", caCfg.Name, err)
+		return nil, fmt.Errorf("certificate authority %s: %w", p.ca.Name, err)
 	}
-	leaf := issued.Leaf
+	return is.certificate(run, p, issued), nil
+}
+
+// certificate is the record of a certificate the CA issued for run.
+func (is Issue) certificate(run *workflow.Run, p prepared, issued *ca.Issued) *store.Certificate {
+	req, leaf := run.Env.Request, issued.Leaf
 	c := &store.Certificate{
 		Chain:        issued.Chain,
 		SerialNumber: pki.SerialHex(leaf),
@@ -207,7 +260,7 @@ func (is Issue) sign(ctx context.Context, run *workflow.Run, authority *workflow
 		SubjectDN:    pki.NameString(leaf.RawSubject, leaf.Subject),
 		NotBefore:    leaf.NotBefore,
 		NotAfter:     leaf.NotAfter,
-		Authority:    caCfg.QualifiedName(),
+		Authority:    p.ca.QualifiedName(),
 		Template:     req.Template,
 		Requester:    run.Env.Requester.Name,
 		Issued:       time.Now().UTC(),
@@ -216,7 +269,7 @@ func (is Issue) sign(ctx context.Context, run *workflow.Run, authority *workflow
 		OwnerRoleName: req.OwnerRoleName,
 	}
 	c.Describe(leaf)
-	return c, nil
+	return c
 }
 
 // stillRenewable denies a renewal whose certificate was revoked, or is
@@ -259,9 +312,10 @@ func (is Issue) keyNotCompromised(ctx context.Context, csr *x509.CertificateRequ
 	return nil
 }
 
-// pickAuthority chooses the CA: the step's `authority`, else the request's
-// CertificateAuthority, else one of the template's at random.
-func (is Issue) pickAuthority(run *workflow.Run, authority *workflow.Template) (*config.Template, *config.CA, error) {
+// pickAuthority chooses the CA: bound (the CA an order was placed with),
+// else the step's `authority`, else the request's CertificateAuthority,
+// else one of the template's at random.
+func (is Issue) pickAuthority(run *workflow.Run, authority *workflow.Template, bound string) (*config.Template, *config.CA, error) {
 	req := run.Env.Request
 	var tmpl *config.Template
 	if req.Template != "" {
@@ -272,6 +326,9 @@ func (is Issue) pickAuthority(run *workflow.Run, authority *workflow.Template) (
 		tmpl = t
 	}
 	name := req.CertificateAuthority
+	if bound != "" {
+		name, authority = bound, nil
+	}
 	if authority != nil {
 		s, err := authority.String(run.Env)
 		if err != nil {
@@ -305,6 +362,7 @@ func servesTemplate(t *config.Template, c *config.CA) bool {
 func caRequest(run *workflow.Run, tmpl *config.Template, validity time.Duration) (*ca.Request, error) {
 	csr := run.CSR
 	r := &ca.Request{
+		CSR:     csr.Raw,
 		Subject: csr.Subject, RawSubject: csr.RawSubject, PublicKey: csr.PublicKey,
 		DNSNames: run.Env.SANs.DNS, Emails: run.Env.SANs.Email, Validity: validity,
 	}

@@ -33,7 +33,7 @@ func TestPickAuthorityChoosesAmongTheTemplatesCAsAtRandom(t *testing.T) {
 	counts := map[string]int{}
 	const n = 200
 	for range n {
-		_, c, err := d.pickAuthority(run, nil)
+		_, c, err := d.pickAuthority(run, nil, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -48,7 +48,7 @@ func TestPickAuthorityChoosesAmongTheTemplatesCAsAtRandom(t *testing.T) {
 	t.Run("a named CA is always the one used", func(t *testing.T) {
 		run := &workflow.Run{Env: &workflow.Env{Request: workflow.Request{Template: config.DefaultTemplate, CertificateAuthority: `certflow\SecondCA`}}}
 		for range 20 {
-			if _, c, err := d.pickAuthority(run, nil); err != nil || c.Name != "SecondCA" {
+			if _, c, err := d.pickAuthority(run, nil, ""); err != nil || c.Name != "SecondCA" {
 				t.Fatalf("picked %v (%v), want SecondCA", c, err)
 			}
 		}

@@ -61,6 +61,10 @@ func (rv Revoke) revoke(ctx context.Context, run *workflow.Run) (workflow.Result
 	if eff.IsZero() {
 		eff = now
 	}
+	remote, err := rv.revokeAtCA(ctx, run, ask.CertificateId, ask.Reason)
+	if err != nil {
+		return workflow.Result{}, err
+	}
 	cert, changed, err := rv.Store.RevokeCertificate(ctx, ask.CertificateId, store.Revocation{
 		Reason: ask.Reason, Comment: ask.Comment, EffectiveDate: eff.UTC(), InvalidityDate: ask.InvalidityDate.UTC(), Date: now,
 		By: run.Env.Requester.Name, RequestID: run.RequestID, Depth: run.EventDepth,
@@ -74,6 +78,13 @@ func (rv Revoke) revoke(ctx context.Context, run *workflow.Run) (workflow.Result
 		return workflow.Result{}, workflow.Deny("certificate %d was revoked already (by request %d)", cert.ID, cert.Revocation.RequestID)
 	}
 	rev := cert.Revocation
+	if remote {
+		// The CA keeps its own status (OCSP, CRLs): it has it already.
+		run.Log.Info("certificate revoked at its certificate authority", "certificate", cert.ID, "serial", cert.SerialNumber, "reason", rev.Reason, "authority", cert.CAName(), "changed", changed)
+		return workflow.Result{Outputs: map[string]any{
+			"certificate": cert.ID, "serial": cert.SerialNumber, "reason": rev.Reason, "effective_date": rev.EffectiveDate,
+		}}, nil
+	}
 	if err := rv.Store.AddRevoked(ctx, cert.CAName(), store.RevokedEntry{
 		Serial: cert.SerialNumber, RevokedAt: rev.Date, InvalidityDate: rev.InvalidityDate, Reason: rev.Reason, NotAfter: cert.NotAfter, CertificateID: cert.ID,
 	}); err != nil {
@@ -102,4 +113,40 @@ func (rv Revoke) revoke(ctx context.Context, run *workflow.Run) (workflow.Result
 		"certificate": cert.ID, "serial": cert.SerialNumber, "reason": rev.Reason,
 		"effective_date": rev.EffectiveDate, "crl_number": crl.Number,
 	}}, nil
+}
+
+// revokeAtCA asks a CA that keeps its own revocation status (ACME:
+// ca.RemoteRevoker) to revoke the certificate, before certflow records it:
+// a refusal then leaves nothing recorded. It reports whether the CA is
+// such a one. A certificate revoked by another request is left to the
+// record's check (denied there); the CA's "already revoked" counts as
+// done, so a re-run after a crash goes on to record it.
+func (rv Revoke) revokeAtCA(ctx context.Context, run *workflow.Run, id int64, reason int) (bool, error) {
+	cert, err := rv.Store.Certificate(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return false, workflow.Deny("certificate %d no longer exists", id)
+	case err != nil:
+		return false, workflow.RetryLater(fmt.Errorf("revoke: %w", err))
+	}
+	auth, ok := rv.CAs.Get(cert.CAName())
+	if !ok {
+		return false, workflow.Permanent(fmt.Errorf("certificate authority %s is not loaded", cert.CAName()))
+	}
+	remote, ok := auth.(ca.RemoteRevoker)
+	if !ok {
+		return false, nil
+	}
+	if cert.Revocation != nil && cert.Revocation.RequestID != run.RequestID {
+		return true, nil // the record's compare-and-set denies it
+	}
+	err = remote.RevokeAtCA(ctx, cert.Chain[0], reason)
+	var prob *ca.Problem
+	switch {
+	case errors.As(err, &prob):
+		return true, workflow.Deny("certificate authority %s refused the revocation: %v", cert.CAName(), prob)
+	case err != nil:
+		return true, workflow.RetryLater(fmt.Errorf("certificate authority %s: revoke: %w", cert.CAName(), err))
+	}
+	return true, nil
 }

@@ -14,6 +14,9 @@ import (
 // without the definition, and a reload cannot change the rules of a
 // request already waiting.
 type Wait struct {
+	// Kind is what the instance waits for: people's decision (WaitApproval,
+	// the zero value) or a certificate authority's answer (WaitAuthority).
+	Kind string `json:"Kind,omitempty"`
 	Step string `json:"Step"`
 	// Stage is 0, and 1 once an on_timeout: escalate handed the decision on.
 	Stage int `json:"Stage"`
@@ -34,7 +37,22 @@ type Wait struct {
 	// the request resumes (approved) or rejects (anything else).
 	Verdict Verdict `json:"Verdict,omitempty"`
 	Message string  `json:"Message,omitempty"`
+	// Authority and Status, for an authority wait: the CA asked and its
+	// word for where the order stands (ACME: pending, processing, …).
+	// Its Stage counts the looks at the order; Deadline is the next.
+	Authority string `json:"Authority,omitempty"`
+	Status    string `json:"Status,omitempty"`
 }
+
+// Wait kinds.
+const (
+	WaitApproval  = ""
+	WaitAuthority = "authority"
+)
+
+// ForAuthority reports whether the wait is for a certificate authority's
+// answer, which nobody decides: the step looks again at its Deadline.
+func (w *Wait) ForAuthority() bool { return w != nil && w.Kind == WaitAuthority }
 
 // Escalation is who decides after a timeout, and for how long.
 type Escalation struct {
@@ -50,6 +68,9 @@ const (
 	VerdictDenied   Verdict = "Denied"
 	VerdictTimedOut Verdict = "TimedOut"
 	VerdictStopped  Verdict = "Stopped"
+	// VerdictDue: an authority wait's time to look again came; the step
+	// runs again.
+	VerdictDue Verdict = "Due"
 )
 
 // On-timeout policies of an approval.
@@ -94,6 +115,9 @@ var (
 	ErrSelfApproval = errors.New("the requester may not decide their own request")
 	// ErrNoComment: a denial must say why.
 	ErrNoComment = errors.New("a denial needs a comment")
+	// ErrNotApproval: the instance waits for a certificate authority, which
+	// no signal decides (an administrator may stop it).
+	ErrNotApproval = errors.New("waiting for its certificate authority, not for a decision")
 )
 
 // Decider is who is deciding: their name and a role check that knows
@@ -114,6 +138,9 @@ func (in *Instance) MayDecide(step string, who Decider, requester string) error 
 		return ErrNotWaiting
 	}
 	w := in.Wait
+	if w.ForAuthority() {
+		return ErrNotApproval
+	}
 	if !who.Has(w.Roles...) {
 		return fmt.Errorf("%w (%s)", ErrNotApprover, strings.Join(w.Roles, ", "))
 	}
@@ -168,6 +195,11 @@ func (in *Instance) TimeOut(step string, stage int, now time.Time) (escalated, s
 		return false, false
 	}
 	w := in.Wait
+	if w.ForAuthority() {
+		// Time to look at the order again: no decision, nothing recorded.
+		w.Verdict = VerdictDue
+		return false, true
+	}
 	if w.OnTimeout == OnTimeoutEscalate && w.Escalation != nil {
 		in.Decisions = append(in.Decisions, Decision{Step: step, Stage: stage, Kind: DecisionEscalation, At: now,
 			Comment: fmt.Sprintf("no decision within the timeout; handed to %s", strings.Join(w.Escalation.Roles, ", "))})

@@ -67,6 +67,9 @@ type Instance struct {
 	// Decisions records every approval decision, timeout, escalation and
 	// stop, in order.
 	Decisions []Decision `json:"Decisions,omitempty"`
+	// waited is the timeline entry of an authority wait that just came
+	// due, taken off History: the step's next entry replaces it (fold).
+	waited *StepRecord
 	// Unsaved holds the steps' Result.Record values that no checkpoint
 	// has written yet. A Checkpoint writes them with the instance, in one
 	// atomic step, and empties it.
@@ -266,6 +269,7 @@ func (e *Engine) Run(ctx context.Context, def *Definition, in *Input, inst *Inst
 			// Not the step's failure: hand the request back to the queue,
 			// to resume at this step.
 			rec.Outcome, rec.Message, rec.Finished = OutcomeError, err.Error(), e.now()
+			inst.fold(&rec)
 			inst.History = append(inst.History, rec)
 			log.Warn("step postponed; the queue will retry", "err", err)
 			if serr := save(context.WithoutCancel(ctx), inst); serr != nil {
@@ -286,6 +290,7 @@ func (e *Engine) Run(ctx context.Context, def *Definition, in *Input, inst *Inst
 			return e.suspend(ctx, inst, rec, res.Suspend, save)
 		}
 		inst.apply(sd.ID, res)
+		inst.fold(&rec)
 		inst.History = append(inst.History, rec)
 		if res.AfterSave != nil {
 			afterSave = append(afterSave, res.AfterSave)
@@ -343,13 +348,24 @@ func (e *Engine) suspend(ctx context.Context, inst *Instance, rec StepRecord, w 
 		w.Since = rec.Finished
 	}
 	rec.Outcome = OutcomeWaiting
-	rec.Message = "waiting for approval by " + strings.Join(w.Roles, ", ")
+	if w.ForAuthority() {
+		rec.Message = fmt.Sprintf("waiting for certificate authority %s (order %s; next look at %s)", w.Authority, w.Status, w.Deadline.UTC().Format(time.RFC3339))
+		inst.fold(&rec)
+		// Each look has its own stage, and so its own timer task.
+		w.Stage = rec.Attempts
+	} else {
+		rec.Message = "waiting for approval by " + strings.Join(w.Roles, ", ")
+	}
 	inst.History = append(inst.History, rec)
 	inst.Wait = w
 	if err := inst.To(StatusSuspended); err != nil {
 		return err
 	}
-	e.log().Info("workflow suspended for approval", "step", rec.ID, "roles", w.Roles, "quorum", w.Quorum, "deadline", w.Deadline)
+	if w.ForAuthority() {
+		e.log().Info("workflow waits for its certificate authority", "step", rec.ID, "authority", w.Authority, "status", w.Status, "next", w.Deadline)
+	} else {
+		e.log().Info("workflow suspended for approval", "step", rec.ID, "roles", w.Roles, "quorum", w.Quorum, "deadline", w.Deadline)
+	}
 	return save(ctx, inst)
 }
 
@@ -387,6 +403,19 @@ func (e *Engine) resume(ctx context.Context, def *Definition, in *Input, inst *I
 		return fmt.Errorf("%w: the instance waits at step %q, but its next step is #%d", ErrTransition, w.Step, inst.Next)
 	}
 	sd := def.Steps[inst.Next]
+	if w.ForAuthority() && w.Verdict == VerdictDue {
+		// The step looks at the CA again: it runs next, from Running. Its
+		// next timeline entry replaces the wait's (fold).
+		if n := len(inst.History); n > 0 && inst.History[n-1].ID == sd.ID && inst.History[n-1].Outcome == OutcomeWaiting {
+			inst.waited = &inst.History[n-1]
+			inst.History = inst.History[:n-1]
+		}
+		inst.Wait = nil
+		return inst.To(StatusRunning)
+	}
+	if w.ForAuthority() && w.Verdict != VerdictStopped {
+		return fmt.Errorf("%w: an authority wait with verdict %q", ErrTransition, w.Verdict)
+	}
 	now := e.now()
 	log := e.log().With("step", sd.ID)
 	var res Result
@@ -449,6 +478,7 @@ func (e *Engine) attempt(ctx context.Context, sd *StepDef, run *Run) (Result, in
 
 func (e *Engine) reject(ctx context.Context, inst *Instance, rec StepRecord, msg string, save Checkpoint) error {
 	rec.Outcome, rec.Message, rec.Finished = OutcomeDenied, msg, e.now()
+	inst.fold(&rec)
 	inst.History = append(inst.History, rec)
 	inst.Message = msg
 	if err := inst.To(StatusRejected); err != nil {
@@ -470,6 +500,7 @@ func (e *Engine) Fail(ctx context.Context, inst *Instance, def *Definition, caus
 
 func (e *Engine) fail(ctx context.Context, inst *Instance, rec StepRecord, cause error, save Checkpoint) error {
 	rec.Outcome, rec.Message, rec.Finished = OutcomeFailed, cause.Error(), e.now()
+	inst.fold(&rec)
 	inst.History = append(inst.History, rec)
 	inst.Message = cause.Error()
 	if err := inst.To(StatusFailed); err != nil {
@@ -477,6 +508,16 @@ func (e *Engine) fail(ctx context.Context, inst *Instance, rec StepRecord, cause
 	}
 	e.log().Error("workflow failed", "step", rec.ID, "err", cause)
 	return save(ctx, inst)
+}
+
+// fold makes rec, the step's entry after an authority wait, stand for the
+// whole wait: one timeline entry however many looks at the CA it took,
+// started when the wait did, its attempts counting the looks.
+func (in *Instance) fold(rec *StepRecord) {
+	if w := in.waited; w != nil && w.ID == rec.ID {
+		rec.Started, rec.Attempts = w.Started, w.Attempts+max(rec.Attempts, 1)
+	}
+	in.waited = nil
 }
 
 func (in *Instance) apply(stepID string, res Result) {

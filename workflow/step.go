@@ -190,7 +190,9 @@ type Result struct {
 	// Certificate is set by the step that issued one.
 	Certificate *Certificate
 	// Suspend, when set, parks the instance at this step until people
-	// decide (see Wait); the step should implement Resumer.
+	// decide (see Wait; the step should implement Resumer), or, for a
+	// Wait of kind WaitAuthority, until its Deadline, when the step runs
+	// again.
 	Suspend *Wait
 	// Record, when set, is the record of the step's effect (an issued
 	// certificate), for the next checkpoint to write atomically with the

@@ -234,7 +234,16 @@ func (s *Server) handleCSRContext(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) newCA(i int) keyfactor.CertificateAuthority {
 	c := &s.cfg.CAs[i]
-	props, _ := json.Marshal(map[string]string{"Type": c.Type, "KeyType": c.KeyType, "MaxValidity": c.MaxValidity.Round(time.Second).String()})
+	p := map[string]string{"Type": c.Type, "KeyType": c.KeyType, "MaxValidity": c.MaxValidity.Round(time.Second).String()}
+	if a := c.ACME; c.IsACME() && a != nil {
+		// The CA chooses its keys and validity; what it is, and how
+		// certflow proves names to it, is worth showing.
+		p = map[string]string{"Type": c.Type, "Directory": a.String(), "Challenge": a.Challenge}
+		if a.Profile != "" {
+			p["Profile"] = a.Profile
+		}
+	}
+	props, _ := json.Marshal(p)
 	out := keyfactor.CertificateAuthority{
 		Id: i + 1, LogicalName: c.Name, HostName: c.Host, Standalone: c.Standalone,
 		Properties: string(props), AllowedEnrollmentTypes: enrollPFX | enrollCSR, AllowedRequesters: []string{},

@@ -57,6 +57,10 @@ type Options struct {
 	// EventSources are the signed event sources (LoadEventSources), by
 	// name.
 	EventSources map[string]*EventSource
+	// HTTP01 answers ACME http-01 challenges under
+	// /.well-known/acme-challenge/ (internal/acme.HTTP01Handler); nil:
+	// that path is not served.
+	HTTP01 http.Handler
 }
 
 // StoreStatus says where a certflow keeps its records and what a restart
@@ -72,6 +76,7 @@ type StoreStatus struct {
 
 // Server serves the API: HTTP in front of an enroll.Service.
 type Server struct {
+	http01  http.Handler
 	cfg     *config.Config
 	store   *store.Store
 	waiters *store.Waiters
@@ -121,6 +126,7 @@ func New(o Options) *Server {
 			Definitions: o.Definitions, CASubjects: o.CASubjects, KeyPool: o.KeyPool,
 		}),
 	}
+	s.http01 = o.HTTP01
 	s.proxies = parseTrustedProxies(o.Config.API.TrustedProxies)
 	s.sources, s.dummySource = o.EventSources, newDummySource()
 	if o.Config.API.RateLimit > 0 {
@@ -177,6 +183,10 @@ func New(o Options) *Server {
 	s.route("PUT /Certificates/Metadata", s.handleUpdateMetadata)
 	s.route("PUT /Certificates/Metadata/All", s.handleUpdateMetadataAll)
 	s.public("GET /CRL/{ca}", s.handleGetCRL)
+	if o.HTTP01 != nil {
+		// Listed here; Handler serves it before routing (case-sensitive).
+		s.public("GET "+HTTP01Path+"{token}", func(w http.ResponseWriter, r *http.Request) { o.HTTP01.ServeHTTP(w, r) })
+	}
 	// The event log (events.go): external events, and reading the log.
 	s.route("POST /Events", s.handlePostEvent, append([]string{config.RoleAdmin}, o.Config.Events.PublisherRoles...)...)
 	s.public("POST /Events/Sources/{name}", s.handleSourceEvent) // authenticated by its signature
@@ -276,6 +286,12 @@ func (s *Server) Handler() http.Handler {
 		if r.Body != nil {
 			r.Body = http.MaxBytesReader(rec, r.Body, s.cfg.API.MaxBodyBytes)
 		}
+		if s.http01 != nil && strings.HasPrefix(r.URL.Path, HTTP01Path) {
+			// Public by design (the CA asks anonymously), and its tokens
+			// are case-sensitive: served before the path is lower-cased.
+			s.http01.ServeHTTP(rec, r)
+			return
+		}
 		// Keyfactor matches paths without regard to case, and serves them
 		// under /KeyfactorAPI as well as at the root.
 		path := strings.ToLower(r.URL.Path)
@@ -287,6 +303,9 @@ func (s *Server) Handler() http.Handler {
 		s.mux.ServeHTTP(rec, r)
 	})
 }
+
+// HTTP01Path is where ACME CAs look for http-01 answers (RFC 8555 §8.3).
+const HTTP01Path = "/.well-known/acme-challenge/"
 
 type baseKey struct{}
 

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/certflow/certflow/internal/acme"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -159,6 +161,8 @@ type App struct {
 	// worker); tlsAddr the HTTPS listener's address once ServeAPI bound it.
 	TLS     *tlsserve.Source
 	tlsAddr net.Addr
+	// http01Addr is acme_client.http01_listen's address once bound.
+	http01Addr net.Addr
 	// eventSources are events.sources loaded (their secrets read).
 	eventSources map[string]*api.EventSource
 }
@@ -238,7 +242,10 @@ func Open(cfg *config.Config, role Role, adminToken string, log *slog.Logger, ou
 		cancel()
 	}
 	if role&RoleWorker != 0 {
-		reg, made, err := ca.OpenAll(cfg, kek, true, ca.Logger(log)) // speed.leaf_encoder from cfg; its self-check reports to log
+		reg, made, err := ca.OpenAll(cfg, kek, true, ca.Logger(log), // speed.leaf_encoder from cfg; its self-check reports to log
+			ca.External(config.CATypeACME, func(c *config.CA) (ca.Authority, error) {
+				return acme.Open(c, acme.Deps{Store: a.Store, KEK: kek, Logger: log, Version: buildVersion()})
+			}))
 		if err != nil {
 			return nil, err
 		}
@@ -304,6 +311,10 @@ func (a *App) ReloadTLS() {
 // HTTPSAddr is the HTTPS listener's address, nil when there is none or
 // before ServeAPI has called its ready function.
 func (a *App) HTTPSAddr() net.Addr { return a.tlsAddr }
+
+// HTTP01Addr is the address of the http-01 listener (acme_client.http01_listen)
+// once ServeAPI bound it; nil without one.
+func (a *App) HTTP01Addr() net.Addr { return a.http01Addr }
 
 // inventoryBuildInline is the size of inventory whose indexes Open builds
 // before it returns (a few seconds at most); a larger one is built in the
@@ -685,9 +696,13 @@ func (a *App) APIServer() *api.Server {
 	return api.New(api.Options{
 		Config: a.Config, Store: a.Store, Queue: a.Queue, KEK: a.KEK, Auth: a.Auth, Log: a.Log,
 		Definitions: &a.Defs, Reload: a.Reload, CASubjects: a.caSubjects, KeyPool: a.KeyPool,
-		StoreStatus: a.StoreStatus(), EventSources: a.eventSources,
+		StoreStatus: a.StoreStatus(), EventSources: a.eventSources, HTTP01: a.http01(),
 	})
 }
+
+// http01 answers ACME http-01 challenges from Redis (a token is there
+// only while an acme CA's order is being validated; otherwise 404).
+func (a *App) http01() http.Handler { return acme.HTTP01Handler(a.Store) }
 
 // ServeAPI listens on the configured address (plain HTTP) and on
 // tls.listen (HTTPS, HTTP/2) until ctx ends, then shuts down gracefully.
@@ -697,6 +712,19 @@ func (a *App) ServeAPI(ctx context.Context, ready func(addr net.Addr)) error {
 	ln, err := net.Listen("tcp", a.Config.Listen)
 	if err != nil {
 		return err
+	}
+	if a.Config.ACMEClient.HTTP01Listen != "" {
+		// Port 80 for the CA's http-01 look: that path only.
+		cln, err := net.Listen("tcp", a.Config.ACMEClient.HTTP01Listen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("acme_client.http01_listen: %w", err)
+		}
+		a.http01Addr = cln.Addr()
+		cs := &http.Server{Handler: a.http01(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, MaxHeaderBytes: 8 << 10,
+			ErrorLog: slog.NewLogLogger(a.Log.Handler(), slog.LevelWarn)}
+		go cs.Serve(cln)
+		defer cs.Close()
 	}
 	var tlsLn net.Listener
 	if a.TLS != nil {
@@ -808,4 +836,12 @@ func (a *App) Close() {
 	if a.child != nil {
 		a.child.Stop()
 	}
+}
+
+// buildVersion is the module's version, for user agents.
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "dev"
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"slices"
 	"strings"
@@ -93,6 +94,24 @@ type DNSHook struct {
 type DNSHookCall struct {
 	URL  string `yaml:"url"`
 	Body string `yaml:"body"`
+}
+
+// ACMEClient is certflow's side of the ACME CAs' challenges.
+type ACMEClient struct {
+	// HTTP01Listen is a plain-HTTP address (":80" in production, where
+	// the CA looks) that serves only /.well-known/acme-challenge/ from
+	// Redis, in every API process. Empty: none; the API's own listeners
+	// answer the path too (behind a proxy that forwards port 80).
+	HTTP01Listen string `yaml:"http01_listen"`
+}
+
+func (c *ACMEClient) validate(bad func(format string, args ...any)) {
+	if c.HTTP01Listen == "" {
+		return
+	}
+	if _, port, err := net.SplitHostPort(c.HTTP01Listen); err != nil || port == "" {
+		bad("acme_client.http01_listen: %q is not host:port (e.g. :80)", c.HTTP01Listen)
+	}
 }
 
 // IsACME reports whether the CA is an external ACME CA.

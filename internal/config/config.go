@@ -64,6 +64,9 @@ type Config struct {
 	// Events governs the event log and event-triggered workflows
 	// (docs/events.md).
 	Events Events `yaml:"events"`
+	// ACMEClient is what certflow needs as an ACME client of external
+	// CAs (certificate_authorities of type acme; docs/acme.md).
+	ACMEClient ACMEClient `yaml:"acme_client"`
 	// Speed switches certflow's speed shortcuts off, one by one; each has a
 	// plain fallback that does the same work more slowly.
 	Speed Speed `yaml:"speed"`

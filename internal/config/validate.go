@@ -54,6 +54,7 @@ func (c *Config) Validate() error {
 	c.SMTP.validate(bad)
 	c.TLS.validate(bad)
 	c.Auth.validate(bad)
+	c.ACMEClient.validate(bad)
 	caNames := map[string]bool{}
 	for i := range c.CAs {
 		field := fmt.Sprintf("certificate_authorities[%d]", i)

@@ -108,6 +108,8 @@ func (s *Service) decide(ctx context.Context, id int64, who *Caller, step, signa
 		return req, nil
 	case errors.Is(err, workflow.ErrNotWaiting):
 		return nil, newError(Conflict, keyfactor.CodeConflict, "workflow instance %s is not waiting for a decision at step %s (it is %s)", s.store.InstanceID(id), step, instanceStatusOf(req))
+	case errors.Is(err, workflow.ErrNotApproval):
+		return nil, newError(Conflict, keyfactor.CodeConflict, "workflow instance %s is not waiting for a decision at step %s: it is %v", s.store.InstanceID(id), step, err)
 	case errors.Is(err, workflow.ErrNotApprover), errors.Is(err, workflow.ErrSelfApproval):
 		return nil, newError(Forbidden, keyfactor.CodeForbidden, "%s may not decide request %d: %v", who.Name, id, err)
 	case errors.Is(err, workflow.ErrNoComment):

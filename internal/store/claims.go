@@ -220,3 +220,76 @@ func randomToken() string {
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// extendScript renews a lock's TTL only if we still hold it.
+var extendScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+`)
+
+// Extend gives the claim a full lifetime again, before an exchange with
+// a CA that may take a while (placing an order): ErrBusy if the lock is
+// no longer ours.
+func (c *IssueClaim) Extend(ctx context.Context) error {
+	ok, err := extendScript.Run(ctx, c.s.rdb, []string{c.key}, c.token, issueLockTTL.Milliseconds()).Int()
+	switch {
+	case err != nil:
+		return fmt.Errorf("extend issue lock: %w", err)
+	case ok == 0:
+		return ErrBusy
+	}
+	c.taken = time.Now()
+	return nil
+}
+
+// recordOrderScript writes a request's order (field o) only while the
+// issue lock is ours; the first record (ARGV[3] = 1) only if none is
+// there. Returns 1 when written, 0 when the lock is not ours, -1 when an
+// order was recorded first.
+var recordOrderScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[3] == '1' then
+  if redis.call('HSETNX', KEYS[2], 'o', ARGV[2]) == 0 then return -1 end
+  return 1
+end
+redis.call('HSET', KEYS[2], 'o', ARGV[2])
+return 1
+`)
+
+// ErrOrderRecorded: another run recorded an order for the request first.
+var ErrOrderRecorded = errors.New("an order is recorded for the request already")
+
+// RecordOrder stores the request's order with an external CA (an opaque
+// record the issue step writes) under the claim: first is the record of a
+// new order, written only if none is (ErrOrderRecorded otherwise), before
+// anything acts on it; later ones update it. ErrBusy: the lock is no
+// longer ours, and nothing was written.
+func (c *IssueClaim) RecordOrder(ctx context.Context, data []byte, first bool) error {
+	flag := "0"
+	if first {
+		flag = "1"
+	}
+	res, err := recordOrderScript.Run(ctx, c.s.rdb, []string{c.key, c.s.keys.request(c.requestID)}, c.token, data, flag).Int()
+	switch {
+	case err != nil:
+		return fmt.Errorf("record order of request %d: %w", c.requestID, err)
+	case res == 0:
+		return ErrBusy
+	case res == -1:
+		return ErrOrderRecorded
+	}
+	return nil
+}
+
+// OrderOf returns the order recorded for a request (RecordOrder), nil if
+// none is.
+func (s *Store) OrderOf(ctx context.Context, requestID int64) ([]byte, error) {
+	data, err := s.rdb.HGet(ctx, s.keys.request(requestID), "o").Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load order of request %d: %w", requestID, err)
+	}
+	return data, nil
+}

@@ -256,6 +256,11 @@ func (s *Store) lifecycle(r *Request, cert *Certificate) (withCert, withRecord [
 	}
 	switch r.Disposition {
 	case Pending:
+		if r.Instance.Wait.ForAuthority() {
+			// Waiting for its CA: no person is asked anything (each look
+			// at the order goes PENDING → RUNNING → PENDING).
+			break
+		}
 		if w := r.Instance.Wait; w != nil {
 			data["Step"], data["Roles"], data["Quorum"] = w.Step, w.Roles, w.Quorum
 			if !w.Deadline.IsZero() {

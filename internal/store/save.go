@@ -171,7 +171,12 @@ func (s *Store) Save(ctx context.Context, r *Request) error {
 			score = float64(w.Deadline.UnixMilli())
 		}
 		pipe.ZAdd(ctx, s.keys.pending(), redis.Z{Score: score, Member: r.ID})
-		pipe.Publish(ctx, s.keys.events(), announce)
+		if !r.Instance.Wait.ForAuthority() {
+			// A request waiting for its CA is not announced: a client
+			// waiting for it (Prefer: wait) wants the certificate, which
+			// comes with the final save.
+			pipe.Publish(ctx, s.keys.events(), announce)
+		}
 	case was == Pending:
 		pipe.ZRem(ctx, s.keys.pending(), r.ID)
 	}

@@ -237,6 +237,9 @@ func settle(r *store.Request) {
 		r.Disposition = store.Running
 	case workflow.StatusSuspended:
 		r.Disposition = store.Pending
+		if w := inst.Wait; w.ForAuthority() {
+			r.Message = fmt.Sprintf("waiting for certificate authority %s: order %s; next look at %s", w.Authority, w.Status, w.Deadline.UTC().Format(time.RFC3339))
+		}
 	case workflow.StatusComplete:
 		if r.Trigger == workflow.TriggerRevocation {
 			settleRevocation(r)
@@ -339,7 +342,11 @@ func (w *Worker) Timeout(ctx context.Context, id, generation int64, step string,
 		w.tellEscalated(ctx, r, log)
 		return w.afterSettle(ctx, r)
 	}
-	log.Warn("approval timed out; the request will be denied")
+	if r.Instance.Wait.ForAuthority() {
+		log.Debug("looking at the certificate authority's order again")
+	} else {
+		log.Warn("approval timed out; the request will be denied")
+	}
 	return w.Run(ctx, id, generation)
 }
 

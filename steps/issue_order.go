@@ -1,0 +1,230 @@
+package steps
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/certflow/certflow/internal/ca"
+	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/redact"
+	"github.com/certflow/certflow/internal/store"
+	"github.com/certflow/certflow/workflow"
+)
+
+// orderRecord is what the issue step keeps with a request whose CA issues
+// by order (store.IssueClaim.RecordOrder): the CA, its order, and when the
+// order was placed.
+type orderRecord struct {
+	Authority string    `json:"Authority"`
+	Order     ca.Order  `json:"Order"`
+	Placed    time.Time `json:"Placed"`
+}
+
+// recordedOrder reads the order recorded for a request (zero: none).
+func (is Issue) recordedOrder(ctx context.Context, requestID int64) (orderRecord, error) {
+	var rec orderRecord
+	data, err := is.Store.OrderOf(ctx, requestID)
+	if err != nil {
+		return rec, workflow.RetryLater(err)
+	}
+	if data == nil {
+		return rec, nil
+	}
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return rec, workflow.Permanent(fmt.Errorf("the order recorded for request %d does not decode: %w", requestID, err))
+	}
+	return rec, nil
+}
+
+// order is the issue step for a CA that issues by order (ACME). Under the
+// issue claim it looks for the request's recorded order; with none, it
+// places one and records it before anything acts on it, so that a crash
+// at any point resumes that order and never places a second. Then it moves
+// the order on (ca.Orderer.Advance). Issued, it returns the certificate
+// (its record) for the caller to mark signed under the claim; otherwise
+// the instance waits (an authority wait, looked at again after a backoff
+// or the CA's Retry-After), holding no worker.
+func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.IssueClaim, o ca.Orderer, p prepared, rec orderRecord) (workflow.Result, *store.Certificate, error) {
+	acfg := p.ca.ACME
+	if err := orderableNames(run, p.ca.Name); err != nil {
+		return workflow.Result{}, nil, err
+	}
+	now := time.Now().UTC()
+	if rec.Order.URL == "" {
+		// The lock is renewed first: placing may take up to the CA's
+		// timeout, and nobody else may place meanwhile.
+		if err := claim.Extend(ctx); err != nil {
+			return workflow.Result{}, nil, workflow.RetryLater(fmt.Errorf("issue: %w", err))
+		}
+		placed, err := o.Place(is.bounded(ctx, acfg.Timeout), p.req)
+		if err != nil {
+			return is.orderTrouble(run, p, now, now, err)
+		}
+		rec = orderRecord{Authority: p.ca.Name, Order: placed, Placed: now}
+		if err := is.record(ctx, claim, rec, true); err != nil {
+			run.Log.Warn("order placed but not recorded; it is abandoned", "authority", p.ca.Name, "order", redact.URL(placed.URL), "err", err)
+			return workflow.Result{}, nil, workflow.RetryLater(fmt.Errorf("record order: %w", err))
+		}
+		run.Log.Info("order placed", "authority", p.ca.Name, "order", redact.URL(placed.URL))
+	}
+	if age := now.Sub(rec.Placed); age > acfg.OrderTimeout {
+		return workflow.Result{}, nil, workflow.Permanent(fmt.Errorf("certificate authority %s did not issue within %s (order_timeout) of placing order %s",
+			p.ca.Name, acfg.OrderTimeout, redact.URL(rec.Order.URL)))
+	}
+	// Several exchanges with the CA: bounded, so that a CA that stalls
+	// holds the worker for a few timeouts at most.
+	prog, err := o.Advance(is.bounded(ctx, 4*acfg.Timeout), p.req, rec.Order)
+	if err != nil {
+		return is.orderTrouble(run, p, rec.Placed, now, err)
+	}
+	if !sameOrder(prog.Order, rec.Order) && prog.Order.URL != "" {
+		rec.Order = prog.Order
+		if err := is.record(ctx, claim, rec, false); err != nil {
+			return workflow.Result{}, nil, workflow.RetryLater(fmt.Errorf("record order: %w", err))
+		}
+	}
+	if prog.Issued == nil {
+		return waitForAuthority(p, prog.Status, rec.Placed, now, prog.RetryAfter), nil, nil
+	}
+	if err := issuedForCSR(prog.Issued, run.CSR); err != nil {
+		// Never released: a certificate that is not the request's.
+		return workflow.Result{}, nil, workflow.Permanent(fmt.Errorf("certificate authority %s: %w", p.ca.Name, err))
+	}
+	cert := is.certificate(run, p, prog.Issued)
+	return issued(cert, true), cert, nil
+}
+
+// record writes the order record under the claim.
+func (is Issue) record(ctx context.Context, claim *store.IssueClaim, rec orderRecord, first bool) error {
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	return claim.RecordOrder(context.WithoutCancel(ctx), data, first)
+}
+
+// bounded is ctx with a deadline d away (unless ctx ends sooner).
+func (is Issue) bounded(ctx context.Context, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	context.AfterFunc(ctx, cancel) // released with ctx; the step's own ctx ends with the run
+	return ctx
+}
+
+// orderTrouble decides what an error from the CA means for the request:
+// a problem document that refuses what was asked denies it, another
+// problem fails it, both with the CA's words; a CA that asks for time, or
+// cannot be reached, or answers 5xx, leaves it waiting.
+func (is Issue) orderTrouble(run *workflow.Run, p prepared, placed, now time.Time, err error) (workflow.Result, *store.Certificate, error) {
+	var prob *ca.Problem
+	var later *ca.RetryAfterError
+	switch {
+	case errors.As(err, &later):
+		run.Log.Warn("certificate authority asks for time", "authority", p.ca.Name, "retry_after", later.After, "err", err)
+		return waitForAuthority(p, "rate limited", placed, now, max(later.After, time.Second)), nil, nil
+	case errors.As(err, &prob) && prob.Refusal(), errors.Is(err, ca.ErrRefused):
+		return workflow.Result{}, nil, workflow.Deny("certificate authority %s refused: %v", p.ca.Name, err)
+	case errors.As(err, &prob):
+		return workflow.Result{}, nil, workflow.Permanent(fmt.Errorf("certificate authority %s: %w", p.ca.Name, err))
+	}
+	run.Log.Warn("certificate authority unavailable; the request waits", "authority", p.ca.Name, "err", err)
+	return waitForAuthority(p, "unavailable", placed, now, 0), nil, nil
+}
+
+// waitForAuthority suspends the instance until the next look at the
+// order: after retryAfter when the CA named a time, else after as long as
+// the order has been open (so the waits double), from poll_interval up to
+// max_poll_interval.
+func waitForAuthority(p prepared, status string, placed, now time.Time, retryAfter time.Duration) workflow.Result {
+	acfg := p.ca.ACME
+	delay := retryAfter
+	if delay <= 0 {
+		delay = min(max(now.Sub(placed), acfg.PollInterval), acfg.MaxPollInterval)
+	}
+	return workflow.Result{Suspend: &workflow.Wait{
+		Kind: workflow.WaitAuthority, Authority: p.ca.Name, Status: status, Deadline: now.Add(delay),
+	}}
+}
+
+func sameOrder(a, b ca.Order) bool { return a.URL == b.URL && bytes.Equal(a.State, b.State) }
+
+// orderableNames refuses what an ACME CA cannot certify as asked: it
+// certifies the CSR's own DNS names and IP addresses (the CSR is what the
+// order is finalized with), so SANs the request adds beyond the CSR's, and
+// e-mail or URI SANs, are denied at once rather than lost.
+func orderableNames(run *workflow.Run, caName string) error {
+	sans := run.Env.SANs
+	if len(sans.Email) > 0 || len(sans.URI) > 0 {
+		return workflow.Deny("certificate authority %s (ACME) certifies DNS names and IP addresses only; the request has %s",
+			caName, strings.Join(append(slices.Clone(sans.Email), sans.URI...), ", "))
+	}
+	csr := run.CSR
+	in := map[string]bool{}
+	for _, d := range csr.DNSNames {
+		in[strings.ToLower(strings.TrimSuffix(d, "."))] = true
+	}
+	if cn := strings.ToLower(csr.Subject.CommonName); cn != "" && net.ParseIP(cn) == nil {
+		in[cn] = true
+	}
+	for _, ip := range csr.IPAddresses {
+		in[ip.String()] = true
+	}
+	if cn := csr.Subject.CommonName; net.ParseIP(cn) != nil {
+		in[net.ParseIP(cn).String()] = true
+	}
+	var extra []string
+	for _, d := range sans.DNS {
+		if !in[strings.ToLower(strings.TrimSuffix(d, "."))] {
+			extra = append(extra, d)
+		}
+	}
+	for _, s := range sans.IP {
+		if ip := net.ParseIP(s); ip == nil || !in[ip.String()] {
+			extra = append(extra, s)
+		}
+	}
+	if len(extra) > 0 {
+		return workflow.Deny("certificate authority %s (ACME) certifies the CSR's names as they are; the request adds %s, which the CSR does not carry",
+			caName, strings.Join(extra, ", "))
+	}
+	return nil
+}
+
+// issuedForCSR checks that a certificate an external CA returned is the
+// request's: its public key is the CSR's, and its chain verifies link by
+// link (each certificate signed by the next).
+func issuedForCSR(iss *ca.Issued, csr *x509.CertificateRequest) error {
+	if iss.Leaf == nil || len(iss.Chain) == 0 {
+		return errors.New("returned no certificate")
+	}
+	want, err := pki.PublicKeyID(csr.PublicKey)
+	if err != nil {
+		return err
+	}
+	got, err := pki.PublicKeyID(iss.Leaf.PublicKey)
+	if err != nil || got != want {
+		return errors.New("returned a certificate for another public key than the CSR's")
+	}
+	if !bytes.Equal(iss.Chain[0], iss.Leaf.Raw) {
+		return errors.New("returned a chain that does not start with its certificate")
+	}
+	child := iss.Leaf
+	for i, der := range iss.Chain[1:] {
+		parent, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("chain certificate %d does not parse: %w", i+1, err)
+		}
+		if err := child.CheckSignatureFrom(parent); err != nil {
+			return fmt.Errorf("chain certificate %d did not sign the one before it: %w", i+1, err)
+		}
+		child = parent
+	}
+	return nil
+}
