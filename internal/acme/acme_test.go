@@ -25,6 +25,7 @@ import (
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/internal/testutil"
+	"github.com/certflow/certflow/internal/testutil/acmetest"
 )
 
 // env is one certflow deployment's shared state: a Redis prefix and a KEK.
@@ -139,7 +140,7 @@ func checkIssued(t *testing.T, p ca.Progress, req *ca.Request, roots *x509.CertP
 func TestIssueByHTTP01ThroughPebble(t *testing.T) {
 	e := newEnv(t)
 	port := e.serveHTTP01(t)
-	pb := startPebble(t, pebbleOptions{HTTPPort: port})
+	pb := acmetest.StartPebble(t, acmetest.PebbleOptions{HTTPPort: port, RetryAfterOrder: 3})
 	a := e.open(t, "pebble", acmeConfig(pb.DirectoryURL, pb.CABundle))
 
 	req := request(t, "www.example.test", "www.example.test", "api.example.test")
@@ -161,7 +162,7 @@ func TestIssueByHTTP01ThroughPebble(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Advance: %v", err)
 	}
-	checkIssued(t, p, req, pb.Roots(t), "www.example.test", "api.example.test")
+	checkIssued(t, p, req, pool(pb.Roots(t)), "www.example.test", "api.example.test")
 	if len(processing) == 0 || processing[0].RetryAfter <= 0 || processing[0].RetryAfter > 3*time.Second {
 		t.Fatalf("progress while processing: %+v; want Pebble's Retry-After (3s)", processing)
 	}
@@ -173,7 +174,7 @@ func TestIssueByHTTP01ThroughPebble(t *testing.T) {
 	if err != nil || again.Issued == nil || !again.Issued.Leaf.Equal(p.Issued.Leaf) {
 		t.Fatalf("Advance of a valid order: %+v, %v; want the same certificate", again, err)
 	}
-	if got := pb.CertStatus(t, p.Issued.Leaf.SerialNumber.Text(16)); got != "Valid" {
+	if got, _ := pb.CertStatus(t, p.Issued.Leaf.SerialNumber.Text(16)); got != "Valid" {
 		t.Fatalf("Pebble's status of the certificate: %q", got)
 	}
 	if _, err := a.Issue(context.Background(), req); !errors.Is(err, acme.ErrIssuesByOrder) {
@@ -200,7 +201,7 @@ func TestIssueByHTTP01ThroughPebble(t *testing.T) {
 // challSrvHook is a dns-01 hook that sets and clears TXT records through
 // pebble-challtestsrv's management API: the generic hook against a real
 // DNS server's HTTP API.
-func challSrvHook(cs *challSrv) *config.DNSHook {
+func challSrvHook(cs *acmetest.ChallSrv) *config.DNSHook {
 	return &config.DNSHook{
 		Present:      config.DNSHookCall{URL: cs.MgmtURL + "/set-txt", Body: `{"host":"{fqdn}","value":"{value}"}`},
 		Cleanup:      config.DNSHookCall{URL: cs.MgmtURL + "/clear-txt", Body: `{"host":"{fqdn}"}`},
@@ -219,9 +220,9 @@ func TestIssueByDNS01HookThroughPebbleWithItsUnreliabilityOn(t *testing.T) {
 	e := newEnv(t)
 	// Rejected nonces (lego retries them) and authorizations reused at
 	// random (already valid: nothing to present).
-	pb := startPebble(t, pebbleOptions{Env: []string{"PEBBLE_WFE_NONCEREJECT=30", "PEBBLE_AUTHZREUSE=50"}})
+	pb := acmetest.StartPebble(t, acmetest.PebbleOptions{Env: []string{"PEBBLE_WFE_NONCEREJECT=30", "PEBBLE_AUTHZREUSE=50"}})
 	a := e.open(t, "pebble-dns", dns01Config(pb.DirectoryURL, pb.CABundle, challSrvHook(pb.DNS)))
-	roots := pb.Roots(t)
+	roots := pool(pb.Roots(t))
 	// Several orders for overlapping names, so that reuse happens.
 	for i, names := range [][]string{
 		{"wild.example.test", "*.wild.example.test"},
@@ -263,7 +264,7 @@ func (c *countingPresenter) CleanUp(ctx context.Context, domain, token, keyAuth 
 
 func TestAnotherProcessResumesTheOrderWithoutPresentingAgain(t *testing.T) {
 	e := newEnv(t)
-	pb := startPebble(t, pebbleOptions{Env: []string{"PEBBLE_AUTHZREUSE=0"}})
+	pb := acmetest.StartPebble(t, acmetest.PebbleOptions{Env: []string{"PEBBLE_AUTHZREUSE=0"}})
 	hook, err := acme.NewHook(*challSrvHook(pb.DNS), 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -300,7 +301,7 @@ func TestAnotherProcessResumesTheOrderWithoutPresentingAgain(t *testing.T) {
 	if err != nil {
 		t.Fatalf("second process: %v", err)
 	}
-	checkIssued(t, p2, req, pb.Roots(t), "resume.example.test", "two.resume.example.test")
+	checkIssued(t, p2, req, pool(pb.Roots(t)), "resume.example.test", "two.resume.example.test")
 	if p2.Order.URL != o.URL {
 		t.Fatalf("second process used order %s, want %s", p2.Order.URL, o.URL)
 	}
@@ -321,7 +322,7 @@ func TestAnotherProcessResumesTheOrderWithoutPresentingAgain(t *testing.T) {
 
 func TestAccountIsRegisteredOnceByRacingProcesses(t *testing.T) {
 	e := newEnv(t)
-	pb := startPebble(t, pebbleOptions{})
+	pb := acmetest.StartPebble(t, acmetest.PebbleOptions{})
 	cfg := acmeConfig(pb.DirectoryURL, pb.CABundle)
 	const n = 4
 	kids := make([]string, n)
@@ -348,7 +349,7 @@ func TestAccountIsRegisteredOnceByRacingProcesses(t *testing.T) {
 		t.Fatalf("stored key does not look sealed (%d bytes)", len(rec.SealedKey))
 	}
 	// Another directory is another account.
-	pb2 := startPebble(t, pebbleOptions{})
+	pb2 := acmetest.StartPebble(t, acmetest.PebbleOptions{})
 	other := e.open(t, "race", acmeConfig(pb2.DirectoryURL, pb2.CABundle))
 	kid2, err := other.AccountURL(context.Background())
 	if err != nil || kid2 == "" || kid2 == kids[0] {
@@ -361,7 +362,7 @@ func TestAccountIsRegisteredOnceByRacingProcesses(t *testing.T) {
 
 func TestExternalAccountBinding(t *testing.T) {
 	const kid, hmac = "kid-1", "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
-	pb := startPebble(t, pebbleOptions{EAB: map[string]string{kid: hmac}})
+	pb := acmetest.StartPebble(t, acmetest.PebbleOptions{EAB: map[string]string{kid: hmac}})
 
 	t.Run("required and not given", func(t *testing.T) {
 		e := newEnv(t)
@@ -411,7 +412,7 @@ func TestExternalAccountBinding(t *testing.T) {
 
 func TestANameTheCARefusesIsItsProblem(t *testing.T) {
 	e := newEnv(t)
-	pb := startPebble(t, pebbleOptions{Blocklist: []string{"blocked.example.test"}})
+	pb := acmetest.StartPebble(t, acmetest.PebbleOptions{DomainBlocklist: []string{"blocked.example.test"}})
 	a := e.open(t, "pebble", acmeConfig(pb.DirectoryURL, pb.CABundle))
 	_, err := a.Place(context.Background(), request(t, "ok.example.test", "ok.example.test", "www.blocked.example.test"))
 	var p *ca.Problem
@@ -428,7 +429,7 @@ func TestAFailedValidationIsTheCAsProblem(t *testing.T) {
 	// Pebble's VA reaches a server answering from another deployment's
 	// Redis: 404 for every token.
 	port := newEnv(t).serveHTTP01(t)
-	pb := startPebble(t, pebbleOptions{HTTPPort: port, Env: []string{"PEBBLE_AUTHZREUSE=0"}})
+	pb := acmetest.StartPebble(t, acmetest.PebbleOptions{HTTPPort: port, Env: []string{"PEBBLE_AUTHZREUSE=0"}})
 	a := e.open(t, "pebble", acmeConfig(pb.DirectoryURL, pb.CABundle))
 	req := request(t, "fail.example.test", "fail.example.test")
 	o, err := a.Place(context.Background(), req)
@@ -465,7 +466,7 @@ func TestAFailedValidationIsTheCAsProblem(t *testing.T) {
 func TestRevokeAtCA(t *testing.T) {
 	e := newEnv(t)
 	port := e.serveHTTP01(t)
-	pb := startPebble(t, pebbleOptions{HTTPPort: port})
+	pb := acmetest.StartPebble(t, acmetest.PebbleOptions{HTTPPort: port})
 	a := e.open(t, "pebble", acmeConfig(pb.DirectoryURL, pb.CABundle))
 	req := request(t, "revoke.example.test", "revoke.example.test")
 	o, err := a.Place(context.Background(), req)
@@ -481,8 +482,8 @@ func TestRevokeAtCA(t *testing.T) {
 	if err := e.open(t, "pebble", acmeConfig(pb.DirectoryURL, pb.CABundle)).RevokeAtCA(context.Background(), p.Issued.Leaf.Raw, 4); err != nil {
 		t.Fatalf("RevokeAtCA: %v", err)
 	}
-	if got := pb.CertStatus(t, serial); got != "Revoked" {
-		t.Fatalf("Pebble's status after revocation: %q", got)
+	if got, reason := pb.CertStatus(t, serial); got != "Revoked" || reason != 4 {
+		t.Fatalf("Pebble's status after revocation: %q, reason %d; want Revoked, 4 (superseded)", got, reason)
 	}
 	if err := a.RevokeAtCA(context.Background(), p.Issued.Leaf.Raw, 4); err != nil {
 		t.Fatalf("revoking again: %v; want success (already revoked)", err)
@@ -498,4 +499,12 @@ func TestRevokeAtCA(t *testing.T) {
 	if info.Start.IsZero() || !info.End.After(info.Start) {
 		t.Fatalf("renewal window %v – %v", info.Start, info.End)
 	}
+}
+
+func pool(certs []*x509.Certificate) *x509.CertPool {
+	p := x509.NewCertPool()
+	for _, c := range certs {
+		p.AddCert(c)
+	}
+	return p
 }
