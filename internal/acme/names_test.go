@@ -127,6 +127,7 @@ func TestOpenChecksItsSettings(t *testing.T) {
 		}, "hmac_key_file"},
 		{"unknown provider", func(c *config.ACME) { c.Challenge, c.DNS.Provider = config.ChallengeDNS01, "nosuch" }, `provider "nosuch" is not one certflow includes`},
 		{"provider without its variables", func(c *config.ACME) { c.Challenge, c.DNS.Provider = config.ChallengeDNS01, "httpreq" }, "HTTPREQ_ENDPOINT"},
+		{"cloudflare without its variables", func(c *config.ACME) { c.Challenge, c.DNS.Provider = config.ChallengeDNS01, "cloudflare" }, "CLOUDFLARE_"},
 		{"hook to loopback", func(c *config.ACME) {
 			c.Challenge = config.ChallengeDNS01
 			c.DNS.Hook = &config.DNSHook{Present: config.DNSHookCall{URL: "http://127.0.0.1:9/p"}, Cleanup: config.DNSHookCall{URL: "https://dns.example.test/c"}}
