@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -83,6 +84,10 @@ func Open(cfg *config.CA, deps Deps) (*Authority, error) {
 	}
 	if deps.Store == nil || deps.KEK == nil {
 		return nil, fmt.Errorf("certificate_authorities %s: acme needs the store and the key-encryption key", cfg.Name)
+	}
+	if u, err := url.Parse(cfg.ACME.Directory); err != nil || u.Scheme != "https" {
+		// lego's client speaks https only (RFC 8555 §6.1).
+		return nil, fmt.Errorf("certificate_authorities %s: acme.directory: %q is not an https URL", cfg.Name, redact.URL(cfg.ACME.Directory))
 	}
 	a := &Authority{
 		name: cfg.Name, cfg: *cfg.ACME, st: deps.Store, kek: deps.KEK,

@@ -422,6 +422,14 @@ func TestANameTheCARefusesIsItsProblem(t *testing.T) {
 	if p.Type != "urn:ietf:params:acme:error:rejectedIdentifier" || !strings.Contains(p.Detail, "www.blocked.example.test") || !p.Refusal() {
 		t.Fatalf("problem %+v: want rejectedIdentifier naming the name, a refusal", p)
 	}
+
+	// A profile the CA does not offer.
+	cfg := acmeConfig(pb.DirectoryURL, pb.CABundle)
+	cfg.Profile = "nosuch"
+	_, err = e.open(t, "pebble", cfg).Place(context.Background(), request(t, "ok.example.test", "ok.example.test"))
+	if !errors.As(err, &p) || p.Type != "urn:ietf:params:acme:error:invalidProfile" || !strings.Contains(p.Detail, "nosuch") || !p.Refusal() {
+		t.Fatalf("Place with an unknown profile: %v; want the CA's invalidProfile problem", err)
+	}
 }
 
 func TestAFailedValidationIsTheCAsProblem(t *testing.T) {

@@ -120,6 +120,7 @@ func TestOpenChecksItsSettings(t *testing.T) {
 		cfg  func(*config.ACME)
 		want string
 	}{
+		{"plain http directory", func(c *config.ACME) { c.Directory = "http://127.0.0.1:1/dir" }, "acme.directory"},
 		{"missing bundle", func(c *config.ACME) { c.CABundle = dir + "/none.pem" }, "acme.ca_bundle"},
 		{"bundle without PEM", func(c *config.ACME) { c.CABundle = notPEM }, "holds no PEM certificate"},
 		{"missing EAB key file", func(c *config.ACME) {
