@@ -14,6 +14,7 @@ import (
 	legoacme "github.com/go-acme/lego/v5/acme"
 	"github.com/go-acme/lego/v5/acme/api"
 
+	"github.com/certflow/certflow/internal/ca"
 	"github.com/certflow/certflow/internal/secretfile"
 	"github.com/certflow/certflow/internal/store"
 )
@@ -122,4 +123,23 @@ func (a *Authority) AccountURL(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return core.GetKID(), nil
+}
+
+// forgetLostAccount reports whether err is the CA saying it does not know
+// the account; if so, it forgets the account's URL (here and in Redis) so
+// that the next exchange registers the same key again. Processes doing
+// so at once converge: registering one key gives one account.
+func (a *Authority) forgetLostAccount(ctx context.Context, err error) bool {
+	p, ok := errors.AsType[*ca.Problem](err)
+	if !ok || p.Type != legoacme.AccountDoesNotExistErrorType {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.core = nil
+	if err := a.st.SetACMEAccountURL(ctx, a.name, a.cfg.Directory, ""); err != nil {
+		a.log.Warn("acme account: could not forget the lost account", "err", err)
+	}
+	a.log.Warn("acme account unknown to the CA: registering again", "directory", a.cfg.String())
+	return true
 }

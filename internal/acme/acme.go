@@ -121,7 +121,7 @@ func Open(cfg *config.CA, deps Deps) (*Authority, error) {
 	if a.cfg.Challenge == config.ChallengeDNS01 {
 		a.presenter = deps.Presenter
 		if a.presenter == nil {
-			p, err := NewPresenter(a.cfg.DNS)
+			p, err := NewPresenter(a.cfg.DNS, a.cfg.Timeout)
 			if err != nil {
 				return nil, fmt.Errorf("certificate_authorities %s: acme.dns: %w", cfg.Name, err)
 			}

@@ -516,3 +516,37 @@ func pool(certs []*x509.Certificate) *x509.CertPool {
 	}
 	return p
 }
+
+func TestAnAccountTheCALostIsRegisteredAgain(t *testing.T) {
+	e := newEnv(t)
+	port := e.serveHTTP01(t)
+	pb := acmetest.StartPebble(t, acmetest.PebbleOptions{HTTPPort: port})
+	a := e.open(t, "pebble", acmeConfig(pb.DirectoryURL, pb.CABundle))
+	req := request(t, "lost.example.test", "lost.example.test")
+	o, err := a.Place(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := a.AccountURL(context.Background())
+	pb.Restart(t) // Pebble forgets its accounts and orders
+
+	// The order went with the account: the CA's problem.
+	_, err = a.Advance(context.Background(), req, o)
+	var p *ca.Problem
+	if !errors.As(err, &p) {
+		t.Fatalf("Advance of an order the CA lost: %v; want the CA's problem", err)
+	}
+	// The next order registers the same key again and goes through.
+	o, err = a.Place(context.Background(), req)
+	if err != nil {
+		t.Fatalf("Place after the CA lost the account: %v", err)
+	}
+	if _, err := drive(t, a, req, o); err != nil {
+		t.Fatalf("Advance: %v", err)
+	}
+	after, _ := a.AccountURL(context.Background())
+	other, _ := e.open(t, "pebble", acmeConfig(pb.DirectoryURL, pb.CABundle)).AccountURL(context.Background())
+	if after == "" || after == before || other != after {
+		t.Fatalf("accounts: before %q, after %q, another process %q; want one new account", before, after, other)
+	}
+}

@@ -47,10 +47,10 @@ var Providers = map[string]func() (Presenter, error){
 }
 
 // NewPresenter builds the presenter acme.dns configures: a lego provider
-// by name, or the HTTP hook.
-func NewPresenter(cfg config.ACMEDNS) (Presenter, error) {
+// by name, or the HTTP hook (each call bounded by timeout).
+func NewPresenter(cfg config.ACMEDNS, timeout time.Duration) (Presenter, error) {
 	if cfg.Hook != nil {
-		return NewHook(*cfg.Hook, 30*time.Second)
+		return NewHook(*cfg.Hook, timeout)
 	}
 	newProvider, ok := Providers[cfg.Provider]
 	if !ok {

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/certflow/certflow/internal/acme"
 	"github.com/certflow/certflow/internal/ca"
@@ -172,7 +173,7 @@ func TestLegoProviderByName(t *testing.T) {
 	}))
 	defer srv.Close()
 	t.Setenv("HTTPREQ_ENDPOINT", srv.URL)
-	p, err := acme.NewPresenter(config.ACMEDNS{Provider: "httpreq"})
+	p, err := acme.NewPresenter(config.ACMEDNS{Provider: "httpreq"}, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

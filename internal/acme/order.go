@@ -113,8 +113,18 @@ func isDNSName(s string) bool {
 }
 
 // Place creates an order for the names of req.CSR, with the configured
-// profile.
+// profile. An account the CA no longer knows (a CA that lost its state, an
+// account deactivated) is registered again with the same key, and the
+// order placed once more.
 func (a *Authority) Place(ctx context.Context, req *ca.Request) (ca.Order, error) {
+	o, err := a.place(ctx, req)
+	if a.forgetLostAccount(ctx, err) {
+		o, err = a.place(ctx, req)
+	}
+	return o, err
+}
+
+func (a *Authority) place(ctx context.Context, req *ca.Request) (ca.Order, error) {
 	csr, err := x509.ParseCertificateRequest(req.CSR)
 	if err != nil {
 		return ca.Order{}, fmt.Errorf("acme %s: the request's CSR does not parse: %w", a.name, err)
@@ -140,8 +150,17 @@ func (a *Authority) Place(ctx context.Context, req *ca.Request) (ca.Order, error
 	return ca.Order{URL: o.Location, State: state}, nil
 }
 
-// Advance moves the order on as far as it goes now (see ca.Orderer).
+// Advance moves the order on as far as it goes now (see ca.Orderer). An
+// order of an account the CA no longer knows is lost with it: the CA's
+// problem is returned, and the account registered again for the next
+// order.
 func (a *Authority) Advance(ctx context.Context, req *ca.Request, o ca.Order) (ca.Progress, error) {
+	p, err := a.advance(ctx, req, o)
+	a.forgetLostAccount(ctx, err)
+	return p, err
+}
+
+func (a *Authority) advance(ctx context.Context, req *ca.Request, o ca.Order) (ca.Progress, error) {
 	var st orderState
 	if len(o.State) > 0 {
 		if err := json.Unmarshal(o.State, &st); err != nil {
