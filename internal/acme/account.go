@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -105,14 +106,20 @@ func (a *Authority) newAccountKey(ctx context.Context) ([]byte, error) {
 // (secretfile rules: the owner's alone, no symbolic link).
 func (a *Authority) eabKey() (string, error) {
 	e := a.cfg.EAB
-	if e.HMACKeyFile == "" {
-		return strings.TrimSpace(e.HMACKey), nil
+	field, key := "acme.external_account_binding.hmac_key", strings.TrimSpace(e.HMACKey)
+	if e.HMACKeyFile != "" {
+		field += "_file"
+		b, err := secretfile.Read(e.HMACKeyFile)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", field, err)
+		}
+		key = strings.TrimSpace(string(b))
 	}
-	b, err := secretfile.Read(e.HMACKeyFile)
-	if err != nil {
-		return "", fmt.Errorf("acme %s: external_account_binding.hmac_key_file: %w", a.name, err)
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(key, "="))
+	if err != nil || len(raw) < 16 {
+		return "", fmt.Errorf("%s: want the CA's HMAC key in base64url, at least 16 bytes", field)
 	}
-	return strings.TrimSpace(string(b)), nil
+	return key, nil
 }
 
 // AccountURL is the CA's URL of certflow's account (its kid), registering

@@ -17,6 +17,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -33,7 +34,6 @@ import (
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/redact"
-	"github.com/certflow/certflow/internal/secretfile"
 	"github.com/certflow/certflow/internal/store"
 )
 
@@ -113,9 +113,11 @@ func Open(cfg *config.CA, deps Deps) (*Authority, error) {
 		MaxIdleConnsPerHost:   4,
 		IdleConnTimeout:       90 * time.Second,
 	}}
-	if e := a.cfg.EAB; e != nil && e.HMACKeyFile != "" {
-		if _, err := secretfile.Read(e.HMACKeyFile); err != nil {
-			return nil, fmt.Errorf("certificate_authorities %s: acme.external_account_binding.hmac_key_file: %w", cfg.Name, err)
+	if a.cfg.EAB != nil {
+		// Read now, so that a bad key is a start-up error naming the
+		// field rather than every registration's.
+		if _, err := a.eabKey(); err != nil {
+			return nil, fmt.Errorf("certificate_authorities %s: %w", cfg.Name, err)
 		}
 	}
 	if a.cfg.Challenge == config.ChallengeDNS01 {
@@ -208,9 +210,31 @@ func (t *retryAfterTransport) RoundTrip(req *http.Request) (*http.Response, erro
 			s = &t.directory
 		}
 		s.set(parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()))
+		resp.Body = &boundedBody{r: io.LimitReader(resp.Body, maxResponse+1), c: resp.Body}
 	}
 	return resp, err
 }
+
+// maxResponse bounds what certflow reads of one CA response (a problem,
+// an order, a certificate chain).
+const maxResponse = 1 << 20
+
+// boundedBody fails a read past maxResponse.
+type boundedBody struct {
+	r io.Reader
+	c io.Closer
+	n int64
+}
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if b.n += int64(n); b.n > maxResponse {
+		return n, fmt.Errorf("acme: the CA's response is larger than %d bytes", maxResponse)
+	}
+	return n, err
+}
+
+func (b *boundedBody) Close() error { return b.c.Close() }
 
 // maxRetryAfter bounds what a CA may ask for: a day.
 const maxRetryAfter = 24 * time.Hour

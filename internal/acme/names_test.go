@@ -127,6 +127,12 @@ func TestOpenChecksItsSettings(t *testing.T) {
 		{"missing EAB key file", func(c *config.ACME) {
 			c.EAB = &config.EAB{KeyID: "k", HMACKeyFile: dir + "/none"}
 		}, "hmac_key_file"},
+		{"EAB key not base64url", func(c *config.ACME) {
+			c.EAB = &config.EAB{KeyID: "k", HMACKey: "not base64!"}
+		}, "acme.external_account_binding.hmac_key: want"},
+		{"EAB key too short", func(c *config.ACME) {
+			c.EAB = &config.EAB{KeyID: "k", HMACKey: "c2hvcnQ"}
+		}, "at least 16 bytes"},
 		{"unknown provider", func(c *config.ACME) { c.Challenge, c.DNS.Provider = config.ChallengeDNS01, "nosuch" }, `provider "nosuch" is not one certflow includes`},
 		{"provider without its variables", func(c *config.ACME) { c.Challenge, c.DNS.Provider = config.ChallengeDNS01, "httpreq" }, "HTTPREQ_ENDPOINT"},
 		{"cloudflare without its variables", func(c *config.ACME) { c.Challenge, c.DNS.Provider = config.ChallengeDNS01, "cloudflare" }, "CLOUDFLARE_"},
