@@ -27,7 +27,9 @@ func TestACMEAccountKeyIsSetOnceAndPerDirectory(t *testing.T) {
 	errs := make([]error, racers)
 	var wg sync.WaitGroup
 	for i := range racers {
-		wg.Go(func() { got[i], errs[i] = s.SetACMEAccountKeyIfAbsent(ctx, "Acme", dir, fmt.Appendf(nil, "sealed-%d", i)) })
+		wg.Go(func() {
+			got[i], errs[i] = s.SetACMEAccountKeyIfAbsent(ctx, "Acme", dir, fmt.Appendf(nil, "sealed-%d", i))
+		})
 	}
 	wg.Wait()
 	for i := range racers {
