@@ -189,6 +189,9 @@ type ServerConfig struct {
 	ShutdownTimeout time.Duration
 	// PollInterval is how often an idle server looks for tasks.
 	PollInterval time.Duration
+	// ScheduledInterval is how often the server moves scheduled tasks
+	// whose time came to the queue (0: asynq's 5s).
+	ScheduledInterval time.Duration
 	// CallbackSchedule is the delay before each callback retry.
 	CallbackSchedule []time.Duration
 	Log              *slog.Logger
@@ -203,7 +206,8 @@ func NewServer(rdb *redis.Client, cfg ServerConfig, h Handlers) (*asynq.Server, 
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		// An idle server polls for new tasks this often: it bounds the
 		// pickup delay of a task that arrives while the queue is empty.
-		TaskCheckInterval: cfg.PollInterval,
+		TaskCheckInterval:        cfg.PollInterval,
+		DelayedTaskCheckInterval: cfg.ScheduledInterval,
 		RetryDelayFunc: func(n int, err error, t *asynq.Task) time.Duration {
 			if t.Type() == TypeCallback {
 				// n counts earlier retries: 0 on the first failure.

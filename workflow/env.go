@@ -141,6 +141,19 @@ type Certificate struct {
 	Revoked  bool              `json:"-"`
 	// SupersededBy is the certificate that renewed this one (0: none).
 	SupersededBy int64 `json:"-"`
+	// Renewal is its CA's advice on when to renew it (ACME Renewal
+	// Information), where the CA offers it.
+	Renewal RenewalAdvice `json:"-"`
+}
+
+// RenewalAdvice is a CA's advice on when to renew a certificate (ACME
+// Renewal Information, RFC 9773): renew between Start and End. Offered
+// is false where the CA gives none (a built-in CA, a CA without ARI, or
+// one that could not be asked just now).
+type RenewalAdvice struct {
+	Offered        bool
+	Start, End     time.Time
+	ExplanationURL string
 }
 
 // NewCSR describes a parsed CSR for expressions.

@@ -76,7 +76,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, submit submitFun
 	// From here on the request is accepted: whatever fails, the answer is
 	// never an error (a client would retry and get a second certificate),
 	// but at worst 202 with the Location to poll.
-	if waiter != nil && !req.Disposition.Settled() {
+	if waiter != nil && !req.Answered() {
 		ctx, cancel := context.WithTimeout(r.Context(), wait)
 		var latest *store.Request
 		var werr error
@@ -144,7 +144,7 @@ func (s *Server) writeAccepted(w http.ResponseWriter, r *http.Request, req *stor
 		writeError(w, r, s.log, err)
 		return
 	}
-	if status == http.StatusAccepted || !req.Disposition.Settled() {
+	if status == http.StatusAccepted || !req.Answered() {
 		status = http.StatusAccepted
 		w.Header().Set("Location", basePath(r)+"/Enrollment/Requests/"+strconv.FormatInt(req.ID, 10))
 		w.Header().Set("Retry-After", "1")

@@ -803,8 +803,8 @@ func (a *App) RunWorker(ctx context.Context) error {
 		srv, mux := queue.NewServer(a.Redis, queue.ServerConfig{
 			Queue: a.Config.Queue, Concurrency: concurrency,
 			ShutdownTimeout: a.Config.Worker.ShutdownTimeout, CallbackSchedule: a.Config.Callbacks.Schedule,
-			PollInterval: a.Config.Worker.PollInterval,
-			Log:          a.Log,
+			PollInterval: a.Config.Worker.PollInterval, ScheduledInterval: a.Config.Worker.ScheduledInterval,
+			Log: a.Log,
 		}, w)
 		if err := srv.Start(mux); err != nil {
 			stop()

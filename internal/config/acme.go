@@ -202,3 +202,12 @@ func (a *ACME) String() string {
 	u.User, u.RawQuery, u.Fragment = nil, "", ""
 	return fmt.Sprint(u)
 }
+
+// NewACMECA is a CA of type acme named name, with every setting a file
+// would leave out at its default (for tests and `certflow bench`).
+func NewACMECA(name string, a ACME) CA {
+	def := Default().CAs[0]
+	a.withACMEDefaults()
+	c := CA{Name: name, Host: def.Host, Type: CATypeACME, KeyType: def.KeyType, MaxValidity: def.MaxValidity, ACME: &a}
+	return c.WithPolicyDefaults()
+}

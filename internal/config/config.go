@@ -230,6 +230,11 @@ type Worker struct {
 	// bounds the pickup delay when the queue runs empty, at one small Lua
 	// call per interval per worker process. Defaults to 10ms.
 	PollInterval time.Duration `yaml:"poll_interval"`
+	// ScheduledInterval is how often a worker moves tasks whose time has
+	// come (an approval's timeout, a callback's retry, the next look at
+	// an external CA's order) to the queue: it bounds how late they run,
+	// at one small Lua call per interval per asynq server. Defaults to 1s.
+	ScheduledInterval time.Duration `yaml:"scheduled_interval"`
 	// Servers is how many asynq servers one worker process runs, sharing
 	// Concurrency between them. One server dequeues one task per Redis
 	// round trip in one loop and, finding the queue empty, sleeps about

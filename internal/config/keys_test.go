@@ -49,7 +49,7 @@ frobnicate: 1
 		`:15: certificate_authorities[0]: unknown key "hots" (did you mean "host"?)`,
 		`:18: templates[0]: unknown key "rsa_key_size" (did you mean "rsa_key_sizes"?)`,
 		`:19: speed: want a mapping of keys, got 3`,
-		`:20: unknown key "frobnicate" (known: allow_plain_http, api, `,
+		`:20: unknown key "frobnicate" (known: acme_client, allow_plain_http, api, `,
 		`:23: auth.oidc.role_map: want a mapping, got a list`,
 	}
 	lines := strings.Split(err.Error(), "\n")

@@ -84,6 +84,7 @@ var wantOrder = []string{
 	"worker.shutdown_timeout: must be positive",
 	"worker.reconcile_after: must be positive",
 	"worker.poll_interval: must be positive",
+	"worker.scheduled_interval: must be positive",
 	"worker.retention: must be positive",
 	"callbacks.timeout: must be positive",
 	"smtp.timeout: must be positive",

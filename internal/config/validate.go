@@ -179,6 +179,7 @@ func (w *Worker) durations() []durationSetting {
 		{"worker.shutdown_timeout", w.ShutdownTimeout},
 		{"worker.reconcile_after", w.ReconcileAfter},
 		{"worker.poll_interval", w.PollInterval},
+		{"worker.scheduled_interval", w.ScheduledInterval},
 		{"worker.retention", w.Retention},
 	}
 }

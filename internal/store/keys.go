@@ -76,6 +76,9 @@ func (k keys) compromisedKeys() string { return k.prefix + ":compromised-keys" }
 // issueLock serialises the issue step of one request.
 func (k keys) issueLock(id int64) string { return k.request(id) + ":issue-lock" }
 
+// renewalAdvice caches a certificate's CA's renewal advice (ARI).
+func (k keys) renewalAdvice(id int64) string { return k.request(id) + ":ari" }
+
 // idempotency maps (caller, Idempotency-Key) to a request id. The key is
 // hashed: it is client input of any length.
 func (k keys) idempotency(caller, key string) string {

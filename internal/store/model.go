@@ -27,6 +27,13 @@ const (
 // can be answered.
 func (d Disposition) Settled() bool { return d != Queued && d != Running }
 
+// Answered reports whether a client waiting for the request gets its
+// answer now: the workflow came to rest (Settled), and not only to wait
+// for its certificate authority, which answers soon by itself.
+func (r *Request) Answered() bool {
+	return r.Disposition.Settled() && !(r.Disposition == Pending && r.Instance.Wait.ForAuthority())
+}
+
 // Final reports whether nothing more will happen to the request.
 func (d Disposition) Final() bool { return d.Settled() && d != Pending }
 

@@ -189,7 +189,7 @@ func (wt *Waiter) Close() {
 	w.mu.Unlock()
 }
 
-// Wait returns the request once it has settled, or as it stands when ctx
+// Wait returns the request once it has settled (Request.Answered), or as it stands when ctx
 // ends (with ctx's error). An announcement that carries the settled record
 // answers at once; otherwise the store is read when an announcement comes,
 // once a second in case one was lost, and when time is up.
@@ -204,7 +204,7 @@ func (wt *Waiter) Wait(ctx context.Context) (*Request, error) {
 		case r := <-wt.c:
 			// The certificate's chain comes from the cache (else from
 			// Redis, else the store is read below).
-			if r != nil && r.Disposition.Settled() && r.version >= wt.seen && wt.w.s.resolveChains(ctx, r) == nil {
+			if r != nil && r.Answered() && r.version >= wt.seen && wt.w.s.resolveChains(ctx, r) == nil {
 				return r, nil
 			}
 		case <-tick.C:
@@ -214,7 +214,7 @@ func (wt *Waiter) Wait(ctx context.Context) (*Request, error) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
 		r, err := wt.w.s.Get(rctx, wt.id)
 		cancel()
-		if err != nil || r.Disposition.Settled() {
+		if err != nil || r.Answered() {
 			return r, err
 		}
 		wt.seen = r.version

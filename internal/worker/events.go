@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/certflow/certflow/internal/ca"
 	"log/slog"
 	"os"
 	"strconv"
@@ -202,6 +204,7 @@ func (w *Worker) eventInput(ctx context.Context, ev *workflow.Event, runID int64
 			if len(c.Chain) > 0 {
 				if leaf, err := x509.ParseCertificate(c.Chain[0]); err == nil {
 					csr = pki.CertificateAsCSR(leaf)
+					certRef.Renewal = w.renewalAdvice(ctx, c, leaf)
 				}
 			}
 		}
@@ -217,6 +220,50 @@ func (w *Worker) eventInput(ctx context.Context, ev *workflow.Event, runID int64
 	in := workflow.NewInput(store.EventRunTrigger, req, csr, requester, false)
 	in.Event, in.Certificate, in.RunID = *ev, certRef, runID
 	return in, nil
+}
+
+// renewalAdvice is the certificate's CA's advice on when to renew it
+// (ARI), cached in Redis for as long as the CA says (between a minute and
+// a day). A CA that offers none, or cannot be asked now, gives none: the
+// event is not held up by it.
+func (w *Worker) renewalAdvice(ctx context.Context, c *store.Certificate, leaf *x509.Certificate) workflow.RenewalAdvice {
+	var none workflow.RenewalAdvice
+	if w.CAs == nil || c.Revocation != nil {
+		return none
+	}
+	auth, ok := w.CAs.Get(c.CAName())
+	if !ok {
+		return none
+	}
+	advisor, ok := auth.(ca.RenewalAdvisor)
+	if !ok {
+		return none
+	}
+	if data, err := w.Store.RenewalAdvice(ctx, c.ID); err == nil && data != nil {
+		var cached workflow.RenewalAdvice
+		if json.Unmarshal(data, &cached) == nil {
+			return cached
+		}
+	}
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	info, err := advisor.RenewalInfo(actx, leaf)
+	ttl := time.Hour
+	advice := none
+	switch {
+	case errors.Is(err, ca.ErrNoRenewalInfo):
+		ttl = 24 * time.Hour
+	case err != nil:
+		w.Log.Warn("renewal information unavailable", "certificate", c.ID, "authority", c.CAName(), "err", err)
+		return none
+	default:
+		advice = workflow.RenewalAdvice{Offered: true, Start: info.Start, End: info.End, ExplanationURL: info.ExplanationURL}
+		ttl = min(max(info.RetryAfter, time.Minute), 24*time.Hour)
+	}
+	if data, err := json.Marshal(advice); err == nil {
+		w.Store.SetRenewalAdvice(ctx, c.ID, data, ttl)
+	}
+	return advice
 }
 
 // settleEventRun derives a completed event run's disposition.
