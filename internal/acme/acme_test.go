@@ -550,3 +550,43 @@ func TestAnAccountTheCALostIsRegisteredAgain(t *testing.T) {
 		t.Fatalf("accounts: before %q, after %q, another process %q; want one new account", before, after, other)
 	}
 }
+
+func TestAbandonTakesDownTheRecordsAndDeactivatesTheAuthorizations(t *testing.T) {
+	e := newEnv(t)
+	pb := acmetest.StartPebble(t, acmetest.PebbleOptions{Env: []string{"PEBBLE_AUTHZREUSE=0"}})
+	hook, err := acme.NewHook(*challSrvHook(pb.DNS), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counter := &countingPresenter{Presenter: hook, presents: map[string]int{}}
+	cfg := dns01Config(pb.DirectoryURL, pb.CABundle, challSrvHook(pb.DNS))
+	cfg.DNS.PropagationDelay = time.Hour // presented, never answered
+	a, err := acme.Open(&config.CA{Name: "pebble", Type: config.CATypeACME, ACME: cfg}, acme.Deps{Store: e.st, KEK: e.kek, Presenter: counter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := request(t, "gone.example.test", "gone.example.test", "www.gone.example.test")
+	o, err := a.Place(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := a.Advance(context.Background(), req, o)
+	if err != nil || p.Status != "pending" {
+		t.Fatalf("Advance: %+v, %v", p, err)
+	}
+	if err := a.Abandon(context.Background(), p.Order); err != nil {
+		t.Fatalf("Abandon: %v", err)
+	}
+	if n := counter.cleanups.Load(); n != 2 {
+		t.Fatalf("%d records taken down; want 2", n)
+	}
+	// The CA holds the order dead: asking again is its problem.
+	_, err = a.Advance(context.Background(), req, p.Order)
+	var prob *ca.Problem
+	if !errors.As(err, &prob) {
+		t.Fatalf("Advance after Abandon: %v; want the CA's problem", err)
+	}
+	if err := a.Abandon(context.Background(), p.Order); err != nil {
+		t.Fatalf("Abandon again: %v", err)
+	}
+}

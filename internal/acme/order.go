@@ -445,3 +445,38 @@ func (a *Authority) download(ctx context.Context, core *api.Core, req *ca.Reques
 	}
 	return &ca.Issued{Leaf: leaf, Chain: chain}, nil
 }
+
+// Abandon gives up an order that will not be advanced again (its request
+// timed out, was cancelled): it takes down what was presented for it and
+// deactivates its pending authorizations (RFC 8555 §7.5.2), so the CA
+// stops validating and the names' records do not linger. Best effort: an
+// error says what could not be done; calling it again is harmless.
+func (a *Authority) Abandon(ctx context.Context, o ca.Order) error {
+	var st orderState
+	if len(o.State) > 0 {
+		if err := json.Unmarshal(o.State, &st); err != nil {
+			return fmt.Errorf("acme %s: the order's state does not decode: %w", a.name, err)
+		}
+	}
+	core, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	a.cleanup(ctx, core, &st)
+	ctx, slot := withRetryAfter(ctx)
+	ord, err := core.Orders.Get(ctx, o.URL)
+	if err != nil {
+		return a.mapErr("get order", err, slot)
+	}
+	var errs []error
+	for _, u := range ord.Authorizations {
+		az, err := core.Authorizations.Get(ctx, u)
+		if err == nil && az.Status == legoacme.StatusPending {
+			err = core.Authorizations.Deactivate(ctx, u)
+		}
+		if err != nil {
+			errs = append(errs, a.mapErr("deactivate authorization", err, slot))
+		}
+	}
+	return errors.Join(errs...)
+}
