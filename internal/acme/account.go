@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	legoacme "github.com/go-acme/lego/v5/acme"
 	"github.com/go-acme/lego/v5/acme/api"
 
+	"github.com/certflow/certflow/internal/ca"
 	"github.com/certflow/certflow/internal/secretfile"
 	"github.com/certflow/certflow/internal/store"
 )
@@ -54,9 +56,10 @@ func (a *Authority) client(ctx context.Context) (*api.Core, error) {
 		return nil, fmt.Errorf("acme %s: account key is a %T", a.name, parsed)
 	}
 	ctx, slot := withRetryAfter(ctx)
+	a.transport.directory.set(0)
 	core, err := api.New(a.httpClient(), a.ua, dir, rec.URL, key)
 	if err != nil {
-		return nil, a.mapErr("directory", err, slot)
+		return nil, a.mapErr("directory", err, &a.transport.directory)
 	}
 	if rec.URL == "" {
 		acct := legoacme.Account{Contact: a.cfg.Contact, TermsOfServiceAgreed: true}
@@ -103,12 +106,47 @@ func (a *Authority) newAccountKey(ctx context.Context) ([]byte, error) {
 // (secretfile rules: the owner's alone, no symbolic link).
 func (a *Authority) eabKey() (string, error) {
 	e := a.cfg.EAB
-	if e.HMACKeyFile == "" {
-		return strings.TrimSpace(e.HMACKey), nil
+	field, key := "acme.external_account_binding.hmac_key", strings.TrimSpace(e.HMACKey)
+	if e.HMACKeyFile != "" {
+		field += "_file"
+		b, err := secretfile.Read(e.HMACKeyFile)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", field, err)
+		}
+		key = strings.TrimSpace(string(b))
 	}
-	b, err := secretfile.Read(e.HMACKeyFile)
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(key, "="))
+	if err != nil || len(raw) < 16 {
+		return "", fmt.Errorf("%s: want the CA's HMAC key in base64url, at least 16 bytes", field)
+	}
+	return key, nil
+}
+
+// AccountURL is the CA's URL of certflow's account (its kid), registering
+// the account if it is not yet.
+func (a *Authority) AccountURL(ctx context.Context) (string, error) {
+	core, err := a.client(ctx)
 	if err != nil {
-		return "", fmt.Errorf("acme %s: external_account_binding.hmac_key_file: %w", a.name, err)
+		return "", err
 	}
-	return strings.TrimSpace(string(b)), nil
+	return core.GetKID(), nil
+}
+
+// forgetLostAccount reports whether err is the CA saying it does not know
+// the account; if so, it forgets the account's URL (here and in Redis) so
+// that the next exchange registers the same key again. Processes doing
+// so at once converge: registering one key gives one account.
+func (a *Authority) forgetLostAccount(ctx context.Context, err error) bool {
+	p, ok := errors.AsType[*ca.Problem](err)
+	if !ok || p.Type != legoacme.AccountDoesNotExistErrorType {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.core = nil
+	if err := a.st.SetACMEAccountURL(ctx, a.name, a.cfg.Directory, ""); err != nil {
+		a.log.Warn("acme account: could not forget the lost account", "err", err)
+	}
+	a.log.Warn("acme account unknown to the CA: registering again", "directory", a.cfg.String())
+	return true
 }

@@ -17,8 +17,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -32,7 +34,6 @@ import (
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/pki"
 	"github.com/certflow/certflow/internal/redact"
-	"github.com/certflow/certflow/internal/secretfile"
 	"github.com/certflow/certflow/internal/store"
 )
 
@@ -61,7 +62,7 @@ type Authority struct {
 	kek       *pki.KEK
 	log       *slog.Logger
 	ua        string
-	transport http.RoundTripper
+	transport *retryAfterTransport
 	presenter Presenter
 
 	mu   sync.Mutex
@@ -83,6 +84,10 @@ func Open(cfg *config.CA, deps Deps) (*Authority, error) {
 	}
 	if deps.Store == nil || deps.KEK == nil {
 		return nil, fmt.Errorf("certificate_authorities %s: acme needs the store and the key-encryption key", cfg.Name)
+	}
+	if u, err := url.Parse(cfg.ACME.Directory); err != nil || u.Scheme != "https" {
+		// lego's client speaks https only (RFC 8555 §6.1).
+		return nil, fmt.Errorf("certificate_authorities %s: acme.directory: %q is not an https URL", cfg.Name, redact.URL(cfg.ACME.Directory))
 	}
 	a := &Authority{
 		name: cfg.Name, cfg: *cfg.ACME, st: deps.Store, kek: deps.KEK,
@@ -108,15 +113,17 @@ func Open(cfg *config.CA, deps Deps) (*Authority, error) {
 		MaxIdleConnsPerHost:   4,
 		IdleConnTimeout:       90 * time.Second,
 	}}
-	if e := a.cfg.EAB; e != nil && e.HMACKeyFile != "" {
-		if _, err := secretfile.Read(e.HMACKeyFile); err != nil {
-			return nil, fmt.Errorf("certificate_authorities %s: acme.external_account_binding.hmac_key_file: %w", cfg.Name, err)
+	if a.cfg.EAB != nil {
+		// Read now, so that a bad key is a start-up error naming the
+		// field rather than every registration's.
+		if _, err := a.eabKey(); err != nil {
+			return nil, fmt.Errorf("certificate_authorities %s: %w", cfg.Name, err)
 		}
 	}
 	if a.cfg.Challenge == config.ChallengeDNS01 {
 		a.presenter = deps.Presenter
 		if a.presenter == nil {
-			p, err := NewPresenter(a.cfg.DNS)
+			p, err := NewPresenter(a.cfg.DNS, a.cfg.Timeout)
 			if err != nil {
 				return nil, fmt.Errorf("certificate_authorities %s: acme.dns: %w", cfg.Name, err)
 			}
@@ -186,15 +193,48 @@ func withRetryAfter(ctx context.Context) (context.Context, *retryAfterSlot) {
 	return context.WithValue(ctx, retryAfterKey{}, s), s
 }
 
-type retryAfterTransport struct{ base http.RoundTripper }
+// retryAfterTransport fills the request's slot, or, for a request
+// without one (lego fetches the directory with a context of its own),
+// the transport's: the account setup, which alone makes such requests,
+// reads it under the Authority's lock.
+type retryAfterTransport struct {
+	base      http.RoundTripper
+	directory retryAfterSlot
+}
 
 func (t *retryAfterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.base.RoundTrip(req)
-	if s, ok := req.Context().Value(retryAfterKey{}).(*retryAfterSlot); ok && err == nil {
+	if err == nil {
+		s, ok := req.Context().Value(retryAfterKey{}).(*retryAfterSlot)
+		if !ok {
+			s = &t.directory
+		}
 		s.set(parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()))
+		resp.Body = &boundedBody{r: io.LimitReader(resp.Body, maxResponse+1), c: resp.Body}
 	}
 	return resp, err
 }
+
+// maxResponse bounds what certflow reads of one CA response (a problem,
+// an order, a certificate chain).
+const maxResponse = 1 << 20
+
+// boundedBody fails a read past maxResponse.
+type boundedBody struct {
+	r io.Reader
+	c io.Closer
+	n int64
+}
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if b.n += int64(n); b.n > maxResponse {
+		return n, fmt.Errorf("acme: the CA's response is larger than %d bytes", maxResponse)
+	}
+	return n, err
+}
+
+func (b *boundedBody) Close() error { return b.c.Close() }
 
 // maxRetryAfter bounds what a CA may ask for: a day.
 const maxRetryAfter = 24 * time.Hour

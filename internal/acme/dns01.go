@@ -12,9 +12,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-acme/lego/v5/providers/dns/cloudflare"
 	"github.com/go-acme/lego/v5/providers/dns/dnsupdate"
 	"github.com/go-acme/lego/v5/providers/dns/exec"
 	"github.com/go-acme/lego/v5/providers/dns/httpreq"
+	"github.com/go-acme/lego/v5/providers/dns/route53"
 
 	"github.com/certflow/certflow/internal/callback"
 	"github.com/certflow/certflow/internal/config"
@@ -36,17 +38,19 @@ type Presenter interface {
 // acme.dns.provider gives; each reads its credentials from its own
 // environment variables (or their _FILE forms), as lego documents.
 var Providers = map[string]func() (Presenter, error){
-	"dnsupdate": func() (Presenter, error) { return dnsupdate.NewDNSProvider() },
-	"rfc2136":   func() (Presenter, error) { return dnsupdate.NewDNSProvider() },
-	"httpreq":   func() (Presenter, error) { return httpreq.NewDNSProvider() },
-	"exec":      func() (Presenter, error) { return exec.NewDNSProvider() },
+	"dnsupdate":  func() (Presenter, error) { return dnsupdate.NewDNSProvider() },
+	"rfc2136":    func() (Presenter, error) { return dnsupdate.NewDNSProvider() },
+	"httpreq":    func() (Presenter, error) { return httpreq.NewDNSProvider() },
+	"exec":       func() (Presenter, error) { return exec.NewDNSProvider() },
+	"cloudflare": func() (Presenter, error) { return cloudflare.NewDNSProvider() },
+	"route53":    func() (Presenter, error) { return route53.NewDNSProvider() },
 }
 
 // NewPresenter builds the presenter acme.dns configures: a lego provider
-// by name, or the HTTP hook.
-func NewPresenter(cfg config.ACMEDNS) (Presenter, error) {
+// by name, or the HTTP hook (each call bounded by timeout).
+func NewPresenter(cfg config.ACMEDNS, timeout time.Duration) (Presenter, error) {
 	if cfg.Hook != nil {
-		return NewHook(*cfg.Hook, 30*time.Second)
+		return NewHook(*cfg.Hook, timeout)
 	}
 	newProvider, ok := Providers[cfg.Provider]
 	if !ok {

@@ -113,8 +113,18 @@ func isDNSName(s string) bool {
 }
 
 // Place creates an order for the names of req.CSR, with the configured
-// profile.
+// profile. An account the CA no longer knows (a CA that lost its state, an
+// account deactivated) is registered again with the same key, and the
+// order placed once more.
 func (a *Authority) Place(ctx context.Context, req *ca.Request) (ca.Order, error) {
+	o, err := a.place(ctx, req)
+	if a.forgetLostAccount(ctx, err) {
+		o, err = a.place(ctx, req)
+	}
+	return o, err
+}
+
+func (a *Authority) place(ctx context.Context, req *ca.Request) (ca.Order, error) {
 	csr, err := x509.ParseCertificateRequest(req.CSR)
 	if err != nil {
 		return ca.Order{}, fmt.Errorf("acme %s: the request's CSR does not parse: %w", a.name, err)
@@ -140,8 +150,17 @@ func (a *Authority) Place(ctx context.Context, req *ca.Request) (ca.Order, error
 	return ca.Order{URL: o.Location, State: state}, nil
 }
 
-// Advance moves the order on as far as it goes now (see ca.Orderer).
+// Advance moves the order on as far as it goes now (see ca.Orderer). An
+// order of an account the CA no longer knows is lost with it: the CA's
+// problem is returned, and the account registered again for the next
+// order.
 func (a *Authority) Advance(ctx context.Context, req *ca.Request, o ca.Order) (ca.Progress, error) {
+	p, err := a.advance(ctx, req, o)
+	a.forgetLostAccount(ctx, err)
+	return p, err
+}
+
+func (a *Authority) advance(ctx context.Context, req *ca.Request, o ca.Order) (ca.Progress, error) {
 	var st orderState
 	if len(o.State) > 0 {
 		if err := json.Unmarshal(o.State, &st); err != nil {
@@ -198,11 +217,17 @@ func (a *Authority) Advance(ctx context.Context, req *ca.Request, o ca.Order) (c
 		return p, nil
 	case legoacme.StatusInvalid:
 		a.cleanup(ctx, core, &st)
+		azp := a.authzProblem(ctx, core, ord.Order)
 		if ord.Error != nil {
-			return p, problem(ord.Error)
-		}
-		if prob := a.authzProblem(ctx, core, ord.Order); prob != nil {
+			prob := problem(ord.Error)
+			if len(prob.Subproblems) == 0 && azp != nil {
+				// Name the identifier that failed.
+				prob.Subproblems = azp.Subproblems
+			}
 			return p, prob
+		}
+		if azp != nil {
+			return p, azp
 		}
 		return p, &ca.Problem{Type: "about:blank", Detail: "the CA made the order invalid without saying why"}
 	default: // processing, or a status to wait out
@@ -285,7 +310,7 @@ func (a *Authority) authorize(ctx context.Context, core *api.Core, ord legoacme.
 
 // authzRefusal is an invalid authorization's problem: its challenge's
 // error, with the identifier.
-func authzRefusal(az legoacme.Authorization) error {
+func authzRefusal(az legoacme.Authorization) *ca.Problem {
 	for _, c := range az.Challenges {
 		if c.Error != nil {
 			p := problem(c.Error)
@@ -299,7 +324,7 @@ func authzRefusal(az legoacme.Authorization) error {
 }
 
 // authzProblem finds the problem of an invalid order that names none.
-func (a *Authority) authzProblem(ctx context.Context, core *api.Core, ord legoacme.Order) error {
+func (a *Authority) authzProblem(ctx context.Context, core *api.Core, ord legoacme.Order) *ca.Problem {
 	for _, u := range ord.Authorizations {
 		az, err := core.Authorizations.Get(ctx, u)
 		if err == nil && az.Status == legoacme.StatusInvalid {
@@ -419,4 +444,39 @@ func (a *Authority) download(ctx context.Context, core *api.Core, req *ca.Reques
 		}
 	}
 	return &ca.Issued{Leaf: leaf, Chain: chain}, nil
+}
+
+// Abandon gives up an order that will not be advanced again (its request
+// timed out, was cancelled): it takes down what was presented for it and
+// deactivates its pending authorizations (RFC 8555 §7.5.2), so the CA
+// stops validating and the names' records do not linger. Best effort: an
+// error says what could not be done; calling it again is harmless.
+func (a *Authority) Abandon(ctx context.Context, o ca.Order) error {
+	var st orderState
+	if len(o.State) > 0 {
+		if err := json.Unmarshal(o.State, &st); err != nil {
+			return fmt.Errorf("acme %s: the order's state does not decode: %w", a.name, err)
+		}
+	}
+	core, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	a.cleanup(ctx, core, &st)
+	ctx, slot := withRetryAfter(ctx)
+	ord, err := core.Orders.Get(ctx, o.URL)
+	if err != nil {
+		return a.mapErr("get order", err, slot)
+	}
+	var errs []error
+	for _, u := range ord.Authorizations {
+		az, err := core.Authorizations.Get(ctx, u)
+		if err == nil && az.Status == legoacme.StatusPending {
+			err = core.Authorizations.Deactivate(ctx, u)
+		}
+		if err != nil {
+			errs = append(errs, a.mapErr("deactivate authorization", err, slot))
+		}
+	}
+	return errors.Join(errs...)
 }

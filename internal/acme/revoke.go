@@ -21,6 +21,14 @@ func (a *Authority) RevokeAtCA(ctx context.Context, leaf []byte, reason int) err
 	if reason < 0 || reason > 10 {
 		return fmt.Errorf("acme %s: revocation reason %d is not an RFC 5280 CRLReason", a.name, reason)
 	}
+	err := a.revoke(ctx, leaf, reason)
+	if a.forgetLostAccount(ctx, err) {
+		err = a.revoke(ctx, leaf, reason)
+	}
+	return err
+}
+
+func (a *Authority) revoke(ctx context.Context, leaf []byte, reason int) error {
 	core, err := a.client(ctx)
 	if err != nil {
 		return err

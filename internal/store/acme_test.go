@@ -1,0 +1,79 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certflow/certflow/internal/store"
+)
+
+// Processes racing to create one CA's ACME account key converge on the
+// first stored; another directory has an account of its own.
+func TestACMEAccountKeyIsSetOnceAndPerDirectory(t *testing.T) {
+	t.Parallel()
+	s, _, _ := setup(t)
+	ctx := context.Background()
+	const dir, other = "https://ca.example.test/dir", "https://other.example.test/dir"
+	if _, err := s.ACMEAccount(ctx, "Acme", dir); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("no account yet: %v; want ErrNotFound", err)
+	}
+	const racers = 8
+	got := make([][]byte, racers)
+	errs := make([]error, racers)
+	var wg sync.WaitGroup
+	for i := range racers {
+		wg.Go(func() {
+			got[i], errs[i] = s.SetACMEAccountKeyIfAbsent(ctx, "Acme", dir, fmt.Appendf(nil, "sealed-%d", i))
+		})
+	}
+	wg.Wait()
+	for i := range racers {
+		if errs[i] != nil || !bytes.Equal(got[i], got[0]) {
+			t.Fatalf("racer %d: %q, %v; want every racer to get %q", i, got[i], errs[i], got[0])
+		}
+	}
+	if err := s.SetACMEAccountURL(ctx, "acme", dir, "https://ca.example.test/acct/1"); err != nil {
+		t.Fatal(err)
+	}
+	// The CA's name is case-insensitive.
+	rec, err := s.ACMEAccount(ctx, "ACME", dir)
+	if err != nil || !bytes.Equal(rec.SealedKey, got[0]) || rec.URL != "https://ca.example.test/acct/1" {
+		t.Fatalf("account %+v, %v", rec, err)
+	}
+	if _, err := s.ACMEAccount(ctx, "acme", other); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("another directory: %v; want ErrNotFound", err)
+	}
+	if _, err := s.ACMEAccount(ctx, "other-ca", dir); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("another CA: %v; want ErrNotFound", err)
+	}
+}
+
+func TestHTTP01Answers(t *testing.T) {
+	t.Parallel()
+	s, rdb, prefix := setup(t)
+	ctx := context.Background()
+	if _, err := s.HTTP01(ctx, "tok"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown token: %v", err)
+	}
+	if err := s.PutHTTP01(ctx, "tok", "tok.thumb", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.HTTP01(ctx, "tok"); err != nil || v != "tok.thumb" {
+		t.Fatalf("HTTP01: %q, %v", v, err)
+	}
+	// The answer expires: it lives while its order is validated.
+	if ttl := rdb.TTL(ctx, prefix+":acme:http01:tok").Val(); ttl <= 0 || ttl > time.Hour {
+		t.Fatalf("answer's TTL %s; want at most an hour", ttl)
+	}
+	if err := s.DeleteHTTP01(ctx, "tok"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.HTTP01(ctx, "tok"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleted token: %v", err)
+	}
+}
