@@ -220,9 +220,13 @@ func (a *Authority) advance(ctx context.Context, req *ca.Request, o ca.Order) (c
 		azp := a.authzProblem(ctx, core, ord.Order)
 		if ord.Error != nil {
 			prob := problem(ord.Error)
-			if len(prob.Subproblems) == 0 && azp != nil {
-				// Name the identifier that failed.
-				prob.Subproblems = azp.Subproblems
+			if azp != nil {
+				// A name's validation failed: say which, and that the
+				// request fails rather than is refused.
+				if len(prob.Subproblems) == 0 {
+					prob.Subproblems = azp.Subproblems
+				}
+				prob.Validation = true
 			}
 			return p, prob
 		}
@@ -317,10 +321,11 @@ func authzRefusal(az legoacme.Authorization) *ca.Problem {
 			if len(p.Subproblems) == 0 {
 				p.Subproblems = []ca.Subproblem{{Type: c.Error.Type, Detail: c.Error.Detail, Identifier: az.Identifier.Value}}
 			}
+			p.Validation = true
 			return p
 		}
 	}
-	return &ca.Problem{Type: "about:blank", Detail: fmt.Sprintf("the authorization for %s is invalid", az.Identifier.Value)}
+	return &ca.Problem{Type: "about:blank", Detail: fmt.Sprintf("the authorization for %s is invalid", az.Identifier.Value), Validation: true}
 }
 
 // authzProblem finds the problem of an invalid order that names none.

@@ -66,6 +66,11 @@ type Problem struct {
 	Detail      string       `json:"detail,omitempty"`
 	Status      int          `json:"status,omitempty"`
 	Subproblems []Subproblem `json:"subproblems,omitempty"`
+	// Validation marks a problem that reports the CA's failure to
+	// validate control of a name (a challenge's error): whatever its type
+	// (Let's Encrypt and Pebble say unauthorized for an http-01 answer
+	// they did not find), it is no refusal of what was asked.
+	Validation bool `json:"-"`
 }
 
 // Subproblem is one identifier's problem within a Problem.
@@ -89,6 +94,9 @@ const acmeErrorNS = "urn:ietf:params:acme:error:"
 // names, the CSR, the account's rights) rather than a failure to prove
 // control of the names.
 func (p *Problem) Refusal() bool {
+	if p.Validation {
+		return false
+	}
 	t := strings.TrimPrefix(p.Type, acmeErrorNS)
 	for _, r := range refusalTypes {
 		if t == r {
