@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -51,7 +53,7 @@ func TestEachCommandsHelpShowsItsOwnFlags(t *testing.T) {
 		{[]string{"inventory", "check"}, []string{"usage: certflow inventory check", "-repair", "-redis-url"}, []string{"-listen"}},
 		{[]string{"approve"}, []string{"usage: certflow approve", "-comment", "-url", "CERTFLOW_TOKEN"}, []string{"-listen"}},
 		{[]string{"pending"}, []string{"usage: certflow pending", "-url"}, []string{"-comment"}},
-		{[]string{"bench"}, []string{"-requests", "-target", "CERTFLOW_TOKEN"}, []string{"-listen"}},
+		{[]string{"bench"}, []string{"-requests", "-target", "CERTFLOW_TOKEN", "-authority", "-config", "acme_client.http01_listen"}, []string{"-listen"}},
 		{[]string{"healthcheck"}, []string{"usage: certflow healthcheck", "-url", "-cacert", "-redis"}, []string{"-repair"}},
 	}
 	for _, c := range cases {
@@ -111,6 +113,26 @@ func TestUnknownArgumentsAreRefused(t *testing.T) {
 		if code != 2 || !strings.Contains(out+errOut, c.want) {
 			t.Errorf("%v: exit %d, want 2 and %q:\n%s%s", c.args, code, c.want, out, errOut)
 		}
+	}
+}
+
+// `bench --authority` reads the CA from --config, or CERTFLOW_CONFIG
+// when --config is not given, and refuses a name the file lacks, saying
+// which file it read, before it measures anything.
+func TestBenchAuthorityIsReadFromTheConfig(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "certflow.yaml")
+	os.WriteFile(file, []byte("key_prefix: benchcli\n"), 0o600)
+	t.Setenv("CERTFLOW_CONFIG", "")
+	if _, errOut, code := cli(t, "bench", "--requests", "1", "--authority", "Pebble"); code != 1 || !strings.Contains(errOut, `--authority "Pebble" needs --config`) {
+		t.Errorf("no config: exit %d, %q", code, errOut)
+	}
+	t.Setenv("CERTFLOW_CONFIG", file)
+	if _, errOut, code := cli(t, "bench", "--requests", "1", "--authority", "Pebble"); code != 1 || !strings.Contains(errOut, `no certificate authority of that name in `+file+" (it has CertflowIssuingCA)") {
+		t.Errorf("CERTFLOW_CONFIG without the CA: exit %d, %q", code, errOut)
+	}
+	if _, errOut, code := cli(t, "bench", "--requests", "1", "--authority", "CertflowIssuingCA", "--config", file); code != 1 || !strings.Contains(errOut, "is a CA of type builtin") {
+		t.Errorf("--config naming a builtin CA: exit %d, %q", code, errOut)
 	}
 }
 

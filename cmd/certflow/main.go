@@ -54,7 +54,7 @@ Usage:
                               records; --repair adds what is missing, drops what is stale
   certflow healthcheck [--url URL] [--redis]
                               exit 0 if certflow answers /readyz (or Redis answers), else 1
-  certflow bench    --requests N --concurrency C [--target URL] [--key ec|rsa] [--rate R] [--off piggyback,group_commit,leaf_encoder]
+  certflow bench    --requests N --concurrency C [--target URL] [--key ec|rsa] [--rate R] [--off piggyback,group_commit,leaf_encoder] [--authority NAME --config FILE]
                     [--cpuprofile FILE] [--memprofile FILE]
                               enrollments per second against bare asynq in the same run
   certflow version            the version, commit and Go release
@@ -561,6 +561,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		"Enroll N distinct CSRs over HTTP and time bare asynq no-op tasks in the same run.\n"+
 			"Without --target it runs certflow in-process against CERTFLOW_REDIS_URL (or an embedded Redis).\n"+
 			"With --target the token is CERTFLOW_TOKEN (or CERTFLOW_ADMIN_TOKEN), as for certflow pending.\n"+
+			"With --authority (a CA of type acme in --config's file) it makes the same load through that CA after the built-in one's,\n"+
+			"answering http-01 on the file's acme_client.http01_listen, and reports both rates and their ratio.\n"+
 			"Any enrollment that does not come back issued (a 429, say) fails the run: exit 1, saying why.", stderr)
 	var o bench.Options
 	fset.IntVar(&o.Requests, "requests", 1000, "enrollments to make")
@@ -570,6 +572,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fset.Float64Var(&o.Rate, "rate", 0, "submissions per second, open loop (default: as fast as the clients go)")
 	fset.IntVar(&o.WorkerConcurrency, "worker-concurrency", 0, "worker (and baseline) concurrency (default: the worker default)")
 	fset.StringVar(&o.Definitions, "definitions", "", "definitions folder for the in-process certflow")
+	fset.StringVar(&o.Authority, "authority", "", "also load through this certificate authority (type acme) of --config, in the same run")
+	fset.StringVar(&o.Config, "config", "", "configuration file that defines --authority (default: CERTFLOW_CONFIG when --authority is given)")
 	off := fset.String("off", "", "speed shortcuts the in-process certflow runs without, comma-separated: piggyback, group_commit, leaf_encoder (docs/speed.md)")
 	cpuProfile := fset.String("cpuprofile", "", "write a CPU profile of the timed enrollments to this file")
 	memProfile := fset.String("memprofile", "", "write an allocation profile of the run to this file")
@@ -596,6 +600,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		defer f.Close()
 		o.CPUProfile = f
+	}
+	if o.Authority != "" && o.Config == "" {
+		o.Config = os.Getenv("CERTFLOW_CONFIG")
 	}
 	tuneGC() // as the server commands do: the baseline runs under it too
 	o.RedisURL = os.Getenv("CERTFLOW_REDIS_URL")

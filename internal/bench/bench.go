@@ -73,6 +73,17 @@ type Options struct {
 	// CPUProfile, if set, receives a CPU profile of the timed enrollment
 	// phase only (not CSR generation, not the baseline).
 	CPUProfile io.Writer
+	// Authority names a certificate authority of type acme in the
+	// configuration file Config: after the built-in CA's load, the
+	// in-process certflow makes the same load through it (an external CA:
+	// every enrollment is an ACME order, answered when the certificate
+	// comes). Its http-01 challenges are answered on the file's
+	// acme_client.http01_listen, which must be where the CA looks.
+	Authority string
+	// Config is the configuration file Authority is read from (its
+	// certificate_authorities entry and acme_client); the rest of the
+	// in-process certflow's configuration stays the bench's own.
+	Config string
 }
 
 // Result is what bench reports; its JSON is the command's last line.
@@ -109,6 +120,19 @@ type Result struct {
 	// RedisCommands breaks RedisCmdsPerEnrollment down by command
 	// (commands run inside Lua scripts count under their own names).
 	RedisCommands map[string]float64 `json:"-"`
+	// Authority is the load through Options.Authority, when one was named.
+	Authority *AuthorityResult `json:"authority,omitempty"`
+}
+
+// AuthorityResult is the same load as the built-in CA's, through an
+// external (ACME) certificate authority, in the same run.
+type AuthorityResult struct {
+	Name            string  `json:"name"`
+	EnrollmentsPerS float64 `json:"enrollments_per_s"`
+	// Ratio is EnrollmentsPerS over the built-in CA's.
+	Ratio float64 `json:"ratio_to_builtin"`
+	P50ms float64 `json:"p50_ms"`
+	P99ms float64 `json:"p99_ms"`
 }
 
 // Run measures.
@@ -117,6 +141,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, errors.New("--requests and --concurrency must be at least 1")
 	}
 	o.WorkerConcurrency = cmp(o.WorkerConcurrency, config.DefaultConcurrency)
+	authority, acmeClient, err := externalAuthority(o)
+	if err != nil {
+		return nil, err
+	}
 	progress := o.Progress
 	if progress == nil {
 		progress = io.Discard
@@ -127,7 +155,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Requests: o.Requests, Concurrency: o.Concurrency}
-	target, token, rdb, stop, err := setup(ctx, &o)
+	target, token, rdb, stop, err := setup(ctx, &o, authority, acmeClient)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +186,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	cpuBefore, rtBefore := processCPU(), roundTrips.n.Load()
-	lat, elapsed, err := enroll(ctx, target, token, csrs, o.Concurrency, o.Rate, progress)
+	lat, elapsed, err := enroll(ctx, target, token, csrs, config.DefaultTemplate, o.Concurrency, o.Rate, progress)
 	if o.CPUProfile != nil {
 		pprof.StopCPUProfile()
 	}
@@ -195,8 +223,78 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		res.RedisBytesPerRequest = float64(memAfter-memBefore) / float64(o.Requests)
 	}
+	if authority != nil {
+		if res.Authority, err = throughAuthority(ctx, o, authority.Name, target, token, res.EnrollmentsPerS, progress); err != nil {
+			return nil, err
+		}
+	}
 	res.RSSMB = peakRSSMB()
 	return res, nil
+}
+
+// authorityTemplate is the template the in-process certflow routes to
+// Options.Authority: the default template's policy, served by that CA.
+const authorityTemplate = "BenchAuthority"
+
+// externalAuthority reads Options.Authority's CA and the acme_client
+// settings from Options.Config (nil: no authority named).
+func externalAuthority(o Options) (*config.CA, config.ACMEClient, error) {
+	if o.Authority == "" {
+		if o.Config != "" {
+			return nil, config.ACMEClient{}, errors.New("--config is read for --authority only; name the authority too")
+		}
+		return nil, config.ACMEClient{}, nil
+	}
+	if o.Target != "" {
+		return nil, config.ACMEClient{}, errors.New("--authority runs the in-process certflow through that CA; it cannot be combined with --target")
+	}
+	if o.Config == "" {
+		return nil, config.ACMEClient{}, fmt.Errorf("--authority %q needs --config: the configuration file that defines it", o.Authority)
+	}
+	cfg, err := config.Load(o.Config)
+	if err != nil {
+		return nil, config.ACMEClient{}, fmt.Errorf("--config: %w", err)
+	}
+	var names []string
+	for i := range cfg.CAs {
+		c := &cfg.CAs[i]
+		names = append(names, c.Name)
+		if !strings.EqualFold(c.Name, o.Authority) {
+			continue
+		}
+		if !c.IsACME() {
+			return nil, config.ACMEClient{}, fmt.Errorf("--authority %q is a CA of type %s in %s; the bench compares the built-in CA with one of type acme", o.Authority, c.Type, o.Config)
+		}
+		if strings.EqualFold(c.Name, config.DefaultCAName) {
+			return nil, config.ACMEClient{}, fmt.Errorf("--authority %q has the name of the bench's built-in CA; rename it in %s", o.Authority, o.Config)
+		}
+		if c.ACME.Challenge == config.ChallengeHTTP01 && cfg.ACMEClient.HTTP01Listen == "" {
+			return nil, config.ACMEClient{}, fmt.Errorf("--authority %q validates by http-01: %s must set acme_client.http01_listen to the address the CA's http-01 requests reach", o.Authority, o.Config)
+		}
+		return c, cfg.ACMEClient, nil
+	}
+	return nil, config.ACMEClient{}, fmt.Errorf("--authority %q: no certificate authority of that name in %s (it has %s)", o.Authority, o.Config, strings.Join(names, ", "))
+}
+
+// throughAuthority makes the same load again (new CSRs: new names, new
+// requests) through the external authority's template, after the
+// built-in CA's, and reports its rate next to builtinPerS.
+func throughAuthority(ctx context.Context, o Options, name, target, token string, builtinPerS float64, progress io.Writer) (*AuthorityResult, error) {
+	fmt.Fprintf(progress, "through certificate authority %s: generating %d %s CSRs…\n", name, o.Requests, o.Key)
+	csrs, err := makeCSRs(o.Requests, o.Key)
+	if err != nil {
+		return nil, err
+	}
+	lat, elapsed, err := enroll(ctx, target, token, csrs, authorityTemplate, o.Concurrency, o.Rate, progress)
+	if err != nil {
+		return nil, fmt.Errorf("through certificate authority %s: %w", name, err)
+	}
+	r := &AuthorityResult{Name: name, EnrollmentsPerS: float64(o.Requests) / elapsed.Seconds()}
+	if builtinPerS > 0 {
+		r.Ratio = r.EnrollmentsPerS / builtinPerS
+	}
+	r.P50ms, r.P99ms = percentile(lat, 0.50), percentile(lat, 0.99)
+	return r, nil
 }
 
 func cmp(v, def int) int {
@@ -208,7 +306,7 @@ func cmp(v, def int) int {
 
 // setup returns the base URL and token to load, a Redis client for the
 // baseline and command counts (nil if none is known), and a stop func.
-func setup(ctx context.Context, o *Options) (target, token string, rdb redis.UniversalClient, stop func(), err error) {
+func setup(ctx context.Context, o *Options, authority *config.CA, acmeClient config.ACMEClient) (target, token string, rdb redis.UniversalClient, stop func(), err error) {
 	if o.Target != "" {
 		if o.RedisURL != "" {
 			opts, err := redis.ParseURL(o.RedisURL)
@@ -243,6 +341,19 @@ func setup(ctx context.Context, o *Options) (target, token string, rdb redis.Uni
 	if err := cfg.Speed.TurnOff(o.Off...); err != nil {
 		os.RemoveAll(dir)
 		return "", "", nil, nil, err
+	}
+	if authority != nil {
+		// The external CA next to the built-in one, and a template of
+		// the default policy that routes to it.
+		tmpl := cfg.Templates[0]
+		tmpl.Name, tmpl.DisplayName, tmpl.CAs = authorityTemplate, authorityTemplate, []string{authority.Name}
+		cfg.CAs = append(cfg.CAs, *authority)
+		cfg.Templates = append(cfg.Templates, tmpl)
+		cfg.ACMEClient = acmeClient
+		if err := cfg.Validate(); err != nil {
+			os.RemoveAll(dir)
+			return "", "", nil, nil, fmt.Errorf("--authority %q: %w", authority.Name, err)
+		}
 	}
 	token = "bench-" + randomHex(16)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
@@ -317,7 +428,7 @@ func makeCSRs(n int, keyType string) ([][]byte, error) {
 // workflow settled), so each latency is submit-to-issued. Any submit
 // that did not come back issued fails the run: a throughput of refused
 // requests (429 from a rate-limited target, say) measures nothing.
-func enroll(ctx context.Context, target, token string, csrs [][]byte, concurrency int, rate float64, progress io.Writer) ([]time.Duration, time.Duration, error) {
+func enroll(ctx context.Context, target, token string, csrs [][]byte, templateName string, concurrency int, rate float64, progress io.Writer) ([]time.Duration, time.Duration, error) {
 	headers := http.Header{
 		"Authorization": {"Bearer " + token}, "Content-Type": {"application/json"}, "X-Certificateformat": {"DER"},
 	}
@@ -330,7 +441,7 @@ func enroll(ctx context.Context, target, token string, csrs [][]byte, concurrenc
 		defer c.Close()
 		clients[i] = c
 	}
-	template, _ := json.Marshal(config.DefaultTemplate)
+	template, _ := json.Marshal(templateName)
 	lat := make([]time.Duration, len(csrs))
 	var next, done atomic.Int64
 	var failures tally
@@ -448,20 +559,21 @@ func submit(ctx context.Context, client *loadClient, body []byte) error {
 		return err
 	}
 	var answer struct {
-		CertificateInformation struct{ RequestDisposition string }
+		CertificateInformation struct{ RequestDisposition, DispositionMessage string }
 	}
 	if err := json.Unmarshal(data, &answer); err != nil {
 		return fmt.Errorf("answer %d: %w", status, err)
 	}
-	if d := answer.CertificateInformation.RequestDisposition; status != 200 || d != "ISSUED" {
-		return refusal(status, d, data)
+	if info := answer.CertificateInformation; status != 200 || info.RequestDisposition != "ISSUED" {
+		return refusal(status, info.RequestDisposition, info.DispositionMessage, data)
 	}
 	return nil
 }
 
 // refusal says why a submit did not come back issued: the status, the
-// disposition or Keyfactor's Message, and what to do about a 429.
-func refusal(status int, disposition string, data []byte) error {
+// disposition (with its message: a CA's problem, say) or Keyfactor's
+// Message, and what to do about a 429.
+func refusal(status int, disposition, message string, data []byte) error {
 	var e struct{ ErrorCode, Message string }
 	json.Unmarshal(data, &e)
 	why := fmt.Sprintf("%d %s", status, http.StatusText(status))
@@ -472,6 +584,9 @@ func refusal(status int, disposition string, data []byte) error {
 		why += ": " + e.Message
 	case disposition != "":
 		why += ", disposition " + disposition
+		if message != "" {
+			why += ": " + message
+		}
 	}
 	return errors.New(why)
 }
@@ -679,6 +794,21 @@ func (r *Result) Print(w io.Writer) {
 		fmt.Fprintf(w, "%-28s %12.2f %s\n", row.name, row.v, row.unit)
 	}
 	fmt.Fprintf(w, "%-28s %12d\n%-28s %12d\n%-28s %12d\n", "requests", r.Requests, "concurrency", r.Concurrency, "errors", r.Errors)
+	if a := r.Authority; a != nil {
+		fmt.Fprintf(w, "through certificate authority %s:\n", a.Name)
+		for _, row := range []struct {
+			name string
+			v    float64
+			unit string
+		}{
+			{"enrollments per second", a.EnrollmentsPerS, "/s"},
+			{"ratio (it / built-in CA)", a.Ratio, ""},
+			{"p50 submit→issued", a.P50ms, "ms"},
+			{"p99 submit→issued", a.P99ms, "ms"},
+		} {
+			fmt.Fprintf(w, "  %-26s %12.2f %s\n", row.name, row.v, row.unit)
+		}
+	}
 	if len(r.RedisCommands) > 0 {
 		names := slices.SortedFunc(maps.Keys(r.RedisCommands), func(a, b string) int {
 			return cmpFloat(r.RedisCommands[b], r.RedisCommands[a])

@@ -3,12 +3,16 @@ package bench
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/testutil"
+	"github.com/certflow/certflow/internal/testutil/acmetest"
 )
 
 // TestRunMeasuresRealEnrollments runs the whole bench (its own certflow,
@@ -122,5 +126,125 @@ func TestARunWithRefusedRequestsFails(t *testing.T) {
 	_, err = Run(context.Background(), Options{Requests: 3, Concurrency: 1, Target: cf.URL, Token: "wrong"})
 	if err == nil || !strings.Contains(err.Error(), "3 of 3 enrollments failed") || !strings.Contains(err.Error(), "3 × 401") {
 		t.Errorf("wrong token: %v", err)
+	}
+}
+
+// acmeBenchConfig writes a configuration file with a builtin CA and an
+// acme CA named Pebble (its http-01 answered on httpPort) and returns
+// its path.
+func acmeBenchConfig(t *testing.T, pb *acmetest.Pebble, httpPort int, extra string) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "certflow.yaml")
+	cfg := fmt.Sprintf(`acme_client: {http01_listen: "127.0.0.1:%d"}
+certificate_authorities:
+  - {name: CertflowIssuingCA, type: builtin}
+  - name: Pebble
+    type: acme
+    acme: {directory: "%s", ca_bundle: "%s", poll_interval: 200ms, max_poll_interval: 1s, timeout: 5s}
+%s`, httpPort, pb.DirectoryURL, pb.CABundle, extra)
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// TestRunThroughAnACMEAuthority runs the bench with --authority naming a
+// real Pebble: after the built-in CA's load, the same load goes through
+// Pebble (each enrollment an order whose http-01 challenge the bench's
+// certflow answers), and both rates come back, with their ratio.
+func TestRunThroughAnACMEAuthority(t *testing.T) {
+	redis := testutil.StartRedisServer(t)
+	port := testutil.FreePort(t)
+	pb := acmetest.StartPebble(t, acmetest.PebbleOptions{HTTPPort: port})
+	var progress bytes.Buffer
+	res, err := Run(context.Background(), Options{
+		Requests: 12, Concurrency: 4, WorkerConcurrency: 4, RedisURL: redis.URL(),
+		Definitions: testutil.DefinitionsDir(), Progress: &progress,
+		Authority: "pebble", Config: acmeBenchConfig(t, pb, port, ""),
+	})
+	if err != nil { // any enrollment not issued, by either CA, fails the run
+		t.Fatalf("%v\n%s", err, progress.String())
+	}
+	a := res.Authority
+	if a == nil || a.Name != "Pebble" {
+		t.Fatalf("no figures through Pebble: %+v", res)
+	}
+	if res.EnrollmentsPerS <= 0 || a.EnrollmentsPerS <= 0 || a.Ratio != a.EnrollmentsPerS/res.EnrollmentsPerS {
+		t.Errorf("rates: built-in %v/s, Pebble %v/s, ratio %v", res.EnrollmentsPerS, a.EnrollmentsPerS, a.Ratio)
+	}
+	if a.P50ms <= 0 || a.P99ms < a.P50ms {
+		t.Errorf("latencies through Pebble: p50 %v ms, p99 %v ms", a.P50ms, a.P99ms)
+	}
+	var out bytes.Buffer
+	res.Print(&out)
+	for _, want := range []string{"through certificate authority Pebble:", "ratio (it / built-in CA)", `"authority":{"name":"Pebble","enrollments_per_s":`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the report lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// TestRunThroughAnAuthorityThatRefusesFails: every enrollment through
+// the authority fails at the CA (its http-01 requests reach a port where
+// nobody answers), so the run fails saying how many and the CA's
+// problem, with no figures.
+func TestRunThroughAnAuthorityThatRefusesFails(t *testing.T) {
+	redis := testutil.StartRedisServer(t)
+	port := testutil.FreePort(t)
+	pb := acmetest.StartPebble(t, acmetest.PebbleOptions{HTTPPort: port})
+	// Nobody answers http-01 on this port: validation fails.
+	file := acmeBenchConfig(t, pb, testutil.FreePort(t), "")
+	res, err := Run(context.Background(), Options{
+		Requests: 3, Concurrency: 3, WorkerConcurrency: 2, RedisURL: redis.URL(),
+		Definitions: testutil.DefinitionsDir(), Authority: "Pebble", Config: file,
+	})
+	if err == nil {
+		t.Fatalf("a run whose orders fail succeeded: %+v", res)
+	}
+	for _, want := range []string{"through certificate authority Pebble", "3 of 3 enrollments failed", "disposition FAILED", "urn:ietf:params:acme:error:connection"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}
+
+// TestRunWithABadAuthority: each wrong --authority or --config is refused
+// before anything runs, naming the flag or setting.
+func TestRunWithABadAuthority(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	acme := `certificate_authorities:
+  - {name: CertflowIssuingCA, type: builtin}
+  - {name: Pebble, type: acme, acme: {directory: "https://127.0.0.1:14000/dir"}}
+`
+	noListen := write("nolisten.yaml", acme)
+	withListen := write("listen.yaml", acme+"acme_client: {http01_listen: \"127.0.0.1:5002\"}\n")
+	for _, tc := range []struct {
+		name string
+		o    Options
+		want string
+	}{
+		{"no config", Options{Authority: "Pebble"}, "--authority \"Pebble\" needs --config"},
+		{"config without authority", Options{Config: withListen}, "--config is read for --authority only"},
+		{"unknown authority", Options{Authority: "Nope", Config: withListen}, `--authority "Nope": no certificate authority of that name in ` + withListen + " (it has CertflowIssuingCA, Pebble)"},
+		{"builtin authority", Options{Authority: "CertflowIssuingCA", Config: withListen}, "is a CA of type builtin"},
+		{"http-01 without a listener", Options{Authority: "Pebble", Config: noListen}, "acme_client.http01_listen"},
+		{"with a target", Options{Authority: "Pebble", Config: withListen, Target: "http://127.0.0.1:1"}, "cannot be combined with --target"},
+		{"missing config file", Options{Authority: "Pebble", Config: filepath.Join(dir, "none.yaml")}, "--config: read config"},
+		{"invalid config file", Options{Authority: "Pebble", Config: write("bad.yaml", "frobnicate: 1\n")}, "unknown key \"frobnicate\""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.o.Requests, tc.o.Concurrency = 1, 1
+			res, err := Run(context.Background(), tc.o)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want one containing %q (result %+v)", err, tc.want, res)
+			}
+		})
 	}
 }
