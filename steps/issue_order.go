@@ -64,7 +64,7 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 		if err := claim.Extend(ctx); err != nil {
 			return workflow.Result{}, nil, workflow.RetryLater(fmt.Errorf("issue: %w", err))
 		}
-		placed, err := o.Place(is.bounded(ctx, acfg.Timeout), p.req)
+		placed, err := o.Place(is.bounded(ctx, min(acfg.Timeout, store.IssueLockTTL/2)), p.req)
 		if err != nil {
 			return is.orderTrouble(run, p, now, now, err)
 		}
@@ -79,9 +79,14 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 		return workflow.Result{}, nil, workflow.Permanent(fmt.Errorf("certificate authority %s did not issue within %s (order_timeout) of placing order %s",
 			p.ca.Name, acfg.OrderTimeout, redact.URL(rec.Order.URL)))
 	}
-	// Several exchanges with the CA: bounded, so that a CA that stalls
-	// holds the worker for a few timeouts at most.
-	prog, err := o.Advance(is.bounded(ctx, 4*acfg.Timeout), p.req, rec.Order)
+	// Several exchanges with the CA, under a claim renewed for them and
+	// bounded well within its lifetime: nobody else moves the order
+	// meanwhile, and a CA that stalls holds the worker for that long at
+	// most.
+	if err := claim.Extend(ctx); err != nil {
+		return workflow.Result{}, nil, workflow.RetryLater(fmt.Errorf("issue: %w", err))
+	}
+	prog, err := o.Advance(is.bounded(ctx, min(4*acfg.Timeout, store.IssueLockTTL*3/4)), p.req, rec.Order)
 	if err != nil {
 		return is.orderTrouble(run, p, rec.Placed, now, err)
 	}

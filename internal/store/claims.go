@@ -20,6 +20,10 @@ return 0
 // issueLockTTL bounds how long a crashed worker's issue lock blocks others.
 const issueLockTTL = time.Minute
 
+// IssueLockTTL is how long an issue claim lasts once taken or extended:
+// work under a claim is bounded well below it.
+const IssueLockTTL = issueLockTTL
+
 // IssueClaim is a held issue lock (see ClaimIssue).
 type IssueClaim struct {
 	s          *Store
