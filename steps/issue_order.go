@@ -76,6 +76,11 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 		run.Log.Info("order placed", "authority", p.ca.Name, "order", redact.URL(placed.URL))
 	}
 	if age := now.Sub(rec.Placed); age > acfg.OrderTimeout {
+		if a, ok := o.(ca.Abandoner); ok {
+			if err := a.Abandon(is.bounded(ctx, min(acfg.Timeout, store.IssueLockTTL/2)), rec.Order); err != nil {
+				run.Log.Warn("could not give the order up at its CA", "authority", p.ca.Name, "order", redact.URL(rec.Order.URL), "err", err)
+			}
+		}
 		return workflow.Result{}, nil, workflow.Permanent(fmt.Errorf("certificate authority %s did not issue within %s (order_timeout) of placing order %s",
 			p.ca.Name, acfg.OrderTimeout, redact.URL(rec.Order.URL)))
 	}

@@ -32,6 +32,13 @@ type Orderer interface {
 	Advance(ctx context.Context, req *Request, o Order) (Progress, error)
 }
 
+// Abandoner is an Orderer that can give an order up (take down what it
+// presented for it, deactivate what the CA still validates) when its
+// request will not wait for it any longer. Best effort.
+type Abandoner interface {
+	Abandon(ctx context.Context, o Order) error
+}
+
 // Order is an Orderer's order for one request: what it needs to be asked
 // about it again. The issue step stores it with the request.
 type Order struct {
