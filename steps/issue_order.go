@@ -2,6 +2,7 @@ package steps
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -58,6 +59,22 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 		return workflow.Result{}, nil, err
 	}
 	now := time.Now().UTC()
+	// Placed is when certflow first asked the CA: order_timeout counts
+	// from there, and so do the waits between looks, also while the CA
+	// cannot even take the order.
+	first := rec.Placed.IsZero()
+	if first {
+		rec.Authority, rec.Placed = p.ca.Name, now
+	}
+	if age := now.Sub(rec.Placed); age > acfg.OrderTimeout {
+		if a, ok := o.(ca.Abandoner); ok && rec.Order.URL != "" {
+			if err := a.Abandon(is.bounded(ctx, min(acfg.Timeout, store.IssueLockTTL/2)), rec.Order); err != nil {
+				run.Log.Warn("could not give the order up at its CA", "authority", p.ca.Name, "order", redact.URL(rec.Order.URL), "err", err)
+			}
+		}
+		return workflow.Result{}, nil, workflow.Permanent(fmt.Errorf("certificate authority %s did not issue within %s (order_timeout) of being asked (order %s)",
+			p.ca.Name, acfg.OrderTimeout, cmp.Or(redact.URL(rec.Order.URL), "never placed")))
+	}
 	if rec.Order.URL == "" {
 		// The lock is renewed first: placing may take up to the CA's
 		// timeout, and nobody else may place meanwhile.
@@ -66,23 +83,20 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 		}
 		placed, err := o.Place(is.bounded(ctx, min(acfg.Timeout, store.IssueLockTTL/2)), p.req)
 		if err != nil {
-			return is.orderTrouble(run, p, now, now, err)
+			if first {
+				// When asking began, for the next try's wait and timeout.
+				if rerr := is.record(ctx, claim, rec, true); rerr != nil {
+					return workflow.Result{}, nil, workflow.RetryLater(fmt.Errorf("record order: %w", rerr))
+				}
+			}
+			return is.orderTrouble(run, p, rec.Placed, now, err)
 		}
-		rec = orderRecord{Authority: p.ca.Name, Order: placed, Placed: now}
-		if err := is.record(ctx, claim, rec, true); err != nil {
+		rec.Order = placed
+		if err := is.record(ctx, claim, rec, first); err != nil {
 			run.Log.Warn("order placed but not recorded; it is abandoned", "authority", p.ca.Name, "order", redact.URL(placed.URL), "err", err)
 			return workflow.Result{}, nil, workflow.RetryLater(fmt.Errorf("record order: %w", err))
 		}
 		run.Log.Info("order placed", "authority", p.ca.Name, "order", redact.URL(placed.URL))
-	}
-	if age := now.Sub(rec.Placed); age > acfg.OrderTimeout {
-		if a, ok := o.(ca.Abandoner); ok {
-			if err := a.Abandon(is.bounded(ctx, min(acfg.Timeout, store.IssueLockTTL/2)), rec.Order); err != nil {
-				run.Log.Warn("could not give the order up at its CA", "authority", p.ca.Name, "order", redact.URL(rec.Order.URL), "err", err)
-			}
-		}
-		return workflow.Result{}, nil, workflow.Permanent(fmt.Errorf("certificate authority %s did not issue within %s (order_timeout) of placing order %s",
-			p.ca.Name, acfg.OrderTimeout, redact.URL(rec.Order.URL)))
 	}
 	// Several exchanges with the CA, under a claim renewed for them and
 	// bounded well within its lifetime: nobody else moves the order
@@ -151,12 +165,16 @@ func (is Issue) orderTrouble(run *workflow.Run, p prepared, placed, now time.Tim
 // waitForAuthority suspends the instance until the next look at the
 // order: after retryAfter when the CA named a time, else after as long as
 // the order has been open (so the waits double), from poll_interval up to
-// max_poll_interval.
+// max_poll_interval; never after the order's order_timeout.
 func waitForAuthority(p prepared, status string, placed, now time.Time, retryAfter time.Duration) workflow.Result {
 	acfg := p.ca.ACME
 	delay := retryAfter
 	if delay <= 0 {
 		delay = min(max(now.Sub(placed), acfg.PollInterval), acfg.MaxPollInterval)
+	}
+	// Never past the order's deadline: that look ends it.
+	if end := placed.Add(acfg.OrderTimeout).Sub(now) + time.Millisecond; end < delay {
+		delay = max(end, time.Millisecond)
 	}
 	return workflow.Result{Suspend: &workflow.Wait{
 		Kind: workflow.WaitAuthority, Authority: p.ca.Name, Status: status, Deadline: now.Add(delay),

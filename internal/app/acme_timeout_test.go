@@ -1,0 +1,82 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/store"
+	"github.com/certflow/certflow/internal/testutil"
+	"github.com/certflow/certflow/internal/testutil/acmetest"
+	"github.com/certflow/certflow/workflow"
+)
+
+// An order that is not valid within order_timeout ends the request
+// FAILED, saying so, after a wait that looked at the order more than once
+// and kept one timeline entry; the TXT record it presented is taken down.
+func TestAnOrderPastItsTimeoutFailsTheRequest(t *testing.T) {
+	t.Parallel()
+	dns := acmetest.StartChallSrv(t)
+	pb := acmetest.StartPebble(t, acmetest.PebbleOptions{DNS: dns})
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		c.CAs = append(c.CAs, config.NewACMECA("Slow", config.ACME{
+			Directory: pb.DirectoryURL, CABundle: pb.CABundle, Challenge: config.ChallengeDNS01,
+			DNS: config.ACMEDNS{
+				// The CA is never asked to look before the order times out.
+				PropagationDelay: time.Hour,
+				Hook: &config.DNSHook{
+					Present:      config.DNSHookCall{URL: dns.MgmtURL + "/set-txt", Body: `{"host": "{fqdn}", "value": "{value}"}`},
+					Cleanup:      config.DNSHookCall{URL: dns.MgmtURL + "/clear-txt", Body: `{"host": "{fqdn}"}`},
+					AllowPrivate: true,
+				},
+			},
+			PollInterval: 200 * time.Millisecond, MaxPollInterval: 500 * time.Millisecond, OrderTimeout: 2 * time.Second, Timeout: 5 * time.Second,
+		}))
+		addTemplate(c, "SlowServer", func(t *config.Template) { t.CAs = []string{"Slow"} })
+	})
+	csr, _ := testutil.CSR(t, "slow.certflow.test", "slow.certflow.test")
+	resp, er := enroll(t, cf, testutil.EnrollBody(csr, map[string]any{"Template": "SlowServer"}), "Prefer", "respond-async")
+	if resp.Status != http.StatusAccepted {
+		t.Fatalf("enroll: %d %s", resp.Status, resp.Body)
+	}
+	id := er.CertificateInformation.KeyfactorRequestId
+	r := settled(t, cf, id)
+	if r.Disposition != store.Failed || !strings.Contains(r.Message, "did not issue within 2s (order_timeout) of being asked") {
+		t.Fatalf("request %s: %q; want FAILED for its order_timeout", r.Disposition, r.Message)
+	}
+	var issue []workflow.StepRecord
+	for _, h := range r.Instance.History {
+		if h.ID == "issue" {
+			issue = append(issue, h)
+		}
+	}
+	if len(issue) != 1 || issue[0].Outcome != workflow.OutcomeFailed || issue[0].Attempts < 3 {
+		t.Fatalf("issue's timeline %+v: want one Failed entry counting several looks", issue)
+	}
+	if txt, _ := lookupTXT(dns, "_acme-challenge.slow.certflow.test."); len(txt) != 0 {
+		t.Fatalf("the presented TXT record is still up after the order was given up: %v", txt)
+	}
+	if d := r.Instance.Decisions; len(d) != 0 {
+		t.Fatalf("looks at the CA were recorded as decisions: %+v", d)
+	}
+}
+
+// lookupTXT asks the challenge server's DNS for name's TXT records.
+func lookupTXT(dns *acmetest.ChallSrv, name string) ([]string, error) {
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, dns.DNSAddr)
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	txt, err := r.LookupTXT(ctx, name)
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+		return nil, nil
+	}
+	return txt, err
+}
