@@ -30,6 +30,12 @@ type PebbleOptions struct {
 	// DNS is the resolver Pebble's validation authority uses; nil: a new
 	// StartChallSrv.
 	DNS *ChallSrv
+	// DomainBlocklist are names (and their subdomains) Pebble refuses to
+	// order, with a rejectedIdentifier problem.
+	DomainBlocklist []string
+	// RetryAfterOrder is the Retry-After (seconds) Pebble sends with a
+	// processing order; 0: 1.
+	RetryAfterOrder int
 }
 
 // Pebble is a Pebble ACME server started for a test.
@@ -82,6 +88,7 @@ func StartPebble(t testing.TB, o PebbleOptions) *Pebble {
 		ExternalAccountMACKeys         map[string]string `json:"externalAccountMACKeys,omitempty"`
 		RetryAfter                     map[string]int    `json:"retryAfter"`
 		KeyAlgorithm                   string            `json:"keyAlgorithm"`
+		DomainBlocklist                []string          `json:"domainBlocklist,omitempty"`
 	}
 	conf := map[string]pebbleConf{"pebble": {
 		ListenAddress:                  fmt.Sprintf("127.0.0.1:%d", listen),
@@ -92,8 +99,9 @@ func StartPebble(t testing.TB, o PebbleOptions) *Pebble {
 		TLSPort:                        freePort(t, false), // tls-alpn-01: nobody listens
 		ExternalAccountBindingRequired: len(o.EAB) > 0,
 		ExternalAccountMACKeys:         o.EAB,
-		RetryAfter:                     map[string]int{"authz": 1, "order": 1},
+		RetryAfter:                     map[string]int{"authz": 1, "order": max(o.RetryAfterOrder, 1)},
 		KeyAlgorithm:                   "ecdsa",
+		DomainBlocklist:                o.DomainBlocklist,
 	}}
 	b, err := json.MarshalIndent(conf, "", "  ")
 	if err != nil {
