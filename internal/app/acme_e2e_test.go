@@ -1,0 +1,358 @@
+package app_test
+
+// End-to-end tests of enrollment through external ACME CAs (issue 20):
+// real Pebble, pebble-challtestsrv and step-ca processes, a whole
+// certflow on the real Redis, everything asserted through the HTTP API.
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certflow/certflow/internal/config"
+	"github.com/certflow/certflow/internal/keyfactor"
+	"github.com/certflow/certflow/internal/pki"
+	"github.com/certflow/certflow/internal/store"
+	"github.com/certflow/certflow/internal/testutil"
+	"github.com/certflow/certflow/internal/testutil/acmetest"
+)
+
+// Modes of a caProxy.
+const (
+	proxyPass  int32 = iota // pass requests on to the CA
+	proxyFail               // answer 500 without asking the CA
+	proxyStall              // accept the request and never answer
+)
+
+// caProxy is an HTTPS reverse proxy in front of an ACME server, switched
+// by the test between passing requests on, answering 500 and stalling.
+// It terminates TLS with a certificate of its own (Bundle trusts it and
+// the upstream) and keeps the client's Host, so that Pebble names its
+// URLs after the proxy and every later request comes through it too. It
+// counts the orders the CA created through it.
+type caProxy struct {
+	DirectoryURL string // the upstream directory's, through the proxy
+	Bundle       string // PEM: the proxy's certificate and the upstream's CA bundle
+
+	mode     atomic.Int32
+	orders   atomic.Int32 // 201 answers to POST newOrder
+	requests atomic.Int32 // every request that reached the proxy
+	stalled  atomic.Int32 // requests held in proxyStall
+	// failAfterOrder switches the proxy to proxyFail once the CA created
+	// an order (that answer still goes through).
+	failAfterOrder atomic.Bool
+}
+
+func startCAProxy(t *testing.T, directory, upstreamBundle string) *caProxy {
+	t.Helper()
+	target, err := url.Parse(directory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstreamPEM, err := os.ReadFile(upstreamBundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(upstreamPEM) {
+		t.Fatalf("%s holds no certificate", upstreamBundle)
+	}
+	transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
+	t.Cleanup(transport.CloseIdleConnections)
+
+	// The path the CA creates orders at, from its directory.
+	resp, err := (&http.Client{Transport: transport, Timeout: 10 * time.Second}).Get(directory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dir struct{ NewOrder string }
+	err = json.NewDecoder(resp.Body).Decode(&dir)
+	resp.Body.Close()
+	newOrder, perr := url.Parse(dir.NewOrder)
+	if err != nil || perr != nil || dir.NewOrder == "" {
+		t.Fatalf("the CA's directory names no newOrder: %v %v", err, perr)
+	}
+
+	p := &caProxy{}
+	done := make(chan struct{})
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.Out.URL.Scheme, r.Out.URL.Host = target.Scheme, target.Host
+			r.Out.Host = r.In.Host
+		},
+		Transport: transport,
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.Request.Method == http.MethodPost && resp.Request.URL.Path == newOrder.Path && resp.StatusCode == http.StatusCreated {
+				p.orders.Add(1)
+				if p.failAfterOrder.Load() {
+					p.mode.Store(proxyFail)
+				}
+			}
+			return nil
+		},
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.requests.Add(1)
+		switch p.mode.Load() {
+		case proxyFail:
+			io.Copy(io.Discard, r.Body)
+			http.Error(w, "the CA is having a bad day", http.StatusInternalServerError)
+		case proxyStall:
+			p.stalled.Add(1)
+			select {
+			case <-r.Context().Done(): // the client gave up
+			case <-done:
+			}
+		default:
+			rp.ServeHTTP(w, r)
+		}
+	}))
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(done) }) // runs first: stalled handlers return
+
+	p.DirectoryURL = srv.URL + target.RequestURI()
+	p.Bundle = filepath.Join(t.TempDir(), "ca-bundle.pem")
+	bundle := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), upstreamPEM...)
+	if err := os.WriteFile(p.Bundle, bundle, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// challSrvHook is a dns-01 hook on challtestsrv's management API.
+func challSrvHook(cs *acmetest.ChallSrv) *config.DNSHook {
+	return &config.DNSHook{
+		Present:      config.DNSHookCall{URL: cs.MgmtURL + "/set-txt", Body: `{"host":"{fqdn}","value":"{value}"}`},
+		Cleanup:      config.DNSHookCall{URL: cs.MgmtURL + "/clear-txt", Body: `{"host":"{fqdn}"}`},
+		AllowPrivate: true,
+	}
+}
+
+// acmeSettings are an acme CA's settings for these tests: quick polls.
+func acmeSettings(directory, bundle string) config.ACME {
+	return config.ACME{
+		Directory: directory, CABundle: bundle,
+		PollInterval: 200 * time.Millisecond, MaxPollInterval: time.Second, Timeout: 5 * time.Second,
+	}
+}
+
+// routeTemplate adds a CA and a template (a copy of WebServer) whose
+// enrollments go to it.
+func routeTemplate(c *config.Config, template string, ca config.CA) {
+	c.CAs = append(c.CAs, ca)
+	addTemplate(c, template, func(t *config.Template) { t.CAs = []string{ca.Name} })
+}
+
+// pebbleCertflow starts a Pebble (opts; its HTTPPort is certflow's
+// http-01 listener) and a certflow whose definitions folder is the
+// shipped one plus defs, changed by mutate.
+func pebbleCertflow(t *testing.T, opts acmetest.PebbleOptions, defs map[string]string, mutate func(*config.Config, *acmetest.Pebble)) (*testutil.Certflow, *acmetest.Pebble) {
+	t.Helper()
+	port := testutil.FreePort(t)
+	opts.HTTPPort = port
+	pb := acmetest.StartPebble(t, opts)
+	dir := shippedDefinitionsWith(t, defs)
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		c.Definitions = dir
+		c.ACMEClient.HTTP01Listen = fmt.Sprintf("127.0.0.1:%d", port)
+		mutate(c, pb)
+	})
+	return cf, pb
+}
+
+// submitAsync enrolls without waiting (Prefer: respond-async) and returns
+// the request's id.
+func submitAsync(t *testing.T, cf *testutil.Certflow, body map[string]any, auth string) int64 {
+	t.Helper()
+	resp, er := enroll(t, cf, body, "Prefer", "respond-async", "Authorization", auth)
+	if resp.Status != http.StatusAccepted && resp.Status != http.StatusOK || er.CertificateInformation.KeyfactorRequestId <= 0 {
+		t.Fatalf("enroll: %d %s", resp.Status, resp.Body)
+	}
+	return er.CertificateInformation.KeyfactorRequestId
+}
+
+// pollUntil polls request id until done says so (a hang guard of a
+// minute, not a speed check); every answer on the way goes through check
+// (may be nil).
+func pollUntil(t *testing.T, cf *testutil.Certflow, id int64, what string, done func(requestStatus) bool, check func(requestStatus)) requestStatus {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		st := getRequest(t, cf, id)
+		if check != nil {
+			check(st)
+		}
+		if done(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("request %d: %s did not happen within a minute: %+v timeline %s", id, what, st.CertificateInformation, timeline(st))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func disposition(want string) func(requestStatus) bool {
+	return func(st requestStatus) bool { return st.CertificateInformation.RequestDisposition == want }
+}
+
+// final is disposition ISSUED, DENIED or FAILED.
+func final(st requestStatus) bool {
+	return slices.Contains([]string{"ISSUED", "DENIED", "FAILED"}, st.CertificateInformation.RequestDisposition)
+}
+
+// waitingForCA reports whether the request waits for its CA with the
+// order status given.
+func waitingForCA(ca, status string) func(requestStatus) bool {
+	return func(st requestStatus) bool {
+		info := st.CertificateInformation
+		return info.RequestDisposition == "PENDING" &&
+			strings.HasPrefix(info.DispositionMessage, "waiting for certificate authority "+ca+": order "+status+";")
+	}
+}
+
+// issuedChain checks an ISSUED request's certificate: the CSR's key and
+// names, and a chain that crypto/x509 verifies to root, and returns leaf
+// and chain.
+func issuedChain(t *testing.T, st requestStatus, key crypto.Signer, root *x509.Certificate, names ...string) []*x509.Certificate {
+	t.Helper()
+	info := st.CertificateInformation
+	if info.RequestDisposition != "ISSUED" || len(info.Certificates) == 0 || info.KeyfactorID <= 0 {
+		t.Fatalf("request %d: %+v; want ISSUED with its certificate", info.KeyfactorRequestId, info)
+	}
+	chain := pemChain(t, info.Certificates, true)
+	leaf := chain[0]
+	if !pki.SamePublicKey(leaf.PublicKey, key.Public()) {
+		t.Fatal("the certificate does not carry the CSR's public key")
+	}
+	if got, want := slices.Sorted(slices.Values(leaf.DNSNames)), slices.Sorted(slices.Values(names)); !slices.Equal(got, want) {
+		t.Fatalf("the certificate names %v, want %v", got, want)
+	}
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	roots.AddCert(root)
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: names[0]}); err != nil {
+		t.Fatalf("crypto/x509 does not verify the chain to the CA's root: %v", err)
+	}
+	return chain
+}
+
+// opensslVerifyTo runs openssl verify of chain[0] with the rest untrusted
+// and root trusted.
+func opensslVerifyTo(t *testing.T, chain []*x509.Certificate, root *x509.Certificate) {
+	t.Helper()
+	dir := t.TempDir()
+	write := func(name string, certs ...*x509.Certificate) string {
+		var b []byte
+		for _, c := range certs {
+			b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	args := []string{"verify", "-CAfile", write("root.pem", root)}
+	if len(chain) > 1 {
+		args = append(args, "-untrusted", write("untrusted.pem", chain[1:]...))
+	}
+	args = append(args, write("leaf.pem", chain[0]))
+	out, err := exec.Command("openssl", args...).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), ": OK") {
+		t.Fatalf("openssl verify: %v\n%s", err, out)
+	}
+}
+
+// revokeAtCA revokes certificate id through POST /Certificates/Revoke as
+// alice, and checks certflow's record says so.
+func revokeThroughAPI(t *testing.T, cf *testutil.Certflow, id int64, reason int) {
+	t.Helper()
+	resp, rr := revoke(t, cf, alice, map[string]any{"CertificateIds": []int64{id}, "Reason": reason, "Comment": "end to end"})
+	if resp.Status != http.StatusOK || !slices.Equal(rr.RevokedIds, []int64{id}) {
+		t.Fatalf("revoke: %d %s", resp.Status, resp.Body)
+	}
+	if _, rec := getCert(t, cf, alice, id, ""); rec.CertStateString != "Revoked" || rec.RevocationReason == nil || *rec.RevocationReason != reason {
+		t.Fatalf("certificate %d after the revocation: %s reason %v", id, rec.CertStateString, rec.RevocationReason)
+	}
+	// The revocation ran as its own request, REVOKED.
+	var insts []struct {
+		ReferenceId        int64
+		RequestDisposition string
+		Definition         struct{ WorkflowType string }
+	}
+	q := url.QueryEscape(`RequestDisposition -eq "REVOKED"`)
+	if r := cf.Do(t, "GET", "/Workflow/Instances/My?pq.queryString="+q, nil, "Authorization", alice); r.Status != http.StatusOK {
+		t.Fatalf("GET /Workflow/Instances/My: %d %s", r.Status, r.Body)
+	} else {
+		r.JSON(t, &insts)
+	}
+	if len(insts) != 1 || insts[0].Definition.WorkflowType != "revocation" {
+		t.Fatalf("REVOKED instances of alice: %+v; want the one revocation", insts)
+	}
+	if st := getRequest(t, cf, insts[0].ReferenceId); st.CertificateInformation.RequestDisposition != "REVOKED" {
+		t.Fatalf("revocation request %d: %+v", insts[0].ReferenceId, st.CertificateInformation)
+	}
+}
+
+// step-ca, a second ACME implementation: dns-01 answered through the
+// config's generic hook on challtestsrv (step-ca's resolver); the chain
+// verifies to step-ca's root with crypto/x509 and openssl; revocation
+// through the API lands on step-ca's CRL.
+func TestEnrollmentThroughStepCAByDNS01Hook(t *testing.T) {
+	t.Parallel()
+	cs := acmetest.StartChallSrv(t)
+	sc := acmetest.StartStepCA(t, acmetest.StepCAOptions{Resolver: cs.DNSAddr})
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		a := acmeSettings(sc.DirectoryURL, sc.CABundle)
+		a.Challenge, a.DNS.Hook = config.ChallengeDNS01, challSrvHook(cs)
+		routeTemplate(c, "StepServer", config.NewACMECA("StepCA", a))
+	})
+	names := []string{"step.certflow.test", "www.step.certflow.test"}
+	csr, key := testutil.CSR(t, names[0], names...)
+	id := submitAsync(t, cf, testutil.EnrollBody(csr, map[string]any{"Template": "StepServer", "IncludeChain": true}), alice)
+	st := pollUntil(t, cf, id, "a final disposition", final, nil)
+	chain := issuedChain(t, st, key, sc.Root, names...)
+	if !chain[len(chain)-1].Equal(sc.Intermediate) && !chain[len(chain)-1].Equal(sc.Root) {
+		t.Fatalf("the chain ends with %s, not step-ca's intermediate or root", chain[len(chain)-1].Subject)
+	}
+	opensslVerifyTo(t, chain, sc.Root)
+	if sc.Revoked(t, chain[0].SerialNumber) {
+		t.Fatal("step-ca lists the new certificate as revoked")
+	}
+
+	revokeThroughAPI(t, cf, st.CertificateInformation.KeyfactorID, 1)
+	if !sc.Revoked(t, chain[0].SerialNumber) {
+		t.Fatal("step-ca's CRL does not list the certificate revoked through certflow")
+	}
+}
+
+// Silence unused-import checks of helpers some tests use.
+var (
+	_ = context.Background
+	_ = redis.Nil
+	_ = store.Pending
+	_ = keyfactor.CodeConflict
+)
