@@ -349,10 +349,177 @@ func TestEnrollmentThroughStepCAByDNS01Hook(t *testing.T) {
 	}
 }
 
-// Silence unused-import checks of helpers some tests use.
-var (
-	_ = context.Background
-	_ = redis.Nil
-	_ = store.Pending
-	_ = keyfactor.CodeConflict
-)
+// acmeGatedDef: enrollments with template AcmeGated wait for an
+// approver before the issue step orders from the CA.
+const acmeGatedDef = `name: acme-gated
+trigger: enrollment
+match: request.Template == "AcmeGated"
+priority: 10
+steps:
+  - id: approve
+    uses: approval
+    with: {roles: [approver]}
+  - id: issue
+    uses: issue
+`
+
+// orderOf is the order recorded for request id (the request's `o`
+// field), nil when none is.
+func orderOf(t *testing.T, cf *testutil.Certflow, id int64) []byte {
+	t.Helper()
+	o, err := store.New(cf.Redis.(*redis.Client), cf.Prefix).OrderOf(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// kfErrorMessage is a Keyfactor error answer's message, checking its status
+// and code.
+func kfErrorMessage(t *testing.T, r *testutil.Response, status int, code string) string {
+	t.Helper()
+	var e keyfactor.Error
+	if err := json.Unmarshal(r.Body, &e); err != nil || r.Status != status || e.ErrorCode != code {
+		t.Fatalf("got %d %s; want %d %s", r.Status, r.Body, status, code)
+	}
+	return e.Message
+}
+
+// Pebble behind an approval: nothing reaches the CA before an approver
+// approves; while the request then waits for the CA (made unavailable
+// right after it created the order), an approver's signal is not a
+// decision (409) and the request is not among the approver's pending
+// approvals; once the CA answers again the one order is issued, and the
+// certificate is revoked at Pebble through POST /Certificates/Revoke.
+// Beside it: the CA listing, a name Pebble refuses, and a SAN the CSR
+// does not carry.
+func TestApprovalGatedEnrollmentThroughPebble(t *testing.T) {
+	t.Parallel()
+	var proxy *caProxy
+	const secretQuery = "?token=not-for-listing"
+	cf, pb := pebbleCertflow(t, acmetest.PebbleOptions{DomainBlocklist: []string{"blocked.certflow.test"}},
+		map[string]string{"acme-gated.yaml": acmeGatedDef},
+		func(c *config.Config, pb *acmetest.Pebble) {
+			proxy = startCAProxy(t, pb.DirectoryURL, pb.CABundle)
+			routeTemplate(c, "AcmeGated", config.NewACMECA("PebbleGated", acmeSettings(proxy.DirectoryURL+secretQuery, proxy.Bundle)))
+			routeTemplate(c, "AcmeServer", config.NewACMECA("Pebble", acmeSettings(pb.DirectoryURL, pb.CABundle)))
+		})
+	root := pb.Roots(t)[0]
+
+	t.Run("GET /CertificateAuthority lists the acme CAs", func(t *testing.T) {
+		r := cf.Do(t, "GET", "/CertificateAuthority", nil, "Authorization", alice)
+		if r.Status != http.StatusOK || strings.Contains(string(r.Body), "not-for-listing") {
+			t.Fatalf("GET /CertificateAuthority: %d %s; want 200 without the directory's query", r.Status, r.Body)
+		}
+		var cas []keyfactor.CertificateAuthority
+		r.JSON(t, &cas)
+		want := map[string]string{"PebbleGated": proxy.DirectoryURL, "Pebble": pb.DirectoryURL}
+		for _, c := range cas {
+			dir, ok := want[c.LogicalName]
+			if !ok {
+				continue
+			}
+			delete(want, c.LogicalName)
+			var props map[string]string
+			if err := json.Unmarshal([]byte(c.Properties), &props); err != nil {
+				t.Fatalf("%s: Properties %q: %v", c.LogicalName, c.Properties, err)
+			}
+			if props["Type"] != "acme" || props["Directory"] != dir || props["Challenge"] != "http-01" {
+				t.Fatalf("%s: Properties %v; want Type acme, Directory %s, Challenge http-01", c.LogicalName, props, dir)
+			}
+		}
+		if len(want) > 0 {
+			t.Fatalf("GET /CertificateAuthority does not list %v", want)
+		}
+	})
+
+	t.Run("approval gated", func(t *testing.T) {
+		names := []string{"gated.certflow.test"}
+		csr, key := testutil.CSR(t, names[0], names...)
+		resp, er := enroll(t, cf, testutil.EnrollBody(csr, map[string]any{"Template": "AcmeGated", "IncludeChain": true}), "Authorization", alice)
+		info := er.CertificateInformation
+		if resp.Status != http.StatusOK || info.RequestDisposition != "PENDING" || strings.Contains(info.DispositionMessage, "certificate authority") {
+			t.Fatalf("enroll: %d %s; want PENDING awaiting approval", resp.Status, resp.Body)
+		}
+		id, inst := info.KeyfactorRequestId, info.WorkflowInstanceId
+		if got := listInstanceIDs(t, cf, "/Workflow/Instances/AssignedToMe", bearer(testutil.BobToken)); !slices.Contains(got, inst) {
+			t.Fatalf("AssignedToMe for bob = %v; want %s", got, inst)
+		}
+		if n := proxy.requests.Load(); n != 0 || orderOf(t, cf, id) != nil {
+			t.Fatalf("before the approval: %d requests reached the CA, order %s; want none", n, orderOf(t, cf, id))
+		}
+
+		proxy.failAfterOrder.Store(true)
+		mustSignal(t, cf, inst, testutil.BobToken, approveData("ok"))
+		pollUntil(t, cf, id, "a wait for the unavailable CA", waitingForCA("PebbleGated", "unavailable"), func(st requestStatus) {
+			if d := st.CertificateInformation.RequestDisposition; d != "PENDING" && d != "RUNNING" && d != "QUEUED" {
+				t.Fatalf("request %d is %s (%s) while the CA is unavailable", id, d, st.CertificateInformation.DispositionMessage)
+			}
+		})
+		if n := proxy.orders.Load(); n != 1 || orderOf(t, cf, id) == nil {
+			t.Fatalf("%d orders at the CA, recorded %s; want the one, recorded", n, orderOf(t, cf, id))
+		}
+
+		// Waiting for the CA is not waiting for a decision: the approval
+		// step's signal is refused, and the issue step takes none.
+		r := signal(t, cf, inst, bearer(testutil.BobToken), signalBody("approve.ApprovalStatus", approveData("again")))
+		if msg := kfErrorMessage(t, r, http.StatusConflict, keyfactor.CodeConflict); !strings.Contains(msg, "not waiting for a decision at step approve") {
+			t.Fatalf("signal while the request waits for its CA: %q", msg)
+		}
+		r = signal(t, cf, inst, bearer(testutil.BobToken), signalBody("issue.ApprovalStatus", approveData("again")))
+		if msg := kfErrorMessage(t, r, http.StatusBadRequest, keyfactor.CodeInvalidField); !strings.HasPrefix(msg, "SignalKey") {
+			t.Fatalf("signal to the issue step: %q", msg)
+		}
+		if got := listInstanceIDs(t, cf, "/Workflow/Instances/AssignedToMe", bearer(testutil.BobToken)); slices.Contains(got, inst) {
+			t.Fatalf("AssignedToMe for bob lists %s, which waits for its CA: %v", inst, got)
+		}
+		if st := getRequest(t, cf, id); !waitingForCA("PebbleGated", "unavailable")(st) {
+			t.Fatalf("after the refused signals: %+v", st.CertificateInformation)
+		}
+
+		proxy.mode.Store(proxyPass)
+		st := pollUntil(t, cf, id, "a final disposition", final, nil)
+		chain := issuedChain(t, st, key, root, names...)
+		if n := proxy.orders.Load(); n != 1 {
+			t.Fatalf("%d orders at the CA; want 1", n)
+		}
+		if outcomes(st, "approve", "Completed") != 1 || outcomes(st, "issue", "Completed") != 1 {
+			t.Fatalf("timeline %s: want approve and issue completed once each", timeline(st))
+		}
+		serial := chain[0].SerialNumber.Text(16)
+		if status, _ := pb.CertStatus(t, serial); status != "Valid" {
+			t.Fatalf("Pebble's status of the certificate: %q", status)
+		}
+
+		revokeThroughAPI(t, cf, st.CertificateInformation.KeyfactorID, 4)
+		if status, reason := pb.CertStatus(t, serial); status != "Revoked" || reason != 4 {
+			t.Fatalf("Pebble's status of the revoked certificate: %q reason %d; want Revoked, 4 (superseded)", status, reason)
+		}
+	})
+
+	t.Run("a name the CA refuses", func(t *testing.T) {
+		csr, _ := testutil.CSR(t, "ok.certflow.test", "ok.certflow.test", "www.blocked.certflow.test")
+		id := submitAsync(t, cf, testutil.EnrollBody(csr, map[string]any{"Template": "AcmeServer"}), alice)
+		st := pollUntil(t, cf, id, "a final disposition", final, nil)
+		info := st.CertificateInformation
+		if info.RequestDisposition != "DENIED" || !strings.Contains(info.DispositionMessage, "urn:ietf:params:acme:error:rejectedIdentifier") ||
+			!strings.Contains(info.DispositionMessage, "www.blocked.certflow.test") || len(info.Certificates) != 0 || info.KeyfactorID != 0 {
+			t.Fatalf("request %d: %+v; want DENIED with Pebble's rejectedIdentifier problem naming the name", id, info)
+		}
+	})
+
+	t.Run("a SAN the CSR does not carry", func(t *testing.T) {
+		csr, _ := testutil.CSR(t, "san.certflow.test", "san.certflow.test")
+		resp, er := enroll(t, cf, testutil.EnrollBody(csr, map[string]any{
+			"Template": "AcmeServer", "SANs": map[string]any{"dns": []string{"san.certflow.test", "extra.certflow.test"}},
+		}), "Authorization", alice)
+		info := er.CertificateInformation
+		if resp.Status != http.StatusOK || info.RequestDisposition != "DENIED" || !strings.Contains(info.DispositionMessage, "extra.certflow.test") ||
+			!strings.Contains(info.DispositionMessage, "Pebble") {
+			t.Fatalf("enroll: %d %s; want DENIED naming the added SAN", resp.Status, resp.Body)
+		}
+		if o := orderOf(t, cf, info.KeyfactorRequestId); o != nil {
+			t.Fatalf("an order was placed for the denied request: %s", o)
+		}
+	})
+}
