@@ -523,3 +523,127 @@ func TestApprovalGatedEnrollmentThroughPebble(t *testing.T) {
 		}
 	})
 }
+
+// A CA that answers 500, then one that stalls (accepts the request and
+// never answers): with one worker and a short acme.timeout, the ACME
+// request waits (PENDING, the CA unavailable), never FAILED, while
+// built-in-CA enrollments meanwhile are issued (no worker held); once the
+// CA answers again the request is issued from one order.
+func TestAnUnavailableACMECALeavesTheRequestWaitingAndNoWorkerHeld(t *testing.T) {
+	t.Parallel()
+	var proxy *caProxy
+	cf, pb := pebbleCertflow(t, acmetest.PebbleOptions{}, nil, func(c *config.Config, pb *acmetest.Pebble) {
+		proxy = startCAProxy(t, pb.DirectoryURL, pb.CABundle)
+		proxy.mode.Store(proxyFail)
+		a := acmeSettings(proxy.DirectoryURL, proxy.Bundle)
+		a.Timeout = time.Second
+		routeTemplate(c, "AcmeServer", config.NewACMECA("PebbleProxied", a))
+		c.Worker.Concurrency = 1
+	})
+	names := []string{"patient.certflow.test"}
+	csr, key := testutil.CSR(t, names[0], names...)
+	id := submitAsync(t, cf, testutil.EnrollBody(csr, map[string]any{"Template": "AcmeServer", "IncludeChain": true}), alice)
+	neverSettled := func(st requestStatus) {
+		t.Helper()
+		if d := st.CertificateInformation.RequestDisposition; d != "QUEUED" && d != "RUNNING" && d != "PENDING" {
+			t.Fatalf("request %d is %s (%s) while its CA is unavailable; want it waiting", id, d, st.CertificateInformation.DispositionMessage)
+		}
+	}
+	unavailable := waitingForCA("PebbleProxied", "unavailable")
+	builtin := func(cn string) {
+		t.Helper()
+		csr, _ := testutil.CSR(t, cn)
+		resp, er := enroll(t, cf, testutil.EnrollBody(csr, nil), "Authorization", alice)
+		if resp.Status != http.StatusOK || er.CertificateInformation.RequestDisposition != "ISSUED" {
+			t.Fatalf("a built-in-CA enrollment while the ACME CA is unavailable: %d %s", resp.Status, resp.Body)
+		}
+	}
+
+	// 500: the request waits, looked at again and again.
+	pollUntil(t, cf, id, "a wait for the CA", unavailable, neverSettled)
+	seen := proxy.requests.Load()
+	waitFor(t, "another look at the CA", func() bool { return proxy.requests.Load() > seen })
+	pollUntil(t, cf, id, "a wait for the CA", unavailable, neverSettled)
+	builtin("meanwhile.certflow.test")
+
+	// Stalling: each look ends with the client's timeout, the request
+	// still waits, and the one worker still issues from the built-in CA.
+	proxy.mode.Store(proxyStall)
+	waitFor(t, "two stalled looks at the CA", func() bool {
+		neverSettled(getRequest(t, cf, id))
+		return proxy.stalled.Load() >= 2
+	})
+	builtin("stalled.certflow.test")
+	pollUntil(t, cf, id, "a wait for the CA", unavailable, neverSettled)
+	if n := proxy.orders.Load(); n != 0 || orderOf(t, cf, id) != nil {
+		t.Fatalf("%d orders while the CA was unavailable", n)
+	}
+
+	proxy.mode.Store(proxyPass)
+	st := pollUntil(t, cf, id, "a final disposition", final, neverSettledOrIssued(t, id))
+	issuedChain(t, st, key, pb.Roots(t)[0], names...)
+	if n := proxy.orders.Load(); n != 1 {
+		t.Fatalf("%d orders at the CA for the request; want 1", n)
+	}
+	if outcomes(st, "issue", "Completed") != 1 || outcomes(st, "issue", "Failed") != 0 {
+		t.Fatalf("timeline %s: want the issue step completed once, never failed", timeline(st))
+	}
+}
+
+// neverSettledOrIssued fails the test when request id is DENIED or FAILED.
+func neverSettledOrIssued(t *testing.T, id int64) func(requestStatus) {
+	return func(st requestStatus) {
+		t.Helper()
+		if d := st.CertificateInformation.RequestDisposition; d == "DENIED" || d == "FAILED" {
+			t.Fatalf("request %d is %s: %s", id, d, st.CertificateInformation.DispositionMessage)
+		}
+	}
+}
+
+// External account binding: Pebble requires it; a CA configured with the
+// right HMAC key (in a 0600 file) issues, one with a wrong key ends with
+// Pebble's problem and issues nothing.
+func TestExternalAccountBindingThroughPebble(t *testing.T) {
+	t.Parallel()
+	const kid, hmac = "certflow-kid", "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
+	keyFile := func(name, key string) string {
+		p := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(p, []byte(key+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	right, wrong := keyFile("right", hmac), keyFile("wrong", "c2VjcmV0LWJ1dC13cm9uZy1zZWNyZXQtYnV0LXdyb25nLXNlY3JldA")
+	cf, pb := pebbleCertflow(t, acmetest.PebbleOptions{EAB: map[string]string{kid: hmac}}, nil, func(c *config.Config, pb *acmetest.Pebble) {
+		for name, file := range map[string]string{"AcmeEAB": right, "AcmeWrongEAB": wrong} {
+			a := acmeSettings(pb.DirectoryURL, pb.CABundle)
+			a.EAB = &config.EAB{KeyID: kid, HMACKeyFile: file}
+			routeTemplate(c, name, config.NewACMECA("Pebble"+strings.TrimPrefix(name, "Acme"), a))
+		}
+	})
+	names := []string{"bound.certflow.test"}
+	csr, key := testutil.CSR(t, names[0], names...)
+	good := submitAsync(t, cf, testutil.EnrollBody(csr, map[string]any{"Template": "AcmeEAB", "IncludeChain": true}), alice)
+	csr2, _ := testutil.CSR(t, "unbound.certflow.test", "unbound.certflow.test")
+	bad := submitAsync(t, cf, testutil.EnrollBody(csr2, map[string]any{"Template": "AcmeWrongEAB", "IncludeChain": true}), alice)
+
+	st := pollUntil(t, cf, good, "a final disposition", final, nil)
+	chain := issuedChain(t, st, key, pb.Roots(t)[0], names...)
+	if status, _ := pb.CertStatus(t, chain[0].SerialNumber.Text(16)); status != "Valid" {
+		t.Fatalf("Pebble's status of the certificate: %q", status)
+	}
+
+	st = pollUntil(t, cf, bad, "a final disposition", final, nil)
+	info := st.CertificateInformation
+	if (info.RequestDisposition != "DENIED" && info.RequestDisposition != "FAILED") ||
+		!strings.Contains(info.DispositionMessage, "urn:ietf:params:acme:error:unauthorized") ||
+		!strings.Contains(info.DispositionMessage, "external account binding") {
+		t.Fatalf("request with the wrong EAB key: %+v; want it refused with Pebble's problem", info)
+	}
+	if len(info.Certificates) != 0 || info.KeyfactorID != 0 || orderOf(t, cf, bad) != nil {
+		t.Fatalf("request with the wrong EAB key: %+v, order %s; want nothing issued or ordered", info, orderOf(t, cf, bad))
+	}
+	if strings.Contains(cf.Logs.String(), hmac) || strings.Contains(cf.Logs.String(), "c2VjcmV0LWJ1dC13cm9uZy") {
+		t.Fatal("an HMAC key is in certflow's log")
+	}
+}
