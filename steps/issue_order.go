@@ -141,7 +141,10 @@ func (is Issue) orderTrouble(run *workflow.Run, p prepared, placed, now time.Tim
 // waitForAuthority suspends the instance until the next look at the
 // order: after retryAfter when the CA named a time, else after as long as
 // the order has been open (so the waits double), from poll_interval up to
-// max_poll_interval.
+// max_poll_interval. The delay counts from now, when the CA's answer (or
+// its silence) ended, not from when the step began: a CA that stalls for
+// longer than the delay would otherwise be asked again at once, over and
+// over, holding a worker all the time.
 func waitForAuthority(p prepared, status string, placed, now time.Time, retryAfter time.Duration) workflow.Result {
 	acfg := p.ca.ACME
 	delay := retryAfter
@@ -149,7 +152,7 @@ func waitForAuthority(p prepared, status string, placed, now time.Time, retryAft
 		delay = min(max(now.Sub(placed), acfg.PollInterval), acfg.MaxPollInterval)
 	}
 	return workflow.Result{Suspend: &workflow.Wait{
-		Kind: workflow.WaitAuthority, Authority: p.ca.Name, Status: status, Deadline: now.Add(delay),
+		Kind: workflow.WaitAuthority, Authority: p.ca.Name, Status: status, Deadline: time.Now().UTC().Add(delay),
 	}}
 }
 
