@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -60,6 +61,20 @@ type caProxy struct {
 	// failAfterOrder switches the proxy to proxyFail once the CA created
 	// an order (that answer still goes through).
 	failAfterOrder atomic.Bool
+
+	mu sync.Mutex
+	// stallEnd is when the last stalled request ended (its client gave
+	// up); afterStall, how long after it each next request came.
+	stallEnd   time.Time
+	afterStall []time.Duration
+}
+
+// gapsAfterStalls is how long after each stalled request the next one
+// came.
+func (p *caProxy) gapsAfterStalls() []time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.afterStall)
 }
 
 func startCAProxy(t *testing.T, directory, upstreamBundle string) *caProxy {
@@ -112,6 +127,12 @@ func startCAProxy(t *testing.T, directory, upstreamBundle string) *caProxy {
 	}
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.requests.Add(1)
+		p.mu.Lock()
+		if !p.stallEnd.IsZero() {
+			p.afterStall = append(p.afterStall, time.Since(p.stallEnd))
+			p.stallEnd = time.Time{}
+		}
+		p.mu.Unlock()
 		switch p.mode.Load() {
 		case proxyFail:
 			io.Copy(io.Discard, r.Body)
@@ -122,6 +143,9 @@ func startCAProxy(t *testing.T, directory, upstreamBundle string) *caProxy {
 			case <-r.Context().Done(): // the client gave up
 			case <-done:
 			}
+			p.mu.Lock()
+			p.stallEnd = time.Now()
+			p.mu.Unlock()
 		default:
 			rp.ServeHTTP(w, r)
 		}
@@ -575,6 +599,15 @@ func TestAnUnavailableACMECALeavesTheRequestWaitingAndNoWorkerHeld(t *testing.T)
 	})
 	builtin("stalled.certflow.test")
 	pollUntil(t, cf, id, "a wait for the CA", unavailable, neverSettled)
+	// The next look waits poll_interval (200 ms) after the stalled one
+	// gave up, not after it began: a CA that stalls is not asked again
+	// back to back. (A lower bound; the margin is for the proxy noticing
+	// the client gave up a little after certflow did.)
+	for _, gap := range proxy.gapsAfterStalls() {
+		if gap < 100*time.Millisecond {
+			t.Fatalf("a look at the CA came %s after a stalled one ended; want the poll interval between them (all: %v)", gap, proxy.gapsAfterStalls())
+		}
+	}
 	if n := proxy.orders.Load(); n != 0 || orderOf(t, cf, id) != nil {
 		t.Fatalf("%d orders while the CA was unavailable", n)
 	}
