@@ -236,10 +236,6 @@ func pollUntil(t *testing.T, cf *testutil.Certflow, id int64, what string, done 
 	}
 }
 
-func disposition(want string) func(requestStatus) bool {
-	return func(st requestStatus) bool { return st.CertificateInformation.RequestDisposition == want }
-}
-
 // final is disposition ISSUED, DENIED or FAILED.
 func final(st requestStatus) bool {
 	return slices.Contains([]string{"ISSUED", "DENIED", "FAILED"}, st.CertificateInformation.RequestDisposition)
@@ -310,8 +306,9 @@ func opensslVerifyTo(t *testing.T, chain []*x509.Certificate, root *x509.Certifi
 	}
 }
 
-// revokeAtCA revokes certificate id through POST /Certificates/Revoke as
-// alice, and checks certflow's record says so.
+// revokeThroughAPI revokes certificate id through POST
+// /Certificates/Revoke as alice, and checks certflow's record and the
+// revocation request say so.
 func revokeThroughAPI(t *testing.T, cf *testutil.Certflow, id int64, reason int) {
 	t.Helper()
 	resp, rr := revoke(t, cf, alice, map[string]any{"CertificateIds": []int64{id}, "Reason": reason, "Comment": "end to end"})
@@ -529,6 +526,9 @@ func TestApprovalGatedEnrollmentThroughPebble(t *testing.T) {
 		if info.RequestDisposition != "DENIED" || !strings.Contains(info.DispositionMessage, "urn:ietf:params:acme:error:rejectedIdentifier") ||
 			!strings.Contains(info.DispositionMessage, "www.blocked.certflow.test") || len(info.Certificates) != 0 || info.KeyfactorID != 0 {
 			t.Fatalf("request %d: %+v; want DENIED with Pebble's rejectedIdentifier problem naming the name", id, info)
+		}
+		if o := orderOf(t, cf, id); o != nil {
+			t.Fatalf("an order is recorded for a name the CA refused to order: %s", o)
 		}
 	})
 
