@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -360,6 +361,19 @@ func TestEnrollmentThroughStepCAByDNS01Hook(t *testing.T) {
 		t.Fatalf("the chain ends with %s, not step-ca's intermediate or root", chain[len(chain)-1].Subject)
 	}
 	opensslVerifyTo(t, chain, sc.Root)
+	// The hook took its records down again once the order was done.
+	dns := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, cs.DNSAddr)
+	}}
+	cs.SetTXT(t, "_acme-challenge.control.certflow.test", "seen")
+	if txt, err := dns.LookupTXT(context.Background(), "_acme-challenge.control.certflow.test."); err != nil || !slices.Equal(txt, []string{"seen"}) {
+		t.Fatalf("the resolver does not see challtestsrv's records: %v, %v", txt, err)
+	}
+	for _, name := range names {
+		if txt, _ := dns.LookupTXT(context.Background(), "_acme-challenge."+name+"."); len(txt) != 0 {
+			t.Fatalf("TXT records of _acme-challenge.%s after issuance: %v; want the hook's cleanup to have removed them", name, txt)
+		}
+	}
 	if sc.Revoked(t, chain[0].SerialNumber) {
 		t.Fatal("step-ca lists the new certificate as revoked")
 	}
