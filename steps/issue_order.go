@@ -89,7 +89,7 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 					return workflow.Result{}, nil, workflow.RetryLater(fmt.Errorf("record order: %w", rerr))
 				}
 			}
-			return is.orderTrouble(run, p, rec.Placed, now, err)
+			return is.orderTrouble(run, p, rec.Placed, err)
 		}
 		rec.Order = placed
 		if err := is.record(ctx, claim, rec, first); err != nil {
@@ -107,7 +107,7 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 	}
 	prog, err := o.Advance(is.bounded(ctx, min(4*acfg.Timeout, store.IssueLockTTL*3/4)), p.req, rec.Order)
 	if err != nil {
-		return is.orderTrouble(run, p, rec.Placed, now, err)
+		return is.orderTrouble(run, p, rec.Placed, err)
 	}
 	if !sameOrder(prog.Order, rec.Order) && prog.Order.URL != "" {
 		rec.Order = prog.Order
@@ -116,7 +116,7 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 		}
 	}
 	if prog.Issued == nil {
-		return waitForAuthority(p, prog.Status, rec.Placed, now, prog.RetryAfter), nil, nil
+		return waitForAuthority(p, prog.Status, rec.Placed, prog.RetryAfter), nil, nil
 	}
 	if err := issuedForCSR(prog.Issued, run.CSR); err != nil {
 		// Never released: a certificate that is not the request's.
@@ -146,28 +146,32 @@ func (is Issue) bounded(ctx context.Context, d time.Duration) context.Context {
 // a problem document that refuses what was asked denies it, another
 // problem fails it, both with the CA's words; a CA that asks for time, or
 // cannot be reached, or answers 5xx, leaves it waiting.
-func (is Issue) orderTrouble(run *workflow.Run, p prepared, placed, now time.Time, err error) (workflow.Result, *store.Certificate, error) {
+func (is Issue) orderTrouble(run *workflow.Run, p prepared, placed time.Time, err error) (workflow.Result, *store.Certificate, error) {
 	var prob *ca.Problem
 	var later *ca.RetryAfterError
 	switch {
 	case errors.As(err, &later):
 		run.Log.Warn("certificate authority asks for time", "authority", p.ca.Name, "retry_after", later.After, "err", err)
-		return waitForAuthority(p, "rate limited", placed, now, max(later.After, time.Second)), nil, nil
+		return waitForAuthority(p, "rate limited", placed, max(later.After, time.Second)), nil, nil
 	case errors.As(err, &prob) && prob.Refusal(), errors.Is(err, ca.ErrRefused):
 		return workflow.Result{}, nil, workflow.Deny("certificate authority %s refused: %v", p.ca.Name, err)
 	case errors.As(err, &prob):
 		return workflow.Result{}, nil, workflow.Permanent(fmt.Errorf("certificate authority %s: %w", p.ca.Name, err))
 	}
 	run.Log.Warn("certificate authority unavailable; the request waits", "authority", p.ca.Name, "err", err)
-	return waitForAuthority(p, "unavailable", placed, now, 0), nil, nil
+	return waitForAuthority(p, "unavailable", placed, 0), nil, nil
 }
 
 // waitForAuthority suspends the instance until the next look at the
 // order: after retryAfter when the CA named a time, else after as long as
 // the order has been open (so the waits double), from poll_interval up to
-// max_poll_interval; never after the order's order_timeout.
-func waitForAuthority(p prepared, status string, placed, now time.Time, retryAfter time.Duration) workflow.Result {
+// max_poll_interval; never after the order's order_timeout. The delay
+// counts from when the CA's answer (or its silence) ended, not from when
+// the step began: a CA that stalls for longer than the delay would
+// otherwise be asked again at once, over and over, holding a worker.
+func waitForAuthority(p prepared, status string, placed time.Time, retryAfter time.Duration) workflow.Result {
 	acfg := p.ca.ACME
+	now := time.Now().UTC()
 	delay := retryAfter
 	if delay <= 0 {
 		delay = min(max(now.Sub(placed), acfg.PollInterval), acfg.MaxPollInterval)
