@@ -83,13 +83,15 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 		}
 		placed, err := o.Place(is.bounded(ctx, min(acfg.Timeout, store.IssueLockTTL/2)), p.req)
 		if err != nil {
-			if first {
-				// When asking began, for the next try's wait and timeout.
+			res, cert, err := is.orderTrouble(run, p, rec.Placed, err)
+			if first && res.Suspend != nil {
+				// The request waits: when asking began, for the next
+				// try's wait and timeout (a refusal records nothing).
 				if rerr := is.record(ctx, claim, rec, true); rerr != nil {
 					return workflow.Result{}, nil, workflow.RetryLater(fmt.Errorf("record order: %w", rerr))
 				}
 			}
-			return is.orderTrouble(run, p, rec.Placed, err)
+			return res, cert, err
 		}
 		rec.Order = placed
 		if err := is.record(ctx, claim, rec, first); err != nil {
