@@ -243,6 +243,9 @@ func issuedForCSR(iss *ca.Issued, csr *x509.CertificateRequest) error {
 	if iss.Leaf.IsCA {
 		return errors.New("returned a CA certificate, not an end-entity one")
 	}
+	if extra := namesBeyondCSR(iss.Leaf, csr); len(extra) > 0 {
+		return fmt.Errorf("returned a certificate for names the request did not ask for (%s): policy approved the CSR's names only", strings.Join(extra, ", "))
+	}
 	if !bytes.Equal(iss.Chain[0], iss.Leaf.Raw) {
 		return errors.New("returned a chain that does not start with its certificate")
 	}
@@ -258,4 +261,47 @@ func issuedForCSR(iss *ca.Issued, csr *x509.CertificateRequest) error {
 		child = parent
 	}
 	return nil
+}
+
+// namesBeyondCSR lists what leaf certifies that csr did not ask for (and
+// policy did not approve): a DNS name or IP address not among the CSR's
+// names (its SANs, and its CN), a CN that is none of them, any e-mail or
+// URI SAN. The order an ACME CA reports is the CA's word: what it signed
+// is checked against what certflow approved.
+func namesBeyondCSR(leaf *x509.Certificate, csr *x509.CertificateRequest) []string {
+	norm := func(n string) string { return strings.ToLower(strings.TrimSuffix(n, ".")) }
+	asked := map[string]bool{}
+	for _, d := range csr.DNSNames {
+		asked[norm(d)] = true
+	}
+	for _, ip := range csr.IPAddresses {
+		asked[ip.String()] = true
+	}
+	cn := csr.Subject.CommonName
+	if ip := net.ParseIP(cn); ip != nil {
+		asked[ip.String()] = true
+	} else if cn != "" {
+		asked[norm(cn)] = true
+	}
+	var extra []string
+	for _, d := range leaf.DNSNames {
+		if !asked[norm(d)] {
+			extra = append(extra, d)
+		}
+	}
+	for _, ip := range leaf.IPAddresses {
+		if !asked[ip.String()] {
+			extra = append(extra, ip.String())
+		}
+	}
+	if c := leaf.Subject.CommonName; c != "" {
+		if ip := net.ParseIP(c); ip != nil && !asked[ip.String()] || ip == nil && !asked[norm(c)] {
+			extra = append(extra, "CN "+c)
+		}
+	}
+	extra = append(extra, leaf.EmailAddresses...)
+	for _, u := range leaf.URIs {
+		extra = append(extra, u.String())
+	}
+	return extra
 }
