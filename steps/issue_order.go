@@ -67,11 +67,7 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 		rec.Authority, rec.Placed = p.ca.Name, now
 	}
 	if age := now.Sub(rec.Placed); age > acfg.OrderTimeout {
-		if a, ok := o.(ca.Abandoner); ok && rec.Order.URL != "" {
-			if err := a.Abandon(is.bounded(ctx, min(acfg.Timeout, store.IssueLockTTL/2)), rec.Order); err != nil {
-				run.Log.Warn("could not give the order up at its CA", "authority", p.ca.Name, "order", redact.URL(rec.Order.URL), "err", err)
-			}
-		}
+		is.abandon(ctx, run, rec)
 		return workflow.Result{}, nil, workflow.Permanent(fmt.Errorf("certificate authority %s did not issue within %s (order_timeout) of being asked (order %s)",
 			p.ca.Name, acfg.OrderTimeout, cmp.Or(redact.URL(rec.Order.URL), "never placed")))
 	}
@@ -124,6 +120,31 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 	}
 	cert := is.certificate(run, p, prog.Issued)
 	return issued(cert, true), cert, nil
+}
+
+// abandon gives the recorded order up at its CA (ca.Abandoner), best
+// effort: the request will not wait for it any longer.
+func (is Issue) abandon(ctx context.Context, run *workflow.Run, rec orderRecord) {
+	if rec.Order.URL == "" || is.CAs == nil {
+		return
+	}
+	auth, ok := is.CAs.Get(rec.Authority)
+	if !ok {
+		return
+	}
+	a, ok := auth.(ca.Abandoner)
+	if !ok {
+		return
+	}
+	timeout := store.IssueLockTTL / 2
+	if c, ok := is.Config.CA(rec.Authority); ok && c.ACME != nil {
+		timeout = min(c.ACME.Timeout, timeout)
+	}
+	if err := a.Abandon(is.bounded(context.WithoutCancel(ctx), timeout), rec.Order); err != nil {
+		run.Log.Warn("could not give the order up at its CA", "authority", rec.Authority, "order", redact.URL(rec.Order.URL), "err", err)
+		return
+	}
+	run.Log.Info("order given up at its CA", "authority", rec.Authority, "order", redact.URL(rec.Order.URL))
 }
 
 // record writes the order record under the claim.
