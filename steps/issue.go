@@ -167,6 +167,12 @@ func (is Issue) issue(ctx context.Context, run *workflow.Run, authority *workflo
 	}
 	p, err := is.prepare(ctx, run, authority, validity, rec.Authority)
 	if err != nil {
+		var later *workflow.RetryLaterError
+		if rec.Order.URL != "" && !errors.As(err, &later) {
+			// Its CA may no longer issue it (taken out of the template,
+			// the policy changed): the order will not be moved on.
+			is.abandon(ctx, run, rec)
+		}
 		return workflow.Result{}, err
 	}
 	if o, ok := p.auth.(ca.Orderer); ok {

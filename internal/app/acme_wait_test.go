@@ -2,11 +2,15 @@ package app_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/certflow/certflow/internal/app"
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/keyfactor"
 	"github.com/certflow/certflow/internal/store"
@@ -100,6 +104,101 @@ func TestAnAuthorityWaitIsDecidedByNobodyAndAStopGivesTheOrderUp(t *testing.T) {
 	}
 	waitFor(t, "the stopped order's TXT record to be taken down", func() bool {
 		txt, _ := lookupTXT(dns, "_acme-challenge.held.certflow.test.") // an emptied name answers as a lame referral
+		return len(txt) == 0
+	})
+}
+
+// startOn starts certflow with cfg (another process of a deployment
+// whose Redis prefix cfg names), until the test ends.
+func startOn(t *testing.T, cfg *config.Config) *app.App {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	logs := &testutil.SyncBuffer{}
+	a, err := app.Open(cfg, app.RoleWorker, testutil.AdminToken, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := a.RunWorker(ctx); err != nil && ctx.Err() == nil {
+			t.Errorf("second certflow worker: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		a.Close()
+		if t.Failed() {
+			t.Logf("second certflow's logs:\n%s", logs.String())
+		}
+	})
+	return a
+}
+
+// An operator who takes an ACME CA out of a template means no more
+// certificates from it for that template: a request waiting for it is
+// DENIED, saying so, and its order is given up at the CA (its TXT record
+// taken down), rather than finished or left behind.
+func TestARequestWaitingForACATheTemplateNoLongerServesIsDeniedAndItsOrderGivenUp(t *testing.T) {
+	t.Parallel()
+	dns := acmetest.StartChallSrv(t)
+	pb := acmetest.StartPebble(t, acmetest.PebbleOptions{DNS: dns})
+	held := config.NewACMECA("Held", config.ACME{
+		Directory: pb.DirectoryURL, CABundle: pb.CABundle, Challenge: config.ChallengeDNS01,
+		DNS: config.ACMEDNS{
+			// The next look, after this, is the second process's: long
+			// enough for the first to stop before it.
+			PropagationDelay: 5 * time.Second,
+			Hook: &config.DNSHook{
+				Present:      config.DNSHookCall{URL: dns.MgmtURL + "/set-txt", Body: `{"host": "{fqdn}", "value": "{value}"}`},
+				Cleanup:      config.DNSHookCall{URL: dns.MgmtURL + "/clear-txt", Body: `{"host": "{fqdn}"}`},
+				AllowPrivate: true,
+			},
+		},
+		PollInterval: 200 * time.Millisecond, MaxPollInterval: 500 * time.Millisecond, OrderTimeout: time.Hour, Timeout: 5 * time.Second,
+	})
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		c.CAs = append(c.CAs, held)
+		addTemplate(c, "HeldServer", func(t *config.Template) { t.CAs = []string{"Held"} })
+	})
+	csr, _ := testutil.CSR(t, "moved.certflow.test", "moved.certflow.test")
+	resp, er := enroll(t, cf, testutil.EnrollBody(csr, map[string]any{"Template": "HeldServer"}), "Prefer", "respond-async")
+	if resp.Status != http.StatusAccepted {
+		t.Fatalf("enroll: %d %s", resp.Status, resp.Body)
+	}
+	id := er.CertificateInformation.KeyfactorRequestId
+	waitFor(t, "the request to wait for its CA with its TXT record up", func() bool {
+		r, _ := cf.App.Store.Get(context.Background(), id)
+		if r == nil || r.Disposition != store.Pending || !r.Instance.Wait.ForAuthority() {
+			return false
+		}
+		txt, _ := lookupTXT(dns, "_acme-challenge.moved.certflow.test.")
+		return len(txt) == 1
+	})
+	cf.Stop()
+	// The operator routes the template to the built-in CA only.
+	cfg := *cf.Config
+	cfg.Templates = slices.Clone(cfg.Templates)
+	for i := range cfg.Templates {
+		if cfg.Templates[i].Name == "HeldServer" {
+			cfg.Templates[i].CAs = []string{config.DefaultCAName}
+		}
+	}
+	a := startOn(t, &cfg)
+	var r *store.Request
+	waitFor(t, "the request to settle", func() bool {
+		r, _ = a.Store.Get(context.Background(), id)
+		return r != nil && r.Disposition.Final()
+	})
+	if c, _ := r.Certificate(); r.Disposition != store.Denied || !strings.Contains(r.Message, "Held does not serve template HeldServer") || c != nil {
+		t.Fatalf("request %s %q (certificate %v); want DENIED: its CA no longer serves its template", r.Disposition, r.Message, c)
+	}
+	waitFor(t, "the given-up order's TXT record to be taken down", func() bool {
+		txt, _ := lookupTXT(dns, "_acme-challenge.moved.certflow.test.")
 		return len(txt) == 0
 	})
 }
