@@ -1,6 +1,7 @@
 package acme_test
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -26,6 +27,7 @@ type hostileCA struct {
 	authzNames func(i int) string // the identifier of authorization i
 	authzs     int                // how many the order lists
 	authzGets  atomic.Int64
+	authzBase  string // where the order says its authorizations are ("": the CA itself)
 }
 
 func startHostileCA(t *testing.T, authzs int, authzNames func(int) string) *hostileCA {
@@ -42,7 +44,7 @@ func startHostileCA(t *testing.T, authzs int, authzNames func(int) string) *host
 	order := func() map[string]any {
 		urls := make([]string, h.authzs)
 		for i := range urls {
-			urls[i] = fmt.Sprintf("%s/authz/%d", base(), i)
+			urls[i] = fmt.Sprintf("%s/authz/%d", cmp.Or(h.authzBase, base()), i)
 		}
 		return map[string]any{"status": "pending", "identifiers": []map[string]string{{"type": "dns", "value": "www.certflow.test"}},
 			"authorizations": urls, "finalize": base() + "/finalize/1"}
@@ -150,4 +152,35 @@ func TestAHostileCAsAuthorizationsAreRefused(t *testing.T) {
 			t.Fatalf("fetched %d authorizations and presented %d records for a one-name request", n, len(p.names))
 		}
 	})
+}
+
+// A CA cannot send certflow's account-signed requests anywhere else than
+// to itself: an order whose URLs point at another host (an internal
+// service, a cloud metadata address) is not followed there, and the
+// other host's answer never reaches the request's DispositionMessage.
+func TestAHostileCAsURLsToAnotherHostAreNotFollowed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	var hits atomic.Int64
+	internal := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Write([]byte("internal-secret"))
+	}))
+	t.Cleanup(internal.Close)
+	h := startHostileCA(t, 1, func(int) string { return "www.certflow.test" })
+	h.authzBase = internal.URL
+	a := h.open(t, e, &recordingPresenter{})
+	req := request(t, "www.certflow.test", "www.certflow.test")
+	o, err := a.Place(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.Advance(ctx, req, o)
+	if err == nil || strings.Contains(err.Error(), "internal-secret") {
+		t.Fatalf("Advance: %v; want an error that does not carry the other host's answer", err)
+	}
+	if n := hits.Load(); n != 0 {
+		t.Fatalf("the other host got %d requests from certflow", n)
+	}
 }
