@@ -22,8 +22,15 @@ import (
 
 // ErrUnsupportedName is Place's refusal of a CSR naming what ACME cannot
 // validate here (an email address, a URI, a wildcard by http-01, no name
-// at all): the caller denies the request. It is wrapped with the name.
-var ErrUnsupportedName = errors.New("acme: the CSR names what this ACME CA cannot validate")
+// at all): the caller denies the request (it is a ca.ErrRefused: asking
+// again does not help). It is wrapped with the name.
+var ErrUnsupportedName error = refusal("the CSR names what this ACME CA cannot validate")
+
+// refusal is an error that is a ca.ErrRefused, in words of its own.
+type refusal string
+
+func (r refusal) Error() string { return string(r) }
+func (r refusal) Unwrap() error { return ca.ErrRefused }
 
 // http01TTL is how long an http-01 answer stays in Redis; retrigger is
 // how long a triggered challenge may stay pending before it is asked for

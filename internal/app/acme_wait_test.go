@@ -202,3 +202,35 @@ func TestARequestWaitingForACATheTemplateNoLongerServesIsDeniedAndItsOrderGivenU
 		return len(txt) == 0
 	})
 }
+
+// A CSR an ACME CA cannot validate as configured (a wildcard by http-01,
+// no DNS name or IP address) is denied at once, saying why, rather than
+// left waiting for its CA until order_timeout.
+func TestACSRTheACMECACannotValidateIsDeniedAtOnce(t *testing.T) {
+	t.Parallel()
+	cf, _ := acmeCertflow(t, func(c *config.Config) {
+		for i := range c.Templates {
+			if c.Templates[i].Name == "AcmeServer" {
+				c.Templates[i].RFCEnforcement, c.Templates[i].AllowWildcards = false, true
+			}
+		}
+	})
+	for _, tc := range []struct {
+		cn   string
+		dns  []string
+		want string
+	}{
+		{"*.wild.certflow.test", []string{"*.wild.certflow.test"}, "needs dns-01"},
+		{"Jane Doe", nil, "no DNS name or IP address"},
+	} {
+		csr, _ := testutil.CSR(t, tc.cn, tc.dns...)
+		resp, er := enroll(t, cf, testutil.EnrollBody(csr, map[string]any{"Template": "AcmeServer"}), "Prefer", "respond-async")
+		if resp.Status != http.StatusAccepted {
+			t.Fatalf("enroll %s: %d %s", tc.cn, resp.Status, resp.Body)
+		}
+		r := settled(t, cf, er.CertificateInformation.KeyfactorRequestId)
+		if r.Disposition != store.Denied || !strings.Contains(r.Message, tc.want) {
+			t.Fatalf("%s: %s %q; want DENIED: %s", tc.cn, r.Disposition, r.Message, tc.want)
+		}
+	}
+}
