@@ -89,9 +89,34 @@ func (is Issue) Build(spec *workflow.Spec) (workflow.Step, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	return stepFunc(func(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
-		return is.issue(ctx, run, authority, validity)
-	}), nil
+	return issueStep{is: is, authority: authority, validity: validity}, nil
+}
+
+// issueStep is a built issue step: it runs (Issue.issue), and, when an
+// administrator stops a request waiting for its CA, gives the order up
+// (Resume).
+type issueStep struct {
+	is        Issue
+	authority *workflow.Template
+	validity  time.Duration
+}
+
+func (s issueStep) Run(ctx context.Context, run *workflow.Run) (workflow.Result, error) {
+	return s.is.issue(ctx, run, s.authority, s.validity)
+}
+
+// Resume is called only for a wait the issue step made (an authority
+// wait) that was stopped: the order will not be moved on, so what was
+// presented for it is taken down and its pending authorizations
+// deactivated, rather than left in the zone (dns-01) or in Redis
+// (http-01) for the CA to validate.
+func (s issueStep) Resume(ctx context.Context, run *workflow.Run, w *workflow.Wait) workflow.Result {
+	if w.ForAuthority() && w.Verdict == workflow.VerdictStopped && !s.is.DryRun {
+		if rec, err := s.is.recordedOrder(ctx, run.RequestID); err == nil {
+			s.is.abandon(ctx, run, rec)
+		}
+	}
+	return workflow.Result{}
 }
 
 // issue returns the request's certificate, signing one only if none is
@@ -142,6 +167,12 @@ func (is Issue) issue(ctx context.Context, run *workflow.Run, authority *workflo
 	}
 	p, err := is.prepare(ctx, run, authority, validity, rec.Authority)
 	if err != nil {
+		var later *workflow.RetryLaterError
+		if rec.Order.URL != "" && !errors.As(err, &later) {
+			// Its CA may no longer issue it (taken out of the template,
+			// the policy changed): the order will not be moved on.
+			is.abandon(ctx, run, rec)
+		}
 		return workflow.Result{}, err
 	}
 	if o, ok := p.auth.(ca.Orderer); ok {

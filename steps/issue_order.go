@@ -67,11 +67,7 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 		rec.Authority, rec.Placed = p.ca.Name, now
 	}
 	if age := now.Sub(rec.Placed); age > acfg.OrderTimeout {
-		if a, ok := o.(ca.Abandoner); ok && rec.Order.URL != "" {
-			if err := a.Abandon(is.bounded(ctx, min(acfg.Timeout, store.IssueLockTTL/2)), rec.Order); err != nil {
-				run.Log.Warn("could not give the order up at its CA", "authority", p.ca.Name, "order", redact.URL(rec.Order.URL), "err", err)
-			}
-		}
+		is.abandon(ctx, run, rec)
 		return workflow.Result{}, nil, workflow.Permanent(fmt.Errorf("certificate authority %s did not issue within %s (order_timeout) of being asked (order %s)",
 			p.ca.Name, acfg.OrderTimeout, cmp.Or(redact.URL(rec.Order.URL), "never placed")))
 	}
@@ -126,6 +122,31 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 	}
 	cert := is.certificate(run, p, prog.Issued)
 	return issued(cert, true), cert, nil
+}
+
+// abandon gives the recorded order up at its CA (ca.Abandoner), best
+// effort: the request will not wait for it any longer.
+func (is Issue) abandon(ctx context.Context, run *workflow.Run, rec orderRecord) {
+	if rec.Order.URL == "" || is.CAs == nil {
+		return
+	}
+	auth, ok := is.CAs.Get(rec.Authority)
+	if !ok {
+		return
+	}
+	a, ok := auth.(ca.Abandoner)
+	if !ok {
+		return
+	}
+	timeout := store.IssueLockTTL / 2
+	if c, ok := is.Config.CA(rec.Authority); ok && c.ACME != nil {
+		timeout = min(c.ACME.Timeout, timeout)
+	}
+	if err := a.Abandon(is.bounded(context.WithoutCancel(ctx), timeout), rec.Order); err != nil {
+		run.Log.Warn("could not give the order up at its CA", "authority", rec.Authority, "order", redact.URL(rec.Order.URL), "err", err)
+		return
+	}
+	run.Log.Info("order given up at its CA", "authority", rec.Authority, "order", redact.URL(rec.Order.URL))
 }
 
 // record writes the order record under the claim.
@@ -249,6 +270,9 @@ func issuedForCSR(iss *ca.Issued, csr *x509.CertificateRequest) error {
 	if iss.Leaf.IsCA {
 		return errors.New("returned a CA certificate, not an end-entity one")
 	}
+	if extra := namesBeyondCSR(iss.Leaf, csr); len(extra) > 0 {
+		return fmt.Errorf("returned a certificate for names the request did not ask for (%s): policy approved the CSR's names only", strings.Join(extra, ", "))
+	}
 	if !bytes.Equal(iss.Chain[0], iss.Leaf.Raw) {
 		return errors.New("returned a chain that does not start with its certificate")
 	}
@@ -264,4 +288,47 @@ func issuedForCSR(iss *ca.Issued, csr *x509.CertificateRequest) error {
 		child = parent
 	}
 	return nil
+}
+
+// namesBeyondCSR lists what leaf certifies that csr did not ask for (and
+// policy did not approve): a DNS name or IP address not among the CSR's
+// names (its SANs, and its CN), a CN that is none of them, any e-mail or
+// URI SAN. The order an ACME CA reports is the CA's word: what it signed
+// is checked against what certflow approved.
+func namesBeyondCSR(leaf *x509.Certificate, csr *x509.CertificateRequest) []string {
+	norm := func(n string) string { return strings.ToLower(strings.TrimSuffix(n, ".")) }
+	asked := map[string]bool{}
+	for _, d := range csr.DNSNames {
+		asked[norm(d)] = true
+	}
+	for _, ip := range csr.IPAddresses {
+		asked[ip.String()] = true
+	}
+	cn := csr.Subject.CommonName
+	if ip := net.ParseIP(cn); ip != nil {
+		asked[ip.String()] = true
+	} else if cn != "" {
+		asked[norm(cn)] = true
+	}
+	var extra []string
+	for _, d := range leaf.DNSNames {
+		if !asked[norm(d)] {
+			extra = append(extra, d)
+		}
+	}
+	for _, ip := range leaf.IPAddresses {
+		if !asked[ip.String()] {
+			extra = append(extra, ip.String())
+		}
+	}
+	if c := leaf.Subject.CommonName; c != "" {
+		if ip := net.ParseIP(c); ip != nil && !asked[ip.String()] || ip == nil && !asked[norm(c)] {
+			extra = append(extra, "CN "+c)
+		}
+	}
+	extra = append(extra, leaf.EmailAddresses...)
+	for _, u := range leaf.URIs {
+		extra = append(extra, u.String())
+	}
+	return extra
 }

@@ -105,7 +105,8 @@ func Open(cfg *config.CA, deps Deps) (*Authority, error) {
 			return nil, fmt.Errorf("certificate_authorities %s: acme.ca_bundle: %s holds no PEM certificate", cfg.Name, a.cfg.CABundle)
 		}
 	}
-	a.transport = &retryAfterTransport{base: &http.Transport{
+	dirURL, _ := url.Parse(cfg.ACME.Directory)
+	a.transport = &retryAfterTransport{origin: strings.ToLower(dirURL.Host), base: &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 		TLSHandshakeTimeout:   a.cfg.Timeout,
@@ -200,9 +201,20 @@ func withRetryAfter(ctx context.Context) (context.Context, *retryAfterSlot) {
 type retryAfterTransport struct {
 	base      http.RoundTripper
 	directory retryAfterSlot
+	// origin is the directory's host: every URL the CA names (orders,
+	// authorizations, challenges, certificates) must be on it, so that a
+	// CA cannot point certflow's account-signed requests, and their
+	// answers, at another host (an internal service, a metadata address).
+	origin string
 }
 
 func (t *retryAfterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.origin != "" && (req.URL.Scheme != "https" || !strings.EqualFold(req.URL.Host, t.origin)) {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, fmt.Errorf("acme: the CA named %s, not on its directory's host %s: refused", redact.URL(req.URL.String()), t.origin)
+	}
 	resp, err := t.base.RoundTrip(req)
 	if err == nil {
 		s, ok := req.Context().Value(retryAfterKey{}).(*retryAfterSlot)

@@ -22,8 +22,15 @@ import (
 
 // ErrUnsupportedName is Place's refusal of a CSR naming what ACME cannot
 // validate here (an email address, a URI, a wildcard by http-01, no name
-// at all): the caller denies the request. It is wrapped with the name.
-var ErrUnsupportedName = errors.New("acme: the CSR names what this ACME CA cannot validate")
+// at all): the caller denies the request (it is a ca.ErrRefused: asking
+// again does not help). It is wrapped with the name.
+var ErrUnsupportedName error = refusal("the CSR names what this ACME CA cannot validate")
+
+// refusal is an error that is a ca.ErrRefused, in words of its own.
+type refusal string
+
+func (r refusal) Error() string { return string(r) }
+func (r refusal) Unwrap() error { return ca.ErrRefused }
 
 // http01TTL is how long an http-01 answer stays in Redis; retrigger is
 // how long a triggered challenge may stay pending before it is asked for
@@ -177,9 +184,16 @@ func (a *Authority) advance(ctx context.Context, req *ca.Request, o ca.Order) (c
 		return ca.Progress{}, a.mapErr("get order", err, slot)
 	}
 	p := ca.Progress{Order: o, Status: ord.Status, RetryAfter: slot.get()}
+	asked, err := askedNames(req, a.cfg.Challenge)
+	if err != nil {
+		return p, err
+	}
+	if err := ordersAsked(ord.Order, asked); err != nil {
+		return p, err
+	}
 	switch ord.Status {
 	case legoacme.StatusPending:
-		wait, err := a.authorize(ctx, core, ord.Order, &st)
+		wait, err := a.authorize(ctx, core, ord.Order, &st, asked)
 		p.Order.State, _ = json.Marshal(st)
 		if err != nil {
 			if _, refused := errors.AsType[*ca.Problem](err); refused {
@@ -243,7 +257,7 @@ func (a *Authority) advance(ctx context.Context, req *ca.Request, o ca.Order) (c
 // configured challenge (unless this order's state says it was) and asks
 // the CA to validate it, once any DNS propagation delay has passed.
 // wait is how long until that delay ends, for the one not yet asked.
-func (a *Authority) authorize(ctx context.Context, core *api.Core, ord legoacme.Order, st *orderState) (wait time.Duration, err error) {
+func (a *Authority) authorize(ctx context.Context, core *api.Core, ord legoacme.Order, st *orderState, asked map[string]bool) (wait time.Duration, err error) {
 	if st.Authz == nil {
 		st.Authz = map[string]*authzState{}
 	}
@@ -281,6 +295,11 @@ func (a *Authority) authorize(ctx context.Context, core *api.Core, ord legoacme.
 		domain := az.Identifier.Value
 		if az.Wildcard {
 			domain = "*." + domain
+		}
+		if !asked[normalName(az.Identifier.Type, domain)] {
+			// Never presented: a CA does not get a record put up, or an
+			// answer served, for a name the request did not ask for.
+			return 0, &ca.Problem{Type: "about:blank", Detail: fmt.Sprintf("the CA asks certflow to prove control of %q, which the request did not ask for", printable(domain))}
 		}
 		as := st.Authz[u]
 		if as == nil || as.Challenge != ch.URL || as.Token != ch.Token {
@@ -484,4 +503,60 @@ func (a *Authority) Abandon(ctx context.Context, o ca.Order) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// askedNames are the identifiers an order for req may name (Identifiers
+// of its CSR, normalised).
+func askedNames(req *ca.Request, challenge string) (map[string]bool, error) {
+	csr, err := x509.ParseCertificateRequest(req.CSR)
+	if err != nil {
+		return nil, fmt.Errorf("the request's CSR does not parse: %w", err)
+	}
+	names, err := Identifiers(csr, challenge)
+	if err != nil {
+		return nil, err
+	}
+	asked := make(map[string]bool, len(names))
+	for _, n := range names {
+		t := "dns"
+		if net.ParseIP(n) != nil {
+			t = "ip"
+		}
+		asked[normalName(t, n)] = true
+	}
+	return asked, nil
+}
+
+// normalName is an identifier as askedNames keeps it.
+func normalName(typ, v string) string {
+	if typ == "ip" {
+		if ip := net.ParseIP(v); ip != nil {
+			return ip.String()
+		}
+	}
+	return strings.ToLower(strings.TrimSuffix(v, "."))
+}
+
+// ordersAsked refuses an order that is not the one certflow placed: one
+// naming identifiers the request did not ask for, or with more
+// authorizations than it has names (each look would fetch, and present,
+// every one of them).
+func ordersAsked(ord legoacme.Order, asked map[string]bool) error {
+	if n := len(ord.Authorizations); n > len(asked) {
+		return &ca.Problem{Type: "about:blank", Detail: fmt.Sprintf("the CA's order has %d authorizations for a request of %d names", n, len(asked))}
+	}
+	for _, id := range ord.Identifiers {
+		if !asked[normalName(id.Type, id.Value)] {
+			return &ca.Problem{Type: "about:blank", Detail: fmt.Sprintf("the CA's order names %q, which the request did not ask for", printable(id.Value))}
+		}
+	}
+	return nil
+}
+
+// printable bounds a CA-given name for a message.
+func printable(s string) string {
+	if len(s) > 255 {
+		s = s[:255] + "…"
+	}
+	return strings.ToValidUTF8(s, "?")
 }
