@@ -21,24 +21,7 @@ import (
 // and kept one timeline entry; the TXT record it presented is taken down.
 func TestAnOrderPastItsTimeoutFailsTheRequest(t *testing.T) {
 	t.Parallel()
-	dns := acmetest.StartChallSrv(t)
-	pb := acmetest.StartPebble(t, acmetest.PebbleOptions{DNS: dns})
-	cf := testutil.StartCertflow(t, func(c *config.Config) {
-		c.CAs = append(c.CAs, config.NewACMECA("Slow", config.ACME{
-			Directory: pb.DirectoryURL, CABundle: pb.CABundle, Challenge: config.ChallengeDNS01,
-			DNS: config.ACMEDNS{
-				// The CA is never asked to look before the order times out.
-				PropagationDelay: time.Hour,
-				Hook: &config.DNSHook{
-					Present:      config.DNSHookCall{URL: dns.MgmtURL + "/set-txt", Body: `{"host": "{fqdn}", "value": "{value}"}`},
-					Cleanup:      config.DNSHookCall{URL: dns.MgmtURL + "/clear-txt", Body: `{"host": "{fqdn}"}`},
-					AllowPrivate: true,
-				},
-			},
-			PollInterval: 200 * time.Millisecond, MaxPollInterval: 500 * time.Millisecond, OrderTimeout: 2 * time.Second, Timeout: 5 * time.Second,
-		}))
-		addTemplate(c, "SlowServer", func(t *config.Template) { t.CAs = []string{"Slow"} })
-	})
+	cf, dns := heldCertflow(t, "Slow", "SlowServer", 2*time.Second)
 	csr, _ := testutil.CSR(t, "slow.certflow.test", "slow.certflow.test")
 	resp, er := enroll(t, cf, testutil.EnrollBody(csr, map[string]any{"Template": "SlowServer"}), "Prefer", "respond-async")
 	if resp.Status != http.StatusAccepted {
@@ -64,6 +47,33 @@ func TestAnOrderPastItsTimeoutFailsTheRequest(t *testing.T) {
 	if d := r.Instance.Decisions; len(d) != 0 {
 		t.Fatalf("looks at the CA were recorded as decisions: %+v", d)
 	}
+}
+
+// heldCertflow is a certflow whose template tmpl routes to an ACME CA
+// caName, a real Pebble, answered over dns-01 through the hook on
+// challtestsrv's API with an hour's propagation delay: the CA is never
+// asked to look while a test runs, so its orders stay pending, with their
+// TXT records up, until order_timeout (orderTimeout) or a stop.
+func heldCertflow(t *testing.T, caName, tmpl string, orderTimeout time.Duration) (*testutil.Certflow, *acmetest.ChallSrv) {
+	t.Helper()
+	dns := acmetest.StartChallSrv(t)
+	pb := acmetest.StartPebble(t, acmetest.PebbleOptions{DNS: dns})
+	cf := testutil.StartCertflow(t, func(c *config.Config) {
+		c.CAs = append(c.CAs, config.NewACMECA(caName, config.ACME{
+			Directory: pb.DirectoryURL, CABundle: pb.CABundle, Challenge: config.ChallengeDNS01,
+			DNS: config.ACMEDNS{
+				PropagationDelay: time.Hour,
+				Hook: &config.DNSHook{
+					Present:      config.DNSHookCall{URL: dns.MgmtURL + "/set-txt", Body: `{"host": "{fqdn}", "value": "{value}"}`},
+					Cleanup:      config.DNSHookCall{URL: dns.MgmtURL + "/clear-txt", Body: `{"host": "{fqdn}"}`},
+					AllowPrivate: true,
+				},
+			},
+			PollInterval: 200 * time.Millisecond, MaxPollInterval: 500 * time.Millisecond, OrderTimeout: orderTimeout, Timeout: 5 * time.Second,
+		}))
+		addTemplate(c, tmpl, func(t *config.Template) { t.CAs = []string{caName} })
+	})
+	return cf, dns
 }
 
 // lookupTXT asks the challenge server's DNS for name's TXT records.

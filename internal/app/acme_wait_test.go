@@ -27,24 +27,7 @@ import (
 // the CA could still validate).
 func TestAnAuthorityWaitIsDecidedByNobodyAndAStopGivesTheOrderUp(t *testing.T) {
 	t.Parallel()
-	dns := acmetest.StartChallSrv(t)
-	pb := acmetest.StartPebble(t, acmetest.PebbleOptions{DNS: dns})
-	cf := testutil.StartCertflow(t, func(c *config.Config) {
-		c.CAs = append(c.CAs, config.NewACMECA("Held", config.ACME{
-			Directory: pb.DirectoryURL, CABundle: pb.CABundle, Challenge: config.ChallengeDNS01,
-			DNS: config.ACMEDNS{
-				// The CA is not asked to look while the test runs.
-				PropagationDelay: time.Hour,
-				Hook: &config.DNSHook{
-					Present:      config.DNSHookCall{URL: dns.MgmtURL + "/set-txt", Body: `{"host": "{fqdn}", "value": "{value}"}`},
-					Cleanup:      config.DNSHookCall{URL: dns.MgmtURL + "/clear-txt", Body: `{"host": "{fqdn}"}`},
-					AllowPrivate: true,
-				},
-			},
-			PollInterval: 200 * time.Millisecond, MaxPollInterval: 500 * time.Millisecond, OrderTimeout: time.Hour, Timeout: 5 * time.Second,
-		}))
-		addTemplate(c, "HeldServer", func(t *config.Template) { t.CAs = []string{"Held"} })
-	})
+	cf, dns := heldCertflow(t, "Held", "HeldServer", time.Hour)
 	csr, _ := testutil.CSR(t, "held.certflow.test", "held.certflow.test")
 	resp, er := enroll(t, cf, testutil.EnrollBody(csr, map[string]any{"Template": "HeldServer"}), "Prefer", "respond-async", "Authorization", bearer(testutil.AliceToken))
 	if resp.Status != http.StatusAccepted {
