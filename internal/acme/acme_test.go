@@ -262,15 +262,22 @@ func (c *countingPresenter) CleanUp(ctx context.Context, domain, token, keyAuth 
 	return c.Presenter.CleanUp(ctx, domain, token, keyAuth)
 }
 
-func TestAnotherProcessResumesTheOrderWithoutPresentingAgain(t *testing.T) {
-	e := newEnv(t)
+// countedDNS01 is a Pebble that never reuses an authorization, and a
+// dns-01 configuration answering it through the hook on its challenge
+// server, counted.
+func countedDNS01(t *testing.T) (*acmetest.Pebble, *countingPresenter, *config.ACME) {
+	t.Helper()
 	pb := acmetest.StartPebble(t, acmetest.PebbleOptions{Env: []string{"PEBBLE_AUTHZREUSE=0"}})
 	hook, err := acme.NewHook(*challSrvHook(pb.DNS), 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	counter := &countingPresenter{Presenter: hook, presents: map[string]int{}}
-	cfg := dns01Config(pb.DirectoryURL, pb.CABundle, challSrvHook(pb.DNS))
+	return pb, &countingPresenter{Presenter: hook, presents: map[string]int{}}, dns01Config(pb.DirectoryURL, pb.CABundle, challSrvHook(pb.DNS))
+}
+
+func TestAnotherProcessResumesTheOrderWithoutPresentingAgain(t *testing.T) {
+	e := newEnv(t)
+	pb, counter, cfg := countedDNS01(t)
 	cfg.DNS.PropagationDelay = 2 * time.Second
 	open := func() *acme.Authority {
 		a, err := acme.Open(&config.CA{Name: "pebble", Type: config.CATypeACME, ACME: cfg}, acme.Deps{Store: e.st, KEK: e.kek, Presenter: counter})
@@ -553,13 +560,7 @@ func TestAnAccountTheCALostIsRegisteredAgain(t *testing.T) {
 
 func TestAbandonTakesDownTheRecordsAndDeactivatesTheAuthorizations(t *testing.T) {
 	e := newEnv(t)
-	pb := acmetest.StartPebble(t, acmetest.PebbleOptions{Env: []string{"PEBBLE_AUTHZREUSE=0"}})
-	hook, err := acme.NewHook(*challSrvHook(pb.DNS), 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	counter := &countingPresenter{Presenter: hook, presents: map[string]int{}}
-	cfg := dns01Config(pb.DirectoryURL, pb.CABundle, challSrvHook(pb.DNS))
+	_, counter, cfg := countedDNS01(t)
 	cfg.DNS.PropagationDelay = time.Hour // presented, never answered
 	a, err := acme.Open(&config.CA{Name: "pebble", Type: config.CATypeACME, ACME: cfg}, acme.Deps{Store: e.st, KEK: e.kek, Presenter: counter})
 	if err != nil {
