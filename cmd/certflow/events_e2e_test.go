@@ -216,10 +216,15 @@ auth:
 	case <-time.After(150 * time.Second):
 		t.Fatal("no renewal reached the held step")
 	}
+	// The log line was written before the step ran, but the test reads
+	// each worker's output through a pipe: give the reader a moment.
 	victim := -1
-	for i, w := range workers {
-		if regexp.MustCompile(`msg="workflow started".* definition=renewal-default`).MatchString(w.logs.String()) {
-			victim = i
+	started := regexp.MustCompile(`msg="workflow started".* definition=renewal-default`)
+	for deadline := time.Now().Add(10 * time.Second); victim < 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for i, w := range workers {
+			if started.MatchString(w.logs.String()) {
+				victim = i
+			}
 		}
 	}
 	if victim < 0 {
