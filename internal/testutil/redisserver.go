@@ -3,6 +3,7 @@ package testutil
 import (
 	"context"
 	"fmt"
+	mathrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -99,13 +100,37 @@ func (s *RedisServer) Resume() {
 	}
 }
 
-// FreePort returns a TCP port that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	return FreePortFor(t, false)
+}
+
+// FreePortFor returns a port on 127.0.0.1 that was free a moment ago for
+// TCP (and, with udp, for UDP too: a DNS server serves both). It is
+// picked at random below Linux's ephemeral range (32768 and up), where
+// the port a process means to bind soon is not handed meanwhile to some
+// outgoing connection (a Redis client's, say), as a port from
+// 127.0.0.1:0 can be.
+func FreePortFor(t testing.TB, udp bool) int {
+	t.Helper()
+	for range 200 {
+		port := 20000 + mathrand.IntN(32768-20000)
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		if udp {
+			pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+			if err != nil {
+				ln.Close()
+				continue
+			}
+			pc.Close()
+		}
+		ln.Close()
+		return port
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("free port: none found")
+	return 0
 }

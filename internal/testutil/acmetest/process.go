@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/certflow/certflow/internal/testutil"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -160,29 +160,12 @@ func httpReady(client *http.Client, url string) func() error {
 	}
 }
 
-// freePort returns a port that was free a moment ago for TCP on
-// 127.0.0.1 (and, with udp, for UDP too: a DNS server serves both).
+// freePort returns a port that was free a moment ago on 127.0.0.1 for
+// TCP (and, with udp, UDP too), below the ephemeral range
+// (testutil.FreePortFor).
 func freePort(t testing.TB, udp bool) int {
 	t.Helper()
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("free port: %v", err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		if !udp {
-			ln.Close()
-			return port
-		}
-		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return port
-		}
-	}
-	t.Fatal("free port: no port free for both TCP and UDP")
-	return 0
+	return testutil.FreePortFor(t, udp)
 }
 
 // errStatus is the error for an unexpected HTTP answer.
