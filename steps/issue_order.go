@@ -220,28 +220,15 @@ func orderableNames(run *workflow.Run, caName string) error {
 		return workflow.Deny("certificate authority %s (ACME) certifies DNS names and IP addresses only; the request has %s",
 			caName, strings.Join(append(slices.Clone(sans.Email), sans.URI...), ", "))
 	}
-	csr := run.CSR
-	in := map[string]bool{}
-	for _, d := range csr.DNSNames {
-		in[strings.ToLower(strings.TrimSuffix(d, "."))] = true
-	}
-	if cn := strings.ToLower(csr.Subject.CommonName); cn != "" && net.ParseIP(cn) == nil {
-		in[cn] = true
-	}
-	for _, ip := range csr.IPAddresses {
-		in[ip.String()] = true
-	}
-	if cn := csr.Subject.CommonName; net.ParseIP(cn) != nil {
-		in[net.ParseIP(cn).String()] = true
-	}
+	in := csrNames(run.CSR)
 	var extra []string
 	for _, d := range sans.DNS {
-		if !in[strings.ToLower(strings.TrimSuffix(d, "."))] {
+		if !in[nameKey(d)] {
 			extra = append(extra, d)
 		}
 	}
 	for _, s := range sans.IP {
-		if ip := net.ParseIP(s); ip == nil || !in[ip.String()] {
+		if net.ParseIP(s) == nil || !in[nameKey(s)] {
 			extra = append(extra, s)
 		}
 	}
@@ -296,23 +283,10 @@ func issuedForCSR(iss *ca.Issued, csr *x509.CertificateRequest) error {
 // URI SAN. The order an ACME CA reports is the CA's word: what it signed
 // is checked against what certflow approved.
 func namesBeyondCSR(leaf *x509.Certificate, csr *x509.CertificateRequest) []string {
-	norm := func(n string) string { return strings.ToLower(strings.TrimSuffix(n, ".")) }
-	asked := map[string]bool{}
-	for _, d := range csr.DNSNames {
-		asked[norm(d)] = true
-	}
-	for _, ip := range csr.IPAddresses {
-		asked[ip.String()] = true
-	}
-	cn := csr.Subject.CommonName
-	if ip := net.ParseIP(cn); ip != nil {
-		asked[ip.String()] = true
-	} else if cn != "" {
-		asked[norm(cn)] = true
-	}
+	asked := csrNames(csr)
 	var extra []string
 	for _, d := range leaf.DNSNames {
-		if !asked[norm(d)] {
+		if !asked[nameKey(d)] {
 			extra = append(extra, d)
 		}
 	}
@@ -321,14 +295,39 @@ func namesBeyondCSR(leaf *x509.Certificate, csr *x509.CertificateRequest) []stri
 			extra = append(extra, ip.String())
 		}
 	}
-	if c := leaf.Subject.CommonName; c != "" {
-		if ip := net.ParseIP(c); ip != nil && !asked[ip.String()] || ip == nil && !asked[norm(c)] {
-			extra = append(extra, "CN "+c)
-		}
+	if c := leaf.Subject.CommonName; c != "" && !asked[nameKey(c)] {
+		extra = append(extra, "CN "+c)
 	}
 	extra = append(extra, leaf.EmailAddresses...)
 	for _, u := range leaf.URIs {
 		extra = append(extra, u.String())
 	}
 	return extra
+}
+
+// csrNames is the set of names a CSR asks for, by nameKey: its DNS SANs,
+// its IP SANs and its CN. What an ACME CA is asked for, and what it may
+// certify, are both checked against it.
+func csrNames(csr *x509.CertificateRequest) map[string]bool {
+	names := map[string]bool{}
+	for _, d := range csr.DNSNames {
+		names[nameKey(d)] = true
+	}
+	for _, ip := range csr.IPAddresses {
+		names[ip.String()] = true
+	}
+	if cn := csr.Subject.CommonName; cn != "" {
+		names[nameKey(cn)] = true
+	}
+	return names
+}
+
+// nameKey is how a name compares: an IP address in its canonical form
+// (an IPv4-mapped IPv6 address as IPv4), a DNS name lower-cased without a
+// final dot.
+func nameKey(n string) string {
+	if ip := net.ParseIP(n); ip != nil {
+		return ip.String()
+	}
+	return strings.ToLower(strings.TrimSuffix(n, "."))
 }
