@@ -122,6 +122,11 @@ func (rv Revoke) revoke(ctx context.Context, run *workflow.Run) (workflow.Result
 // record's check (denied there); the CA's "already revoked" counts as
 // done, so a re-run after a crash goes on to record it.
 func (rv Revoke) revokeAtCA(ctx context.Context, run *workflow.Run, id int64, reason int) (bool, error) {
+	if !anyRemoteRevoker(rv.CAs) {
+		// No CA of this certflow revokes by itself: the built-in path
+		// reads the certificate once, in its compare-and-set.
+		return false, nil
+	}
 	cert, err := rv.Store.Certificate(ctx, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -149,4 +154,15 @@ func (rv Revoke) revokeAtCA(ctx context.Context, run *workflow.Run, id int64, re
 		return true, workflow.RetryLater(fmt.Errorf("certificate authority %s: revoke: %w", cert.CAName(), err))
 	}
 	return true, nil
+}
+
+// anyRemoteRevoker reports whether one of the loaded CAs keeps its own
+// revocation status (ca.RemoteRevoker).
+func anyRemoteRevoker(reg *ca.Registry) bool {
+	for _, a := range reg.All() {
+		if _, ok := a.(ca.RemoteRevoker); ok {
+			return true
+		}
+	}
+	return false
 }
