@@ -77,7 +77,9 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 		if err := claim.Extend(ctx); err != nil {
 			return workflow.Result{}, nil, workflow.RetryLater(fmt.Errorf("issue: %w", err))
 		}
-		placed, err := o.Place(is.bounded(ctx, min(acfg.Timeout, store.IssueLockTTL/2)), p.req)
+		pctx, cancel := context.WithTimeout(ctx, min(acfg.Timeout, store.IssueLockTTL/2))
+		placed, err := o.Place(pctx, p.req)
+		cancel()
 		if err != nil {
 			res, cert, err := is.orderTrouble(run, p, rec.Placed, err)
 			if first && res.Suspend != nil {
@@ -103,7 +105,9 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 	if err := claim.Extend(ctx); err != nil {
 		return workflow.Result{}, nil, workflow.RetryLater(fmt.Errorf("issue: %w", err))
 	}
-	prog, err := o.Advance(is.bounded(ctx, min(4*acfg.Timeout, store.IssueLockTTL*3/4)), p.req, rec.Order)
+	actx, cancel := context.WithTimeout(ctx, min(4*acfg.Timeout, store.IssueLockTTL*3/4))
+	prog, err := o.Advance(actx, p.req, rec.Order)
+	cancel()
 	if err != nil {
 		return is.orderTrouble(run, p, rec.Placed, err)
 	}
@@ -142,7 +146,9 @@ func (is Issue) abandon(ctx context.Context, run *workflow.Run, rec orderRecord)
 	if c, ok := is.Config.CA(rec.Authority); ok && c.ACME != nil {
 		timeout = min(c.ACME.Timeout, timeout)
 	}
-	if err := a.Abandon(is.bounded(context.WithoutCancel(ctx), timeout), rec.Order); err != nil {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	if err := a.Abandon(actx, rec.Order); err != nil {
 		run.Log.Warn("could not give the order up at its CA", "authority", rec.Authority, "order", redact.URL(rec.Order.URL), "err", err)
 		return
 	}
@@ -156,13 +162,6 @@ func (is Issue) record(ctx context.Context, claim *store.IssueClaim, rec orderRe
 		return err
 	}
 	return claim.RecordOrder(context.WithoutCancel(ctx), data, first)
-}
-
-// bounded is ctx with a deadline d away (unless ctx ends sooner).
-func (is Issue) bounded(ctx context.Context, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	context.AfterFunc(ctx, cancel) // released with ctx; the step's own ctx ends with the run
-	return ctx
 }
 
 // orderTrouble decides what an error from the CA means for the request:
