@@ -297,19 +297,3 @@ func (s *Store) OrderOf(ctx context.Context, requestID int64) ([]byte, error) {
 	}
 	return data, nil
 }
-
-// RenewalAdvice returns the cached renewal advice of a certificate (nil:
-// none cached).
-func (s *Store) RenewalAdvice(ctx context.Context, certID int64) ([]byte, error) {
-	data, err := s.rdb.Get(ctx, s.keys.renewalAdvice(certID)).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
-	}
-	return data, err
-}
-
-// SetRenewalAdvice caches a certificate's renewal advice for ttl (the CA
-// says when to ask again).
-func (s *Store) SetRenewalAdvice(ctx context.Context, certID int64, data []byte, ttl time.Duration) error {
-	return s.rdb.Set(ctx, s.keys.renewalAdvice(certID), data, ttl).Err()
-}
