@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -118,7 +119,7 @@ func (p *Problem) Refusal() bool {
 // let grow a record without end: each text to 512 bytes, 10 subproblems).
 func (p *Problem) Error() string {
 	var b strings.Builder
-	b.WriteString(clip(cmpOr(p.Type, "about:blank")))
+	b.WriteString(clip(cmp.Or(p.Type, "about:blank")))
 	if p.Detail != "" {
 		b.WriteString(": " + clip(p.Detail))
 	}
@@ -154,13 +155,6 @@ func clip(s string) string {
 		cut--
 	}
 	return s[:cut] + "…"
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // RetryAfterError is a CA asking to be left alone for After (a rate
