@@ -17,8 +17,11 @@ import (
 )
 
 // An order that is not valid within order_timeout ends the request
-// FAILED, saying so, after a wait that looked at the order more than once
-// and kept one timeline entry; the TXT record it presented is taken down.
+// FAILED, saying so, after a wait that kept one timeline entry for the
+// placement and every later look (the propagation delay outlasts the
+// timeout, so the look at the deadline may be the only one: asynq fires a
+// scheduled task up to a second early, which sometimes adds one); the TXT
+// record it presented is taken down.
 func TestAnOrderPastItsTimeoutFailsTheRequest(t *testing.T) {
 	t.Parallel()
 	cf, dns := heldCertflow(t, "Slow", "SlowServer", 2*time.Second)
@@ -38,8 +41,8 @@ func TestAnOrderPastItsTimeoutFailsTheRequest(t *testing.T) {
 			issue = append(issue, h)
 		}
 	}
-	if len(issue) != 1 || issue[0].Outcome != workflow.OutcomeFailed || issue[0].Attempts < 3 {
-		t.Fatalf("issue's timeline %+v: want one Failed entry counting several looks", issue)
+	if len(issue) != 1 || issue[0].Outcome != workflow.OutcomeFailed || issue[0].Attempts < 2 {
+		t.Fatalf("issue's timeline %+v: want one Failed entry counting the placement and the looks after it", issue)
 	}
 	if txt, _ := lookupTXT(dns, "_acme-challenge.slow.certflow.test."); len(txt) != 0 {
 		t.Fatalf("the presented TXT record is still up after the order was given up: %v", txt)
