@@ -256,6 +256,10 @@ func (s *Service) Restart(ctx context.Context, caller *Caller, instanceID string
 		}
 		q.Disposition, q.Message = store.Queued, ""
 		q.Generation++ // a fresh task, whatever asynq keeps of the failed one
+		// An order with an external CA that failed the request (invalid,
+		// timed out, refused at finalize) is not looked at again: the
+		// issue step places a new one.
+		q.ForgetOrder()
 		return nil
 	}, workflow.ErrTransition, "only a failed instance can be restarted")
 	if err != nil {

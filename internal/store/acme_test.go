@@ -77,3 +77,55 @@ func TestHTTP01Answers(t *testing.T) {
 		t.Fatalf("deleted token: %v", err)
 	}
 }
+
+// An order is recorded only under the request's issue claim, the first
+// record only once; ForgetOrder drops it with the record's save, and
+// only if that save wins its compare-and-set.
+func TestAnOrderIsRecordedUnderTheClaimAndForgottenWithTheRecord(t *testing.T) {
+	t.Parallel()
+	s, _, _ := setup(t)
+	ctx := context.Background()
+	r := created(t, s)
+	_, claim, err := s.ClaimIssue(ctx, r.ID, nil)
+	if err != nil || claim == nil {
+		t.Fatalf("ClaimIssue = %v, %v", claim, err)
+	}
+	if err := claim.RecordOrder(ctx, []byte("first"), true); err != nil {
+		t.Fatal(err)
+	}
+	if err := claim.RecordOrder(ctx, []byte("second"), true); !errors.Is(err, store.ErrOrderRecorded) {
+		t.Fatalf("a second first record: %v; want ErrOrderRecorded", err)
+	}
+	if err := claim.RecordOrder(ctx, []byte("moved on"), false); err != nil {
+		t.Fatal(err)
+	}
+	claim.Release(ctx)
+	if err := claim.RecordOrder(ctx, []byte("after release"), false); !errors.Is(err, store.ErrBusy) {
+		t.Fatalf("a record after the claim was released: %v; want ErrBusy", err)
+	}
+	if o, err := s.OrderOf(ctx, r.ID); err != nil || string(o) != "moved on" {
+		t.Fatalf("OrderOf = %q, %v; want the last record under the claim", o, err)
+	}
+
+	// A stale copy's save loses: the order stays.
+	stale, err := s.Get(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Update(ctx, r.ID, func(q *store.Request) error { q.Message = "moved"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	stale.ForgetOrder()
+	if err := s.Save(ctx, stale); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("stale save: %v; want ErrConflict", err)
+	}
+	if o, _ := s.OrderOf(ctx, r.ID); string(o) != "moved on" {
+		t.Fatalf("a lost save dropped the order: %q", o)
+	}
+	if _, err := s.Update(ctx, r.ID, func(q *store.Request) error { q.ForgetOrder(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := s.OrderOf(ctx, r.ID); err != nil || o != nil {
+		t.Fatalf("OrderOf after ForgetOrder = %q, %v; want none", o, err)
+	}
+}

@@ -285,6 +285,12 @@ func (c *IssueClaim) RecordOrder(ctx context.Context, data []byte, first bool) e
 	return nil
 }
 
+// ForgetOrder has r's next Save drop the order recorded for it
+// (RecordOrder), with the record and only if the record is written: a
+// restarted request asks its CA anew instead of looking again at the
+// order that failed it.
+func (r *Request) ForgetOrder() { r.forgetOrder = true }
+
 // OrderOf returns the order recorded for a request (RecordOrder), nil if
 // none is.
 func (s *Store) OrderOf(ctx context.Context, requestID int64) ([]byte, error) {

@@ -35,12 +35,13 @@ import (
 // Events go with what makes them true (events.go): the certificate's
 // (certificate.issued, …) are among its ops, the record's (a change of
 // disposition, or what the caller queued with Request.Emit) are the last
-// group, applied after the record is written, only if it is.
+// group, applied after the record is written, only if it is; so is the
+// dropping of an order the record forgets (Request.ForgetOrder).
 // KEYS: request, then the ops' keys; ARGV: expected version, json,
 // channel ("" for none), "id disposition", certificate json ("" for
 // none), the number of the certificate's ops, of the full metadata's,
-// of the difference's additions and removals, of the record's events,
-// then the ops in that order.
+// of the difference's additions and removals, of the record's events
+// and drops, then the ops in that order.
 var saveScript = redis.NewScript(applyOpsLua + `
 local v = redis.call('HGET', KEYS[1], 'v')
 if not v then return -1 end
@@ -228,6 +229,9 @@ func (s *Store) runSave(ctx context.Context, r *Request, data []byte, channel, m
 		certOps.remove(s.certRemovesOf(r))
 	}
 	recordEvents.add(s.eventEntries(recEvents))
+	if r.forgetOrder {
+		recordEvents.remove([]indexEntry{{key: s.keys.request(r.ID), member: "o", hash: true}})
+	}
 	md := r.Metadata()
 	mdEntries := s.keys.metadataEntries(r.ID, md)
 	full.add(mdEntries)
@@ -235,7 +239,7 @@ func (s *Store) runSave(ctx context.Context, r *Request, data []byte, channel, m
 		diff.change(s.keys.metadataEntries(r.ID, r.indexedMeta), mdEntries)
 	}
 	keys, args := certOps.encode([]string{s.keys.request(r.ID)}, []any{r.version, data, channel, message, certData,
-		len(certOps.adds) + len(certOps.removes), len(full.adds), len(diff.adds), len(diff.removes), len(recordEvents.adds)})
+		len(certOps.adds) + len(certOps.removes), len(full.adds), len(diff.adds), len(diff.removes), len(recordEvents.adds) + len(recordEvents.removes)})
 	keys, args = full.encode(keys, args)
 	keys, args = diff.encode(keys, args)
 	keys, args = recordEvents.encode(keys, args)
@@ -254,7 +258,7 @@ func (s *Store) runSave(ctx context.Context, r *Request, data []byte, channel, m
 	}
 	if res == 1 {
 		r.indexedMeta = md
-		r.emit = nil
+		r.emit, r.forgetOrder = nil, false
 	}
 	return res, certData, nil
 }
