@@ -9,6 +9,7 @@ import (
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/internal/testutil"
+	"github.com/certflow/certflow/internal/testutil/acmetest"
 	"github.com/certflow/certflow/workflow"
 )
 
@@ -53,5 +54,37 @@ func TestEventDefinitionsSeeTheACMECAsRenewalAdvice(t *testing.T) {
 	run = fire(t, cf, workflow.Event{Name: "cert.advice", CertificateID: builtin}, "advice")
 	if r, _ := cf.App.Store.Get(context.Background(), builtin); run.Disposition != store.Completed || r.Metadata()["RenewFrom"] != "no advice" {
 		t.Fatalf("built-in certificate: run %s, RenewFrom %q; want no advice", run.Disposition, r.Metadata()["RenewFrom"])
+	}
+}
+
+// A CA whose renewal information stalls holds up one event's run, for at
+// most the advice timeout, and is then left alone for a while: later
+// events for its certificates, this one's and another's, run with no
+// advice and without asking it.
+func TestACAWhoseRenewalInformationStallsIsNotAskedForEveryEvent(t *testing.T) {
+	t.Parallel()
+	var proxy *caProxy
+	cf, _ := pebbleCertflow(t, acmetest.PebbleOptions{}, map[string]string{"advice.yaml": adviceDef}, func(c *config.Config, pb *acmetest.Pebble) {
+		proxy = startCAProxy(t, pb.DirectoryURL, pb.CABundle)
+		routeTemplate(c, "AcmeServer", config.NewACMECA("PebbleProxied", acmeSettings(proxy.DirectoryURL, proxy.Bundle)))
+	})
+	var certs []int64
+	for _, name := range []string{"stalled-ari.certflow.test", "stalled-ari-2.certflow.test"} {
+		csr, _ := testutil.CSR(t, name, name)
+		resp, er := enroll(t, cf, testutil.EnrollBody(csr, map[string]any{"Template": "AcmeServer"}), "Prefer", "wait=60")
+		if resp.Status != http.StatusOK || er.CertificateInformation.RequestDisposition != "ISSUED" {
+			t.Fatalf("enroll %s: %d %s", name, resp.Status, resp.Body)
+		}
+		certs = append(certs, er.CertificateInformation.KeyfactorID)
+	}
+	proxy.mode.Store(proxyStall)
+	for _, id := range []int64{certs[0], certs[1], certs[0]} {
+		run := fire(t, cf, workflow.Event{Name: "cert.advice", CertificateID: id}, "advice")
+		if r, _ := cf.App.Store.Get(context.Background(), id); run.Disposition != store.Completed || r.Metadata()["RenewFrom"] != "no advice" {
+			t.Fatalf("certificate %d while its CA stalls: run %s %q, RenewFrom %q; want no advice", id, run.Disposition, run.Message, r.Metadata()["RenewFrom"])
+		}
+	}
+	if n := proxy.stalled.Load(); n != 1 {
+		t.Fatalf("the stalled CA was asked %d times for three events; want once, then left alone", n)
 	}
 }

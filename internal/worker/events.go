@@ -222,10 +222,20 @@ func (w *Worker) eventInput(ctx context.Context, ev *workflow.Event, runID int64
 	return in, nil
 }
 
+// adviceQuietFor is how long a CA whose renewal information failed (it
+// stalled, answered 5xx, could not be reached) is not asked again by this
+// process: every event for one of its certificates would otherwise wait
+// for it, up to adviceTimeout each.
+const (
+	adviceQuietFor = time.Minute
+	adviceTimeout  = 5 * time.Second
+)
+
 // renewalAdvice is the certificate's CA's advice on when to renew it
 // (ARI), cached in Redis for as long as the CA says (between a minute and
 // a day). A CA that offers none, or cannot be asked now, gives none: the
-// event is not held up by it.
+// event is not held up by it, and a CA that failed is left alone for
+// adviceQuietFor.
 func (w *Worker) renewalAdvice(ctx context.Context, c *store.Certificate, leaf *x509.Certificate) workflow.RenewalAdvice {
 	var none workflow.RenewalAdvice
 	if w.CAs == nil || c.Revocation != nil {
@@ -245,7 +255,10 @@ func (w *Worker) renewalAdvice(ctx context.Context, c *store.Certificate, leaf *
 			return cached
 		}
 	}
-	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if until, ok := w.adviceQuiet.Load(auth.Name()); ok && time.Now().Before(until.(time.Time)) {
+		return none
+	}
+	actx, cancel := context.WithTimeout(ctx, adviceTimeout)
 	defer cancel()
 	info, err := advisor.RenewalInfo(actx, leaf)
 	ttl := time.Hour
@@ -254,7 +267,8 @@ func (w *Worker) renewalAdvice(ctx context.Context, c *store.Certificate, leaf *
 	case errors.Is(err, ca.ErrNoRenewalInfo):
 		ttl = 24 * time.Hour
 	case err != nil:
-		w.Log.Warn("renewal information unavailable", "certificate", c.ID, "authority", c.CAName(), "err", err)
+		w.adviceQuiet.Store(auth.Name(), time.Now().Add(adviceQuietFor))
+		w.Log.Warn("renewal information unavailable; the CA is not asked again for a while", "certificate", c.ID, "authority", c.CAName(), "quiet_for", adviceQuietFor, "err", err)
 		return none
 	default:
 		advice = workflow.RenewalAdvice{Offered: true, Start: info.Start, End: info.End, ExplanationURL: info.ExplanationURL}

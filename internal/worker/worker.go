@@ -52,6 +52,9 @@ type Worker struct {
 	KeyPool *pki.KeyPool
 	// pinned caches definition versions fetched from the store.
 	pinned sync.Map // name@version → *workflow.Definition
+	// adviceQuiet: CAs whose renewal information failed lately are not
+	// asked again until then (renewalAdvice).
+	adviceQuiet sync.Map // CA name → time.Time
 }
 
 var (
