@@ -109,12 +109,24 @@ func (s issueStep) Run(ctx context.Context, run *workflow.Run) (workflow.Result,
 // wait) that was stopped: the order will not be moved on, so what was
 // presented for it is taken down and its pending authorizations
 // deactivated, rather than left in the zone (dns-01) or in Redis
-// (http-01) for the CA to validate.
+// (http-01) for the CA to validate; a certificate the CA issued for it
+// meanwhile, which certflow never released, is revoked (abandon). A
+// request whose certificate was stored meanwhile (a look that ended as
+// the stop came) has nothing to give up.
 func (s issueStep) Resume(ctx context.Context, run *workflow.Run, w *workflow.Wait) workflow.Result {
-	if w.ForAuthority() && w.Verdict == workflow.VerdictStopped && !s.is.DryRun {
-		if rec, err := s.is.recordedOrder(ctx, run.RequestID); err == nil {
-			s.is.abandon(ctx, run, rec)
-		}
+	if !w.ForAuthority() || w.Verdict != workflow.VerdictStopped || s.is.DryRun {
+		return workflow.Result{}
+	}
+	pre, _ := run.IssueClaim.(*store.IssueClaim)
+	existing, claim, err := s.is.Store.ClaimIssue(ctx, run.RequestID, pre)
+	if existing != nil {
+		return workflow.Result{}
+	}
+	if claim != nil {
+		defer claim.Release(context.WithoutCancel(ctx))
+	}
+	if rec, rerr := s.is.recordedOrder(ctx, run.RequestID); rerr == nil {
+		s.is.abandon(ctx, run, rec, err == nil && claim != nil)
 	}
 	return workflow.Result{}
 }
@@ -171,7 +183,7 @@ func (is Issue) issue(ctx context.Context, run *workflow.Run, authority *workflo
 		if rec.Order.URL != "" && !errors.As(err, &later) {
 			// Its CA may no longer issue it (taken out of the template,
 			// the policy changed): the order will not be moved on.
-			is.abandon(ctx, run, rec)
+			is.abandon(ctx, run, rec, true)
 		}
 		return workflow.Result{}, err
 	}

@@ -67,7 +67,7 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 		rec.Authority, rec.Placed = p.ca.Name, now
 	}
 	if age := now.Sub(rec.Placed); age > acfg.OrderTimeout {
-		is.abandon(ctx, run, rec)
+		is.abandon(ctx, run, rec, true)
 		return workflow.Result{}, nil, workflow.Permanent(fmt.Errorf("certificate authority %s did not issue within %s (order_timeout) of being asked (order %s)",
 			p.ca.Name, acfg.OrderTimeout, cmp.Or(redact.URL(rec.Order.URL), "never placed")))
 	}
@@ -129,8 +129,14 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 }
 
 // abandon gives the recorded order up at its CA (ca.Abandoner), best
-// effort: the request will not wait for it any longer.
-func (is Issue) abandon(ctx context.Context, run *workflow.Run, rec orderRecord) {
+// effort: the request will not wait for it any longer. The CA may have
+// issued the order's certificate meanwhile; certflow never released it
+// when the caller holds the request's issue claim and found no
+// certificate stored (claimed), and then it is revoked at the CA
+// (cessationOfOperation): the CA has published it, and the requester
+// holds its key. Without the claim another worker may be releasing it
+// right now, so it is left alone.
+func (is Issue) abandon(ctx context.Context, run *workflow.Run, rec orderRecord, claimed bool) {
 	if rec.Order.URL == "" || is.CAs == nil {
 		return
 	}
@@ -148,11 +154,34 @@ func (is Issue) abandon(ctx context.Context, run *workflow.Run, rec orderRecord)
 	}
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
-	if err := a.Abandon(actx, rec.Order); err != nil {
-		run.Log.Warn("could not give the order up at its CA", "authority", rec.Authority, "order", redact.URL(rec.Order.URL), "err", err)
+	order := redact.URL(rec.Order.URL)
+	leaf, err := a.Abandon(actx, rec.Order)
+	if leaf != nil {
+		is.revokeUnreleased(actx, run, auth, rec.Authority, order, leaf, claimed)
+	}
+	if err != nil {
+		run.Log.Warn("could not give the order up at its CA", "authority", rec.Authority, "order", order, "err", err)
 		return
 	}
-	run.Log.Info("order given up at its CA", "authority", rec.Authority, "order", redact.URL(rec.Order.URL))
+	run.Log.Info("order given up at its CA", "authority", rec.Authority, "order", order)
+}
+
+// revokeUnreleased revokes at its CA the certificate of an order given up
+// after the CA issued it (abandon), if certflow never released it.
+func (is Issue) revokeUnreleased(ctx context.Context, run *workflow.Run, auth ca.Authority, name, order string, leaf []byte, claimed bool) {
+	r, ok := auth.(ca.RemoteRevoker)
+	switch {
+	case !claimed:
+		run.Log.Warn("the CA issued the given-up order's certificate; not revoked, as another worker holds the request's issue lock and may be releasing it", "authority", name, "order", order)
+	case !ok:
+		run.Log.Warn("the CA issued the given-up order's certificate, and cannot be asked to revoke it", "authority", name, "order", order)
+	default:
+		if err := r.RevokeAtCA(ctx, leaf, revocationReasons["cessationofoperation"]); err != nil {
+			run.Log.Error("the CA issued the given-up order's certificate, which certflow never released, and it could not be revoked", "authority", name, "order", order, "err", err)
+			return
+		}
+		run.Log.Warn("the CA issued the given-up order's certificate, which certflow never released; revoked at the CA", "authority", name, "order", order)
+	}
 }
 
 // record writes the order record under the claim.

@@ -1,6 +1,7 @@
 package acme_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -575,8 +576,8 @@ func TestAbandonTakesDownTheRecordsAndDeactivatesTheAuthorizations(t *testing.T)
 	if err != nil || p.Status != "pending" {
 		t.Fatalf("Advance: %+v, %v", p, err)
 	}
-	if err := a.Abandon(context.Background(), p.Order); err != nil {
-		t.Fatalf("Abandon: %v", err)
+	if issued, err := a.Abandon(context.Background(), p.Order); err != nil || issued != nil {
+		t.Fatalf("Abandon: %x, %v; want nothing issued", issued, err)
 	}
 	if n := counter.cleanups.Load(); n != 2 {
 		t.Fatalf("%d records taken down; want 2", n)
@@ -587,7 +588,31 @@ func TestAbandonTakesDownTheRecordsAndDeactivatesTheAuthorizations(t *testing.T)
 	if !errors.As(err, &prob) {
 		t.Fatalf("Advance after Abandon: %v; want the CA's problem", err)
 	}
-	if err := a.Abandon(context.Background(), p.Order); err != nil {
+	if _, err := a.Abandon(context.Background(), p.Order); err != nil {
 		t.Fatalf("Abandon again: %v", err)
+	}
+}
+
+// An order the CA issued cannot be given up: Abandon returns its leaf,
+// for the caller to revoke if it never released it.
+func TestAbandonOfAnIssuedOrderReturnsItsLeaf(t *testing.T) {
+	e := newEnv(t)
+	_, counter, cfg := countedDNS01(t)
+	a, err := acme.Open(&config.CA{Name: "pebble", Type: config.CATypeACME, ACME: cfg}, acme.Deps{Store: e.st, KEK: e.kek, Presenter: counter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := request(t, "late.example.test", "late.example.test")
+	o, err := a.Place(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := drive(t, a, req, o)
+	if err != nil || p.Issued == nil {
+		t.Fatalf("drive: %+v, %v", p, err)
+	}
+	issued, err := a.Abandon(context.Background(), p.Order)
+	if err != nil || !bytes.Equal(issued, p.Issued.Leaf.Raw) {
+		t.Fatalf("Abandon of an issued order: %d bytes, %v; want the issued leaf", len(issued), err)
 	}
 }

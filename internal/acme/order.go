@@ -473,26 +473,34 @@ func (a *Authority) download(ctx context.Context, core *api.Core, req *ca.Reques
 // Abandon gives up an order that will not be advanced again (its request
 // timed out, was cancelled): it takes down what was presented for it and
 // deactivates its pending authorizations (RFC 8555 §7.5.2), so the CA
-// stops validating and the names' records do not linger. Best effort: an
-// error says what could not be done; calling it again is harmless.
-func (a *Authority) Abandon(ctx context.Context, o ca.Order) error {
+// stops validating and the names' records do not linger. An order the CA
+// issued already has its leaf returned (the CA published it, and the
+// requester holds its key: the caller revokes it if it was never
+// released). Best effort: an error says what could not be done; calling
+// it again is harmless.
+func (a *Authority) Abandon(ctx context.Context, o ca.Order) (issued []byte, err error) {
 	var st orderState
 	if len(o.State) > 0 {
 		if err := json.Unmarshal(o.State, &st); err != nil {
-			return fmt.Errorf("acme %s: the order's state does not decode: %w", a.name, err)
+			return nil, fmt.Errorf("acme %s: the order's state does not decode: %w", a.name, err)
 		}
 	}
 	core, err := a.client(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	a.cleanup(ctx, core, &st)
 	ctx, slot := withRetryAfter(ctx)
 	ord, err := core.Orders.Get(ctx, o.URL)
 	if err != nil {
-		return a.mapErr("get order", err, slot)
+		return nil, a.mapErr("get order", err, slot)
 	}
 	var errs []error
+	if ord.Status == legoacme.StatusValid && ord.Certificate != "" {
+		if issued, err = a.leafOf(ctx, core, ord.Certificate, slot); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, u := range ord.Authorizations {
 		az, err := core.Authorizations.Get(ctx, u)
 		if err == nil && az.Status == legoacme.StatusPending {
@@ -502,7 +510,21 @@ func (a *Authority) Abandon(ctx context.Context, o ca.Order) error {
 			errs = append(errs, a.mapErr("deactivate authorization", err, slot))
 		}
 	}
-	return errors.Join(errs...)
+	return issued, errors.Join(errs...)
+}
+
+// leafOf downloads the certificate at certURL and returns its leaf (DER),
+// unchecked: it is not released, only named for revocation.
+func (a *Authority) leafOf(ctx context.Context, core *api.Core, certURL string, slot *retryAfterSlot) ([]byte, error) {
+	raw, err := core.Certificates.Get(ctx, certURL, false)
+	if err != nil {
+		return nil, a.mapErr("download certificate", err, slot)
+	}
+	b, _ := pem.Decode(raw.Cert)
+	if b == nil || b.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("acme %s: the CA's certificate download holds no certificate", a.name)
+	}
+	return b.Bytes, nil
 }
 
 // askedNames are the identifiers an order for req may name (Identifiers

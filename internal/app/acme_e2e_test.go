@@ -5,6 +5,7 @@ package app_test
 // certflow on the real Redis, everything asserted through the HTTP API.
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -62,12 +63,25 @@ type caProxy struct {
 	// failAfterOrder switches the proxy to proxyFail once the CA created
 	// an order (that answer still goes through).
 	failAfterOrder atomic.Bool
+	// busyDownloads is how many certificate downloads (Pebble's /certZ/)
+	// are answered 503 with an hour's Retry-After, without asking the CA.
+	busyDownloads atomic.Int32
 
 	mu sync.Mutex
 	// stallEnd is when the last stalled request ended (its client gave
 	// up); afterStall, how long after it each next request came.
 	stallEnd   time.Time
 	afterStall []time.Duration
+	// downloaded are the leaves of the certificate downloads the CA
+	// answered through the proxy.
+	downloaded []*x509.Certificate
+}
+
+// leaves are the leaves of the certificates downloaded through the proxy.
+func (p *caProxy) leaves() []*x509.Certificate {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.downloaded)
 }
 
 // gapsAfterStalls is how long after each stalled request the next one
@@ -117,6 +131,21 @@ func startCAProxy(t *testing.T, directory, upstreamBundle string) *caProxy {
 		},
 		Transport: transport,
 		ModifyResponse: func(resp *http.Response) error {
+			if strings.HasPrefix(resp.Request.URL.Path, "/certZ/") && resp.StatusCode == http.StatusOK {
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil {
+					return err
+				}
+				resp.Body = io.NopCloser(bytes.NewReader(body))
+				if b, _ := pem.Decode(body); b != nil {
+					if c, err := x509.ParseCertificate(b.Bytes); err == nil {
+						p.mu.Lock()
+						p.downloaded = append(p.downloaded, c)
+						p.mu.Unlock()
+					}
+				}
+			}
 			if resp.Request.Method == http.MethodPost && resp.Request.URL.Path == newOrder.Path && resp.StatusCode == http.StatusCreated {
 				p.orders.Add(1)
 				if p.failAfterOrder.Load() {
@@ -134,6 +163,12 @@ func startCAProxy(t *testing.T, directory, upstreamBundle string) *caProxy {
 			p.stallEnd = time.Time{}
 		}
 		p.mu.Unlock()
+		if strings.HasPrefix(r.URL.Path, "/certZ/") && p.busyDownloads.Add(-1) >= 0 {
+			io.Copy(io.Discard, r.Body)
+			w.Header().Set("Retry-After", "3600")
+			http.Error(w, "come back in an hour", http.StatusServiceUnavailable)
+			return
+		}
 		switch p.mode.Load() {
 		case proxyFail:
 			io.Copy(io.Discard, r.Body)

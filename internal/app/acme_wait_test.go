@@ -217,3 +217,44 @@ func TestACSRTheACMECACannotValidateIsDeniedAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// A request stopped after its CA issued the certificate, but before
+// certflow downloaded it (the CA asked for an hour's patience with the
+// download), has nothing released: its certificate, which the CA
+// published and whose key the requester holds, is revoked at the CA
+// (cessationOfOperation).
+func TestAStopAfterTheCAIssuedRevokesTheCertificateNobodyReceived(t *testing.T) {
+	t.Parallel()
+	var proxy *caProxy
+	cf, pb := pebbleCertflow(t, acmetest.PebbleOptions{}, nil, func(c *config.Config, pb *acmetest.Pebble) {
+		proxy = startCAProxy(t, pb.DirectoryURL, pb.CABundle)
+		routeTemplate(c, "AcmeServer", config.NewACMECA("PebbleProxied", acmeSettings(proxy.DirectoryURL, proxy.Bundle)))
+	})
+	proxy.busyDownloads.Store(1)
+	csr, _ := testutil.CSR(t, "unreleased.certflow.test", "unreleased.certflow.test")
+	id := submitAsync(t, cf, testutil.EnrollBody(csr, map[string]any{"Template": "AcmeServer"}), alice)
+	pollUntil(t, cf, id, "the request to wait for its certificate's download", waitingForCA("PebbleProxied", "rate limited"), neverSettledOrIssued(t, id))
+	if n := len(proxy.leaves()); n != 0 {
+		t.Fatalf("%d certificates downloaded while the CA said to wait", n)
+	}
+
+	r, _ := cf.App.Store.Get(context.Background(), id)
+	if resp := cf.Do(t, "POST", "/Workflow/Instances/"+r.Instance.ID+"/Stop", map[string]any{"Comment": "changed my mind"}); resp.Status != http.StatusNoContent {
+		t.Fatalf("admin stop: %d %s", resp.Status, resp.Body)
+	}
+	r = settled(t, cf, id)
+	if c, _ := r.Certificate(); r.Disposition != store.Denied || c != nil {
+		t.Fatalf("stopped request: %s %q, certificate %v; want DENIED with none", r.Disposition, r.Message, c)
+	}
+	waitFor(t, "the CA's certificate for the stopped request to be revoked at the CA", func() bool {
+		leaves := proxy.leaves()
+		if len(leaves) != 1 {
+			return false
+		}
+		status, reason := pb.CertStatus(t, leaves[0].SerialNumber.Text(16))
+		return status == "Revoked" && reason == 5
+	})
+	if _, err := cf.App.Store.CertificateOf(context.Background(), id); err == nil {
+		t.Fatal("the revoked certificate was stored with the stopped request")
+	}
+}

@@ -35,9 +35,12 @@ type Orderer interface {
 
 // Abandoner is an Orderer that can give an order up (take down what it
 // presented for it, deactivate what the CA still validates) when its
-// request will not wait for it any longer. Best effort.
+// request will not wait for it any longer. Best effort. An order the CA
+// has issued already cannot be taken back: Abandon returns its leaf
+// (DER), for the caller, which knows whether it released it, to revoke
+// (RemoteRevoker).
 type Abandoner interface {
-	Abandon(ctx context.Context, o Order) error
+	Abandon(ctx context.Context, o Order) (issued []byte, err error)
 }
 
 // Order is an Orderer's order for one request: what it needs to be asked
