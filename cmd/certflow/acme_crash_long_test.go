@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -105,14 +104,9 @@ func (p *acmeProxy) saw(resp *http.Response) error {
 	key := fmt.Sprintf("%s %s %d", r.Method, prefix, resp.StatusCode)
 	var cert *x509.Certificate
 	if prefix == "/certZ/" && resp.StatusCode == http.StatusOK {
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
+		var err error
+		if cert, err = acmetest.PeekLeaf(resp); err != nil {
 			return err
-		}
-		resp.Body = io.NopCloser(bytes.NewReader(body))
-		if b, _ := pem.Decode(body); b != nil {
-			cert, _ = x509.ParseCertificate(b.Bytes)
 		}
 	}
 	p.mu.Lock()

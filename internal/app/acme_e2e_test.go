@@ -5,7 +5,6 @@ package app_test
 // certflow on the real Redis, everything asserted through the HTTP API.
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -132,18 +131,14 @@ func startCAProxy(t *testing.T, directory, upstreamBundle string) *caProxy {
 		Transport: transport,
 		ModifyResponse: func(resp *http.Response) error {
 			if strings.HasPrefix(resp.Request.URL.Path, "/certZ/") && resp.StatusCode == http.StatusOK {
-				body, err := io.ReadAll(resp.Body)
-				resp.Body.Close()
+				leaf, err := acmetest.PeekLeaf(resp)
 				if err != nil {
 					return err
 				}
-				resp.Body = io.NopCloser(bytes.NewReader(body))
-				if b, _ := pem.Decode(body); b != nil {
-					if c, err := x509.ParseCertificate(b.Bytes); err == nil {
-						p.mu.Lock()
-						p.downloaded = append(p.downloaded, c)
-						p.mu.Unlock()
-					}
+				if leaf != nil {
+					p.mu.Lock()
+					p.downloaded = append(p.downloaded, leaf)
+					p.mu.Unlock()
 				}
 			}
 			if resp.Request.Method == http.MethodPost && resp.Request.URL.Path == newOrder.Path && resp.StatusCode == http.StatusCreated {
