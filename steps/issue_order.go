@@ -66,10 +66,17 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 	if first {
 		rec.Authority, rec.Placed = p.ca.Name, now
 	}
-	if age := now.Sub(rec.Placed); age > acfg.OrderTimeout {
+	// Past order_timeout the request ends, after one last look at a
+	// placed order: one the CA has issued meanwhile is released, not
+	// given up (which would revoke it).
+	late := now.Sub(rec.Placed) > acfg.OrderTimeout
+	timedOut := func() (workflow.Result, *store.Certificate, error) {
 		is.abandon(ctx, run, rec, true)
 		return workflow.Result{}, nil, workflow.Permanent(fmt.Errorf("certificate authority %s did not issue within %s (order_timeout) of being asked (order %s)",
 			p.ca.Name, acfg.OrderTimeout, cmp.Or(redact.URL(rec.Order.URL), "never placed")))
+	}
+	if late && rec.Order.URL == "" {
+		return timedOut()
 	}
 	if rec.Order.URL == "" {
 		// The lock is renewed first: placing may take up to the CA's
@@ -109,7 +116,11 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 	prog, err := o.Advance(actx, p.req, rec.Order)
 	cancel()
 	if err != nil {
-		return is.orderTrouble(run, p, rec.Placed, err)
+		res, cert, err := is.orderTrouble(run, p, rec.Placed, err)
+		if late && res.Suspend != nil {
+			return timedOut()
+		}
+		return res, cert, err
 	}
 	if !sameOrder(prog.Order, rec.Order) && prog.Order.URL != "" {
 		rec.Order = prog.Order
@@ -118,6 +129,9 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 		}
 	}
 	if prog.Issued == nil {
+		if late {
+			return timedOut()
+		}
 		return waitForAuthority(p, prog.Status, rec.Placed, prog.RetryAfter), nil, nil
 	}
 	if err := issuedForCSR(prog.Issued, run.CSR); err != nil {

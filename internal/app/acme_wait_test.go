@@ -2,6 +2,8 @@ package app_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/certflow/certflow/internal/app"
 	"github.com/certflow/certflow/internal/config"
@@ -256,5 +260,42 @@ func TestAStopAfterTheCAIssuedRevokesTheCertificateNobodyReceived(t *testing.T) 
 	})
 	if _, err := cf.App.Store.CertificateOf(context.Background(), id); err == nil {
 		t.Fatal("the revoked certificate was stored with the stopped request")
+	}
+}
+
+// An order the CA issued before order_timeout, whose download it put off
+// past it, is released at the look that ends the wait, not given up (and
+// revoked): the request is ISSUED, and the CA says the certificate is
+// valid. (Time passes by the test moving the order's placement an hour
+// back while the request waits.)
+func TestAnOrderIssuedBeforeItsTimeoutIsReleasedAfterIt(t *testing.T) {
+	t.Parallel()
+	var proxy *caProxy
+	cf, pb := pebbleCertflow(t, acmetest.PebbleOptions{}, nil, func(c *config.Config, pb *acmetest.Pebble) {
+		proxy = startCAProxy(t, pb.DirectoryURL, pb.CABundle)
+		a := acmeSettings(proxy.DirectoryURL, proxy.Bundle)
+		a.OrderTimeout = 5 * time.Second
+		routeTemplate(c, "AcmeServer", config.NewACMECA("PebbleProxied", a))
+	})
+	proxy.busyDownloads.Store(1)
+	csr, key := testutil.CSR(t, "late.certflow.test", "late.certflow.test")
+	id := submitAsync(t, cf, testutil.EnrollBody(csr, map[string]any{"Template": "AcmeServer", "IncludeChain": true}), alice)
+	pollUntil(t, cf, id, "the request to wait for its certificate's download", waitingForCA("PebbleProxied", "rate limited"), neverSettledOrIssued(t, id))
+
+	var rec map[string]any
+	if err := json.Unmarshal(orderOf(t, cf, id), &rec); err != nil {
+		t.Fatal(err)
+	}
+	rec["Placed"] = time.Now().Add(-time.Hour).UTC()
+	moved, _ := json.Marshal(rec)
+	rdb := cf.Redis.(*redis.Client)
+	if err := rdb.HSet(context.Background(), fmt.Sprintf("%s:request:{%d}", cf.Prefix, id), "o", moved).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	st := pollUntil(t, cf, id, "the request to settle", final, nil)
+	chain := issuedChain(t, st, key, pb.Roots(t)[0], "late.certflow.test")
+	if status, _ := pb.CertStatus(t, chain[0].SerialNumber.Text(16)); status != "Valid" {
+		t.Fatalf("the CA says the released certificate is %q; want Valid", status)
 	}
 }
