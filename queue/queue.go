@@ -147,13 +147,25 @@ func (c *Client) EnqueueResume(ctx context.Context, requestID int64, instanceID,
 		asynq.MaxRetry(c.retry), asynq.Timeout(c.timeout))
 }
 
-// EnqueueTimeout schedules an approval wait's timeout at deadline. The
-// task lives in Redis, so it survives restarts and deploys; it does nothing
-// if the wait was decided first.
+// EnqueueTimeout schedules an approval wait's timeout at deadline (a
+// task may run up to a second early: see NotBefore). The task lives in
+// Redis, so it survives restarts and deploys; it does nothing if the wait
+// was decided first.
 func (c *Client) EnqueueTimeout(ctx context.Context, requestID int64, instanceID, step string, stage int, generation int64, deadline time.Time) error {
 	id := "timeout:" + waitID(instanceID, step, stage, generation)
 	return c.enqueue(ctx, TypeApprovalTimeout, id, Payload{RequestID: requestID, Generation: generation, Step: step, Stage: stage},
 		asynq.ProcessAt(deadline), asynq.MaxRetry(c.retry), asynq.Timeout(c.timeout))
+}
+
+// NotBefore is when to schedule a task that must not run before t:
+// asynq scores a scheduled task by its time's whole second (Unix) and
+// moves it to the queue once the clock reaches that second, up to a
+// second before t; the next whole second is never before t.
+func NotBefore(t time.Time) time.Time {
+	if r := t.Truncate(time.Second); !r.Equal(t) {
+		return r.Add(time.Second)
+	}
+	return t
 }
 
 func waitID(instanceID, step string, stage int, generation int64) string {

@@ -282,7 +282,14 @@ func (w *Worker) failRequest(ctx context.Context, r *store.Request, def *workflo
 // deduplicated by task id, so a re-delivery does neither twice).
 func (w *Worker) afterSettle(ctx context.Context, r *store.Request) error {
 	if wait := r.Instance.Wait; r.Disposition == store.Pending && wait != nil && !wait.Deadline.IsZero() {
-		return w.Queue.EnqueueTimeout(ctx, r.ID, r.Instance.ID, wait.Step, wait.Stage, r.Generation, wait.Deadline)
+		at := wait.Deadline
+		if !wait.ForAuthority() {
+			// An approval's timeout never fires before its deadline: a
+			// decision until then counts. (A look at the CA may come a
+			// little early; it costs nothing and saves a second a look.)
+			at = queue.NotBefore(at)
+		}
+		return w.Queue.EnqueueTimeout(ctx, r.ID, r.Instance.ID, wait.Step, wait.Stage, r.Generation, at)
 	}
 	if r.Input.CallbackUrl == "" || !r.Disposition.Final() {
 		return nil
