@@ -118,15 +118,15 @@ func (s issueStep) Resume(ctx context.Context, run *workflow.Run, w *workflow.Wa
 		return workflow.Result{}
 	}
 	pre, _ := run.IssueClaim.(*store.IssueClaim)
-	existing, claim, err := s.is.Store.ClaimIssue(ctx, run.RequestID, pre)
+	existing, claim, _ := s.is.Store.ClaimIssue(ctx, run.RequestID, pre)
 	if existing != nil {
 		return workflow.Result{}
 	}
 	if claim != nil {
 		defer claim.Release(context.WithoutCancel(ctx))
 	}
-	if rec, rerr := s.is.recordedOrder(ctx, run.RequestID); rerr == nil {
-		s.is.abandon(ctx, run, rec, err == nil && claim != nil)
+	if rec, err := s.is.recordedOrder(ctx, run.RequestID); err == nil {
+		s.is.abandon(ctx, run, rec, claim)
 	}
 	return workflow.Result{}
 }
@@ -183,7 +183,7 @@ func (is Issue) issue(ctx context.Context, run *workflow.Run, authority *workflo
 		if rec.Order.URL != "" && !errors.As(err, &later) {
 			// Its CA may no longer issue it (taken out of the template,
 			// the policy changed): the order will not be moved on.
-			is.abandon(ctx, run, rec, true)
+			is.abandon(ctx, run, rec, claim)
 		}
 		return workflow.Result{}, err
 	}

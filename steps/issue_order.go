@@ -71,7 +71,7 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 	// given up (which would revoke it).
 	late := now.Sub(rec.Placed) > acfg.OrderTimeout
 	timedOut := func() (workflow.Result, *store.Certificate, error) {
-		is.abandon(ctx, run, rec, true)
+		is.abandon(ctx, run, rec, claim)
 		return workflow.Result{}, nil, workflow.Permanent(fmt.Errorf("certificate authority %s did not issue within %s (order_timeout) of being asked (order %s)",
 			p.ca.Name, acfg.OrderTimeout, cmp.Or(redact.URL(rec.Order.URL), "never placed")))
 	}
@@ -144,13 +144,8 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 
 // abandon gives the recorded order up at its CA (ca.Abandoner), best
 // effort: the request will not wait for it any longer. The CA may have
-// issued the order's certificate meanwhile; certflow never released it
-// when the caller holds the request's issue claim and found no
-// certificate stored (claimed), and then it is revoked at the CA
-// (cessationOfOperation): the CA has published it, and the requester
-// holds its key. Without the claim another worker may be releasing it
-// right now, so it is left alone.
-func (is Issue) abandon(ctx context.Context, run *workflow.Run, rec orderRecord, claimed bool) {
+// issued the order's certificate meanwhile (revokeUnreleased).
+func (is Issue) abandon(ctx context.Context, run *workflow.Run, rec orderRecord, claim *store.IssueClaim) {
 	if rec.Order.URL == "" || is.CAs == nil {
 		return
 	}
@@ -171,7 +166,7 @@ func (is Issue) abandon(ctx context.Context, run *workflow.Run, rec orderRecord,
 	order := redact.URL(rec.Order.URL)
 	leaf, err := a.Abandon(actx, rec.Order)
 	if leaf != nil {
-		is.revokeUnreleased(actx, run, auth, rec.Authority, order, leaf, claimed)
+		is.revokeUnreleased(actx, run, auth, claim, leaf, "authority", rec.Authority, "order", order)
 	}
 	if err != nil {
 		run.Log.Warn("could not give the order up at its CA", "authority", rec.Authority, "order", order, "err", err)
@@ -180,22 +175,40 @@ func (is Issue) abandon(ctx context.Context, run *workflow.Run, rec orderRecord,
 	run.Log.Info("order given up at its CA", "authority", rec.Authority, "order", order)
 }
 
-// revokeUnreleased revokes at its CA the certificate of an order given up
-// after the CA issued it (abandon), if certflow never released it.
-func (is Issue) revokeUnreleased(ctx context.Context, run *workflow.Run, auth ca.Authority, name, order string, leaf []byte, claimed bool) {
+// revokeUnreleased revokes at its CA (cessationOfOperation) the
+// certificate of an order given up after the CA issued it, if certflow
+// never released it: the CA has published it, and the requester holds
+// its key. It must be the request's (its CSR's key: a CA may hand two
+// requests for the same names one order), in no request's record (two
+// requests with one CSR may share a leaf), and the request's issue claim
+// must still be the caller's right before the revocation (claim.Extend:
+// the lock never lapsed, so nobody released it meanwhile). Otherwise it
+// is left alone.
+func (is Issue) revokeUnreleased(ctx context.Context, run *workflow.Run, auth ca.Authority, claim *store.IssueClaim, leaf []byte, logArgs ...any) {
+	log := run.Log.With(logArgs...)
 	r, ok := auth.(ca.RemoteRevoker)
-	switch {
-	case !claimed:
-		run.Log.Warn("the CA issued the given-up order's certificate; not revoked, as another worker holds the request's issue lock and may be releasing it", "authority", name, "order", order)
-	case !ok:
-		run.Log.Warn("the CA issued the given-up order's certificate, and cannot be asked to revoke it", "authority", name, "order", order)
-	default:
-		if err := r.RevokeAtCA(ctx, leaf, revocationReasons["cessationofoperation"]); err != nil {
-			run.Log.Error("the CA issued the given-up order's certificate, which certflow never released, and it could not be revoked", "authority", name, "order", order, "err", err)
-			return
-		}
-		run.Log.Warn("the CA issued the given-up order's certificate, which certflow never released; revoked at the CA", "authority", name, "order", order)
+	if !ok {
+		log.Warn("the CA issued the given-up order's certificate, and cannot be asked to revoke it")
+		return
 	}
+	cert, err := x509.ParseCertificate(leaf)
+	if err != nil || run.CSR == nil || !pki.SamePublicKey(cert.PublicKey, run.CSR.PublicKey) {
+		log.Warn("the given-up order's certificate is not for the request's key; not revoked")
+		return
+	}
+	if _, err := is.Store.CertificateByThumbprint(ctx, pki.Thumbprint(leaf)); !errors.Is(err, store.ErrNotFound) {
+		log.Warn("the given-up order's certificate is in the inventory, or the inventory cannot say; not revoked", "err", err)
+		return
+	}
+	if claim == nil || claim.Extend(ctx) != nil {
+		log.Warn("the CA issued the given-up order's certificate; not revoked, as the request's issue lock is not this worker's and another may be releasing it")
+		return
+	}
+	if err := r.RevokeAtCA(ctx, leaf, revocationReasons["cessationofoperation"]); err != nil {
+		log.Error("the CA issued the given-up order's certificate, which certflow never released, and it could not be revoked", "err", err)
+		return
+	}
+	log.Warn("the CA issued the given-up order's certificate, which certflow never released; revoked at the CA")
 }
 
 // record writes the order record under the claim.
