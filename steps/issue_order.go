@@ -68,8 +68,18 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 	}
 	// Past order_timeout the request ends, after one last look at a
 	// placed order: one the CA has issued meanwhile is released, not
-	// given up (which would revoke it).
-	late := now.Sub(rec.Placed) > acfg.OrderTimeout
+	// given up (which would revoke it), and one it is finishing
+	// (processing, or valid with the certificate still to fetch) gets
+	// finishGrace more: given up then, the certificate the CA issues a
+	// moment later would be neither released nor revoked.
+	deadline := func(status string) time.Time {
+		d := rec.Placed.Add(acfg.OrderTimeout)
+		if status == "processing" || status == "valid" {
+			d = d.Add(max(acfg.MaxPollInterval, finishGrace))
+		}
+		return d
+	}
+	late := now.After(deadline(""))
 	timedOut := func() (workflow.Result, *store.Certificate, error) {
 		is.abandon(ctx, run, rec, claim)
 		return workflow.Result{}, nil, workflow.Permanent(fmt.Errorf("certificate authority %s did not issue within %s (order_timeout) of being asked (order %s)",
@@ -88,7 +98,7 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 		placed, err := o.Place(pctx, p.req)
 		cancel()
 		if err != nil {
-			res, cert, err := is.orderTrouble(run, p, rec.Placed, err)
+			res, cert, err := is.orderTrouble(run, p, rec.Placed, deadline(""), err)
 			if first && res.Suspend != nil {
 				// The request waits: when asking began, for the next
 				// try's wait and timeout (a refusal records nothing).
@@ -115,8 +125,9 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 	actx, cancel := context.WithTimeout(ctx, min(4*acfg.Timeout, store.IssueLockTTL*3/4))
 	prog, err := o.Advance(actx, p.req, rec.Order)
 	cancel()
+	late = now.After(deadline(prog.Status))
 	if err != nil {
-		res, cert, err := is.orderTrouble(run, p, rec.Placed, err)
+		res, cert, err := is.orderTrouble(run, p, rec.Placed, deadline(prog.Status), err)
 		if late && res.Suspend != nil {
 			return timedOut()
 		}
@@ -132,7 +143,7 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 		if late {
 			return timedOut()
 		}
-		return waitForAuthority(p, prog.Status, rec.Placed, prog.RetryAfter), nil, nil
+		return waitForAuthority(p, prog.Status, rec.Placed, deadline(prog.Status), prog.RetryAfter), nil, nil
 	}
 	if err := issuedForCSR(prog.Issued, run.CSR); err != nil {
 		// Never released: a certificate that is not the request's.
@@ -220,34 +231,39 @@ func (is Issue) record(ctx context.Context, claim *store.IssueClaim, rec orderRe
 	return claim.RecordOrder(context.WithoutCancel(ctx), data, first)
 }
 
+// finishGrace is how long past order_timeout an order the CA is
+// finishing is still looked at (at least max_poll_interval).
+const finishGrace = time.Minute
+
 // orderTrouble decides what an error from the CA means for the request:
 // a problem document that refuses what was asked denies it, another
 // problem fails it, both with the CA's words; a CA that asks for time, or
 // cannot be reached, or answers 5xx, leaves it waiting.
-func (is Issue) orderTrouble(run *workflow.Run, p prepared, placed time.Time, err error) (workflow.Result, *store.Certificate, error) {
+func (is Issue) orderTrouble(run *workflow.Run, p prepared, placed, deadline time.Time, err error) (workflow.Result, *store.Certificate, error) {
 	var prob *ca.Problem
 	var later *ca.RetryAfterError
 	switch {
 	case errors.As(err, &later):
 		run.Log.Warn("certificate authority asks for time", "authority", p.ca.Name, "retry_after", later.After, "err", err)
-		return waitForAuthority(p, "rate limited", placed, max(later.After, time.Second)), nil, nil
+		return waitForAuthority(p, "rate limited", placed, deadline, max(later.After, time.Second)), nil, nil
 	case errors.As(err, &prob) && prob.Refusal(), errors.Is(err, ca.ErrRefused):
 		return workflow.Result{}, nil, workflow.Deny("certificate authority %s refused: %v", p.ca.Name, err)
 	case errors.As(err, &prob):
 		return workflow.Result{}, nil, workflow.Permanent(fmt.Errorf("certificate authority %s: %w", p.ca.Name, err))
 	}
 	run.Log.Warn("certificate authority unavailable; the request waits", "authority", p.ca.Name, "err", err)
-	return waitForAuthority(p, "unavailable", placed, 0), nil, nil
+	return waitForAuthority(p, "unavailable", placed, deadline, 0), nil, nil
 }
 
 // waitForAuthority suspends the instance until the next look at the
 // order: after retryAfter when the CA named a time, else after as long as
 // the order has been open (so the waits double), from poll_interval up to
-// max_poll_interval; never after the order's order_timeout. The delay
-// counts from when the CA's answer (or its silence) ended, not from when
-// the step began: a CA that stalls for longer than the delay would
-// otherwise be asked again at once, over and over, holding a worker.
-func waitForAuthority(p prepared, status string, placed time.Time, retryAfter time.Duration) workflow.Result {
+// max_poll_interval; never after deadline (order_timeout, and the grace
+// of an order the CA is finishing). The delay counts from when the CA's
+// answer (or its silence) ended, not from when the step began: a CA that
+// stalls for longer than the delay would otherwise be asked again at
+// once, over and over, holding a worker.
+func waitForAuthority(p prepared, status string, placed, deadline time.Time, retryAfter time.Duration) workflow.Result {
 	acfg := p.ca.ACME
 	now := time.Now().UTC()
 	delay := retryAfter
@@ -255,7 +271,7 @@ func waitForAuthority(p prepared, status string, placed time.Time, retryAfter ti
 		delay = min(max(now.Sub(placed), acfg.PollInterval), acfg.MaxPollInterval)
 	}
 	// Never past the order's deadline: that look ends it.
-	if end := placed.Add(acfg.OrderTimeout).Sub(now) + time.Millisecond; end < delay {
+	if end := deadline.Sub(now) + time.Millisecond; end < delay {
 		delay = max(end, time.Millisecond)
 	}
 	return workflow.Result{Suspend: &workflow.Wait{

@@ -5,6 +5,7 @@ package app_test
 // certflow on the real Redis, everything asserted through the HTTP API.
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -22,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,8 +65,9 @@ type caProxy struct {
 	// an order (that answer still goes through).
 	failAfterOrder atomic.Bool
 	// busyDownloads is how many certificate downloads (Pebble's /certZ/)
-	// are answered 503 with an hour's Retry-After, without asking the CA.
-	busyDownloads atomic.Int32
+	// are answered 503 with a Retry-After of busyFor seconds (0: an
+	// hour), without asking the CA.
+	busyDownloads, busyFor atomic.Int32
 
 	mu sync.Mutex
 	// stallEnd is when the last stalled request ended (its client gave
@@ -160,7 +163,7 @@ func startCAProxy(t *testing.T, directory, upstreamBundle string) *caProxy {
 		p.mu.Unlock()
 		if strings.HasPrefix(r.URL.Path, "/certZ/") && p.busyDownloads.Add(-1) >= 0 {
 			io.Copy(io.Discard, r.Body)
-			w.Header().Set("Retry-After", "3600")
+			w.Header().Set("Retry-After", strconv.Itoa(int(cmp.Or(p.busyFor.Load(), 3600))))
 			http.Error(w, "come back in an hour", http.StatusServiceUnavailable)
 			return
 		}

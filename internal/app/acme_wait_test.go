@@ -264,20 +264,22 @@ func TestAStopAfterTheCAIssuedRevokesTheCertificateNobodyReceived(t *testing.T) 
 }
 
 // An order the CA issued before order_timeout, whose download it put off
-// past it, is released at the look that ends the wait, not given up (and
-// revoked): the request is ISSUED, and the CA says the certificate is
-// valid. (Time passes by the test moving the order's placement an hour
-// back while the request waits.)
+// past it (and past the grace of an order the CA is finishing), is
+// released at the look that ends the wait, not given up (and revoked):
+// the request is ISSUED, and the CA says the certificate is valid. (Time
+// passes by the test moving the order's placement two hours back while
+// the request waits out the CA's two seconds.)
 func TestAnOrderIssuedBeforeItsTimeoutIsReleasedAfterIt(t *testing.T) {
 	t.Parallel()
 	var proxy *caProxy
 	cf, pb := pebbleCertflow(t, acmetest.PebbleOptions{}, nil, func(c *config.Config, pb *acmetest.Pebble) {
 		proxy = startCAProxy(t, pb.DirectoryURL, pb.CABundle)
 		a := acmeSettings(proxy.DirectoryURL, proxy.Bundle)
-		a.OrderTimeout = 5 * time.Second
+		a.OrderTimeout = time.Hour
 		routeTemplate(c, "AcmeServer", config.NewACMECA("PebbleProxied", a))
 	})
 	proxy.busyDownloads.Store(1)
+	proxy.busyFor.Store(2)
 	csr, key := testutil.CSR(t, "late.certflow.test", "late.certflow.test")
 	id := submitAsync(t, cf, testutil.EnrollBody(csr, map[string]any{"Template": "AcmeServer", "IncludeChain": true}), alice)
 	pollUntil(t, cf, id, "the request to wait for its certificate's download", waitingForCA("PebbleProxied", "rate limited"), neverSettledOrIssued(t, id))
@@ -286,7 +288,7 @@ func TestAnOrderIssuedBeforeItsTimeoutIsReleasedAfterIt(t *testing.T) {
 	if err := json.Unmarshal(orderOf(t, cf, id), &rec); err != nil {
 		t.Fatal(err)
 	}
-	rec["Placed"] = time.Now().Add(-time.Hour).UTC()
+	rec["Placed"] = time.Now().Add(-2 * time.Hour).UTC()
 	moved, _ := json.Marshal(rec)
 	rdb := cf.Redis.(*redis.Client)
 	if err := rdb.HSet(context.Background(), fmt.Sprintf("%s:request:{%d}", cf.Prefix, id), "o", moved).Err(); err != nil {
