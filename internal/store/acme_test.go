@@ -122,10 +122,21 @@ func TestAnOrderIsRecordedUnderTheClaimAndForgottenWithTheRecord(t *testing.T) {
 	if o, _ := s.OrderOf(ctx, r.ID); string(o) != "moved on" {
 		t.Fatalf("a lost save dropped the order: %q", o)
 	}
+	_, late, err := s.ClaimIssue(ctx, r.ID, nil) // a look still under way
+	if err != nil || late == nil {
+		t.Fatalf("ClaimIssue = %v, %v", late, err)
+	}
 	if _, err := s.Update(ctx, r.ID, func(q *store.Request) error { q.ForgetOrder(); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if o, err := s.OrderOf(ctx, r.ID); err != nil || o != nil {
 		t.Fatalf("OrderOf after ForgetOrder = %q, %v; want none", o, err)
+	}
+	// The look's update does not bring the forgotten order back.
+	if err := late.RecordOrder(ctx, []byte("moved on again"), false); !errors.Is(err, store.ErrOrderForgotten) {
+		t.Fatalf("an update of a forgotten order: %v; want ErrOrderForgotten", err)
+	}
+	if o, _ := s.OrderOf(ctx, r.ID); o != nil {
+		t.Fatalf("a look's update brought the forgotten order back: %q", o)
 	}
 }

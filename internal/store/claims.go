@@ -248,20 +248,26 @@ func (c *IssueClaim) Extend(ctx context.Context) error {
 
 // recordOrderScript writes a request's order (field o) only while the
 // issue lock is ours; the first record (ARGV[3] = 1) only if none is
-// there. Returns 1 when written, 0 when the lock is not ours, -1 when an
-// order was recorded first.
+// there, a later one only if one is (a restart may have forgotten it:
+// Request.ForgetOrder). Returns 1 when written, 0 when the lock is not
+// ours, -1 when an order was recorded first, -2 when the record is gone.
 var recordOrderScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[3] == '1' then
   if redis.call('HSETNX', KEYS[2], 'o', ARGV[2]) == 0 then return -1 end
   return 1
 end
+if redis.call('HEXISTS', KEYS[2], 'o') == 0 then return -2 end
 redis.call('HSET', KEYS[2], 'o', ARGV[2])
 return 1
 `)
 
 // ErrOrderRecorded: another run recorded an order for the request first.
 var ErrOrderRecorded = errors.New("an order is recorded for the request already")
+
+// ErrOrderForgotten: the order being updated is no longer recorded (a
+// restart forgot it).
+var ErrOrderForgotten = errors.New("the request's order is no longer recorded")
 
 // RecordOrder stores the request's order with an external CA (an opaque
 // record the issue step writes) under the claim: first is the record of a
@@ -281,6 +287,8 @@ func (c *IssueClaim) RecordOrder(ctx context.Context, data []byte, first bool) e
 		return ErrBusy
 	case res == -1:
 		return ErrOrderRecorded
+	case res == -2:
+		return ErrOrderForgotten
 	}
 	return nil
 }
