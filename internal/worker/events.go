@@ -267,8 +267,12 @@ func (w *Worker) renewalAdvice(ctx context.Context, c *store.Certificate, leaf *
 	case errors.Is(err, ca.ErrNoRenewalInfo):
 		ttl = 24 * time.Hour
 	case err != nil:
-		w.adviceQuiet.Store(auth.Name(), time.Now().Add(adviceQuietFor))
-		w.Log.Warn("renewal information unavailable; the CA is not asked again for a while", "certificate", c.ID, "authority", c.CAName(), "quiet_for", adviceQuietFor, "err", err)
+		// A problem about this certificate, or this process stopping,
+		// says nothing of the CA; a CA that stalls or fails does.
+		if _, problem := errors.AsType[*ca.Problem](err); !problem && ctx.Err() == nil {
+			w.adviceQuiet.Store(auth.Name(), time.Now().Add(adviceQuietFor))
+		}
+		w.Log.Warn("renewal information unavailable", "certificate", c.ID, "authority", c.CAName(), "err", err)
 		return none
 	default:
 		advice = workflow.RenewalAdvice{Offered: true, Start: info.Start, End: info.End, ExplanationURL: info.ExplanationURL}
