@@ -343,6 +343,15 @@ func (w *Worker) Timeout(ctx context.Context, id, generation int64, step string,
 			// is queued; its id makes this a no-op beside the decider's.
 			wt := r.Instance.Wait
 			return w.Queue.EnqueueResume(ctx, id, r.Instance.ID, wt.Step, wt.Stage, generation)
+		case r.Disposition == store.Running && retried(ctx):
+			// This task's earlier try settled the wait and ran the
+			// request, which asked to be run again (a step postponed:
+			// its issue lock busy, Redis trouble): run it again, as a
+			// run task's retry would, and fail it when retries run out.
+			// Without this the request would sit RUNNING until the
+			// reconciler's reconcile_after.
+			log.Info("running the request again, as this timeout's earlier try left it")
+			return w.Run(ctx, id, generation)
 		}
 		return nil
 	case err != nil:
@@ -361,6 +370,12 @@ func (w *Worker) Timeout(ctx context.Context, id, generation int64, step string,
 }
 
 var errStale = errors.New("stale")
+
+// retried reports whether the task running is a retry.
+func retried(ctx context.Context) bool {
+	n, _ := queue.RetryInfo(ctx)
+	return n > 0
+}
 
 // tellEscalated lets the approval step tell its channels that the
 // decision passed to other roles. Like every notification it is best
