@@ -125,7 +125,7 @@ func (s issueStep) Resume(ctx context.Context, run *workflow.Run, w *workflow.Wa
 	if claim != nil {
 		defer claim.Release(context.WithoutCancel(ctx))
 	}
-	if rec, err := s.is.recordedOrder(ctx, run.RequestID); err == nil {
+	if rec, _, err := s.is.recordedOrder(ctx, run.RequestID); err == nil {
 		s.is.abandon(ctx, run, rec, claim)
 	}
 	return workflow.Result{}
@@ -173,9 +173,15 @@ func (is Issue) issue(ctx context.Context, run *workflow.Run, authority *workflo
 	}()
 	// An order placed with an external CA binds the request to that CA,
 	// whatever the step would choose now.
-	rec, err := is.recordedOrder(ctx, run.RequestID)
+	rec, retired, err := is.recordedOrder(ctx, run.RequestID)
 	if err != nil {
 		return workflow.Result{}, err
+	}
+	if rec.Placed.IsZero() && retired.Order.URL != "" {
+		// A restart retired the order that failed the request: given up
+		// (a certificate the CA issued for it revoked) before the request
+		// asks anew; the new order's first record drops it.
+		is.abandon(ctx, run, retired, claim)
 	}
 	p, err := is.prepare(ctx, run, authority, validity, rec.Authority)
 	if err != nil {

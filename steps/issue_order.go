@@ -29,20 +29,25 @@ type orderRecord struct {
 	Placed    time.Time `json:"Placed"`
 }
 
-// recordedOrder reads the order recorded for a request (zero: none).
-func (is Issue) recordedOrder(ctx context.Context, requestID int64) (orderRecord, error) {
-	var rec orderRecord
-	data, err := is.Store.OrderOf(ctx, requestID)
+// recordedOrder reads the order recorded for a request and the one a
+// restart retired (zero: none).
+func (is Issue) recordedOrder(ctx context.Context, requestID int64) (current, retired orderRecord, err error) {
+	cur, old, err := is.Store.OrderOf(ctx, requestID)
 	if err != nil {
-		return rec, workflow.RetryLater(err)
+		return current, retired, workflow.RetryLater(err)
 	}
-	if data == nil {
-		return rec, nil
+	for _, r := range []struct {
+		data []byte
+		into *orderRecord
+	}{{cur, &current}, {old, &retired}} {
+		if r.data == nil {
+			continue
+		}
+		if err := json.Unmarshal(r.data, r.into); err != nil {
+			return current, retired, workflow.Permanent(fmt.Errorf("the order recorded for request %d does not decode: %w", requestID, err))
+		}
 	}
-	if err := json.Unmarshal(data, &rec); err != nil {
-		return rec, workflow.Permanent(fmt.Errorf("the order recorded for request %d does not decode: %w", requestID, err))
-	}
-	return rec, nil
+	return current, retired, nil
 }
 
 // order is the issue step for a CA that issues by order (ACME). Under the

@@ -435,7 +435,7 @@ steps:
 // field), nil when none is.
 func orderOf(t *testing.T, cf *testutil.Certflow, id int64) []byte {
 	t.Helper()
-	o, err := store.New(cf.Redis.(*redis.Client), cf.Prefix).OrderOf(context.Background(), id)
+	o, _, err := store.New(cf.Redis.(*redis.Client), cf.Prefix).OrderOf(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}

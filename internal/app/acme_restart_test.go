@@ -2,13 +2,18 @@ package app_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/store"
@@ -86,4 +91,61 @@ func recordedOrderURL(t *testing.T, cf *testutil.Certflow, id int64) string {
 		t.Fatalf("the order recorded for request %d: %v", id, err)
 	}
 	return rec.Order.URL
+}
+
+// A request that failed while its order was valid at the CA (its runs
+// could not take the issue lock, here held by the test, until their
+// retries ran out), restarted, gives that order up first: the
+// certificate the CA issued for it, which nobody received, is revoked at
+// the CA; then a new order issues the request's certificate.
+func TestARestartRevokesTheUnreleasedCertificateOfTheOrderItRetires(t *testing.T) {
+	t.Parallel()
+	var proxy *caProxy
+	cf, pb := pebbleCertflow(t, acmetest.PebbleOptions{}, nil, func(c *config.Config, pb *acmetest.Pebble) {
+		proxy = startCAProxy(t, pb.DirectoryURL, pb.CABundle)
+		routeTemplate(c, "AcmeServer", config.NewACMECA("PebbleProxied", acmeSettings(proxy.DirectoryURL, proxy.Bundle)))
+		c.Worker.MaxRetry = 1
+	})
+	proxy.busyDownloads.Store(1)
+	proxy.busyFor.Store(2)
+	csr, key := testutil.CSR(t, "retired.certflow.test", "retired.certflow.test")
+	id := submitAsync(t, cf, testutil.EnrollBody(csr, map[string]any{"Template": "AcmeServer", "IncludeChain": true}), alice)
+	pollUntil(t, cf, id, "the request to wait for its certificate's download", waitingForCA("PebbleProxied", "rate limited"), neverSettledOrIssued(t, id))
+	first := recordedOrderURL(t, cf, id)
+
+	rdb := cf.Redis.(*redis.Client)
+	lock := fmt.Sprintf("%s:request:{%d}:issue-lock", cf.Prefix, id)
+	if err := rdb.Set(context.Background(), lock, "someone else", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r := settled(t, cf, id)
+	if r.Disposition != store.Failed {
+		t.Fatalf("request %d with its issue lock held: %s %q; want FAILED once its retries ran out", id, r.Disposition, r.Message)
+	}
+	if n := len(proxy.leaves()); n != 0 {
+		t.Fatalf("%d certificates downloaded before the restart", n)
+	}
+	rdb.Del(context.Background(), lock)
+
+	if resp := cf.Do(t, "POST", "/Workflow/Instances/"+r.Instance.ID+"/Restart", nil); resp.Status != http.StatusNoContent {
+		t.Fatalf("restart: %d %s", resp.Status, resp.Body)
+	}
+	st := pollUntil(t, cf, id, "the restarted request to settle", final, nil)
+	chain := issuedChain(t, st, key, pb.Roots(t)[0], "retired.certflow.test")
+	leaves := proxy.leaves()
+	if len(leaves) != 2 || !leaves[1].Equal(chain[0]) {
+		t.Fatalf("%d certificates downloaded; want the retired order's, then the released one", len(leaves))
+	}
+	if status, reason := pb.CertStatus(t, leaves[0].SerialNumber.Text(16)); status != "Revoked" || reason != 5 {
+		t.Fatalf("the retired order's certificate is %q (reason %d) at the CA; want Revoked, cessationOfOperation", status, reason)
+	}
+	if status, _ := pb.CertStatus(t, chain[0].SerialNumber.Text(16)); status != "Valid" {
+		t.Fatalf("the released certificate is %q at the CA; want Valid", status)
+	}
+	if again := recordedOrderURL(t, cf, id); again == first {
+		t.Fatalf("the restarted request's order is the retired one, %s", first)
+	}
+	if _, retired, _ := store.New(rdb, cf.Prefix).OrderOf(context.Background(), id); retired != nil {
+		t.Fatalf("the retired order is still recorded: %s", retired)
+	}
 }

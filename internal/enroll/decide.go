@@ -258,8 +258,8 @@ func (s *Service) Restart(ctx context.Context, caller *Caller, instanceID string
 		q.Generation++ // a fresh task, whatever asynq keeps of the failed one
 		// An order with an external CA that failed the request (invalid,
 		// timed out, refused at finalize) is not looked at again: the
-		// issue step places a new one.
-		q.ForgetOrder()
+		// issue step gives it up and places a new one.
+		q.RetireOrder()
 		return nil
 	}, workflow.ErrTransition, "only a failed instance can be restarted")
 	if err != nil {

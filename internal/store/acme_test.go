@@ -79,13 +79,22 @@ func TestHTTP01Answers(t *testing.T) {
 }
 
 // An order is recorded only under the request's issue claim, the first
-// record only once; ForgetOrder drops it with the record's save, and
-// only if that save wins its compare-and-set.
-func TestAnOrderIsRecordedUnderTheClaimAndForgottenWithTheRecord(t *testing.T) {
+// record only once; RetireOrder moves it aside with the record's save,
+// and only if that save wins its compare-and-set; a look still under way
+// cannot write it back, and a new order's first record drops it.
+func TestAnOrderIsRecordedUnderTheClaimAndRetiredWithTheRecord(t *testing.T) {
 	t.Parallel()
 	s, _, _ := setup(t)
 	ctx := context.Background()
 	r := created(t, s)
+	orders := func() (string, string) {
+		t.Helper()
+		cur, old, err := s.OrderOf(ctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(cur), string(old)
+	}
 	_, claim, err := s.ClaimIssue(ctx, r.ID, nil)
 	if err != nil || claim == nil {
 		t.Fatalf("ClaimIssue = %v, %v", claim, err)
@@ -103,8 +112,8 @@ func TestAnOrderIsRecordedUnderTheClaimAndForgottenWithTheRecord(t *testing.T) {
 	if err := claim.RecordOrder(ctx, []byte("after release"), false); !errors.Is(err, store.ErrBusy) {
 		t.Fatalf("a record after the claim was released: %v; want ErrBusy", err)
 	}
-	if o, err := s.OrderOf(ctx, r.ID); err != nil || string(o) != "moved on" {
-		t.Fatalf("OrderOf = %q, %v; want the last record under the claim", o, err)
+	if cur, old := orders(); cur != "moved on" || old != "" {
+		t.Fatalf("OrderOf = %q, retired %q; want the last record under the claim", cur, old)
 	}
 
 	// A stale copy's save loses: the order stays.
@@ -115,28 +124,34 @@ func TestAnOrderIsRecordedUnderTheClaimAndForgottenWithTheRecord(t *testing.T) {
 	if _, err := s.Update(ctx, r.ID, func(q *store.Request) error { q.Message = "moved"; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	stale.ForgetOrder()
+	stale.RetireOrder()
 	if err := s.Save(ctx, stale); !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("stale save: %v; want ErrConflict", err)
 	}
-	if o, _ := s.OrderOf(ctx, r.ID); string(o) != "moved on" {
-		t.Fatalf("a lost save dropped the order: %q", o)
+	if cur, old := orders(); cur != "moved on" || old != "" {
+		t.Fatalf("a lost save retired the order: %q, retired %q", cur, old)
 	}
-	_, late, err := s.ClaimIssue(ctx, r.ID, nil) // a look still under way
-	if err != nil || late == nil {
-		t.Fatalf("ClaimIssue = %v, %v", late, err)
+	_, look, err := s.ClaimIssue(ctx, r.ID, nil) // a look still under way
+	if err != nil || look == nil {
+		t.Fatalf("ClaimIssue = %v, %v", look, err)
 	}
-	if _, err := s.Update(ctx, r.ID, func(q *store.Request) error { q.ForgetOrder(); return nil }); err != nil {
+	if _, err := s.Update(ctx, r.ID, func(q *store.Request) error { q.RetireOrder(); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if o, err := s.OrderOf(ctx, r.ID); err != nil || o != nil {
-		t.Fatalf("OrderOf after ForgetOrder = %q, %v; want none", o, err)
+	if cur, old := orders(); cur != "" || old != "moved on" {
+		t.Fatalf("after RetireOrder: %q, retired %q; want none, retired the last", cur, old)
 	}
-	// The look's update does not bring the forgotten order back.
-	if err := late.RecordOrder(ctx, []byte("moved on again"), false); !errors.Is(err, store.ErrOrderForgotten) {
-		t.Fatalf("an update of a forgotten order: %v; want ErrOrderForgotten", err)
+	if err := look.RecordOrder(ctx, []byte("moved on again"), false); !errors.Is(err, store.ErrOrderRetired) {
+		t.Fatalf("an update of a retired order: %v; want ErrOrderRetired", err)
 	}
-	if o, _ := s.OrderOf(ctx, r.ID); o != nil {
-		t.Fatalf("a look's update brought the forgotten order back: %q", o)
+	// Another restart before the step ran keeps the retired order.
+	if _, err := s.Update(ctx, r.ID, func(q *store.Request) error { q.RetireOrder(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := look.RecordOrder(ctx, []byte("new"), true); err != nil {
+		t.Fatal(err)
+	}
+	if cur, old := orders(); cur != "new" || old != "" {
+		t.Fatalf("after a new order's first record: %q, retired %q; want the new one alone", cur, old)
 	}
 }

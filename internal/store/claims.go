@@ -248,13 +248,15 @@ func (c *IssueClaim) Extend(ctx context.Context) error {
 
 // recordOrderScript writes a request's order (field o) only while the
 // issue lock is ours; the first record (ARGV[3] = 1) only if none is
-// there, a later one only if one is (a restart may have forgotten it:
-// Request.ForgetOrder). Returns 1 when written, 0 when the lock is not
+// there (and it drops a retired order: the step gave that up first), a
+// later one only if one is (a restart may have retired it:
+// Request.RetireOrder). Returns 1 when written, 0 when the lock is not
 // ours, -1 when an order was recorded first, -2 when the record is gone.
 var recordOrderScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[3] == '1' then
   if redis.call('HSETNX', KEYS[2], 'o', ARGV[2]) == 0 then return -1 end
+  redis.call('HDEL', KEYS[2], 'o:retired')
   return 1
 end
 if redis.call('HEXISTS', KEYS[2], 'o') == 0 then return -2 end
@@ -265,9 +267,9 @@ return 1
 // ErrOrderRecorded: another run recorded an order for the request first.
 var ErrOrderRecorded = errors.New("an order is recorded for the request already")
 
-// ErrOrderForgotten: the order being updated is no longer recorded (a
-// restart forgot it).
-var ErrOrderForgotten = errors.New("the request's order is no longer recorded")
+// ErrOrderRetired: the order being updated is no longer the request's
+// (a restart retired it).
+var ErrOrderRetired = errors.New("the request's order is no longer recorded")
 
 // RecordOrder stores the request's order with an external CA (an opaque
 // record the issue step writes) under the claim: first is the record of a
@@ -288,26 +290,31 @@ func (c *IssueClaim) RecordOrder(ctx context.Context, data []byte, first bool) e
 	case res == -1:
 		return ErrOrderRecorded
 	case res == -2:
-		return ErrOrderForgotten
+		return ErrOrderRetired
 	}
 	return nil
 }
 
-// ForgetOrder has r's next Save drop the order recorded for it
-// (RecordOrder), with the record and only if the record is written: a
-// restarted request asks its CA anew instead of looking again at the
-// order that failed it.
-func (r *Request) ForgetOrder() { r.forgetOrder = true }
+// RetireOrder has r's next Save move the order recorded for it
+// (RecordOrder) aside, with the record and only if the record is written:
+// a restarted request's issue step gives that order up (the one that
+// failed it; the CA may even have issued it) and places a new one, rather
+// than look again at it. The new order's first record drops it.
+func (r *Request) RetireOrder() { r.retireOrder = true }
 
-// OrderOf returns the order recorded for a request (RecordOrder), nil if
-// none is.
-func (s *Store) OrderOf(ctx context.Context, requestID int64) ([]byte, error) {
-	data, err := s.rdb.HGet(ctx, s.keys.request(requestID), "o").Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
-	}
+// OrderOf returns the order recorded for a request (RecordOrder) and the
+// one a restart retired (RetireOrder), each nil if none is, in one round
+// trip.
+func (s *Store) OrderOf(ctx context.Context, requestID int64) (current, retired []byte, err error) {
+	vals, err := s.rdb.HMGet(ctx, s.keys.request(requestID), "o", "o:retired").Result()
 	if err != nil {
-		return nil, fmt.Errorf("load order of request %d: %w", requestID, err)
+		return nil, nil, fmt.Errorf("load order of request %d: %w", requestID, err)
 	}
-	return data, nil
+	field := func(v any) []byte {
+		if str, ok := v.(string); ok {
+			return []byte(str)
+		}
+		return nil
+	}
+	return field(vals[0]), field(vals[1]), nil
 }

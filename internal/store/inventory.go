@@ -168,6 +168,9 @@ type indexEntry struct {
 	member string
 	str    bool
 	hash   bool // a hash field (removal only): the CA's revoked list
+	// retire: a hash field moved aside to <field>:retired (removal only):
+	// a restarted request's order (Request.RetireOrder).
+	retire bool
 	// stream: an event appended to the event log (addition only; score
 	// is the oldest id kept, 0 for no trimming): see events.go.
 	stream bool
@@ -247,7 +250,8 @@ func (o *indexOps) empty() bool { return len(o.adds) == 0 && len(o.removes) == 0
 // encode appends the ops to a script's keys and args: each op names its
 // key and takes three arguments, the op, a score and a member. Ops: z
 // (ZADD), r (ZREM), s (SET), d (DEL if the key holds the member: a
-// thumbprint key is only dropped by its own certificate), h (HDEL), x
+// thumbprint key is only dropped by its own certificate), h (HDEL), m
+// (move a hash field to <field>:retired), x
 // (XADD of an event, trimming ids below the score unless it is 0).
 func (o *indexOps) encode(keys []string, args []any) ([]string, []any) {
 	for _, e := range o.adds {
@@ -265,6 +269,8 @@ func (o *indexOps) encode(keys []string, args []any) ([]string, []any) {
 		switch {
 		case e.str:
 			op = "d"
+		case e.retire:
+			op = "m"
 		case e.hash:
 			op = "h"
 		}
@@ -295,6 +301,9 @@ local function apply(fk, fa, n)
     elseif op == 'r' then redis.call('ZREM', k, m)
     elseif op == 's' then redis.call('SET', k, m)
     elseif op == 'h' then redis.call('HDEL', k, m)
+    elseif op == 'm' then
+      local v = redis.call('HGET', k, m)
+      if v then redis.call('HSET', k, m .. ':retired', v); redis.call('HDEL', k, m) end
     elseif op == 'x' then
       if ARGV[a + 1] ~= '0' then redis.call('XADD', k, 'MINID', '~', ARGV[a + 1], '*', 'e', m)
       else redis.call('XADD', k, '*', 'e', m) end

@@ -99,8 +99,8 @@ type Request struct {
 	EventDepth int `json:"EventDepth,omitempty"`
 	// emit are events the next Save writes with the record (Emit).
 	emit []workflow.Event
-	// forgetOrder: the next Save drops the recorded order (ForgetOrder).
-	forgetOrder bool
+	// retireOrder: the next Save retires the recorded order (RetireOrder).
+	retireOrder bool
 }
 
 // EventRunTrigger is the Trigger of an event-triggered run's record: its

@@ -36,7 +36,7 @@ import (
 // (certificate.issued, …) are among its ops, the record's (a change of
 // disposition, or what the caller queued with Request.Emit) are the last
 // group, applied after the record is written, only if it is; so is the
-// dropping of an order the record forgets (Request.ForgetOrder).
+// retiring of the record's order (Request.RetireOrder).
 // KEYS: request, then the ops' keys; ARGV: expected version, json,
 // channel ("" for none), "id disposition", certificate json ("" for
 // none), the number of the certificate's ops, of the full metadata's,
@@ -229,8 +229,8 @@ func (s *Store) runSave(ctx context.Context, r *Request, data []byte, channel, m
 		certOps.remove(s.certRemovesOf(r))
 	}
 	recordEvents.add(s.eventEntries(recEvents))
-	if r.forgetOrder {
-		recordEvents.remove([]indexEntry{{key: s.keys.request(r.ID), member: "o", hash: true}})
+	if r.retireOrder {
+		recordEvents.remove([]indexEntry{{key: s.keys.request(r.ID), member: "o", retire: true}})
 	}
 	md := r.Metadata()
 	mdEntries := s.keys.metadataEntries(r.ID, md)
@@ -258,7 +258,7 @@ func (s *Store) runSave(ctx context.Context, r *Request, data []byte, channel, m
 	}
 	if res == 1 {
 		r.indexedMeta = md
-		r.emit, r.forgetOrder = nil, false
+		r.emit, r.retireOrder = nil, false
 	}
 	return res, certData, nil
 }
