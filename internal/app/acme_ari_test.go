@@ -9,7 +9,6 @@ import (
 	"github.com/certflow/certflow/internal/config"
 	"github.com/certflow/certflow/internal/store"
 	"github.com/certflow/certflow/internal/testutil"
-	"github.com/certflow/certflow/internal/testutil/acmetest"
 	"github.com/certflow/certflow/workflow"
 )
 
@@ -63,11 +62,7 @@ func TestEventDefinitionsSeeTheACMECAsRenewalAdvice(t *testing.T) {
 // advice and without asking it.
 func TestACAWhoseRenewalInformationStallsIsNotAskedForEveryEvent(t *testing.T) {
 	t.Parallel()
-	var proxy *caProxy
-	cf, _ := pebbleCertflow(t, acmetest.PebbleOptions{}, map[string]string{"advice.yaml": adviceDef}, func(c *config.Config, pb *acmetest.Pebble) {
-		proxy = startCAProxy(t, pb.DirectoryURL, pb.CABundle)
-		routeTemplate(c, "AcmeServer", config.NewACMECA("PebbleProxied", acmeSettings(proxy.DirectoryURL, proxy.Bundle)))
-	})
+	cf, _, proxy := proxiedPebbleCertflow(t, map[string]string{"advice.yaml": adviceDef}, nil)
 	var certs []int64
 	for _, name := range []string{"stalled-ari.certflow.test", "stalled-ari-2.certflow.test"} {
 		csr, _ := testutil.CSR(t, name, name)

@@ -238,6 +238,23 @@ func pebbleCertflow(t *testing.T, opts acmetest.PebbleOptions, defs map[string]s
 	return cf, pb
 }
 
+// proxiedPebbleCertflow is pebbleCertflow (with defs) whose template
+// AcmeServer goes to CA PebbleProxied: Pebble behind a caProxy, with
+// acmeSettings changed by mutate (may be nil).
+func proxiedPebbleCertflow(t *testing.T, defs map[string]string, mutate func(*config.Config, *config.ACME)) (*testutil.Certflow, *acmetest.Pebble, *caProxy) {
+	t.Helper()
+	var proxy *caProxy
+	cf, pb := pebbleCertflow(t, acmetest.PebbleOptions{}, defs, func(c *config.Config, pb *acmetest.Pebble) {
+		proxy = startCAProxy(t, pb.DirectoryURL, pb.CABundle)
+		a := acmeSettings(proxy.DirectoryURL, proxy.Bundle)
+		if mutate != nil {
+			mutate(c, &a)
+		}
+		routeTemplate(c, "AcmeServer", config.NewACMECA("PebbleProxied", a))
+	})
+	return cf, pb, proxy
+}
+
 // submitAsync enrolls without waiting (Prefer: respond-async) and returns
 // the request's id.
 func submitAsync(t *testing.T, cf *testutil.Certflow, body map[string]any, auth string) int64 {

@@ -100,12 +100,7 @@ func recordedOrderURL(t *testing.T, cf *testutil.Certflow, id int64) string {
 // the CA; then a new order issues the request's certificate.
 func TestARestartRevokesTheUnreleasedCertificateOfTheOrderItRetires(t *testing.T) {
 	t.Parallel()
-	var proxy *caProxy
-	cf, pb := pebbleCertflow(t, acmetest.PebbleOptions{}, nil, func(c *config.Config, pb *acmetest.Pebble) {
-		proxy = startCAProxy(t, pb.DirectoryURL, pb.CABundle)
-		routeTemplate(c, "AcmeServer", config.NewACMECA("PebbleProxied", acmeSettings(proxy.DirectoryURL, proxy.Bundle)))
-		c.Worker.MaxRetry = 1
-	})
+	cf, pb, proxy := proxiedPebbleCertflow(t, nil, func(c *config.Config, _ *config.ACME) { c.Worker.MaxRetry = 1 })
 	proxy.busyDownloads.Store(1)
 	proxy.busyFor.Store(2)
 	csr, key := testutil.CSR(t, "retired.certflow.test", "retired.certflow.test")

@@ -229,11 +229,7 @@ func TestACSRTheACMECACannotValidateIsDeniedAtOnce(t *testing.T) {
 // (cessationOfOperation).
 func TestAStopAfterTheCAIssuedRevokesTheCertificateNobodyReceived(t *testing.T) {
 	t.Parallel()
-	var proxy *caProxy
-	cf, pb := pebbleCertflow(t, acmetest.PebbleOptions{}, nil, func(c *config.Config, pb *acmetest.Pebble) {
-		proxy = startCAProxy(t, pb.DirectoryURL, pb.CABundle)
-		routeTemplate(c, "AcmeServer", config.NewACMECA("PebbleProxied", acmeSettings(proxy.DirectoryURL, proxy.Bundle)))
-	})
+	cf, pb, proxy := proxiedPebbleCertflow(t, nil, nil)
 	proxy.busyDownloads.Store(1)
 	csr, _ := testutil.CSR(t, "unreleased.certflow.test", "unreleased.certflow.test")
 	id := submitAsync(t, cf, testutil.EnrollBody(csr, map[string]any{"Template": "AcmeServer"}), alice)
@@ -271,13 +267,7 @@ func TestAStopAfterTheCAIssuedRevokesTheCertificateNobodyReceived(t *testing.T) 
 // the request waits out the CA's two seconds.)
 func TestAnOrderIssuedBeforeItsTimeoutIsReleasedAfterIt(t *testing.T) {
 	t.Parallel()
-	var proxy *caProxy
-	cf, pb := pebbleCertflow(t, acmetest.PebbleOptions{}, nil, func(c *config.Config, pb *acmetest.Pebble) {
-		proxy = startCAProxy(t, pb.DirectoryURL, pb.CABundle)
-		a := acmeSettings(proxy.DirectoryURL, proxy.Bundle)
-		a.OrderTimeout = time.Hour
-		routeTemplate(c, "AcmeServer", config.NewACMECA("PebbleProxied", a))
-	})
+	cf, pb, proxy := proxiedPebbleCertflow(t, nil, func(_ *config.Config, a *config.ACME) { a.OrderTimeout = time.Hour })
 	proxy.busyDownloads.Store(1)
 	proxy.busyFor.Store(2)
 	csr, key := testutil.CSR(t, "late.certflow.test", "late.certflow.test")
