@@ -343,14 +343,14 @@ func (w *Worker) Timeout(ctx context.Context, id, generation int64, step string,
 			// is queued; its id makes this a no-op beside the decider's.
 			wt := r.Instance.Wait
 			return w.Queue.EnqueueResume(ctx, id, r.Instance.ID, wt.Step, wt.Stage, generation)
-		case r.Disposition == store.Running && retried(ctx):
-			// This task's earlier try settled the wait and ran the
-			// request, which asked to be run again (a step postponed:
-			// its issue lock busy, Redis trouble): run it again, as a
-			// run task's retry would, and fail it when retries run out.
+		case r.Disposition == store.Running && retried(ctx) && postponedLook(r, step):
+			// This task's earlier try settled a look at an external CA's
+			// order and ran the request, whose issue step asked to be run
+			// again (its issue lock busy, Redis trouble): run it again, as
+			// a run task's retry would, and fail it when retries run out.
 			// Without this the request would sit RUNNING until the
 			// reconciler's reconcile_after.
-			log.Info("running the request again, as this timeout's earlier try left it")
+			log.Info("running the request again, as this look's earlier try left it")
 			return w.Run(ctx, id, generation)
 		}
 		return nil
@@ -375,6 +375,20 @@ var errStale = errors.New("stale")
 func retried(ctx context.Context) bool {
 	n, _ := queue.RetryInfo(ctx)
 	return n > 0
+}
+
+// postponedLook reports whether the last thing r's instance ran is step,
+// not an approval (an authority wait's step: issue), and it was postponed:
+// what a look's run leaves when it asks to be run again. An approval's
+// timeout never leaves that (it denies or escalates), and neither does a
+// run that moved past the step, such as an approver's resume.
+func postponedLook(r *store.Request, step string) bool {
+	h := r.Instance.History
+	if len(h) == 0 {
+		return false
+	}
+	last := h[len(h)-1]
+	return last.ID == step && last.Uses != workflow.ApprovalStep && last.Outcome == workflow.OutcomeError
 }
 
 // tellEscalated lets the approval step tell its channels that the
