@@ -267,9 +267,15 @@ func (w *Worker) renewalAdvice(ctx context.Context, c *store.Certificate, leaf *
 	case errors.Is(err, ca.ErrNoRenewalInfo):
 		ttl = 24 * time.Hour
 	case err != nil:
-		// A problem about this certificate, or this process stopping,
-		// says nothing of the CA; a CA that stalls or fails does.
-		if _, problem := errors.AsType[*ca.Problem](err); !problem && ctx.Err() == nil {
+		// A CA that stalls, fails or limits the rate is left alone (a
+		// rate limit for as long as it says); a problem about this
+		// certificate, or this process stopping, says nothing of it.
+		later, limited := errors.AsType[*ca.RetryAfterError](err)
+		_, problem := errors.AsType[*ca.Problem](err)
+		switch {
+		case limited:
+			w.adviceQuiet.Store(auth.Name(), time.Now().Add(max(later.After, adviceQuietFor)))
+		case !problem && ctx.Err() == nil:
 			w.adviceQuiet.Store(auth.Name(), time.Now().Add(adviceQuietFor))
 		}
 		w.Log.Warn("renewal information unavailable", "certificate", c.ID, "authority", c.CAName(), "err", err)
