@@ -11,8 +11,8 @@ import (
 )
 
 // RevokeUnreleased is Issue.revokeUnreleased, for the external tests.
-func (is Issue) RevokeUnreleased(ctx context.Context, run *workflow.Run, auth ca.Authority, claim *store.IssueClaim, leaf []byte) {
-	is.revokeUnreleased(ctx, run, auth, claim, leaf)
+func (is Issue) RevokeUnreleased(ctx context.Context, run *workflow.Run, auth ca.Authority, claim *store.IssueClaim, leaf []byte) bool {
+	return is.revokeUnreleased(ctx, run, auth, claim, leaf)
 }
 
 // IssuedBy is issuedBy, for the external tests.

@@ -177,11 +177,15 @@ func (is Issue) issue(ctx context.Context, run *workflow.Run, authority *workflo
 	if err != nil {
 		return workflow.Result{}, err
 	}
-	if rec.Placed.IsZero() && retired.Order.URL != "" {
+	if retired.Order.URL != "" {
 		// A restart retired the order that failed the request: given up
-		// (a certificate the CA issued for it revoked) before the request
-		// asks anew; the new order's first record drops it.
-		is.abandon(ctx, run, retired, claim)
+		// (a certificate the CA issued for it revoked), then dropped; if
+		// the CA cannot be told now, the next look tries again.
+		if is.abandon(ctx, run, retired, claim) {
+			if err := claim.DropRetiredOrder(ctx); err != nil {
+				run.Log.Warn("gave the retired order up, but could not drop its record; the next look tries again", "err", err)
+			}
+		}
 	}
 	p, err := is.prepare(ctx, run, authority, validity, rec.Authority)
 	if err != nil {

@@ -160,18 +160,19 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 
 // abandon gives the recorded order up at its CA (ca.Abandoner), best
 // effort: the request will not wait for it any longer. The CA may have
-// issued the order's certificate meanwhile (revokeUnreleased).
-func (is Issue) abandon(ctx context.Context, run *workflow.Run, rec orderRecord, claim *store.IssueClaim) {
+// issued the order's certificate meanwhile (revokeUnreleased). It reports
+// whether nothing is left to do at the CA (false: try again later).
+func (is Issue) abandon(ctx context.Context, run *workflow.Run, rec orderRecord, claim *store.IssueClaim) (done bool) {
 	if rec.Order.URL == "" || is.CAs == nil {
-		return
+		return true
 	}
 	auth, ok := is.CAs.Get(rec.Authority)
 	if !ok {
-		return
+		return true // a CA no longer configured: nobody to tell
 	}
 	a, ok := auth.(ca.Abandoner)
 	if !ok {
-		return
+		return true
 	}
 	timeout := store.IssueLockTTL / 2
 	if c, ok := is.Config.CA(rec.Authority); ok && c.ACME != nil {
@@ -181,14 +182,13 @@ func (is Issue) abandon(ctx context.Context, run *workflow.Run, rec orderRecord,
 	defer cancel()
 	order := redact.URL(rec.Order.URL)
 	leaf, err := a.Abandon(actx, rec.Order)
-	if leaf != nil {
-		is.revokeUnreleased(actx, run, auth, claim, leaf, "authority", rec.Authority, "order", order)
-	}
+	done = leaf == nil || is.revokeUnreleased(actx, run, auth, claim, leaf, "authority", rec.Authority, "order", order)
 	if err != nil {
 		run.Log.Warn("could not give the order up at its CA", "authority", rec.Authority, "order", order, "err", err)
-		return
+		return false
 	}
 	run.Log.Info("order given up at its CA", "authority", rec.Authority, "order", order)
+	return done
 }
 
 // revokeUnreleased revokes at its CA (cessationOfOperation) the
@@ -199,32 +199,34 @@ func (is Issue) abandon(ctx context.Context, run *workflow.Run, rec orderRecord,
 // requests with one CSR may share a leaf), and the request's issue claim
 // must still be the caller's right before the revocation (claim.Extend:
 // the lock never lapsed, so nobody released it meanwhile). Otherwise it
-// is left alone.
-func (is Issue) revokeUnreleased(ctx context.Context, run *workflow.Run, auth ca.Authority, claim *store.IssueClaim, leaf []byte, logArgs ...any) {
+// is left alone. It reports whether that is settled: false when it could
+// not be decided or revoked now (worth trying again).
+func (is Issue) revokeUnreleased(ctx context.Context, run *workflow.Run, auth ca.Authority, claim *store.IssueClaim, leaf []byte, logArgs ...any) (settled bool) {
 	log := run.Log.With(logArgs...)
 	r, ok := auth.(ca.RemoteRevoker)
 	if !ok {
 		log.Warn("the CA issued the given-up order's certificate, and cannot be asked to revoke it")
-		return
+		return true
 	}
 	cert, err := x509.ParseCertificate(leaf)
 	if err != nil || run.CSR == nil || !pki.SamePublicKey(cert.PublicKey, run.CSR.PublicKey) {
 		log.Warn("the given-up order's certificate is not for the request's key; not revoked")
-		return
+		return true
 	}
 	if _, err := is.Store.CertificateByThumbprint(ctx, pki.Thumbprint(leaf)); !errors.Is(err, store.ErrNotFound) {
 		log.Warn("the given-up order's certificate is in the inventory, or the inventory cannot say; not revoked", "err", err)
-		return
+		return err == nil
 	}
 	if claim == nil || claim.Extend(ctx) != nil {
 		log.Warn("the CA issued the given-up order's certificate; not revoked, as the request's issue lock is not this worker's and another may be releasing it")
-		return
+		return false
 	}
 	if err := r.RevokeAtCA(ctx, leaf, revocationReasons["cessationofoperation"]); err != nil {
 		log.Error("the CA issued the given-up order's certificate, which certflow never released, and it could not be revoked", "err", err)
-		return
+		return false
 	}
 	log.Warn("the CA issued the given-up order's certificate, which certflow never released; revoked at the CA")
+	return true
 }
 
 // record writes the order record under the claim.

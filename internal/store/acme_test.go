@@ -81,7 +81,7 @@ func TestHTTP01Answers(t *testing.T) {
 // An order is recorded only under the request's issue claim, the first
 // record only once; RetireOrder moves it aside with the record's save,
 // and only if that save wins its compare-and-set; a look still under way
-// cannot write it back, and a new order's first record drops it.
+// cannot write it back, and it stays until dropped under the claim.
 func TestAnOrderIsRecordedUnderTheClaimAndRetiredWithTheRecord(t *testing.T) {
 	t.Parallel()
 	s, _, _ := setup(t)
@@ -151,7 +151,22 @@ func TestAnOrderIsRecordedUnderTheClaimAndRetiredWithTheRecord(t *testing.T) {
 	if err := look.RecordOrder(ctx, []byte("new"), true); err != nil {
 		t.Fatal(err)
 	}
+	if cur, old := orders(); cur != "new" || old != "moved on" {
+		t.Fatalf("after a new order's first record: %q, retired %q; want both", cur, old)
+	}
+	// The retired order is dropped once given up, only under the claim.
+	look.Release(ctx)
+	if err := look.DropRetiredOrder(ctx); !errors.Is(err, store.ErrBusy) {
+		t.Fatalf("a drop after the claim was released: %v; want ErrBusy", err)
+	}
+	_, again, err := s.ClaimIssue(ctx, r.ID, nil)
+	if err != nil || again == nil {
+		t.Fatalf("ClaimIssue = %v, %v", again, err)
+	}
+	if err := again.DropRetiredOrder(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if cur, old := orders(); cur != "new" || old != "" {
-		t.Fatalf("after a new order's first record: %q, retired %q; want the new one alone", cur, old)
+		t.Fatalf("after the drop: %q, retired %q; want the new one alone", cur, old)
 	}
 }

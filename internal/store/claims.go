@@ -248,15 +248,13 @@ func (c *IssueClaim) Extend(ctx context.Context) error {
 
 // recordOrderScript writes a request's order (field o) only while the
 // issue lock is ours; the first record (ARGV[3] = 1) only if none is
-// there (and it drops a retired order: the step gave that up first), a
-// later one only if one is (a restart may have retired it:
+// there, a later one only if one is (a restart may have retired it:
 // Request.RetireOrder). Returns 1 when written, 0 when the lock is not
 // ours, -1 when an order was recorded first, -2 when the record is gone.
 var recordOrderScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[3] == '1' then
   if redis.call('HSETNX', KEYS[2], 'o', ARGV[2]) == 0 then return -1 end
-  redis.call('HDEL', KEYS[2], 'o:retired')
   return 1
 end
 if redis.call('HEXISTS', KEYS[2], 'o') == 0 then return -2 end
@@ -299,8 +297,30 @@ func (c *IssueClaim) RecordOrder(ctx context.Context, data []byte, first bool) e
 // (RecordOrder) aside, with the record and only if the record is written:
 // a restarted request's issue step gives that order up (the one that
 // failed it; the CA may even have issued it) and places a new one, rather
-// than look again at it. The new order's first record drops it.
+// than look again at it; once the order is given up, DropRetiredOrder.
 func (r *Request) RetireOrder() { r.retireOrder = true }
+
+// dropRetiredScript drops a request's retired order while the issue lock
+// is ours: 1 when the lock is ours, 0 otherwise.
+var dropRetiredScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HDEL', KEYS[2], 'o:retired')
+return 1
+`)
+
+// DropRetiredOrder forgets the request's retired order (RetireOrder),
+// once the issue step gave it up, under the claim: ErrBusy if the lock is
+// no longer ours (then a restart may have retired another since).
+func (c *IssueClaim) DropRetiredOrder(ctx context.Context) error {
+	ok, err := dropRetiredScript.Run(ctx, c.s.rdb, []string{c.key, c.s.keys.request(c.requestID)}, c.token).Int()
+	switch {
+	case err != nil:
+		return fmt.Errorf("drop retired order of request %d: %w", c.requestID, err)
+	case ok == 0:
+		return ErrBusy
+	}
+	return nil
+}
 
 // OrderOf returns the order recorded for a request (RecordOrder) and the
 // one a restart retired (RetireOrder), each nil if none is, in one round
