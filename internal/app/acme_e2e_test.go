@@ -10,6 +10,7 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -596,20 +597,50 @@ func TestApprovalGatedEnrollmentThroughPebble(t *testing.T) {
 		}
 	})
 
-	t.Run("a SAN the CSR does not carry", func(t *testing.T) {
-		csr, _ := testutil.CSR(t, "san.certflow.test", "san.certflow.test")
-		resp, er := enroll(t, cf, testutil.EnrollBody(csr, map[string]any{
-			"Template": "AcmeServer", "SANs": map[string]any{"dns": []string{"san.certflow.test", "extra.certflow.test"}},
-		}), "Authorization", alice)
-		info := er.CertificateInformation
-		if resp.Status != http.StatusOK || info.RequestDisposition != "DENIED" || !strings.Contains(info.DispositionMessage, "extra.certflow.test") ||
-			!strings.Contains(info.DispositionMessage, "Pebble") {
-			t.Fatalf("enroll: %d %s; want DENIED naming the added SAN", resp.Status, resp.Body)
-		}
-		if o := orderOf(t, cf, info.KeyfactorRequestId); o != nil {
-			t.Fatalf("an order was placed for the denied request: %s", o)
-		}
-	})
+	// What an ACME CA would certify beyond what policy checked, or cannot
+	// certify as asked, is refused before any order: SANs the body adds
+	// (a DNS name, an IP), e-mail and URI SANs in the body or the CSR, and
+	// a second CN hidden in the subject.
+	for _, tc := range []struct {
+		name string
+		csr  csrSpec
+		sans map[string]any
+		want string // in the refusal: a DENIED message, or a 400's
+	}{
+		{"a SAN the CSR does not carry", csrSpec{cn: "san.certflow.test", dns: []string{"san.certflow.test"}},
+			map[string]any{"dns": []string{"san.certflow.test", "extra.certflow.test"}}, "extra.certflow.test"},
+		{"an IP the CSR does not carry", csrSpec{cn: "ip.certflow.test", dns: []string{"ip.certflow.test"}},
+			map[string]any{"dns": []string{"ip.certflow.test"}, "ip4": []string{"192.0.2.9"}}, "192.0.2.9"},
+		{"an e-mail SAN in the body", csrSpec{cn: "mail.certflow.test", dns: []string{"mail.certflow.test"}},
+			map[string]any{"dns": []string{"mail.certflow.test"}, "rfc822": []string{"ceo@certflow.test"}}, "ceo@certflow.test"},
+		{"a URI SAN in the body", csrSpec{cn: "uri.certflow.test", dns: []string{"uri.certflow.test"}},
+			map[string]any{"dns": []string{"uri.certflow.test"}, "uri": []string{"https://evil.certflow.test/"}}, "https://evil.certflow.test/"},
+		{"an e-mail SAN in the CSR", csrSpec{cn: "mail2.certflow.test", dns: []string{"mail2.certflow.test"}, emails: []string{"cfo@certflow.test"}},
+			nil, "cfo@certflow.test"},
+		{"a URI SAN in the CSR", csrSpec{cn: "uri2.certflow.test", dns: []string{"uri2.certflow.test"}, uris: []string{"spiffe://certflow.test/x"}},
+			nil, "spiffe://certflow.test/x"},
+		{"a second CN", csrSpec{names: []pkix.AttributeTypeAndValue{{Type: oidCN, Value: "victim.example.org"}, {Type: oidCN, Value: "cn2.certflow.test"}}, dns: []string{"cn2.certflow.test"}},
+			nil, "CN appears more than once"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := testutil.EnrollBody(tc.csr.der(t), map[string]any{"Template": "AcmeServer"})
+			if tc.sans != nil {
+				body["SANs"] = tc.sans
+			}
+			resp, er := enroll(t, cf, body, "Authorization", alice)
+			info := er.CertificateInformation
+			denied := resp.Status == http.StatusOK && info.RequestDisposition == "DENIED" && strings.Contains(info.DispositionMessage, tc.want)
+			refused := resp.Status == http.StatusBadRequest && strings.Contains(string(resp.Body), tc.want)
+			if !denied && !refused {
+				t.Fatalf("enroll: %d %s; want it refused or DENIED naming %s", resp.Status, resp.Body, tc.want)
+			}
+			if id := info.KeyfactorRequestId; id > 0 {
+				if o := orderOf(t, cf, id); o != nil {
+					t.Fatalf("an order was placed for the refused request: %s", o)
+				}
+			}
+		})
+	}
 }
 
 // A CA that answers 500, then one that stalls (accepts the request and
