@@ -119,39 +119,39 @@ func TestAHostileCAsAuthorizationsAreRefused(t *testing.T) {
 	ctx := context.Background()
 	req := request(t, "www.certflow.test", "www.certflow.test")
 
-	t.Run("an authorization for another name", func(t *testing.T) {
-		h := startHostileCA(t, 1, func(int) string { return "victim.example.org" })
-		p := &recordingPresenter{}
-		a := h.open(t, e, p)
-		o, err := a.Place(ctx, req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = a.Advance(ctx, req, o)
-		if _, ok := err.(*ca.Problem); !ok || !strings.Contains(err.Error(), "victim.example.org") {
-			t.Fatalf("Advance: %v; want the CA's order refused, naming victim.example.org", err)
-		}
-		if len(p.names) != 0 {
-			t.Fatalf("presented records for %v, which the request did not ask for", p.names)
-		}
-	})
-
-	t.Run("thousands of authorizations", func(t *testing.T) {
-		h := startHostileCA(t, 5000, func(int) string { return "www.certflow.test" })
-		p := &recordingPresenter{}
-		a := h.open(t, e, p)
-		o, err := a.Place(ctx, req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = a.Advance(ctx, req, o)
-		if _, ok := err.(*ca.Problem); !ok || !strings.Contains(err.Error(), "5000 authorizations") {
-			t.Fatalf("Advance: %v; want the order refused for its 5000 authorizations", err)
-		}
-		if n := h.authzGets.Load(); n > 1 || len(p.names) > 1 {
-			t.Fatalf("fetched %d authorizations and presented %d records for a one-name request", n, len(p.names))
-		}
-	})
+	for _, tc := range []struct {
+		name   string
+		authzs int
+		named  func(int) string
+		want   string // in the problem
+		// maxSeen bounds the authorizations fetched and records presented.
+		maxSeen int
+	}{
+		{"an authorization for another name", 1, func(int) string { return "victim.example.org" }, "victim.example.org", 1},
+		{"thousands of authorizations", 5000, func(int) string { return "www.certflow.test" }, "5000 authorizations", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := startHostileCA(t, tc.authzs, tc.named)
+			p := &recordingPresenter{}
+			a := h.open(t, e, p)
+			o, err := a.Place(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = a.Advance(ctx, req, o)
+			if _, ok := err.(*ca.Problem); !ok || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Advance: %v; want the CA's order refused, naming %s", err, tc.want)
+			}
+			for _, n := range p.names {
+				if n != "www.certflow.test" {
+					t.Fatalf("presented records for %v, which the request did not ask for", p.names)
+				}
+			}
+			if n := h.authzGets.Load(); n > int64(tc.maxSeen) || len(p.names) > tc.maxSeen {
+				t.Fatalf("fetched %d authorizations and presented %d records for a one-name request", n, len(p.names))
+			}
+		})
+	}
 }
 
 // A CA cannot send certflow's account-signed requests anywhere else than
