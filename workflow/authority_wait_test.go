@@ -30,6 +30,17 @@ func authorityCatalog(f *fakes, looks int) workflow.Catalog {
 	return c
 }
 
+// authorityDef is a definition of the given steps whose step "ca" waits
+// for its authority looks times (authorityCatalog).
+func authorityDef(t *testing.T, f *fakes, looks int, steps ...string) *workflow.Definition {
+	t.Helper()
+	def, err := workflow.Parse("ext.yaml", yamlLines(append([]string{`name: ext`, `trigger: event:x`, `steps:`}, steps...)...), authorityCatalog(f, looks))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return def
+}
+
 // An authority wait runs its step again when its time comes (the timeout
 // marks it due), keeps one timeline entry for the whole wait, counts the
 // looks in its stage (each look's timer is its own task), and no person
@@ -37,10 +48,7 @@ func authorityCatalog(f *fakes, looks int) workflow.Catalog {
 func TestAnAuthorityWaitRunsItsStepAgainWhenDue(t *testing.T) {
 	t.Parallel()
 	f := &fakes{}
-	def, err := workflow.Parse("ext.yaml", yamlLines(`name: ext`, `trigger: event:x`, `steps:`, `  - id: before`, `    uses: record`, `  - id: issue`, `    uses: ca`, `  - id: after`, `    uses: record`), authorityCatalog(f, 2))
-	if err != nil {
-		t.Fatal(err)
-	}
+	def := authorityDef(t, f, 2, `  - id: before`, `    uses: record`, `  - id: issue`, `    uses: ca`, `  - id: after`, `    uses: record`)
 	e := newEngine()
 	inst := started(t, e, def)
 	cp := &checkpoints{}
@@ -95,10 +103,7 @@ func TestAnAuthorityWaitRunsItsStepAgainWhenDue(t *testing.T) {
 func TestAStoppedAuthorityWaitIsRejected(t *testing.T) {
 	t.Parallel()
 	f := &fakes{}
-	def, err := workflow.Parse("ext.yaml", yamlLines(`name: ext`, `trigger: event:x`, `steps:`, `  - id: issue`, `    uses: ca`), authorityCatalog(f, 5))
-	if err != nil {
-		t.Fatal(err)
-	}
+	def := authorityDef(t, f, 5, `  - id: issue`, `    uses: ca`)
 	e := newEngine()
 	inst := started(t, e, def)
 	cp := &checkpoints{}
