@@ -435,20 +435,6 @@ func TestEnrollmentThroughStepCAByDNS01Hook(t *testing.T) {
 	}
 }
 
-// acmeGatedDef: enrollments with template AcmeGated wait for an
-// approver before the issue step orders from the CA.
-const acmeGatedDef = `name: acme-gated
-trigger: enrollment
-match: request.Template == "AcmeGated"
-priority: 10
-steps:
-  - id: approve
-    uses: approval
-    with: {roles: [approver]}
-  - id: issue
-    uses: issue
-`
-
 // orderOf is the order recorded for request id (the request's `o`
 // field), nil when none is.
 func orderOf(t *testing.T, cf *testutil.Certflow, id int64) []byte {
@@ -484,7 +470,7 @@ func TestApprovalGatedEnrollmentThroughPebble(t *testing.T) {
 	var proxy *caProxy
 	const secretQuery = "?token=not-for-listing"
 	cf, pb := pebbleCertflow(t, acmetest.PebbleOptions{DomainBlocklist: []string{"blocked.certflow.test"}},
-		map[string]string{"acme-gated.yaml": acmeGatedDef},
+		map[string]string{"acme-gated.yaml": approvalGatedDef("acme-gated", "AcmeGated")},
 		func(c *config.Config, pb *acmetest.Pebble) {
 			proxy = startCAProxy(t, pb.DirectoryURL, pb.CABundle)
 			routeTemplate(c, "AcmeGated", config.NewACMECA("PebbleGated", acmeSettings(proxy.DirectoryURL+secretQuery, proxy.Bundle)))

@@ -53,13 +53,16 @@ func newKey(t *testing.T) crypto.Signer {
 	return k
 }
 
-// Definitions the renewal policy tests add to the shipped ones: template
-// Gated's enrollments wait for an approver; template Strict's refuse
-// names under corp.internal.
-const (
-	gatedTemplateDef = `name: gated-template
+// gatedTemplateDef, which the renewal policy tests add to the shipped
+// definitions: template Gated's enrollments wait for an approver.
+var gatedTemplateDef = approvalGatedDef("gated-template", "Gated")
+
+// approvalGatedDef is a definition, name, under which enrollments with
+// template wait for an approver before the issue step.
+func approvalGatedDef(name, template string) string {
+	return `name: ` + name + `
 trigger: enrollment
-match: request.Template == "Gated"
+match: request.Template == "` + template + `"
 priority: 10
 steps:
   - id: approve
@@ -68,6 +71,11 @@ steps:
   - id: issue
     uses: issue
 `
+}
+
+// More definitions the renewal policy tests add to the shipped ones:
+// template Strict's enrollments refuse names under corp.internal.
+const (
 	// A revocation for affiliationChanged waits for an approver.
 	gatedRevocationDef = `name: revocation-gated
 trigger: revocation
