@@ -183,11 +183,8 @@ auth:
     - {name: bob, token: bob-token, roles: [approver]}
 `, prefix, httpPort, proxy.URL, pb.CABundle)
 	os.WriteFile(filepath.Join(dir, "certflow.yaml"), []byte(cfg), 0o600)
-	env, port := splitEnv(t, dir)
-	_, apiLogs := startProcess(t, dir, env, "api")
+	env, base := startAPI(t, dir)
 	victim, victimLogs := startProcess(t, dir, env, "worker")
-	waitForText(t, apiLogs, "listening on")
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 
 	csr, key := testutil.CSR(t, "crash.acme.test", "crash.acme.test")
 	r := testutil.Do(t, base, "POST", "/Enrollment/CSR", testutil.EnrollBody(csr, map[string]any{"Template": "AcmeServer"}),

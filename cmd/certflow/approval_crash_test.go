@@ -64,11 +64,8 @@ auth:
     - {name: dave, token: dave-token, roles: [approver]}
 `, prefix)
 	os.WriteFile(filepath.Join(dir, "certflow.yaml"), []byte(cfg), 0o600)
-	var port int
-	env, port = splitEnv(t, dir)
-	_, apiLogs := startProcess(t, dir, env, "api")
-	waitForText(t, apiLogs, "listening on")
-	return dir, env, fmt.Sprintf("http://127.0.0.1:%d", port)
+	env, base = startAPI(t, dir)
+	return dir, env, base
 }
 
 func getApproval(t *testing.T, base, loc string) approvalStatus {

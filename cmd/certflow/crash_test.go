@@ -87,12 +87,9 @@ auth:
     - {name: alice, token: alice-token, roles: [requester]}
 `, prefix)
 	os.WriteFile(filepath.Join(dir, "certflow.yaml"), []byte(cfg), 0o600)
-	env, port := splitEnv(t, dir)
-	_, apiLogs := startProcess(t, dir, env, "api")
+	env, base := startAPI(t, dir)
 	victim, victimLogs := startProcess(t, dir, env, "worker")
-	waitForText(t, apiLogs, "listening on")
 
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	csr, _ := testutil.CSR(t, "crash.example.com")
 	r := testutil.Do(t, base, "POST", "/Enrollment/CSR", testutil.EnrollBody(csr, nil),
 		"x-certificateformat", "PEM", "Authorization", "Bearer alice-token", "Prefer", "respond-async")

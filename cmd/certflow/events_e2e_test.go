@@ -163,19 +163,16 @@ auth:
     - {name: cmdb, token: cmdb-token, roles: [event-publisher]}
 `, prefix, secretText, sm.Addr, sm.From, sm.Username, sm.Password, sm.TLS, sm.CAFile, config.DefaultCAName)
 	os.WriteFile(filepath.Join(dir, "certflow.yaml"), []byte(cfg), 0o600)
-	env, port := splitEnv(t, dir)
-	_, apiLogs := startProcess(t, dir, env, "api")
+	env, base := startAPI(t, dir)
 	var workers []e2eWorker
 	for i := 0; i < 3; i++ {
 		cmd, logs := startProcess(t, dir, env, "worker")
 		workers = append(workers, e2eWorker{cmd, logs})
 	}
-	waitForText(t, apiLogs, "listening on")
 	for _, w := range workers {
 		waitForText(t, w.logs, "certflow worker running")
 	}
 	allUp := time.Now()
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	st := store.New(rdb, prefix)
 	call := func(method, path string, body any, token string) *testutil.Response {
 		t.Helper()

@@ -393,6 +393,18 @@ func splitEnv(t *testing.T, dir string) (env []string, port int) {
 	return env, port
 }
 
+// startAPI starts an api process of a split deployment of dir (splitEnv)
+// and waits until it listens: the environment of the deployment's other
+// processes, and the API's base URL. Workers start after it; they need
+// not wait for it.
+func startAPI(t *testing.T, dir string) (env []string, base string) {
+	t.Helper()
+	env, port := splitEnv(t, dir)
+	_, apiLogs := startProcess(t, dir, env, "api")
+	waitForText(t, apiLogs, "listening on")
+	return env, fmt.Sprintf("http://127.0.0.1:%d", port)
+}
+
 func startProcess(t *testing.T, dir string, env []string, args ...string) (*exec.Cmd, *testutil.SyncBuffer) {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
