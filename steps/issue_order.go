@@ -77,14 +77,14 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 	// (processing, or valid with the certificate still to fetch) gets
 	// finishGrace more: given up then, the certificate the CA issues a
 	// moment later would be neither released nor revoked.
-	deadline := func(status string) time.Time {
+	deadline := func(finishing bool) time.Time {
 		d := rec.Placed.Add(acfg.OrderTimeout)
-		if status == "processing" || status == "valid" {
+		if finishing {
 			d = d.Add(max(acfg.MaxPollInterval, finishGrace))
 		}
 		return d
 	}
-	late := now.After(deadline(""))
+	late := now.After(deadline(false))
 	timedOut := func() (workflow.Result, *store.Certificate, error) {
 		is.abandon(ctx, run, rec, claim)
 		return workflow.Result{}, nil, workflow.Permanent(fmt.Errorf("certificate authority %s did not issue within %s (order_timeout) of being asked (order %s)",
@@ -103,7 +103,7 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 		placed, err := o.Place(pctx, p.req)
 		cancel()
 		if err != nil {
-			res, cert, err := is.orderTrouble(run, p, rec.Placed, deadline(""), err)
+			res, cert, err := is.orderTrouble(run, p, rec.Placed, deadline(false), err)
 			if first && res.Suspend != nil {
 				// The request waits: when asking began, for the next
 				// try's wait and timeout (a refusal records nothing).
@@ -130,9 +130,9 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 	actx, cancel := context.WithTimeout(ctx, min(4*acfg.Timeout, store.IssueLockTTL*3/4))
 	prog, err := o.Advance(actx, p.req, rec.Order)
 	cancel()
-	late = now.After(deadline(prog.Status))
+	late = now.After(deadline(prog.Finishing))
 	if err != nil {
-		res, cert, err := is.orderTrouble(run, p, rec.Placed, deadline(prog.Status), err)
+		res, cert, err := is.orderTrouble(run, p, rec.Placed, deadline(prog.Finishing), err)
 		if late && res.Suspend != nil {
 			return timedOut()
 		}
@@ -148,7 +148,7 @@ func (is Issue) order(ctx context.Context, run *workflow.Run, claim *store.Issue
 		if late {
 			return timedOut()
 		}
-		return waitForAuthority(p, prog.Status, rec.Placed, deadline(prog.Status), prog.RetryAfter), nil, nil
+		return waitForAuthority(p, prog.Status, rec.Placed, deadline(prog.Finishing), prog.RetryAfter), nil, nil
 	}
 	if err := issuedForCSR(prog.Issued, run.CSR); err != nil {
 		// Never released: a certificate that is not the request's.

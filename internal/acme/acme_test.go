@@ -109,8 +109,8 @@ func driveSeen(t *testing.T, a *acme.Authority, req *ca.Request, o ca.Order, see
 // roots.
 func checkIssued(t *testing.T, p ca.Progress, req *ca.Request, roots *x509.CertPool, names ...string) {
 	t.Helper()
-	if p.Status != "valid" || p.Issued == nil {
-		t.Fatalf("progress %+v: want valid and issued", p)
+	if p.Status != "valid" || p.Issued == nil || !p.Finishing {
+		t.Fatalf("progress %+v: want valid, issued and finishing", p)
 	}
 	csr, _ := x509.ParseCertificateRequest(req.CSR)
 	leaf := p.Issued.Leaf
@@ -299,8 +299,8 @@ func TestAnotherProcessResumesTheOrderWithoutPresentingAgain(t *testing.T) {
 	if err != nil {
 		t.Fatalf("first Advance: %v", err)
 	}
-	if p.Status != "pending" || p.Issued != nil || p.RetryAfter <= 0 || p.RetryAfter > cfg.DNS.PropagationDelay {
-		t.Fatalf("first Advance: %+v; want pending, asked again within the propagation delay", p)
+	if p.Status != "pending" || p.Issued != nil || p.Finishing || p.RetryAfter <= 0 || p.RetryAfter > cfg.DNS.PropagationDelay {
+		t.Fatalf("first Advance: %+v; want pending (not finishing), asked again within the propagation delay", p)
 	}
 	// The first process "crashes"; another, with its own Authority on the
 	// same Redis, resumes the recorded order.

@@ -164,6 +164,7 @@ func (a *Authority) place(ctx context.Context, req *ca.Request) (ca.Order, error
 func (a *Authority) Advance(ctx context.Context, req *ca.Request, o ca.Order) (ca.Progress, error) {
 	p, err := a.advance(ctx, req, o)
 	a.forgetLostAccount(ctx, err)
+	p.Finishing = p.Status == legoacme.StatusProcessing || p.Status == legoacme.StatusValid
 	return p, err
 }
 

@@ -61,6 +61,10 @@ type Progress struct {
 	// Status is the CA's word for the order's state (ACME: pending, ready,
 	// processing, valid).
 	Status string
+	// Finishing: the CA has the order finalized and is issuing, or has
+	// issued, its certificate (ACME: processing, valid). Given up now, the
+	// certificate would come to be neither released nor revoked.
+	Finishing bool
 	// Issued is the certificate, once the CA issued it. Its leaf's public
 	// key is the request's, checked by the Orderer.
 	Issued *Issued
