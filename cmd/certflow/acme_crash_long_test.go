@@ -187,12 +187,7 @@ auth:
 	victim, victimLogs := startProcess(t, dir, env, "worker")
 
 	csr, key := testutil.CSR(t, "crash.acme.test", "crash.acme.test")
-	r := testutil.Do(t, base, "POST", "/Enrollment/CSR", testutil.EnrollBody(csr, map[string]any{"Template": "AcmeServer"}),
-		"x-certificateformat", "PEM", "Authorization", "Bearer alice-token", "Prefer", "respond-async")
-	if r.Status != http.StatusAccepted {
-		t.Fatalf("submit: %d %s", r.Status, r.Body)
-	}
-	loc := r.Header.Get("Location")
+	loc := submitBodyAsync(t, base, testutil.EnrollBody(csr, map[string]any{"Template": "AcmeServer"}))
 	select {
 	case <-proxy.held:
 	case <-time.After(60 * time.Second):

@@ -107,10 +107,19 @@ func postApproval(t *testing.T, base, instance string) {
 	}
 }
 
+// submitAsync enrolls a fresh CSR named cn as alice (Prefer:
+// respond-async) and returns the request's Location.
 func submitAsync(t *testing.T, base, cn string) string {
 	t.Helper()
 	csr, _ := testutil.CSR(t, cn)
-	r := testutil.Do(t, base, "POST", "/Enrollment/CSR", testutil.EnrollBody(csr, nil),
+	return submitBodyAsync(t, base, testutil.EnrollBody(csr, nil))
+}
+
+// submitBodyAsync posts an enrollment body as alice (Prefer:
+// respond-async) and returns the request's Location.
+func submitBodyAsync(t *testing.T, base string, body map[string]any) string {
+	t.Helper()
+	r := testutil.Do(t, base, "POST", "/Enrollment/CSR", body,
 		"x-certificateformat", "PEM", "Authorization", "Bearer alice-token", "Prefer", "respond-async")
 	if r.Status != http.StatusAccepted {
 		t.Fatalf("submit: %d %s", r.Status, r.Body)

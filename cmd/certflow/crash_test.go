@@ -90,13 +90,7 @@ auth:
 	env, base := startAPI(t, dir)
 	victim, victimLogs := startProcess(t, dir, env, "worker")
 
-	csr, _ := testutil.CSR(t, "crash.example.com")
-	r := testutil.Do(t, base, "POST", "/Enrollment/CSR", testutil.EnrollBody(csr, nil),
-		"x-certificateformat", "PEM", "Authorization", "Bearer alice-token", "Prefer", "respond-async")
-	if r.Status != http.StatusAccepted {
-		t.Fatalf("submit: %d %s", r.Status, r.Body)
-	}
-	loc := r.Header.Get("Location")
+	loc := submitAsync(t, base, "crash.example.com")
 	select {
 	case <-c.inSlow:
 	case <-time.After(30 * time.Second):
