@@ -28,6 +28,7 @@ type hostileCA struct {
 	authzs     int                // how many the order lists
 	authzGets  atomic.Int64
 	authzBase  string // where the order says its authorizations are ("": the CA itself)
+	authzPad   int    // bytes of padding in each authorization's answer
 }
 
 func startHostileCA(t *testing.T, authzs int, authzNames func(int) string) *hostileCA {
@@ -71,7 +72,8 @@ func startHostileCA(t *testing.T, authzs int, authzNames func(int) string) *host
 		var i int
 		fmt.Sscan(r.PathValue("i"), &i)
 		reply(w, 200, map[string]any{"status": "pending", "identifier": map[string]string{"type": "dns", "value": h.authzNames(i)},
-			"challenges": []map[string]string{{"type": "dns-01", "url": fmt.Sprintf("%s/chall/%d", base(), i), "token": fmt.Sprintf("token%d", i), "status": "pending"}}})
+			"challenges": []map[string]string{{"type": "dns-01", "url": fmt.Sprintf("%s/chall/%d", base(), i), "token": fmt.Sprintf("token%d", i), "status": "pending"}},
+			"padding":    strings.Repeat("x", h.authzPad)})
 	})
 	mux.HandleFunc("POST /chall/{i}", func(w http.ResponseWriter, r *http.Request) { reply(w, 200, map[string]any{"status": "processing"}) })
 	h.srv = httptest.NewTLSServer(mux)
@@ -123,15 +125,21 @@ func TestAHostileCAsAuthorizationsAreRefused(t *testing.T) {
 		name   string
 		authzs int
 		named  func(int) string
-		want   string // in the problem
+		pad    int    // bytes of padding in each authorization
+		want   string // in the error
+		// problem: the error is a *ca.Problem (the CA's order refused),
+		// not a failure to read the CA.
+		problem bool
 		// maxSeen bounds the authorizations fetched and records presented.
 		maxSeen int
 	}{
-		{"an authorization for another name", 1, func(int) string { return "victim.example.org" }, "victim.example.org", 1},
-		{"thousands of authorizations", 5000, func(int) string { return "www.certflow.test" }, "5000 authorizations", 1},
+		{"an authorization for another name", 1, func(int) string { return "victim.example.org" }, 0, "victim.example.org", true, 1},
+		{"thousands of authorizations", 5000, func(int) string { return "www.certflow.test" }, 0, "5000 authorizations", true, 1},
+		{"an authorization of 4 MiB", 1, func(int) string { return "www.certflow.test" }, 4 << 20, "larger than 1048576 bytes", false, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := startHostileCA(t, tc.authzs, tc.named)
+			h.authzPad = tc.pad
 			p := &recordingPresenter{}
 			a := h.open(t, e, p)
 			o, err := a.Place(ctx, req)
@@ -139,8 +147,8 @@ func TestAHostileCAsAuthorizationsAreRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, err = a.Advance(ctx, req, o)
-			if _, ok := err.(*ca.Problem); !ok || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Advance: %v; want the CA's order refused, naming %s", err, tc.want)
+			if _, ok := err.(*ca.Problem); err == nil || ok != tc.problem || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Advance: %v; want it refused (a CA problem: %v), naming %s", err, tc.problem, tc.want)
 			}
 			for _, n := range p.names {
 				if n != "www.certflow.test" {
