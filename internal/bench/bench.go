@@ -767,14 +767,25 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// measure is a row of Print's table.
+type measure struct {
+	name string
+	v    float64
+	unit string
+}
+
+// printMeasures writes rows of Print's table, indented, the values
+// aligned whatever the indent.
+func printMeasures(w io.Writer, indent string, ms []measure) {
+	for _, m := range ms {
+		fmt.Fprintf(w, "%s%-*s %12.2f %s\n", indent, 28-len(indent), m.name, m.v, m.unit)
+	}
+}
+
 // Print writes the human-readable table, then the JSON line last.
 func (r *Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "\n%-28s %12s\n", "measure", "value")
-	rows := []struct {
-		name string
-		v    float64
-		unit string
-	}{
+	printMeasures(w, "", []measure{
 		{"enrollments per second", r.EnrollmentsPerS, "/s"},
 		{"bare asynq no-ops per second", r.AsynqNoopPerS, "/s"},
 		{"ratio (certflow / asynq)", r.Ratio, ""},
@@ -789,25 +800,16 @@ func (r *Result) Print(w io.Writer) {
 		{"Redis round trips / enr.", r.RoundTripsPerEnrollment, ""},
 		{"Redis round trips / no-op", r.RoundTripsPerNoop, ""},
 		{"peak RSS", r.RSSMB, "MB"},
-	}
-	for _, row := range rows {
-		fmt.Fprintf(w, "%-28s %12.2f %s\n", row.name, row.v, row.unit)
-	}
+	})
 	fmt.Fprintf(w, "%-28s %12d\n%-28s %12d\n%-28s %12d\n", "requests", r.Requests, "concurrency", r.Concurrency, "errors", r.Errors)
 	if a := r.Authority; a != nil {
 		fmt.Fprintf(w, "through certificate authority %s:\n", a.Name)
-		for _, row := range []struct {
-			name string
-			v    float64
-			unit string
-		}{
+		printMeasures(w, "  ", []measure{
 			{"enrollments per second", a.EnrollmentsPerS, "/s"},
 			{"ratio (it / built-in CA)", a.Ratio, ""},
 			{"p50 submit→issued", a.P50ms, "ms"},
 			{"p99 submit→issued", a.P99ms, "ms"},
-		} {
-			fmt.Fprintf(w, "  %-26s %12.2f %s\n", row.name, row.v, row.unit)
-		}
+		})
 	}
 	if len(r.RedisCommands) > 0 {
 		names := slices.SortedFunc(maps.Keys(r.RedisCommands), func(a, b string) int {
